@@ -1,0 +1,109 @@
+# Lantern node agent: build, test, demo, benchmark.
+#   make          build everything into build/
+#   make deps     install Debian packages and prepare the host (bpffs, tracefs)
+#   make check    deps + build + every test (tests/kselftest-style)
+#   make demo     deps + build + a short demonstration
+#   make bench    deps + build + benchmarks (bench/)
+
+BUILD    := build
+CC       ?= gcc
+CLANG    ?= clang
+BPFTOOL  ?= bpftool
+ARCH     := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
+
+CFLAGS   ?= -O2 -g
+CFLAGS   += -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
+            -Wno-missing-field-initializers -Iinclude -Ibpf -I$(BUILD)
+LDLIBS   := -lbpf -lelf -lz -lyaml -ljansson -lsodium -lpthread
+
+BPF_SRCS := $(wildcard bpf/*.bpf.c)
+BPF_OBJS := $(patsubst bpf/%.bpf.c,$(BUILD)/bpf/%.bpf.o,$(BPF_SRCS))
+SKELS    := $(patsubst bpf/%.bpf.c,$(BUILD)/%.skel.h,$(BPF_SRCS))
+
+LIB_SRCS := $(filter-out userspace/lanternd/%,$(wildcard userspace/*/*.c))
+LIB_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRCS))
+LIB      := $(BUILD)/liblantern.a
+
+D_SRCS   := $(wildcard userspace/lanternd/*.c)
+D_OBJS   := $(patsubst %.c,$(BUILD)/obj/%.o,$(D_SRCS))
+CLI_SRCS := $(wildcard tools/lantern/*.c)
+CLI_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(CLI_SRCS))
+SHIM_SRCS:= $(wildcard tools/shim/*.c)
+
+TEST_SRCS := $(wildcard tests/kselftest-style/*_test.c)
+TEST_BINS := $(patsubst tests/kselftest-style/%.c,$(BUILD)/tests/%,$(TEST_SRCS))
+TEST_LIB  := $(patsubst %.c,$(BUILD)/obj/%.o,$(filter-out $(TEST_SRCS),$(wildcard tests/kselftest-style/*.c)))
+
+TEST_HELPERS := $(patsubst tests/kselftest-style/helpers/%.c,$(BUILD)/tests/%,$(wildcard tests/kselftest-style/helpers/*.c))
+
+BENCH_DIRS := $(wildcard bench/*/)
+BENCH_BINS := $(patsubst bench/%/,$(BUILD)/bench/%,$(BENCH_DIRS))
+
+HDRS     := $(wildcard include/lantern/*.h bpf/*.h tests/kselftest-style/*.h)
+
+.PHONY: all deps check test demo bench clean
+all: $(BUILD)/lanternd $(BUILD)/lantern $(BUILD)/lantern-shim $(TEST_BINS) $(TEST_HELPERS) $(BENCH_BINS)
+
+deps:
+	@scripts/deps.sh
+
+$(BUILD)/vmlinux.h:
+	@mkdir -p $(@D)
+	$(BPFTOOL) btf dump file /sys/kernel/btf/vmlinux format c > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/bpf/%.bpf.o: bpf/%.bpf.c $(BUILD)/vmlinux.h $(wildcard bpf/*.h)
+	@mkdir -p $(@D)
+	$(CLANG) -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror -I$(BUILD) -Ibpf -c $< -o $@
+
+$(BUILD)/%.skel.h: $(BUILD)/bpf/%.bpf.o
+	$(BPFTOOL) gen skeleton $< name $(subst -,_,$*)_bpf > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/obj/%.o: %.c $(HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+# only the bpf module includes skeletons
+$(filter $(BUILD)/obj/userspace/lbpf/%,$(LIB_OBJS)): $(SKELS)
+
+$(LIB): $(LIB_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/lanternd: $(D_OBJS) $(LIB)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/lantern: $(CLI_OBJS) $(LIB)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/lantern-shim: $(SHIM_SRCS) $(HDRS)
+	$(CC) $(CFLAGS) -o $@ $(SHIM_SRCS)
+
+$(BUILD)/tests/%: tests/kselftest-style/%.c $(TEST_LIB) $(LIB) $(HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -Itests/kselftest-style -o $@ $< $(TEST_LIB) $(LIB) $(LDLIBS)
+
+$(BUILD)/tests/%: tests/kselftest-style/helpers/%.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -o $@ $<
+
+$(BUILD)/bench/%: $(wildcard bench/*/*.c) $(LIB) $(HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -o $@ $(wildcard bench/$*/*.c) $(LIB) $(LDLIBS) -lm
+
+check: deps
+	$(MAKE) all
+	tests/kselftest-style/run.sh $(BUILD)
+
+test: all
+	tests/kselftest-style/run.sh $(BUILD)
+
+demo: deps
+	$(MAKE) all
+	scripts/demo.sh $(BUILD)
+
+bench: deps
+	$(MAKE) all
+	bench/run.sh $(BUILD)
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,70 @@
+/* cgroup.h: the node's cgroup subtree and one cgroup per instance.
+ *
+ * Two host layouts are supported:
+ *   unified (pure cgroup v2): /sys/fs/cgroup/<root>/<inst>, controllers memory, cpu,
+ *     pids enabled through cgroup.subtree_control;
+ *   hybrid: the v2 directory /sys/fs/cgroup/unified/<root>/<inst> (where BPF attaches
+ *     and the cgroup id comes from) plus v1 directories under
+ *     /sys/fs/cgroup/{memory,cpu,pids}/<root>/<inst> for the limits.
+ * The instance is the directory set; the process joins all of them before exec. */
+#ifndef LANTERN_CGROUP_H
+#define LANTERN_CGROUP_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "lantern/spec.h"
+#include "lantern/util.h"
+
+enum cgroup_layout { CGROUP_UNIFIED, CGROUP_HYBRID };
+
+#define CGROUP_MAX_DIRS 4 /* v2 + memory, cpu, pids */
+
+struct cgroup_node {
+	enum cgroup_layout layout;
+	char root[128];            /* the subtree's name relative to the hierarchies */
+	char v2[PATH_MAX];         /* v2 directory of the subtree */
+	char v1_memory[PATH_MAX];  /* hybrid only */
+	char v1_cpu[PATH_MAX];
+	char v1_pids[PATH_MAX];
+	uint32_t instance_level;   /* cgroup v2 depth of an instance directory */
+};
+
+struct cgroup_inst {
+	char name[64];
+	uint64_t id;               /* cgroup v2 id (inode of the v2 directory) */
+	char dirs[CGROUP_MAX_DIRS][PATH_MAX]; /* dirs[0] is the v2 directory */
+	int ndirs;
+};
+
+/* Detects the layout, creates the subtree (name like "lantern" or "a/b"). */
+int cgroup_node_open(const char *root, struct cgroup_node *n, struct lerr *e);
+/* Removes the subtree's directories; instances inside must be gone. */
+int cgroup_node_remove(const struct cgroup_node *n, struct lerr *e);
+
+/* Creates the instance cgroup with limits applied: memory.max (memory.limit_in_bytes),
+ * cpu quota for vcpu (period 100 ms), pids.max. Fails with nothing left behind. */
+int cgroup_inst_create(const struct cgroup_node *n, const char *name,
+		       const struct spec_limits *lim, uint64_t pids_max,
+		       struct cgroup_inst *out, struct lerr *e);
+/* Fills out for an existing instance directory (adoption after restart). */
+int cgroup_inst_open(const struct cgroup_node *n, const char *name, struct cgroup_inst *out,
+		     struct lerr *e);
+/* Joins pid to every directory of the instance (v2 first). */
+int cgroup_inst_attach(const struct cgroup_inst *c, pid_t pid, struct lerr *e);
+/* True while any process is in the instance. */
+bool cgroup_inst_populated(const struct cgroup_inst *c);
+/* Sends sig to every process in the instance (SIGKILL through cgroup.kill when the
+ * kernel has it). Returns how many were signalled, or -errno. */
+int cgroup_inst_signal(const struct cgroup_inst *c, int sig);
+/* Kills what is left, waits up to timeout_ms for it to empty, removes the dirs. */
+int cgroup_inst_destroy(const struct cgroup_inst *c, int timeout_ms, struct lerr *e);
+/* Lists instance directory names under the subtree. *names must be freed (each and all). */
+int cgroup_node_list(const struct cgroup_node *n, char ***names, size_t *count);
+
+/* cgroup v2 id of a directory (its inode number), or 0. */
+uint64_t cgroup_id_of(const char *v2_dir);
+
+#endif

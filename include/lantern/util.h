@@ -1,0 +1,34 @@
+/* util.h: small helpers every module uses: files, directories, ids, clocks, logging. */
+#ifndef LANTERN_UTIL_H
+#define LANTERN_UTIL_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Errors: functions return -errno and write a message naming object and reason. */
+struct lerr {
+	char msg[512];
+};
+int lerr_set(struct lerr *e, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+int util_mkdir_p(const char *path, mode_t mode);
+int util_rm_rf(const char *path);
+/* Reads a whole file; *buf is NUL-terminated and must be freed. */
+int util_read_file(const char *path, char **buf, size_t *len);
+/* Writes via a temporary file, fsync and rename, so readers see old or new. */
+int util_write_file_atomic(const char *path, const void *buf, size_t len);
+int util_write_str(const char *path, const char *s); /* plain write, for cgroup files */
+void util_random_hex(char *out, size_t nbytes); /* out holds 2*nbytes+1 */
+uint64_t util_now_ns(int clockid);
+
+/* Logging to stderr, one line each, prefixed with the program name. */
+void log_set_prog(const char *prog);
+void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif

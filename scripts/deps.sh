@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Lantern needs and prepares the host (bpffs, tracefs).
+# Idempotent: a second run installs nothing and mounts nothing.
+set -euo pipefail
+
+pkgs=(
+  make gcc clang llvm bpftool libbpf-dev libelf-dev zlib1g-dev   # build, BPF CO-RE
+  libyaml-dev libjansson-dev libsodium-dev                       # spec, JSON, crypto
+  dnsmasq-base                                                   # DNS upstream in tests
+  nftables                                                       # egress benchmark peer
+  iproute2 procps                                                # tests: netns, ss, ps
+)
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ "$(id -u)" = 0 ]; then
+  mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
+  mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing
+else
+  echo "deps: not root: bpffs and tracefs not checked" >&2
+fi
+echo "deps: ok"

@@ -1,0 +1,291 @@
+/* testlib.c: private lanternd instances, CLI runs and loopback listeners for tests. */
+#include "testlib.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/vfs.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <linux/magic.h>
+
+#include "lantern/util.h"
+
+const char *tl_env_missing(void)
+{
+	struct statfs sf;
+
+	if (geteuid() != 0)
+		return "not root";
+	if (statfs("/sys/fs/bpf", &sf) < 0 || sf.f_type != BPF_FS_MAGIC)
+		return "bpffs not mounted at /sys/fs/bpf";
+	if (access("/sys/kernel/btf/vmlinux", R_OK) < 0)
+		return "no kernel BTF";
+	if ((statfs("/sys/fs/cgroup/unified", &sf) < 0 || sf.f_type != CGROUP2_SUPER_MAGIC) &&
+	    (statfs("/sys/fs/cgroup", &sf) < 0 || sf.f_type != CGROUP2_SUPER_MAGIC))
+		return "no cgroup2 mount";
+	return NULL;
+}
+
+int tl_env_init(struct tl_env *t, const char *name)
+{
+	const char *b = getenv("LANTERN_BUILD");
+
+	memset(t, 0, sizeof(*t));
+	snprintf(t->name, sizeof(t->name), "%s", name);
+	snprintf(t->dir, sizeof(t->dir), "/tmp/lantern-test-%s-%d", name, getpid());
+	snprintf(t->state, sizeof(t->state), "%s/state", t->dir);
+	snprintf(t->sock, sizeof(t->sock), "%s/lanternd.sock", t->dir);
+	snprintf(t->log, sizeof(t->log), "%s/lanternd.log", t->dir);
+	snprintf(t->bpffs, sizeof(t->bpffs), "/sys/fs/bpf/lantern-test-%s-%d", name, getpid());
+	snprintf(t->cgroot, sizeof(t->cgroot), "lantern-test-%s-%d", name, getpid());
+	if (b && *b)
+		snprintf(t->build, sizeof(t->build), "%s", b);
+	else if (!getcwd(t->build, sizeof(t->build) - 8) ||
+		 strlen(t->build) + 7 > sizeof(t->build))
+		return -ENAMETOOLONG;
+	else
+		strcat(t->build, "/build");
+	return util_mkdir_p(t->dir, 0700);
+}
+
+static bool sock_ready(const char *path)
+{
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	bool ok;
+
+	snprintf(a.sun_path, sizeof(a.sun_path), "%s", path);
+	ok = fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+	if (fd >= 0)
+		close(fd);
+	return ok;
+}
+
+int tl_daemon_start(struct tl_env *t, const char *extra)
+{
+	char cmd[2048];
+	pid_t pid;
+
+	unlink(t->sock);
+	snprintf(cmd, sizeof(cmd),
+		 "exec %s/lanternd --state-dir %s --socket %s --bpffs %s --cgroup-root %s "
+		 "--process-runtime %s >>%s 2>&1",
+		 t->build, t->state, t->sock, t->bpffs, t->cgroot, extra ? extra : "", t->log);
+	pid = fork();
+	if (pid < 0)
+		return -errno;
+	if (pid == 0) {
+		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+		_exit(127);
+	}
+	t->daemon = pid;
+	for (int i = 0; i < 500; i++) {
+		int st;
+		if (sock_ready(t->sock))
+			return 0;
+		if (waitpid(pid, &st, WNOHANG) == pid) {
+			t->daemon = 0;
+			return -ECHILD;
+		}
+		usleep(10000);
+	}
+	return -ETIMEDOUT;
+}
+
+int tl_daemon_stop(struct tl_env *t, int sig)
+{
+	int st = 0;
+
+	if (t->daemon <= 0)
+		return 0;
+	kill(t->daemon, sig);
+	waitpid(t->daemon, &st, 0);
+	t->daemon = 0;
+	return st;
+}
+
+void tl_env_cleanup(struct tl_env *t)
+{
+	tl_daemon_stop(t, SIGTERM);
+	tl_sh(NULL, NULL, "%s/lantern reset --state-dir %s --bpffs %s --cgroup-root %s >/dev/null 2>&1",
+	      t->build, t->state, t->bpffs, t->cgroot);
+	if (!getenv("LANTERN_KEEP"))
+		util_rm_rf(t->dir);
+}
+
+static char *slurp_fd(int fd)
+{
+	size_t cap = 4096, n = 0;
+	char *b = malloc(cap);
+	ssize_t r;
+
+	while (b && (r = read(fd, b + n, cap - n - 1)) > 0) {
+		n += (size_t)r;
+		if (n + 1 >= cap) {
+			char *nb = realloc(b, cap *= 2);
+			if (!nb) {
+				free(b);
+				return NULL;
+			}
+			b = nb;
+		}
+	}
+	if (b)
+		b[n] = '\0';
+	return b;
+}
+
+static int vsh(char **out, char **err, const char *fmt, va_list ap)
+{
+	char cmd[8192];
+	char o[] = "/tmp/lantern-tl-out-XXXXXX", e[] = "/tmp/lantern-tl-err-XXXXXX";
+	int ofd = mkstemp(o), efd = mkstemp(e), st = 0;
+	pid_t pid;
+
+	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	if (ofd < 0 || efd < 0)
+		return -1;
+	unlink(o);
+	unlink(e);
+	pid = fork();
+	if (pid == 0) {
+		dup2(ofd, 1);
+		dup2(efd, 2);
+		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+		_exit(127);
+	}
+	waitpid(pid, &st, 0);
+	if (out) {
+		lseek(ofd, 0, SEEK_SET);
+		*out = slurp_fd(ofd);
+	}
+	if (err) {
+		lseek(efd, 0, SEEK_SET);
+		*err = slurp_fd(efd);
+	}
+	close(ofd);
+	close(efd);
+	if (WIFEXITED(st))
+		return WEXITSTATUS(st);
+	return 128 + WTERMSIG(st);
+}
+
+int tl_sh(char **out, char **err, const char *fmt, ...)
+{
+	va_list ap;
+	int r;
+
+	va_start(ap, fmt);
+	r = vsh(out, err, fmt, ap);
+	va_end(ap);
+	return r;
+}
+
+int tl_lantern(struct tl_env *t, char **out, char **err, const char *fmt, ...)
+{
+	char args[6144];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(args, sizeof(args), fmt, ap);
+	va_end(ap);
+	return tl_sh(out, err, "%s/lantern --socket %s %s", t->build, t->sock, args);
+}
+
+const char *tl_file(struct tl_env *t, const char *name, const char *fmt, ...)
+{
+	static char paths[8][512];
+	static int next;
+	char *p = paths[next++ % 8];
+	FILE *f;
+	va_list ap;
+
+	snprintf(p, 512, "%s/%s", t->dir, name);
+	f = fopen(p, "w");
+	if (!f)
+		return p;
+	va_start(ap, fmt);
+	vfprintf(f, fmt, ap);
+	va_end(ap);
+	fclose(f);
+	return p;
+}
+
+bool tl_log_contains(struct tl_env *t, const char *s)
+{
+	char *buf;
+	bool found;
+
+	if (util_read_file(t->log, &buf, NULL) < 0)
+		return false;
+	found = strstr(buf, s) != NULL;
+	free(buf);
+	return found;
+}
+
+static int bind_any(int type, const char *addr, uint16_t *port)
+{
+	struct sockaddr_storage ss = { 0 };
+	socklen_t len;
+	int one = 1, fd;
+	bool v6 = strchr(addr, ':') != NULL;
+
+	if (v6) {
+		struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+		a->sin6_family = AF_INET6;
+		a->sin6_port = htons(*port);
+		if (inet_pton(AF_INET6, addr, &a->sin6_addr) != 1)
+			return -EINVAL;
+		len = sizeof(*a);
+	} else {
+		struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+		a->sin_family = AF_INET;
+		a->sin_port = htons(*port);
+		if (inet_pton(AF_INET, addr, &a->sin_addr) != 1)
+			return -EINVAL;
+		len = sizeof(*a);
+	}
+	fd = socket(v6 ? AF_INET6 : AF_INET, type | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (v6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	if (bind(fd, (struct sockaddr *)&ss, len) < 0 ||
+	    (type == SOCK_STREAM && listen(fd, 512) < 0)) {
+		int err = -errno;
+		close(fd);
+		return err;
+	}
+	getsockname(fd, (struct sockaddr *)&ss, &len);
+	*port = ntohs(v6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+			 : ((struct sockaddr_in *)&ss)->sin_port);
+	return fd;
+}
+
+int tl_tcp_listen(const char *addr, uint16_t *port)
+{
+	return bind_any(SOCK_STREAM, addr, port);
+}
+
+int tl_udp_bind(const char *addr, uint16_t *port)
+{
+	return bind_any(SOCK_DGRAM, addr, port);
+}
+
+uint64_t tl_ms(void)
+{
+	return util_now_ns(CLOCK_MONOTONIC) / 1000000ULL;
+}

@@ -1,0 +1,54 @@
+/* testlib.h: what the test programs share: a private lanternd (own state dir, socket,
+ * bpffs pin root and cgroup root, so two runs never collide), running the `lantern`
+ * CLI, and loopback listeners. */
+#ifndef LANTERN_TESTLIB_H
+#define LANTERN_TESTLIB_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct tl_env {
+	char name[64];
+	char dir[256];      /* /tmp/lantern-test-NAME-PID: state, socket, logs, files */
+	char state[300];
+	char sock[300];
+	char log[300];      /* lanternd's stderr */
+	char bpffs[256];    /* /sys/fs/bpf/lantern-test-NAME-PID */
+	char cgroot[128];   /* lantern-test-NAME-PID */
+	char build[256];    /* $LANTERN_BUILD or ./build */
+	pid_t daemon;
+};
+
+/* Why this machine cannot run kernel tests, or NULL when it can (root, bpffs,
+ * cgroup2, BTF). */
+const char *tl_env_missing(void);
+int tl_env_init(struct tl_env *t, const char *name);
+/* Starts build/lanternd with the env's flags, --process-runtime, and extra (a string
+ * of more flags, may be NULL); waits until the socket accepts. */
+int tl_daemon_start(struct tl_env *t, const char *extra);
+/* Sends sig and waits for the daemon to exit. */
+int tl_daemon_stop(struct tl_env *t, int sig);
+/* Stops the daemon, runs `lantern reset` for the env, removes the directory. */
+void tl_env_cleanup(struct tl_env *t);
+
+/* Runs `build/lantern --socket SOCK ARGS` through sh -c; returns the exit status
+ * (or 128+signal). out/err may be NULL; else malloc'd. */
+int tl_lantern(struct tl_env *t, char **out, char **err, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+/* Runs a shell command; same conventions. */
+int tl_sh(char **out, char **err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Writes a file under t->dir; returns its path (static buffer rotated over 8 calls). */
+const char *tl_file(struct tl_env *t, const char *name, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* True if the daemon log contains s. */
+bool tl_log_contains(struct tl_env *t, const char *s);
+
+/* Loopback listeners; addr is an IPv4 or IPv6 literal; *port 0 picks one. */
+int tl_tcp_listen(const char *addr, uint16_t *port);
+int tl_udp_bind(const char *addr, uint16_t *port);
+
+/* Milliseconds since an arbitrary start. */
+uint64_t tl_ms(void);
+
+#endif

@@ -1,0 +1,14 @@
+/* cli.h: the `lantern` command's subcommands, one file each. */
+#ifndef LANTERN_CLI_H
+#define LANTERN_CLI_H
+
+#include <jansson.h>
+
+struct cli {
+	const char *socket;  /* --socket, $LANTERN_SOCKET, or the default */
+};
+
+/* Each returns the process exit status. argv[0] is the subcommand's name. */
+int cmd_validate(struct cli *c, int argc, char **argv);
+
+#endif

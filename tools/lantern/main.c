@@ -1,0 +1,56 @@
+/* main.c: the `lantern` command: global flags, then one subcommand. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "lantern/util.h"
+
+#define DEFAULT_SOCKET "/run/lantern/lanternd.sock"
+
+static const struct {
+	const char *name;
+	int (*fn)(struct cli *c, int argc, char **argv);
+	const char *help;
+} cmds[] = {
+	{ "validate", cmd_validate, "validate FILE.yaml     check an AgentSpec; print it normalized as JSON" },
+};
+
+static int usage(FILE *f)
+{
+	fprintf(f, "usage: lantern [--socket PATH] COMMAND [ARGS]\n\ncommands:\n");
+	for (size_t i = 0; i < ARRAY_SIZE(cmds); i++)
+		fprintf(f, "  %s\n", cmds[i].help);
+	fprintf(f, "\nLANTERN_SOCKET in the environment works like --socket (default %s).\n",
+		DEFAULT_SOCKET);
+	return f == stderr ? 2 : 0;
+}
+
+int main(int argc, char **argv)
+{
+	struct cli c = { .socket = getenv("LANTERN_SOCKET") };
+	int i = 1;
+
+	log_set_prog("lantern");
+	if (!c.socket || !*c.socket)
+		c.socket = DEFAULT_SOCKET;
+	for (; i < argc && argv[i][0] == '-'; i++) {
+		if (!strcmp(argv[i], "--socket") && i + 1 < argc)
+			c.socket = argv[++i];
+		else if (!strncmp(argv[i], "--socket=", 9))
+			c.socket = argv[i] + 9;
+		else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help"))
+			return usage(stdout);
+		else {
+			fprintf(stderr, "lantern: unknown option %s\n", argv[i]);
+			return usage(stderr);
+		}
+	}
+	if (i >= argc)
+		return usage(stderr);
+	for (size_t k = 0; k < ARRAY_SIZE(cmds); k++)
+		if (!strcmp(cmds[k].name, argv[i]))
+			return cmds[k].fn(&c, argc - i, argv + i);
+	fprintf(stderr, "lantern: unknown command \"%s\"\n", argv[i]);
+	return usage(stderr);
+}
