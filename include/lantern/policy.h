@@ -65,6 +65,12 @@ bool policy_host_match(const struct policy_rule *r, const char *qname);
 int policy_fold_host(const struct policy *p, const char *qname, uint64_t expires_ns,
 		     struct lantern_egress_value *val);
 
+/* Adds the slots of the longest static entry covering addr (16 bytes, IPv4 mapped) to
+ * val, so an address learned from DNS keeps the port rules of CIDR rules covering it;
+ * returns how many slots that entry had, or -E2BIG when val has no room. */
+int policy_fold_static(const struct policy *p, const uint8_t addr[16],
+		       struct lantern_egress_value *val);
+
 /* Adds rule slot s to val, merging with an equal slot (keeps the later expiry).
  * Returns 0 or -E2BIG. */
 int policy_value_add(struct lantern_egress_value *val, const struct lantern_port_rule *s);
