@@ -1,0 +1,572 @@
+/* cgroup.c: the node's cgroup subtree and the per-instance cgroups inside it.
+ *
+ * An instance is a set of directories: the cgroup v2 directory (where BPF programs
+ * attach and whose inode is the cgroup id the kernel reports) and, on hybrid hosts,
+ * one v1 directory per limiting controller (memory, cpu, pids). On a pure v2 host the
+ * v2 directory carries the limits itself. dirs[0] is always the v2 directory, and every
+ * operation that adds a process does v2 first so egress policy applies before limits
+ * could be the only thing holding it. */
+#include "lantern/cgroup.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <time.h>
+#include <unistd.h>
+
+#define CG_MOUNT "/sys/fs/cgroup"
+#define CPU_PERIOD_US 100000ULL
+#define CPU_MIN_QUOTA_US 1000ULL /* the kernel rejects smaller quotas */
+#define INST_NAME_MAX sizeof(((struct cgroup_inst *)0)->name)
+
+static const char *const v1_ctrls[] = { "memory", "cpu", "pids" };
+
+static bool fs_is(const char *path, long magic)
+{
+	struct statfs sf;
+
+	return statfs(path, &sf) == 0 && (long)sf.f_type == magic;
+}
+
+/* Instance names become one path component; anything else could escape the subtree
+ * or collide with a cgroup interface file. */
+static bool inst_name_valid(const char *name)
+{
+	size_t len = strlen(name);
+
+	if (len == 0 || len >= INST_NAME_MAX)
+		return false;
+	if (!strcmp(name, ".") || !strcmp(name, "..") || !strncmp(name, "cgroup.", 7))
+		return false;
+	for (const char *p = name; *p; p++) {
+		char c = *p;
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '-' || c == '_' || c == '.'))
+			return false;
+	}
+	return true;
+}
+
+/* A root is one or more valid components separated by single slashes; returns the
+ * number of components, or 0 when invalid. */
+static unsigned root_depth(const char *root)
+{
+	char buf[128], *save = NULL;
+	unsigned depth = 0;
+	size_t len = strlen(root);
+
+	if (len == 0 || len >= sizeof(buf) || root[0] == '/' || root[len - 1] == '/' ||
+	    strstr(root, "//"))
+		return 0;
+	memcpy(buf, root, len + 1);
+	for (char *c = strtok_r(buf, "/", &save); c; c = strtok_r(NULL, "/", &save)) {
+		if (!inst_name_valid(c))
+			return 0;
+		depth++;
+	}
+	return depth;
+}
+
+static int write_file(const char *dir, const char *file, const char *val)
+{
+	char path[PATH_MAX + 64];
+	int fd, err = 0;
+	size_t len = strlen(val);
+
+	snprintf(path, sizeof(path), "%s/%s", dir, file);
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (write(fd, val, len) != (ssize_t)len)
+		err = errno ? -errno : -EIO;
+	close(fd);
+	return err;
+}
+
+static bool file_exists(const char *dir, const char *file)
+{
+	char path[PATH_MAX + 64];
+
+	snprintf(path, sizeof(path), "%s/%s", dir, file);
+	return access(path, F_OK) == 0;
+}
+
+/* Enables memory, cpu and pids for the children of dir, as far as dir offers them. */
+static int enable_controllers(const char *dir, struct lerr *e)
+{
+	char path[PATH_MAX + 64], *avail = NULL;
+	int err;
+
+	snprintf(path, sizeof(path), "%s/cgroup.controllers", dir);
+	err = util_read_file(path, &avail, NULL);
+	if (err)
+		return lerr_set(e, err, "cgroup: read %s: %s", path, strerror(-err));
+	for (size_t i = 0; i < ARRAY_SIZE(v1_ctrls); i++) {
+		char want[32];
+		const char *p = avail;
+		size_t n = strlen(v1_ctrls[i]);
+		bool have = false;
+
+		while ((p = strstr(p, v1_ctrls[i]))) {
+			if ((p == avail || p[-1] == ' ') && (p[n] == ' ' || p[n] == '\n' || !p[n])) {
+				have = true;
+				break;
+			}
+			p += n;
+		}
+		if (!have) {
+			free(avail);
+			return lerr_set(e, -ENOTSUP, "cgroup: %s: controller %s not available", dir,
+					v1_ctrls[i]);
+		}
+		snprintf(want, sizeof(want), "+%s", v1_ctrls[i]);
+		err = write_file(dir, "cgroup.subtree_control", want);
+		if (err) {
+			free(avail);
+			return lerr_set(e, err, "cgroup: enable %s in %s/cgroup.subtree_control: %s",
+					v1_ctrls[i], dir, strerror(-err));
+		}
+	}
+	free(avail);
+	return 0;
+}
+
+int cgroup_node_open(const char *root, struct cgroup_node *n, struct lerr *e)
+{
+	unsigned depth = root_depth(root);
+	const char *v2mount;
+	int err;
+
+	memset(n, 0, sizeof(*n));
+	if (!depth)
+		return lerr_set(e, -EINVAL, "cgroup: root \"%s\": invalid name", root);
+	if (fs_is(CG_MOUNT, CGROUP2_SUPER_MAGIC)) {
+		n->layout = CGROUP_UNIFIED;
+		v2mount = CG_MOUNT;
+	} else if (fs_is(CG_MOUNT "/unified", CGROUP2_SUPER_MAGIC)) {
+		n->layout = CGROUP_HYBRID;
+		v2mount = CG_MOUNT "/unified";
+	} else {
+		return lerr_set(e, -ENOTSUP, "cgroup: no cgroup2 hierarchy at %s or %s/unified",
+				CG_MOUNT, CG_MOUNT);
+	}
+	snprintf(n->root, sizeof(n->root), "%s", root);
+	snprintf(n->v2, sizeof(n->v2), "%s/%s", v2mount, root);
+	n->instance_level = depth + 1;
+
+	if (n->layout == CGROUP_HYBRID) {
+		char *dst[] = { n->v1_memory, n->v1_cpu, n->v1_pids };
+
+		for (size_t i = 0; i < ARRAY_SIZE(v1_ctrls); i++) {
+			char mnt[64];
+
+			snprintf(mnt, sizeof(mnt), CG_MOUNT "/%s", v1_ctrls[i]);
+			if (!fs_is(mnt, CGROUP_SUPER_MAGIC))
+				return lerr_set(e, -ENOTSUP,
+						"cgroup: hybrid host without the v1 %s controller at %s",
+						v1_ctrls[i], mnt);
+			snprintf(dst[i], PATH_MAX, "%s/%s", mnt, root);
+		}
+		err = util_mkdir_p(n->v2, 0755);
+		if (err)
+			return lerr_set(e, err, "cgroup: create %s: %s", n->v2, strerror(-err));
+		for (size_t i = 0; i < ARRAY_SIZE(dst); i++) {
+			err = util_mkdir_p(dst[i], 0755);
+			if (err)
+				return lerr_set(e, err, "cgroup: create %s: %s", dst[i], strerror(-err));
+		}
+		return 0;
+	}
+
+	/* Unified: each level from the mount down to the subtree must hand the
+	 * controllers on to its children, or the instance gets no limit files. */
+	err = util_mkdir_p(n->v2, 0755);
+	if (err)
+		return lerr_set(e, err, "cgroup: create %s: %s", n->v2, strerror(-err));
+	err = enable_controllers(v2mount, e);
+	for (const char *s = root; !err;) {
+		const char *slash = strchr(s, '/');
+		int len = slash ? (int)(slash - root) : (int)strlen(root);
+		char path[PATH_MAX];
+
+		snprintf(path, sizeof(path), "%s/%.*s", v2mount, len, root);
+		err = enable_controllers(path, e);
+		if (!slash)
+			break;
+		s = slash + 1;
+	}
+	return err;
+}
+
+int cgroup_node_remove(const struct cgroup_node *n, struct lerr *e)
+{
+	const char *dirs[] = { n->v2, n->v1_memory, n->v1_cpu, n->v1_pids };
+	int ret = 0;
+
+	/* Only the subtree's own directory goes: its parents, when the root has several
+	 * components, may be shared with someone else. */
+	for (size_t i = 0; i < ARRAY_SIZE(dirs); i++) {
+		if (!dirs[i][0])
+			continue;
+		if (rmdir(dirs[i]) < 0 && errno != ENOENT && !ret)
+			ret = lerr_set(e, errno, "cgroup: remove %s: %s", dirs[i], strerror(errno));
+	}
+	return ret;
+}
+
+/* dst = a/b; the root and names are short, so this only fails on a corrupt node. */
+static int path_join(char *dst, const char *a, const char *b)
+{
+	return (size_t)snprintf(dst, PATH_MAX, "%s/%s", a, b) >= PATH_MAX ? -ENAMETOOLONG : 0;
+}
+
+/* Fills c->dirs for name under n, v2 first. */
+static int inst_paths(const struct cgroup_node *n, const char *name, struct cgroup_inst *c)
+{
+	const char *parents[] = { n->v2, n->v1_memory, n->v1_cpu, n->v1_pids };
+	int count = n->layout == CGROUP_HYBRID ? 4 : 1;
+
+	memset(c, 0, sizeof(*c));
+	snprintf(c->name, sizeof(c->name), "%s", name);
+	for (int i = 0; i < count; i++)
+		if (path_join(c->dirs[c->ndirs++], parents[i], name))
+			return -ENAMETOOLONG;
+	return 0;
+}
+
+static int set_limit(const char *dir, const char *file, const char *val, struct lerr *e)
+{
+	int err = write_file(dir, file, val);
+
+	if (err)
+		return lerr_set(e, err, "cgroup: set %s/%s to %s: %s", dir, file, val,
+				strerror(-err));
+	return 0;
+}
+
+static int apply_limits(const struct cgroup_node *n, const struct cgroup_inst *c,
+			const struct spec_limits *lim, uint64_t pids_max, struct lerr *e)
+{
+	const char *mem_dir = c->dirs[0], *cpu_dir = c->dirs[0], *pids_dir = c->dirs[0];
+	char val[64];
+	int err;
+
+	if (n->layout == CGROUP_HYBRID) {
+		mem_dir = c->dirs[1];
+		cpu_dir = c->dirs[2];
+		pids_dir = c->dirs[3];
+	}
+	if (lim && lim->memory_bytes) {
+		snprintf(val, sizeof(val), "%llu", (unsigned long long)lim->memory_bytes);
+		err = set_limit(mem_dir, n->layout == CGROUP_HYBRID ? "memory.limit_in_bytes"
+								   : "memory.max", val, e);
+		if (err)
+			return err;
+	}
+	if (lim && lim->vcpu_milli) {
+		/* 1000 millicores = one full period of CPU time per period. */
+		unsigned long long quota = lim->vcpu_milli * CPU_PERIOD_US / 1000;
+
+		if (quota < CPU_MIN_QUOTA_US)
+			quota = CPU_MIN_QUOTA_US;
+		if (n->layout == CGROUP_HYBRID) {
+			snprintf(val, sizeof(val), "%llu", CPU_PERIOD_US);
+			err = set_limit(cpu_dir, "cpu.cfs_period_us", val, e);
+			if (err)
+				return err;
+			snprintf(val, sizeof(val), "%llu", quota);
+			err = set_limit(cpu_dir, "cpu.cfs_quota_us", val, e);
+		} else {
+			snprintf(val, sizeof(val), "%llu %llu", quota, CPU_PERIOD_US);
+			err = set_limit(cpu_dir, "cpu.max", val, e);
+		}
+		if (err)
+			return err;
+	}
+	if (pids_max) {
+		snprintf(val, sizeof(val), "%llu", (unsigned long long)pids_max);
+		err = set_limit(pids_dir, "pids.max", val, e);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+int cgroup_inst_create(const struct cgroup_node *n, const char *name,
+		       const struct spec_limits *lim, uint64_t pids_max,
+		       struct cgroup_inst *out, struct lerr *e)
+{
+	struct cgroup_inst c;
+	int made = 0, err = 0;
+
+	if (!inst_name_valid(name))
+		return lerr_set(e, -EINVAL, "cgroup: instance \"%s\": invalid name", name);
+	if (inst_paths(n, name, &c))
+		return lerr_set(e, -ENAMETOOLONG, "cgroup: instance \"%s\": path too long", name);
+	for (; made < c.ndirs; made++) {
+		if (mkdir(c.dirs[made], 0755) < 0) {
+			err = lerr_set(e, errno, "cgroup: create %s: %s", c.dirs[made],
+				       strerror(errno));
+			goto undo;
+		}
+	}
+	err = apply_limits(n, &c, lim, pids_max, e);
+	if (err)
+		goto undo;
+	c.id = cgroup_id_of(c.dirs[0]);
+	if (!c.id) {
+		err = lerr_set(e, -EIO, "cgroup: %s: cannot read its cgroup id", c.dirs[0]);
+		goto undo;
+	}
+	*out = c;
+	return 0;
+
+undo:
+	/* Nothing has joined yet, so the directories are empty and rmdir suffices. */
+	while (made-- > 0)
+		rmdir(c.dirs[made]);
+	return err;
+}
+
+int cgroup_inst_open(const struct cgroup_node *n, const char *name, struct cgroup_inst *out,
+		     struct lerr *e)
+{
+	struct cgroup_inst c;
+	struct stat st;
+
+	if (!inst_name_valid(name))
+		return lerr_set(e, -EINVAL, "cgroup: instance \"%s\": invalid name", name);
+	if (inst_paths(n, name, &c))
+		return lerr_set(e, -ENAMETOOLONG, "cgroup: instance \"%s\": path too long", name);
+	for (int i = 0; i < c.ndirs; i++) {
+		if (stat(c.dirs[i], &st) < 0 || !S_ISDIR(st.st_mode))
+			return lerr_set(e, errno ? errno : ENOTDIR, "cgroup: open %s: %s",
+					c.dirs[i], strerror(errno ? errno : ENOTDIR));
+	}
+	c.id = cgroup_id_of(c.dirs[0]);
+	*out = c;
+	return 0;
+}
+
+int cgroup_inst_attach(const struct cgroup_inst *c, pid_t pid, struct lerr *e)
+{
+	char val[32];
+
+	snprintf(val, sizeof(val), "%d", (int)pid);
+	for (int i = 0; i < c->ndirs; i++) {
+		int err = write_file(c->dirs[i], "cgroup.procs", val);
+		if (err)
+			return lerr_set(e, err, "cgroup: attach %d to %s: %s", (int)pid, c->dirs[i],
+					strerror(-err));
+	}
+	return 0;
+}
+
+/* Appends the pids in dir/cgroup.procs, and in every sub-cgroup the workload may have
+ * made, to *pids (deduplicated). */
+static int collect_pids(const char *dir, pid_t **pids, size_t *n, size_t *cap)
+{
+	char path[PATH_MAX + 64], *buf = NULL, *save = NULL;
+	DIR *d;
+	struct dirent *de;
+	int err;
+
+	snprintf(path, sizeof(path), "%s/cgroup.procs", dir);
+	err = util_read_file(path, &buf, NULL);
+	if (err)
+		return err == -ENOENT ? 0 : err;
+	for (char *t = strtok_r(buf, "\n", &save); t; t = strtok_r(NULL, "\n", &save)) {
+		pid_t p = (pid_t)atoi(t);
+		bool seen = false;
+
+		if (p <= 0)
+			continue;
+		for (size_t i = 0; i < *n && !seen; i++)
+			seen = (*pids)[i] == p;
+		if (seen)
+			continue;
+		if (*n == *cap) {
+			size_t nc = *cap ? *cap * 2 : 64;
+			pid_t *np = realloc(*pids, nc * sizeof(*np));
+			if (!np) {
+				free(buf);
+				return -ENOMEM;
+			}
+			*pids = np;
+			*cap = nc;
+		}
+		(*pids)[(*n)++] = p;
+	}
+	free(buf);
+
+	d = opendir(dir);
+	if (!d)
+		return 0;
+	while ((de = readdir(d))) {
+		if (de->d_type != DT_DIR || de->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		err = collect_pids(path, pids, n, cap);
+		if (err)
+			break;
+	}
+	closedir(d);
+	return err;
+}
+
+bool cgroup_inst_populated(const struct cgroup_inst *c)
+{
+	char path[PATH_MAX + 64], *buf = NULL;
+	pid_t *pids = NULL;
+	size_t n = 0, cap = 0;
+
+	snprintf(path, sizeof(path), "%s/cgroup.events", c->dirs[0]);
+	if (util_read_file(path, &buf, NULL) == 0) {
+		bool pop = strstr(buf, "populated 1") != NULL;
+		free(buf);
+		if (pop)
+			return true;
+	}
+	/* A process could have left the v2 directory (it may move itself if privileged)
+	 * and still sit in a v1 one; the instance is not empty until all are. */
+	for (int i = 0; i < c->ndirs; i++)
+		collect_pids(c->dirs[i], &pids, &n, &cap);
+	free(pids);
+	return n > 0;
+}
+
+int cgroup_inst_signal(const struct cgroup_inst *c, int sig)
+{
+	pid_t *pids = NULL;
+	size_t n = 0, cap = 0;
+	int count = 0, first = 0, err;
+
+	err = collect_pids(c->dirs[0], &pids, &n, &cap);
+	if (err)
+		return err;
+	/* cgroup.kill also reaches processes forked while we would iterate. What is
+	 * left to do by hand is anything that sits only in a v1 directory. */
+	if (sig == SIGKILL && file_exists(c->dirs[0], "cgroup.kill") &&
+	    write_file(c->dirs[0], "cgroup.kill", "1") == 0) {
+		count = (int)n;
+		first = (int)n;
+	}
+	for (int i = 1; i < c->ndirs; i++)
+		collect_pids(c->dirs[i], &pids, &n, &cap);
+	for (size_t i = (size_t)first; i < n; i++)
+		if (kill(pids[i], sig) == 0)
+			count++;
+	free(pids);
+	return count;
+}
+
+static void sleep_ms(long ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+
+	nanosleep(&ts, NULL);
+}
+
+/* Removes dir and any sub-cgroups the workload created, deepest first. */
+static int rmdir_tree(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+
+	if (!d)
+		return errno == ENOENT ? 0 : -errno;
+	while ((de = readdir(d))) {
+		char sub[PATH_MAX + 256];
+
+		if (de->d_type != DT_DIR || de->d_name[0] == '.')
+			continue;
+		snprintf(sub, sizeof(sub), "%s/%s", dir, de->d_name);
+		rmdir_tree(sub);
+	}
+	closedir(d);
+	return rmdir(dir) < 0 && errno != ENOENT ? -errno : 0;
+}
+
+int cgroup_inst_destroy(const struct cgroup_inst *c, int timeout_ms, struct lerr *e)
+{
+	uint64_t deadline = util_now_ns(CLOCK_MONOTONIC) + (uint64_t)timeout_ms * 1000000ULL;
+	int ret = 0;
+
+	while (cgroup_inst_populated(c)) {
+		if (util_now_ns(CLOCK_MONOTONIC) > deadline)
+			return lerr_set(e, -EBUSY,
+					"cgroup: destroy %s: processes still present after %d ms",
+					c->dirs[0], timeout_ms);
+		cgroup_inst_signal(c, SIGKILL);
+		sleep_ms(10);
+	}
+	/* A killed task can keep the directory busy for a moment after it leaves the
+	 * process list, while the kernel finishes tearing it down. */
+	for (int i = 0; i < c->ndirs; i++) {
+		int err;
+
+		for (int tries = 0;; tries++) {
+			err = rmdir_tree(c->dirs[i]);
+			if (err != -EBUSY || tries >= 100)
+				break;
+			sleep_ms(10);
+		}
+		if (err && !ret)
+			ret = lerr_set(e, err, "cgroup: remove %s: %s", c->dirs[i], strerror(-err));
+	}
+	return ret;
+}
+
+int cgroup_node_list(const struct cgroup_node *n, char ***names, size_t *count)
+{
+	DIR *d = opendir(n->v2);
+	struct dirent *de;
+	char **v = NULL;
+	size_t cnt = 0, cap = 0;
+
+	*names = NULL;
+	*count = 0;
+	if (!d)
+		return errno == ENOENT ? 0 : -errno;
+	while ((de = readdir(d))) {
+		if (de->d_type != DT_DIR || de->d_name[0] == '.')
+			continue;
+		if (cnt == cap) {
+			size_t nc = cap ? cap * 2 : 16;
+			char **nv = realloc(v, nc * sizeof(*nv));
+			if (!nv)
+				goto oom;
+			v = nv;
+			cap = nc;
+		}
+		if (!(v[cnt] = strdup(de->d_name)))
+			goto oom;
+		cnt++;
+	}
+	closedir(d);
+	*names = v;
+	*count = cnt;
+	return 0;
+oom:
+	closedir(d);
+	for (size_t i = 0; i < cnt; i++)
+		free(v[i]);
+	free(v);
+	return -ENOMEM;
+}
+
+uint64_t cgroup_id_of(const char *v2_dir)
+{
+	struct stat st;
+
+	if (stat(v2_dir, &st) < 0 || !S_ISDIR(st.st_mode))
+		return 0;
+	return (uint64_t)st.st_ino;
+}
