@@ -1,0 +1,430 @@
+/* egress.c: the instance and policy operations on the pinned maps.
+ *
+ * Versioning: each lbpf_instance_set writes the whole new policy into lantern_egress
+ * under a fresh policy id, then flips lantern_instances[cgid] to that id with one map
+ * update, then deletes the old id's entries. A connect sees either the old id (whose
+ * entries are all still there) or the new one (whose entries are all already there),
+ * never a mixture and never nothing. */
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lbpf_internal.h"
+
+#define KEY_PREFIX_BITS 32 /* policy_id in front of the address */
+
+static void make_key(struct lantern_lpm_key *k, uint32_t policy_id, const uint8_t addr[16],
+		     unsigned prefix)
+{
+	memset(k, 0, sizeof(*k));
+	k->prefixlen = KEY_PREFIX_BITS + prefix;
+	k->policy_id = policy_id;
+	memcpy(k->addr, addr, 16);
+}
+
+/* A full hash map says E2BIG, a full LPM trie ENOSPC: both mean "map full". */
+static bool map_full(int err)
+{
+	return err == -E2BIG || err == -ENOSPC || err == -ENOMEM;
+}
+
+/* Collects the keys of lantern_egress; keep(k) selects. *keys must be freed. */
+static int egress_keys(struct lbpf *b, bool (*keep)(const struct lantern_lpm_key *, void *),
+		       void *arg, struct lantern_lpm_key **keys, size_t *n)
+{
+	struct lantern_lpm_key cur, next, *v = NULL;
+	size_t cap = 0, cnt = 0;
+	void *prev = NULL;
+
+	while (bpf_map_get_next_key(b->fd_egress, prev, &next) == 0) {
+		cur = next;
+		prev = &cur;
+		if (!keep(&cur, arg))
+			continue;
+		if (cnt == cap) {
+			size_t nc = cap ? cap * 2 : 64;
+			struct lantern_lpm_key *nv = realloc(v, nc * sizeof(*v));
+			if (!nv) {
+				free(v);
+				return -ENOMEM;
+			}
+			v = nv;
+			cap = nc;
+		}
+		v[cnt++] = cur;
+	}
+	if (errno != ENOENT) {
+		free(v);
+		return -errno;
+	}
+	*keys = v;
+	*n = cnt;
+	return 0;
+}
+
+static bool key_of_policy(const struct lantern_lpm_key *k, void *arg)
+{
+	return k->policy_id == *(uint32_t *)arg;
+}
+
+int lbpf_egress_delete_policy(struct lbpf *b, uint32_t policy_id)
+{
+	struct lantern_lpm_key *keys;
+	size_t n;
+	int err;
+
+	err = egress_keys(b, key_of_policy, &policy_id, &keys, &n);
+	if (err)
+		return err;
+	for (size_t i = 0; i < n; i++)
+		bpf_map_delete_elem(b->fd_egress, &keys[i]);
+	free(keys);
+	return (int)n;
+}
+
+struct id_set {
+	uint32_t *ids;
+	size_t n;
+};
+
+static bool key_orphan(const struct lantern_lpm_key *k, void *arg)
+{
+	struct id_set *s = arg;
+
+	for (size_t i = 0; i < s->n; i++)
+		if (s->ids[i] == k->policy_id)
+			return false;
+	return true;
+}
+
+static bool key_any(const struct lantern_lpm_key *k, void *arg)
+{
+	return true;
+}
+
+int lbpf_egress_reconcile(struct lbpf *b)
+{
+	struct id_set live = { 0 };
+	struct lantern_lpm_key *keys = NULL;
+	uint64_t *cgids = NULL;
+	uint32_t max_id = 0;
+	size_t n_cg = 0, n = 0;
+	int err;
+
+	err = lbpf_instance_list(b, &cgids, &n_cg);
+	if (err)
+		return err;
+	live.ids = calloc(n_cg ? n_cg : 1, sizeof(*live.ids));
+	if (!live.ids) {
+		free(cgids);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < n_cg; i++) {
+		struct lantern_instance in;
+
+		if (bpf_map_lookup_elem(b->fd_instances, &cgids[i], &in) == 0) {
+			live.ids[live.n++] = in.policy_id;
+			if (in.policy_id > max_id)
+				max_id = in.policy_id;
+		}
+	}
+	free(cgids);
+
+	err = egress_keys(b, key_orphan, &live, &keys, &n);
+	if (!err) {
+		for (size_t i = 0; i < n; i++)
+			bpf_map_delete_elem(b->fd_egress, &keys[i]);
+		free(keys);
+		/* ids of entries that could not be deleted must not be reused either */
+		err = egress_keys(b, key_any, NULL, &keys, &n);
+	}
+	if (!err) {
+		for (size_t i = 0; i < n; i++)
+			if (keys[i].policy_id > max_id)
+				max_id = keys[i].policy_id;
+		free(keys);
+	}
+	free(live.ids);
+	b->next_policy_id = max_id + 1;
+	return err;
+}
+
+/* Adds slot s to v, merging with a slot of the same protocols and ports. An expiry
+ * of 0 (a static rule) outlives any learned one. */
+static int value_merge(struct lantern_egress_value *v, const struct lantern_port_rule *s)
+{
+	for (uint32_t i = 0; i < v->nslots && i < LANTERN_MAX_SLOTS; i++) {
+		struct lantern_port_rule *t = &v->slot[i];
+
+		if (t->protos != s->protos || t->port_lo != s->port_lo || t->port_hi != s->port_hi)
+			continue;
+		if (t->expires_ns && (!s->expires_ns || s->expires_ns > t->expires_ns))
+			t->expires_ns = s->expires_ns;
+		return 0;
+	}
+	if (v->nslots >= LANTERN_MAX_SLOTS)
+		return -E2BIG;
+	v->slot[v->nslots++] = *s;
+	return 0;
+}
+
+static char *fmt_addr(const uint8_t a[16], char *out, size_t len)
+{
+	static const uint8_t mapped[12] = { [10] = 0xff, [11] = 0xff };
+
+	if (!memcmp(a, mapped, sizeof(mapped)))
+		snprintf(out, len, "%u.%u.%u.%u", a[12], a[13], a[14], a[15]);
+	else
+		snprintf(out, len, "%x:%x:%x:%x:%x:%x:%x:%x", a[0] << 8 | a[1], a[2] << 8 | a[3],
+			 a[4] << 8 | a[5], a[6] << 8 | a[7], a[8] << 8 | a[9], a[10] << 8 | a[11],
+			 a[12] << 8 | a[13], a[14] << 8 | a[15]);
+	return out;
+}
+
+/* Writes addr/128 under policy_id: the slots that cover it now, plus add. */
+static int learn_one(struct lbpf *b, uint32_t policy_id, const uint8_t addr[16],
+		     const struct lantern_egress_value *add, struct lerr *e)
+{
+	struct lantern_egress_value v = { 0 };
+	struct lantern_lpm_key k;
+	char a[64];
+	int err;
+
+	make_key(&k, policy_id, addr, 128);
+	if (bpf_map_lookup_elem(b->fd_egress, &k, &v) < 0)
+		memset(&v, 0, sizeof(v));
+	for (uint32_t i = 0; i < add->nslots && i < LANTERN_MAX_SLOTS; i++) {
+		if (value_merge(&v, &add->slot[i]) < 0)
+			return lerr_set(e, -E2BIG, "lbpf: address %s would need more than %d port rules",
+					fmt_addr(addr, a, sizeof(a)), LANTERN_MAX_SLOTS);
+	}
+	if (bpf_map_update_elem(b->fd_egress, &k, &v, BPF_ANY) < 0) {
+		err = -errno;
+		if (map_full(err))
+			return lerr_set(e, -ENOSPC, "lbpf: map lantern_egress is full (%d entries): "
+					"cannot add %s", LANTERN_MAX_EGRESS, fmt_addr(addr, a, sizeof(a)));
+		return lerr_set(e, err, "lbpf: writing lantern_egress entry %s: %s",
+				fmt_addr(addr, a, sizeof(a)), strerror(-err));
+	}
+	return 0;
+}
+
+int lbpf_instance_set(struct lbpf *b, uint64_t cgid, const struct policy *p,
+		      uint16_t dns_port, const struct policy_entry *extra, size_t n_extra,
+		      struct lerr *e)
+{
+	struct lantern_instance old, in = { 0 };
+	bool had_old;
+	uint32_t id;
+	char a[64];
+	int err = 0;
+
+	if (p->mode != LANTERN_NET_NONE && p->mode != LANTERN_NET_ALLOWLIST &&
+	    p->mode != LANTERN_NET_OPEN)
+		return lerr_set(e, -EINVAL, "lbpf: instance %llu: unknown network mode %d",
+				(unsigned long long)cgid, (int)p->mode);
+	had_old = bpf_map_lookup_elem(b->fd_instances, &cgid, &old) == 0;
+	id = b->next_policy_id++;
+	if (!id)
+		id = b->next_policy_id++;
+
+	for (size_t i = 0; i < p->n_entries; i++) {
+		const struct policy_entry *pe = &p->entries[i];
+		struct lantern_lpm_key k;
+
+		if (pe->prefix > 128 || pe->val.nslots > LANTERN_MAX_SLOTS) {
+			err = lerr_set(e, -EINVAL, "lbpf: instance %llu: bad entry %s/%u",
+				       (unsigned long long)cgid, fmt_addr(pe->addr, a, sizeof(a)),
+				       pe->prefix);
+			goto rollback;
+		}
+		make_key(&k, id, pe->addr, pe->prefix);
+		if (bpf_map_update_elem(b->fd_egress, &k, &pe->val, BPF_ANY) < 0) {
+			err = -errno;
+			if (map_full(err))
+				lerr_set(e, err = -ENOSPC,
+					 "lbpf: map lantern_egress is full (%d entries): policy of "
+					 "instance %llu (%zu entries) not installed, previous policy "
+					 "kept", LANTERN_MAX_EGRESS, (unsigned long long)cgid,
+					 p->n_entries + n_extra);
+			else
+				lerr_set(e, err, "lbpf: writing lantern_egress entry %s/%u: %s",
+					 fmt_addr(pe->addr, a, sizeof(a)), pe->prefix, strerror(-err));
+			goto rollback;
+		}
+	}
+	/* learned addresses inherit what covers them in the new policy */
+	for (size_t i = 0; i < n_extra; i++) {
+		err = learn_one(b, id, extra[i].addr, &extra[i].val, e);
+		if (err)
+			goto rollback;
+	}
+
+	in.policy_id = id;
+	in.net_mode = (uint32_t)p->mode;
+	in.flags = p->flags;
+	in.dns_port = dns_port;
+	if (bpf_map_update_elem(b->fd_instances, &cgid, &in, BPF_ANY) < 0) {
+		err = -errno;
+		if (map_full(err))
+			lerr_set(e, err = -ENOSPC, "lbpf: map lantern_instances is full (%d instances): "
+				 "instance %llu not registered", LANTERN_MAX_INSTANCES,
+				 (unsigned long long)cgid);
+		else
+			lerr_set(e, err, "lbpf: writing lantern_instances[%llu]: %s",
+				 (unsigned long long)cgid, strerror(-err));
+		goto rollback;
+	}
+	if (had_old && old.policy_id != id)
+		lbpf_egress_delete_policy(b, old.policy_id);
+	return 0;
+rollback:
+	lbpf_egress_delete_policy(b, id);
+	return err;
+}
+
+int lbpf_instance_remove(struct lbpf *b, uint64_t cgid)
+{
+	struct lantern_instance in;
+
+	if (bpf_map_lookup_elem(b->fd_instances, &cgid, &in) < 0)
+		return -errno;
+	if (bpf_map_delete_elem(b->fd_instances, &cgid) < 0)
+		return -errno;
+	lbpf_egress_delete_policy(b, in.policy_id);
+	bpf_map_delete_elem(b->fd_stats, &cgid);
+	return 0;
+}
+
+int lbpf_instance_get(struct lbpf *b, uint64_t cgid, struct lantern_instance *out)
+{
+	return bpf_map_lookup_elem(b->fd_instances, &cgid, out) < 0 ? -errno : 0;
+}
+
+int lbpf_instance_list(struct lbpf *b, uint64_t **ids, size_t *n)
+{
+	uint64_t cur, next, *v = NULL;
+	size_t cnt = 0, cap = 0;
+	void *prev = NULL;
+
+	while (bpf_map_get_next_key(b->fd_instances, prev, &next) == 0) {
+		if (cnt == cap) {
+			size_t nc = cap ? cap * 2 : 16;
+			uint64_t *nv = realloc(v, nc * sizeof(*v));
+			if (!nv) {
+				free(v);
+				return -ENOMEM;
+			}
+			v = nv;
+			cap = nc;
+		}
+		v[cnt++] = next;
+		cur = next;
+		prev = &cur;
+	}
+	*ids = v;
+	*n = cnt;
+	return 0;
+}
+
+int lbpf_egress_learn(struct lbpf *b, uint64_t cgid, const uint8_t addr[16],
+		      const struct lantern_egress_value *add, struct lerr *e)
+{
+	struct lantern_instance in;
+
+	if (bpf_map_lookup_elem(b->fd_instances, &cgid, &in) < 0)
+		return lerr_set(e, -errno, "lbpf: learn: instance %llu is not registered",
+				(unsigned long long)cgid);
+	return learn_one(b, in.policy_id, addr, add, e);
+}
+
+int lbpf_egress_gc(struct lbpf *b, uint64_t now_boottime_ns)
+{
+	struct lantern_lpm_key *keys;
+	size_t n;
+	int err, removed = 0;
+
+	err = egress_keys(b, key_any, NULL, &keys, &n);
+	if (err)
+		return err;
+	for (size_t i = 0; i < n; i++) {
+		struct lantern_egress_value v, nv = { 0 };
+
+		if (bpf_map_lookup_elem(b->fd_egress, &keys[i], &v) < 0)
+			continue;
+		for (uint32_t j = 0; j < v.nslots && j < LANTERN_MAX_SLOTS; j++) {
+			if (v.slot[j].expires_ns && v.slot[j].expires_ns <= now_boottime_ns)
+				removed++;
+			else
+				nv.slot[nv.nslots++] = v.slot[j];
+		}
+		if (nv.nslots == v.nslots)
+			continue;
+		if (!nv.nslots)
+			bpf_map_delete_elem(b->fd_egress, &keys[i]);
+		else
+			bpf_map_update_elem(b->fd_egress, &keys[i], &nv, BPF_EXIST);
+	}
+	free(keys);
+	return removed;
+}
+
+int lbpf_egress_dump(struct lbpf *b, uint64_t cgid, struct policy_entry **out, size_t *n)
+{
+	struct lantern_instance in;
+	struct lantern_lpm_key *keys;
+	struct policy_entry *v;
+	size_t nk, cnt = 0;
+	int err;
+
+	if (bpf_map_lookup_elem(b->fd_instances, &cgid, &in) < 0)
+		return -errno;
+	err = egress_keys(b, key_of_policy, &in.policy_id, &keys, &nk);
+	if (err)
+		return err;
+	v = calloc(nk ? nk : 1, sizeof(*v));
+	if (!v) {
+		free(keys);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < nk; i++) {
+		if (bpf_map_lookup_elem(b->fd_egress, &keys[i], &v[cnt].val) < 0)
+			continue;
+		memcpy(v[cnt].addr, keys[i].addr, 16);
+		v[cnt].prefix = (uint8_t)(keys[i].prefixlen - KEY_PREFIX_BITS);
+		cnt++;
+	}
+	free(keys);
+	*out = v;
+	*n = cnt;
+	return 0;
+}
+
+int lbpf_stats_get(struct lbpf *b, uint64_t cgid, struct lantern_egress_stats *out)
+{
+	int ncpu = libbpf_num_possible_cpus();
+	struct lantern_egress_stats *per;
+
+	if (ncpu <= 0)
+		return ncpu ? ncpu : -EINVAL;
+	per = calloc((size_t)ncpu, sizeof(*per));
+	if (!per)
+		return -ENOMEM;
+	memset(out, 0, sizeof(*out));
+	if (bpf_map_lookup_elem(b->fd_stats, &cgid, per) < 0) {
+		int err = -errno;
+		free(per);
+		return err == -ENOENT ? 0 : err;
+	}
+	for (int i = 0; i < ncpu; i++) {
+		out->allowed += per[i].allowed;
+		out->denied += per[i].denied;
+		out->audited += per[i].audited;
+		out->dns_redirected += per[i].dns_redirected;
+	}
+	free(per);
+	return 0;
+}

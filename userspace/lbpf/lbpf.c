@@ -1,0 +1,312 @@
+/* lbpf.c: loading, pinning and adopting the egress programs.
+ *
+ * One path for both a first start and a restart: open the skeleton with every map's
+ * pin path set under pin_root (libbpf reuses a pinned map, else creates and pins it),
+ * load, write lantern_config, then for each program either swap it into the link a
+ * previous lanternd pinned (bpf_link__update_program: the old program runs until the
+ * new one is in, so there is no window without enforcement) or attach it to the
+ * node's cgroup subtree and pin the new link. */
+#include <arpa/inet.h>
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "egress.skel.h"
+#include "lbpf_internal.h"
+
+#ifndef SO_NETNS_COOKIE
+#define SO_NETNS_COOKIE 71
+#endif
+
+#define PROG_PREFIX "lantern_"
+
+static int quiet_print(enum libbpf_print_level level, const char *fmt, va_list ap)
+{
+	if (level == LIBBPF_WARN)
+		return vfprintf(stderr, fmt, ap);
+	return 0;
+}
+
+static int host_netns_cookie(__u64 *cookie, struct lerr *e)
+{
+	socklen_t len = sizeof(*cookie);
+	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0), err = 0;
+
+	if (fd < 0)
+		return lerr_set(e, -errno, "lbpf: socket for netns cookie: %s", strerror(errno));
+	if (getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, cookie, &len) < 0)
+		err = lerr_set(e, -errno, "lbpf: getsockopt SO_NETNS_COOKIE: %s", strerror(errno));
+	close(fd);
+	return err;
+}
+
+static int write_config(struct lbpf *b, const struct lbpf_opts *o, struct lerr *e)
+{
+	static const uint8_t lo6[16] = { [15] = 1 };
+	struct lantern_config c = { 0 };
+	uint32_t zero = 0;
+	int err;
+
+	err = host_netns_cookie(&c.host_netns_cookie, e);
+	if (err)
+		return err;
+	c.instance_level = o->instance_level;
+	c.flags = o->audit_all ? LANTERN_F_AUDIT : 0;
+	c.dns_ip4 = o->dns_ip4 ? o->dns_ip4 : htonl(0x7f000001);
+	memcpy(c.dns_ip6, o->dns_ip6 ? o->dns_ip6 : lo6, sizeof(c.dns_ip6));
+	if (bpf_map_update_elem(b->fd_config, &zero, &c, BPF_ANY) < 0)
+		return lerr_set(e, -errno, "lbpf: writing map lantern_config: %s", strerror(errno));
+	return 0;
+}
+
+static bool exists(const char *path)
+{
+	return access(path, F_OK) == 0;
+}
+
+/* Pins obj under path atomically: pin as a temporary name, then rename over. */
+static int pin_replace(int fd, const char *path)
+{
+	char tmp[PATH_MAX + 128];
+
+	snprintf(tmp, sizeof(tmp), "%s.new", path);
+	unlink(tmp);
+	if (bpf_obj_pin(fd, tmp) < 0)
+		return -errno;
+	if (rename(tmp, path) < 0) {
+		int err = -errno;
+		unlink(tmp);
+		return err;
+	}
+	return 0;
+}
+
+static int attach_all(struct lbpf *b, const struct lbpf_opts *o, bool *adopted, struct lerr *e)
+{
+	struct bpf_program *prog;
+	char path[PATH_MAX];
+	int cg_fd = -1, i = 0, err = 0;
+
+	bpf_object__for_each_program(prog, b->skel->obj) {
+		const char *name = bpf_program__name(prog);
+		const char *shortname = name;
+
+		if (!strncmp(name, PROG_PREFIX, strlen(PROG_PREFIX)))
+			shortname = name + strlen(PROG_PREFIX);
+		if (i >= LBPF_NPROGS) {
+			err = lerr_set(e, -E2BIG, "lbpf: more programs than %d", LBPF_NPROGS);
+			break;
+		}
+		snprintf(path, sizeof(path), "%s/link_%s", b->pin_root, shortname);
+		if (exists(path)) {
+			b->links[i] = bpf_link__open(path);
+			if (!b->links[i]) {
+				err = lerr_set(e, -errno, "lbpf: opening pinned link %s: %s", path,
+					       strerror(errno));
+				break;
+			}
+			if (bpf_link__update_program(b->links[i], prog) < 0) {
+				err = lerr_set(e, -errno, "lbpf: swapping program %s into link %s: %s",
+					       name, path, strerror(errno));
+				break;
+			}
+			*adopted = true;
+		} else {
+			if (cg_fd < 0) {
+				cg_fd = open(o->cgroup_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+				if (cg_fd < 0) {
+					err = lerr_set(e, -errno, "lbpf: opening cgroup %s: %s",
+						       o->cgroup_path, strerror(errno));
+					break;
+				}
+			}
+			b->links[i] = bpf_program__attach_cgroup(prog, cg_fd);
+			if (!b->links[i]) {
+				err = lerr_set(e, -errno, "lbpf: attaching %s to cgroup %s: %s", name,
+					       o->cgroup_path, strerror(errno));
+				break;
+			}
+			if (bpf_link__pin(b->links[i], path) < 0) {
+				err = lerr_set(e, -errno, "lbpf: pinning link %s: %s", path,
+					       strerror(errno));
+				break;
+			}
+		}
+		i++;
+		snprintf(path, sizeof(path), "%s/prog_%s", b->pin_root, shortname);
+		err = pin_replace(bpf_program__fd(prog), path);
+		if (err) {
+			lerr_set(e, err, "lbpf: pinning program %s at %s: %s", name, path, strerror(-err));
+			break;
+		}
+	}
+	if (cg_fd >= 0)
+		close(cg_fd);
+	return err;
+}
+
+static int events_trampoline(void *ctx, void *data, size_t size)
+{
+	struct lbpf *b = ctx;
+
+	if (b->cb && size >= sizeof(struct lantern_egress_event))
+		b->cb(data, b->cb_arg);
+	return 0;
+}
+
+int lbpf_open(const struct lbpf_opts *o, struct lbpf **out, bool *adopted, struct lerr *e)
+{
+	struct bpf_map *map;
+	struct lbpf *b;
+	char path[PATH_MAX + 64];
+	bool adopt = false;
+	int err;
+
+	*out = NULL;
+	if (adopted)
+		*adopted = false;
+	if (!o->pin_root || !o->cgroup_path)
+		return lerr_set(e, -EINVAL, "lbpf: pin_root and cgroup_path are required");
+	if (strlen(o->pin_root) >= sizeof(b->pin_root))
+		return lerr_set(e, -ENAMETOOLONG, "lbpf: pin root %s: name too long", o->pin_root);
+	err = util_mkdir_p(o->pin_root, 0700);
+	if (err)
+		return lerr_set(e, err, "lbpf: creating pin root %s: %s", o->pin_root, strerror(-err));
+
+	b = calloc(1, sizeof(*b));
+	if (!b)
+		return lerr_set(e, -ENOMEM, "lbpf: out of memory");
+	snprintf(b->pin_root, sizeof(b->pin_root), "%s", o->pin_root);
+	libbpf_set_print(quiet_print);
+
+	b->skel = egress_bpf__open();
+	if (!b->skel) {
+		err = lerr_set(e, -errno, "lbpf: opening BPF object egress: %s", strerror(errno));
+		goto fail;
+	}
+	bpf_object__for_each_map(map, b->skel->obj) {
+		snprintf(path, sizeof(path), "%s/%s", b->pin_root, bpf_map__name(map));
+		if (bpf_map__set_pin_path(map, path) < 0) {
+			err = lerr_set(e, -errno, "lbpf: pin path %s: %s", path, strerror(errno));
+			goto fail;
+		}
+	}
+	err = egress_bpf__load(b->skel);
+	if (err) {
+		lerr_set(e, err, "lbpf: loading BPF object egress (pins under %s): %s", b->pin_root,
+			 strerror(-err));
+		goto fail;
+	}
+	b->fd_config = bpf_map__fd(b->skel->maps.lantern_config);
+	b->fd_instances = bpf_map__fd(b->skel->maps.lantern_instances);
+	b->fd_egress = bpf_map__fd(b->skel->maps.lantern_egress);
+	b->fd_stats = bpf_map__fd(b->skel->maps.lantern_stats);
+	b->fd_sock_orig = bpf_map__fd(b->skel->maps.lantern_sock_orig);
+	b->fd_drops = bpf_map__fd(b->skel->maps.lantern_drops);
+	b->fd_events = bpf_map__fd(b->skel->maps.lantern_events);
+
+	err = write_config(b, o, e);
+	if (err)
+		goto fail;
+	err = lbpf_egress_reconcile(b);
+	if (err) {
+		lerr_set(e, err, "lbpf: reconciling pinned map lantern_egress: %s", strerror(-err));
+		goto fail;
+	}
+	err = attach_all(b, o, &adopt, e);
+	if (err)
+		goto fail;
+	b->rb = ring_buffer__new(b->fd_events, events_trampoline, b, NULL);
+	if (!b->rb) {
+		err = lerr_set(e, -errno, "lbpf: ring buffer lantern_events: %s", strerror(errno));
+		goto fail;
+	}
+	if (adopted)
+		*adopted = adopt;
+	*out = b;
+	return 0;
+fail:
+	lbpf_close(b);
+	return err;
+}
+
+void lbpf_close(struct lbpf *b)
+{
+	if (!b)
+		return;
+	ring_buffer__free(b->rb);
+	/* closing a pinned link's fd leaves it attached: the pin holds it */
+	for (int i = 0; i < LBPF_NPROGS; i++)
+		bpf_link__destroy(b->links[i]);
+	egress_bpf__destroy(b->skel);
+	free(b);
+}
+
+int lbpf_unpin_all(const char *pin_root, struct lerr *e)
+{
+	struct dirent *de;
+	char path[PATH_MAX + 256];
+	int err = 0;
+	DIR *d;
+
+	d = opendir(pin_root);
+	if (!d) {
+		if (errno == ENOENT)
+			return 0;
+		return lerr_set(e, -errno, "lbpf: opening pin root %s: %s", pin_root, strerror(errno));
+	}
+	while ((de = readdir(d))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", pin_root, de->d_name);
+		if (unlink(path) < 0 && !err)
+			err = lerr_set(e, -errno, "lbpf: removing pin %s: %s", path, strerror(errno));
+	}
+	closedir(d);
+	if (rmdir(pin_root) < 0 && !err)
+		err = lerr_set(e, -errno, "lbpf: removing pin root %s: %s", pin_root, strerror(errno));
+	return err;
+}
+
+int lbpf_events_fd(struct lbpf *b)
+{
+	return ring_buffer__epoll_fd(b->rb);
+}
+
+int lbpf_events_consume(struct lbpf *b, lbpf_event_cb cb, void *arg)
+{
+	int n;
+
+	b->cb = cb;
+	b->cb_arg = arg;
+	n = ring_buffer__consume(b->rb);
+	b->cb = NULL;
+	b->cb_arg = NULL;
+	return n;
+}
+
+int lbpf_drops_get(struct lbpf *b, struct lantern_drops *out)
+{
+	uint32_t zero = 0;
+
+	return bpf_map_lookup_elem(b->fd_drops, &zero, out) < 0 ? -errno : 0;
+}
+
+int lbpf_set_audit_all(struct lbpf *b, bool on)
+{
+	struct lantern_config c;
+	uint32_t zero = 0;
+
+	if (bpf_map_lookup_elem(b->fd_config, &zero, &c) < 0)
+		return -errno;
+	c.flags = on ? (c.flags | LANTERN_F_AUDIT) : (c.flags & ~(uint32_t)LANTERN_F_AUDIT);
+	return bpf_map_update_elem(b->fd_config, &zero, &c, BPF_ANY) < 0 ? -errno : 0;
+}
