@@ -1,0 +1,350 @@
+/* cgroup_test: the cgroup module against the real kernel, in a private subtree
+ * "lantern-test-cg-PID": limits land in the files the kernel reads, the memory and pids
+ * controllers really bound a workload, signal/destroy leave nothing, and a failed
+ * create cleans up after itself. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "lantern/cgroup.h"
+#include "tap.h"
+#include "testlib.h"
+
+#define NPOINTS 14
+
+static struct cgroup_node node;
+static bool node_ok;
+
+/* Contents of dir/file with trailing whitespace removed, in a static buffer. */
+static const char *readf(const char *dir, const char *file)
+{
+	static char out[4096];
+	char path[PATH_MAX + 64], *buf = NULL;
+	size_t len;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, file);
+	if (util_read_file(path, &buf, &len) < 0)
+		return "";
+	while (len && (buf[len - 1] == '\n' || buf[len - 1] == ' '))
+		buf[--len] = '\0';
+	snprintf(out, sizeof(out), "%s", buf);
+	free(buf);
+	return out;
+}
+
+static bool procs_has(const char *dir, pid_t pid)
+{
+	char want[32];
+	const char *p = readf(dir, "cgroup.procs");
+
+	snprintf(want, sizeof(want), "%d", (int)pid);
+	for (const char *s = p; (s = strstr(s, want)); s++)
+		if ((s == p || s[-1] == '\n') && (s[strlen(want)] == '\n' || !s[strlen(want)]))
+			return true;
+	return false;
+}
+
+static bool gone(const struct cgroup_inst *c)
+{
+	for (int i = 0; i < c->ndirs; i++)
+		if (access(c->dirs[i], F_OK) == 0)
+			return false;
+	return true;
+}
+
+/* Removes whatever a failed point left in the subtree, then the subtree. */
+static void cleanup(void)
+{
+	char **names;
+	size_t n;
+	struct lerr e;
+
+	if (!node_ok)
+		return;
+	if (cgroup_node_list(&node, &names, &n) == 0) {
+		for (size_t i = 0; i < n; i++) {
+			struct cgroup_inst c;
+			if (cgroup_inst_open(&node, names[i], &c, &e) == 0)
+				cgroup_inst_destroy(&c, 2000, &e);
+			free(names[i]);
+		}
+		free(names);
+	}
+	cgroup_node_remove(&node, &e);
+}
+
+static pid_t fork_sleeper(void)
+{
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		pause();
+		_exit(0);
+	}
+	return pid;
+}
+
+static bool test_limits(void)
+{
+	struct spec_limits lim = { .vcpu_milli = 500, .memory_bytes = 64ULL << 20 };
+	struct cgroup_inst c;
+	struct lerr e = { "" };
+	bool ok;
+	int err = cgroup_inst_create(&node, "i-limits", &lim, 32, &c, &e);
+
+	if (!tap_ok(err == 0, "create instance with vcpu 500m, memory 64Mi, pids 32")) {
+		tap_diag("%s", e.msg);
+		tap_ok(false, "limit files hold the values");
+		tap_ok(false, "cgroup id is the v2 directory's inode and its file handle");
+		return false;
+	}
+	if (node.layout == CGROUP_HYBRID) {
+		ok = c.ndirs == 4 && !strcmp(readf(c.dirs[1], "memory.limit_in_bytes"), "67108864") &&
+		     !strcmp(readf(c.dirs[2], "cpu.cfs_period_us"), "100000") &&
+		     !strcmp(readf(c.dirs[2], "cpu.cfs_quota_us"), "50000") &&
+		     !strcmp(readf(c.dirs[3], "pids.max"), "32");
+	} else {
+		ok = c.ndirs == 1 && !strcmp(readf(c.dirs[0], "memory.max"), "67108864") &&
+		     !strcmp(readf(c.dirs[0], "cpu.max"), "50000 100000") &&
+		     !strcmp(readf(c.dirs[0], "pids.max"), "32");
+	}
+	tap_ok(ok, "limit files hold the values");
+
+	{
+		struct stat st;
+		struct {
+			struct file_handle fh;
+			uint64_t id;
+		} h = { .fh.handle_bytes = sizeof(uint64_t) };
+		int mnt;
+
+		ok = stat(c.dirs[0], &st) == 0 && c.id == (uint64_t)st.st_ino && c.id != 0 &&
+		     cgroup_id_of(c.dirs[0]) == c.id &&
+		     name_to_handle_at(AT_FDCWD, c.dirs[0], &h.fh, &mnt, 0) == 0 && h.id == c.id;
+		tap_ok(ok, "cgroup id is the v2 directory's inode and its file handle (%llu)",
+		       (unsigned long long)c.id);
+	}
+	cgroup_inst_destroy(&c, 2000, &e);
+	return true;
+}
+
+static void test_attach_signal_destroy(void)
+{
+	struct cgroup_inst c, o;
+	struct lerr e = { "" };
+	pid_t pid;
+	int status = 0, sig, n;
+	bool in_all = true;
+
+	if (cgroup_inst_create(&node, "i-attach", NULL, 0, &c, &e) < 0) {
+		tap_diag("%s", e.msg);
+		for (int i = 0; i < 4; i++)
+			tap_ok(false, "attach/signal/destroy (instance not created)");
+		return;
+	}
+	pid = fork_sleeper();
+	if (cgroup_inst_attach(&c, pid, &e) < 0)
+		tap_diag("%s", e.msg);
+	for (int i = 0; i < c.ndirs; i++)
+		in_all = in_all && procs_has(c.dirs[i], pid);
+	tap_ok(in_all && cgroup_inst_populated(&c),
+	       "attached sleeper is in every directory's cgroup.procs and populated is true");
+
+	n = cgroup_inst_open(&node, "i-attach", &o, &e);
+	tap_ok(n == 0 && o.id == c.id && o.ndirs == c.ndirs && !strcmp(o.dirs[0], c.dirs[0]),
+	       "open (adoption) finds the same instance");
+
+	sig = cgroup_inst_signal(&c, SIGKILL);
+	waitpid(pid, &status, 0);
+	tap_ok(sig >= 1 && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL &&
+		       !cgroup_inst_populated(&c),
+	       "signal SIGKILL reaches the member (%d signalled) and empties the instance", sig);
+
+	pid = fork_sleeper();
+	cgroup_inst_attach(&c, pid, &e);
+	n = cgroup_inst_destroy(&c, 2000, &e);
+	waitpid(pid, &status, 0);
+	if (n)
+		tap_diag("%s", e.msg);
+	tap_ok(n == 0 && gone(&c) && WIFSIGNALED(status),
+	       "destroy kills a live member and leaves no directory");
+}
+
+static void test_oom(void)
+{
+	struct spec_limits lim = { .memory_bytes = 32ULL << 20 };
+	struct cgroup_inst c;
+	struct lerr e = { "" };
+	int status = 0;
+	pid_t pid;
+
+	if (cgroup_inst_create(&node, "i-oom", &lim, 0, &c, &e) < 0) {
+		tap_diag("%s", e.msg);
+		tap_ok(false, "memory hog in a 32Mi instance is OOM-killed");
+		return;
+	}
+	pid = fork();
+	if (pid == 0) {
+		struct lerr ce;
+
+		if (cgroup_inst_attach(&c, getpid(), &ce) < 0)
+			_exit(2);
+		/* Touch every page so the memory is really charged. */
+		for (int i = 0; i < 512; i++) {
+			char *p = mmap(NULL, 1 << 20, PROT_READ | PROT_WRITE,
+				       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+			if (p == MAP_FAILED)
+				_exit(3);
+			memset(p, 0x5a, 1 << 20);
+		}
+		_exit(0);
+	}
+	waitpid(pid, &status, 0);
+	tap_ok(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL,
+	       "memory hog in a 32Mi instance is OOM-killed (status 0x%x)", status);
+	cgroup_inst_destroy(&c, 2000, &e);
+}
+
+static void test_fork_bomb(void)
+{
+	struct cgroup_inst c;
+	struct lerr e = { "" };
+	int pfd[2], status = 0, res[2] = { -1, -1 };
+	pid_t pid;
+
+	if (cgroup_inst_create(&node, "i-pids", NULL, 32, &c, &e) < 0 || pipe(pfd) < 0) {
+		tap_diag("%s", e.msg);
+		tap_ok(false, "fork bomb bounded by pids.max");
+		return;
+	}
+	pid = fork();
+	if (pid == 0) {
+		struct lerr ce;
+		int forks = 0;
+
+		close(pfd[0]);
+		if (cgroup_inst_attach(&c, getpid(), &ce) < 0)
+			_exit(2);
+		for (;;) {
+			pid_t k = fork();
+			if (k == 0) {
+				pause();
+				_exit(0);
+			}
+			if (k < 0)
+				break;
+			if (++forks > 1000)
+				break;
+		}
+		res[0] = forks;
+		res[1] = errno;
+		if (write(pfd[1], res, sizeof(res)) < 0)
+			_exit(4);
+		pause();
+		_exit(0);
+	}
+	close(pfd[1]);
+	if (read(pfd[0], res, sizeof(res)) != sizeof(res))
+		res[0] = -1;
+	close(pfd[0]);
+	tap_ok(res[0] == 31 && res[1] == EAGAIN,
+	       "fork bomb stops at pids.max 32: %d forks, then %s", res[0],
+	       res[1] >= 0 ? strerror(res[1]) : "?");
+	cgroup_inst_destroy(&c, 5000, &e);
+	waitpid(pid, &status, 0);
+}
+
+static void test_list_and_failures(void)
+{
+	struct cgroup_inst a, b, f;
+	struct lerr e = { "" };
+	struct spec_limits huge = { .vcpu_milli = 1ULL << 50 };
+	char **names = NULL;
+	size_t n = 0;
+	bool seen_a = false, seen_b = false;
+	int err;
+
+	cgroup_inst_create(&node, "i-list-a", NULL, 0, &a, &e);
+	cgroup_inst_create(&node, "i-list-b", NULL, 0, &b, &e);
+	if (cgroup_node_list(&node, &names, &n) == 0) {
+		for (size_t i = 0; i < n; i++) {
+			seen_a = seen_a || !strcmp(names[i], "i-list-a");
+			seen_b = seen_b || !strcmp(names[i], "i-list-b");
+			free(names[i]);
+		}
+		free(names);
+	}
+	tap_ok(seen_a && seen_b && n == 2, "list shows the instances (%zu)", n);
+	cgroup_inst_destroy(&a, 2000, &e);
+	cgroup_inst_destroy(&b, 2000, &e);
+
+	err = cgroup_inst_create(&node, "../escape", NULL, 0, &f, &e);
+	tap_ok(err == -EINVAL && strstr(e.msg, "../escape") && cgroup_node_list(&node, &names, &n) == 0 &&
+		       n == 0,
+	       "invalid name is refused and creates nothing: %s", e.msg);
+	free(names);
+
+	/* A limit the kernel rejects fails after the directories exist: they must go. */
+	err = cgroup_inst_create(&node, "i-badlimit", &huge, 0, &f, &e);
+	{
+		char p[PATH_MAX];
+		bool left = false;
+		const char *parents[] = { node.v2, node.v1_memory, node.v1_cpu, node.v1_pids };
+
+		for (size_t i = 0; i < ARRAY_SIZE(parents); i++) {
+			if (!parents[i][0])
+				continue;
+			snprintf(p, sizeof(p), "%.4000s/i-badlimit", parents[i]);
+			left = left || access(p, F_OK) == 0;
+		}
+		tap_ok(err < 0 && !left, "limit rejected by the kernel leaves nothing behind: %s",
+		       e.msg);
+	}
+}
+
+int main(void)
+{
+	const char *missing = tl_env_missing();
+	char root[64];
+	struct lerr e = { "" };
+	int err;
+
+	tap_plan(NPOINTS);
+	if (missing) {
+		for (int i = 0; i < NPOINTS; i++)
+			tap_skip(missing, "cgroup point %d", i + 1);
+		return tap_done();
+	}
+	snprintf(root, sizeof(root), "lantern-test-cg-%d", (int)getpid());
+	err = cgroup_node_open(root, &node, &e);
+	node_ok = err == 0;
+	if (!tap_ok(err == 0 && node.instance_level == 2, "node subtree %s (%s, instance level %u)",
+		    root, node.layout == CGROUP_HYBRID ? "hybrid" : "unified", node.instance_level)) {
+		tap_diag("%s", e.msg);
+		for (int i = 1; i < NPOINTS; i++)
+			tap_ok(false, "cgroup point %d (no subtree)", i + 1);
+		cleanup();
+		return tap_done();
+	}
+
+	test_limits();
+	test_attach_signal_destroy();
+	test_oom();
+	test_fork_bomb();
+	test_list_and_failures();
+
+	cleanup();
+	tap_ok(access(node.v2, F_OK) < 0 && (node.layout == CGROUP_UNIFIED ||
+					     (access(node.v1_memory, F_OK) < 0 &&
+					      access(node.v1_cpu, F_OK) < 0 &&
+					      access(node.v1_pids, F_OK) < 0)),
+	       "node remove leaves no subtree directory");
+	return tap_done();
+}
