@@ -1,0 +1,1004 @@
+/* server.c: one instance's FQDN proxy. Listens on UDP and TCP at 127.0.0.1:PORT and
+ * [::1]:PORT, validates each query, asks the owner whether the name is allowed, forwards
+ * allowed queries to the upstream (UDP over a fresh connected socket per query, TCP over a
+ * connection per query), hands every A/AAAA on the answer's CNAME chain to the owner and
+ * only then relays the upstream's reply. Everything runs on the caller's loop: no thread,
+ * no blocking call. */
+#include "lantern/dns.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* Bounds: what one instance may cost lanternd, whatever it sends. */
+#define DNS_MAX_INFLIGHT 256
+#define DNS_TIMEOUT_MS 3000
+#define DNS_MAX_CONNS 64
+#define DNS_CONN_IDLE_MS 10000
+#define DNS_CONN_OUT_MAX (256 * 1024)
+#define DNS_UDP_BURST 64 /* datagrams per wake-up, so one listener cannot starve the rest */
+#define DNS_PORT_TRIES 64
+#define DNS_CHAIN_MAX 16 /* CNAME hops followed; resolvers give up well before this */
+
+#define DNS_HDR 12
+#define DNS_NAME_MAX 255
+#define DNS_MSG_MAX 65535
+
+#define DNS_FLAG_QR 0x80 /* in byte 2 */
+#define DNS_FLAG_TC 0x02 /* in byte 2 */
+#define DNS_FLAG_RD 0x01 /* in byte 2 */
+#define DNS_FLAG_RA 0x80 /* in byte 3 */
+
+enum {
+	DNS_RCODE_NOERROR = 0,
+	DNS_RCODE_FORMERR = 1,
+	DNS_RCODE_SERVFAIL = 2,
+	DNS_RCODE_NOTIMP = 4,
+	DNS_RCODE_REFUSED = 5,
+};
+
+enum {
+	DNS_TYPE_A = 1,
+	DNS_TYPE_CNAME = 5,
+	DNS_TYPE_AAAA = 28,
+	DNS_TYPE_IXFR = 251,
+	DNS_TYPE_AXFR = 252,
+	DNS_CLASS_IN = 1,
+};
+
+struct dns_conn;
+
+/* Where a reply goes: a UDP peer of one listener, or a TCP client connection. */
+struct dns_client {
+	struct dns_conn *conn;
+	int fd;
+	struct sockaddr_storage addr;
+	socklen_t alen;
+};
+
+/* A query forwarded to the upstream. Invariant: listed in srv->queries, counted in
+ * srv->inflight and, for TCP clients, in conn->pending, until query_free. */
+struct dns_query {
+	struct dns_server *srv;
+	struct dns_query *prev, *next;
+	struct dns_client client;
+	uint8_t *wire;        /* 2-byte length, then the query with the upstream ID */
+	size_t len;           /* of the query, without the length prefix */
+	size_t qend;          /* end of the question in the query */
+	uint16_t id, up_id;   /* the client's ID and the one the upstream sees */
+	uint16_t qtype, qclass;
+	uint8_t qwire[DNS_NAME_MAX]; /* canonical (lowercase, uncompressed) question name */
+	size_t qwire_len;
+	char qname[DNS_NAME_MAX + 1];
+	int fd;
+	bool tcp, connected;
+	uint64_t timer;
+	size_t sent;          /* TCP: bytes of wire written */
+	uint8_t *in;          /* TCP: the framed reply being read */
+	size_t in_len;
+};
+
+/* A TCP client. It may carry several queries; replies go back in any order (RFC 7766). */
+struct dns_conn {
+	struct dns_server *srv;
+	struct dns_conn *prev, *next;
+	int fd;
+	bool eof, broken;
+	unsigned pending;
+	uint64_t timer;
+	uint8_t *out;
+	size_t out_len, out_cap;
+	size_t in_len;
+	uint8_t in[2 + DNS_MSG_MAX];
+};
+
+struct dns_server {
+	struct loop *loop;
+	struct dns_upstream up;
+	struct dns_callbacks cb;
+	void *ctx;
+	uint16_t port;
+	int udp[2], tcp[2]; /* [0] IPv4, [1] IPv6; -1 when absent */
+	struct dns_query *queries;
+	unsigned inflight;
+	struct dns_conn *conns;
+	unsigned nconns;
+	uint8_t buf[DNS_MSG_MAX + 1];
+};
+
+static uint16_t get16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] << 8 | p[1]);
+}
+
+static void put16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)(v >> 8);
+	p[1] = (uint8_t)v;
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static uint8_t ascii_lower(uint8_t c)
+{
+	return c >= 'A' && c <= 'Z' ? (uint8_t)(c + 32) : c;
+}
+
+/* Reads the name at *off into canonical form: uncompressed, lowercase, ending in the root
+ * label. A compression pointer must point before the start of the labels it continues,
+ * so every chain of pointers strictly decreases and ends; the 255-byte limit bounds the
+ * rest. */
+static int name_read(const uint8_t *msg, size_t len, size_t *off, bool allow_ptr,
+		     uint8_t out[DNS_NAME_MAX], size_t *out_len)
+{
+	size_t p = *off, start = *off, o = 0, after = 0;
+	bool jumped = false;
+
+	for (;;) {
+		uint8_t c;
+
+		if (p >= len)
+			return -EBADMSG;
+		c = msg[p];
+		if ((c & 0xc0) == 0xc0) {
+			size_t target;
+
+			if (!allow_ptr || p + 1 >= len)
+				return -EBADMSG;
+			target = (size_t)(c & 0x3f) << 8 | msg[p + 1];
+			if (target >= start)
+				return -EBADMSG;
+			if (!jumped)
+				after = p + 2;
+			jumped = true;
+			p = start = target;
+			continue;
+		}
+		if (c & 0xc0)
+			return -EBADMSG; /* extended label types (RFC 6891 retired them) */
+		if (p + 1 + c > len || o + 1 + c > DNS_NAME_MAX)
+			return -EBADMSG;
+		out[o++] = c;
+		for (size_t i = 0; i < c; i++)
+			out[o++] = ascii_lower(msg[p + 1 + i]);
+		p += 1 + (size_t)c;
+		if (!c)
+			break;
+	}
+	*off = jumped ? after : p;
+	*out_len = o;
+	return 0;
+}
+
+/* Presentation form without the trailing dot ("" for the root). Returns false when a
+ * label holds anything but letters, digits, '-' or '_': such a name cannot match a
+ * hostname pattern, and a '.' inside a label would make the text lie about the name. */
+static bool name_text(const uint8_t *wire, char out[DNS_NAME_MAX + 1])
+{
+	size_t o = 0;
+	bool clean = true;
+
+	for (const uint8_t *p = wire; *p; p += 1 + *p) {
+		if (o)
+			out[o++] = '.';
+		for (size_t i = 1; i <= *p; i++) {
+			uint8_t c = p[i];
+			bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+				  c == '_';
+
+			out[o++] = ok ? (char)c : '?';
+			clean = clean && ok;
+		}
+	}
+	out[o] = '\0';
+	return clean;
+}
+
+/* A reply of header and (when qend > DNS_HDR) the question of query q. */
+static size_t make_reply(uint8_t *out, const uint8_t *q, size_t qend, int rcode)
+{
+	memset(out, 0, DNS_HDR);
+	out[0] = q[0];
+	out[1] = q[1];
+	out[2] = (uint8_t)(DNS_FLAG_QR | (q[2] & 0x79)); /* opcode and RD as asked */
+	out[3] = (uint8_t)(DNS_FLAG_RA | rcode);
+	if (qend <= DNS_HDR)
+		return DNS_HDR;
+	put16(out + 4, 1);
+	memcpy(out + DNS_HDR, q + DNS_HDR, qend - DNS_HDR);
+	return qend;
+}
+
+static void conn_free(struct dns_conn *c);
+static void conn_send(struct dns_conn *c, const uint8_t *msg, size_t len);
+static void conn_maybe_close(struct dns_conn *c);
+
+static void client_reply(const struct dns_client *cl, const uint8_t *msg, size_t len)
+{
+	if (cl->conn) {
+		conn_send(cl->conn, msg, len);
+		return;
+	}
+	/* a UDP client that cannot take the reply now retries; nothing to keep */
+	sendto(cl->fd, msg, len, MSG_DONTWAIT | MSG_NOSIGNAL, (const struct sockaddr *)&cl->addr,
+	       cl->alen);
+}
+
+static void client_error(const struct dns_client *cl, const uint8_t *q, size_t qend, int rcode)
+{
+	uint8_t out[DNS_HDR + DNS_NAME_MAX + 4];
+
+	client_reply(cl, out, make_reply(out, q, qend, rcode));
+}
+
+/* ---- queries in flight ---- */
+
+static void query_free(struct dns_query *q)
+{
+	struct dns_server *s = q->srv;
+
+	if (q->timer)
+		loop_timer_cancel(s->loop, q->timer);
+	if (q->fd >= 0) {
+		loop_del(s->loop, q->fd);
+		close(q->fd);
+	}
+	if (q->prev)
+		q->prev->next = q->next;
+	else
+		s->queries = q->next;
+	if (q->next)
+		q->next->prev = q->prev;
+	s->inflight--;
+	if (q->client.conn)
+		q->client.conn->pending--;
+	free(q->wire);
+	free(q->in);
+	free(q);
+}
+
+/* Answers the client (reply, or SERVFAIL when reply is NULL) and ends the query. */
+static void query_finish(struct dns_query *q, const uint8_t *reply, size_t len)
+{
+	struct dns_conn *c = q->client.conn;
+
+	if (reply) {
+		client_reply(&q->client, reply, len);
+	} else {
+		uint8_t *m = q->wire + 2;
+
+		put16(m, q->id);
+		client_error(&q->client, m, q->qend, DNS_RCODE_SERVFAIL);
+	}
+	query_free(q);
+	if (c)
+		conn_maybe_close(c);
+}
+
+/* Does msg answer q? A reply without a question is accepted only as an error, which is
+ * how some servers answer what they cannot parse. Returns the end of its question. */
+static bool reply_matches(const struct dns_query *q, const uint8_t *msg, size_t len,
+			  size_t *qend)
+{
+	uint8_t name[DNS_NAME_MAX];
+	size_t off = DNS_HDR, nlen;
+	uint16_t qd;
+
+	if (len < DNS_HDR || get16(msg) != q->up_id || !(msg[2] & DNS_FLAG_QR))
+		return false;
+	qd = get16(msg + 4);
+	if (qd == 0 && (msg[3] & 0x0f) != DNS_RCODE_NOERROR) {
+		*qend = DNS_HDR;
+		return true;
+	}
+	if (qd != 1 || name_read(msg, len, &off, false, name, &nlen) < 0 || off + 4 > len)
+		return false;
+	if (nlen != q->qwire_len || memcmp(name, q->qwire, nlen) ||
+	    get16(msg + off) != q->qtype || get16(msg + off + 2) != q->qclass)
+		return false;
+	*qend = off + 4;
+	return true;
+}
+
+struct dns_rr {
+	size_t owner;   /* offset of the owner name */
+	uint16_t type, class;
+	uint32_t ttl;
+	size_t rdata;
+	uint16_t rdlen;
+};
+
+static bool chain_has(uint8_t chain[][DNS_NAME_MAX], const size_t *clen, size_t n,
+		      const uint8_t *name, size_t nlen)
+{
+	for (size_t i = 0; i < n; i++)
+		if (clen[i] == nlen && !memcmp(chain[i], name, nlen))
+			return true;
+	return false;
+}
+
+/* Reads the answer section; a truncated reply keeps the records that arrived whole. */
+static int answers_parse(const uint8_t *msg, size_t len, size_t off, bool tc,
+			 struct dns_rr **out, size_t *n)
+{
+	size_t an = get16(msg + 6), max = len / 11 + 1, i;
+	uint8_t name[DNS_NAME_MAX];
+	struct dns_rr *rr;
+
+	*out = NULL;
+	*n = 0;
+	if (!an)
+		return 0;
+	rr = calloc(an < max ? an : max, sizeof(*rr));
+	if (!rr)
+		return -ENOMEM;
+	for (i = 0; i < an; i++) {
+		size_t nlen, owner = off;
+
+		if (i >= max || name_read(msg, len, &off, true, name, &nlen) < 0 || off + 10 > len)
+			break;
+		rr[i].owner = owner;
+		rr[i].type = get16(msg + off);
+		rr[i].class = get16(msg + off + 2);
+		rr[i].ttl = get32(msg + off + 4);
+		rr[i].rdlen = get16(msg + off + 8);
+		rr[i].rdata = off + 10;
+		off += 10 + (size_t)rr[i].rdlen;
+		if (off > len)
+			break;
+	}
+	if (i < an && !tc) {
+		free(rr);
+		return -EBADMSG;
+	}
+	*out = rr;
+	*n = i;
+	return 0;
+}
+
+/* Hands every A/AAAA reachable from the question through CNAMEs to the owner. Returns 0,
+ * or -errno when the reply cannot be read or the owner failed to take an address. */
+static int answers_report(struct dns_query *q, const uint8_t *msg, size_t len, size_t qend)
+{
+	struct dns_server *s = q->srv;
+	uint8_t chain[DNS_CHAIN_MAX][DNS_NAME_MAX], name[DNS_NAME_MAX];
+	size_t clen[DNS_CHAIN_MAX], n_chain = 1, n, nlen, off;
+	struct dns_rr *rr;
+	bool tc = msg[2] & DNS_FLAG_TC, grew = true;
+	int err;
+
+	err = answers_parse(msg, len, qend, tc, &rr, &n);
+	if (err < 0)
+		return err;
+	memcpy(chain[0], q->qwire, q->qwire_len);
+	clen[0] = q->qwire_len;
+	/* records may come in any order, so repeat until the chain stops growing */
+	while (grew && n_chain < DNS_CHAIN_MAX) {
+		grew = false;
+		for (size_t i = 0; i < n && n_chain < DNS_CHAIN_MAX; i++) {
+			if (rr[i].type != DNS_TYPE_CNAME || rr[i].class != DNS_CLASS_IN)
+				continue;
+			off = rr[i].owner;
+			name_read(msg, len, &off, true, name, &nlen);
+			if (!chain_has(chain, clen, n_chain, name, nlen))
+				continue;
+			off = rr[i].rdata;
+			if (name_read(msg, rr[i].rdata + rr[i].rdlen, &off, true, name, &nlen) < 0) {
+				free(rr);
+				return -EBADMSG;
+			}
+			if (chain_has(chain, clen, n_chain, name, nlen))
+				continue;
+			memcpy(chain[n_chain], name, nlen);
+			clen[n_chain++] = nlen;
+			grew = true;
+		}
+	}
+	for (size_t i = 0; i < n; i++) {
+		uint8_t addr[16] = { 0 };
+		uint32_t ttl = rr[i].ttl;
+
+		if (rr[i].class != DNS_CLASS_IN ||
+		    (rr[i].type != DNS_TYPE_A && rr[i].type != DNS_TYPE_AAAA))
+			continue;
+		off = rr[i].owner;
+		name_read(msg, len, &off, true, name, &nlen);
+		if (!chain_has(chain, clen, n_chain, name, nlen))
+			continue;
+		if (rr[i].type == DNS_TYPE_A && rr[i].rdlen == 4) {
+			addr[10] = addr[11] = 0xff;
+			memcpy(addr + 12, msg + rr[i].rdata, 4);
+		} else if (rr[i].type == DNS_TYPE_AAAA && rr[i].rdlen == 16) {
+			memcpy(addr, msg + rr[i].rdata, 16);
+		} else {
+			err = -EBADMSG;
+			break;
+		}
+		/* RFC 2181 8: a TTL with the top bit set means zero */
+		if (ttl & 0x80000000u)
+			ttl = 0;
+		if (s->cb.answer) {
+			err = s->cb.answer(s->ctx, q->qname, addr, ttl);
+			if (err < 0)
+				break;
+		}
+	}
+	free(rr);
+	return err < 0 ? err : 0;
+}
+
+/* The upstream answered: report its addresses, then relay it with the client's ID. */
+static void query_reply(struct dns_query *q, uint8_t *msg, size_t len, size_t qend)
+{
+	put16(msg, q->id);
+	if ((msg[3] & 0x0f) == DNS_RCODE_NOERROR && answers_report(q, msg, len, qend) < 0) {
+		query_finish(q, NULL, 0);
+		return;
+	}
+	query_finish(q, msg, len);
+}
+
+static void on_query_timeout(struct loop *l, void *arg)
+{
+	struct dns_query *q = arg;
+
+	q->timer = 0; /* the loop has dropped it already */
+	query_finish(q, NULL, 0);
+}
+
+static void on_upstream_udp(struct loop *l, int fd, uint32_t events, void *arg)
+{
+	struct dns_query *q = arg;
+	struct dns_server *s = q->srv;
+
+	for (;;) {
+		ssize_t n = recv(fd, s->buf, sizeof(s->buf), 0);
+		size_t qend;
+
+		if (n < 0) {
+			if (errno == EAGAIN || errno == EINTR)
+				return;
+			/* ECONNREFUSED and friends: the upstream is not there */
+			query_finish(q, NULL, 0);
+			return;
+		}
+		/* anything else on this connected socket is ignored: a forged or stale
+		 * datagram must not end the query */
+		if (reply_matches(q, s->buf, (size_t)n, &qend)) {
+			query_reply(q, s->buf, (size_t)n, qend);
+			return;
+		}
+	}
+}
+
+static void upstream_tcp_read(struct dns_query *q)
+{
+	for (;;) {
+		size_t need = q->in_len < 2 ? 2 : 2 + (size_t)get16(q->in);
+		ssize_t n;
+		size_t qend;
+
+		if (q->in_len == need && need > 2) {
+			if (!reply_matches(q, q->in + 2, need - 2, &qend)) {
+				query_finish(q, NULL, 0);
+				return;
+			}
+			query_reply(q, q->in + 2, need - 2, qend);
+			return;
+		}
+		n = read(q->fd, q->in + q->in_len, need - q->in_len);
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			return;
+		if (n <= 0) {
+			query_finish(q, NULL, 0);
+			return;
+		}
+		q->in_len += (size_t)n;
+	}
+}
+
+static void on_upstream_tcp(struct loop *l, int fd, uint32_t events, void *arg)
+{
+	struct dns_query *q = arg;
+
+	if (!q->connected) {
+		int err = 0;
+		socklen_t elen = sizeof(err);
+
+		if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) < 0 || err) {
+			query_finish(q, NULL, 0);
+			return;
+		}
+		if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
+			return;
+		q->connected = true;
+	}
+	if (q->sent < q->len + 2) {
+		ssize_t n = send(fd, q->wire + q->sent, q->len + 2 - q->sent, MSG_NOSIGNAL);
+
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			return;
+		if (n < 0) {
+			query_finish(q, NULL, 0);
+			return;
+		}
+		q->sent += (size_t)n;
+		if (q->sent < q->len + 2)
+			return;
+		if (loop_mod(q->srv->loop, fd, EPOLLIN) < 0)
+			query_finish(q, NULL, 0);
+		return;
+	}
+	upstream_tcp_read(q);
+}
+
+/* Forwards the query in msg. Returns 0 or -errno (the caller answers SERVFAIL). */
+static int query_start(struct dns_server *s, const struct dns_client *cl, const uint8_t *msg,
+		       size_t len, size_t qend, const uint8_t *qwire, size_t qwire_len,
+		       const char *qname)
+{
+	struct dns_query *q = calloc(1, sizeof(*q));
+	int type = cl->conn ? SOCK_STREAM : SOCK_DGRAM, err;
+
+	if (!q)
+		return -ENOMEM;
+	q->srv = s;
+	q->fd = -1;
+	q->client = *cl;
+	q->tcp = cl->conn != NULL;
+	q->len = len;
+	q->qend = qend;
+	q->id = get16(msg);
+	q->qtype = get16(msg + qend - 4);
+	q->qclass = get16(msg + qend - 2);
+	memcpy(q->qwire, qwire, qwire_len);
+	q->qwire_len = qwire_len;
+	strcpy(q->qname, qname);
+	q->next = s->queries;
+	if (s->queries)
+		s->queries->prev = q;
+	s->queries = q;
+	s->inflight++;
+	if (cl->conn)
+		cl->conn->pending++;
+
+	q->wire = malloc(len + 2);
+	if (q->tcp)
+		q->in = malloc(2 + DNS_MSG_MAX);
+	if (!q->wire || (q->tcp && !q->in)) {
+		err = -ENOMEM;
+		goto fail;
+	}
+	put16(q->wire, (uint16_t)len);
+	memcpy(q->wire + 2, msg, len);
+	/* the upstream sees an ID of ours: a client's predictable IDs must not make
+	 * forged answers easier to land */
+	if (getrandom(&q->up_id, sizeof(q->up_id), GRND_NONBLOCK) != sizeof(q->up_id))
+		q->up_id = (uint16_t)random();
+	put16(q->wire + 2, q->up_id);
+
+	q->fd = socket(s->up.addr.ss_family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (q->fd < 0) {
+		err = -errno;
+		goto fail;
+	}
+	if (connect(q->fd, (const struct sockaddr *)&s->up.addr, s->up.len) < 0 &&
+	    errno != EINPROGRESS) {
+		err = -errno;
+		goto fail;
+	}
+	if (!q->tcp && send(q->fd, q->wire + 2, len, MSG_NOSIGNAL) < 0) {
+		err = -errno;
+		goto fail;
+	}
+	err = loop_add(s->loop, q->fd, q->tcp ? EPOLLOUT : EPOLLIN,
+		       q->tcp ? on_upstream_tcp : on_upstream_udp, q);
+	if (err < 0) {
+		close(q->fd);
+		q->fd = -1;
+		goto fail;
+	}
+	q->timer = loop_timer_add(s->loop, DNS_TIMEOUT_MS, on_query_timeout, q);
+	if (!q->timer) {
+		err = -ENOMEM;
+		goto fail;
+	}
+	return 0;
+fail:
+	query_free(q);
+	return err;
+}
+
+/* One message from a client. Replies at once unless it is forwarded. */
+static void on_query(struct dns_server *s, const uint8_t *msg, size_t len,
+		     const struct dns_client *cl)
+{
+	uint8_t qwire[DNS_NAME_MAX];
+	char qname[DNS_NAME_MAX + 1];
+	size_t off = DNS_HDR, qwire_len, qend;
+	uint16_t qtype;
+	bool clean;
+
+	/* without the ID and the QR bit there is nothing safe to answer, and a response
+	 * is never answered, so two servers cannot bounce messages forever */
+	if (len < 3 || (msg[2] & DNS_FLAG_QR))
+		return;
+	if (len < DNS_HDR) {
+		uint8_t hdr[DNS_HDR] = { msg[0], msg[1], msg[2] };
+
+		client_error(cl, hdr, 0, DNS_RCODE_FORMERR);
+		return;
+	}
+	if ((msg[2] >> 3 & 0x0f) != 0) {
+		client_error(cl, msg, 0, DNS_RCODE_NOTIMP);
+		return;
+	}
+	if (get16(msg + 4) != 1 || get16(msg + 6) || get16(msg + 8) ||
+	    name_read(msg, len, &off, false, qwire, &qwire_len) < 0 || off + 4 > len) {
+		client_error(cl, msg, 0, DNS_RCODE_FORMERR);
+		return;
+	}
+	qend = off + 4;
+	qtype = get16(msg + off);
+	clean = name_text(qwire, qname);
+	/* zone transfers span several messages and are no way to learn addresses */
+	if (!clean || qtype == DNS_TYPE_AXFR || qtype == DNS_TYPE_IXFR ||
+	    !s->cb.allowed(s->ctx, qname)) {
+		client_error(cl, msg, qend, DNS_RCODE_REFUSED);
+		if (s->cb.refused)
+			s->cb.refused(s->ctx, qname, qtype);
+		return;
+	}
+	if (s->inflight >= DNS_MAX_INFLIGHT ||
+	    query_start(s, cl, msg, len, qend, qwire, qwire_len, qname) < 0)
+		client_error(cl, msg, qend, DNS_RCODE_SERVFAIL);
+}
+
+/* ---- listeners and TCP clients ---- */
+
+static void on_udp(struct loop *l, int fd, uint32_t events, void *arg)
+{
+	struct dns_server *s = arg;
+
+	for (int i = 0; i < DNS_UDP_BURST; i++) {
+		struct dns_client cl = { .fd = fd, .alen = sizeof(cl.addr) };
+		ssize_t n = recvfrom(fd, s->buf, sizeof(s->buf), 0, (struct sockaddr *)&cl.addr,
+				     &cl.alen);
+
+		if (n < 0)
+			return;
+		on_query(s, s->buf, (size_t)n, &cl);
+	}
+}
+
+static void conn_free(struct dns_conn *c)
+{
+	struct dns_server *s = c->srv;
+	struct dns_query *q, *next;
+
+	/* queries still in flight for this client have nobody to answer */
+	for (q = s->queries; q; q = next) {
+		next = q->next;
+		if (q->client.conn == c)
+			query_free(q);
+	}
+	if (c->timer)
+		loop_timer_cancel(s->loop, c->timer);
+	loop_del(s->loop, c->fd);
+	close(c->fd);
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		s->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	s->nconns--;
+	free(c->out);
+	free(c);
+}
+
+static void conn_update(struct dns_conn *c)
+{
+	uint32_t ev = (c->eof || c->broken ? 0 : EPOLLIN) | (c->out_len ? EPOLLOUT : 0);
+
+	if (loop_mod(c->srv->loop, c->fd, ev) < 0)
+		c->broken = true;
+}
+
+static void conn_flush(struct dns_conn *c)
+{
+	while (c->out_len) {
+		ssize_t n = send(c->fd, c->out, c->out_len, MSG_NOSIGNAL | MSG_DONTWAIT);
+
+		if (n < 0) {
+			if (errno != EAGAIN && errno != EINTR)
+				c->broken = true;
+			break;
+		}
+		memmove(c->out, c->out + n, c->out_len - (size_t)n);
+		c->out_len -= (size_t)n;
+	}
+	conn_update(c);
+}
+
+/* Queues one framed reply. Never frees c: callers may be inside c's own handler. */
+static void conn_send(struct dns_conn *c, const uint8_t *msg, size_t len)
+{
+	size_t need = c->out_len + 2 + len;
+
+	if (c->broken)
+		return;
+	if (need > DNS_CONN_OUT_MAX) {
+		/* a client that does not read its replies loses the connection */
+		c->broken = true;
+		return;
+	}
+	if (need > c->out_cap) {
+		size_t cap = c->out_cap ? c->out_cap : 4096;
+		uint8_t *o;
+
+		while (cap < need)
+			cap *= 2;
+		o = realloc(c->out, cap);
+		if (!o) {
+			c->broken = true;
+			return;
+		}
+		c->out = o;
+		c->out_cap = cap;
+	}
+	put16(c->out + c->out_len, (uint16_t)len);
+	memcpy(c->out + c->out_len + 2, msg, len);
+	c->out_len = need;
+	conn_flush(c);
+}
+
+static void conn_maybe_close(struct dns_conn *c)
+{
+	if (c->broken || (c->eof && !c->pending && !c->out_len))
+		conn_free(c);
+}
+
+static void on_conn_idle(struct loop *l, void *arg)
+{
+	struct dns_conn *c = arg;
+
+	c->timer = 0;
+	if (c->pending || c->out_len) {
+		c->timer = loop_timer_add(l, DNS_CONN_IDLE_MS, on_conn_idle, c);
+		return;
+	}
+	conn_free(c);
+}
+
+static void conn_read(struct dns_conn *c)
+{
+	struct dns_client cl = { .conn = c, .fd = -1 };
+
+	while (!c->eof && !c->broken) {
+		ssize_t n = read(c->fd, c->in + c->in_len, sizeof(c->in) - c->in_len);
+		size_t used = 0;
+
+		if (n < 0) {
+			if (errno != EAGAIN && errno != EINTR)
+				c->broken = true;
+			return;
+		}
+		if (n == 0) {
+			c->eof = true;
+			return;
+		}
+		c->in_len += (size_t)n;
+		while (c->in_len - used >= 2 && !c->broken) {
+			size_t flen = get16(c->in + used);
+
+			if (c->in_len - used < 2 + flen)
+				break;
+			on_query(c->srv, c->in + used + 2, flen, &cl);
+			used += 2 + flen;
+		}
+		memmove(c->in, c->in + used, c->in_len - used);
+		c->in_len -= used;
+		if (used && c->timer) {
+			loop_timer_cancel(c->srv->loop, c->timer);
+			c->timer = loop_timer_add(c->srv->loop, DNS_CONN_IDLE_MS, on_conn_idle, c);
+		}
+	}
+}
+
+static void on_conn(struct loop *l, int fd, uint32_t events, void *arg)
+{
+	struct dns_conn *c = arg;
+
+	if (events & (EPOLLERR | EPOLLHUP))
+		c->broken = true;
+	if (events & EPOLLIN)
+		conn_read(c);
+	if (!c->broken)
+		conn_flush(c);
+	conn_maybe_close(c);
+}
+
+static void on_accept(struct loop *l, int fd, uint32_t events, void *arg)
+{
+	struct dns_server *s = arg;
+
+	for (;;) {
+		int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		struct dns_conn *c;
+
+		if (cfd < 0)
+			return;
+		c = s->nconns < DNS_MAX_CONNS ? calloc(1, sizeof(*c)) : NULL;
+		if (!c) {
+			close(cfd);
+			continue;
+		}
+		c->srv = s;
+		c->fd = cfd;
+		if (loop_add(l, cfd, EPOLLIN, on_conn, c) < 0) {
+			close(cfd);
+			free(c);
+			continue;
+		}
+		c->timer = loop_timer_add(l, DNS_CONN_IDLE_MS, on_conn_idle, c);
+		c->next = s->conns;
+		if (s->conns)
+			s->conns->prev = c;
+		s->conns = c;
+		s->nconns++;
+	}
+}
+
+static void close_listeners(struct dns_server *s)
+{
+	int *fds[] = { &s->udp[0], &s->udp[1], &s->tcp[0], &s->tcp[1] };
+
+	for (size_t i = 0; i < ARRAY_SIZE(fds); i++) {
+		if (*fds[i] < 0)
+			continue;
+		loop_del(s->loop, *fds[i]);
+		close(*fds[i]);
+		*fds[i] = -1;
+	}
+}
+
+static int listener(int family, int type, uint16_t *port)
+{
+	struct sockaddr_storage ss = { 0 };
+	struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+	socklen_t len;
+	int fd, one = 1, err;
+
+	fd = socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (family == AF_INET) {
+		sin->sin_family = AF_INET;
+		sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		sin->sin_port = htons(*port);
+		len = sizeof(*sin);
+	} else {
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_addr = in6addr_loopback;
+		sin6->sin6_port = htons(*port);
+		len = sizeof(*sin6);
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	}
+	/* a restarted server takes its port back despite connections in TIME_WAIT */
+	if (type == SOCK_STREAM)
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, (struct sockaddr *)&ss, len) < 0 ||
+	    (type == SOCK_STREAM && listen(fd, 128) < 0) ||
+	    getsockname(fd, (struct sockaddr *)&ss, &len) < 0) {
+		err = -errno;
+		close(fd);
+		return err;
+	}
+	*port = ntohs(family == AF_INET ? sin->sin_port : sin6->sin6_port);
+	return fd;
+}
+
+/* All four sockets on one port. IPv6 may be missing on a host without ::1; the
+ * instance then has no IPv6 DNS to redirect either. */
+static int open_listeners(struct dns_server *s, uint16_t port, const char **what)
+{
+	static const struct {
+		int family, type;
+		const char *name;
+	} want[] = {
+		{ AF_INET, SOCK_DGRAM, "udp 127.0.0.1" },
+		{ AF_INET, SOCK_STREAM, "tcp 127.0.0.1" },
+		{ AF_INET6, SOCK_DGRAM, "udp [::1]" },
+		{ AF_INET6, SOCK_STREAM, "tcp [::1]" },
+	};
+	int *slot[] = { &s->udp[0], &s->tcp[0], &s->udp[1], &s->tcp[1] };
+
+	for (size_t i = 0; i < ARRAY_SIZE(want); i++) {
+		int fd = listener(want[i].family, want[i].type, &port);
+
+		if (fd == -EAFNOSUPPORT || (fd == -EADDRNOTAVAIL && want[i].family == AF_INET6)) {
+			log_warn("dns: no IPv6 loopback; serving on 127.0.0.1 only");
+			break;
+		}
+		if (fd < 0) {
+			*what = want[i].name;
+			close_listeners(s);
+			return fd;
+		}
+		*slot[i] = fd;
+	}
+	s->port = port;
+	return 0;
+}
+
+int dns_server_open(struct loop *l, const struct dns_upstream *u, uint16_t port,
+		    const struct dns_callbacks *cb, void *ctx, struct dns_server **out,
+		    struct lerr *e)
+{
+	struct dns_server *s;
+	const char *what = "";
+	int err = 0;
+
+	if (!cb || !cb->allowed || !u || !u->len)
+		return lerr_set(e, EINVAL, "dns: server: needs an upstream and an allowed callback");
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return lerr_set(e, ENOMEM, "dns: server: out of memory");
+	s->loop = l;
+	s->up = *u;
+	s->cb = *cb;
+	s->ctx = ctx;
+	s->udp[0] = s->udp[1] = s->tcp[0] = s->tcp[1] = -1;
+	/* port 0: the first socket picks a free port, which the others may find taken */
+	for (int i = 0; i < (port ? 1 : DNS_PORT_TRIES); i++) {
+		err = open_listeners(s, port, &what);
+		if (err != -EADDRINUSE)
+			break;
+	}
+	if (err < 0) {
+		free(s);
+		return lerr_set(e, err, "dns: server: cannot listen on %s port %u: %s", what, port,
+				strerror(-err));
+	}
+	for (int i = 0; i < 2; i++) {
+		if (s->udp[i] >= 0 && (err = loop_add(l, s->udp[i], EPOLLIN, on_udp, s)) < 0)
+			break;
+		if (s->tcp[i] >= 0 && (err = loop_add(l, s->tcp[i], EPOLLIN, on_accept, s)) < 0)
+			break;
+	}
+	if (err < 0) {
+		close_listeners(s);
+		free(s);
+		return lerr_set(e, err, "dns: server: port %u: cannot watch listeners: %s", port,
+				strerror(-err));
+	}
+	*out = s;
+	return 0;
+}
+
+uint16_t dns_server_port(const struct dns_server *s)
+{
+	return s->port;
+}
+
+void dns_server_close(struct dns_server *s)
+{
+	if (!s)
+		return;
+	while (s->conns)
+		conn_free(s->conns);
+	while (s->queries)
+		query_free(s->queries);
+	close_listeners(s);
+	free(s);
+}
