@@ -117,6 +117,15 @@ int spawn_start(const struct spawn_req *r, pid_t *shim_pid, int *pidfd, struct l
 		waitpid(pid, NULL, 0);
 		goto out;
 	}
+	/* The shim writes shim.pid too, but only once it runs; writing it here as well
+	 * means a lanternd that dies right after this call can still adopt the run. */
+	{
+		char path[PATH_MAX + 16], buf[32];
+
+		snprintf(path, sizeof(path), "%s/shim.pid", run_dir);
+		snprintf(buf, sizeof(buf), "%d\n", (int)pid);
+		util_write_file_atomic(path, buf, strlen(buf));
+	}
 	*shim_pid = pid;
 	*pidfd = fd;
 out:
