@@ -272,7 +272,12 @@ static int apply_limits(const struct cgroup_node *n, const struct cgroup_inst *c
 	}
 	if (lim && lim->vcpu_milli) {
 		/* 1000 millicores = one full period of CPU time per period. */
-		unsigned long long quota = lim->vcpu_milli * CPU_PERIOD_US / 1000;
+		unsigned long long quota;
+
+		if (lim->vcpu_milli > UINT64_MAX / CPU_PERIOD_US)
+			return lerr_set(e, -ERANGE, "cgroup: %s: vcpu %llum out of range", cpu_dir,
+					(unsigned long long)lim->vcpu_milli);
+		quota = lim->vcpu_milli * CPU_PERIOD_US / 1000;
 
 		if (quota < CPU_MIN_QUOTA_US)
 			quota = CPU_MIN_QUOTA_US;
