@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lantern/policy.h"
 #include "lbpf_internal.h"
 
 #define KEY_PREFIX_BITS 32 /* policy_id in front of the address */
@@ -152,35 +153,9 @@ int lbpf_egress_reconcile(struct lbpf *b)
 	return err;
 }
 
-/* Adds slot s to v, merging with a slot of the same protocols and ports. An expiry
- * of 0 (a static rule) outlives any learned one. */
-static int value_merge(struct lantern_egress_value *v, const struct lantern_port_rule *s)
+static const char *fmt_prefix(const uint8_t addr[16], uint8_t prefix, char *out, size_t len)
 {
-	for (uint32_t i = 0; i < v->nslots && i < LANTERN_MAX_SLOTS; i++) {
-		struct lantern_port_rule *t = &v->slot[i];
-
-		if (t->protos != s->protos || t->port_lo != s->port_lo || t->port_hi != s->port_hi)
-			continue;
-		if (t->expires_ns && (!s->expires_ns || s->expires_ns > t->expires_ns))
-			t->expires_ns = s->expires_ns;
-		return 0;
-	}
-	if (v->nslots >= LANTERN_MAX_SLOTS)
-		return -E2BIG;
-	v->slot[v->nslots++] = *s;
-	return 0;
-}
-
-static char *fmt_addr(const uint8_t a[16], char *out, size_t len)
-{
-	static const uint8_t mapped[12] = { [10] = 0xff, [11] = 0xff };
-
-	if (!memcmp(a, mapped, sizeof(mapped)))
-		snprintf(out, len, "%u.%u.%u.%u", a[12], a[13], a[14], a[15]);
-	else
-		snprintf(out, len, "%x:%x:%x:%x:%x:%x:%x:%x", a[0] << 8 | a[1], a[2] << 8 | a[3],
-			 a[4] << 8 | a[5], a[6] << 8 | a[7], a[8] << 8 | a[9], a[10] << 8 | a[11],
-			 a[12] << 8 | a[13], a[14] << 8 | a[15]);
+	policy_format_prefix(addr, prefix, out, len);
 	return out;
 }
 
@@ -197,17 +172,17 @@ static int learn_one(struct lbpf *b, uint32_t policy_id, const uint8_t addr[16],
 	if (bpf_map_lookup_elem(b->fd_egress, &k, &v) < 0)
 		memset(&v, 0, sizeof(v));
 	for (uint32_t i = 0; i < add->nslots && i < LANTERN_MAX_SLOTS; i++) {
-		if (value_merge(&v, &add->slot[i]) < 0)
+		if (policy_value_add(&v, &add->slot[i]) < 0)
 			return lerr_set(e, -E2BIG, "lbpf: address %s would need more than %d port rules",
-					fmt_addr(addr, a, sizeof(a)), LANTERN_MAX_SLOTS);
+					fmt_prefix(addr, 128, a, sizeof(a)), LANTERN_MAX_SLOTS);
 	}
 	if (bpf_map_update_elem(b->fd_egress, &k, &v, BPF_ANY) < 0) {
 		err = -errno;
 		if (map_full(err))
 			return lerr_set(e, -ENOSPC, "lbpf: map lantern_egress is full (%d entries): "
-					"cannot add %s", LANTERN_MAX_EGRESS, fmt_addr(addr, a, sizeof(a)));
+					"cannot add %s", LANTERN_MAX_EGRESS, fmt_prefix(addr, 128, a, sizeof(a)));
 		return lerr_set(e, err, "lbpf: writing lantern_egress entry %s: %s",
-				fmt_addr(addr, a, sizeof(a)), strerror(-err));
+				fmt_prefix(addr, 128, a, sizeof(a)), strerror(-err));
 	}
 	return 0;
 }
@@ -236,9 +211,8 @@ int lbpf_instance_set(struct lbpf *b, uint64_t cgid, const struct policy *p,
 		struct lantern_lpm_key k;
 
 		if (pe->prefix > 128 || pe->val.nslots > LANTERN_MAX_SLOTS) {
-			err = lerr_set(e, -EINVAL, "lbpf: instance %llu: bad entry %s/%u",
-				       (unsigned long long)cgid, fmt_addr(pe->addr, a, sizeof(a)),
-				       pe->prefix);
+			err = lerr_set(e, -EINVAL, "lbpf: instance %llu: bad entry %s",
+				       (unsigned long long)cgid, fmt_prefix(pe->addr, pe->prefix, a, sizeof(a)));
 			goto rollback;
 		}
 		make_key(&k, id, pe->addr, pe->prefix);
@@ -251,8 +225,8 @@ int lbpf_instance_set(struct lbpf *b, uint64_t cgid, const struct policy *p,
 					 "kept", LANTERN_MAX_EGRESS, (unsigned long long)cgid,
 					 p->n_entries + n_extra);
 			else
-				lerr_set(e, err, "lbpf: writing lantern_egress entry %s/%u: %s",
-					 fmt_addr(pe->addr, a, sizeof(a)), pe->prefix, strerror(-err));
+				lerr_set(e, err, "lbpf: writing lantern_egress entry %s: %s",
+					 fmt_prefix(pe->addr, pe->prefix, a, sizeof(a)), strerror(-err));
 			goto rollback;
 		}
 	}

@@ -72,21 +72,13 @@ static bool exists(const char *path)
 	return access(path, F_OK) == 0;
 }
 
-/* Pins obj under path atomically: pin as a temporary name, then rename over. */
+/* Replaces the pin at path. bpffs has no rename, so the pin is briefly absent; the
+ * program itself stays attached through its link all along. */
 static int pin_replace(int fd, const char *path)
 {
-	char tmp[PATH_MAX + 128];
-
-	snprintf(tmp, sizeof(tmp), "%s.new", path);
-	unlink(tmp);
-	if (bpf_obj_pin(fd, tmp) < 0)
+	if (unlink(path) < 0 && errno != ENOENT)
 		return -errno;
-	if (rename(tmp, path) < 0) {
-		int err = -errno;
-		unlink(tmp);
-		return err;
-	}
-	return 0;
+	return bpf_obj_pin(fd, path) < 0 ? -errno : 0;
 }
 
 static int attach_all(struct lbpf *b, const struct lbpf_opts *o, bool *adopted, struct lerr *e)
