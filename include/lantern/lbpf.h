@@ -6,7 +6,8 @@
  *   maps:  lantern_config lantern_instances lantern_egress lantern_stats
  *          lantern_sock_orig lantern_drops lantern_events
  *   links: link_connect4 link_connect6 link_sendmsg4 link_sendmsg6
- *          link_recvmsg4 link_recvmsg6
+ *          link_recvmsg4 link_recvmsg6 link_getpeername4 link_getpeername6
+ *   progs: prog_<same names> (the programs lantern_connect4 ..., replaced on adopt)
  * Links stay attached to the node's cgroup v2 subtree when lanternd exits, so
  * enforcement continues without it; a restarted lanternd reuses the pinned maps and
  * swaps its freshly loaded programs into the pinned links atomically. */
