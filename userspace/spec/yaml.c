@@ -113,7 +113,9 @@ struct snode *snode_parse(struct sctx *c, const char *buf, size_t len, struct sn
 			if (parser.context)
 				sctx_error(c, (int)parser.problem_mark.line + 1,
 					   (int)parser.problem_mark.column + 1, NULL,
-					   "YAML syntax error: %s %s", what, parser.context);
+					   "YAML syntax error: %s (%s that starts at %d:%d)", what,
+					   parser.context, (int)parser.context_mark.line + 1,
+					   (int)parser.context_mark.column + 1);
 			else
 				sctx_error(c, (int)parser.problem_mark.line + 1,
 					   (int)parser.problem_mark.column + 1, NULL,
