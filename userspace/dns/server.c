@@ -652,9 +652,10 @@ static void on_query(struct dns_server *s, const uint8_t *msg, size_t len,
 	/* zone transfers span several messages and are no way to learn addresses */
 	if (!clean || qtype == DNS_TYPE_AXFR || qtype == DNS_TYPE_IXFR ||
 	    !s->cb.allowed(s->ctx, qname)) {
-		client_error(cl, msg, qend, DNS_RCODE_REFUSED);
+		/* recorded before the client hears, like answers */
 		if (s->cb.refused)
 			s->cb.refused(s->ctx, qname, qtype);
+		client_error(cl, msg, qend, DNS_RCODE_REFUSED);
 		return;
 	}
 	if (s->inflight >= DNS_MAX_INFLIGHT ||
