@@ -144,6 +144,7 @@ static int parse_host(const char *pat, const char *s, struct policy_rule *r, str
 			if (s[i - 1] == '-' || s[i - label] == '-')
 				return lerr_set(e, EINVAL,
 						"\"%s\": hostname label starts or ends with '-'", pat);
+			r->host[i] = '.';
 			label = 0;
 			continue;
 		}
