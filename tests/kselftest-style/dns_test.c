@@ -655,6 +655,46 @@ static void test_malformed(uint16_t port)
 	tap_ok(ok, "server still answers after malformed input");
 }
 
+/* Random damage to valid queries, over UDP and TCP: whatever comes back, the server
+ * must survive it and keep answering. */
+static void test_fuzz(uint16_t port)
+{
+	int ufd = udp_socket(AF_INET, port), tfd = tcp_connect(AF_INET, port);
+	uint8_t base[512], q[514], out[65536];
+	struct resp r;
+	bool ok;
+
+	for (int i = 0; i < 5000 && ufd >= 0; i++) {
+		size_t len = build_query(base, (uint16_t)i, i % 2 ? "allowed.test" : "denied.test", 1);
+		int flips = 1 + (int)(random() % 4);
+
+		memcpy(q + 2, base, len);
+		for (int f = 0; f < flips; f++)
+			q[2 + (size_t)random() % len] = (uint8_t)random();
+		if (random() % 4 == 0)
+			len = (size_t)random() % len;
+		if (send(ufd, q + 2, len, 0) < 0 && errno != ECONNREFUSED)
+			break;
+		if (tfd >= 0 && i % 10 == 0) {
+			q[0] = (uint8_t)(len >> 8);
+			q[1] = (uint8_t)len;
+			if (write(tfd, q, len + 2) < 0) {
+				close(tfd);
+				tfd = -1;
+			}
+		}
+		while (i % 100 == 0 && recv(ufd, out, sizeof(out), MSG_DONTWAIT) > 0)
+			;
+	}
+	if (ufd >= 0)
+		close(ufd);
+	if (tfd >= 0)
+		close(tfd);
+	ok = ask(false, AF_INET, port, "allowed.test", 1, &r) == 0 && r.rcode == 0 &&
+	     r.n_addr == 1 && ask(true, AF_INET, port, "allowed.test", 1, &r) == 0 && r.rcode == 0;
+	tap_ok(ok, "5000 damaged queries over UDP and TCP: server survives and still answers");
+}
+
 static void test_tcp_pipeline(uint16_t port)
 {
 	uint8_t buf[1024], out[65536];
@@ -763,7 +803,7 @@ int main(void)
 	char spec[64];
 	struct resp r;
 
-	tap_plan(33);
+	tap_plan(34);
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
@@ -817,6 +857,7 @@ int main(void)
 	test_truncation(port);
 	test_malformed(port);
 	test_tcp_pipeline(port);
+	test_fuzz(port);
 
 	first = tl_ms();
 	tap_ok(ask(false, AF_INET, dns_server_port(dead), "allowed.test", 1, &r) == 0 &&
