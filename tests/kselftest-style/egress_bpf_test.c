@@ -37,6 +37,7 @@ static char root2[256];        /* a second lanternd's subtree */
 static char pins[256], pins2[256];
 static char netprobe[512];
 static struct lbpf *lb;
+static pid_t kids[2];          /* long-running children: the connect loop, the acceptor */
 
 /* every event seen so far */
 static struct lantern_egress_event evs[4096];
@@ -334,6 +335,13 @@ static void cleanup(void)
 	struct lerr e;
 	const char *subs[] = { "a", "b", "c", "d", "e", "f", "outside", "" };
 
+	for (size_t i = 0; i < ARRAY_SIZE(kids); i++) {
+		if (kids[i] > 0) {
+			kill(kids[i], SIGKILL);
+			waitpid(kids[i], NULL, 0);
+			kids[i] = 0;
+		}
+	}
 	lbpf_close(lb);
 	lb = NULL;
 	lbpf_unpin_all(pins, &e);
@@ -351,6 +359,21 @@ static void cleanup(void)
 		rmdir(g);
 		rmdir(root2);
 	}
+}
+
+static pid_t main_pid;
+
+/* Runs on every exit of the test process, including a signal from the runner's
+ * timeout, so no cgroup or pin outlives a failed run. */
+static void cleanup_at_exit(void)
+{
+	if (getpid() == main_pid)
+		cleanup();
+}
+
+static void on_signal(int sig)
+{
+	exit(128 + sig);
 }
 
 static void skip_all(const char *why)
@@ -375,6 +398,7 @@ int main(void)
 	char out[256];
 
 	tap_plan(PLAN);
+	main_pid = getpid();
 	if (missing) {
 		skip_all(missing);
 		return tap_done();
@@ -391,6 +415,9 @@ int main(void)
 	snprintf(root2, sizeof(root2), "%s/lantern-test-bpf2-%d", cg2, getpid());
 	snprintf(pins, sizeof(pins), "/sys/fs/bpf/lantern-test-bpf-%d", getpid());
 	snprintf(pins2, sizeof(pins2), "/sys/fs/bpf/lantern-test-bpf2-%d", getpid());
+	atexit(cleanup_at_exit);
+	signal(SIGTERM, on_signal);
+	signal(SIGINT, on_signal);
 	mkdir(root, 0755);
 	mkdir(root2, 0755);
 	if (cg_make(root, "a", cga, sizeof(cga), &ida) || cg_make(root, "b", cgb, sizeof(cgb), &idb) ||
@@ -399,7 +426,6 @@ int main(void)
 	    cg_make(root, "outside", cgo, sizeof(cgo), NULL) ||
 	    cg_make(root2, "g", cgg, sizeof(cgg), &idg)) {
 		skip_all("cannot create cgroup v2 directories");
-		cleanup();
 		return tap_done();
 	}
 
@@ -435,7 +461,6 @@ int main(void)
 	if (!tap_ok(r == 0 && !adopted, "lbpf_open fresh: %d %s", r, r ? e.msg : "")) {
 		for (int i = 1; i < PLAN; i++)
 			tap_ok(false, "egress point %d (lbpf_open failed)", i + 1);
-		cleanup();
 		return tap_done();
 	}
 
@@ -572,7 +597,7 @@ int main(void)
 	/* atomic update under a connect loop */
 	{
 		struct lantern_instance before, after;
-		pid_t acc = acceptor(lt1), child = 0;
+		pid_t acc = kids[1] = acceptor(lt1), child = 0;
 		int p[2], flips = 0, st2;
 		char buf[128] = "";
 		long okc = -1, den = -1, oth = -1;
@@ -583,7 +608,7 @@ int main(void)
 			char ps[16];
 
 			snprintf(ps, sizeof(ps), "%u", pt);
-			child = fork();
+			child = kids[0] = fork();
 			if (child == 0) {
 				close(p[0]);
 				cg_join(cga);
@@ -596,6 +621,7 @@ int main(void)
 				lbpf_instance_set(lb, ida, flips % 2 ? &pa.p : &pa2.p, 0, NULL, 0, &e);
 				flips++;
 			}
+			kids[0] = 0;
 			n = read(p[0], buf, sizeof(buf) - 1);
 			if (n > 0)
 				buf[n] = '\0';
@@ -604,6 +630,7 @@ int main(void)
 		}
 		kill(acc, SIGKILL);
 		waitpid(acc, NULL, 0);
+		kids[1] = 0;
 		lbpf_instance_set(lb, ida, &pa.p, 0, NULL, 0, &e);
 		lbpf_instance_get(lb, ida, &after);
 		drain();
@@ -730,10 +757,8 @@ int main(void)
 		       "after lbpf_close: still enforced");
 		r = lbpf_open(&o, &lb, &adopted, &e);
 		tap_ok(r == 0 && adopted, "reopen adopts the pinned state: %d %s", r, r ? e.msg : "");
-		if (r) {
-			cleanup();
+		if (r)
 			return tap_done();
-		}
 		lbpf_instance_list(lb, &ids, &n);
 		tap_ok(n == 6 && probe(cga, "tcp", "127.0.0.1", pd) == 2 &&
 			       probe(cga, "tcp", "127.0.0.1", pt) == 0 &&
@@ -765,7 +790,6 @@ int main(void)
 	close(dns4);
 	close(dns6);
 	close(dnst);
-	cleanup();
 	if (tap_count != PLAN)
 		tap_diag("plan says %d, ran %d", PLAN, tap_count);
 	return tap_done();
