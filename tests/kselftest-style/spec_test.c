@@ -525,7 +525,7 @@ static void test_cli(void)
 
 int main(void)
 {
-	tap_plan(9 + 2 + 24 + 12 + 17 + 11 + 2 + 1 + 3 + 4);
+	tap_plan(9 + 3 + 24 + 12 + 17 + 11 + 2 + 1 + 3 + 4);
 	test_full();
 	test_defaults();
 	test_quantities();
