@@ -13,7 +13,7 @@ ARCH     := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
 
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
-            -Wno-missing-field-initializers -Iinclude -Ibpf -I$(BUILD)
+            -Wno-missing-field-initializers -Wno-format-truncation -Iinclude -Ibpf -I$(BUILD)
 LDLIBS   := -lbpf -lelf -lz -lyaml -ljansson -lsodium -lpthread
 
 BPF_SRCS := $(wildcard bpf/*.bpf.c)

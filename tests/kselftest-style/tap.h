@@ -18,6 +18,14 @@ static inline void tap_plan(int n)
 	fflush(stdout);
 }
 
+/* For programs whose number of points depends on what they find: the version line
+ * first, the plan last (tap_done_plan). */
+static inline void tap_start(void)
+{
+	printf("TAP version 13\n");
+	fflush(stdout);
+}
+
 static inline void tap_vresult(bool ok, const char *directive, const char *fmt, va_list ap)
 {
 	printf("%sok %d ", ok ? "" : "not ", ++tap_count);
@@ -63,6 +71,12 @@ static inline void tap_diag(const char *fmt, ...)
 	va_end(ap);
 	printf("\n");
 	fflush(stdout);
+}
+
+static inline int tap_done_plan(void)
+{
+	printf("1..%d\n", tap_count);
+	return tap_failures ? 1 : 0;
 }
 
 /* Ends the program: exit status 1 if any point failed. */

@@ -81,8 +81,9 @@ int tl_daemon_start(struct tl_env *t, const char *extra)
 	unlink(t->sock);
 	snprintf(cmd, sizeof(cmd),
 		 "exec %s/lanternd --state-dir %s --socket %s --bpffs %s --cgroup-root %s "
-		 "--process-runtime %s >>%s 2>&1",
-		 t->build, t->state, t->sock, t->bpffs, t->cgroot, extra ? extra : "", t->log);
+		 "%s %s >>%s 2>&1",
+		 t->build, t->state, t->sock, t->bpffs, t->cgroot,
+		 t->no_process_runtime ? "" : "--process-runtime", extra ? extra : "", t->log);
 	pid = fork();
 	if (pid < 0)
 		return -errno;

@@ -18,6 +18,7 @@ struct tl_env {
 	char cgroot[128];   /* lantern-test-NAME-PID */
 	char build[256];    /* $LANTERN_BUILD or ./build */
 	pid_t daemon;
+	bool no_process_runtime; /* start lanternd without --process-runtime */
 };
 
 /* Why this machine cannot run kernel tests, or NULL when it can (root, bpffs,

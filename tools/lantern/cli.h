@@ -10,5 +10,11 @@ struct cli {
 
 /* Each returns the process exit status. argv[0] is the subcommand's name. */
 int cmd_validate(struct cli *c, int argc, char **argv);
+int cmd_run(struct cli *c, int argc, char **argv);
+int cmd_ps(struct cli *c, int argc, char **argv);
+int cmd_kill(struct cli *c, int argc, char **argv);
+int cmd_audit(struct cli *c, int argc, char **argv);
+int cmd_egress(struct cli *c, int argc, char **argv);
+int cmd_reset(struct cli *c, int argc, char **argv);
 
 #endif

@@ -13,7 +13,14 @@ static const struct {
 	int (*fn)(struct cli *c, int argc, char **argv);
 	const char *help;
 } cmds[] = {
-	{ "validate", cmd_validate, "validate FILE.yaml     check an AgentSpec; print it normalized as JSON" },
+	{ "run", cmd_run, "run FILE.yaml                     run a spec; stream its output; exit with its status" },
+	{ "ps", cmd_ps, "ps                                list runs and their status" },
+	{ "kill", cmd_kill, "kill RUN                          stop a run (status cancelled)" },
+	{ "validate", cmd_validate, "validate FILE.yaml                check a spec without a daemon; print it normalized" },
+	{ "audit", cmd_audit, "audit egress [--json] [RUN]       what an instance may reach and what it tried" },
+	{ "egress", cmd_egress, "egress update RUN FILE.yaml       replace a running instance's egress policy" },
+	{ "reset", cmd_reset, "reset [--state-dir D] [--bpffs D] [--cgroup-root N]\n"
+	  "                                    remove everything a stopped lanternd left" },
 };
 
 static int usage(FILE *f)

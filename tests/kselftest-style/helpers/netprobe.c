@@ -3,7 +3,9 @@
  *
  *   netprobe MODE ADDR PORT [N]
  *   MODE: tcp (connect), udp (unconnected sendto), udpc (connect + send),
- *         tfo (TCP Fast Open: sendto with MSG_FASTOPEN), loop (N connects, counting)
+ *         tfo (TCP Fast Open: sendto with MSG_FASTOPEN), loop (connects for N ms, counting)
+ *   netprobe dns NAME SERVER [PORT]   one A query over UDP (dnstcp: over TCP); prints
+ *         each address; "refused" and exit 3 on REFUSED
  * ADDR is an IPv4 or IPv6 literal (::ffff:a.b.c.d tests the mapped form).
  * Prints "ok", "denied" (EPERM) or "error: ..."; exits 0, 2, 1 respectively. loop
  * prints "ok=A denied=D other=O" and exits 0. */
@@ -14,6 +16,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -48,7 +52,12 @@ static int once(const char *mode, struct sockaddr_storage *ss, socklen_t len)
 
 	if (fd < 0)
 		return -errno;
-	if (!strcmp(mode, "tcp") || !strcmp(mode, "loop")) {
+	if (!strcmp(mode, "loop")) {
+		/* reset on close: no TIME_WAIT, so a long loop never runs out of ports */
+		struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+		setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+		r = connect(fd, (struct sockaddr *)ss, len);
+	} else if (!strcmp(mode, "tcp")) {
 		r = connect(fd, (struct sockaddr *)ss, len);
 	} else if (!strcmp(mode, "tfo")) {
 		r = (int)sendto(fd, "x", 1, MSG_FASTOPEN, (struct sockaddr *)ss, len);
@@ -64,8 +73,106 @@ static int once(const char *mode, struct sockaddr_storage *ss, socklen_t len)
 	return err;
 }
 
+static int skip_name(const unsigned char *m, int len, int off)
+{
+	while (off < len) {
+		if (m[off] == 0)
+			return off + 1;
+		if ((m[off] & 0xc0) == 0xc0)
+			return off + 2;
+		off += m[off] + 1;
+	}
+	return -1;
+}
+
+/* A minimal resolver so tests never depend on (or reach) the host's resolv.conf. */
+static int dns(int tcp, const char *name, struct sockaddr_storage *ss, socklen_t len)
+{
+	unsigned char q[512], a[4096];
+	int n = 12, fd, r, off, an;
+	const char *p = name;
+
+	memset(q, 0, sizeof(q));
+	q[0] = 0x4c; q[1] = 0x4e; q[2] = 0x01; q[5] = 1; /* id, RD, QDCOUNT 1 */
+	while (*p && n < 400) {
+		const char *dot = strchr(p, '.');
+		int l = dot ? (int)(dot - p) : (int)strlen(p);
+		q[n++] = (unsigned char)l;
+		memcpy(q + n, p, (size_t)l);
+		n += l;
+		p += l + (dot ? 1 : 0);
+	}
+	q[n++] = 0;
+	q[n++] = 0; q[n++] = 1; q[n++] = 0; q[n++] = 1; /* A, IN */
+	fd = socket(ss->ss_family, tcp ? SOCK_STREAM : SOCK_DGRAM, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)ss, len) < 0)
+		return errno == EPERM ? -EPERM : -1;
+	if (tcp) {
+		unsigned char lq[2 + 512] = { (unsigned char)(n >> 8), (unsigned char)n };
+		memcpy(lq + 2, q, (size_t)n);
+		if (send(fd, lq, (size_t)n + 2, 0) < 0)
+			return errno == EPERM ? -EPERM : -1;
+	} else if (send(fd, q, (size_t)n, 0) < 0) {
+		return errno == EPERM ? -EPERM : -1;
+	}
+	struct pollfd pf = { .fd = fd, .events = POLLIN };
+	if (poll(&pf, 1, 3000) != 1)
+		return -ETIMEDOUT;
+	if (tcp) {
+		int got = 0;
+		while (got < 2 || got < 2 + ((a[0] << 8) | a[1])) {
+			r = (int)recv(fd, a + got, sizeof(a) - (size_t)got, 0);
+			if (r <= 0)
+				return -1;
+			got += r;
+		}
+		r = got - 2;
+		memmove(a, a + 2, (size_t)r);
+	} else {
+		r = (int)recv(fd, a, sizeof(a), 0);
+	}
+	close(fd);
+	if (r < 12)
+		return -1;
+	if ((a[3] & 15) == 5)
+		return -ECONNREFUSED;
+	an = (a[6] << 8) | a[7];
+	off = skip_name(a, r, 12) + 4;
+	for (int i = 0; i < an && off > 0 && off + 10 <= r; i++) {
+		off = skip_name(a, r, off);
+		if (off < 0 || off + 10 > r)
+			break;
+		int type = (a[off] << 8) | a[off + 1], rdlen = (a[off + 8] << 8) | a[off + 9];
+		off += 10;
+		if (type == 1 && rdlen == 4 && off + 4 <= r) {
+			char buf[INET_ADDRSTRLEN];
+			printf("%s\n", inet_ntop(AF_INET, a + off, buf, sizeof(buf)));
+		}
+		off += rdlen;
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
+	if (argc >= 4 && (!strcmp(argv[1], "dns") || !strcmp(argv[1], "dnstcp"))) {
+		struct sockaddr_storage ds;
+		socklen_t dl = mkaddr(argv[3], argc > 4 ? atoi(argv[4]) : 53, &ds);
+		int r = dl ? dns(argv[1][3] == 't', argv[2], &ds, dl) : -1;
+
+		if (r == 0)
+			return 0;
+		if (r == -ECONNREFUSED) {
+			printf("refused\n");
+			return 3;
+		}
+		if (r == -EPERM) {
+			printf("denied\n");
+			return 2;
+		}
+		printf("error: %s\n", r == -ETIMEDOUT ? "timeout" : strerror(errno));
+		return 1;
+	}
 	struct sockaddr_storage ss;
 	socklen_t len;
 	int r;
@@ -75,8 +182,13 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (!strcmp(argv[1], "loop")) {
-		long n = argc > 4 ? atol(argv[4]) : 1000, ok = 0, denied = 0, other = 0;
-		for (long i = 0; i < n; i++) {
+		long ms = argc > 4 ? atol(argv[4]) : 1000, ok = 0, denied = 0, other = 0;
+		struct timespec t0, t;
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		for (;;) {
+			clock_gettime(CLOCK_MONOTONIC, &t);
+			if ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 >= ms)
+				break;
 			r = once("loop", &ss, len);
 			if (r == 0)
 				ok++;

@@ -1,0 +1,99 @@
+/* reset.c: `lantern reset`: removes everything a stopped lanternd left on the node:
+ * kills and removes instance cgroups and the subtree, unpins every program, map and
+ * link under the pin root (which ends enforcement), and optionally deletes the state
+ * directory. Refuses while a lanternd still answers on the socket. */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "lantern/cgroup.h"
+#include "lantern/lbpf.h"
+#include "lantern/util.h"
+
+static bool daemon_alive(const char *path)
+{
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	bool alive;
+
+	snprintf(a.sun_path, sizeof(a.sun_path), "%s", path);
+	alive = fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+	if (fd >= 0)
+		close(fd);
+	return alive;
+}
+
+int cmd_reset(struct cli *c, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "state-dir", required_argument, NULL, 's' },
+		{ "bpffs", required_argument, NULL, 'b' },
+		{ "cgroup-root", required_argument, NULL, 'c' },
+		{ 0 },
+	};
+	const char *state = NULL, *bpffs = "/sys/fs/bpf/lantern", *root = "lantern";
+	struct cgroup_node node;
+	struct lerr e = { 0 };
+	char **names = NULL;
+	size_t n = 0;
+	int opt, rc = 0;
+
+	optind = 1;
+	while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (opt) {
+		case 's': state = optarg; break;
+		case 'b': bpffs = optarg; break;
+		case 'c': root = optarg; break;
+		default:
+			fprintf(stderr, "usage: lantern reset [--state-dir DIR] [--bpffs DIR] [--cgroup-root NAME]\n");
+			return 2;
+		}
+	}
+	if (daemon_alive(c->socket)) {
+		fprintf(stderr, "lantern: reset: lanternd still answers on %s; stop it first\n", c->socket);
+		return 1;
+	}
+	if (cgroup_node_open(root, &node, &e) == 0) {
+		if (cgroup_node_list(&node, &names, &n) == 0) {
+			for (size_t i = 0; i < n; i++) {
+				struct cgroup_inst inst;
+
+				if (cgroup_inst_open(&node, names[i], &inst, &e) == 0 &&
+				    cgroup_inst_destroy(&inst, 5000, &e) < 0) {
+					fprintf(stderr, "lantern: reset: %s\n", e.msg);
+					rc = 1;
+				}
+				free(names[i]);
+			}
+			free(names);
+		}
+		if (cgroup_node_remove(&node, &e) < 0) {
+			fprintf(stderr, "lantern: reset: %s\n", e.msg);
+			rc = 1;
+		}
+	} else {
+		fprintf(stderr, "lantern: reset: %s\n", e.msg);
+		rc = 1;
+	}
+	if (lbpf_unpin_all(bpffs, &e) < 0) {
+		fprintf(stderr, "lantern: reset: %s\n", e.msg);
+		rc = 1;
+	}
+	if (state) {
+		int err = util_rm_rf(state);
+		if (err < 0) {
+			fprintf(stderr, "lantern: reset: removing %s: %s\n", state, strerror(-err));
+			rc = 1;
+		}
+	}
+	if (!rc)
+		printf("removed: instances and cgroup subtree \"%s\", pins under %s%s%s\n", root, bpffs,
+		       state ? ", state " : "", state ? state : "");
+	return rc;
+}

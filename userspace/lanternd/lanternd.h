@@ -1,0 +1,133 @@
+/* lanternd.h: the daemon's own state, shared by its files: main.c (flags, wiring),
+ * api.c (the local socket), run.c (a run's life: admission to teardown, adoption),
+ * egress.c (kernel events, DNS decisions, the event log). */
+#ifndef LANTERND_H
+#define LANTERND_H
+
+#include <jansson.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "lantern/cgroup.h"
+#include "lantern/dns.h"
+#include "lantern/lbpf.h"
+#include "lantern/loop.h"
+#include "lantern/policy.h"
+#include "lantern/spec.h"
+
+struct daemon_opts {
+	const char *state_dir;
+	const char *socket;
+	const char *bpffs;
+	const char *cgroup_root;
+	const char *dns_upstream;
+	const char *shim;           /* lantern-shim, default beside lanternd */
+	bool process_runtime;
+	bool egress_audit;          /* node-wide audit mode */
+	uint64_t pids_max;          /* node default pids cap per instance */
+	uint32_t dns_ttl_floor;     /* seconds a DNS-learned address stays allowed at least */
+	uint32_t grace_ms;          /* SIGTERM to SIGKILL on timeout and kill */
+};
+
+enum run_status {
+	RUN_ACCEPTED,
+	RUN_RUNNING,
+	RUN_SUCCEEDED,
+	RUN_FAILED,
+	RUN_TIMED_OUT,
+	RUN_CANCELLED,
+	RUN_OOM_KILLED,
+};
+
+struct client;
+
+/* A follower: a client receiving a run's output and its end. */
+struct follower {
+	struct client *c;
+	off_t off[2];               /* bytes of stdout, stderr already sent */
+	struct follower *next;
+};
+
+struct daemon;
+
+struct run {
+	struct daemon *d;
+	char id[32];                /* r-<12 hex> */
+	char instance_id[32];       /* i-<12 hex> */
+	char dir[PATH_MAX];         /* STATE/runs/<id> */
+	char *file;                 /* the spec's file name, as submitted */
+	struct spec *spec;
+	struct policy *policy;
+	struct cgroup_inst cg;
+	bool cg_made;
+	bool in_maps;
+	struct dns_server *dns;
+	enum run_status status;
+	char reason[512];
+	int exit_code;
+	pid_t shim_pid;
+	int pidfd;
+	int wd[2];                  /* inotify watches on stdout, stderr */
+	uint64_t timeout_timer;
+	uint64_t kill_timer;
+	enum run_status ending;     /* set by timeout or kill before the end */
+	bool ending_set;
+	int64_t created, finished;  /* unix seconds */
+	uint64_t dns_denied;
+	struct follower *followers;
+	struct run *next;
+};
+
+struct daemon {
+	struct daemon_opts o;
+	struct loop *loop;
+	struct cgroup_node cg;
+	struct lbpf *bpf;
+	struct dns_upstream upstream;
+	bool have_upstream;
+	int inotify;
+	struct run *runs;
+	uint64_t egress_denied, egress_audited;
+	char runs_dir[PATH_MAX];
+};
+
+/* run.c */
+const char *run_status_name(enum run_status s);
+bool run_status_final(enum run_status s);
+struct run *run_find(struct daemon *d, const char *id);
+/* Admits and starts a run from YAML. On error returns -errno and a reason; nothing
+ * of the run is left behind. */
+int run_submit(struct daemon *d, const char *file, const char *yaml, size_t len,
+	       struct run **out, struct lerr *e);
+int run_cancel(struct daemon *d, struct run *r, struct lerr *e);
+/* Replaces a running instance's egress policy from a new spec's network section. */
+int run_egress_update(struct daemon *d, struct run *r, const char *file, const char *yaml,
+		      size_t len, struct lerr *e);
+/* Reconciles what a previous lanternd left: adopts live runs, finishes dead ones,
+ * reclaims cgroups and map entries no run owns. */
+void run_recover(struct daemon *d);
+void run_inotify_event(struct daemon *d);
+json_t *run_json(const struct run *r);
+void run_follow(struct run *r, struct client *c);
+void run_unfollow_client(struct daemon *d, struct client *c);
+
+/* api.c */
+int api_open(struct daemon *d, struct lerr *e);
+/* Sends one JSON message (consumes the reference). */
+void api_send(struct client *c, json_t *msg);
+/* Sends raw output of a run. */
+void api_send_output(struct client *c, int fd, const char *buf, size_t len);
+/* Closes the client after what is queued has been written. */
+void api_finish(struct client *c);
+
+/* egress.c */
+int egress_start(struct daemon *d, struct lerr *e);
+extern const struct dns_callbacks egress_dns_callbacks;
+/* Writes a JSON line to lanternd's log and, if r, to the run's egress.jsonl. */
+void egress_log(struct daemon *d, struct run *r, json_t *ev);
+/* The run's audit view: policy in agent.yaml terms, kernel entries, counters. */
+json_t *egress_audit_json(struct daemon *d, struct run *r);
+
+#endif

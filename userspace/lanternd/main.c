@@ -1,0 +1,189 @@
+/* main.c: lanternd, the node agent. Parses flags, opens the modules in order (cgroup
+ * subtree, BPF state, DNS upstream, the local API), reconciles what a previous
+ * lanternd left, and runs the one event loop. A clean stop (SIGTERM, SIGINT) leaves
+ * running instances running and enforced; the next lanternd adopts them. */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/inotify.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "lanternd.h"
+#include "lantern/util.h"
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: lanternd [flags]\n"
+		"  --state-dir DIR       runs, logs, journals (default /var/lib/lantern)\n"
+		"  --socket PATH         local API for the lantern CLI, mode 0600, root only\n"
+		"                        (default /run/lantern/lanternd.sock)\n"
+		"  --bpffs DIR           pin root for programs, maps, links (default /sys/fs/bpf/lantern)\n"
+		"  --cgroup-root NAME    the node's cgroup subtree for instances (default lantern)\n"
+		"  --dns-upstream A:P    upstream for the FQDN proxy (default: /etc/resolv.conf)\n"
+		"  --process-runtime     allow isolation: trusted + image_digest: host as host processes\n"
+		"  --egress-audit        node-wide audit mode: would-deny is allowed and recorded\n"
+		"  --pids-max N          pids cap per instance (default 1024)\n"
+		"  --dns-ttl-floor SEC   minimum time a DNS-learned address stays allowed (default 30)\n"
+		"  --shim PATH           lantern-shim (default: beside lanternd)\n");
+}
+
+static void on_signal(struct loop *l, int fd, uint32_t events, void *arg)
+{
+	struct signalfd_siginfo si;
+
+	if (read(fd, &si, sizeof(si)) == sizeof(si)) {
+		log_info("signal %u: stopping; running instances stay enforced", si.ssi_signo);
+		loop_stop(l);
+	}
+}
+
+static void on_inotify(struct loop *l, int fd, uint32_t events, void *arg)
+{
+	run_inotify_event(arg);
+}
+
+static int parse_flags(int argc, char **argv, struct daemon_opts *o)
+{
+	static const struct option opts[] = {
+		{ "state-dir", required_argument, NULL, 's' },
+		{ "socket", required_argument, NULL, 'S' },
+		{ "bpffs", required_argument, NULL, 'b' },
+		{ "cgroup-root", required_argument, NULL, 'c' },
+		{ "dns-upstream", required_argument, NULL, 'd' },
+		{ "process-runtime", no_argument, NULL, 'p' },
+		{ "egress-audit", no_argument, NULL, 'a' },
+		{ "pids-max", required_argument, NULL, 'P' },
+		{ "dns-ttl-floor", required_argument, NULL, 't' },
+		{ "shim", required_argument, NULL, 'm' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 },
+	};
+	int c;
+	char *end;
+
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case 's': o->state_dir = optarg; break;
+		case 'S': o->socket = optarg; break;
+		case 'b': o->bpffs = optarg; break;
+		case 'c': o->cgroup_root = optarg; break;
+		case 'd': o->dns_upstream = optarg; break;
+		case 'p': o->process_runtime = true; break;
+		case 'a': o->egress_audit = true; break;
+		case 'm': o->shim = optarg; break;
+		case 'P':
+			o->pids_max = strtoull(optarg, &end, 10);
+			if (*end || !o->pids_max) {
+				fprintf(stderr, "lanternd: --pids-max: \"%s\" is not a positive integer\n", optarg);
+				return -1;
+			}
+			break;
+		case 't':
+			o->dns_ttl_floor = (uint32_t)strtoul(optarg, &end, 10);
+			if (*end) {
+				fprintf(stderr, "lanternd: --dns-ttl-floor: \"%s\" is not a number of seconds\n", optarg);
+				return -1;
+			}
+			break;
+		case 'h': usage(stdout); exit(0);
+		default: usage(stderr); return -1;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "lanternd: unexpected argument \"%s\"\n", argv[optind]);
+		return -1;
+	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	static char shim[PATH_MAX];
+	struct daemon d = {
+		.o = {
+			.state_dir = "/var/lib/lantern",
+			.socket = "/run/lantern/lanternd.sock",
+			.bpffs = "/sys/fs/bpf/lantern",
+			.cgroup_root = "lantern",
+			.pids_max = 1024,
+			.dns_ttl_floor = 30,
+			.grace_ms = 3000,
+		},
+		.inotify = -1,
+	};
+	struct lerr e = { 0 };
+	sigset_t mask;
+	int sfd, err;
+
+	log_set_prog("lanternd");
+	signal(SIGPIPE, SIG_IGN);
+	if (parse_flags(argc, argv, &d.o) < 0)
+		return 2;
+	if (!d.o.shim) {
+		ssize_t n = readlink("/proc/self/exe", shim, sizeof(shim) - 16);
+		char *slash;
+
+		if (n < 0) {
+			log_error("cannot find own path: %s", strerror(errno));
+			return 1;
+		}
+		shim[n] = '\0';
+		slash = strrchr(shim, '/');
+		strcpy(slash ? slash + 1 : shim, "lantern-shim");
+		d.o.shim = shim;
+	}
+
+	snprintf(d.runs_dir, sizeof(d.runs_dir), "%s/runs", d.o.state_dir);
+	if ((err = util_mkdir_p(d.runs_dir, 0700)) < 0) {
+		log_error("state dir %s: %s", d.runs_dir, strerror(-err));
+		return 1;
+	}
+	d.loop = loop_new();
+	if (!d.loop) {
+		log_error("event loop: %s", strerror(errno));
+		return 1;
+	}
+	if (cgroup_node_open(d.o.cgroup_root, &d.cg, &e) < 0) {
+		log_error("%s", e.msg);
+		return 1;
+	}
+	if (egress_start(&d, &e) < 0) {
+		log_error("%s", e.msg);
+		return 1;
+	}
+	d.inotify = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	if (d.inotify < 0 || loop_add(d.loop, d.inotify, EPOLLIN, on_inotify, &d) < 0) {
+		log_error("inotify: %s", strerror(errno));
+		return 1;
+	}
+
+	run_recover(&d);
+
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+	sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (sfd < 0 || loop_add(d.loop, sfd, EPOLLIN, on_signal, &d) < 0) {
+		log_error("signalfd: %s", strerror(errno));
+		return 1;
+	}
+	if (api_open(&d, &e) < 0) {
+		log_error("%s", e.msg);
+		return 1;
+	}
+	log_info("ready: socket %s, pins %s, cgroup %s (%s)%s", d.o.socket, d.o.bpffs,
+		 d.cg.v2, d.cg.layout == CGROUP_HYBRID ? "hybrid" : "unified",
+		 d.o.process_runtime ? ", process runtime on" : "");
+	err = loop_run(d.loop);
+	unlink(d.o.socket);
+	lbpf_close(d.bpf);
+	return err < 0 ? 1 : 0;
+}
