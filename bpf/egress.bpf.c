@@ -37,12 +37,35 @@ struct {
 	__type(value, struct lantern_config);
 } lantern_config SEC(".maps");
 
+/* Not preallocated: a replaced value is freed only after an RCU grace period, so a
+ * program that looked it up never reads an element recycled for another instance. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, LANTERN_MAX_INSTANCES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, __u64);
 	__type(value, struct lantern_instance);
 } lantern_instances SEC(".maps");
+
+/* Never read by the programs: updating a map-in-map makes the kernel wait for an RCU
+ * grace period (every program that started before has finished). lbpf does that
+ * between flipping an instance to a new policy id and deleting the old entries, so
+ * a connect that read the old id still finds the old entries. Not pinned. */
+struct lantern_sync_inner_map {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} lantern_sync_inner SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, struct lantern_sync_inner_map);
+} lantern_sync SEC(".maps") = {
+	.values = { [0] = &lantern_sync_inner },
+};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -262,7 +285,9 @@ static __always_inline int judge(struct bpf_sock_addr *ctx, __u8 hook)
 	cgid = bpf_get_current_ancestor_cgroup_id(c->instance_level);
 	in = bpf_map_lookup_elem(&lantern_instances, &cgid);
 	if (!in)
-		return SYS_ALLOW;
+		/* cgid 0: not inside an instance directory (the subtree's own root);
+		 * otherwise an instance cgroup with no registered policy: fail closed */
+		return cgid ? SYS_DENY : SYS_ALLOW;
 
 	dest_load(ctx, &d, hook);
 	st = stats(cgid);

@@ -523,8 +523,8 @@ int main(void)
 	tap_ok(probe(cga, "udpc", "127.0.0.1", pt) == 2 && probe(cga, "udpc", "::1", pd) == 2,
 	       "connected UDP cannot bypass: denied");
 	tap_ok(probe(cga, "udpc", "127.0.0.2", pt) == 0, "connected UDP to an allowed address works");
-	tap_ok(probe(cgo, "tcp", "127.0.0.1", pd) == 0 && probe(cgo, "udp", "127.0.0.1", pt) == 0,
-	       "a process in the subtree but in no instance is unaffected");
+	tap_ok(probe(cgo, "tcp", "127.0.0.1", pt) == 2 && probe(cgo, "udp", "127.0.0.1", pt) == 2,
+	       "a process in an instance-level cgroup with no registered policy is denied (fail closed)");
 	tap_ok(probe(NULL, "tcp", "127.0.0.1", pd) == 0, "a process outside the subtree is unaffected");
 	tap_ok(probe(cgb, "tcp", "127.0.0.1", pd) == 0 && probe(cgb, "tcp", "127.0.0.1", pt) == 2,
 	       "second instance enforces its own policy at the same time");
@@ -772,8 +772,8 @@ int main(void)
 		       in.policy_id);
 		r = lbpf_instance_remove(lb, idb);
 		tap_ok(r == 0 && lbpf_instance_get(lb, idb, &in) == -ENOENT &&
-			       probe(cgb, "tcp", "127.0.0.1", pt) == 0,
-		       "instance removed: no longer an instance");
+			       probe(cgb, "tcp", "127.0.0.1", pt) == 2,
+		       "instance removed: a process left in its cgroup is denied, not let loose");
 	}
 
 	lbpf_close(lb);

@@ -223,11 +223,17 @@ static uint64_t run_oom_kills(const struct run *r)
 	return kills;
 }
 
-/* Releases the instance: map entries, DNS, cgroup (killing what is left). */
+/* Releases the instance: cgroup (killing what is left), map entries, DNS. */
 static void run_teardown(struct daemon *d, struct run *r)
 {
 	struct lerr e = { 0 };
 
+	/* processes first: until the last one is gone its policy must stay in force */
+	if (r->cg_made) {
+		if (cgroup_inst_destroy(&r->cg, 5000, &e) < 0)
+			log_error("run %s: %s", r->id, e.msg);
+		r->cg_made = false;
+	}
 	if (r->in_maps) {
 		lbpf_instance_remove(d->bpf, r->cg.id);
 		r->in_maps = false;
@@ -235,11 +241,6 @@ static void run_teardown(struct daemon *d, struct run *r)
 	if (r->dns) {
 		dns_server_close(r->dns);
 		r->dns = NULL;
-	}
-	if (r->cg_made) {
-		if (cgroup_inst_destroy(&r->cg, 5000, &e) < 0)
-			log_error("run %s: %s", r->id, e.msg);
-		r->cg_made = false;
 	}
 	for (int i = 0; i < 2; i++) {
 		if (r->wd[i] >= 0)
@@ -576,16 +577,6 @@ static bool slot_still_valid(const struct policy *old, const struct policy *new,
 	       a->port_lo == b->port_lo && a->port_hi == b->port_hi;
 }
 
-static bool prefix_covers(const uint8_t *net, uint8_t plen, const uint8_t *addr)
-{
-	for (uint8_t i = 0; i < plen; i++) {
-		uint8_t m = (uint8_t)(0x80 >> (i % 8));
-		if ((net[i / 8] & m) != (addr[i / 8] & m))
-			return false;
-	}
-	return true;
-}
-
 /* The DNS-learned entries of the running policy, re-folded against the new one. */
 static int carry_learned(struct daemon *d, struct run *r, const struct policy *np,
 			 struct policy_entry **out, size_t *nout)
@@ -605,18 +596,13 @@ static int carry_learned(struct daemon *d, struct run *r, const struct policy *n
 	}
 	for (size_t i = 0; i < n; i++) {
 		struct policy_entry ne = { .prefix = 128 };
-		const struct policy_entry *best = NULL;
 		bool any = false;
 
 		if (cur[i].prefix != 128)
 			continue;
 		memcpy(ne.addr, cur[i].addr, 16);
-		for (size_t j = 0; j < np->n_entries; j++)
-			if (prefix_covers(np->entries[j].addr, np->entries[j].prefix, ne.addr) &&
-			    (!best || np->entries[j].prefix > best->prefix))
-				best = &np->entries[j];
-		if (best)
-			ne.val = best->val;
+		if (policy_fold_static(np, ne.addr, &ne.val) < 0)
+			continue;
 		for (uint32_t s = 0; s < cur[i].val.nslots; s++) {
 			const struct lantern_port_rule *sl = &cur[i].val.slot[s];
 			if (sl->expires_ns && slot_still_valid(r->policy, np, sl) &&

@@ -8,6 +8,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <errno.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -252,8 +253,13 @@ int lbpf_instance_set(struct lbpf *b, uint64_t cgid, const struct policy *p,
 				 (unsigned long long)cgid, strerror(-err));
 		goto rollback;
 	}
-	if (had_old && old.policy_id != id)
+	if (had_old && old.policy_id != id) {
+		/* wait until no program can still hold the old id, then delete its entries */
+		uint32_t zero = 0;
+		if (bpf_map_update_elem(b->fd_sync, &zero, &b->fd_sync_inner, BPF_ANY) < 0)
+			usleep(10000); /* not expected once loaded; a pause far longer than any program run */
 		lbpf_egress_delete_policy(b, old.policy_id);
+	}
 	return 0;
 rollback:
 	lbpf_egress_delete_policy(b, id);

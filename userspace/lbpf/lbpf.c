@@ -185,6 +185,8 @@ int lbpf_open(const struct lbpf_opts *o, struct lbpf **out, bool *adopted, struc
 		goto fail;
 	}
 	bpf_object__for_each_map(map, b->skel->obj) {
+		if (!strncmp(bpf_map__name(map), "lantern_sync", 12))
+			continue; /* holds no state: created fresh by every lanternd */
 		snprintf(path, sizeof(path), "%s/%s", b->pin_root, bpf_map__name(map));
 		if (bpf_map__set_pin_path(map, path) < 0) {
 			err = lerr_set(e, -errno, "lbpf: pin path %s: %s", path, strerror(errno));
@@ -198,6 +200,8 @@ int lbpf_open(const struct lbpf_opts *o, struct lbpf **out, bool *adopted, struc
 		goto fail;
 	}
 	b->fd_config = bpf_map__fd(b->skel->maps.lantern_config);
+	b->fd_sync = bpf_map__fd(b->skel->maps.lantern_sync);
+	b->fd_sync_inner = bpf_map__fd(b->skel->maps.lantern_sync_inner);
 	b->fd_instances = bpf_map__fd(b->skel->maps.lantern_instances);
 	b->fd_egress = bpf_map__fd(b->skel->maps.lantern_egress);
 	b->fd_stats = bpf_map__fd(b->skel->maps.lantern_stats);

@@ -22,6 +22,7 @@ struct lbpf {
 	void *cb_arg;
 	uint32_t next_policy_id; /* never reused while an entry of it may exist */
 	int fd_config, fd_instances, fd_egress, fd_stats, fd_sock_orig, fd_drops, fd_events;
+	int fd_sync, fd_sync_inner;
 };
 
 /* Deletes every lantern_egress entry of policy_id; returns how many, or -errno. */
