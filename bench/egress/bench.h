@@ -98,6 +98,12 @@ int lantern_policy(struct lantern_side *s, size_t n, struct lerr *e);
 int lantern_detach(struct lantern_side *s, struct lerr *e);
 /* Detaches, kills what is in the instance, removes the cgroups. Idempotent. */
 void lantern_teardown(struct lantern_side *s);
+/* Cumulative run time and run count of the pinned connect4 program, read with
+ * bpftool (counted only while kernel.bpf_stats_enabled is on). */
+int lantern_prog_stats(const struct lantern_side *s, uint64_t *run_ns, uint64_t *runs,
+		       struct lerr *e);
+/* Sets kernel.bpf_stats_enabled; *old (may be NULL) gets the previous value. */
+int lantern_bpf_stats(int on, int *old);
 /* The instance's v2 directory relative to /sys/fs/cgroup, as nft wants it. */
 const char *lantern_nft_path(const struct lantern_side *s);
 

@@ -6,6 +6,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <jansson.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -116,6 +117,48 @@ void lantern_teardown(struct lantern_side *s)
 	if (s->have_node && cgroup_node_remove(&s->node, &e) < 0)
 		log_warn("bench: %s", e.msg);
 	s->have_node = false;
+}
+
+int lantern_prog_stats(const struct lantern_side *s, uint64_t *run_ns, uint64_t *runs,
+		       struct lerr *e)
+{
+	char cmd[256];
+	json_error_t jerr;
+	json_t *j;
+	FILE *f;
+	int st;
+
+	snprintf(cmd, sizeof(cmd), "bpftool -j prog show pinned %s/prog_connect4", s->pin_root);
+	f = popen(cmd, "r");
+	if (!f)
+		return lerr_set(e, errno, "bench: running bpftool: %s", strerror(errno));
+	j = json_loadf(f, 0, &jerr);
+	st = pclose(f);
+	if (!j || st != 0) {
+		json_decref(j);
+		return lerr_set(e, EIO, "bench: \"%s\" failed (status %d)", cmd, st);
+	}
+	/* the two fields are absent until the program has run with stats on */
+	*run_ns = (uint64_t)json_integer_value(json_object_get(j, "run_time_ns"));
+	*runs = (uint64_t)json_integer_value(json_object_get(j, "run_cnt"));
+	json_decref(j);
+	return 0;
+}
+
+int lantern_bpf_stats(int on, int *old)
+{
+	const char *path = "/proc/sys/kernel/bpf_stats_enabled";
+	char *buf;
+	int err;
+
+	if (old) {
+		err = util_read_file(path, &buf, NULL);
+		if (err)
+			return err;
+		*old = atoi(buf);
+		free(buf);
+	}
+	return util_write_str(path, on ? "1" : "0");
 }
 
 const char *lantern_nft_path(const struct lantern_side *s)
