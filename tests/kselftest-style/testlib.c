@@ -38,9 +38,31 @@ const char *tl_env_missing(void)
 	return NULL;
 }
 
+/* Envs to clean up if the test is killed (the runner's timeout, ^C, a closed pipe). */
+static struct tl_env *live_envs[8];
+
+static void on_fatal_signal(int sig)
+{
+	for (size_t i = 0; i < sizeof(live_envs) / sizeof(live_envs[0]); i++)
+		if (live_envs[i])
+			tl_env_cleanup(live_envs[i]);
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
 int tl_env_init(struct tl_env *t, const char *name)
 {
 	const char *b = getenv("LANTERN_BUILD");
+
+	for (size_t i = 0; i < sizeof(live_envs) / sizeof(live_envs[0]); i++) {
+		if (!live_envs[i]) {
+			live_envs[i] = t;
+			break;
+		}
+	}
+	signal(SIGTERM, on_fatal_signal);
+	signal(SIGINT, on_fatal_signal);
+	signal(SIGPIPE, on_fatal_signal);
 
 	memset(t, 0, sizeof(*t));
 	snprintf(t->name, sizeof(t->name), "%s", name);
@@ -119,6 +141,9 @@ int tl_daemon_stop(struct tl_env *t, int sig)
 
 void tl_env_cleanup(struct tl_env *t)
 {
+	for (size_t i = 0; i < sizeof(live_envs) / sizeof(live_envs[0]); i++)
+		if (live_envs[i] == t)
+			live_envs[i] = NULL;
 	tl_daemon_stop(t, SIGTERM);
 	tl_sh(NULL, NULL, "%s/lantern reset --state-dir %s --bpffs %s --cgroup-root %s >/dev/null 2>&1",
 	      t->build, t->state, t->bpffs, t->cgroot);

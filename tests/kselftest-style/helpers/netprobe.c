@@ -4,6 +4,7 @@
  *   netprobe MODE ADDR PORT [N]
  *   MODE: tcp (connect), udp (unconnected sendto), udpc (connect + send),
  *         tfo (TCP Fast Open: sendto with MSG_FASTOPEN), loop (connects for N ms, counting)
+ *   netprobe listen ADDR PORT   accept and close TCP connections until killed
  *   netprobe dns NAME SERVER [PORT]   one A query over UDP (dnstcp: over TCP); prints
  *         each address; "refused" and exit 3 on REFUSED
  * ADDR is an IPv4 or IPv6 literal (::ffff:a.b.c.d tests the mapped form).
@@ -155,6 +156,22 @@ static int dns(int tcp, const char *name, struct sockaddr_storage *ss, socklen_t
 
 int main(int argc, char **argv)
 {
+	if (argc == 4 && !strcmp(argv[1], "listen")) {
+		struct sockaddr_storage ls;
+		socklen_t ll = mkaddr(argv[2], atoi(argv[3]), &ls);
+		int one = 1, fd = ll ? socket(ls.ss_family, SOCK_STREAM, 0) : -1;
+
+		if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+		    bind(fd, (struct sockaddr *)&ls, ll) < 0 || listen(fd, 1024) < 0) {
+			printf("error: %s\n", strerror(errno));
+			return 1;
+		}
+		for (;;) {
+			int c = accept(fd, NULL, NULL);
+			if (c >= 0)
+				close(c);
+		}
+	}
 	if (argc >= 4 && (!strcmp(argv[1], "dns") || !strcmp(argv[1], "dnstcp"))) {
 		struct sockaddr_storage ds;
 		socklen_t dl = mkaddr(argv[3], argc > 4 ? atoi(argv[4]) : 53, &ds);
