@@ -3,6 +3,7 @@
 #define LANTERN_UTIL_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -24,6 +25,8 @@ int util_write_file_atomic(const char *path, const void *buf, size_t len);
 int util_write_str(const char *path, const char *s); /* plain write, for cgroup files */
 void util_random_hex(char *out, size_t nbytes); /* out holds 2*nbytes+1 */
 uint64_t util_now_ns(int clockid);
+/* True if something accepts connections on the Unix stream socket at path. */
+bool util_unix_socket_alive(const char *path);
 
 /* Logging to stderr, one line each, prefixed with the program name. */
 void log_set_prog(const char *prog);

@@ -82,19 +82,6 @@ int tl_env_init(struct tl_env *t, const char *name)
 	return util_mkdir_p(t->dir, 0700);
 }
 
-static bool sock_ready(const char *path)
-{
-	struct sockaddr_un a = { .sun_family = AF_UNIX };
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	bool ok;
-
-	snprintf(a.sun_path, sizeof(a.sun_path), "%s", path);
-	ok = fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
-	if (fd >= 0)
-		close(fd);
-	return ok;
-}
-
 int tl_daemon_start(struct tl_env *t, const char *extra)
 {
 	char cmd[2048];
@@ -116,7 +103,7 @@ int tl_daemon_start(struct tl_env *t, const char *extra)
 	t->daemon = pid;
 	for (int i = 0; i < 500; i++) {
 		int st;
-		if (sock_ready(t->sock))
+		if (util_unix_socket_alive(t->sock))
 			return 0;
 		if (waitpid(pid, &st, WNOHANG) == pid) {
 			t->daemon = 0;

@@ -16,19 +16,6 @@
 #include "lantern/lbpf.h"
 #include "lantern/util.h"
 
-static bool daemon_alive(const char *path)
-{
-	struct sockaddr_un a = { .sun_family = AF_UNIX };
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	bool alive;
-
-	snprintf(a.sun_path, sizeof(a.sun_path), "%s", path);
-	alive = fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
-	if (fd >= 0)
-		close(fd);
-	return alive;
-}
-
 int cmd_reset(struct cli *c, int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -55,7 +42,7 @@ int cmd_reset(struct cli *c, int argc, char **argv)
 			return 2;
 		}
 	}
-	if (daemon_alive(c->socket)) {
+	if (util_unix_socket_alive(c->socket)) {
 		fprintf(stderr, "lantern: reset: lanternd still answers on %s; stop it first\n", c->socket);
 		return 1;
 	}
