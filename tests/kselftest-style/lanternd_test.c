@@ -327,6 +327,26 @@ static void test_crash_and_adopt(void)
 	tap_ok(out && has(out, "denied") && has(out, "ok"), "still enforced after adoption");
 	free(out);
 	out = NULL;
+
+	tl_lantern(&T, &out, NULL, "audit egress %s", id);
+	snprintf(script, sizeof(script), "tcp://127.0.0.1:%u", port_a);
+	tap_ok(has(out, script) && has(out, "mode: enforce") && has(out, "denied") &&
+	       !has(out, "denied 0,") && has(out, "deny   tcp 127.0.0.1"),
+	       "lantern audit egress shows the rule, the kernel entry, the deny count and the denies");
+	free(out);
+	out = NULL;
+
+	/* a clean stop also leaves the instance enforced, and the next lanternd adopts it */
+	tl_daemon_stop(&T, SIGTERM);
+	truncate(outp, 0);
+	usleep(600000);
+	util_read_file(outp, &out, NULL);
+	tap_ok(out && has(out, "denied") && has(out, "ok") && !has(out, "error"),
+	       "after a clean stop of lanternd the instance is still enforced");
+	free(out);
+	out = NULL;
+	st = tl_daemon_start(&T, NULL);
+	tap_ok(st == 0 && run_id_of("survivor", id, sizeof(id)), "and the next lanternd adopts it again");
 	tap_ok(tl_lantern(&T, NULL, NULL, "kill %s", id) == 0, "lantern kill stops the adopted run");
 	for (int i = 0; i < 100 && run_id_of("survivor", id, sizeof(id)); i++)
 		usleep(100000);
@@ -401,6 +421,36 @@ static void test_fqdn(uint16_t dns_port)
 	       "a refused name is a deny event in the log");
 	free(out);
 	free(err);
+	if (l7 >= 0)
+		close(l7);
+}
+
+/* Two instances resolve through their own proxies: what one learns never opens
+ * anything for the other. */
+static void test_fqdn_isolation(void)
+{
+	char ra[256], rb[256], sa[1024], sb[1024], go[600], ob[600], *out = NULL;
+	const char *fa, *fb;
+	uint16_t p7 = 0;
+	int l7 = tl_tcp_listen("127.0.0.7", &p7);
+
+	snprintf(go, sizeof(go), "%s/fqdn-go", T.dir);
+	snprintf(ob, sizeof(ob), "%s/fqdn-b.out", T.dir);
+	snprintf(ra, sizeof(ra), "    - pattern: tcp://allowed.example.test:%u\n", p7);
+	snprintf(rb, sizeof(rb), "    - pattern: tcp://blocked.test:%u\n", p7);
+	snprintf(sa, sizeof(sa), "%s dns allowed.example.test 127.0.0.53 >/dev/null; %s tcp 127.0.0.7 %u >/dev/null && touch %s; sleep 2",
+		 probe, probe, p7, go);
+	snprintf(sb, sizeof(sb), "i=0; while [ ! -e %s ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done; %s tcp 127.0.0.7 %u",
+		 go, probe, p7);
+	fa = spec("learner", "allowlist_domain", NULL, ra, NULL, sa);
+	fb = spec("bystander", "allowlist_domain", NULL, rb, NULL, sb);
+	tl_sh(NULL, NULL, "%s/lantern --socket %s run %s >/dev/null 2>&1 & "
+	      "%s/lantern --socket %s run %s >%s 2>/dev/null & wait",
+	      T.build, T.sock, fa, T.build, T.sock, fb, ob);
+	util_read_file(ob, &out, NULL);
+	tap_ok(access(go, F_OK) == 0 && out && !strcmp(out, "denied\n"),
+	       "an address one instance learned from DNS stays denied for another (got %s)", oneline(out));
+	free(out);
 	if (l7 >= 0)
 		close(l7);
 }
@@ -615,6 +665,7 @@ int main(void)
 	test_modes();
 	test_two_instances();
 	test_fqdn(dns_port);
+	test_fqdn_isolation();
 	test_timeout();
 	test_atomic_update();
 	test_too_many_rules();
