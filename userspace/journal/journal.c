@@ -1,0 +1,485 @@
+/* journal.c: the run journal's file format: create, append (framed, CRC32C,
+ * compressed above a threshold, hash-chained), sync, and the verifying scan that
+ * recovery, `lantern journal` and `lantern journal verify` share. The format is in
+ * include/lantern/journal.h. Group commit is in syncer.c. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sodium.h>
+#include <zlib.h>
+
+#include "journal_internal.h"
+
+static const char *const type_names[] = {
+	[JOURNAL_RUN_STARTED] = "run_started",
+	[JOURNAL_STEP_STARTED] = "step_started",
+	[JOURNAL_STEP_COMPLETED] = "step_completed",
+	[JOURNAL_STEP_FAILED] = "step_failed",
+	[JOURNAL_OUTPUT_SET] = "output_set",
+	[JOURNAL_RUN_RESUMED] = "run_resumed",
+	[JOURNAL_RUN_COMPLETED] = "run_completed",
+};
+
+const char *journal_type_name(unsigned type)
+{
+	return type > 0 && type < JOURNAL_TYPE_MAX ? type_names[type] : "unknown";
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void put64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint64_t get64(const uint8_t *p)
+{
+	return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
+}
+
+static void opts_apply(struct journal *j, const struct journal_opts *o)
+{
+	j->max_bytes = o && o->max_bytes ? o->max_bytes : JOURNAL_DEFAULT_MAX_BYTES;
+	j->compress_over = o && o->compress_over ? o->compress_over : JOURNAL_DEFAULT_COMPRESS;
+}
+
+static int write_all_at(int fd, const void *buf, size_t len, off_t off)
+{
+	const char *p = buf;
+
+	while (len) {
+		ssize_t w = pwrite(fd, p, len, off);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += w;
+		len -= (size_t)w;
+		off += w;
+	}
+	return 0;
+}
+
+static void sync_dir_of(const char *path)
+{
+	char dir[PATH_MAX];
+	char *slash;
+	int fd;
+
+	snprintf(dir, sizeof(dir), "%s", path);
+	slash = strrchr(dir, '/');
+	if (!slash)
+		snprintf(dir, sizeof(dir), ".");
+	else if (slash == dir)
+		dir[1] = '\0';
+	else
+		*slash = '\0';
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd >= 0) {
+		fsync(fd);
+		close(fd);
+	}
+}
+
+static struct journal *journal_alloc(const char *path, const struct journal_opts *o)
+{
+	struct journal *j = calloc(1, sizeof(*j));
+
+	if (!j)
+		return NULL;
+	j->fd = -1;
+	snprintf(j->path, sizeof(j->path), "%s", path);
+	opts_apply(j, o);
+	return j;
+}
+
+int journal_create(const char *path, const struct journal_opts *o, struct journal **out,
+		   struct lerr *e)
+{
+	struct journal *j;
+	struct stat st;
+	int err;
+
+	if (sodium_init() < 0)
+		return lerr_set(e, EIO, "journal %s: libsodium failed to initialize", path);
+	j = journal_alloc(path, o);
+	if (!j)
+		return lerr_set(e, ENOMEM, "journal %s: out of memory", path);
+	j->fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (j->fd < 0) {
+		err = lerr_set(e, errno, "journal %s: create: %s", path, strerror(errno));
+		free(j);
+		return err;
+	}
+	if ((err = write_all_at(j->fd, JOURNAL_MAGIC, JOURNAL_MAGIC_LEN, 0)) < 0 ||
+	    (fdatasync(j->fd) < 0 && (err = -errno))) {
+		lerr_set(e, err, "journal %s: writing the header: %s", path, strerror(-err));
+		close(j->fd);
+		unlink(path);
+		free(j);
+		return err;
+	}
+	sync_dir_of(path);
+	fstat(j->fd, &st);
+	j->dev = st.st_dev;
+	j->size = JOURNAL_MAGIC_LEN;
+	*out = j;
+	return 0;
+}
+
+/* Bytes [off, end) are all zero: what a crash can leave after the last good record
+ * when the file's size reached the disk before its data did. */
+static bool all_zero(const uint8_t *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (p[i])
+			return false;
+	return true;
+}
+
+/* A damaged record at the end of the file: its frame's own length says it ends at
+ * (or past) the end of the file, or the header itself is cut. */
+static bool rec_len_reaches_end(const uint8_t *f, size_t left)
+{
+	size_t body_len;
+
+	if (left < JOURNAL_FRAME + JOURNAL_HEADER)
+		return true;
+	body_len = get32(f);
+	if (body_len < JOURNAL_HEADER || body_len > JOURNAL_MAX_RECORD)
+		return false;
+	return JOURNAL_FRAME + body_len >= left;
+}
+
+/* Verifies buf (the whole file) record by record. Returns 0 with info filled (a torn
+ * tail is info->torn_bytes), -EBADMSG naming the offset and reason, or cb's error. */
+static int scan_buf(const char *path, const uint8_t *buf, size_t size, journal_record_cb cb,
+		    void *arg, struct journal_scan *info, struct lerr *e)
+{
+	uint8_t head[JOURNAL_HASH_BYTES] = { 0 };
+	char *scratch = NULL;
+	size_t scratch_cap = 0, off = JOURNAL_MAGIC_LEN;
+	uint64_t seq = 0;
+	int err = 0;
+
+	memset(info, 0, sizeof(*info));
+	if (size < JOURNAL_MAGIC_LEN || memcmp(buf, JOURNAL_MAGIC, JOURNAL_MAGIC_LEN))
+		return lerr_set(e, EBADMSG, "journal %s: not a Lantern journal (bad magic)", path);
+	while (off < size) {
+		const uint8_t *f = buf + off, *b = f + JOURNAL_FRAME;
+		size_t left = size - off, body_len, rec_len;
+		struct journal_record rec = { 0 };
+		const char *why = NULL;
+		uint32_t raw_len;
+
+		if (left < JOURNAL_FRAME + JOURNAL_HEADER) {
+			why = "record header cut short";
+			goto damaged;
+		}
+		body_len = get32(f);
+		rec_len = JOURNAL_FRAME + body_len;
+		if (body_len < JOURNAL_HEADER || body_len > JOURNAL_MAX_RECORD) {
+			why = "impossible record length";
+			goto damaged;
+		}
+		if (rec_len > left) {
+			why = "record cut short";
+			goto damaged;
+		}
+		if (journal_crc32c(0, b, body_len) != get32(f + 4)) {
+			why = "CRC32C mismatch";
+			goto damaged;
+		}
+		/* The CRC holds: from here on damage cannot be a torn write. */
+		rec.type = b[0];
+		rec.compressed = b[1] & 1;
+		raw_len = get32(b + 4);
+		rec.seq = get64(b + 8);
+		rec.time_ns = get64(b + 16);
+		memcpy(rec.prev, b + 24, JOURNAL_HASH_BYTES);
+		rec.offset = off;
+		rec.stored_len = (uint32_t)(body_len - JOURNAL_HEADER);
+		if (rec.seq != seq + 1) {
+			err = lerr_set(e, EBADMSG, "journal %s: record at offset %zu has sequence %llu, "
+				       "expected %llu", path, off, (unsigned long long)rec.seq,
+				       (unsigned long long)(seq + 1));
+			break;
+		}
+		if (memcmp(rec.prev, head, JOURNAL_HASH_BYTES)) {
+			err = lerr_set(e, EBADMSG, "journal %s: record %llu at offset %zu does not chain "
+				       "to the previous record (hash mismatch)", path,
+				       (unsigned long long)rec.seq, off);
+			break;
+		}
+		if (rec.type == 0 || rec.type >= JOURNAL_TYPE_MAX || raw_len > JOURNAL_MAX_RECORD) {
+			err = lerr_set(e, EBADMSG, "journal %s: record %llu at offset %zu has unknown "
+				       "type %u", path, (unsigned long long)rec.seq, off, rec.type);
+			break;
+		}
+		if (scratch_cap < (size_t)raw_len + 1) {
+			char *n = realloc(scratch, (size_t)raw_len + 1);
+			if (!n) {
+				err = lerr_set(e, ENOMEM, "journal %s: out of memory", path);
+				break;
+			}
+			scratch = n;
+			scratch_cap = (size_t)raw_len + 1;
+		}
+		if (rec.compressed) {
+			uLongf dl = raw_len;
+			if (uncompress((Bytef *)scratch, &dl, b + JOURNAL_HEADER, rec.stored_len) != Z_OK ||
+			    dl != raw_len) {
+				err = lerr_set(e, EBADMSG, "journal %s: record %llu at offset %zu does not "
+					       "decompress", path, (unsigned long long)rec.seq, off);
+				break;
+			}
+		} else {
+			if (raw_len != rec.stored_len) {
+				err = lerr_set(e, EBADMSG, "journal %s: record %llu at offset %zu: length "
+					       "mismatch", path, (unsigned long long)rec.seq, off);
+				break;
+			}
+			memcpy(scratch, b + JOURNAL_HEADER, raw_len);
+		}
+		scratch[raw_len] = '\0';
+		rec.payload = scratch;
+		rec.len = raw_len;
+		crypto_hash_sha256(rec.hash, f, rec_len);
+		if (cb && (err = cb(arg, &rec)) < 0)
+			break;
+		memcpy(head, rec.hash, JOURNAL_HASH_BYTES);
+		seq = rec.seq;
+		info->records++;
+		if (rec.compressed)
+			info->compressed++;
+		off += rec_len;
+		continue;
+damaged:
+		/* Only the end of the file may be torn: the damaged record reaches the end,
+		 * or everything from it on is zeros. */
+		if (rec_len_reaches_end(f, left) || all_zero(f, left)) {
+			info->torn_bytes = left;
+			break;
+		}
+		err = lerr_set(e, EBADMSG, "journal %s: corrupt record %llu at offset %zu (%s) "
+			       "followed by %zu more bytes: refusing to guess past it", path,
+			       (unsigned long long)(seq + 1), off, why, left);
+		break;
+	}
+	free(scratch);
+	info->bytes = off;
+	memcpy(info->head, head, JOURNAL_HASH_BYTES);
+	return err;
+}
+
+static int read_whole(const char *path, int fd, uint8_t **buf, size_t *size, struct lerr *e)
+{
+	struct stat st;
+	size_t n = 0;
+
+	if (fstat(fd, &st) < 0)
+		return lerr_set(e, errno, "journal %s: stat: %s", path, strerror(errno));
+	*buf = malloc((size_t)st.st_size + 1);
+	if (!*buf)
+		return lerr_set(e, ENOMEM, "journal %s: out of memory", path);
+	while (n < (size_t)st.st_size) {
+		ssize_t r = pread(fd, *buf + n, (size_t)st.st_size - n, (off_t)n);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		n += (size_t)r;
+	}
+	*size = n;
+	return 0;
+}
+
+int journal_scan(const char *path, journal_record_cb cb, void *arg, struct journal_scan *info,
+		 struct lerr *e)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC), err;
+	uint8_t *buf;
+	size_t size;
+
+	if (fd < 0)
+		return lerr_set(e, errno, "journal %s: %s", path, strerror(errno));
+	err = read_whole(path, fd, &buf, &size, e);
+	close(fd);
+	if (err < 0)
+		return err;
+	err = scan_buf(path, buf, size, cb, arg, info, e);
+	free(buf);
+	return err;
+}
+
+int journal_open(const char *path, const struct journal_opts *o, journal_record_cb cb,
+		 void *arg, struct journal_scan *info, struct journal **out, struct lerr *e)
+{
+	struct journal_scan local;
+	struct journal *j;
+	struct stat st;
+	uint8_t *buf = NULL;
+	size_t size = 0;
+	int err;
+
+	if (!info)
+		info = &local;
+	if (sodium_init() < 0)
+		return lerr_set(e, EIO, "journal %s: libsodium failed to initialize", path);
+	j = journal_alloc(path, o);
+	if (!j)
+		return lerr_set(e, ENOMEM, "journal %s: out of memory", path);
+	j->fd = open(path, O_RDWR | O_CLOEXEC);
+	if (j->fd < 0) {
+		err = lerr_set(e, errno, "journal %s: %s", path, strerror(errno));
+		free(j);
+		return err;
+	}
+	if ((err = read_whole(path, j->fd, &buf, &size, e)) < 0 ||
+	    (err = scan_buf(path, buf, size, cb, arg, info, e)) < 0)
+		goto fail;
+	if (info->torn_bytes) {
+		if (ftruncate(j->fd, (off_t)info->bytes) < 0 || fdatasync(j->fd) < 0) {
+			err = lerr_set(e, errno, "journal %s: truncating a torn tail of %llu bytes: %s",
+				       path, (unsigned long long)info->torn_bytes, strerror(errno));
+			goto fail;
+		}
+	}
+	free(buf);
+	fstat(j->fd, &st);
+	j->dev = st.st_dev;
+	j->size = info->bytes;
+	j->seq = j->durable = info->records;
+	memcpy(j->head, info->head, JOURNAL_HASH_BYTES);
+	*out = j;
+	return 0;
+fail:
+	free(buf);
+	close(j->fd);
+	free(j);
+	return err;
+}
+
+int journal_append(struct journal *j, unsigned type, const void *payload, size_t len,
+		   uint64_t *seq_out, struct lerr *e)
+{
+	uLongf clen = 0;
+	uint8_t *rec;
+	size_t body_len, rec_len, plen = len;
+	uint64_t limit = j->max_bytes + (type == JOURNAL_RUN_COMPLETED ? JOURNAL_END_RESERVE : 0);
+	uint64_t seq = j->seq + 1;
+	bool z = false;
+	int err;
+
+	if (len > JOURNAL_MAX_RECORD - JOURNAL_HEADER)
+		return lerr_set(e, EFBIG, "journal %s: a %s record of %zu bytes exceeds the %u-byte "
+				"record limit", j->path, journal_type_name(type), len, JOURNAL_MAX_RECORD);
+	rec = malloc(JOURNAL_FRAME + JOURNAL_HEADER + compressBound(len));
+	if (!rec)
+		return lerr_set(e, ENOMEM, "journal %s: out of memory", j->path);
+	if (len > j->compress_over) {
+		clen = compressBound(len);
+		if (compress2(rec + JOURNAL_FRAME + JOURNAL_HEADER, &clen, payload, len,
+			      Z_BEST_SPEED) == Z_OK && clen < len) {
+			z = true;
+			plen = clen;
+		}
+	}
+	if (!z)
+		memcpy(rec + JOURNAL_FRAME + JOURNAL_HEADER, payload, len);
+	body_len = JOURNAL_HEADER + plen;
+	rec_len = JOURNAL_FRAME + body_len;
+	if (j->size + rec_len > limit) {
+		free(rec);
+		return lerr_set(e, EFBIG, "journal %s: size bound of %llu bytes reached (%llu used, "
+				"a %s record needs %zu more)", j->path,
+				(unsigned long long)j->max_bytes, (unsigned long long)j->size,
+				journal_type_name(type), rec_len);
+	}
+	uint8_t *b = rec + JOURNAL_FRAME;
+	b[0] = (uint8_t)type;
+	b[1] = z ? 1 : 0;
+	b[2] = b[3] = 0;
+	put32(b + 4, (uint32_t)len);
+	put64(b + 8, seq);
+	put64(b + 16, util_now_ns(CLOCK_REALTIME));
+	memcpy(b + 24, j->head, JOURNAL_HASH_BYTES);
+	put32(rec, (uint32_t)body_len);
+	put32(rec + 4, journal_crc32c(0, b, body_len));
+	if ((err = write_all_at(j->fd, rec, rec_len, (off_t)j->size)) < 0) {
+		/* leave no partial record behind for the next append to chain after */
+		if (ftruncate(j->fd, (off_t)j->size) < 0)
+			log_error("journal %s: cannot cut a failed append: %s", j->path, strerror(errno));
+		free(rec);
+		return lerr_set(e, err, "journal %s: append: %s", j->path, strerror(-err));
+	}
+	crypto_hash_sha256(j->head, rec, rec_len);
+	free(rec);
+	j->size += rec_len;
+	__atomic_store_n(&j->seq, seq, __ATOMIC_RELEASE);
+	if (seq_out)
+		*seq_out = seq;
+	return 0;
+}
+
+int journal_sync(struct journal *j, struct lerr *e)
+{
+	uint64_t seq = __atomic_load_n(&j->seq, __ATOMIC_ACQUIRE);
+
+	if (fdatasync(j->fd) < 0)
+		return lerr_set(e, errno, "journal %s: fdatasync: %s", j->path, strerror(errno));
+	journal_mark_durable(j, seq);
+	return 0;
+}
+
+uint64_t journal_seq(const struct journal *j)
+{
+	return __atomic_load_n(&j->seq, __ATOMIC_ACQUIRE);
+}
+
+uint64_t journal_durable_seq(struct journal *j)
+{
+	return __atomic_load_n(&j->durable, __ATOMIC_ACQUIRE);
+}
+
+uint64_t journal_size(const struct journal *j)
+{
+	return j->size;
+}
+
+const char *journal_path(const struct journal *j)
+{
+	return j->path;
+}
+
+void journal_head(const struct journal *j, uint8_t out[JOURNAL_HASH_BYTES])
+{
+	memcpy(out, j->head, JOURNAL_HASH_BYTES);
+}
+
+void journal_close(struct journal *j)
+{
+	if (!j)
+		return;
+	if (j->fd >= 0)
+		close(j->fd);
+	free(j);
+}

@@ -1,0 +1,41 @@
+/* journal_internal.h: the journal's state, shared by journal.c (the file) and
+ * syncer.c (group commit). Fields marked "syncer" are guarded by the syncer's mutex;
+ * seq and durable are read across threads with atomics. */
+#ifndef LANTERN_JOURNAL_INTERNAL_H
+#define LANTERN_JOURNAL_INTERNAL_H
+
+#include <limits.h>
+#include <sys/types.h>
+
+#include "lantern/journal.h"
+
+struct journal {
+	int fd;
+	dev_t dev;                  /* filesystem, for one syncfs per filesystem per batch */
+	char path[PATH_MAX];
+	uint64_t size;              /* valid bytes; the next record goes here */
+	uint64_t seq;               /* last appended (owner writes, syncer reads) */
+	uint64_t durable;           /* last durable (atomic) */
+	uint8_t head[JOURNAL_HASH_BYTES];
+	uint64_t max_bytes;
+	uint32_t compress_over;
+	/* syncer */
+	bool queued;                /* in the syncer's queue */
+	int syncing;                /* batches in progress holding it */
+	uint64_t target;            /* seq the running batch makes durable */
+	int batch_err;              /* result of the running batch */
+	int sync_err;               /* sticky: a failed sync poisons the journal (atomic) */
+	struct journal *qnext, *bnext;
+};
+
+/* Raises j->durable to seq (never lowers it). */
+static inline void journal_mark_durable(struct journal *j, uint64_t seq)
+{
+	uint64_t cur = __atomic_load_n(&j->durable, __ATOMIC_ACQUIRE);
+
+	while (cur < seq && !__atomic_compare_exchange_n(&j->durable, &cur, seq, false,
+							 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+		;
+}
+
+#endif
