@@ -16,6 +16,16 @@ CFLAGS   += -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter
             -Wno-missing-field-initializers -Wno-format-truncation -Iinclude -Ibpf -I$(BUILD)
 LDLIBS   := -lbpf -lelf -lz -lyaml -ljansson -lsodium -lpthread
 
+# telemetry (issue 5): OTLP export over gRPC core + protobuf-c and libcurl, the metrics
+# endpoint (libmicrohttpd), syscall names (libseccomp)
+LDLIBS   += -Wl,--as-needed -lgrpc -lgpr -lprotobuf-c -lcurl -lmicrohttpd -lseccomp -Wl,--no-as-needed
+# the OTLP protos (proto/opentelemetry) -> protobuf-c code in build/proto/opentelemetry
+OTLP_PROTOS := $(sort $(shell find proto/opentelemetry -name '*.proto'))
+OTLP_GEN_C  := $(patsubst proto/%.proto,$(BUILD)/proto/%.pb-c.c,$(OTLP_PROTOS))
+OTLP_GEN_H  := $(OTLP_GEN_C:.c=.h)
+OTLP_OBJS   := $(patsubst $(BUILD)/proto/%.c,$(BUILD)/obj/otlp/%.o,$(OTLP_GEN_C))
+CFLAGS      += -I$(BUILD)/proto
+
 BPF_SRCS := $(wildcard bpf/*.bpf.c)
 BPF_OBJS := $(patsubst bpf/%.bpf.c,$(BUILD)/bpf/%.bpf.o,$(BPF_SRCS))
 SKELS    := $(patsubst bpf/%.bpf.c,$(BUILD)/%.skel.h,$(BPF_SRCS))
@@ -61,6 +71,20 @@ $(BUILD)/%.skel.h: $(BUILD)/bpf/%.bpf.o
 $(BUILD)/obj/%.o: %.c $(HDRS)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/proto/.otlp-stamp: $(OTLP_PROTOS)
+	@mkdir -p $(BUILD)/proto
+	protoc-c -Iproto --c_out=$(BUILD)/proto $(OTLP_PROTOS)
+	touch $@
+
+$(OTLP_GEN_C) $(OTLP_GEN_H): $(BUILD)/proto/.otlp-stamp
+
+$(BUILD)/obj/otlp/%.o: $(BUILD)/proto/%.c $(OTLP_GEN_H)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(LIB): $(OTLP_OBJS)
+$(LIB_OBJS) $(D_OBJS) $(CLI_OBJS) $(TEST_BINS) $(BENCH_BINS): | $(OTLP_GEN_H)
 
 # only the bpf module includes skeletons
 $(filter $(BUILD)/obj/userspace/lbpf/%,$(LIB_OBJS)): $(SKELS)

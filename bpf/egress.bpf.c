@@ -13,6 +13,7 @@
 #include <bpf/bpf_endian.h>
 
 #include "lantern.h"
+#include "sock_rule.bpf.h"
 
 #define AF_INET      2
 #define AF_INET6     10
@@ -269,6 +270,32 @@ static __always_inline void dns_redirect(struct bpf_sock_addr *ctx, const struct
 	ctx->user_port = bpf_htons(in->dns_port);
 }
 
+#define SOL_SOCKET_         1
+#define SO_MAX_PACING_RATE_ 47
+
+/* Records on the socket which rule admitted its connection, so telemetry.bpf.c can
+ * charge that rule's rate_bps token bucket for what the socket sends; a rule with a
+ * rate also caps the socket's pacing (2% under the bucket's rate, so paced traffic
+ * with its headers never runs the bucket dry). */
+static __always_inline void remember_rule(struct bpf_sock_addr *ctx, __u64 cgid, __u16 rule)
+{
+	struct lantern_rate_key rk = { .cgroup_id = cgid, .rule = rule };
+	struct lantern_rate_bucket *b;
+	struct lantern_sock_rule *sr;
+	__u32 pace;
+
+	sr = bpf_sk_storage_get(&lantern_sock_rule, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!sr)
+		return;
+	sr->cgroup_id = cgid;
+	sr->rule = rule;
+	b = bpf_map_lookup_elem(&lantern_tm_rate, &rk);
+	if (!b)
+		return;
+	pace = b->rate_Bps / 100 * 98 > 0xfffffffe ? 0xfffffffe : (__u32)(b->rate_Bps / 100 * 98);
+	bpf_setsockopt(ctx, SOL_SOCKET_, SO_MAX_PACING_RATE_, &pace, sizeof(pace));
+}
+
 static __always_inline int judge(struct bpf_sock_addr *ctx, __u8 hook)
 {
 	struct lantern_instance *in;
@@ -333,6 +360,8 @@ static __always_inline int judge(struct bpf_sock_addr *ctx, __u8 hook)
 allow:
 	if (st)
 		__sync_fetch_and_add(&st->allowed, 1);
+	if (rule != NO_RULE && (hook == LANTERN_HOOK_CONNECT4 || hook == LANTERN_HOOK_CONNECT6))
+		remember_rule(ctx, cgid, rule);
 	return SYS_ALLOW;
 }
 

@@ -9,6 +9,9 @@ pkgs=(
   dnsmasq-base                                                   # DNS upstream in tests
   nftables                                                       # egress benchmark peer
   iproute2 procps                                                # tests: netns, ss, ps
+  protobuf-c-compiler libprotobuf-c-dev libgrpc-dev libcurl4-openssl-dev   # telemetry: OTLP/gRPC and OTLP/HTTP export
+  libmicrohttpd-dev libseccomp-dev                               # telemetry: metrics endpoint, syscall names
+  bpftrace                                                       # bench/telemetry: the peer counting syscalls per cgroup
 )
 
 missing=()
@@ -20,6 +23,18 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# tests/otlp-receiver: the official OpenTelemetry JavaScript packages (npm registry)
+# decode what lanternd exports in the telemetry tests
+recv="$(cd "$(dirname "$0")/.." && pwd)/tests/otlp-receiver"
+if [ -f "$recv/package-lock.json" ] && [ ! -d "$recv/node_modules/@opentelemetry/otlp-transformer" ]; then
+  if command -v npm >/dev/null; then
+    echo "deps: npm ci in tests/otlp-receiver"
+    (cd "$recv" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  else
+    echo "deps: npm not found: the telemetry tests need node and npm" >&2
+  fi
 fi
 
 if [ "$(id -u)" = 0 ]; then

@@ -5,6 +5,8 @@
  * Pinned layout under pin_root (default /sys/fs/bpf/lantern):
  *   maps:  lantern_config lantern_instances lantern_egress lantern_stats
  *          lantern_sock_orig lantern_drops lantern_events
+ *          lantern_sock_rule lantern_tm_rate (shared with the telemetry programs,
+ *          lbpf_tm.h: the rule that admitted a socket, and rate_bps buckets)
  *   links: link_connect4 link_connect6 link_sendmsg4 link_sendmsg6
  *          link_recvmsg4 link_recvmsg6 link_getpeername4 link_getpeername6
  *   progs: prog_<same names> (the programs lantern_connect4 ..., replaced on adopt)

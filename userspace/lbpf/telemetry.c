@@ -1,0 +1,429 @@
+/* telemetry.c: loading, pinning and adopting telemetry.bpf.c, and its map operations.
+ *
+ * The same shape as lbpf.c: every map gets a pin path under pin_root (libbpf reuses
+ * a pinned map, else creates and pins it), then each program either finds its link
+ * pinned by a previous lanternd or is attached and its link pinned. cgroup_skb links
+ * are updated in place with the new program; tracing links cannot be, and are kept
+ * as they are (their programs use the same pinned maps). */
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "lantern/lbpf_tm.h"
+#include "telemetry.skel.h"
+
+#define TM_NLINKS 7
+
+struct lbpf_tm {
+	struct telemetry_bpf *skel;
+	char pin_root[PATH_MAX - 256];
+	struct bpf_link *links[TM_NLINKS];
+	struct ring_buffer *rb;
+	lbpf_proc_cb cb;
+	void *cb_arg;
+	int ncpus;
+	int fd_inst, fd_sys, fd_proc, fd_net, fd_rate, fd_drops, fd_events;
+};
+
+static const char *const hook_names[] = {
+	[LBPF_SYS_TP_BTF] = "tp_btf", [LBPF_SYS_RAW_TP] = "raw_tp",
+	[LBPF_SYS_TRACEPOINT] = "tracepoint", [LBPF_SYS_NONE] = "none",
+};
+
+const char *lbpf_tm_sys_hook_name(enum lbpf_sys_hook h)
+{
+	return h < ARRAY_SIZE(hook_names) ? hook_names[h] : "unknown";
+}
+
+/* Program, the name its link and program pins carry, and whether it attaches to the
+ * node's cgroup (else it is a tracing program). */
+struct tm_prog {
+	struct bpf_program *prog;
+	const char *pin;
+	bool cgroup;
+};
+
+static int tm_progs(struct lbpf_tm *t, enum lbpf_sys_hook h, struct tm_prog out[TM_NLINKS])
+{
+	struct telemetry_bpf *s = t->skel;
+	struct bpf_program *enter[] = { s->progs.lantern_sys_enter, s->progs.lantern_sys_enter_raw,
+					s->progs.lantern_sys_enter_tp };
+	struct bpf_program *exit_[] = { s->progs.lantern_sys_exit, s->progs.lantern_sys_exit_raw,
+					s->progs.lantern_sys_exit_tp };
+	int n = 0;
+
+	for (int i = 0; i < 3; i++) {
+		bpf_program__set_autoload(enter[i], h == (enum lbpf_sys_hook)i);
+		bpf_program__set_autoload(exit_[i], h == (enum lbpf_sys_hook)i);
+	}
+	if (h != LBPF_SYS_NONE) {
+		out[n++] = (struct tm_prog){ enter[h], "tm_sys_enter", false };
+		out[n++] = (struct tm_prog){ exit_[h], "tm_sys_exit", false };
+	}
+	out[n++] = (struct tm_prog){ s->progs.lantern_fork, "tm_fork", false };
+	out[n++] = (struct tm_prog){ s->progs.lantern_exec, "tm_exec", false };
+	out[n++] = (struct tm_prog){ s->progs.lantern_exit, "tm_exit", false };
+	out[n++] = (struct tm_prog){ s->progs.lantern_skb_egress, "tm_skb_egress", true };
+	out[n++] = (struct tm_prog){ s->progs.lantern_skb_ingress, "tm_skb_ingress", true };
+	return n;
+}
+
+static int pin_replace(int fd, const char *path)
+{
+	if (unlink(path) < 0 && errno != ENOENT)
+		return -errno;
+	return bpf_obj_pin(fd, path) < 0 ? -errno : 0;
+}
+
+static int attach_one(struct lbpf_tm *t, int i, const struct tm_prog *p, int *cg_fd,
+		      const struct lbpf_tm_opts *o, bool *adopted, struct lerr *e)
+{
+	const char *name = bpf_program__name(p->prog);
+	char path[PATH_MAX];
+	int err;
+
+	snprintf(path, sizeof(path), "%s/link_%s", t->pin_root, p->pin);
+	if (access(path, F_OK) == 0) {
+		*adopted = true;
+		if (!p->cgroup)
+			return 0; /* the pinned tracing link keeps running its program */
+		t->links[i] = bpf_link__open(path);
+		if (!t->links[i])
+			return lerr_set(e, -errno, "lbpf: opening pinned link %s: %s", path, strerror(errno));
+		if (bpf_link__update_program(t->links[i], p->prog) < 0)
+			return lerr_set(e, -errno, "lbpf: swapping program %s into link %s: %s", name,
+					path, strerror(errno));
+	} else {
+		if (p->cgroup) {
+			if (*cg_fd < 0) {
+				*cg_fd = open(o->cgroup_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+				if (*cg_fd < 0)
+					return lerr_set(e, -errno, "lbpf: opening cgroup %s: %s",
+							o->cgroup_path, strerror(errno));
+			}
+			t->links[i] = bpf_program__attach_cgroup(p->prog, *cg_fd);
+		} else {
+			t->links[i] = bpf_program__attach(p->prog);
+		}
+		if (!t->links[i])
+			return lerr_set(e, -errno, "lbpf: attaching %s: %s", name, strerror(errno));
+		if (bpf_link__pin(t->links[i], path) < 0)
+			return lerr_set(e, -errno, "lbpf: pinning link %s: %s", path, strerror(errno));
+	}
+	snprintf(path, sizeof(path), "%s/prog_%s", t->pin_root, p->pin);
+	if ((err = pin_replace(bpf_program__fd(p->prog), path)) < 0)
+		return lerr_set(e, err, "lbpf: pinning program %s at %s: %s", name, path, strerror(-err));
+	return 0;
+}
+
+static int events_trampoline(void *ctx, void *data, size_t size)
+{
+	struct lbpf_tm *t = ctx;
+
+	if (t->cb && size >= sizeof(struct lantern_proc_event))
+		t->cb(data, t->cb_arg);
+	return 0;
+}
+
+/* The syscall hook a previous lanternd attached, read from its pinned program's
+ * type, so adoption reports what really runs. */
+static enum lbpf_sys_hook pinned_sys_hook(const char *pin_root, enum lbpf_sys_hook dflt)
+{
+	struct bpf_prog_info info = { 0 };
+	__u32 len = sizeof(info);
+	char path[PATH_MAX];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/prog_tm_sys_enter", pin_root);
+	fd = bpf_obj_get(path);
+	if (fd < 0)
+		return dflt;
+	if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0) {
+		if (info.type == BPF_PROG_TYPE_TRACING)
+			dflt = LBPF_SYS_TP_BTF;
+		else if (info.type == BPF_PROG_TYPE_RAW_TRACEPOINT)
+			dflt = LBPF_SYS_RAW_TP;
+		else if (info.type == BPF_PROG_TYPE_TRACEPOINT)
+			dflt = LBPF_SYS_TRACEPOINT;
+	}
+	close(fd);
+	return dflt;
+}
+
+int lbpf_tm_open(const struct lbpf_tm_opts *o, struct lbpf_tm **out, bool *adopted, struct lerr *e)
+{
+	struct tm_prog progs[TM_NLINKS];
+	struct bpf_map *map;
+	struct lbpf_tm *t;
+	char path[PATH_MAX + 64];
+	bool adopt = false;
+	int err, n, cg_fd = -1;
+
+	*out = NULL;
+	if (adopted)
+		*adopted = false;
+	if (!o->pin_root || !o->cgroup_path)
+		return lerr_set(e, -EINVAL, "lbpf: pin_root and cgroup_path are required");
+	if (strlen(o->pin_root) >= sizeof(t->pin_root))
+		return lerr_set(e, -ENAMETOOLONG, "lbpf: pin root %s: name too long", o->pin_root);
+	if ((err = util_mkdir_p(o->pin_root, 0700)) < 0)
+		return lerr_set(e, err, "lbpf: creating pin root %s: %s", o->pin_root, strerror(-err));
+	t = calloc(1, sizeof(*t));
+	if (!t)
+		return lerr_set(e, -ENOMEM, "lbpf: out of memory");
+	snprintf(t->pin_root, sizeof(t->pin_root), "%s", o->pin_root);
+	t->ncpus = libbpf_num_possible_cpus();
+	if (t->ncpus <= 0) {
+		err = lerr_set(e, t->ncpus ? t->ncpus : -EINVAL, "lbpf: cannot count possible CPUs");
+		goto fail;
+	}
+
+	t->skel = telemetry_bpf__open();
+	if (!t->skel) {
+		err = lerr_set(e, -errno, "lbpf: opening BPF object telemetry: %s", strerror(errno));
+		goto fail;
+	}
+	t->skel->rodata->instance_level = o->instance_level;
+	bpf_object__for_each_map(map, t->skel->obj) {
+		if (bpf_map__is_internal(map))
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", t->pin_root, bpf_map__name(map));
+		if (map == t->skel->maps.lantern_tm_events && o->events_bytes && access(path, F_OK) < 0)
+			bpf_map__set_max_entries(map, o->events_bytes);
+		if (bpf_map__set_pin_path(map, path) < 0) {
+			err = lerr_set(e, -errno, "lbpf: pin path %s: %s", path, strerror(errno));
+			goto fail;
+		}
+	}
+	n = tm_progs(t, pinned_sys_hook(t->pin_root, o->sys_hook), progs);
+	err = telemetry_bpf__load(t->skel);
+	if (err) {
+		lerr_set(e, err, "lbpf: loading BPF object telemetry (pins under %s): %s", t->pin_root,
+			 strerror(-err));
+		goto fail;
+	}
+	t->fd_inst = bpf_map__fd(t->skel->maps.lantern_tm_inst);
+	t->fd_sys = bpf_map__fd(t->skel->maps.lantern_tm_sys);
+	t->fd_proc = bpf_map__fd(t->skel->maps.lantern_tm_proc);
+	t->fd_net = bpf_map__fd(t->skel->maps.lantern_tm_net);
+	t->fd_rate = bpf_map__fd(t->skel->maps.lantern_tm_rate);
+	t->fd_drops = bpf_map__fd(t->skel->maps.lantern_tm_drops);
+	t->fd_events = bpf_map__fd(t->skel->maps.lantern_tm_events);
+	for (int i = 0; i < n; i++)
+		if ((err = attach_one(t, i, &progs[i], &cg_fd, o, &adopt, e)) < 0)
+			break;
+	if (cg_fd >= 0)
+		close(cg_fd);
+	if (err)
+		goto fail;
+	t->rb = ring_buffer__new(t->fd_events, events_trampoline, t, NULL);
+	if (!t->rb) {
+		err = lerr_set(e, -errno, "lbpf: ring buffer lantern_tm_events: %s", strerror(errno));
+		goto fail;
+	}
+	if (adopted)
+		*adopted = adopt;
+	*out = t;
+	return 0;
+fail:
+	lbpf_tm_close(t);
+	return err;
+}
+
+void lbpf_tm_close(struct lbpf_tm *t)
+{
+	if (!t)
+		return;
+	ring_buffer__free(t->rb);
+	for (int i = 0; i < TM_NLINKS; i++)
+		bpf_link__destroy(t->links[i]);
+	telemetry_bpf__destroy(t->skel);
+	free(t);
+}
+
+int lbpf_tm_instance_add(struct lbpf_tm *t, uint64_t cgid, const struct lbpf_rate *rates,
+			 size_t n_rates, struct lerr *e)
+{
+	struct lantern_tm_instance in = { 0 };
+	uint64_t now;
+
+	now = util_now_ns(CLOCK_MONOTONIC);
+	for (size_t i = 0; i < n_rates; i++) {
+		struct lantern_rate_key k = { .cgroup_id = cgid, .rule = rates[i].rule };
+		struct lantern_rate_bucket b = { 0 };
+
+		b.rate_Bps = rates[i].rate_bps / 8 ? rates[i].rate_bps / 8 : 1;
+		/* 20 ms of traffic, at least two 64 KiB loopback segments, so one GSO packet
+		 * always fits and TCP is marked before it is dropped */
+		b.burst = b.rate_Bps / 50 > 131072 ? b.rate_Bps / 50 : 131072;
+		b.tokens = (int64_t)b.burst;
+		b.last_ns = now;
+		if (bpf_map_update_elem(t->fd_rate, &k, &b, BPF_ANY) < 0) {
+			int err = -errno;
+			lbpf_tm_instance_remove(t, cgid);
+			return lerr_set(e, err, "lbpf: map lantern_tm_rate: rate of rule %u of cgroup %llu: %s",
+					rates[i].rule, (unsigned long long)cgid, strerror(-err));
+		}
+	}
+	if (bpf_map_update_elem(t->fd_inst, &cgid, &in, BPF_ANY) < 0) {
+		int err = -errno;
+		lbpf_tm_instance_remove(t, cgid);
+		return lerr_set(e, err, "lbpf: map lantern_tm_inst: adding cgroup %llu: %s",
+				(unsigned long long)cgid, strerror(-err));
+	}
+	return 0;
+}
+
+/* Deletes every key of fd (key_size bytes) whose leading u64 is cgid. */
+static void delete_by_cgid(int fd, size_t key_size, uint64_t cgid)
+{
+	uint8_t cur[32], next[32], *keys = NULL;
+	size_t n = 0, cap = 0;
+	void *prev = NULL;
+
+	while (bpf_map_get_next_key(fd, prev, next) == 0) {
+		memcpy(cur, next, key_size);
+		prev = cur;
+		if (memcmp(cur, &cgid, sizeof(cgid)))
+			continue;
+		if (n == cap) {
+			size_t nc = cap ? cap * 2 : 64;
+			uint8_t *nk = realloc(keys, nc * key_size);
+			if (!nk)
+				break;
+			keys = nk;
+			cap = nc;
+		}
+		memcpy(keys + n++ * key_size, cur, key_size);
+	}
+	for (size_t i = 0; i < n; i++)
+		bpf_map_delete_elem(fd, keys + i * key_size);
+	free(keys);
+}
+
+int lbpf_tm_instance_remove(struct lbpf_tm *t, uint64_t cgid)
+{
+	int err = bpf_map_delete_elem(t->fd_inst, &cgid) < 0 && errno != ENOENT ? -errno : 0;
+
+	delete_by_cgid(t->fd_sys, sizeof(struct lantern_sys_key), cgid);
+	delete_by_cgid(t->fd_rate, sizeof(struct lantern_rate_key), cgid);
+	bpf_map_delete_elem(t->fd_proc, &cgid);
+	bpf_map_delete_elem(t->fd_net, &cgid);
+	return err;
+}
+
+bool lbpf_tm_instance_has(struct lbpf_tm *t, uint64_t cgid)
+{
+	struct lantern_tm_instance in;
+
+	return bpf_map_lookup_elem(t->fd_inst, &cgid, &in) == 0;
+}
+
+int lbpf_tm_instance_list(struct lbpf_tm *t, uint64_t **ids, size_t *n)
+{
+	uint64_t cur, next, *v = NULL;
+	size_t cnt = 0, cap = 0;
+	void *prev = NULL;
+
+	while (bpf_map_get_next_key(t->fd_inst, prev, &next) == 0) {
+		cur = next;
+		prev = &cur;
+		if (cnt == cap) {
+			size_t nc = cap ? cap * 2 : 16;
+			uint64_t *nv = realloc(v, nc * sizeof(*v));
+			if (!nv) {
+				free(v);
+				return -ENOMEM;
+			}
+			v = nv;
+			cap = nc;
+		}
+		v[cnt++] = cur;
+	}
+	*ids = v;
+	*n = cnt;
+	return 0;
+}
+
+/* Per-CPU values come back as one (8-byte aligned) copy per possible CPU. */
+static int percpu_sum(struct lbpf_tm *t, int fd, const void *key, uint64_t *out, size_t nwords)
+{
+	size_t stride = (nwords * 8 + 7) & ~(size_t)7;
+	uint64_t *buf = calloc((size_t)t->ncpus, stride);
+	int err = 0;
+
+	if (!buf)
+		return -ENOMEM;
+	memset(out, 0, nwords * 8);
+	if (bpf_map_lookup_elem(fd, key, buf) < 0) {
+		err = errno == ENOENT ? 0 : -errno;
+	} else {
+		for (int c = 0; c < t->ncpus; c++)
+			for (size_t w = 0; w < nwords; w++)
+				out[w] += buf[(size_t)c * (stride / 8) + w];
+	}
+	free(buf);
+	return err;
+}
+
+int lbpf_tm_syscalls(struct lbpf_tm *t, uint64_t cgid, lbpf_sys_cb cb, void *arg)
+{
+	struct lantern_sys_key cur, next;
+	struct lantern_sys_stats s;
+	void *prev = NULL;
+	int err;
+
+	while (bpf_map_get_next_key(t->fd_sys, prev, &next) == 0) {
+		cur = next;
+		prev = &cur;
+		if (cur.cgroup_id != cgid)
+			continue;
+		err = percpu_sum(t, t->fd_sys, &cur, (uint64_t *)&s, sizeof(s) / 8);
+		if (err < 0)
+			return err;
+		if (s.count)
+			cb(cur.nr, &s, arg);
+	}
+	return 0;
+}
+
+int lbpf_tm_net(struct lbpf_tm *t, uint64_t cgid, struct lantern_net_stats *out)
+{
+	return percpu_sum(t, t->fd_net, &cgid, (uint64_t *)out, sizeof(*out) / 8);
+}
+
+int lbpf_tm_proc(struct lbpf_tm *t, uint64_t cgid, struct lantern_proc_stats *out)
+{
+	return percpu_sum(t, t->fd_proc, &cgid, (uint64_t *)out, sizeof(*out) / 8);
+}
+
+int lbpf_tm_drops(struct lbpf_tm *t, struct lantern_tm_drops *out)
+{
+	uint32_t zero = 0;
+
+	return percpu_sum(t, t->fd_drops, &zero, (uint64_t *)out, sizeof(*out) / 8);
+}
+
+int lbpf_tm_events_fd(struct lbpf_tm *t)
+{
+	return ring_buffer__epoll_fd(t->rb);
+}
+
+int lbpf_tm_events_consume(struct lbpf_tm *t, lbpf_proc_cb cb, void *arg)
+{
+	int n;
+
+	t->cb = cb;
+	t->cb_arg = arg;
+	n = ring_buffer__consume(t->rb);
+	t->cb = NULL;
+	t->cb_arg = NULL;
+	return n;
+}
