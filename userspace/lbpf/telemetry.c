@@ -157,6 +157,22 @@ static enum lbpf_sys_hook pinned_sys_hook(const char *pin_root, enum lbpf_sys_ho
 	return dflt;
 }
 
+/* max_entries of the map pinned at path, 0 if none. */
+static uint32_t pinned_map_size(const char *path)
+{
+	struct bpf_map_info info = { 0 };
+	__u32 len = sizeof(info);
+	int fd = bpf_obj_get(path);
+	uint32_t size = 0;
+
+	if (fd < 0)
+		return 0;
+	if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0)
+		size = info.max_entries;
+	close(fd);
+	return size;
+}
+
 int lbpf_tm_open(const struct lbpf_tm_opts *o, struct lbpf_tm **out, bool *adopted, struct lerr *e)
 {
 	struct tm_prog progs[TM_NLINKS];
@@ -195,8 +211,12 @@ int lbpf_tm_open(const struct lbpf_tm_opts *o, struct lbpf_tm **out, bool *adopt
 		if (bpf_map__is_internal(map))
 			continue;
 		snprintf(path, sizeof(path), "%s/%s", t->pin_root, bpf_map__name(map));
-		if (map == t->skel->maps.lantern_tm_events && o->events_bytes && access(path, F_OK) < 0)
-			bpf_map__set_max_entries(map, o->events_bytes);
+		if (map == t->skel->maps.lantern_tm_events) {
+			uint32_t size = pinned_map_size(path);
+			/* a pinned ring buffer is reused only with its own size */
+			if (size || o->events_bytes)
+				bpf_map__set_max_entries(map, size ? size : o->events_bytes);
+		}
 		if (bpf_map__set_pin_path(map, path) < 0) {
 			err = lerr_set(e, -errno, "lbpf: pin path %s: %s", path, strerror(errno));
 			goto fail;
