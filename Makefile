@@ -47,6 +47,8 @@ TEST_LIB  := $(patsubst %.c,$(BUILD)/obj/%.o,$(filter-out $(TEST_SRCS),$(wildcar
 TEST_HELPERS := $(patsubst tests/kselftest-style/helpers/%.c,$(BUILD)/tests/%,$(wildcard tests/kselftest-style/helpers/*.c))
 
 BENCH_DIRS := $(wildcard bench/*/)
+# bench/journal's peer is SQLite (libsqlite3-dev)
+BENCH_LDLIBS_journal := -lsqlite3
 BENCH_BINS := $(patsubst bench/%/,$(BUILD)/bench/%,$(BENCH_DIRS))
 
 HDRS     := $(wildcard include/lantern/*.h bpf/*.h tests/kselftest-style/*.h)
@@ -112,7 +114,7 @@ $(BUILD)/tests/%: tests/kselftest-style/helpers/%.c
 
 $(BUILD)/bench/%: $(wildcard bench/*/*.c) $(LIB) $(HDRS)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -o $@ $(wildcard bench/$*/*.c) $(LIB) $(LDLIBS) -lm
+	$(CC) $(CFLAGS) -o $@ $(wildcard bench/$*/*.c) $(LIB) $(LDLIBS) -lm $(BENCH_LDLIBS_$*)
 
 check: deps
 	$(MAKE) all

@@ -16,5 +16,7 @@ int cmd_kill(struct cli *c, int argc, char **argv);
 int cmd_audit(struct cli *c, int argc, char **argv);
 int cmd_egress(struct cli *c, int argc, char **argv);
 int cmd_reset(struct cli *c, int argc, char **argv);
+int cmd_journal(struct cli *c, int argc, char **argv);
+int cmd_step(struct cli *c, int argc, char **argv);
 
 #endif

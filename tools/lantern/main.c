@@ -13,12 +13,15 @@ static const struct {
 	int (*fn)(struct cli *c, int argc, char **argv);
 	const char *help;
 } cmds[] = {
-	{ "run", cmd_run, "run FILE.yaml                     run a spec; stream its output; exit with its status" },
+	{ "run", cmd_run, "run [--input FILE | --input-json JSON] FILE.yaml\n"
+	  "                                    run a spec; stream its output; exit with its status" },
 	{ "ps", cmd_ps, "ps                                list runs and their status" },
 	{ "kill", cmd_kill, "kill RUN                          stop a run (status cancelled)" },
 	{ "validate", cmd_validate, "validate FILE.yaml                check a spec without a daemon; print it normalized" },
 	{ "audit", cmd_audit, "audit egress [--json] [RUN]       what an instance may reach and what it tried" },
 	{ "egress", cmd_egress, "egress update RUN FILE.yaml       replace a running instance's egress policy" },
+	{ "journal", cmd_journal, "journal [verify] [--json] RUN     print a run's journal; verify its CRCs and hash chain" },
+	{ "step", cmd_step, "step ID [--kind K] -- CMD ARGS   (in a workload) run CMD once as a journaled step" },
 	{ "reset", cmd_reset, "reset [--state-dir D] [--bpffs D] [--cgroup-root N]\n"
 	  "                                    remove everything a stopped lanternd left" },
 };

@@ -67,27 +67,62 @@ static int cli_stream_run(struct client_conn *cc)
 	return 1;
 }
 
+/* The run's input (--input FILE or --input-json TEXT): a JSON value, which the
+ * workload reads from the harness API (GET /v1/input). */
+static int parse_input(const char *file, const char *text, json_t **out)
+{
+	json_error_t je;
+
+	*out = file ? json_load_file(file, JSON_DECODE_ANY, &je) :
+		      json_loads(text, JSON_DECODE_ANY, &je);
+	if (!*out) {
+		fprintf(stderr, "lantern: run input %s is not JSON: %s (line %d)\n",
+			file ? file : "--input-json", je.text, je.line);
+		return -1;
+	}
+	return 0;
+}
+
 int cmd_run(struct cli *c, int argc, char **argv)
 {
 	struct client_conn cc;
+	const char *in_file = NULL, *in_text = NULL, *spec_file = NULL;
+	json_t *input = NULL;
 	char *yaml;
 	size_t len;
 	json_t *req;
 	int rc;
 
-	if (argc != 2) {
-		fprintf(stderr, "usage: lantern run FILE.yaml\n");
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--input") && i + 1 < argc)
+			in_file = argv[++i];
+		else if (!strcmp(argv[i], "--input-json") && i + 1 < argc)
+			in_text = argv[++i];
+		else if (argv[i][0] != '-' && !spec_file)
+			spec_file = argv[i];
+		else
+			spec_file = NULL, i = argc;
+	}
+	if (!spec_file || (in_file && in_text)) {
+		fprintf(stderr, "usage: lantern run [--input FILE | --input-json JSON] FILE.yaml\n");
 		return 2;
 	}
-	if (sodium_init() < 0 || client_read_file(argv[1], &yaml, &len) < 0)
+	if ((in_file || in_text) && parse_input(in_file, in_text, &input) < 0)
 		return 1;
-	req = json_pack("{s:s, s:s, s:s%, s:b}", "op", "run", "file", argv[1], "yaml", yaml, len,
+	if (sodium_init() < 0 || client_read_file(spec_file, &yaml, &len) < 0) {
+		json_decref(input);
+		return 1;
+	}
+	req = json_pack("{s:s, s:s, s:s%, s:b}", "op", "run", "file", spec_file, "yaml", yaml, len,
 			"follow", 1);
 	free(yaml);
 	if (!req) {
-		fprintf(stderr, "lantern: %s is not valid UTF-8 text\n", argv[1]);
+		fprintf(stderr, "lantern: %s is not valid UTF-8 text\n", spec_file);
+		json_decref(input);
 		return 1;
 	}
+	if (input)
+		json_object_set_new(req, "input", input);
 	rc = client_open(c, req, &cc);
 	json_decref(req);
 	if (rc < 0)

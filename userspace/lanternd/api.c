@@ -196,7 +196,8 @@ static void handle_request(struct client *c, json_t *req)
 
 		if (!file || !json_is_string(y)) {
 			api_send(c, err_msg("run needs \"file\" and \"yaml\""));
-		} else if (run_submit(d, file, json_string_value(y), json_string_length(y), &r, &e) < 0) {
+		} else if (run_submit(d, file, json_string_value(y), json_string_length(y),
+				      json_object_get(req, "input"), &r, &e) < 0) {
 			api_send(c, err_msg(e.msg));
 		} else {
 			api_send(c, json_pack("{s:s, s:s, s:s}", "type", "accepted", "run_id", r->id,
@@ -238,6 +239,11 @@ static void handle_request(struct client *c, json_t *req)
 			api_send(c, err_msg(e.msg));
 		else
 			api_send(c, json_pack("{s:s, s:s}", "type", "ok", "run_id", r->id));
+	} else if (!strcmp(op, "journal")) {
+		if (!r)
+			api_send(c, err_msg("journal needs \"run_id\""));
+		else
+			api_send(c, durable_journal_json(d, r));
 	} else if (!strcmp(op, "follow")) {
 		if (!r) {
 			api_send(c, err_msg("follow needs \"run_id\""));

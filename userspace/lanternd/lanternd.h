@@ -29,6 +29,9 @@ struct daemon_opts {
 	uint64_t pids_max;          /* node default pids cap per instance */
 	uint32_t dns_ttl_floor;     /* seconds a DNS-learned address stays allowed at least */
 	uint32_t grace_ms;          /* SIGTERM to SIGKILL on timeout and kill */
+	const char *prices_file;    /* --prices: USD per million tokens by model (durable.c) */
+	uint64_t journal_max_bytes; /* per-run journal bound; 0 = the journal's default */
+	uint32_t loop_threshold;    /* proceeds allowed per input digest; 0 = off */
 };
 
 enum run_status {
@@ -39,9 +42,12 @@ enum run_status {
 	RUN_TIMED_OUT,
 	RUN_CANCELLED,
 	RUN_OOM_KILLED,
+	RUN_BUDGET_EXCEEDED,        /* limits.max_steps/max_tokens/max_cost_usd or the loop guard */
 };
 
 struct client;
+struct durable;
+struct durable_node;
 
 /* A follower: a client receiving a run's output and its end. */
 struct follower {
@@ -77,6 +83,7 @@ struct run {
 	int64_t created, finished;  /* unix seconds */
 	uint64_t dns_denied;
 	struct follower *followers;
+	struct durable *dur;        /* journal + harness socket (durable.c), NULL if none */
 	struct run *next;
 };
 
@@ -91,6 +98,7 @@ struct daemon {
 	struct run *runs;
 	uint64_t egress_denied, egress_audited;
 	char runs_dir[PATH_MAX];
+	struct durable_node *dur;   /* journal syncer, prices (durable.c) */
 };
 
 /* run.c */
@@ -99,7 +107,7 @@ bool run_status_final(enum run_status s);
 struct run *run_find(struct daemon *d, const char *id);
 /* Admits and starts a run from YAML. On error returns -errno and a reason; nothing
  * of the run is left behind. */
-int run_submit(struct daemon *d, const char *file, const char *yaml, size_t len,
+int run_submit(struct daemon *d, const char *file, const char *yaml, size_t len, json_t *input,
 	       struct run **out, struct lerr *e);
 int run_cancel(struct daemon *d, struct run *r, struct lerr *e);
 /* Replaces a running instance's egress policy from a new spec's network section. */
@@ -112,6 +120,8 @@ void run_inotify_event(struct daemon *d);
 json_t *run_json(const struct run *r);
 void run_follow(struct run *r, struct client *c);
 void run_unfollow_client(struct daemon *d, struct client *c);
+/* Ends a running run as `as` with a reason (SIGTERM, SIGKILL after the grace). */
+void run_end(struct daemon *d, struct run *r, enum run_status as, const char *why);
 
 /* api.c */
 int api_open(struct daemon *d, struct lerr *e);
@@ -121,6 +131,28 @@ void api_send(struct client *c, json_t *msg);
 void api_send_output(struct client *c, int fd, const char *buf, size_t len);
 /* Closes the client after what is queued has been written. */
 void api_finish(struct client *c);
+
+/* durable.c: journals, the harness API, budgets, resume */
+int durable_init(struct daemon *d, struct lerr *e);
+/* Creates the run's journal with its run_started record (durable on return). */
+int durable_begin(struct daemon *d, struct run *r, json_t *input, struct lerr *e);
+/* Opens the run's harness socket (before the workload starts). */
+int durable_listen(struct daemon *d, struct run *r, struct lerr *e);
+/* Adds LANTERN_HARNESS_SOCKET and LANTERN_CLI to env; returns how many (at most 2). */
+int durable_env(const struct run *r, char **env);
+/* True if r's workload died with the previous lanternd (shim gone, no exit recorded)
+ * and r has a journal to resume from. */
+bool durable_wants_resume(struct daemon *d, struct run *r);
+/* Replays r's journal for a restart in a fresh instance (r->instance_id is the new
+ * one); refuses, with the reason, what must not be restarted. */
+int durable_resume(struct daemon *d, struct run *r, struct lerr *e);
+/* Replays r's journal for a workload that survived, and reopens its socket. */
+int durable_adopt(struct daemon *d, struct run *r, struct lerr *e);
+/* Records how r ended (run_completed, durable) and closes journal and socket. */
+void durable_finish(struct daemon *d, struct run *r);
+/* Drops r's durable state without recording anything (a submit that failed). */
+void durable_discard(struct run *r);
+json_t *durable_journal_json(struct daemon *d, struct run *r);
 
 /* egress.c */
 int egress_start(struct daemon *d, struct lerr *e);

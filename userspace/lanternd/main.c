@@ -31,7 +31,12 @@ static void usage(FILE *f)
 		"  --egress-audit        node-wide audit mode: would-deny is allowed and recorded\n"
 		"  --pids-max N          pids cap per instance (default 1024)\n"
 		"  --dns-ttl-floor SEC   minimum time a DNS-learned address stays allowed (default 30)\n"
-		"  --shim PATH           lantern-shim (default: beside lanternd)\n");
+		"  --shim PATH           lantern-shim (default: beside lanternd)\n"
+		"  --prices FILE         LLM prices, USD per million tokens by model (JSON; default:\n"
+		"                        every model at 3 input / 15 output, docs/durable-execution.md)\n"
+		"  --journal-max-bytes N per-run journal size bound (default 64 MiB)\n"
+		"  --loop-threshold N    times one step input digest may run before the run is\n"
+		"                        ended as a loop (default 5; 0 turns the guard off)\n");
 }
 
 static void on_signal(struct loop *l, int fd, uint32_t events, void *arg)
@@ -62,6 +67,9 @@ static int parse_flags(int argc, char **argv, struct daemon_opts *o)
 		{ "pids-max", required_argument, NULL, 'P' },
 		{ "dns-ttl-floor", required_argument, NULL, 't' },
 		{ "shim", required_argument, NULL, 'm' },
+		{ "prices", required_argument, NULL, 0x401 },
+		{ "journal-max-bytes", required_argument, NULL, 0x402 },
+		{ "loop-threshold", required_argument, NULL, 0x403 },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -78,6 +86,21 @@ static int parse_flags(int argc, char **argv, struct daemon_opts *o)
 		case 'p': o->process_runtime = true; break;
 		case 'a': o->egress_audit = true; break;
 		case 'm': o->shim = optarg; break;
+		case 0x401: o->prices_file = optarg; break;
+		case 0x402:
+			o->journal_max_bytes = strtoull(optarg, &end, 10);
+			if (*end || o->journal_max_bytes < 4096) {
+				fprintf(stderr, "lanternd: --journal-max-bytes: \"%s\" is not a size of at least 4096 bytes\n", optarg);
+				return -1;
+			}
+			break;
+		case 0x403:
+			o->loop_threshold = (uint32_t)strtoul(optarg, &end, 10);
+			if (*end) {
+				fprintf(stderr, "lanternd: --loop-threshold: \"%s\" is not a number\n", optarg);
+				return -1;
+			}
+			break;
 		case 'P':
 			o->pids_max = strtoull(optarg, &end, 10);
 			if (*end || !o->pids_max) {
@@ -115,6 +138,7 @@ int main(int argc, char **argv)
 			.pids_max = 1024,
 			.dns_ttl_floor = 30,
 			.grace_ms = 3000,
+			.loop_threshold = 5,
 		},
 		.inotify = -1,
 	};
@@ -164,6 +188,10 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
+	if (durable_init(&d, &e) < 0) {
+		log_error("%s", e.msg);
+		return 1;
+	}
 	run_recover(&d);
 
 	sigemptyset(&mask);

@@ -28,7 +28,7 @@ static const char *const status_names[] = {
 	[RUN_ACCEPTED] = "accepted",   [RUN_RUNNING] = "running",
 	[RUN_SUCCEEDED] = "succeeded", [RUN_FAILED] = "failed",
 	[RUN_TIMED_OUT] = "timed_out", [RUN_CANCELLED] = "cancelled",
-	[RUN_OOM_KILLED] = "oom_killed",
+	[RUN_OOM_KILLED] = "oom_killed", [RUN_BUDGET_EXCEEDED] = "budget_exceeded",
 };
 
 const char *run_status_name(enum run_status s)
@@ -296,6 +296,7 @@ static void run_finish(struct daemon *d, struct run *r)
 			snprintf(r->reason, sizeof(r->reason), "exit code %d", x.exit_code);
 	}
 	run_teardown(d, r);
+	durable_finish(d, r);
 	r->finished = (int64_t)time(NULL);
 	run_save(r);
 	log_info("run %s (%s): %s%s%s", r->id, r->spec ? r->spec->name : "?",
@@ -339,6 +340,12 @@ static void on_timeout(struct loop *l, void *arg)
 	snprintf(why, sizeof(why), "limits.timeout of %llums reached",
 		 (unsigned long long)r->spec->limits.timeout_ms);
 	run_stop(r->d, r, RUN_TIMED_OUT, why);
+}
+
+void run_end(struct daemon *d, struct run *r, enum run_status as, const char *why)
+{
+	if (!run_status_final(r->status))
+		run_stop(d, r, as, why);
 }
 
 int run_cancel(struct daemon *d, struct run *r, struct lerr *e)
@@ -394,6 +401,7 @@ static char **run_env(const struct run *r)
 		n++;
 	if (asprintf(&env[n], "LANTERN_INSTANCE_ID=%s", r->instance_id) > 0)
 		n++;
+	n += durable_env(r, env + n);
 	env[n] = NULL;
 	return env;
 }
@@ -457,13 +465,68 @@ static struct run *run_new(struct daemon *d)
 	return r;
 }
 
-int run_submit(struct daemon *d, const char *file, const char *yaml, size_t len,
+/* The instance (cgroup, DNS, map entries, harness socket) and the workload in it;
+ * r->instance_id is set. On error what was made is left for run_teardown. */
+static int run_start(struct daemon *d, struct run *r, struct lerr *e)
+{
+	const struct spec *s = r->spec;
+	char **argv = NULL, **envp = NULL;
+	int err;
+
+	/* The instance exists, limited and enforced, before the workload does. */
+	if ((err = cgroup_inst_create(&d->cg, r->instance_id, &s->limits, d->o.pids_max, &r->cg, e)) < 0)
+		return err;
+	r->cg_made = true;
+	if ((err = run_open_dns(d, r, 0, e)) < 0)
+		return err;
+	if ((err = lbpf_instance_set(d->bpf, r->cg.id, r->policy, r->dns ? dns_server_port(r->dns) : 0,
+				     NULL, 0, e)) < 0)
+		return err;
+	r->in_maps = true;
+	if ((err = run_watch_output(d, r)) < 0)
+		return lerr_set(e, err, "spawn: watching output of %s: %s", r->id, strerror(-err));
+	if ((err = durable_listen(d, r, e)) < 0)
+		return err;
+
+	argv = calloc(s->n_command + s->n_args + 1, sizeof(char *));
+	envp = run_env(r);
+	if (!argv || !envp) {
+		err = lerr_set(e, ENOMEM, "spawn: out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < s->n_command; i++)
+		argv[i] = s->command[i];
+	for (size_t i = 0; i < s->n_args; i++)
+		argv[s->n_command + i] = s->args[i];
+	struct spawn_req req = {
+		.shim_path = d->o.shim, .run_dir = r->dir, .cg = &r->cg, .argv = argv, .envp = envp,
+	};
+	if ((err = spawn_start(&req, &r->shim_pid, &r->pidfd, e)) < 0)
+		goto out;
+	if ((err = loop_add(d->loop, r->pidfd, EPOLLIN, on_shim_exit, r)) < 0) {
+		lerr_set(e, err, "spawn: watching the shim of %s: %s", r->id, strerror(-err));
+		kill(r->shim_pid, SIGKILL);
+		goto out;
+	}
+	if (s->limits.timeout_ms)
+		r->timeout_timer = loop_timer_add(d->loop, s->limits.timeout_ms, on_timeout, r);
+	r->status = RUN_RUNNING;
+	run_save(r);
+	log_info("run %s (%s): running, instance %s, cgroup id %llu, pid %d", r->id, s->name,
+		 r->instance_id, (unsigned long long)r->cg.id, r->shim_pid);
+out:
+	free(argv);
+	strv_free(envp);
+	return err;
+}
+
+int run_submit(struct daemon *d, const char *file, const char *yaml, size_t len, json_t *input,
 	       struct run **out, struct lerr *e)
 {
 	struct spec_errors errs = { 0 };
 	struct spec *s = NULL;
 	struct run *r;
-	char **argv = NULL, **envp = NULL, path[PATH_MAX + 16];
+	char path[PATH_MAX + 16];
 	int err;
 
 	if (spec_parse(file, yaml, len, &s, &errs) < 0)
@@ -497,61 +560,18 @@ int run_submit(struct daemon *d, const char *file, const char *yaml, size_t len,
 		lerr_set(e, err, "spawn: %s: %s", path, strerror(-err));
 		goto fail;
 	}
-
-	/* The instance exists, limited and enforced, before the workload does. */
-	if ((err = cgroup_inst_create(&d->cg, r->instance_id, &s->limits, d->o.pids_max, &r->cg, e)) < 0)
+	if ((err = durable_begin(d, r, input, e)) < 0)
 		goto fail;
-	r->cg_made = true;
-	if ((err = run_open_dns(d, r, 0, e)) < 0)
+	if ((err = run_start(d, r, e)) < 0)
 		goto fail;
-	if ((err = lbpf_instance_set(d->bpf, r->cg.id, r->policy, r->dns ? dns_server_port(r->dns) : 0,
-				     NULL, 0, e)) < 0)
-		goto fail;
-	r->in_maps = true;
-	if ((err = run_watch_output(d, r)) < 0) {
-		lerr_set(e, err, "spawn: watching output of %s: %s", r->id, strerror(-err));
-		goto fail;
-	}
-
-	argv = calloc(s->n_command + s->n_args + 1, sizeof(char *));
-	envp = run_env(r);
-	if (!argv || !envp) {
-		err = lerr_set(e, ENOMEM, "spawn: out of memory");
-		goto fail;
-	}
-	for (size_t i = 0; i < s->n_command; i++)
-		argv[i] = s->command[i];
-	for (size_t i = 0; i < s->n_args; i++)
-		argv[s->n_command + i] = s->args[i];
-	struct spawn_req req = {
-		.shim_path = d->o.shim, .run_dir = r->dir, .cg = &r->cg, .argv = argv, .envp = envp,
-	};
-	if ((err = spawn_start(&req, &r->shim_pid, &r->pidfd, e)) < 0)
-		goto fail;
-	free(argv);
-	argv = NULL;
-	strv_free(envp);
-	envp = NULL;
-	if ((err = loop_add(d->loop, r->pidfd, EPOLLIN, on_shim_exit, r)) < 0) {
-		lerr_set(e, err, "spawn: watching the shim of %s: %s", r->id, strerror(-err));
-		kill(r->shim_pid, SIGKILL);
-		goto fail;
-	}
-	if (s->limits.timeout_ms)
-		r->timeout_timer = loop_timer_add(d->loop, s->limits.timeout_ms, on_timeout, r);
-	r->status = RUN_RUNNING;
-	run_save(r);
 	r->next = d->runs;
 	d->runs = r;
-	log_info("run %s (%s): running, instance %s, cgroup id %llu, pid %d", r->id, s->name,
-		 r->instance_id, (unsigned long long)r->cg.id, r->shim_pid);
 	*out = r;
 	return 0;
 
 fail:
-	free(argv);
-	strv_free(envp);
 	run_teardown(d, r);
+	durable_discard(r);
 	if (r->dir[0])
 		util_rm_rf(r->dir);
 	log_warn("%s", e->msg);
@@ -747,12 +767,49 @@ static bool run_owns_cgid(struct daemon *d, uint64_t id)
 	return false;
 }
 
+/* Restarts a run whose workload died with the previous lanternd, from its journal,
+ * in a fresh instance: same run id, same journal, a new instance id and cgroup. */
+static void run_resume(struct daemon *d, struct run *r)
+{
+	struct lerr e = { 0 };
+	int err;
+
+	/* what is left of the old instance goes first */
+	if (r->cg.name[0] && cgroup_inst_open(&d->cg, r->cg.name, &r->cg, &e) == 0)
+		r->cg_made = true;
+	r->in_maps = r->cg.id != 0;
+	run_teardown(d, r);
+	memcpy(r->instance_id, "i-", 2);
+	util_random_hex(r->instance_id + 2, 6);
+	memset(&r->cg, 0, sizeof(r->cg));
+	e.msg[0] = '\0';
+	if (!r->spec || !r->policy)
+		err = lerr_set(&e, EINVAL, "run %s: cannot resume: its spec is unreadable", r->id);
+	else if ((err = durable_resume(d, r, &e)) == 0)
+		err = run_start(d, r, &e);
+	if (err < 0) {
+		log_error("run %s: %s", r->id, e.msg);
+		run_teardown(d, r);
+		r->status = RUN_FAILED;
+		r->exit_code = -1;
+		snprintf(r->reason, sizeof(r->reason), "%s", e.msg);
+		durable_finish(d, r);
+		r->finished = (int64_t)time(NULL);
+		run_save(r);
+	}
+}
+
 /* Adopts a run a previous lanternd started: its shim is alive or has just ended. */
 static void run_adopt(struct daemon *d, struct run *r)
 {
 	struct lantern_instance inst = { 0 };
 	struct lerr e = { 0 };
 	int64_t left;
+
+	if (durable_wants_resume(d, r)) {
+		run_resume(d, r);
+		return;
+	}
 
 	if (cgroup_inst_open(&d->cg, r->cg.name, &r->cg, &e) < 0) {
 		log_warn("run %s: %s", r->id, e.msg);
@@ -773,6 +830,14 @@ static void run_adopt(struct daemon *d, struct run *r)
 		r->shim_pid = 0;
 		run_finish(d, r);
 		return;
+	}
+	if (durable_adopt(d, r, &e) < 0) {
+		/* the journal is authoritative: without it the run cannot go on */
+		log_error("run %s: %s: stopping it", r->id, e.msg);
+		snprintf(r->reason, sizeof(r->reason), "%s", e.msg);
+		r->ending = RUN_FAILED;
+		r->ending_set = true;
+		cgroup_inst_signal(&r->cg, SIGKILL);
 	}
 	if (run_open_dns(d, r, inst.dns_port, &e) < 0) {
 		/* the old port is taken: a new one, and the kernel redirects there */

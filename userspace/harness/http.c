@@ -1,0 +1,401 @@
+/* http.c: the harness API's HTTP/1.1 server on a Unix socket, inside lanternd's event
+ * loop. It never blocks: reads parse what has arrived, writes queue what the peer
+ * cannot take yet. A request is handed over once complete (headers + Content-Length
+ * body); the next one on the same connection waits until it is answered, because the
+ * answer may come later, after the journal record it depends on is durable. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "lantern/harness.h"
+
+#define HTTP_MAX_HEADER (16u << 10)
+
+struct harness_conn {
+	struct harness_server *s;
+	int fd;
+	char *in;
+	size_t in_len, in_cap;
+	bool busy;               /* a request is waiting for its reply */
+	bool close_after;        /* Connection: close, or a protocol error */
+	bool dead;
+	char *refused;           /* why the caller may not use this socket, answered (403)
+				  * to its first request: a reply before the request is read
+				  * can be lost to the reset the client's write then meets */
+	uint64_t reap_timer;
+	char *out;
+	size_t out_len, out_off;
+	struct harness_conn *next;
+};
+
+struct harness_server {
+	struct loop *loop;
+	int fd;
+	const struct harness_ops *ops;
+	void *arg;
+	struct harness_conn *conns;
+};
+
+static void conn_free(struct harness_conn *c, bool notify)
+{
+	struct harness_server *s = c->s;
+
+	if (notify && s->ops->closed)
+		s->ops->closed(s->arg, c);
+	if (c->reap_timer)
+		loop_timer_cancel(s->loop, c->reap_timer);
+	loop_del(s->loop, c->fd);
+	close(c->fd);
+	for (struct harness_conn **pp = &s->conns; *pp; pp = &(*pp)->next)
+		if (*pp == c) {
+			*pp = c->next;
+			break;
+		}
+	free(c->in);
+	free(c->out);
+	free(c->refused);
+	free(c);
+}
+
+static void reap_fired(struct loop *l, void *arg)
+{
+	struct harness_conn *c = arg;
+
+	c->reap_timer = 0;
+	conn_free(c, true);
+}
+
+/* Freed from a timer, never under a caller that still holds c. */
+static void conn_kill(struct harness_conn *c)
+{
+	c->dead = true;
+	if (!c->reap_timer)
+		c->reap_timer = loop_timer_add(c->s->loop, 0, reap_fired, c);
+}
+
+static void conn_flush(struct harness_conn *c)
+{
+	while (c->out_off < c->out_len) {
+		ssize_t w = send(c->fd, c->out + c->out_off, c->out_len - c->out_off,
+				 MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0 && errno == EAGAIN) {
+			loop_mod(c->s->loop, c->fd, EPOLLIN | EPOLLOUT);
+			return;
+		}
+		if (w < 0) {
+			conn_kill(c);
+			return;
+		}
+		c->out_off += (size_t)w;
+	}
+	c->out_len = c->out_off = 0;
+	loop_mod(c->s->loop, c->fd, EPOLLIN);
+	if (c->close_after && !c->busy)
+		conn_kill(c);
+}
+
+static const char *status_text(int status)
+{
+	switch (status) {
+	case 200: return "OK";
+	case 400: return "Bad Request";
+	case 403: return "Forbidden";
+	case 404: return "Not Found";
+	case 405: return "Method Not Allowed";
+	case 409: return "Conflict";
+	case 411: return "Length Required";
+	case 413: return "Payload Too Large";
+	case 429: return "Too Many Requests";
+	case 500: return "Internal Server Error";
+	case 507: return "Insufficient Storage";
+	default: return "Status";
+	}
+}
+
+static void conn_parse(struct harness_conn *c);
+
+void harness_reply(struct harness_conn *c, int status, json_t *body)
+{
+	char *js = json_dumps(body, JSON_COMPACT | JSON_SORT_KEYS);
+	char head[256];
+	size_t blen = js ? strlen(js) : 2, hlen;
+	char *n;
+
+	json_decref(body);
+	if (c->dead) {
+		free(js);
+		return;
+	}
+	hlen = (size_t)snprintf(head, sizeof(head),
+				"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+				"Content-Length: %zu\r\n%s\r\n",
+				status, status_text(status), blen + 1,
+				c->close_after ? "Connection: close\r\n" : "");
+	n = realloc(c->out, c->out_len + hlen + blen + 1);
+	if (!n) {
+		free(js);
+		conn_kill(c);
+		return;
+	}
+	c->out = n;
+	memcpy(c->out + c->out_len, head, hlen);
+	memcpy(c->out + c->out_len + hlen, js ? js : "{}", blen);
+	c->out[c->out_len + hlen + blen] = '\n';
+	c->out_len += hlen + blen + 1;
+	free(js);
+	c->busy = false;
+	conn_flush(c);
+	/* a pipelined request may already be buffered */
+	if (!c->dead && !c->close_after)
+		conn_parse(c);
+}
+
+static void reply_error(struct harness_conn *c, int status, const char *msg)
+{
+	c->close_after = true;
+	c->busy = true;
+	harness_reply(c, status, json_pack("{s:s}", "error", msg));
+}
+
+/* Value of header name in [h, end), or NULL; *len gets its length. */
+static const char *header_value(const char *h, const char *end, const char *name, size_t *len)
+{
+	size_t nl = strlen(name);
+
+	for (const char *p = h; p < end;) {
+		const char *eol = memmem(p, (size_t)(end - p), "\r\n", 2);
+		if (!eol)
+			eol = end;
+		if ((size_t)(eol - p) > nl && !strncasecmp(p, name, nl) && p[nl] == ':') {
+			const char *v = p + nl + 1;
+			while (v < eol && (*v == ' ' || *v == '\t'))
+				v++;
+			*len = (size_t)(eol - v);
+			return v;
+		}
+		p = eol + 2;
+	}
+	return NULL;
+}
+
+static void conn_parse(struct harness_conn *c)
+{
+	struct harness_request rq = { 0 };
+	const char *hend, *line_end, *v;
+	size_t hlen, vlen, clen = 0, total;
+	char version[16];
+
+	if (c->busy || c->dead || !c->in_len)
+		return;
+	hend = memmem(c->in, c->in_len, "\r\n\r\n", 4);
+	if (!hend) {
+		if (c->in_len > HTTP_MAX_HEADER)
+			reply_error(c, 413, "request headers too large");
+		return;
+	}
+	hlen = (size_t)(hend - c->in) + 4;
+	line_end = memmem(c->in, hlen, "\r\n", 2);
+	{
+		char line[512];
+		size_t ll = (size_t)(line_end - c->in);
+
+		if (ll >= sizeof(line) ||
+		    (memcpy(line, c->in, ll), line[ll] = '\0',
+		     sscanf(line, "%7s %255s %15s", rq.method, rq.path, version) != 3) ||
+		    strncmp(version, "HTTP/1.", 7)) {
+			reply_error(c, 400, "malformed request line");
+			return;
+		}
+	}
+	if (header_value(line_end + 2, hend + 2, "Transfer-Encoding", &vlen)) {
+		reply_error(c, 411, "chunked bodies are not supported: send Content-Length");
+		return;
+	}
+	if ((v = header_value(line_end + 2, hend + 2, "Content-Length", &vlen))) {
+		char num[24];
+		char *endp;
+
+		snprintf(num, sizeof(num), "%.*s", (int)(vlen < 23 ? vlen : 23), v);
+		clen = strtoul(num, &endp, 10);
+		if (endp == num || *endp) {
+			reply_error(c, 400, "bad Content-Length");
+			return;
+		}
+	}
+	if (clen > HARNESS_MAX_BODY) {
+		reply_error(c, 413, "request body too large (8 MiB at most)");
+		return;
+	}
+	if ((v = header_value(line_end + 2, hend + 2, "Connection", &vlen)) && vlen == 5 &&
+	    !strncasecmp(v, "close", 5))
+		c->close_after = true;
+	if (!strcmp(version, "HTTP/1.0"))
+		c->close_after = true;
+	total = hlen + clen;
+	if (c->in_len < total)
+		return;
+	/* The request leaves the buffer before it is handled: a reply sent from inside
+	 * the handler goes on to parse the next one. */
+	char *body = malloc(clen + 1);
+	if (!body) {
+		conn_kill(c);
+		return;
+	}
+	memcpy(body, c->in + hlen, clen);
+	body[clen] = '\0';
+	memmove(c->in, c->in + total, c->in_len - total);
+	c->in_len -= total;
+	if (c->refused) {
+		free(body);
+		reply_error(c, 403, c->refused);
+		return;
+	}
+	rq.body = body;
+	rq.body_len = clen;
+	c->busy = true;
+	c->s->ops->request(c->s->arg, c, &rq);
+	free(body);
+}
+
+static void on_conn(struct loop *l, int fd, uint32_t events, void *arg)
+{
+	struct harness_conn *c = arg;
+
+	if (c->dead)
+		return;
+	if (events & EPOLLOUT)
+		conn_flush(c);
+	if (!c->dead && (events & (EPOLLIN | EPOLLHUP | EPOLLERR))) {
+		for (;;) {
+			ssize_t n;
+
+			if (c->in_cap - c->in_len < 65536 + 1) {
+				size_t cap = c->in_cap ? c->in_cap * 2 : 65536 * 2;
+				char *ni;
+
+				if (cap > HARNESS_MAX_BODY + HTTP_MAX_HEADER + 65536 * 2) {
+					reply_error(c, 413, "request too large");
+					return;
+				}
+				if (!(ni = realloc(c->in, cap))) {
+					conn_kill(c);
+					return;
+				}
+				c->in = ni;
+				c->in_cap = cap;
+			}
+			n = recv(fd, c->in + c->in_len, c->in_cap - c->in_len - 1, MSG_DONTWAIT);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n < 0 && errno == EAGAIN)
+				break;
+			if (n <= 0) {
+				conn_kill(c);
+				return;
+			}
+			c->in_len += (size_t)n;
+		}
+		conn_parse(c);
+	}
+}
+
+static void on_accept(struct loop *l, int lfd, uint32_t events, void *arg)
+{
+	struct harness_server *s = arg;
+
+	for (;;) {
+		int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+		struct ucred cred;
+		socklen_t len = sizeof(cred);
+		struct harness_conn *c;
+		char why[256] = "";
+
+		if (fd < 0)
+			return;
+		c = calloc(1, sizeof(*c));
+		if (!c) {
+			close(fd);
+			continue;
+		}
+		c->s = s;
+		c->fd = fd;
+		if (loop_add(s->loop, fd, EPOLLIN, on_conn, c) < 0) {
+			close(fd);
+			free(c);
+			continue;
+		}
+		c->next = s->conns;
+		s->conns = c;
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 ||
+		    (s->ops->accept && !s->ops->accept(s->arg, cred.pid, why, sizeof(why))))
+			c->refused = strdup(why[0] ? why : "harness: caller not identified");
+	}
+}
+
+int harness_listen(struct loop *l, const char *path, const struct harness_ops *ops, void *arg,
+		   struct harness_server **out, struct lerr *e)
+{
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	struct harness_server *s;
+	mode_t old;
+	int err;
+
+	if (strlen(path) >= sizeof(a.sun_path))
+		return lerr_set(e, ENAMETOOLONG, "harness: socket path %s is longer than %zu bytes",
+				path, sizeof(a.sun_path) - 1);
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return lerr_set(e, ENOMEM, "harness: out of memory");
+	s->loop = l;
+	s->ops = ops;
+	s->arg = arg;
+	strcpy(a.sun_path, path);
+	s->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (s->fd < 0) {
+		err = lerr_set(e, errno, "harness: socket: %s", strerror(errno));
+		free(s);
+		return err;
+	}
+	unlink(path);
+	old = umask(0077);
+	if (bind(s->fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
+		err = lerr_set(e, errno, "harness: bind %s: %s", path, strerror(errno));
+		umask(old);
+		goto fail;
+	}
+	umask(old);
+	if (listen(s->fd, 64) < 0) {
+		err = lerr_set(e, errno, "harness: listen %s: %s", path, strerror(errno));
+		goto fail;
+	}
+	if ((err = loop_add(l, s->fd, EPOLLIN, on_accept, s)) < 0) {
+		lerr_set(e, err, "harness: watching %s: %s", path, strerror(-err));
+		goto fail;
+	}
+	*out = s;
+	return 0;
+fail:
+	close(s->fd);
+	free(s);
+	return err;
+}
+
+void harness_server_close(struct harness_server *s)
+{
+	if (!s)
+		return;
+	while (s->conns)
+		conn_free(s->conns, false);
+	loop_del(s->loop, s->fd);
+	close(s->fd);
+	free(s);
+}
