@@ -18,5 +18,7 @@ int cmd_egress(struct cli *c, int argc, char **argv);
 int cmd_reset(struct cli *c, int argc, char **argv);
 int cmd_journal(struct cli *c, int argc, char **argv);
 int cmd_step(struct cli *c, int argc, char **argv);
+int cmd_trace(struct cli *c, int argc, char **argv);
+int cmd_cost(struct cli *c, int argc, char **argv);
 
 #endif

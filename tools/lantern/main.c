@@ -22,6 +22,8 @@ static const struct {
 	{ "egress", cmd_egress, "egress update RUN FILE.yaml       replace a running instance's egress policy" },
 	{ "journal", cmd_journal, "journal [verify] [--json] RUN     print a run's journal; verify its CRCs and hash chain" },
 	{ "step", cmd_step, "step ID [--kind K] -- CMD ARGS   (in a workload) run CMD once as a journaled step" },
+	{ "trace", cmd_trace, "trace RUN [--json]                the run's spans as a tree with durations" },
+	{ "cost", cmd_cost, "cost RUN [--json]                 what the run cost, by component" },
 	{ "reset", cmd_reset, "reset [--state-dir D] [--bpffs D] [--cgroup-root N]\n"
 	  "                                    remove everything a stopped lanternd left" },
 };

@@ -251,6 +251,8 @@ static void handle_request(struct client *c, json_t *req)
 			run_follow(r, c);
 			return;
 		}
+	} else if (telemetry_api(c, d, op, r, req)) {
+		/* trace, cost: answered */
 	} else {
 		snprintf(e.msg, sizeof(e.msg), "unknown op \"%s\"", op);
 		api_send(c, err_msg(e.msg));

@@ -424,6 +424,17 @@ static void record_and_reply(struct durable *du, struct harness_conn *c,
 		json_decref(reply);
 }
 
+/* A step that completed or failed becomes a span of the run's trace (telemetry.c). */
+static void step_telemetry(struct durable *du, json_t *body, const struct harness_decision *dec,
+			   const char *error)
+{
+	const char *id = json_string_value(json_object_get(body, "step_id"));
+	struct harness_step *s = id ? harness_state_step(&du->st, id) : NULL;
+
+	if (dec->v == HV_RECORD && s)
+		telemetry_step_end(du->d, du->r, id, s->kind, dec->attempt, body, error);
+}
+
 static void api_begin(struct durable *du, struct harness_conn *c, json_t *body)
 {
 	struct harness_decision dec;
@@ -443,6 +454,7 @@ static void api_begin(struct durable *du, struct harness_conn *c, json_t *body)
 		reply = json_pack("{s:s, s:O, s:i, s:s}", "action", "proceed", "step_id",
 				  json_object_get(dec.record, "step_id"), "attempt", (int)dec.attempt,
 				  "idempotency_key", dec.key);
+		telemetry_step_begin(du->r, json_string_value(json_object_get(dec.record, "step_id")));
 		record_and_reply(du, c, &dec, reply);
 		break;
 	case HV_BUDGET:
@@ -534,9 +546,11 @@ static void on_request(void *arg, struct harness_conn *c, const struct harness_r
 		api_begin(du, c, body);
 	} else if (!strcmp(rq->path, "/v1/steps/complete")) {
 		harness_complete(&du->st, body, durable_price(du->d, json_object_get(body, "usage")), &dec);
+		step_telemetry(du, body, &dec, NULL);
 		api_record(du, c, &dec);
 	} else if (!strcmp(rq->path, "/v1/steps/fail")) {
 		harness_fail(&du->st, body, &dec);
+		step_telemetry(du, body, &dec, json_string_value(json_object_get(body, "error")) ?: "step failed");
 		api_record(du, c, &dec);
 	} else if (!strcmp(rq->path, "/v1/output")) {
 		if (!json_object_get(body, "output")) {
@@ -714,6 +728,7 @@ void durable_finish(struct daemon *d, struct run *r)
 		json_object_set_new(rec, "steps_completed", json_integer((json_int_t)du->st.steps_completed));
 		json_object_set_new(rec, "tokens", json_integer((json_int_t)du->st.tokens));
 		json_object_set_new(rec, "cost_usd", json_real(du->st.cost_usd));
+		json_object_set_new(rec, "cost", telemetry_run_cost(d, r));
 		if (durable_append(du, JOURNAL_RUN_COMPLETED, rec, NULL, &e) < 0 ||
 		    journal_sync(du->j, &e) < 0)
 			log_error("run %s: %s", r->id, e.msg);

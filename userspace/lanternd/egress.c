@@ -73,6 +73,7 @@ void egress_log(struct daemon *d, struct run *r, json_t *ev)
 		json_object_set_new(ev, "run_id", json_string(r->id));
 		json_object_set_new(ev, "instance_id", json_string(r->instance_id));
 	}
+	telemetry_egress_event(d, r, ev);
 	s = json_dumps(ev, JSON_COMPACT | JSON_SORT_KEYS);
 	json_decref(ev);
 	if (!s)

@@ -16,6 +16,7 @@
 #include "lantern/loop.h"
 #include "lantern/policy.h"
 #include "lantern/spec.h"
+#include "telemetry.h"
 
 struct daemon_opts {
 	const char *state_dir;
@@ -45,6 +46,7 @@ enum run_status {
 	RUN_BUDGET_EXCEEDED,        /* limits.max_steps/max_tokens/max_cost_usd or the loop guard */
 };
 
+struct run_tm;
 struct client;
 struct durable;
 struct durable_node;
@@ -83,6 +85,7 @@ struct run {
 	int64_t created, finished;  /* unix seconds */
 	uint64_t dns_denied;
 	struct follower *followers;
+	struct run_tm *tm;          /* trace, counters, cost (telemetry.c), NULL until used */
 	struct durable *dur;        /* journal + harness socket (durable.c), NULL if none */
 	struct run *next;
 };

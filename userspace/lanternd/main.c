@@ -37,6 +37,7 @@ static void usage(FILE *f)
 		"  --journal-max-bytes N per-run journal size bound (default 64 MiB)\n"
 		"  --loop-threshold N    times one step input digest may run before the run is\n"
 		"                        ended as a loop (default 5; 0 turns the guard off)\n");
+	telemetry_usage(f);
 }
 
 static void on_signal(struct loop *l, int fd, uint32_t events, void *arg)
@@ -148,6 +149,8 @@ int main(int argc, char **argv)
 
 	log_set_prog("lanternd");
 	signal(SIGPIPE, SIG_IGN);
+	if (telemetry_parse_flags(&argc, argv) < 0)
+		return 2;
 	if (parse_flags(argc, argv, &d.o) < 0)
 		return 2;
 	if (!d.o.shim) {
@@ -192,7 +195,12 @@ int main(int argc, char **argv)
 		log_error("%s", e.msg);
 		return 1;
 	}
+	if (telemetry_start(&d, &e) < 0) {
+		log_error("%s", e.msg);
+		return 1;
+	}
 	run_recover(&d);
+	telemetry_recover(&d);
 
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGTERM);
@@ -212,6 +220,7 @@ int main(int argc, char **argv)
 		 d.o.process_runtime ? ", process runtime on" : "");
 	err = loop_run(d.loop);
 	unlink(d.o.socket);
+	telemetry_stop(&d);
 	lbpf_close(d.bpf);
 	return err < 0 ? 1 : 0;
 }

@@ -101,6 +101,7 @@ static void run_save(struct run *r)
 
 static void run_free(struct run *r)
 {
+	telemetry_run_free(r);
 	while (r->followers) {
 		struct follower *f = r->followers;
 		r->followers = f->next;
@@ -228,6 +229,7 @@ static void run_teardown(struct daemon *d, struct run *r)
 {
 	struct lerr e = { 0 };
 
+	telemetry_run_collect(d, r);
 	/* processes first: until the last one is gone its policy must stay in force */
 	if (r->cg_made) {
 		if (cgroup_inst_destroy(&r->cg, 5000, &e) < 0)
@@ -238,6 +240,7 @@ static void run_teardown(struct daemon *d, struct run *r)
 		lbpf_instance_remove(d->bpf, r->cg.id);
 		r->in_maps = false;
 	}
+	telemetry_run_release(d, r);
 	if (r->dns) {
 		dns_server_close(r->dns);
 		r->dns = NULL;
@@ -299,6 +302,7 @@ static void run_finish(struct daemon *d, struct run *r)
 	durable_finish(d, r);
 	r->finished = (int64_t)time(NULL);
 	run_save(r);
+	telemetry_run_end(d, r);
 	log_info("run %s (%s): %s%s%s", r->id, r->spec ? r->spec->name : "?",
 		 run_status_name(r->status), r->reason[0] ? ": " : "", r->reason);
 	run_notify_end(r);
@@ -401,6 +405,7 @@ static char **run_env(const struct run *r)
 		n++;
 	if (asprintf(&env[n], "LANTERN_INSTANCE_ID=%s", r->instance_id) > 0)
 		n++;
+	n += telemetry_run_env(r, env + n);
 	n += durable_env(r, env + n);
 	env[n] = NULL;
 	return env;
@@ -483,6 +488,8 @@ static int run_start(struct daemon *d, struct run *r, struct lerr *e)
 				     NULL, 0, e)) < 0)
 		return err;
 	r->in_maps = true;
+	if ((err = telemetry_run_prepare(d, r, e)) < 0)
+		return err;
 	if ((err = run_watch_output(d, r)) < 0)
 		return lerr_set(e, err, "spawn: watching output of %s: %s", r->id, strerror(-err));
 	if ((err = durable_listen(d, r, e)) < 0)
@@ -512,6 +519,7 @@ static int run_start(struct daemon *d, struct run *r, struct lerr *e)
 		r->timeout_timer = loop_timer_add(d->loop, s->limits.timeout_ms, on_timeout, r);
 	r->status = RUN_RUNNING;
 	run_save(r);
+	telemetry_run_started(d, r);
 	log_info("run %s (%s): running, instance %s, cgroup id %llu, pid %d", r->id, s->name,
 		 r->instance_id, (unsigned long long)r->cg.id, r->shim_pid);
 out:
@@ -560,6 +568,7 @@ int run_submit(struct daemon *d, const char *file, const char *yaml, size_t len,
 		lerr_set(e, err, "spawn: %s: %s", path, strerror(-err));
 		goto fail;
 	}
+	telemetry_run_begin(d, r);
 	if ((err = durable_begin(d, r, input, e)) < 0)
 		goto fail;
 	if ((err = run_start(d, r, e)) < 0)
