@@ -9,6 +9,7 @@ pkgs=(
   dnsmasq-base                                                   # DNS upstream in tests
   nftables                                                       # egress benchmark peer
   iproute2 procps                                                # tests: netns, ss, ps
+  runc runsc containernetworking-plugins iptables busybox-static   # OCI spawns: runtime handlers (runsc = gVisor), CNI bridge + host-local (+ NAT), the demo/test image
   libsqlite3-dev curl                                            # durable: bench/journal's SQLite peer; durable_test workloads call the harness and a sink with curl
   protobuf-c-compiler libprotobuf-c-dev libgrpc-dev libcurl4-openssl-dev   # telemetry: OTLP/gRPC and OTLP/HTTP export
   libmicrohttpd-dev libseccomp-dev                               # telemetry: metrics endpoint, syscall names

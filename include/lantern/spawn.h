@@ -5,7 +5,8 @@
  * happened while lanternd was down.
  *
  * Run directory files: shim.pid, pid (workload), stdout, stderr, exit
- * ({"exit_code":N} or {"signal":N}, written atomically). */
+ * ({"exit_code":N} or {"signal":N}, written atomically), log and log.1 (timestamped
+ * output records, see tools/shim/shim.c). */
 #ifndef LANTERN_SPAWN_H
 #define LANTERN_SPAWN_H
 
@@ -21,6 +22,9 @@ struct spawn_req {
 	const struct cgroup_inst *cg; /* the workload joins every directory */
 	char *const *argv;            /* argv[0] is looked up in PATH of envp */
 	char *const *envp;
+	const char *netns;            /* join this network namespace before exec (may be NULL) */
+	const char *wait_pidfile;     /* argv starts a container and exits; wait for this pid */
+	unsigned long long log_max;   /* output cap in bytes (0: the shim's default) */
 };
 
 /* Starts the shim; returns its pid and a pidfd that becomes readable when it exits. */

@@ -24,6 +24,10 @@ static const struct {
 	{ "step", cmd_step, "step ID [--kind K] -- CMD ARGS   (in a workload) run CMD once as a journaled step" },
 	{ "trace", cmd_trace, "trace RUN [--json]                the run's spans as a tree with durations" },
 	{ "cost", cmd_cost, "cost RUN [--json]                 what the run cost, by component" },
+	{ "image", cmd_image, "image import PATH | ls | rm REF   the node's images (OCI layout or tar, by digest)" },
+	{ "node", cmd_node, "node [--json]                     isolation classes and runtime handlers this node advertises" },
+	{ "logs", cmd_logs, "logs [-f] [-t] [--json] [--from SEQ] RUN\n"
+	  "                                    a run's output with timestamps; -f follows, resuming after reconnects" },
 	{ "reset", cmd_reset, "reset [--state-dir D] [--bpffs D] [--cgroup-root N]\n"
 	  "                                    remove everything a stopped lanternd left" },
 };

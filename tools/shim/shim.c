@@ -1,6 +1,7 @@
 /* lantern-shim: the small supervisor between lanternd and one workload.
  *
- *   lantern-shim RUN_DIR CGDIR... -- CMD ARGS...
+ *   lantern-shim RUN_DIR [--netns=PATH] [--wait-pidfile=PATH] [--log-max=BYTES] CGDIR...
+ *                -- CMD ARGS...
  *
  * lanternd starts it with the workload's environment as its own. It leaves lanternd's
  * session so it outlives a crash or restart of lanternd, forks the workload, which joins
@@ -10,18 +11,38 @@
  * learns the outcome without having been the parent.
  *
  * Files in RUN_DIR: shim.pid, pid, stdout, stderr, exit ({"exit_code":N} or
- * {"signal":N}, plus "error" when the workload could not be started).
+ * {"signal":N}, plus "error" when the workload could not be started), log and log.1.
+ *
+ * Output goes through pipes: the shim copies it to stdout and stderr (each kept up to
+ * --log-max bytes, default 8 MiB) and to "log", one record per line:
+ *     "SEQ SEC.NSEC FD LEN\n" LEN bytes "\n"
+ * SEQ counts records from 0, the time is CLOCK_REALTIME when the shim read the line.
+ * When "log" would pass half of --log-max it becomes "log.1" (the older one is
+ * dropped), so a reader resuming at SEQ finds every record still kept, in order.
+ *
+ * --netns: the child joins that network namespace before exec (runsc with
+ * --network=host runs inside the spawn's namespace this way).
+ * --wait-pidfile: CMD is an OCI runtime that starts the container and exits (runc
+ * run -d); the shim is a child subreaper, so the container's init becomes its child,
+ * and the status recorded is the one of the pid written in that file.
  *
  * It links nothing but libc and stays small: it runs for the life of every workload. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <poll.h>
+#include <sched.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Exit codes of the workload child when it never got to exec, as shells use them. */
@@ -128,7 +149,8 @@ static void child_fail(int report_fd, int err_fd, int code, const char *what, co
 	_exit(code);
 }
 
-static void run_child(char **cgdirs, int ncg, char **cmd, int out_fd, int err_fd, int report_fd)
+static void run_child(char **cgdirs, int ncg, const char *netns, char **cmd, int out_fd, int err_fd,
+		      int report_fd)
 {
 	struct sigaction sa;
 	sigset_t none;
@@ -147,6 +169,14 @@ static void run_child(char **cgdirs, int ncg, char **cmd, int out_fd, int err_fd
 		close(fd);
 	}
 
+	if (netns) {
+		int ns = open(netns, O_RDONLY | O_CLOEXEC);
+		if (ns < 0 || setns(ns, CLONE_NEWNET) < 0)
+			child_fail(report_fd, err_fd, EXIT_JOIN_FAILED, "join network namespace", netns,
+				   errno);
+		close(ns);
+	}
+
 	null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	if (null_fd < 0 || dup2(null_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(err_fd, 2) < 0)
 		child_fail(report_fd, err_fd, EXIT_EXEC_FAILED, "set up stdio for", cmd[0], errno);
@@ -163,15 +193,115 @@ static void run_child(char **cgdirs, int ncg, char **cmd, int out_fd, int err_fd
 	child_fail(report_fd, 2, EXIT_EXEC_FAILED, "exec", cmd[0], errno);
 }
 
+/* The output capture: raw files for `lantern run`, the record log for `lantern logs`. */
+struct capture {
+	const char *run_dir;
+	int raw[2];          /* stdout, stderr files */
+	uint64_t raw_len[2];
+	int log;
+	uint64_t log_len, seq, max;
+};
+
+static void capture_rotate(struct capture *c)
+{
+	char cur[PATH_MAX], old[PATH_MAX];
+
+	snprintf(cur, sizeof(cur), "%s/log", c->run_dir);
+	snprintf(old, sizeof(old), "%s/log.1", c->run_dir);
+	if (rename(cur, old) < 0)
+		return;
+	close(c->log);
+	c->log = open(cur, O_WRONLY | O_APPEND | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	c->log_len = 0;
+}
+
+static void capture_record(struct capture *c, int fd, const char *buf, size_t len)
+{
+	char hdr[96];
+	struct timespec ts;
+	int h;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	h = snprintf(hdr, sizeof(hdr), "%llu %lld.%09ld %d %zu\n", (unsigned long long)c->seq++,
+		     (long long)ts.tv_sec, ts.tv_nsec, fd, len);
+	if (c->log_len && c->log_len + (uint64_t)h + len + 1 > c->max / 2)
+		capture_rotate(c);
+	if (c->log >= 0) {
+		write_all(c->log, hdr, (size_t)h);
+		write_all(c->log, buf, len);
+		write_all(c->log, "\n", 1);
+		c->log_len += (uint64_t)h + len + 1;
+	}
+}
+
+/* A chunk read from the workload's fd (1 or 2): raw copy, one record per line. */
+static void capture_chunk(struct capture *c, int fd, const char *buf, size_t len)
+{
+	int i = fd - 1;
+
+	if (c->raw_len[i] < c->max) {
+		size_t n = len;
+		if (c->raw_len[i] + n > c->max) {
+			static const char note[] = "\n[lantern: output past the size cap is in the log only]\n";
+			n = (size_t)(c->max - c->raw_len[i]);
+			write_all(c->raw[i], buf, n);
+			write_all(c->raw[i], note, sizeof(note) - 1);
+		} else {
+			write_all(c->raw[i], buf, n);
+		}
+		c->raw_len[i] += len;
+	}
+	while (len) {
+		const char *nl = memchr(buf, '\n', len);
+		size_t n = nl ? (size_t)(nl - buf) + 1 : len;
+
+		capture_record(c, fd, buf, n);
+		buf += n;
+		len -= n;
+	}
+}
+
+/* Reads what is available on a pipe; returns false at EOF. */
+static bool capture_pipe(struct capture *c, int pfd, int fd)
+{
+	char buf[65536];
+	ssize_t n = read(pfd, buf, sizeof(buf));
+
+	if (n < 0)
+		return errno == EINTR || errno == EAGAIN;
+	if (n == 0)
+		return false;
+	capture_chunk(c, fd, buf, (size_t)n);
+	return true;
+}
+
+static pid_t read_pidfile(const char *path)
+{
+	char buf[32] = "";
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+
+	if (fd < 0)
+		return -1;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = '\0';
+	return (pid_t)strtol(buf, NULL, 10);
+}
+
 int main(int argc, char **argv)
 {
-	const char *run_dir;
+	const char *run_dir, *netns = NULL, *wait_pidfile = NULL;
 	char **cgdirs, **cmd, path[PATH_MAX], pidbuf[32], errbuf[1024];
-	int ncg = 0, sep = -1, out_fd, err_fd, pipefd[2], status;
+	int ncg = 0, sep = -1, out_fd, err_fd, pipefd[2], opipe[2], epipe[2], status = 0, sfd;
 	size_t errlen = 0;
+	struct capture cap = { .max = 8u << 20, .log = -1 };
 	struct sigaction sa;
-	sigset_t term, old;
-	pid_t pid;
+	sigset_t term, old, chld;
+	bool open_pipes[2] = { true, true }, have_status = false;
+	pid_t pid, target;
 
 	for (int i = 2; i < argc; i++) {
 		if (!strcmp(argv[i], "--")) {
@@ -180,17 +310,39 @@ int main(int argc, char **argv)
 		}
 	}
 	if (argc < 2 || sep < 0 || sep + 1 >= argc) {
-		fprintf(stderr, "usage: lantern-shim RUN_DIR CGDIR... -- CMD ARGS...\n");
+		fprintf(stderr, "usage: lantern-shim RUN_DIR [--netns=P] [--wait-pidfile=P] [--log-max=N] "
+			"CGDIR... -- CMD ARGS...\n");
 		return 2;
 	}
 	run_dir = argv[1];
 	cgdirs = argv + 2;
 	ncg = sep - 2;
+	while (ncg > 0 && !strncmp(cgdirs[0], "--", 2)) {
+		if (!strncmp(cgdirs[0], "--netns=", 8))
+			netns = cgdirs[0] + 8;
+		else if (!strncmp(cgdirs[0], "--wait-pidfile=", 15))
+			wait_pidfile = cgdirs[0] + 15;
+		else if (!strncmp(cgdirs[0], "--log-max=", 10))
+			cap.max = strtoull(cgdirs[0] + 10, NULL, 10);
+		else {
+			fprintf(stderr, "lantern-shim: unknown option %s\n", cgdirs[0]);
+			return 2;
+		}
+		cgdirs++;
+		ncg--;
+	}
+	if (cap.max < 4096)
+		cap.max = 4096;
 	cmd = argv + sep + 1;
+	cap.run_dir = run_dir;
 
 	/* A session of our own: lanternd's process group and terminal signals stop here. */
 	setsid();
 	umask(077);
+	/* the container's init, orphaned by a runtime that exits after starting it,
+	 * becomes our child, so we can wait for it */
+	if (wait_pidfile)
+		prctl(PR_SET_CHILD_SUBREAPER, 1);
 
 	snprintf(pidbuf, sizeof(pidbuf), "%d\n", (int)getpid());
 	if (write_atomic(run_dir, "shim.pid", pidbuf) < 0) {
@@ -201,15 +353,21 @@ int main(int argc, char **argv)
 	out_fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
 	snprintf(path, sizeof(path), "%s/stderr", run_dir);
 	err_fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
-	if (out_fd < 0 || err_fd < 0 || pipe2(pipefd, O_CLOEXEC) < 0) {
+	snprintf(path, sizeof(path), "%s/log", run_dir);
+	cap.log = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+	if (out_fd < 0 || err_fd < 0 || cap.log < 0 || pipe2(pipefd, O_CLOEXEC) < 0 ||
+	    pipe2(opipe, O_CLOEXEC) < 0 || pipe2(epipe, O_CLOEXEC) < 0) {
 		snprintf(errbuf, sizeof(errbuf), "lantern-shim: open output files in %s: %s",
 			 run_dir, strerror(errno));
 		write_exit(run_dir, "exit_code", EXIT_EXEC_FAILED, errbuf);
 		return 1;
 	}
+	cap.raw[0] = out_fd;
+	cap.raw[1] = err_fd;
 
 	/* SIGTERM is held until child_pid is known, so one that arrives early is still
-	 * forwarded rather than ending the shim with nobody recording the exit. */
+	 * forwarded rather than ending the shim with nobody recording the exit. SIGCHLD
+	 * is read from a signalfd beside the output pipes. */
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = forward_signal;
 	sa.sa_flags = SA_RESTART;
@@ -221,22 +379,30 @@ int main(int argc, char **argv)
 	sigaddset(&term, SIGINT);
 	sigaddset(&term, SIGHUP);
 	sigprocmask(SIG_BLOCK, &term, &old);
+	sigemptyset(&chld);
+	sigaddset(&chld, SIGCHLD);
+	sigprocmask(SIG_BLOCK, &chld, NULL);
+	sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
 
 	pid = fork();
-	if (pid < 0) {
+	if (pid < 0 || sfd < 0) {
 		snprintf(errbuf, sizeof(errbuf), "lantern-shim: fork: %s", strerror(errno));
 		write_exit(run_dir, "exit_code", EXIT_EXEC_FAILED, errbuf);
 		return 1;
 	}
 	if (pid == 0) {
 		close(pipefd[0]);
-		run_child(cgdirs, ncg, cmd, out_fd, err_fd, pipefd[1]);
+		close(opipe[0]);
+		close(epipe[0]);
+		sigprocmask(SIG_UNBLOCK, &chld, NULL);
+		run_child(cgdirs, ncg, netns, cmd, opipe[1], epipe[1], pipefd[1]);
 	}
 	child_pid = pid;
 	close(pipefd[1]);
-	close(out_fd);
-	close(err_fd);
+	close(opipe[1]);
+	close(epipe[1]);
 	sigprocmask(SIG_SETMASK, &old, NULL);
+	sigprocmask(SIG_BLOCK, &chld, NULL);
 
 	snprintf(pidbuf, sizeof(pidbuf), "%d\n", (int)pid);
 	write_atomic(run_dir, "pid", pidbuf);
@@ -255,15 +421,64 @@ int main(int argc, char **argv)
 	errbuf[errlen] = '\0';
 	close(pipefd[0]);
 
-	while (waitpid(pid, &status, 0) < 0) {
-		if (errno != EINTR) {
-			snprintf(errbuf, sizeof(errbuf), "lantern-shim: wait for %d: %s", (int)pid,
-				 strerror(errno));
-			write_exit(run_dir, "exit_code", EXIT_EXEC_FAILED, errbuf);
-			return 1;
+	/* Copy output until the workload has ended; then drain what its pipes still hold.
+	 * A leftover process keeping a pipe open (outside a pid namespace it may) cannot
+	 * hold the exit record back: after the end, pipes get 200 ms. */
+	target = pid;
+	for (;;) {
+		struct pollfd pf[3] = {
+			{ .fd = open_pipes[0] ? opipe[0] : -1, .events = POLLIN },
+			{ .fd = open_pipes[1] ? epipe[0] : -1, .events = POLLIN },
+			{ .fd = have_status ? -1 : sfd, .events = POLLIN },
+		};
+		int n;
+
+		if (have_status && !open_pipes[0] && !open_pipes[1])
+			break;
+		n = poll(pf, 3, have_status ? 200 : -1);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		for (int i = 0; i < 2; i++)
+			if (pf[i].revents && !capture_pipe(&cap, i ? epipe[0] : opipe[0], i + 1))
+				open_pipes[i] = false;
+		if (pf[2].revents) {
+			struct signalfd_siginfo si;
+			pid_t w;
+			int st;
+
+			while (read(sfd, &si, sizeof(si)) == sizeof(si))
+				;
+			while ((w = waitpid(-1, &st, WNOHANG)) > 0) {
+				if (w == pid && wait_pidfile && target == pid) {
+					/* the runtime is done starting the container */
+					pid_t t = WIFEXITED(st) && WEXITSTATUS(st) == 0 ? read_pidfile(wait_pidfile) : -1;
+
+					if (t > 0) {
+						target = t;
+						child_pid = t;
+						snprintf(pidbuf, sizeof(pidbuf), "%d\n", (int)t);
+						write_atomic(run_dir, "pid", pidbuf);
+						/* it may have ended already, reaped in this loop */
+						continue;
+					}
+					status = st;
+					have_status = true;
+					if (!errbuf[0])
+						snprintf(errbuf, sizeof(errbuf), "lantern-shim: %s could not start the container "
+							 "(exit %d; its output is in the run's stderr)", cmd[0],
+							 WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
+				} else if (w == target) {
+					status = st;
+					have_status = true;
+				}
+			}
+			if (have_status)
+				child_pid = 0;
 		}
 	}
-	child_pid = 0;
+	close(cap.log);
 	if (WIFSIGNALED(status))
 		write_exit(run_dir, "signal", WTERMSIG(status), errbuf);
 	else

@@ -46,6 +46,7 @@ static void client_free(struct client *c)
 	if (c->reap_timer)
 		loop_timer_cancel(d->loop, c->reap_timer);
 	run_unfollow_client(d, c);
+	logs_unfollow_client(d, c);
 	loop_del(d->loop, c->fd);
 	close(c->fd);
 	for (struct client **pp = &clients; *pp; pp = &(*pp)->next) {
@@ -251,6 +252,15 @@ static void handle_request(struct client *c, json_t *req)
 			run_follow(r, c);
 			return;
 		}
+	} else if (!strcmp(op, "logs")) {
+		if (!r) {
+			api_send(c, err_msg("logs needs \"run_id\""));
+		} else {
+			logs_request(d, c, r, req);
+			return;
+		}
+	} else if (ocirun_api(d, c, op, req)) {
+		return;
 	} else if (telemetry_api(c, d, op, r, req)) {
 		/* trace, cost: answered */
 	} else {

@@ -33,6 +33,12 @@ struct daemon_opts {
 	const char *prices_file;    /* --prices: USD per million tokens by model (durable.c) */
 	uint64_t journal_max_bytes; /* per-run journal bound; 0 = the journal's default */
 	uint32_t loop_threshold;    /* proceeds allowed per input digest; 0 = off */
+	const char *runtime_handlers[8]; /* --runtime-handler CLASS=HANDLER (ocirun.c) */
+	int n_runtime_handlers;
+	const char *net_bridge;     /* CNI bridge for allowlist_domain/open spawns */
+	const char *net_subnet;     /* its address range */
+	bool net_default_route;     /* spawns route everything via the bridge (NAT) */
+	uint64_t log_max;           /* per-run output cap in bytes */
 };
 
 enum run_status {
@@ -87,6 +93,7 @@ struct run {
 	struct follower *followers;
 	struct run_tm *tm;          /* trace, counters, cost (telemetry.c), NULL until used */
 	struct durable *dur;        /* journal + harness socket (durable.c), NULL if none */
+	struct ocirun *oci;         /* OCI handler state (ocirun.c), NULL for the process runtime */
 	struct run *next;
 };
 
@@ -156,6 +163,30 @@ void durable_finish(struct daemon *d, struct run *r);
 /* Drops r's durable state without recording anything (a submit that failed). */
 void durable_discard(struct run *r);
 json_t *durable_journal_json(struct daemon *d, struct run *r);
+
+/* ocirun.c: OCI runtime handlers, images, the node's classes */
+struct spawn_req;
+int ocirun_init(struct daemon *d, struct lerr *e);
+/* Refuses what no advertised handler can run, naming class, handler and what is missing. */
+int ocirun_admit(struct daemon *d, const struct spec *s, struct lerr *e);
+/* Resolves and verifies the image (before the instance exists); sets r->oci. */
+int ocirun_prepare(struct daemon *d, struct run *r, struct lerr *e);
+/* Network namespace, bundle, and the runtime's command line in req (instance ready). */
+int ocirun_start(struct daemon *d, struct run *r, struct spawn_req *req, struct lerr *e);
+/* Picks up oci.json for a run a previous lanternd started. */
+void ocirun_adopt(struct run *r);
+/* Container, network namespace, bundle; before the cgroup goes. */
+void ocirun_teardown(struct daemon *d, struct run *r);
+void ocirun_free(struct run *r);
+/* Containers and namespaces no live run owns (after adoption). */
+void ocirun_reclaim(struct daemon *d);
+void ocirun_json(const struct run *r, json_t *j);
+/* image_import, image_ls, image_rm, node; false if op is not one of them. */
+bool ocirun_api(struct daemon *d, struct client *c, const char *op, json_t *req);
+
+/* logs.c: `lantern logs` */
+void logs_request(struct daemon *d, struct client *c, struct run *r, json_t *req);
+void logs_unfollow_client(struct daemon *d, struct client *c);
 
 /* egress.c */
 int egress_start(struct daemon *d, struct lerr *e);

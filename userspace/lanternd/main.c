@@ -36,7 +36,15 @@ static void usage(FILE *f)
 		"                        every model at 3 input / 15 output, docs/durable-execution.md)\n"
 		"  --journal-max-bytes N per-run journal size bound (default 64 MiB)\n"
 		"  --loop-threshold N    times one step input digest may run before the run is\n"
-		"                        ended as a loop (default 5; 0 turns the guard off)\n");
+		"                        ended as a loop (default 5; 0 turns the guard off)\n"
+		"  --runtime-handler CLASS=HANDLER  serve an isolation class with runc, runsc, kata or\n"
+		"                        none (defaults: trusted=runc standard=runsc untrusted=runsc\n"
+		"                        hostile=kata; wasm and devcontainer unsupported); repeatable\n"
+		"  --net-bridge NAME     CNI bridge for allowlist_domain/open spawns (default lantern0)\n"
+		"  --net-subnet CIDR     its private range (default 10.213.0.0/24)\n"
+		"  --net-default-route   spawns route everything via the bridge, NATed (default: the\n"
+		"                        bridge's subnet only)\n"
+		"  --log-max BYTES       output kept per run (default 8 MiB, log rotated at half)\n");
 	telemetry_usage(f);
 }
 
@@ -71,6 +79,11 @@ static int parse_flags(int argc, char **argv, struct daemon_opts *o)
 		{ "prices", required_argument, NULL, 0x401 },
 		{ "journal-max-bytes", required_argument, NULL, 0x402 },
 		{ "loop-threshold", required_argument, NULL, 0x403 },
+		{ "runtime-handler", required_argument, NULL, 0x501 },
+		{ "net-bridge", required_argument, NULL, 0x502 },
+		{ "net-subnet", required_argument, NULL, 0x503 },
+		{ "net-default-route", no_argument, NULL, 0x504 },
+		{ "log-max", required_argument, NULL, 0x505 },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -88,6 +101,23 @@ static int parse_flags(int argc, char **argv, struct daemon_opts *o)
 		case 'a': o->egress_audit = true; break;
 		case 'm': o->shim = optarg; break;
 		case 0x401: o->prices_file = optarg; break;
+		case 0x501:
+			if (o->n_runtime_handlers == (int)ARRAY_SIZE(o->runtime_handlers)) {
+				fprintf(stderr, "lanternd: --runtime-handler: at most %zu\n", ARRAY_SIZE(o->runtime_handlers));
+				return -1;
+			}
+			o->runtime_handlers[o->n_runtime_handlers++] = optarg;
+			break;
+		case 0x502: o->net_bridge = optarg; break;
+		case 0x503: o->net_subnet = optarg; break;
+		case 0x504: o->net_default_route = true; break;
+		case 0x505:
+			o->log_max = strtoull(optarg, &end, 10);
+			if (*end || o->log_max < 4096) {
+				fprintf(stderr, "lanternd: --log-max: \"%s\" is not a size of at least 4096 bytes\n", optarg);
+				return -1;
+			}
+			break;
 		case 0x402:
 			o->journal_max_bytes = strtoull(optarg, &end, 10);
 			if (*end || o->journal_max_bytes < 4096) {
@@ -196,6 +226,10 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (telemetry_start(&d, &e) < 0) {
+		log_error("%s", e.msg);
+		return 1;
+	}
+	if (ocirun_init(&d, &e) < 0) {
 		log_error("%s", e.msg);
 		return 1;
 	}

@@ -80,6 +80,7 @@ json_t *run_json(const struct run *r)
 		json_object_set_new(j, "finished", json_integer(r->finished));
 	}
 	json_object_set_new(j, "cgroup_id", json_integer((json_int_t)r->cg.id));
+	ocirun_json(r, j);
 	return j;
 }
 
@@ -101,6 +102,7 @@ static void run_save(struct run *r)
 
 static void run_free(struct run *r)
 {
+	ocirun_free(r);
 	telemetry_run_free(r);
 	while (r->followers) {
 		struct follower *f = r->followers;
@@ -231,6 +233,7 @@ static void run_teardown(struct daemon *d, struct run *r)
 
 	telemetry_run_collect(d, r);
 	/* processes first: until the last one is gone its policy must stay in force */
+	ocirun_teardown(d, r);
 	if (r->cg_made) {
 		if (cgroup_inst_destroy(&r->cg, 5000, &e) < 0)
 			log_error("run %s: %s", r->id, e.msg);
@@ -283,7 +286,7 @@ static void run_finish(struct daemon *d, struct run *r)
 	} else if (r->ending_set) {
 		r->status = r->ending;
 		r->exit_code = x.signal ? 128 + x.signal : x.exit_code;
-	} else if (oom && x.signal == SIGKILL) {
+	} else if (oom && (x.signal == SIGKILL || (r->oci && x.exit_code))) {
 		r->status = RUN_OOM_KILLED;
 		r->exit_code = 128 + x.signal;
 		snprintf(r->reason, sizeof(r->reason), "out of memory: killed at limits.memory");
@@ -364,19 +367,14 @@ int run_cancel(struct daemon *d, struct run *r, struct lerr *e)
 /* Refuses what this node cannot run, naming what is missing. Never downgrades. */
 static int run_admit(struct daemon *d, const struct spec *s, struct lerr *e)
 {
-	const char *iso = spec_isolation_name(s->isolation);
-
+	/* the handler table: the process runtime serves trusted + image_digest host,
+	 * the OCI handlers (ocirun.c) every other spec */
+	if (s->isolation != SPEC_ISO_TRUSTED || strcmp(s->image_digest, "host"))
+		return ocirun_admit(d, s, e);
 	if (!d->o.process_runtime)
 		return lerr_set(e, EPERM,
-				"spawn: refused: isolation \"%s\" needs an OCI runtime handler, and this node "
-				"advertises none (OCI images are not supported yet; lanternd --process-runtime "
-				"runs isolation: trusted, image_digest: host as host processes)", iso);
-	if (s->isolation != SPEC_ISO_TRUSTED || strcmp(s->image_digest, "host"))
-		return lerr_set(e, EPERM,
-				"spawn: refused: the process runtime runs only isolation: trusted with "
-				"image_digest: host; this spec asks for isolation \"%s\" and image \"%s\", "
-				"which need an OCI runtime handler this node does not advertise",
-				iso, s->image_digest);
+				"spawn: refused: image_digest \"host\" runs a host process, which needs "
+				"lanternd --process-runtime; this node runs images (NAME@sha256:HEX) only");
 	if (!s->n_command)
 		return lerr_set(e, EINVAL, "spawn: refused: spec.command is empty: nothing to run");
 	if (s->network == SPEC_NET_TENANT_VPC)
@@ -478,6 +476,8 @@ static int run_start(struct daemon *d, struct run *r, struct lerr *e)
 	char **argv = NULL, **envp = NULL;
 	int err;
 
+	if (strcmp(s->image_digest, "host") && (err = ocirun_prepare(d, r, e)) < 0)
+		return err;
 	/* The instance exists, limited and enforced, before the workload does. */
 	if ((err = cgroup_inst_create(&d->cg, r->instance_id, &s->limits, d->o.pids_max, &r->cg, e)) < 0)
 		return err;
@@ -495,19 +495,26 @@ static int run_start(struct daemon *d, struct run *r, struct lerr *e)
 	if ((err = durable_listen(d, r, e)) < 0)
 		return err;
 
-	argv = calloc(s->n_command + s->n_args + 1, sizeof(char *));
-	envp = run_env(r);
-	if (!argv || !envp) {
-		err = lerr_set(e, ENOMEM, "spawn: out of memory");
-		goto out;
-	}
-	for (size_t i = 0; i < s->n_command; i++)
-		argv[i] = s->command[i];
-	for (size_t i = 0; i < s->n_args; i++)
-		argv[s->n_command + i] = s->args[i];
 	struct spawn_req req = {
-		.shim_path = d->o.shim, .run_dir = r->dir, .cg = &r->cg, .argv = argv, .envp = envp,
+		.shim_path = d->o.shim, .run_dir = r->dir, .cg = &r->cg, .log_max = d->o.log_max,
 	};
+	if (r->oci) {
+		if ((err = ocirun_start(d, r, &req, e)) < 0)
+			goto out;
+	} else {
+		argv = calloc(s->n_command + s->n_args + 1, sizeof(char *));
+		envp = run_env(r);
+		if (!argv || !envp) {
+			err = lerr_set(e, ENOMEM, "spawn: out of memory");
+			goto out;
+		}
+		for (size_t i = 0; i < s->n_command; i++)
+			argv[i] = s->command[i];
+		for (size_t i = 0; i < s->n_args; i++)
+			argv[s->n_command + i] = s->args[i];
+		req.argv = argv;
+		req.envp = envp;
+	}
 	if ((err = spawn_start(&req, &r->shim_pid, &r->pidfd, e)) < 0)
 		goto out;
 	if ((err = loop_add(d->loop, r->pidfd, EPOLLIN, on_shim_exit, r)) < 0) {
@@ -883,6 +890,7 @@ void run_recover(struct daemon *d)
 			continue;
 		r->next = d->runs;
 		d->runs = r;
+		ocirun_adopt(r);
 		if (!run_status_final(r->status))
 			run_adopt(d, r);
 	}
@@ -915,4 +923,5 @@ void run_recover(struct daemon *d)
 			}
 		free(ids);
 	}
+	ocirun_reclaim(d);
 }

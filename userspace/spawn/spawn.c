@@ -55,7 +55,7 @@ fail:
 
 int spawn_start(const struct spawn_req *r, pid_t *shim_pid, int *pidfd, struct lerr *e)
 {
-	char run_dir[PATH_MAX], **argv;
+	char run_dir[PATH_MAX], **argv, o_netns[PATH_MAX + 16], o_wait[PATH_MAX + 32], o_max[48];
 	size_t nargs = 0, i = 0;
 	int pipefd[2], err = 0, fd;
 	ssize_t n;
@@ -73,11 +73,23 @@ int spawn_start(const struct spawn_req *r, pid_t *shim_pid, int *pidfd, struct l
 
 	while (r->argv[nargs])
 		nargs++;
-	argv = calloc(2 + (size_t)r->cg->ndirs + 1 + nargs + 1, sizeof(*argv));
+	argv = calloc(2 + 3 + (size_t)r->cg->ndirs + 1 + nargs + 1, sizeof(*argv));
 	if (!argv)
 		return lerr_set(e, -ENOMEM, "spawn: start %s: out of memory", r->argv[0]);
 	argv[i++] = (char *)r->shim_path;
 	argv[i++] = run_dir;
+	if (r->netns) {
+		snprintf(o_netns, sizeof(o_netns), "--netns=%s", r->netns);
+		argv[i++] = o_netns;
+	}
+	if (r->wait_pidfile) {
+		snprintf(o_wait, sizeof(o_wait), "--wait-pidfile=%s", r->wait_pidfile);
+		argv[i++] = o_wait;
+	}
+	if (r->log_max) {
+		snprintf(o_max, sizeof(o_max), "--log-max=%llu", r->log_max);
+		argv[i++] = o_max;
+	}
 	for (int d = 0; d < r->cg->ndirs; d++)
 		argv[i++] = (char *)r->cg->dirs[d];
 	argv[i++] = "--";
