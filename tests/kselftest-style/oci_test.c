@@ -1,0 +1,391 @@
+/* oci_test: spawns on OCI images end to end, with a private lanternd and the real
+ * runtimes: an image built by scripts/mkimage.sh and imported; every isolation class
+ * of this node (runc and runsc run, hostile and wasm refused); tag-only, unknown and
+ * corrupt images refused; read-only root and tmpfs scratch; OOM, pids cap, CPU
+ * throttling, timeout, cancel; egress allowed and denied through the CNI bridge under
+ * runc and runsc (whose Sentry and gofer sit in the instance cgroup); logs followed
+ * across a lanternd restart with no gap and no duplicate; 200 spawns in a row leave
+ * no cgroup, namespace, veth, map entry, container, mount, fd or process behind.
+ *
+ * Network traffic stays on this machine: spawns reach only the test bridge's own
+ * address (a listener of this test), and their namespaces have no default route. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "tap.h"
+#include "testlib.h"
+#include "lantern/util.h"
+
+static struct tl_env T;
+static char image[256], bridge[16], subnet[32], gw[32], extra[256];
+
+static bool has(const char *s, const char *sub)
+{
+	return s && strstr(s, sub);
+}
+
+static const char *oneline(const char *s)
+{
+	static char buf[400];
+	size_t n = 0;
+
+	for (; s && *s && n < sizeof(buf) - 1; s++)
+		buf[n++] = *s == '\n' ? '|' : *s;
+	buf[n] = '\0';
+	return buf;
+}
+
+/* A spec running `sh -c SCRIPT` in the test image. */
+static const char *spec(const char *name, const char *iso, const char *img, const char *extra,
+			const char *script)
+{
+	char file[128];
+
+	snprintf(file, sizeof(file), "%s.yaml", name);
+	return tl_file(&T, file,
+		       "apiVersion: lantern.dev/v1\nkind: AgentSpec\nmetadata:\n  name: %s\n"
+		       "spec:\n  image_digest: %s\n  isolation: %s\n%s"
+		       "  command: [\"/bin/sh\", \"-c\"]\n  args:\n    - |\n      %s\n",
+		       name, img ? img : image, iso, extra ? extra : "", script);
+}
+
+static int run(const char *file, char **out, char **err)
+{
+	return tl_lantern(&T, out, err, "run %s", file);
+}
+
+/* The id of the newest run, from `lantern ps`. */
+static void newest_run(char *id, char *inst)
+{
+	char *out = NULL;
+
+	id[0] = inst[0] = '\0';
+	tl_lantern(&T, &out, NULL, "ps | sed -n 2p");
+	if (out)
+		sscanf(out, "%31s %31s", id, inst);
+	free(out);
+}
+
+static void cleanup(void)
+{
+	tl_env_cleanup(&T);
+	tl_sh(NULL, NULL, "ip link del %s 2>/dev/null", bridge);
+}
+
+static void test_node_and_images(void)
+{
+	char *out = NULL, *err = NULL, dir[400], path[600];
+	int rc;
+
+	rc = tl_lantern(&T, &out, NULL, "node");
+	tap_ok(rc == 0 && has(out, "trusted       runc     yes") && has(out, "standard      runsc    yes") &&
+	       has(out, "untrusted     runsc    yes"), "lantern node advertises trusted=runc, standard and untrusted=runsc");
+	tap_ok(has(out, "hostile       kata     no") && has(out, "kata-runtime is not installed") &&
+	       has(out, "wasm          -        no"), "hostile (kata) and wasm are not advertised, with the reason");
+	free(out);
+
+	snprintf(dir, sizeof(dir), "%s/img", T.dir);
+	rc = tl_sh(&out, &err, "scripts/mkimage.sh %s test/busybox:1", dir);
+	if (out && strchr(out, '\n'))
+		*strchr(out, '\n') = '\0';
+	snprintf(image, sizeof(image), "%s", out ? out : "");
+	tap_ok(rc == 0 && has(image, "test/busybox@sha256:"), "scripts/mkimage.sh builds an OCI layout: %s", image);
+	free(out);
+	free(err);
+
+	/* a damaged layer in the store is refused at first use, then fixed by re-import */
+	rc = tl_lantern(&T, &out, NULL, "image import %s", dir);
+	tap_ok(rc == 0 && has(out, strchr(image, '@') + 1), "lantern image import stores it by digest");
+	free(out);
+	/* same size, one byte changed: only the hash can tell */
+	tl_sh(NULL, NULL, "f=$(ls -S %s/images/blobs/sha256/* | head -1); printf x | dd of=$f bs=1 seek=1000 conv=notrunc 2>/dev/null",
+	      T.state);
+	rc = run(spec("corrupt", "trusted", NULL, NULL, "echo must-not-run"), &out, &err);
+	tap_ok(rc != 0 && has(err, "does not match its digest") && !has(out, "must-not-run"),
+	       "a blob whose bytes do not match its digest refuses the spawn: %s", oneline(err));
+	free(out);
+	free(err);
+	rc = tl_lantern(&T, NULL, NULL, "image import %s", dir);
+	snprintf(path, sizeof(path), "%s/images/blobs/sha256", T.state);
+	rc = tl_lantern(&T, &out, NULL, "image ls");
+	tap_ok(rc == 0 && has(out, "test/busybox:1") && has(out, strchr(image, '@') + 1),
+	       "re-import repairs the store; lantern image ls lists the image");
+	free(out);
+
+	rc = run(spec("tag", "trusted", "test/busybox:1", NULL, "true"), NULL, &err);
+	tap_ok(rc != 0 && has(err, "a tag is not a pin"), "a tag without a digest is refused: %s", oneline(err));
+	free(err);
+	rc = run(spec("unknown", "trusted",
+		      "x@sha256:0000000000000000000000000000000000000000000000000000000000000000", NULL, "true"),
+		 NULL, &err);
+	tap_ok(rc != 0 && has(err, "not in this node's store"), "an unknown digest is refused: %s", oneline(err));
+	free(err);
+}
+
+static void test_classes(void)
+{
+	static const char *const isos[] = { "trusted", "standard", "untrusted" };
+	char *out = NULL, *err = NULL;
+	uint64_t t0;
+	int rc;
+
+	for (size_t i = 0; i < ARRAY_SIZE(isos); i++) {
+		t0 = tl_ms();
+		rc = run(spec(isos[i], isos[i], NULL, "  env:\n    - {name: GREETING, value: hi}\n",
+			      "echo $GREETING $LANTERN_RUN_ID; touch /ro 2>/dev/null || echo root-read-only; "
+			      "echo x > /tmp/s && cat /tmp/s; ls /run/lantern/secrets | wc -l"),
+			 &out, &err);
+		tap_ok(rc == 0 && has(out, "hi r-") && has(out, "root-read-only\nx\n0\n"),
+		       "isolation %s runs (%llu ms): env, read-only root, scratch, empty secrets: %s", isos[i],
+		       (unsigned long long)(tl_ms() - t0), oneline(out));
+		free(out);
+		free(err);
+	}
+	/* syslog(2) (dmesg) is in no deny-list but outside the untrusted allow-list */
+	rc = run(spec("sys-std", "standard", NULL, NULL, "dmesg >/dev/null && echo allowed"), &out, NULL);
+	tap_ok(rc == 0 && has(out, "allowed"), "standard: the default profile allows syslog(2)");
+	free(out);
+	rc = run(spec("sys-untr", "untrusted", NULL, NULL, "dmesg >/dev/null 2>&1 && echo allowed || echo denied"), &out, NULL);
+	tap_ok(has(out, "denied"), "untrusted: deny-by-default seccomp refuses it: %s", oneline(out));
+	free(out);
+	rc = run(spec("hostile", "hostile", NULL, NULL, "true"), NULL, &err);
+	tap_ok(rc != 0 && has(err, "\"hostile\"") && has(err, "\"kata\"") && has(err, "not installed"),
+	       "hostile is refused naming class, handler and what is missing: %s", oneline(err));
+	free(err);
+	rc = run(spec("wasm", "wasm", NULL, NULL, "true"), NULL, &err);
+	tap_ok(rc != 0 && has(err, "\"wasm\" is not supported"), "wasm is refused as not supported: %s", oneline(err));
+	free(err);
+	rc = run(spec("open-untr", "untrusted", NULL, "  network: open\n", "true"), NULL, &err);
+	tap_ok(rc != 0 && has(err, "untrusted") && has(err, "open"), "untrusted with network open is refused");
+	free(err);
+}
+
+static void test_limits(void)
+{
+	char *out = NULL, *err = NULL, id[32], inst[32], path[512];
+	uint64_t t0;
+	int rc;
+
+	rc = run(spec("oom", "trusted", NULL, "  limits:\n    memory: 32Mi\n",
+		      "x=aaaaaaaaaaaaaaaa; while true; do x=$x$x; done"), NULL, &err);
+	tap_ok(rc != 0 && has(err, "oom_killed"), "memory limit: the run ends oom_killed: %s", oneline(err));
+	free(err);
+
+	rc = run(spec("pids", "trusted", NULL, NULL,
+		      "n=0; while [ $n -lt 260 ]; do sleep 5 & n=$((n+1)); done 2>&1 | grep -c fork; true"),
+		 &out, NULL);
+	tap_ok(rc == 0 && out && atoi(out) > 0, "pids cap (--pids-max 200): forks past it fail (%d refused)",
+	       out ? atoi(out) : -1);
+	free(out);
+
+	/* throttling, read from the instance's cpu controller while it spins */
+	tl_sh(NULL, NULL, "%s/lantern --socket %s run %s >/dev/null 2>&1 &", T.build, T.sock,
+	      spec("cpu", "trusted", NULL, "  limits:\n    vcpu: 100m\n",
+		   "timeout 2 sh -c 'while :; do :; done'; true"));
+	usleep(1500 * 1000);
+	newest_run(id, inst);
+	snprintf(path, sizeof(path), "/sys/fs/cgroup/cpu/%s/%s/cpu.stat", T.cgroot, inst);
+	if (access(path, F_OK) < 0)
+		snprintf(path, sizeof(path), "/sys/fs/cgroup/%s/%s/cpu.stat", T.cgroot, inst);
+	rc = tl_sh(&out, NULL, "cat %s", path);
+	tap_ok(rc == 0 && has(out, "nr_throttled") && !has(out, "nr_throttled 0\n"),
+	       "vcpu 100m: the instance is throttled: %s", oneline(out));
+	free(out);
+	tl_sh(NULL, NULL, "sleep 1");
+
+	t0 = tl_ms();
+	rc = run(spec("timeout", "trusted", NULL, "  limits:\n    timeout: 1s\n", "sleep 30"), NULL, &err);
+	tap_ok(rc != 0 && has(err, "timed_out") && tl_ms() - t0 < 8000,
+	       "limits.timeout: SIGTERM, grace, SIGKILL: timed_out after %llu ms",
+	       (unsigned long long)(tl_ms() - t0));
+	free(err);
+
+	tl_sh(NULL, NULL, "%s/lantern --socket %s run %s >%s/cancel.out 2>&1 &", T.build, T.sock,
+	      spec("cancel", "standard", NULL, NULL, "sleep 30"), T.dir);
+	usleep(1200 * 1000);
+	newest_run(id, inst);
+	rc = tl_lantern(&T, NULL, NULL, "kill %s", id);
+	tl_sh(NULL, NULL, "for i in $(seq 50); do %s/lantern --socket %s ps | grep %s | grep -q running || break; sleep 0.1; done",
+	      T.build, T.sock, id);
+	rc = tl_lantern(&T, &out, NULL, "ps | grep %s", id);
+	tap_ok(has(out, "cancelled"), "lantern kill of a runsc spawn: cancelled: %s", oneline(out));
+	free(out);
+}
+
+static void test_egress(void)
+{
+	static const char *const isos[] = { "trusted", "standard" };
+	int lfd[2];
+	uint16_t port[2] = { 0, 0 };
+	pid_t acc[2];
+	char *out = NULL, rules[256], script[512];
+
+	for (int i = 0; i < 2; i++) {
+		lfd[i] = tl_tcp_listen("0.0.0.0", &port[i]);
+		acc[i] = fork();
+		if (acc[i] == 0) {
+			for (;;) {
+				int c = accept(lfd[i], NULL, NULL);
+				if (c >= 0) {
+					if (write(c, "pong\n", 5) < 0)
+						_exit(1);
+					close(c);
+				}
+			}
+		}
+	}
+	snprintf(rules, sizeof(rules), "  network: allowlist_domain\n  egress_rules:\n    - pattern: tcp://%s:%u\n",
+		 gw, port[0]);
+	snprintf(script, sizeof(script),
+		 "ip route | grep -c default; nc -w 2 %s %u </dev/null; nc -w 2 %s %u </dev/null 2>&1; sleep 0.3", gw,
+		 port[0], gw, port[1]);
+	for (size_t i = 0; i < ARRAY_SIZE(isos); i++) {
+		run(spec(isos[i], isos[i], NULL, rules, script), &out, NULL);
+		tap_ok(has(out, "0\npong\n"), "%s: allowed connect to the bridge's address %s:%u works, no default route",
+		       isos[i], gw, port[0]);
+		tap_ok(has(out, "Operation not permitted"), "%s: the kernel denies %s:%u (EPERM): %s", isos[i], gw,
+		       port[1], oneline(out));
+		free(out);
+	}
+	tap_ok(tl_log_contains(&T, "\"verdict\":\"deny\"") && tl_log_contains(&T, "\"comm\":\"exe\""),
+	       "deny events for both, the runsc one from the Sentry (comm exe)");
+
+	/* the Sentry and gofer run inside the instance cgroup */
+	tl_sh(NULL, NULL, "%s/lantern --socket %s run %s >/dev/null 2>&1 &", T.build, T.sock,
+	      spec("sentry", "standard", NULL, rules, "sleep 3"));
+	usleep(1500 * 1000);
+	{
+		char id[32], inst[32];
+
+		newest_run(id, inst);
+		tl_sh(&out, NULL, "for p in $(cat /sys/fs/cgroup/unified/%s/%s/cgroup.procs); do tr '\\0' ' ' < /proc/$p/cmdline | cut -c1-40; echo; done",
+			   T.cgroot, inst);
+		tap_ok(has(out, "runsc-sandbox") && has(out, "runsc-gofer"),
+		       "runsc's sandbox and gofer are in the instance cgroup: %s", oneline(out));
+		free(out);
+	}
+	for (int i = 0; i < 2; i++) {
+		kill(acc[i], SIGKILL);
+		waitpid(acc[i], NULL, 0);
+		close(lfd[i]);
+	}
+	tl_sh(NULL, NULL, "sleep 2");
+}
+
+static void test_logs(void)
+{
+	char *out = NULL, id[32], inst[32];
+	int rc, bad = 0, n = 0;
+
+	tl_sh(NULL, NULL, "%s/lantern --socket %s run %s >/dev/null 2>&1 &", T.build, T.sock,
+	      spec("logs", "trusted", NULL, NULL, "i=1; while [ $i -le 300 ]; do echo line-$i; i=$((i+1)); usleep 10000; done"));
+	usleep(600 * 1000);
+	newest_run(id, inst);
+	tl_sh(NULL, NULL, "%s/lantern --socket %s logs -f --json %s > %s/logs.json 2>%s/logs.err &", T.build,
+	      T.sock, id, T.dir, T.dir);
+	usleep(800 * 1000);
+	tl_daemon_stop(&T, SIGTERM);
+	usleep(700 * 1000);
+	rc = tl_daemon_start(&T, extra);
+	tl_sh(NULL, NULL, "for i in $(seq 100); do grep -q line-300 %s/logs.json && break; sleep 0.1; done; sleep 0.5", T.dir);
+	tl_sh(&out, NULL, "cat %s/logs.json", T.dir);
+	for (char *p = out, *nl; p && *p; p = nl + 1) {
+		char want[64];
+
+		nl = strchr(p, '\n');
+		if (!nl)
+			break;
+		snprintf(want, sizeof(want), "\"data\":\"line-%d\\n\"", n + 1);
+		if (!strstr(p, want) || strstr(p, "\"seq\":") == NULL)
+			bad++;
+		n++;
+	}
+	tap_ok(rc == 0 && n == 300 && !bad, "lantern logs -f across a lanternd restart: %d records, %d out of order or duplicated", n, bad);
+	free(out);
+	rc = tl_lantern(&T, &out, NULL, "logs --from 298 %s", id);
+	tap_ok(rc == 0 && out && !strcmp(out, "line-299\nline-300\n"), "lantern logs --from resumes at a record: %s", oneline(out));
+	free(out);
+	rc = tl_lantern(&T, &out, NULL, "logs -t %s | head -1", id);
+	tap_ok(rc == 0 && out && out[4] == '-' && has(out, "Z line-1"), "lantern logs -t: timestamped: %s", oneline(out));
+	free(out);
+}
+
+static void test_no_leftovers(void)
+{
+	char *before = NULL, *after = NULL, *out = NULL, cmd[2048];
+	const char *f = spec("many", "trusted", NULL, NULL, "echo ok");
+	const char *fnet;
+	char rules[200];
+	uint64_t t0;
+	int rc;
+
+	snprintf(rules, sizeof(rules), "  network: allowlist_domain\n  egress_rules:\n    - pattern: tcp://%s:9\n", gw);
+	fnet = spec("manynet", "trusted", NULL, rules, "echo ok");
+	/* what can leak: instance cgroups, namespaces, veths, containers, mounts, fds, processes */
+	snprintf(cmd, sizeof(cmd),
+		 "find /sys/fs/cgroup/*/%s -mindepth 1 -type d 2>/dev/null | wc -l; ip netns | grep -c %s-; "
+		 "ip -o link | grep -c 'master %s'; runc --root %s/oci/runc list -q | wc -l; grep -c %s /proc/mounts; "
+		 "ls /proc/%d/fd | wc -l; ps -e -o args | grep -c '[/]%s/'",
+		 T.cgroot, T.cgroot, bridge, T.state, T.state, (int)T.daemon, strrchr(T.dir, '/') + 1);
+	tl_sh(&before, NULL, "%s", cmd);
+	t0 = tl_ms();
+	rc = tl_sh(&out, NULL,
+		   "ok=0; for i in $(seq 180); do %s/lantern --socket %s run %s 2>/dev/null | grep -q ok && ok=$((ok+1)); done; "
+		   "for i in $(seq 20); do %s/lantern --socket %s run %s 2>/dev/null | grep -q ok && ok=$((ok+1)); done; echo $ok",
+		   T.build, T.sock, f, T.build, T.sock, fnet);
+	tap_ok(out && atoi(out) == 200, "200 spawns in a row (20 with a veth) all succeed: %d in %llu ms (%.1f/s)",
+	       out ? atoi(out) : -1, (unsigned long long)(tl_ms() - t0), 200000.0 / (double)(tl_ms() - t0 + 1));
+	free(out);
+	tl_sh(NULL, NULL, "sleep 1");
+	tl_sh(&after, NULL, "%s", cmd);
+	{
+		char b[200];
+
+		snprintf(b, sizeof(b), "%s", oneline(before));
+		tap_ok(before && after && !strcmp(before, after),
+		       "nothing left behind (cgroups, netns, veths, containers, mounts, lanternd fds, processes): %s -> %s",
+		       b, oneline(after));
+	}
+	free(before);
+	free(after);
+	rc = tl_sh(&out, NULL, "bpftool map dump pinned %s/lantern_instances 2>/dev/null | grep -c cgid", T.bpffs);
+	tap_ok(out && atoi(out) == 0, "no lantern_instances map entry left (%s)", out ? oneline(out) : "?");
+	free(out);
+	(void)rc;
+}
+
+int main(void)
+{
+	const char *missing = tl_env_missing();
+	unsigned a = 200 + (unsigned)getpid() % 50, b = ((unsigned)getpid() / 50) % 250;
+
+	tap_plan(34);
+	if (missing || access("/usr/sbin/runc", X_OK) || access("/usr/bin/runsc", X_OK)) {
+		for (int i = 0; i < 34; i++)
+			tap_skip(missing ? missing : "runc and runsc are not installed (make deps)", "oci point %d", i + 1);
+		return tap_failures ? 1 : 0;
+	}
+	tl_env_init(&T, "oci");
+	snprintf(bridge, sizeof(bridge), "lt%d", (int)(getpid() % 100000));
+	snprintf(subnet, sizeof(subnet), "10.%u.%u.0/24", a, b);
+	snprintf(gw, sizeof(gw), "10.%u.%u.1", a, b);
+	snprintf(extra, sizeof(extra), "--pids-max 200 --net-bridge %s --net-subnet %s", bridge, subnet);
+	if (!tap_ok(tl_daemon_start(&T, extra) == 0, "lanternd starts with runtime handlers probed")) {
+		cleanup();
+		return 1;
+	}
+	test_node_and_images();
+	test_classes();
+	test_limits();
+	test_egress();
+	test_logs();
+	test_no_leftovers();
+	cleanup();
+	return tap_failures ? 1 : 0;
+}
