@@ -57,7 +57,7 @@ HDRS     := $(wildcard include/lantern/*.h bpf/*.h tests/kselftest-style/*.h)
 all: $(BUILD)/lanternd $(BUILD)/lantern $(BUILD)/lantern-shim $(TEST_BINS) $(TEST_HELPERS) $(BENCH_BINS)
 
 deps:
-	@scripts/deps.sh
+	@bash scripts/deps.sh
 
 $(BUILD)/vmlinux.h:
 	@mkdir -p $(@D)
@@ -118,18 +118,18 @@ $(BUILD)/bench/%: $(wildcard bench/*/*.c) $(LIB) $(HDRS)
 
 check: deps
 	$(MAKE) all
-	tests/kselftest-style/run.sh $(BUILD)
+	bash tests/kselftest-style/run.sh $(BUILD)
 
 test: all
-	tests/kselftest-style/run.sh $(BUILD)
+	bash tests/kselftest-style/run.sh $(BUILD)
 
 demo: deps
 	$(MAKE) all
-	scripts/demo.sh $(BUILD)
+	bash scripts/demo.sh $(BUILD)
 
 bench: deps
 	$(MAKE) all
-	bench/run.sh $(BUILD)
+	bash bench/run.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD)
