@@ -15,6 +15,22 @@ CFLAGS   ?= -O2 -g
 CFLAGS   += -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
             -Wno-missing-field-initializers -Wno-format-truncation -Iinclude -Ibpf -I$(BUILD)
 LDLIBS   := -lbpf -lelf -lz -lyaml -ljansson -lsodium -lpthread
+# dataplane.proto → protobuf-c code in build/proto. The service block is left out of
+# what protoc-c sees: its generated C stub names a member `register`, a C keyword, and
+# the gRPC method paths are spelled in userspace/rpc anyway. timestamp.proto comes
+# from libprotobuf-dev.
+PROTO_INC   ?= /usr/include
+PROTO_SRCS  := $(wildcard proto/lantern/v1/*.proto)
+PROTO_GEN_C := $(patsubst proto/%.proto,$(BUILD)/proto/%.pb-c.c,$(PROTO_SRCS)) \
+               $(BUILD)/proto/google/protobuf/timestamp.pb-c.c
+PROTO_GEN_H := $(PROTO_GEN_C:.c=.h)
+PROTO_OBJS  := $(patsubst $(BUILD)/proto/%.c,$(BUILD)/obj/proto/%.o,$(PROTO_GEN_C))
+CFLAGS      += -I$(BUILD)/proto
+
+# lantern-cp, the control plane (tools/lantern-cp)
+CP_SRCS   := $(wildcard tools/lantern-cp/*.c)
+CP_OBJS   := $(patsubst %.c,$(BUILD)/obj/%.o,$(CP_SRCS))
+CP_LDLIBS := -lmicrohttpd -lsqlite3 -lpq
 
 # telemetry (issue 5): OTLP export over gRPC core + protobuf-c and libcurl, the metrics
 # endpoint (libmicrohttpd), syscall names (libseccomp)
@@ -54,7 +70,7 @@ BENCH_BINS := $(patsubst bench/%/,$(BUILD)/bench/%,$(BENCH_DIRS))
 HDRS     := $(wildcard include/lantern/*.h bpf/*.h tests/kselftest-style/*.h)
 
 .PHONY: all deps check test demo bench clean
-all: $(BUILD)/lanternd $(BUILD)/lantern $(BUILD)/lantern-shim $(TEST_BINS) $(TEST_HELPERS) $(BENCH_BINS)
+all: $(BUILD)/lanternd $(BUILD)/lantern $(BUILD)/lantern-shim $(BUILD)/lantern-cp $(TEST_BINS) $(TEST_HELPERS) $(BENCH_BINS)
 
 deps:
 	@bash scripts/deps.sh
@@ -74,6 +90,26 @@ $(BUILD)/obj/%.o: %.c $(HDRS)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -c $< -o $@
 
+$(BUILD)/proto/.stamp: $(PROTO_SRCS)
+	@mkdir -p $(BUILD)/proto/src/lantern/v1
+	for f in $(PROTO_SRCS); do sed '/^service /,/^}/d' $$f > $(BUILD)/proto/src/$${f#proto/}; done
+	protoc-c -I$(BUILD)/proto/src -I$(PROTO_INC) --c_out=$(BUILD)/proto \
+		$(patsubst proto/%,$(BUILD)/proto/src/%,$(PROTO_SRCS)) google/protobuf/timestamp.proto
+	touch $@
+
+$(PROTO_GEN_C) $(PROTO_GEN_H): $(BUILD)/proto/.stamp
+
+$(BUILD)/obj/proto/%.o: $(BUILD)/proto/%.c $(PROTO_GEN_H)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+# generated headers exist before anything that may include them is compiled
+$(LIB_OBJS) $(D_OBJS) $(CLI_OBJS) $(CP_OBJS) $(TEST_BINS) $(BENCH_BINS): | $(PROTO_GEN_H)
+$(CP_OBJS): CFLAGS += -I/usr/include/postgresql
+# lanternd's files share struct daemon: rebuild them all when it changes
+$(D_OBJS): $(wildcard userspace/lanternd/*.h)
+$(CP_OBJS): $(wildcard tools/lantern-cp/*.h)
+
 $(BUILD)/proto/.otlp-stamp: $(OTLP_PROTOS)
 	@mkdir -p $(BUILD)/proto
 	protoc-c -Iproto --c_out=$(BUILD)/proto $(OTLP_PROTOS)
@@ -91,7 +127,7 @@ $(LIB_OBJS) $(D_OBJS) $(CLI_OBJS) $(TEST_BINS) $(BENCH_BINS): | $(OTLP_GEN_H)
 # only the bpf module includes skeletons
 $(filter $(BUILD)/obj/userspace/lbpf/%,$(LIB_OBJS)): $(SKELS)
 
-$(LIB): $(LIB_OBJS)
+$(LIB): $(LIB_OBJS) $(PROTO_OBJS)
 	@rm -f $@
 	ar rcs $@ $^
 
@@ -100,6 +136,9 @@ $(BUILD)/lanternd: $(D_OBJS) $(LIB)
 
 $(BUILD)/lantern: $(CLI_OBJS) $(LIB)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/lantern-cp: $(CP_OBJS) $(LIB)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS) $(CP_LDLIBS)
 
 $(BUILD)/lantern-shim: $(SHIM_SRCS) $(HDRS)
 	$(CC) $(CFLAGS) -o $@ $(SHIM_SRCS)

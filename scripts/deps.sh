@@ -11,11 +11,9 @@ pkgs=(
   iproute2 procps                                                # tests: netns, ss, ps
   runc runsc containernetworking-plugins iptables busybox-static   # OCI spawns: runtime handlers (runsc = gVisor), CNI bridge + host-local (+ NAT), the demo/test image
   libsqlite3-dev curl                                            # durable: bench/journal's SQLite peer; durable_test workloads call the harness and a sink with curl
-  protobuf-c-compiler libprotobuf-c-dev libprotobuf-dev          # tunnel: dataplane.proto (timestamp.proto from libprotobuf-dev)
-  libgrpc-dev                                                    # tunnel: gRPC C core, client and lantern-cp
-  libmicrohttpd-dev libcurl4-openssl-dev                         # lantern-cp HTTP API and the CLI's client for it
+  libprotobuf-dev                                                # tunnel: google/protobuf/timestamp.proto for dataplane.proto
   libsqlite3-dev libpq-dev postgresql                            # lantern-cp state: SQLite, PostgreSQL (tests start a private server)
-  openssl                                                        # tunnel tests: throwaway CA and certificates
+  openssl curl sqlite3                                           # tunnel_test: throwaway CA, operator API calls, DB checks
   protobuf-c-compiler libprotobuf-c-dev libgrpc-dev libcurl4-openssl-dev   # telemetry: OTLP/gRPC and OTLP/HTTP export
   libmicrohttpd-dev libseccomp-dev                               # telemetry: metrics endpoint, syscall names
   bpftrace                                                       # bench/telemetry: the peer counting syscalls per cgroup

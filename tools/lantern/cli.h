@@ -6,11 +6,14 @@
 
 struct cli {
 	const char *socket;  /* --socket, $LANTERN_SOCKET, or the default */
+	const char *control_plane; /* --control-plane URL (lantern-cp's API), $LANTERN_CONTROL_PLANE */
 };
 
 /* Each returns the process exit status. argv[0] is the subcommand's name. */
 int cmd_validate(struct cli *c, int argc, char **argv);
 int cmd_run(struct cli *c, int argc, char **argv);
+/* cprun.c: `run` through a control plane (--control-plane URL) */
+int cp_run(struct cli *c, int argc, char **argv);
 int cmd_ps(struct cli *c, int argc, char **argv);
 int cmd_kill(struct cli *c, int argc, char **argv);
 int cmd_audit(struct cli *c, int argc, char **argv);

@@ -22,12 +22,12 @@ static const struct {
 	{ "egress", cmd_egress, "egress update RUN FILE.yaml       replace a running instance's egress policy" },
 	{ "journal", cmd_journal, "journal [verify] [--json] RUN     print a run's journal; verify its CRCs and hash chain" },
 	{ "step", cmd_step, "step ID [--kind K] -- CMD ARGS   (in a workload) run CMD once as a journaled step" },
-	{ "trace", cmd_trace, "trace RUN [--json]                the run's spans as a tree with durations" },
-	{ "cost", cmd_cost, "cost RUN [--json]                 what the run cost, by component" },
 	{ "image", cmd_image, "image import PATH | ls | rm REF   the node's images (OCI layout or tar, by digest)" },
 	{ "node", cmd_node, "node [--json]                     isolation classes and runtime handlers this node advertises" },
 	{ "logs", cmd_logs, "logs [-f] [-t] [--json] [--from SEQ] RUN\n"
 	  "                                    a run's output with timestamps; -f follows, resuming after reconnects" },
+	{ "trace", cmd_trace, "trace RUN [--json]                the run's spans as a tree with durations" },
+	{ "cost", cmd_cost, "cost RUN [--json]                 what the run cost, by component" },
 	{ "reset", cmd_reset, "reset [--state-dir D] [--bpffs D] [--cgroup-root N]\n"
 	  "                                    remove everything a stopped lanternd left" },
 };
@@ -39,12 +39,15 @@ static int usage(FILE *f)
 		fprintf(f, "  %s\n", cmds[i].help);
 	fprintf(f, "\nLANTERN_SOCKET in the environment works like --socket (default %s).\n",
 		DEFAULT_SOCKET);
+	fprintf(f, "With --control-plane URL (or LANTERN_CONTROL_PLANE), `run FILE.yaml --tenant T`\n"
+		"goes through lantern-cp instead (operator token: LANTERN_CP_TOKEN or --token-file).\n");
 	return f == stderr ? 2 : 0;
 }
 
 int main(int argc, char **argv)
 {
-	struct cli c = { .socket = getenv("LANTERN_SOCKET") };
+	struct cli c = { .socket = getenv("LANTERN_SOCKET"),
+			 .control_plane = getenv("LANTERN_CONTROL_PLANE") };
 	int i = 1;
 
 	log_set_prog("lantern");
@@ -55,6 +58,10 @@ int main(int argc, char **argv)
 			c.socket = argv[++i];
 		else if (!strncmp(argv[i], "--socket=", 9))
 			c.socket = argv[i] + 9;
+		else if (!strcmp(argv[i], "--control-plane") && i + 1 < argc)
+			c.control_plane = argv[++i];
+		else if (!strncmp(argv[i], "--control-plane=", 16))
+			c.control_plane = argv[i] + 16;
 		else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help"))
 			return usage(stdout);
 		else {

@@ -93,6 +93,8 @@ int cmd_run(struct cli *c, int argc, char **argv)
 	json_t *req;
 	int rc;
 
+	if (c->control_plane && *c->control_plane)
+		return cp_run(c, argc, argv);
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--input") && i + 1 < argc)
 			in_file = argv[++i];

@@ -33,6 +33,13 @@ struct daemon_opts {
 	const char *prices_file;    /* --prices: USD per million tokens by model (durable.c) */
 	uint64_t journal_max_bytes; /* per-run journal bound; 0 = the journal's default */
 	uint32_t loop_threshold;    /* proceeds allowed per input digest; 0 = off */
+	const char *control_plane;  /* HOST:PORT of a control plane (cplane.c), or NULL */
+	const char *tenant;
+	const char *bootstrap_token_file;
+	const char *cp_ca;          /* CA to check the control plane's certificate */
+	bool cp_insecure;           /* plaintext to the control plane, explicitly */
+	int max_runs;               /* runs at once told to the control plane */
+	int cp_backoff_max_ms;      /* reconnect backoff ceiling */
 	const char *runtime_handlers[8]; /* --runtime-handler CLASS=HANDLER (ocirun.c) */
 	int n_runtime_handlers;
 	const char *net_bridge;     /* CNI bridge for allowlist_domain/open spawns */
@@ -55,6 +62,7 @@ enum run_status {
 struct run_tm;
 struct client;
 struct durable;
+struct cplane;
 struct durable_node;
 
 /* A follower: a client receiving a run's output and its end. */
@@ -109,6 +117,7 @@ struct daemon {
 	uint64_t egress_denied, egress_audited;
 	char runs_dir[PATH_MAX];
 	struct durable_node *dur;   /* journal syncer, prices (durable.c) */
+	struct cplane *cplane;      /* the control-plane link (cplane.c), NULL if standalone */
 };
 
 /* run.c */
@@ -187,6 +196,12 @@ bool ocirun_api(struct daemon *d, struct client *c, const char *op, json_t *req)
 /* logs.c: `lantern logs` */
 void logs_request(struct daemon *d, struct client *c, struct run *r, json_t *req);
 void logs_unfollow_client(struct daemon *d, struct client *c);
+
+/* cplane.c: runs from a control plane through the tunnel; no-op without one */
+int cplane_open(struct daemon *d, struct lerr *e);
+void cplane_close(struct daemon *d);
+/* Reports r's end to the control plane if r came from it. */
+void cplane_run_ended(struct daemon *d, struct run *r);
 
 /* egress.c */
 int egress_start(struct daemon *d, struct lerr *e);

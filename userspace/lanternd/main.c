@@ -44,7 +44,13 @@ static void usage(FILE *f)
 		"  --net-subnet CIDR     its private range (default 10.213.0.0/24)\n"
 		"  --net-default-route   spawns route everything via the bridge, NATed (default: the\n"
 		"                        bridge's subnet only)\n"
-		"  --log-max BYTES       output kept per run (default 8 MiB, log rotated at half)\n");
+		"  --log-max BYTES       output kept per run (default 8 MiB, log rotated at half)\n"
+		"  --control-plane H:P   dial a control plane (gRPC, TLS) for runs (docs/tunnel.md)\n"
+		"  --bootstrap-token-file FILE  one-time token from POST /v1/data-planes\n"
+		"  --control-plane-ca FILE  CA for the control plane's certificate (default: system)\n"
+		"  --insecure            plaintext to the control plane (tests only)\n"
+		"  --max-runs N          runs at once taken from the control plane (default 64)\n"
+		"  --reconnect-max SEC   ceiling of the reconnect backoff (default 30)\n");
 	telemetry_usage(f);
 }
 
@@ -84,6 +90,12 @@ static int parse_flags(int argc, char **argv, struct daemon_opts *o)
 		{ "net-subnet", required_argument, NULL, 0x503 },
 		{ "net-default-route", no_argument, NULL, 0x504 },
 		{ "log-max", required_argument, NULL, 0x505 },
+		{ "control-plane", required_argument, NULL, 0x601 },
+		{ "bootstrap-token-file", required_argument, NULL, 0x603 },
+		{ "control-plane-ca", required_argument, NULL, 0x604 },
+		{ "insecure", no_argument, NULL, 0x605 },
+		{ "max-runs", required_argument, NULL, 0x606 },
+		{ "reconnect-max", required_argument, NULL, 0x607 },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -109,6 +121,25 @@ static int parse_flags(int argc, char **argv, struct daemon_opts *o)
 			o->runtime_handlers[o->n_runtime_handlers++] = optarg;
 			break;
 		case 0x502: o->net_bridge = optarg; break;
+		case 0x601: o->control_plane = optarg; break;
+		case 0x603: o->bootstrap_token_file = optarg; break;
+		case 0x604: o->cp_ca = optarg; break;
+		case 0x605: o->cp_insecure = true; break;
+		case 0x606:
+		case 0x607: {
+			long v = strtol(optarg, &end, 10);
+
+			if (*end || v <= 0 || v > 100000) {
+				fprintf(stderr, "lanternd: --%s: \"%s\" is not a positive integer\n",
+					c == 0x606 ? "max-runs" : "reconnect-max", optarg);
+				return -1;
+			}
+			if (c == 0x606)
+				o->max_runs = (int)v;
+			else
+				o->cp_backoff_max_ms = (int)v * 1000;
+			break;
+		}
 		case 0x503: o->net_subnet = optarg; break;
 		case 0x504: o->net_default_route = true; break;
 		case 0x505:
@@ -170,6 +201,8 @@ int main(int argc, char **argv)
 			.dns_ttl_floor = 30,
 			.grace_ms = 3000,
 			.loop_threshold = 5,
+			.max_runs = 64,
+			.cp_backoff_max_ms = 30000,
 		},
 		.inotify = -1,
 	};
@@ -179,6 +212,14 @@ int main(int argc, char **argv)
 
 	log_set_prog("lanternd");
 	signal(SIGPIPE, SIG_IGN);
+	/* --tenant is one flag for two readers: telemetry tags standalone runs with it (and
+	 * takes it out of argv), the control-plane link registers with it */
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--tenant") && i + 1 < argc)
+			d.o.tenant = argv[i + 1];
+		else if (!strncmp(argv[i], "--tenant=", 9))
+			d.o.tenant = argv[i] + 9;
+	}
 	if (telemetry_parse_flags(&argc, argv) < 0)
 		return 2;
 	if (parse_flags(argc, argv, &d.o) < 0)
@@ -225,11 +266,15 @@ int main(int argc, char **argv)
 		log_error("%s", e.msg);
 		return 1;
 	}
+	if (ocirun_init(&d, &e) < 0) {
+		log_error("%s", e.msg);
+		return 1;
+	}
 	if (telemetry_start(&d, &e) < 0) {
 		log_error("%s", e.msg);
 		return 1;
 	}
-	if (ocirun_init(&d, &e) < 0) {
+	if (cplane_open(&d, &e) < 0) {
 		log_error("%s", e.msg);
 		return 1;
 	}
@@ -253,6 +298,7 @@ int main(int argc, char **argv)
 		 d.cg.v2, d.cg.layout == CGROUP_HYBRID ? "hybrid" : "unified",
 		 d.o.process_runtime ? ", process runtime on" : "");
 	err = loop_run(d.loop);
+	cplane_close(&d);
 	unlink(d.o.socket);
 	telemetry_stop(&d);
 	lbpf_close(d.bpf);

@@ -309,6 +309,7 @@ static void run_finish(struct daemon *d, struct run *r)
 	log_info("run %s (%s): %s%s%s", r->id, r->spec ? r->spec->name : "?",
 		 run_status_name(r->status), r->reason[0] ? ": " : "", r->reason);
 	run_notify_end(r);
+	cplane_run_ended(d, r);
 }
 
 static void on_shim_exit(struct loop *l, int fd, uint32_t events, void *arg)
