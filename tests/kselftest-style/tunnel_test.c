@@ -30,12 +30,13 @@
 #include "lantern/v1/dataplane.pb-c.h"
 
 #define OPTOK   "tunnel-test-operator-token-0123456789"
-#define POINTS  32
+#define POINTS  34
 #define STREAMS_PER_TENANT 3
 
 static struct tl_env N[3];          /* nodes A, B, C */
 static const char *const NN[3] = { "tunA", "tunB", "tunC" };
 static char plane_of[3][64];
+static char node_flags[3][2048];
 static uint16_t grpc_port, http_port, pg_port;
 static pid_t cp_pid, pg_pid;
 static char cp_log[512], db_url[512], pg_dir[256];
@@ -579,11 +580,26 @@ static void scenario(void)
 			 "--control-plane 127.0.0.1:%u --tenant t1 --bootstrap-token-file %s "
 			 "--control-plane-ca %s --max-runs 4 --reconnect-max 1 %s",
 			 grpc_port, tf, ca, i < 2 ? "--runtime-handler untrusted=none" : "");
+		snprintf(node_flags[i], sizeof(node_flags[i]), "%s", buf);
 		ok = ok && tl_daemon_start(&N[i], buf) == 0;
 	}
 	for (int i = 0; ok && i < 3; i++)
 		ok = wait_plane(plane_of[i], "connected", true, 10000);
 	tap_ok(ok, "%s: three lanternd register over TLS and open their RunStreams", dbname);
+	{
+		json_t *p = NULL;
+		double mem = 0;
+
+		for (uint64_t t0 = tl_ms(); tl_ms() - t0 < 4000 && mem <= 0; ms_sleep(200)) {
+			json_decref(p);
+			p = plane(plane_of[1]);
+			mem = json_real_value(json_object_get(p, "mem_pct"));
+		}
+		tap_ok(mem > 0 && has(str(p, "isolation_classes"), "trusted"),
+		       "%s: ReportMetrics reaches lantern-cp (memory %.1f%%), classes advertised [%s]",
+		       dbname, mem, str(p, "isolation_classes"));
+		json_decref(p);
+	}
 
 	{
 		char p[64] = "", s[2048] = "";
@@ -897,6 +913,23 @@ static void scenario(void)
 		       dbname, rc, oneline(err));
 		free(out);
 		free(err);
+	}
+
+	/* a restarted lanternd resumes its saved session: the bootstrap token is spent */
+	tl_daemon_stop(&N[0], SIGTERM);
+	ok = tl_daemon_start(&N[0], node_flags[0]) == 0;
+	{
+		bool resumed = false;
+
+		for (uint64_t t0 = tl_ms(); ok && !resumed && tl_ms() - t0 < 8000; ms_sleep(100))
+			resumed = tl_log_contains(&N[0], "resuming session of plane") &&
+				  tl_log_contains(&N[0], "RunStream open");
+		const char *r = submit("t1", spec_text("after-restart", "trusted", "host", "true"), plane_of[0], NULL);
+		json_t *x = wait_run(r, "succeeded|failed", 8000);
+		tap_ok(resumed && !strcmp(str(x, "status"), "succeeded"),
+		       "%s: a restarted lanternd resumes its session and takes runs (%s)", dbname,
+		       str(x, "status"));
+		json_decref(x);
 	}
 
 	/* a node killed: marked down after missed heartbeats, its run fails with the reason */
