@@ -209,14 +209,19 @@ static void test_failures(void)
 		char *marker[] = { "sh", "-c", "echo ran", NULL };
 		struct cgroup_inst g;
 
+		const char *step = "prepare";
+		struct lerr de = { "" };
+
 		status = -1;
 		memset(&x, 0, sizeof(x));
-		if (!prepare("i-gone", run_dir, &g) && !cgroup_inst_destroy(&g, 2000, NULL) &&
-		    !start(run_dir, &g, marker, &pid, &pidfd))
-			status = finish(pid, pidfd);
-		tap_ok(status == 0 && spawn_read_exit(run_dir, &x) == 0 && x.exit_code == 126 &&
-			       strstr(x.error, "join cgroup") && !runfile(run_dir, "stdout")[0],
-		       "failure to join the cgroup: no exec, exit 126: %s", x.error);
+		if (!prepare("i-gone", run_dir, &g) && (step = "destroy", !cgroup_inst_destroy(&g, 2000, &de)) &&
+		    (step = "start", !start(run_dir, &g, marker, &pid, &pidfd)))
+			step = "finish", status = finish(pid, pidfd);
+		bool joined_ok = status == 0 && spawn_read_exit(run_dir, &x) == 0 && x.exit_code == 126 &&
+				 strstr(x.error, "join cgroup") && !runfile(run_dir, "stdout")[0];
+		tap_ok(joined_ok,
+		       "failure to join the cgroup: no exec, exit 126: %s (last step %s, status %d, exit %d%s%s)",
+		       x.error, step, status, x.exit_code, de.msg[0] ? ", " : "", de.msg);
 	}
 
 	r = (struct spawn_req){ .shim_path = "/nonexistent/lantern-shim", .run_dir = run_dir,
