@@ -34,9 +34,9 @@
 
 #define OPTOK  "bench-tunnel-operator-token-0123456789"
 #define NODES  3
-#define ROUNDS 6
-#define PER_ROUND 10
-#define BURST  120
+#define ROUNDS 10
+#define PER_ROUND 20
+#define BURST  150
 
 static char dir[256], build[PATH_MAX], http[64];
 static uint16_t grpc_port, http_port;
