@@ -81,8 +81,6 @@ int rpc_stream_send(struct rpc_stream *s, const void *msg, size_t len);
 void rpc_stream_finish(struct rpc_stream *s, int status, const char *details);
 void rpc_stream_ref(struct rpc_stream *s);
 void rpc_stream_unref(struct rpc_stream *s);
-/* Peer address as gRPC spells it ("ipv4:127.0.0.1:5000"); caller frees. */
-char *rpc_stream_peer(struct rpc_stream *s);
 
 /* Server side */
 struct rpc_buf {

@@ -92,7 +92,5 @@ void tunnel_report(struct tunnel *t, const char *run_id, int64_t epoch, enum tun
 int tunnel_complete(struct tunnel *t, const struct tunnel_completion *c, struct lerr *e);
 /* True while run_id's completion waits for its acknowledgement. */
 bool tunnel_pending(struct tunnel *t, const char *run_id);
-/* True once Register succeeded and a RunStream is open. */
-bool tunnel_connected(struct tunnel *t);
 
 #endif

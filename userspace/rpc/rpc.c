@@ -16,7 +16,6 @@
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
-#include <grpc/support/alloc.h>
 #include <grpc/support/log.h>
 #include <grpc/support/time.h>
 
@@ -617,14 +616,6 @@ void rpc_stream_finish(struct rpc_stream *s, int status, const char *details)
 		}
 	}
 	pthread_mutex_unlock(&s->mu);
-}
-
-char *rpc_stream_peer(struct rpc_stream *s)
-{
-	char *p = grpc_call_get_peer(s->call), *r = strdup(p ? p : "?");
-
-	gpr_free(p);
-	return r;
 }
 
 /* --- server --- */

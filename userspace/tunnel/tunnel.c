@@ -140,16 +140,6 @@ void tunnel_set_load(struct tunnel *t, int active_runs, int queue_depth)
 	atomic_store(&t->queue_depth, queue_depth);
 }
 
-bool tunnel_connected(struct tunnel *t)
-{
-	bool up;
-
-	pthread_mutex_lock(&t->mu);
-	up = t->stream != NULL;
-	pthread_mutex_unlock(&t->mu);
-	return up;
-}
-
 /* --- session file --- */
 
 static void session_save(struct tunnel *t)
