@@ -148,10 +148,24 @@ static size_t node_classes(struct daemon *d, const char **out, size_t max)
 
 /* Cost and tokens of a finished run. The meter (issues 4 and 5) owns these figures;
  * until it exposes per-run totals to lanternd they are reported as 0. */
+/* The run's metered cost and its tokens summed over models: input counts uncached,
+ * cache-read and cache-creation input; output counts output and reasoning. */
 static void run_usage(struct daemon *d, struct run *r, double *cost, int64_t *tin, int64_t *tout)
 {
-	*cost = 0;
+	json_t *c = telemetry_run_cost(d, r), *tokens, *u;
+	const char *model;
+
+	*cost = json_number_value(json_object_get(c, "total_usd"));
 	*tin = *tout = 0;
+	tokens = json_object_get(json_object_get(c, "usage"), "tokens");
+	json_object_foreach(tokens, model, u) {
+		*tin += json_integer_value(json_object_get(u, "input_tokens")) +
+			json_integer_value(json_object_get(u, "cache_read_tokens")) +
+			json_integer_value(json_object_get(u, "cache_creation_tokens"));
+		*tout += json_integer_value(json_object_get(u, "output_tokens")) +
+			 json_integer_value(json_object_get(u, "reasoning_tokens"));
+	}
+	json_decref(c);
 }
 
 static enum tunnel_status dp_status(enum run_status s)
