@@ -8,11 +8,16 @@
  * enforced as a token bucket per (instance, rule), the rule being the one the egress
  * programs recorded on the socket when they admitted its connection.
  *
- * Every program starts with the same filter: the caller's cgroup at the instance
- * level, looked up by its full 64-bit id in lantern_tm_inst. A process outside an
- * instance pays that one lookup and nothing more. The syscall hooks come in three
- * flavours (tp_btf, raw_tp, tracepoint); lbpf loads one of them (tp_btf by default,
- * the cheapest measured by bench/telemetry). */
+ * Every program starts with a filter on the caller's instance. The syscall programs,
+ * which run for every syscall of the machine, test one thing: a mark in the storage of
+ * the caller's own cgroup (lantern_tm_cgrp), which lbpf puts on an instance cgroup and
+ * its existing descendants when the instance is added and lantern_cgroup_mkdir on every
+ * cgroup created below it later. A process outside an instance pays that one storage
+ * miss on sys_enter and one task-storage miss on sys_exit (the ancestor-id helper and
+ * hash lookup this replaced cost ~5 ns more per syscall, bench/RESULTS.md). The other programs look
+ * the caller's instance-level ancestor id up in lantern_tm_inst. The syscall hooks come
+ * in three flavours (tp_btf, raw_tp, tracepoint); lbpf loads one of them (tp_btf by
+ * default). */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
@@ -49,6 +54,13 @@ struct {
 } lantern_tm_task SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_CGRP_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct lantern_tm_mark);
+} lantern_tm_cgrp SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, 4096);
 	__type(key, __u64);
@@ -82,16 +94,17 @@ static __always_inline bool tracked(__u64 *cgid)
 
 static __always_inline void sys_enter(long id)
 {
+	struct task_struct *task = bpf_get_current_task_btf();
 	struct lantern_task_state *t;
-	__u64 cgid;
+	struct lantern_tm_mark *m;
 
-	if (!tracked(&cgid))
+	m = bpf_cgrp_storage_get(&lantern_tm_cgrp, task->cgroups->dfl_cgrp, 0, 0);
+	if (!m)
 		return;
-	t = bpf_task_storage_get(&lantern_tm_task, bpf_get_current_task_btf(), 0,
-				 BPF_LOCAL_STORAGE_GET_F_CREATE);
+	t = bpf_task_storage_get(&lantern_tm_task, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!t)
 		return;
-	t->cgroup_id = cgid;
+	t->cgroup_id = m->cgroup_id;
 	t->nr = (__u32)id;
 	t->start_ns = bpf_ktime_get_ns();
 }
@@ -129,6 +142,10 @@ static __always_inline void sys_exit(void)
 	if (!s) {
 		struct lantern_sys_stats zero = {};
 
+		/* first call of this syscall: only for an instance still observed, so a
+		 * mark outliving its instance (a cgroup kept after removal) counts nothing */
+		if (!bpf_map_lookup_elem(&lantern_tm_inst, &key.cgroup_id))
+			return;
 		bpf_map_update_elem(&lantern_tm_sys, &key, &zero, BPF_NOEXIST);
 		s = bpf_map_lookup_elem(&lantern_tm_sys, &key);
 		if (!s)
@@ -216,6 +233,27 @@ static __always_inline struct lantern_proc_event *proc_event(__u64 cgid, __u32 t
 	ev->filename[0] = '\0';
 	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
 	return ev;
+}
+
+/* A cgroup created below an instance carries the instance's mark, so the syscall
+ * programs see processes the workload moves into its own sub-cgroups. */
+SEC("tp_btf/cgroup_mkdir")
+int BPF_PROG(lantern_cgroup_mkdir, struct cgroup *cgrp, const char *path)
+{
+	struct lantern_tm_mark *m;
+	struct cgroup *anc;
+	__u64 cgid;
+
+	if (BPF_CORE_READ(cgrp, level) <= (int)instance_level || instance_level >= 64)
+		return 0;
+	anc = BPF_CORE_READ(cgrp, ancestors[instance_level & 63]);
+	cgid = BPF_CORE_READ(anc, kn, id);
+	if (!bpf_map_lookup_elem(&lantern_tm_inst, &cgid))
+		return 0;
+	m = bpf_cgrp_storage_get(&lantern_tm_cgrp, cgrp, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (m)
+		m->cgroup_id = cgid;
+	return 0;
 }
 
 SEC("tp_btf/sched_process_fork")

@@ -10,7 +10,9 @@
 
 #define LANTERN_TM_SYS_ENTRIES   65536      /* (instance, syscall) pairs, all instances */
 #define LANTERN_TM_RATE_ENTRIES  16384      /* (instance, rule) token buckets */
-#define LANTERN_TM_EVENTS_BYTES  (1 << 20)  /* default ring buffer size */
+#define LANTERN_TM_EVENTS_BYTES  (8 << 20)  /* default ring buffer size: ~55,000 process
+					     * events, 0.5 s of a consumer not scheduled at
+					     * 100,000 events/s (bench/telemetry) */
 #define LANTERN_LAT_BUCKETS      32         /* log2 buckets of nanoseconds: [2^i, 2^(i+1)) */
 #define LANTERN_NO_RULE          0xffff
 
@@ -18,6 +20,12 @@
 struct lantern_tm_instance {
 	__u32 flags;    /* reserved, 0 */
 	__u32 pad;
+};
+
+/* lantern_tm_cgrp: cgroup storage, present on an instance cgroup and every cgroup
+ * below it; absent everywhere else. The syscall programs' one test. */
+struct lantern_tm_mark {
+	__u64 cgroup_id;   /* the instance's cgroup v2 id */
 };
 
 /* lantern_tm_sys: per-CPU hash of per-instance, per-syscall figures. */

@@ -4,10 +4,10 @@
  * terms.
  *
  * Pinned layout under pin_root (beside the egress pins, see lbpf.h):
- *   maps:  lantern_tm_inst lantern_tm_sys lantern_tm_task lantern_tm_proc lantern_tm_net
+ *   maps:  lantern_tm_inst lantern_tm_cgrp lantern_tm_sys lantern_tm_task lantern_tm_proc lantern_tm_net
  *          lantern_tm_rate lantern_tm_drops lantern_tm_events lantern_sock_rule (shared
  *          with the egress programs, which write it)
- *   links: link_tm_sys_enter link_tm_sys_exit link_tm_fork link_tm_exec link_tm_exit
+ *   links: link_tm_sys_enter link_tm_sys_exit link_tm_cgroup_mkdir link_tm_fork link_tm_exec link_tm_exit
  *          link_tm_skb_egress link_tm_skb_ingress
  *   progs: prog_tm_<same names>
  * After a restart the cgroup_skb links get the new programs swapped in atomically;
@@ -77,5 +77,24 @@ int lbpf_tm_drops(struct lbpf_tm *t, struct lantern_tm_drops *out);
 typedef void (*lbpf_proc_cb)(const struct lantern_proc_event *ev, void *arg);
 int lbpf_tm_events_fd(struct lbpf_tm *t);
 int lbpf_tm_events_consume(struct lbpf_tm *t, lbpf_proc_cb cb, void *arg);
+
+/* Benchmark only (bench/telemetry; tm_bench.bpf.c), nothing pinned.
+ * Floor: empty programs on raw_syscalls sys_enter (and sys_exit if with_exit) of the
+ * given kind, attached until closed. */
+struct lbpf_tm_floor;
+int lbpf_tm_floor_open(enum lbpf_sys_hook h, bool with_exit, struct lbpf_tm_floor **out,
+		       struct lerr *e);
+void lbpf_tm_floor_close(struct lbpf_tm_floor *f);
+/* Burst: a synthetic producer of process events (exec and exit alternating, cgroup id
+ * cgid) into the ring buffer pinned at pin_root/lantern_tm_events. lbpf_tm_burst writes
+ * n events (in the caller's context) and reports the reserves that failed. */
+struct lbpf_tm_burst;
+int lbpf_tm_burst_open(const char *pin_root, uint64_t cgid, struct lbpf_tm_burst **out,
+		       struct lerr *e);
+int lbpf_tm_burst(struct lbpf_tm_burst *b, uint32_t n, uint32_t *failed);
+void lbpf_tm_burst_close(struct lbpf_tm_burst *b);
+/* raw_syscalls links (tp_btf and raw_tp) attached on the machine: anything but 0 before
+ * a measurement means "no program" already pays the floor. */
+int lbpf_tm_syscall_links(void);
 
 #endif

@@ -2,13 +2,16 @@
  * without lanternd: a private pin root and cgroup subtree, instance cgroups joined by
  * forked children. Covers exact syscall counts (a known number of getpid calls) and
  * latency histograms for each kind of syscall program, a process outside any
- * instance not counted, exec and exit events, fork/exec/exit counters, ring buffer
+ * instance not counted, processes in sub-cgroups of an instance (made before and after
+ * it was added) counted, exec and exit events, fork/exec/exit counters, ring buffer
  * drops counted exactly under overload, network counters, rate_bps enforced by the
  * token bucket on a loopback transfer (within 10% of the limit, with the egress
  * programs recording the admitting rule on the socket), adoption of the pins, and
  * cleanup of an instance's entries. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -16,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -28,7 +32,7 @@
 #include "lantern/policy.h"
 #include "lantern/spec.h"
 
-#define PLAN 23
+#define PLAN 24
 #define GETPIDS 100000
 #define RATE_BPS 16000000ULL   /* 2 MB/s */
 
@@ -99,6 +103,30 @@ static void do_getpids(void *arg)
 		syscall(SYS_getpid);
 }
 
+/* in_cgroup for a cgroup v2 directory of the test's own (a sub-cgroup of an instance) */
+static int in_dir(const char *dir, void (*fn)(void *), void *arg)
+{
+	char path[PATH_MAX + 16], pid[16];
+	int st = 0;
+	pid_t p = fork();
+
+	if (p == 0) {
+		int fd;
+
+		snprintf(path, sizeof(path), "%s/cgroup.procs", dir);
+		snprintf(pid, sizeof(pid), "%d", getpid());
+		fd = open(path, O_WRONLY | O_CLOEXEC);
+
+		if (fd < 0 || write(fd, pid, strlen(pid)) < 0)
+			_exit(99);
+		close(fd);
+		fn(arg);
+		_exit(0);
+	}
+	waitpid(p, &st, 0);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
 static void do_exec_true(void *arg)
 {
 	execl("/bin/true", "true", (char *)NULL);
@@ -163,6 +191,35 @@ static void do_exit7(void *arg)
 
 static const char *hook_names[] = { "tp_btf", "raw_tp", "tracepoint" };
 
+/* The syscall programs test a mark on the caller's own cgroup: lbpf marks the cgroups
+ * below an instance when it is added, lantern_cgroup_mkdir those made afterwards. */
+static void test_subcgroups(struct lbpf_tm *t, struct cgroup_inst *c)
+{
+	char pre[PATH_MAX + 8], post[PATH_MAX + 8], deep[PATH_MAX + 16];
+	struct lerr e = { { 0 } };
+	struct sys_acc a = { 0 };
+	int r;
+
+	snprintf(pre, sizeof(pre), "%s/pre", c->dirs[0]);
+	snprintf(post, sizeof(post), "%s/post", c->dirs[0]);
+	snprintf(deep, sizeof(deep), "%s/post/deep", c->dirs[0]);
+	/* "pre" exists before the instance is added again */
+	lbpf_tm_instance_remove(t, c->id);
+	r = mkdir(pre, 0755);
+	lbpf_tm_instance_add(t, c->id, NULL, 0, &e);
+	r = r ? r : mkdir(post, 0755);
+	r = r ? r : mkdir(deep, 0755);
+	r = r ? r : in_dir(pre, do_getpids, NULL);
+	r = r ? r : in_dir(deep, do_getpids, NULL);
+	lbpf_tm_syscalls(t, c->id, sys_cb, &a);
+	tap_ok(r == 0 && a.getpid == 2 * GETPIDS && a.getpid_hist == 2 * GETPIDS,
+	       "sub-cgroups of an instance, made before and after it was added, count as the "
+	       "instance (%d, %llu of %d)", r, (unsigned long long)a.getpid, 2 * GETPIDS);
+	rmdir(deep);
+	rmdir(post);
+	rmdir(pre);
+}
+
 static void test_syscalls(void)
 {
 	for (int h = 0; h < 3; h++) {
@@ -196,6 +253,8 @@ static void test_syscalls(void)
 		       "cgroup counts nothing (got %llu, hist %llu, other %llu)", hook_names[h], GETPIDS,
 		       (unsigned long long)in.getpid, (unsigned long long)in.getpid_hist,
 		       (unsigned long long)out.total);
+		if (h == LBPF_SYS_TP_BTF)
+			test_subcgroups(t, c);
 		lbpf_tm_instance_remove(t, c->id);
 		lbpf_tm_close(t);
 		lbpf_unpin_all(pins, &e);

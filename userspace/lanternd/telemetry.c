@@ -93,7 +93,7 @@ void telemetry_usage(FILE *f)
 		"                        else http/protobuf)\n"
 		"  --metrics-addr A:P    Prometheus text metrics on http://A:P/metrics (default off)\n"
 		"  --syscall-hook K      tp_btf (default), raw_tp, tracepoint or none\n"
-		"  --telemetry-ringbuf-bytes N  process event ring buffer size (power of 2, default 1 MiB)\n");
+		"  --telemetry-ringbuf-bytes N  process event ring buffer size (power of 2, default 8 MiB)\n");
 }
 
 int telemetry_parse_flags(int *argc, char **argv)

@@ -7,6 +7,7 @@
  * as they are (their programs use the same pinned maps). */
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -19,7 +20,7 @@
 #include "lantern/lbpf_tm.h"
 #include "telemetry.skel.h"
 
-#define TM_NLINKS 7
+#define TM_NLINKS 8
 
 struct lbpf_tm {
 	struct telemetry_bpf *skel;
@@ -29,7 +30,8 @@ struct lbpf_tm {
 	lbpf_proc_cb cb;
 	void *cb_arg;
 	int ncpus;
-	int fd_inst, fd_sys, fd_proc, fd_net, fd_rate, fd_drops, fd_events;
+	int fd_inst, fd_sys, fd_proc, fd_net, fd_rate, fd_drops, fd_events, fd_cgrp;
+	int fd_node;    /* the node's cgroup v2 directory: opens instance cgroups by id */
 };
 
 static const char *const hook_names[] = {
@@ -67,6 +69,7 @@ static int tm_progs(struct lbpf_tm *t, enum lbpf_sys_hook h, struct tm_prog out[
 		out[n++] = (struct tm_prog){ enter[h], "tm_sys_enter", false };
 		out[n++] = (struct tm_prog){ exit_[h], "tm_sys_exit", false };
 	}
+	out[n++] = (struct tm_prog){ s->progs.lantern_cgroup_mkdir, "tm_cgroup_mkdir", false };
 	out[n++] = (struct tm_prog){ s->progs.lantern_fork, "tm_fork", false };
 	out[n++] = (struct tm_prog){ s->progs.lantern_exec, "tm_exec", false };
 	out[n++] = (struct tm_prog){ s->progs.lantern_exit, "tm_exit", false };
@@ -194,6 +197,7 @@ int lbpf_tm_open(const struct lbpf_tm_opts *o, struct lbpf_tm **out, bool *adopt
 	t = calloc(1, sizeof(*t));
 	if (!t)
 		return lerr_set(e, -ENOMEM, "lbpf: out of memory");
+	t->fd_node = -1;
 	snprintf(t->pin_root, sizeof(t->pin_root), "%s", o->pin_root);
 	t->ncpus = libbpf_num_possible_cpus();
 	if (t->ncpus <= 0) {
@@ -236,6 +240,12 @@ int lbpf_tm_open(const struct lbpf_tm_opts *o, struct lbpf_tm **out, bool *adopt
 	t->fd_rate = bpf_map__fd(t->skel->maps.lantern_tm_rate);
 	t->fd_drops = bpf_map__fd(t->skel->maps.lantern_tm_drops);
 	t->fd_events = bpf_map__fd(t->skel->maps.lantern_tm_events);
+	t->fd_cgrp = bpf_map__fd(t->skel->maps.lantern_tm_cgrp);
+	t->fd_node = open(o->cgroup_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (t->fd_node < 0) {
+		err = lerr_set(e, -errno, "lbpf: opening cgroup %s: %s", o->cgroup_path, strerror(errno));
+		goto fail;
+	}
 	for (int i = 0; i < n; i++)
 		if ((err = attach_one(t, i, &progs[i], &cg_fd, o, &adopt, e)) < 0)
 			break;
@@ -265,7 +275,60 @@ void lbpf_tm_close(struct lbpf_tm *t)
 	for (int i = 0; i < TM_NLINKS; i++)
 		bpf_link__destroy(t->links[i]);
 	telemetry_bpf__destroy(t->skel);
+	if (t->fd_node >= 0)
+		close(t->fd_node);
 	free(t);
+}
+
+/* The cgroup v2 directory with id cgid, opened through the node's cgroup fs (cgroup
+ * ids are kernfs file handles), or -errno. */
+static int open_cgroup_by_id(struct lbpf_tm *t, uint64_t cgid)
+{
+	struct {
+		struct file_handle fh;
+		uint64_t id;
+	} h = { .fh = { .handle_bytes = sizeof(uint64_t), .handle_type = 0xfe /* FILEID_KERNFS */ },
+		.id = cgid };
+	int fd = open_by_handle_at(t->fd_node, &h.fh, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	return fd < 0 ? -errno : fd;
+}
+
+/* Marks (or unmarks) the cgroup dir_fd and, below depth 16, every cgroup under it;
+ * cgroups created later are marked by lantern_cgroup_mkdir. */
+static int mark_tree(struct lbpf_tm *t, int dir_fd, uint64_t cgid, bool mark, int depth)
+{
+	struct lantern_tm_mark m = { .cgroup_id = cgid };
+	struct dirent *de;
+	int err = 0, dup_fd;
+	DIR *d;
+
+	if (mark) {
+		if (bpf_map_update_elem(t->fd_cgrp, &dir_fd, &m, BPF_ANY) < 0)
+			return -errno;
+	} else if (bpf_map_delete_elem(t->fd_cgrp, &dir_fd) < 0 && errno != ENOENT) {
+		return -errno;
+	}
+	if (depth >= 16 || (dup_fd = dup(dir_fd)) < 0)
+		return 0;
+	d = fdopendir(dup_fd);
+	if (!d) {
+		close(dup_fd);
+		return 0;
+	}
+	while (!err && (de = readdir(d))) {
+		int sub;
+
+		if (de->d_type != DT_DIR || de->d_name[0] == '.')
+			continue;
+		sub = openat(dir_fd, de->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (sub < 0)
+			continue; /* removed meanwhile */
+		err = mark_tree(t, sub, cgid, mark, depth + 1);
+		close(sub);
+	}
+	closedir(d);
+	return err;
 }
 
 int lbpf_tm_instance_add(struct lbpf_tm *t, uint64_t cgid, const struct lbpf_rate *rates,
@@ -297,6 +360,20 @@ int lbpf_tm_instance_add(struct lbpf_tm *t, uint64_t cgid, const struct lbpf_rat
 		lbpf_tm_instance_remove(t, cgid);
 		return lerr_set(e, err, "lbpf: map lantern_tm_inst: adding cgroup %llu: %s",
 				(unsigned long long)cgid, strerror(-err));
+	}
+	/* after lantern_tm_inst, so a cgroup created meanwhile is marked by
+	 * lantern_cgroup_mkdir or by this walk, if not by both */
+	{
+		int fd = open_cgroup_by_id(t, cgid), err;
+
+		err = fd < 0 ? fd : mark_tree(t, fd, cgid, true, 0);
+		if (fd >= 0)
+			close(fd);
+		if (err < 0) {
+			lbpf_tm_instance_remove(t, cgid);
+			return lerr_set(e, err, "lbpf: map lantern_tm_cgrp: marking cgroup %llu: %s",
+					(unsigned long long)cgid, strerror(-err));
+		}
 	}
 	return 0;
 }
@@ -331,6 +408,13 @@ static void delete_by_cgid(int fd, size_t key_size, uint64_t cgid)
 int lbpf_tm_instance_remove(struct lbpf_tm *t, uint64_t cgid)
 {
 	int err = bpf_map_delete_elem(t->fd_inst, &cgid) < 0 && errno != ENOENT ? -errno : 0;
+	int fd = open_cgroup_by_id(t, cgid);
+
+	/* the cgroup may be gone already, and its marks with it */
+	if (fd >= 0) {
+		mark_tree(t, fd, cgid, false, 0);
+		close(fd);
+	}
 
 	delete_by_cgid(t->fd_sys, sizeof(struct lantern_sys_key), cgid);
 	delete_by_cgid(t->fd_rate, sizeof(struct lantern_rate_key), cgid);
