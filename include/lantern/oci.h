@@ -72,6 +72,11 @@ int oci_delete(const struct oci_handler *h, const char *id);
 /* Container ids the runtime knows under its root. *ids must be freed (each and all). */
 int oci_list(const struct oci_handler *h, char ***ids, size_t *n);
 
+/* Runs argv (absolute path) with envp (NULL: ours) and stdin from in (NULL: /dev/null),
+ * capturing stdout and stderr into out (cap bytes, NUL-terminated). Returns the exit
+ * status, or -errno. The runtimes, CNI plugins and `ip` go through it. */
+int oci_exec(char *const argv[], char *const envp[], const char *in, char *out, size_t cap);
+
 /* --- CNI: a veth to the node bridge in a network namespace of the spawn's own --- */
 struct oci_cni {
 	char plugin_dir[PATH_MAX];   /* /usr/lib/cni */

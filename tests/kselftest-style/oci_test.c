@@ -5,7 +5,9 @@
  * throttling, timeout, cancel; egress allowed and denied through the CNI bridge under
  * runc and runsc (whose Sentry and gofer sit in the instance cgroup); logs followed
  * across a lanternd restart with no gap and no duplicate; 200 spawns in a row leave
- * no cgroup, namespace, veth, map entry, container, mount, fd or process behind.
+ * no cgroup, namespace, veth, map entry, container, mount, fd or process behind;
+ * and after kill -9 of lanternd with spawns running, `lantern reset` removes their
+ * containers, namespaces, veths, bridge, cgroups (every hierarchy) and processes.
  *
  * Network traffic stays on this machine: spawns reach only the test bridge's own
  * address (a listener of this test), and their namespaces have no default route. */
@@ -360,14 +362,63 @@ static void test_no_leftovers(void)
 	(void)rc;
 }
 
+/* lanternd dies with a runc and a runsc spawn running on the bridge: reset removes all. */
+static void test_reset_after_kill(void)
+{
+	char rules[200], *out = NULL, cmd[2048];
+	int rc;
+
+	snprintf(rules, sizeof(rules), "  network: allowlist_domain\n  egress_rules:\n    - pattern: tcp://%s:9\n", gw);
+	tl_sh(NULL, NULL, "%s/lantern --socket %s run %s >/dev/null 2>&1 &", T.build, T.sock,
+	      spec("left-runc", "trusted", NULL, rules, "sleep 60"));
+	tl_sh(NULL, NULL, "%s/lantern --socket %s run %s >/dev/null 2>&1 &", T.build, T.sock,
+	      spec("left-runsc", "standard", NULL, rules, "sleep 60"));
+	tl_sh(NULL, NULL, "for i in $(seq 100); do [ $(%s/lantern --socket %s ps | grep -c running) -ge 2 ] && break; sleep 0.1; done",
+	      T.build, T.sock);
+	/* containers, namespaces, veths on the bridge, the bridge, cgroup dirs in any
+	 * hierarchy, processes of the runs */
+	snprintf(cmd, sizeof(cmd),
+		 "(runc --root %s/oci/runc list -q; runsc --root %s/oci/runsc list -q) 2>/dev/null | grep -c .; "
+		 "ip netns | grep -c %s-; ip -o link | grep -c 'master %s'; ip -o link show %s 2>/dev/null | grep -c .; "
+		 "ls -d /sys/fs/cgroup/*/%s 2>/dev/null | grep -c .; sleep 0.3; ps -e -o args | grep '[/]%s/' | grep -vc '^sh -c'",
+		 T.state, T.state, T.cgroot, bridge, bridge, T.cgroot, strrchr(T.dir, '/') + 1);
+	tl_sh(&out, NULL, "%s", cmd);
+	{
+		int v[6] = { 0 };
+
+		/* runsc lists a container only while its sandbox is up: at least runc's */
+		if (out)
+			sscanf(out, "%d %d %d %d %d %d", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5]);
+		tap_ok(v[0] >= 1 && v[1] == 2 && v[2] == 2 && v[3] == 1 && v[4] >= 1 && v[5] >= 1,
+		       "two spawns left running (containers, netns, veths, bridge, cgroups, processes): %s",
+		       oneline(out));
+	}
+	free(out);
+	tl_daemon_stop(&T, SIGKILL);
+	rc = tl_lantern(&T, &out, NULL, "reset --state-dir %s --bpffs %s --cgroup-root %s", T.state, T.bpffs, T.cgroot);
+	free(out);
+	tl_sh(NULL, NULL, "sleep 0.5");
+	tl_sh(&out, NULL, "%s", cmd);
+	{
+		char *left = NULL;
+
+		tl_sh(&left, NULL, "ps -e -o args | grep '[/]%s/' | cut -c1-100", strrchr(T.dir, '/') + 1);
+		tap_ok(rc == 0 && out && !strcmp(out, "0\n0\n0\n0\n0\n0\n"),
+		       "after kill -9 of lanternd, lantern reset removes them all: %s %s", oneline(out),
+		       left && *left ? left : "");
+		free(left);
+	}
+	free(out);
+}
+
 int main(void)
 {
 	const char *missing = tl_env_missing();
 	unsigned a = 200 + (unsigned)getpid() % 50, b = ((unsigned)getpid() / 50) % 250;
 
-	tap_plan(34);
+	tap_plan(36);
 	if (missing || access("/usr/sbin/runc", X_OK) || access("/usr/bin/runsc", X_OK)) {
-		for (int i = 0; i < 34; i++)
+		for (int i = 0; i < 36; i++)
 			tap_skip(missing ? missing : "runc and runsc are not installed (make deps)", "oci point %d", i + 1);
 		return tap_failures ? 1 : 0;
 	}
@@ -386,6 +437,7 @@ int main(void)
 	test_egress();
 	test_logs();
 	test_no_leftovers();
+	test_reset_after_kill();
 	cleanup();
 	return tap_failures ? 1 : 0;
 }

@@ -1,5 +1,6 @@
 /* reset.c: `lantern reset`: removes everything a stopped lanternd left on the node:
- * kills and removes instance cgroups and the subtree, unpins every program, map and
+ * OCI containers, network namespaces and the bridge (reset_oci.c), kills and removes
+ * instance cgroups and the subtree (in every hierarchy), unpins every program, map and
  * link under the pin root (which ends enforcement), and optionally deletes the state
  * directory. Refuses while a lanternd still answers on the socket. */
 #include <errno.h>
@@ -46,6 +47,8 @@ int cmd_reset(struct cli *c, int argc, char **argv)
 		fprintf(stderr, "lantern: reset: lanternd still answers on %s; stop it first\n", c->socket);
 		return 1;
 	}
+	/* the runtimes first: they kill their containers and remove their cgroups */
+	rc |= reset_oci(state ? state : "/var/lib/lantern", root);
 	if (cgroup_node_open(root, &node, &e) == 0) {
 		if (cgroup_node_list(&node, &names, &n) == 0) {
 			for (size_t i = 0; i < n; i++) {
@@ -60,6 +63,7 @@ int cmd_reset(struct cli *c, int argc, char **argv)
 			}
 			free(names);
 		}
+		rc |= reset_cgroup_sweep(root);
 		if (cgroup_node_remove(&node, &e) < 0) {
 			fprintf(stderr, "lantern: reset: %s\n", e.msg);
 			rc = 1;

@@ -302,6 +302,11 @@ int main(int argc, char **argv)
 	sigset_t term, old, chld;
 	bool open_pipes[2] = { true, true }, have_status = false;
 	pid_t pid, target;
+	/* with --wait-pidfile, children reaped before the runtime's own exit names the
+	 * container's pid: a short workload can end (and be reaped in the same batch)
+	 * before `runc run -d` does */
+	struct { pid_t pid; int st; } early[64];
+	int nearly = 0;
 
 	for (int i = 2; i < argc; i++) {
 		if (!strcmp(argv[i], "--")) {
@@ -460,7 +465,13 @@ int main(int argc, char **argv)
 						child_pid = t;
 						snprintf(pidbuf, sizeof(pidbuf), "%d\n", (int)t);
 						write_atomic(run_dir, "pid", pidbuf);
-						/* it may have ended already, reaped in this loop */
+						/* it may have ended already: reaped before, or later in this loop */
+						for (int k = 0; k < nearly; k++) {
+							if (early[k].pid == t) {
+								status = early[k].st;
+								have_status = true;
+							}
+						}
 						continue;
 					}
 					status = st;
@@ -472,6 +483,9 @@ int main(int argc, char **argv)
 				} else if (w == target) {
 					status = st;
 					have_status = true;
+				} else if (wait_pidfile && target == pid && nearly < (int)(sizeof(early) / sizeof(early[0]))) {
+					early[nearly].pid = w;
+					early[nearly++].st = st;
 				}
 			}
 			if (have_status)

@@ -186,6 +186,11 @@ int ocirun_start(struct daemon *d, struct run *r, struct spawn_req *req, struct 
 void ocirun_adopt(struct run *r);
 /* Container, network namespace, bundle; before the cgroup goes. */
 void ocirun_teardown(struct daemon *d, struct run *r);
+/* The same on a worker thread; cont(r) runs on the loop after it. False if there is
+ * nothing to tear down (or no worker): the caller goes on at once. */
+bool ocirun_teardown_async(struct daemon *d, struct run *r, void (*cont)(struct run *r));
+/* Finishes queued teardowns and stops the workers (lanternd's exit). */
+void ocirun_close(struct daemon *d);
 void ocirun_free(struct run *r);
 /* Containers and namespaces no live run owns (after adoption). */
 void ocirun_reclaim(struct daemon *d);

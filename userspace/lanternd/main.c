@@ -298,6 +298,7 @@ int main(int argc, char **argv)
 		 d.cg.v2, d.cg.layout == CGROUP_HYBRID ? "hybrid" : "unified",
 		 d.o.process_runtime ? ", process runtime on" : "");
 	err = loop_run(d.loop);
+	ocirun_close(&d);
 	cplane_close(&d);
 	unlink(d.o.socket);
 	telemetry_stop(&d);

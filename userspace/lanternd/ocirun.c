@@ -23,6 +23,7 @@
 #include "lantern/oci.h"
 #include "lantern/spawn.h"
 #include "lantern/util.h"
+#include "lantern/workq.h"
 
 #define N_CLASSES (SPEC_ISO_DEVCONTAINER + 1)
 
@@ -34,6 +35,7 @@ struct ocirun {
 	char netns[PATH_MAX];
 	char ip[64];
 	bool netns_made;
+	bool tearing;               /* a worker is removing it */
 	bool torn_down;
 	char *argv[24];
 	char *envp[4];
@@ -43,6 +45,10 @@ static struct oci_handler handlers[3];     /* runc, runsc, kata */
 static const char *class_handler[N_CLASSES]; /* NULL: not supported on this node */
 static struct oci_cni cni;
 static char image_store[PATH_MAX];
+/* runtime deletes and CNI removals run here, off the event loop: each is an exec of a
+ * runtime or plugin that takes tens of milliseconds */
+static struct workq *pool;
+#define POOL_THREADS 2
 
 static const struct oci_handler *handler_named(const char *name)
 {
@@ -58,6 +64,22 @@ static int class_of(const char *name)
 		if (!strcmp(spec_isolation_name((enum spec_isolation)i), name))
 			return i;
 	return -1;
+}
+
+/* STATE/oci/net.json: what `lantern reset` needs to find this node's networks after
+ * lanternd is gone (tools/lantern/reset_oci.c). */
+static void ocirun_record_net(struct daemon *d)
+{
+	char path[PATH_MAX + 16], *s;
+	json_t *j = json_pack("{s:s, s:s, s:s, s:b}", "bridge", cni.bridge, "subnet", cni.subnet,
+			      "netns_prefix", cni.netns_prefix, "default_route", cni.default_route);
+
+	s = j ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+	json_decref(j);
+	snprintf(path, sizeof(path), "%s/oci/net.json", d->o.state_dir);
+	if (!s || util_write_file_atomic(path, s, strlen(s)) < 0)
+		log_warn("cannot write %s: lantern reset will not find this node's bridge", path);
+	free(s);
 }
 
 int ocirun_init(struct daemon *d, struct lerr *e)
@@ -93,6 +115,8 @@ int ocirun_init(struct daemon *d, struct lerr *e)
 		class_handler[c] = strcmp(eq + 1, "none") ? eq + 1 : NULL;
 	}
 
+	if ((err = workq_open(d->loop, POOL_THREADS, "lantern-oci", &pool, e)) < 0)
+		return err;
 	snprintf(cni.plugin_dir, sizeof(cni.plugin_dir), "/usr/lib/cni");
 	snprintf(cni.data_dir, sizeof(cni.data_dir), "%s/cni", d->o.state_dir);
 	snprintf(cni.bridge, sizeof(cni.bridge), "%s", d->o.net_bridge ? d->o.net_bridge : "lantern0");
@@ -104,6 +128,7 @@ int ocirun_init(struct daemon *d, struct lerr *e)
 	for (p = cni.netns_prefix; *p; p++)
 		if (*p == '/')
 			*p = '-';
+	ocirun_record_net(d);
 
 	for (int c = 0; c < N_CLASSES; c++) {
 		const struct oci_handler *h = handler_named(class_handler[c]);
@@ -299,27 +324,96 @@ void ocirun_adopt(struct run *r)
 		r->oci = ocirun_load(r);
 }
 
+/* What one teardown needs, copied so a worker owns it while the loop goes on. */
+struct teardown_job {
+	struct run *r;                  /* touched on the loop only (completion) */
+	void (*cont)(struct run *r);
+	const struct oci_handler *h;    /* static table: lives as long as lanternd */
+	char run_id[32], inst[32];
+	char bundle[PATH_MAX], pidfile[PATH_MAX];
+	bool netns_made;
+};
+
 /* Removes the container (its processes and the cgroups the runtime made), the
- * network namespace with its veth and address, and the bundle. The instance cgroup
- * itself and the map entry are run.c's, after this. */
-void ocirun_teardown(struct daemon *d, struct run *r)
+ * network namespace with its veth and address, and the bundle. */
+static void teardown_work(void *arg)
+{
+	struct teardown_job *j = arg;
+	int err;
+
+	if (j->h && (err = oci_delete(j->h, j->inst)) < 0 && err != -ENOENT)
+		log_warn("run %s: %s delete %s: %s", j->run_id, j->h->name, j->inst, strerror(-err));
+	if (j->netns_made)
+		oci_cni_del(&cni, j->inst);
+	if (j->bundle[0])
+		util_rm_rf(j->bundle);
+	if (j->pidfile[0])
+		unlink(j->pidfile);
+}
+
+static struct teardown_job *teardown_job_new(struct run *r)
 {
 	struct ocirun *o = r->oci;
-	int err;
+	struct teardown_job *j;
 
 	if (!o)
 		o = r->oci = ocirun_load(r);
-	if (!o || o->torn_down)
+	if (!o || o->torn_down || !(j = calloc(1, sizeof(*j))))
+		return NULL;
+	j->r = r;
+	j->h = o->h;
+	j->netns_made = o->netns_made;
+	snprintf(j->run_id, sizeof(j->run_id), "%s", r->id);
+	snprintf(j->inst, sizeof(j->inst), "%s", r->instance_id);
+	snprintf(j->bundle, sizeof(j->bundle), "%s", o->bundle);
+	snprintf(j->pidfile, sizeof(j->pidfile), "%s", o->pidfile);
+	return j;
+}
+
+static void teardown_done(void *arg)
+{
+	struct teardown_job *j = arg;
+
+	if (j->r->oci) {
+		j->r->oci->torn_down = true;
+		j->r->oci->tearing = false;
+	}
+	if (j->cont)
+		j->cont(j->r);
+	free(j);
+}
+
+/* The instance cgroup itself and the map entry are run.c's, after this. */
+void ocirun_teardown(struct daemon *d, struct run *r)
+{
+	struct teardown_job *j = teardown_job_new(r);
+
+	if (!j)
 		return;
-	if (o->h && (err = oci_delete(o->h, r->instance_id)) < 0 && err != -ENOENT)
-		log_warn("run %s: %s delete %s: %s", r->id, o->h->name, r->instance_id, strerror(-err));
-	if (o->netns_made)
-		oci_cni_del(&cni, r->instance_id);
-	if (o->bundle[0])
-		util_rm_rf(o->bundle);
-	if (o->pidfile[0])
-		unlink(o->pidfile);
-	o->torn_down = true;
+	teardown_work(j);
+	j->cont = NULL;
+	teardown_done(j);
+}
+
+bool ocirun_teardown_async(struct daemon *d, struct run *r, void (*cont)(struct run *r))
+{
+	struct teardown_job *j = pool ? teardown_job_new(r) : NULL;
+
+	if (!j)
+		return false;
+	j->cont = cont;
+	if (workq_submit(pool, teardown_work, teardown_done, j) < 0) {
+		free(j);
+		return false;
+	}
+	r->oci->tearing = true;
+	return true;
+}
+
+void ocirun_close(struct daemon *d)
+{
+	workq_close(pool);
+	pool = NULL;
 }
 
 void ocirun_free(struct run *r)
@@ -334,7 +428,8 @@ void ocirun_free(struct run *r)
 static bool live_instance(struct daemon *d, const char *inst)
 {
 	for (struct run *r = d->runs; r; r = r->next)
-		if (!run_status_final(r->status) && !strcmp(r->instance_id, inst))
+		if ((!run_status_final(r->status) || (r->oci && r->oci->tearing)) &&
+		    !strcmp(r->instance_id, inst))
 			return true;
 	return false;
 }

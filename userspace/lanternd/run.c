@@ -265,6 +265,8 @@ static void run_teardown(struct daemon *d, struct run *r)
 	r->timeout_timer = r->kill_timer = 0;
 }
 
+static void run_finish_rest(struct run *r);
+
 /* The workload's shim exited (or was found gone): decide the status, tear down. */
 static void run_finish(struct daemon *d, struct run *r)
 {
@@ -301,6 +303,22 @@ static void run_finish(struct daemon *d, struct run *r)
 		if (x.exit_code)
 			snprintf(r->reason, sizeof(r->reason), "exit code %d", x.exit_code);
 	}
+	/* the runtime's delete and CNI run on a worker; the shim is gone, stop watching it */
+	if (r->pidfd >= 0) {
+		loop_del(d->loop, r->pidfd);
+		close(r->pidfd);
+		r->pidfd = -1;
+	}
+	if (ocirun_teardown_async(d, r, run_finish_rest))
+		return;
+	run_finish_rest(r);
+}
+
+/* After the OCI parts are gone: the instance, the record, the followers. */
+static void run_finish_rest(struct run *r)
+{
+	struct daemon *d = r->d;
+
 	run_teardown(d, r);
 	durable_finish(d, r);
 	r->finished = (int64_t)time(NULL);

@@ -9,7 +9,6 @@
  * everything through the bridge and the plugin masquerades it (NAT), without it the
  * spawn reaches only the bridge's subnet. */
 #include "lantern/oci.h"
-#include "oci_int.h"
 
 #include <dirent.h>
 #include <errno.h>

@@ -6,7 +6,6 @@
  * read its OOM counters and calls `delete`. runsc runs in the foreground: its exit
  * status is the workload's, and it leaves a cgroup it did not create in place. */
 #include "lantern/oci.h"
-#include "oci_int.h"
 
 #include <errno.h>
 #include <fcntl.h>
