@@ -92,6 +92,8 @@ struct harness_state {
 struct harness_limits {
 	uint64_t max_steps, max_tokens; /* 0 = unlimited */
 	double max_cost_usd;
+	double other_usd;               /* metered cost besides tokens (CPU, memory, egress,
+					 * wall), counted against max_cost_usd with st->cost_usd */
 	uint32_t loop_threshold;        /* proceeds with one input digest allowed; 0 = off */
 };
 

@@ -558,9 +558,9 @@ static bool budget_before(const struct harness_state *st, const struct harness_l
 		       lim->max_tokens, st->tokens);
 		return true;
 	}
-	if (lim->max_cost_usd > 0 && st->cost_usd >= lim->max_cost_usd) {
+	if (lim->max_cost_usd > 0 && st->cost_usd + lim->other_usd >= lim->max_cost_usd) {
 		decide(o, HV_BUDGET, "limits.max_cost_usd of %.4f reached (%.4f spent)",
-		       lim->max_cost_usd, st->cost_usd);
+		       lim->max_cost_usd, st->cost_usd + lim->other_usd);
 		return true;
 	}
 	return false;
@@ -574,9 +574,9 @@ bool harness_over_budget(const struct harness_state *st, const struct harness_li
 			 lim->max_tokens, st->tokens);
 		return true;
 	}
-	if (lim->max_cost_usd > 0 && st->cost_usd > lim->max_cost_usd) {
+	if (lim->max_cost_usd > 0 && st->cost_usd + lim->other_usd > lim->max_cost_usd) {
 		snprintf(reason, len, "limits.max_cost_usd of %.4f exceeded (%.4f spent)",
-			 lim->max_cost_usd, st->cost_usd);
+			 lim->max_cost_usd, st->cost_usd + lim->other_usd);
 		return true;
 	}
 	return false;

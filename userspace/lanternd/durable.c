@@ -31,15 +31,9 @@
 #include "lanternd.h"
 #include "lantern/harness.h"
 #include "lantern/journal.h"
+#include "lantern/meter.h"
 #include "lantern/spawn.h"
 #include "lantern/util.h"
-
-/* The documented default price (USD per million tokens) when no --prices file names
- * the model: list prices of a mid-size frontier model, so an unknown model is never
- * free under limits.max_cost_usd. */
-static const char default_prices[] =
-	"{\"*\":{\"input\":3.0,\"output\":15.0,\"cache_read\":0.3,\"cache_creation\":3.75,"
-	"\"reasoning\":15.0}}";
 
 struct pending {
 	struct durable *du;
@@ -56,7 +50,6 @@ struct pending {
 struct durable_node {
 	struct journal_syncer *syncer;
 	int efd;
-	json_t *prices;
 	struct pending *pending;
 	long crash_at, appends;
 	bool crash_kill;
@@ -88,7 +81,6 @@ int durable_init(struct daemon *d, struct lerr *e)
 {
 	struct durable_node *n = calloc(1, sizeof(*n));
 	const char *crash = getenv("LANTERN_TEST_CRASH_AT");
-	json_error_t je;
 	int err;
 
 	if (!n)
@@ -101,45 +93,12 @@ int durable_init(struct daemon *d, struct lerr *e)
 		log_warn("test crash point armed: exit after journal append %ld%s", n->crash_at,
 			 n->crash_kill ? ", killing workloads" : "");
 	}
-	if (d->o.prices_file) {
-		n->prices = json_load_file(d->o.prices_file, 0, &je);
-		if (!n->prices || !json_is_object(n->prices))
-			return lerr_set(e, EINVAL, "durable: --prices %s: %s", d->o.prices_file,
-					n->prices ? "must be a JSON object of model prices" : je.text);
-	} else {
-		n->prices = json_loads(default_prices, 0, NULL);
-	}
 	n->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (n->efd < 0)
 		return lerr_set(e, errno, "durable: eventfd: %s", strerror(errno));
 	if ((err = loop_add(d->loop, n->efd, EPOLLIN, on_synced, d)) < 0)
 		return lerr_set(e, err, "durable: watching the syncer: %s", strerror(-err));
 	return journal_syncer_start(n->efd, &n->syncer, e);
-}
-
-/* Price of usage by the table: "provider/model", then "model", then "*". */
-static double durable_price(struct daemon *d, json_t *usage)
-{
-	static const char *const k[][2] = {
-		{ "input_tokens", "input" }, { "output_tokens", "output" },
-		{ "cache_read_tokens", "cache_read" }, { "cache_creation_tokens", "cache_creation" },
-		{ "reasoning_tokens", "reasoning" },
-	};
-	const char *prov = json_string_value(json_object_get(usage, "provider")) ?: "";
-	const char *model = json_string_value(json_object_get(usage, "model")) ?: "";
-	char full[512];
-	json_t *p;
-	double cost = 0;
-
-	snprintf(full, sizeof(full), "%s/%s", prov, model);
-	if (!(p = json_object_get(d->dur->prices, full)) && !(p = json_object_get(d->dur->prices, model)))
-		p = json_object_get(d->dur->prices, "*");
-	for (size_t i = 0; p && i < ARRAY_SIZE(k); i++) {
-		json_t *t = json_object_get(usage, k[i][0]);
-		if (json_is_integer(t))
-			cost += (double)json_integer_value(t) * json_number_value(json_object_get(p, k[i][1])) / 1e6;
-	}
-	return cost;
 }
 
 /* Every journal append of lanternd goes through here (the crash point counts them). */
@@ -441,6 +400,7 @@ static void api_begin(struct durable *du, struct harness_conn *c, json_t *body)
 	struct harness_step *s;
 	json_t *reply;
 
+	du->lim.other_usd = telemetry_run_resource_usd(du->d, du->r);
 	harness_begin(&du->st, &du->lim, body, &dec);
 	switch (dec.v) {
 	case HV_REPLAY:
@@ -496,6 +456,7 @@ static void api_record(struct durable *du, struct harness_conn *c, struct harnes
 	if (!append_or_fail(du, c, dec, &seq))
 		return;
 	/* the after-completion check, on the state that now holds this step */
+	du->lim.other_usd = telemetry_run_resource_usd(du->d, du->r);
 	over = harness_over_budget(&du->st, &du->lim, why, sizeof(why));
 	reply = json_pack("{s:b, s:i, s:{s:I, s:f}}", "ok", 1, "attempt", (int)dec->attempt,
 			  "totals", "tokens", (json_int_t)du->st.tokens, "cost_usd", du->st.cost_usd);
@@ -545,7 +506,7 @@ static void on_request(void *arg, struct harness_conn *c, const struct harness_r
 	} else if (!strcmp(rq->path, "/v1/steps/begin")) {
 		api_begin(du, c, body);
 	} else if (!strcmp(rq->path, "/v1/steps/complete")) {
-		harness_complete(&du->st, body, durable_price(du->d, json_object_get(body, "usage")), &dec);
+		harness_complete(&du->st, body, meter_usage_usd(telemetry_prices(), json_object_get(body, "usage")), &dec);
 		step_telemetry(du, body, &dec, NULL);
 		api_record(du, c, &dec);
 	} else if (!strcmp(rq->path, "/v1/steps/fail")) {

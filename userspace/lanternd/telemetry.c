@@ -472,6 +472,23 @@ json_t *telemetry_run_cost(struct daemon *d, struct run *r)
 	return meter_cost_json(&T.prices, &u, &c);
 }
 
+const struct meter_table *telemetry_prices(void)
+{
+	return &T.prices;
+}
+
+double telemetry_run_resource_usd(struct daemon *d, struct run *r)
+{
+	struct meter_usage u;
+	struct meter_cost c;
+
+	if (!tm_get(r))
+		return 0;
+	usage_of(r, &u);
+	meter_compute(&T.prices, &u, &c);
+	return c.total - c.tokens;
+}
+
 /* Ends the run when its cost passed limits.max_cost_usd. */
 static void check_budget(struct daemon *d, struct run *r)
 {

@@ -52,6 +52,10 @@ void telemetry_step_span(struct daemon *d, struct run *r, const char *step_id, c
 /* durable.c: the run's cost so far (final after telemetry_run_collect), as
  * {total_usd, components{...}, usage{...}, rates{...}}; a new reference. */
 json_t *telemetry_run_cost(struct daemon *d, struct run *r);
+/* The one price table (--prices), which durable.c prices steps with. */
+const struct meter_table *telemetry_prices(void);
+/* What the run has cost so far besides tokens (CPU, memory, egress, wall), USD. */
+double telemetry_run_resource_usd(struct daemon *d, struct run *r);
 
 /* egress.c: an egress event line (before it is written); denies become span events. */
 void telemetry_egress_event(struct daemon *d, struct run *r, json_t *ev);
