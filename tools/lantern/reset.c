@@ -47,8 +47,11 @@ int cmd_reset(struct cli *c, int argc, char **argv)
 		fprintf(stderr, "lantern: reset: lanternd still answers on %s; stop it first\n", c->socket);
 		return 1;
 	}
-	/* the runtimes first: they kill their containers and remove their cgroups */
-	rc |= reset_oci(state ? state : "/var/lib/lantern", root);
+	/* the runtimes first: they kill their containers and remove their cgroups. The
+	 * default state dir is assumed only for the default subtree: its runtime roots
+	 * would hold another lanternd's containers. */
+	if (state || !strcmp(root, "lantern"))
+		rc |= reset_oci(state ? state : "/var/lib/lantern", root);
 	if (cgroup_node_open(root, &node, &e) == 0) {
 		if (cgroup_node_list(&node, &names, &n) == 0) {
 			for (size_t i = 0; i < n; i++) {
