@@ -387,6 +387,10 @@ int main(int argc, char **argv)
 	sigemptyset(&chld);
 	sigaddset(&chld, SIGCHLD);
 	sigprocmask(SIG_BLOCK, &chld, NULL);
+	/* SIGCHLD stays blocked for good (it is read from the signalfd): unblocking it even
+	 * for a moment would let the default disposition discard the SIGCHLD of a child that
+	 * already exited, and the shim would wait forever */
+	sigaddset(&old, SIGCHLD);
 	sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
 
 	pid = fork();
@@ -407,7 +411,6 @@ int main(int argc, char **argv)
 	close(opipe[1]);
 	close(epipe[1]);
 	sigprocmask(SIG_SETMASK, &old, NULL);
-	sigprocmask(SIG_BLOCK, &chld, NULL);
 
 	snprintf(pidbuf, sizeof(pidbuf), "%d\n", (int)pid);
 	write_atomic(run_dir, "pid", pidbuf);
