@@ -239,6 +239,14 @@ static __always_inline __u16 allowlist_match(const struct lantern_instance *in,
 	return NO_RULE;
 }
 
+/* The IPv4 address of the instance's proxy: its own redirect address when it has one
+ * (a network namespace that cannot reach the node's loopback), else the node's. */
+static __always_inline __u32 dns_ip4_of(const struct lantern_config *c,
+					const struct lantern_instance *in)
+{
+	return in->dns_redirect_ip4 ? in->dns_redirect_ip4 : c->dns_ip4;
+}
+
 /* Rewrites a DNS query's destination to the instance's proxy and remembers where it
  * was going, keyed by socket cookie, for recvmsg and getpeername. */
 static __always_inline void dns_redirect(struct bpf_sock_addr *ctx, const struct lantern_config *c,
@@ -253,12 +261,12 @@ static __always_inline void dns_redirect(struct bpf_sock_addr *ctx, const struct
 	bpf_map_update_elem(&lantern_sock_orig, &cookie, &orig, BPF_ANY);
 
 	if (d->family == AF_INET) {
-		ctx->user_ip4 = c->dns_ip4;
+		ctx->user_ip4 = dns_ip4_of(c, in);
 	} else if (d->mapped) {
 		ctx->user_ip6[0] = 0;
 		ctx->user_ip6[1] = 0;
 		ctx->user_ip6[2] = bpf_htonl(0xffff);
-		ctx->user_ip6[3] = bpf_htonl(0x7f000001);
+		ctx->user_ip6[3] = in->dns_redirect_ip4 ? in->dns_redirect_ip4 : bpf_htonl(0x7f000001);
 	} else {
 		const __u32 *w = (const __u32 *)c->dns_ip6;
 
@@ -415,7 +423,7 @@ static __always_inline int unredirect(struct bpf_sock_addr *ctx, bool v4)
 
 	orig_mapped = ow[0] == 0 && ow[1] == 0 && ow[2] == bpf_htonl(0xffff);
 	if (v4) {
-		if (ctx->user_ip4 != c->dns_ip4 || !orig_mapped)
+		if (ctx->user_ip4 != dns_ip4_of(c, in) || !orig_mapped)
 			return SYS_ALLOW;
 		ctx->user_ip4 = ow[3];
 	} else {
@@ -423,7 +431,8 @@ static __always_inline int unredirect(struct bpf_sock_addr *ctx, bool v4)
 		__u32 a0 = ctx->user_ip6[0], a1 = ctx->user_ip6[1];
 		__u32 a2 = ctx->user_ip6[2], a3 = ctx->user_ip6[3];
 		bool is_mapped_proxy = a0 == 0 && a1 == 0 && a2 == bpf_htonl(0xffff) &&
-				       a3 == bpf_htonl(0x7f000001);
+				       a3 == (in->dns_redirect_ip4 ? in->dns_redirect_ip4 :
+					      bpf_htonl(0x7f000001));
 		bool is_proxy6 = a0 == pw[0] && a1 == pw[1] && a2 == pw[2] && a3 == pw[3];
 
 		if (!(orig_mapped ? is_mapped_proxy : is_proxy6))

@@ -62,6 +62,10 @@ struct lantern_instance {
 	__u32 flags;     /* LANTERN_F_AUDIT */
 	__u16 dns_port;  /* this instance's DNS proxy port (host order); 0 = no DNS */
 	__u16 pad;
+	/* where this instance's IPv4 DNS goes (network order), for an instance in a
+	 * network namespace of its own that cannot reach lantern_config.dns_ip4 (an OCI
+	 * spawn on the node bridge: the bridge's gateway address); 0 = dns_ip4 */
+	__u32 dns_redirect_ip4;
 };
 
 /* lantern_egress: LPM trie. prefixlen counts the 32 bits of policy_id plus the

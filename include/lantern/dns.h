@@ -40,6 +40,10 @@ struct dns_server;
 int dns_server_open(struct loop *l, const struct dns_upstream *u, uint16_t port,
 		    const struct dns_callbacks *cb, void *ctx, struct dns_server **out,
 		    struct lerr *e);
+/* Also listens (UDP and TCP) on ip4 (network order, an address of this host) at the
+ * same port: for an instance in a network namespace of its own, which cannot reach the
+ * host's loopback (an OCI spawn reaches the node bridge's gateway address). */
+int dns_server_listen_ip4(struct dns_server *s, uint32_t ip4, struct lerr *e);
 uint16_t dns_server_port(const struct dns_server *s);
 /* Closes listeners and in-flight queries. */
 void dns_server_close(struct dns_server *s);

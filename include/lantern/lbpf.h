@@ -51,6 +51,10 @@ int lbpf_unpin_all(const char *pin_root, struct lerr *e);
 int lbpf_instance_set(struct lbpf *b, uint64_t cgid, const struct policy *p,
 		      uint16_t dns_port, const struct policy_entry *extra, size_t n_extra,
 		      struct lerr *e);
+/* Sets where the instance's IPv4 DNS is redirected (network order; 0 = the node's
+ * dns_ip4), for an instance whose network namespace cannot reach the node's loopback.
+ * lbpf_instance_set keeps it across policy updates. */
+int lbpf_instance_set_dns_ip4(struct lbpf *b, uint64_t cgid, uint32_t ip4, struct lerr *e);
 /* Removes the instance and all its entries and stats. */
 int lbpf_instance_remove(struct lbpf *b, uint64_t cgid);
 int lbpf_instance_get(struct lbpf *b, uint64_t cgid, struct lantern_instance *out);

@@ -88,9 +88,10 @@ struct oci_cni {
 };
 
 /* Creates /run/netns/<prefix><inst>, brings lo up, adds the veth (bridge + host-local).
- * ip gets the spawn's address. Undoes itself on failure. */
+ * ip gets the spawn's address, gw the bridge's (gateway) address as seen from the spawn
+ * ("" when the plugin named none). Undoes itself on failure. */
 int oci_cni_add(const struct oci_cni *c, const char *inst, char *netns_path, size_t len,
-		char ip[64], struct lerr *e);
+		char ip[64], char gw[64], struct lerr *e);
 /* Removes the veth, the address lease and the namespace; missing parts are fine. */
 int oci_cni_del(const struct oci_cni *c, const char *inst);
 /* Namespaces under /run/netns with the prefix: *insts must be freed (each and all). */

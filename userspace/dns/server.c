@@ -6,6 +6,7 @@
  * no blocking call. */
 #include "lantern/dns.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdlib.h>
@@ -103,7 +104,7 @@ struct dns_server {
 	struct dns_callbacks cb;
 	void *ctx;
 	uint16_t port;
-	int udp[2], tcp[2]; /* [0] IPv4, [1] IPv6; -1 when absent */
+	int udp[3], tcp[3]; /* [0] 127.0.0.1, [1] ::1, [2] dns_server_listen_ip4's; -1 when absent */
 	struct dns_query *queries;
 	unsigned inflight;
 	struct dns_conn *conns;
@@ -861,7 +862,7 @@ static void on_accept(struct loop *l, int fd, uint32_t events, void *arg)
 
 static void close_listeners(struct dns_server *s)
 {
-	int *fds[] = { &s->udp[0], &s->udp[1], &s->tcp[0], &s->tcp[1] };
+	int *fds[] = { &s->udp[0], &s->udp[1], &s->udp[2], &s->tcp[0], &s->tcp[1], &s->tcp[2] };
 
 	for (size_t i = 0; i < ARRAY_SIZE(fds); i++) {
 		if (*fds[i] < 0)
@@ -872,7 +873,8 @@ static void close_listeners(struct dns_server *s)
 	}
 }
 
-static int listener(int family, int type, uint16_t *port)
+/* ip4 (network order) is the IPv4 address to bind; IPv6 listeners bind ::1. */
+static int listener(int family, int type, uint32_t ip4, uint16_t *port)
 {
 	struct sockaddr_storage ss = { 0 };
 	struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
@@ -885,7 +887,7 @@ static int listener(int family, int type, uint16_t *port)
 		return -errno;
 	if (family == AF_INET) {
 		sin->sin_family = AF_INET;
-		sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		sin->sin_addr.s_addr = ip4;
 		sin->sin_port = htons(*port);
 		len = sizeof(*sin);
 	} else {
@@ -925,7 +927,7 @@ static int open_listeners(struct dns_server *s, uint16_t port, const char **what
 	int *slot[] = { &s->udp[0], &s->tcp[0], &s->udp[1], &s->tcp[1] };
 
 	for (size_t i = 0; i < ARRAY_SIZE(want); i++) {
-		int fd = listener(want[i].family, want[i].type, &port);
+		int fd = listener(want[i].family, want[i].type, htonl(INADDR_LOOPBACK), &port);
 
 		if (fd == -EAFNOSUPPORT || (fd == -EADDRNOTAVAIL && want[i].family == AF_INET6)) {
 			log_warn("dns: no IPv6 loopback; serving on 127.0.0.1 only");
@@ -959,7 +961,7 @@ int dns_server_open(struct loop *l, const struct dns_upstream *u, uint16_t port,
 	s->up = *u;
 	s->cb = *cb;
 	s->ctx = ctx;
-	s->udp[0] = s->udp[1] = s->tcp[0] = s->tcp[1] = -1;
+	s->udp[0] = s->udp[1] = s->udp[2] = s->tcp[0] = s->tcp[1] = s->tcp[2] = -1;
 	/* port 0: the first socket picks a free port, which the others may find taken */
 	for (int i = 0; i < (port ? 1 : DNS_PORT_TRIES); i++) {
 		err = open_listeners(s, port, &what);
@@ -984,6 +986,36 @@ int dns_server_open(struct loop *l, const struct dns_upstream *u, uint16_t port,
 				strerror(-err));
 	}
 	*out = s;
+	return 0;
+}
+
+int dns_server_listen_ip4(struct dns_server *s, uint32_t ip4, struct lerr *e)
+{
+	char a[INET_ADDRSTRLEN];
+	uint16_t port = s->port;
+	int udp, tcp = -1, err;
+
+	inet_ntop(AF_INET, &ip4, a, sizeof(a));
+	if (s->udp[2] >= 0)
+		return lerr_set(e, EEXIST, "dns: server: port %u: already listening on a second address",
+				s->port);
+	udp = listener(AF_INET, SOCK_DGRAM, ip4, &port);
+	if (udp >= 0)
+		tcp = listener(AF_INET, SOCK_STREAM, ip4, &port);
+	err = udp < 0 ? udp : tcp < 0 ? tcp : 0;
+	if (!err && (err = loop_add(s->loop, udp, EPOLLIN, on_udp, s)) == 0 &&
+	    (err = loop_add(s->loop, tcp, EPOLLIN, on_accept, s)) < 0)
+		loop_del(s->loop, udp);
+	if (err < 0) {
+		if (udp >= 0)
+			close(udp);
+		if (tcp >= 0)
+			close(tcp);
+		return lerr_set(e, err, "dns: server: cannot listen on %s port %u: %s", a, s->port,
+				strerror(-err));
+	}
+	s->udp[2] = udp;
+	s->tcp[2] = tcp;
 	return 0;
 }
 

@@ -10,6 +10,7 @@
  * handler, container id and network namespace, for a restarted lanternd). The
  * container id is the instance id; each lanternd gives its runtimes a state root of
  * its own (STATE/oci/<handler>), so lanternds side by side never see each other's. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -34,6 +35,7 @@ struct ocirun {
 	char pidfile[PATH_MAX];
 	char netns[PATH_MAX];
 	char ip[64];
+	char gw[64];                /* the bridge's address, where the spawn's DNS goes */
 	bool netns_made;
 	bool tearing;               /* a worker is removing it */
 	bool torn_down;
@@ -144,18 +146,6 @@ int ocirun_init(struct daemon *d, struct lerr *e)
 	return 0;
 }
 
-/* Egress patterns naming hosts need the DNS proxy, which listens on lanternd's
- * loopback; a spawn in a network namespace of its own cannot reach it. */
-static bool spec_has_host_rules(const struct spec *s)
-{
-	for (size_t i = 0; i < s->n_egress; i++) {
-		struct policy_rule r;
-		if (policy_parse_pattern(s->egress[i].pattern, &r, NULL) == 0 && r.is_host)
-			return true;
-	}
-	return false;
-}
-
 int ocirun_admit(struct daemon *d, const struct spec *s, struct lerr *e)
 {
 	const char *cls = spec_isolation_name(s->isolation);
@@ -178,10 +168,6 @@ int ocirun_admit(struct daemon *d, const struct spec *s, struct lerr *e)
 	if (s->isolation == SPEC_ISO_UNTRUSTED && s->network == SPEC_NET_OPEN)
 		return lerr_set(e, EPERM, "spawn: refused: isolation \"untrusted\" allows network none or "
 				"allowlist_domain only, not \"open\"");
-	if (spec_has_host_rules(s))
-		return lerr_set(e, EPERM, "spawn: refused: hostname egress rules are not supported for "
-				"isolation \"%s\" on this node yet: the DNS proxy is reachable only from the host's "
-				"network namespace (use address rules)", cls);
 	(void)d;
 	return 0;
 }
@@ -219,6 +205,28 @@ static void ocirun_record(struct run *r)
 	free(s);
 }
 
+/* The spawn's namespace cannot reach lanternd's loopback, where the instance's DNS
+ * proxy listens: the proxy also listens on the bridge's address, and the egress
+ * programs send the instance's IPv4 DNS there. Before the workload starts. The address
+ * is recorded even without hostname rules, so a policy update that brings some opens
+ * its proxy there too (run.c). */
+static int ocirun_dns_on_bridge(struct daemon *d, struct run *r, struct lerr *e)
+{
+	struct ocirun *o = r->oci;
+	struct in_addr gw;
+	int err;
+
+	if (inet_pton(AF_INET, o->gw, &gw) != 1) {
+		if (!r->dns)
+			return 0;
+		return lerr_set(e, EIO, "spawn: network %s: the bridge %s has no IPv4 gateway address "
+				"(\"%s\") for the DNS proxy of hostname egress rules", o->netns, cni.bridge, o->gw);
+	}
+	if (r->dns && (err = dns_server_listen_ip4(r->dns, gw.s_addr, e)) < 0)
+		return err;
+	return lbpf_instance_set_dns_ip4(d->bpf, r->cg.id, gw.s_addr, e);
+}
+
 int ocirun_start(struct daemon *d, struct run *r, struct spawn_req *req, struct lerr *e)
 {
 	struct ocirun *o = r->oci;
@@ -230,10 +238,12 @@ int ocirun_start(struct daemon *d, struct run *r, struct spawn_req *req, struct 
 	bool host_net = false;
 
 	if (s->network != SPEC_NET_NONE) {
-		if ((err = oci_cni_add(&cni, r->instance_id, o->netns, sizeof(o->netns), o->ip, e)) < 0)
+		if ((err = oci_cni_add(&cni, r->instance_id, o->netns, sizeof(o->netns), o->ip, o->gw, e)) < 0)
 			return err;
 		o->netns_made = true;
 		host_net = o->h->kind == OCI_RUNSC;
+		if ((err = ocirun_dns_on_bridge(d, r, e)) < 0)
+			return err;
 	}
 	snprintf(o->bundle, sizeof(o->bundle), "%s/bundle", r->dir);
 	snprintf(o->pidfile, sizeof(o->pidfile), "%s/container.pid", r->dir);

@@ -682,6 +682,7 @@ int run_egress_update(struct daemon *d, struct run *r, const char *file, const c
 	struct policy_entry *extra = NULL;
 	size_t nextra = 0;
 	struct dns_server *new_dns = NULL;
+	struct lantern_instance cur;
 	char path[PATH_MAX + 16];
 	int err;
 
@@ -697,6 +698,10 @@ int run_egress_update(struct daemon *d, struct run *r, const char *file, const c
 			goto out;
 		}
 		if ((err = dns_server_open(d->loop, &d->upstream, 0, &egress_dns_callbacks, r, &new_dns, e)) < 0)
+			goto out;
+		/* an OCI spawn's DNS goes to the bridge's address (ocirun.c): listen there too */
+		if (lbpf_instance_get(d->bpf, r->cg.id, &cur) == 0 && cur.dns_redirect_ip4 &&
+		    (err = dns_server_listen_ip4(new_dns, cur.dns_redirect_ip4, e)) < 0)
 			goto out;
 	}
 	if ((err = carry_learned(d, r, np, &extra, &nextra)) < 0) {
@@ -881,6 +886,9 @@ static void run_adopt(struct daemon *d, struct run *r)
 		    lbpf_instance_set(d->bpf, r->cg.id, r->policy, dns_server_port(r->dns), NULL, 0, &e) < 0)
 			log_error("run %s: DNS proxy not restored: %s", r->id, e.msg);
 	}
+	/* an OCI spawn's DNS goes to the bridge's address (ocirun.c), the proxy listens there too */
+	if (r->dns && inst.dns_redirect_ip4 && dns_server_listen_ip4(r->dns, inst.dns_redirect_ip4, &e) < 0)
+		log_error("run %s: DNS proxy not restored on the bridge: %s", r->id, e.msg);
 	loop_add(d->loop, r->pidfd, EPOLLIN, on_shim_exit, r);
 	if (r->spec->limits.timeout_ms) {
 		left = r->created * 1000 + (int64_t)r->spec->limits.timeout_ms - (int64_t)time(NULL) * 1000;

@@ -242,6 +242,8 @@ int lbpf_instance_set(struct lbpf *b, uint64_t cgid, const struct policy *p,
 	in.net_mode = (uint32_t)p->mode;
 	in.flags = p->flags;
 	in.dns_port = dns_port;
+	/* a new policy keeps the instance's DNS redirect address (lbpf_instance_set_dns_ip4) */
+	in.dns_redirect_ip4 = had_old ? old.dns_redirect_ip4 : 0;
 	if (bpf_map_update_elem(b->fd_instances, &cgid, &in, BPF_ANY) < 0) {
 		err = -errno;
 		if (map_full(err))
@@ -264,6 +266,26 @@ int lbpf_instance_set(struct lbpf *b, uint64_t cgid, const struct policy *p,
 rollback:
 	lbpf_egress_delete_policy(b, id);
 	return err;
+}
+
+int lbpf_instance_set_dns_ip4(struct lbpf *b, uint64_t cgid, uint32_t ip4, struct lerr *e)
+{
+	struct lantern_instance in;
+	int err;
+
+	if (bpf_map_lookup_elem(b->fd_instances, &cgid, &in) < 0) {
+		err = -errno;
+		return lerr_set(e, err, "lbpf: instance %llu: DNS redirect address: not registered: %s",
+				(unsigned long long)cgid, strerror(-err));
+	}
+	in.dns_redirect_ip4 = ip4;
+	/* BPF_EXIST: never resurrect an instance removed meanwhile */
+	if (bpf_map_update_elem(b->fd_instances, &cgid, &in, BPF_EXIST) < 0) {
+		err = -errno;
+		return lerr_set(e, err, "lbpf: writing lantern_instances[%llu]: %s",
+				(unsigned long long)cgid, strerror(-err));
+	}
+	return 0;
 }
 
 int lbpf_instance_remove(struct lbpf *b, uint64_t cgid)

@@ -50,11 +50,12 @@ static char *bridge_conf(const struct oci_cni *c)
 }
 
 int oci_cni_add(const struct oci_cni *c, const char *inst, char *netns_path, size_t len,
-		char ip[64], struct lerr *e)
+		char ip[64], char gw[64], struct lerr *e)
 {
 	char name[128], out[8192], id[128], *conf = NULL;
 	json_t *res = NULL;
-	const char *addr;
+	const char *addr, *gwa;
+	json_t *ip0;
 	int rc;
 
 	snprintf(name, sizeof(name), "%s%s", c->netns_prefix, inst);
@@ -78,8 +79,11 @@ int oci_cni_add(const struct oci_cni *c, const char *inst, char *netns_path, siz
 		goto fail;
 	}
 	res = json_loads(out, 0, NULL);
-	addr = json_string_value(json_object_get(json_array_get(json_object_get(res, "ips"), 0), "address"));
+	ip0 = json_array_get(json_object_get(res, "ips"), 0);
+	addr = json_string_value(json_object_get(ip0, "address"));
+	gwa = json_string_value(json_object_get(ip0, "gateway"));
 	snprintf(ip, 64, "%s", addr ? addr : "");
+	snprintf(gw, 64, "%s", gwa ? gwa : "");
 	json_decref(res);
 	free(conf);
 	return 0;

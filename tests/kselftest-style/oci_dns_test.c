@@ -1,0 +1,265 @@
+/* oci_dns_test: hostname (FQDN) egress rules for OCI spawns on the node bridge, end to
+ * end with a private lanternd, the real runtimes (runc, and runsc with --network=host
+ * inside the spawn's namespace) and a dnsmasq upstream on loopback. A spawn whose only
+ * rule is tcp://allowed.example.test:PORT cannot connect before it resolves the name;
+ * its query to any nameserver reaches the instance's DNS proxy on the bridge's address
+ * (the answer appears to come from the nameserver it asked); after the answer the
+ * answered address is reachable on PORT; another name is REFUSED and its address stays
+ * denied.
+ *
+ * Network traffic stays on this machine: the names resolve to the test bridge's own
+ * address (a listener of this test) and to an unused address of the bridge's subnet;
+ * spawns have no default route; the nameserver they ask is an unused address of the
+ * bridge's subnet, which the egress programs redirect to the proxy. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "tap.h"
+#include "testlib.h"
+#include "lantern/util.h"
+
+#define NPOINTS 14
+
+static struct tl_env T;
+static char image[256], bridge[16], subnet[32], gw[32], ns_addr[32], denied_addr[32];
+static pid_t dnsmasq_pid, acceptor;
+
+static bool has(const char *s, const char *sub)
+{
+	return s && strstr(s, sub);
+}
+
+static const char *oneline(const char *s)
+{
+	static char buf[600];
+	size_t n = 0;
+
+	for (; s && *s && n < sizeof(buf) - 1; s++)
+		buf[n++] = *s == '\n' ? '|' : *s;
+	buf[n] = '\0';
+	return buf;
+}
+
+static void cleanup(void)
+{
+	if (acceptor > 0) {
+		kill(acceptor, SIGKILL);
+		waitpid(acceptor, NULL, 0);
+		acceptor = 0;
+	}
+	tl_env_cleanup(&T);
+	if (dnsmasq_pid > 0) {
+		kill(dnsmasq_pid, SIGTERM);
+		waitpid(dnsmasq_pid, NULL, 0);
+		dnsmasq_pid = 0;
+	}
+	tl_sh(NULL, NULL, "ip link del %s 2>/dev/null", bridge);
+}
+
+/* dnsmasq on 127.0.0.1, answering the two test names with addresses of the bridge's
+ * subnet; returns its port, 0 on failure. */
+static uint16_t start_dnsmasq(void)
+{
+	char portarg[32], rec1[128], rec2[128];
+
+	snprintf(rec1, sizeof(rec1), "--host-record=allowed.example.test,%s", gw);
+	snprintf(rec2, sizeof(rec2), "--host-record=denied.example.test,%s", denied_addr);
+	for (int attempt = 0; attempt < 10; attempt++) {
+		uint16_t port = 0;
+		int fd = tl_udp_bind("127.0.0.1", &port), rc;
+
+		if (fd < 0)
+			return 0;
+		close(fd);
+		snprintf(portarg, sizeof(portarg), "--port=%u", port);
+		dnsmasq_pid = fork();
+		if (dnsmasq_pid < 0)
+			return 0;
+		if (dnsmasq_pid == 0) {
+			int null = open("/dev/null", O_WRONLY);
+
+			/* dies with the test, whatever ends it */
+			prctl(PR_SET_PDEATHSIG, SIGTERM);
+			dup2(null, 1);
+			dup2(null, 2);
+			execl("/usr/sbin/dnsmasq", "dnsmasq", "--no-daemon", "--conf-file=/dev/null",
+			      "--no-resolv", "--no-hosts", "--bind-interfaces", "--listen-address=127.0.0.1",
+			      portarg, "--pid-file=", "--user=root", "--local-ttl=300", rec1, rec2,
+			      (char *)NULL);
+			_exit(127);
+		}
+		rc = tl_sh(NULL, NULL, "for i in $(seq 50); do ss -lun | grep -q '127.0.0.1:%u ' && exit 0; sleep 0.1; done; exit 1",
+			   port);
+		if (rc == 0 && waitpid(dnsmasq_pid, NULL, WNOHANG) == 0)
+			return port;
+		kill(dnsmasq_pid, SIGKILL);
+		waitpid(dnsmasq_pid, NULL, 0);
+		dnsmasq_pid = 0;
+	}
+	return 0;
+}
+
+static const char *spec(const char *name, const char *iso, uint16_t port)
+{
+	char file[128];
+
+	snprintf(file, sizeof(file), "%s.yaml", name);
+	/* before the answer, the answer, after it; the refused name, its address */
+	return tl_file(&T, file,
+		       "apiVersion: lantern.dev/v1\nkind: AgentSpec\nmetadata:\n  name: %s\n"
+		       "spec:\n  image_digest: %s\n  isolation: %s\n  network: allowlist_domain\n"
+		       "  egress_rules:\n    - pattern: tcp://allowed.example.test:%u\n"
+		       "  command: [\"/bin/sh\", \"-c\"]\n  args:\n    - |\n"
+		       "      nc -w 2 %s %u </dev/null 2>&1; echo =1; nslookup allowed.example.test %s 2>&1; "
+		       "echo =2; nc -w 2 %s %u </dev/null 2>&1; echo =3; nslookup denied.example.test %s 2>&1; "
+		       "echo =4; nc -w 2 %s %u </dev/null 2>&1; echo =5; sleep 0.3\n",
+		       name, image, iso, port, gw, port, ns_addr, gw, port, ns_addr, denied_addr, port);
+}
+
+/* The part of out between the markers =N-1 and =N. */
+static const char *part(const char *out, int n, char *buf, size_t len)
+{
+	char m[8];
+	const char *a = out, *b;
+
+	buf[0] = '\0';
+	if (!out)
+		return buf;
+	if (n > 0) {
+		snprintf(m, sizeof(m), "=%d\n", n);
+		a = strstr(out, m);
+		if (!a)
+			return buf;
+		a += strlen(m);
+	}
+	snprintf(m, sizeof(m), "=%d\n", n + 1);
+	b = strstr(a, m);
+	if (!b)
+		return buf;
+	snprintf(buf, len, "%.*s", (int)(b - a), a);
+	return buf;
+}
+
+static void test_iso(const char *iso, const char *handler, uint16_t port)
+{
+	char *out = NULL, *err = NULL, p[5][512];
+	int rc;
+
+	rc = tl_lantern(&T, &out, &err, "run %s", spec(iso, iso, port));
+	for (int i = 0; i < 5; i++)
+		part(out, i, p[i], sizeof(p[i]));
+	tap_ok(rc == 0, "%s (%s): a spec with a hostname egress rule is admitted and runs: %s", iso,
+	       handler, rc ? oneline(err) : "ok");
+	tap_ok(has(p[0], "Operation not permitted") && !has(p[0], "pong"),
+	       "%s: before resolving, %s:%u is denied: %s", iso, gw, port, oneline(p[0]));
+	tap_ok(has(p[1], "allowed.example.test") && has(p[1], gw) && has(p[1], ns_addr),
+	       "%s: nslookup via nameserver %s (redirected to the proxy on the bridge) answers %s: %s",
+	       iso, ns_addr, gw, oneline(p[1]));
+	tap_ok(has(p[2], "pong"), "%s: after the answer, %s:%u connects: %s", iso, gw, port, oneline(p[2]));
+	tap_ok(has(p[3], "REFUSED") && !has(p[3], denied_addr) && has(p[4], "Operation not permitted"),
+	       "%s: denied.example.test is REFUSED and %s:%u stays denied: %s", iso, denied_addr, port,
+	       oneline(p[3]));
+	free(out);
+	free(err);
+}
+
+/* A runc spawn started with address rules only gets a hostname rule by `lantern egress
+ * update`: its new proxy listens on the bridge's address too. */
+static void test_update(uint16_t port)
+{
+	char *out = NULL, id[32] = "", inst[32] = "", outf[400];
+	const char *upd = spec("upd-new", "trusted", port);
+	const char *f = tl_file(&T, "upd.yaml",
+				"apiVersion: lantern.dev/v1\nkind: AgentSpec\nmetadata:\n  name: upd\n"
+				"spec:\n  image_digest: %s\n  isolation: trusted\n  network: allowlist_domain\n"
+				"  egress_rules:\n    - pattern: tcp://%s:9\n"
+				"  command: [\"/bin/sh\", \"-c\"]\n  args:\n    - |\n"
+				"      sleep 2; nslookup allowed.example.test %s 2>&1; nc -w 2 %s %u </dev/null 2>&1\n",
+				image, gw, ns_addr, gw, port);
+	int rc;
+
+	snprintf(outf, sizeof(outf), "%s/upd.out", T.dir);
+	tl_sh(NULL, NULL, "%s/lantern --socket %s run %s >%s 2>&1 &", T.build, T.sock, f, outf);
+	tl_sh(NULL, NULL, "for i in $(seq 50); do %s/lantern --socket %s ps | grep -q 'upd .*running' && break; sleep 0.05; done",
+	      T.build, T.sock);
+	tl_lantern(&T, &out, NULL, "ps | grep ' upd '");
+	if (out)
+		sscanf(out, "%31s %31s", id, inst);
+	free(out);
+	rc = tl_lantern(&T, NULL, NULL, "egress update %s %s", id, upd);
+	tl_sh(NULL, NULL, "for i in $(seq 100); do grep -q 'pong\\|connect' %s && break; sleep 0.05; done", outf);
+	tl_sh(&out, NULL, "cat %s", outf);
+	tap_ok(rc == 0 && has(out, "Address: ") && has(out, gw) && has(out, "pong"),
+	       "runc: a policy update adding a hostname rule opens the proxy on the bridge too: %s", oneline(out));
+	free(out);
+}
+
+int main(void)
+{
+	const char *missing = tl_env_missing();
+	unsigned a = 150 + (unsigned)getpid() % 50, b = ((unsigned)getpid() / 50) % 250;
+	char extra[512], dir[400], *out = NULL;
+	uint16_t up, port = 0;
+	int lfd, rc;
+
+	tap_plan(NPOINTS);
+	if (missing || access("/usr/sbin/runc", X_OK) || access("/usr/bin/runsc", X_OK) ||
+	    access("/usr/sbin/dnsmasq", X_OK)) {
+		for (int i = 0; i < NPOINTS; i++)
+			tap_skip(missing ? missing : "runc, runsc and dnsmasq are not installed (make deps)",
+				 "oci dns point %d", i + 1);
+		return tap_failures ? 1 : 0;
+	}
+	tl_env_init(&T, "ocidns");
+	snprintf(bridge, sizeof(bridge), "ld%d", (int)(getpid() % 100000));
+	snprintf(subnet, sizeof(subnet), "10.%u.%u.0/24", a, b);
+	snprintf(gw, sizeof(gw), "10.%u.%u.1", a, b);
+	snprintf(ns_addr, sizeof(ns_addr), "10.%u.%u.253", a, b);
+	snprintf(denied_addr, sizeof(denied_addr), "10.%u.%u.250", a, b);
+	up = start_dnsmasq();
+	snprintf(extra, sizeof(extra), "--net-bridge %s --net-subnet %s --dns-upstream 127.0.0.1:%u", bridge,
+		 subnet, up);
+	if (!tap_ok(up && tl_daemon_start(&T, extra) == 0, "dnsmasq on 127.0.0.1:%u; lanternd starts with it as "
+		    "its DNS upstream", up)) {
+		cleanup();
+		return 1;
+	}
+	snprintf(dir, sizeof(dir), "%s/img", T.dir);
+	rc = tl_sh(&out, NULL, "scripts/mkimage.sh %s test/busybox:1", dir);
+	if (out && strchr(out, '\n'))
+		*strchr(out, '\n') = '\0';
+	snprintf(image, sizeof(image), "%s", out ? out : "");
+	free(out);
+	rc = rc ?: tl_lantern(&T, NULL, NULL, "image import %s", dir);
+	tap_ok(rc == 0 && has(image, "@sha256:"), "the busybox image is built and imported: %s", image);
+
+	/* the answered address is the bridge's own: a listener of this test */
+	lfd = tl_tcp_listen("0.0.0.0", &port);
+	acceptor = fork();
+	if (acceptor == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		for (;;) {
+			int c = accept(lfd, NULL, NULL);
+			if (c >= 0) {
+				if (write(c, "pong\n", 5) < 0)
+					_exit(1);
+				close(c);
+			}
+		}
+	}
+	close(lfd);
+	test_iso("trusted", "runc", port);
+	test_iso("standard", "runsc", port);
+	test_update(port);
+	tap_ok(tl_log_contains(&T, "denied.example.test"), "lanternd records the refused query");
+	cleanup();
+	return tap_failures ? 1 : 0;
+}
