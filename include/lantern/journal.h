@@ -101,7 +101,8 @@ struct journal_opts {
 
 struct journal;
 
-/* Creates path (must not exist) with the magic, durable (file and directory synced). */
+/* Creates path (must not exist) with the magic; the file and its directory entry
+ * become durable with the first sync (journal_sync or the syncer). */
 int journal_create(const char *path, const struct journal_opts *o, struct journal **out,
 		   struct lerr *e);
 /* Opens for appending after verifying every record (cb may be NULL). A torn tail is

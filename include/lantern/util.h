@@ -22,6 +22,12 @@ int util_rm_rf(const char *path);
 int util_read_file(const char *path, char **buf, size_t *len);
 /* Writes via a temporary file, fsync and rename, so readers see old or new. */
 int util_write_file_atomic(const char *path, const void *buf, size_t len);
+/* The same without the fsync: readers and a restarted lanternd see old or new, but
+ * after a power loss the file may be old, empty or missing unless the caller makes
+ * it durable later (util_fsync_path). */
+int util_write_file_replace(const char *path, const void *buf, size_t len);
+/* fsync of the file (or directory) at path. */
+int util_fsync_path(const char *path);
 int util_write_str(const char *path, const char *s); /* plain write, for cgroup files */
 void util_random_hex(char *out, size_t nbytes); /* out holds 2*nbytes+1 */
 uint64_t util_now_ns(int clockid);

@@ -21,12 +21,16 @@ struct journal {
 	uint32_t compress_over;
 	/* syncer */
 	bool queued;                /* in the syncer's queue */
+	bool dir_unsynced;          /* created, directory entry not yet synced */
 	int syncing;                /* batches in progress holding it */
 	uint64_t target;            /* seq the running batch makes durable */
 	int batch_err;              /* result of the running batch */
 	int sync_err;               /* sticky: a failed sync poisons the journal (atomic) */
 	struct journal *qnext, *bnext;
 };
+
+/* After j's first successful fdatasync: syncs its directory entry (once). */
+void journal_dir_settle(struct journal *j);
 
 /* Raises j->durable to seq (never lowers it). */
 static inline void journal_mark_durable(struct journal *j, uint64_t seq)

@@ -42,6 +42,8 @@ static void syncer_flush(struct journal *batch, int *nflushes)
 {
 	if (batch && !batch->bnext) {
 		batch->batch_err = fdatasync(batch->fd) < 0 ? -errno : 0;
+		if (!batch->batch_err)
+			journal_dir_settle(batch);
 		(*nflushes)++;
 		return;
 	}

@@ -200,7 +200,9 @@ static void ocirun_record(struct run *r)
 	s = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
 	json_decref(j);
 	snprintf(path, sizeof(path), "%s/oci.json", r->dir);
-	if (!s || util_write_file_atomic(path, s, strlen(s)) < 0)
+	/* no fsync: only a lanternd restarted on the same boot needs it (a power loss
+	 * ends the container too) */
+	if (!s || util_write_file_replace(path, s, strlen(s)) < 0)
 		log_error("run %s: cannot write %s: a restarted lanternd may not find its container", r->id, path);
 	free(s);
 }

@@ -544,6 +544,15 @@ static int run_start(struct daemon *d, struct run *r, struct lerr *e)
 	if (s->limits.timeout_ms)
 		r->timeout_timer = loop_timer_add(d->loop, s->limits.timeout_ms, on_timeout, r);
 	r->status = RUN_RUNNING;
+	{
+		/* spec.yaml with run.json: what a restart after a power loss loads */
+		char spec_path[PATH_MAX + 16];
+		int serr;
+
+		snprintf(spec_path, sizeof(spec_path), "%s/spec.yaml", r->dir);
+		if ((serr = util_fsync_path(spec_path)) < 0)
+			log_warn("run %s: cannot sync %s: %s", r->id, spec_path, strerror(-serr));
+	}
 	run_save(r);
 	telemetry_run_started(d, r);
 	log_info("run %s (%s): running, instance %s, cgroup id %llu, pid %d", r->id, s->name,
@@ -589,8 +598,10 @@ int run_submit(struct daemon *d, const char *file, const char *yaml, size_t len,
 		lerr_set(e, err, "spawn: run directory %s: %s", r->dir, strerror(-err));
 		goto fail;
 	}
+	/* not synced here: before the workload starts only its journal record must be
+	 * durable (durable_begin); run_start syncs this file with run.json after */
 	snprintf(path, sizeof(path), "%s/spec.yaml", r->dir);
-	if ((err = util_write_file_atomic(path, yaml, len)) < 0) {
+	if ((err = util_write_file_replace(path, yaml, len)) < 0) {
 		lerr_set(e, err, "spawn: %s: %s", path, strerror(-err));
 		goto fail;
 	}

@@ -212,7 +212,10 @@ static void tm_save(const struct run *r)
 	s = j ? json_dumps(j, JSON_COMPACT) : NULL;
 	json_decref(j);
 	tm_path(r, "telemetry.json", path, sizeof(path));
-	if (!s || util_write_file_atomic(path, s, strlen(s)) < 0)
+	/* no fsync: a restarted lanternd reads what the page cache holds; after a power
+	 * loss the last updates may be missing, which telemetry tolerates (and an fsync
+	 * per event or spawn step is what made it cost) */
+	if (!s || util_write_file_replace(path, s, strlen(s)) < 0)
 		log_warn("run %s: cannot write %s: telemetry of this run may be incomplete after a restart",
 			 r->id, path);
 	free(s);

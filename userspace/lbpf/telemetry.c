@@ -378,31 +378,95 @@ int lbpf_tm_instance_add(struct lbpf_tm *t, uint64_t cgid, const struct lbpf_rat
 	return 0;
 }
 
-/* Deletes every key of fd (key_size bytes) whose leading u64 is cgid. */
-static void delete_by_cgid(int fd, size_t key_size, uint64_t cgid)
-{
-	uint8_t cur[32], next[32], *keys = NULL;
-	size_t n = 0, cap = 0;
-	void *prev = NULL;
+/* Calls fn for every entry of the hash map fd whose key (ksize bytes) starts with the
+ * u64 cgid; vsize is one entry's value as a batch returns it (per-CPU maps: one
+ * 8-byte aligned copy per possible CPU). The map is read a batch of buckets per bpf()
+ * call: a get_next_key walk (one call per key, plus a lookup per matching key) cost
+ * about 370 calls per spawn with one run alive and grew with every live run. */
+typedef void (*entry_fn)(const void *key, const void *val, void *arg);
 
-	while (bpf_map_get_next_key(fd, prev, next) == 0) {
-		memcpy(cur, next, key_size);
-		prev = cur;
-		if (memcmp(cur, &cgid, sizeof(cgid)))
-			continue;
-		if (n == cap) {
-			size_t nc = cap ? cap * 2 : 64;
-			uint8_t *nk = realloc(keys, nc * key_size);
-			if (!nk)
-				break;
-			keys = nk;
-			cap = nc;
+static int walk_cgid(int fd, size_t ksize, size_t vsize, uint64_t cgid, entry_fn fn, void *arg)
+{
+	LIBBPF_OPTS(bpf_map_batch_opts, o);
+	uint8_t tok_in[8], tok_out[8]; /* a hash map's batch token is a u32 bucket index */
+	uint32_t cap = 256;
+	uint8_t *keys = NULL, *vals = NULL;
+	void *in = NULL;
+	int err = 0;
+
+	for (;;) {
+		uint32_t count = cap;
+		bool last = false;
+
+		if (!keys && (!(keys = malloc(cap * ksize)) || !(vals = malloc(cap * vsize)))) {
+			err = -ENOMEM;
+			break;
 		}
-		memcpy(keys + n++ * key_size, cur, key_size);
+		if (bpf_map_lookup_batch(fd, in, tok_out, keys, vals, &count, &o) < 0) {
+			if (errno == ENOENT) {
+				last = true; /* the last buckets were in this batch */
+			} else if (errno == ENOSPC && cap < (1u << 16)) {
+				/* one bucket holds more entries than a batch: a bigger batch */
+				free(keys);
+				free(vals);
+				keys = vals = NULL;
+				cap *= 2;
+				continue;
+			} else {
+				err = -errno;
+				break;
+			}
+		}
+		for (uint32_t i = 0; i < count; i++)
+			if (!memcmp(keys + i * ksize, &cgid, sizeof(cgid)))
+				fn(keys + i * ksize, vals + i * vsize, arg);
+		if (last)
+			break;
+		memcpy(tok_in, tok_out, sizeof(tok_in));
+		in = tok_in;
 	}
-	for (size_t i = 0; i < n; i++)
-		bpf_map_delete_elem(fd, keys + i * key_size);
 	free(keys);
+	free(vals);
+	return err;
+}
+
+struct keyset {
+	uint8_t *keys;
+	size_t ksize, n, cap;
+};
+
+static void collect_key(const void *key, const void *val, void *arg)
+{
+	struct keyset *ks = arg;
+
+	if (ks->n == ks->cap) {
+		size_t nc = ks->cap ? ks->cap * 2 : 64;
+		uint8_t *nk = realloc(ks->keys, nc * ks->ksize);
+		if (!nk)
+			return;
+		ks->keys = nk;
+		ks->cap = nc;
+	}
+	memcpy(ks->keys + ks->n++ * ks->ksize, key, ks->ksize);
+}
+
+/* Deletes every key of fd whose leading u64 is cgid: one batch read to find them, one
+ * batch delete (keys a concurrent delete took first are skipped one by one). */
+static void delete_by_cgid(int fd, size_t ksize, size_t vsize, uint64_t cgid)
+{
+	LIBBPF_OPTS(bpf_map_batch_opts, o);
+	struct keyset ks = { .ksize = ksize };
+	size_t done = 0;
+
+	walk_cgid(fd, ksize, vsize, cgid, collect_key, &ks);
+	while (done < ks.n) {
+		uint32_t count = (uint32_t)(ks.n - done);
+
+		if (bpf_map_delete_batch(fd, ks.keys + done * ksize, &count, &o) == 0)
+			break;
+		done += count + 1; /* count were deleted; the next one failed */
+	}
+	free(ks.keys);
 }
 
 int lbpf_tm_instance_remove(struct lbpf_tm *t, uint64_t cgid)
@@ -416,8 +480,9 @@ int lbpf_tm_instance_remove(struct lbpf_tm *t, uint64_t cgid)
 		close(fd);
 	}
 
-	delete_by_cgid(t->fd_sys, sizeof(struct lantern_sys_key), cgid);
-	delete_by_cgid(t->fd_rate, sizeof(struct lantern_rate_key), cgid);
+	delete_by_cgid(t->fd_sys, sizeof(struct lantern_sys_key),
+		       (size_t)t->ncpus * ((sizeof(struct lantern_sys_stats) + 7) & ~(size_t)7), cgid);
+	delete_by_cgid(t->fd_rate, sizeof(struct lantern_rate_key), sizeof(struct lantern_rate_bucket), cgid);
 	bpf_map_delete_elem(t->fd_proc, &cgid);
 	bpf_map_delete_elem(t->fd_net, &cgid);
 	return err;
@@ -477,25 +542,39 @@ static int percpu_sum(struct lbpf_tm *t, int fd, const void *key, uint64_t *out,
 	return err;
 }
 
+struct sys_walk {
+	struct lbpf_tm *t;
+	lbpf_sys_cb cb;
+	void *arg;
+};
+
+static void sys_entry(const void *key, const void *val, void *arg)
+{
+	const struct lantern_sys_key *k = key;
+	struct sys_walk *w = arg;
+	struct lantern_sys_stats s;
+	size_t stride = (sizeof(s) + 7) & ~(size_t)7;
+	uint64_t sum[sizeof(s) / 8] = { 0 }, word;
+
+	/* summed as u64 words, then copied: s's fields are __u64, another type to the
+	 * compiler's aliasing rules */
+	for (int c = 0; c < w->t->ncpus; c++)
+		for (size_t i = 0; i < sizeof(s) / 8; i++) {
+			memcpy(&word, (const uint8_t *)val + (size_t)c * stride + i * 8, 8);
+			sum[i] += word;
+		}
+	memcpy(&s, sum, sizeof(s));
+	if (s.count)
+		w->cb(k->nr, &s, w->arg);
+}
+
 int lbpf_tm_syscalls(struct lbpf_tm *t, uint64_t cgid, lbpf_sys_cb cb, void *arg)
 {
-	struct lantern_sys_key cur, next;
-	struct lantern_sys_stats s;
-	void *prev = NULL;
-	int err;
+	struct sys_walk w = { .t = t, .cb = cb, .arg = arg };
 
-	while (bpf_map_get_next_key(t->fd_sys, prev, &next) == 0) {
-		cur = next;
-		prev = &cur;
-		if (cur.cgroup_id != cgid)
-			continue;
-		err = percpu_sum(t, t->fd_sys, &cur, (uint64_t *)&s, sizeof(s) / 8);
-		if (err < 0)
-			return err;
-		if (s.count)
-			cb(cur.nr, &s, arg);
-	}
-	return 0;
+	return walk_cgid(t->fd_sys, sizeof(struct lantern_sys_key),
+			 (size_t)t->ncpus * ((sizeof(struct lantern_sys_stats) + 7) & ~(size_t)7), cgid,
+			 sys_entry, &w);
 }
 
 int lbpf_tm_net(struct lbpf_tm *t, uint64_t cgid, struct lantern_net_stats *out)

@@ -123,7 +123,8 @@ int spawn_start(const struct spawn_req *r, pid_t *shim_pid, int *pidfd, struct l
 
 		snprintf(path, sizeof(path), "%s/shim.pid", run_dir);
 		snprintf(buf, sizeof(buf), "%d\n", (int)pid);
-		util_write_file_atomic(path, buf, strlen(buf));
+		/* no fsync: a shim does not outlive the boot that the file describes */
+		util_write_file_replace(path, buf, strlen(buf));
 	}
 	*shim_pid = pid;
 	*pidfd = fd;

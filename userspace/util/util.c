@@ -136,7 +136,7 @@ static int write_all(int fd, const void *buf, size_t len)
 	return 0;
 }
 
-int util_write_file_atomic(const char *path, const void *buf, size_t len)
+static int write_file_replace(const char *path, const void *buf, size_t len, bool sync)
 {
 	char tmp[4096];
 	int fd, err;
@@ -147,13 +147,35 @@ int util_write_file_atomic(const char *path, const void *buf, size_t len)
 	if (fd < 0)
 		return -errno;
 	err = write_all(fd, buf, len);
-	if (!err && fsync(fd) < 0)
+	if (!err && sync && fsync(fd) < 0)
 		err = -errno;
 	close(fd);
 	if (!err && rename(tmp, path) < 0)
 		err = -errno;
 	if (err)
 		unlink(tmp);
+	return err;
+}
+
+int util_write_file_atomic(const char *path, const void *buf, size_t len)
+{
+	return write_file_replace(path, buf, len, true);
+}
+
+int util_write_file_replace(const char *path, const void *buf, size_t len)
+{
+	return write_file_replace(path, buf, len, false);
+}
+
+int util_fsync_path(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC), err = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (fsync(fd) < 0)
+		err = -errno;
+	close(fd);
 	return err;
 }
 
