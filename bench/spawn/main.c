@@ -240,9 +240,9 @@ static int write_bare_bundle(int k, int slot, const char *yaml, const char *runt
 	struct spec *s = NULL;
 	struct image_info img = { 0 };
 	struct lerr e = { 0 };
-	char store[400], cg[256], hsock[400];
+	char store[400], cg[256], hsock[420], hdir[400];
 	char *lenv[] = { "LANTERN_RUN_ID=r-000000000000", "LANTERN_INSTANCE_ID=i-000000000000",
-			 "LANTERN_HARNESS_SOCKET=/run/lantern/harness.sock", NULL };
+			 "LANTERN_HARNESS_SOCKET=/run/lantern/harness/harness.sock", NULL };
 	struct sockaddr_un a = { .sun_family = AF_UNIX };
 	int fd, err;
 
@@ -250,8 +250,10 @@ static int write_bare_bundle(int k, int slot, const char *yaml, const char *runt
 	snprintf(bare_root[k], sizeof(bare_root[k]), "%s/bare/%s", dir, runtime);
 	snprintf(bare_bundle[k][slot], sizeof(bare_bundle[k][slot]), "%s/bare/bundle-%s-%d", dir, runtime, slot);
 	snprintf(cg, sizeof(cg), "/%s/%s-%d", bare_cg, runtime, slot);
-	/* lanternd bind-mounts the run's harness socket: the bare bundle mounts one too */
-	snprintf(hsock, sizeof(hsock), "%s/bare/harness.sock", dir);
+	/* lanternd bind-mounts the run's harness socket directory: the bare bundle mounts one too */
+	snprintf(hdir, sizeof(hdir), "%s/bare/harness", dir);
+	util_mkdir_p(hdir, 0755);
+	snprintf(hsock, sizeof(hsock), "%s/harness.sock", hdir);
 	snprintf(a.sun_path, sizeof(a.sun_path), "%s", hsock);
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	util_mkdir_p(bare_bundle[k][slot], 0700);
@@ -287,7 +289,7 @@ static int write_bare_bundle(int k, int slot, const char *yaml, const char *runt
 		.hostname = "i-000000000000",
 		.scratch_bytes = s->limits.scratch_bytes,
 		.seccomp_allowlist = s->isolation == SPEC_ISO_UNTRUSTED,
-		.harness_socket = hsock,
+		.harness_dir = hdir,
 	};
 	err = oci_bundle_write(&br, &e);
 	if (err < 0)

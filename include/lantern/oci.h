@@ -11,7 +11,7 @@
  * profile (deny-list by default, allow-list for untrusted), a read-only root (the
  * image's shared unpacked root) with a writable tmpfs scratch at /tmp, runc's masked
  * and read-only /proc and /sys paths, /run/lantern (a small tmpfs holding the run's
- * harness socket when there is one) and an empty /run/lantern/secrets tmpfs. cgroupsPath names the
+ * harness socket's directory when there is one) and an empty /run/lantern/secrets tmpfs. cgroupsPath names the
  * instance cgroup lanternd prepared, so the runtime joins it instead of making one. */
 #ifndef LANTERN_OCI_H
 #define LANTERN_OCI_H
@@ -55,7 +55,10 @@ struct oci_bundle_req {
 	const char *hostname;
 	uint64_t scratch_bytes;   /* /tmp tmpfs size; 0 = 64 MiB */
 	bool seccomp_allowlist;   /* deny by default (untrusted) */
-	const char *harness_socket; /* bind-mounted at /run/lantern/harness.sock when non-NULL */
+	/* the directory holding the run's harness.sock, bind-mounted at /run/lantern/harness
+	 * when non-NULL (the directory, so a socket bound again after a lanternd restart
+	 * is the one the sandbox sees) */
+	const char *harness_dir;
 };
 
 /* Writes dir/config.json. */

@@ -355,7 +355,7 @@ static void test_basics(void)
 	tl_sh(NULL, NULL, "%s/lantern --socket %s run %s >/dev/null 2>&1 &", T.build, T.sock, f);
 	running_run("idle", id, sizeof(id));
 	usleep(300000);
-	rc = tl_sh(&out, NULL, "curl -s --unix-socket %s/runs/%s/harness.sock http://h/v1/input", T.state, id);
+	rc = tl_sh(&out, NULL, "curl -s --unix-socket %s/runs/%s/harness/harness.sock http://h/v1/input", T.state, id);
 	tap_ok(has(out, "not a process of run") && !has(out, "\"input\""),
 	       "a process outside the run's instance is refused by its harness socket (%s)", oneline(out));
 	free(out);

@@ -318,6 +318,40 @@ static void test_logs(void)
 	free(out);
 }
 
+/* The harness socket's directory is bind-mounted into the sandbox, so after kill -9 of
+ * lanternd and adoption the container sees the socket the new lanternd bound (a
+ * bind-mounted socket file would stay the old, dead inode). busybox has no Unix-socket
+ * client: the workload prints the inode it sees, the test compares it with the host's. */
+static void test_harness_after_kill(void)
+{
+	char *out = NULL, *ino1 = NULL, *ino2 = NULL, id[32], inst[32], sockp[512];
+	int rc;
+
+	tl_sh(NULL, NULL, "%s/lantern --socket %s run %s >/dev/null 2>&1 &", T.build, T.sock,
+	      spec("harness-ino", "trusted", NULL, NULL,
+		   "i=0; while [ $i -lt 60 ]; do stat -c %i /run/lantern/harness/harness.sock; i=$((i+1)); usleep 100000; done"));
+	usleep(1500 * 1000);
+	newest_run(id, inst);
+	snprintf(sockp, sizeof(sockp), "%s/runs/%s/harness/harness.sock", T.state, id);
+	tl_sh(&ino1, NULL, "stat -c %%i %s", sockp);
+	tl_daemon_stop(&T, SIGKILL);
+	rc = tl_daemon_start(&T, extra);
+	tl_sh(&ino2, NULL, "stat -c %%i %s", sockp);
+	usleep(500 * 1000);
+	/* follows the run to its end, so it is over before the next test */
+	tl_lantern(&T, &out, NULL, "logs -f %s | tail -1", id);
+	for (char **p = (char *[]){ ino1, ino2, out }, **end = p + 3; p < end; p++)
+		if (*p)
+			(*p)[strcspn(*p, "\n")] = '\0';
+	tap_ok(rc == 0 && ino1 && ino2 && *ino2 && strcmp(ino1, ino2) && out && !strcmp(out, ino2),
+	       "after kill -9 and adoption the OCI workload sees the harness socket the new lanternd "
+	       "bound (inode before %s, after %s, seen inside %s)", ino1 ? ino1 : "?", ino2 ? ino2 : "?",
+	       out ? out : "?");
+	free(out);
+	free(ino1);
+	free(ino2);
+}
+
 static void test_no_leftovers(void)
 {
 	char *before = NULL, *after = NULL, *out = NULL, cmd[2048];
@@ -416,9 +450,9 @@ int main(void)
 	const char *missing = tl_env_missing();
 	unsigned a = 200 + (unsigned)getpid() % 50, b = ((unsigned)getpid() / 50) % 250;
 
-	tap_plan(36);
+	tap_plan(37);
 	if (missing || access("/usr/sbin/runc", X_OK) || access("/usr/bin/runsc", X_OK)) {
-		for (int i = 0; i < 36; i++)
+		for (int i = 0; i < 37; i++)
 			tap_skip(missing ? missing : "runc and runsc are not installed (make deps)", "oci point %d", i + 1);
 		return tap_failures ? 1 : 0;
 	}
@@ -436,6 +470,7 @@ int main(void)
 	test_limits();
 	test_egress();
 	test_logs();
+	test_harness_after_kill();
 	test_no_leftovers();
 	test_reset_after_kill();
 	cleanup();

@@ -153,7 +153,10 @@ static struct durable *durable_new(struct daemon *d, struct run *r)
 	du->d = d;
 	du->r = r;
 	harness_state_init(&du->st);
-	snprintf(du->sock, sizeof(du->sock), "%s/harness.sock", r->dir);
+	/* in a directory of its own: an OCI sandbox bind-mounts the directory, so it sees
+	 * the socket a restarted lanternd binds again (a bind-mounted socket file would
+	 * stay the old, dead inode) */
+	snprintf(du->sock, sizeof(du->sock), "%s/harness/harness.sock", r->dir);
 	limits_of(du);
 	return du;
 }
@@ -537,8 +540,14 @@ static const struct harness_ops harness_ops = {
 
 int durable_listen(struct daemon *d, struct run *r, struct lerr *e)
 {
+	char dir[PATH_MAX + 16];
+	int err;
+
 	if (!r->dur || r->dur->srv)
 		return 0;
+	snprintf(dir, sizeof(dir), "%s/harness", r->dir);
+	if ((err = util_mkdir_p(dir, 0755)) < 0)
+		return lerr_set(e, err, "harness: socket directory %s: %s", dir, strerror(-err));
 	return harness_listen(d->loop, r->dur->sock, &harness_ops, r->dur, &r->dur->srv, e);
 }
 

@@ -233,7 +233,7 @@ int ocirun_start(struct daemon *d, struct run *r, struct spawn_req *req, struct 
 {
 	struct ocirun *o = r->oci;
 	const struct spec *s = r->spec;
-	char cgpath[512], hsock[PATH_MAX + 16];
+	char cgpath[512], hsock[PATH_MAX + 32], hdir[PATH_MAX + 16];
 	char e_run[64], e_inst[64];
 	char *lenv[4];
 	int err, n = 0;
@@ -255,10 +255,12 @@ int ocirun_start(struct daemon *d, struct run *r, struct spawn_req *req, struct 
 	snprintf(e_inst, sizeof(e_inst), "LANTERN_INSTANCE_ID=%s", r->instance_id);
 	lenv[n++] = e_run;
 	lenv[n++] = e_inst;
-	/* the harness socket, when the run has one, appears at /run/lantern/harness.sock */
-	snprintf(hsock, sizeof(hsock), "%s/harness.sock", r->dir);
+	/* the harness socket, when the run has one, appears at
+	 * /run/lantern/harness/harness.sock: its directory is bind-mounted (durable.c) */
+	snprintf(hsock, sizeof(hsock), "%s/harness/harness.sock", r->dir);
 	if (access(hsock, F_OK) == 0)
-		lenv[n++] = "LANTERN_HARNESS_SOCKET=/run/lantern/harness.sock";
+		lenv[n++] = "LANTERN_HARNESS_SOCKET=/run/lantern/harness/harness.sock";
+	snprintf(hdir, sizeof(hdir), "%s/harness", r->dir);
 	lenv[n] = NULL;
 	snprintf(cgpath, sizeof(cgpath), "/%s/%s", d->cg.root, r->cg.name);
 
@@ -275,7 +277,7 @@ int ocirun_start(struct daemon *d, struct run *r, struct spawn_req *req, struct 
 		.hostname = r->instance_id,
 		.scratch_bytes = s->limits.scratch_bytes,
 		.seccomp_allowlist = s->isolation == SPEC_ISO_UNTRUSTED,
-		.harness_socket = access(hsock, F_OK) == 0 ? hsock : NULL,
+		.harness_dir = access(hsock, F_OK) == 0 ? hdir : NULL,
 	};
 	if ((err = oci_bundle_write(&br, e)) < 0)
 		return err;

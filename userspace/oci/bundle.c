@@ -261,8 +261,8 @@ int oci_bundle_write(const struct oci_bundle_req *r, struct lerr *e)
 					    json_pack("[s,s,s,s]", "nosuid", "nodev", "mode=1777", size_opt)));
 	json_array_append_new(mounts, mount("/run/lantern", "tmpfs", "tmpfs",
 					    json_pack("[s,s,s,s]", "nosuid", "nodev", "mode=755", "size=64k")));
-	if (r->harness_socket)
-		json_array_append_new(mounts, mount("/run/lantern/harness.sock", "bind", r->harness_socket,
+	if (r->harness_dir)
+		json_array_append_new(mounts, mount("/run/lantern/harness", "bind", r->harness_dir,
 						    json_pack("[s,s,s,s]", "bind", "nosuid", "nodev", "noexec")));
 	json_array_append_new(mounts, mount("/run/lantern/secrets", "tmpfs", "tmpfs",
 					    json_pack("[s,s,s,s,s]", "nosuid", "nodev", "noexec", "mode=700", "size=1m")));
