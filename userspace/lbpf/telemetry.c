@@ -522,22 +522,29 @@ int lbpf_tm_instance_list(struct lbpf_tm *t, uint64_t **ids, size_t *n)
 }
 
 /* Per-CPU values come back as one (8-byte aligned) copy per possible CPU. */
-static int percpu_sum(struct lbpf_tm *t, int fd, const void *key, uint64_t *out, size_t nwords)
+/* Sums a per-CPU value of nwords 64-bit counters into out (a struct of __u64 fields:
+ * written with memcpy, since __u64 and uint64_t are different types to the aliasing
+ * rules). */
+static int percpu_sum(struct lbpf_tm *t, int fd, const void *key, void *out, size_t nwords)
 {
 	size_t stride = (nwords * 8 + 7) & ~(size_t)7;
-	uint64_t *buf = calloc((size_t)t->ncpus, stride);
+	uint64_t *buf = calloc((size_t)t->ncpus, stride), sum[16] = { 0 };
 	int err = 0;
 
 	if (!buf)
 		return -ENOMEM;
-	memset(out, 0, nwords * 8);
+	if (nwords > ARRAY_SIZE(sum)) {
+		free(buf);
+		return -E2BIG;
+	}
 	if (bpf_map_lookup_elem(fd, key, buf) < 0) {
 		err = errno == ENOENT ? 0 : -errno;
 	} else {
 		for (int c = 0; c < t->ncpus; c++)
 			for (size_t w = 0; w < nwords; w++)
-				out[w] += buf[(size_t)c * (stride / 8) + w];
+				sum[w] += buf[(size_t)c * (stride / 8) + w];
 	}
+	memcpy(out, sum, nwords * 8);
 	free(buf);
 	return err;
 }
@@ -579,19 +586,19 @@ int lbpf_tm_syscalls(struct lbpf_tm *t, uint64_t cgid, lbpf_sys_cb cb, void *arg
 
 int lbpf_tm_net(struct lbpf_tm *t, uint64_t cgid, struct lantern_net_stats *out)
 {
-	return percpu_sum(t, t->fd_net, &cgid, (uint64_t *)out, sizeof(*out) / 8);
+	return percpu_sum(t, t->fd_net, &cgid, out, sizeof(*out) / 8);
 }
 
 int lbpf_tm_proc(struct lbpf_tm *t, uint64_t cgid, struct lantern_proc_stats *out)
 {
-	return percpu_sum(t, t->fd_proc, &cgid, (uint64_t *)out, sizeof(*out) / 8);
+	return percpu_sum(t, t->fd_proc, &cgid, out, sizeof(*out) / 8);
 }
 
 int lbpf_tm_drops(struct lbpf_tm *t, struct lantern_tm_drops *out)
 {
 	uint32_t zero = 0;
 
-	return percpu_sum(t, t->fd_drops, &zero, (uint64_t *)out, sizeof(*out) / 8);
+	return percpu_sum(t, t->fd_drops, &zero, out, sizeof(*out) / 8);
 }
 
 int lbpf_tm_events_fd(struct lbpf_tm *t)
