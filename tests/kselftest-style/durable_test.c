@@ -75,24 +75,6 @@ static void sink_serve(int lfd)
 	}
 }
 
-static const char *oneline(const char *s)
-{
-	static char buf[4][1024];
-	static int k;
-	char *b = buf[k++ % 4];
-	size_t i = 0;
-
-	for (; s && *s && i < sizeof(buf[0]) - 1; s++)
-		b[i++] = *s == '\n' ? '|' : *s;
-	b[i] = '\0';
-	return b;
-}
-
-static bool has(const char *hay, const char *needle)
-{
-	return hay && strstr(hay, needle);
-}
-
 /* A spec whose workload is `sh -c SCRIPT`, egress to the sink allowed. */
 static const char *spec(const char *name, const char *extra_spec, const char *limits,
 			const char *script)
@@ -139,29 +121,6 @@ static bool newest_run(char *id, size_t len)
 	}
 	free(out);
 	return ok;
-}
-
-/* The id of the running run named name, waiting up to 10 s for it to start. */
-static bool running_run(const char *name, char *id, size_t len)
-{
-	for (uint64_t end = tl_ms() + 10000; tl_ms() < end; usleep(50000)) {
-		char *out = NULL;
-		bool found = false;
-
-		tl_lantern(&T, &out, NULL, "ps");
-		for (char *save = NULL, *l = strtok_r(out, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
-			char rid[64], inst[64], nm[128], st[64];
-			if (sscanf(l, "%63s %63s %127s %63s", rid, inst, nm, st) == 4 && !strcmp(nm, name) &&
-			    !strcmp(st, "running")) {
-				snprintf(id, len, "%s", rid);
-				found = true;
-			}
-		}
-		free(out);
-		if (found)
-			return true;
-	}
-	return false;
 }
 
 /* Status of run id per lantern ps, waiting up to ms for it to be final. */
@@ -249,7 +208,7 @@ static bool crash_once(int n, bool kill_workload, char *why, size_t wlen)
 	st = wait_final(id, 30000);
 	if (strcmp(st, "succeeded")) {
 		char *r = run_reason(id);
-		snprintf(why, wlen, "run %s ended %s: %s", id, st, oneline(r));
+		snprintf(why, wlen, "run %s ended %s: %s", id, st, tl_oneline(r));
 		free(r);
 		ok = false;
 	}
@@ -282,7 +241,7 @@ static bool crash_once(int n, bool kill_workload, char *why, size_t wlen)
 		}
 	}
 	if (ok && tl_lantern(&T, &out, NULL, "journal verify %s", id) != 0) {
-		snprintf(why, wlen, "journal verify failed: %s", oneline(out));
+		snprintf(why, wlen, "journal verify failed: %s", tl_oneline(out));
 		ok = false;
 	}
 	if (ok)
@@ -330,34 +289,34 @@ static void test_basics(void)
 		 "$L step b -- sh -c 'exit 4'; echo rc=$?");
 	f = spec("basics", NULL, NULL, script);
 	rc = tl_lantern(&T, &out, &err, "run --input-json '{\"q\":\"what\"}' %s", f);
-	tap_ok(rc == 0 && has(out, "\"input\":{\"q\":\"what\"}"),
-	       "the run's input reaches the workload (GET /v1/input) (%s)", oneline(out));
-	tap_ok(has(out, "first-1\nfirst-1\nrc=0\n") && !has(out, "SHOULD-NOT-RUN"),
+	tap_ok(rc == 0 && tl_has(out, "\"input\":{\"q\":\"what\"}"),
+	       "the run's input reaches the workload (GET /v1/input) (%s)", tl_oneline(out));
+	tap_ok(tl_has(out, "first-1\nfirst-1\nrc=0\n") && !tl_has(out, "SHOULD-NOT-RUN"),
 	       "lantern step: a completed step replays its stdout and exit code without running");
-	tap_ok(has(out, "bee\nrc=3\nbee\nrc=3\n"), "lantern step: a non-zero exit code is recorded and replayed");
+	tap_ok(tl_has(out, "bee\nrc=3\nbee\nrc=3\n"), "lantern step: a non-zero exit code is recorded and replayed");
 	free(out);
 	free(err);
 
 	newest_run(id, sizeof(id));
 	rc = tl_lantern(&T, &out, NULL, "journal %s", id);
-	tap_ok(rc == 0 && has(out, "run_started") && has(out, "step_started    a (tool) attempt 1") &&
-	       has(out, "step_completed  b attempt 1 exit 3") && has(out, "run_completed   succeeded"),
+	tap_ok(rc == 0 && tl_has(out, "run_started") && tl_has(out, "step_started    a (tool) attempt 1") &&
+	       tl_has(out, "step_completed  b attempt 1 exit 3") && tl_has(out, "run_completed   succeeded"),
 	       "lantern journal prints every record readably");
 	free(out);
 	rc = tl_lantern(&T, &out, NULL, "journal verify %s", id);
-	tap_ok(rc == 0 && has(out, "ok: 6 records") && has(out, "head "),
-	       "lantern journal verify checks CRCs and the chain (%s)", oneline(out));
+	tap_ok(rc == 0 && tl_has(out, "ok: 6 records") && tl_has(out, "head "),
+	       "lantern journal verify checks CRCs and the chain (%s)", tl_oneline(out));
 	free(out);
 
 	/* another process (this test) may not use a run's socket */
 	snprintf(script, sizeof(script), "sleep 30");
 	f = spec("idle", NULL, NULL, script);
 	tl_sh(NULL, NULL, "%s/lantern --socket %s run %s >/dev/null 2>&1 &", T.build, T.sock, f);
-	running_run("idle", id, sizeof(id));
+	tl_running_run(&T, "idle", id, sizeof(id), 10000);
 	usleep(300000);
 	rc = tl_sh(&out, NULL, "curl -s --unix-socket %s/runs/%s/harness/harness.sock http://h/v1/input", T.state, id);
-	tap_ok(has(out, "not a process of run") && !has(out, "\"input\""),
-	       "a process outside the run's instance is refused by its harness socket (%s)", oneline(out));
+	tap_ok(tl_has(out, "not a process of run") && !tl_has(out, "\"input\""),
+	       "a process outside the run's instance is refused by its harness socket (%s)", tl_oneline(out));
 	free(out);
 	tl_lantern(&T, NULL, NULL, "kill %s", id);
 	wait_final(id, 10000);
@@ -373,10 +332,10 @@ static void test_budgets(void)
 		 "L=$LANTERN_CLI; for i in 1 2 3 4; do $L step s$i -- echo $i || exit 1; done");
 	f = spec("maxsteps", NULL, "    max_steps: 2\n", script);
 	rc = tl_lantern(&T, &out, &err, "run %s", f);
-	tap_ok(rc != 0 && has(err, "budget_exceeded") && has(err, "limits.max_steps of 2") &&
-	       has(out, "1\n2\n") && !has(out, "3"),
+	tap_ok(rc != 0 && tl_has(err, "budget_exceeded") && tl_has(err, "limits.max_steps of 2") &&
+	       tl_has(out, "1\n2\n") && !tl_has(out, "3"),
 	       "max_steps: the third step is refused before it runs; the run ends budget_exceeded (%s)",
-	       oneline(err));
+	       tl_oneline(err));
 	free(out);
 	free(err);
 
@@ -387,10 +346,10 @@ static void test_budgets(void)
 		 "\"model\":\"m\",\"input_tokens\":600,\"output_tokens\":100}}' http://h/v1/steps/complete; echo; done; sleep 5");
 	f = spec("maxtokens", NULL, "    max_tokens: 1000\n", script);
 	rc = tl_lantern(&T, &out, &err, "run %s", f);
-	tap_ok(rc != 0 && has(err, "budget_exceeded") && has(err, "limits.max_tokens of 1000 exceeded (1400") &&
-	       !has(out, "\"step_id\":\"l3\""),
+	tap_ok(rc != 0 && tl_has(err, "budget_exceeded") && tl_has(err, "limits.max_tokens of 1000 exceeded (1400") &&
+	       !tl_has(out, "\"step_id\":\"l3\""),
 	       "max_tokens: checked after completion (1400 > 1000): the run ends budget_exceeded (%s)",
-	       oneline(err));
+	       tl_oneline(err));
 	free(out);
 	free(err);
 
@@ -409,9 +368,9 @@ static void test_budgets(void)
 	}
 	f = spec("maxcost", NULL, "    max_cost_usd: 1.5\n", script);
 	rc = tl_lantern(&T, &out, &err, "run %s", f);
-	tap_ok(rc != 0 && has(err, "budget_exceeded") && has(err, "max_cost_usd of 1.5"),
+	tap_ok(rc != 0 && tl_has(err, "budget_exceeded") && tl_has(err, "max_cost_usd of 1.5"),
 	       "max_cost_usd: priced from --prices (1M tokens at $2/M), the run ends budget_exceeded (%s)",
-	       oneline(err));
+	       tl_oneline(err));
 	free(out);
 	free(err);
 
@@ -419,10 +378,10 @@ static void test_budgets(void)
 		 "L=$LANTERN_CLI; for i in 1 2 3 4 5 6 7; do $L step try$i -- echo same || exit 1; done");
 	f = spec("loop", NULL, NULL, script);
 	rc = tl_lantern(&T, &out, &err, "run %s", f);
-	tap_ok(rc != 0 && has(err, "budget_exceeded") && has(err, "loop detected") && has(err, "try6") &&
-	       has(out, "same\nsame\nsame\nsame\nsame\n") && !has(out, "same\nsame\nsame\nsame\nsame\nsame"),
+	tap_ok(rc != 0 && tl_has(err, "budget_exceeded") && tl_has(err, "loop detected") && tl_has(err, "try6") &&
+	       tl_has(out, "same\nsame\nsame\nsame\nsame\n") && !tl_has(out, "same\nsame\nsame\nsame\nsame\nsame"),
 	       "loop guard: the 6th step with the same input digest is refused and ends the run (%s)",
-	       oneline(err));
+	       tl_oneline(err));
 	free(out);
 	free(err);
 }
@@ -489,40 +448,40 @@ static void test_journal_damage(void)
 		 "L=$LANTERN_CLI; $L step one -- echo one; $L step two -- sleep 2; echo finished");
 	f = spec("torn", NULL, NULL, script);
 	tl_sh(NULL, NULL, "%s/lantern --socket %s run %s >/dev/null 2>&1 &", T.build, T.sock, f);
-	running_run("torn", id, sizeof(id));
+	tl_running_run(&T, "torn", id, sizeof(id), 10000);
 	usleep(800000);
 	st = restart_with(id, torn);
 	tl_sh(&out, NULL, "cat %s/runs/%s/stdout", T.state, id);
 	tap_ok(!strcmp(st, "succeeded") && tl_log_contains(&T, "torn tail of 6 bytes") &&
-	       has(out, "one\none\nfinished"),
+	       tl_has(out, "one\none\nfinished"),
 	       "a torn journal tail is truncated on restart; the run resumes (step one replayed) to success (%s, %s)", st,
-	       oneline(out));
+	       tl_oneline(out));
 	free(out);
 
 	f = spec("corrupt", NULL, NULL, script);
 	tl_sh(NULL, NULL, "%s/lantern --socket %s run %s >/dev/null 2>&1 &", T.build, T.sock, f);
-	running_run("corrupt", id, sizeof(id));
+	tl_running_run(&T, "corrupt", id, sizeof(id), 10000);
 	usleep(800000);
 	st = restart_with(id, corrupt_middle);
 	r = run_reason(id);
-	tap_ok(!strcmp(st, "failed") && has(r, "corrupt record 2") && has(r, "CRC32C"),
-	       "a corrupt middle record stops the run with a clear reason, nothing skipped (%s)", oneline(r));
+	tap_ok(!strcmp(st, "failed") && tl_has(r, "corrupt record 2") && tl_has(r, "CRC32C"),
+	       "a corrupt middle record stops the run with a clear reason, nothing skipped (%s)", tl_oneline(r));
 	free(r);
 	tl_lantern(&T, &out, NULL, "journal verify %s", id);
-	tap_ok(has(out, "FAILED: 1 records verified"), "lantern journal verify reports the damage (%s)",
-	       oneline(out));
+	tap_ok(tl_has(out, "FAILED: 1 records verified"), "lantern journal verify reports the damage (%s)",
+	       tl_oneline(out));
 	free(out);
 
 	/* idempotent: false and a step in flight: not restarted */
 	snprintf(script, sizeof(script), "L=$LANTERN_CLI; $L step slow -- sleep 30");
 	f = spec("noidem", "  idempotent: false\n", NULL, script);
 	tl_sh(NULL, NULL, "%s/lantern --socket %s run %s >/dev/null 2>&1 &", T.build, T.sock, f);
-	running_run("noidem", id, sizeof(id));
+	tl_running_run(&T, "noidem", id, sizeof(id), 10000);
 	usleep(800000);
 	st = restart_with(id, no_damage);
 	r = run_reason(id);
-	tap_ok(!strcmp(st, "failed") && has(r, "idempotent is false") && has(r, "step \\\"slow\\\""),
-	       "idempotent: false with a step in flight: the run ends failed naming the step (%s)", oneline(r));
+	tap_ok(!strcmp(st, "failed") && tl_has(r, "idempotent is false") && tl_has(r, "step \\\"slow\\\""),
+	       "idempotent: false with a step in flight: the run ends failed naming the step (%s)", tl_oneline(r));
 	free(r);
 }
 

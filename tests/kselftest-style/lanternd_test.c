@@ -79,58 +79,6 @@ static int run(const char *file, char **out, char **err)
 	return tl_lantern(&T, out, err, "run %s", file);
 }
 
-/* s on one line, for TAP messages (a newline inside one would break the stream). */
-static const char *oneline(const char *s)
-{
-	static char buf[4][1024];
-	static int k;
-	char *b = buf[k++ % 4];
-	size_t i = 0;
-
-	for (; s && *s && i < sizeof(buf[0]) - 1; s++)
-		b[i++] = *s == '\n' ? '|' : *s;
-	b[i] = '\0';
-	return s || i ? b : "(null)";
-}
-
-static bool has(const char *hay, const char *needle)
-{
-	return hay && strstr(hay, needle);
-}
-
-/* The run id from `lantern ps` for a run named name. */
-static bool run_id_of(const char *name, char *id, size_t len)
-{
-	char *out = NULL;
-	bool found = false;
-
-	tl_lantern(&T, &out, NULL, "ps");
-	for (char *save = NULL, *l = strtok_r(out, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
-		char rid[64], inst[64], nm[128], st[32];
-		if (sscanf(l, "%63s %63s %127s %31s", rid, inst, nm, st) == 4 && !strcmp(nm, name) &&
-		    !strcmp(st, "running")) {
-			snprintf(id, len, "%s", rid);
-			found = true;
-		}
-	}
-	free(out);
-	return found;
-}
-
-static bool wait_for_file_text(const char *path, const char *text, int ms)
-{
-	for (uint64_t end = tl_ms() + (uint64_t)ms; tl_ms() < end; usleep(50000)) {
-		char *buf;
-		if (util_read_file(path, &buf, NULL) == 0) {
-			bool ok = strstr(buf, text) != NULL;
-			free(buf);
-			if (ok)
-				return true;
-		}
-	}
-	return false;
-}
-
 static int count_cgroup_children(void)
 {
 	char *out = NULL;
@@ -153,9 +101,9 @@ static void test_admission(void)
 		    "spec:\n  image_digest: host\n  isolation: trusted\n  limits:\n    memory: 12Qi\n"
 		    "  egress_rules:\n    - pattern: tcp://10.0.0.1/8\n  command: [\"true\"]\n");
 	rc = run(f, &out, &err);
-	tap_ok(rc != 0 && has(err, "bad.yaml:9:13") && has(err, "spec.limits.memory") &&
-	       has(err, "bad.yaml:11:16") && has(err, "spec.egress_rules[0].pattern"),
-	       "invalid spec: every error names file:line:col and the field (got: %s)", oneline(err));
+	tap_ok(rc != 0 && tl_has(err, "bad.yaml:9:13") && tl_has(err, "spec.limits.memory") &&
+	       tl_has(err, "bad.yaml:11:16") && tl_has(err, "spec.egress_rules[0].pattern"),
+	       "invalid spec: every error names file:line:col and the field (got: %s)", tl_oneline(err));
 	tap_ok(count_cgroup_children() == 0, "invalid spec: nothing was started (no instance cgroup)");
 	free(out);
 	free(err);
@@ -163,14 +111,14 @@ static void test_admission(void)
 	f = spec("standard", "none", NULL, NULL, NULL, "true");
 	tl_sh(NULL, NULL, "sed -i 's/isolation: trusted/isolation: untrusted/' %s", f);
 	rc = run(f, &out, &err);
-	tap_ok(rc != 0 && has(err, "refused") && has(err, "untrusted"),
+	tap_ok(rc != 0 && tl_has(err, "refused") && tl_has(err, "untrusted"),
 	       "isolation untrusted is refused by the process runtime, naming the class");
 	free(out);
 	free(err);
 
 	f = spec("vpc", "tenant_vpc", NULL, NULL, NULL, "true");
 	rc = run(f, &out, &err);
-	tap_ok(rc != 0 && has(err, "tenant_vpc"), "network tenant_vpc is refused as unsupported");
+	tap_ok(rc != 0 && tl_has(err, "tenant_vpc"), "network tenant_vpc is refused as unsupported");
 	free(out);
 	free(err);
 }
@@ -188,9 +136,9 @@ static void test_basic(void)
 	f = spec("basic", "allowlist_domain", NULL, rules, NULL, script);
 	rc = run(f, &out, &err);
 	tap_ok(rc == 7, "lantern run exits with the workload's exit status (got %d)", rc);
-	tap_ok(has(out, "to-stdout") && has(err, "to-stderr"), "stdout and stderr are streamed");
-	tap_ok(has(out, "ok\ndenied\n"), "allowed TCP port connects, another port on the same address is denied (EPERM)");
-	tap_ok(has(err, "failed") && has(err, "exit code 7"), "a failed run prints its status and reason on stderr");
+	tap_ok(tl_has(out, "to-stdout") && tl_has(err, "to-stderr"), "stdout and stderr are streamed");
+	tap_ok(tl_has(out, "ok\ndenied\n"), "allowed TCP port connects, another port on the same address is denied (EPERM)");
+	tap_ok(tl_has(err, "failed") && tl_has(err, "exit code 7"), "a failed run prints its status and reason on stderr");
 	tap_ok(tl_log_contains(&T, "\"event\":\"egress\"") && tl_log_contains(&T, "\"verdict\":\"deny\"") &&
 	       tl_log_contains(&T, "\"comm\":\"netprobe\"") && tl_log_contains(&T, "\"dst\":\"127.0.0.1\""),
 	       "the deny is one JSON line in lanternd's log with comm, destination, verdict");
@@ -236,7 +184,7 @@ static void test_protocols(void)
 		"denied\n";         /* udp to ::1 (only tcp allowed) */
 	tap_ok(out && !strcmp(out, want),
 	       "TCP/UDP, IPv4/IPv6, ranges, longest prefix, mapped, TFO, connected UDP (want %s, got %s)",
-	       oneline(want), oneline(out));
+	       tl_oneline(want), tl_oneline(out));
 	free(out);
 	free(err);
 }
@@ -250,13 +198,13 @@ static void test_modes(void)
 	f = spec("none", "none", NULL, NULL, NULL, script);
 	run(f, &out, &err);
 	tap_ok(out && !strcmp(out, "denied\ndenied\n"),
-	       "network none in the host's netns: even the node's loopback is denied (got %s)", oneline(out));
+	       "network none in the host's netns: even the node's loopback is denied (got %s)", tl_oneline(out));
 	free(out);
 	free(err);
 
 	f = spec("open", "open", NULL, NULL, NULL, script);
 	run(f, &out, &err);
-	tap_ok(out && !strcmp(out, "ok\nok\n"), "network open: everything allowed (got %s)", oneline(out));
+	tap_ok(out && !strcmp(out, "ok\nok\n"), "network open: everything allowed (got %s)", tl_oneline(out));
 	tap_ok(tl_log_contains(&T, "\"verdict\":\"allow\""), "network open: connections are still recorded");
 	free(out);
 	free(err);
@@ -309,29 +257,29 @@ static void test_crash_and_adopt(void)
 		 probe, port_b, outp, probe, port_a, outp);
 	f = spec("survivor", "allowlist_domain", NULL, rules, NULL, script);
 	tl_sh(NULL, NULL, "%s/lantern --socket %s run %s >/dev/null 2>&1 &", T.build, T.sock, f);
-	tap_ok(wait_for_file_text(outp, "denied", 5000), "long-running instance is enforced");
+	tap_ok(tl_wait_file_text(outp, "denied", 5000), "long-running instance is enforced");
 	tl_daemon_stop(&T, SIGKILL);
 	truncate(outp, 0);
 	usleep(600000);
 	util_read_file(outp, &out, NULL);
-	tap_ok(out && has(out, "denied") && has(out, "ok") && !has(out, "error"),
+	tap_ok(out && tl_has(out, "denied") && tl_has(out, "ok") && !tl_has(out, "error"),
 	       "after kill -9 of lanternd the workload keeps running and is still denied");
 	free(out);
 	out = NULL;
 	st = tl_daemon_start(&T, NULL);
-	tap_ok(st == 0 && run_id_of("survivor", id, sizeof(id)) && tl_log_contains(&T, "adopted"),
+	tap_ok(st == 0 && tl_running_run(&T, "survivor", id, sizeof(id), 0) && tl_log_contains(&T, "adopted"),
 	       "restarted lanternd adopts the running instance");
 	truncate(outp, 0);
 	usleep(600000);
 	util_read_file(outp, &out, NULL);
-	tap_ok(out && has(out, "denied") && has(out, "ok"), "still enforced after adoption");
+	tap_ok(out && tl_has(out, "denied") && tl_has(out, "ok"), "still enforced after adoption");
 	free(out);
 	out = NULL;
 
 	tl_lantern(&T, &out, NULL, "audit egress %s", id);
 	snprintf(script, sizeof(script), "tcp://127.0.0.1:%u", port_a);
-	tap_ok(has(out, script) && has(out, "mode: enforce") && has(out, "denied") &&
-	       !has(out, "denied 0,") && has(out, "deny   tcp 127.0.0.1"),
+	tap_ok(tl_has(out, script) && tl_has(out, "mode: enforce") && tl_has(out, "denied") &&
+	       !tl_has(out, "denied 0,") && tl_has(out, "deny   tcp 127.0.0.1"),
 	       "lantern audit egress shows the rule, the kernel entry, the deny count and the denies");
 	free(out);
 	out = NULL;
@@ -341,17 +289,17 @@ static void test_crash_and_adopt(void)
 	truncate(outp, 0);
 	usleep(600000);
 	util_read_file(outp, &out, NULL);
-	tap_ok(out && has(out, "denied") && has(out, "ok") && !has(out, "error"),
+	tap_ok(out && tl_has(out, "denied") && tl_has(out, "ok") && !tl_has(out, "error"),
 	       "after a clean stop of lanternd the instance is still enforced");
 	free(out);
 	out = NULL;
 	st = tl_daemon_start(&T, NULL);
-	tap_ok(st == 0 && run_id_of("survivor", id, sizeof(id)), "and the next lanternd adopts it again");
+	tap_ok(st == 0 && tl_running_run(&T, "survivor", id, sizeof(id), 0), "and the next lanternd adopts it again");
 	tap_ok(tl_lantern(&T, NULL, NULL, "kill %s", id) == 0, "lantern kill stops the adopted run");
-	for (int i = 0; i < 100 && run_id_of("survivor", id, sizeof(id)); i++)
+	for (int i = 0; i < 100 && tl_running_run(&T, "survivor", id, sizeof(id), 0); i++)
 		usleep(100000);
 	tl_lantern(&T, &out, NULL, "ps");
-	tap_ok(has(out, "survivor") && has(out, "cancelled") && count_cgroup_children() == 0,
+	tap_ok(tl_has(out, "survivor") && tl_has(out, "cancelled") && count_cgroup_children() == 0,
 	       "the killed run shows cancelled and its cgroup is gone");
 	free(out);
 }
@@ -363,7 +311,7 @@ static void test_timeout(void)
 	uint64_t t0 = tl_ms();
 	int rc = run(f, &out, &err);
 
-	tap_ok(rc != 0 && has(err, "timed_out") && tl_ms() - t0 < 10000,
+	tap_ok(rc != 0 && tl_has(err, "timed_out") && tl_ms() - t0 < 10000,
 	       "limits.timeout ends the run as timed_out (%llu ms)", (unsigned long long)(tl_ms() - t0));
 	free(out);
 	free(err);
@@ -416,7 +364,7 @@ static void test_fqdn(uint16_t dns_port)
 			   "127.0.0.8\n"   /* DNS over TCP, wildcard pattern */
 			   "ok\n";
 	tap_ok(out && !strcmp(out, want), "FQDN allowlist through a real dnsmasq upstream (want %s, got %s)",
-	       oneline(want), oneline(out));
+	       tl_oneline(want), tl_oneline(out));
 	tap_ok(tl_log_contains(&T, "\"event\":\"dns\"") && tl_log_contains(&T, "\"qname\":\"blocked.test\""),
 	       "a refused name is a deny event in the log");
 	free(out);
@@ -449,7 +397,7 @@ static void test_fqdn_isolation(void)
 	      T.build, T.sock, fa, T.build, T.sock, fb, ob);
 	util_read_file(ob, &out, NULL);
 	tap_ok(access(go, F_OK) == 0 && out && !strcmp(out, "denied\n"),
-	       "an address one instance learned from DNS stays denied for another (got %s)", oneline(out));
+	       "an address one instance learned from DNS stays denied for another (got %s)", tl_oneline(out));
 	free(out);
 	if (l7 >= 0)
 		close(l7);
@@ -468,17 +416,16 @@ static void test_atomic_update(void)
 	f = spec("updater", "allowlist_domain", NULL, r1, NULL, script);
 	f2 = spec("updater2", "allowlist_domain", NULL, r2, NULL, "true");
 	tl_sh(NULL, NULL, "%s/lantern --socket %s run %s >/dev/null 2>&1 &", T.build, T.sock, f);
-	for (int i = 0; i < 50 && !run_id_of("updater", id, sizeof(id)); i++)
-		usleep(100000);
+	tl_running_run(&T, "updater", id, sizeof(id), 5000);
 	for (int i = 0; i < 60; i++)
 		if (tl_lantern(&T, NULL, NULL, "egress update %s %s", id, i % 2 ? f : f2) != 0)
 			fails++;
 	tap_ok(fails == 0, "egress update of a running instance succeeds (%d failures)", fails);
-	wait_for_file_text(outp, "ok=", 60000);
+	tl_wait_file_text(outp, "ok=", 60000);
 	util_read_file(outp, &out, NULL);
-	tap_ok(out && has(out, "denied=0 ") && has(out, "other=0"),
+	tap_ok(out && tl_has(out, "denied=0 ") && tl_has(out, "other=0"),
 	       "no connect was denied while the policy flipped 60 times under a connect loop (%s)",
-	       oneline(out));
+	       tl_oneline(out));
 	free(out);
 }
 
@@ -500,7 +447,7 @@ static void test_too_many_rules(void)
 		fprintf(fp, "    - pattern: 10.%d.%d.%d\n", i >> 16, (i >> 8) & 255, i & 255);
 	fclose(fp);
 	rc = run(path, &out, &err);
-	tap_ok(rc != 0 && has(err, "65534"), "more egress rules than a policy can index are refused: %s", oneline(err));
+	tap_ok(rc != 0 && tl_has(err, "65534"), "more egress rules than a policy can index are refused: %s", tl_oneline(err));
 	free(out);
 	free(err);
 }
@@ -539,18 +486,17 @@ static void test_full_map(void)
 	fa = big_spec("big-a", 1, script);
 	fb = big_spec("big-b", 2, "true");
 	tl_sh(NULL, NULL, "%s/lantern --socket %s run %s >/dev/null 2>&1 &", T.build, T.sock, fa);
-	for (int i = 0; i < 100 && !run_id_of("big-a", id, sizeof(id)); i++)
-		usleep(100000);
+	tl_running_run(&T, "big-a", id, sizeof(id), 10000);
 	rc = run(fb, &out, &err);
-	tap_ok(rc != 0 && has(err, "full"), "a policy that does not fit the map is refused: %s", oneline(err));
+	tap_ok(rc != 0 && tl_has(err, "full"), "a policy that does not fit the map is refused: %s", tl_oneline(err));
 	tap_ok(count_cgroup_children() == 1, "the refused spawn left no cgroup behind");
 	tl_sh(NULL, NULL, "touch %s", go);
 	free(out);
 	out = NULL;
-	wait_for_file_text(outp, "denied", 10000);
+	tl_wait_file_text(outp, "denied", 10000);
 	util_read_file(outp, &out, NULL);
 	tap_ok(out && !strcmp(out, "ok\ndenied\n"), "the instance already in the map keeps its policy (got %s)",
-	       oneline(out));
+	       tl_oneline(out));
 	free(out);
 	free(err);
 	free(fa);
@@ -605,7 +551,7 @@ static void test_no_process_runtime(void)
 	}
 	f = tl_file(&t2, "p.yaml", "apiVersion: lantern.dev/v1\nkind: AgentSpec\nmetadata:\n  name: p\n"
 		    "spec:\n  image_digest: host\n  isolation: trusted\n  command: [\"true\"]\n");
-	tap_ok(tl_lantern(&t2, &out, &err, "run %s", f) != 0 && has(err, "process-runtime"),
+	tap_ok(tl_lantern(&t2, &out, &err, "run %s", f) != 0 && tl_has(err, "process-runtime"),
 	       "a second lanternd side by side without --process-runtime refuses host processes with a reason");
 	free(out);
 	free(err);

@@ -32,22 +32,6 @@ static struct tl_env T;
 static char image[256], bridge[16], subnet[32], gw[32], ns_addr[32], denied_addr[32];
 static pid_t dnsmasq_pid, acceptor;
 
-static bool has(const char *s, const char *sub)
-{
-	return s && strstr(s, sub);
-}
-
-static const char *oneline(const char *s)
-{
-	static char buf[600];
-	size_t n = 0;
-
-	for (; s && *s && n < sizeof(buf) - 1; s++)
-		buf[n++] = *s == '\n' ? '|' : *s;
-	buf[n] = '\0';
-	return buf;
-}
-
 static void cleanup(void)
 {
 	if (acceptor > 0) {
@@ -157,16 +141,16 @@ static void test_iso(const char *iso, const char *handler, uint16_t port)
 	for (int i = 0; i < 5; i++)
 		part(out, i, p[i], sizeof(p[i]));
 	tap_ok(rc == 0, "%s (%s): a spec with a hostname egress rule is admitted and runs: %s", iso,
-	       handler, rc ? oneline(err) : "ok");
-	tap_ok(has(p[0], "Operation not permitted") && !has(p[0], "pong"),
-	       "%s: before resolving, %s:%u is denied: %s", iso, gw, port, oneline(p[0]));
-	tap_ok(has(p[1], "allowed.example.test") && has(p[1], gw) && has(p[1], ns_addr),
+	       handler, rc ? tl_oneline(err) : "ok");
+	tap_ok(tl_has(p[0], "Operation not permitted") && !tl_has(p[0], "pong"),
+	       "%s: before resolving, %s:%u is denied: %s", iso, gw, port, tl_oneline(p[0]));
+	tap_ok(tl_has(p[1], "allowed.example.test") && tl_has(p[1], gw) && tl_has(p[1], ns_addr),
 	       "%s: nslookup via nameserver %s (redirected to the proxy on the bridge) answers %s: %s",
-	       iso, ns_addr, gw, oneline(p[1]));
-	tap_ok(has(p[2], "pong"), "%s: after the answer, %s:%u connects: %s", iso, gw, port, oneline(p[2]));
-	tap_ok(has(p[3], "REFUSED") && !has(p[3], denied_addr) && has(p[4], "Operation not permitted"),
+	       iso, ns_addr, gw, tl_oneline(p[1]));
+	tap_ok(tl_has(p[2], "pong"), "%s: after the answer, %s:%u connects: %s", iso, gw, port, tl_oneline(p[2]));
+	tap_ok(tl_has(p[3], "REFUSED") && !tl_has(p[3], denied_addr) && tl_has(p[4], "Operation not permitted"),
 	       "%s: denied.example.test is REFUSED and %s:%u stays denied: %s", iso, denied_addr, port,
-	       oneline(p[3]));
+	       tl_oneline(p[3]));
 	free(out);
 	free(err);
 }
@@ -197,8 +181,8 @@ static void test_update(uint16_t port)
 	rc = tl_lantern(&T, NULL, NULL, "egress update %s %s", id, upd);
 	tl_sh(NULL, NULL, "for i in $(seq 100); do grep -q 'pong\\|connect' %s && break; sleep 0.05; done", outf);
 	tl_sh(&out, NULL, "cat %s", outf);
-	tap_ok(rc == 0 && has(out, "Address: ") && has(out, gw) && has(out, "pong"),
-	       "runc: a policy update adding a hostname rule opens the proxy on the bridge too: %s", oneline(out));
+	tap_ok(rc == 0 && tl_has(out, "Address: ") && tl_has(out, gw) && tl_has(out, "pong"),
+	       "runc: a policy update adding a hostname rule opens the proxy on the bridge too: %s", tl_oneline(out));
 	free(out);
 }
 
@@ -239,7 +223,7 @@ int main(void)
 	snprintf(image, sizeof(image), "%s", out ? out : "");
 	free(out);
 	rc = rc ?: tl_lantern(&T, NULL, NULL, "image import %s", dir);
-	tap_ok(rc == 0 && has(image, "@sha256:"), "the busybox image is built and imported: %s", image);
+	tap_ok(rc == 0 && tl_has(image, "@sha256:"), "the busybox image is built and imported: %s", image);
 
 	/* the answered address is the bridge's own: a listener of this test */
 	lfd = tl_tcp_listen("0.0.0.0", &port);

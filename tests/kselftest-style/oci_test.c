@@ -27,22 +27,6 @@
 static struct tl_env T;
 static char image[256], bridge[16], subnet[32], gw[32], extra[256];
 
-static bool has(const char *s, const char *sub)
-{
-	return s && strstr(s, sub);
-}
-
-static const char *oneline(const char *s)
-{
-	static char buf[400];
-	size_t n = 0;
-
-	for (; s && *s && n < sizeof(buf) - 1; s++)
-		buf[n++] = *s == '\n' ? '|' : *s;
-	buf[n] = '\0';
-	return buf;
-}
-
 /* A spec running `sh -c SCRIPT` in the test image. */
 static const char *spec(const char *name, const char *iso, const char *img, const char *extra,
 			const char *script)
@@ -86,10 +70,10 @@ static void test_node_and_images(void)
 	int rc;
 
 	rc = tl_lantern(&T, &out, NULL, "node");
-	tap_ok(rc == 0 && has(out, "trusted       runc     yes") && has(out, "standard      runsc    yes") &&
-	       has(out, "untrusted     runsc    yes"), "lantern node advertises trusted=runc, standard and untrusted=runsc");
-	tap_ok(has(out, "hostile       kata     no") && has(out, "kata-runtime is not installed") &&
-	       has(out, "wasm          -        no"), "hostile (kata) and wasm are not advertised, with the reason");
+	tap_ok(rc == 0 && tl_has(out, "trusted       runc     yes") && tl_has(out, "standard      runsc    yes") &&
+	       tl_has(out, "untrusted     runsc    yes"), "lantern node advertises trusted=runc, standard and untrusted=runsc");
+	tap_ok(tl_has(out, "hostile       kata     no") && tl_has(out, "kata-runtime is not installed") &&
+	       tl_has(out, "wasm          -        no"), "hostile (kata) and wasm are not advertised, with the reason");
 	free(out);
 
 	snprintf(dir, sizeof(dir), "%s/img", T.dir);
@@ -97,36 +81,36 @@ static void test_node_and_images(void)
 	if (out && strchr(out, '\n'))
 		*strchr(out, '\n') = '\0';
 	snprintf(image, sizeof(image), "%s", out ? out : "");
-	tap_ok(rc == 0 && has(image, "test/busybox@sha256:"), "scripts/mkimage.sh builds an OCI layout: %s", image);
+	tap_ok(rc == 0 && tl_has(image, "test/busybox@sha256:"), "scripts/mkimage.sh builds an OCI layout: %s", image);
 	free(out);
 	free(err);
 
 	/* a damaged layer in the store is refused at first use, then fixed by re-import */
 	rc = tl_lantern(&T, &out, NULL, "image import %s", dir);
-	tap_ok(rc == 0 && has(out, strchr(image, '@') + 1), "lantern image import stores it by digest");
+	tap_ok(rc == 0 && tl_has(out, strchr(image, '@') + 1), "lantern image import stores it by digest");
 	free(out);
 	/* same size, one byte changed: only the hash can tell */
 	tl_sh(NULL, NULL, "f=$(ls -S %s/images/blobs/sha256/* | head -1); printf x | dd of=$f bs=1 seek=1000 conv=notrunc 2>/dev/null",
 	      T.state);
 	rc = run(spec("corrupt", "trusted", NULL, NULL, "echo must-not-run"), &out, &err);
-	tap_ok(rc != 0 && has(err, "does not match its digest") && !has(out, "must-not-run"),
-	       "a blob whose bytes do not match its digest refuses the spawn: %s", oneline(err));
+	tap_ok(rc != 0 && tl_has(err, "does not match its digest") && !tl_has(out, "must-not-run"),
+	       "a blob whose bytes do not match its digest refuses the spawn: %s", tl_oneline(err));
 	free(out);
 	free(err);
 	rc = tl_lantern(&T, NULL, NULL, "image import %s", dir);
 	snprintf(path, sizeof(path), "%s/images/blobs/sha256", T.state);
 	rc = tl_lantern(&T, &out, NULL, "image ls");
-	tap_ok(rc == 0 && has(out, "test/busybox:1") && has(out, strchr(image, '@') + 1),
+	tap_ok(rc == 0 && tl_has(out, "test/busybox:1") && tl_has(out, strchr(image, '@') + 1),
 	       "re-import repairs the store; lantern image ls lists the image");
 	free(out);
 
 	rc = run(spec("tag", "trusted", "test/busybox:1", NULL, "true"), NULL, &err);
-	tap_ok(rc != 0 && has(err, "a tag is not a pin"), "a tag without a digest is refused: %s", oneline(err));
+	tap_ok(rc != 0 && tl_has(err, "a tag is not a pin"), "a tag without a digest is refused: %s", tl_oneline(err));
 	free(err);
 	rc = run(spec("unknown", "trusted",
 		      "x@sha256:0000000000000000000000000000000000000000000000000000000000000000", NULL, "true"),
 		 NULL, &err);
-	tap_ok(rc != 0 && has(err, "not in this node's store"), "an unknown digest is refused: %s", oneline(err));
+	tap_ok(rc != 0 && tl_has(err, "not in this node's store"), "an unknown digest is refused: %s", tl_oneline(err));
 	free(err);
 }
 
@@ -143,28 +127,28 @@ static void test_classes(void)
 			      "echo $GREETING $LANTERN_RUN_ID; touch /ro 2>/dev/null || echo root-read-only; "
 			      "echo x > /tmp/s && cat /tmp/s; ls /run/lantern/secrets | wc -l"),
 			 &out, &err);
-		tap_ok(rc == 0 && has(out, "hi r-") && has(out, "root-read-only\nx\n0\n"),
+		tap_ok(rc == 0 && tl_has(out, "hi r-") && tl_has(out, "root-read-only\nx\n0\n"),
 		       "isolation %s runs (%llu ms): env, read-only root, scratch, empty secrets: %s", isos[i],
-		       (unsigned long long)(tl_ms() - t0), oneline(out));
+		       (unsigned long long)(tl_ms() - t0), tl_oneline(out));
 		free(out);
 		free(err);
 	}
 	/* syslog(2) (dmesg) is in no deny-list but outside the untrusted allow-list */
 	rc = run(spec("sys-std", "standard", NULL, NULL, "dmesg >/dev/null && echo allowed"), &out, NULL);
-	tap_ok(rc == 0 && has(out, "allowed"), "standard: the default profile allows syslog(2)");
+	tap_ok(rc == 0 && tl_has(out, "allowed"), "standard: the default profile allows syslog(2)");
 	free(out);
 	rc = run(spec("sys-untr", "untrusted", NULL, NULL, "dmesg >/dev/null 2>&1 && echo allowed || echo denied"), &out, NULL);
-	tap_ok(has(out, "denied"), "untrusted: deny-by-default seccomp refuses it: %s", oneline(out));
+	tap_ok(tl_has(out, "denied"), "untrusted: deny-by-default seccomp refuses it: %s", tl_oneline(out));
 	free(out);
 	rc = run(spec("hostile", "hostile", NULL, NULL, "true"), NULL, &err);
-	tap_ok(rc != 0 && has(err, "\"hostile\"") && has(err, "\"kata\"") && has(err, "not installed"),
-	       "hostile is refused naming class, handler and what is missing: %s", oneline(err));
+	tap_ok(rc != 0 && tl_has(err, "\"hostile\"") && tl_has(err, "\"kata\"") && tl_has(err, "not installed"),
+	       "hostile is refused naming class, handler and what is missing: %s", tl_oneline(err));
 	free(err);
 	rc = run(spec("wasm", "wasm", NULL, NULL, "true"), NULL, &err);
-	tap_ok(rc != 0 && has(err, "\"wasm\" is not supported"), "wasm is refused as not supported: %s", oneline(err));
+	tap_ok(rc != 0 && tl_has(err, "\"wasm\" is not supported"), "wasm is refused as not supported: %s", tl_oneline(err));
 	free(err);
 	rc = run(spec("open-untr", "untrusted", NULL, "  network: open\n", "true"), NULL, &err);
-	tap_ok(rc != 0 && has(err, "untrusted") && has(err, "open"), "untrusted with network open is refused");
+	tap_ok(rc != 0 && tl_has(err, "untrusted") && tl_has(err, "open"), "untrusted with network open is refused");
 	free(err);
 }
 
@@ -176,7 +160,7 @@ static void test_limits(void)
 
 	rc = run(spec("oom", "trusted", NULL, "  limits:\n    memory: 32Mi\n",
 		      "x=aaaaaaaaaaaaaaaa; while true; do x=$x$x; done"), NULL, &err);
-	tap_ok(rc != 0 && has(err, "oom_killed"), "memory limit: the run ends oom_killed: %s", oneline(err));
+	tap_ok(rc != 0 && tl_has(err, "oom_killed"), "memory limit: the run ends oom_killed: %s", tl_oneline(err));
 	free(err);
 
 	rc = run(spec("pids", "trusted", NULL, NULL,
@@ -196,14 +180,14 @@ static void test_limits(void)
 	if (access(path, F_OK) < 0)
 		snprintf(path, sizeof(path), "/sys/fs/cgroup/%s/%s/cpu.stat", T.cgroot, inst);
 	rc = tl_sh(&out, NULL, "cat %s", path);
-	tap_ok(rc == 0 && has(out, "nr_throttled") && !has(out, "nr_throttled 0\n"),
-	       "vcpu 100m: the instance is throttled: %s", oneline(out));
+	tap_ok(rc == 0 && tl_has(out, "nr_throttled") && !tl_has(out, "nr_throttled 0\n"),
+	       "vcpu 100m: the instance is throttled: %s", tl_oneline(out));
 	free(out);
 	tl_sh(NULL, NULL, "sleep 1");
 
 	t0 = tl_ms();
 	rc = run(spec("timeout", "trusted", NULL, "  limits:\n    timeout: 1s\n", "sleep 30"), NULL, &err);
-	tap_ok(rc != 0 && has(err, "timed_out") && tl_ms() - t0 < 8000,
+	tap_ok(rc != 0 && tl_has(err, "timed_out") && tl_ms() - t0 < 8000,
 	       "limits.timeout: SIGTERM, grace, SIGKILL: timed_out after %llu ms",
 	       (unsigned long long)(tl_ms() - t0));
 	free(err);
@@ -216,7 +200,7 @@ static void test_limits(void)
 	tl_sh(NULL, NULL, "for i in $(seq 50); do %s/lantern --socket %s ps | grep %s | grep -q running || break; sleep 0.1; done",
 	      T.build, T.sock, id);
 	rc = tl_lantern(&T, &out, NULL, "ps | grep %s", id);
-	tap_ok(has(out, "cancelled"), "lantern kill of a runsc spawn: cancelled: %s", oneline(out));
+	tap_ok(tl_has(out, "cancelled"), "lantern kill of a runsc spawn: cancelled: %s", tl_oneline(out));
 	free(out);
 }
 
@@ -249,10 +233,10 @@ static void test_egress(void)
 		 port[0], gw, port[1]);
 	for (size_t i = 0; i < ARRAY_SIZE(isos); i++) {
 		run(spec(isos[i], isos[i], NULL, rules, script), &out, NULL);
-		tap_ok(has(out, "0\npong\n"), "%s: allowed connect to the bridge's address %s:%u works, no default route",
+		tap_ok(tl_has(out, "0\npong\n"), "%s: allowed connect to the bridge's address %s:%u works, no default route",
 		       isos[i], gw, port[0]);
-		tap_ok(has(out, "Operation not permitted"), "%s: the kernel denies %s:%u (EPERM): %s", isos[i], gw,
-		       port[1], oneline(out));
+		tap_ok(tl_has(out, "Operation not permitted"), "%s: the kernel denies %s:%u (EPERM): %s", isos[i], gw,
+		       port[1], tl_oneline(out));
 		free(out);
 	}
 	tap_ok(tl_log_contains(&T, "\"verdict\":\"deny\"") && tl_log_contains(&T, "\"comm\":\"exe\""),
@@ -268,8 +252,8 @@ static void test_egress(void)
 		newest_run(id, inst);
 		tl_sh(&out, NULL, "for p in $(cat /sys/fs/cgroup/unified/%s/%s/cgroup.procs); do tr '\\0' ' ' < /proc/$p/cmdline | cut -c1-40; echo; done",
 			   T.cgroot, inst);
-		tap_ok(has(out, "runsc-sandbox") && has(out, "runsc-gofer"),
-		       "runsc's sandbox and gofer are in the instance cgroup: %s", oneline(out));
+		tap_ok(tl_has(out, "runsc-sandbox") && tl_has(out, "runsc-gofer"),
+		       "runsc's sandbox and gofer are in the instance cgroup: %s", tl_oneline(out));
 		free(out);
 	}
 	for (int i = 0; i < 2; i++) {
@@ -311,10 +295,10 @@ static void test_logs(void)
 	tap_ok(rc == 0 && n == 300 && !bad, "lantern logs -f across a lanternd restart: %d records, %d out of order or duplicated", n, bad);
 	free(out);
 	rc = tl_lantern(&T, &out, NULL, "logs --from 298 %s", id);
-	tap_ok(rc == 0 && out && !strcmp(out, "line-299\nline-300\n"), "lantern logs --from resumes at a record: %s", oneline(out));
+	tap_ok(rc == 0 && out && !strcmp(out, "line-299\nline-300\n"), "lantern logs --from resumes at a record: %s", tl_oneline(out));
 	free(out);
 	rc = tl_lantern(&T, &out, NULL, "logs -t %s | head -1", id);
-	tap_ok(rc == 0 && out && out[4] == '-' && has(out, "Z line-1"), "lantern logs -t: timestamped: %s", oneline(out));
+	tap_ok(rc == 0 && out && out[4] == '-' && tl_has(out, "Z line-1"), "lantern logs -t: timestamped: %s", tl_oneline(out));
 	free(out);
 }
 
@@ -383,15 +367,15 @@ static void test_no_leftovers(void)
 	{
 		char b[200];
 
-		snprintf(b, sizeof(b), "%s", oneline(before));
+		snprintf(b, sizeof(b), "%s", tl_oneline(before));
 		tap_ok(before && after && !strcmp(before, after),
 		       "nothing left behind (cgroups, netns, veths, containers, mounts, lanternd fds, processes): %s -> %s",
-		       b, oneline(after));
+		       b, tl_oneline(after));
 	}
 	free(before);
 	free(after);
 	rc = tl_sh(&out, NULL, "bpftool map dump pinned %s/lantern_instances 2>/dev/null | grep -c cgid", T.bpffs);
-	tap_ok(out && atoi(out) == 0, "no lantern_instances map entry left (%s)", out ? oneline(out) : "?");
+	tap_ok(out && atoi(out) == 0, "no lantern_instances map entry left (%s)", out ? tl_oneline(out) : "?");
 	free(out);
 	(void)rc;
 }
@@ -425,7 +409,7 @@ static void test_reset_after_kill(void)
 			sscanf(out, "%d %d %d %d %d %d", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5]);
 		tap_ok(v[0] >= 1 && v[1] == 2 && v[2] == 2 && v[3] == 1 && v[4] >= 1 && v[5] >= 1,
 		       "two spawns left running (containers, netns, veths, bridge, cgroups, processes): %s",
-		       oneline(out));
+		       tl_oneline(out));
 	}
 	free(out);
 	tl_daemon_stop(&T, SIGKILL);
@@ -438,7 +422,7 @@ static void test_reset_after_kill(void)
 
 		tl_sh(&left, NULL, "ps -e -o args | grep '[/]%s/' | cut -c1-100", strrchr(T.dir, '/') + 1);
 		tap_ok(rc == 0 && out && !strcmp(out, "0\n0\n0\n0\n0\n0\n"),
-		       "after kill -9 of lanternd, lantern reset removes them all: %s %s", oneline(out),
+		       "after kill -9 of lanternd, lantern reset removes them all: %s %s", tl_oneline(out),
 		       left && *left ? left : "");
 		free(left);
 	}

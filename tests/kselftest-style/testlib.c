@@ -298,6 +298,62 @@ int tl_udp_bind(const char *addr, uint16_t *port)
 	return bind_any(SOCK_DGRAM, addr, port);
 }
 
+bool tl_has(const char *s, const char *sub)
+{
+	return s && strstr(s, sub);
+}
+
+const char *tl_oneline(const char *s)
+{
+	static char buf[4][1024];
+	static int k;
+	char *b = buf[k++ % 4];
+	size_t i = 0;
+
+	for (; s && *s && i < sizeof(buf[0]) - 1; s++)
+		b[i++] = *s == '\n' ? '|' : *s;
+	b[i] = '\0';
+	return s || i ? b : "(null)";
+}
+
+bool tl_running_run(struct tl_env *t, const char *name, char *id, size_t len, int ms)
+{
+	for (uint64_t end = tl_ms() + (uint64_t)ms;; usleep(50000)) {
+		char *out = NULL;
+		bool found = false;
+
+		tl_lantern(t, &out, NULL, "ps");
+		for (char *save = NULL, *l = strtok_r(out, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+			char rid[64], inst[64], nm[128], st[64];
+			if (sscanf(l, "%63s %63s %127s %63s", rid, inst, nm, st) == 4 && !strcmp(nm, name) &&
+			    !strcmp(st, "running")) {
+				snprintf(id, len, "%s", rid);
+				found = true;
+			}
+		}
+		free(out);
+		if (found)
+			return true;
+		if (tl_ms() >= end)
+			return false;
+	}
+}
+
+bool tl_wait_file_text(const char *path, const char *text, int ms)
+{
+	for (uint64_t end = tl_ms() + (uint64_t)ms;; usleep(50000)) {
+		char *buf;
+		if (util_read_file(path, &buf, NULL) == 0) {
+			bool ok = strstr(buf, text) != NULL;
+			free(buf);
+			if (ok)
+				return true;
+		}
+		if (tl_ms() >= end)
+			return false;
+	}
+}
+
 uint64_t tl_ms(void)
 {
 	return util_now_ns(CLOCK_MONOTONIC) / 1000000ULL;

@@ -49,6 +49,15 @@ bool tl_log_contains(struct tl_env *t, const char *s);
 int tl_tcp_listen(const char *addr, uint16_t *port);
 int tl_udp_bind(const char *addr, uint16_t *port);
 
+/* s contains sub (false for NULL s). */
+bool tl_has(const char *s, const char *sub);
+/* s on one line (newlines as '|'), for TAP messages; static buffers rotated over 4 calls. */
+const char *tl_oneline(const char *s);
+/* The id of the run named name that `lantern ps` shows running; waits up to ms. */
+bool tl_running_run(struct tl_env *t, const char *name, char *id, size_t len, int ms);
+/* True once the file at path contains text; waits up to ms. */
+bool tl_wait_file_text(const char *path, const char *text, int ms);
+
 /* Milliseconds since an arbitrary start. */
 uint64_t tl_ms(void);
 

@@ -45,24 +45,6 @@ static const char *dbname;
 static struct rpc_channel *ch;
 static struct rpc_cq *q;
 
-static bool has(const char *hay, const char *needle)
-{
-	return hay && needle && strstr(hay, needle);
-}
-
-static const char *oneline(const char *s)
-{
-	static char buf[4][1024];
-	static int k;
-	char *b = buf[k++ % 4];
-	size_t i = 0;
-
-	for (; s && *s && i < sizeof(buf[0]) - 1; s++)
-		b[i++] = *s == '\n' ? '|' : *s;
-	b[i] = '\0';
-	return b;
-}
-
 static void ms_sleep(int ms)
 {
 	usleep((useconds_t)ms * 1000);
@@ -151,7 +133,7 @@ static bool cp_start(const char *extra)
 
 			cp_pid = 0;
 			tl_sh(&out, NULL, "tail -5 %s", cp_log);
-			printf("# lantern-cp exited: %s\n", oneline(out));
+			printf("# lantern-cp exited: %s\n", tl_oneline(out));
 			free(out);
 			return false;
 		}
@@ -557,8 +539,8 @@ static void scenario(void)
 	{
 		char *out = NULL;
 		tl_sh(&out, NULL, "curl -s -o /dev/null -w '%%{http_code}' -X POST http://127.0.0.1:%u/v1/runs", http_port);
-		tap_ok(code == 400 && has(out, "401"), "%s: operator API: no bearer token is 401 (%s), no body 400 (%ld)",
-		       dbname, oneline(out), code);
+		tap_ok(code == 400 && tl_has(out, "401"), "%s: operator API: no bearer token is 401 (%s), no body 400 (%ld)",
+		       dbname, tl_oneline(out), code);
 		free(out);
 	}
 
@@ -595,7 +577,7 @@ static void scenario(void)
 			p = plane(plane_of[1]);
 			mem = json_real_value(json_object_get(p, "mem_pct"));
 		}
-		tap_ok(mem > 0 && has(str(p, "isolation_classes"), "trusted"),
+		tap_ok(mem > 0 && tl_has(str(p, "isolation_classes"), "trusted"),
 		       "%s: ReportMetrics reaches lantern-cp (memory %.1f%%), classes advertised [%s]",
 		       dbname, mem, str(p, "isolation_classes"));
 		json_decref(p);
@@ -627,7 +609,7 @@ static void scenario(void)
 		b = heartbeat(plane_of[0], sess_x, &u);
 		tap_ok(a == RPC_UNAUTHENTICATED && b == RPC_UNAUTHENTICATED,
 		       "%s: a forged token (%s: %s) and another plane's (%s: %s) are refused", dbname,
-		       rpc_status_name(a), oneline(why), rpc_status_name(b), oneline(u.details));
+		       rpc_status_name(a), tl_oneline(why), rpc_status_name(b), tl_oneline(u.details));
 	}
 	{
 		Lantern__V1__DpRefreshTokenRequest rq = LANTERN__V1__DP_REFRESH_TOKEN_REQUEST__INIT;
@@ -644,9 +626,9 @@ static void scenario(void)
 		free(u.resp);
 		ms_sleep(5200);
 		int a = heartbeat(pid_x, sess_x, &u);
-		tap_ok(a == RPC_UNAUTHENTICATED && has(u.details, "expired"),
+		tap_ok(a == RPC_UNAUTHENTICATED && tl_has(u.details, "expired"),
 		       "%s: an expired session token is refused (%s: %s)", dbname, rpc_status_name(a),
-		       oneline(u.details));
+		       tl_oneline(u.details));
 		tap_ok(fresh[0] && strcmp(fresh, sess_x), "%s: RefreshToken rotates the token", dbname);
 	}
 	/* the nodes have lived past their first token: they refreshed it */
@@ -667,7 +649,7 @@ static void scenario(void)
 		ssend(s, &m);
 		swait(&r, 3000, false);
 		st1 = r.status;
-		tap_ok(r.ended && st1 == RPC_INVALID_ARGUMENT && has(r.details, "Hello"),
+		tap_ok(r.ended && st1 == RPC_INVALID_ARGUMENT && tl_has(r.details, "Hello"),
 		       "%s: a first frame that is not Hello ends the stream (%s: %s)", dbname,
 		       rpc_status_name(st1), r.details);
 		rpc_stream_unref(s);
@@ -705,7 +687,7 @@ static void scenario(void)
 		m.completed = &c;
 		ssend(s, &m);
 		swait(&r, 3000, true);
-		tap_ok(r.got_ack && has(r.ack_error, "unknown run"),
+		tap_ok(r.got_ack && tl_has(r.ack_error, "unknown run"),
 		       "%s: a completion for an unknown run id is answered with an error (%s)", dbname,
 		       r.ack_error);
 		sclose(s, &r);
@@ -800,10 +782,10 @@ static void scenario(void)
 		/* pinned by the operator to a node that cannot run it: the node refuses */
 		const char *p1 = submit("t1", spec_text("cls-pinned", "untrusted", img, "true"), plane_of[0], NULL);
 		x = wait_run(p1, "failed|succeeded", 8000);
-		tap_ok(!strcmp(str(x, "status"), "failed") && has(str(x, "detail"), "refused") &&
-		       has(str(x, "detail"), "untrusted"),
+		tap_ok(!strcmp(str(x, "status"), "failed") && tl_has(str(x, "detail"), "refused") &&
+		       tl_has(str(x, "detail"), "untrusted"),
 		       "%s: a node refuses a class it lacks, with the admission reason (%s)", dbname,
-		       oneline(str(x, "detail")));
+		       tl_oneline(str(x, "detail")));
 		json_decref(x);
 	}
 
@@ -903,14 +885,14 @@ static void scenario(void)
 		int rc = tl_sh(&out, &err, "LANTERN_CP_TOKEN=%s %s/lantern --control-plane http://127.0.0.1:%u run %s --tenant t1",
 			       OPTOK, N[0].build, http_port, f);
 
-		tap_ok(rc == 0 && has(err, "succeeded"), "%s: lantern --control-plane URL run --tenant follows to the end (%d: %s)",
-		       dbname, rc, oneline(err));
+		tap_ok(rc == 0 && tl_has(err, "succeeded"), "%s: lantern --control-plane URL run --tenant follows to the end (%d: %s)",
+		       dbname, rc, tl_oneline(err));
 		free(out);
 		free(err);
 		out = err = NULL;
 		rc = tl_lantern(&N[1], &out, &err, "run %s", f);
 		tap_ok(rc == 0, "%s: lantern run on a node's socket still works beside the control plane (%d: %s)",
-		       dbname, rc, oneline(err));
+		       dbname, rc, tl_oneline(err));
 		free(out);
 		free(err);
 	}
@@ -942,8 +924,8 @@ static void scenario(void)
 		ok = wait_plane(plane_of[2], "down", true, 8000);
 		tap_ok(ok, "%s: a killed node is marked down after 3 missed heartbeats", dbname);
 		x = wait_run(r, "failed", 3000);
-		tap_ok(!strcmp(str(x, "status"), "failed") && has(str(x, "detail"), "down"),
-		       "%s: its run fails with the reason (%s)", dbname, oneline(str(x, "detail")));
+		tap_ok(!strcmp(str(x, "status"), "failed") && tl_has(str(x, "detail"), "down"),
+		       "%s: its run fails with the reason (%s)", dbname, tl_oneline(str(x, "detail")));
 		json_decref(x);
 		x = run_get(submit("t1", spec_text("after", "trusted", "host", "true"), NULL, NULL));
 		json_decref(x);
@@ -957,7 +939,7 @@ static void scenario(void)
 			tl_sh(&out, NULL, "sqlite3 '%s' 'SELECT version FROM schema_migrations'", db_url);
 		else
 			tl_sh(&out, NULL, "psql -At '%s' -c 'SELECT version FROM schema_migrations'", db_url);
-		tap_ok(has(out, "1"), "%s: schema_migrations records migration 1 (%s)", dbname, oneline(out));
+		tap_ok(tl_has(out, "1"), "%s: schema_migrations records migration 1 (%s)", dbname, tl_oneline(out));
 		free(out);
 	}
 	cp_stop(SIGTERM);
