@@ -266,7 +266,7 @@ static __always_inline void dns_redirect(struct bpf_sock_addr *ctx, const struct
 		ctx->user_ip6[0] = 0;
 		ctx->user_ip6[1] = 0;
 		ctx->user_ip6[2] = bpf_htonl(0xffff);
-		ctx->user_ip6[3] = in->dns_redirect_ip4 ? in->dns_redirect_ip4 : bpf_htonl(0x7f000001);
+		ctx->user_ip6[3] = dns_ip4_of(c, in);
 	} else {
 		const __u32 *w = (const __u32 *)c->dns_ip6;
 
@@ -431,8 +431,7 @@ static __always_inline int unredirect(struct bpf_sock_addr *ctx, bool v4)
 		__u32 a0 = ctx->user_ip6[0], a1 = ctx->user_ip6[1];
 		__u32 a2 = ctx->user_ip6[2], a3 = ctx->user_ip6[3];
 		bool is_mapped_proxy = a0 == 0 && a1 == 0 && a2 == bpf_htonl(0xffff) &&
-				       a3 == (in->dns_redirect_ip4 ? in->dns_redirect_ip4 :
-					      bpf_htonl(0x7f000001));
+				       a3 == dns_ip4_of(c, in);
 		bool is_proxy6 = a0 == pw[0] && a1 == pw[1] && a2 == pw[2] && a3 == pw[3];
 
 		if (!(orig_mapped ? is_mapped_proxy : is_proxy6))
