@@ -400,13 +400,21 @@ static void test_reset_after_kill(void)
 		 "ip netns | grep -c %s-; ip -o link | grep -c 'master %s'; ip -o link show %s 2>/dev/null | grep -c .; "
 		 "ls -d /sys/fs/cgroup/*/%s 2>/dev/null | grep -c .; sleep 0.3; ps -e -o args | grep '[/]%s/' | grep -vc '^sh -c'",
 		 T.state, T.state, T.cgroot, bridge, bridge, T.cgroot, strrchr(T.dir, '/') + 1);
-	tl_sh(&out, NULL, "%s", cmd);
 	{
 		int v[6] = { 0 };
 
-		/* runsc lists a container only while its sandbox is up: at least runc's */
-		if (out)
-			sscanf(out, "%d %d %d %d %d %d", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5]);
+		/* `lantern ps` says running once the shim has started; the runtime may still be
+		 * creating the container, so give it a few seconds to show up. runsc lists a
+		 * container only while its sandbox is up: at least runc's. */
+		for (int tries = 0; tries < 50 && (v[0] < 1 || v[5] < 1); tries++) {
+			if (tries)
+				usleep(100000);
+			free(out);
+			out = NULL;
+			tl_sh(&out, NULL, "%s", cmd);
+			if (out)
+				sscanf(out, "%d %d %d %d %d %d", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5]);
+		}
 		tap_ok(v[0] >= 1 && v[1] == 2 && v[2] == 2 && v[3] == 1 && v[4] >= 1 && v[5] >= 1,
 		       "two spawns left running (containers, netns, veths, bridge, cgroups, processes): %s",
 		       tl_oneline(out));
