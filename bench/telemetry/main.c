@@ -331,7 +331,7 @@ static const char *tiny_binary(void)
 	img.ph.p_filesz = img.ph.p_memsz = sizeof(img);
 	img.ph.p_align = 0x1000;
 	memcpy(img.code, code, sizeof(code));
-	snprintf(tiny, sizeof(tiny), "/tmp/lantern-bench-exit0-XXXXXX");
+	util_tmp_template(tiny, sizeof(tiny), "/tmp/lantern-bench-exit0-");
 	fd = mkstemp(tiny);
 	if (fd < 0) {
 		tiny[0] = '\0';

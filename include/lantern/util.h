@@ -31,6 +31,8 @@ int util_fsync_path(const char *path);
 int util_write_str(const char *path, const char *s); /* plain write, for cgroup files */
 void util_random_hex(char *out, size_t nbytes); /* out holds 2*nbytes+1 */
 uint64_t util_now_ns(int clockid);
+/* Writes prefix followed by the six-character placeholder mkstemp/mkdtemp replace. */
+void util_tmp_template(char *buf, size_t len, const char *prefix);
 /* True if something accepts connections on the Unix stream socket at path. */
 bool util_unix_socket_alive(const char *path);
 

@@ -821,7 +821,7 @@ int main(void)
 
 	test_upstream_parse();
 
-	snprintf(tmpdir, sizeof(tmpdir), "/tmp/lantern-test-dns-XXXXXX");
+	util_tmp_template(tmpdir, sizeof(tmpdir), "/tmp/lantern-test-dns-");
 	if (!mkdtemp(tmpdir) || start_dnsmasq(&dport) < 0) {
 		tap_ok(false, "dnsmasq starts on 127.0.0.1");
 		return tap_done();

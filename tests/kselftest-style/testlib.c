@@ -163,10 +163,14 @@ static char *slurp_fd(int fd)
 static int vsh(char **out, char **err, const char *fmt, va_list ap)
 {
 	char cmd[8192];
-	char o[] = "/tmp/lantern-tl-out-XXXXXX", e[] = "/tmp/lantern-tl-err-XXXXXX";
-	int ofd = mkstemp(o), efd = mkstemp(e), st = 0;
+	char o[64], e[64];
+	int ofd, efd, st = 0;
 	pid_t pid;
 
+	util_tmp_template(o, sizeof(o), "/tmp/lantern-tl-out-");
+	util_tmp_template(e, sizeof(e), "/tmp/lantern-tl-err-");
+	ofd = mkstemp(o);
+	efd = mkstemp(e);
 	vsnprintf(cmd, sizeof(cmd), fmt, ap);
 	if (ofd < 0 || efd < 0)
 		return -1;

@@ -219,6 +219,16 @@ uint64_t util_now_ns(int clockid)
 	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
 }
 
+void util_tmp_template(char *buf, size_t len, const char *prefix)
+{
+	size_t n = (size_t)snprintf(buf, len, "%s", prefix);
+
+	for (int i = 0; i < 6 && n + 1 < len; i++)
+		buf[n++] = 'X';
+	if (len)
+		buf[n < len ? n : len - 1] = '\0';
+}
+
 bool util_unix_socket_alive(const char *path)
 {
 	struct sockaddr_un a = { .sun_family = AF_UNIX };
