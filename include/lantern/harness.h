@@ -21,6 +21,7 @@
 #include <sys/types.h>
 
 #include "lantern/loop.h"
+#include "lantern/meter.h"
 #include "lantern/util.h"
 
 #define HARNESS_MAX_BODY (8u << 20)
@@ -83,17 +84,15 @@ struct harness_state {
 	size_t ndbuckets, ndigests;
 	uint64_t steps_begun;    /* distinct steps that proceeded */
 	uint64_t steps_completed;
-	uint64_t tokens;         /* every kind of token of every completed step */
-	double cost_usd;
+	struct meter_tally tally; /* tokens of every completed step, by model */
 	uint64_t resumes;
 	uint64_t records;
 };
 
+/* The step budgets the harness keeps itself; tokens and cost are the meter's
+ * (meter_budget_spent), checked by the caller. */
 struct harness_limits {
-	uint64_t max_steps, max_tokens; /* 0 = unlimited */
-	double max_cost_usd;
-	double other_usd;               /* metered cost besides tokens (CPU, memory, egress,
-					 * wall), counted against max_cost_usd with st->cost_usd */
+	uint64_t max_steps;             /* 0 = unlimited */
 	uint32_t loop_threshold;        /* proceeds with one input digest allowed; 0 = off */
 };
 
@@ -142,10 +141,5 @@ void harness_complete(const struct harness_state *st, json_t *body, double cost_
 		      struct harness_decision *out);
 /* POST /v1/steps/fail body. */
 void harness_fail(const struct harness_state *st, json_t *body, struct harness_decision *out);
-/* After a step_completed record was applied: a budget exceeded (reason filled)? */
-bool harness_over_budget(const struct harness_state *st, const struct harness_limits *lim,
-			 char *reason, size_t len);
-/* Total tokens of a usage object (input, output, cache_read, cache_creation, reasoning). */
-uint64_t harness_usage_tokens(json_t *usage);
 
 #endif

@@ -22,7 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "telemetry.h"
+#include <telemetry.h> /* bpf/telemetry.h: the structs shared with the programs */
 #include "lantern/util.h"
 
 struct lbpf_tm;

@@ -11,7 +11,7 @@
  * profile (deny-list by default, allow-list for untrusted), a read-only root (the
  * image's shared unpacked root) with a writable tmpfs scratch at /tmp, runc's masked
  * and read-only /proc and /sys paths, /run/lantern (a small tmpfs holding the run's
- * harness socket's directory when there is one) and an empty /run/lantern/secrets tmpfs. cgroupsPath names the
+ * node directories a run shows its sandbox, such as the harness socket's) and an empty /run/lantern/secrets tmpfs. cgroupsPath names the
  * instance cgroup lanternd prepared, so the runtime joins it instead of making one. */
 #ifndef LANTERN_OCI_H
 #define LANTERN_OCI_H
@@ -39,6 +39,13 @@ struct oci_handler {
 /* Finds and checks a handler; root is created. Never fails: h->available says. */
 void oci_handler_probe(struct oci_handler *h, const char *name, const char *root);
 
+/* A node directory shown to the sandbox. */
+struct oci_bind {
+	const char *source;       /* absolute, on the node */
+	const char *dest;         /* absolute, under /run/lantern */
+	bool read_only;
+};
+
 /* Network of a spawn as the runtime sees it. */
 enum oci_net { OCI_NET_LOOPBACK, OCI_NET_NETNS };
 
@@ -55,10 +62,11 @@ struct oci_bundle_req {
 	const char *hostname;
 	uint64_t scratch_bytes;   /* /tmp tmpfs size; 0 = 64 MiB */
 	bool seccomp_allowlist;   /* deny by default (untrusted) */
-	/* the directory holding the run's harness.sock, bind-mounted at /run/lantern/harness
-	 * when non-NULL (the directory, so a socket bound again after a lanternd restart
-	 * is the one the sandbox sees) */
-	const char *harness_dir;
+	/* node directories bind-mounted under /run/lantern (the harness socket's directory:
+	 * a directory, so a socket bound again after a lanternd restart is the one the
+	 * sandbox sees) */
+	const struct oci_bind *binds;
+	size_t n_binds;
 };
 
 /* Writes dir/config.json. */

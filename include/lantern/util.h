@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
@@ -35,6 +36,10 @@ uint64_t util_now_ns(int clockid);
 void util_tmp_template(char *buf, size_t len, const char *prefix);
 /* True if something accepts connections on the Unix stream socket at path. */
 bool util_unix_socket_alive(const char *path);
+
+/* "IPV4:PORT", "[IPV6]:PORT" or a bare address (default_port); an empty host is any. */
+int util_parse_hostport(const char *s, uint16_t default_port, struct sockaddr_storage *out,
+			socklen_t *len, struct lerr *e);
 
 /* Logging to stderr, one line each, prefixed with the program name. */
 void log_set_prog(const char *prog);

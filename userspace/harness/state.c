@@ -176,24 +176,6 @@ static int digest_bump(struct harness_state *st, const char *dg)
 	return 0;
 }
 
-static uint64_t usage_field(json_t *u, const char *k)
-{
-	json_t *v = json_object_get(u, k);
-
-	return json_is_integer(v) && json_integer_value(v) > 0 ? (uint64_t)json_integer_value(v) : 0;
-}
-
-uint64_t harness_usage_tokens(json_t *usage)
-{
-	static const char *const f[] = { "input_tokens", "output_tokens", "cache_read_tokens",
-					 "cache_creation_tokens", "reasoning_tokens" };
-	uint64_t t = 0;
-
-	for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++)
-		t += usage_field(usage, f[i]);
-	return t;
-}
-
 static void replace(json_t **slot, json_t *v)
 {
 	json_incref(v);
@@ -225,15 +207,13 @@ static int apply_started(struct harness_state *st, const char *id, const char *k
 }
 
 static int apply_completed(struct harness_state *st, struct harness_step *s, const char *id,
-			   uint32_t attempt, uint64_t tokens, double cost, struct lerr *e)
+			   uint32_t attempt, struct lerr *e)
 {
 	if (!s || s->state != HSTEP_STARTED || s->attempt != attempt)
 		return lerr_set(e, EBADMSG, "step_completed for step \"%s\" attempt %u, which is not "
 				"in flight", id ? id : "?", attempt);
 	s->state = HSTEP_COMPLETED;
 	st->steps_completed++;
-	st->tokens += tokens;
-	st->cost_usd += cost;
 	return 0;
 }
 
@@ -257,9 +237,10 @@ int harness_state_apply(struct harness_state *st, unsigned type, json_t *p, stru
 				     json_string_value(json_object_get(p, "input_digest")),
 				     json_is_true(json_object_get(p, "reissued")), e);
 	case JOURNAL_STEP_COMPLETED:
-		if ((err = apply_completed(st, s, id, attempt, harness_usage_tokens(json_object_get(p, "usage")),
-					   json_number_value(json_object_get(p, "cost_usd")), e)) < 0)
+		if ((err = apply_completed(st, s, id, attempt, e)) < 0)
 			return err;
+		if (json_is_object(json_object_get(p, "usage")))
+			meter_tally_add_usage(&st->tally, json_object_get(p, "usage"));
 		replace(&s->record, p);
 		return 0;
 	case JOURNAL_STEP_FAILED:
@@ -401,25 +382,43 @@ static bool fast_string(const char *v, const char *ve, char *buf, size_t len)
 
 struct fast_rec {
 	char step_id[HARNESS_MAX_STEP_ID + 1], kind[8], digest[257];
-	bool have_id, have_digest, reissued;
+	char provider[64], model[96];
+	bool have_id, have_digest, reissued, have_usage;
 	uint32_t attempt;
-	uint64_t tokens;
-	double cost;
+	struct meter_tokens tokens;
 };
+
+/* A token count as the meter takes it: negative counts are ignored, like the full
+ * parser's meter_tally_add_usage. */
+static bool fast_count(const char *v, const char *ve, uint64_t *out)
+{
+	char *endp;
+	long long t = strtoll(v, &endp, 10);
+
+	if (endp == v || endp > ve || *endp == '.' || *endp == 'e' || *endp == 'E')
+		return false;
+	*out = t > 0 ? (uint64_t)t : 0;
+	return true;
+}
 
 static bool fast_usage(void *arg, struct fast_str k, const char *v, const char *ve)
 {
 	struct fast_rec *f = arg;
 
-	if (key_is(k, "input_tokens") || key_is(k, "output_tokens") || key_is(k, "cache_read_tokens") ||
-	    key_is(k, "cache_creation_tokens") || key_is(k, "reasoning_tokens")) {
-		char *endp;
-		long long t = strtoll(v, &endp, 10);
-		if (endp == v || endp > ve)
-			return false;
-		if (t > 0)
-			f->tokens += (uint64_t)t;
-	}
+	if (key_is(k, "input_tokens"))
+		return fast_count(v, ve, &f->tokens.input);
+	if (key_is(k, "output_tokens"))
+		return fast_count(v, ve, &f->tokens.output);
+	if (key_is(k, "cache_read_tokens"))
+		return fast_count(v, ve, &f->tokens.cache_read);
+	if (key_is(k, "cache_creation_tokens"))
+		return fast_count(v, ve, &f->tokens.cache_creation);
+	if (key_is(k, "reasoning_tokens"))
+		return fast_count(v, ve, &f->tokens.reasoning);
+	if (key_is(k, "provider"))
+		return fast_string(v, ve, f->provider, sizeof(f->provider));
+	if (key_is(k, "model"))
+		return fast_string(v, ve, f->model, sizeof(f->model));
 	return true;
 }
 
@@ -439,10 +438,8 @@ static bool fast_member(void *arg, struct fast_str k, const char *v, const char 
 	else if (key_is(k, "attempt")) {
 		f->attempt = (uint32_t)strtoul(v, &endp, 10);
 		return endp != v && endp <= ve;
-	} else if (key_is(k, "cost_usd")) {
-		f->cost = strtod(v, &endp);
-		return endp != v && endp <= ve;
 	} else if (key_is(k, "usage")) {
+		f->have_usage = true;
 		return scan_object(v, ve, fast_usage, f);
 	}
 	return true;
@@ -463,8 +460,10 @@ static int apply_fast(struct harness_state *st, unsigned type, const char *paylo
 		return apply_started(st, f.step_id, f.kind, f.attempt, f.have_digest ? f.digest : NULL,
 				     f.reissued, e);
 	s = harness_state_step(st, f.step_id);
-	if ((err = apply_completed(st, s, f.step_id, f.attempt, f.tokens, f.cost, e)) < 0)
+	if ((err = apply_completed(st, s, f.step_id, f.attempt, e)) < 0)
 		return err;
+	if (f.have_usage)
+		meter_tally_add(&st->tally, f.provider, f.model, &f.tokens);
 	json_decref(s->record);
 	s->record = NULL;
 	free(s->raw);
@@ -551,32 +550,6 @@ static bool budget_before(const struct harness_state *st, const struct harness_l
 {
 	if (new_step && lim->max_steps && st->steps_begun >= lim->max_steps) {
 		decide(o, HV_BUDGET, "limits.max_steps of %" PRIu64 " reached", lim->max_steps);
-		return true;
-	}
-	if (lim->max_tokens && st->tokens >= lim->max_tokens) {
-		decide(o, HV_BUDGET, "limits.max_tokens of %" PRIu64 " reached (%" PRIu64 " used)",
-		       lim->max_tokens, st->tokens);
-		return true;
-	}
-	if (lim->max_cost_usd > 0 && st->cost_usd + lim->other_usd >= lim->max_cost_usd) {
-		decide(o, HV_BUDGET, "limits.max_cost_usd of %.4f reached (%.4f spent)",
-		       lim->max_cost_usd, st->cost_usd + lim->other_usd);
-		return true;
-	}
-	return false;
-}
-
-bool harness_over_budget(const struct harness_state *st, const struct harness_limits *lim,
-			 char *reason, size_t len)
-{
-	if (lim->max_tokens && st->tokens > lim->max_tokens) {
-		snprintf(reason, len, "limits.max_tokens of %" PRIu64 " exceeded (%" PRIu64 " used)",
-			 lim->max_tokens, st->tokens);
-		return true;
-	}
-	if (lim->max_cost_usd > 0 && st->cost_usd + lim->other_usd > lim->max_cost_usd) {
-		snprintf(reason, len, "limits.max_cost_usd of %.4f exceeded (%.4f spent)",
-			 lim->max_cost_usd, st->cost_usd + lim->other_usd);
 		return true;
 	}
 	return false;

@@ -1,58 +1,26 @@
-/* main.c: lanternd, the node agent. Parses flags, opens the modules in order (cgroup
- * subtree, BPF state, DNS upstream, the local API), reconciles what a previous
- * lanternd left, and runs the one event loop. A clean stop (SIGTERM, SIGINT) leaves
- * running instances running and enforced; the next lanternd adopts them. */
+/* main.c: lanternd, the node agent. It reads its flags, opens the modules in order
+ * (the cgroup subtree, the egress and telemetry programs, the meter, the runtimes, the
+ * run table and its subscribers, the control-plane link, the local API and the metrics
+ * endpoint), reconciles what a previous lanternd left, and runs the one event loop.
+ * Subscribers are registered in the order the run module calls them at each step of a
+ * run (run.h): egress first (policy before anything runs), the meter before the
+ * journal (which hands it the token tally), the journal before telemetry, logs and
+ * the control plane (the end is journaled before anyone is told).
+ *
+ * A clean stop (SIGTERM, SIGINT) leaves running instances running and enforced; the
+ * next lanternd adopts them. */
 #include <errno.h>
-#include <getopt.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/inotify.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
 #include "lanternd.h"
 #include "lantern/util.h"
-
-static void usage(FILE *f)
-{
-	fprintf(f,
-		"usage: lanternd [flags]\n"
-		"  --state-dir DIR       runs, logs, journals (default /var/lib/lantern)\n"
-		"  --socket PATH         local API for the lantern CLI, mode 0600, root only\n"
-		"                        (default /run/lantern/lanternd.sock)\n"
-		"  --bpffs DIR           pin root for programs, maps, links (default /sys/fs/bpf/lantern)\n"
-		"  --cgroup-root NAME    the node's cgroup subtree for instances (default lantern)\n"
-		"  --dns-upstream A:P    upstream for the FQDN proxy (default: /etc/resolv.conf)\n"
-		"  --process-runtime     allow isolation: trusted + image_digest: host as host processes\n"
-		"  --egress-audit        node-wide audit mode: would-deny is allowed and recorded\n"
-		"  --pids-max N          pids cap per instance (default 1024)\n"
-		"  --dns-ttl-floor SEC   minimum time a DNS-learned address stays allowed (default 30)\n"
-		"  --shim PATH           lantern-shim (default: beside lanternd)\n"
-		"  --prices FILE         LLM prices, USD per million tokens by model (JSON; default:\n"
-		"                        every model at 3 input / 15 output, docs/durable-execution.md)\n"
-		"  --journal-max-bytes N per-run journal size bound (default 64 MiB)\n"
-		"  --loop-threshold N    times one step input digest may run before the run is\n"
-		"                        ended as a loop (default 5; 0 turns the guard off)\n"
-		"  --runtime-handler CLASS=HANDLER  serve an isolation class with runc, runsc, kata or\n"
-		"                        none (defaults: trusted=runc standard=runsc untrusted=runsc\n"
-		"                        hostile=kata; wasm and devcontainer unsupported); repeatable\n"
-		"  --net-bridge NAME     CNI bridge for allowlist_domain/open spawns (default lantern0)\n"
-		"  --net-subnet CIDR     its private range (default 10.213.0.0/24)\n"
-		"  --net-default-route   spawns route everything via the bridge, NATed (default: the\n"
-		"                        bridge's subnet only)\n"
-		"  --log-max BYTES       output kept per run (default 8 MiB, log rotated at half)\n"
-		"  --control-plane H:P   dial a control plane (gRPC, TLS) for runs (docs/tunnel.md)\n"
-		"  --bootstrap-token-file FILE  one-time token from POST /v1/data-planes\n"
-		"  --control-plane-ca FILE  CA for the control plane's certificate (default: system)\n"
-		"  --insecure            plaintext to the control plane (tests only)\n"
-		"  --max-runs N          runs at once taken from the control plane (default 64)\n"
-		"  --reconnect-max SEC   ceiling of the reconnect backoff (default 30)\n");
-	telemetry_usage(f);
-}
 
 static void on_signal(struct loop *l, int fd, uint32_t events, void *arg)
 {
@@ -64,222 +32,173 @@ static void on_signal(struct loop *l, int fd, uint32_t events, void *arg)
 	}
 }
 
-static void on_inotify(struct loop *l, int fd, uint32_t events, void *arg)
+/* A file beside lanternd's own binary (lantern-shim, the lantern CLI). */
+static int beside_self(const char *name, char *out, size_t len)
 {
-	run_inotify_event(arg);
+	ssize_t n = readlink("/proc/self/exe", out, len - 1);
+	char *slash;
+
+	if (n < 0)
+		return -errno;
+	out[n] = '\0';
+	slash = strrchr(out, '/');
+	if ((size_t)((slash ? slash + 1 : out) - out) + strlen(name) + 1 > len)
+		return -ENAMETOOLONG;
+	strcpy(slash ? slash + 1 : out, name);
+	return 0;
 }
 
-static int parse_flags(int argc, char **argv, struct daemon_opts *o)
+static enum lbpf_sys_hook sys_hook(const char *name)
 {
-	static const struct option opts[] = {
-		{ "state-dir", required_argument, NULL, 's' },
-		{ "socket", required_argument, NULL, 'S' },
-		{ "bpffs", required_argument, NULL, 'b' },
-		{ "cgroup-root", required_argument, NULL, 'c' },
-		{ "dns-upstream", required_argument, NULL, 'd' },
-		{ "process-runtime", no_argument, NULL, 'p' },
-		{ "egress-audit", no_argument, NULL, 'a' },
-		{ "pids-max", required_argument, NULL, 'P' },
-		{ "dns-ttl-floor", required_argument, NULL, 't' },
-		{ "shim", required_argument, NULL, 'm' },
-		{ "prices", required_argument, NULL, 0x401 },
-		{ "journal-max-bytes", required_argument, NULL, 0x402 },
-		{ "loop-threshold", required_argument, NULL, 0x403 },
-		{ "runtime-handler", required_argument, NULL, 0x501 },
-		{ "net-bridge", required_argument, NULL, 0x502 },
-		{ "net-subnet", required_argument, NULL, 0x503 },
-		{ "net-default-route", no_argument, NULL, 0x504 },
-		{ "log-max", required_argument, NULL, 0x505 },
-		{ "control-plane", required_argument, NULL, 0x601 },
-		{ "bootstrap-token-file", required_argument, NULL, 0x603 },
-		{ "control-plane-ca", required_argument, NULL, 0x604 },
-		{ "insecure", no_argument, NULL, 0x605 },
-		{ "max-runs", required_argument, NULL, 0x606 },
-		{ "reconnect-max", required_argument, NULL, 0x607 },
-		{ "help", no_argument, NULL, 'h' },
-		{ 0 },
+	if (!strcmp(name, "raw_tp"))
+		return LBPF_SYS_RAW_TP;
+	if (!strcmp(name, "tracepoint"))
+		return LBPF_SYS_TRACEPOINT;
+	if (!strcmp(name, "none"))
+		return LBPF_SYS_NONE;
+	return LBPF_SYS_TP_BTF;
+}
+
+static int open_runtimes(struct daemon *d, const char *shim, struct lerr *e)
+{
+	const struct lanternd_config *c = &d->cfg;
+	struct runtime_process_opts po = {
+		.enabled = c->process_runtime, .shim = shim, .log_max = c->log_max,
 	};
-	int c;
-	char *end;
+	struct runtime_oci_opts oo = {
+		.state_dir = c->state_dir, .cg = &d->cg, .shim = shim, .log_max = c->log_max,
+		.class_handlers = c->runtime_handlers, .n_class_handlers = c->n_runtime_handlers,
+		.net_bridge = c->net_bridge, .net_subnet = c->net_subnet,
+		.net_default_route = c->net_default_route, .process_runtime = c->process_runtime,
+	};
+	int err;
 
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-		switch (c) {
-		case 's': o->state_dir = optarg; break;
-		case 'S': o->socket = optarg; break;
-		case 'b': o->bpffs = optarg; break;
-		case 'c': o->cgroup_root = optarg; break;
-		case 'd': o->dns_upstream = optarg; break;
-		case 'p': o->process_runtime = true; break;
-		case 'a': o->egress_audit = true; break;
-		case 'm': o->shim = optarg; break;
-		case 0x401: o->prices_file = optarg; break;
-		case 0x501:
-			if (o->n_runtime_handlers == (int)ARRAY_SIZE(o->runtime_handlers)) {
-				fprintf(stderr, "lanternd: --runtime-handler: at most %zu\n", ARRAY_SIZE(o->runtime_handlers));
-				return -1;
-			}
-			o->runtime_handlers[o->n_runtime_handlers++] = optarg;
-			break;
-		case 0x502: o->net_bridge = optarg; break;
-		case 0x601: o->control_plane = optarg; break;
-		case 0x603: o->bootstrap_token_file = optarg; break;
-		case 0x604: o->cp_ca = optarg; break;
-		case 0x605: o->cp_insecure = true; break;
-		case 0x606:
-		case 0x607: {
-			long v = strtol(optarg, &end, 10);
+	if (!(d->runtimes = runtimes_new()))
+		return lerr_set(e, ENOMEM, "runtimes: out of memory");
+	/* the process runtime first: it claims only trusted + image_digest host */
+	if ((err = runtime_process_add(d->runtimes, d->loop, &po, e)) < 0)
+		return err;
+	return runtime_oci_add(d->runtimes, d->loop, &oo, &d->oci, e);
+}
 
-			if (*end || v <= 0 || v > 100000) {
-				fprintf(stderr, "lanternd: --%s: \"%s\" is not a positive integer\n",
-					c == 0x606 ? "max-runs" : "reconnect-max", optarg);
-				return -1;
-			}
-			if (c == 0x606)
-				o->max_runs = (int)v;
-			else
-				o->cp_backoff_max_ms = (int)v * 1000;
-			break;
-		}
-		case 0x503: o->net_subnet = optarg; break;
-		case 0x504: o->net_default_route = true; break;
-		case 0x505:
-			o->log_max = strtoull(optarg, &end, 10);
-			if (*end || o->log_max < 4096) {
-				fprintf(stderr, "lanternd: --log-max: \"%s\" is not a size of at least 4096 bytes\n", optarg);
-				return -1;
-			}
-			break;
-		case 0x402:
-			o->journal_max_bytes = strtoull(optarg, &end, 10);
-			if (*end || o->journal_max_bytes < 4096) {
-				fprintf(stderr, "lanternd: --journal-max-bytes: \"%s\" is not a size of at least 4096 bytes\n", optarg);
-				return -1;
-			}
-			break;
-		case 0x403:
-			o->loop_threshold = (uint32_t)strtoul(optarg, &end, 10);
-			if (*end) {
-				fprintf(stderr, "lanternd: --loop-threshold: \"%s\" is not a number\n", optarg);
-				return -1;
-			}
-			break;
-		case 'P':
-			o->pids_max = strtoull(optarg, &end, 10);
-			if (*end || !o->pids_max) {
-				fprintf(stderr, "lanternd: --pids-max: \"%s\" is not a positive integer\n", optarg);
-				return -1;
-			}
-			break;
-		case 't':
-			o->dns_ttl_floor = (uint32_t)strtoul(optarg, &end, 10);
-			if (*end) {
-				fprintf(stderr, "lanternd: --dns-ttl-floor: \"%s\" is not a number of seconds\n", optarg);
-				return -1;
-			}
-			break;
-		case 'h': usage(stdout); exit(0);
-		default: usage(stderr); return -1;
-		}
+static int open_modules(struct daemon *d, const char *shim, const char *cli, struct lerr *e)
+{
+	const struct lanternd_config *c = &d->cfg;
+	struct egress_opts eo = {
+		.bpffs = c->bpffs, .cg = &d->cg, .audit_all = c->egress_audit,
+		.dns_upstream = c->dns_upstream, .dns_ttl_floor = (uint32_t)c->dns_ttl_floor,
+	};
+	struct otlp_opts otlp;
+	struct telemetry_opts to = {
+		.bpffs = c->bpffs, .cg = &d->cg, .state_dir = c->state_dir,
+		.sys_hook = sys_hook(c->syscall_hook), .ringbuf_bytes = (uint32_t)c->ringbuf_bytes,
+	};
+	struct durable_opts dop = {
+		.journal_max_bytes = c->journal_max_bytes, .loop_threshold = (uint32_t)c->loop_threshold,
+		.cli = cli,
+	};
+	struct runs_opts ro = {
+		.loop = d->loop, .state_dir = c->state_dir, .cg = &d->cg, .tenant = c->tenant,
+		.pids_max = c->pids_max, .grace_ms = (uint32_t)c->grace_ms,
+	};
+	struct meter_opts mo = { .prices_file = c->prices_file };
+	int err;
+
+	if ((err = cgroup_node_open(c->cgroup_root, &d->cg, e)) < 0 ||
+	    (err = egress_open(d->loop, &eo, &d->egress, e)) < 0)
+		return err;
+	to.egress_bpf = egress_bpf(d->egress);
+	if ((err = otlp_configure(c->otlp_endpoint, c->otlp_protocol, c->otlp_insecure, c->otlp_ca, &otlp, e)) < 0)
+		return err;
+	to.otlp = err > 0 ? &otlp : NULL;
+	if ((err = telemetry_open(d->loop, &to, &d->telemetry, e)) < 0)
+		return err;
+	mo.tm = telemetry_bpf(d->telemetry);
+	if ((err = meter_open(d->loop, &mo, &d->meter, e)) < 0 ||
+	    (err = durable_open(d->loop, &dop, d->meter, &d->durable, e)) < 0 ||
+	    (err = logs_open(d->loop, &d->logs, e)) < 0 ||
+	    (err = open_runtimes(d, shim, e)) < 0)
+		return err;
+	ro.runtimes = d->runtimes;
+	if ((err = runs_open(&ro, &d->runs, e)) < 0 ||
+	    (err = egress_subscribe(d->egress, d->runs, e)) < 0 ||
+	    (err = meter_subscribe(d->meter, d->runs, e)) < 0 ||
+	    (err = durable_subscribe(d->durable, d->runs, e)) < 0 ||
+	    (err = telemetry_subscribe(d->telemetry, d->runs, d->meter, e)) < 0 ||
+	    (err = logs_subscribe(d->logs, d->runs, e)) < 0)
+		return err;
+	if (c->control_plane) {
+		struct cplane_opts co = {
+			.target = c->control_plane, .tenant = c->tenant,
+			.bootstrap_token_file = c->bootstrap_token_file,
+			.tls = { .insecure = c->cp_insecure, .ca_file = c->cp_ca },
+			.state_dir = c->state_dir, .max_runs = (int)c->max_runs,
+			.backoff_max_ms = (int)c->reconnect_max_s * 1000,
+		};
+
+		if ((err = cplane_open(d->loop, &co, d->runs, d->runtimes, d->meter, &d->cplane, e)) < 0)
+			return err;
 	}
-	if (optind < argc) {
-		fprintf(stderr, "lanternd: unexpected argument \"%s\"\n", argv[optind]);
-		return -1;
+	if (c->metrics_addr) {
+		if ((err = metrics_open(d->loop, c->metrics_addr, &d->metrics, e)) < 0)
+			return err;
+		metrics_register(d->metrics, ops_metrics, d);
+		metrics_register(d->metrics, egress_metrics, d->egress);
+		metrics_register(d->metrics, telemetry_metrics, d->telemetry);
+		metrics_register(d->metrics, meter_metrics, d->meter);
 	}
 	return 0;
 }
 
+static void close_modules(struct daemon *d)
+{
+	api_close(d->api);
+	metrics_close(d->metrics);
+	runtimes_free(d->runtimes);
+	cplane_close(d->cplane);
+	runs_close(d->runs);
+	logs_close(d->logs);
+	durable_close(d->durable);
+	meter_close(d->meter);
+	telemetry_close(d->telemetry);
+	egress_close(d->egress);
+	loop_free(d->loop);
+}
+
 int main(int argc, char **argv)
 {
-	static char shim[PATH_MAX];
-	struct daemon d = {
-		.o = {
-			.state_dir = "/var/lib/lantern",
-			.socket = "/run/lantern/lanternd.sock",
-			.bpffs = "/sys/fs/bpf/lantern",
-			.cgroup_root = "lantern",
-			.pids_max = 1024,
-			.dns_ttl_floor = 30,
-			.grace_ms = 3000,
-			.loop_threshold = 5,
-			.max_runs = 64,
-			.cp_backoff_max_ms = 30000,
-		},
-		.inotify = -1,
-	};
+	char shim[PATH_MAX], cli[PATH_MAX];
+	struct daemon d = { 0 };
 	struct lerr e = { 0 };
 	sigset_t mask;
 	int sfd, err;
 
 	log_set_prog("lanternd");
 	signal(SIGPIPE, SIG_IGN);
-	/* --tenant is one flag for two readers: telemetry tags standalone runs with it (and
-	 * takes it out of argv), the control-plane link registers with it */
-	for (int i = 1; i < argc; i++) {
-		if (!strcmp(argv[i], "--tenant") && i + 1 < argc)
-			d.o.tenant = argv[i + 1];
-		else if (!strncmp(argv[i], "--tenant=", 9))
-			d.o.tenant = argv[i] + 9;
-	}
-	if (telemetry_parse_flags(&argc, argv) < 0)
-		return 2;
-	if (parse_flags(argc, argv, &d.o) < 0)
-		return 2;
-	if (!d.o.shim) {
-		ssize_t n = readlink("/proc/self/exe", shim, sizeof(shim) - 16);
-		char *slash;
-
-		if (n < 0) {
-			log_error("cannot find own path: %s", strerror(errno));
+	if ((err = lanternd_flags(argc, argv, &d.cfg)) != 0)
+		return err > 0 ? 0 : 2;
+	if (!d.cfg.shim) {
+		if ((err = beside_self("lantern-shim", shim, sizeof(shim))) < 0) {
+			log_error("cannot find own path: %s", strerror(-err));
 			return 1;
 		}
-		shim[n] = '\0';
-		slash = strrchr(shim, '/');
-		strcpy(slash ? slash + 1 : shim, "lantern-shim");
-		d.o.shim = shim;
+		d.cfg.shim = shim;
 	}
-
-	snprintf(d.runs_dir, sizeof(d.runs_dir), "%s/runs", d.o.state_dir);
-	if ((err = util_mkdir_p(d.runs_dir, 0700)) < 0) {
-		log_error("state dir %s: %s", d.runs_dir, strerror(-err));
+	if (beside_self("lantern", cli, sizeof(cli)) < 0)
+		cli[0] = '\0';
+	if ((err = util_mkdir_p(d.cfg.state_dir, 0700)) < 0) {
+		log_error("state dir %s: %s", d.cfg.state_dir, strerror(-err));
 		return 1;
 	}
-	d.loop = loop_new();
-	if (!d.loop) {
+	if (!(d.loop = loop_new())) {
 		log_error("event loop: %s", strerror(errno));
 		return 1;
 	}
-	if (cgroup_node_open(d.o.cgroup_root, &d.cg, &e) < 0) {
+	if (open_modules(&d, d.cfg.shim, cli, &e) < 0) {
 		log_error("%s", e.msg);
 		return 1;
 	}
-	if (egress_start(&d, &e) < 0) {
-		log_error("%s", e.msg);
-		return 1;
-	}
-	d.inotify = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-	if (d.inotify < 0 || loop_add(d.loop, d.inotify, EPOLLIN, on_inotify, &d) < 0) {
-		log_error("inotify: %s", strerror(errno));
-		return 1;
-	}
-
-	if (durable_init(&d, &e) < 0) {
-		log_error("%s", e.msg);
-		return 1;
-	}
-	if (ocirun_init(&d, &e) < 0) {
-		log_error("%s", e.msg);
-		return 1;
-	}
-	if (telemetry_start(&d, &e) < 0) {
-		log_error("%s", e.msg);
-		return 1;
-	}
-	if (cplane_open(&d, &e) < 0) {
-		log_error("%s", e.msg);
-		return 1;
-	}
-	run_recover(&d);
-	telemetry_recover(&d);
+	runs_recover(d.runs);
 
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGTERM);
@@ -290,18 +209,14 @@ int main(int argc, char **argv)
 		log_error("signalfd: %s", strerror(errno));
 		return 1;
 	}
-	if (api_open(&d, &e) < 0) {
+	if (api_open(d.loop, d.cfg.socket, &d.api, &e) < 0 || ops_register(&d, &e) < 0) {
 		log_error("%s", e.msg);
 		return 1;
 	}
-	log_info("ready: socket %s, pins %s, cgroup %s (%s)%s", d.o.socket, d.o.bpffs,
-		 d.cg.v2, d.cg.layout == CGROUP_HYBRID ? "hybrid" : "unified",
-		 d.o.process_runtime ? ", process runtime on" : "");
+	log_info("ready: socket %s, pins %s, cgroup %s (%s)%s", d.cfg.socket, d.cfg.bpffs, d.cg.v2,
+		 d.cg.layout == CGROUP_HYBRID ? "hybrid" : "unified",
+		 d.cfg.process_runtime ? ", process runtime on" : "");
 	err = loop_run(d.loop);
-	ocirun_close(&d);
-	cplane_close(&d);
-	unlink(d.o.socket);
-	telemetry_stop(&d);
-	lbpf_close(d.bpf);
+	close_modules(&d);
 	return err < 0 ? 1 : 0;
 }

@@ -1,5 +1,6 @@
 /* meter.c: the price table and the cost of a run's usage (see meter.h). */
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,28 +99,6 @@ json_t *meter_price_for(const struct meter_table *t, const char *provider, const
 	return p ? p : json_object_get(t->prices, "*");
 }
 
-void meter_add_usage(json_t *tokens, json_t *usage)
-{
-	const char *prov = json_string_value(json_object_get(usage, "provider")) ?: "";
-	const char *model = json_string_value(json_object_get(usage, "model")) ?: "";
-	char key[512];
-	json_t *m;
-
-	snprintf(key, sizeof(key), "%s%s%s", prov, *prov ? "/" : "", model);
-	m = json_object_get(tokens, key);
-	if (!m) {
-		m = json_pack("{s:s, s:s}", "provider", prov, "model", model);
-		json_object_set_new(tokens, key, m);
-	}
-	for (size_t i = 0; i < ARRAY_SIZE(kinds); i++) {
-		json_int_t add = json_integer_value(json_object_get(usage, kinds[i][0]));
-		json_int_t cur = json_integer_value(json_object_get(m, kinds[i][0]));
-
-		if (add > 0)
-			json_object_set_new(m, kinds[i][0], json_integer(cur + add));
-	}
-}
-
 double meter_usage_usd(const struct meter_table *t, json_t *usage)
 {
 	json_t *p = meter_price_for(t, json_string_value(json_object_get(usage, "provider")),
@@ -132,14 +111,113 @@ double meter_usage_usd(const struct meter_table *t, json_t *usage)
 	return usd;
 }
 
+uint64_t meter_sat_add(uint64_t a, uint64_t b)
+{
+	return a > UINT64_MAX - b ? UINT64_MAX : a + b;
+}
+
+static void tokens_add(struct meter_tokens *d, const struct meter_tokens *k)
+{
+	d->input = meter_sat_add(d->input, k->input);
+	d->output = meter_sat_add(d->output, k->output);
+	d->cache_read = meter_sat_add(d->cache_read, k->cache_read);
+	d->cache_creation = meter_sat_add(d->cache_creation, k->cache_creation);
+	d->reasoning = meter_sat_add(d->reasoning, k->reasoning);
+}
+
+void meter_tally_add(struct meter_tally *t, const char *provider, const char *model,
+		     const struct meter_tokens *k)
+{
+	struct meter_model *m = NULL;
+
+	provider = provider ? provider : "";
+	model = model ? model : "";
+	for (size_t i = 0; i < t->n && !m; i++)
+		if (!strcmp(t->m[i].provider, provider) && !strcmp(t->m[i].model, model))
+			m = &t->m[i];
+	if (!m && t->n < METER_MAX_MODELS) {
+		m = &t->m[t->n++];
+		snprintf(m->provider, sizeof(m->provider), "%s", t->n == METER_MAX_MODELS ? "" : provider);
+		snprintf(m->model, sizeof(m->model), "%s", t->n == METER_MAX_MODELS ? "other" : model);
+	}
+	if (!m)
+		m = &t->m[METER_MAX_MODELS - 1];
+	tokens_add(&m->t, k);
+	t->total = meter_sat_add(t->total, k->input);
+	t->total = meter_sat_add(t->total, k->output);
+	t->total = meter_sat_add(t->total, k->cache_read);
+	t->total = meter_sat_add(t->total, k->cache_creation);
+	t->total = meter_sat_add(t->total, k->reasoning);
+}
+
+static uint64_t count_of(json_t *usage, const char *k)
+{
+	json_t *v = json_object_get(usage, k);
+
+	return json_is_integer(v) && json_integer_value(v) > 0 ? (uint64_t)json_integer_value(v) : 0;
+}
+
+void meter_tally_add_usage(struct meter_tally *t, json_t *usage)
+{
+	struct meter_tokens k = {
+		.input = count_of(usage, "input_tokens"),
+		.output = count_of(usage, "output_tokens"),
+		.cache_read = count_of(usage, "cache_read_tokens"),
+		.cache_creation = count_of(usage, "cache_creation_tokens"),
+		.reasoning = count_of(usage, "reasoning_tokens"),
+	};
+
+	meter_tally_add(t, json_string_value(json_object_get(usage, "provider")),
+			json_string_value(json_object_get(usage, "model")), &k);
+}
+
+json_t *meter_tally_json(const struct meter_tally *t)
+{
+	json_t *o = json_object();
+
+	for (size_t i = 0; o && t && i < t->n; i++) {
+		const struct meter_model *m = &t->m[i];
+		char key[sizeof(m->provider) + sizeof(m->model) + 2];
+
+		snprintf(key, sizeof(key), "%s%s%s", m->provider, m->provider[0] ? "/" : "", m->model);
+		json_object_set_new(o, key, json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I}",
+						      "provider", m->provider, "model", m->model,
+						      "input_tokens", (json_int_t)(m->t.input & INT64_MAX),
+						      "output_tokens", (json_int_t)(m->t.output & INT64_MAX),
+						      "cache_read_tokens", (json_int_t)(m->t.cache_read & INT64_MAX),
+						      "cache_creation_tokens",
+						      (json_int_t)(m->t.cache_creation & INT64_MAX),
+						      "reasoning_tokens", (json_int_t)(m->t.reasoning & INT64_MAX)));
+	}
+	return o;
+}
+
+double meter_tokens_usd(const struct meter_table *t, const char *provider, const char *model,
+			const struct meter_tokens *k)
+{
+	json_t *p = meter_price_for(t, provider, model);
+	const double n[] = { (double)k->input, (double)k->output, (double)k->cache_read,
+			     (double)k->cache_creation, (double)k->reasoning };
+	double usd = 0;
+
+	for (size_t i = 0; p && i < ARRAY_SIZE(kinds); i++)
+		usd += n[i] * json_number_value(json_object_get(p, kinds[i][1])) / 1e6;
+	return usd;
+}
+
+double meter_tally_usd(const struct meter_table *t, const struct meter_tally *tally)
+{
+	double usd = 0;
+
+	for (size_t i = 0; tally && i < tally->n; i++)
+		usd += meter_tokens_usd(t, tally->m[i].provider, tally->m[i].model, &tally->m[i].t);
+	return usd;
+}
+
 void meter_compute(const struct meter_table *t, const struct meter_usage *u, struct meter_cost *c)
 {
-	const char *key;
-	json_t *m;
-
 	memset(c, 0, sizeof(*c));
-	json_object_foreach(u->tokens, key, m)
-		c->tokens += meter_usage_usd(t, m);
+	c->tokens = meter_tally_usd(t, u->tally);
 	c->cpu = u->cpu_seconds * t->cpu_second;
 	c->memory = u->memory_gib_seconds * t->memory_gib_second;
 	c->egress = (double)u->egress_bytes / (1024.0 * 1024.0 * 1024.0) * t->egress_gib;
@@ -150,14 +228,39 @@ void meter_compute(const struct meter_table *t, const struct meter_usage *u, str
 json_t *meter_cost_json(const struct meter_table *t, const struct meter_usage *u,
 			const struct meter_cost *c)
 {
-	return json_pack("{s:f, s:{s:f, s:f, s:f, s:f, s:f}, s:{s:f, s:f, s:I, s:f, s:O},"
+	return json_pack("{s:f, s:{s:f, s:f, s:f, s:f, s:f}, s:{s:f, s:f, s:I, s:f, s:o},"
 			 " s:{s:f, s:f, s:f, s:f, s:s}}",
 			 "total_usd", c->total,
 			 "components", "tokens_usd", c->tokens, "cpu_usd", c->cpu, "memory_usd", c->memory,
 			 "egress_usd", c->egress, "wall_usd", c->wall,
 			 "usage", "cpu_seconds", u->cpu_seconds, "memory_gib_seconds", u->memory_gib_seconds,
-			 "egress_bytes", (json_int_t)u->egress_bytes, "wall_seconds", u->wall_seconds,
-			 "tokens", u->tokens,
+			 "egress_bytes", (json_int_t)(u->egress_bytes & INT64_MAX), "wall_seconds", u->wall_seconds,
+			 "tokens", meter_tally_json(u->tally),
 			 "rates", "cpu_second", t->cpu_second, "memory_gib_second", t->memory_gib_second,
 			 "egress_gib", t->egress_gib, "wall_second", t->wall_second, "price_table", t->source);
+}
+
+bool meter_budget_spent(const struct meter_table *t, const struct meter_usage *u,
+			uint64_t max_tokens, double max_cost_usd, enum meter_when when, char *why,
+			size_t len)
+{
+	const char *verb = when == METER_REACHED ? "reached" : "exceeded";
+	uint64_t tokens = u->tally ? u->tally->total : 0;
+	struct meter_cost c;
+
+	if (max_tokens && (when == METER_REACHED ? tokens >= max_tokens : tokens > max_tokens)) {
+		snprintf(why, len, "limits.max_tokens of %llu %s (%llu used)", (unsigned long long)max_tokens,
+			 verb, (unsigned long long)tokens);
+		return true;
+	}
+	if (max_cost_usd <= 0)
+		return false;
+	meter_compute(t, u, &c);
+	if (when == METER_REACHED ? c.total < max_cost_usd : c.total <= max_cost_usd)
+		return false;
+	snprintf(why, len,
+		 "limits.max_cost_usd of %.6g %s: cost %.6f USD (tokens %.6f, cpu %.6f, memory %.6f, "
+		 "egress %.6f, wall %.6f)", max_cost_usd, verb, c.total, c.tokens, c.cpu, c.memory,
+		 c.egress, c.wall);
+	return true;
 }

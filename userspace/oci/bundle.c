@@ -201,7 +201,7 @@ static int write_new(const char *path, const char *txt)
 int oci_bundle_write(const struct oci_bundle_req *r, struct lerr *e)
 {
 	const struct spec *s = r->spec;
-	json_t *ic = r->image_config, *args = json_array(), *env = json_array(), *x, *cfg, *mounts, *ns;
+	json_t *ic = r->image_config, *args = json_array(), *env = json_array(), *x, *cfg, *mounts = NULL, *ns;
 	json_t *entry = json_object_get(ic, "Entrypoint"), *cmd = json_object_get(ic, "Cmd");
 	unsigned uid, gid;
 	char path[PATH_MAX + 16], size_opt[64], *txt;
@@ -261,9 +261,17 @@ int oci_bundle_write(const struct oci_bundle_req *r, struct lerr *e)
 					    json_pack("[s,s,s,s]", "nosuid", "nodev", "mode=1777", size_opt)));
 	json_array_append_new(mounts, mount("/run/lantern", "tmpfs", "tmpfs",
 					    json_pack("[s,s,s,s]", "nosuid", "nodev", "mode=755", "size=64k")));
-	if (r->harness_dir)
-		json_array_append_new(mounts, mount("/run/lantern/harness", "bind", r->harness_dir,
+	for (i = 0; i < r->n_binds; i++) {
+		if (strncmp(r->binds[i].dest, "/run/lantern/", 13) || strstr(r->binds[i].dest, "..")) {
+			err = lerr_set(e, EINVAL, "spawn: bind mount at %s: only below /run/lantern/",
+				       r->binds[i].dest);
+			goto fail;
+		}
+		json_array_append_new(mounts, mount(r->binds[i].dest, "bind", r->binds[i].source,
+						    r->binds[i].read_only ?
+						    json_pack("[s,s,s,s,s]", "bind", "ro", "nosuid", "nodev", "noexec") :
 						    json_pack("[s,s,s,s]", "bind", "nosuid", "nodev", "noexec")));
+	}
 	json_array_append_new(mounts, mount("/run/lantern/secrets", "tmpfs", "tmpfs",
 					    json_pack("[s,s,s,s,s]", "nosuid", "nodev", "noexec", "mode=700", "size=1m")));
 
@@ -307,6 +315,7 @@ int oci_bundle_write(const struct oci_bundle_req *r, struct lerr *e)
 		lerr_set(e, err, "spawn: write %s: %s", path, strerror(-err));
 	return err;
 fail:
+	json_decref(mounts);
 	json_decref(args);
 	json_decref(env);
 out:

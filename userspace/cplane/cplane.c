@@ -1,8 +1,4 @@
-/* cplane.c: lanternd under a control plane (--control-plane). The tunnel module's thread
- * speaks gRPC; this file is its other half on the event loop: assignments become runs
- * through the same run_submit as `lantern run` (config_json is the AgentSpec as JSON,
- * which the spec parser reads as YAML), cancels become run_cancel, a run's end becomes
- * a completion, and drain orders stop new assignments while in-flight runs finish.
+/* cplane.c: the control-plane link on the event loop (see cplane.h).
  *
  * Each control-plane run id is linked to the local run in STATE/tunnel/runs/<id>.json,
  * so a re-sent assignment (same run id, same idempotency key) never starts a second
@@ -18,7 +14,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "lanternd.h"
+#include "lantern/cplane.h"
+#include "lantern/meter.h"
+#include "lantern/runtime.h"
 #include "lantern/tunnel.h"
 #include "lantern/util.h"
 
@@ -33,8 +31,12 @@ struct link {
 };
 
 struct cplane {
+	struct loop *loop;
+	struct runs *runs;
+	struct meter *meter;
 	struct tunnel *t;
 	int efd;
+	int max_runs;
 	bool draining;
 	char links_dir[PATH_MAX];
 	struct link *links;
@@ -69,7 +71,7 @@ static int link_save(struct cplane *c, const struct link *l)
 			      "epoch", (json_int_t)l->epoch, "start_ms", (json_int_t)l->start_ms);
 	int err;
 
-	s = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
+	s = j ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
 	json_decref(j);
 	if (!s)
 		return -ENOMEM;
@@ -86,6 +88,7 @@ static void link_drop(struct cplane *c, const char *cp_id)
 	for (struct link **pp = &c->links; *pp; pp = &(*pp)->next)
 		if (!strcmp((*pp)->cp_id, cp_id)) {
 			struct link *l = *pp;
+
 			*pp = l->next;
 			free(l);
 			break;
@@ -125,49 +128,6 @@ static void links_load(struct cplane *c)
 		closedir(d);
 }
 
-/* The isolation classes this node's admission accepts: the process runtime serves
- * `trusted` (image_digest host); for every class, admission itself (ocirun_admit) is
- * asked about a minimal image spec, so what is advertised is exactly what would be
- * admitted. A class is advertised only if its handler answered at start. */
-static size_t node_classes(struct daemon *d, const char **out, size_t max)
-{
-	static const char probe_image[] =
-		"probe@sha256:0000000000000000000000000000000000000000000000000000000000000000";
-	size_t n = 0;
-
-	for (int c = SPEC_ISO_STANDARD; c <= SPEC_ISO_DEVCONTAINER && n < max; c++) {
-		struct spec s = { .isolation = (enum spec_isolation)c, .image_digest = (char *)probe_image,
-				  .network = SPEC_NET_NONE };
-		struct lerr e;
-
-		if (ocirun_admit(d, &s, &e) == 0 || (c == SPEC_ISO_TRUSTED && d->o.process_runtime))
-			out[n++] = spec_isolation_name((enum spec_isolation)c);
-	}
-	return n;
-}
-
-/* Cost and tokens of a finished run. The meter (issues 4 and 5) owns these figures;
- * until it exposes per-run totals to lanternd they are reported as 0. */
-/* The run's metered cost and its tokens summed over models: input counts uncached,
- * cache-read and cache-creation input; output counts output and reasoning. */
-static void run_usage(struct daemon *d, struct run *r, double *cost, int64_t *tin, int64_t *tout)
-{
-	json_t *c = telemetry_run_cost(d, r), *tokens, *u;
-	const char *model;
-
-	*cost = json_number_value(json_object_get(c, "total_usd"));
-	*tin = *tout = 0;
-	tokens = json_object_get(json_object_get(c, "usage"), "tokens");
-	json_object_foreach(tokens, model, u) {
-		*tin += json_integer_value(json_object_get(u, "input_tokens")) +
-			json_integer_value(json_object_get(u, "cache_read_tokens")) +
-			json_integer_value(json_object_get(u, "cache_creation_tokens"));
-		*tout += json_integer_value(json_object_get(u, "output_tokens")) +
-			 json_integer_value(json_object_get(u, "reasoning_tokens"));
-	}
-	json_decref(c);
-}
-
 static enum tunnel_status dp_status(enum run_status s)
 {
 	switch (s) {
@@ -196,42 +156,70 @@ static void report_refusal(struct cplane *c, const char *cp_id, int64_t epoch, c
 		log_error("%s", e.msg);
 }
 
-static void send_completion(struct daemon *d, struct link *l, struct run *r)
+/* What a completion says of a run: its status, reason and exit code (only metadata
+ * crosses the boundary: the workload's output stays on the node), its metered cost and
+ * its tokens (input counts uncached, cache-read and cache-creation input; output counts
+ * output and reasoning). A run this node lost the record of is failed. */
+struct outcome {
+	enum run_status status;
+	const char *reason;
+	int exit_code;
+	const char *local_id;
+	int64_t created, finished;
+	double cost;
+	int64_t tin, tout;
+};
+
+static void send_completion(struct cplane *c, struct link *l, const struct outcome *oc)
 {
-	struct cplane *c = d->cplane;
 	struct tunnel_completion tc = {
-		.run_id = l->cp_id, .epoch = l->epoch, .status = dp_status(r->status),
-		.detail = r->reason,
+		.run_id = l->cp_id, .epoch = l->epoch, .status = dp_status(oc->status),
+		.detail = oc->reason, .cost_usd = oc->cost, .tokens_in = oc->tin, .tokens_out = oc->tout,
 	};
 	char out[256];
 	struct lerr e;
 
-	/* only metadata crosses the boundary: the workload's output stays on the node */
 	snprintf(out, sizeof(out), "{\"exit_code\":%d,\"local_run_id\":\"%s\",\"status\":\"%s\"}",
-		 r->exit_code, r->id, run_status_name(r->status));
+		 oc->exit_code, oc->local_id, run_status_name(oc->status));
 	tc.output_json = out;
-	tc.duration_ms = l->start_ms ? unix_ms() - l->start_ms : (r->finished - r->created) * 1000;
-	if (r->finished && l->start_ms && r->finished * 1000 < l->start_ms)
+	tc.duration_ms = l->start_ms ? unix_ms() - l->start_ms : (oc->finished - oc->created) * 1000;
+	if (oc->finished && l->start_ms && oc->finished * 1000 < l->start_ms)
 		tc.duration_ms = 0;
-	run_usage(d, r, &tc.cost_usd, &tc.tokens_in, &tc.tokens_out);
 	if (tunnel_complete(c->t, &tc, &e) < 0)
 		log_error("control plane run %s: completion not kept: %s", l->cp_id, e.msg);
 }
 
-static int count_load(struct daemon *d)
+static void complete_run(struct cplane *c, struct link *l, struct run *r)
 {
-	int active = 0;
+	struct outcome oc = {
+		.status = run_status(r), .reason = run_reason(r), .exit_code = run_exit_code(r),
+		.local_id = run_id(r), .created = run_created(r), .finished = run_finished(r),
+	};
+	struct meter_usage u;
+	struct meter_cost mc;
 
-	for (struct run *r = d->runs; r; r = r->next)
-		if (!run_status_final(r->status))
-			active++;
-	tunnel_set_load(d->cplane->t, active, 0);
+	meter_run_usage(c->meter, r, &u);
+	meter_compute(meter_prices(c->meter), &u, &mc);
+	oc.cost = mc.total;
+	for (size_t i = 0; u.tally && i < u.tally->n; i++) {
+		const struct meter_tokens *k = &u.tally->m[i].t;
+
+		oc.tin += (int64_t)((k->input + k->cache_read + k->cache_creation) & INT64_MAX);
+		oc.tout += (int64_t)((k->output + k->reasoning) & INT64_MAX);
+	}
+	send_completion(c, l, &oc);
+}
+
+static int count_load(struct cplane *c)
+{
+	int active = (int)runs_live(c->runs);
+
+	tunnel_set_load(c->t, active, 0);
 	return active;
 }
 
-static void on_assign(struct daemon *d, struct tunnel_ev *ev)
+static void on_assign(struct cplane *c, struct tunnel_ev *ev)
 {
-	struct cplane *c = d->cplane;
 	struct link *l = link_by_cp(c, ev->run_id);
 	struct run *r;
 	struct lerr e = { 0 };
@@ -241,14 +229,14 @@ static void on_assign(struct daemon *d, struct tunnel_ev *ev)
 
 	if (l) {
 		/* a re-sent assignment: report what became of it instead of starting it again */
-		r = run_find(d, l->local);
+		r = runs_find(c->runs, l->local);
 		l->epoch = ev->epoch;
 		link_save(c, l);
-		if (r && !run_status_final(r->status)) {
+		if (r && !run_status_final(run_status(r))) {
 			tunnel_report(c->t, l->cp_id, l->epoch, TUNNEL_ACCEPTED, NULL);
-			tunnel_report(c->t, l->cp_id, l->epoch, dp_status(r->status), NULL);
+			tunnel_report(c->t, l->cp_id, l->epoch, dp_status(run_status(r)), NULL);
 		} else if (r && !tunnel_pending(c->t, l->cp_id)) {
-			send_completion(d, l, r);
+			complete_run(c, l, r);
 		}
 		return;
 	}
@@ -257,7 +245,7 @@ static void on_assign(struct daemon *d, struct tunnel_ev *ev)
 			       "node is draining: it takes no new runs until the drain is lifted", true);
 		return;
 	}
-	if (count_load(d) >= d->o.max_runs) {
+	if (count_load(c) >= c->max_runs) {
 		report_refusal(c, ev->run_id, ev->epoch, "node is full (--max-runs)", true);
 		return;
 	}
@@ -270,39 +258,37 @@ static void on_assign(struct daemon *d, struct tunnel_ev *ev)
 		return;
 	}
 	snprintf(file, sizeof(file), "%s.json", ev->run_id);
-	err = run_submit(d, file, ev->config_json, strlen(ev->config_json), input, &r, &e);
+	err = runs_submit(c->runs, file, ev->config_json, strlen(ev->config_json), input, &r, &e);
 	json_decref(input);
 	if (err < 0) {
 		/* admission refused (a class this node cannot run, a bad spec): say why, run nothing */
 		report_refusal(c, ev->run_id, ev->epoch, e.msg, false);
 		return;
 	}
-	l = calloc(1, sizeof(*l));
-	if (!l) {
-		run_cancel(d, r, &e);
+	if (!(l = calloc(1, sizeof(*l)))) {
+		run_cancel(r, &e);
 		report_refusal(c, ev->run_id, ev->epoch, "out of memory", true);
 		return;
 	}
 	snprintf(l->cp_id, sizeof(l->cp_id), "%s", ev->run_id);
-	snprintf(l->local, sizeof(l->local), "%s", r->id);
+	snprintf(l->local, sizeof(l->local), "%s", run_id(r));
 	l->epoch = ev->epoch;
 	l->start_ms = unix_ms();
 	l->next = c->links;
 	c->links = l;
 	if (link_save(c, l) < 0)
 		log_error("control plane run %s: link to %s not saved: a restart may not report it",
-			  l->cp_id, r->id);
-	log_info("control plane run %s: started as %s", l->cp_id, r->id);
+			  l->cp_id, run_id(r));
+	log_info("control plane run %s: started as %s", l->cp_id, run_id(r));
 	tunnel_report(c->t, l->cp_id, l->epoch, TUNNEL_ACCEPTED, NULL);
-	if (!run_status_final(r->status))
-		tunnel_report(c->t, l->cp_id, l->epoch, dp_status(r->status), NULL);
-	count_load(d);
+	if (!run_status_final(run_status(r)))
+		tunnel_report(c->t, l->cp_id, l->epoch, dp_status(run_status(r)), NULL);
+	count_load(c);
 }
 
 static void on_events(struct loop *lp, int fd, uint32_t events, void *arg)
 {
-	struct daemon *d = arg;
-	struct cplane *c = d->cplane;
+	struct cplane *c = arg;
 	struct tunnel_ev *ev = tunnel_take(c->t);
 
 	while (ev) {
@@ -313,18 +299,18 @@ static void on_events(struct loop *lp, int fd, uint32_t events, void *arg)
 
 		switch (ev->type) {
 		case TUNNEL_ASSIGN:
-			on_assign(d, ev);
+			on_assign(c, ev);
 			break;
 		case TUNNEL_CANCEL:
 			l = link_by_cp(c, ev->run_id);
-			r = l ? run_find(d, l->local) : NULL;
+			r = l ? runs_find(c->runs, l->local) : NULL;
 			if (!r)
 				log_warn("control plane cancels run %s, which this node does not have",
 					 ev->run_id);
-			else if (run_cancel(d, r, &e) < 0)
+			else if (run_cancel(r, &e) < 0)
 				log_info("control plane run %s: %s", ev->run_id, e.msg);
 			else
-				log_info("control plane run %s (%s): cancel requested", ev->run_id, r->id);
+				log_info("control plane run %s (%s): cancel requested", ev->run_id, run_id(r));
 			break;
 		case TUNNEL_DRAIN:
 			c->draining = ev->draining;
@@ -342,121 +328,133 @@ static void on_events(struct loop *lp, int fd, uint32_t events, void *arg)
 
 static void on_load_timer(struct loop *lp, void *arg)
 {
-	struct daemon *d = arg;
+	struct cplane *c = arg;
 
-	count_load(d);
-	d->cplane->load_timer = loop_timer_add(lp, 1000, on_load_timer, d);
+	count_load(c);
+	c->load_timer = loop_timer_add(lp, 1000, on_load_timer, c);
 }
 
 /* After adoption: links whose run ended unseen (lanternd was down, or stopped between
  * the end and the completion) are reported now. */
 static void on_reconcile(struct loop *lp, void *arg)
 {
-	struct daemon *d = arg;
-	struct cplane *c = d->cplane;
+	struct cplane *c = arg;
 
 	for (struct link *l = c->links; l; l = l->next) {
-		struct run *r = run_find(d, l->local);
+		struct run *r = runs_find(c->runs, l->local);
 
 		if (!r) {
-			struct run gone = { .status = RUN_FAILED, .exit_code = -1 };
+			char why[128];
+			struct outcome gone = { .status = RUN_FAILED, .exit_code = -1, .reason = why,
+						.local_id = l->local };
 
-			snprintf(gone.id, sizeof(gone.id), "%s", l->local);
-			snprintf(gone.reason, sizeof(gone.reason),
-				 "the node lost the record of this run (local run %s)", l->local);
+			snprintf(why, sizeof(why), "the node lost the record of this run (local run %s)",
+				 l->local);
 			if (!tunnel_pending(c->t, l->cp_id))
-				send_completion(d, l, &gone);
-		} else if (run_status_final(r->status) && !tunnel_pending(c->t, l->cp_id)) {
-			send_completion(d, l, r);
-		} else if (!run_status_final(r->status)) {
-			tunnel_report(c->t, l->cp_id, l->epoch, dp_status(r->status), NULL);
+				send_completion(c, l, &gone);
+		} else if (run_status_final(run_status(r)) && !tunnel_pending(c->t, l->cp_id)) {
+			complete_run(c, l, r);
+		} else if (!run_status_final(run_status(r))) {
+			tunnel_report(c->t, l->cp_id, l->epoch, dp_status(run_status(r)), NULL);
 		}
 	}
-	count_load(d);
+	count_load(c);
 }
 
-void cplane_run_ended(struct daemon *d, struct run *r)
+static void on_ended(void *arg, struct run *r)
 {
-	struct link *l;
+	struct cplane *c = arg;
+	struct link *l = link_by_local(c, run_id(r));
 
-	if (!d->cplane || !(l = link_by_local(d->cplane, r->id)))
+	if (!l)
 		return;
-	send_completion(d, l, r);
-	count_load(d);
+	complete_run(c, l, r);
+	count_load(c);
 }
 
-int cplane_open(struct daemon *d, struct lerr *e)
+static const struct run_hooks cplane_hooks = {
+	.name = "cplane",
+	.ended = on_ended,
+};
+
+int cplane_open(struct loop *l, const struct cplane_opts *o, struct runs *t,
+		const struct runtimes *rs, struct meter *m, struct cplane **out, struct lerr *e)
 {
 	const char *classes[8];
-	struct tunnel_opts o = { 0 };
-	char dir[PATH_MAX];
+	struct tunnel_opts to = { 0 };
+	char dir[PATH_MAX], list[128] = "";
 	struct cplane *c;
 	int err;
 
-	if (!d->o.control_plane)
-		return 0;
-	if (!d->o.tenant || !d->o.bootstrap_token_file)
+	if (!o->tenant || !o->bootstrap_token_file)
 		return lerr_set(e, EINVAL, "--control-plane needs --tenant and --bootstrap-token-file");
-	c = calloc(1, sizeof(*c));
-	if (!c)
+	if (!(c = calloc(1, sizeof(*c))))
 		return lerr_set(e, ENOMEM, "control plane: out of memory");
-	snprintf(dir, sizeof(dir), "%s/tunnel", d->o.state_dir);
+	c->loop = l;
+	c->runs = t;
+	c->meter = m;
+	c->max_runs = o->max_runs;
+	snprintf(dir, sizeof(dir), "%s/tunnel", o->state_dir);
 	snprintf(c->links_dir, sizeof(c->links_dir), "%s/runs", dir);
 	if ((err = util_mkdir_p(c->links_dir, 0700)) < 0) {
-		free(c);
-		return lerr_set(e, err, "control plane: %s: %s", c->links_dir, strerror(-err));
-	}
-	links_load(c);
-	o.target = d->o.control_plane;
-	o.tenant = d->o.tenant;
-	o.token_file = d->o.bootstrap_token_file;
-	o.tls.insecure = d->o.cp_insecure;
-	o.tls.ca_file = d->o.cp_ca;
-	o.state_dir = dir;
-	o.agent_version = AGENT_VERSION;
-	o.classes = classes;
-	o.n_classes = node_classes(d, classes, ARRAY_SIZE(classes));
-	o.max_runs = d->o.max_runs;
-	o.backoff_max_ms = d->o.cp_backoff_max_ms;
-	if ((err = tunnel_start(&o, &c->t, &c->efd, e)) < 0) {
+		lerr_set(e, err, "control plane: %s: %s", c->links_dir, strerror(-err));
 		free(c);
 		return err;
 	}
-	d->cplane = c;
-	if ((err = loop_add(d->loop, c->efd, EPOLLIN, on_events, d)) < 0) {
+	links_load(c);
+	to.target = o->target;
+	to.tenant = o->tenant;
+	to.token_file = o->bootstrap_token_file;
+	to.tls = o->tls;
+	to.state_dir = dir;
+	to.agent_version = AGENT_VERSION;
+	to.classes = classes;
+	to.n_classes = runtimes_classes(rs, classes, ARRAY_SIZE(classes));
+	to.max_runs = o->max_runs;
+	to.backoff_max_ms = o->backoff_max_ms;
+	if ((err = tunnel_start(&to, &c->t, &c->efd, e)) < 0)
+		goto fail;
+	if ((err = loop_add(l, c->efd, EPOLLIN, on_events, c)) < 0) {
 		tunnel_stop(c->t);
-		d->cplane = NULL;
-		free(c);
-		return lerr_set(e, err, "control plane: watching the tunnel: %s", strerror(-err));
+		lerr_set(e, err, "control plane: watching the tunnel: %s", strerror(-err));
+		goto fail;
 	}
-	loop_timer_add(d->loop, 0, on_reconcile, d);
-	c->load_timer = loop_timer_add(d->loop, 1000, on_load_timer, d);
-	{
-		char list[128] = "";
-
-		for (size_t i = 0; i < o.n_classes; i++)
-			snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s", i ? "," : "",
-				 classes[i]);
-		log_info("control plane %s (%s), tenant %s, classes advertised [%s], max runs %d",
-			 d->o.control_plane, d->o.cp_insecure ? "plaintext" : "TLS", d->o.tenant, list,
-			 d->o.max_runs);
+	if ((err = runs_subscribe(t, &cplane_hooks, c)) < 0) {
+		loop_del(l, c->efd);
+		tunnel_stop(c->t);
+		lerr_set(e, err, "control plane: cannot subscribe to runs");
+		goto fail;
 	}
+	loop_timer_add(l, 0, on_reconcile, c);
+	c->load_timer = loop_timer_add(l, 1000, on_load_timer, c);
+	for (size_t i = 0; i < to.n_classes; i++)
+		snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s", i ? "," : "", classes[i]);
+	log_info("control plane %s (%s), tenant %s, classes advertised [%s], max runs %d", o->target,
+		 o->tls.insecure ? "plaintext" : "TLS", o->tenant, list, o->max_runs);
+	*out = c;
 	return 0;
+fail:
+	while (c->links) {
+		struct link *x = c->links;
+
+		c->links = x->next;
+		free(x);
+	}
+	free(c);
+	return err;
 }
 
-void cplane_close(struct daemon *d)
+void cplane_close(struct cplane *c)
 {
-	struct cplane *c = d->cplane;
-
 	if (!c)
 		return;
-	loop_del(d->loop, c->efd);
+	loop_del(c->loop, c->efd);
 	tunnel_stop(c->t);
 	while (c->links) {
 		struct link *l = c->links;
+
 		c->links = l->next;
 		free(l);
 	}
 	free(c);
-	d->cplane = NULL;
 }

@@ -1,0 +1,232 @@
+/* run.h: a run's life on this node, and nothing else: admission, the instance (its
+ * cgroup, with limits) made before the workload's first instruction, the start through
+ * a runtime, timeout and cancel, how it ended, teardown, and adoption of what a
+ * previous lanternd left. Every other concern (egress policy, the journal and harness
+ * API, telemetry, metering, logs, the control-plane link) is a subscriber: main.c
+ * registers a table of hooks for each, and the run module calls them at the points of
+ * a run's life below, in registration order. Subscribers call back only through the
+ * public functions of this header.
+ *
+ * A run's life and the hooks called on the way:
+ *
+ *   runs_submit ─ spec parsed, a runtime admits it ─ ids, STATE/runs/<id>, spec.yaml
+ *     admitted(r, input)      may refuse (a policy that does not compile, a journal
+ *                             that cannot be created): nothing of the run stays
+ *     runtime prepare         image verified, network made (before the instance)
+ *     [instance cgroup made with limits]
+ *     prepared(r)             egress policy in the maps, telemetry registered, the
+ *                             harness socket listening: all before the workload
+ *     env(r, env)             what the workload's environment gets from each
+ *     runtime start           the workload runs; status running, run.json saved
+ *     started(r)
+ *   step_begun / step_ended   a journaled step (from the durable subscriber)
+ *   event(r, ev)              a notable event (an egress deny) for whoever records it
+ *   run_end / timeout / kill  SIGTERM to the instance, SIGKILL after the grace
+ *   run_exited (runtime)      status decided; runtime teardown (may be on a worker)
+ *     collect(r)              last counters, before the instance goes
+ *     [instance cgroup removed]
+ *     released(r)             map entries, DNS proxy, registrations: let go
+ *     ended(r)                status final: journal, trace, followers, completion
+ *     [run.json saved]
+ *   free(r)                   per-run state of every subscriber (also after a failed
+ *                             submit, where no ended was called)
+ *
+ * After a restart, runs_recover loads every run directory; for a run that was live:
+ * the runtime re-watches its workload and adopted(r) rebuilds each subscriber's state
+ * (a refusal stops the run with the reason); a workload that vanished without an exit
+ * status is resumed in a fresh instance when a subscriber can_resume it (the journal),
+ * through resumed(r) in place of admitted, then the start above. recovered() runs once
+ * after all runs are back, so each subscriber reclaims what no live run owns.
+ *
+ * Invariant: a run whose status is not final owns its cgroup and whatever subscribers
+ * keep for its instance; a final run owns none of them. The run directory
+ * (STATE/runs/<id>) is the record: run.json, spec.yaml, and the subscribers' files. */
+#ifndef LANTERN_RUN_H
+#define LANTERN_RUN_H
+
+#include <jansson.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "lantern/cgroup.h"
+#include "lantern/loop.h"
+#include "lantern/spec.h"
+#include "lantern/util.h"
+
+enum run_status {
+	RUN_ACCEPTED,
+	RUN_RUNNING,
+	RUN_SUCCEEDED,
+	RUN_FAILED,
+	RUN_TIMED_OUT,
+	RUN_CANCELLED,
+	RUN_OOM_KILLED,
+	RUN_BUDGET_EXCEEDED,     /* limits.max_steps/max_tokens/max_cost_usd or the loop guard */
+};
+#define RUN_N_STATUS (RUN_BUDGET_EXCEEDED + 1)
+
+const char *run_status_name(enum run_status s);
+bool run_status_final(enum run_status s);
+
+struct run;
+struct runs;                 /* every run this lanternd knows */
+struct run_env;              /* a workload's environment being built (below) */
+struct runtimes;             /* runtime.h */
+
+/* How a workload ended, as its runtime saw it. */
+struct run_exit {
+	bool recorded;           /* false: its supervisor ended without recording a status */
+	int exit_code;
+	int signal;              /* killed by this signal, else 0 */
+	bool oom_killed;         /* the runtime itself says so (a container runtime's OOMKilled) */
+	bool runtime_status;     /* the status is an OCI runtime's own: with an OOM kill in the
+				  * instance, any failure stands for the kill */
+	char error[256];         /* it could not be started: why */
+};
+
+/* A journaled step that ended. */
+struct run_step {
+	const char *id;
+	const char *kind;        /* "llm", "tool", "other" */
+	uint32_t attempt;
+	json_t *body;            /* the complete/fail request: "usage" for llm steps, "name" for tools */
+	const char *error;       /* NULL when it completed */
+};
+
+struct run_hooks {
+	const char *name;
+	int (*admitted)(void *arg, struct run *r, json_t *input, struct lerr *e);
+	int (*resumed)(void *arg, struct run *r, struct lerr *e);
+	int (*prepared)(void *arg, struct run *r, struct lerr *e);
+	void (*env)(void *arg, struct run *r, struct run_env *env);
+	void (*started)(void *arg, struct run *r);
+	void (*step_begun)(void *arg, struct run *r, const char *step_id);
+	void (*step_ended)(void *arg, struct run *r, const struct run_step *s);
+	void (*event)(void *arg, struct run *r, json_t *ev);
+	void (*collect)(void *arg, struct run *r);
+	void (*released)(void *arg, struct run *r);
+	void (*ended)(void *arg, struct run *r);
+	int (*adopted)(void *arg, struct run *r, struct lerr *e);
+	bool (*can_resume)(void *arg, struct run *r);
+	void (*recovered)(void *arg, struct runs *t);
+	/* Fields of its own in the run's record (run.json, lantern ps). */
+	void (*json)(void *arg, const struct run *r, json_t *j);
+	void (*free)(void *arg, struct run *r);
+};
+
+struct runs_opts {
+	struct loop *loop;
+	const char *state_dir;           /* runs live in STATE/runs/<id> */
+	const struct cgroup_node *cg;    /* the node's subtree; one instance cgroup per run */
+	struct runtimes *runtimes;
+	const char *tenant;              /* the tenant of runs submitted here (standalone) */
+	uint64_t pids_max;               /* pids cap per instance */
+	uint32_t grace_ms;               /* SIGTERM to SIGKILL on timeout and kill */
+};
+
+int runs_open(const struct runs_opts *o, struct runs **out, struct lerr *e);
+/* Frees the table; running workloads and their instances stay (the next lanternd adopts). */
+void runs_close(struct runs *t);
+/* Registers a subscriber; returns its slot (for run_slot), or -ENOSPC. */
+int runs_subscribe(struct runs *t, const struct run_hooks *h, void *arg);
+struct loop *runs_loop(const struct runs *t);
+const struct cgroup_node *runs_cgroup_node(const struct runs *t);
+
+/* Admits and starts a run from its spec (YAML or JSON) named file. On error returns
+ * -errno with the reason (every spec error, one per line); nothing of the run is left. */
+int runs_submit(struct runs *t, const char *file, const char *yaml, size_t len, json_t *input,
+		struct run **out, struct lerr *e);
+/* Loads the runs of STATE/runs, adopts or resumes the live ones, reclaims instance
+ * cgroups no run owns, then calls every recovered hook. */
+void runs_recover(struct runs *t);
+
+struct run *runs_find(const struct runs *t, const char *id);
+/* The live run whose instance cgroup has this v2 id, or NULL. */
+struct run *runs_by_cgid(const struct runs *t, uint64_t cgid);
+/* The live run whose instance id is inst, or NULL. */
+struct run *runs_by_instance(const struct runs *t, const char *inst);
+/* Newest first. */
+struct run *runs_first(const struct runs *t);
+struct run *run_next(const struct run *r);
+unsigned runs_count(const struct runs *t, enum run_status s);
+unsigned runs_live(const struct runs *t);
+
+/* A run, read-only for subscribers. */
+const char *run_id(const struct run *r);
+const char *run_instance_id(const struct run *r);
+const char *run_dir(const struct run *r);          /* STATE/runs/<id> */
+const char *run_file(const struct run *r);         /* the spec's name as submitted */
+const char *run_tenant(const struct run *r);
+const struct spec *run_spec(const struct run *r);  /* NULL if its spec was unreadable */
+const struct cgroup_inst *run_cgroup(const struct run *r);
+uint64_t run_cgid(const struct run *r);
+enum run_status run_status(const struct run *r);
+const char *run_reason(const struct run *r);
+int run_exit_code(const struct run *r);
+uint64_t run_oom_kills(const struct run *r);
+int64_t run_created(const struct run *r);          /* unix seconds */
+int64_t run_finished(const struct run *r);
+/* True once run_end (or a timeout or kill) decided how it ends. */
+bool run_ending(const struct run *r);
+struct runs *run_table(const struct run *r);
+/* The run's record: id, instance, name, status, reason, exit code, times, cgroup,
+ * OOM kills, and every subscriber's fields. A new reference. */
+json_t *run_json(const struct run *r);
+
+void *run_slot(const struct run *r, int slot);
+void run_set_slot(struct run *r, int slot, void *v);
+/* The runtime's own state of this run. */
+void *run_runtime_state(const struct run *r);
+void run_set_runtime_state(struct run *r, void *v);
+/* The instance's network as its runtime made it in prepare, before the prepared
+ * hooks: own_netns when it cannot reach the node's loopback, and then the IPv4 address
+ * its DNS goes to instead (the node bridge's gateway, network order; 0 = none), where
+ * the egress subscriber's DNS proxy listens too. */
+void run_set_network(struct run *r, bool own_netns, uint32_t dns_ip4);
+bool run_own_netns(const struct run *r);
+uint32_t run_dns_ip4(const struct run *r);
+
+/* Ends a live run as `as` with a reason: SIGTERM to the instance, SIGKILL after the
+ * grace. Nothing if it is ending already or final. */
+void run_end(struct run *r, enum run_status as, const char *why);
+/* `lantern kill`: cancelled; -EALREADY (with the reason) if it has ended. */
+int run_cancel(struct run *r, struct lerr *e);
+/* From the durable subscriber: a step began or ended (telemetry, the meter listen). */
+void run_step_begun(struct run *r, const char *step_id);
+void run_step_ended(struct run *r, const struct run_step *s);
+/* A notable event of the run (an egress deny as a JSON object); consumed. */
+void run_event(struct run *r, json_t *ev);
+
+/* Test crash points only: SIGKILL every live workload and its supervisor, as a node
+ * going down would. */
+void runs_kill_all(struct runs *t);
+
+/* From the runtime: the workload ended (call once, on the loop). */
+void run_exited(struct run *r, const struct run_exit *x);
+
+/* ---- the workload's environment ----
+ * Built once per start for every runtime: LANTERN_RUN_ID, LANTERN_INSTANCE_ID, then
+ * what each subscriber's env hook adds. spec.env is not in it: each runtime merges it
+ * (the OCI image's own environment comes first there). A value may be a path in a host
+ * directory the workload needs (the harness socket): runtimes with their own root
+ * mount that directory at a fixed place in the sandbox and pass the sandbox path;
+ * runtimes sharing the host's files pass the host path. */
+struct run_env_mount {
+	char host[PATH_MAX];     /* a directory on the node */
+	char sandbox[128];       /* where a sandbox sees it: /run/lantern/... */
+	bool read_only;
+};
+
+void run_env_set(struct run_env *env, const char *name, const char *value);
+/* name = DIR/file, DIR being host_dir on the host or sandbox_dir in a sandbox. */
+void run_env_set_path(struct run_env *env, const char *name, const char *host_dir,
+		      const char *sandbox_dir, const char *file, bool read_only);
+/* Only for runtimes that share the host's files (a host path, such as the CLI). */
+void run_env_set_host(struct run_env *env, const char *name, const char *value);
+/* For runtimes: "NAME=VALUE" strings, NULL-terminated, for a sandbox (own root) or the
+ * host; valid while env lives. */
+char *const *run_env_strings(struct run_env *env, bool sandbox);
+size_t run_env_mounts(const struct run_env *env, const struct run_env_mount **out);
+
+#endif

@@ -1,0 +1,502 @@
+/* durable.c: the durable subscriber's journals (see durable.h): created at admission
+ * with the run_started record, replayed at adoption and resume, closed with the
+ * run_completed record (and the run's cost) at the end; and the answers of the harness
+ * API parked until the record they depend on is durable.
+ *
+ * Threads: everything here runs on the event loop, except fdatasync/syncfs, which the
+ * journal syncer thread does (a blocking call that would stall every run's API). The
+ * loop appends a record (a write() into the page cache), queues the journal with the
+ * syncer and parks the answer; the syncer flushes a batch of journals and bumps an
+ * eventfd; the loop then sends every parked answer whose record is durable. So one
+ * flush serves every run that appended meanwhile (group commit), and the loop never
+ * waits on the disk. Exceptions, on purpose: the run_started, run_resumed and
+ * run_completed records are synced directly, because the run must not start (or be
+ * reported ended) before they are on disk. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "durable_internal.h"
+#include "lantern/util.h"
+
+struct pending {
+	struct durable_run *du;
+	struct harness_conn *c;     /* NULL once the caller went away */
+	uint64_t seq;               /* answer when the journal is durable up to here */
+	int status;
+	json_t *reply;
+	bool end;                   /* end the run after answering */
+	enum run_status end_as;
+	char end_reason[512];
+	struct pending *next;
+};
+
+static struct durable_run *du_of(const struct durable *d, const struct run *r)
+{
+	return run_slot(r, d->slot);
+}
+
+/* Every journal append of lanternd goes through here (the crash point counts them). */
+int durable_append(struct durable_run *du, unsigned type, json_t *rec, uint64_t *seq, struct lerr *e)
+{
+	struct durable *d = du->d;
+	char *s = json_dumps(rec, JSON_COMPACT | JSON_SORT_KEYS);
+	int err;
+
+	if (!s)
+		return lerr_set(e, ENOMEM, "journal of %s: cannot encode a %s record", run_id(du->r),
+				journal_type_name(type));
+	err = journal_append(du->j, type, s, strlen(s), seq, e);
+	free(s);
+	if (err < 0)
+		return err;
+	if ((err = harness_state_apply(&du->st, type, rec, e)) < 0)
+		return err;
+	if (type == JOURNAL_STEP_COMPLETED)
+		meter_run_set_tally(d->meter, du->r, &du->st.tally);
+	if (d->crash_at && ++d->appends == d->crash_at) {
+		if (d->crash_kill)
+			runs_kill_all(d->runs);
+		log_warn("test crash point: exiting after journal append %ld", d->appends);
+		_exit(86);
+	}
+	return 0;
+}
+
+static struct durable_run *du_new(struct durable *d, struct run *r)
+{
+	struct durable_run *du = calloc(1, sizeof(*du));
+	const struct spec *s = run_spec(r);
+
+	if (!du)
+		return NULL;
+	du->d = d;
+	du->r = r;
+	harness_state_init(&du->st);
+	/* in a directory of its own: an OCI sandbox bind-mounts the directory, so it sees
+	 * the socket a restarted lanternd binds again (a bind-mounted socket file would
+	 * stay the old, dead inode) */
+	snprintf(du->dir, sizeof(du->dir), "%s/harness", run_dir(r));
+	snprintf(du->sock, sizeof(du->sock), "%s/harness.sock", du->dir);
+	du->lim.max_steps = s ? s->limits.max_steps : 0;
+	du->lim.loop_threshold = d->o.loop_threshold;
+	return du;
+}
+
+static void drop_pending(struct durable *d, struct durable_run *du)
+{
+	for (struct pending **pp = &d->pending; *pp;) {
+		struct pending *p = *pp;
+
+		if (p->du == du) {
+			*pp = p->next;
+			json_decref(p->reply);
+			free(p);
+		} else {
+			pp = &p->next;
+		}
+	}
+}
+
+static void du_free(struct durable_run *du)
+{
+	if (!du)
+		return;
+	drop_pending(du->d, du);
+	harness_server_close(du->srv);
+	if (du->j) {
+		journal_syncer_forget(du->d->syncer, du->j);
+		journal_close(du->j);
+	}
+	harness_state_free(&du->st);
+	free(du);
+}
+
+static void journal_file(const struct run *r, char *out, size_t len)
+{
+	snprintf(out, len, "%s/journal", run_dir(r));
+}
+
+/* ---- answers parked until their record is durable ---- */
+
+void durable_park(struct durable_run *du, struct harness_conn *c, uint64_t seq, int status,
+		  json_t *reply, bool end, enum run_status as, const char *why)
+{
+	struct durable *d = du->d;
+	struct pending *p = calloc(1, sizeof(*p)), **pp;
+
+	if (!p) {
+		json_decref(reply);
+		harness_reply(c, 500, json_pack("{s:s}", "error", "lanternd: out of memory"));
+		return;
+	}
+	p->du = du;
+	p->c = c;
+	p->seq = seq;
+	p->status = status;
+	p->reply = reply;
+	p->end = end;
+	p->end_as = as;
+	snprintf(p->end_reason, sizeof(p->end_reason), "%s", why ? why : "");
+	for (pp = &d->pending; *pp; pp = &(*pp)->next)
+		;
+	*pp = p;
+	journal_syncer_request(d->syncer, du->j);
+}
+
+void durable_forget_conn(struct durable *d, struct harness_conn *c)
+{
+	for (struct pending *p = d->pending; p; p = p->next)
+		if (p->c == c)
+			p->c = NULL;
+}
+
+/* Sends p's answer if its record is durable (or can never be); true when done. */
+static bool pending_try(struct pending *p)
+{
+	struct durable_run *du = p->du;
+	int serr = journal_sync_error(du->j);
+
+	if (!serr && journal_durable_seq(du->j) < p->seq)
+		return false;
+	if (serr) {
+		char why[512];
+
+		snprintf(why, sizeof(why), "journal %s: sync failed: %s: the run cannot continue safely",
+			 journal_path(du->j), strerror(-serr));
+		if (p->c)
+			harness_reply(p->c, 500, json_pack("{s:s}", "error", why));
+		json_decref(p->reply);
+		run_end(du->r, RUN_FAILED, why);
+		return true;
+	}
+	if (p->c)
+		harness_reply(p->c, p->status, p->reply);
+	else
+		json_decref(p->reply);
+	if (p->end)
+		run_end(du->r, p->end_as, p->end_reason);
+	return true;
+}
+
+static void flush_pending(struct durable *d, struct durable_run *only)
+{
+	struct pending *list = d->pending, *keep = NULL, **kt = &keep;
+
+	d->pending = NULL;
+	while (list) {
+		struct pending *p = list;
+
+		list = p->next;
+		p->next = NULL;
+		if ((!only || p->du == only) && pending_try(p)) {
+			free(p);
+		} else {
+			*kt = p;
+			kt = &p->next;
+		}
+	}
+	/* answers sent above may have parked new ones meanwhile: keep their order after */
+	*kt = d->pending;
+	d->pending = keep;
+}
+
+static void on_synced(struct loop *l, int fd, uint32_t events, void *arg)
+{
+	struct durable *d = arg;
+	uint64_t n;
+
+	if (read(fd, &n, sizeof(n)) < 0 && errno != EAGAIN)
+		log_warn("durable: reading the syncer's eventfd: %s", strerror(errno));
+	flush_pending(d, NULL);
+}
+
+/* ---- journals: open, replay ---- */
+
+static int replay_cb(void *arg, const struct journal_record *rec)
+{
+	struct durable_run *du = arg;
+	struct lerr e = { 0 };
+	int err = harness_state_apply_raw(&du->st, rec->type, rec->payload, rec->len, &e);
+
+	if (err < 0)
+		log_error("run %s: journal record %llu: %s", run_id(du->r), (unsigned long long)rec->seq, e.msg);
+	return err;
+}
+
+/* Opens r's journal and rebuilds its state; refuses a damaged one. */
+static int du_open(struct durable *d, struct run *r, struct lerr *e)
+{
+	struct journal_opts o = { .max_bytes = d->o.journal_max_bytes };
+	struct journal_scan info;
+	struct durable_run *du;
+	char path[PATH_MAX + 16];
+	uint64_t t0 = util_now_ns(CLOCK_MONOTONIC);
+	int err;
+
+	if (du_of(d, r))
+		return 0;
+	journal_file(r, path, sizeof(path));
+	if (access(path, F_OK) < 0)
+		return lerr_set(e, ENOENT, "run %s has no journal", run_id(r));
+	if (!(du = du_new(d, r)))
+		return lerr_set(e, ENOMEM, "durable: out of memory");
+	if ((err = journal_open(path, &o, replay_cb, du, &info, &du->j, e)) < 0) {
+		if (err != -EBADMSG && !e->msg[0])
+			lerr_set(e, err, "journal %s: replay failed: %s", path, strerror(-err));
+		du_free(du);
+		return err;
+	}
+	if (info.torn_bytes)
+		log_warn("run %s: journal had a torn tail of %llu bytes after record %llu: truncated",
+			 run_id(r), (unsigned long long)info.torn_bytes, (unsigned long long)info.records);
+	log_info("run %s: journal replayed: %llu records, %llu steps (%llu completed) in %.2f ms",
+		 run_id(r), (unsigned long long)info.records, (unsigned long long)du->st.steps_begun,
+		 (unsigned long long)du->st.steps_completed, (util_now_ns(CLOCK_MONOTONIC) - t0) / 1e6);
+	run_set_slot(r, d->slot, du);
+	meter_run_set_tally(d->meter, r, &du->st.tally);
+	return 0;
+}
+
+static int du_listen(struct durable *d, struct durable_run *du, struct lerr *e)
+{
+	int err;
+
+	if (du->srv)
+		return 0;
+	if ((err = util_mkdir_p(du->dir, 0755)) < 0)
+		return lerr_set(e, err, "harness: socket directory %s: %s", du->dir, strerror(-err));
+	return harness_listen(d->loop, du->sock, &durable_harness_ops, du, &du->srv, e);
+}
+
+/* ---- the run hooks ---- */
+
+static int on_admitted(void *arg, struct run *r, json_t *input, struct lerr *e)
+{
+	struct durable *d = arg;
+	struct journal_opts o = { .max_bytes = d->o.journal_max_bytes };
+	struct durable_run *du = du_new(d, r);
+	const struct spec *s = run_spec(r);
+	char path[PATH_MAX + 16];
+	json_t *rec;
+	int err;
+
+	if (!du)
+		return lerr_set(e, ENOMEM, "durable: out of memory");
+	journal_file(r, path, sizeof(path));
+	if ((err = journal_create(path, &o, &du->j, e)) < 0) {
+		du_free(du);
+		return err;
+	}
+	rec = json_pack("{s:s, s:s, s:O, s:O, s:I}", "run_id", run_id(r), "instance_id", run_instance_id(r),
+			"spec", s->json ? s->json : json_null(), "input", input ? input : json_null(),
+			"created", (json_int_t)run_created(r));
+	err = durable_append(du, JOURNAL_RUN_STARTED, rec, NULL, e);
+	json_decref(rec);
+	if (err < 0 || (err = journal_sync(du->j, e)) < 0) {
+		du_free(du);
+		return err;
+	}
+	run_set_slot(r, d->slot, du);
+	return 0;
+}
+
+static int on_resumed(void *arg, struct run *r, struct lerr *e)
+{
+	struct durable *d = arg;
+	struct harness_step *s;
+	struct durable_run *du;
+	json_t *rec;
+	int err;
+
+	if ((err = du_open(d, r, e)) < 0)
+		return err;
+	du = du_of(d, r);
+	if (du->st.end)
+		return lerr_set(e, EALREADY, "run %s: the journal already records its end", run_id(r));
+	s = harness_state_in_flight(&du->st);
+	if (s && run_spec(r) && !run_spec(r)->idempotent)
+		return lerr_set(e, EPERM, "not resumed: spec.idempotent is false and step \"%s\" "
+				"(attempt %u) was in flight when the workload died", s->id, s->attempt);
+	rec = json_pack("{s:s, s:s, s:I}", "instance_id", run_instance_id(r), "reason",
+			"workload died with lanternd", "completed_steps", (json_int_t)du->st.steps_completed);
+	if (s)
+		json_object_set_new(rec, "in_flight", json_string(s->id));
+	err = durable_append(du, JOURNAL_RUN_RESUMED, rec, NULL, e);
+	json_decref(rec);
+	if (err < 0 || (err = journal_sync(du->j, e)) < 0)
+		return err;
+	log_info("run %s: resuming in instance %s after %llu completed steps%s%s", run_id(r),
+		 run_instance_id(r), (unsigned long long)du->st.steps_completed,
+		 s ? "; re-running in-flight step " : "", s ? s->id : "");
+	return 0;
+}
+
+static int on_prepared(void *arg, struct run *r, struct lerr *e)
+{
+	struct durable *d = arg;
+	struct durable_run *du = du_of(d, r);
+
+	return du ? du_listen(d, du, e) : 0;
+}
+
+static void on_env(void *arg, struct run *r, struct run_env *env)
+{
+	struct durable *d = arg;
+	struct durable_run *du = du_of(d, r);
+
+	if (!du || !du->srv)
+		return;
+	run_env_set_path(env, "LANTERN_HARNESS_SOCKET", du->dir, "/run/lantern/harness", "harness.sock",
+			 false);
+	if (d->cli[0])
+		run_env_set_host(env, "LANTERN_CLI", d->cli);
+}
+
+static int on_adopted(void *arg, struct run *r, struct lerr *e)
+{
+	struct durable *d = arg;
+	int err = du_open(d, r, e);
+
+	if (err == -ENOENT) {
+		/* a run from before journals existed */
+		e->msg[0] = '\0';
+		return 0;
+	}
+	if (err < 0)
+		return err;
+	return du_listen(d, du_of(d, r), e);
+}
+
+static bool on_can_resume(void *arg, struct run *r)
+{
+	char path[PATH_MAX + 16];
+
+	journal_file(r, path, sizeof(path));
+	return access(path, F_OK) == 0;
+}
+
+/* The run's end in its journal (with its cost), durable, before anyone is told. */
+static void on_ended(void *arg, struct run *r)
+{
+	struct durable *d = arg;
+	struct durable_run *du;
+	struct lerr e = { 0 };
+	json_t *rec;
+
+	if (!du_of(d, r) && du_open(d, r, &e) < 0) {
+		if (e.msg[0] && !strstr(e.msg, "no journal"))
+			log_error("run %s: end not journaled: %s", run_id(r), e.msg);
+		return;
+	}
+	du = du_of(d, r);
+	/* answers still parked: make their records durable now and send them */
+	if (journal_sync(du->j, &e) < 0)
+		log_error("run %s: %s", run_id(r), e.msg);
+	flush_pending(d, du);
+	drop_pending(d, du);
+	if (!du->st.end) {
+		rec = json_pack("{s:s, s:i}", "status", run_status_name(run_status(r)), "exit_code",
+				run_exit_code(r));
+		if (run_reason(r)[0])
+			json_object_set_new(rec, "reason", json_string(run_reason(r)));
+		if (du->st.output)
+			json_object_set(rec, "output", du->st.output);
+		json_object_set_new(rec, "steps_completed", json_integer((json_int_t)du->st.steps_completed));
+		json_object_set_new(rec, "tokens", json_integer((json_int_t)(du->st.tally.total & INT64_MAX)));
+		json_object_set_new(rec, "cost_usd", json_real(meter_tally_usd(meter_prices(d->meter),
+									       &du->st.tally)));
+		json_object_set_new(rec, "cost", meter_run_cost(d->meter, r));
+		if (durable_append(du, JOURNAL_RUN_COMPLETED, rec, NULL, &e) < 0 || journal_sync(du->j, &e) < 0)
+			log_error("run %s: %s", run_id(r), e.msg);
+		json_decref(rec);
+	}
+	/* nobody reconnects to a run that ended */
+	unlink(du->sock);
+	du_free(du);
+	run_set_slot(r, d->slot, NULL);
+}
+
+static void on_free(void *arg, struct run *r)
+{
+	struct durable *d = arg;
+
+	du_free(du_of(d, r));
+	run_set_slot(r, d->slot, NULL);
+}
+
+static const struct run_hooks durable_hooks = {
+	.name = "durable",
+	.admitted = on_admitted,
+	.resumed = on_resumed,
+	.prepared = on_prepared,
+	.env = on_env,
+	.ended = on_ended,
+	.adopted = on_adopted,
+	.can_resume = on_can_resume,
+	.free = on_free,
+};
+
+int durable_subscribe(struct durable *d, struct runs *t, struct lerr *e)
+{
+	d->runs = t;
+	if ((d->slot = runs_subscribe(t, &durable_hooks, d)) < 0)
+		return lerr_set(e, -d->slot, "durable: cannot subscribe to runs");
+	return 0;
+}
+
+json_t *durable_journal_json(struct durable *d, struct run *r)
+{
+	char path[PATH_MAX + 16];
+
+	journal_file(r, path, sizeof(path));
+	return json_pack("{s:s, s:s, s:s}", "type", "journal", "run_id", run_id(r), "path", path);
+}
+
+int durable_open(struct loop *l, const struct durable_opts *o, struct meter *m, struct durable **out,
+		 struct lerr *e)
+{
+	struct durable *d = calloc(1, sizeof(*d));
+	const char *crash = getenv("LANTERN_TEST_CRASH_AT");
+	int err;
+
+	if (!d)
+		return lerr_set(e, ENOMEM, "durable: out of memory");
+	d->loop = l;
+	d->o = *o;
+	d->meter = m;
+	snprintf(d->cli, sizeof(d->cli), "%s", o->cli ? o->cli : "");
+	if (crash && *crash) {
+		d->crash_at = strtol(crash, NULL, 10);
+		d->crash_kill = getenv("LANTERN_TEST_CRASH_KILL") &&
+				!strcmp(getenv("LANTERN_TEST_CRASH_KILL"), "1");
+		log_warn("test crash point armed: exit after journal append %ld%s", d->crash_at,
+			 d->crash_kill ? ", killing workloads" : "");
+	}
+	d->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (d->efd < 0) {
+		err = lerr_set(e, errno, "durable: eventfd: %s", strerror(errno));
+		free(d);
+		return err;
+	}
+	if ((err = loop_add(l, d->efd, EPOLLIN, on_synced, d)) < 0 ||
+	    (err = journal_syncer_start(d->efd, &d->syncer, e)) < 0) {
+		if (!e->msg[0])
+			lerr_set(e, err, "durable: watching the syncer: %s", strerror(-err));
+		close(d->efd);
+		free(d);
+		return err;
+	}
+	*out = d;
+	return 0;
+}
+
+void durable_close(struct durable *d)
+{
+	free(d);
+}

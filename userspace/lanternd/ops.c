@@ -1,0 +1,213 @@
+/* ops.c: the operations of lanternd's local API (what the lantern CLI asks), each
+ * answered by the module that owns it: runs (run, ps, kill), logs (follow, logs),
+ * egress (audit_egress, egress_update), durable (journal), telemetry (trace, cost) and
+ * the OCI runtime (node, image_*). An op naming a run_id gets the run looked up first. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "lanternd.h"
+
+/* The run a request names; answers and finishes the client when there is none. */
+static struct run *req_run(struct daemon *d, struct api_client *c, json_t *req, const char *op)
+{
+	const char *id = json_string_value(json_object_get(req, "run_id"));
+	struct run *r;
+	char m[160];
+
+	if (!id) {
+		snprintf(m, sizeof(m), "%s needs \"run_id\"", op);
+		api_send_error(c, m);
+		api_finish(c);
+		return NULL;
+	}
+	if (!(r = runs_find(d->runs, id))) {
+		snprintf(m, sizeof(m), "no run \"%.64s\" on this node", id);
+		api_send_error(c, m);
+		api_finish(c);
+	}
+	return r;
+}
+
+static void reply(struct api_client *c, json_t *msg)
+{
+	api_send(c, msg);
+	api_finish(c);
+}
+
+static void op_run(void *arg, struct api_client *c, json_t *req)
+{
+	struct daemon *d = arg;
+	const char *file = json_string_value(json_object_get(req, "file"));
+	json_t *y = json_object_get(req, "yaml");
+	struct lerr e = { 0 };
+	struct run *r;
+
+	if (!file || !json_is_string(y)) {
+		api_send_error(c, "run needs \"file\" and \"yaml\"");
+	} else if (runs_submit(d->runs, file, json_string_value(y), json_string_length(y),
+			       json_object_get(req, "input"), &r, &e) < 0) {
+		api_send_error(c, e.msg);
+	} else {
+		api_send(c, json_pack("{s:s, s:s, s:s}", "type", "accepted", "run_id", run_id(r),
+				      "instance_id", run_instance_id(r)));
+		if (json_is_true(json_object_get(req, "follow"))) {
+			logs_follow(d->logs, r, c);
+			return;
+		}
+	}
+	api_finish(c);
+}
+
+static void op_ps(void *arg, struct api_client *c, json_t *req)
+{
+	struct daemon *d = arg;
+	json_t *arr = json_array();
+
+	for (struct run *r = runs_first(d->runs); r; r = run_next(r))
+		json_array_append_new(arr, run_json(r));
+	reply(c, json_pack("{s:s, s:o}", "type", "runs", "runs", arr));
+}
+
+static void op_kill(void *arg, struct api_client *c, json_t *req)
+{
+	struct daemon *d = arg;
+	struct run *r = req_run(d, c, req, "kill");
+	struct lerr e = { 0 };
+
+	if (!r)
+		return;
+	if (run_cancel(r, &e) < 0)
+		api_send_error(c, e.msg);
+	else
+		api_send(c, json_pack("{s:s, s:s}", "type", "ok", "run_id", run_id(r)));
+	api_finish(c);
+}
+
+static void op_audit_egress(void *arg, struct api_client *c, json_t *req)
+{
+	struct daemon *d = arg;
+	json_t *arr = json_array();
+	struct run *r;
+
+	if (json_object_get(req, "run_id")) {
+		if (!(r = req_run(d, c, req, "audit_egress"))) {
+			json_decref(arr);
+			return;
+		}
+		json_array_append_new(arr, egress_audit_json(d->egress, r));
+	} else {
+		for (r = runs_first(d->runs); r; r = run_next(r))
+			if (!run_status_final(run_status(r)))
+				json_array_append_new(arr, egress_audit_json(d->egress, r));
+	}
+	reply(c, json_pack("{s:s, s:o}", "type", "audit", "runs", arr));
+}
+
+static void op_egress_update(void *arg, struct api_client *c, json_t *req)
+{
+	struct daemon *d = arg;
+	const char *file = json_string_value(json_object_get(req, "file"));
+	json_t *y = json_object_get(req, "yaml");
+	struct lerr e = { 0 };
+	struct run *r;
+
+	if (!file || !json_is_string(y)) {
+		reply(c, json_pack("{s:s, s:s}", "type", "error", "error",
+				   "egress_update needs \"run_id\", \"file\" and \"yaml\""));
+		return;
+	}
+	if (!(r = req_run(d, c, req, "egress_update")))
+		return;
+	if (egress_update(d->egress, r, file, json_string_value(y), json_string_length(y), &e) < 0)
+		api_send_error(c, e.msg);
+	else
+		api_send(c, json_pack("{s:s, s:s}", "type", "ok", "run_id", run_id(r)));
+	api_finish(c);
+}
+
+static void op_journal(void *arg, struct api_client *c, json_t *req)
+{
+	struct daemon *d = arg;
+	struct run *r = req_run(d, c, req, "journal");
+
+	if (r)
+		reply(c, durable_journal_json(d->durable, r));
+}
+
+static void op_follow(void *arg, struct api_client *c, json_t *req)
+{
+	struct daemon *d = arg;
+	struct run *r = req_run(d, c, req, "follow");
+
+	if (r)
+		logs_follow(d->logs, r, c);
+}
+
+static void op_logs(void *arg, struct api_client *c, json_t *req)
+{
+	struct daemon *d = arg;
+	struct run *r = req_run(d, c, req, "logs");
+
+	if (r)
+		logs_request(d->logs, r, c, req);
+}
+
+static void op_trace(void *arg, struct api_client *c, json_t *req)
+{
+	struct daemon *d = arg;
+	struct run *r = req_run(d, c, req, "trace");
+
+	if (r)
+		reply(c, telemetry_trace_json(d->telemetry, r));
+}
+
+static void op_cost(void *arg, struct api_client *c, json_t *req)
+{
+	struct daemon *d = arg;
+	struct run *r = req_run(d, c, req, "cost");
+
+	if (r)
+		reply(c, telemetry_cost_json(d->telemetry, r));
+}
+
+static void op_oci(void *arg, struct api_client *c, json_t *req)
+{
+	struct daemon *d = arg;
+
+	reply(c, runtime_oci_api(d->oci, d->runs, json_string_value(json_object_get(req, "op")), req));
+}
+
+int ops_register(struct daemon *d, struct lerr *e)
+{
+	static const struct {
+		const char *op;
+		api_op_fn fn;
+	} ops[] = {
+		{ "run", op_run },           { "ps", op_ps },
+		{ "kill", op_kill },         { "audit_egress", op_audit_egress },
+		{ "egress_update", op_egress_update }, { "journal", op_journal },
+		{ "follow", op_follow },     { "logs", op_logs },
+		{ "trace", op_trace },       { "cost", op_cost },
+		{ "node", op_oci },          { "image_import", op_oci },
+		{ "image_ls", op_oci },      { "image_rm", op_oci },
+	};
+	int err;
+
+	for (size_t i = 0; i < ARRAY_SIZE(ops); i++)
+		if ((err = api_register(d->api, ops[i].op, ops[i].fn, d)) < 0)
+			return lerr_set(e, err, "api: cannot register op %s", ops[i].op);
+	return 0;
+}
+
+void ops_metrics(void *arg, struct metrics_out *o)
+{
+	struct daemon *d = arg;
+
+	metrics_family(o, "lantern_runs", "gauge", "Runs this lanternd knows, by status.");
+	for (int s = 0; s < RUN_N_STATUS; s++) {
+		const char *labels[] = { "status", run_status_name((enum run_status)s), NULL };
+
+		metrics_u64(o, "lantern_runs", labels, runs_count(d->runs, (enum run_status)s));
+	}
+}

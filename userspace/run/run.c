@@ -1,0 +1,688 @@
+/* run.c: the state machine of a run (see run.h for the order of its steps and hooks):
+ * admission through a runtime, the instance cgroup made before the workload, the
+ * start, timeout and cancel, the decision of how it ended, teardown, and adoption or
+ * resumption of what a previous lanternd left. Everything else is a subscriber. */
+#include <errno.h>
+#include <dirent.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "run_internal.h"
+#include "lantern/util.h"
+
+static const char *const status_names[] = {
+	[RUN_ACCEPTED] = "accepted",   [RUN_RUNNING] = "running",
+	[RUN_SUCCEEDED] = "succeeded", [RUN_FAILED] = "failed",
+	[RUN_TIMED_OUT] = "timed_out", [RUN_CANCELLED] = "cancelled",
+	[RUN_OOM_KILLED] = "oom_killed", [RUN_BUDGET_EXCEEDED] = "budget_exceeded",
+};
+
+const char *run_status_name(enum run_status s)
+{
+	return s < ARRAY_SIZE(status_names) ? status_names[s] : "unknown";
+}
+
+bool run_status_final(enum run_status s)
+{
+	return s != RUN_ACCEPTED && s != RUN_RUNNING;
+}
+
+int run_status_from_name(const char *n)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(status_names); i++)
+		if (n && !strcmp(n, status_names[i]))
+			return (int)i;
+	return -1;
+}
+
+/* ---- the table ---- */
+
+int runs_open(const struct runs_opts *o, struct runs **out, struct lerr *e)
+{
+	struct runs *t = calloc(1, sizeof(*t));
+	int err;
+
+	if (!t)
+		return lerr_set(e, ENOMEM, "runs: out of memory");
+	t->o = *o;
+	snprintf(t->runs_dir, sizeof(t->runs_dir), "%s/runs", o->state_dir);
+	if ((err = util_mkdir_p(t->runs_dir, 0700)) < 0) {
+		free(t);
+		return lerr_set(e, err, "state dir %s: %s", t->runs_dir, strerror(-err));
+	}
+	*out = t;
+	return 0;
+}
+
+void runs_close(struct runs *t)
+{
+	if (!t)
+		return;
+	while (t->runs) {
+		struct run *r = t->runs;
+		t->runs = r->next;
+		run_free(r);
+	}
+	free(t);
+}
+
+int runs_subscribe(struct runs *t, const struct run_hooks *h, void *arg)
+{
+	if (t->nsubs == RUNS_MAX_SUBS)
+		return -ENOSPC;
+	t->subs[t->nsubs].h = h;
+	t->subs[t->nsubs].arg = arg;
+	return t->nsubs++;
+}
+
+struct loop *runs_loop(const struct runs *t) { return t->o.loop; }
+const struct cgroup_node *runs_cgroup_node(const struct runs *t) { return t->o.cg; }
+
+struct run *runs_find(const struct runs *t, const char *id)
+{
+	for (struct run *r = t->runs; r; r = r->next)
+		if (!strcmp(r->id, id))
+			return r;
+	return NULL;
+}
+
+struct run *runs_by_cgid(const struct runs *t, uint64_t cgid)
+{
+	for (struct run *r = t->runs; r; r = r->next)
+		if (!run_status_final(r->status) && cgid && r->cg.id == cgid)
+			return r;
+	return NULL;
+}
+
+struct run *runs_by_instance(const struct runs *t, const char *inst)
+{
+	for (struct run *r = t->runs; r; r = r->next)
+		if (!run_status_final(r->status) && !strcmp(r->instance_id, inst))
+			return r;
+	return NULL;
+}
+
+struct run *runs_first(const struct runs *t) { return t->runs; }
+struct run *run_next(const struct run *r) { return r->next; }
+
+unsigned runs_count(const struct runs *t, enum run_status s)
+{
+	unsigned n = 0;
+
+	for (struct run *r = t->runs; r; r = r->next)
+		n += r->status == s;
+	return n;
+}
+
+unsigned runs_live(const struct runs *t)
+{
+	unsigned n = 0;
+
+	for (struct run *r = t->runs; r; r = r->next)
+		n += !run_status_final(r->status);
+	return n;
+}
+
+/* ---- a run, read-only ---- */
+
+const char *run_id(const struct run *r) { return r->id; }
+const char *run_instance_id(const struct run *r) { return r->instance_id; }
+const char *run_dir(const struct run *r) { return r->dir; }
+const char *run_file(const struct run *r) { return r->file ? r->file : "agent.yaml"; }
+const char *run_tenant(const struct run *r) { return r->tenant; }
+const struct spec *run_spec(const struct run *r) { return r->spec; }
+const struct cgroup_inst *run_cgroup(const struct run *r) { return &r->cg; }
+uint64_t run_cgid(const struct run *r) { return r->cg.id; }
+enum run_status run_status(const struct run *r) { return r->status; }
+const char *run_reason(const struct run *r) { return r->reason; }
+int run_exit_code(const struct run *r) { return r->exit_code; }
+int64_t run_created(const struct run *r) { return r->created; }
+int64_t run_finished(const struct run *r) { return r->finished; }
+bool run_ending(const struct run *r) { return r->ending_set; }
+struct runs *run_table(const struct run *r) { return r->t; }
+void *run_slot(const struct run *r, int slot) { return slot >= 0 && slot < RUNS_MAX_SUBS ? r->slot[slot] : NULL; }
+void *run_runtime_state(const struct run *r) { return r->rt_state; }
+void run_set_runtime_state(struct run *r, void *v) { r->rt_state = v; }
+const struct runtime_ops *run_runtime(const struct run *r) { return r->rt_ops; }
+void run_set_network(struct run *r, bool own_netns, uint32_t dns_ip4)
+{
+	r->own_netns = own_netns;
+	r->dns_ip4 = dns_ip4;
+}
+
+bool run_own_netns(const struct run *r) { return r->own_netns; }
+uint32_t run_dns_ip4(const struct run *r) { return r->dns_ip4; }
+
+void run_set_slot(struct run *r, int slot, void *v)
+{
+	if (slot >= 0 && slot < RUNS_MAX_SUBS)
+		r->slot[slot] = v;
+}
+
+/* A live run's count is read now: a process may have been OOM-killed while the run
+ * goes on (Kubernetes reports such a container OOMKilled too). */
+uint64_t run_oom_kills(const struct run *r)
+{
+	struct cgroup_stats st;
+
+	if (!run_status_final(r->status) && r->cg_made && cgroup_inst_stats(&r->cg, &st) == 0)
+		return st.oom_kills;
+	return r->oom_kills;
+}
+
+json_t *run_json(const struct run *r)
+{
+	json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:I}", "id", r->id, "instance_id",
+			      r->instance_id, "name", r->spec ? r->spec->name : "",
+			      "status", run_status_name(r->status), "created", (json_int_t)r->created);
+
+	if (!j)
+		return NULL;
+	if (r->reason[0])
+		json_object_set_new(j, "reason", json_string(r->reason));
+	if (run_status_final(r->status)) {
+		json_object_set_new(j, "exit_code", json_integer(r->exit_code));
+		json_object_set_new(j, "finished", json_integer(r->finished));
+	}
+	json_object_set_new(j, "tenant", json_string(r->tenant));
+	json_object_set_new(j, "cgroup_id", json_integer((json_int_t)r->cg.id));
+	json_object_set_new(j, "oom_kills", json_integer((json_int_t)run_oom_kills(r)));
+	if (r->rt_ops) {
+		json_object_set_new(j, "runtime", json_string(r->rt_ops->name));
+		if (r->rt_ops->json)
+			r->rt_ops->json(r->rt, r, j);
+	}
+	RUN_HOOKS(r->t, json, r, j);
+	return j;
+}
+
+struct run *run_alloc(struct runs *t)
+{
+	struct run *r = calloc(1, sizeof(*r));
+
+	if (r)
+		r->t = t;
+	return r;
+}
+
+void run_free(struct run *r)
+{
+	struct runs *t = r->t;
+
+	RUN_HOOKS(t, free, r);
+	if (r->rt_ops && r->rt_ops->free)
+		r->rt_ops->free(r->rt, r);
+	spec_free(r->spec);
+	free(r->file);
+	free(r);
+}
+
+/* ---- ending ---- */
+
+static void on_kill_timer(struct loop *l, void *arg)
+{
+	struct run *r = arg;
+
+	r->kill_timer = 0;
+	cgroup_inst_signal(&r->cg, SIGKILL);
+}
+
+void run_end(struct run *r, enum run_status as, const char *why)
+{
+	if (run_status_final(r->status) || r->ending_set)
+		return;
+	r->ending = as;
+	r->ending_set = true;
+	snprintf(r->reason, sizeof(r->reason), "%s", why);
+	cgroup_inst_signal(&r->cg, SIGTERM);
+	r->kill_timer = loop_timer_add(r->t->o.loop, r->t->o.grace_ms, on_kill_timer, r);
+}
+
+int run_cancel(struct run *r, struct lerr *e)
+{
+	if (run_status_final(r->status))
+		return lerr_set(e, EALREADY, "run %s already ended: %s", r->id,
+				run_status_name(r->status));
+	run_end(r, RUN_CANCELLED, "cancelled by lantern kill");
+	return 0;
+}
+
+static void on_timeout(struct loop *l, void *arg)
+{
+	struct run *r = arg;
+	char why[128];
+
+	r->timeout_timer = 0;
+	snprintf(why, sizeof(why), "limits.timeout of %llums reached",
+		 (unsigned long long)r->spec->limits.timeout_ms);
+	run_end(r, RUN_TIMED_OUT, why);
+}
+
+static void cancel_timers(struct run *r)
+{
+	if (r->timeout_timer)
+		loop_timer_cancel(r->t->o.loop, r->timeout_timer);
+	if (r->kill_timer)
+		loop_timer_cancel(r->t->o.loop, r->kill_timer);
+	r->timeout_timer = r->kill_timer = 0;
+}
+
+void run_step_begun(struct run *r, const char *step_id)
+{
+	RUN_HOOKS(r->t, step_begun, r, step_id);
+}
+
+void run_step_ended(struct run *r, const struct run_step *s)
+{
+	RUN_HOOKS(r->t, step_ended, r, s);
+}
+
+void run_event(struct run *r, json_t *ev)
+{
+	RUN_HOOKS(r->t, event, r, ev);
+	json_decref(ev);
+}
+
+/* The instance goes: what is left of it killed and its cgroup removed, then every
+ * subscriber lets go of what it kept for it. Processes first: until the last one is
+ * gone, its policy must stay in force. */
+static void release_instance(struct run *r)
+{
+	struct lerr e = { 0 };
+
+	if (r->cg_made) {
+		struct cgroup_stats st;
+
+		if (cgroup_inst_stats(&r->cg, &st) == 0)
+			r->oom_kills = st.oom_kills;
+		if (cgroup_inst_destroy(&r->cg, 5000, &e) < 0)
+			log_error("run %s: %s", r->id, e.msg);
+		r->cg_made = false;
+	}
+	RUN_HOOKS(r->t, released, r);
+	cancel_timers(r);
+}
+
+/* After the runtime's parts are gone: the instance, then the run is final. */
+static void finish_rest(struct run *r)
+{
+	RUN_HOOKS(r->t, collect, r);
+	release_instance(r);
+	r->finished = (int64_t)time(NULL);
+	log_info("run %s (%s): %s%s%s", r->id, r->spec ? r->spec->name : "?",
+		 run_status_name(r->status), r->reason[0] ? ": " : "", r->reason);
+	RUN_HOOKS(r->t, ended, r);
+	run_record_save(r);
+}
+
+static void decide_status(struct run *r, const struct run_exit *x, uint64_t oom)
+{
+	if (!x->recorded) {
+		r->status = RUN_FAILED;
+		r->exit_code = -1;
+		snprintf(r->reason, sizeof(r->reason),
+			 "the workload's supervisor ended without recording an exit status");
+	} else if (x->error[0]) {
+		r->status = RUN_FAILED;
+		r->exit_code = x->exit_code;
+		snprintf(r->reason, sizeof(r->reason), "start failed: %s", x->error);
+	} else if (r->ending_set) {
+		r->status = r->ending;
+		r->exit_code = x->signal ? 128 + x->signal : x->exit_code;
+	} else if (x->oom_killed || (oom && (x->signal == SIGKILL || (x->runtime_status && x->exit_code)))) {
+		/* the main process died of it: the run did */
+		r->status = RUN_OOM_KILLED;
+		r->exit_code = x->signal ? 128 + x->signal : x->exit_code;
+		snprintf(r->reason, sizeof(r->reason), "out of memory: killed at limits.memory");
+	} else if (x->signal) {
+		r->status = RUN_FAILED;
+		r->exit_code = 128 + x->signal;
+		snprintf(r->reason, sizeof(r->reason), "killed by signal %d (%s)", x->signal,
+			 strsignal(x->signal));
+	} else {
+		r->exit_code = x->exit_code;
+		r->status = x->exit_code == 0 ? RUN_SUCCEEDED : RUN_FAILED;
+		if (x->exit_code)
+			snprintf(r->reason, sizeof(r->reason), "exit code %d", x->exit_code);
+	}
+}
+
+void run_exited(struct run *r, const struct run_exit *x)
+{
+	struct cgroup_stats st = { 0 };
+
+	if (r->exited || run_status_final(r->status))
+		return;
+	r->exited = true;
+	if (r->cg_made && cgroup_inst_stats(&r->cg, &st) == 0)
+		r->oom_kills = st.oom_kills;
+	decide_status(r, x, r->oom_kills);
+	if (r->rt_ops && r->rt_ops->teardown)
+		r->rt_ops->teardown(r->rt, r, finish_rest);
+	else
+		finish_rest(r);
+}
+
+/* ---- starting ---- */
+
+static int spec_errors_to_lerr(struct spec_errors *errs, struct lerr *e)
+{
+	size_t off = 0;
+
+	e->msg[0] = '\0';
+	for (size_t i = 0; i < errs->n && off < sizeof(e->msg) - 1; i++)
+		off += (size_t)snprintf(e->msg + off, sizeof(e->msg) - off, "%s%s", i ? "\n" : "",
+					errs->msg[i]);
+	spec_errors_free(errs);
+	return -EINVAL;
+}
+
+static int call_prepared(struct run *r, struct lerr *e)
+{
+	struct runs *t = r->t;
+	int err;
+
+	for (int i = 0; i < t->nsubs; i++)
+		if (t->subs[i].h->prepared && (err = t->subs[i].h->prepared(t->subs[i].arg, r, e)) < 0)
+			return err;
+	return 0;
+}
+
+/* The runtime's preparation, the instance (limited and enforced before the workload
+ * exists), the workload. On error what was made is left for the caller's undo. */
+static int run_start(struct run *r, struct lerr *e)
+{
+	struct runs *t = r->t;
+	struct run_env *env;
+	int err;
+
+	r->exited = false;
+	if (r->rt_ops->prepare && (err = r->rt_ops->prepare(r->rt, r, e)) < 0)
+		return err;
+	if ((err = cgroup_inst_create(t->o.cg, r->instance_id, &r->spec->limits, t->o.pids_max,
+				      &r->cg, e)) < 0)
+		return err;
+	r->cg_made = true;
+	if ((err = call_prepared(r, e)) < 0)
+		return err;
+	if (!(env = run_env_new(r)))
+		return lerr_set(e, ENOMEM, "spawn: out of memory");
+	RUN_HOOKS(t, env, r, env);
+	err = r->rt_ops->start(r->rt, r, env, e);
+	run_env_free(env);
+	if (err < 0)
+		return err;
+	if (r->spec->limits.timeout_ms)
+		r->timeout_timer = loop_timer_add(t->o.loop, r->spec->limits.timeout_ms, on_timeout, r);
+	r->status = RUN_RUNNING;
+	{
+		/* spec.yaml with run.json: what a restart after a power loss loads */
+		char path[PATH_MAX + 16];
+		int serr;
+
+		snprintf(path, sizeof(path), "%s/spec.yaml", r->dir);
+		if ((serr = util_fsync_path(path)) < 0)
+			log_warn("run %s: cannot sync %s: %s", r->id, path, strerror(-serr));
+	}
+	run_record_save(r);
+	RUN_HOOKS(t, started, r);
+	log_info("run %s (%s): running on %s, instance %s, cgroup id %llu", r->id, r->spec->name,
+		 r->rt_ops->name, r->instance_id, (unsigned long long)r->cg.id);
+	return 0;
+}
+
+/* Undoes a start that failed: the runtime's parts (now, on the loop), the instance,
+ * every subscriber's hold on it. */
+static void undo_start(struct run *r)
+{
+	if (r->rt_ops && r->rt_ops->teardown)
+		r->rt_ops->teardown(r->rt, r, NULL);
+	release_instance(r);
+}
+
+static void new_id(char *out, char prefix)
+{
+	out[0] = prefix;
+	out[1] = '-';
+	util_random_hex(out + 2, 6);
+}
+
+int runs_submit(struct runs *t, const char *file, const char *yaml, size_t len, json_t *input,
+		struct run **out, struct lerr *e)
+{
+	struct spec_errors errs = { 0 };
+	const struct runtime_ops *ops;
+	struct spec *s = NULL;
+	struct run *r;
+	char path[PATH_MAX + 16];
+	void *rt;
+	int err, admitted = 0;
+
+	if (spec_parse(file, yaml, len, &s, &errs) < 0)
+		return spec_errors_to_lerr(&errs, e);
+	if ((err = runtimes_admit(t->o.runtimes, s, &ops, &rt, e)) < 0) {
+		spec_free(s);
+		return err;
+	}
+	if (!(r = run_alloc(t))) {
+		spec_free(s);
+		return lerr_set(e, ENOMEM, "spawn: out of memory");
+	}
+	r->spec = s;
+	r->file = strdup(file);
+	snprintf(r->tenant, sizeof(r->tenant), "%s", t->o.tenant ? t->o.tenant : "default");
+	r->rt_ops = ops;
+	r->rt = rt;
+	new_id(r->id, 'r');
+	new_id(r->instance_id, 'i');
+	r->created = (int64_t)time(NULL);
+	r->status = RUN_ACCEPTED;
+	snprintf(r->dir, sizeof(r->dir), "%s/%s", t->runs_dir, r->id);
+	if (!r->file) {
+		err = lerr_set(e, ENOMEM, "spawn: out of memory");
+		goto fail;
+	}
+	if ((err = util_mkdir_p(r->dir, 0700)) < 0) {
+		lerr_set(e, err, "spawn: run directory %s: %s", r->dir, strerror(-err));
+		goto fail;
+	}
+	/* not synced here: before the workload starts only its journal record must be
+	 * durable (the durable subscriber); run_start syncs this file with run.json */
+	snprintf(path, sizeof(path), "%s/spec.yaml", r->dir);
+	if ((err = util_write_file_replace(path, yaml, len)) < 0) {
+		lerr_set(e, err, "spawn: %s: %s", path, strerror(-err));
+		goto fail;
+	}
+	for (; admitted < t->nsubs; admitted++) {
+		const struct run_sub *sb = &t->subs[admitted];
+
+		if (sb->h->admitted && (err = sb->h->admitted(sb->arg, r, input, e)) < 0)
+			goto fail;
+	}
+	if ((err = run_start(r, e)) < 0)
+		goto fail;
+	r->next = t->runs;
+	t->runs = r;
+	*out = r;
+	return 0;
+
+fail:
+	if (admitted == t->nsubs)
+		undo_start(r);
+	util_rm_rf(r->dir);
+	log_warn("%s", e->msg);
+	run_free(r);
+	return err;
+}
+
+void runs_kill_all(struct runs *t)
+{
+	for (struct run *r = t->runs; r; r = r->next) {
+		if (run_status_final(r->status))
+			continue;
+		cgroup_inst_signal(&r->cg, SIGKILL);
+		if (r->rt_ops && r->rt_ops->kill)
+			r->rt_ops->kill(r->rt, r);
+	}
+}
+
+/* ---- after a restart ---- */
+
+static void finish_adopted(struct run *r, const struct run_exit *x)
+{
+	run_exited(r, x);
+}
+
+/* Restarts a run whose workload died with the previous lanternd (the node went down
+ * with it), from its journal, in a fresh instance: same run id, new instance id. */
+static void run_resume(struct run *r)
+{
+	struct runs *t = r->t;
+	struct lerr e = { 0 };
+	int err = 0;
+
+	/* what is left of the old instance goes first */
+	if (r->cg.name[0] && cgroup_inst_open(t->o.cg, r->cg.name, &r->cg, &e) == 0)
+		r->cg_made = true;
+	undo_start(r);
+	new_id(r->instance_id, 'i');
+	memset(&r->cg, 0, sizeof(r->cg));
+	run_set_network(r, false, 0);
+	e.msg[0] = '\0';
+	if (!r->spec)
+		err = lerr_set(&e, EINVAL, "run %s: cannot resume: its spec is unreadable", r->id);
+	for (int i = 0; !err && i < t->nsubs; i++)
+		if (t->subs[i].h->resumed)
+			err = t->subs[i].h->resumed(t->subs[i].arg, r, &e);
+	if (!err)
+		err = run_start(r, &e);
+	if (err < 0) {
+		struct run_exit x = { .recorded = true, .exit_code = -1 };
+
+		log_error("run %s: %s", r->id, e.msg);
+		undo_start(r);
+		r->ending = RUN_FAILED;
+		r->ending_set = true;
+		snprintf(r->reason, sizeof(r->reason), "%s", e.msg);
+		r->exited = true;
+		decide_status(r, &x, 0);
+		r->exit_code = -1;
+		finish_rest(r);
+	}
+}
+
+static bool can_resume(struct run *r)
+{
+	for (int i = 0; i < r->t->nsubs; i++)
+		if (r->t->subs[i].h->can_resume && r->t->subs[i].h->can_resume(r->t->subs[i].arg, r))
+			return true;
+	return false;
+}
+
+/* Adopts a run a previous lanternd started and left live. */
+static void run_adopt(struct run *r)
+{
+	struct runs *t = r->t;
+	struct run_exit x = { 0 };
+	struct lerr e = { 0 };
+	enum runtime_found found;
+	int64_t left;
+	int err = 0;
+
+	if (!r->rt_ops) {
+		log_error("run %s: its runtime is not known to this lanternd: stopping it", r->id);
+		if (cgroup_inst_open(t->o.cg, r->cg.name, &r->cg, &e) == 0) {
+			r->cg_made = true;
+			cgroup_inst_signal(&r->cg, SIGKILL);
+		}
+		finish_adopted(r, &x);
+		return;
+	}
+	found = r->rt_ops->adopt(r->rt, r, &x);
+	if (found == RUNTIME_GONE && can_resume(r)) {
+		run_resume(r);
+		return;
+	}
+	if (cgroup_inst_open(t->o.cg, r->cg.name, &r->cg, &e) < 0)
+		log_warn("run %s: %s", r->id, e.msg);
+	else
+		r->cg_made = true;
+	if (found != RUNTIME_ALIVE) {
+		finish_adopted(r, &x);
+		return;
+	}
+	if (!r->spec || !r->cg_made) {
+		err = lerr_set(&e, ENOENT, "cannot adopt run %s: its %s is missing", r->id,
+			       r->spec ? "cgroup" : "spec");
+	}
+	for (int i = 0; !err && i < t->nsubs; i++)
+		if (t->subs[i].h->adopted)
+			err = t->subs[i].h->adopted(t->subs[i].arg, r, &e);
+	if (err < 0) {
+		/* what is authoritative for it is gone: it cannot go on */
+		log_error("run %s: %s: stopping it", r->id, e.msg);
+		snprintf(r->reason, sizeof(r->reason), "%s", e.msg);
+		r->ending = RUN_FAILED;
+		r->ending_set = true;
+		if (r->cg_made)
+			cgroup_inst_signal(&r->cg, SIGKILL);
+		return;
+	}
+	if (r->spec->limits.timeout_ms) {
+		left = r->created * 1000 + (int64_t)r->spec->limits.timeout_ms - (int64_t)time(NULL) * 1000;
+		r->timeout_timer = loop_timer_add(t->o.loop, left > 0 ? (uint64_t)left : 0, on_timeout, r);
+	}
+	log_info("run %s (%s): adopted, cgroup id %llu", r->id, r->spec->name,
+		 (unsigned long long)r->cg.id);
+}
+
+static bool owns_cgroup(const struct runs *t, const char *name)
+{
+	for (struct run *r = t->runs; r; r = r->next)
+		if (!run_status_final(r->status) && !strcmp(r->cg.name, name))
+			return true;
+	return false;
+}
+
+void runs_recover(struct runs *t)
+{
+	DIR *dir = opendir(t->runs_dir);
+	struct dirent *de;
+	char **names = NULL;
+	size_t nnames = 0;
+
+	while (dir && (de = readdir(dir))) {
+		struct run *r;
+
+		if (de->d_name[0] == '.' || !(r = run_record_load(t, de->d_name)))
+			continue;
+		r->next = t->runs;
+		t->runs = r;
+	}
+	if (dir)
+		closedir(dir);
+	for (struct run *r = t->runs; r; r = r->next)
+		if (!run_status_final(r->status))
+			run_adopt(r);
+
+	/* instance cgroups no live run owns: their processes go, then their entries
+	 * (each subscriber's recovered hook) */
+	if (cgroup_node_list(t->o.cg, &names, &nnames) == 0) {
+		for (size_t i = 0; i < nnames; i++) {
+			struct cgroup_inst c;
+			struct lerr e = { 0 };
+
+			if (!owns_cgroup(t, names[i]) && cgroup_inst_open(t->o.cg, names[i], &c, &e) == 0) {
+				log_info("reclaiming cgroup %s: no run owns it", names[i]);
+				cgroup_inst_destroy(&c, 5000, &e);
+			}
+			free(names[i]);
+		}
+		free(names);
+	}
+	runtimes_reclaim(t->o.runtimes, t);
+	RUN_HOOKS(t, recovered, t);
+}

@@ -1,0 +1,629 @@
+/* oci.c: the OCI runtime: spawns on images by digest under the node's handlers (runc,
+ * runsc, kata), each isolation class mapped to one (refused fail-closed when its
+ * handler is not advertised, never downgraded), the image and network of a run, its
+ * bundle and start through lantern-shim, teardown on a worker thread, reclaiming what
+ * a previous lanternd left, and the image and node operations of the local API.
+ *
+ * Per run (STATE/runs/<id>): bundle/config.json, container.pid (runc), oci.json (the
+ * handler, container id and network namespace, for a restarted lanternd). The
+ * container id is the instance id; each lanternd gives its runtimes a state root of
+ * its own (STATE/oci/<handler>), so lanternds side by side never see each other's. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "runtime_internal.h"
+#include "lantern/image.h"
+#include "lantern/oci.h"
+#include "lantern/workq.h"
+
+#define N_CLASSES (SPEC_ISO_DEVCONTAINER + 1)
+/* runtime deletes and CNI removals run here, off the event loop: each is an exec of a
+ * runtime or plugin that takes tens of milliseconds */
+#define POOL_THREADS 2
+
+struct runtime_oci {
+	struct loop *loop;
+	struct oci_handler handlers[3];          /* runc, runsc, kata */
+	const char *class_handler[N_CLASSES];    /* NULL: not supported on this node */
+	struct oci_cni cni;
+	char image_store[PATH_MAX];
+	char state_dir[PATH_MAX];
+	char shim[PATH_MAX];
+	uint64_t log_max;
+	bool process_runtime;
+	enum cgroup_layout layout;
+	char cg_root[128];
+	struct workq *pool;
+};
+
+struct oci_run {
+	struct runtime_shim shim;
+	const struct oci_handler *h;
+	struct image_info img;
+	char bundle[PATH_MAX];
+	char pidfile[PATH_MAX];
+	char netns[PATH_MAX];
+	char ip[64];
+	char gw[64];                /* the bridge's address, where the spawn's DNS goes */
+	bool netns_made;
+	bool tearing;               /* a worker is removing it */
+	bool torn_down;
+	char *argv[24];
+};
+
+static const struct oci_handler *handler_named(const struct runtime_oci *o, const char *name)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(o->handlers); i++)
+		if (name && !strcmp(o->handlers[i].name, name))
+			return &o->handlers[i];
+	return NULL;
+}
+
+static int class_of(const char *name)
+{
+	for (int i = 0; i < N_CLASSES; i++)
+		if (!strcmp(spec_isolation_name((enum spec_isolation)i), name))
+			return i;
+	return -1;
+}
+
+static struct oci_run *run_of(const struct run *r)
+{
+	return run_runtime_state(r);
+}
+
+/* ---- admission ---- */
+
+static int oci_admit(void *arg, const struct spec *s, struct lerr *e)
+{
+	struct runtime_oci *o = arg;
+	const char *cls = spec_isolation_name(s->isolation);
+	const char *hn = s->isolation < N_CLASSES ? o->class_handler[s->isolation] : NULL;
+	const struct oci_handler *h = handler_named(o, hn);
+
+	if (!hn)
+		return lerr_set(e, EPERM, "spawn: refused: isolation \"%s\" is not supported on this node "
+				"(no runtime handler serves it)", cls);
+	if (!h || !h->available)
+		return lerr_set(e, EPERM, "spawn: refused: isolation \"%s\" needs runtime handler \"%s\", "
+				"not advertised on this node: %s", cls, hn,
+				h ? h->missing : "unknown handler");
+	if (!strcmp(s->image_digest, "host"))
+		return lerr_set(e, EPERM, "spawn: refused: image_digest \"host\" runs only as isolation: "
+				"trusted under lanternd --process-runtime; isolation \"%s\" needs an image "
+				"NAME@sha256:HEX", cls);
+	if (s->network == SPEC_NET_TENANT_VPC)
+		return lerr_set(e, EPERM, "spawn: refused: network \"tenant_vpc\" is not supported on this node");
+	if (s->isolation == SPEC_ISO_UNTRUSTED && s->network == SPEC_NET_OPEN)
+		return lerr_set(e, EPERM, "spawn: refused: isolation \"untrusted\" allows network none or "
+				"allowlist_domain only, not \"open\"");
+	return 0;
+}
+
+/* ---- a run ---- */
+
+static void oci_run_free(struct oci_run *or)
+{
+	runtime_shim_forget(&or->shim);
+	image_info_free(&or->img);
+	free(or);
+}
+
+static void oci_record(struct run *r, struct oci_run *or)
+{
+	char path[PATH_MAX + 16], *s;
+	json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:s}", "handler", or->h->name, "container",
+			      run_instance_id(r), "netns", or->netns_made ? or->netns : "", "image",
+			      run_spec(r)->image_digest, "manifest", or->img.digest);
+
+	s = j ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+	json_decref(j);
+	snprintf(path, sizeof(path), "%s/oci.json", run_dir(r));
+	/* no fsync: only a lanternd restarted on the same boot needs it (a power loss
+	 * ends the container too) */
+	if (!s || util_write_file_replace(path, s, strlen(s)) < 0)
+		log_error("run %s: cannot write %s: a restarted lanternd may not find its container",
+			  run_id(r), path);
+	free(s);
+}
+
+/* The image verified and the network made, before the instance: the spawn's namespace
+ * cannot reach lanternd's loopback, where the instance's DNS proxy listens, so the
+ * bridge's address is where its DNS goes (the egress subscriber listens there). */
+static int oci_prepare(void *arg, struct run *r, struct lerr *e)
+{
+	struct runtime_oci *o = arg;
+	const struct spec *s = run_spec(r);
+	struct oci_run *or = run_of(r);
+	struct in_addr gw = { 0 };
+	int err;
+
+	if (or) {
+		/* a resumed run starts over in a fresh instance */
+		oci_run_free(or);
+		run_set_runtime_state(r, NULL);
+	}
+	if (!(or = calloc(1, sizeof(*or))))
+		return lerr_set(e, ENOMEM, "spawn: out of memory");
+	runtime_shim_init(&or->shim, o->loop, r, true);
+	or->h = handler_named(o, o->class_handler[s->isolation]);
+	if ((err = image_resolve(o->image_store, s->image_digest, &or->img, e)) < 0) {
+		free(or);
+		return err;
+	}
+	run_set_runtime_state(r, or);
+	snprintf(or->bundle, sizeof(or->bundle), "%s/bundle", run_dir(r));
+	snprintf(or->pidfile, sizeof(or->pidfile), "%s/container.pid", run_dir(r));
+	if (s->network == SPEC_NET_NONE) {
+		run_set_network(r, true, 0);
+		return 0;
+	}
+	if ((err = oci_cni_add(&o->cni, run_instance_id(r), or->netns, sizeof(or->netns), or->ip,
+			       or->gw, e)) < 0)
+		return err;
+	or->netns_made = true;
+	if (inet_pton(AF_INET, or->gw, &gw) != 1)
+		log_warn("run %s: network %s: the bridge %s has no IPv4 gateway address (\"%s\"): "
+			 "hostname egress rules cannot work", run_id(r), or->netns, o->cni.bridge, or->gw);
+	run_set_network(r, true, gw.s_addr);
+	return 0;
+}
+
+static int oci_start(void *arg, struct run *r, struct run_env *env, struct lerr *e)
+{
+	struct runtime_oci *o = arg;
+	struct oci_run *or = run_of(r);
+	const struct spec *s = run_spec(r);
+	const struct run_env_mount *m;
+	struct oci_bind binds[8];
+	size_t nm = run_env_mounts(env, &m), nb = 0;
+	char cgpath[512];
+	bool host_net = or->netns_made && or->h->kind == OCI_RUNSC;
+	int err;
+
+	if ((err = util_mkdir_p(or->bundle, 0700)) < 0)
+		return lerr_set(e, err, "spawn: bundle %s: %s", or->bundle, strerror(-err));
+	for (size_t i = 0; i < nm && nb < ARRAY_SIZE(binds); i++)
+		binds[nb++] = (struct oci_bind){ m[i].host, m[i].sandbox, m[i].read_only };
+	snprintf(cgpath, sizeof(cgpath), "/%s/%s", o->cg_root, run_cgroup(r)->name);
+
+	struct oci_bundle_req br = {
+		.dir = or->bundle,
+		.rootfs = or->img.rootfs,
+		.image_config = or->img.config,
+		.spec = s,
+		.lantern_env = run_env_strings(env, true),
+		.cgroups_path = cgpath,
+		.kind = or->h->kind,
+		.net = or->netns_made ? OCI_NET_NETNS : OCI_NET_LOOPBACK,
+		.netns_path = or->netns,
+		.hostname = run_instance_id(r),
+		.scratch_bytes = s->limits.scratch_bytes,
+		.seccomp_allowlist = s->isolation == SPEC_ISO_UNTRUSTED,
+		.binds = binds,
+		.n_binds = nb,
+	};
+	if ((err = oci_bundle_write(&br, e)) < 0)
+		return err;
+	if (oci_run_argv(or->h, or->bundle, run_instance_id(r), or->pidfile, host_net, or->argv,
+			 (int)ARRAY_SIZE(or->argv)) < 0)
+		return lerr_set(e, E2BIG, "spawn: %s command line too long", or->h->name);
+	oci_record(r, or);
+
+	static char *const path_env[] = { "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", NULL };
+	struct spawn_req req = {
+		.shim_path = o->shim, .run_dir = run_dir(r), .cg = run_cgroup(r), .log_max = o->log_max,
+		.argv = or->argv, .envp = path_env,
+		.netns = host_net ? or->netns : NULL,
+		.wait_pidfile = or->h->kind == OCI_RUNSC ? NULL : or->pidfile,
+	};
+	return runtime_shim_start(&or->shim, &req, e);
+}
+
+static void oci_json(void *arg, const struct run *r, json_t *j)
+{
+	const struct oci_run *or = run_of(r);
+
+	if (!or || !or->h)
+		return;
+	json_object_set_new(j, "handler", json_string(or->h->name));
+	json_object_set_new(j, "image", json_string(or->img.digest));
+	if (or->ip[0])
+		json_object_set_new(j, "ip", json_string(or->ip));
+}
+
+/* For a run a previous lanternd started: what oci.json recorded. */
+static struct oci_run *oci_load(struct runtime_oci *o, struct run *r)
+{
+	char path[PATH_MAX + 16];
+	struct oci_run *or;
+	json_t *j;
+
+	snprintf(path, sizeof(path), "%s/oci.json", run_dir(r));
+	if (!(j = json_load_file(path, 0, NULL)))
+		return NULL;
+	if ((or = calloc(1, sizeof(*or)))) {
+		const char *ns = json_string_value(json_object_get(j, "netns")) ?: "";
+
+		runtime_shim_init(&or->shim, o->loop, r, true);
+		or->h = handler_named(o, json_string_value(json_object_get(j, "handler")));
+		snprintf(or->netns, sizeof(or->netns), "%s", ns);
+		or->netns_made = ns[0] != '\0';
+		snprintf(or->img.digest, sizeof(or->img.digest), "%s",
+			 json_string_value(json_object_get(j, "manifest")) ?: "");
+		snprintf(or->bundle, sizeof(or->bundle), "%s/bundle", run_dir(r));
+		snprintf(or->pidfile, sizeof(or->pidfile), "%s/container.pid", run_dir(r));
+		run_set_runtime_state(r, or);
+	}
+	json_decref(j);
+	return or;
+}
+
+static enum runtime_found oci_adopt(void *arg, struct run *r, struct run_exit *x)
+{
+	struct oci_run *or = run_of(r) ? run_of(r) : oci_load(arg, r);
+
+	if (!or) {
+		/* started before its bundle was recorded: nothing of it can be running */
+		memset(x, 0, sizeof(*x));
+		return RUNTIME_GONE;
+	}
+	return runtime_shim_adopt(&or->shim, x);
+}
+
+/* ---- teardown ---- */
+
+/* What one teardown needs, copied so a worker owns it while the loop goes on. */
+struct teardown_job {
+	struct run *r;                  /* touched on the loop only (completion) */
+	void (*done)(struct run *r);
+	const struct oci_handler *h;    /* the runtime's table: lives as long as lanternd */
+	const struct oci_cni *cni;
+	char run_id[32], inst[32];
+	char bundle[PATH_MAX], pidfile[PATH_MAX];
+	bool netns_made;
+};
+
+/* Removes the container (its processes and the cgroups the runtime made), the
+ * network namespace with its veth and address, and the bundle. */
+static void teardown_work(void *arg)
+{
+	struct teardown_job *j = arg;
+	int err;
+
+	if (j->h && (err = oci_delete(j->h, j->inst)) < 0 && err != -ENOENT)
+		log_warn("run %s: %s delete %s: %s", j->run_id, j->h->name, j->inst, strerror(-err));
+	if (j->netns_made)
+		oci_cni_del(j->cni, j->inst);
+	if (j->bundle[0])
+		util_rm_rf(j->bundle);
+	if (j->pidfile[0])
+		unlink(j->pidfile);
+}
+
+static void teardown_done(void *arg)
+{
+	struct teardown_job *j = arg;
+	struct oci_run *or = run_of(j->r);
+
+	if (or) {
+		or->torn_down = true;
+		or->tearing = false;
+	}
+	if (j->done)
+		j->done(j->r);
+	free(j);
+}
+
+static void oci_teardown(void *arg, struct run *r, void (*done)(struct run *r))
+{
+	struct runtime_oci *o = arg;
+	struct oci_run *or = run_of(r) ? run_of(r) : oci_load(o, r);
+	struct teardown_job *j;
+
+	if (or)
+		runtime_shim_forget(&or->shim);
+	if (!or || or->torn_down || !(j = calloc(1, sizeof(*j)))) {
+		if (done)
+			done(r);
+		return;
+	}
+	j->r = r;
+	j->done = done;
+	j->h = or->h;
+	j->cni = &o->cni;
+	j->netns_made = or->netns_made;
+	snprintf(j->run_id, sizeof(j->run_id), "%s", run_id(r));
+	snprintf(j->inst, sizeof(j->inst), "%s", run_instance_id(r));
+	snprintf(j->bundle, sizeof(j->bundle), "%s", or->bundle);
+	snprintf(j->pidfile, sizeof(j->pidfile), "%s", or->pidfile);
+	if (done && o->pool && workq_submit(o->pool, teardown_work, teardown_done, j) == 0) {
+		or->tearing = true;
+		return;
+	}
+	teardown_work(j);
+	teardown_done(j);
+}
+
+static void oci_kill(void *arg, struct run *r)
+{
+	struct oci_run *or = run_of(r);
+
+	if (or)
+		runtime_shim_kill(&or->shim);
+}
+
+static void oci_free(void *arg, struct run *r)
+{
+	struct oci_run *or = run_of(r);
+
+	if (or) {
+		oci_run_free(or);
+		run_set_runtime_state(r, NULL);
+	}
+}
+
+/* A container or namespace is someone's while its run is live or being torn down. */
+static bool instance_owned(struct runs *t, const char *inst)
+{
+	for (struct run *r = runs_first(t); r; r = run_next(r)) {
+		const struct oci_run *or = run_of(r);
+
+		if ((!run_status_final(run_status(r)) || (or && or->tearing)) &&
+		    !strcmp(run_instance_id(r), inst))
+			return true;
+	}
+	return false;
+}
+
+static void oci_reclaim(void *arg, struct runs *t)
+{
+	struct runtime_oci *o = arg;
+	char **ids;
+	size_t n;
+
+	for (size_t i = 0; i < ARRAY_SIZE(o->handlers); i++) {
+		if (!o->handlers[i].available || oci_list(&o->handlers[i], &ids, &n) < 0)
+			continue;
+		for (size_t k = 0; k < n; k++) {
+			if (!instance_owned(t, ids[k])) {
+				log_info("reclaiming %s container %s: no run owns it", o->handlers[i].name, ids[k]);
+				oci_delete(&o->handlers[i], ids[k]);
+			}
+			free(ids[k]);
+		}
+		free(ids);
+	}
+	if (oci_cni_list(&o->cni, &ids, &n) == 0) {
+		for (size_t k = 0; k < n; k++) {
+			if (!instance_owned(t, ids[k])) {
+				log_info("reclaiming network namespace %s%s: no run owns it", o->cni.netns_prefix, ids[k]);
+				oci_cni_del(&o->cni, ids[k]);
+			}
+			free(ids[k]);
+		}
+		free(ids);
+	}
+}
+
+static void oci_close(void *arg)
+{
+	struct runtime_oci *o = arg;
+
+	workq_close(o->pool);
+	free(o);
+}
+
+static const struct runtime_ops oci_ops = {
+	.name = "oci",
+	.admit = oci_admit,
+	.prepare = oci_prepare,
+	.start = oci_start,
+	.teardown = oci_teardown,
+	.adopt = oci_adopt,
+	.kill = oci_kill,
+	.reclaim = oci_reclaim,
+	.json = oci_json,
+	.free = oci_free,
+	.close = oci_close,
+};
+
+/* ---- the image and node operations ---- */
+
+struct busy_ctx {
+	struct runs *t;
+};
+
+static bool image_busy(void *ctx, const char *digest)
+{
+	struct busy_ctx *b = ctx;
+
+	for (struct run *r = runs_first(b->t); r; r = run_next(r)) {
+		const struct oci_run *or = run_of(r);
+
+		if (!run_status_final(run_status(r)) && or && run_runtime(r) == &oci_ops &&
+		    !strcmp(or->img.digest, digest))
+			return true;
+	}
+	return false;
+}
+
+static json_t *node_json(struct runtime_oci *o)
+{
+	json_t *classes = json_array(), *hs = json_array();
+
+	for (int c = 0; c < N_CLASSES; c++) {
+		const struct oci_handler *h = handler_named(o, o->class_handler[c]);
+		json_t *x = json_pack("{s:s}", "class", spec_isolation_name((enum spec_isolation)c));
+
+		if (!h) {
+			json_object_set_new(x, "advertised", json_false());
+			json_object_set_new(x, "reason", json_string("not supported on this node"));
+		} else {
+			json_object_set_new(x, "handler", json_string(h->name));
+			json_object_set_new(x, "advertised", json_boolean(h->available));
+			if (!h->available)
+				json_object_set_new(x, "reason", json_string(h->missing));
+		}
+		json_array_append_new(classes, x);
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(o->handlers); i++) {
+		const struct oci_handler *h = &o->handlers[i];
+		json_t *x = json_pack("{s:s, s:b}", "name", h->name, "available", h->available);
+
+		json_object_set_new(x, h->available ? "version" : "missing",
+				    json_string(h->available ? h->version : h->missing));
+		json_array_append_new(hs, x);
+	}
+	return json_pack("{s:s, s:o, s:o, s:b, s:{s:s, s:s, s:b}, s:s}", "type", "node", "classes", classes,
+			 "handlers", hs, "process_runtime", o->process_runtime, "network", "bridge",
+			 o->cni.bridge, "subnet", o->cni.subnet, "default_route", o->cni.default_route,
+			 "cgroup_layout", o->layout == CGROUP_HYBRID ? "hybrid" : "unified");
+}
+
+static json_t *error_json(const char *msg)
+{
+	return json_pack("{s:s, s:s}", "type", "error", "error", msg);
+}
+
+json_t *runtime_oci_api(struct runtime_oci *o, struct runs *t, const char *op, json_t *req)
+{
+	struct busy_ctx busy = { t };
+	struct lerr e = { 0 };
+	json_t *res = NULL;
+	int err;
+
+	if (!strcmp(op, "node"))
+		return node_json(o);
+	if (!strcmp(op, "image_import")) {
+		const char *path = json_string_value(json_object_get(req, "path"));
+
+		if (!path)
+			return error_json("image_import needs \"path\"");
+		err = image_import(o->image_store, path, &res, &e);
+	} else if (!strcmp(op, "image_ls")) {
+		err = image_list(o->image_store, &res, &e);
+	} else if (!strcmp(op, "image_rm")) {
+		const char *ref = json_string_value(json_object_get(req, "ref"));
+
+		if (!ref)
+			return error_json("image_rm needs \"ref\"");
+		err = image_remove(o->image_store, ref, image_busy, &busy, &res, &e);
+	} else {
+		return NULL;
+	}
+	if (err < 0)
+		return error_json(e.msg);
+	return json_pack("{s:s, s:o}", "type", "images", "images", res);
+}
+
+/* ---- opening ---- */
+
+/* STATE/oci/net.json: what `lantern reset` needs to find this node's networks after
+ * lanternd is gone (tools/lantern/reset_oci.c). */
+static void record_net(struct runtime_oci *o)
+{
+	char path[PATH_MAX + 16], *s;
+	json_t *j = json_pack("{s:s, s:s, s:s, s:b}", "bridge", o->cni.bridge, "subnet", o->cni.subnet,
+			      "netns_prefix", o->cni.netns_prefix, "default_route", o->cni.default_route);
+
+	s = j ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+	json_decref(j);
+	snprintf(path, sizeof(path), "%s/oci/net.json", o->state_dir);
+	if (!s || util_write_file_atomic(path, s, strlen(s)) < 0)
+		log_warn("cannot write %s: lantern reset will not find this node's bridge", path);
+	free(s);
+}
+
+static int map_classes(struct runtime_oci *o, const struct runtime_oci_opts *opts, struct lerr *e)
+{
+	/* the defaults, then the node's --runtime-handler CLASS=HANDLER entries */
+	o->class_handler[SPEC_ISO_TRUSTED] = "runc";
+	o->class_handler[SPEC_ISO_STANDARD] = "runsc";
+	o->class_handler[SPEC_ISO_UNTRUSTED] = "runsc";
+	o->class_handler[SPEC_ISO_HOSTILE] = "kata";
+	for (int i = 0; i < opts->n_class_handlers; i++) {
+		const char *m = opts->class_handlers[i], *eq = strchr(m, '=');
+		char cls[32];
+		int c;
+
+		snprintf(cls, sizeof(cls), "%.*s", eq ? (int)(eq - m) : 0, m);
+		if (!eq || (c = class_of(cls)) < 0)
+			return lerr_set(e, EINVAL, "--runtime-handler \"%s\": want CLASS=HANDLER with a class of "
+					"agent.yaml (trusted, standard, untrusted, hostile, wasm, devcontainer)", m);
+		if (!handler_named(o, eq + 1) && strcmp(eq + 1, "none"))
+			return lerr_set(e, EINVAL, "--runtime-handler \"%s\": handler \"%s\" is not one of runc, "
+					"runsc, kata, none", m, eq + 1);
+		o->class_handler[c] = strcmp(eq + 1, "none") ? eq + 1 : NULL;
+	}
+	for (int c = 0; c < N_CLASSES; c++) {
+		const struct oci_handler *h = handler_named(o, o->class_handler[c]);
+		const char *cls = spec_isolation_name((enum spec_isolation)c);
+
+		if (!h)
+			log_info("node: isolation %s: not supported on this node", cls);
+		else if (h->available)
+			log_info("node: isolation %s -> %s (%s)", cls, h->name, h->version);
+		else
+			log_info("node: isolation %s -> %s: not advertised: %s", cls, h->name, h->missing);
+	}
+	return 0;
+}
+
+int runtime_oci_add(struct runtimes *rs, struct loop *l, const struct runtime_oci_opts *opts,
+		    struct runtime_oci **out, struct lerr *e)
+{
+	static const char *const names[] = { "runc", "runsc", "kata" };
+	struct runtime_oci *o = calloc(1, sizeof(*o));
+	char root[PATH_MAX + 32], *p;
+	int err;
+
+	if (!o)
+		return lerr_set(e, ENOMEM, "oci: out of memory");
+	o->loop = l;
+	o->log_max = opts->log_max;
+	o->process_runtime = opts->process_runtime;
+	o->layout = opts->cg->layout;
+	snprintf(o->cg_root, sizeof(o->cg_root), "%s", opts->cg->root);
+	snprintf(o->shim, sizeof(o->shim), "%s", opts->shim);
+	snprintf(o->state_dir, sizeof(o->state_dir), "%s", opts->state_dir);
+	snprintf(o->image_store, sizeof(o->image_store), "%s/images", opts->state_dir);
+	if ((err = util_mkdir_p(o->image_store, 0700)) < 0) {
+		lerr_set(e, err, "images: %s: %s", o->image_store, strerror(-err));
+		goto fail;
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(names); i++) {
+		snprintf(root, sizeof(root), "%s/oci/%s", opts->state_dir, names[i]);
+		oci_handler_probe(&o->handlers[i], names[i], root);
+	}
+	if ((err = map_classes(o, opts, e)) < 0)
+		goto fail;
+	if ((err = workq_open(l, POOL_THREADS, "lantern-oci", &o->pool, e)) < 0)
+		goto fail;
+	snprintf(o->cni.plugin_dir, sizeof(o->cni.plugin_dir), "/usr/lib/cni");
+	snprintf(o->cni.data_dir, sizeof(o->cni.data_dir), "%s/cni", opts->state_dir);
+	snprintf(o->cni.bridge, sizeof(o->cni.bridge), "%s", opts->net_bridge ? opts->net_bridge : "lantern0");
+	snprintf(o->cni.subnet, sizeof(o->cni.subnet), "%s", opts->net_subnet ? opts->net_subnet : "10.213.0.0/24");
+	o->cni.default_route = opts->net_default_route;
+	/* namespaces are named after the node's cgroup subtree, so side-by-side lanternds
+	 * reclaim only their own */
+	snprintf(o->cni.netns_prefix, sizeof(o->cni.netns_prefix), "%s-", opts->cg->root);
+	for (p = o->cni.netns_prefix; *p; p++)
+		if (*p == '/')
+			*p = '-';
+	record_net(o);
+	if ((err = runtimes_add(rs, &oci_ops, o)) < 0) {
+		lerr_set(e, err, "oci: too many runtimes");
+		workq_close(o->pool);
+		goto fail;
+	}
+	*out = o;
+	return 0;
+fail:
+	free(o);
+	return err;
+}
