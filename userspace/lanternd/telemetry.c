@@ -66,6 +66,8 @@ static struct {
 	const char *tenant;
 	const char *otlp_endpoint;
 	const char *otlp_protocol;
+	const char *otlp_ca;
+	bool otlp_insecure;
 	const char *metrics_addr;
 	uint32_t ringbuf_bytes;
 	enum lbpf_sys_hook sys_hook;
@@ -91,6 +93,10 @@ void telemetry_usage(FILE *f)
 		"                        none: spans only go to each run's spans.jsonl)\n"
 		"  --otlp-protocol P     grpc or http/protobuf (default $OTEL_EXPORTER_OTLP_PROTOCOL,\n"
 		"                        else http/protobuf)\n"
+		"  --otlp-insecure       plaintext gRPC to an endpoint without a scheme (default TLS;\n"
+		"                        https:// is always TLS, http:// always plaintext)\n"
+		"  --otlp-ca FILE        CA certificates (PEM) to verify the receiver with (default\n"
+		"                        $OTEL_EXPORTER_OTLP_CERTIFICATE, else the system's roots)\n"
 		"  --metrics-addr A:P    Prometheus text metrics on http://A:P/metrics (default off)\n"
 		"  --syscall-hook K      tp_btf (default), raw_tp, tracepoint or none\n"
 		"  --telemetry-ringbuf-bytes N  process event ring buffer size (power of 2, default 8 MiB)\n");
@@ -103,10 +109,14 @@ int telemetry_parse_flags(int *argc, char **argv)
 	for (int i = 1; i < *argc; i++) {
 		static const char *const names[] = { "--tenant", "--otlp-endpoint", "--otlp-protocol",
 						     "--metrics-addr", "--syscall-hook",
-						     "--telemetry-ringbuf-bytes" };
+						     "--telemetry-ringbuf-bytes", "--otlp-ca" };
 		const char *val = NULL;
 		int which = -1;
 
+		if (!strcmp(argv[i], "--otlp-insecure")) {
+			T.otlp_insecure = true;
+			continue;
+		}
 		for (size_t k = 0; k < ARRAY_SIZE(names); k++) {
 			size_t n = strlen(names[k]);
 			if (!strcmp(argv[i], names[k])) {
@@ -164,6 +174,7 @@ int telemetry_parse_flags(int *argc, char **argv)
 			T.ringbuf_bytes = (uint32_t)v;
 			break;
 		}
+		case 6: T.otlp_ca = val; break;
 		}
 	}
 	argv[out] = NULL;
@@ -1219,7 +1230,7 @@ int telemetry_start(struct daemon *d, struct lerr *e)
 		 d->o.bpffs, lbpf_tm_sys_hook_name(T.sys_hook));
 	if ((err = loop_add(d->loop, lbpf_tm_events_fd(T.bpf), EPOLLIN, on_events_fd, d)) < 0)
 		return lerr_set(e, err, "telemetry: watching the process event ring buffer: %s", strerror(-err));
-	err = otlp_configure(T.otlp_endpoint, T.otlp_protocol, &T.otlp, e);
+	err = otlp_configure(T.otlp_endpoint, T.otlp_protocol, T.otlp_insecure, T.otlp_ca, &T.otlp, e);
 	if (err < 0)
 		return err;
 	if (err > 0) {
