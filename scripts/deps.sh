@@ -13,7 +13,7 @@ pkgs=(
   libsqlite3-dev curl                                            # durable: bench/journal's SQLite peer; durable_test workloads call the harness and a sink with curl
   libprotobuf-dev                                                # tunnel: google/protobuf/timestamp.proto for dataplane.proto
   libsqlite3-dev libpq-dev postgresql                            # lantern-cp state: SQLite, PostgreSQL (tests start a private server)
-  openssl curl sqlite3                                           # tunnel_test: throwaway CA, operator API calls, DB checks
+  openssl curl sqlite3                                           # tunnel_test, telemetry_test: throwaway CA; operator API calls, DB checks
   protobuf-c-compiler libprotobuf-c-dev libgrpc-dev libcurl4-openssl-dev   # telemetry: OTLP/gRPC and OTLP/HTTP export
   libmicrohttpd-dev libseccomp-dev                               # telemetry: metrics endpoint, syscall names
   bpftrace                                                       # bench/telemetry: the peer counting syscalls per cgroup

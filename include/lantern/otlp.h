@@ -1,12 +1,19 @@
 /* otlp.h: OTLP trace export. Spans (OTLP/JSON objects, see trace.h) are queued by
  * otlp_export, which never blocks; a worker thread batches them into
  * ExportTraceServiceRequest messages (protobuf-c, generated from proto/opentelemetry)
- * and sends them over OTLP/gRPC (gRPC C core, unary TraceService/Export) or
+ * and sends them over OTLP/gRPC (rpc.h's channel, unary TraceService/Export) or
  * OTLP/HTTP (libcurl, POST <endpoint>/v1/traces, application/x-protobuf).
  *
+ * Transport security, as the OTLP specification has it: https:// is TLS and http://
+ * is plaintext, for both protocols; a gRPC endpoint without a scheme is TLS unless
+ * the insecure setting says otherwise. TLS verifies the receiver against the system's
+ * roots, or against the CA file when one is given.
+ *
  * Retries with exponential backoff on the retryable answers of the OTLP
- * specification (gRPC UNAVAILABLE, RESOURCE_EXHAUSTED, ABORTED, DEADLINE_EXCEEDED,
- * ...; HTTP 429, 502, 503, 504, and connection failures), never after a partial
+ * specification (gRPC UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED, CANCELLED,
+ * OUT_OF_RANGE, DATA_LOSS; HTTP 429, 502, 503, 504, and connection failures; not
+ * RESOURCE_EXHAUSTED, which the specification retries only with RetryInfo, not read
+ * here), never after a partial
  * success (its rejected spans are counted). A full queue, or a batch whose retries
  * are exhausted, drops spans and counts them. */
 #ifndef LANTERN_OTLP_H
@@ -28,6 +35,8 @@ struct otlp_opts {
 	char endpoint[512];          /* http://host:port (gRPC: scheme optional) */
 	char traces_url[600];        /* HTTP: the full URL posted to */
 	enum otlp_protocol protocol;
+	bool grpc_tls;               /* gRPC: TLS (else plaintext) */
+	char ca_file[512];           /* TLS roots to trust; "" for the system's */
 	size_t queue_max;            /* spans waiting; default 4096 */
 	size_t batch_max;            /* spans per request; default 512 */
 	unsigned batch_ms;           /* longest a span waits for a batch to fill; default 200 */
@@ -36,13 +45,14 @@ struct otlp_opts {
 	unsigned backoff_ms;         /* first retry delay, doubled each time; default 100 */
 };
 
-/* Fills o from the flags (may be NULL) and, where a flag is absent, from
- * OTEL_EXPORTER_OTLP_TRACES_ENDPOINT / OTEL_EXPORTER_OTLP_ENDPOINT and
- * OTEL_EXPORTER_OTLP_TRACES_PROTOCOL / OTEL_EXPORTER_OTLP_PROTOCOL ("grpc",
- * "http/protobuf"). Returns 1 when an endpoint is configured, 0 when none is,
- * -EINVAL (with a message) for an unusable one. */
-int otlp_configure(const char *flag_endpoint, const char *flag_protocol, struct otlp_opts *o,
-		   struct lerr *e);
+/* Fills o from the flags (strings may be NULL) and, where a flag is absent, from
+ * OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT, OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL ("grpc",
+ * "http/protobuf"), OTEL_EXPORTER_OTLP_[TRACES_]CERTIFICATE (a PEM CA file) and
+ * OTEL_EXPORTER_OTLP_[TRACES_]INSECURE ("true": plaintext for a gRPC endpoint
+ * without a scheme; flag_insecure says the same). Returns 1 when an endpoint is
+ * configured, 0 when none is, -errno (with a message) for an unusable one. */
+int otlp_configure(const char *flag_endpoint, const char *flag_protocol, bool flag_insecure,
+		   const char *flag_ca, struct otlp_opts *o, struct lerr *e);
 const char *otlp_protocol_name(enum otlp_protocol p);
 
 struct otlp_stats {
@@ -57,7 +67,7 @@ struct otlp_stats {
 struct otlp_exporter;
 
 /* Starts the worker ("otlp-export"). resource_attrs is an OTLP/JSON attribute array
- * (copied). */
+ * (copied). Fails on a CA file it cannot read. */
 int otlp_exporter_start(const struct otlp_opts *o, json_t *resource_attrs,
 			struct otlp_exporter **out, struct lerr *e);
 /* Queues a copy of span; never blocks. Returns 0, or -ENOSPC when dropped. */

@@ -1,7 +1,8 @@
-/* rpc.h: gRPC for both ends of the tunnel, on the gRPC C core API (grpc/grpc.h, no C++):
- * a completion queue driven by one thread, unary calls and bidirectional streams, as
- * client (lanternd) and as server (lantern-cp). Messages are raw bytes: protobuf-c packs
- * and unpacks them. TLS by default; plaintext only when asked for by name (insecure).
+/* rpc.h: gRPC for both ends of the tunnel and for OTLP/gRPC export, on the gRPC C core
+ * API (grpc/grpc.h, no C++): a completion queue driven by one thread, unary calls and
+ * bidirectional streams, as client (lanternd) and as server (lantern-cp). Messages are
+ * raw bytes: protobuf-c packs and unpacks them. TLS by default; plaintext only when
+ * asked for by name (insecure).
  *
  * Threads: every callback runs on the thread that calls rpc_cq_poll. rpc_stream_send,
  * rpc_stream_finish and the ref functions may be called from any thread; they only queue
@@ -15,7 +16,8 @@
 
 #include "lantern/util.h"
 
-/* gRPC status codes used by the tunnel (the numbers are gRPC's own). */
+/* gRPC status codes used by the tunnel and the OTLP exporter (the numbers are gRPC's
+ * own). */
 enum {
 	RPC_OK = 0,
 	RPC_CANCELLED = 1,
@@ -26,8 +28,11 @@ enum {
 	RPC_PERMISSION_DENIED = 7,
 	RPC_RESOURCE_EXHAUSTED = 8,
 	RPC_FAILED_PRECONDITION = 9,
+	RPC_ABORTED = 10,
+	RPC_OUT_OF_RANGE = 11,
 	RPC_INTERNAL = 13,
 	RPC_UNAVAILABLE = 14,
+	RPC_DATA_LOSS = 15,
 	RPC_UNAUTHENTICATED = 16,
 };
 

@@ -8,8 +8,16 @@
  * restart, the syscall count of a known number of getpid calls, an egress deny and
  * execs as span events, cost components adding up to the total (and to the span's
  * attributes), limits.max_cost_usd enforced, ring buffer drops counted under
- * overload, and the Prometheus endpoint. */
+ * overload, and the Prometheus endpoint.
+ *
+ * Transport security: an https:// gRPC endpoint served in plaintext (a bare TCP
+ * listener standing in for a plaintext gRPC server) sees a TLS ClientHello and never
+ * an HTTP/2 preface while lanternd logs the failed handshake; a scheme-less endpoint
+ * is TLS by default and plaintext with --otlp-insecure; https:// (gRPC and HTTP)
+ * reaches a TLS receiver whose certificate the CA file vouches for, and without that
+ * file certificate verification refuses it. */
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <math.h>
 #include <signal.h>
@@ -17,31 +25,40 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "tap.h"
 #include "testlib.h"
+#include "lantern/otlp.h"
+#include "lantern/trace.h"
 #include "lantern/util.h"
 
-#define PLAN 23
+#define PLAN 30
 #define GETPIDS 20000
 
 static struct tl_env T;
-static pid_t receivers[2];
-static char recv_out[2][400];
-static uint16_t grpc_port[2], http_port[2];
+static pid_t receivers[3], plain_pid;
+static char recv_out[3][400], plain_out[400];
+static uint16_t grpc_port[3], http_port[3], plain_port;
 static uint16_t metrics_port;
 static char getpids[512], netprobe[512];
 
 static void stop_receivers(void)
 {
-	for (int i = 0; i < 2; i++)
+	for (int i = 0; i < 3; i++)
 		if (receivers[i] > 0) {
 			kill(receivers[i], SIGTERM);
 			waitpid(receivers[i], NULL, 0);
 			receivers[i] = 0;
 		}
+	if (plain_pid > 0) {
+		kill(plain_pid, SIGKILL);
+		waitpid(plain_pid, NULL, 0);
+		plain_pid = 0;
+	}
 }
 
 static pid_t main_pid;
@@ -348,6 +365,250 @@ static void test_trace(void)
 	free(out);
 }
 
+/* A bare TCP listener standing in for a plaintext gRPC server behind an https://
+ * endpoint. Per connection it appends "conn LEN FIRST_BYTE PREFACE" to plain_out
+ * (PREFACE 1 if the HTTP/2 client preface, what a plaintext gRPC client sends first,
+ * was among the bytes), then answers as a plaintext HTTP/2 server does (an empty
+ * SETTINGS frame), which a TLS client must refuse. */
+static bool plain_start(void)
+{
+	static const uint8_t settings[9] = { 0, 0, 0, 4, 0, 0, 0, 0, 0 };
+	int fd = tl_tcp_listen("127.0.0.1", &plain_port);
+
+	snprintf(plain_out, sizeof(plain_out), "%s/plain.txt", T.dir);
+	if (fd < 0)
+		return false;
+	plain_pid = fork();
+	if (plain_pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		for (;;) {
+			struct timeval tv = { .tv_sec = 1 };
+			uint8_t buf[16384];
+			ssize_t n;
+			FILE *f;
+			int c = accept(fd, NULL, NULL);
+
+			if (c < 0)
+				continue;
+			setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+			/* a ClientHello comes in one flight, as does a plaintext client's preface */
+			n = read(c, buf, sizeof(buf));
+			if (n < 0)
+				n = 0;
+			(void)send(c, settings, sizeof(settings), MSG_NOSIGNAL);
+			if ((f = fopen(plain_out, "a"))) {
+				fprintf(f, "conn %zd %02x %d\n", n, n ? buf[0] : 0,
+					memmem(buf, (size_t)n, "PRI * HTTP/2.0", 14) != NULL);
+				fclose(f);
+			}
+			close(c);
+		}
+	}
+	close(fd);
+	return plain_pid > 0;
+}
+
+/* Connections plain_out recorded since it was last emptied that carried bytes (gRPC
+ * also opens some it abandons before a byte is sent), how many of those opened with
+ * a TLS handshake record (0x16), and how many held the HTTP/2 preface. */
+static int plain_conns(int *tls, int *preface)
+{
+	char *buf = NULL;
+	int n = 0;
+
+	*tls = *preface = 0;
+	if (util_read_file(plain_out, &buf, NULL) < 0)
+		return 0;
+	for (char *save = NULL, *l = strtok_r(buf, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+		unsigned first;
+		int len, pre;
+
+		if (sscanf(l, "conn %d %x %d", &len, &first, &pre) != 3 || len <= 0)
+			continue;
+		n++;
+		*tls += first == 0x16;
+		*preface += pre;
+	}
+	free(buf);
+	return n;
+}
+
+static void plain_reset(void)
+{
+	int fd = open(plain_out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+
+	if (fd >= 0)
+		close(fd);
+}
+
+/* Restarts lanternd with only the OTLP flags in extra; says why on failure. */
+static bool daemon_restart(const char *extra)
+{
+	int rc;
+
+	tl_daemon_stop(&T, SIGTERM);
+	rc = tl_daemon_start(&T, extra);
+	if (rc < 0) {
+		char *lg = NULL;
+		tl_sh(&lg, NULL, "tail -5 %s", T.log);
+		tap_diag("lanternd %s: did not start (%d): %s", extra, rc, tl_oneline(lg));
+		free(lg);
+	}
+	return rc == 0;
+}
+
+static bool wait_log(const char *s, int ms)
+{
+	for (uint64_t end = tl_ms() + (uint64_t)ms; tl_ms() < end; usleep(100000))
+		if (tl_log_contains(&T, s))
+			return true;
+	return false;
+}
+
+static void test_tls_daemon(void)
+{
+	char extra[512], what[160], id[64], tid[64] = "";
+	int conns, tls, preface, rc;
+	json_t *tr;
+
+	/* https:// over gRPC, to a listener that only speaks plaintext */
+	plain_reset();
+	snprintf(extra, sizeof(extra), "--otlp-endpoint https://127.0.0.1:%u --otlp-protocol grpc",
+		 plain_port);
+	rc = daemon_restart(extra) &&
+	     tl_lantern(&T, NULL, NULL, "run %s >/dev/null 2>&1", spec("tlsprobe", NULL, NULL, "exit 0")) == 0;
+	snprintf(what, sizeof(what), "spans dropped: gRPC 127.0.0.1:%u (TLS): UNAVAILABLE", plain_port);
+	rc = rc && wait_log(what, 20000);
+	conns = plain_conns(&tls, &preface);
+	tap_ok(rc && conns > 0 && tls == conns && !preface,
+	       "https:// gRPC endpoint served in plaintext: %d connections sent bytes, %d opened "
+	       "with a TLS ClientHello (0x16), %d with the HTTP/2 preface", conns, tls, preface);
+	tap_ok(rc && tl_log_contains(&T, "Handshake failed with fatal error SSL_ERROR_SSL"),
+	       "lanternd logs the failed TLS handshake and drops the spans instead of sending them "
+	       "in plaintext (\"%s\", \"Handshake failed with fatal error SSL_ERROR_SSL\")", what);
+
+	/* no scheme and --otlp-insecure: plaintext gRPC to the plaintext receiver */
+	snprintf(extra, sizeof(extra), "--otlp-endpoint 127.0.0.1:%u --otlp-protocol grpc --otlp-insecure",
+		 grpc_port[0]);
+	rc = daemon_restart(extra) &&
+	     tl_lantern(&T, NULL, NULL, "run %s >/dev/null 2>&1", spec("plainrun", NULL, NULL, "exit 0")) == 0;
+	if (rc && run_id_of("plainrun", id, sizeof(id)) && (tr = lantern_json("trace %s --json", id))) {
+		snprintf(tid, sizeof(tid), "%s", json_string_value(json_object_get(tr, "trace_id")) ?: "");
+		json_decref(tr);
+	}
+	snprintf(what, sizeof(what), "otlp: gRPC to 127.0.0.1:%u in plaintext", grpc_port[0]);
+	tap_ok(rc && tid[0] && wait_spans(0, tid, "invoke_agent plainrun", 10000) && tl_log_contains(&T, what),
+	       "scheme-less gRPC endpoint with --otlp-insecure: spans reach the plaintext receiver "
+	       "(trace %s)", tid);
+}
+
+/* Exports one span named name (its trace id into tid_hex) through an exporter of
+ * this process's own (no lanternd) and returns its counters once the span was sent
+ * or dropped; the exporter's log lines go to T.dir/otlp.log. */
+static struct otlp_stats export_one(const char *endpoint, const char *protocol, bool insecure,
+				    const char *ca, unsigned attempts, const char *name,
+				    char *tid_hex, bool *tls)
+{
+	struct otlp_stats st = { 0 };
+	struct otlp_exporter *x = NULL;
+	struct otlp_opts o;
+	struct lerr e = { 0 };
+	uint8_t tid[TRACE_ID_LEN], sid[SPAN_ID_LEN];
+	char path[512];
+	json_t *span, *res = json_array();
+	int saved = dup(2), fd;
+
+	snprintf(path, sizeof(path), "%s/otlp.log", T.dir);
+	fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+	if (fd >= 0) {
+		fflush(stderr);
+		dup2(fd, 2);
+		close(fd);
+	}
+	trace_id_for_run(name, tid);
+	trace_span_id_for(name, "root", sid);
+	trace_hex(tid, sizeof(tid), tid_hex);
+	if (otlp_configure(endpoint, protocol, insecure, ca, &o, &e) > 0) {
+		*tls = o.grpc_tls;
+		o.max_attempts = attempts;
+		if (otlp_exporter_start(&o, res, &x, &e) == 0) {
+			span = trace_span_new(tid, sid, NULL, name, TRACE_KIND_INTERNAL, trace_now_ns(),
+					      trace_now_ns());
+			otlp_export(x, span);
+			json_decref(span);
+			/* the stop frees the counters: read them once the span is settled */
+			for (uint64_t end = tl_ms() + 15000; tl_ms() < end; usleep(50000)) {
+				otlp_stats_get(x, &st);
+				if (st.exported + st.rejected + st.dropped)
+					break;
+			}
+			otlp_exporter_stop(x, 0);
+		}
+	}
+	if (e.msg[0])
+		fprintf(stderr, "export_one %s: %s\n", name, e.msg);
+	fflush(stderr);
+	dup2(saved, 2);
+	close(saved);
+	json_decref(res);
+	return st;
+}
+
+static void test_tls_export(void)
+{
+	char ca[512], key[512], logpath[512], ep[128], tid[40], *log = NULL;
+	struct otlp_stats st;
+	json_t *spans;
+	int conns, tls_conns, preface;
+	bool tls = false, ok;
+
+	/* no scheme, no insecure setting: TLS, as the specification's default */
+	plain_reset();
+	snprintf(ep, sizeof(ep), "127.0.0.1:%u", plain_port);
+	st = export_one(ep, "grpc", false, NULL, 1, "tls-default", tid, &tls);
+	conns = plain_conns(&tls_conns, &preface);
+	tap_ok(tls && st.dropped == 1 && conns > 0 && tls_conns == conns && !preface,
+	       "scheme-less gRPC endpoint without an insecure setting: TLS by default (%d of %d "
+	       "connections with bytes opened with a ClientHello)", tls_conns, conns);
+
+	snprintf(ca, sizeof(ca), "%s/otlp-ca.pem", T.dir);
+	snprintf(key, sizeof(key), "%s/otlp-key.pem", T.dir);
+	ok = tl_sh(NULL, NULL, "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+		   "-keyout %s -out %s -days 1 -subj /CN=lantern-otlp-test "
+		   "-addext subjectAltName=IP:127.0.0.1 2>/dev/null", key, ca) == 0;
+	{
+		char extra[1200];
+		snprintf(extra, sizeof(extra), "--tls-cert %s --tls-key %s", ca, key);
+		ok = ok && receiver_start(2, extra);
+	}
+	snprintf(ep, sizeof(ep), "https://127.0.0.1:%u", grpc_port[2]);
+	st = export_one(ep, "grpc", false, ca, 1, "tls-grpc", tid, &tls);
+	spans = received_spans(2);
+	tap_ok(ok && tls && st.exported == 1 && span_named(spans, tid, "tls-grpc"),
+	       "https:// gRPC endpoint with a TLS receiver and its CA file: exported and received "
+	       "(exported %llu, dropped %llu)", (unsigned long long)st.exported,
+	       (unsigned long long)st.dropped);
+	json_decref(spans);
+
+	snprintf(ep, sizeof(ep), "https://127.0.0.1:%u", http_port[2]);
+	st = export_one(ep, "http/protobuf", true, NULL, 1, "https-unverified", tid, &tls);
+	spans = received_spans(2);
+	snprintf(logpath, sizeof(logpath), "%s/otlp.log", T.dir);
+	util_read_file(logpath, &log, NULL);
+	tap_ok(ok && st.dropped == 1 && !span_named(spans, tid, "https-unverified") &&
+	       tl_has(log, "SSL certificate problem"),
+	       "https:// OTLP/HTTP to a certificate the system's roots do not vouch for: refused, "
+	       "even with the insecure setting (libcurl verifies; nothing received)");
+	free(log);
+	json_decref(spans);
+
+	st = export_one(ep, "http/protobuf", false, ca, 1, "https-ca", tid, &tls);
+	spans = received_spans(2);
+	tap_ok(ok && st.exported == 1 && span_named(spans, tid, "https-ca"),
+	       "https:// OTLP/HTTP with the receiver's CA file: exported and received");
+	json_decref(spans);
+}
+
 static void test_budget(void)
 {
 	char *out = NULL, *err = NULL;
@@ -496,6 +757,10 @@ int main(void)
 	free(m);
 	test_overload();
 	test_restart();
+	if (!plain_start())
+		tap_diag("the plaintext listener did not start");
+	test_tls_export();
+	test_tls_daemon();
 	stop_receivers();
 	tap_ok(true, "receivers stopped");
 	return tap_done();

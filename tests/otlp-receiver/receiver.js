@@ -5,14 +5,16 @@
 // as one JSON line to --out (ids as hex, 64-bit integers as strings).
 //
 //   node receiver.js --out FILE [--grpc-port N] [--http-port N]
-//                    [--fail-first N] [--partial N]
+//                    [--fail-first N] [--partial N] [--tls-cert PEM --tls-key PEM]
 // --fail-first N answers the first N requests with UNAVAILABLE (gRPC) or 503 (HTTP)
 // so a test can watch retries; --partial N reports N rejected spans (partial success)
-// on every answer. Prints "ready GRPC_PORT HTTP_PORT" once both listen.
+// on every answer; --tls-cert and --tls-key serve both ports over TLS only (gRPC over
+// TLS, HTTPS). Prints "ready GRPC_PORT HTTP_PORT" once both listen.
 'use strict';
 
 const fs = require('fs');
 const http = require('http');
+const https = require('https');
 const grpc = require('@grpc/grpc-js');
 const root = require('@opentelemetry/otlp-transformer/build/src/generated/root');
 
@@ -23,6 +25,8 @@ for (let i = 2; i < process.argv.length; i += 2)
 const out = args.out;
 let failLeft = Number(args['fail-first'] || 0);
 const partial = Number(args.partial || 0);
+const tls = args['tls-cert'] ?
+  { cert: fs.readFileSync(args['tls-cert']), key: fs.readFileSync(args['tls-key']) } : null;
 let seq = 0;
 
 function hexify(o) {
@@ -81,7 +85,7 @@ server.addService({
   },
 });
 
-const httpServer = http.createServer((req, res) => {
+function onHttp(req, res) {
   const chunks = [];
   req.on('data', (c) => chunks.push(c));
   req.on('end', () => {
@@ -104,9 +108,13 @@ const httpServer = http.createServer((req, res) => {
     res.writeHead(200, { 'Content-Type': 'application/x-protobuf' });
     res.end(r[1]);
   });
-});
+}
+const httpServer = tls ? https.createServer(tls, onHttp) : http.createServer(onHttp);
 
-server.bindAsync(`127.0.0.1:${args['grpc-port'] || 0}`, grpc.ServerCredentials.createInsecure(),
+const creds = tls ?
+  grpc.ServerCredentials.createSsl(null, [{ cert_chain: tls.cert, private_key: tls.key }], false) :
+  grpc.ServerCredentials.createInsecure();
+server.bindAsync(`127.0.0.1:${args['grpc-port'] || 0}`, creds,
   (err, gport) => {
     if (err) throw err;
     httpServer.listen(Number(args['http-port'] || 0), '127.0.0.1', () => {

@@ -2,16 +2,15 @@
  *
  * One path for both a first start and a restart: open the skeleton with every map's
  * pin path set under pin_root (libbpf reuses a pinned map, else creates and pins it),
- * load, write lantern_config, then for each program either swap it into the link a
- * previous lanternd pinned (bpf_link__update_program: the old program runs until the
- * new one is in, so there is no window without enforcement) or attach it to the
- * node's cgroup subtree and pin the new link. */
+ * load, write lantern_config, then hand the programs to lbpf_pins_attach (pins.c):
+ * each is swapped into the link a previous lanternd pinned (the old program runs
+ * until the new one is in, so there is no window without enforcement) or attached to
+ * the node's cgroup subtree with its new link pinned. */
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,82 +66,23 @@ static int write_config(struct lbpf *b, const struct lbpf_opts *o, struct lerr *
 	return 0;
 }
 
-static bool exists(const char *path)
-{
-	return access(path, F_OK) == 0;
-}
-
-/* Replaces the pin at path. bpffs has no rename, so the pin is briefly absent; the
- * program itself stays attached through its link all along. */
-static int pin_replace(int fd, const char *path)
-{
-	if (unlink(path) < 0 && errno != ENOENT)
-		return -errno;
-	return bpf_obj_pin(fd, path) < 0 ? -errno : 0;
-}
-
+/* Every egress program is a cgroup hook, pinned under its name without the prefix. */
 static int attach_all(struct lbpf *b, const struct lbpf_opts *o, bool *adopted, struct lerr *e)
 {
+	struct lbpf_pinned_prog progs[LBPF_NPROGS];
 	struct bpf_program *prog;
-	char path[PATH_MAX];
-	int cg_fd = -1, i = 0, err = 0;
+	size_t n = 0;
 
 	bpf_object__for_each_program(prog, b->skel->obj) {
 		const char *name = bpf_program__name(prog);
-		const char *shortname = name;
 
+		if (n >= LBPF_NPROGS)
+			return lerr_set(e, -E2BIG, "lbpf: more programs than %d", LBPF_NPROGS);
 		if (!strncmp(name, PROG_PREFIX, strlen(PROG_PREFIX)))
-			shortname = name + strlen(PROG_PREFIX);
-		if (i >= LBPF_NPROGS) {
-			err = lerr_set(e, -E2BIG, "lbpf: more programs than %d", LBPF_NPROGS);
-			break;
-		}
-		snprintf(path, sizeof(path), "%s/link_%s", b->pin_root, shortname);
-		if (exists(path)) {
-			b->links[i] = bpf_link__open(path);
-			if (!b->links[i]) {
-				err = lerr_set(e, -errno, "lbpf: opening pinned link %s: %s", path,
-					       strerror(errno));
-				break;
-			}
-			if (bpf_link__update_program(b->links[i], prog) < 0) {
-				err = lerr_set(e, -errno, "lbpf: swapping program %s into link %s: %s",
-					       name, path, strerror(errno));
-				break;
-			}
-			*adopted = true;
-		} else {
-			if (cg_fd < 0) {
-				cg_fd = open(o->cgroup_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-				if (cg_fd < 0) {
-					err = lerr_set(e, -errno, "lbpf: opening cgroup %s: %s",
-						       o->cgroup_path, strerror(errno));
-					break;
-				}
-			}
-			b->links[i] = bpf_program__attach_cgroup(prog, cg_fd);
-			if (!b->links[i]) {
-				err = lerr_set(e, -errno, "lbpf: attaching %s to cgroup %s: %s", name,
-					       o->cgroup_path, strerror(errno));
-				break;
-			}
-			if (bpf_link__pin(b->links[i], path) < 0) {
-				err = lerr_set(e, -errno, "lbpf: pinning link %s: %s", path,
-					       strerror(errno));
-				break;
-			}
-		}
-		i++;
-		snprintf(path, sizeof(path), "%s/prog_%s", b->pin_root, shortname);
-		err = pin_replace(bpf_program__fd(prog), path);
-		if (err) {
-			lerr_set(e, err, "lbpf: pinning program %s at %s: %s", name, path, strerror(-err));
-			break;
-		}
+			name += strlen(PROG_PREFIX);
+		progs[n++] = (struct lbpf_pinned_prog){ prog, name, true };
 	}
-	if (cg_fd >= 0)
-		close(cg_fd);
-	return err;
+	return lbpf_pins_attach(b->pin_root, o->cgroup_path, progs, n, b->links, adopted, e);
 }
 
 static int events_trampoline(void *ctx, void *data, size_t size)

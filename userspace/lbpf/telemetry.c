@@ -1,10 +1,11 @@
 /* telemetry.c: loading, pinning and adopting telemetry.bpf.c, and its map operations.
  *
  * The same shape as lbpf.c: every map gets a pin path under pin_root (libbpf reuses
- * a pinned map, else creates and pins it), then each program either finds its link
- * pinned by a previous lanternd or is attached and its link pinned. cgroup_skb links
- * are updated in place with the new program; tracing links cannot be, and are kept
- * as they are (their programs use the same pinned maps). */
+ * a pinned map, else creates and pins it), then lbpf_pins_attach (pins.c) either
+ * adopts the link a previous lanternd pinned for each program or attaches it and
+ * pins its link. cgroup_skb links are updated in place with the new program; tracing
+ * links cannot be, and are kept as they are (their programs use the same pinned
+ * maps). */
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <dirent.h>
@@ -18,6 +19,7 @@
 #include <unistd.h>
 
 #include "lantern/lbpf_tm.h"
+#include "lbpf_internal.h"
 #include "telemetry.skel.h"
 
 #define TM_NLINKS 8
@@ -44,15 +46,7 @@ const char *lbpf_tm_sys_hook_name(enum lbpf_sys_hook h)
 	return h < ARRAY_SIZE(hook_names) ? hook_names[h] : "unknown";
 }
 
-/* Program, the name its link and program pins carry, and whether it attaches to the
- * node's cgroup (else it is a tracing program). */
-struct tm_prog {
-	struct bpf_program *prog;
-	const char *pin;
-	bool cgroup;
-};
-
-static int tm_progs(struct lbpf_tm *t, enum lbpf_sys_hook h, struct tm_prog out[TM_NLINKS])
+static int tm_progs(struct lbpf_tm *t, enum lbpf_sys_hook h, struct lbpf_pinned_prog out[TM_NLINKS])
 {
 	struct telemetry_bpf *s = t->skel;
 	struct bpf_program *enter[] = { s->progs.lantern_sys_enter, s->progs.lantern_sys_enter_raw,
@@ -66,64 +60,16 @@ static int tm_progs(struct lbpf_tm *t, enum lbpf_sys_hook h, struct tm_prog out[
 		bpf_program__set_autoload(exit_[i], h == (enum lbpf_sys_hook)i);
 	}
 	if (h != LBPF_SYS_NONE) {
-		out[n++] = (struct tm_prog){ enter[h], "tm_sys_enter", false };
-		out[n++] = (struct tm_prog){ exit_[h], "tm_sys_exit", false };
+		out[n++] = (struct lbpf_pinned_prog){ enter[h], "tm_sys_enter", false };
+		out[n++] = (struct lbpf_pinned_prog){ exit_[h], "tm_sys_exit", false };
 	}
-	out[n++] = (struct tm_prog){ s->progs.lantern_cgroup_mkdir, "tm_cgroup_mkdir", false };
-	out[n++] = (struct tm_prog){ s->progs.lantern_fork, "tm_fork", false };
-	out[n++] = (struct tm_prog){ s->progs.lantern_exec, "tm_exec", false };
-	out[n++] = (struct tm_prog){ s->progs.lantern_exit, "tm_exit", false };
-	out[n++] = (struct tm_prog){ s->progs.lantern_skb_egress, "tm_skb_egress", true };
-	out[n++] = (struct tm_prog){ s->progs.lantern_skb_ingress, "tm_skb_ingress", true };
+	out[n++] = (struct lbpf_pinned_prog){ s->progs.lantern_cgroup_mkdir, "tm_cgroup_mkdir", false };
+	out[n++] = (struct lbpf_pinned_prog){ s->progs.lantern_fork, "tm_fork", false };
+	out[n++] = (struct lbpf_pinned_prog){ s->progs.lantern_exec, "tm_exec", false };
+	out[n++] = (struct lbpf_pinned_prog){ s->progs.lantern_exit, "tm_exit", false };
+	out[n++] = (struct lbpf_pinned_prog){ s->progs.lantern_skb_egress, "tm_skb_egress", true };
+	out[n++] = (struct lbpf_pinned_prog){ s->progs.lantern_skb_ingress, "tm_skb_ingress", true };
 	return n;
-}
-
-static int pin_replace(int fd, const char *path)
-{
-	if (unlink(path) < 0 && errno != ENOENT)
-		return -errno;
-	return bpf_obj_pin(fd, path) < 0 ? -errno : 0;
-}
-
-static int attach_one(struct lbpf_tm *t, int i, const struct tm_prog *p, int *cg_fd,
-		      const struct lbpf_tm_opts *o, bool *adopted, struct lerr *e)
-{
-	const char *name = bpf_program__name(p->prog);
-	char path[PATH_MAX];
-	int err;
-
-	snprintf(path, sizeof(path), "%s/link_%s", t->pin_root, p->pin);
-	if (access(path, F_OK) == 0) {
-		*adopted = true;
-		if (!p->cgroup)
-			return 0; /* the pinned tracing link keeps running its program */
-		t->links[i] = bpf_link__open(path);
-		if (!t->links[i])
-			return lerr_set(e, -errno, "lbpf: opening pinned link %s: %s", path, strerror(errno));
-		if (bpf_link__update_program(t->links[i], p->prog) < 0)
-			return lerr_set(e, -errno, "lbpf: swapping program %s into link %s: %s", name,
-					path, strerror(errno));
-	} else {
-		if (p->cgroup) {
-			if (*cg_fd < 0) {
-				*cg_fd = open(o->cgroup_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-				if (*cg_fd < 0)
-					return lerr_set(e, -errno, "lbpf: opening cgroup %s: %s",
-							o->cgroup_path, strerror(errno));
-			}
-			t->links[i] = bpf_program__attach_cgroup(p->prog, *cg_fd);
-		} else {
-			t->links[i] = bpf_program__attach(p->prog);
-		}
-		if (!t->links[i])
-			return lerr_set(e, -errno, "lbpf: attaching %s: %s", name, strerror(errno));
-		if (bpf_link__pin(t->links[i], path) < 0)
-			return lerr_set(e, -errno, "lbpf: pinning link %s: %s", path, strerror(errno));
-	}
-	snprintf(path, sizeof(path), "%s/prog_%s", t->pin_root, p->pin);
-	if ((err = pin_replace(bpf_program__fd(p->prog), path)) < 0)
-		return lerr_set(e, err, "lbpf: pinning program %s at %s: %s", name, path, strerror(-err));
-	return 0;
 }
 
 static int events_trampoline(void *ctx, void *data, size_t size)
@@ -178,12 +124,12 @@ static uint32_t pinned_map_size(const char *path)
 
 int lbpf_tm_open(const struct lbpf_tm_opts *o, struct lbpf_tm **out, bool *adopted, struct lerr *e)
 {
-	struct tm_prog progs[TM_NLINKS];
+	struct lbpf_pinned_prog progs[TM_NLINKS];
 	struct bpf_map *map;
 	struct lbpf_tm *t;
 	char path[PATH_MAX + 64];
 	bool adopt = false;
-	int err, n, cg_fd = -1;
+	int err, n;
 
 	*out = NULL;
 	if (adopted)
@@ -246,11 +192,7 @@ int lbpf_tm_open(const struct lbpf_tm_opts *o, struct lbpf_tm **out, bool *adopt
 		err = lerr_set(e, -errno, "lbpf: opening cgroup %s: %s", o->cgroup_path, strerror(errno));
 		goto fail;
 	}
-	for (int i = 0; i < n; i++)
-		if ((err = attach_one(t, i, &progs[i], &cg_fd, o, &adopt, e)) < 0)
-			break;
-	if (cg_fd >= 0)
-		close(cg_fd);
+	err = lbpf_pins_attach(t->pin_root, o->cgroup_path, progs, (size_t)n, t->links, &adopt, e);
 	if (err)
 		goto fail;
 	t->rb = ring_buffer__new(t->fd_events, events_trampoline, t, NULL);

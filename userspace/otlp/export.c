@@ -1,23 +1,22 @@
 /* export.c: the OTLP exporter: a bounded queue filled by otlp_export (never blocks),
  * one worker thread ("otlp-export") that batches, encodes and sends, with retries and
- * backoff; transports are OTLP/gRPC (gRPC C core, one unary call per batch) and
- * OTLP/HTTP protobuf (libcurl). The worker owns its channel, its curl handle and
- * every span it has dequeued; the queue and counters are under one mutex. */
+ * backoff; transports are OTLP/gRPC (rpc's channel, TLS unless plaintext was chosen,
+ * one unary call per batch) and OTLP/HTTP protobuf (libcurl). The worker owns its
+ * channel and completion queue (made by otlp_exporter_start so a bad CA file fails
+ * the start), its curl handle and every span it has dequeued; the queue and counters
+ * are under one mutex. */
 #include <curl/curl.h>
 #include <errno.h>
-#include <grpc/byte_buffer_reader.h>
-#include <grpc/grpc.h>
-#include <grpc/grpc_security.h>
-#include <grpc/support/alloc.h>
-#include <grpc/support/time.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "lantern/otlp.h"
+#include "lantern/rpc.h"
 
 #define GRPC_METHOD "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
@@ -33,8 +32,8 @@ struct otlp_exporter {
 	uint64_t flush_deadline_ms;
 	struct otlp_stats st;
 	/* worker-only */
-	grpc_channel *ch;
-	grpc_completion_queue *cq;
+	struct rpc_channel *ch;
+	struct rpc_cq *cq;
 	CURL *curl;
 	char target[512];
 };
@@ -55,10 +54,38 @@ static uint64_t now_ms(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-int otlp_configure(const char *flag_endpoint, const char *flag_protocol, struct otlp_opts *o,
-		   struct lerr *e)
+/* The first of two environment variables that is set and not empty. */
+static const char *env_first(const char *a, const char *b)
 {
-	const char *ep = flag_endpoint, *proto = flag_protocol, *tr;
+	const char *v = getenv(a);
+
+	if (v && *v)
+		return v;
+	v = getenv(b);
+	return v && *v ? v : NULL;
+}
+
+/* The specification's boolean: only "true" (any case) is true. Anything else but
+ * "false" is a mistake worth a warning; it still means false, so a typo never turns
+ * TLS off. */
+static bool env_insecure(void)
+{
+	const char *name = "OTEL_EXPORTER_OTLP_TRACES_INSECURE", *v = getenv(name);
+
+	if (!v || !*v)
+		v = getenv(name = "OTEL_EXPORTER_OTLP_INSECURE");
+	if (!v || !*v || !strcasecmp(v, "false"))
+		return false;
+	if (!strcasecmp(v, "true"))
+		return true;
+	log_warn("otlp: %s=\"%s\": not true or false; TLS stays on", name, v);
+	return false;
+}
+
+int otlp_configure(const char *flag_endpoint, const char *flag_protocol, bool flag_insecure,
+		   const char *flag_ca, struct otlp_opts *o, struct lerr *e)
+{
+	const char *ep = flag_endpoint, *proto = flag_protocol, *ca = flag_ca, *tr;
 	bool signal_specific = false;
 	size_t n;
 
@@ -77,11 +104,8 @@ int otlp_configure(const char *flag_endpoint, const char *flag_protocol, struct 
 			ep = getenv("OTEL_EXPORTER_OTLP_ENDPOINT");
 		}
 	}
-	if (!proto || !*proto) {
-		proto = getenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL");
-		if (!proto || !*proto)
-			proto = getenv("OTEL_EXPORTER_OTLP_PROTOCOL");
-	}
+	if (!proto || !*proto)
+		proto = env_first("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL");
 	if (proto && *proto) {
 		if (!strcmp(proto, "grpc"))
 			o->protocol = OTLP_GRPC;
@@ -91,6 +115,11 @@ int otlp_configure(const char *flag_endpoint, const char *flag_protocol, struct 
 			return lerr_set(e, -EINVAL, "otlp: protocol \"%s\": use grpc or http/protobuf "
 					"(http/json is not supported)", proto);
 	}
+	if (!ca || !*ca)
+		ca = env_first("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", "OTEL_EXPORTER_OTLP_CERTIFICATE");
+	if (ca && strlen(ca) >= sizeof(o->ca_file))
+		return lerr_set(e, -ENAMETOOLONG, "otlp: CA file \"%.64s...\": name too long", ca);
+	snprintf(o->ca_file, sizeof(o->ca_file), "%s", ca ? ca : "");
 	if (!ep || !*ep)
 		return 0;
 	if (strlen(ep) >= sizeof(o->endpoint))
@@ -98,6 +127,19 @@ int otlp_configure(const char *flag_endpoint, const char *flag_protocol, struct 
 	if (o->protocol == OTLP_HTTP_PROTOBUF && strncmp(ep, "http://", 7) && strncmp(ep, "https://", 8))
 		return lerr_set(e, -EINVAL, "otlp: endpoint \"%s\": http/protobuf needs an http:// or "
 				"https:// URL", ep);
+	if (o->protocol == OTLP_GRPC) {
+		/* the specification: the scheme decides; without one, the insecure setting
+		 * does, and its default is TLS */
+		if (!strncmp(ep, "https://", 8))
+			o->grpc_tls = true;
+		else if (!strncmp(ep, "http://", 7))
+			o->grpc_tls = false;
+		else if (strstr(ep, "://"))
+			return lerr_set(e, -EINVAL, "otlp: endpoint \"%s\": grpc needs https://, http:// "
+					"or no scheme (host:port)", ep);
+		else
+			o->grpc_tls = !(flag_insecure || env_insecure());
+	}
 	snprintf(o->endpoint, sizeof(o->endpoint), "%s", ep);
 	n = strlen(o->endpoint);
 	while (n && o->endpoint[n - 1] == '/')
@@ -120,107 +162,64 @@ static void grpc_target(const char *ep, char *out, size_t len)
 		*slash = '\0';
 }
 
-static bool grpc_retryable(grpc_status_code c)
+static bool grpc_retryable(int status)
 {
-	switch (c) {
-	case GRPC_STATUS_CANCELLED:
-	case GRPC_STATUS_DEADLINE_EXCEEDED:
-	case GRPC_STATUS_ABORTED:
-	case GRPC_STATUS_OUT_OF_RANGE:
-	case GRPC_STATUS_UNAVAILABLE:
-	case GRPC_STATUS_DATA_LOSS:
+	switch (status) {
+	case RPC_CANCELLED:
+	case RPC_DEADLINE_EXCEEDED:
+	case RPC_ABORTED:
+	case RPC_OUT_OF_RANGE:
+	case RPC_UNAVAILABLE:
+	case RPC_DATA_LOSS:
 		return true;
 	default:
 		return false;
 	}
 }
 
+/* One Export call's outcome, filled on the worker's thread by rpc_cq_poll. */
+struct export_call {
+	struct otlp_exporter *x;
+	bool done;
+	enum attempt res;
+	int64_t *rejected;
+	char *why;
+	size_t whylen;
+};
+
+static void export_done(void *arg, int status, const char *details, const uint8_t *resp,
+			size_t len)
+{
+	struct export_call *c = arg;
+	char msg[256];
+
+	c->done = true;
+	if (status != RPC_OK) {
+		snprintf(c->why, c->whylen, "gRPC %s (%s): %s (%d): %s", c->x->target,
+			 c->x->o.grpc_tls ? "TLS" : "plaintext", rpc_status_name(status), status,
+			 details ? details : "");
+		c->res = grpc_retryable(status) ? RETRY : FAIL;
+		return;
+	}
+	c->res = SENT;
+	if (otlp_decode_response(resp, len, c->rejected, msg, sizeof(msg)) == 0 && *c->rejected)
+		snprintf(c->why, c->whylen, "partial success: %lld rejected: %s",
+			 (long long)*c->rejected, msg);
+}
+
 static enum attempt send_grpc(struct otlp_exporter *x, const uint8_t *buf, size_t len,
 			      int64_t *rejected, char *why, size_t whylen)
 {
-	grpc_metadata_array md_init, md_trail;
-	grpc_byte_buffer *send, *recv = NULL;
-	grpc_status_code status = GRPC_STATUS_UNKNOWN;
-	grpc_slice details = grpc_empty_slice(), payload, method;
-	grpc_op ops[6];
-	grpc_call *call;
-	grpc_event ev;
-	gpr_timespec deadline;
-	enum attempt res = SENT;
-	char msg[256];
+	struct export_call c = { .x = x, .rejected = rejected, .why = why, .whylen = whylen };
 
-	if (!x->ch) {
-		grpc_channel_credentials *creds = grpc_insecure_credentials_create();
-
-		grpc_target(x->o.endpoint, x->target, sizeof(x->target));
-		x->ch = grpc_channel_create(x->target, creds, NULL);
-		grpc_channel_credentials_release(creds);
-		x->cq = grpc_completion_queue_create_for_pluck(NULL);
-	}
-	deadline = gpr_time_add(gpr_now(GPR_CLOCK_REALTIME),
-				gpr_time_from_millis(x->o.timeout_ms, GPR_TIMESPAN));
-	method = grpc_slice_from_static_string(GRPC_METHOD);
-	call = grpc_channel_create_call(x->ch, NULL, GRPC_PROPAGATE_DEFAULTS, x->cq, method, NULL,
-					deadline, NULL);
-	payload = grpc_slice_from_copied_buffer((const char *)buf, len);
-	send = grpc_raw_byte_buffer_create(&payload, 1);
-	grpc_slice_unref(payload);
-	grpc_metadata_array_init(&md_init);
-	grpc_metadata_array_init(&md_trail);
-	memset(ops, 0, sizeof(ops));
-	ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-	ops[1].op = GRPC_OP_SEND_MESSAGE;
-	ops[1].data.send_message.send_message = send;
-	ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-	ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-	ops[3].data.recv_initial_metadata.recv_initial_metadata = &md_init;
-	ops[4].op = GRPC_OP_RECV_MESSAGE;
-	ops[4].data.recv_message.recv_message = &recv;
-	ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-	ops[5].data.recv_status_on_client.trailing_metadata = &md_trail;
-	ops[5].data.recv_status_on_client.status = &status;
-	ops[5].data.recv_status_on_client.status_details = &details;
-	if (grpc_call_start_batch(call, ops, 6, (void *)1, NULL) != GRPC_CALL_OK) {
+	if (rpc_unary(x->ch, x->cq, GRPC_METHOD, buf, len, (int)x->o.timeout_ms, export_done, &c) < 0) {
 		snprintf(why, whylen, "gRPC call to %s could not start", x->target);
-		res = RETRY;
-		goto out;
+		return RETRY;
 	}
-	ev = grpc_completion_queue_pluck(x->cq, (void *)1, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-	if (ev.type != GRPC_OP_COMPLETE || !ev.success) {
-		snprintf(why, whylen, "gRPC call to %s did not complete", x->target);
-		res = RETRY;
-		goto out;
-	}
-	if (status != GRPC_STATUS_OK) {
-		char *d = grpc_slice_to_c_string(details);
-		snprintf(why, whylen, "gRPC %s: status %d: %s", x->target, (int)status, d ? d : "");
-		gpr_free(d);
-		res = grpc_retryable(status) ? RETRY : FAIL;
-		goto out;
-	}
-	if (recv) {
-		grpc_byte_buffer_reader rd;
-		grpc_slice all;
-
-		if (grpc_byte_buffer_reader_init(&rd, recv)) {
-			all = grpc_byte_buffer_reader_readall(&rd);
-			if (otlp_decode_response(GRPC_SLICE_START_PTR(all), GRPC_SLICE_LENGTH(all),
-						 rejected, msg, sizeof(msg)) == 0 && *rejected)
-				snprintf(why, whylen, "partial success: %lld rejected: %s",
-					 (long long)*rejected, msg);
-			grpc_slice_unref(all);
-			grpc_byte_buffer_reader_destroy(&rd);
-		}
-	}
-out:
-	grpc_slice_unref(details);
-	grpc_metadata_array_destroy(&md_init);
-	grpc_metadata_array_destroy(&md_trail);
-	grpc_byte_buffer_destroy(send);
-	if (recv)
-		grpc_byte_buffer_destroy(recv);
-	grpc_call_unref(call);
-	return res;
+	/* the queue is this thread's alone and the call has a deadline: it completes */
+	while (!c.done)
+		rpc_cq_poll(x->cq, -1);
+	return c.res;
 }
 
 struct membuf {
@@ -250,10 +249,11 @@ static enum attempt send_http(struct otlp_exporter *x, const uint8_t *buf, size_
 {
 	struct curl_slist *hdr = NULL;
 	struct membuf body = { 0 };
+	bool https = !strncmp(x->o.traces_url, "https://", 8);
 	long code = 0;
 	CURLcode rc;
 	enum attempt res = SENT;
-	char msg[256];
+	char msg[256], cerr[CURL_ERROR_SIZE] = "";
 
 	if (!x->curl && !(x->curl = curl_easy_init())) {
 		snprintf(why, whylen, "libcurl: cannot create a handle");
@@ -270,10 +270,20 @@ static enum attempt send_http(struct otlp_exporter *x, const uint8_t *buf, size_
 	curl_easy_setopt(x->curl, CURLOPT_WRITEFUNCTION, on_body);
 	curl_easy_setopt(x->curl, CURLOPT_WRITEDATA, &body);
 	curl_easy_setopt(x->curl, CURLOPT_USERAGENT, "lanternd-otlp/0.1");
+	curl_easy_setopt(x->curl, CURLOPT_ERRORBUFFER, cerr);
+	/* https:// is never downgraded: only the URL's own scheme may be spoken, and the
+	 * peer and its name are verified (libcurl's defaults, stated so no later option
+	 * can quietly lose them); the insecure setting is gRPC's alone */
+	curl_easy_setopt(x->curl, CURLOPT_PROTOCOLS_STR, https ? "https" : "http");
+	curl_easy_setopt(x->curl, CURLOPT_SSL_VERIFYPEER, 1L);
+	curl_easy_setopt(x->curl, CURLOPT_SSL_VERIFYHOST, 2L);
+	if (https && x->o.ca_file[0])
+		curl_easy_setopt(x->curl, CURLOPT_CAINFO, x->o.ca_file);
 	rc = curl_easy_perform(x->curl);
+	curl_easy_setopt(x->curl, CURLOPT_ERRORBUFFER, NULL);
 	curl_slist_free_all(hdr);
 	if (rc != CURLE_OK) {
-		snprintf(why, whylen, "POST %s: %s", x->o.traces_url, curl_easy_strerror(rc));
+		snprintf(why, whylen, "POST %s: %s", x->o.traces_url, cerr[0] ? cerr : curl_easy_strerror(rc));
 		res = RETRY;
 		goto out;
 	}
@@ -397,6 +407,30 @@ static void *worker(void *arg)
 	return NULL;
 }
 
+/* The gRPC channel: TLS with the system's roots or the CA file, or plaintext when
+ * the configuration chose it. Channels connect lazily: nothing is dialled yet. */
+static int grpc_open(struct otlp_exporter *x, struct lerr *e)
+{
+	struct rpc_tls tls = { .insecure = !x->o.grpc_tls,
+			       .ca_file = x->o.ca_file[0] ? x->o.ca_file : NULL };
+	struct lerr re = { 0 };
+	int err;
+
+	grpc_target(x->o.endpoint, x->target, sizeof(x->target));
+	if (!x->target[0])
+		return lerr_set(e, -EINVAL, "otlp: endpoint \"%s\": no host:port", x->o.endpoint);
+	if ((err = rpc_channel_open(x->target, &tls, &x->ch, &re)) < 0)
+		return lerr_set(e, err, "otlp: %s", re.msg);
+	if (!(x->cq = rpc_cq_new()))
+		return lerr_set(e, -ENOMEM, "otlp: gRPC completion queue: out of memory");
+	if (x->o.grpc_tls)
+		log_info("otlp: gRPC to %s over TLS (roots: %s)", x->target,
+			 tls.ca_file ? tls.ca_file : "the system's");
+	else
+		log_info("otlp: gRPC to %s in plaintext", x->target);
+	return 0;
+}
+
 int otlp_exporter_start(const struct otlp_opts *o, json_t *resource_attrs,
 			struct otlp_exporter **out, struct lerr *e)
 {
@@ -415,27 +449,40 @@ int otlp_exporter_start(const struct otlp_opts *o, json_t *resource_attrs,
 		x->o.max_attempts = 1;
 	x->q = calloc(x->o.queue_max, sizeof(*x->q));
 	x->resource = json_deep_copy(resource_attrs);
-	if (!x->q || !x->resource) {
-		free(x->q);
-		json_decref(x->resource);
-		free(x);
-		return lerr_set(e, -ENOMEM, "otlp: out of memory");
-	}
 	pthread_mutex_init(&x->mu, NULL);
 	pthread_cond_init(&x->cv, NULL);
-	if (x->o.protocol == OTLP_GRPC)
-		grpc_init();
-	else
+	if (!x->q || !x->resource) {
+		err = lerr_set(e, -ENOMEM, "otlp: out of memory");
+		goto fail;
+	}
+	if (x->o.protocol == OTLP_GRPC) {
+		if ((err = grpc_open(x, e)) < 0)
+			goto fail;
+	} else {
 		curl_global_init(CURL_GLOBAL_DEFAULT);
+		/* libcurl reads it only when it dials: a wrong path is better refused now */
+		if (!strncmp(x->o.traces_url, "https://", 8) && x->o.ca_file[0] &&
+		    access(x->o.ca_file, R_OK) < 0) {
+			err = lerr_set(e, -errno, "otlp: CA file %s: %s", x->o.ca_file, strerror(errno));
+			goto fail;
+		}
+	}
 	if ((err = pthread_create(&x->thread, NULL, worker, x))) {
-		free(x->q);
-		json_decref(x->resource);
-		free(x);
-		return lerr_set(e, -err, "otlp: starting the export thread: %s", strerror(err));
+		err = lerr_set(e, -err, "otlp: starting the export thread: %s", strerror(err));
+		goto fail;
 	}
 	pthread_setname_np(x->thread, "otlp-export");
 	*out = x;
 	return 0;
+fail:
+	rpc_channel_close(x->ch);
+	rpc_cq_free(x->cq);
+	free(x->q);
+	json_decref(x->resource);
+	pthread_mutex_destroy(&x->mu);
+	pthread_cond_destroy(&x->cv);
+	free(x);
+	return err;
 }
 
 int otlp_export(struct otlp_exporter *x, json_t *span)
@@ -477,18 +524,11 @@ void otlp_exporter_stop(struct otlp_exporter *x, unsigned flush_ms)
 	pthread_cond_broadcast(&x->cv);
 	pthread_mutex_unlock(&x->mu);
 	pthread_join(x->thread, NULL);
-	if (x->ch) {
-		grpc_completion_queue_shutdown(x->cq);
-		while (grpc_completion_queue_pluck(x->cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
-		       GRPC_QUEUE_SHUTDOWN)
-			;
-		grpc_completion_queue_destroy(x->cq);
-		grpc_channel_destroy(x->ch);
-	}
+	/* every call was waited for by the worker: nothing is in flight on the queue */
+	rpc_channel_close(x->ch);
+	rpc_cq_free(x->cq);
 	if (x->curl)
 		curl_easy_cleanup(x->curl);
-	if (x->o.protocol == OTLP_GRPC)
-		grpc_shutdown();
 	json_decref(x->resource);
 	free(x->q);
 	pthread_mutex_destroy(&x->mu);

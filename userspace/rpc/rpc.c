@@ -1,5 +1,5 @@
 /* rpc.c: unary calls and bidirectional streams over the gRPC C core API, for the
- * tunnel's two ends (lanternd dials, lantern-cp serves).
+ * tunnel's two ends (lanternd dials, lantern-cp serves) and the OTLP/gRPC exporter.
  *
  * Every operation is a batch on a call whose completion lands on one completion queue
  * as a tag; a tag is a struct with the function to run, so rpc_cq_poll only dispatches.
@@ -136,11 +136,12 @@ int rpc_channel_open(const char *target, const struct rpc_tls *tls, struct rpc_c
 		     struct lerr *e)
 {
 	grpc_arg args[] = {
-		/* the tunnel's own backoff decides when to retry; the channel reconnects fast */
+		/* the caller's own backoff (tunnel, OTLP exporter) decides when to retry; the
+		 * channel reconnects fast */
 		{ GRPC_ARG_INTEGER, (char *)GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, { .integer = 200 } },
 		{ GRPC_ARG_INTEGER, (char *)GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, { .integer = 200 } },
 		{ GRPC_ARG_INTEGER, (char *)GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, { .integer = 5000 } },
-		/* a control plane that vanished without a FIN is noticed within a minute */
+		/* a peer that vanished without a FIN is noticed within a minute */
 		{ GRPC_ARG_INTEGER, (char *)GRPC_ARG_KEEPALIVE_TIME_MS, { .integer = 30000 } },
 		{ GRPC_ARG_INTEGER, (char *)GRPC_ARG_KEEPALIVE_TIMEOUT_MS, { .integer = 10000 } },
 		{ GRPC_ARG_INTEGER, (char *)GRPC_ARG_ENABLE_RETRIES, { .integer = 0 } },
@@ -156,22 +157,23 @@ int rpc_channel_open(const char *target, const struct rpc_tls *tls, struct rpc_c
 		creds = grpc_insecure_credentials_create();
 	} else {
 		if (tls->ca_file && (err = util_read_file(tls->ca_file, &pem, NULL)) < 0)
-			return lerr_set(e, err, "tunnel: CA file %s: %s", tls->ca_file, strerror(-err));
+			return lerr_set(e, err, "rpc: channel to %s: CA file %s: %s", target,
+					tls->ca_file, strerror(-err));
 		creds = grpc_ssl_credentials_create(pem, NULL, NULL, NULL);
 		free(pem);
 	}
 	if (!creds)
-		return lerr_set(e, EINVAL, "tunnel: cannot make channel credentials for %s", target);
+		return lerr_set(e, -EINVAL, "rpc: channel to %s: cannot make its credentials", target);
 	c = calloc(1, sizeof(*c));
 	if (!c) {
 		grpc_channel_credentials_release(creds);
-		return lerr_set(e, ENOMEM, "tunnel: out of memory");
+		return lerr_set(e, -ENOMEM, "rpc: channel to %s: out of memory", target);
 	}
 	c->ch = grpc_channel_create(target, creds, &ca);
 	grpc_channel_credentials_release(creds);
 	if (!c->ch) {
 		free(c);
-		return lerr_set(e, EINVAL, "tunnel: cannot make a channel to %s", target);
+		return lerr_set(e, -EINVAL, "rpc: cannot make a channel to %s", target);
 	}
 	*out = c;
 	return 0;
