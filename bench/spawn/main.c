@@ -277,6 +277,7 @@ static int write_bare_bundle(int k, int slot, const char *yaml, const char *runt
 		spec_free(s);
 		return -1;
 	}
+	struct oci_bind hb = { hdir, "/run/lantern/harness", false };
 	struct oci_bundle_req br = {
 		.dir = bare_bundle[k][slot],
 		.rootfs = img.rootfs,
@@ -289,7 +290,8 @@ static int write_bare_bundle(int k, int slot, const char *yaml, const char *runt
 		.hostname = "i-000000000000",
 		.scratch_bytes = s->limits.scratch_bytes,
 		.seccomp_allowlist = s->isolation == SPEC_ISO_UNTRUSTED,
-		.harness_dir = hdir,
+		.binds = &hb,
+		.n_binds = 1,
 	};
 	err = oci_bundle_write(&br, &e);
 	if (err < 0)

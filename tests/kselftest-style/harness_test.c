@@ -130,11 +130,15 @@ static void test_steps(void)
 static void test_budgets(void)
 {
 	struct harness_state st;
-	struct harness_limits lim = { .max_steps = 2, .max_tokens = 100, .loop_threshold = 2 };
+	struct harness_limits lim = { .max_steps = 2, .loop_threshold = 2 };
+	struct meter_table prices;
+	struct meter_usage u = { 0 };
 	struct harness_decision d;
-	char why[256];
+	struct lerr e;
+	char why[256] = "";
 	json_t *b;
 
+	meter_table_load(NULL, &prices, &e);
 	harness_state_init(&st);
 	begin(&st, &lim, "{\"step_id\":\"a\",\"input_digest\":\"D\"}", &d);
 	apply(&st, &d);
@@ -142,11 +146,13 @@ static void test_budgets(void)
 	harness_complete(&st, b, 0.5, &d);
 	json_decref(b);
 	apply(&st, &d);
-	tap_ok(st.tokens == 110 && harness_over_budget(&st, &lim, why, sizeof(why)) && strstr(why, "max_tokens"),
-	       "after completion: 110 tokens exceed max_tokens 100 (%s)", why);
-	begin(&st, &lim, "{\"step_id\":\"b\"}", &d);
-	tap_ok(d.v == HV_BUDGET && strstr(d.reason, "max_tokens"), "before a step: no new step once at max_tokens");
-	lim.max_tokens = 0;
+	u.tally = &st.tally;
+	tap_ok(st.tally.total == 110 && meter_budget_spent(&prices, &u, 100, 0, METER_EXCEEDED, why, sizeof(why)) &&
+	       strstr(why, "max_tokens of 100 exceeded (110 used)"),
+	       "after completion: the journal's tally of 110 tokens exceeds max_tokens 100 (%s)", why);
+	tap_ok(meter_budget_spent(&prices, &u, 110, 0, METER_REACHED, why, sizeof(why)) &&
+	       !meter_budget_spent(&prices, &u, 110, 0, METER_EXCEEDED, why, sizeof(why)),
+	       "at exactly max_tokens: no new step may begin, the completed one is not over");
 	begin(&st, &lim, "{\"step_id\":\"b\",\"input_digest\":\"D\"}", &d);
 	apply(&st, &d);
 	begin(&st, &lim, "{\"step_id\":\"c\",\"input_digest\":\"E\"}", &d);
@@ -156,6 +162,7 @@ static void test_budgets(void)
 	tap_ok(d.v == HV_BUDGET && d.loop && strstr(d.reason, "loop detected"),
 	       "the loop guard refuses a third proceed of one input digest (%s)", d.reason);
 	harness_state_free(&st);
+	meter_table_free(&prices);
 }
 
 static void test_scanner(void)
@@ -182,7 +189,8 @@ static void test_scanner(void)
 	}
 	struct harness_step *s = harness_state_step(&fast, "s1");
 	json_t *r = s ? harness_step_record(s) : NULL;
-	tap_ok(ok && fast.tokens == 24 && slow.tokens == 24 && fast.cost_usd == slow.cost_usd &&
+	tap_ok(ok && fast.tally.total == 24 && slow.tally.total == 24 && fast.tally.n == 2 && slow.tally.n == 2 &&
+	       !memcmp(&fast.tally, &slow.tally, sizeof(fast.tally)) &&
 	       fast.steps_completed == 2 && harness_state_step(&fast, "s\xc3\xa9") &&
 	       r && !strcmp(json_string_value(json_object_get(r, "result")), "a \"quoted\" {brace} [x]"),
 	       "the replay scanner and the full parser reach the same state (escapes fall back)");

@@ -3,6 +3,8 @@
  * client's non-blocking, bounded output. Clients are freed from the loop only, never
  * under a handler's feet. */
 #include <errno.h>
+#include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "telemetry_internal.h"
+#include "lantern/runtime.h"
 #include "lantern/util.h"
 
 #define TOP_SYSCALLS 10
