@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "run_internal.h"
+#include "internal.h"
 #include "lantern/util.h"
 
 #define ENV_MAX    32

@@ -10,33 +10,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "run_internal.h"
+#include "internal.h"
 #include "lantern/util.h"
-
-static const char *const status_names[] = {
-	[RUN_ACCEPTED] = "accepted",   [RUN_RUNNING] = "running",
-	[RUN_SUCCEEDED] = "succeeded", [RUN_FAILED] = "failed",
-	[RUN_TIMED_OUT] = "timed_out", [RUN_CANCELLED] = "cancelled",
-	[RUN_OOM_KILLED] = "oom_killed", [RUN_BUDGET_EXCEEDED] = "budget_exceeded",
-};
-
-const char *run_status_name(enum run_status s)
-{
-	return s < ARRAY_SIZE(status_names) ? status_names[s] : "unknown";
-}
-
-bool run_status_final(enum run_status s)
-{
-	return s != RUN_ACCEPTED && s != RUN_RUNNING;
-}
-
-int run_status_from_name(const char *n)
-{
-	for (size_t i = 0; i < ARRAY_SIZE(status_names); i++)
-		if (n && !strcmp(n, status_names[i]))
-			return (int)i;
-	return -1;
-}
 
 /* ---- the table ---- */
 
@@ -124,88 +99,6 @@ unsigned runs_live(const struct runs *t)
 	for (struct run *r = t->runs; r; r = r->next)
 		n += !run_status_final(r->status);
 	return n;
-}
-
-/* ---- a run, read-only ---- */
-
-const char *run_id(const struct run *r) { return r->id; }
-const char *run_instance_id(const struct run *r) { return r->instance_id; }
-const char *run_dir(const struct run *r) { return r->dir; }
-const char *run_file(const struct run *r) { return r->file ? r->file : "agent.yaml"; }
-const char *run_tenant(const struct run *r) { return r->tenant; }
-const struct spec *run_spec(const struct run *r) { return r->spec; }
-const struct cgroup_inst *run_cgroup(const struct run *r) { return &r->cg; }
-uint64_t run_cgid(const struct run *r) { return r->cg.id; }
-enum run_status run_status(const struct run *r) { return r->status; }
-const char *run_reason(const struct run *r) { return r->reason; }
-int run_exit_code(const struct run *r) { return r->exit_code; }
-int64_t run_created(const struct run *r) { return r->created; }
-int64_t run_finished(const struct run *r) { return r->finished; }
-bool run_ending(const struct run *r) { return r->ending_set; }
-struct runs *run_table(const struct run *r) { return r->t; }
-void *run_slot(const struct run *r, int slot) { return slot >= 0 && slot < RUNS_MAX_SUBS ? r->slot[slot] : NULL; }
-void *run_runtime_state(const struct run *r) { return r->rt_state; }
-void run_set_runtime_state(struct run *r, void *v) { r->rt_state = v; }
-const struct runtime_ops *run_runtime(const struct run *r) { return r->rt_ops; }
-void run_set_network(struct run *r, bool own_netns, uint32_t dns_ip4)
-{
-	r->own_netns = own_netns;
-	r->dns_ip4 = dns_ip4;
-}
-
-bool run_own_netns(const struct run *r) { return r->own_netns; }
-uint32_t run_dns_ip4(const struct run *r) { return r->dns_ip4; }
-
-void run_set_slot(struct run *r, int slot, void *v)
-{
-	if (slot >= 0 && slot < RUNS_MAX_SUBS)
-		r->slot[slot] = v;
-}
-
-/* A live run's count is read now: a process may have been OOM-killed while the run
- * goes on (Kubernetes reports such a container OOMKilled too). */
-uint64_t run_oom_kills(const struct run *r)
-{
-	struct cgroup_stats st;
-
-	if (!run_status_final(r->status) && r->cg_made && cgroup_inst_stats(&r->cg, &st) == 0)
-		return st.oom_kills;
-	return r->oom_kills;
-}
-
-json_t *run_json(const struct run *r)
-{
-	json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:I}", "id", r->id, "instance_id",
-			      r->instance_id, "name", r->spec ? r->spec->name : "",
-			      "status", run_status_name(r->status), "created", (json_int_t)r->created);
-
-	if (!j)
-		return NULL;
-	if (r->reason[0])
-		json_object_set_new(j, "reason", json_string(r->reason));
-	if (run_status_final(r->status)) {
-		json_object_set_new(j, "exit_code", json_integer(r->exit_code));
-		json_object_set_new(j, "finished", json_integer(r->finished));
-	}
-	json_object_set_new(j, "tenant", json_string(r->tenant));
-	json_object_set_new(j, "cgroup_id", json_integer((json_int_t)r->cg.id));
-	json_object_set_new(j, "oom_kills", json_integer((json_int_t)run_oom_kills(r)));
-	if (r->rt_ops) {
-		json_object_set_new(j, "runtime", json_string(r->rt_ops->name));
-		if (r->rt_ops->json)
-			r->rt_ops->json(r->rt, r, j);
-	}
-	RUN_HOOKS(r->t, json, r, j);
-	return j;
-}
-
-struct run *run_alloc(struct runs *t)
-{
-	struct run *r = calloc(1, sizeof(*r));
-
-	if (r)
-		r->t = t;
-	return r;
 }
 
 void run_free(struct run *r)

@@ -1,5 +1,6 @@
 /* telemetry_internal.h: the telemetry subscriber's state, shared by telemetry.c (the
- * programs, the run hooks, kernel events) and spans.c (building and emitting spans). */
+ * programs, the run hooks, kernel events), state.c (a run's trace state and its file)
+ * and spans.c (building and emitting spans). */
 #ifndef LANTERN_TELEMETRY_INTERNAL_H
 #define LANTERN_TELEMETRY_INTERNAL_H
 
@@ -40,9 +41,10 @@ struct tm_run {
 	bool ended;
 };
 
-/* telemetry.c */
+/* state.c */
 struct tm_run *tm_get(struct telemetry *t, struct run *r);
 void tm_save(const struct run *r, const struct tm_run *tm);
+void tm_free(struct tm_run *tm);
 uint64_t tm_node_drops(const struct telemetry *t);
 
 /* spans.c */

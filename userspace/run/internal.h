@@ -1,4 +1,4 @@
-/* run_internal.h: the run module's own structures, shared by its files: run.c (the
+/* internal.h: the run module's own structures, shared by its files: run.c (the
  * life), record.c (run.json and loading a run a previous lanternd left) and env.c (the
  * workload's environment). Nothing outside userspace/run/ includes this. */
 #ifndef LANTERN_RUN_INTERNAL_H
