@@ -133,6 +133,28 @@ static void test_classes(void)
 		free(out);
 		free(err);
 	}
+	/* one environment for every runtime: lantern's variables, the trace context and the
+	 * harness socket as the sandbox sees it; host paths (the CLI) stay out */
+	for (size_t i = 0; i < 2; i++) {
+		char id[32], inst[32], *trace = NULL, tp[40] = "";
+		const char *iso = i ? "standard" : "trusted";
+
+		rc = run(spec(i ? "env-runsc" : "env-runc", iso, NULL, NULL,
+			      "env | grep -E '^(TRACEPARENT|LANTERN_)' | sort; test -S $LANTERN_HARNESS_SOCKET && echo socket-there"),
+			 &out, NULL);
+		newest_run(id, inst);
+		tl_lantern(&T, &trace, NULL, "trace %s", id);
+		if (out && strstr(out, "TRACEPARENT=00-"))
+			snprintf(tp, sizeof(tp), "%.32s", strstr(out, "TRACEPARENT=00-") + 15);
+		tap_ok(rc == 0 && tl_has(out, "LANTERN_HARNESS_SOCKET=/run/lantern/harness/harness.sock") &&
+		       tl_has(out, "socket-there") && tl_has(out, "LANTERN_RUN_ID=r-") &&
+		       tl_has(out, "LANTERN_INSTANCE_ID=i-") && strlen(tp) == 32 && tl_has(trace, tp) &&
+		       !tl_has(out, "LANTERN_CLI"),
+		       "%s (%s): TRACEPARENT of the run's trace, LANTERN_* and the harness socket reach the "
+		       "workload: %s", iso, i ? "runsc" : "runc", tl_oneline(out));
+		free(out);
+		free(trace);
+	}
 	/* syslog(2) (dmesg) is in no deny-list but outside the untrusted allow-list */
 	rc = run(spec("sys-std", "standard", NULL, NULL, "dmesg >/dev/null && echo allowed"), &out, NULL);
 	tap_ok(rc == 0 && tl_has(out, "allowed"), "standard: the default profile allows syslog(2)");
@@ -161,6 +183,19 @@ static void test_limits(void)
 	rc = run(spec("oom", "trusted", NULL, "  limits:\n    memory: 32Mi\n",
 		      "x=aaaaaaaaaaaaaaaa; while true; do x=$x$x; done"), NULL, &err);
 	tap_ok(rc != 0 && tl_has(err, "oom_killed"), "memory limit: the run ends oom_killed: %s", tl_oneline(err));
+	free(err);
+
+	/* a process of the run OOM-killed while the main one goes on and exits 0: the run
+	 * succeeded, and says an OOM kill happened in it */
+	rc = run(spec("oomchild", "trusted", NULL, "  limits:\n    memory: 32Mi\n",
+		      "sh -c 'x=aaaaaaaaaaaaaaaa; while true; do x=$x$x; done'; echo main-survived"), &out, NULL);
+	newest_run(id, inst);
+	tl_lantern(&T, &err, NULL, "ps --json | grep -A12 '\"id\": \"%s\"' | grep -E '\"(oom_kills|status)\"'", id);
+	tap_ok(rc == 0 && tl_has(out, "main-survived") && tl_has(err, "\"status\": \"succeeded\"") &&
+	       err && strstr(err, "\"oom_kills\": ") && atoi(strstr(err, "\"oom_kills\": ") + 13) >= 1,
+	       "a child OOM-killed, the main process exits 0: succeeded, oom_kills in lantern ps --json: %s",
+	       tl_oneline(err));
+	free(out);
 	free(err);
 
 	rc = run(spec("pids", "trusted", NULL, NULL,
@@ -458,7 +493,7 @@ int main(void)
 	const char *missing = tl_env_missing();
 	unsigned a = 200 + (unsigned)getpid() % 50, b = ((unsigned)getpid() / 50) % 250;
 
-	tap_plan(37);
+	tap_plan(40);
 	if (missing || access("/usr/sbin/runc", X_OK) || access("/usr/bin/runsc", X_OK)) {
 		for (int i = 0; i < 37; i++)
 			tap_skip(missing ? missing : "runc and runsc are not installed (make deps)", "oci point %d", i + 1);

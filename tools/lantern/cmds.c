@@ -9,21 +9,39 @@
 
 int cmd_ps(struct cli *c, int argc, char **argv)
 {
-	json_t *req = json_pack("{s:s}", "op", "ps"), *res, *runs, *r;
+	json_t *req, *res, *runs, *r;
+	bool as_json = argc == 2 && !strcmp(argv[1], "--json");
 	size_t i;
 
+	if (argc > 1 && !as_json) {
+		fprintf(stderr, "usage: lantern ps [--json]\n");
+		return 2;
+	}
+	req = json_pack("{s:s}", "op", "ps");
 	res = client_call(c, req);
 	json_decref(req);
 	if (!res)
 		return 1;
 	runs = json_object_get(res, "runs");
+	if (as_json) {
+		json_dumpf(runs, stdout, JSON_INDENT(2) | JSON_SORT_KEYS);
+		printf("\n");
+		json_decref(res);
+		return 0;
+	}
 	printf("%-16s %-16s %-24s %-11s %s\n", "RUN", "INSTANCE", "NAME", "STATUS", "REASON");
 	json_array_foreach(runs, i, r) {
-		printf("%-16s %-16s %-24s %-11s %s\n", json_string_value(json_object_get(r, "id")),
+		long long oom = json_integer_value(json_object_get(r, "oom_kills"));
+
+		printf("%-16s %-16s %-24s %-11s %s", json_string_value(json_object_get(r, "id")),
 		       json_string_value(json_object_get(r, "instance_id")),
 		       json_string_value(json_object_get(r, "name")),
 		       json_string_value(json_object_get(r, "status")),
 		       json_string_value(json_object_get(r, "reason")) ?: "");
+		if (oom)
+			printf("%s(%lld OOM kill%s in the instance)", json_string_value(json_object_get(r, "reason")) ?
+			       " " : "", oom, oom == 1 ? "" : "s");
+		printf("\n");
 	}
 	json_decref(res);
 	return 0;

@@ -15,7 +15,7 @@ static const struct {
 } cmds[] = {
 	{ "run", cmd_run, "run [--input FILE | --input-json JSON] FILE.yaml\n"
 	  "                                    run a spec; stream its output; exit with its status" },
-	{ "ps", cmd_ps, "ps                                list runs and their status" },
+	{ "ps", cmd_ps, "ps [--json]                       list runs, their status and OOM kills" },
 	{ "kill", cmd_kill, "kill RUN                          stop a run (status cancelled)" },
 	{ "validate", cmd_validate, "validate FILE.yaml                check a spec without a daemon; print it normalized" },
 	{ "audit", cmd_audit, "audit egress [--json] [RUN]       what an instance may reach and what it tried" },

@@ -358,18 +358,24 @@ int harness_listen(struct loop *l, const char *path, const struct harness_ops *o
 	s->loop = l;
 	s->ops = ops;
 	s->arg = arg;
-	strcpy(a.sun_path, path);
+	/* bound under a temporary name and renamed over the old socket: a reconnecting
+	 * workload finds either the old file or the new, never none */
+	if ((size_t)snprintf(a.sun_path, sizeof(a.sun_path), "%s.new", path) >= sizeof(a.sun_path)) {
+		free(s);
+		return lerr_set(e, ENAMETOOLONG, "harness: socket path %s is too long", path);
+	}
 	s->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (s->fd < 0) {
 		err = lerr_set(e, errno, "harness: socket: %s", strerror(errno));
 		free(s);
 		return err;
 	}
-	unlink(path);
+	unlink(a.sun_path);
 	old = umask(0077);
-	if (bind(s->fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
+	if (bind(s->fd, (struct sockaddr *)&a, sizeof(a)) < 0 || rename(a.sun_path, path) < 0) {
 		err = lerr_set(e, errno, "harness: bind %s: %s", path, strerror(errno));
 		umask(old);
+		unlink(a.sun_path);
 		goto fail;
 	}
 	umask(old);
