@@ -416,9 +416,10 @@ void runs_kill_all(struct runs *t)
 	for (struct run *r = t->runs; r; r = r->next) {
 		if (run_status_final(r->status))
 			continue;
-		cgroup_inst_signal(&r->cg, SIGKILL);
+		/* the supervisor first: gone before its workload, it records no exit */
 		if (r->rt_ops && r->rt_ops->kill)
 			r->rt_ops->kill(r->rt, r);
+		cgroup_inst_signal(&r->cg, SIGKILL);
 	}
 }
 
