@@ -14,6 +14,9 @@ ARCH     := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
             -Wno-missing-field-initializers -Wno-format-truncation -Iinclude -Ibpf -I$(BUILD)
+# Each compile writes the headers it read to a .d file beside its output (read back at
+# the end), so a header change rebuilds the objects that include it, and only those.
+DEPFLAGS := -MMD -MP
 LDLIBS   := -lbpf -lelf -lz -lyaml -ljansson -lsodium -lpthread
 # dataplane.proto → protobuf-c code in build/proto. The service block is left out of
 # what protoc-c sees: its generated C stub names a member `register`, a C keyword, and
@@ -55,19 +58,24 @@ D_OBJS   := $(patsubst %.c,$(BUILD)/obj/%.o,$(D_SRCS))
 CLI_SRCS := $(wildcard tools/lantern/*.c)
 CLI_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(CLI_SRCS))
 SHIM_SRCS:= $(wildcard tools/shim/*.c)
+SHIM_OBJS:= $(patsubst %.c,$(BUILD)/obj/%.o,$(SHIM_SRCS))
 
 TEST_SRCS := $(wildcard tests/kselftest-style/*_test.c)
+TEST_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(TEST_SRCS))
 TEST_BINS := $(patsubst tests/kselftest-style/%.c,$(BUILD)/tests/%,$(TEST_SRCS))
 TEST_LIB  := $(patsubst %.c,$(BUILD)/obj/%.o,$(filter-out $(TEST_SRCS),$(wildcard tests/kselftest-style/*.c)))
 
-TEST_HELPERS := $(patsubst tests/kselftest-style/helpers/%.c,$(BUILD)/tests/%,$(wildcard tests/kselftest-style/helpers/*.c))
+HELPER_SRCS  := $(wildcard tests/kselftest-style/helpers/*.c)
+HELPER_OBJS  := $(patsubst %.c,$(BUILD)/obj/%.o,$(HELPER_SRCS))
+TEST_HELPERS := $(patsubst tests/kselftest-style/helpers/%.c,$(BUILD)/tests/%,$(HELPER_SRCS))
 
-BENCH_DIRS := $(wildcard bench/*/)
+# one program per folder bench/NAME/, built from that folder's sources only
+BENCH_NAMES := $(patsubst bench/%/,%,$(wildcard bench/*/))
+BENCH_BINS  := $(patsubst %,$(BUILD)/bench/%,$(BENCH_NAMES))
+bench_objs   = $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard bench/$(1)/*.c))
+BENCH_OBJS  := $(foreach b,$(BENCH_NAMES),$(call bench_objs,$(b)))
 # bench/journal's peer is SQLite (libsqlite3-dev)
 BENCH_LDLIBS_journal := -lsqlite3
-BENCH_BINS := $(patsubst bench/%/,$(BUILD)/bench/%,$(BENCH_DIRS))
-
-HDRS     := $(wildcard include/lantern/*.h bpf/*.h tests/kselftest-style/*.h)
 
 .PHONY: all deps check test demo bench clean
 all: $(BUILD)/lanternd $(BUILD)/lantern $(BUILD)/lantern-shim $(BUILD)/lantern-cp $(TEST_BINS) $(TEST_HELPERS) $(BENCH_BINS)
@@ -79,16 +87,16 @@ $(BUILD)/vmlinux.h:
 	@mkdir -p $(@D)
 	$(BPFTOOL) btf dump file /sys/kernel/btf/vmlinux format c > $@.tmp && mv $@.tmp $@
 
-$(BUILD)/bpf/%.bpf.o: bpf/%.bpf.c $(BUILD)/vmlinux.h $(wildcard bpf/*.h)
+$(BUILD)/bpf/%.bpf.o: bpf/%.bpf.c $(BUILD)/vmlinux.h
 	@mkdir -p $(@D)
-	$(CLANG) -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror -I$(BUILD) -Ibpf -c $< -o $@
+	$(CLANG) -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror -I$(BUILD) -Ibpf $(DEPFLAGS) -c $< -o $@
 
-$(BUILD)/%.skel.h: $(BUILD)/bpf/%.bpf.o
+$(SKELS): $(BUILD)/%.skel.h: $(BUILD)/bpf/%.bpf.o
 	$(BPFTOOL) gen skeleton $< name $(subst -,_,$*)_bpf > $@.tmp && mv $@.tmp $@
 
-$(BUILD)/obj/%.o: %.c $(HDRS)
+$(BUILD)/obj/%.o: %.c
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -c $< -o $@
+	$(CC) $(CFLAGS) $(DEPFLAGS) -c $< -o $@
 
 $(BUILD)/proto/.stamp: $(PROTO_SRCS)
 	@mkdir -p $(BUILD)/proto/src/lantern/v1
@@ -99,16 +107,15 @@ $(BUILD)/proto/.stamp: $(PROTO_SRCS)
 
 $(PROTO_GEN_C) $(PROTO_GEN_H): $(BUILD)/proto/.stamp
 
-$(BUILD)/obj/proto/%.o: $(BUILD)/proto/%.c $(PROTO_GEN_H)
+$(BUILD)/obj/proto/%.o: $(BUILD)/proto/%.c | $(PROTO_GEN_H)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -c $< -o $@
+	$(CC) $(CFLAGS) $(DEPFLAGS) -c $< -o $@
 
-# generated headers exist before anything that may include them is compiled
-$(LIB_OBJS) $(D_OBJS) $(CLI_OBJS) $(CP_OBJS) $(TEST_BINS) $(BENCH_BINS): | $(PROTO_GEN_H)
+# Generated headers exist before anything that may include them is compiled; after the
+# first compile the .d files name the ones each object really includes.
+$(LIB_OBJS) $(D_OBJS) $(CLI_OBJS) $(CP_OBJS) $(TEST_OBJS) $(TEST_LIB) $(BENCH_OBJS): | $(PROTO_GEN_H)
 $(CP_OBJS): CFLAGS += -I/usr/include/postgresql
-# lanternd's files share struct daemon: rebuild them all when it changes
-$(D_OBJS): $(wildcard userspace/lanternd/*.h)
-$(CP_OBJS): $(wildcard tools/lantern-cp/*.h)
+$(TEST_OBJS) $(TEST_LIB) $(HELPER_OBJS): CFLAGS += -Itests/kselftest-style
 
 $(BUILD)/proto/.otlp-stamp: $(OTLP_PROTOS)
 	@mkdir -p $(BUILD)/proto
@@ -117,15 +124,15 @@ $(BUILD)/proto/.otlp-stamp: $(OTLP_PROTOS)
 
 $(OTLP_GEN_C) $(OTLP_GEN_H): $(BUILD)/proto/.otlp-stamp
 
-$(BUILD)/obj/otlp/%.o: $(BUILD)/proto/%.c $(OTLP_GEN_H)
+$(BUILD)/obj/otlp/%.o: $(BUILD)/proto/%.c | $(OTLP_GEN_H)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -c $< -o $@
+	$(CC) $(CFLAGS) $(DEPFLAGS) -c $< -o $@
 
 $(LIB): $(OTLP_OBJS)
-$(LIB_OBJS) $(D_OBJS) $(CLI_OBJS) $(TEST_BINS) $(BENCH_BINS): | $(OTLP_GEN_H)
+$(LIB_OBJS) $(D_OBJS) $(CLI_OBJS) $(TEST_OBJS) $(TEST_LIB) $(BENCH_OBJS): | $(OTLP_GEN_H)
 
 # only the bpf module includes skeletons
-$(filter $(BUILD)/obj/userspace/lbpf/%,$(LIB_OBJS)): $(SKELS)
+$(filter $(BUILD)/obj/userspace/lbpf/%,$(LIB_OBJS)): | $(SKELS)
 
 $(LIB): $(LIB_OBJS) $(PROTO_OBJS)
 	@rm -f $@
@@ -140,20 +147,21 @@ $(BUILD)/lantern: $(CLI_OBJS) $(LIB)
 $(BUILD)/lantern-cp: $(CP_OBJS) $(LIB)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS) $(CP_LDLIBS)
 
-$(BUILD)/lantern-shim: $(SHIM_SRCS) $(HDRS)
-	$(CC) $(CFLAGS) -o $@ $(SHIM_SRCS)
+$(BUILD)/lantern-shim: $(SHIM_OBJS)
+	$(CC) $(CFLAGS) -o $@ $^
 
-$(BUILD)/tests/%: tests/kselftest-style/%.c $(TEST_LIB) $(LIB) $(HDRS)
+$(TEST_BINS): $(BUILD)/tests/%: $(BUILD)/obj/tests/kselftest-style/%.o $(TEST_LIB) $(LIB)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -Itests/kselftest-style -o $@ $< $(TEST_LIB) $(LIB) $(LDLIBS)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/%: tests/kselftest-style/helpers/%.c
+$(TEST_HELPERS): $(BUILD)/tests/%: $(BUILD)/obj/tests/kselftest-style/helpers/%.o
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -o $@ $<
+	$(CC) $(CFLAGS) -o $@ $^
 
-$(BUILD)/bench/%: $(wildcard bench/*/*.c) $(LIB) $(HDRS)
+$(foreach b,$(BENCH_NAMES),$(eval $(BUILD)/bench/$(b): $(call bench_objs,$(b)) $(LIB)))
+$(BENCH_BINS):
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -o $@ $(wildcard bench/$*/*.c) $(LIB) $(LDLIBS) -lm $(BENCH_LDLIBS_$*)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS) -lm $(BENCH_LDLIBS_$(@F))
 
 check: deps
 	$(MAKE) all
@@ -172,3 +180,6 @@ bench: deps
 
 clean:
 	rm -rf $(BUILD)
+
+-include $(patsubst %.o,%.d,$(BPF_OBJS) $(LIB_OBJS) $(PROTO_OBJS) $(OTLP_OBJS) $(D_OBJS) \
+	$(CLI_OBJS) $(CP_OBJS) $(SHIM_OBJS) $(TEST_OBJS) $(TEST_LIB) $(HELPER_OBJS) $(BENCH_OBJS))
