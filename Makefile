@@ -17,7 +17,26 @@ CFLAGS   += -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter
 # Each compile writes the headers it read to a .d file beside its output (read back at
 # the end), so a header change rebuilds the objects that include it, and only those.
 DEPFLAGS := -MMD -MP
-LDLIBS   := -lbpf -lelf -lz -lyaml -ljansson -lsodium -lpthread
+# A library named on a link line but not called by that binary is not recorded as its
+# dependency. Debian's gcc does this by default; said here for any toolchain, and never
+# switched off again on a link line.
+LDFLAGS  ?=
+LDFLAGS  += -Wl,--as-needed
+
+# Each binary links the libraries its code and the liblantern.a members it pulls in call:
+#   lbpf -lbpf; image, journal -lz; spec -lyaml; JSON -ljansson; keys, hashes -lsodium;
+#   rpc, tunnel, otlp and the protobuf-c code -lgrpc -lgpr -lprotobuf-c;
+#   otlp over HTTP and the CLI's control-plane client -lcurl; the metrics endpoint and
+#   lantern-cp's API -lmicrohttpd; syscall names in telemetry -lseccomp;
+#   lantern-cp's state -lsqlite3 -lpq.
+LIBS_CORE  := -lbpf -lz -lyaml -ljansson -lsodium -lpthread
+LIBS_GRPC  := -lgrpc -lgpr -lprotobuf-c
+D_LDLIBS   := $(LIBS_CORE) $(LIBS_GRPC) -lcurl -lmicrohttpd -lseccomp
+CLI_LDLIBS := $(LIBS_CORE) -lcurl
+CP_LDLIBS  := -lyaml -ljansson -lsodium $(LIBS_GRPC) -lmicrohttpd -lsqlite3 -lpq
+# tests and benches reach into every module; each keeps what it calls
+TEST_LDLIBS  := $(D_LDLIBS)
+BENCH_LDLIBS := $(D_LDLIBS) -lm
 # dataplane.proto → protobuf-c code in build/proto. The service block is left out of
 # what protoc-c sees: its generated C stub names a member `register`, a C keyword, and
 # the gRPC method paths are spelled in userspace/rpc anyway. timestamp.proto comes
@@ -33,17 +52,12 @@ CFLAGS      += -I$(BUILD)/proto
 # lantern-cp, the control plane (tools/lantern-cp)
 CP_SRCS   := $(wildcard tools/lantern-cp/*.c)
 CP_OBJS   := $(patsubst %.c,$(BUILD)/obj/%.o,$(CP_SRCS))
-CP_LDLIBS := -lmicrohttpd -lsqlite3 -lpq
 
-# telemetry (issue 5): OTLP export over gRPC core + protobuf-c and libcurl, the metrics
-# endpoint (libmicrohttpd), syscall names (libseccomp)
-LDLIBS   += -Wl,--as-needed -lgrpc -lgpr -lprotobuf-c -lcurl -lmicrohttpd -lseccomp -Wl,--no-as-needed
-# the OTLP protos (proto/opentelemetry) -> protobuf-c code in build/proto/opentelemetry
+# telemetry (issue 5): the OTLP protos (proto/opentelemetry) -> protobuf-c code in build/proto/opentelemetry
 OTLP_PROTOS := $(sort $(shell find proto/opentelemetry -name '*.proto'))
 OTLP_GEN_C  := $(patsubst proto/%.proto,$(BUILD)/proto/%.pb-c.c,$(OTLP_PROTOS))
 OTLP_GEN_H  := $(OTLP_GEN_C:.c=.h)
 OTLP_OBJS   := $(patsubst $(BUILD)/proto/%.c,$(BUILD)/obj/otlp/%.o,$(OTLP_GEN_C))
-CFLAGS      += -I$(BUILD)/proto
 
 BPF_SRCS := $(wildcard bpf/*.bpf.c)
 BPF_OBJS := $(patsubst bpf/%.bpf.c,$(BUILD)/bpf/%.bpf.o,$(BPF_SRCS))
@@ -139,29 +153,29 @@ $(LIB): $(LIB_OBJS) $(PROTO_OBJS)
 	ar rcs $@ $^
 
 $(BUILD)/lanternd: $(D_OBJS) $(LIB)
-	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(D_LDLIBS)
 
 $(BUILD)/lantern: $(CLI_OBJS) $(LIB)
-	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(CLI_LDLIBS)
 
 $(BUILD)/lantern-cp: $(CP_OBJS) $(LIB)
-	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS) $(CP_LDLIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(CP_LDLIBS)
 
 $(BUILD)/lantern-shim: $(SHIM_OBJS)
-	$(CC) $(CFLAGS) -o $@ $^
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^
 
 $(TEST_BINS): $(BUILD)/tests/%: $(BUILD)/obj/tests/kselftest-style/%.o $(TEST_LIB) $(LIB)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(TEST_LDLIBS)
 
 $(TEST_HELPERS): $(BUILD)/tests/%: $(BUILD)/obj/tests/kselftest-style/helpers/%.o
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -o $@ $^
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^
 
 $(foreach b,$(BENCH_NAMES),$(eval $(BUILD)/bench/$(b): $(call bench_objs,$(b)) $(LIB)))
 $(BENCH_BINS):
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS) -lm $(BENCH_LDLIBS_$(@F))
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(BENCH_LDLIBS) $(BENCH_LDLIBS_$(@F))
 
 check: deps
 	$(MAKE) all
