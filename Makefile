@@ -1,6 +1,7 @@
 # Lantern node agent: build, test, demo, benchmark.
 #   make          build everything into build/
-#   make deps     install Debian packages and prepare the host (bpffs, tracefs)
+#   make deps     install Debian packages (again only when scripts/deps.sh changes) and
+#                 prepare the host (bpffs, tracefs: every time, mounts do not survive a reboot)
 #   make check    deps + build + every test (tests/kselftest-style)
 #   make demo     deps + build + a short demonstration
 #   make bench    deps + build + benchmarks (bench/)
@@ -91,11 +92,17 @@ BENCH_OBJS  := $(foreach b,$(BENCH_NAMES),$(call bench_objs,$(b)))
 # bench/journal's peer is SQLite (libsqlite3-dev)
 BENCH_LDLIBS_journal := -lsqlite3
 
-.PHONY: all deps check test demo bench clean
+.PHONY: all deps host check test demo bench clean
 all: $(BUILD)/lanternd $(BUILD)/lantern $(BUILD)/lantern-shim $(BUILD)/lantern-cp $(TEST_BINS) $(TEST_HELPERS) $(BENCH_BINS)
 
-deps:
+deps: $(BUILD)/.deps-stamp host
+
+$(BUILD)/.deps-stamp: scripts/deps.sh
 	@bash scripts/deps.sh
+	@mkdir -p $(@D) && touch $@
+
+host:
+	@bash scripts/host.sh
 
 $(BUILD)/vmlinux.h:
 	@mkdir -p $(@D)
