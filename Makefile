@@ -74,6 +74,9 @@ CLI_SRCS := $(wildcard tools/lantern/*.c)
 CLI_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(CLI_SRCS))
 SHIM_SRCS:= $(wildcard tools/shim/*.c)
 SHIM_OBJS:= $(patsubst %.c,$(BUILD)/obj/%.o,$(SHIM_SRCS))
+# The shim runs beside every workload for its whole life: it links the modules it calls,
+# which need libc alone, not liblantern.a and its libraries.
+SHIM_MODS:= $(BUILD)/obj/userspace/util/util.o
 
 TEST_SRCS := $(wildcard tests/kselftest-style/*_test.c)
 TEST_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(TEST_SRCS))
@@ -168,7 +171,7 @@ $(BUILD)/lantern: $(CLI_OBJS) $(LIB)
 $(BUILD)/lantern-cp: $(CP_OBJS) $(LIB)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(CP_LDLIBS)
 
-$(BUILD)/lantern-shim: $(SHIM_OBJS)
+$(BUILD)/lantern-shim: $(SHIM_OBJS) $(SHIM_MODS)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^
 
 $(TEST_BINS): $(BUILD)/tests/%: $(BUILD)/obj/tests/kselftest-style/%.o $(TEST_LIB) $(LIB)

@@ -1,4 +1,5 @@
-/* util.h: small helpers every module uses: files, directories, ids, clocks, logging. */
+/* util.h: small helpers every module uses: files, directories, ids, clocks, JSON string
+ * escaping, logging. */
 #ifndef LANTERN_UTIL_H
 #define LANTERN_UTIL_H
 
@@ -35,6 +36,10 @@ uint64_t util_now_ns(int clockid);
 void util_tmp_template(char *buf, size_t len, const char *prefix);
 /* True if something accepts connections on the Unix stream socket at path. */
 bool util_unix_socket_alive(const char *path);
+/* Writes s into out (cap > 0 bytes, NUL-terminated) as the body of a JSON string:
+ * '"', '\\' and control characters escaped. Stops before a character whose escape
+ * would not fit, so a truncated result is still valid JSON. Returns its length. */
+size_t util_json_escape(char *out, size_t cap, const char *s);
 
 /* Logging to stderr, one line each, prefixed with the program name. */
 void log_set_prog(const char *prog);

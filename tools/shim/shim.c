@@ -26,7 +26,8 @@
  * run -d); the shim is a child subreaper, so the container's init becomes its child,
  * and the status recorded is the one of the pid written in that file.
  *
- * It links nothing but libc and stays small: it runs for the life of every workload. */
+ * It links libc and userspace/util (the JSON escaper) only, and stays small: it runs
+ * for the life of every workload. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -44,6 +45,8 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "lantern/util.h"
 
 /* Exit codes of the workload child when it never got to exec, as shells use them. */
 #define EXIT_JOIN_FAILED 126
@@ -98,32 +101,12 @@ static int write_atomic(const char *run_dir, const char *name, const char *conte
 	return 0;
 }
 
-/* Appends s to out as the body of a JSON string. */
-static void json_escape(char *out, size_t cap, const char *s)
-{
-	size_t n = 0;
-
-	for (; *s && n + 7 < cap; s++) {
-		unsigned char c = (unsigned char)*s;
-
-		if (c == '"' || c == '\\') {
-			out[n++] = '\\';
-			out[n++] = (char)c;
-		} else if (c < 0x20) {
-			n += (size_t)snprintf(out + n, cap - n, "\\u%04x", c);
-		} else {
-			out[n++] = (char)c;
-		}
-	}
-	out[n] = '\0';
-}
-
 static void write_exit(const char *run_dir, const char *key, int val, const char *error)
 {
 	char buf[1200], esc[1024];
 
 	if (error && *error) {
-		json_escape(esc, sizeof(esc), error);
+		util_json_escape(esc, sizeof(esc), error);
 		snprintf(buf, sizeof(buf), "{\"%s\":%d,\"error\":\"%s\"}\n", key, val, esc);
 	} else {
 		snprintf(buf, sizeof(buf), "{\"%s\":%d}\n", key, val);
