@@ -76,7 +76,7 @@ SHIM_SRCS:= $(wildcard tools/shim/*.c)
 SHIM_OBJS:= $(patsubst %.c,$(BUILD)/obj/%.o,$(SHIM_SRCS))
 # The shim runs beside every workload for its whole life: it links the modules it calls,
 # which need libc alone, not liblantern.a and its libraries.
-SHIM_MODS:= $(BUILD)/obj/userspace/util/util.o
+SHIM_MODS:= $(BUILD)/obj/userspace/cgroup/cgroup.o $(BUILD)/obj/userspace/util/util.o
 
 TEST_SRCS := $(wildcard tests/kselftest-style/*_test.c)
 TEST_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(TEST_SRCS))

@@ -15,8 +15,11 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "lantern/spec.h"
 #include "lantern/util.h"
+
+/* lantern/spec.h; used by pointer only, so lantern-shim, which links this module,
+ * compiles without spec's headers (jansson). */
+struct spec_limits;
 
 enum cgroup_layout { CGROUP_UNIFIED, CGROUP_HYBRID };
 
@@ -54,6 +57,10 @@ int cgroup_inst_open(const struct cgroup_node *n, const char *name, struct cgrou
 		     struct lerr *e);
 /* Joins pid to every directory of the instance (v2 first). */
 int cgroup_inst_attach(const struct cgroup_inst *c, pid_t pid, struct lerr *e);
+/* Joins pid (0: the calling process) to one cgroup directory. Whoever joins an
+ * instance's directories one by one (lantern-shim, from the list lanternd gives it)
+ * joins the v2 directory first, as cgroup_inst_attach does. */
+int cgroup_join(const char *dir, pid_t pid, struct lerr *e);
 /* True while any process is in the instance. */
 bool cgroup_inst_populated(const struct cgroup_inst *c);
 /* Sends sig to every process in the instance (SIGKILL through cgroup.kill when the

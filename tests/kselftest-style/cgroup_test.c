@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "lantern/cgroup.h"
+#include "lantern/spec.h"
 #include "tap.h"
 #include "testlib.h"
 

@@ -26,8 +26,9 @@
  * run -d); the shim is a child subreaper, so the container's init becomes its child,
  * and the status recorded is the one of the pid written in that file.
  *
- * It links libc and userspace/util (the JSON escaper) only, and stays small: it runs
- * for the life of every workload. */
+ * It stays small, for it runs for the life of every workload: besides libc it links
+ * only userspace/cgroup (joining the instance) and userspace/util (the JSON escaper),
+ * which need nothing more. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -46,6 +47,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lantern/cgroup.h"
 #include "lantern/util.h"
 
 /* Exit codes of the workload child when it never got to exec, as shells use them. */
@@ -139,17 +141,13 @@ static void run_child(char **cgdirs, int ncg, const char *netns, char **cmd, int
 	sigset_t none;
 	int null_fd;
 
-	/* Join before anything else runs in this process, v2 first as given. */
+	/* Join before anything else runs in this process, v2 first as given. The failure
+	 * is reported in the shim's words below, so the module's message is not kept. */
 	for (int i = 0; i < ncg; i++) {
-		char path[PATH_MAX];
-		int fd;
+		int err = cgroup_join(cgdirs[i], 0, NULL);
 
-		snprintf(path, sizeof(path), "%s/cgroup.procs", cgdirs[i]);
-		fd = open(path, O_WRONLY | O_CLOEXEC);
-		if (fd < 0 || write(fd, "0", 1) != 1)
-			child_fail(report_fd, err_fd, EXIT_JOIN_FAILED, "join cgroup", cgdirs[i],
-				   errno);
-		close(fd);
+		if (err)
+			child_fail(report_fd, err_fd, EXIT_JOIN_FAILED, "join cgroup", cgdirs[i], -err);
 	}
 
 	if (netns) {

@@ -7,6 +7,7 @@
  * operation that adds a process does v2 first so egress policy applies before limits
  * could be the only thing holding it. */
 #include "lantern/cgroup.h"
+#include "lantern/spec.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -360,16 +361,25 @@ int cgroup_inst_open(const struct cgroup_node *n, const char *name, struct cgrou
 	return 0;
 }
 
-int cgroup_inst_attach(const struct cgroup_inst *c, pid_t pid, struct lerr *e)
+int cgroup_join(const char *dir, pid_t pid, struct lerr *e)
 {
 	char val[32];
+	int err;
 
 	snprintf(val, sizeof(val), "%d", (int)pid);
+	err = write_file(dir, "cgroup.procs", val);
+	if (err)
+		return lerr_set(e, err, "cgroup: attach %s to %s: %s", pid ? val : "self", dir,
+				strerror(-err));
+	return 0;
+}
+
+int cgroup_inst_attach(const struct cgroup_inst *c, pid_t pid, struct lerr *e)
+{
 	for (int i = 0; i < c->ndirs; i++) {
-		int err = write_file(c->dirs[i], "cgroup.procs", val);
+		int err = cgroup_join(c->dirs[i], pid, e);
 		if (err)
-			return lerr_set(e, err, "cgroup: attach %d to %s: %s", (int)pid, c->dirs[i],
-					strerror(-err));
+			return err;
 	}
 	return 0;
 }
