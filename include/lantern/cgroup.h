@@ -61,6 +61,17 @@ int cgroup_inst_attach(const struct cgroup_inst *c, pid_t pid, struct lerr *e);
  * instance's directories one by one (lantern-shim, from the list lanternd gives it)
  * joins the v2 directory first, as cgroup_inst_attach does. */
 int cgroup_join(const char *dir, pid_t pid, struct lerr *e);
+/* What the kernel has counted for an instance, whichever layout holds it. */
+struct cgroup_stats {
+	double cpu_seconds;    /* CPU time of everything that ran in it (v2 cpu.stat
+				  usage_usec, else v1 cpuacct.usage) */
+	uint64_t memory_bytes; /* charged now (memory.current, else memory.usage_in_bytes) */
+	uint64_t oom_kills;    /* processes the OOM killer ended in it (oom_kill of
+				  memory.events and memory.oom_control, summed over its dirs) */
+};
+/* Reads the counters; one the layout does not offer stays 0. Fails only when the
+ * instance's v2 directory is gone. */
+int cgroup_inst_stats(const struct cgroup_inst *c, struct cgroup_stats *out, struct lerr *e);
 /* True while any process is in the instance. */
 bool cgroup_inst_populated(const struct cgroup_inst *c);
 /* Sends sig to every process in the instance (SIGKILL through cgroup.kill when the

@@ -91,6 +91,53 @@ static int write_file(const char *dir, const char *file, const char *val)
 	return err;
 }
 
+/* Reads dir/file into buf, NUL-terminated. The counters read through this are a few
+ * short lines; anything past cap - 1 bytes is cut. */
+static int read_small(const char *dir, const char *file, char *buf, size_t cap)
+{
+	char path[PATH_MAX + 64];
+	size_t n = 0;
+	int fd, err = 0;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, file);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	while (n < cap - 1) {
+		ssize_t r = read(fd, buf + n, cap - 1 - n);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			err = -errno;
+		if (r <= 0)
+			break;
+		n += (size_t)r;
+	}
+	close(fd);
+	buf[n] = '\0';
+	return err;
+}
+
+/* The value of the line "key N" in a flat-keyed file (cpu.stat, memory.events). */
+static bool keyed_value(const char *buf, const char *key, uint64_t *v)
+{
+	size_t len = strlen(key);
+
+	for (const char *p = buf; *p;) {
+		const char *nl = strchr(p, '\n');
+
+		if (!strncmp(p, key, len) && p[len] == ' ') {
+			*v = strtoull(p + len + 1, NULL, 10);
+			return true;
+		}
+		if (!nl)
+			break;
+		p = nl + 1;
+	}
+	return false;
+}
+
 static bool file_exists(const char *dir, const char *file)
 {
 	char path[PATH_MAX + 64];
@@ -434,6 +481,58 @@ static int collect_pids(const char *dir, pid_t **pids, size_t *n, size_t *cap)
 	}
 	closedir(d);
 	return err;
+}
+
+/* CPU seconds from dir: the v2 counter (microseconds) if dir has it, else the v1
+ * cpuacct one (nanoseconds). */
+static bool dir_cpu_seconds(const char *dir, double *out)
+{
+	char buf[1024];
+	uint64_t v;
+
+	if (read_small(dir, "cpu.stat", buf, sizeof(buf)) == 0 && keyed_value(buf, "usage_usec", &v)) {
+		*out = (double)v / 1e6;
+		return true;
+	}
+	if (read_small(dir, "cpuacct.usage", buf, sizeof(buf)) == 0) {
+		*out = (double)strtoull(buf, NULL, 10) / 1e9;
+		return true;
+	}
+	return false;
+}
+
+int cgroup_inst_stats(const struct cgroup_inst *c, struct cgroup_stats *out, struct lerr *e)
+{
+	static const char *const mem_files[] = { "memory.current", "memory.usage_in_bytes" };
+	static const char *const oom_files[] = { "memory.events", "memory.oom_control" };
+	bool have_cpu = false, have_mem = false;
+	char buf[1024];
+	struct stat st;
+
+	memset(out, 0, sizeof(*out));
+	if (stat(c->dirs[0], &st) < 0)
+		return lerr_set(e, errno, "cgroup: stats of %s: %s", c->dirs[0], strerror(errno));
+	/* Each counter lives in one directory of the set, which one depends on the layout
+	 * (hybrid: CPU time in v2, memory in the v1 memory directory); the first that has
+	 * it is taken. OOM kills are counted by whichever memory controller is bound. */
+	for (int i = 0; i < c->ndirs; i++) {
+		if (!have_cpu)
+			have_cpu = dir_cpu_seconds(c->dirs[i], &out->cpu_seconds);
+		for (size_t k = 0; k < ARRAY_SIZE(mem_files) && !have_mem; k++) {
+			if (read_small(c->dirs[i], mem_files[k], buf, sizeof(buf)) == 0) {
+				out->memory_bytes = strtoull(buf, NULL, 10);
+				have_mem = true;
+			}
+		}
+		for (size_t k = 0; k < ARRAY_SIZE(oom_files); k++) {
+			uint64_t v;
+
+			if (read_small(c->dirs[i], oom_files[k], buf, sizeof(buf)) == 0 &&
+			    keyed_value(buf, "oom_kill", &v))
+				out->oom_kills += v;
+		}
+	}
+	return 0;
 }
 
 bool cgroup_inst_populated(const struct cgroup_inst *c)
