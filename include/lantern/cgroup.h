@@ -46,6 +46,11 @@ struct cgroup_inst {
 int cgroup_node_open(const char *root, struct cgroup_node *n, struct lerr *e);
 /* Removes the subtree's directories; instances inside must be gone. */
 int cgroup_node_remove(const struct cgroup_node *n, struct lerr *e);
+/* Removes the subtree with everything left below it, in every hierarchy: also those
+ * lanternd does not manage, where an OCI runtime makes the containers' directories
+ * (cpuset, devices, freezer, ... on a hybrid host). A directory a process still holds
+ * stays; the error names the first such and counts the others. */
+int cgroup_node_sweep(const struct cgroup_node *n, struct lerr *e);
 
 /* Creates the instance cgroup with limits applied: memory.max (memory.limit_in_bytes),
  * cpu quota for vcpu (period 100 ms), pids.max. Fails with nothing left behind. */

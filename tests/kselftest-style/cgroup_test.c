@@ -1,8 +1,10 @@
 /* cgroup_test: the cgroup module against the real kernel, in a private subtree
  * "lantern-test-cg-PID": limits land in the files the kernel reads, the memory and pids
  * controllers really bound a workload, the stats follow what members did (CPU time,
- * memory held, OOM kills), signal/destroy leave nothing, and a failed create cleans up
- * after itself. */
+ * memory held, OOM kills), signal/destroy leave nothing, a failed create cleans up
+ * after itself, and the sweep (lantern reset) clears the subtree in every hierarchy,
+ * the ones only an OCI runtime writes to included. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -20,7 +22,7 @@
 #include "tap.h"
 #include "testlib.h"
 
-#define NPOINTS 18
+#define NPOINTS 20
 
 static struct cgroup_node node;
 static bool node_ok;
@@ -408,6 +410,89 @@ static void test_list_and_failures(void)
 	}
 }
 
+/* Counts the hierarchies under /sys/fs/cgroup (and, unified, the mount itself) that
+ * still hold a directory named root; names the first in first. */
+static int left_behind(const char *root, char *first, size_t len)
+{
+	char path[PATH_MAX];
+	struct dirent *de;
+	DIR *d = opendir("/sys/fs/cgroup");
+	int n = 0;
+
+	snprintf(path, sizeof(path), "/sys/fs/cgroup/%s", root);
+	if (access(path, F_OK) == 0 && !n++)
+		snprintf(first, len, "%s", path);
+	while (d && (de = readdir(d))) {
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/sys/fs/cgroup/%.200s/%s", de->d_name, root);
+		if (access(path, F_OK) == 0 && !n++)
+			snprintf(first, len, "%s", path);
+	}
+	if (d)
+		closedir(d);
+	return n;
+}
+
+/* A subtree of its own: the sweep removes the subtree itself. */
+static void test_sweep(void)
+{
+	struct cgroup_node sw;
+	struct cgroup_inst c;
+	struct lerr e = { "" };
+	char root[64], path[PATH_MAX], left[PATH_MAX] = "";
+	struct dirent *de;
+	DIR *d;
+	int err, made = 0, status = 0;
+	pid_t pid;
+
+	snprintf(root, sizeof(root), "lantern-test-cg-%d-sweep", (int)getpid());
+	if (cgroup_node_open(root, &sw, &e) < 0 || cgroup_inst_create(&sw, "i-sweep", NULL, 0, &c, &e) < 0) {
+		tap_diag("%s", e.msg);
+		tap_ok(false, "sweep (no subtree)");
+		tap_ok(false, "sweep (no subtree)");
+		return;
+	}
+	/* What a workload and a runtime leave: a sub-cgroup in the instance, and on a
+	 * hybrid host the container's directory in every hierarchy lanternd leaves alone. */
+	snprintf(path, sizeof(path), "%s/workload", c.dirs[0]);
+	made += mkdir(path, 0755) == 0;
+	d = sw.layout == CGROUP_HYBRID ? opendir("/sys/fs/cgroup") : NULL;
+	while (d && (de = readdir(d))) {
+		snprintf(path, sizeof(path), "/sys/fs/cgroup/%.200s/%s", de->d_name, root);
+		if (de->d_name[0] == '.' || access(path, F_OK) == 0)
+			continue;
+		snprintf(path, sizeof(path), "/sys/fs/cgroup/%.200s/%s/i-sweep/ctr", de->d_name, root);
+		made += util_mkdir_p(path, 0755) == 0;
+	}
+	if (d)
+		closedir(d);
+	err = cgroup_node_sweep(&sw, &e);
+	if (err)
+		tap_diag("%s", e.msg);
+	tap_ok(err == 0 && made >= 1 && left_behind(root, left, sizeof(left)) == 0,
+	       "sweep removes the subtree in every hierarchy with what was made below it (%d extra dirs)%s%s",
+	       made, left[0] ? ", left: " : "", left);
+
+	/* a member keeps its directories: the sweep reports them and removes the rest */
+	err = -1;
+	pid = -1;
+	if (cgroup_node_open(root, &sw, &e) == 0 && cgroup_inst_create(&sw, "i-busy", NULL, 0, &c, &e) == 0) {
+		pid = fork_sleeper();
+		if (cgroup_inst_attach(&c, pid, &e) == 0)
+			err = cgroup_node_sweep(&sw, &e);
+	}
+	tap_ok(err == -EBUSY && strstr(e.msg, root) && cgroup_inst_populated(&c) &&
+		       (sw.layout == CGROUP_UNIFIED || strstr(e.msg, "more directories")),
+	       "sweep leaves a directory a process holds and names it: %s", e.msg);
+	if (pid > 0) {
+		cgroup_inst_destroy(&c, 2000, &e);
+		waitpid(pid, &status, 0);
+	}
+	if (cgroup_node_sweep(&sw, &e) < 0 || left_behind(root, left, sizeof(left)))
+		tap_diag("sweep test left %s: %s", left, e.msg);
+}
+
 int main(void)
 {
 	const char *missing = tl_env_missing();
@@ -439,6 +524,7 @@ int main(void)
 	test_oom();
 	test_fork_bomb();
 	test_list_and_failures();
+	test_sweep();
 
 	cleanup();
 	tap_ok(access(node.v2, F_OK) < 0 && (node.layout == CGROUP_UNIFIED ||

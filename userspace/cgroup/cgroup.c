@@ -638,6 +638,48 @@ int cgroup_inst_destroy(const struct cgroup_inst *c, int timeout_ms, struct lerr
 	return ret;
 }
 
+int cgroup_node_sweep(const struct cgroup_node *n, struct lerr *e)
+{
+	char first[PATH_MAX] = "";
+	int failed = 0, first_err = 0;
+	struct dirent *de;
+	DIR *d;
+
+	/* On a unified host the subtree is one directory. On a hybrid one every mount
+	 * under /sys/fs/cgroup is a hierarchy that may hold it; only mounts are looked
+	 * into, so no other cgroup's directory of the same name is ever touched. */
+	if (n->layout == CGROUP_UNIFIED) {
+		int err = rmdir_tree(n->v2);
+
+		return err ? lerr_set(e, err, "cgroup: remove %s: %s", n->v2, strerror(-err)) : 0;
+	}
+	d = opendir(CG_MOUNT);
+	if (!d)
+		return lerr_set(e, errno, "cgroup: open %s: %s", CG_MOUNT, strerror(errno));
+	while ((de = readdir(d))) {
+		char mnt[PATH_MAX], path[PATH_MAX];
+		int err;
+
+		if (de->d_name[0] == '.' ||
+		    (size_t)snprintf(mnt, sizeof(mnt), CG_MOUNT "/%s", de->d_name) >= sizeof(mnt) ||
+		    !(fs_is(mnt, CGROUP_SUPER_MAGIC) || fs_is(mnt, CGROUP2_SUPER_MAGIC)) ||
+		    path_join(path, mnt, n->root))
+			continue;
+		err = rmdir_tree(path);
+		if (err && !failed++) {
+			first_err = err;
+			snprintf(first, sizeof(first), "%s", path);
+		}
+	}
+	closedir(d);
+	if (failed > 1)
+		return lerr_set(e, first_err, "cgroup: remove %s: %s (and %d more directories)",
+				first, strerror(-first_err), failed - 1);
+	if (failed)
+		return lerr_set(e, first_err, "cgroup: remove %s: %s", first, strerror(-first_err));
+	return 0;
+}
+
 int cgroup_node_list(const struct cgroup_node *n, char ***names, size_t *count)
 {
 	DIR *d = opendir(n->v2);
