@@ -141,10 +141,11 @@ static void run_child(char **cgdirs, int ncg, const char *netns, char **cmd, int
 	sigset_t none;
 	int null_fd;
 
-	/* Join before anything else runs in this process, v2 first as given. The failure
-	 * is reported in the shim's words below, so the module's message is not kept. */
+	/* Join before anything else runs in this process, v2 first as given. A failure is
+	 * reported in the shim's own words (what lanternd and the tests read), not e's. */
 	for (int i = 0; i < ncg; i++) {
-		int err = cgroup_join(cgdirs[i], 0, NULL);
+		struct lerr e;
+		int err = cgroup_join(cgdirs[i], 0, &e);
 
 		if (err)
 			child_fail(report_fd, err_fd, EXIT_JOIN_FAILED, "join cgroup", cgdirs[i], -err);

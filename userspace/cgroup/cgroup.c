@@ -1,4 +1,5 @@
-/* cgroup.c: the node's cgroup subtree and the per-instance cgroups inside it.
+/* cgroup.c: the node's cgroup subtree and the per-instance cgroups inside it: create,
+ * limit, join, signal, destroy, read their counters, and sweep what is left (reset).
  *
  * An instance is a set of directories: the cgroup v2 directory (where BPF programs
  * attach and whose inode is the cgroup id the kernel reports) and, on hybrid hosts,
