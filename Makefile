@@ -29,7 +29,7 @@ LDFLAGS  += -Wl,--as-needed
 #   rpc, tunnel, otlp and the protobuf-c code -lgrpc -lgpr -lprotobuf-c;
 #   otlp over HTTP and the CLI's control-plane client -lcurl; the metrics endpoint and
 #   lantern-cp's API -lmicrohttpd; syscall names in telemetry -lseccomp;
-#   lantern-cp's state -lsqlite3 -lpq.
+#   lantern-cp's state -lsqlite3 -lpq; threads -lpthread (part of libc on glibc 2.34+).
 LIBS_CORE  := -lbpf -lz -lyaml -ljansson -lsodium -lpthread
 LIBS_GRPC  := -lgrpc -lgpr -lprotobuf-c
 D_LDLIBS   := $(LIBS_CORE) $(LIBS_GRPC) -lcurl -lmicrohttpd -lseccomp
@@ -38,6 +38,7 @@ CP_LDLIBS  := -lyaml -ljansson -lsodium $(LIBS_GRPC) -lmicrohttpd -lsqlite3 -lpq
 # tests and benches reach into every module; each keeps what it calls
 TEST_LDLIBS  := $(D_LDLIBS)
 BENCH_LDLIBS := $(D_LDLIBS) -lm
+
 # dataplane.proto → protobuf-c code in build/proto. The service block is left out of
 # what protoc-c sees: its generated C stub names a member `register`, a C keyword, and
 # the gRPC method paths are spelled in userspace/rpc anyway. timestamp.proto comes
@@ -54,7 +55,8 @@ CFLAGS      += -I$(BUILD)/proto
 CP_SRCS   := $(wildcard tools/lantern-cp/*.c)
 CP_OBJS   := $(patsubst %.c,$(BUILD)/obj/%.o,$(CP_SRCS))
 
-# telemetry (issue 5): the OTLP protos (proto/opentelemetry) -> protobuf-c code in build/proto/opentelemetry
+# telemetry (issue 5): the OTLP protos (proto/opentelemetry) -> protobuf-c code in
+# build/proto/opentelemetry
 OTLP_PROTOS := $(sort $(shell find proto/opentelemetry -name '*.proto'))
 OTLP_GEN_C  := $(patsubst proto/%.proto,$(BUILD)/proto/%.pb-c.c,$(OTLP_PROTOS))
 OTLP_GEN_H  := $(OTLP_GEN_C:.c=.h)
