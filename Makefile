@@ -1,6 +1,7 @@
 # Lantern node agent: build, test, demo, benchmark.
 #   make          build everything into build/
-#   make deps     install Debian packages and prepare the host (bpffs, tracefs)
+#   make deps     install Debian packages (again only when scripts/deps.sh changes) and
+#                 prepare the host (bpffs, tracefs: every time, mounts do not survive a reboot)
 #   make check    deps + build + every test (tests/kselftest-style)
 #   make demo     deps + build + a short demonstration
 #   make bench    deps + build + benchmarks (bench/)
@@ -14,7 +15,30 @@ ARCH     := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
             -Wno-missing-field-initializers -Wno-format-truncation -Iinclude -Ibpf -I$(BUILD)
-LDLIBS   := -lbpf -lelf -lz -lyaml -ljansson -lsodium -lpthread
+# Each compile writes the headers it read to a .d file beside its output (read back at
+# the end), so a header change rebuilds the objects that include it, and only those.
+DEPFLAGS := -MMD -MP
+# A library named on a link line but not called by that binary is not recorded as its
+# dependency. Debian's gcc does this by default; said here for any toolchain, and never
+# switched off again on a link line.
+LDFLAGS  ?=
+LDFLAGS  += -Wl,--as-needed
+
+# Each binary links the libraries its code and the liblantern.a members it pulls in call:
+#   lbpf -lbpf; image, journal -lz; spec -lyaml; JSON -ljansson; keys, hashes -lsodium;
+#   rpc, tunnel, otlp and the protobuf-c code -lgrpc -lgpr -lprotobuf-c;
+#   otlp over HTTP and the CLI's control-plane client -lcurl; the metrics endpoint and
+#   lantern-cp's API -lmicrohttpd; syscall names in telemetry -lseccomp;
+#   lantern-cp's state -lsqlite3 -lpq; threads -lpthread (part of libc on glibc 2.34+).
+LIBS_CORE  := -lbpf -lz -lyaml -ljansson -lsodium -lpthread
+LIBS_GRPC  := -lgrpc -lgpr -lprotobuf-c
+D_LDLIBS   := $(LIBS_CORE) $(LIBS_GRPC) -lcurl -lmicrohttpd -lseccomp
+CLI_LDLIBS := $(LIBS_CORE) -lcurl
+CP_LDLIBS  := -lyaml -ljansson -lsodium $(LIBS_GRPC) -lmicrohttpd -lsqlite3 -lpq
+# tests and benches reach into every module; each keeps what it calls
+TEST_LDLIBS  := $(D_LDLIBS)
+BENCH_LDLIBS := $(D_LDLIBS) -lm
+
 # dataplane.proto → protobuf-c code in build/proto. The service block is left out of
 # what protoc-c sees: its generated C stub names a member `register`, a C keyword, and
 # the gRPC method paths are spelled in userspace/rpc anyway. timestamp.proto comes
@@ -30,17 +54,13 @@ CFLAGS      += -I$(BUILD)/proto
 # lantern-cp, the control plane (tools/lantern-cp)
 CP_SRCS   := $(wildcard tools/lantern-cp/*.c)
 CP_OBJS   := $(patsubst %.c,$(BUILD)/obj/%.o,$(CP_SRCS))
-CP_LDLIBS := -lmicrohttpd -lsqlite3 -lpq
 
-# telemetry (issue 5): OTLP export over gRPC core + protobuf-c and libcurl, the metrics
-# endpoint (libmicrohttpd), syscall names (libseccomp)
-LDLIBS   += -Wl,--as-needed -lgrpc -lgpr -lprotobuf-c -lcurl -lmicrohttpd -lseccomp -Wl,--no-as-needed
-# the OTLP protos (proto/opentelemetry) -> protobuf-c code in build/proto/opentelemetry
+# telemetry (issue 5): the OTLP protos (proto/opentelemetry) -> protobuf-c code in
+# build/proto/opentelemetry
 OTLP_PROTOS := $(sort $(shell find proto/opentelemetry -name '*.proto'))
 OTLP_GEN_C  := $(patsubst proto/%.proto,$(BUILD)/proto/%.pb-c.c,$(OTLP_PROTOS))
 OTLP_GEN_H  := $(OTLP_GEN_C:.c=.h)
 OTLP_OBJS   := $(patsubst $(BUILD)/proto/%.c,$(BUILD)/obj/otlp/%.o,$(OTLP_GEN_C))
-CFLAGS      += -I$(BUILD)/proto
 
 BPF_SRCS := $(wildcard bpf/*.bpf.c)
 BPF_OBJS := $(patsubst bpf/%.bpf.c,$(BUILD)/bpf/%.bpf.o,$(BPF_SRCS))
@@ -55,40 +75,54 @@ D_OBJS   := $(patsubst %.c,$(BUILD)/obj/%.o,$(D_SRCS))
 CLI_SRCS := $(wildcard tools/lantern/*.c)
 CLI_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(CLI_SRCS))
 SHIM_SRCS:= $(wildcard tools/shim/*.c)
+SHIM_OBJS:= $(patsubst %.c,$(BUILD)/obj/%.o,$(SHIM_SRCS))
+# The shim runs beside every workload for its whole life: it links the modules it calls,
+# which need libc alone, not liblantern.a and its libraries.
+SHIM_MODS:= $(BUILD)/obj/userspace/cgroup/cgroup.o $(BUILD)/obj/userspace/util/util.o
 
 TEST_SRCS := $(wildcard tests/kselftest-style/*_test.c)
+TEST_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(TEST_SRCS))
 TEST_BINS := $(patsubst tests/kselftest-style/%.c,$(BUILD)/tests/%,$(TEST_SRCS))
 TEST_LIB  := $(patsubst %.c,$(BUILD)/obj/%.o,$(filter-out $(TEST_SRCS),$(wildcard tests/kselftest-style/*.c)))
 
-TEST_HELPERS := $(patsubst tests/kselftest-style/helpers/%.c,$(BUILD)/tests/%,$(wildcard tests/kselftest-style/helpers/*.c))
+HELPER_SRCS  := $(wildcard tests/kselftest-style/helpers/*.c)
+HELPER_OBJS  := $(patsubst %.c,$(BUILD)/obj/%.o,$(HELPER_SRCS))
+TEST_HELPERS := $(patsubst tests/kselftest-style/helpers/%.c,$(BUILD)/tests/%,$(HELPER_SRCS))
 
-BENCH_DIRS := $(wildcard bench/*/)
+# one program per folder bench/NAME/, built from that folder's sources only
+BENCH_NAMES := $(patsubst bench/%/,%,$(wildcard bench/*/))
+BENCH_BINS  := $(patsubst %,$(BUILD)/bench/%,$(BENCH_NAMES))
+bench_objs   = $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard bench/$(1)/*.c))
+BENCH_OBJS  := $(foreach b,$(BENCH_NAMES),$(call bench_objs,$(b)))
 # bench/journal's peer is SQLite (libsqlite3-dev)
 BENCH_LDLIBS_journal := -lsqlite3
-BENCH_BINS := $(patsubst bench/%/,$(BUILD)/bench/%,$(BENCH_DIRS))
 
-HDRS     := $(wildcard include/lantern/*.h bpf/*.h tests/kselftest-style/*.h)
-
-.PHONY: all deps check test demo bench clean
+.PHONY: all deps host check test demo bench clean
 all: $(BUILD)/lanternd $(BUILD)/lantern $(BUILD)/lantern-shim $(BUILD)/lantern-cp $(TEST_BINS) $(TEST_HELPERS) $(BENCH_BINS)
 
-deps:
+deps: $(BUILD)/.deps-stamp host
+
+$(BUILD)/.deps-stamp: scripts/deps.sh
 	@bash scripts/deps.sh
+	@mkdir -p $(@D) && touch $@
+
+host:
+	@bash scripts/host.sh
 
 $(BUILD)/vmlinux.h:
 	@mkdir -p $(@D)
 	$(BPFTOOL) btf dump file /sys/kernel/btf/vmlinux format c > $@.tmp && mv $@.tmp $@
 
-$(BUILD)/bpf/%.bpf.o: bpf/%.bpf.c $(BUILD)/vmlinux.h $(wildcard bpf/*.h)
+$(BUILD)/bpf/%.bpf.o: bpf/%.bpf.c $(BUILD)/vmlinux.h
 	@mkdir -p $(@D)
-	$(CLANG) -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror -I$(BUILD) -Ibpf -c $< -o $@
+	$(CLANG) -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror -I$(BUILD) -Ibpf $(DEPFLAGS) -c $< -o $@
 
-$(BUILD)/%.skel.h: $(BUILD)/bpf/%.bpf.o
+$(SKELS): $(BUILD)/%.skel.h: $(BUILD)/bpf/%.bpf.o
 	$(BPFTOOL) gen skeleton $< name $(subst -,_,$*)_bpf > $@.tmp && mv $@.tmp $@
 
-$(BUILD)/obj/%.o: %.c $(HDRS)
+$(BUILD)/obj/%.o: %.c
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -c $< -o $@
+	$(CC) $(CFLAGS) $(DEPFLAGS) -c $< -o $@
 
 $(BUILD)/proto/.stamp: $(PROTO_SRCS)
 	@mkdir -p $(BUILD)/proto/src/lantern/v1
@@ -99,16 +133,15 @@ $(BUILD)/proto/.stamp: $(PROTO_SRCS)
 
 $(PROTO_GEN_C) $(PROTO_GEN_H): $(BUILD)/proto/.stamp
 
-$(BUILD)/obj/proto/%.o: $(BUILD)/proto/%.c $(PROTO_GEN_H)
+$(BUILD)/obj/proto/%.o: $(BUILD)/proto/%.c | $(PROTO_GEN_H)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -c $< -o $@
+	$(CC) $(CFLAGS) $(DEPFLAGS) -c $< -o $@
 
-# generated headers exist before anything that may include them is compiled
-$(LIB_OBJS) $(D_OBJS) $(CLI_OBJS) $(CP_OBJS) $(TEST_BINS) $(BENCH_BINS): | $(PROTO_GEN_H)
+# Generated headers exist before anything that may include them is compiled; after the
+# first compile the .d files name the ones each object really includes.
+$(LIB_OBJS) $(D_OBJS) $(CLI_OBJS) $(CP_OBJS) $(TEST_OBJS) $(TEST_LIB) $(BENCH_OBJS): | $(PROTO_GEN_H)
 $(CP_OBJS): CFLAGS += -I/usr/include/postgresql
-# lanternd's files share struct daemon: rebuild them all when it changes
-$(D_OBJS): $(wildcard userspace/lanternd/*.h)
-$(CP_OBJS): $(wildcard tools/lantern-cp/*.h)
+$(TEST_OBJS) $(TEST_LIB) $(HELPER_OBJS): CFLAGS += -Itests/kselftest-style
 
 $(BUILD)/proto/.otlp-stamp: $(OTLP_PROTOS)
 	@mkdir -p $(BUILD)/proto
@@ -117,43 +150,44 @@ $(BUILD)/proto/.otlp-stamp: $(OTLP_PROTOS)
 
 $(OTLP_GEN_C) $(OTLP_GEN_H): $(BUILD)/proto/.otlp-stamp
 
-$(BUILD)/obj/otlp/%.o: $(BUILD)/proto/%.c $(OTLP_GEN_H)
+$(BUILD)/obj/otlp/%.o: $(BUILD)/proto/%.c | $(OTLP_GEN_H)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -c $< -o $@
+	$(CC) $(CFLAGS) $(DEPFLAGS) -c $< -o $@
 
 $(LIB): $(OTLP_OBJS)
-$(LIB_OBJS) $(D_OBJS) $(CLI_OBJS) $(TEST_BINS) $(BENCH_BINS): | $(OTLP_GEN_H)
+$(LIB_OBJS) $(D_OBJS) $(CLI_OBJS) $(TEST_OBJS) $(TEST_LIB) $(BENCH_OBJS): | $(OTLP_GEN_H)
 
 # only the bpf module includes skeletons
-$(filter $(BUILD)/obj/userspace/lbpf/%,$(LIB_OBJS)): $(SKELS)
+$(filter $(BUILD)/obj/userspace/lbpf/%,$(LIB_OBJS)): | $(SKELS)
 
 $(LIB): $(LIB_OBJS) $(PROTO_OBJS)
 	@rm -f $@
 	ar rcs $@ $^
 
 $(BUILD)/lanternd: $(D_OBJS) $(LIB)
-	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(D_LDLIBS)
 
 $(BUILD)/lantern: $(CLI_OBJS) $(LIB)
-	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(CLI_LDLIBS)
 
 $(BUILD)/lantern-cp: $(CP_OBJS) $(LIB)
-	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS) $(CP_LDLIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(CP_LDLIBS)
 
-$(BUILD)/lantern-shim: $(SHIM_SRCS) $(HDRS)
-	$(CC) $(CFLAGS) -o $@ $(SHIM_SRCS)
+$(BUILD)/lantern-shim: $(SHIM_OBJS) $(SHIM_MODS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^
 
-$(BUILD)/tests/%: tests/kselftest-style/%.c $(TEST_LIB) $(LIB) $(HDRS)
+$(TEST_BINS): $(BUILD)/tests/%: $(BUILD)/obj/tests/kselftest-style/%.o $(TEST_LIB) $(LIB)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -Itests/kselftest-style -o $@ $< $(TEST_LIB) $(LIB) $(LDLIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(TEST_LDLIBS)
 
-$(BUILD)/tests/%: tests/kselftest-style/helpers/%.c
+$(TEST_HELPERS): $(BUILD)/tests/%: $(BUILD)/obj/tests/kselftest-style/helpers/%.o
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -o $@ $<
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^
 
-$(BUILD)/bench/%: $(wildcard bench/*/*.c) $(LIB) $(HDRS)
+$(foreach b,$(BENCH_NAMES),$(eval $(BUILD)/bench/$(b): $(call bench_objs,$(b)) $(LIB)))
+$(BENCH_BINS):
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -o $@ $(wildcard bench/$*/*.c) $(LIB) $(LDLIBS) -lm $(BENCH_LDLIBS_$*)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(BENCH_LDLIBS) $(BENCH_LDLIBS_$(@F))
 
 check: deps
 	$(MAKE) all
@@ -172,3 +206,6 @@ bench: deps
 
 clean:
 	rm -rf $(BUILD)
+
+-include $(patsubst %.o,%.d,$(BPF_OBJS) $(LIB_OBJS) $(PROTO_OBJS) $(OTLP_OBJS) $(D_OBJS) \
+	$(CLI_OBJS) $(CP_OBJS) $(SHIM_OBJS) $(TEST_OBJS) $(TEST_LIB) $(HELPER_OBJS) $(BENCH_OBJS))

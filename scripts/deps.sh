@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs the Debian packages Lantern needs and prepares the host (bpffs, tracefs).
-# Idempotent: a second run installs nothing and mounts nothing.
+# Installs the Debian packages (and the test-only npm packages) Lantern needs.
+# Idempotent: a second run installs nothing. make runs it again only when this file
+# changes (build/.deps-stamp); preparing the host is scripts/host.sh, run every time.
 set -euo pipefail
 
 pkgs=(
@@ -40,12 +41,5 @@ if [ -f "$recv/package-lock.json" ] && [ ! -d "$recv/node_modules/@opentelemetry
   else
     echo "deps: npm not found: the telemetry tests need node and npm" >&2
   fi
-fi
-
-if [ "$(id -u)" = 0 ]; then
-  mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
-  mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing
-else
-  echo "deps: not root: bpffs and tracefs not checked" >&2
 fi
 echo "deps: ok"

@@ -15,8 +15,11 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "lantern/spec.h"
 #include "lantern/util.h"
+
+/* lantern/spec.h; used by pointer only, so lantern-shim, which links this module,
+ * compiles without spec's headers (jansson). */
+struct spec_limits;
 
 enum cgroup_layout { CGROUP_UNIFIED, CGROUP_HYBRID };
 
@@ -43,6 +46,11 @@ struct cgroup_inst {
 int cgroup_node_open(const char *root, struct cgroup_node *n, struct lerr *e);
 /* Removes the subtree's directories; instances inside must be gone. */
 int cgroup_node_remove(const struct cgroup_node *n, struct lerr *e);
+/* Removes the subtree with everything left below it, in every hierarchy: also those
+ * lanternd does not manage, where an OCI runtime makes the containers' directories
+ * (cpuset, devices, freezer, ... on a hybrid host). A directory a process still holds
+ * stays; the error names the first such and counts the others. */
+int cgroup_node_sweep(const struct cgroup_node *n, struct lerr *e);
 
 /* Creates the instance cgroup with limits applied: memory.max (memory.limit_in_bytes),
  * cpu quota for vcpu (period 100 ms), pids.max. Fails with nothing left behind. */
@@ -54,6 +62,21 @@ int cgroup_inst_open(const struct cgroup_node *n, const char *name, struct cgrou
 		     struct lerr *e);
 /* Joins pid to every directory of the instance (v2 first). */
 int cgroup_inst_attach(const struct cgroup_inst *c, pid_t pid, struct lerr *e);
+/* Joins pid (0: the calling process) to one cgroup directory. Whoever joins an
+ * instance's directories one by one (lantern-shim, from the list lanternd gives it)
+ * joins the v2 directory first, as cgroup_inst_attach does. */
+int cgroup_join(const char *dir, pid_t pid, struct lerr *e);
+/* What the kernel has counted for an instance, whichever layout holds it. */
+struct cgroup_stats {
+	double cpu_seconds;    /* CPU time of everything that ran in it (v2 cpu.stat
+				  usage_usec, else v1 cpuacct.usage) */
+	uint64_t memory_bytes; /* charged now (memory.current, else memory.usage_in_bytes) */
+	uint64_t oom_kills;    /* processes the OOM killer ended in it (oom_kill of
+				  memory.events and memory.oom_control, summed over its dirs) */
+};
+/* Reads the counters; one the layout does not offer stays 0. Fails only when the
+ * instance's v2 directory is gone. */
+int cgroup_inst_stats(const struct cgroup_inst *c, struct cgroup_stats *out, struct lerr *e);
 /* True while any process is in the instance. */
 bool cgroup_inst_populated(const struct cgroup_inst *c);
 /* Sends sig to every process in the instance (SIGKILL through cgroup.kill when the

@@ -1,4 +1,5 @@
-/* util.h: small helpers every module uses: files, directories, ids, clocks, logging. */
+/* util.h: small helpers every module uses: files, directories, ids, clocks, JSON string
+ * escaping, logging. */
 #ifndef LANTERN_UTIL_H
 #define LANTERN_UTIL_H
 
@@ -36,6 +37,10 @@ uint64_t util_now_ns(int clockid);
 void util_tmp_template(char *buf, size_t len, const char *prefix);
 /* True if something accepts connections on the Unix stream socket at path. */
 bool util_unix_socket_alive(const char *path);
+/* Writes s into out (cap > 0 bytes, NUL-terminated) as the body of a JSON string:
+ * '"', '\\' and control characters escaped. Stops before a character whose escape
+ * would not fit, so a truncated result is still valid JSON. Returns its length. */
+size_t util_json_escape(char *out, size_t cap, const char *s);
 
 /* "IPV4:PORT", "[IPV6]:PORT" or a bare address (default_port); an empty host is any. */
 int util_parse_hostport(const char *s, uint16_t default_port, struct sockaddr_storage *out,

@@ -1,7 +1,10 @@
 /* cgroup_test: the cgroup module against the real kernel, in a private subtree
  * "lantern-test-cg-PID": limits land in the files the kernel reads, the memory and pids
- * controllers really bound a workload, signal/destroy leave nothing, and a failed
- * create cleans up after itself. */
+ * controllers really bound a workload, the stats follow what members did (CPU time,
+ * memory held, OOM kills), signal/destroy leave nothing, a failed create cleans up
+ * after itself, and the sweep (lantern reset) clears the subtree in every hierarchy,
+ * the ones only an OCI runtime writes to included. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -11,13 +14,15 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "lantern/cgroup.h"
+#include "lantern/spec.h"
 #include "tap.h"
 #include "testlib.h"
 
-#define NPOINTS 14
+#define NPOINTS 20
 
 static struct cgroup_node node;
 static bool node_ok;
@@ -177,19 +182,107 @@ static void test_attach_signal_destroy(void)
 	       "destroy kills a live member and leaves no directory");
 }
 
+/* In a child: joins c, then burns CPU until the process has used `seconds` of it. */
+static void child_busy(const struct cgroup_inst *c, double seconds)
+{
+	struct lerr ce;
+	struct timespec ts;
+
+	if (cgroup_inst_attach(c, getpid(), &ce) < 0)
+		_exit(2);
+	do {
+		for (volatile int i = 0; i < 100000; i++)
+			;
+		clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+	} while ((double)ts.tv_sec + (double)ts.tv_nsec / 1e9 < seconds);
+	_exit(0);
+}
+
+static void test_stats(void)
+{
+	struct cgroup_inst c;
+	struct cgroup_stats before, after;
+	struct lerr e = { "" };
+	int pfd[2], status = 0, err;
+	char ready = 0;
+	pid_t pid;
+
+	if (cgroup_inst_create(&node, "i-stats", NULL, 0, &c, &e) < 0 || pipe(pfd) < 0) {
+		tap_diag("%s", e.msg);
+		for (int i = 0; i < 3; i++)
+			tap_ok(false, "stats (instance not created)");
+		return;
+	}
+	err = cgroup_inst_stats(&c, &before, &e);
+	pid = fork();
+	if (pid == 0)
+		child_busy(&c, 0.3);
+	waitpid(pid, &status, 0);
+	if (err == 0)
+		err = cgroup_inst_stats(&c, &after, &e);
+	if (err)
+		tap_diag("%s", e.msg);
+	tap_ok(err == 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0 &&
+		       after.cpu_seconds - before.cpu_seconds >= 0.25 &&
+		       after.cpu_seconds - before.cpu_seconds < 2.0,
+	       "CPU seconds grow by what a member burned (0.3 s): %.3f -> %.3f",
+	       before.cpu_seconds, after.cpu_seconds);
+
+	/* 16 MiB touched page by page, so it is charged to the instance, and held. */
+	pid = fork();
+	if (pid == 0) {
+		struct lerr ce;
+		char *p;
+
+		close(pfd[0]);
+		if (cgroup_inst_attach(&c, getpid(), &ce) < 0)
+			_exit(2);
+		p = mmap(NULL, 16 << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (p == MAP_FAILED)
+			_exit(3);
+		memset(p, 0x5a, 16 << 20);
+		if (write(pfd[1], "r", 1) != 1)
+			_exit(4);
+		pause();
+		_exit(0);
+	}
+	close(pfd[1]);
+	err = read(pfd[0], &ready, 1) == 1 ? cgroup_inst_stats(&c, &after, &e) : -EIO;
+	close(pfd[0]);
+	tap_ok(err == 0 && after.memory_bytes >= 16ULL << 20 && after.memory_bytes < 256ULL << 20,
+	       "memory bytes count what a member holds (16 MiB): %llu",
+	       (unsigned long long)after.memory_bytes);
+	kill(pid, SIGKILL);
+	waitpid(pid, &status, 0);
+
+	cgroup_inst_destroy(&c, 2000, &e);
+	err = cgroup_inst_stats(&c, &after, &e);
+	tap_ok(err == -ENOENT && strstr(e.msg, c.dirs[0]) && after.cpu_seconds == 0 &&
+		       after.memory_bytes == 0,
+	       "stats of a destroyed instance fail naming it: %s", e.msg);
+}
+
 static void test_oom(void)
 {
 	struct spec_limits lim = { .memory_bytes = 32ULL << 20 };
 	struct cgroup_inst c;
+	struct cgroup_stats st = { 0 };
 	struct lerr e = { "" };
-	int status = 0;
-	pid_t pid;
+	int status = 0, err;
+	pid_t pid, bystander;
+	bool counted;
 
 	if (cgroup_inst_create(&node, "i-oom", &lim, 0, &c, &e) < 0) {
 		tap_diag("%s", e.msg);
 		tap_ok(false, "memory hog in a 32Mi instance is OOM-killed");
+		tap_ok(false, "OOM kill counted once, the other member survives");
 		return;
 	}
+	/* A small member beside the hog: the OOM killer takes the biggest, only it. */
+	bystander = fork_sleeper();
+	if (cgroup_inst_attach(&c, bystander, &e) < 0)
+		tap_diag("%s", e.msg);
+	counted = cgroup_inst_stats(&c, &st, &e) == 0 && st.oom_kills == 0;
 	pid = fork();
 	if (pid == 0) {
 		struct lerr ce;
@@ -209,7 +302,15 @@ static void test_oom(void)
 	waitpid(pid, &status, 0);
 	tap_ok(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL,
 	       "memory hog in a 32Mi instance is OOM-killed (status 0x%x)", status);
+	err = cgroup_inst_stats(&c, &st, &e);
+	if (err)
+		tap_diag("%s", e.msg);
+	tap_ok(counted && err == 0 && st.oom_kills == 1 && waitpid(bystander, &status, WNOHANG) == 0 &&
+		       procs_has(c.dirs[0], bystander),
+	       "OOM kill counted once (0 before, %llu after), the other member survives",
+	       (unsigned long long)st.oom_kills);
 	cgroup_inst_destroy(&c, 2000, &e);
+	waitpid(bystander, &status, 0);
 }
 
 static void test_fork_bomb(void)
@@ -309,6 +410,89 @@ static void test_list_and_failures(void)
 	}
 }
 
+/* Counts the hierarchies under /sys/fs/cgroup (and, unified, the mount itself) that
+ * still hold a directory named root; names the first in first. */
+static int left_behind(const char *root, char *first, size_t len)
+{
+	char path[PATH_MAX];
+	struct dirent *de;
+	DIR *d = opendir("/sys/fs/cgroup");
+	int n = 0;
+
+	snprintf(path, sizeof(path), "/sys/fs/cgroup/%s", root);
+	if (access(path, F_OK) == 0 && !n++)
+		snprintf(first, len, "%s", path);
+	while (d && (de = readdir(d))) {
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/sys/fs/cgroup/%.200s/%s", de->d_name, root);
+		if (access(path, F_OK) == 0 && !n++)
+			snprintf(first, len, "%s", path);
+	}
+	if (d)
+		closedir(d);
+	return n;
+}
+
+/* A subtree of its own: the sweep removes the subtree itself. */
+static void test_sweep(void)
+{
+	struct cgroup_node sw;
+	struct cgroup_inst c;
+	struct lerr e = { "" };
+	char root[64], path[PATH_MAX], left[PATH_MAX] = "";
+	struct dirent *de;
+	DIR *d;
+	int err, made = 0, status = 0;
+	pid_t pid;
+
+	snprintf(root, sizeof(root), "lantern-test-cg-%d-sweep", (int)getpid());
+	if (cgroup_node_open(root, &sw, &e) < 0 || cgroup_inst_create(&sw, "i-sweep", NULL, 0, &c, &e) < 0) {
+		tap_diag("%s", e.msg);
+		tap_ok(false, "sweep (no subtree)");
+		tap_ok(false, "sweep (no subtree)");
+		return;
+	}
+	/* What a workload and a runtime leave: a sub-cgroup in the instance, and on a
+	 * hybrid host the container's directory in every hierarchy lanternd leaves alone. */
+	snprintf(path, sizeof(path), "%s/workload", c.dirs[0]);
+	made += mkdir(path, 0755) == 0;
+	d = sw.layout == CGROUP_HYBRID ? opendir("/sys/fs/cgroup") : NULL;
+	while (d && (de = readdir(d))) {
+		snprintf(path, sizeof(path), "/sys/fs/cgroup/%.200s/%s", de->d_name, root);
+		if (de->d_name[0] == '.' || access(path, F_OK) == 0)
+			continue;
+		snprintf(path, sizeof(path), "/sys/fs/cgroup/%.200s/%s/i-sweep/ctr", de->d_name, root);
+		made += util_mkdir_p(path, 0755) == 0;
+	}
+	if (d)
+		closedir(d);
+	err = cgroup_node_sweep(&sw, &e);
+	if (err)
+		tap_diag("%s", e.msg);
+	tap_ok(err == 0 && made >= 1 && left_behind(root, left, sizeof(left)) == 0,
+	       "sweep removes the subtree in every hierarchy with what was made below it (%d extra dirs)%s%s",
+	       made, left[0] ? ", left: " : "", left);
+
+	/* a member keeps its directories: the sweep reports them and removes the rest */
+	err = -1;
+	pid = -1;
+	if (cgroup_node_open(root, &sw, &e) == 0 && cgroup_inst_create(&sw, "i-busy", NULL, 0, &c, &e) == 0) {
+		pid = fork_sleeper();
+		if (cgroup_inst_attach(&c, pid, &e) == 0)
+			err = cgroup_node_sweep(&sw, &e);
+	}
+	tap_ok(err == -EBUSY && strstr(e.msg, root) && cgroup_inst_populated(&c) &&
+		       (sw.layout == CGROUP_UNIFIED || strstr(e.msg, "more directories")),
+	       "sweep leaves a directory a process holds and names it: %s", e.msg);
+	if (pid > 0) {
+		cgroup_inst_destroy(&c, 2000, &e);
+		waitpid(pid, &status, 0);
+	}
+	if (cgroup_node_sweep(&sw, &e) < 0 || left_behind(root, left, sizeof(left)))
+		tap_diag("sweep test left %s: %s", left, e.msg);
+}
+
 int main(void)
 {
 	const char *missing = tl_env_missing();
@@ -336,9 +520,11 @@ int main(void)
 
 	test_limits();
 	test_attach_signal_destroy();
+	test_stats();
 	test_oom();
 	test_fork_bomb();
 	test_list_and_failures();
+	test_sweep();
 
 	cleanup();
 	tap_ok(access(node.v2, F_OK) < 0 && (node.layout == CGROUP_UNIFIED ||

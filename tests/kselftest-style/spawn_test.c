@@ -14,6 +14,7 @@
 
 #include "lantern/cgroup.h"
 #include "lantern/spawn.h"
+#include "lantern/spec.h"
 #include "tap.h"
 #include "testlib.h"
 

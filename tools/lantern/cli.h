@@ -20,9 +20,8 @@ int cmd_audit(struct cli *c, int argc, char **argv);
 int cmd_egress(struct cli *c, int argc, char **argv);
 int cmd_reset(struct cli *c, int argc, char **argv);
 /* reset_oci.c: containers, network namespaces, bridge and bundles of OCI spawns under
- * STATE; then the cgroup directories runc made under the subtree in every hierarchy. */
+ * STATE. */
 int reset_oci(const char *state, const char *cgroot);
-int reset_cgroup_sweep(const char *cgroot);
 int cmd_image(struct cli *c, int argc, char **argv);
 int cmd_node(struct cli *c, int argc, char **argv);
 int cmd_logs(struct cli *c, int argc, char **argv);

@@ -66,7 +66,11 @@ int cmd_reset(struct cli *c, int argc, char **argv)
 			}
 			free(names);
 		}
-		rc |= reset_cgroup_sweep(root);
+		/* what runc made in the hierarchies lanternd does not manage goes too */
+		if (cgroup_node_sweep(&node, &e) < 0) {
+			fprintf(stderr, "lantern: reset: %s\n", e.msg);
+			rc = 1;
+		}
 		if (cgroup_node_remove(&node, &e) < 0) {
 			fprintf(stderr, "lantern: reset: %s\n", e.msg);
 			rc = 1;

@@ -2,9 +2,9 @@
  * lanternd is gone (killed, crashed, or stopped with spawns running): containers under
  * lanternd's runtime state roots (STATE/oci/<handler>), the spawns' network namespaces
  * (<cgroup-root>-<instance> in /run/netns) with their veths and address leases, the
- * node bridge once no port is left on it, the runs' shims and bundles, and the
- * directories runc makes for the v1 controllers lanternd does not manage (cpuset,
- * blkio, devices, freezer, ... under every /sys/fs/cgroup/<controller>/<cgroup-root>).
+ * node bridge once no port is left on it, the runs' shims and bundles. (The cgroup
+ * directories runc makes in the hierarchies lanternd does not manage are removed by
+ * reset.c through cgroup_node_sweep.)
  *
  * What to look for comes from STATE/oci/net.json, written by lanternd at start (bridge,
  * subnet, namespace prefix); without it, namespaces are found by the prefix made from
@@ -170,31 +170,6 @@ static void delete_shims_and_bundles(const char *state, bool *any)
 	closedir(d);
 }
 
-/* Removes dir and the empty directories below it, deepest first (cgroup directories
- * are removed with rmdir; their control files go with them). */
-static int rmdir_tree(const char *dir)
-{
-	struct dirent *de;
-	DIR *d = opendir(dir);
-	int rc = 0;
-
-	if (!d)
-		return errno == ENOENT ? 0 : -errno;
-	while ((de = readdir(d))) {
-		char sub[PATH_MAX + 300];
-
-		if (de->d_type != DT_DIR || de->d_name[0] == '.')
-			continue;
-		snprintf(sub, sizeof(sub), "%s/%s", dir, de->d_name);
-		if (rmdir_tree(sub) < 0)
-			rc = -EBUSY;
-	}
-	closedir(d);
-	if (rmdir(dir) < 0 && errno != ENOENT)
-		rc = -errno;
-	return rc;
-}
-
 int reset_oci(const char *state, const char *cgroot)
 {
 	bool any = false;
@@ -205,32 +180,5 @@ int reset_oci(const char *state, const char *cgroot)
 	delete_shims_and_bundles(state, &any);
 	if (any)
 		printf("removed: OCI containers, network namespaces and shims of \"%s\"\n", cgroot);
-	return rc;
-}
-
-int reset_cgroup_sweep(const char *cgroot)
-{
-	struct dirent *de;
-	DIR *d = opendir("/sys/fs/cgroup");
-	int rc = 0;
-
-	if (!d)
-		return 0;
-	while ((de = readdir(d))) {
-		char path[PATH_MAX + 300];
-		struct stat st;
-		int err;
-
-		if (de->d_name[0] == '.')
-			continue;
-		snprintf(path, sizeof(path), "/sys/fs/cgroup/%s/%s", de->d_name, cgroot);
-		if (stat(path, &st) < 0 || !S_ISDIR(st.st_mode))
-			continue;
-		if ((err = rmdir_tree(path)) < 0) {
-			fprintf(stderr, "lantern: reset: %s: %s\n", path, strerror(-err));
-			rc = 1;
-		}
-	}
-	closedir(d);
 	return rc;
 }

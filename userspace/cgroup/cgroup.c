@@ -1,4 +1,5 @@
-/* cgroup.c: the node's cgroup subtree and the per-instance cgroups inside it.
+/* cgroup.c: the node's cgroup subtree and the per-instance cgroups inside it: create,
+ * limit, join, signal, destroy, read their counters, and sweep what is left (reset).
  *
  * An instance is a set of directories: the cgroup v2 directory (where BPF programs
  * attach and whose inode is the cgroup id the kernel reports) and, on hybrid hosts,
@@ -7,6 +8,7 @@
  * operation that adds a process does v2 first so egress policy applies before limits
  * could be the only thing holding it. */
 #include "lantern/cgroup.h"
+#include "lantern/spec.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -88,6 +90,53 @@ static int write_file(const char *dir, const char *file, const char *val)
 		err = errno ? -errno : -EIO;
 	close(fd);
 	return err;
+}
+
+/* Reads dir/file into buf, NUL-terminated. The counters read through this are a few
+ * short lines; anything past cap - 1 bytes is cut. */
+static int read_small(const char *dir, const char *file, char *buf, size_t cap)
+{
+	char path[PATH_MAX + 64];
+	size_t n = 0;
+	int fd, err = 0;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, file);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	while (n < cap - 1) {
+		ssize_t r = read(fd, buf + n, cap - 1 - n);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			err = -errno;
+		if (r <= 0)
+			break;
+		n += (size_t)r;
+	}
+	close(fd);
+	buf[n] = '\0';
+	return err;
+}
+
+/* The value of the line "key N" in a flat-keyed file (cpu.stat, memory.events). */
+static bool keyed_value(const char *buf, const char *key, uint64_t *v)
+{
+	size_t len = strlen(key);
+
+	for (const char *p = buf; *p;) {
+		const char *nl = strchr(p, '\n');
+
+		if (!strncmp(p, key, len) && p[len] == ' ') {
+			*v = strtoull(p + len + 1, NULL, 10);
+			return true;
+		}
+		if (!nl)
+			break;
+		p = nl + 1;
+	}
+	return false;
 }
 
 static bool file_exists(const char *dir, const char *file)
@@ -360,16 +409,25 @@ int cgroup_inst_open(const struct cgroup_node *n, const char *name, struct cgrou
 	return 0;
 }
 
-int cgroup_inst_attach(const struct cgroup_inst *c, pid_t pid, struct lerr *e)
+int cgroup_join(const char *dir, pid_t pid, struct lerr *e)
 {
 	char val[32];
+	int err;
 
 	snprintf(val, sizeof(val), "%d", (int)pid);
+	err = write_file(dir, "cgroup.procs", val);
+	if (err)
+		return lerr_set(e, err, "cgroup: attach %s to %s: %s", pid ? val : "self", dir,
+				strerror(-err));
+	return 0;
+}
+
+int cgroup_inst_attach(const struct cgroup_inst *c, pid_t pid, struct lerr *e)
+{
 	for (int i = 0; i < c->ndirs; i++) {
-		int err = write_file(c->dirs[i], "cgroup.procs", val);
+		int err = cgroup_join(c->dirs[i], pid, e);
 		if (err)
-			return lerr_set(e, err, "cgroup: attach %d to %s: %s", (int)pid, c->dirs[i],
-					strerror(-err));
+			return err;
 	}
 	return 0;
 }
@@ -424,6 +482,58 @@ static int collect_pids(const char *dir, pid_t **pids, size_t *n, size_t *cap)
 	}
 	closedir(d);
 	return err;
+}
+
+/* CPU seconds from dir: the v2 counter (microseconds) if dir has it, else the v1
+ * cpuacct one (nanoseconds). */
+static bool dir_cpu_seconds(const char *dir, double *out)
+{
+	char buf[1024];
+	uint64_t v;
+
+	if (read_small(dir, "cpu.stat", buf, sizeof(buf)) == 0 && keyed_value(buf, "usage_usec", &v)) {
+		*out = (double)v / 1e6;
+		return true;
+	}
+	if (read_small(dir, "cpuacct.usage", buf, sizeof(buf)) == 0) {
+		*out = (double)strtoull(buf, NULL, 10) / 1e9;
+		return true;
+	}
+	return false;
+}
+
+int cgroup_inst_stats(const struct cgroup_inst *c, struct cgroup_stats *out, struct lerr *e)
+{
+	static const char *const mem_files[] = { "memory.current", "memory.usage_in_bytes" };
+	static const char *const oom_files[] = { "memory.events", "memory.oom_control" };
+	bool have_cpu = false, have_mem = false;
+	char buf[1024];
+	struct stat st;
+
+	memset(out, 0, sizeof(*out));
+	if (stat(c->dirs[0], &st) < 0)
+		return lerr_set(e, errno, "cgroup: stats of %s: %s", c->dirs[0], strerror(errno));
+	/* Each counter lives in one directory of the set, which one depends on the layout
+	 * (hybrid: CPU time in v2, memory in the v1 memory directory); the first that has
+	 * it is taken. OOM kills are counted by whichever memory controller is bound. */
+	for (int i = 0; i < c->ndirs; i++) {
+		if (!have_cpu)
+			have_cpu = dir_cpu_seconds(c->dirs[i], &out->cpu_seconds);
+		for (size_t k = 0; k < ARRAY_SIZE(mem_files) && !have_mem; k++) {
+			if (read_small(c->dirs[i], mem_files[k], buf, sizeof(buf)) == 0) {
+				out->memory_bytes = strtoull(buf, NULL, 10);
+				have_mem = true;
+			}
+		}
+		for (size_t k = 0; k < ARRAY_SIZE(oom_files); k++) {
+			uint64_t v;
+
+			if (read_small(c->dirs[i], oom_files[k], buf, sizeof(buf)) == 0 &&
+			    keyed_value(buf, "oom_kill", &v))
+				out->oom_kills += v;
+		}
+	}
+	return 0;
 }
 
 bool cgroup_inst_populated(const struct cgroup_inst *c)
@@ -527,6 +637,48 @@ int cgroup_inst_destroy(const struct cgroup_inst *c, int timeout_ms, struct lerr
 			ret = lerr_set(e, err, "cgroup: remove %s: %s", c->dirs[i], strerror(-err));
 	}
 	return ret;
+}
+
+int cgroup_node_sweep(const struct cgroup_node *n, struct lerr *e)
+{
+	char first[PATH_MAX] = "";
+	int failed = 0, first_err = 0;
+	struct dirent *de;
+	DIR *d;
+
+	/* On a unified host the subtree is one directory. On a hybrid one every mount
+	 * under /sys/fs/cgroup is a hierarchy that may hold it; only mounts are looked
+	 * into, so no other cgroup's directory of the same name is ever touched. */
+	if (n->layout == CGROUP_UNIFIED) {
+		int err = rmdir_tree(n->v2);
+
+		return err ? lerr_set(e, err, "cgroup: remove %s: %s", n->v2, strerror(-err)) : 0;
+	}
+	d = opendir(CG_MOUNT);
+	if (!d)
+		return lerr_set(e, errno, "cgroup: open %s: %s", CG_MOUNT, strerror(errno));
+	while ((de = readdir(d))) {
+		char mnt[PATH_MAX], path[PATH_MAX];
+		int err;
+
+		if (de->d_name[0] == '.' ||
+		    (size_t)snprintf(mnt, sizeof(mnt), CG_MOUNT "/%s", de->d_name) >= sizeof(mnt) ||
+		    !(fs_is(mnt, CGROUP_SUPER_MAGIC) || fs_is(mnt, CGROUP2_SUPER_MAGIC)) ||
+		    path_join(path, mnt, n->root))
+			continue;
+		err = rmdir_tree(path);
+		if (err && !failed++) {
+			first_err = err;
+			snprintf(first, sizeof(first), "%s", path);
+		}
+	}
+	closedir(d);
+	if (failed > 1)
+		return lerr_set(e, first_err, "cgroup: remove %s: %s (and %d more directories)",
+				first, strerror(-first_err), failed - 1);
+	if (failed)
+		return lerr_set(e, first_err, "cgroup: remove %s: %s", first, strerror(-first_err));
+	return 0;
 }
 
 int cgroup_node_list(const struct cgroup_node *n, char ***names, size_t *count)

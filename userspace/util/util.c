@@ -1,4 +1,5 @@
-/* util.c: files, directories, ids, clocks and logging shared by every module. */
+/* util.c: files, directories, ids, clocks, JSON string escaping and logging shared by
+ * every module. lantern-shim links this file too: nothing here may need more than libc. */
 #include "lantern/util.h"
 
 #include <dirent.h>
@@ -240,6 +241,29 @@ bool util_unix_socket_alive(const char *path)
 	if (fd >= 0)
 		close(fd);
 	return alive;
+}
+
+size_t util_json_escape(char *out, size_t cap, const char *s)
+{
+	size_t n = 0;
+
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		size_t need = c == '"' || c == '\\' ? 2 : c < 0x20 ? 6 : 1;
+
+		if (n + need >= cap)
+			break;
+		if (need == 2) {
+			out[n++] = '\\';
+			out[n++] = (char)c;
+		} else if (need == 6) {
+			n += (size_t)snprintf(out + n, cap - n, "\\u%04x", c);
+		} else {
+			out[n++] = (char)c;
+		}
+	}
+	out[n] = '\0';
+	return n;
 }
 
 static const char *log_prog = "lantern";
