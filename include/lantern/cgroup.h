@@ -87,13 +87,6 @@ int cgroup_inst_destroy(const struct cgroup_inst *c, int timeout_ms, struct lerr
 /* Lists instance directory names under the subtree. *names must be freed (each and all). */
 int cgroup_node_list(const struct cgroup_node *n, char ***names, size_t *count);
 
-struct cgroup_stats {
-	double cpu_seconds;
-	uint64_t memory_bytes;
-	uint64_t oom_kills;
-};
-int cgroup_inst_stats(const struct cgroup_inst *c, struct cgroup_stats *out);
-
 /* cgroup v2 id of a directory (its inode number), or 0. */
 uint64_t cgroup_id_of(const char *v2_dir);
 

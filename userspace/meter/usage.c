@@ -115,7 +115,7 @@ static void sample(struct meter_run *mr, const struct run *r)
 	struct cgroup_stats st;
 
 	/* after teardown its cgroup is gone and the read fails */
-	if (cgroup_inst_stats(run_cgroup(r), &st) < 0)
+	if (cgroup_inst_stats(run_cgroup(r), &st, NULL) < 0)
 		return;
 	if (mr->mem_sample_ns && now > mr->mem_sample_ns)
 		mr->mem_gib_s += (double)st.memory_bytes / (1024.0 * 1024.0 * 1024.0) *

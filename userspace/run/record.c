@@ -86,7 +86,7 @@ uint64_t run_oom_kills(const struct run *r)
 {
 	struct cgroup_stats st;
 
-	if (!run_status_final(r->status) && r->cg_made && cgroup_inst_stats(&r->cg, &st) == 0)
+	if (!run_status_final(r->status) && r->cg_made && cgroup_inst_stats(&r->cg, &st, NULL) == 0)
 		return st.oom_kills;
 	return r->oom_kills;
 }

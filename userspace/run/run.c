@@ -189,7 +189,7 @@ static void release_instance(struct run *r)
 	if (r->cg_made) {
 		struct cgroup_stats st;
 
-		if (cgroup_inst_stats(&r->cg, &st) == 0)
+		if (cgroup_inst_stats(&r->cg, &st, NULL) == 0)
 			r->oom_kills = st.oom_kills;
 		if (cgroup_inst_destroy(&r->cg, 5000, &e) < 0)
 			log_error("run %s: %s", r->id, e.msg);
@@ -250,7 +250,7 @@ void run_exited(struct run *r, const struct run_exit *x)
 	if (r->exited || run_status_final(r->status))
 		return;
 	r->exited = true;
-	if (r->cg_made && cgroup_inst_stats(&r->cg, &st) == 0)
+	if (r->cg_made && cgroup_inst_stats(&r->cg, &st, NULL) == 0)
 		r->oom_kills = st.oom_kills;
 	decide_status(r, x, r->oom_kills);
 	if (r->rt_ops && r->rt_ops->teardown)
