@@ -1,12 +1,12 @@
 /* spawn.h: starting a workload through lantern-shim, the small supervisor that
  * outlives lanternd. The shim joins the workload to the instance cgroup before exec,
- * points its stdout/stderr at files in the run directory, waits for it and writes its
+ * records its stdout/stderr in the run directory's log, waits for it and writes its
  * exit status there, so a restarted lanternd learns how a run ended even if it
  * happened while lanternd was down.
  *
- * Run directory files: shim.pid, pid (workload), stdout, stderr, exit
- * ({"exit_code":N} or {"signal":N}, written atomically), log and log.1 (timestamped
- * output records, see tools/shim/shim.c). */
+ * Run directory files: shim.pid, pid (workload), exit ({"exit_code":N} or {"signal":N},
+ * written atomically), log and log.1 (timestamped output records of both streams, see
+ * tools/shim/shim.c). */
 #ifndef LANTERN_SPAWN_H
 #define LANTERN_SPAWN_H
 

@@ -451,7 +451,7 @@ static void test_journal_damage(void)
 	tl_running_run(&T, "torn", id, sizeof(id), 10000);
 	usleep(800000);
 	st = restart_with(id, torn);
-	tl_sh(&out, NULL, "cat %s/runs/%s/stdout", T.state, id);
+	tl_lantern(&T, &out, NULL, "logs %s", id);
 	tap_ok(!strcmp(st, "succeeded") && tl_log_contains(&T, "torn tail of 6 bytes") &&
 	       tl_has(out, "one\none\nfinished"),
 	       "a torn journal tail is truncated on restart; the run resumes (step one replayed) to success (%s, %s)", st,

@@ -10,15 +10,16 @@
  * RUN_DIR/exit. Whoever reads the run directory later, a restarted lanternd included,
  * learns the outcome without having been the parent.
  *
- * Files in RUN_DIR: shim.pid, pid, stdout, stderr, exit ({"exit_code":N} or
- * {"signal":N}, plus "error" when the workload could not be started), log and log.1.
+ * Files in RUN_DIR: shim.pid, pid, exit ({"exit_code":N} or {"signal":N}, plus "error"
+ * when the workload could not be started), log and log.1.
  *
- * Output goes through pipes: the shim copies it to stdout and stderr (each kept up to
- * --log-max bytes, default 8 MiB) and to "log", one record per line:
+ * Output goes through pipes into one place, "log", one record per line (or per chunk
+ * of a long line) of stdout (FD 1) or stderr (FD 2):
  *     "SEQ SEC.NSEC FD LEN\n" LEN bytes "\n"
  * SEQ counts records from 0, the time is CLOCK_REALTIME when the shim read the line.
- * When "log" would pass half of --log-max it becomes "log.1" (the older one is
- * dropped), so a reader resuming at SEQ finds every record still kept, in order.
+ * When "log" would pass half of --log-max (default 8 MiB) it becomes "log.1" (the older
+ * one is dropped), so a reader resuming at SEQ finds every record still kept, in order;
+ * `lantern run` and `lantern logs` both read it (userspace/logs).
  *
  * --netns: the child joins that network namespace before exec (runsc with
  * --network=host runs inside the spawn's namespace this way).
@@ -117,7 +118,7 @@ static void write_exit(const char *run_dir, const char *key, int val, const char
 }
 
 /* In the workload child: reports why it cannot start to the shim (through the
- * close-on-exec pipe) and to the run's stderr file, then exits with code. */
+ * close-on-exec pipe) and to its stderr pipe (the run's log), then exits with code. */
 static void child_fail(int report_fd, int err_fd, int code, const char *what, const char *obj,
 		       int err)
 {
@@ -178,8 +179,6 @@ static void run_child(char **cgdirs, int ncg, const char *netns, char **cmd, int
 /* The output capture: raw files for `lantern run`, the record log for `lantern logs`. */
 struct capture {
 	const char *run_dir;
-	int raw[2];          /* stdout, stderr files */
-	uint64_t raw_len[2];
 	int log;
 	uint64_t log_len, seq, max;
 };
@@ -216,23 +215,9 @@ static void capture_record(struct capture *c, int fd, const char *buf, size_t le
 	}
 }
 
-/* A chunk read from the workload's fd (1 or 2): raw copy, one record per line. */
+/* A chunk read from the workload's fd (1 or 2): one record per line. */
 static void capture_chunk(struct capture *c, int fd, const char *buf, size_t len)
 {
-	int i = fd - 1;
-
-	if (c->raw_len[i] < c->max) {
-		size_t n = len;
-		if (c->raw_len[i] + n > c->max) {
-			static const char note[] = "\n[lantern: output past the size cap is in the log only]\n";
-			n = (size_t)(c->max - c->raw_len[i]);
-			write_all(c->raw[i], buf, n);
-			write_all(c->raw[i], note, sizeof(note) - 1);
-		} else {
-			write_all(c->raw[i], buf, n);
-		}
-		c->raw_len[i] += len;
-	}
 	while (len) {
 		const char *nl = memchr(buf, '\n', len);
 		size_t n = nl ? (size_t)(nl - buf) + 1 : len;
@@ -277,7 +262,7 @@ int main(int argc, char **argv)
 {
 	const char *run_dir, *netns = NULL, *wait_pidfile = NULL;
 	char **cgdirs, **cmd, path[PATH_MAX], pidbuf[32], errbuf[1024];
-	int ncg = 0, sep = -1, out_fd, err_fd, pipefd[2], opipe[2], epipe[2], status = 0, sfd;
+	int ncg = 0, sep = -1, pipefd[2], opipe[2], epipe[2], status = 0, sfd;
 	size_t errlen = 0;
 	struct capture cap = { .max = 8u << 20, .log = -1 };
 	struct sigaction sa;
@@ -336,21 +321,15 @@ int main(int argc, char **argv)
 		fprintf(stderr, "lantern-shim: write %s/shim.pid: %s\n", run_dir, strerror(errno));
 		return 1;
 	}
-	snprintf(path, sizeof(path), "%s/stdout", run_dir);
-	out_fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
-	snprintf(path, sizeof(path), "%s/stderr", run_dir);
-	err_fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
 	snprintf(path, sizeof(path), "%s/log", run_dir);
 	cap.log = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
-	if (out_fd < 0 || err_fd < 0 || cap.log < 0 || pipe2(pipefd, O_CLOEXEC) < 0 ||
-	    pipe2(opipe, O_CLOEXEC) < 0 || pipe2(epipe, O_CLOEXEC) < 0) {
-		snprintf(errbuf, sizeof(errbuf), "lantern-shim: open output files in %s: %s",
+	if (cap.log < 0 || pipe2(pipefd, O_CLOEXEC) < 0 || pipe2(opipe, O_CLOEXEC) < 0 ||
+	    pipe2(epipe, O_CLOEXEC) < 0) {
+		snprintf(errbuf, sizeof(errbuf), "lantern-shim: open the output log in %s: %s",
 			 run_dir, strerror(errno));
 		write_exit(run_dir, "exit_code", EXIT_EXEC_FAILED, errbuf);
 		return 1;
 	}
-	cap.raw[0] = out_fd;
-	cap.raw[1] = err_fd;
 
 	/* SIGTERM is held until child_pid is known, so one that arrives early is still
 	 * forwarded rather than ending the shim with nobody recording the exit. SIGCHLD
@@ -463,7 +442,7 @@ int main(int argc, char **argv)
 					have_status = true;
 					if (!errbuf[0])
 						snprintf(errbuf, sizeof(errbuf), "lantern-shim: %s could not start the container "
-							 "(exit %d; its output is in the run's stderr)", cmd[0],
+							 "(exit %d; its output is in the run's log)", cmd[0],
 							 WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
 				} else if (w == target) {
 					status = st;

@@ -1,19 +1,19 @@
-/* logs.c: following a run's output (see logs.h).
+/* logs.c: following a run's output (see logs.h). There is one source: the records
+ * lantern-shim writes to RUN/log, "SEQ SEC.NSEC FD LEN\n" LEN bytes "\n", rotated to
+ * RUN/log.1 at half of the output cap; and one reader for both kinds of client:
  *
- * `lantern run` follows RUN/stdout and RUN/stderr, watched with inotify from the
- * moment the instance is prepared; each follower keeps its offset in both, and gets
- * the run's end once everything was sent.
+ * `lantern run` (READ_OUTPUT) gets {"type":"output","fd","data"(base64)} for every record
+ * from the first, then {"type":"exit","status","exit_code","reason"} at the run's end.
  *
- * `lantern logs` reads the records lantern-shim writes to RUN/log, "SEQ SEC.NSEC FD
- * LEN\n" LEN bytes "\n", rotated to RUN/log.1 at half of the output cap. A client asks
- * {"op":"logs","run_id":R,"from":SEQ,"follow":bool} and gets
- * {"type":"log","seq","t","fd","data"(base64)} for every kept record with seq >= SEQ,
+ * `lantern logs` (READ_RECORDS) asks {"op":"logs","run_id":R,"from":SEQ,"follow":bool}
+ * and gets {"type":"log","seq","t","fd","data"} for every kept record with seq >= SEQ,
  * in order, then, when the run has ended (or at once without follow),
  * {"type":"end","next":N,"status",...}. A client that lost its connection asks again
- * from the last seq it got + 1: no gap, no duplicate. Records rotated away before they
- * were read are reported as {"type":"gap","from","to"}, never silently skipped.
- * Followers are polled every 100 ms (a rotation renames the file under a reader;
- * polling the name and the open file covers both without inotify bookkeeping). */
+ * from the last seq it got + 1: no gap, no duplicate.
+ *
+ * Records rotated away before they were read are reported (a gap), never skipped
+ * silently. Readers are woken by inotify on the run directory (a write, or the rename
+ * of a rotation) while the run lives, and read to the end when it ends. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -28,33 +28,23 @@
 
 #include "lantern/logs.h"
 
-#define POLL_MS 100
+/* One client reading a run's log: `lantern logs` (records) or `lantern run` (output). */
+enum read_mode { READ_RECORDS, READ_OUTPUT };
 
-/* A `lantern run` follower of stdout and stderr. */
-struct follower {
+struct reader {
 	struct logs *g;
+	struct api_client *c;
 	struct run *r;
-	struct api_client *c;
-	off_t off[2];               /* bytes of stdout, stderr already sent */
-	struct follower *next;
-};
-
-/* A `lantern logs` follower of the record log. */
-struct log_reader {
-	struct logs *g;
-	struct api_client *c;
-	char run_id[32];
-	char dir[PATH_MAX];
+	enum read_mode mode;
 	uint64_t next;              /* next seq the client needs */
 	int fd;                     /* the "log" being read */
 	ino_t ino;
 	off_t off;                  /* start of the first record not parsed yet */
-	bool follow;
-	struct log_reader *nextr;
+	struct reader *nextr;
 };
 
 struct logs_run {
-	int wd[2];                  /* inotify watches on stdout, stderr */
+	int wd;                     /* inotify watch on the run directory, or -1 */
 };
 
 struct logs {
@@ -62,208 +52,119 @@ struct logs {
 	struct runs *runs;
 	int slot;
 	int inotify;
-	struct follower *followers;
-	struct log_reader *readers;
-	uint64_t poll_timer;
+	struct reader *readers;
 };
 
-static void send_output(struct api_client *c, int fd, const char *buf, size_t len)
+static char *b64(const char *data, size_t len)
 {
-	size_t b64len = sodium_base64_encoded_len(len, sodium_base64_VARIANT_ORIGINAL);
-	char *b64 = malloc(b64len);
+	size_t n = sodium_base64_encoded_len(len, sodium_base64_VARIANT_ORIGINAL);
+	char *out = malloc(n);
 
-	if (!b64)
-		return;
-	sodium_bin2base64(b64, b64len, (const unsigned char *)buf, len, sodium_base64_VARIANT_ORIGINAL);
-	api_send(c, json_pack("{s:s, s:i, s:s}", "type", "output", "fd", fd, "data", b64));
-	free(b64);
+	if (out)
+		sodium_bin2base64(out, n, (const unsigned char *)data, len, sodium_base64_VARIANT_ORIGINAL);
+	return out;
 }
 
-/* ---- `lantern run`: stdout and stderr ---- */
-
-/* Sends what f has not seen yet. */
-static void pump_follower(struct follower *f)
-{
-	char buf[65536];
-
-	for (int i = 0; i < 2; i++) {
-		char path[PATH_MAX + 16];
-		ssize_t n;
-		int fd;
-
-		snprintf(path, sizeof(path), "%s/%s", run_dir(f->r), i ? "stderr" : "stdout");
-		if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
-			continue;
-		while ((n = pread(fd, buf, sizeof(buf), f->off[i])) > 0) {
-			send_output(f->c, i + 1, buf, (size_t)n);
-			f->off[i] += n;
-		}
-		close(fd);
-	}
-}
-
-static void follower_unlink(struct logs *g, struct follower *f)
-{
-	for (struct follower **pp = &g->followers; *pp; pp = &(*pp)->next)
-		if (*pp == f) {
-			*pp = f->next;
-			break;
-		}
-}
-
-/* The run ended: the rest of its output, then how it ended. */
-static void follower_end(struct follower *f)
-{
-	struct run *r = f->r;
-	json_t *m;
-
-	pump_follower(f);
-	m = json_pack("{s:s, s:s, s:s, s:i}", "type", "exit", "run_id", run_id(r), "status",
-		      run_status_name(run_status(r)), "exit_code", run_exit_code(r));
-	if (run_reason(r)[0])
-		json_object_set_new(m, "reason", json_string(run_reason(r)));
-	api_on_close(f->c, NULL, NULL);
-	api_send(f->c, m);
-	api_finish(f->c);
-	follower_unlink(f->g, f);
-	free(f);
-}
-
-static void follower_gone(void *arg, struct api_client *c)
-{
-	struct follower *f = arg;
-
-	follower_unlink(f->g, f);
-	free(f);
-}
-
-void logs_follow(struct logs *g, struct run *r, struct api_client *c)
-{
-	struct follower *f = calloc(1, sizeof(*f));
-
-	if (!f) {
-		api_finish(c);
-		return;
-	}
-	f->g = g;
-	f->r = r;
-	f->c = c;
-	f->next = g->followers;
-	g->followers = f;
-	api_on_close(c, follower_gone, f);
-	if (run_status_final(run_status(r)))
-		follower_end(f);
-	else
-		pump_follower(f);
-}
-
-static void on_inotify(struct loop *l, int fd, uint32_t events, void *arg)
-{
-	struct logs *g = arg;
-	char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
-	ssize_t n;
-
-	while ((n = read(g->inotify, buf, sizeof(buf))) > 0) {
-		for (char *p = buf; p < buf + n;) {
-			struct inotify_event *ev = (struct inotify_event *)p;
-
-			for (struct follower *f = g->followers; f; f = f->next) {
-				struct logs_run *lr = run_slot(f->r, g->slot);
-
-				if (lr && ev->wd >= 0 && (lr->wd[0] == ev->wd || lr->wd[1] == ev->wd))
-					pump_follower(f);
-			}
-			p += sizeof(*ev) + ev->len;
-		}
-	}
-}
-
-static struct logs_run *lr_get(struct logs *g, struct run *r)
-{
-	struct logs_run *lr = run_slot(r, g->slot);
-
-	if (!lr && (lr = calloc(1, sizeof(*lr)))) {
-		lr->wd[0] = lr->wd[1] = -1;
-		run_set_slot(r, g->slot, lr);
-	}
-	return lr;
-}
-
-static int watch_output(struct logs *g, struct run *r, struct lerr *e)
-{
-	struct logs_run *lr = lr_get(g, r);
-
-	if (!lr)
-		return lerr_set(e, ENOMEM, "logs: out of memory");
-	for (int i = 0; i < 2; i++) {
-		char path[PATH_MAX + 16];
-		int fd;
-
-		if (lr->wd[i] >= 0)
-			continue;
-		snprintf(path, sizeof(path), "%s/%s", run_dir(r), i ? "stderr" : "stdout");
-		if ((fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600)) < 0)
-			return lerr_set(e, errno, "spawn: watching output of %s: %s", run_id(r), strerror(errno));
-		close(fd);
-		if ((lr->wd[i] = inotify_add_watch(g->inotify, path, IN_MODIFY)) < 0)
-			return lerr_set(e, errno, "spawn: watching output of %s: %s", run_id(r), strerror(errno));
-	}
-	return 0;
-}
-
-static void unwatch(struct logs *g, struct run *r)
-{
-	struct logs_run *lr = run_slot(r, g->slot);
-
-	for (int i = 0; lr && i < 2; i++) {
-		if (lr->wd[i] >= 0)
-			inotify_rm_watch(g->inotify, lr->wd[i]);
-		lr->wd[i] = -1;
-	}
-}
-
-/* ---- `lantern logs`: the record log ---- */
-
-static void send_record(struct log_reader *f, uint64_t seq, const char *t, int fd, const char *data,
+static void send_record(struct reader *f, uint64_t seq, const char *t, int fd, const char *data,
 			size_t len)
 {
-	size_t b64len = sodium_base64_encoded_len(len, sodium_base64_VARIANT_ORIGINAL);
-	char *b64 = malloc(b64len);
+	char *d = b64(data, len);
 
-	if (!b64)
+	if (!d)
 		return;
-	sodium_bin2base64(b64, b64len, (const unsigned char *)data, len, sodium_base64_VARIANT_ORIGINAL);
-	api_send(f->c, json_pack("{s:s, s:I, s:s, s:i, s:s}", "type", "log", "seq", (json_int_t)seq,
-				 "t", t, "fd", fd, "data", b64));
-	free(b64);
+	if (f->mode == READ_OUTPUT)
+		api_send(f->c, json_pack("{s:s, s:i, s:s}", "type", "output", "fd", fd, "data", d));
+	else
+		api_send(f->c, json_pack("{s:s, s:I, s:s, s:i, s:s}", "type", "log", "seq", (json_int_t)seq,
+					 "t", t, "fd", fd, "data", d));
+	free(d);
 }
 
-typedef void (*record_cb)(struct log_reader *f, uint64_t seq, const char *t, int fd,
-			  const char *data, size_t len);
+/* Records [from, to) are gone (rotated away before they were read): said, never skipped
+ * silently. */
+static void send_gap(struct reader *f, uint64_t from, uint64_t to)
+{
+	char note[128];
 
-/* Parses the records in buf[0..len); calls back for each complete one with lo <= seq
- * < hi; returns the bytes consumed (complete records). */
-static size_t parse_records(struct log_reader *f, const char *buf, size_t len, uint64_t lo,
-			    uint64_t hi, record_cb cb)
+	if (f->mode == READ_RECORDS) {
+		api_send(f->c, json_pack("{s:s, s:I, s:I}", "type", "gap", "from", (json_int_t)from,
+					 "to", (json_int_t)to));
+		return;
+	}
+	snprintf(note, sizeof(note), "[lantern: %llu output records were rotated away before they were sent]\n",
+		 (unsigned long long)(to - from));
+	send_record(f, 0, "", 2, note, strlen(note));
+}
+
+/* The header of the record at p (len bytes left): "SEQ SEC.NSEC FD LEN\n". Parsed by
+ * hand, within the line: the log is the workload's bytes, framed by the shim. */
+struct rec_hdr {
+	uint64_t seq, len;
+	int fd;
+	char t[40];
+	size_t hlen;
+};
+
+static bool read_u64(const char **p, const char *end, char stop, uint64_t *v)
+{
+	const char *q = *p;
+	uint64_t n = 0;
+
+	if (q >= end || *q < '0' || *q > '9')
+		return false;
+	while (q < end && *q >= '0' && *q <= '9') {
+		if (n > (UINT64_MAX - 9) / 10)
+			return false;
+		n = n * 10 + (uint64_t)(*q++ - '0');
+	}
+	if (q >= end || *q != stop)
+		return false;
+	*p = q + 1;
+	*v = n;
+	return true;
+}
+
+static bool parse_hdr(const char *buf, size_t len, struct rec_hdr *h)
+{
+	const char *p = buf, *end = buf + (len < 128 ? len : 128), *ts;
+	uint64_t fd;
+
+	if (!read_u64(&p, end, ' ', &h->seq))
+		return false;
+	ts = p;
+	while (p < end && *p != ' ')
+		p++;
+	if (p >= end || (size_t)(p - ts) >= sizeof(h->t) || p == ts)
+		return false;
+	memcpy(h->t, ts, (size_t)(p - ts));
+	h->t[p - ts] = '\0';
+	p++;
+	if (!read_u64(&p, end, ' ', &fd) || (fd != 1 && fd != 2) || !read_u64(&p, end, '\n', &h->len))
+		return false;
+	h->fd = (int)fd;
+	h->hlen = (size_t)(p - buf);
+	return true;
+}
+
+typedef void (*record_cb)(struct reader *f, uint64_t seq, const char *t, int fd, const char *data,
+			  size_t len);
+
+/* Calls back for each complete record in buf[0..len) with lo <= seq < hi; returns the
+ * bytes consumed (complete records). */
+static size_t parse_records(struct reader *f, const char *buf, size_t len, uint64_t lo, uint64_t hi,
+			    record_cb cb)
 {
 	size_t off = 0;
+	struct rec_hdr h;
 
 	while (off < len) {
-		const char *nl = memchr(buf + off, '\n', len - off);
-		unsigned long long seq;
-		char t[40];
-		int fd;
-		size_t dlen;
-
-		if (!nl)
+		if (!parse_hdr(buf + off, len - off, &h))
+			break; /* incomplete (the shim is writing it) or damaged: stop rather than guess */
+		if (h.len > len - off - h.hlen || len - off - h.hlen - h.len < 1)
 			break;
-		if (sscanf(buf + off, "%llu %39s %d %zu", &seq, t, &fd, &dlen) != 4)
-			break; /* a damaged log: stop rather than guess */
-		if ((size_t)(nl - buf) + 1 + dlen + 1 > len)
-			break; /* incomplete: the shim is still writing it */
-		if (seq >= lo && seq < hi)
-			cb(f, seq, t, fd, nl + 1, dlen);
-		off = (size_t)(nl - buf) + 1 + dlen + 1;
+		if (h.seq >= lo && h.seq < hi)
+			cb(f, h.seq, h.t, h.fd, buf + off + h.hlen, (size_t)h.len);
+		off += h.hlen + (size_t)h.len + 1;
 	}
 	return off;
 }
@@ -279,43 +180,40 @@ static int read_all(int fd, off_t from, char **buf, size_t *len)
 		return -errno;
 	if (st.st_size <= from)
 		return 0;
-	if (!(*buf = malloc((size_t)(st.st_size - from) + 1)))
+	if (!(*buf = malloc((size_t)(st.st_size - from))))
 		return -ENOMEM;
 	if ((n = pread(fd, *buf, (size_t)(st.st_size - from), from)) < 0) {
 		free(*buf);
 		*buf = NULL;
 		return -errno;
 	}
-	(*buf)[n] = '\0';
 	*len = (size_t)n;
 	return 0;
 }
 
-static void emit(struct log_reader *f, uint64_t seq, const char *t, int fd, const char *data,
-		 size_t len)
+static void emit(struct reader *f, uint64_t seq, const char *t, int fd, const char *data, size_t len)
 {
 	send_record(f, seq, t, fd, data, len);
 	f->next = seq + 1;
 }
 
-static void gap_then_emit(struct log_reader *f, uint64_t seq, const char *t, int fd,
-			  const char *data, size_t len)
+static void gap_then_emit(struct reader *f, uint64_t seq, const char *t, int fd, const char *data,
+			  size_t len)
 {
 	if (seq > f->next)
-		api_send(f->c, json_pack("{s:s, s:I, s:I}", "type", "gap", "from", (json_int_t)f->next,
-					 "to", (json_int_t)seq));
+		send_gap(f, f->next, seq);
 	emit(f, seq, t, fd, data, len);
 }
 
 /* Records [f->next, hi) from log.1, for a reader that fell behind a rotation (or, at
  * the start, everything it keeps; a gap before its first record is reported). */
-static void fill_from_old(struct log_reader *f, uint64_t hi)
+static void fill_from_old(struct reader *f, uint64_t hi)
 {
 	char path[PATH_MAX + 16], *buf;
 	size_t len;
 	int fd;
 
-	snprintf(path, sizeof(path), "%s/log.1", f->dir);
+	snprintf(path, sizeof(path), "%s/log.1", run_dir(f->r));
 	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
 		return;
 	if (read_all(fd, 0, &buf, &len) == 0 && buf) {
@@ -325,20 +223,19 @@ static void fill_from_old(struct log_reader *f, uint64_t hi)
 	close(fd);
 }
 
-static void gap_check(struct log_reader *f, uint64_t seq, const char *t, int fd, const char *data,
+static void gap_check(struct reader *f, uint64_t seq, const char *t, int fd, const char *data,
 		      size_t len)
 {
 	if (seq > f->next) {
 		fill_from_old(f, seq);
 		if (seq > f->next)
-			api_send(f->c, json_pack("{s:s, s:I, s:I}", "type", "gap", "from", (json_int_t)f->next,
-						 "to", (json_int_t)seq));
+			send_gap(f, f->next, seq);
 	}
 	emit(f, seq, t, fd, data, len);
 }
 
 /* Sends what the open "log" has past f->off. */
-static void pump_fd(struct log_reader *f)
+static void pump_fd(struct reader *f)
 {
 	char *buf;
 	size_t len;
@@ -349,12 +246,12 @@ static void pump_fd(struct log_reader *f)
 	free(buf);
 }
 
-static void pump_log(struct log_reader *f)
+static void pump(struct reader *f)
 {
 	char path[PATH_MAX + 16];
 	struct stat st;
 
-	snprintf(path, sizeof(path), "%s/log", f->dir);
+	snprintf(path, sizeof(path), "%s/log", run_dir(f->r));
 	for (int round = 0; round < 4; round++) {
 		if (f->fd < 0) {
 			if ((f->fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
@@ -373,14 +270,19 @@ static void pump_log(struct log_reader *f)
 	}
 }
 
-static void reader_free(struct log_reader *f)
+static void reader_unlink(struct reader *f)
 {
-	for (struct log_reader **pp = &f->g->readers; *pp; pp = &(*pp)->nextr) {
+	for (struct reader **pp = &f->g->readers; *pp; pp = &(*pp)->nextr) {
 		if (*pp == f) {
 			*pp = f->nextr;
 			break;
 		}
 	}
+}
+
+static void reader_free(struct reader *f)
+{
+	reader_unlink(f);
 	if (f->fd >= 0)
 		close(f->fd);
 	free(f);
@@ -391,47 +293,35 @@ static void reader_gone(void *arg, struct api_client *c)
 	reader_free(arg);
 }
 
-static void send_end(struct log_reader *f, const struct run *r)
+/* Everything is read: how the run stands (or ended), then the client is done. */
+static void reader_end(struct reader *f)
 {
-	json_t *m = json_pack("{s:s, s:s, s:I}", "type", "end", "run_id", f->run_id, "next",
-			      (json_int_t)f->next);
+	struct run *r = f->r;
+	bool final = run_status_final(run_status(r));
+	json_t *m;
 
-	if (r) {
-		json_object_set_new(m, "status", json_string(run_status_name(run_status(r))));
-		if (run_status_final(run_status(r)))
+	pump(f);
+	if (f->mode == READ_OUTPUT) {
+		m = json_pack("{s:s, s:s, s:s, s:i}", "type", "exit", "run_id", run_id(r), "status",
+			      run_status_name(run_status(r)), "exit_code", run_exit_code(r));
+		if (run_reason(r)[0])
+			json_object_set_new(m, "reason", json_string(run_reason(r)));
+	} else {
+		m = json_pack("{s:s, s:s, s:I, s:s}", "type", "end", "run_id", run_id(r), "next",
+			      (json_int_t)f->next, "status", run_status_name(run_status(r)));
+		if (final)
 			json_object_set_new(m, "exit_code", json_integer(run_exit_code(r)));
 	}
 	api_on_close(f->c, NULL, NULL);
 	api_send(f->c, m);
 	api_finish(f->c);
+	reader_free(f);
 }
 
-static void on_poll(struct loop *l, void *arg)
+static void reader_start(struct logs *g, struct run *r, struct api_client *c, enum read_mode mode,
+			 uint64_t from, bool follow)
 {
-	struct logs *g = arg;
-
-	g->poll_timer = 0;
-	for (struct log_reader *f = g->readers, *nx; f; f = nx) {
-		struct run *r = runs_find(g->runs, f->run_id);
-		bool ended = !r || run_status_final(run_status(r));
-
-		nx = f->nextr;
-		pump_log(f);
-		if (ended) {
-			/* the shim closed the log before recording the exit: all is read now */
-			pump_log(f);
-			send_end(f, r);
-			reader_free(f);
-		}
-	}
-	if (g->readers)
-		g->poll_timer = loop_timer_add(g->loop, POLL_MS, on_poll, g);
-}
-
-void logs_request(struct logs *g, struct run *r, struct api_client *c, json_t *req)
-{
-	struct log_reader *f = calloc(1, sizeof(*f));
-	json_t *from = json_object_get(req, "from");
+	struct reader *f = calloc(1, sizeof(*f));
 
 	if (!f) {
 		api_finish(c);
@@ -439,41 +329,97 @@ void logs_request(struct logs *g, struct run *r, struct api_client *c, json_t *r
 	}
 	f->g = g;
 	f->c = c;
+	f->r = r;
+	f->mode = mode;
 	f->fd = -1;
-	snprintf(f->run_id, sizeof(f->run_id), "%s", run_id(r));
-	snprintf(f->dir, sizeof(f->dir), "%s", run_dir(r));
-	f->next = json_is_integer(from) && json_integer_value(from) > 0 ? (uint64_t)json_integer_value(from) : 0;
-	f->follow = json_is_true(json_object_get(req, "follow"));
-	/* what is kept before the current log is in log.1 */
-	fill_from_old(f, UINT64_MAX);
-	pump_log(f);
-	if (!f->follow || run_status_final(run_status(r))) {
-		pump_log(f);
-		send_end(f, r);
-		if (f->fd >= 0)
-			close(f->fd);
-		free(f);
-		return;
-	}
+	f->next = from;
 	f->nextr = g->readers;
 	g->readers = f;
 	api_on_close(c, reader_gone, f);
-	if (!g->poll_timer)
-		g->poll_timer = loop_timer_add(g->loop, POLL_MS, on_poll, g);
+	/* what is kept before the current log is in log.1 */
+	fill_from_old(f, UINT64_MAX);
+	if (!follow || run_status_final(run_status(r)))
+		reader_end(f);
+	else
+		pump(f);
+}
+
+void logs_follow(struct logs *g, struct run *r, struct api_client *c)
+{
+	reader_start(g, r, c, READ_OUTPUT, 0, true);
+}
+
+void logs_request(struct logs *g, struct run *r, struct api_client *c, json_t *req)
+{
+	json_t *from = json_object_get(req, "from");
+
+	reader_start(g, r, c, READ_RECORDS,
+		     json_is_integer(from) && json_integer_value(from) > 0 ? (uint64_t)json_integer_value(from) : 0,
+		     json_is_true(json_object_get(req, "follow")));
+}
+
+/* ---- the run directory, watched while the run lives ---- */
+
+static void on_inotify(struct loop *l, int fd, uint32_t events, void *arg)
+{
+	struct logs *g = arg;
+	char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+	ssize_t n;
+
+	while ((n = read(g->inotify, buf, sizeof(buf))) > 0) {
+		for (char *p = buf; p < buf + n;) {
+			struct inotify_event *ev = (struct inotify_event *)p;
+
+			for (struct reader *f = g->readers, *nx; f; f = nx) {
+				struct logs_run *lr = run_slot(f->r, g->slot);
+
+				nx = f->nextr;
+				if (lr && lr->wd >= 0 && lr->wd == ev->wd)
+					pump(f);
+			}
+			p += sizeof(*ev) + ev->len;
+		}
+	}
+}
+
+static int watch(struct logs *g, struct run *r, struct lerr *e)
+{
+	struct logs_run *lr = run_slot(r, g->slot);
+
+	if (!lr) {
+		if (!(lr = calloc(1, sizeof(*lr))))
+			return lerr_set(e, ENOMEM, "logs: out of memory");
+		lr->wd = -1;
+		run_set_slot(r, g->slot, lr);
+	}
+	if (lr->wd < 0 &&
+	    (lr->wd = inotify_add_watch(g->inotify, run_dir(r), IN_MODIFY | IN_CREATE | IN_MOVED_TO)) < 0)
+		return lerr_set(e, errno, "spawn: watching the output of %s: %s", run_id(r), strerror(errno));
+	return 0;
+}
+
+static void unwatch(struct logs *g, struct run *r)
+{
+	struct logs_run *lr = run_slot(r, g->slot);
+
+	if (lr && lr->wd >= 0) {
+		inotify_rm_watch(g->inotify, lr->wd);
+		lr->wd = -1;
+	}
 }
 
 /* ---- the run hooks ---- */
 
 static int on_prepared(void *arg, struct run *r, struct lerr *e)
 {
-	return watch_output(arg, r, e);
+	return watch(arg, r, e);
 }
 
 static int on_adopted(void *arg, struct run *r, struct lerr *e)
 {
 	struct lerr we = { 0 };
 
-	if (watch_output(arg, r, &we) < 0)
+	if (watch(arg, r, &we) < 0)
 		log_warn("run %s: %s", run_id(r), we.msg);
 	return 0;
 }
@@ -483,14 +429,15 @@ static void on_released(void *arg, struct run *r)
 	unwatch(arg, r);
 }
 
+/* The shim closed the log before recording the exit: everything is there now. */
 static void on_ended(void *arg, struct run *r)
 {
 	struct logs *g = arg;
 
-	for (struct follower *f = g->followers, *nx; f; f = nx) {
-		nx = f->next;
+	for (struct reader *f = g->readers, *nx; f; f = nx) {
+		nx = f->nextr;
 		if (f->r == r)
-			follower_end(f);
+			reader_end(f);
 	}
 }
 
