@@ -33,7 +33,6 @@
 
 static struct tl_env T;
 static uint16_t sink_port;
-static pid_t sink_pid;
 static char sink_log[512];
 
 /* The sink: one line "PATH KEY" per request, then 200. */
@@ -488,6 +487,7 @@ static void test_journal_damage(void)
 int main(void)
 {
 	const char *missing = tl_env_missing();
+	pid_t pid;
 	int lfd;
 
 	tap_plan(16);
@@ -503,9 +503,10 @@ int main(void)
 	}
 	snprintf(sink_log, sizeof(sink_log), "%s/sink.log", T.dir);
 	lfd = tl_tcp_listen("127.0.0.1", &sink_port);
-	sink_pid = fork();
-	if (sink_pid == 0)
+	pid = fork();
+	if (pid == 0)
 		sink_serve(lfd);
+	tl_child_track(pid, SIGKILL);
 	close(lfd);
 
 	test_basics();
@@ -514,8 +515,7 @@ int main(void)
 	tl_daemon_stop(&T, SIGTERM);
 	test_crash_points();
 
-	kill(sink_pid, SIGKILL);
-	waitpid(sink_pid, NULL, 0);
+	tl_child_stop(pid, 0);
 	tl_env_cleanup(&T);
 	return tap_done();
 }

@@ -11,7 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -26,23 +25,6 @@ static struct tl_env T;
 static char probe[512];
 static uint16_t port_a, port_b, port_c, port6;
 static int lfd[8];
-static pid_t acceptors[8];
-
-/* Accepts and closes forever, so listeners never fill their backlog. */
-static pid_t acceptor(int fd)
-{
-	pid_t pid = fork();
-
-	if (pid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		for (;;) {
-			int c = accept(fd, NULL, NULL);
-			if (c >= 0)
-				close(c);
-		}
-	}
-	return pid;
-}
 
 /* Writes a process-runtime spec whose workload is `sh -c SCRIPT`. rules is the YAML
  * list body of egress_rules (lines "    - pattern: ..."), or NULL. */
@@ -317,27 +299,6 @@ static void test_timeout(void)
 	free(err);
 }
 
-static pid_t start_dnsmasq(uint16_t port)
-{
-	char cmd[1024];
-	pid_t pid;
-
-	snprintf(cmd, sizeof(cmd),
-		 "exec dnsmasq --no-daemon --conf-file=/dev/null --no-resolv --no-hosts --bind-interfaces "
-		 "--listen-address=127.0.0.1 --port=%u --pid-file= --user=root "
-		 "--host-record=allowed.example.test,127.0.0.7 --host-record=api.wild.test,127.0.0.8 "
-		 "--host-record=blocked.test,127.0.0.9 --local-ttl=60 >%s/dnsmasq.log 2>&1",
-		 port, T.dir);
-	pid = fork();
-	if (pid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGTERM);
-		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-		_exit(127);
-	}
-	usleep(300000);
-	return pid;
-}
-
 static void test_fqdn(uint16_t dns_port)
 {
 	char rules[512], script[2048], *out = NULL, *err = NULL;
@@ -575,9 +536,7 @@ int main(void)
 {
 	const char *missing = tl_env_missing();
 	uint16_t dns_port = 0;
-	pid_t dnsmasq;
-	int s;
-	char extra[128];
+	char extra[128], log[400];
 
 	tap_start();
 	if (missing) {
@@ -596,10 +555,12 @@ int main(void)
 	/* the same port on 127.0.0.2, so "denied" never means "no listener" */
 	lfd[4] = tl_tcp_listen("127.0.0.2", &port_b);
 	for (int i = 0; i < 5; i++)
-		acceptors[i] = acceptor(lfd[i]);
-	s = tl_udp_bind("127.0.0.1", &dns_port);
-	close(s);
-	dnsmasq = start_dnsmasq(dns_port);
+		tl_acceptor(lfd[i], NULL);
+	snprintf(log, sizeof(log), "%s/dnsmasq.log", T.dir);
+	if (tl_dnsmasq_start(&dns_port, log, "--host-record=allowed.example.test,127.0.0.7",
+			     "--host-record=api.wild.test,127.0.0.8", "--host-record=blocked.test,127.0.0.9",
+			     "--local-ttl=60", (char *)NULL) < 0)
+		tap_diag("dnsmasq did not start: the FQDN points will fail");
 	snprintf(extra, sizeof(extra), "--dns-upstream 127.0.0.1:%u", dns_port);
 	if (!tap_ok(tl_daemon_start(&T, extra) == 0, "lanternd starts with a private state dir, socket, pin root and cgroup root")) {
 		tl_env_cleanup(&T);
@@ -620,16 +581,10 @@ int main(void)
 	test_no_process_runtime();
 	test_crash_and_adopt();
 	test_reset();
-	kill(dnsmasq, SIGTERM);
-	waitpid(dnsmasq, NULL, 0);
-	for (size_t i = 0; i < ARRAY_SIZE(lfd); i++) {
-		if (acceptors[i] > 0) {
-			kill(acceptors[i], SIGKILL);
-			waitpid(acceptors[i], NULL, 0);
-		}
+	for (size_t i = 0; i < ARRAY_SIZE(lfd); i++)
 		if (lfd[i] > 0)
 			close(lfd[i]);
-	}
+	/* dnsmasq and the acceptors are stopped at exit (testlib) */
 	tl_env_cleanup(&T);
 	return tap_done_plan();
 }

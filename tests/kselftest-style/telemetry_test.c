@@ -36,27 +36,10 @@ static char getpids[512], netprobe[512];
 
 static void stop_receivers(void)
 {
-	for (int i = 0; i < 2; i++)
-		if (receivers[i] > 0) {
-			kill(receivers[i], SIGTERM);
-			waitpid(receivers[i], NULL, 0);
-			receivers[i] = 0;
-		}
-}
-
-static pid_t main_pid;
-
-static void cleanup_at_exit(void)
-{
-	if (getpid() != main_pid)
-		return;
-	stop_receivers();
-	tl_env_cleanup(&T);
-}
-
-static void on_signal(int sig)
-{
-	exit(128 + sig);
+	for (int i = 0; i < 2; i++) {
+		tl_child_stop(receivers[i], 0);
+		receivers[i] = 0;
+	}
 }
 
 /* Starts receiver i; extra are more flags (e.g. "--fail-first 2"). */
@@ -79,6 +62,7 @@ static bool receiver_start(int i, const char *extra)
 		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
 		_exit(127);
 	}
+	tl_child_track(receivers[i], SIGTERM);
 	close(p[1]);
 	n = read(p[0], line, sizeof(line) - 1);
 	close(p[0]);
@@ -449,15 +433,11 @@ int main(void)
 	int rc;
 
 	tap_plan(PLAN);
-	main_pid = getpid();
 	if (missing) {
 		for (int i = 0; i < PLAN; i++)
 			tap_skip(missing, "telemetry point %d", i + 1);
 		return tap_done();
 	}
-	atexit(cleanup_at_exit);
-	signal(SIGTERM, on_signal);
-	signal(SIGINT, on_signal);
 	tl_env_init(&T, "telemetry");
 	snprintf(getpids, sizeof(getpids), "%s/tests/getpids", T.build);
 	snprintf(netprobe, sizeof(netprobe), "%s/tests/netprobe", T.build);
