@@ -106,22 +106,6 @@ static const char *steps_script(void)
 	return s;
 }
 
-/* The only run directory's id (tests run one at a time per daemon). */
-static bool newest_run(char *id, size_t len)
-{
-	char *out = NULL;
-	bool ok;
-
-	tl_sh(&out, NULL, "ls -t %s/runs | head -n1", T.state);
-	ok = out && out[0] == 'r';
-	if (ok) {
-		out[strcspn(out, "\n")] = '\0';
-		snprintf(id, len, "%s", out);
-	}
-	free(out);
-	return ok;
-}
-
 /* Status of run id per lantern ps, waiting up to ms for it to be final. */
 static const char *wait_final(const char *id, int ms)
 {
@@ -196,7 +180,7 @@ static bool crash_once(int n, bool kill_workload, char *why, size_t wlen)
 	tl_daemon_stop(&T, SIGKILL); /* it has crashed (or for n past the end, finished) */
 	free(out);
 	free(err);
-	if (!newest_run(id, sizeof(id))) {
+	if (!tl_newest_run(&T, id, sizeof(id), NULL, 0)) {
 		snprintf(why, wlen, "no run directory");
 		return false;
 	}
@@ -296,7 +280,7 @@ static void test_basics(void)
 	free(out);
 	free(err);
 
-	newest_run(id, sizeof(id));
+	tl_newest_run(&T, id, sizeof(id), NULL, 0);
 	rc = tl_lantern(&T, &out, NULL, "journal %s", id);
 	tap_ok(rc == 0 && tl_has(out, "run_started") && tl_has(out, "step_started    a (tool) attempt 1") &&
 	       tl_has(out, "step_completed  b attempt 1 exit 3") && tl_has(out, "run_completed   succeeded"),

@@ -46,18 +46,6 @@ static int run(const char *file, char **out, char **err)
 	return tl_lantern(&T, out, err, "run %s", file);
 }
 
-/* The id of the newest run, from `lantern ps`. */
-static void newest_run(char *id, char *inst)
-{
-	char *out = NULL;
-
-	id[0] = inst[0] = '\0';
-	tl_lantern(&T, &out, NULL, "ps | sed -n 2p");
-	if (out)
-		sscanf(out, "%31s %31s", id, inst);
-	free(out);
-}
-
 static void cleanup(void)
 {
 	tl_env_cleanup(&T);
@@ -175,7 +163,7 @@ static void test_limits(void)
 	      spec("cpu", "trusted", NULL, "  limits:\n    vcpu: 100m\n",
 		   "timeout 2 sh -c 'while :; do :; done'; true"));
 	usleep(1500 * 1000);
-	newest_run(id, inst);
+	tl_newest_run(&T, id, sizeof(id), inst, sizeof(inst));
 	snprintf(path, sizeof(path), "/sys/fs/cgroup/cpu/%s/%s/cpu.stat", T.cgroot, inst);
 	if (access(path, F_OK) < 0)
 		snprintf(path, sizeof(path), "/sys/fs/cgroup/%s/%s/cpu.stat", T.cgroot, inst);
@@ -195,7 +183,7 @@ static void test_limits(void)
 	tl_sh(NULL, NULL, "%s/lantern --socket %s run %s >%s/cancel.out 2>&1 &", T.build, T.sock,
 	      spec("cancel", "standard", NULL, NULL, "sleep 30"), T.dir);
 	usleep(1200 * 1000);
-	newest_run(id, inst);
+	tl_newest_run(&T, id, sizeof(id), inst, sizeof(inst));
 	rc = tl_lantern(&T, NULL, NULL, "kill %s", id);
 	tl_sh(NULL, NULL, "for i in $(seq 50); do %s/lantern --socket %s ps | grep %s | grep -q running || break; sleep 0.1; done",
 	      T.build, T.sock, id);
@@ -249,7 +237,7 @@ static void test_egress(void)
 	{
 		char id[32], inst[32];
 
-		newest_run(id, inst);
+		tl_newest_run(&T, id, sizeof(id), inst, sizeof(inst));
 		tl_sh(&out, NULL, "for p in $(cat /sys/fs/cgroup/unified/%s/%s/cgroup.procs); do tr '\\0' ' ' < /proc/$p/cmdline | cut -c1-40; echo; done",
 			   T.cgroot, inst);
 		tap_ok(tl_has(out, "runsc-sandbox") && tl_has(out, "runsc-gofer"),
@@ -272,7 +260,7 @@ static void test_logs(void)
 	tl_sh(NULL, NULL, "%s/lantern --socket %s run %s >/dev/null 2>&1 &", T.build, T.sock,
 	      spec("logs", "trusted", NULL, NULL, "i=1; while [ $i -le 300 ]; do echo line-$i; i=$((i+1)); usleep 10000; done"));
 	usleep(600 * 1000);
-	newest_run(id, inst);
+	tl_newest_run(&T, id, sizeof(id), inst, sizeof(inst));
 	tl_sh(NULL, NULL, "%s/lantern --socket %s logs -f --json %s > %s/logs.json 2>%s/logs.err &", T.build,
 	      T.sock, id, T.dir, T.dir);
 	usleep(800 * 1000);
@@ -315,7 +303,7 @@ static void test_harness_after_kill(void)
 	      spec("harness-ino", "trusted", NULL, NULL,
 		   "i=0; while [ $i -lt 60 ]; do stat -c %i /run/lantern/harness/harness.sock; i=$((i+1)); usleep 100000; done"));
 	usleep(1500 * 1000);
-	newest_run(id, inst);
+	tl_newest_run(&T, id, sizeof(id), inst, sizeof(inst));
 	snprintf(sockp, sizeof(sockp), "%s/runs/%s/harness/harness.sock", T.state, id);
 	tl_sh(&ino1, NULL, "stat -c %%i %s", sockp);
 	tl_daemon_stop(&T, SIGKILL);

@@ -3,8 +3,10 @@
 #include "testlib.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <jansson.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -457,6 +459,48 @@ bool tl_wait_file_text(const char *path, const char *text, int ms)
 		if (tl_ms() >= end)
 			return false;
 	}
+}
+
+bool tl_newest_run(struct tl_env *t, char *id, size_t idlen, char *inst, size_t instlen)
+{
+	struct statx best = { 0 };
+	char runs[400], path[700], name[256] = "";
+	struct dirent *de;
+	DIR *d;
+
+	snprintf(runs, sizeof(runs), "%s/runs", t->state);
+	d = opendir(runs);
+	if (!d)
+		return false;
+	/* birth, not modification: a finished run's directory is still written to
+	 * (run.json replaced at teardown) after a newer run has started */
+	while ((de = readdir(d))) {
+		struct statx sx;
+
+		if (de->d_name[0] == '.' ||
+		    statx(dirfd(d), de->d_name, AT_SYMLINK_NOFOLLOW, STATX_BTIME, &sx) < 0 ||
+		    !(sx.stx_mask & STATX_BTIME))
+			continue;
+		if (!name[0] || sx.stx_btime.tv_sec > best.stx_btime.tv_sec ||
+		    (sx.stx_btime.tv_sec == best.stx_btime.tv_sec &&
+		     sx.stx_btime.tv_nsec > best.stx_btime.tv_nsec)) {
+			best = sx;
+			snprintf(name, sizeof(name), "%s", de->d_name);
+		}
+	}
+	closedir(d);
+	if (!name[0])
+		return false;
+	snprintf(id, idlen, "%s", name);
+	if (inst) {
+		json_t *j;
+
+		snprintf(path, sizeof(path), "%s/%s/run.json", runs, name);
+		j = json_load_file(path, 0, NULL);
+		snprintf(inst, instlen, "%s", json_string_value(json_object_get(j, "instance_id")) ?: "");
+		json_decref(j);
+	}
+	return true;
 }
 
 pid_t tl_acceptor(int fd, const char *reply)

@@ -61,6 +61,9 @@ bool tl_running_run(struct tl_env *t, const char *name, char *id, size_t len, in
 /* True once the file at path contains text; waits up to ms. */
 bool tl_wait_file_text(const char *path, const char *text, int ms);
 
+/* The run lanternd created last (its directory's birth time, so a stopped daemon is
+ * fine) and, if inst is not NULL, its instance id from run.json. */
+bool tl_newest_run(struct tl_env *t, char *id, size_t idlen, char *inst, size_t instlen);
 
 
 /* ---- children and the end of a test ----
