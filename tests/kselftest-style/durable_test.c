@@ -78,16 +78,11 @@ static void sink_serve(int lfd)
 static const char *spec(const char *name, const char *extra_spec, const char *limits,
 			const char *script)
 {
-	char file[128];
-
-	snprintf(file, sizeof(file), "%s.yaml", name);
-	return tl_file(&T, file,
-		       "apiVersion: lantern.dev/v1\nkind: AgentSpec\nmetadata:\n  name: %s\n"
-		       "spec:\n  image_digest: host\n  isolation: trusted\n  network: allowlist_domain\n"
+	return tl_spec(&T, name, NULL, script,
+		       "  image_digest: host\n  isolation: trusted\n  network: allowlist_domain\n"
 		       "  egress_rules:\n    - pattern: tcp://127.0.0.1:%u\n%s"
-		       "  limits:\n    memory: 256Mi\n%s"
-		       "  command: [\"/bin/sh\", \"-c\"]\n  args:\n    - |\n      %s\n",
-		       name, sink_port, extra_spec ? extra_spec : "", limits ? limits : "", script);
+		       "  limits:\n    memory: 256Mi\n%s",
+		       sink_port, extra_spec ? extra_spec : "", limits ? limits : "");
 }
 
 /* The steps script: NSTEPS effects on the sink, each a `lantern step`. */

@@ -31,34 +31,16 @@ static int lfd[8];
 static const char *spec(const char *name, const char *network, const char *labels,
 			const char *rules, const char *extra_limits, const char *script)
 {
-	char file[128];
-
-	snprintf(file, sizeof(file), "%s.yaml", name);
-	return tl_file(&T, file,
-		       "apiVersion: lantern.dev/v1\n"
-		       "kind: AgentSpec\n"
-		       "metadata:\n"
-		       "  name: %s\n"
-		       "%s"
-		       "spec:\n"
+	return tl_spec(&T, name, labels, script,
 		       "  image_digest: host\n"
 		       "  isolation: trusted\n"
 		       "  network: %s\n"
 		       "%s%s"
 		       "  limits:\n"
 		       "    memory: 256Mi\n"
-		       "%s"
-		       "  command: [\"/bin/sh\", \"-c\"]\n"
-		       "  args:\n"
-		       "    - |\n"
-		       "      %s\n",
-		       name, labels ? labels : "", network, rules ? "  egress_rules:\n" : "",
-		       rules ? rules : "", extra_limits ? extra_limits : "", script);
-}
-
-static int run(const char *file, char **out, char **err)
-{
-	return tl_lantern(&T, out, err, "run %s", file);
+		       "%s",
+		       network, rules ? "  egress_rules:\n" : "", rules ? rules : "",
+		       extra_limits ? extra_limits : "");
 }
 
 static int count_cgroup_children(void)
@@ -82,7 +64,7 @@ static void test_admission(void)
 		    "apiVersion: lantern.dev/v1\nkind: AgentSpec\nmetadata:\n  name: bad\n"
 		    "spec:\n  image_digest: host\n  isolation: trusted\n  limits:\n    memory: 12Qi\n"
 		    "  egress_rules:\n    - pattern: tcp://10.0.0.1/8\n  command: [\"true\"]\n");
-	rc = run(f, &out, &err);
+	rc = tl_run(&T, f, &out, &err);
 	tap_ok(rc != 0 && tl_has(err, "bad.yaml:9:13") && tl_has(err, "spec.limits.memory") &&
 	       tl_has(err, "bad.yaml:11:16") && tl_has(err, "spec.egress_rules[0].pattern"),
 	       "invalid spec: every error names file:line:col and the field (got: %s)", tl_oneline(err));
@@ -92,14 +74,14 @@ static void test_admission(void)
 
 	f = spec("standard", "none", NULL, NULL, NULL, "true");
 	tl_sh(NULL, NULL, "sed -i 's/isolation: trusted/isolation: untrusted/' %s", f);
-	rc = run(f, &out, &err);
+	rc = tl_run(&T, f, &out, &err);
 	tap_ok(rc != 0 && tl_has(err, "refused") && tl_has(err, "untrusted"),
 	       "isolation untrusted is refused by the process runtime, naming the class");
 	free(out);
 	free(err);
 
 	f = spec("vpc", "tenant_vpc", NULL, NULL, NULL, "true");
-	rc = run(f, &out, &err);
+	rc = tl_run(&T, f, &out, &err);
 	tap_ok(rc != 0 && tl_has(err, "tenant_vpc"), "network tenant_vpc is refused as unsupported");
 	free(out);
 	free(err);
@@ -116,7 +98,7 @@ static void test_basic(void)
 		 "echo to-stdout; echo to-stderr >&2; %s tcp 127.0.0.1 %u; %s tcp 127.0.0.1 %u; exit 7",
 		 probe, port_a, probe, port_b);
 	f = spec("basic", "allowlist_domain", NULL, rules, NULL, script);
-	rc = run(f, &out, &err);
+	rc = tl_run(&T, f, &out, &err);
 	tap_ok(rc == 7, "lantern run exits with the workload's exit status (got %d)", rc);
 	tap_ok(tl_has(out, "to-stdout") && tl_has(err, "to-stderr"), "stdout and stderr are streamed");
 	tap_ok(tl_has(out, "ok\ndenied\n"), "allowed TCP port connects, another port on the same address is denied (EPERM)");
@@ -154,7 +136,7 @@ static void test_protocols(void)
 		 probe, port_b, port_c, port_b, port_a + 1, port_a + 3, port_a, port_a, port6, port6 + 1,
 		 port_b, port_b, port6);
 	f = spec("protocols", "allowlist_domain", NULL, rules, NULL, script);
-	run(f, &out, &err);
+	tl_run(&T, f, &out, &err);
 	const char *want =
 		"ok\nok\n"          /* /32 allows everything on 127.0.0.1: tcp and udp */
 		"ok\ndenied\n"      /* /8 only allows port_c: longest prefix keeps the union */
@@ -178,14 +160,14 @@ static void test_modes(void)
 
 	snprintf(script, sizeof(script), "%s tcp 127.0.0.1 %u; %s tcp ::1 %u; true", probe, port_a, probe, port6);
 	f = spec("none", "none", NULL, NULL, NULL, script);
-	run(f, &out, &err);
+	tl_run(&T, f, &out, &err);
 	tap_ok(out && !strcmp(out, "denied\ndenied\n"),
 	       "network none in the host's netns: even the node's loopback is denied (got %s)", tl_oneline(out));
 	free(out);
 	free(err);
 
 	f = spec("open", "open", NULL, NULL, NULL, script);
-	run(f, &out, &err);
+	tl_run(&T, f, &out, &err);
 	tap_ok(out && !strcmp(out, "ok\nok\n"), "network open: everything allowed (got %s)", tl_oneline(out));
 	tap_ok(tl_log_contains(&T, "\"verdict\":\"allow\""), "network open: connections are still recorded");
 	free(out);
@@ -193,7 +175,7 @@ static void test_modes(void)
 
 	snprintf(script, sizeof(script), "%s tcp 127.0.0.1 %u; true", probe, port_b);
 	f = spec("audited", "allowlist_domain", "  labels:\n    lantern.dev/egress-mode: audit\n", NULL, NULL, script);
-	run(f, &out, &err);
+	tl_run(&T, f, &out, &err);
 	tap_ok(out && !strcmp(out, "ok\n") && tl_log_contains(&T, "\"verdict\":\"audit\""),
 	       "audit mode label: a would-deny is allowed and recorded as audit");
 	free(out);
@@ -291,7 +273,7 @@ static void test_timeout(void)
 	char *out = NULL, *err = NULL;
 	const char *f = spec("slow", "none", NULL, NULL, "    timeout: 1s\n", "sleep 30");
 	uint64_t t0 = tl_ms();
-	int rc = run(f, &out, &err);
+	int rc = tl_run(&T, f, &out, &err);
 
 	tap_ok(rc != 0 && tl_has(err, "timed_out") && tl_ms() - t0 < 10000,
 	       "limits.timeout ends the run as timed_out (%llu ms)", (unsigned long long)(tl_ms() - t0));
@@ -316,7 +298,7 @@ static void test_fqdn(uint16_t dns_port)
 		 "$P dnstcp api.wild.test 10.255.255.53; $P udp 127.0.0.8 9; true",
 		 probe, p7, p7, p7);
 	f = spec("fqdn", "allowlist_domain", NULL, rules, NULL, script);
-	run(f, &out, &err);
+	tl_run(&T, f, &out, &err);
 	const char *want = "denied\n"      /* before the lookup, the address is not allowed */
 			   "127.0.0.7\n"   /* DNS to any address is redirected to lanternd's proxy */
 			   "ok\n"          /* the answer opened exactly that address and port */
@@ -407,7 +389,7 @@ static void test_too_many_rules(void)
 	for (int i = 0; i < 70000; i++)
 		fprintf(fp, "    - pattern: 10.%d.%d.%d\n", i >> 16, (i >> 8) & 255, i & 255);
 	fclose(fp);
-	rc = run(path, &out, &err);
+	rc = tl_run(&T, path, &out, &err);
 	tap_ok(rc != 0 && tl_has(err, "65534"), "more egress rules than a policy can index are refused: %s", tl_oneline(err));
 	free(out);
 	free(err);
@@ -448,7 +430,7 @@ static void test_full_map(void)
 	fb = big_spec("big-b", 2, "true");
 	tl_sh(NULL, NULL, "%s/lantern --socket %s run %s >/dev/null 2>&1 &", T.build, T.sock, fa);
 	tl_running_run(&T, "big-a", id, sizeof(id), 10000);
-	rc = run(fb, &out, &err);
+	rc = tl_run(&T, fb, &out, &err);
 	tap_ok(rc != 0 && tl_has(err, "full"), "a policy that does not fit the map is refused: %s", tl_oneline(err));
 	tap_ok(count_cgroup_children() == 1, "the refused spawn left no cgroup behind");
 	tl_sh(NULL, NULL, "touch %s", go);

@@ -139,15 +139,10 @@ static json_t *span_named(json_t *spans, const char *trace_id, const char *name)
 
 static const char *spec(const char *name, const char *limits, const char *rules, const char *script)
 {
-	char file[64];
-
-	snprintf(file, sizeof(file), "%s.yaml", name);
-	return tl_file(&T, file,
-		       "apiVersion: lantern.dev/v1\nkind: AgentSpec\nmetadata:\n  name: %s\nspec:\n"
+	return tl_spec(&T, name, NULL, script,
 		       "  image_digest: host\n  isolation: trusted\n  network: allowlist_domain\n"
-		       "%s%s  limits:\n    memory: 256Mi\n%s"
-		       "  command: [\"/bin/sh\", \"-c\"]\n  args:\n    - |\n      %s\n",
-		       name, rules ? "  egress_rules:\n" : "", rules ? rules : "", limits ? limits : "", script);
+		       "%s%s  limits:\n    memory: 256Mi\n%s",
+		       rules ? "  egress_rules:\n" : "", rules ? rules : "", limits ? limits : "");
 }
 
 static bool run_id_of(const char *out, char *id, size_t len)

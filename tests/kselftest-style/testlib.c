@@ -461,6 +461,27 @@ bool tl_wait_file_text(const char *path, const char *text, int ms)
 	}
 }
 
+const char *tl_spec(struct tl_env *t, const char *name, const char *meta, const char *script,
+		    const char *fields, ...)
+{
+	char file[128], body[4096];
+	va_list ap;
+
+	va_start(ap, fields);
+	vsnprintf(body, sizeof(body), fields, ap);
+	va_end(ap);
+	snprintf(file, sizeof(file), "%s.yaml", name);
+	return tl_file(t, file,
+		       "apiVersion: lantern.dev/v1\nkind: AgentSpec\nmetadata:\n  name: %s\n%sspec:\n%s"
+		       "  command: [\"/bin/sh\", \"-c\"]\n  args:\n    - |\n      %s\n",
+		       name, meta ? meta : "", body, script);
+}
+
+int tl_run(struct tl_env *t, const char *file, char **out, char **err)
+{
+	return tl_lantern(t, out, err, "run %s", file);
+}
+
 bool tl_newest_run(struct tl_env *t, char *id, size_t idlen, char *inst, size_t instlen)
 {
 	struct statx best = { 0 };
@@ -501,6 +522,33 @@ bool tl_newest_run(struct tl_env *t, char *id, size_t idlen, char *inst, size_t 
 		json_decref(j);
 	}
 	return true;
+}
+
+int tl_mkimage(const char *dir, const char *ref, char *image, size_t len)
+{
+	char *out = NULL;
+	int rc = tl_sh(&out, NULL, "scripts/mkimage.sh %s %s", dir, ref);
+
+	snprintf(image, len, "%.*s", out ? (int)strcspn(out, "\n") : 0, out ? out : "");
+	free(out);
+	return rc;
+}
+
+void tl_net_init(struct tl_net *n, const char *prefix, unsigned base)
+{
+	unsigned pid = (unsigned)getpid();
+
+	n->a = base + pid % 50;
+	n->b = pid / 50 % 250;
+	snprintf(n->bridge, sizeof(n->bridge), "%s%u", prefix, pid % 100000);
+	snprintf(n->subnet, sizeof(n->subnet), "10.%u.%u.0/24", n->a, n->b);
+	snprintf(n->gw, sizeof(n->gw), "10.%u.%u.1", n->a, n->b);
+}
+
+const char *tl_net_addr(const struct tl_net *n, unsigned host, char *buf, size_t len)
+{
+	snprintf(buf, len, "10.%u.%u.%u", n->a, n->b, host);
+	return buf;
 }
 
 pid_t tl_acceptor(int fd, const char *reply)

@@ -61,10 +61,32 @@ bool tl_running_run(struct tl_env *t, const char *name, char *id, size_t len, in
 /* True once the file at path contains text; waits up to ms. */
 bool tl_wait_file_text(const char *path, const char *text, int ms);
 
+/* Writes NAME.yaml under t->dir: an AgentSpec named name whose workload is
+ * `/bin/sh -c SCRIPT`. meta: more lines of metadata (NULL: none); fields: the lines
+ * of spec before the command, printf-style. Returns its path (as tl_file). */
+const char *tl_spec(struct tl_env *t, const char *name, const char *meta, const char *script,
+		    const char *fields, ...) __attribute__((format(printf, 5, 6)));
+/* `lantern run FILE`; as tl_lantern. */
+int tl_run(struct tl_env *t, const char *file, char **out, char **err);
 /* The run lanternd created last (its directory's birth time, so a stopped daemon is
  * fine) and, if inst is not NULL, its instance id from run.json. */
 bool tl_newest_run(struct tl_env *t, char *id, size_t idlen, char *inst, size_t instlen);
+/* scripts/mkimage.sh DIR REF: an OCI layout of busybox; image gets the pinned
+ * reference it prints ("" if none). Returns the script's exit status. */
+int tl_mkimage(const char *dir, const char *ref, char *image, size_t len);
 
+/* A bridge and a /24 of this test process's own, for spawns or CNI: bridge
+ * PREFIX<pid>, subnet 10.A.B.0/24 with A = base + pid % 50 and B = pid / 50 % 250, so
+ * tests with different bases running at once never share an address. */
+struct tl_net {
+	char bridge[16];
+	char subnet[32];
+	char gw[32];        /* 10.A.B.1: the bridge's address */
+	unsigned a, b;
+};
+void tl_net_init(struct tl_net *n, const char *prefix, unsigned base);
+/* 10.A.B.HOST, in buf. */
+const char *tl_net_addr(const struct tl_net *n, unsigned host, char *buf, size_t len);
 
 /* ---- children and the end of a test ----
  * When the test ends (returns from main, exits, or is killed by the runner's timeout,
