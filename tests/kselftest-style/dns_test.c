@@ -13,10 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "lantern/dns.h"
@@ -31,7 +29,6 @@
 #define OVER_LIMIT 258 /* the server keeps 256 in flight */
 
 static char tmpdir[64];
-static pid_t dnsmasq_pid;
 
 /* ---- what the server told its owner (written on the loop thread) ---- */
 
@@ -383,27 +380,14 @@ static bool has_addr(const struct resp *r, int family, const char *text)
 
 /* ---- dnsmasq and the loop thread ---- */
 
-static void cleanup(void)
+static void remove_tmpdir(void)
 {
-	if (dnsmasq_pid > 0) {
-		kill(dnsmasq_pid, SIGTERM);
-		waitpid(dnsmasq_pid, NULL, 0);
-		dnsmasq_pid = 0;
-	}
-	if (tmpdir[0])
-		util_rm_rf(tmpdir);
-}
-
-static void on_signal(int sig)
-{
-	cleanup();
-	signal(sig, SIG_DFL);
-	raise(sig);
+	util_rm_rf(tmpdir);
 }
 
 static int start_dnsmasq(uint16_t *port_out)
 {
-	char hosts[128], portarg[32], hostsarg[160];
+	char hosts[128], hostsarg[160];
 	FILE *f;
 
 	snprintf(hosts, sizeof(hosts), "%s/hosts", tmpdir);
@@ -414,61 +398,12 @@ static int start_dnsmasq(uint16_t *port_out)
 		fprintf(f, "10.0.1.%d big.test\n", i);
 	fclose(f);
 	snprintf(hostsarg, sizeof(hostsarg), "--addn-hosts=%s", hosts);
-
-	for (int attempt = 0; attempt < 10; attempt++) {
-		uint16_t port = 0;
-		int fd = tl_udp_bind("127.0.0.1", &port);
-		uint64_t deadline;
-
-		if (fd < 0)
-			return -1;
-		close(fd);
-		snprintf(portarg, sizeof(portarg), "--port=%u", port);
-		dnsmasq_pid = fork();
-		if (dnsmasq_pid < 0)
-			return -1;
-		if (dnsmasq_pid == 0) {
-			int null = open("/dev/null", O_WRONLY);
-
-			/* dies with the test, whatever ends it */
-			prctl(PR_SET_PDEATHSIG, SIGTERM);
-			dup2(null, 1);
-			dup2(null, 2);
-			execl("/usr/sbin/dnsmasq", "dnsmasq", "--no-daemon", "--conf-file=/dev/null",
-			      "--no-resolv", "--no-hosts", "--bind-interfaces",
-			      "--listen-address=127.0.0.1", portarg, "--pid-file=", "--user=root",
-			      "--local-ttl=300", "--host-record=allowed.test,10.1.2.3,2001:db8::3",
-			      "--host-record=target.test,10.9.9.9",
-			      "--host-record=target.test,2001:db8::9",
-			      "--host-record=denied.test,10.6.6.6",
-			      "--host-record=fail.test,10.5.5.5", "--cname=c1.test,c2.test",
-			      "--cname=c2.test,target.test", hostsarg, (char *)NULL);
-			_exit(127);
-		}
-		/* ready when it answers; gone when the port was taken meanwhile */
-		deadline = tl_ms() + 5000;
-		while (tl_ms() < deadline) {
-			struct resp r;
-			uint8_t q[512], out[65536];
-			size_t len = build_query(q, 7, "allowed.test", 1);
-			ssize_t n = udp_raw(AF_INET, port, q, len, out, 200);
-
-			if (n > 0 && parse_resp(out, (size_t)n, &r) == 0 && r.n_addr == 1) {
-				*port_out = port;
-				return 0;
-			}
-			if (waitpid(dnsmasq_pid, NULL, WNOHANG) == dnsmasq_pid) {
-				dnsmasq_pid = 0;
-				break;
-			}
-		}
-		if (dnsmasq_pid > 0) {
-			kill(dnsmasq_pid, SIGKILL);
-			waitpid(dnsmasq_pid, NULL, 0);
-			dnsmasq_pid = 0;
-		}
-	}
-	return -1;
+	return tl_dnsmasq_start(port_out, NULL, "--local-ttl=300",
+				"--host-record=allowed.test,10.1.2.3,2001:db8::3",
+				"--host-record=target.test,10.9.9.9", "--host-record=target.test,2001:db8::9",
+				"--host-record=denied.test,10.6.6.6", "--host-record=fail.test,10.5.5.5",
+				"--cname=c1.test,c2.test", "--cname=c2.test,target.test", hostsarg,
+				(char *)NULL) < 0 ? -1 : 0;
 }
 
 static int stop_pipe[2] = { -1, -1 };
@@ -810,19 +745,20 @@ int main(void)
 	uint64_t first, last;
 	char spec[64];
 	struct resp r;
+	bool made;
 
 	tap_plan(34);
 	signal(SIGPIPE, SIG_IGN);
-	signal(SIGINT, on_signal);
-	signal(SIGTERM, on_signal);
 	setrlimit(RLIMIT_NOFILE, &rl);
 	srandom((unsigned)getpid());
-	atexit(cleanup);
 
 	test_upstream_parse();
 
 	util_tmp_template(tmpdir, sizeof(tmpdir), "/tmp/lantern-test-dns-");
-	if (!mkdtemp(tmpdir) || start_dnsmasq(&dport) < 0) {
+	made = mkdtemp(tmpdir) != NULL;
+	if (made)
+		tl_on_exit(remove_tmpdir);
+	if (!made || start_dnsmasq(&dport) < 0) {
 		tap_ok(false, "dnsmasq starts on 127.0.0.1");
 		return tap_done();
 	}

@@ -33,7 +33,6 @@
 
 static struct tl_env T;
 static uint16_t sink_port;
-static pid_t sink_pid;
 static char sink_log[512];
 
 /* The sink: one line "PATH KEY" per request, then 200. */
@@ -79,16 +78,11 @@ static void sink_serve(int lfd)
 static const char *spec(const char *name, const char *extra_spec, const char *limits,
 			const char *script)
 {
-	char file[128];
-
-	snprintf(file, sizeof(file), "%s.yaml", name);
-	return tl_file(&T, file,
-		       "apiVersion: lantern.dev/v1\nkind: AgentSpec\nmetadata:\n  name: %s\n"
-		       "spec:\n  image_digest: host\n  isolation: trusted\n  network: allowlist_domain\n"
+	return tl_spec(&T, name, NULL, script,
+		       "  image_digest: host\n  isolation: trusted\n  network: allowlist_domain\n"
 		       "  egress_rules:\n    - pattern: tcp://127.0.0.1:%u\n%s"
-		       "  limits:\n    memory: 256Mi\n%s"
-		       "  command: [\"/bin/sh\", \"-c\"]\n  args:\n    - |\n      %s\n",
-		       name, sink_port, extra_spec ? extra_spec : "", limits ? limits : "", script);
+		       "  limits:\n    memory: 256Mi\n%s",
+		       sink_port, extra_spec ? extra_spec : "", limits ? limits : "");
 }
 
 /* The steps script: NSTEPS effects on the sink, each a `lantern step`. */
@@ -105,22 +99,6 @@ static const char *steps_script(void)
 					i, sink_port, i);
 	snprintf(s + off, sizeof(s) - off, "echo all-steps-done");
 	return s;
-}
-
-/* The only run directory's id (tests run one at a time per daemon). */
-static bool newest_run(char *id, size_t len)
-{
-	char *out = NULL;
-	bool ok;
-
-	tl_sh(&out, NULL, "ls -t %s/runs | head -n1", T.state);
-	ok = out && out[0] == 'r';
-	if (ok) {
-		out[strcspn(out, "\n")] = '\0';
-		snprintf(id, len, "%s", out);
-	}
-	free(out);
-	return ok;
 }
 
 /* Status of run id per lantern ps, waiting up to ms for it to be final. */
@@ -197,7 +175,7 @@ static bool crash_once(int n, bool kill_workload, char *why, size_t wlen)
 	tl_daemon_stop(&T, SIGKILL); /* it has crashed (or for n past the end, finished) */
 	free(out);
 	free(err);
-	if (!newest_run(id, sizeof(id))) {
+	if (!tl_newest_run(&T, id, sizeof(id), NULL, 0)) {
 		snprintf(why, wlen, "no run directory");
 		return false;
 	}
@@ -297,7 +275,7 @@ static void test_basics(void)
 	free(out);
 	free(err);
 
-	newest_run(id, sizeof(id));
+	tl_newest_run(&T, id, sizeof(id), NULL, 0);
 	rc = tl_lantern(&T, &out, NULL, "journal %s", id);
 	tap_ok(rc == 0 && tl_has(out, "run_started") && tl_has(out, "step_started    a (tool) attempt 1") &&
 	       tl_has(out, "step_completed  b attempt 1 exit 3") && tl_has(out, "run_completed   succeeded"),
@@ -488,6 +466,7 @@ static void test_journal_damage(void)
 int main(void)
 {
 	const char *missing = tl_env_missing();
+	pid_t pid;
 	int lfd;
 
 	tap_plan(16);
@@ -503,9 +482,10 @@ int main(void)
 	}
 	snprintf(sink_log, sizeof(sink_log), "%s/sink.log", T.dir);
 	lfd = tl_tcp_listen("127.0.0.1", &sink_port);
-	sink_pid = fork();
-	if (sink_pid == 0)
+	pid = fork();
+	if (pid == 0)
 		sink_serve(lfd);
+	tl_child_track(pid, SIGKILL);
 	close(lfd);
 
 	test_basics();
@@ -514,8 +494,7 @@ int main(void)
 	tl_daemon_stop(&T, SIGTERM);
 	test_crash_points();
 
-	kill(sink_pid, SIGKILL);
-	waitpid(sink_pid, NULL, 0);
+	tl_child_stop(pid, 0);
 	tl_env_cleanup(&T);
 	return tap_done();
 }

@@ -37,7 +37,6 @@ static char root2[256];        /* a second lanternd's subtree */
 static char pins[256], pins2[256];
 static char netprobe[512];
 static struct lbpf *lb;
-static pid_t kids[2];          /* long-running children: the connect loop, the acceptor */
 
 /* every event seen so far */
 static struct lantern_egress_event evs[4096];
@@ -305,21 +304,6 @@ static int dns_tcp_peer(const char *cg)
 	return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
 }
 
-/* Accepts and closes connections on fd until killed, so loops never fill the backlog. */
-static pid_t acceptor(int fd)
-{
-	pid_t pid = fork();
-
-	if (pid == 0) {
-		for (;;) {
-			int c = accept(fd, NULL, NULL);
-			if (c >= 0)
-				close(c);
-		}
-	}
-	return pid;
-}
-
 static bool wait_gone(const char *cg, const char *addr, uint16_t port)
 {
 	for (int i = 0; i < 50; i++) {
@@ -335,13 +319,6 @@ static void cleanup(void)
 	struct lerr e;
 	const char *subs[] = { "a", "b", "c", "d", "e", "f", "outside", "" };
 
-	for (size_t i = 0; i < ARRAY_SIZE(kids); i++) {
-		if (kids[i] > 0) {
-			kill(kids[i], SIGKILL);
-			waitpid(kids[i], NULL, 0);
-			kids[i] = 0;
-		}
-	}
 	lbpf_close(lb);
 	lb = NULL;
 	lbpf_unpin_all(pins, &e);
@@ -359,21 +336,6 @@ static void cleanup(void)
 		rmdir(g);
 		rmdir(root2);
 	}
-}
-
-static pid_t main_pid;
-
-/* Runs on every exit of the test process, including a signal from the runner's
- * timeout, so no cgroup or pin outlives a failed run. */
-static void cleanup_at_exit(void)
-{
-	if (getpid() == main_pid)
-		cleanup();
-}
-
-static void on_signal(int sig)
-{
-	exit(128 + sig);
 }
 
 static void skip_all(const char *why)
@@ -398,7 +360,6 @@ int main(void)
 	char out[256];
 
 	tap_plan(PLAN);
-	main_pid = getpid();
 	if (missing) {
 		skip_all(missing);
 		return tap_done();
@@ -415,9 +376,8 @@ int main(void)
 	snprintf(root2, sizeof(root2), "%s/lantern-test-bpf2-%d", cg2, getpid());
 	snprintf(pins, sizeof(pins), "/sys/fs/bpf/lantern-test-bpf-%d", getpid());
 	snprintf(pins2, sizeof(pins2), "/sys/fs/bpf/lantern-test-bpf2-%d", getpid());
-	atexit(cleanup_at_exit);
-	signal(SIGTERM, on_signal);
-	signal(SIGINT, on_signal);
+	/* however the test ends, no cgroup or pin outlives it */
+	tl_on_exit(cleanup);
 	mkdir(root, 0755);
 	mkdir(root2, 0755);
 	if (cg_make(root, "a", cga, sizeof(cga), &ida) || cg_make(root, "b", cgb, sizeof(cgb), &idb) ||
@@ -597,7 +557,7 @@ int main(void)
 	/* atomic update under a connect loop */
 	{
 		struct lantern_instance before, after;
-		pid_t acc = kids[1] = acceptor(lt1), child = 0;
+		pid_t acc = tl_acceptor(lt1, NULL), child = 0;
 		int p[2], flips = 0, st2;
 		char buf[128] = "";
 		long okc = -1, den = -1, oth = -1;
@@ -608,7 +568,7 @@ int main(void)
 			char ps[16];
 
 			snprintf(ps, sizeof(ps), "%u", pt);
-			child = kids[0] = fork();
+			child = fork();
 			if (child == 0) {
 				close(p[0]);
 				cg_join(cga);
@@ -616,21 +576,20 @@ int main(void)
 				execl(netprobe, "netprobe", "loop", "127.0.0.1", ps, "4000", (char *)NULL);
 				_exit(98);
 			}
+			tl_child_track(child, SIGKILL);
 			close(p[1]);
 			while (waitpid(child, &st2, WNOHANG) == 0) {
 				lbpf_instance_set(lb, ida, flips % 2 ? &pa.p : &pa2.p, 0, NULL, 0, &e);
 				flips++;
 			}
-			kids[0] = 0;
+			tl_child_forget(child);
 			n = read(p[0], buf, sizeof(buf) - 1);
 			if (n > 0)
 				buf[n] = '\0';
 			close(p[0]);
 			sscanf(buf, "ok=%ld denied=%ld other=%ld", &okc, &den, &oth);
 		}
-		kill(acc, SIGKILL);
-		waitpid(acc, NULL, 0);
-		kids[1] = 0;
+		tl_child_stop(acc, 0);
 		lbpf_instance_set(lb, ida, &pa.p, 0, NULL, 0, &e);
 		lbpf_instance_get(lb, ida, &after);
 		drain();

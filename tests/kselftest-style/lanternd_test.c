@@ -11,7 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -26,57 +25,22 @@ static struct tl_env T;
 static char probe[512];
 static uint16_t port_a, port_b, port_c, port6;
 static int lfd[8];
-static pid_t acceptors[8];
-
-/* Accepts and closes forever, so listeners never fill their backlog. */
-static pid_t acceptor(int fd)
-{
-	pid_t pid = fork();
-
-	if (pid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		for (;;) {
-			int c = accept(fd, NULL, NULL);
-			if (c >= 0)
-				close(c);
-		}
-	}
-	return pid;
-}
 
 /* Writes a process-runtime spec whose workload is `sh -c SCRIPT`. rules is the YAML
  * list body of egress_rules (lines "    - pattern: ..."), or NULL. */
 static const char *spec(const char *name, const char *network, const char *labels,
 			const char *rules, const char *extra_limits, const char *script)
 {
-	char file[128];
-
-	snprintf(file, sizeof(file), "%s.yaml", name);
-	return tl_file(&T, file,
-		       "apiVersion: lantern.dev/v1\n"
-		       "kind: AgentSpec\n"
-		       "metadata:\n"
-		       "  name: %s\n"
-		       "%s"
-		       "spec:\n"
+	return tl_spec(&T, name, labels, script,
 		       "  image_digest: host\n"
 		       "  isolation: trusted\n"
 		       "  network: %s\n"
 		       "%s%s"
 		       "  limits:\n"
 		       "    memory: 256Mi\n"
-		       "%s"
-		       "  command: [\"/bin/sh\", \"-c\"]\n"
-		       "  args:\n"
-		       "    - |\n"
-		       "      %s\n",
-		       name, labels ? labels : "", network, rules ? "  egress_rules:\n" : "",
-		       rules ? rules : "", extra_limits ? extra_limits : "", script);
-}
-
-static int run(const char *file, char **out, char **err)
-{
-	return tl_lantern(&T, out, err, "run %s", file);
+		       "%s",
+		       network, rules ? "  egress_rules:\n" : "", rules ? rules : "",
+		       extra_limits ? extra_limits : "");
 }
 
 static int count_cgroup_children(void)
@@ -100,7 +64,7 @@ static void test_admission(void)
 		    "apiVersion: lantern.dev/v1\nkind: AgentSpec\nmetadata:\n  name: bad\n"
 		    "spec:\n  image_digest: host\n  isolation: trusted\n  limits:\n    memory: 12Qi\n"
 		    "  egress_rules:\n    - pattern: tcp://10.0.0.1/8\n  command: [\"true\"]\n");
-	rc = run(f, &out, &err);
+	rc = tl_run(&T, f, &out, &err);
 	tap_ok(rc != 0 && tl_has(err, "bad.yaml:9:13") && tl_has(err, "spec.limits.memory") &&
 	       tl_has(err, "bad.yaml:11:16") && tl_has(err, "spec.egress_rules[0].pattern"),
 	       "invalid spec: every error names file:line:col and the field (got: %s)", tl_oneline(err));
@@ -110,14 +74,14 @@ static void test_admission(void)
 
 	f = spec("standard", "none", NULL, NULL, NULL, "true");
 	tl_sh(NULL, NULL, "sed -i 's/isolation: trusted/isolation: untrusted/' %s", f);
-	rc = run(f, &out, &err);
+	rc = tl_run(&T, f, &out, &err);
 	tap_ok(rc != 0 && tl_has(err, "refused") && tl_has(err, "untrusted"),
 	       "isolation untrusted is refused by the process runtime, naming the class");
 	free(out);
 	free(err);
 
 	f = spec("vpc", "tenant_vpc", NULL, NULL, NULL, "true");
-	rc = run(f, &out, &err);
+	rc = tl_run(&T, f, &out, &err);
 	tap_ok(rc != 0 && tl_has(err, "tenant_vpc"), "network tenant_vpc is refused as unsupported");
 	free(out);
 	free(err);
@@ -134,7 +98,7 @@ static void test_basic(void)
 		 "echo to-stdout; echo to-stderr >&2; %s tcp 127.0.0.1 %u; %s tcp 127.0.0.1 %u; exit 7",
 		 probe, port_a, probe, port_b);
 	f = spec("basic", "allowlist_domain", NULL, rules, NULL, script);
-	rc = run(f, &out, &err);
+	rc = tl_run(&T, f, &out, &err);
 	tap_ok(rc == 7, "lantern run exits with the workload's exit status (got %d)", rc);
 	tap_ok(tl_has(out, "to-stdout") && tl_has(err, "to-stderr"), "stdout and stderr are streamed");
 	tap_ok(tl_has(out, "ok\ndenied\n"), "allowed TCP port connects, another port on the same address is denied (EPERM)");
@@ -172,7 +136,7 @@ static void test_protocols(void)
 		 probe, port_b, port_c, port_b, port_a + 1, port_a + 3, port_a, port_a, port6, port6 + 1,
 		 port_b, port_b, port6);
 	f = spec("protocols", "allowlist_domain", NULL, rules, NULL, script);
-	run(f, &out, &err);
+	tl_run(&T, f, &out, &err);
 	const char *want =
 		"ok\nok\n"          /* /32 allows everything on 127.0.0.1: tcp and udp */
 		"ok\ndenied\n"      /* /8 only allows port_c: longest prefix keeps the union */
@@ -196,14 +160,14 @@ static void test_modes(void)
 
 	snprintf(script, sizeof(script), "%s tcp 127.0.0.1 %u; %s tcp ::1 %u; true", probe, port_a, probe, port6);
 	f = spec("none", "none", NULL, NULL, NULL, script);
-	run(f, &out, &err);
+	tl_run(&T, f, &out, &err);
 	tap_ok(out && !strcmp(out, "denied\ndenied\n"),
 	       "network none in the host's netns: even the node's loopback is denied (got %s)", tl_oneline(out));
 	free(out);
 	free(err);
 
 	f = spec("open", "open", NULL, NULL, NULL, script);
-	run(f, &out, &err);
+	tl_run(&T, f, &out, &err);
 	tap_ok(out && !strcmp(out, "ok\nok\n"), "network open: everything allowed (got %s)", tl_oneline(out));
 	tap_ok(tl_log_contains(&T, "\"verdict\":\"allow\""), "network open: connections are still recorded");
 	free(out);
@@ -211,7 +175,7 @@ static void test_modes(void)
 
 	snprintf(script, sizeof(script), "%s tcp 127.0.0.1 %u; true", probe, port_b);
 	f = spec("audited", "allowlist_domain", "  labels:\n    lantern.dev/egress-mode: audit\n", NULL, NULL, script);
-	run(f, &out, &err);
+	tl_run(&T, f, &out, &err);
 	tap_ok(out && !strcmp(out, "ok\n") && tl_log_contains(&T, "\"verdict\":\"audit\""),
 	       "audit mode label: a would-deny is allowed and recorded as audit");
 	free(out);
@@ -309,33 +273,12 @@ static void test_timeout(void)
 	char *out = NULL, *err = NULL;
 	const char *f = spec("slow", "none", NULL, NULL, "    timeout: 1s\n", "sleep 30");
 	uint64_t t0 = tl_ms();
-	int rc = run(f, &out, &err);
+	int rc = tl_run(&T, f, &out, &err);
 
 	tap_ok(rc != 0 && tl_has(err, "timed_out") && tl_ms() - t0 < 10000,
 	       "limits.timeout ends the run as timed_out (%llu ms)", (unsigned long long)(tl_ms() - t0));
 	free(out);
 	free(err);
-}
-
-static pid_t start_dnsmasq(uint16_t port)
-{
-	char cmd[1024];
-	pid_t pid;
-
-	snprintf(cmd, sizeof(cmd),
-		 "exec dnsmasq --no-daemon --conf-file=/dev/null --no-resolv --no-hosts --bind-interfaces "
-		 "--listen-address=127.0.0.1 --port=%u --pid-file= --user=root "
-		 "--host-record=allowed.example.test,127.0.0.7 --host-record=api.wild.test,127.0.0.8 "
-		 "--host-record=blocked.test,127.0.0.9 --local-ttl=60 >%s/dnsmasq.log 2>&1",
-		 port, T.dir);
-	pid = fork();
-	if (pid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGTERM);
-		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-		_exit(127);
-	}
-	usleep(300000);
-	return pid;
 }
 
 static void test_fqdn(uint16_t dns_port)
@@ -355,7 +298,7 @@ static void test_fqdn(uint16_t dns_port)
 		 "$P dnstcp api.wild.test 10.255.255.53; $P udp 127.0.0.8 9; true",
 		 probe, p7, p7, p7);
 	f = spec("fqdn", "allowlist_domain", NULL, rules, NULL, script);
-	run(f, &out, &err);
+	tl_run(&T, f, &out, &err);
 	const char *want = "denied\n"      /* before the lookup, the address is not allowed */
 			   "127.0.0.7\n"   /* DNS to any address is redirected to lanternd's proxy */
 			   "ok\n"          /* the answer opened exactly that address and port */
@@ -446,7 +389,7 @@ static void test_too_many_rules(void)
 	for (int i = 0; i < 70000; i++)
 		fprintf(fp, "    - pattern: 10.%d.%d.%d\n", i >> 16, (i >> 8) & 255, i & 255);
 	fclose(fp);
-	rc = run(path, &out, &err);
+	rc = tl_run(&T, path, &out, &err);
 	tap_ok(rc != 0 && tl_has(err, "65534"), "more egress rules than a policy can index are refused: %s", tl_oneline(err));
 	free(out);
 	free(err);
@@ -487,7 +430,7 @@ static void test_full_map(void)
 	fb = big_spec("big-b", 2, "true");
 	tl_sh(NULL, NULL, "%s/lantern --socket %s run %s >/dev/null 2>&1 &", T.build, T.sock, fa);
 	tl_running_run(&T, "big-a", id, sizeof(id), 10000);
-	rc = run(fb, &out, &err);
+	rc = tl_run(&T, fb, &out, &err);
 	tap_ok(rc != 0 && tl_has(err, "full"), "a policy that does not fit the map is refused: %s", tl_oneline(err));
 	tap_ok(count_cgroup_children() == 1, "the refused spawn left no cgroup behind");
 	tl_sh(NULL, NULL, "touch %s", go);
@@ -575,9 +518,7 @@ int main(void)
 {
 	const char *missing = tl_env_missing();
 	uint16_t dns_port = 0;
-	pid_t dnsmasq;
-	int s;
-	char extra[128];
+	char extra[128], log[400];
 
 	tap_start();
 	if (missing) {
@@ -596,10 +537,12 @@ int main(void)
 	/* the same port on 127.0.0.2, so "denied" never means "no listener" */
 	lfd[4] = tl_tcp_listen("127.0.0.2", &port_b);
 	for (int i = 0; i < 5; i++)
-		acceptors[i] = acceptor(lfd[i]);
-	s = tl_udp_bind("127.0.0.1", &dns_port);
-	close(s);
-	dnsmasq = start_dnsmasq(dns_port);
+		tl_acceptor(lfd[i], NULL);
+	snprintf(log, sizeof(log), "%s/dnsmasq.log", T.dir);
+	if (tl_dnsmasq_start(&dns_port, log, "--host-record=allowed.example.test,127.0.0.7",
+			     "--host-record=api.wild.test,127.0.0.8", "--host-record=blocked.test,127.0.0.9",
+			     "--local-ttl=60", (char *)NULL) < 0)
+		tap_diag("dnsmasq did not start: the FQDN points will fail");
 	snprintf(extra, sizeof(extra), "--dns-upstream 127.0.0.1:%u", dns_port);
 	if (!tap_ok(tl_daemon_start(&T, extra) == 0, "lanternd starts with a private state dir, socket, pin root and cgroup root")) {
 		tl_env_cleanup(&T);
@@ -620,16 +563,10 @@ int main(void)
 	test_no_process_runtime();
 	test_crash_and_adopt();
 	test_reset();
-	kill(dnsmasq, SIGTERM);
-	waitpid(dnsmasq, NULL, 0);
-	for (size_t i = 0; i < ARRAY_SIZE(lfd); i++) {
-		if (acceptors[i] > 0) {
-			kill(acceptors[i], SIGKILL);
-			waitpid(acceptors[i], NULL, 0);
-		}
+	for (size_t i = 0; i < ARRAY_SIZE(lfd); i++)
 		if (lfd[i] > 0)
 			close(lfd[i]);
-	}
+	/* dnsmasq and the acceptors are stopped at exit (testlib) */
 	tl_env_cleanup(&T);
 	return tap_done_plan();
 }

@@ -12,14 +12,9 @@
  * spawns have no default route; the nameserver they ask is an unused address of the
  * bridge's subnet, which the egress programs redirect to the proxy. */
 #include <errno.h>
-#include <fcntl.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "tap.h"
@@ -29,83 +24,42 @@
 #define NPOINTS 14
 
 static struct tl_env T;
-static char image[256], bridge[16], subnet[32], gw[32], ns_addr[32], denied_addr[32];
-static pid_t dnsmasq_pid, acceptor;
+static struct tl_net net;
+static char image[256], ns_addr[32], denied_addr[32];
 
-static void cleanup(void)
+/* The bridge lanternd made; after the daemon is stopped and reset (testlib), in case
+ * reset did not get that far. */
+static void remove_bridge(void)
 {
-	if (acceptor > 0) {
-		kill(acceptor, SIGKILL);
-		waitpid(acceptor, NULL, 0);
-		acceptor = 0;
-	}
-	tl_env_cleanup(&T);
-	if (dnsmasq_pid > 0) {
-		kill(dnsmasq_pid, SIGTERM);
-		waitpid(dnsmasq_pid, NULL, 0);
-		dnsmasq_pid = 0;
-	}
-	tl_sh(NULL, NULL, "ip link del %s 2>/dev/null", bridge);
+	tl_sh(NULL, NULL, "ip link del %s 2>/dev/null", net.bridge);
 }
 
 /* dnsmasq on 127.0.0.1, answering the two test names with addresses of the bridge's
  * subnet; returns its port, 0 on failure. */
 static uint16_t start_dnsmasq(void)
 {
-	char portarg[32], rec1[128], rec2[128];
+	char rec1[128], rec2[128];
+	uint16_t port = 0;
 
-	snprintf(rec1, sizeof(rec1), "--host-record=allowed.example.test,%s", gw);
+	snprintf(rec1, sizeof(rec1), "--host-record=allowed.example.test,%s", net.gw);
 	snprintf(rec2, sizeof(rec2), "--host-record=denied.example.test,%s", denied_addr);
-	for (int attempt = 0; attempt < 10; attempt++) {
-		uint16_t port = 0;
-		int fd = tl_udp_bind("127.0.0.1", &port), rc;
-
-		if (fd < 0)
-			return 0;
-		close(fd);
-		snprintf(portarg, sizeof(portarg), "--port=%u", port);
-		dnsmasq_pid = fork();
-		if (dnsmasq_pid < 0)
-			return 0;
-		if (dnsmasq_pid == 0) {
-			int null = open("/dev/null", O_WRONLY);
-
-			/* dies with the test, whatever ends it */
-			prctl(PR_SET_PDEATHSIG, SIGTERM);
-			dup2(null, 1);
-			dup2(null, 2);
-			execl("/usr/sbin/dnsmasq", "dnsmasq", "--no-daemon", "--conf-file=/dev/null",
-			      "--no-resolv", "--no-hosts", "--bind-interfaces", "--listen-address=127.0.0.1",
-			      portarg, "--pid-file=", "--user=root", "--local-ttl=300", rec1, rec2,
-			      (char *)NULL);
-			_exit(127);
-		}
-		rc = tl_sh(NULL, NULL, "for i in $(seq 50); do ss -lun | grep -q '127.0.0.1:%u ' && exit 0; sleep 0.1; done; exit 1",
-			   port);
-		if (rc == 0 && waitpid(dnsmasq_pid, NULL, WNOHANG) == 0)
-			return port;
-		kill(dnsmasq_pid, SIGKILL);
-		waitpid(dnsmasq_pid, NULL, 0);
-		dnsmasq_pid = 0;
-	}
-	return 0;
+	return tl_dnsmasq_start(&port, NULL, "--local-ttl=300", rec1, rec2, (char *)NULL) < 0 ? 0 : port;
 }
 
 static const char *spec(const char *name, const char *iso, uint16_t port)
 {
-	char file[128];
+	char script[1024];
 
-	snprintf(file, sizeof(file), "%s.yaml", name);
 	/* before the answer, the answer, after it; the refused name, its address */
-	return tl_file(&T, file,
-		       "apiVersion: lantern.dev/v1\nkind: AgentSpec\nmetadata:\n  name: %s\n"
-		       "spec:\n  image_digest: %s\n  isolation: %s\n  network: allowlist_domain\n"
-		       "  egress_rules:\n    - pattern: tcp://allowed.example.test:%u\n"
-		       "  command: [\"/bin/sh\", \"-c\"]\n  args:\n    - |\n"
-		       "      nc -w 2 %s %u </dev/null 2>&1; echo =1; nslookup allowed.example.test %s 2>&1; "
-		       "echo =2; nc -w 2 %s %u </dev/null 2>&1; echo =3; nslookup denied.example.test %s 2>&1; "
-		       "echo =4; nc -w 2 %s %u </dev/null 2>&1; echo =5; sleep 0.3\n",
-		       name, image, iso, port, gw, port, ns_addr, gw, port, ns_addr, denied_addr, port);
+	snprintf(script, sizeof(script),
+		 "nc -w 2 %s %u </dev/null 2>&1; echo =1; nslookup allowed.example.test %s 2>&1; "
+		 "echo =2; nc -w 2 %s %u </dev/null 2>&1; echo =3; nslookup denied.example.test %s 2>&1; "
+		 "echo =4; nc -w 2 %s %u </dev/null 2>&1; echo =5; sleep 0.3",
+		 net.gw, port, ns_addr, net.gw, port, ns_addr, denied_addr, port);
+	return tl_spec(&T, name, NULL, script,
+		       "  image_digest: %s\n  isolation: %s\n  network: allowlist_domain\n"
+		       "  egress_rules:\n    - pattern: tcp://allowed.example.test:%u\n",
+		       image, iso, port);
 }
 
 /* The part of out between the markers =N-1 and =N. */
@@ -143,11 +97,11 @@ static void test_iso(const char *iso, const char *handler, uint16_t port)
 	tap_ok(rc == 0, "%s (%s): a spec with a hostname egress rule is admitted and runs: %s", iso,
 	       handler, rc ? tl_oneline(err) : "ok");
 	tap_ok(tl_has(p[0], "Operation not permitted") && !tl_has(p[0], "pong"),
-	       "%s: before resolving, %s:%u is denied: %s", iso, gw, port, tl_oneline(p[0]));
-	tap_ok(tl_has(p[1], "allowed.example.test") && tl_has(p[1], gw) && tl_has(p[1], ns_addr),
+	       "%s: before resolving, %s:%u is denied: %s", iso, net.gw, port, tl_oneline(p[0]));
+	tap_ok(tl_has(p[1], "allowed.example.test") && tl_has(p[1], net.gw) && tl_has(p[1], ns_addr),
 	       "%s: nslookup via nameserver %s (redirected to the proxy on the bridge) answers %s: %s",
-	       iso, ns_addr, gw, tl_oneline(p[1]));
-	tap_ok(tl_has(p[2], "pong"), "%s: after the answer, %s:%u connects: %s", iso, gw, port, tl_oneline(p[2]));
+	       iso, ns_addr, net.gw, tl_oneline(p[1]));
+	tap_ok(tl_has(p[2], "pong"), "%s: after the answer, %s:%u connects: %s", iso, net.gw, port, tl_oneline(p[2]));
 	tap_ok(tl_has(p[3], "REFUSED") && !tl_has(p[3], denied_addr) && tl_has(p[4], "Operation not permitted"),
 	       "%s: denied.example.test is REFUSED and %s:%u stays denied: %s", iso, denied_addr, port,
 	       tl_oneline(p[3]));
@@ -159,16 +113,16 @@ static void test_iso(const char *iso, const char *handler, uint16_t port)
  * update`: its new proxy listens on the bridge's address too. */
 static void test_update(uint16_t port)
 {
-	char *out = NULL, id[32] = "", inst[32] = "", outf[400];
-	const char *upd = spec("upd-new", "trusted", port);
-	const char *f = tl_file(&T, "upd.yaml",
-				"apiVersion: lantern.dev/v1\nkind: AgentSpec\nmetadata:\n  name: upd\n"
-				"spec:\n  image_digest: %s\n  isolation: trusted\n  network: allowlist_domain\n"
-				"  egress_rules:\n    - pattern: tcp://%s:9\n"
-				"  command: [\"/bin/sh\", \"-c\"]\n  args:\n    - |\n"
-				"      sleep 2; nslookup allowed.example.test %s 2>&1; nc -w 2 %s %u </dev/null 2>&1\n",
-				image, gw, ns_addr, gw, port);
+	char *out = NULL, id[32] = "", inst[32] = "", outf[400], script[256];
+	const char *upd = spec("upd-new", "trusted", port), *f;
 	int rc;
+
+	snprintf(script, sizeof(script), "sleep 2; nslookup allowed.example.test %s 2>&1; nc -w 2 %s %u </dev/null 2>&1",
+		 ns_addr, net.gw, port);
+	f = tl_spec(&T, "upd", NULL, script,
+		    "  image_digest: %s\n  isolation: trusted\n  network: allowlist_domain\n"
+		    "  egress_rules:\n    - pattern: tcp://%s:9\n",
+		    image, net.gw);
 
 	snprintf(outf, sizeof(outf), "%s/upd.out", T.dir);
 	tl_sh(NULL, NULL, "%s/lantern --socket %s run %s >%s 2>&1 &", T.build, T.sock, f, outf);
@@ -181,7 +135,7 @@ static void test_update(uint16_t port)
 	rc = tl_lantern(&T, NULL, NULL, "egress update %s %s", id, upd);
 	tl_sh(NULL, NULL, "for i in $(seq 100); do grep -q 'pong\\|connect' %s && break; sleep 0.05; done", outf);
 	tl_sh(&out, NULL, "cat %s", outf);
-	tap_ok(rc == 0 && tl_has(out, "Address: ") && tl_has(out, gw) && tl_has(out, "pong"),
+	tap_ok(rc == 0 && tl_has(out, "Address: ") && tl_has(out, net.gw) && tl_has(out, "pong"),
 	       "runc: a policy update adding a hostname rule opens the proxy on the bridge too: %s", tl_oneline(out));
 	free(out);
 }
@@ -189,8 +143,7 @@ static void test_update(uint16_t port)
 int main(void)
 {
 	const char *missing = tl_env_missing();
-	unsigned a = 150 + (unsigned)getpid() % 50, b = ((unsigned)getpid() / 50) % 250;
-	char extra[512], dir[400], *out = NULL;
+	char extra[512], dir[400];
 	uint16_t up, port = 0;
 	int lfd, rc;
 
@@ -203,47 +156,28 @@ int main(void)
 		return tap_failures ? 1 : 0;
 	}
 	tl_env_init(&T, "ocidns");
-	snprintf(bridge, sizeof(bridge), "ld%d", (int)(getpid() % 100000));
-	snprintf(subnet, sizeof(subnet), "10.%u.%u.0/24", a, b);
-	snprintf(gw, sizeof(gw), "10.%u.%u.1", a, b);
-	snprintf(ns_addr, sizeof(ns_addr), "10.%u.%u.253", a, b);
-	snprintf(denied_addr, sizeof(denied_addr), "10.%u.%u.250", a, b);
+	tl_net_init(&net, "ld", 150);
+	tl_on_exit(remove_bridge);
+	tl_net_addr(&net, 253, ns_addr, sizeof(ns_addr));
+	tl_net_addr(&net, 250, denied_addr, sizeof(denied_addr));
 	up = start_dnsmasq();
-	snprintf(extra, sizeof(extra), "--net-bridge %s --net-subnet %s --dns-upstream 127.0.0.1:%u", bridge,
-		 subnet, up);
+	snprintf(extra, sizeof(extra), "--net-bridge %s --net-subnet %s --dns-upstream 127.0.0.1:%u", net.bridge,
+		 net.subnet, up);
 	if (!tap_ok(up && tl_daemon_start(&T, extra) == 0, "dnsmasq on 127.0.0.1:%u; lanternd starts with it as "
-		    "its DNS upstream", up)) {
-		cleanup();
+		    "its DNS upstream", up))
 		return 1;
-	}
 	snprintf(dir, sizeof(dir), "%s/img", T.dir);
-	rc = tl_sh(&out, NULL, "scripts/mkimage.sh %s test/busybox:1", dir);
-	if (out && strchr(out, '\n'))
-		*strchr(out, '\n') = '\0';
-	snprintf(image, sizeof(image), "%s", out ? out : "");
-	free(out);
+	rc = tl_mkimage(dir, "test/busybox:1", image, sizeof(image));
 	rc = rc ?: tl_lantern(&T, NULL, NULL, "image import %s", dir);
 	tap_ok(rc == 0 && tl_has(image, "@sha256:"), "the busybox image is built and imported: %s", image);
 
 	/* the answered address is the bridge's own: a listener of this test */
 	lfd = tl_tcp_listen("0.0.0.0", &port);
-	acceptor = fork();
-	if (acceptor == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		for (;;) {
-			int c = accept(lfd, NULL, NULL);
-			if (c >= 0) {
-				if (write(c, "pong\n", 5) < 0)
-					_exit(1);
-				close(c);
-			}
-		}
-	}
+	tl_acceptor(lfd, "pong\n");
 	close(lfd);
 	test_iso("trusted", "runc", port);
 	test_iso("standard", "runsc", port);
 	test_update(port);
 	tap_ok(tl_log_contains(&T, "denied.example.test"), "lanternd records the refused query");
-	cleanup();
 	return tap_failures ? 1 : 0;
 }

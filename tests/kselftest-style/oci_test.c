@@ -16,8 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "tap.h"
@@ -25,43 +23,22 @@
 #include "lantern/util.h"
 
 static struct tl_env T;
-static char image[256], bridge[16], subnet[32], gw[32], extra[256];
+static struct tl_net net;
+static char image[256], extra[256];
 
 /* A spec running `sh -c SCRIPT` in the test image. */
 static const char *spec(const char *name, const char *iso, const char *img, const char *extra,
 			const char *script)
 {
-	char file[128];
-
-	snprintf(file, sizeof(file), "%s.yaml", name);
-	return tl_file(&T, file,
-		       "apiVersion: lantern.dev/v1\nkind: AgentSpec\nmetadata:\n  name: %s\n"
-		       "spec:\n  image_digest: %s\n  isolation: %s\n%s"
-		       "  command: [\"/bin/sh\", \"-c\"]\n  args:\n    - |\n      %s\n",
-		       name, img ? img : image, iso, extra ? extra : "", script);
+	return tl_spec(&T, name, NULL, script, "  image_digest: %s\n  isolation: %s\n%s",
+		       img ? img : image, iso, extra ? extra : "");
 }
 
-static int run(const char *file, char **out, char **err)
+/* The bridge lanternd made; after the daemon is stopped and reset (testlib), in case
+ * reset did not get that far. */
+static void remove_bridge(void)
 {
-	return tl_lantern(&T, out, err, "run %s", file);
-}
-
-/* The id of the newest run, from `lantern ps`. */
-static void newest_run(char *id, char *inst)
-{
-	char *out = NULL;
-
-	id[0] = inst[0] = '\0';
-	tl_lantern(&T, &out, NULL, "ps | sed -n 2p");
-	if (out)
-		sscanf(out, "%31s %31s", id, inst);
-	free(out);
-}
-
-static void cleanup(void)
-{
-	tl_env_cleanup(&T);
-	tl_sh(NULL, NULL, "ip link del %s 2>/dev/null", bridge);
+	tl_sh(NULL, NULL, "ip link del %s 2>/dev/null", net.bridge);
 }
 
 static void test_node_and_images(void)
@@ -77,13 +54,8 @@ static void test_node_and_images(void)
 	free(out);
 
 	snprintf(dir, sizeof(dir), "%s/img", T.dir);
-	rc = tl_sh(&out, &err, "scripts/mkimage.sh %s test/busybox:1", dir);
-	if (out && strchr(out, '\n'))
-		*strchr(out, '\n') = '\0';
-	snprintf(image, sizeof(image), "%s", out ? out : "");
+	rc = tl_mkimage(dir, "test/busybox:1", image, sizeof(image));
 	tap_ok(rc == 0 && tl_has(image, "test/busybox@sha256:"), "scripts/mkimage.sh builds an OCI layout: %s", image);
-	free(out);
-	free(err);
 
 	/* a damaged layer in the store is refused at first use, then fixed by re-import */
 	rc = tl_lantern(&T, &out, NULL, "image import %s", dir);
@@ -92,7 +64,7 @@ static void test_node_and_images(void)
 	/* same size, one byte changed: only the hash can tell */
 	tl_sh(NULL, NULL, "f=$(ls -S %s/images/blobs/sha256/* | head -1); printf x | dd of=$f bs=1 seek=1000 conv=notrunc 2>/dev/null",
 	      T.state);
-	rc = run(spec("corrupt", "trusted", NULL, NULL, "echo must-not-run"), &out, &err);
+	rc = tl_run(&T, spec("corrupt", "trusted", NULL, NULL, "echo must-not-run"), &out, &err);
 	tap_ok(rc != 0 && tl_has(err, "does not match its digest") && !tl_has(out, "must-not-run"),
 	       "a blob whose bytes do not match its digest refuses the spawn: %s", tl_oneline(err));
 	free(out);
@@ -104,12 +76,12 @@ static void test_node_and_images(void)
 	       "re-import repairs the store; lantern image ls lists the image");
 	free(out);
 
-	rc = run(spec("tag", "trusted", "test/busybox:1", NULL, "true"), NULL, &err);
+	rc = tl_run(&T, spec("tag", "trusted", "test/busybox:1", NULL, "true"), NULL, &err);
 	tap_ok(rc != 0 && tl_has(err, "a tag is not a pin"), "a tag without a digest is refused: %s", tl_oneline(err));
 	free(err);
-	rc = run(spec("unknown", "trusted",
-		      "x@sha256:0000000000000000000000000000000000000000000000000000000000000000", NULL, "true"),
-		 NULL, &err);
+	rc = tl_run(&T, spec("unknown", "trusted",
+			     "x@sha256:0000000000000000000000000000000000000000000000000000000000000000", NULL, "true"),
+		    NULL, &err);
 	tap_ok(rc != 0 && tl_has(err, "not in this node's store"), "an unknown digest is refused: %s", tl_oneline(err));
 	free(err);
 }
@@ -123,10 +95,10 @@ static void test_classes(void)
 
 	for (size_t i = 0; i < ARRAY_SIZE(isos); i++) {
 		t0 = tl_ms();
-		rc = run(spec(isos[i], isos[i], NULL, "  env:\n    - {name: GREETING, value: hi}\n",
-			      "echo $GREETING $LANTERN_RUN_ID; touch /ro 2>/dev/null || echo root-read-only; "
-			      "echo x > /tmp/s && cat /tmp/s; ls /run/lantern/secrets | wc -l"),
-			 &out, &err);
+		rc = tl_run(&T, spec(isos[i], isos[i], NULL, "  env:\n    - {name: GREETING, value: hi}\n",
+				     "echo $GREETING $LANTERN_RUN_ID; touch /ro 2>/dev/null || echo root-read-only; "
+				     "echo x > /tmp/s && cat /tmp/s; ls /run/lantern/secrets | wc -l"),
+			    &out, &err);
 		tap_ok(rc == 0 && tl_has(out, "hi r-") && tl_has(out, "root-read-only\nx\n0\n"),
 		       "isolation %s runs (%llu ms): env, read-only root, scratch, empty secrets: %s", isos[i],
 		       (unsigned long long)(tl_ms() - t0), tl_oneline(out));
@@ -139,10 +111,10 @@ static void test_classes(void)
 		char id[32], inst[32], *trace = NULL, tp[40] = "";
 		const char *iso = i ? "standard" : "trusted";
 
-		rc = run(spec(i ? "env-runsc" : "env-runc", iso, NULL, NULL,
-			      "env | grep -E '^(TRACEPARENT|LANTERN_)' | sort; test -S $LANTERN_HARNESS_SOCKET && echo socket-there"),
-			 &out, NULL);
-		newest_run(id, inst);
+		rc = tl_run(&T, spec(i ? "env-runsc" : "env-runc", iso, NULL, NULL,
+				     "env | grep -E '^(TRACEPARENT|LANTERN_)' | sort; test -S $LANTERN_HARNESS_SOCKET && echo socket-there"),
+			    &out, NULL);
+		tl_newest_run(&T, id, sizeof(id), inst, sizeof(inst));
 		tl_lantern(&T, &trace, NULL, "trace %s", id);
 		if (out && strstr(out, "TRACEPARENT=00-"))
 			snprintf(tp, sizeof(tp), "%.32s", strstr(out, "TRACEPARENT=00-") + 15);
@@ -156,20 +128,20 @@ static void test_classes(void)
 		free(trace);
 	}
 	/* syslog(2) (dmesg) is in no deny-list but outside the untrusted allow-list */
-	rc = run(spec("sys-std", "standard", NULL, NULL, "dmesg >/dev/null && echo allowed"), &out, NULL);
+	rc = tl_run(&T, spec("sys-std", "standard", NULL, NULL, "dmesg >/dev/null && echo allowed"), &out, NULL);
 	tap_ok(rc == 0 && tl_has(out, "allowed"), "standard: the default profile allows syslog(2)");
 	free(out);
-	rc = run(spec("sys-untr", "untrusted", NULL, NULL, "dmesg >/dev/null 2>&1 && echo allowed || echo denied"), &out, NULL);
+	rc = tl_run(&T, spec("sys-untr", "untrusted", NULL, NULL, "dmesg >/dev/null 2>&1 && echo allowed || echo denied"), &out, NULL);
 	tap_ok(tl_has(out, "denied"), "untrusted: deny-by-default seccomp refuses it: %s", tl_oneline(out));
 	free(out);
-	rc = run(spec("hostile", "hostile", NULL, NULL, "true"), NULL, &err);
+	rc = tl_run(&T, spec("hostile", "hostile", NULL, NULL, "true"), NULL, &err);
 	tap_ok(rc != 0 && tl_has(err, "\"hostile\"") && tl_has(err, "\"kata\"") && tl_has(err, "not installed"),
 	       "hostile is refused naming class, handler and what is missing: %s", tl_oneline(err));
 	free(err);
-	rc = run(spec("wasm", "wasm", NULL, NULL, "true"), NULL, &err);
+	rc = tl_run(&T, spec("wasm", "wasm", NULL, NULL, "true"), NULL, &err);
 	tap_ok(rc != 0 && tl_has(err, "\"wasm\" is not supported"), "wasm is refused as not supported: %s", tl_oneline(err));
 	free(err);
-	rc = run(spec("open-untr", "untrusted", NULL, "  network: open\n", "true"), NULL, &err);
+	rc = tl_run(&T, spec("open-untr", "untrusted", NULL, "  network: open\n", "true"), NULL, &err);
 	tap_ok(rc != 0 && tl_has(err, "untrusted") && tl_has(err, "open"), "untrusted with network open is refused");
 	free(err);
 }
@@ -180,16 +152,16 @@ static void test_limits(void)
 	uint64_t t0;
 	int rc;
 
-	rc = run(spec("oom", "trusted", NULL, "  limits:\n    memory: 32Mi\n",
-		      "x=aaaaaaaaaaaaaaaa; while true; do x=$x$x; done"), NULL, &err);
+	rc = tl_run(&T, spec("oom", "trusted", NULL, "  limits:\n    memory: 32Mi\n",
+			     "x=aaaaaaaaaaaaaaaa; while true; do x=$x$x; done"), NULL, &err);
 	tap_ok(rc != 0 && tl_has(err, "oom_killed"), "memory limit: the run ends oom_killed: %s", tl_oneline(err));
 	free(err);
 
 	/* a process of the run OOM-killed while the main one goes on and exits 0: the run
 	 * succeeded, and says an OOM kill happened in it */
-	rc = run(spec("oomchild", "trusted", NULL, "  limits:\n    memory: 32Mi\n",
-		      "sh -c 'x=aaaaaaaaaaaaaaaa; while true; do x=$x$x; done'; echo main-survived"), &out, NULL);
-	newest_run(id, inst);
+	rc = tl_run(&T, spec("oomchild", "trusted", NULL, "  limits:\n    memory: 32Mi\n",
+			     "sh -c 'x=aaaaaaaaaaaaaaaa; while true; do x=$x$x; done'; echo main-survived"), &out, NULL);
+	tl_newest_run(&T, id, sizeof(id), inst, sizeof(inst));
 	tl_lantern(&T, &err, NULL, "ps --json | grep -A12 '\"id\": \"%s\"' | grep -E '\"(oom_kills|status)\"'", id);
 	tap_ok(rc == 0 && tl_has(out, "main-survived") && tl_has(err, "\"status\": \"succeeded\"") &&
 	       err && strstr(err, "\"oom_kills\": ") && atoi(strstr(err, "\"oom_kills\": ") + 13) >= 1,
@@ -198,9 +170,9 @@ static void test_limits(void)
 	free(out);
 	free(err);
 
-	rc = run(spec("pids", "trusted", NULL, NULL,
-		      "n=0; while [ $n -lt 260 ]; do sleep 5 & n=$((n+1)); done 2>&1 | grep -c fork; true"),
-		 &out, NULL);
+	rc = tl_run(&T, spec("pids", "trusted", NULL, NULL,
+			     "n=0; while [ $n -lt 260 ]; do sleep 5 & n=$((n+1)); done 2>&1 | grep -c fork; true"),
+		    &out, NULL);
 	tap_ok(rc == 0 && out && atoi(out) > 0, "pids cap (--pids-max 200): forks past it fail (%d refused)",
 	       out ? atoi(out) : -1);
 	free(out);
@@ -210,7 +182,7 @@ static void test_limits(void)
 	      spec("cpu", "trusted", NULL, "  limits:\n    vcpu: 100m\n",
 		   "timeout 2 sh -c 'while :; do :; done'; true"));
 	usleep(1500 * 1000);
-	newest_run(id, inst);
+	tl_newest_run(&T, id, sizeof(id), inst, sizeof(inst));
 	snprintf(path, sizeof(path), "/sys/fs/cgroup/cpu/%s/%s/cpu.stat", T.cgroot, inst);
 	if (access(path, F_OK) < 0)
 		snprintf(path, sizeof(path), "/sys/fs/cgroup/%s/%s/cpu.stat", T.cgroot, inst);
@@ -221,7 +193,7 @@ static void test_limits(void)
 	tl_sh(NULL, NULL, "sleep 1");
 
 	t0 = tl_ms();
-	rc = run(spec("timeout", "trusted", NULL, "  limits:\n    timeout: 1s\n", "sleep 30"), NULL, &err);
+	rc = tl_run(&T, spec("timeout", "trusted", NULL, "  limits:\n    timeout: 1s\n", "sleep 30"), NULL, &err);
 	tap_ok(rc != 0 && tl_has(err, "timed_out") && tl_ms() - t0 < 8000,
 	       "limits.timeout: SIGTERM, grace, SIGKILL: timed_out after %llu ms",
 	       (unsigned long long)(tl_ms() - t0));
@@ -230,7 +202,7 @@ static void test_limits(void)
 	tl_sh(NULL, NULL, "%s/lantern --socket %s run %s >%s/cancel.out 2>&1 &", T.build, T.sock,
 	      spec("cancel", "standard", NULL, NULL, "sleep 30"), T.dir);
 	usleep(1200 * 1000);
-	newest_run(id, inst);
+	tl_newest_run(&T, id, sizeof(id), inst, sizeof(inst));
 	rc = tl_lantern(&T, NULL, NULL, "kill %s", id);
 	tl_sh(NULL, NULL, "for i in $(seq 50); do %s/lantern --socket %s ps | grep %s | grep -q running || break; sleep 0.1; done",
 	      T.build, T.sock, id);
@@ -249,28 +221,18 @@ static void test_egress(void)
 
 	for (int i = 0; i < 2; i++) {
 		lfd[i] = tl_tcp_listen("0.0.0.0", &port[i]);
-		acc[i] = fork();
-		if (acc[i] == 0) {
-			for (;;) {
-				int c = accept(lfd[i], NULL, NULL);
-				if (c >= 0) {
-					if (write(c, "pong\n", 5) < 0)
-						_exit(1);
-					close(c);
-				}
-			}
-		}
+		acc[i] = tl_acceptor(lfd[i], "pong\n");
 	}
 	snprintf(rules, sizeof(rules), "  network: allowlist_domain\n  egress_rules:\n    - pattern: tcp://%s:%u\n",
-		 gw, port[0]);
+		 net.gw, port[0]);
 	snprintf(script, sizeof(script),
-		 "ip route | grep -c default; nc -w 2 %s %u </dev/null; nc -w 2 %s %u </dev/null 2>&1; sleep 0.3", gw,
-		 port[0], gw, port[1]);
+		 "ip route | grep -c default; nc -w 2 %s %u </dev/null; nc -w 2 %s %u </dev/null 2>&1; sleep 0.3", net.gw,
+		 port[0], net.gw, port[1]);
 	for (size_t i = 0; i < ARRAY_SIZE(isos); i++) {
-		run(spec(isos[i], isos[i], NULL, rules, script), &out, NULL);
+		tl_run(&T, spec(isos[i], isos[i], NULL, rules, script), &out, NULL);
 		tap_ok(tl_has(out, "0\npong\n"), "%s: allowed connect to the bridge's address %s:%u works, no default route",
-		       isos[i], gw, port[0]);
-		tap_ok(tl_has(out, "Operation not permitted"), "%s: the kernel denies %s:%u (EPERM): %s", isos[i], gw,
+		       isos[i], net.gw, port[0]);
+		tap_ok(tl_has(out, "Operation not permitted"), "%s: the kernel denies %s:%u (EPERM): %s", isos[i], net.gw,
 		       port[1], tl_oneline(out));
 		free(out);
 	}
@@ -284,7 +246,7 @@ static void test_egress(void)
 	{
 		char id[32], inst[32];
 
-		newest_run(id, inst);
+		tl_newest_run(&T, id, sizeof(id), inst, sizeof(inst));
 		tl_sh(&out, NULL, "for p in $(cat /sys/fs/cgroup/unified/%s/%s/cgroup.procs); do tr '\\0' ' ' < /proc/$p/cmdline | cut -c1-40; echo; done",
 			   T.cgroot, inst);
 		tap_ok(tl_has(out, "runsc-sandbox") && tl_has(out, "runsc-gofer"),
@@ -292,8 +254,7 @@ static void test_egress(void)
 		free(out);
 	}
 	for (int i = 0; i < 2; i++) {
-		kill(acc[i], SIGKILL);
-		waitpid(acc[i], NULL, 0);
+		tl_child_stop(acc[i], 0);
 		close(lfd[i]);
 	}
 	tl_sh(NULL, NULL, "sleep 2");
@@ -307,7 +268,7 @@ static void test_logs(void)
 	tl_sh(NULL, NULL, "%s/lantern --socket %s run %s >/dev/null 2>&1 &", T.build, T.sock,
 	      spec("logs", "trusted", NULL, NULL, "i=1; while [ $i -le 300 ]; do echo line-$i; i=$((i+1)); usleep 10000; done"));
 	usleep(600 * 1000);
-	newest_run(id, inst);
+	tl_newest_run(&T, id, sizeof(id), inst, sizeof(inst));
 	tl_sh(NULL, NULL, "%s/lantern --socket %s logs -f --json %s > %s/logs.json 2>%s/logs.err &", T.build,
 	      T.sock, id, T.dir, T.dir);
 	usleep(800 * 1000);
@@ -340,7 +301,9 @@ static void test_logs(void)
 /* The harness socket's directory is bind-mounted into the sandbox, so after kill -9 of
  * lanternd and adoption the container sees the socket the new lanternd bound (a
  * bind-mounted socket file would stay the old, dead inode). busybox has no Unix-socket
- * client: the workload prints the inode it sees, the test compares it with the host's. */
+ * client: the workload prints the inode and change time it sees, the test compares them
+ * with the host's. The number alone is not enough: ext4 hands the inode freed by the
+ * unlink straight to the socket bound next. */
 static void test_harness_after_kill(void)
 {
 	char *out = NULL, *ino1 = NULL, *ino2 = NULL, id[32], inst[32], sockp[512];
@@ -348,14 +311,14 @@ static void test_harness_after_kill(void)
 
 	tl_sh(NULL, NULL, "%s/lantern --socket %s run %s >/dev/null 2>&1 &", T.build, T.sock,
 	      spec("harness-ino", "trusted", NULL, NULL,
-		   "i=0; while [ $i -lt 60 ]; do stat -c %i /run/lantern/harness/harness.sock; i=$((i+1)); usleep 100000; done"));
+		   "i=0; while [ $i -lt 60 ]; do stat -c %i.%Z /run/lantern/harness/harness.sock; i=$((i+1)); usleep 100000; done"));
 	usleep(1500 * 1000);
-	newest_run(id, inst);
+	tl_newest_run(&T, id, sizeof(id), inst, sizeof(inst));
 	snprintf(sockp, sizeof(sockp), "%s/runs/%s/harness/harness.sock", T.state, id);
-	tl_sh(&ino1, NULL, "stat -c %%i %s", sockp);
+	tl_sh(&ino1, NULL, "stat -c %%i.%%Z %s", sockp);
 	tl_daemon_stop(&T, SIGKILL);
 	rc = tl_daemon_start(&T, extra);
-	tl_sh(&ino2, NULL, "stat -c %%i %s", sockp);
+	tl_sh(&ino2, NULL, "stat -c %%i.%%Z %s", sockp);
 	usleep(500 * 1000);
 	/* follows the run to its end, so it is over before the next test */
 	tl_lantern(&T, &out, NULL, "logs -f %s | tail -1", id);
@@ -364,7 +327,7 @@ static void test_harness_after_kill(void)
 			(*p)[strcspn(*p, "\n")] = '\0';
 	tap_ok(rc == 0 && ino1 && ino2 && *ino2 && strcmp(ino1, ino2) && out && !strcmp(out, ino2),
 	       "after kill -9 and adoption the OCI workload sees the harness socket the new lanternd "
-	       "bound (inode before %s, after %s, seen inside %s)", ino1 ? ino1 : "?", ino2 ? ino2 : "?",
+	       "bound (inode.ctime before %s, after %s, seen inside %s)", ino1 ? ino1 : "?", ino2 ? ino2 : "?",
 	       out ? out : "?");
 	free(out);
 	free(ino1);
@@ -380,14 +343,14 @@ static void test_no_leftovers(void)
 	uint64_t t0;
 	int rc;
 
-	snprintf(rules, sizeof(rules), "  network: allowlist_domain\n  egress_rules:\n    - pattern: tcp://%s:9\n", gw);
+	snprintf(rules, sizeof(rules), "  network: allowlist_domain\n  egress_rules:\n    - pattern: tcp://%s:9\n", net.gw);
 	fnet = spec("manynet", "trusted", NULL, rules, "echo ok");
 	/* what can leak: instance cgroups, namespaces, veths, containers, mounts, fds, processes */
 	snprintf(cmd, sizeof(cmd),
 		 "find /sys/fs/cgroup/*/%s -mindepth 1 -type d 2>/dev/null | wc -l; ip netns | grep -c %s-; "
 		 "ip -o link | grep -c 'master %s'; runc --root %s/oci/runc list -q | wc -l; grep -c %s /proc/mounts; "
 		 "ls /proc/%d/fd | wc -l; ps -e -o args | grep -c '[/]%s/'",
-		 T.cgroot, T.cgroot, bridge, T.state, T.state, (int)T.daemon, strrchr(T.dir, '/') + 1);
+		 T.cgroot, T.cgroot, net.bridge, T.state, T.state, (int)T.daemon, strrchr(T.dir, '/') + 1);
 	tl_sh(&before, NULL, "%s", cmd);
 	t0 = tl_ms();
 	rc = tl_sh(&out, NULL,
@@ -437,7 +400,7 @@ static void test_reset_after_kill(void)
 	char rules[200], *out = NULL, cmd[2048];
 	int rc;
 
-	snprintf(rules, sizeof(rules), "  network: allowlist_domain\n  egress_rules:\n    - pattern: tcp://%s:9\n", gw);
+	snprintf(rules, sizeof(rules), "  network: allowlist_domain\n  egress_rules:\n    - pattern: tcp://%s:9\n", net.gw);
 	tl_sh(NULL, NULL, "%s/lantern --socket %s run %s >/dev/null 2>&1 &", T.build, T.sock,
 	      spec("left-runc", "trusted", NULL, rules, "sleep 60"));
 	tl_sh(NULL, NULL, "%s/lantern --socket %s run %s >/dev/null 2>&1 &", T.build, T.sock,
@@ -450,7 +413,7 @@ static void test_reset_after_kill(void)
 		 "(runc --root %s/oci/runc list -q; runsc --root %s/oci/runsc list -q) 2>/dev/null | grep -c .; "
 		 "ip netns | grep -c %s-; ip -o link | grep -c 'master %s'; ip -o link show %s 2>/dev/null | grep -c .; "
 		 "ls -d /sys/fs/cgroup/*/%s 2>/dev/null | grep -c .; sleep 0.3; ps -e -o args | grep '[/]%s/' | grep -vc '^sh -c'",
-		 T.state, T.state, T.cgroot, bridge, bridge, T.cgroot, strrchr(T.dir, '/') + 1);
+		 T.state, T.state, T.cgroot, net.bridge, net.bridge, T.cgroot, strrchr(T.dir, '/') + 1);
 	{
 		int v[6] = { 0 };
 
@@ -491,7 +454,6 @@ static void test_reset_after_kill(void)
 int main(void)
 {
 	const char *missing = tl_env_missing();
-	unsigned a = 200 + (unsigned)getpid() % 50, b = ((unsigned)getpid() / 50) % 250;
 
 	tap_plan(40);
 	if (missing || access("/usr/sbin/runc", X_OK) || access("/usr/bin/runsc", X_OK)) {
@@ -500,14 +462,11 @@ int main(void)
 		return tap_failures ? 1 : 0;
 	}
 	tl_env_init(&T, "oci");
-	snprintf(bridge, sizeof(bridge), "lt%d", (int)(getpid() % 100000));
-	snprintf(subnet, sizeof(subnet), "10.%u.%u.0/24", a, b);
-	snprintf(gw, sizeof(gw), "10.%u.%u.1", a, b);
-	snprintf(extra, sizeof(extra), "--pids-max 200 --net-bridge %s --net-subnet %s", bridge, subnet);
-	if (!tap_ok(tl_daemon_start(&T, extra) == 0, "lanternd starts with runtime handlers probed")) {
-		cleanup();
+	tl_net_init(&net, "lt", 200);
+	tl_on_exit(remove_bridge);
+	snprintf(extra, sizeof(extra), "--pids-max 200 --net-bridge %s --net-subnet %s", net.bridge, net.subnet);
+	if (!tap_ok(tl_daemon_start(&T, extra) == 0, "lanternd starts with runtime handlers probed"))
 		return 1;
-	}
 	test_node_and_images();
 	test_classes();
 	test_limits();
@@ -516,6 +475,5 @@ int main(void)
 	test_harness_after_kill();
 	test_no_leftovers();
 	test_reset_after_kill();
-	cleanup();
 	return tap_failures ? 1 : 0;
 }

@@ -41,7 +41,6 @@ static bool node_made;
 static struct cgroup_inst insts[16];
 static int ninsts;
 static char pins[128], rootname[64];
-static pid_t main_pid;
 
 static void cleanup(void)
 {
@@ -54,17 +53,6 @@ static void cleanup(void)
 	if (node_made)
 		cgroup_node_remove(&node, &e);
 	node_made = false;
-}
-
-static void cleanup_at_exit(void)
-{
-	if (getpid() == main_pid)
-		cleanup();
-}
-
-static void on_signal(int sig)
-{
-	exit(128 + sig);
 }
 
 static struct cgroup_inst *inst_new(const char *name)
@@ -510,7 +498,6 @@ int main(void)
 	struct lerr e = { { 0 } };
 
 	tap_plan(PLAN);
-	main_pid = getpid();
 	if (missing) {
 		for (int i = 0; i < PLAN; i++)
 			tap_skip(missing, "telemetry point %d", i + 1);
@@ -518,9 +505,8 @@ int main(void)
 	}
 	snprintf(rootname, sizeof(rootname), "lantern-test-tm-%d", getpid());
 	snprintf(pins, sizeof(pins), "/sys/fs/bpf/lantern-test-tm-%d", getpid());
-	atexit(cleanup_at_exit);
-	signal(SIGTERM, on_signal);
-	signal(SIGINT, on_signal);
+	/* however the test ends, no cgroup or pin outlives it */
+	tl_on_exit(cleanup);
 	if (!tap_ok(cgroup_node_open(rootname, &node, &e) == 0, "cgroup subtree %s: %s", rootname, e.msg)) {
 		for (int i = 1; i < PLAN; i++)
 			tap_ok(false, "telemetry point %d (no cgroup subtree)", i + 1);

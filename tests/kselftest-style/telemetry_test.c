@@ -48,32 +48,14 @@ static char getpids[512], netprobe[512];
 
 static void stop_receivers(void)
 {
-	for (int i = 0; i < 3; i++)
-		if (receivers[i] > 0) {
-			kill(receivers[i], SIGTERM);
-			waitpid(receivers[i], NULL, 0);
-			receivers[i] = 0;
-		}
+	for (int i = 0; i < 3; i++) {
+		tl_child_stop(receivers[i], 0);
+		receivers[i] = 0;
+	}
 	if (plain_pid > 0) {
-		kill(plain_pid, SIGKILL);
-		waitpid(plain_pid, NULL, 0);
+		tl_child_stop(plain_pid, SIGKILL);
 		plain_pid = 0;
 	}
-}
-
-static pid_t main_pid;
-
-static void cleanup_at_exit(void)
-{
-	if (getpid() != main_pid)
-		return;
-	stop_receivers();
-	tl_env_cleanup(&T);
-}
-
-static void on_signal(int sig)
-{
-	exit(128 + sig);
 }
 
 /* Starts receiver i; extra are more flags (e.g. "--fail-first 2"). */
@@ -96,6 +78,7 @@ static bool receiver_start(int i, const char *extra)
 		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
 		_exit(127);
 	}
+	tl_child_track(receivers[i], SIGTERM);
 	close(p[1]);
 	n = read(p[0], line, sizeof(line) - 1);
 	close(p[0]);
@@ -172,15 +155,10 @@ static json_t *span_named(json_t *spans, const char *trace_id, const char *name)
 
 static const char *spec(const char *name, const char *limits, const char *rules, const char *script)
 {
-	char file[64];
-
-	snprintf(file, sizeof(file), "%s.yaml", name);
-	return tl_file(&T, file,
-		       "apiVersion: lantern.dev/v1\nkind: AgentSpec\nmetadata:\n  name: %s\nspec:\n"
+	return tl_spec(&T, name, NULL, script,
 		       "  image_digest: host\n  isolation: trusted\n  network: allowlist_domain\n"
-		       "%s%s  limits:\n    memory: 256Mi\n%s"
-		       "  command: [\"/bin/sh\", \"-c\"]\n  args:\n    - |\n      %s\n",
-		       name, rules ? "  egress_rules:\n" : "", rules ? rules : "", limits ? limits : "", script);
+		       "%s%s  limits:\n    memory: 256Mi\n%s",
+		       rules ? "  egress_rules:\n" : "", rules ? rules : "", limits ? limits : "");
 }
 
 static bool run_id_of(const char *out, char *id, size_t len)
@@ -405,6 +383,8 @@ static bool plain_start(void)
 		}
 	}
 	close(fd);
+	if (plain_pid > 0)
+		tl_child_track(plain_pid, SIGKILL);
 	return plain_pid > 0;
 }
 
@@ -710,15 +690,11 @@ int main(void)
 	int rc;
 
 	tap_plan(PLAN);
-	main_pid = getpid();
 	if (missing) {
 		for (int i = 0; i < PLAN; i++)
 			tap_skip(missing, "telemetry point %d", i + 1);
 		return tap_done();
 	}
-	atexit(cleanup_at_exit);
-	signal(SIGTERM, on_signal);
-	signal(SIGINT, on_signal);
 	tl_env_init(&T, "telemetry");
 	snprintf(getpids, sizeof(getpids), "%s/tests/getpids", T.build);
 	snprintf(netprobe, sizeof(netprobe), "%s/tests/netprobe", T.build);

@@ -1,16 +1,21 @@
-/* testlib.c: private lanternd instances, CLI runs and loopback listeners for tests. */
+/* testlib.c: private lanternd instances, CLI runs, loopback listeners, the servers
+ * tests start, and the cleanup at the end of a test (see testlib.h). */
 #include "testlib.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <jansson.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -38,31 +43,125 @@ const char *tl_env_missing(void)
 	return NULL;
 }
 
-/* Envs to clean up if the test is killed (the runner's timeout, ^C, a closed pipe). */
+/* What the end of the test undoes (see testlib.h), in that order. */
+static struct {
+	pid_t pid;
+	int sig;
+} kids[32];
 static struct tl_env *live_envs[8];
+static void (*exit_fns[8])(void);
+static size_t n_exit_fns;
+static pid_t owner;
+static const int fatal_sigs[] = { SIGTERM, SIGINT, SIGPIPE };
+
+static void finish(void)
+{
+	static bool done;
+	sigset_t fatal;
+
+	if (done || getpid() != owner)
+		return;
+	done = true;
+	/* a second signal (the runner's timeout after ^C) must not cut the cleanup short;
+	 * commands it runs get their own mask back (vsh) */
+	sigemptyset(&fatal);
+	for (size_t i = 0; i < ARRAY_SIZE(fatal_sigs); i++)
+		sigaddset(&fatal, fatal_sigs[i]);
+	sigprocmask(SIG_BLOCK, &fatal, NULL);
+	for (size_t i = ARRAY_SIZE(kids); i-- > 0;)
+		if (kids[i].pid > 0)
+			tl_child_stop(kids[i].pid, 0);
+	for (size_t i = 0; i < ARRAY_SIZE(live_envs); i++)
+		if (live_envs[i])
+			tl_env_cleanup(live_envs[i]);
+	while (n_exit_fns > 0)
+		exit_fns[--n_exit_fns]();
+}
 
 static void on_fatal_signal(int sig)
 {
-	for (size_t i = 0; i < sizeof(live_envs) / sizeof(live_envs[0]); i++)
-		if (live_envs[i])
-			tl_env_cleanup(live_envs[i]);
+	sigset_t one;
+
+	finish();
 	signal(sig, SIG_DFL);
+	sigemptyset(&one);
+	sigaddset(&one, sig);
+	sigprocmask(SIG_UNBLOCK, &one, NULL);
 	raise(sig);
+}
+
+static void arm(void)
+{
+	if (owner)
+		return;
+	owner = getpid();
+	atexit(finish);
+	for (size_t i = 0; i < ARRAY_SIZE(fatal_sigs); i++) {
+		struct sigaction old;
+
+		if (sigaction(fatal_sigs[i], NULL, &old) == 0 && old.sa_handler != SIG_IGN)
+			signal(fatal_sigs[i], on_fatal_signal);
+	}
+}
+
+void tl_on_exit(void (*fn)(void))
+{
+	arm();
+	if (n_exit_fns < ARRAY_SIZE(exit_fns))
+		exit_fns[n_exit_fns++] = fn;
+	else
+		fprintf(stderr, "testlib: more than %zu exit functions; one will not run\n", ARRAY_SIZE(exit_fns));
+}
+
+void tl_child_track(pid_t pid, int stop_sig)
+{
+	if (pid <= 0)
+		return;
+	arm();
+	for (size_t i = 0; i < ARRAY_SIZE(kids); i++) {
+		if (kids[i].pid <= 0) {
+			kids[i].pid = pid;
+			kids[i].sig = stop_sig;
+			return;
+		}
+	}
+	fprintf(stderr, "testlib: more than %zu children to track; %d will outlive a killed test\n",
+		ARRAY_SIZE(kids), (int)pid);
+}
+
+void tl_child_forget(pid_t pid)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(kids); i++)
+		if (kids[i].pid == pid)
+			kids[i].pid = 0;
+}
+
+int tl_child_stop(pid_t pid, int sig)
+{
+	int st = 0;
+
+	if (pid <= 0)
+		return 0;
+	for (size_t i = 0; i < ARRAY_SIZE(kids) && !sig; i++)
+		if (kids[i].pid == pid)
+			sig = kids[i].sig;
+	tl_child_forget(pid);
+	kill(pid, sig ? sig : SIGKILL);
+	waitpid(pid, &st, 0);
+	return st;
 }
 
 int tl_env_init(struct tl_env *t, const char *name)
 {
 	const char *b = getenv("LANTERN_BUILD");
 
-	for (size_t i = 0; i < sizeof(live_envs) / sizeof(live_envs[0]); i++) {
+	arm();
+	for (size_t i = 0; i < ARRAY_SIZE(live_envs); i++) {
 		if (!live_envs[i]) {
 			live_envs[i] = t;
 			break;
 		}
 	}
-	signal(SIGTERM, on_fatal_signal);
-	signal(SIGINT, on_fatal_signal);
-	signal(SIGPIPE, on_fatal_signal);
 
 	memset(t, 0, sizeof(*t));
 	snprintf(t->name, sizeof(t->name), "%s", name);
@@ -128,7 +227,7 @@ int tl_daemon_stop(struct tl_env *t, int sig)
 
 void tl_env_cleanup(struct tl_env *t)
 {
-	for (size_t i = 0; i < sizeof(live_envs) / sizeof(live_envs[0]); i++)
+	for (size_t i = 0; i < ARRAY_SIZE(live_envs); i++)
 		if (live_envs[i] == t)
 			live_envs[i] = NULL;
 	tl_daemon_stop(t, SIGTERM);
@@ -178,6 +277,10 @@ static int vsh(char **out, char **err, const char *fmt, va_list ap)
 	unlink(e);
 	pid = fork();
 	if (pid == 0) {
+		sigset_t none;
+
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
 		dup2(ofd, 1);
 		dup2(efd, 2);
 		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
@@ -356,6 +459,198 @@ bool tl_wait_file_text(const char *path, const char *text, int ms)
 		if (tl_ms() >= end)
 			return false;
 	}
+}
+
+const char *tl_spec(struct tl_env *t, const char *name, const char *meta, const char *script,
+		    const char *fields, ...)
+{
+	char file[128], body[4096];
+	va_list ap;
+
+	va_start(ap, fields);
+	vsnprintf(body, sizeof(body), fields, ap);
+	va_end(ap);
+	snprintf(file, sizeof(file), "%s.yaml", name);
+	return tl_file(t, file,
+		       "apiVersion: lantern.dev/v1\nkind: AgentSpec\nmetadata:\n  name: %s\n%sspec:\n%s"
+		       "  command: [\"/bin/sh\", \"-c\"]\n  args:\n    - |\n      %s\n",
+		       name, meta ? meta : "", body, script);
+}
+
+int tl_run(struct tl_env *t, const char *file, char **out, char **err)
+{
+	return tl_lantern(t, out, err, "run %s", file);
+}
+
+bool tl_newest_run(struct tl_env *t, char *id, size_t idlen, char *inst, size_t instlen)
+{
+	struct statx best = { 0 };
+	char runs[400], path[700], name[256] = "";
+	struct dirent *de;
+	DIR *d;
+
+	snprintf(runs, sizeof(runs), "%s/runs", t->state);
+	d = opendir(runs);
+	if (!d)
+		return false;
+	/* birth, not modification: a finished run's directory is still written to
+	 * (run.json replaced at teardown) after a newer run has started */
+	while ((de = readdir(d))) {
+		struct statx sx;
+
+		if (de->d_name[0] == '.' ||
+		    statx(dirfd(d), de->d_name, AT_SYMLINK_NOFOLLOW, STATX_BTIME, &sx) < 0 ||
+		    !(sx.stx_mask & STATX_BTIME))
+			continue;
+		if (!name[0] || sx.stx_btime.tv_sec > best.stx_btime.tv_sec ||
+		    (sx.stx_btime.tv_sec == best.stx_btime.tv_sec &&
+		     sx.stx_btime.tv_nsec > best.stx_btime.tv_nsec)) {
+			best = sx;
+			snprintf(name, sizeof(name), "%s", de->d_name);
+		}
+	}
+	closedir(d);
+	if (!name[0])
+		return false;
+	snprintf(id, idlen, "%s", name);
+	if (inst) {
+		json_t *j;
+
+		snprintf(path, sizeof(path), "%s/%s/run.json", runs, name);
+		j = json_load_file(path, 0, NULL);
+		snprintf(inst, instlen, "%s", json_string_value(json_object_get(j, "instance_id")) ?: "");
+		json_decref(j);
+	}
+	return true;
+}
+
+int tl_mkimage(const char *dir, const char *ref, char *image, size_t len)
+{
+	char *out = NULL;
+	int rc = tl_sh(&out, NULL, "scripts/mkimage.sh %s %s", dir, ref);
+
+	snprintf(image, len, "%.*s", out ? (int)strcspn(out, "\n") : 0, out ? out : "");
+	free(out);
+	return rc;
+}
+
+void tl_net_init(struct tl_net *n, const char *prefix, unsigned base)
+{
+	unsigned pid = (unsigned)getpid();
+
+	n->a = base + pid % 50;
+	n->b = pid / 50 % 250;
+	snprintf(n->bridge, sizeof(n->bridge), "%s%u", prefix, pid % 100000);
+	snprintf(n->subnet, sizeof(n->subnet), "10.%u.%u.0/24", n->a, n->b);
+	snprintf(n->gw, sizeof(n->gw), "10.%u.%u.1", n->a, n->b);
+}
+
+const char *tl_net_addr(const struct tl_net *n, unsigned host, char *buf, size_t len)
+{
+	snprintf(buf, len, "10.%u.%u.%u", n->a, n->b, host);
+	return buf;
+}
+
+pid_t tl_acceptor(int fd, const char *reply)
+{
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		for (;;) {
+			int c = accept(fd, NULL, NULL);
+
+			if (c < 0 && (errno == EBADF || errno == EINVAL || errno == ENOTSOCK))
+				_exit(1);
+			if (c < 0)
+				continue;
+			/* a peer that closed first must not end the acceptor */
+			if (reply)
+				send(c, reply, strlen(reply), MSG_NOSIGNAL);
+			close(c);
+		}
+	}
+	tl_child_track(pid, SIGKILL);
+	return pid;
+}
+
+/* True once something on 127.0.0.1:port answers a DNS query (any answer: dnsmasq
+ * reads its records before it serves). */
+static bool dns_answers(uint16_t port, int ms)
+{
+	static const uint8_t q[] = { 0x4c, 0x54, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0,
+				     5, 'r', 'e', 'a', 'd', 'y', 4, 't', 'e', 's', 't', 0, 0, 1, 0, 1 };
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port) };
+	struct pollfd p = { .events = POLLIN };
+	uint8_t r[512];
+	ssize_t n = -1;
+
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	p.fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (p.fd < 0)
+		return false;
+	if (connect(p.fd, (struct sockaddr *)&a, sizeof(a)) == 0 && send(p.fd, q, sizeof(q), 0) > 0 &&
+	    poll(&p, 1, ms) == 1)
+		n = recv(p.fd, r, sizeof(r), 0);
+	close(p.fd);
+	return n >= 12 && r[0] == q[0] && r[1] == q[1] && (r[2] & 0x80);
+}
+
+pid_t tl_dnsmasq_start(uint16_t *port, const char *log, ...)
+{
+	const char *argv[64] = { "dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--no-resolv",
+				 "--no-hosts", "--bind-interfaces", "--listen-address=127.0.0.1",
+				 "--pid-file=", "--user=root" };
+	size_t n = 9, port_at = n++;
+	char portarg[32];
+	va_list ap;
+
+	va_start(ap, log);
+	for (const char *a; (a = va_arg(ap, const char *)) && n < ARRAY_SIZE(argv) - 1;)
+		argv[n++] = a;
+	va_end(ap);
+	argv[n] = NULL;
+	argv[port_at] = portarg;
+
+	/* a port free now may be taken before dnsmasq binds it: then it exits, try another */
+	for (int attempt = 0; attempt < 10; attempt++) {
+		uint16_t p = 0;
+		int fd = tl_udp_bind("127.0.0.1", &p);
+		pid_t pid;
+
+		if (fd < 0)
+			return fd;
+		close(fd);
+		snprintf(portarg, sizeof(portarg), "--port=%u", p);
+		pid = fork();
+		if (pid < 0)
+			return -errno;
+		if (pid == 0) {
+			int out = open(log ? log : "/dev/null", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+
+			prctl(PR_SET_PDEATHSIG, SIGTERM);
+			dup2(out, 1);
+			dup2(out, 2);
+			execv("/usr/sbin/dnsmasq", (char *const *)argv);
+			_exit(127);
+		}
+		tl_child_track(pid, SIGTERM);
+		for (uint64_t end = tl_ms() + 5000; tl_ms() < end;) {
+			if (dns_answers(p, 200)) {
+				*port = p;
+				return pid;
+			}
+			if (waitpid(pid, NULL, WNOHANG) == pid) {
+				tl_child_forget(pid);
+				pid = 0;
+				break;
+			}
+			usleep(20000);
+		}
+		if (pid > 0)
+			tl_child_stop(pid, SIGKILL);
+	}
+	return -EADDRINUSE;
 }
 
 uint64_t tl_ms(void)

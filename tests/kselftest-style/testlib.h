@@ -1,6 +1,7 @@
 /* testlib.h: what the test programs share: a private lanternd (own state dir, socket,
  * bpffs pin root and cgroup root, so two runs never collide), running the `lantern`
- * CLI, and loopback listeners. */
+ * CLI, loopback listeners and the servers tests start (dnsmasq, acceptors), and the
+ * cleanup that runs however a test ends. */
 #ifndef LANTERN_TESTLIB_H
 #define LANTERN_TESTLIB_H
 
@@ -24,6 +25,8 @@ struct tl_env {
 /* Why this machine cannot run kernel tests, or NULL when it can (root, bpffs,
  * cgroup2, BTF). */
 const char *tl_env_missing(void);
+/* t must outlive main (a static): the end of the test cleans it up if the test did
+ * not. */
 int tl_env_init(struct tl_env *t, const char *name);
 /* Starts build/lanternd with the env's flags, --process-runtime, and extra (a string
  * of more flags, may be NULL); waits until the socket accepts. */
@@ -57,6 +60,59 @@ const char *tl_oneline(const char *s);
 bool tl_running_run(struct tl_env *t, const char *name, char *id, size_t len, int ms);
 /* True once the file at path contains text; waits up to ms. */
 bool tl_wait_file_text(const char *path, const char *text, int ms);
+
+/* Writes NAME.yaml under t->dir: an AgentSpec named name whose workload is
+ * `/bin/sh -c SCRIPT`. meta: more lines of metadata (NULL: none); fields: the lines
+ * of spec before the command, printf-style. Returns its path (as tl_file). */
+const char *tl_spec(struct tl_env *t, const char *name, const char *meta, const char *script,
+		    const char *fields, ...) __attribute__((format(printf, 5, 6)));
+/* `lantern run FILE`; as tl_lantern. */
+int tl_run(struct tl_env *t, const char *file, char **out, char **err);
+/* The run lanternd created last (its directory's birth time, so a stopped daemon is
+ * fine) and, if inst is not NULL, its instance id from run.json. */
+bool tl_newest_run(struct tl_env *t, char *id, size_t idlen, char *inst, size_t instlen);
+/* scripts/mkimage.sh DIR REF: an OCI layout of busybox; image gets the pinned
+ * reference it prints ("" if none). Returns the script's exit status. */
+int tl_mkimage(const char *dir, const char *ref, char *image, size_t len);
+
+/* A bridge and a /24 of this test process's own, for spawns or CNI: bridge
+ * PREFIX<pid>, subnet 10.A.B.0/24 with A = base + pid % 50 and B = pid / 50 % 250, so
+ * tests with different bases running at once never share an address. */
+struct tl_net {
+	char bridge[16];
+	char subnet[32];
+	char gw[32];        /* 10.A.B.1: the bridge's address */
+	unsigned a, b;
+};
+void tl_net_init(struct tl_net *n, const char *prefix, unsigned base);
+/* 10.A.B.HOST, in buf. */
+const char *tl_net_addr(const struct tl_net *n, unsigned host, char *buf, size_t len);
+
+/* ---- children and the end of a test ----
+ * When the test ends (returns from main, exits, or is killed by the runner's timeout,
+ * ^C or a closed pipe), its tracked children get their stop signal and are waited
+ * for, then the private lanternds still live are stopped and reset, then the
+ * functions given to tl_on_exit run, last given first. Only the test's own process
+ * does this, never a forked child. A signal the test was started with ignored stays
+ * ignored (a background job's SIGINT, a test that sets SIGPIPE to SIG_IGN first). */
+void tl_on_exit(void (*fn)(void));
+/* Tracks pid (ignored if <= 0): stop_sig ends it when the test ends. */
+void tl_child_track(pid_t pid, int stop_sig);
+/* Sends pid sig (0: its stop signal, SIGKILL if untracked), waits for it and forgets
+ * it; returns the wait status. */
+int tl_child_stop(pid_t pid, int sig);
+/* Forgets a tracked child the caller has waited for itself. */
+void tl_child_forget(pid_t pid);
+
+/* A tracked child that accepts connections on fd until stopped, sends reply (if not
+ * NULL) and closes each, so a listener's backlog never fills and a connect always
+ * meets a live peer. Dies with the test. */
+pid_t tl_acceptor(int fd, const char *reply);
+/* dnsmasq on 127.0.0.1 (a free port, in *port), authoritative for nothing but what
+ * the NULL-terminated extra flags say (--host-record=..., --cname=..., --local-ttl=...,
+ * --addn-hosts=...); output to log (NULL: discarded). Returns once it answers queries:
+ * its pid (tracked, dies with the test), or -errno. */
+pid_t tl_dnsmasq_start(uint16_t *port, const char *log, ...) __attribute__((sentinel));
 
 /* Milliseconds since an arbitrary start. */
 uint64_t tl_ms(void);

@@ -64,39 +64,17 @@ static uint16_t free_port(void)
 
 static void cp_stop(int sig)
 {
-	if (cp_pid > 0) {
-		kill(cp_pid, sig);
-		waitpid(cp_pid, NULL, 0);
-	}
+	tl_child_stop(cp_pid, sig);
 	cp_pid = 0;
 }
 
 static void pg_stop(void)
 {
-	if (pg_pid > 0) {
-		kill(pg_pid, SIGQUIT);
-		waitpid(pg_pid, NULL, 0);
-	}
+	tl_child_stop(pg_pid, 0);
 	pg_pid = 0;
 	if (pg_dir[0])
 		util_rm_rf(pg_dir);
 	pg_dir[0] = '\0';
-}
-
-static void cleanup_all(void)
-{
-	cp_stop(SIGKILL);
-	pg_stop();
-	for (int i = 0; i < 3; i++)
-		if (N[i].dir[0])
-			tl_env_cleanup(&N[i]);
-}
-
-static void on_signal(int sig)
-{
-	cleanup_all();
-	signal(sig, SIG_DFL);
-	raise(sig);
 }
 
 static json_t *api(const char *method, const char *path, json_t *body, long *code);
@@ -121,6 +99,7 @@ static bool cp_start(const char *extra)
 		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
 		_exit(127);
 	}
+	tl_child_track(cp_pid, SIGKILL);
 	for (int i = 0; i < 200; i++) {
 		long code = 0;
 		json_t *j = api("GET", "/v1/data-planes", NULL, &code);
@@ -131,6 +110,7 @@ static bool cp_start(const char *extra)
 		if (waitpid(cp_pid, NULL, WNOHANG) == cp_pid) {
 			char *out = NULL;
 
+			tl_child_forget(cp_pid);
 			cp_pid = 0;
 			tl_sh(&out, NULL, "tail -5 %s", cp_log);
 			printf("# lantern-cp exited: %s\n", tl_oneline(out));
@@ -190,6 +170,7 @@ static bool pg_start(void)
 	char *pg[] = { "/usr/lib/postgresql/15/bin/postgres", "-D", data, "-p", port, "-k", sockdir,
 		       "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", NULL };
 	pg_pid = as_postgres(pg, log);
+	tl_child_track(pg_pid, SIGQUIT);
 	snprintf(ready, sizeof(ready), "/usr/lib/postgresql/15/bin/pg_isready -q -h 127.0.0.1 -p %u",
 		 pg_port);
 	for (int i = 0; i < 200; i++) {
@@ -970,8 +951,7 @@ int main(void)
 	}
 	for (int i = 0; i < 3; i++)
 		tl_env_init(&N[i], NN[i]);
-	signal(SIGTERM, on_signal);
-	signal(SIGINT, on_signal);
+	tl_on_exit(pg_stop);
 	rpc_init();
 	q = rpc_cq_new();
 
@@ -1012,7 +992,7 @@ int main(void)
 	while (tap_count < POINTS * 2)
 		tap_ok(false, "postgresql: not reached");
 
-	cleanup_all();
+	/* lantern-cp, PostgreSQL and the nodes are stopped at exit (testlib) */
 	rpc_cq_free(q);
 	return tap_failures ? 1 : 0;
 }

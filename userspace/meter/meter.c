@@ -50,6 +50,10 @@ int meter_table_load(const char *path, struct meter_table *t, struct lerr *e)
 	if (path)
 		snprintf(t->source, sizeof(t->source), "%s", path);
 	rates = json_object_get(t->prices, "rates");
+	if (rates && !json_is_object(rates)) {
+		err = lerr_set(e, -EINVAL, "meter: %s: rates must be an object of USD rates", t->source);
+		goto out;
+	}
 	if ((err = rate(rates, "cpu_second", &t->cpu_second, t->source, e)) < 0 ||
 	    (err = rate(rates, "memory_gib_second", &t->memory_gib_second, t->source, e)) < 0 ||
 	    (err = rate(rates, "egress_gib", &t->egress_gib, t->source, e)) < 0 ||
@@ -58,6 +62,11 @@ int meter_table_load(const char *path, struct meter_table *t, struct lerr *e)
 	json_object_foreach(t->prices, name, m) {
 		if (!strcmp(name, "rates"))
 			continue;
+		/* anything else would price the model at nothing: a budget never reached */
+		if (!json_is_object(m)) {
+			err = lerr_set(e, -EINVAL, "meter: %s: %s must be an object of prices", t->source, name);
+			goto out;
+		}
 		for (size_t i = 0; i < ARRAY_SIZE(kinds); i++) {
 			json_t *v = json_object_get(m, kinds[i][1]);
 			if (v && (!json_is_number(v) || json_number_value(v) < 0)) {
