@@ -15,6 +15,10 @@ void loop_free(struct loop *l);
 int loop_add(struct loop *l, int fd, uint32_t events, loop_fd_cb cb, void *arg);
 int loop_mod(struct loop *l, int fd, uint32_t events);
 int loop_del(struct loop *l, int fd);
+/* accept4(lfd, flags) for a listener watched by l. When the process is out of fds (or
+ * memory) the listener stays readable, so it is unwatched for 100 ms rather than
+ * spinning the loop; -EAGAIN then, as when nobody waits. Returns the fd or -errno. */
+int loop_accept(struct loop *l, int lfd, int flags);
 /* Fires once after ms milliseconds; returns an id > 0 for loop_timer_cancel. */
 uint64_t loop_timer_add(struct loop *l, uint64_t ms, loop_timer_cb cb, void *arg);
 void loop_timer_cancel(struct loop *l, uint64_t id);

@@ -255,8 +255,8 @@ static void on_accept(struct loop *l, int lfd, uint32_t events, void *arg)
 {
 	struct api *a = arg;
 
-	for (;;) {
-		int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+	for (int budget = 64; budget > 0; budget--) {
+		int fd = loop_accept(l, lfd, SOCK_CLOEXEC | SOCK_NONBLOCK);
 		struct ucred cred;
 		socklen_t len = sizeof(cred);
 		struct api_client *c;

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
@@ -46,6 +47,20 @@ static int beside_self(const char *name, char *out, size_t len)
 		return -ENAMETOOLONG;
 	strcpy(slash ? slash + 1 : out, name);
 	return 0;
+}
+
+/* Every run holds sockets (its harness API, its DNS proxy) and clients hold more: the
+ * soft fd limit goes up to the hard one, so the node's bound is the hard limit, and
+ * running out is handled (listeners pause) rather than hit at 1024. */
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			log_warn("cannot raise the open file limit: %s", strerror(errno));
+	}
 }
 
 static enum lbpf_sys_hook sys_hook(const char *name)
@@ -175,6 +190,7 @@ int main(int argc, char **argv)
 
 	log_set_prog("lanternd");
 	signal(SIGPIPE, SIG_IGN);
+	raise_fd_limit();
 	if ((err = lanternd_flags(argc, argv, &d.cfg)) != 0)
 		return err > 0 ? 0 : 2;
 	if (!d.cfg.shim) {

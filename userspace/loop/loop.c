@@ -1,5 +1,7 @@
-/* loop.c: lanternd's event loop: one epoll set for fds, one timerfd for a small
- * sorted list of one-shot timers (a handful per run, so a list is enough). */
+/* loop.c: lanternd's event loop: one epoll set for fds, found again in O(1) (a table
+ * indexed by fd, and the watch itself in each event), and one timerfd for a sorted list
+ * of one-shot timers (a couple per run). A watch removed by a callback is freed after
+ * the batch of events it may still appear in. */
 #include "lantern/loop.h"
 
 #include <errno.h>
@@ -13,11 +15,16 @@
 
 #include "lantern/util.h"
 
+#define LOOP_ACCEPT_PAUSE_MS 100
+
 struct watch {
 	int fd;
 	loop_fd_cb cb;
 	void *arg;
-	struct watch *next;
+	bool dead;               /* removed; freed after the current batch */
+	uint32_t events;
+	uint64_t pause_timer;    /* a listener out of fds, watched again when it fires */
+	struct watch *next_dead;
 };
 
 struct timer {
@@ -33,16 +40,25 @@ struct loop {
 	int tfd;
 	bool stop;
 	uint64_t next_id;
-	struct watch *watches;   /* invariant: at most one per fd */
+	struct watch **byfd;     /* invariant: byfd[fd] is fd's only live watch, or NULL */
+	size_t nbyfd;
+	struct watch *dead;      /* removed during a batch, freed at its end */
 	struct timer *timers;    /* invariant: sorted by due_ns */
 };
 
 static struct watch *watch_find(struct loop *l, int fd)
 {
-	for (struct watch *w = l->watches; w; w = w->next)
-		if (w->fd == fd)
-			return w;
-	return NULL;
+	return fd >= 0 && (size_t)fd < l->nbyfd ? l->byfd[fd] : NULL;
+}
+
+static void free_dead(struct loop *l)
+{
+	while (l->dead) {
+		struct watch *w = l->dead;
+
+		l->dead = w->next_dead;
+		free(w);
+	}
 }
 
 static void timer_arm(struct loop *l)
@@ -82,11 +98,10 @@ void loop_free(struct loop *l)
 {
 	if (!l)
 		return;
-	while (l->watches) {
-		struct watch *w = l->watches;
-		l->watches = w->next;
-		free(w);
-	}
+	for (size_t i = 0; i < l->nbyfd; i++)
+		free(l->byfd[i]);
+	free(l->byfd);
+	free_dead(l);
 	while (l->timers) {
 		struct timer *t = l->timers;
 		l->timers = t->next;
@@ -104,22 +119,36 @@ int loop_add(struct loop *l, int fd, uint32_t events, loop_fd_cb cb, void *arg)
 	struct watch *w;
 	struct epoll_event ev = { .events = events };
 
+	if (fd < 0)
+		return -EBADF;
 	if (watch_find(l, fd))
 		return -EEXIST;
+	if ((size_t)fd >= l->nbyfd) {
+		size_t n = l->nbyfd ? l->nbyfd : 64;
+		struct watch **t;
+
+		while (n <= (size_t)fd)
+			n *= 2;
+		if (!(t = realloc(l->byfd, n * sizeof(*t))))
+			return -ENOMEM;
+		memset(t + l->nbyfd, 0, (n - l->nbyfd) * sizeof(*t));
+		l->byfd = t;
+		l->nbyfd = n;
+	}
 	w = calloc(1, sizeof(*w));
 	if (!w)
 		return -ENOMEM;
 	w->fd = fd;
 	w->cb = cb;
 	w->arg = arg;
+	w->events = events;
 	ev.data.ptr = w;
 	if (epoll_ctl(l->ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
 		int err = -errno;
 		free(w);
 		return err;
 	}
-	w->next = l->watches;
-	l->watches = w;
+	l->byfd[fd] = w;
 	return 0;
 }
 
@@ -130,24 +159,54 @@ int loop_mod(struct loop *l, int fd, uint32_t events)
 
 	if (!w)
 		return -ENOENT;
+	w->events = events;
 	ev.data.ptr = w;
 	return epoll_ctl(l->ep, EPOLL_CTL_MOD, fd, &ev) < 0 ? -errno : 0;
 }
 
 int loop_del(struct loop *l, int fd)
 {
-	for (struct watch **pp = &l->watches; *pp; pp = &(*pp)->next) {
-		struct watch *w = *pp;
-		if (w->fd != fd)
-			continue;
-		epoll_ctl(l->ep, EPOLL_CTL_DEL, fd, NULL);
-		*pp = w->next;
-		/* loop_run checks a watch is still listed before calling it, so an
-		 * event later in the same batch never reaches a freed watch */
-		free(w);
-		return 0;
+	struct watch *w = watch_find(l, fd);
+
+	if (!w)
+		return -ENOENT;
+	epoll_ctl(l->ep, EPOLL_CTL_DEL, fd, NULL);
+	l->byfd[fd] = NULL;
+	if (w->pause_timer)
+		loop_timer_cancel(l, w->pause_timer);
+	/* an event later in the same batch may still point at it */
+	w->dead = true;
+	w->next_dead = l->dead;
+	l->dead = w;
+	return 0;
+}
+
+static void accept_resume(struct loop *l, void *arg)
+{
+	struct watch *w = arg;
+	struct epoll_event ev = { .events = w->events, .data.ptr = w };
+
+	w->pause_timer = 0;
+	epoll_ctl(l->ep, EPOLL_CTL_MOD, w->fd, &ev);
+}
+
+int loop_accept(struct loop *l, int lfd, int flags)
+{
+	struct watch *w = watch_find(l, lfd);
+	int fd = accept4(lfd, NULL, NULL, flags);
+	struct epoll_event ev = { 0 };
+
+	if (fd >= 0)
+		return fd;
+	if (errno != EMFILE && errno != ENFILE && errno != ENOBUFS && errno != ENOMEM)
+		return -errno;
+	if (w && !w->pause_timer) {
+		log_warn("accept on fd %d: %s: not accepting for %d ms", lfd, strerror(errno), LOOP_ACCEPT_PAUSE_MS);
+		ev.data.ptr = w;
+		epoll_ctl(l->ep, EPOLL_CTL_MOD, lfd, &ev);
+		w->pause_timer = loop_timer_add(l, LOOP_ACCEPT_PAUSE_MS, accept_resume, w);
 	}
-	return -ENOENT;
+	return -EAGAIN;
 }
 
 uint64_t loop_timer_add(struct loop *l, uint64_t ms, loop_timer_cb cb, void *arg)
@@ -211,19 +270,15 @@ int loop_run(struct loop *l)
 		}
 		for (int i = 0; i < n && !l->stop; i++) {
 			struct watch *w = evs[i].data.ptr;
-			bool live = false;
 
 			if (!w) {
 				run_timers(l);
 				continue;
 			}
-			/* the watch may have been removed by an earlier callback in this batch */
-			for (struct watch *x = l->watches; x; x = x->next)
-				if (x == w)
-					live = true;
-			if (live && w->cb)
+			if (!w->dead && w->cb)
 				w->cb(l, w->fd, evs[i].events, w->arg);
 		}
+		free_dead(l);
 	}
 	return 0;
 }
