@@ -1,13 +1,17 @@
 /* util_test: the shared mechanisms of userspace/util on their own, no daemon: the write
  * queue (cap, all-or-nothing appends, partial sends over a real socket pair with the ring
- * wrapping, a drained queue giving its memory back, a dead peer). */
+ * wrapping, a drained queue giving its memory back, a dead peer) and the host:port parser
+ * (every accepted form, every refused one with a message naming it, the flags). */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "lantern/addr.h"
 #include "lantern/util.h"
 #include "lantern/wqueue.h"
 #include "tap.h"
@@ -92,12 +96,108 @@ static void test_wqueue_stream(void)
 	close(sv[0]);
 }
 
+/* ---- host:port ---- */
+
+static bool addr_is(const struct sockaddr_storage *ss, socklen_t len, const char *text,
+		    uint16_t port)
+{
+	char buf[INET6_ADDRSTRLEN];
+
+	if (ss->ss_family == AF_INET) {
+		const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+
+		return len == sizeof(*a) && ntohs(a->sin_port) == port &&
+		       inet_ntop(AF_INET, &a->sin_addr, buf, sizeof(buf)) && !strcmp(buf, text);
+	}
+	if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+
+		return len == sizeof(*a) && ntohs(a->sin6_port) == port &&
+		       inet_ntop(AF_INET6, &a->sin6_addr, buf, sizeof(buf)) && !strcmp(buf, text);
+	}
+	return false;
+}
+
+static void test_addr(void)
+{
+	static const struct {
+		const char *in;
+		unsigned flags;
+		const char *addr;
+		uint16_t port;
+	} good[] = {
+		{ "1.2.3.4:53", 0, "1.2.3.4", 53 },
+		{ "[::1]:5353", 0, "::1", 5353 },
+		{ "1.2.3.4", 0, "1.2.3.4", 99 },
+		{ "::1", 0, "::1", 99 },
+		{ "[2001:db8::1]", 0, "2001:db8::1", 99 },
+		{ "2001:db8::1:53", 0, "2001:db8::1:53", 99 },
+		{ "[::ffff:127.0.0.1]:65535", 0, "::ffff:127.0.0.1", 65535 },
+		{ "127.0.0.1:0", UTIL_ADDR_PORT_ZERO, "127.0.0.1", 0 },
+		{ ":9090", UTIL_ADDR_EMPTY_ANY, "0.0.0.0", 9090 },
+		{ "[::]:8080", UTIL_ADDR_PORT_NEEDED, "::", 8080 },
+	};
+	static const struct {
+		const char *in;
+		unsigned flags;
+	} bad[] = {
+		{ "example.com", 0 },  { "example.com:53", 0 },   { "1.2.3.4:0", 0 },
+		{ "1.2.3.4:65536", 0 }, { "1.2.3.4:x", 0 },       { "1.2.3.4:", 0 },
+		{ "1.2.3.4:+53", 0 },   { "1.2.3.4:99999999999999999999", 0 },
+		{ "[::1", 0 },          { "[1.2.3.4]:53", 0 },    { "[::1]x", 0 },
+		{ "[::1]:", 0 },        { ":53", 0 },             { "[]:53", UTIL_ADDR_EMPTY_ANY },
+		{ "1.2.3", 0 },         { "fe80::1%eth0", 0 },    { "[fe80::1%eth0]:53", 0 },
+		{ "1.2.3.4", UTIL_ADDR_PORT_NEEDED },             { "[::1]", UTIL_ADDR_PORT_NEEDED },
+		{ "[localhost]:53", UTIL_ADDR_HOSTNAME },
+	};
+	struct sockaddr_storage ss;
+	struct lerr e = { { 0 } };
+	socklen_t len;
+	bool ok = true;
+
+	for (size_t i = 0; i < ARRAY_SIZE(good); i++) {
+		int err = util_addr_parse("test", good[i].in, 99, good[i].flags, &ss, &len, &e);
+
+		if (err || !addr_is(&ss, len, good[i].addr, good[i].port)) {
+			tap_diag("\"%s\": %s", good[i].in, err ? e.msg : "wrong address");
+			ok = false;
+		}
+	}
+	tap_ok(ok, "addr: ADDR:PORT, [V6]:PORT, bare ADDR/V6/[V6] with the default port, and the flags' forms");
+
+	ok = true;
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+		e.msg[0] = '\0';
+		if (util_addr_parse("test", bad[i].in, 99, bad[i].flags, &ss, &len, &e) != -EINVAL ||
+		    !strstr(e.msg, bad[i].in) || strncmp(e.msg, "test ", 5)) {
+			tap_diag("accepted or unexplained: \"%s\" (%s)", bad[i].in, e.msg);
+			ok = false;
+		}
+	}
+	tap_ok(ok, "addr: %zu bad forms are -EINVAL with a message naming the setting and the input",
+	       ARRAY_SIZE(bad));
+
+	ok = util_addr_parse("test", "localhost:80", 0, 0, &ss, &len, &e) == -EINVAL &&
+	     strstr(e.msg, "not an IP address");
+	/* /etc/hosts answers for localhost: nothing is asked of a DNS server */
+	e.msg[0] = '\0';
+	ok = ok && util_addr_parse("test", "localhost:80", 0, UTIL_ADDR_HOSTNAME, &ss, &len, &e) == 0 &&
+	     (addr_is(&ss, len, "127.0.0.1", 80) || addr_is(&ss, len, "::1", 80));
+	tap_ok(ok, "addr: a host name is refused, or resolved with UTIL_ADDR_HOSTNAME%s%s",
+	       e.msg[0] ? ": " : "", e.msg);
+
+	ok = util_addr_parse("test", NULL, 53, 0, &ss, &len, &e) == -EINVAL &&
+	     util_addr_parse("test", "", 53, 0, &ss, &len, &e) == -EINVAL && strstr(e.msg, "empty");
+	tap_ok(ok, "addr: NULL and \"\" are refused as empty");
+}
+
 int main(void)
 {
 	/* SIGPIPE left at its default: the queue must never raise it */
 	srandom((unsigned)getpid());
-	tap_plan(6);
+	tap_plan(10);
 	test_wqueue_cap();
 	test_wqueue_stream();
+	test_addr();
 	return tap_done();
 }
