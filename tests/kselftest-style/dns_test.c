@@ -1103,6 +1103,50 @@ static void test_tcp_pipeline(uint16_t port)
 	tap_ok(ok, "tcp: two queries on one connection both answered");
 }
 
+/* A client that sends queries and never reads a reply is dropped once its replies pass
+ * the queue's cap, instead of growing lanternd. */
+static void test_tcp_no_reader(uint16_t port)
+{
+	struct sockaddr_storage ss;
+	socklen_t alen = loopback(AF_INET, port, &ss);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), small = 4096, err = 0;
+	uint8_t buf[60000];
+	size_t len = 0, sent = 0;
+	uint64_t deadline = tl_ms() + 10000;
+
+	while (len + 2 + 64 <= sizeof(buf)) {
+		size_t n = build_query(buf + len + 2, (uint16_t)len, "denied.test", 1);
+
+		buf[len] = (uint8_t)(n >> 8);
+		buf[len + 1] = (uint8_t)n;
+		len += 2 + n;
+	}
+	/* a small window, so the kernel holds few of the replies for us */
+	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+	if (fd < 0 || connect(fd, (struct sockaddr *)&ss, alen) < 0) {
+		tap_ok(false, "tcp no reader: connect: %s", strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	fcntl(fd, F_SETFL, O_NONBLOCK);
+	while (!err && tl_ms() < deadline) {
+		struct pollfd p = { .fd = fd, .events = POLLOUT };
+		ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
+
+		if (n > 0)
+			sent += (size_t)n;
+		else if (errno == EAGAIN)
+			poll(&p, 1, 100);
+		else
+			err = errno;
+	}
+	close(fd);
+	tap_ok(err == ECONNRESET || err == EPIPE,
+	       "tcp: a client that never reads is dropped (%s after %zu KiB of queries)",
+	       err ? strerror(err) : "still connected", sent >> 10);
+}
+
 /* Sends n queries at once from n sockets; counts replies by rcode within ms. */
 static void burst(uint16_t port, const char *name, int n, int ms, int *noerror, int *servfail,
 		  int *other, uint64_t *first_ms, uint64_t *last_ms)
@@ -1176,7 +1220,7 @@ int main(void)
 	char spec[64];
 	struct resp r;
 
-	tap_plan(48);
+	tap_plan(49);
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
@@ -1234,6 +1278,7 @@ int main(void)
 	test_truncation(port);
 	test_malformed(port);
 	test_tcp_pipeline(port);
+	test_tcp_no_reader(port);
 	test_fuzz(port);
 
 	first = tl_ms();

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "lantern/dns_wire.h"
+#include "lantern/wqueue.h"
 
 /* Bounds: what one instance may cost lanternd, whatever it sends. */
 #define DNS_MAX_INFLIGHT 256
@@ -64,8 +65,7 @@ struct dns_conn {
 	bool eof, broken;
 	unsigned pending;
 	uint64_t timer;
-	uint8_t *out;
-	size_t out_len, out_cap;
+	struct util_wqueue out;
 	size_t in_len;
 	uint8_t in[2 + DNS_WIRE_MSG_MAX];
 };
@@ -404,13 +404,13 @@ static void conn_free(struct dns_conn *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	s->nconns--;
-	free(c->out);
+	util_wqueue_free(&c->out);
 	free(c);
 }
 
 static void conn_update(struct dns_conn *c)
 {
-	uint32_t ev = (c->eof || c->broken ? 0 : EPOLLIN) | (c->out_len ? EPOLLOUT : 0);
+	uint32_t ev = (c->eof || c->broken ? 0 : EPOLLIN) | (util_wqueue_len(&c->out) ? EPOLLOUT : 0);
 
 	if (loop_mod(c->srv->loop, c->fd, ev) < 0)
 		c->broken = true;
@@ -418,55 +418,31 @@ static void conn_update(struct dns_conn *c)
 
 static void conn_flush(struct dns_conn *c)
 {
-	while (c->out_len) {
-		ssize_t n = send(c->fd, c->out, c->out_len, MSG_NOSIGNAL | MSG_DONTWAIT);
-
-		if (n < 0) {
-			if (errno != EAGAIN && errno != EINTR)
-				c->broken = true;
-			break;
-		}
-		memmove(c->out, c->out + n, c->out_len - (size_t)n);
-		c->out_len -= (size_t)n;
-	}
+	if (util_wqueue_flush(&c->out, c->fd) < 0)
+		c->broken = true;
 	conn_update(c);
 }
 
 /* Queues one framed reply. Never frees c: callers may be inside c's own handler. */
 static void conn_send(struct dns_conn *c, const uint8_t *msg, size_t len)
 {
-	size_t need = c->out_len + 2 + len;
+	uint8_t frame[2];
+	struct iovec iov[2] = { { frame, 2 }, { (void *)msg, len } };
 
 	if (c->broken)
 		return;
-	if (need > DNS_CONN_OUT_MAX) {
-		/* a client that does not read its replies loses the connection */
+	dns_wire_frame_set_len(frame, (uint16_t)len);
+	/* past the cap: a client that does not read its replies loses the connection */
+	if (util_wqueue_appendv(&c->out, iov, 2) < 0) {
 		c->broken = true;
 		return;
 	}
-	if (need > c->out_cap) {
-		size_t cap = c->out_cap ? c->out_cap : 4096;
-		uint8_t *o;
-
-		while (cap < need)
-			cap *= 2;
-		o = realloc(c->out, cap);
-		if (!o) {
-			c->broken = true;
-			return;
-		}
-		c->out = o;
-		c->out_cap = cap;
-	}
-	dns_wire_frame_set_len(c->out + c->out_len, (uint16_t)len);
-	memcpy(c->out + c->out_len + 2, msg, len);
-	c->out_len = need;
 	conn_flush(c);
 }
 
 static void conn_maybe_close(struct dns_conn *c)
 {
-	if (c->broken || (c->eof && !c->pending && !c->out_len))
+	if (c->broken || (c->eof && !c->pending && !util_wqueue_len(&c->out)))
 		conn_free(c);
 }
 
@@ -475,7 +451,7 @@ static void on_conn_idle(struct loop *l, void *arg)
 	struct dns_conn *c = arg;
 
 	c->timer = 0;
-	if (c->pending || c->out_len) {
+	if (c->pending || util_wqueue_len(&c->out)) {
 		c->timer = loop_timer_add(l, DNS_CONN_IDLE_MS, on_conn_idle, c);
 		return;
 	}
@@ -547,6 +523,7 @@ static void on_accept(struct loop *l, int fd, uint32_t events, void *arg)
 		}
 		c->srv = s;
 		c->fd = cfd;
+		util_wqueue_init(&c->out, DNS_CONN_OUT_MAX);
 		if (loop_add(l, cfd, EPOLLIN, on_conn, c) < 0) {
 			close(cfd);
 			free(c);
