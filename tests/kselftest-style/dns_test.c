@@ -3,8 +3,9 @@
  * messages, CNAME chains, random damage); then the server against a real dnsmasq on
  * loopback, with a small DNS client written here: allow and refuse, answers reported
  * before the reply, CNAME chains, AAAA, truncation and the TCP retry, malformed queries, a
- * dead or silent upstream, a failing owner, and many queries at once. No packet leaves
- * the machine. */
+ * dead or silent upstream, a failing owner, many queries at once, a TCP client flooding
+ * while another asks over UDP, and a TCP client that never reads. No packet leaves the
+ * machine. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -1103,6 +1104,124 @@ static void test_tcp_pipeline(uint16_t port)
 	tap_ok(ok, "tcp: two queries on one connection both answered");
 }
 
+/* More queries in one write than the proxy serves per wake-up, then silence: the rest
+ * must still be served, though the socket has nothing more to read. */
+static void test_tcp_backlog(uint16_t port)
+{
+	enum { N = 200 };
+	static uint8_t buf[N * 40];
+	uint8_t out[65536];
+	int fd = tcp_connect(AF_INET, port), got = 0;
+	size_t len = 0;
+
+	for (int i = 0; i < N; i++) {
+		size_t n = build_query(buf + len + 2, (uint16_t)i, "denied.test", 1);
+
+		buf[len] = (uint8_t)(n >> 8);
+		buf[len + 1] = (uint8_t)n;
+		len += 2 + n;
+	}
+	if (fd >= 0 && write(fd, buf, len) == (ssize_t)len) {
+		struct resp r;
+		ssize_t n;
+
+		while (got < N && (n = tcp_read_msg(fd, out, 3000)) > 0 &&
+		       parse_resp(out, (size_t)n, &r) == 0 && r.rcode == 5)
+			got++;
+	}
+	if (fd >= 0)
+		close(fd);
+	tap_ok(got == N, "tcp: %d queries in one write, then silence: all answered (%d)", N, got);
+}
+
+/* ---- one TCP client flooding, another asking over UDP ---- */
+
+struct flood {
+	int fd;
+	volatile bool stop;
+	size_t sent, received;
+};
+
+static void *flood_writer(void *arg)
+{
+	struct flood *f = arg;
+	uint8_t buf[60000];
+	size_t len = 0;
+
+	/* queries the proxy refuses itself: all the work is on its loop */
+	while (len + 2 + 64 <= sizeof(buf)) {
+		size_t n = build_query(buf + len + 2, (uint16_t)len, "denied.test", 1);
+
+		buf[len] = (uint8_t)(n >> 8);
+		buf[len + 1] = (uint8_t)n;
+		len += 2 + n;
+	}
+	while (!f->stop) {
+		ssize_t n = write(f->fd, buf, len);
+
+		if (n <= 0)
+			break;
+		f->sent += (size_t)n;
+	}
+	return NULL;
+}
+
+static void *flood_reader(void *arg)
+{
+	struct flood *f = arg;
+	uint8_t buf[65536];
+	ssize_t n;
+
+	while ((n = read(f->fd, buf, sizeof(buf))) > 0)
+		f->received += (size_t)n;
+	return NULL;
+}
+
+/* One connection that never stops writing may not hold the loop: the proxy serves a
+ * bounded number of its queries per wake-up, and another client's UDP query is answered
+ * meanwhile. */
+static void test_tcp_flood(uint16_t port)
+{
+	struct flood f = { .fd = tcp_connect(AF_INET, port) };
+	pthread_t w, r;
+	uint64_t worst = 0;
+	int answered = 0;
+
+	if (f.fd < 0 || pthread_create(&w, NULL, flood_writer, &f)) {
+		tap_ok(false, "tcp flood: connect and start");
+		return;
+	}
+	if (pthread_create(&r, NULL, flood_reader, &f)) {
+		f.stop = true;
+		shutdown(f.fd, SHUT_RDWR);
+		pthread_join(w, NULL);
+		tap_ok(false, "tcp flood: start the reader");
+		return;
+	}
+	usleep(300000);
+	for (int i = 0; i < 5; i++) {
+		uint8_t q[512], out[65536];
+		size_t len = build_query(q, (uint16_t)(0x7000 + i), "allowed.test", 1);
+		uint64_t t0 = tl_ms();
+		ssize_t n = udp_raw(AF_INET, port, q, len, out, 2000);
+		struct resp rp;
+
+		if (tl_ms() - t0 > worst)
+			worst = tl_ms() - t0;
+		answered += n > 0 && parse_resp(out, (size_t)n, &rp) == 0 && rp.rcode == 0 &&
+			    rp.n_addr == 1;
+		usleep(50000);
+	}
+	f.stop = true;
+	shutdown(f.fd, SHUT_RDWR);
+	pthread_join(w, NULL);
+	pthread_join(r, NULL);
+	close(f.fd);
+	tap_ok(answered == 5 && worst < 200 && f.received > 0,
+	       "tcp flood (%zu KiB queries, %zu KiB replies): 5 UDP queries answered meanwhile, slowest %llu ms",
+	       f.sent >> 10, f.received >> 10, (unsigned long long)worst);
+}
+
 /* A client that sends queries and never reads a reply is dropped once its replies pass
  * the queue's cap, instead of growing lanternd. */
 static void test_tcp_no_reader(uint16_t port)
@@ -1220,7 +1339,7 @@ int main(void)
 	char spec[64];
 	struct resp r;
 
-	tap_plan(49);
+	tap_plan(51);
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
@@ -1278,6 +1397,8 @@ int main(void)
 	test_truncation(port);
 	test_malformed(port);
 	test_tcp_pipeline(port);
+	test_tcp_backlog(port);
+	test_tcp_flood(port);
 	test_tcp_no_reader(port);
 	test_fuzz(port);
 

@@ -26,6 +26,7 @@
 #define DNS_CONN_IDLE_MS 10000
 #define DNS_CONN_OUT_MAX (256 * 1024)
 #define DNS_UDP_BURST 64 /* datagrams per wake-up, so one listener cannot starve the rest */
+#define DNS_TCP_BURST 64 /* queries per wake-up and connection, for the same reason */
 #define DNS_PORT_TRIES 64
 
 struct dns_conn;
@@ -64,9 +65,11 @@ struct dns_conn {
 	int fd;
 	bool eof, broken;
 	unsigned pending;
+	uint32_t events;      /* what the loop watches for: loop_mod only when it changes */
 	uint64_t timer;
+	uint64_t resume;      /* timer serving a backlog on the loop's next turn */
 	struct util_wqueue out;
-	size_t in_len;
+	size_t in_off, in_len; /* in[in_off, in_len) is read and not yet served */
 	uint8_t in[2 + DNS_WIRE_MSG_MAX];
 };
 
@@ -395,6 +398,8 @@ static void conn_free(struct dns_conn *c)
 	}
 	if (c->timer)
 		loop_timer_cancel(s->loop, c->timer);
+	if (c->resume)
+		loop_timer_cancel(s->loop, c->resume);
 	loop_del(s->loop, c->fd);
 	close(c->fd);
 	if (c->prev)
@@ -408,12 +413,37 @@ static void conn_free(struct dns_conn *c)
 	free(c);
 }
 
+/* The length of the complete frame at c->in_off, or -1 while it is still arriving. */
+static ssize_t conn_frame(const struct dns_conn *c)
+{
+	size_t avail = c->in_len - c->in_off, flen;
+
+	if (avail < 2)
+		return -1;
+	flen = dns_wire_frame_len(c->in + c->in_off);
+	return avail < 2 + flen ? -1 : (ssize_t)flen;
+}
+
+static void on_conn_resume(struct loop *l, void *arg);
+
+/* A backlog (queries read but left when a wake-up's budget ran out) stops reading and
+ * is served from a timer due at once: the loop comes back to this client after serving
+ * the others, whether or not its socket has more to read. */
 static void conn_update(struct dns_conn *c)
 {
-	uint32_t ev = (c->eof || c->broken ? 0 : EPOLLIN) | (util_wqueue_len(&c->out) ? EPOLLOUT : 0);
+	bool backlog = conn_frame(c) >= 0;
+	uint32_t ev = (c->eof || c->broken || backlog ? 0 : EPOLLIN) |
+		      (util_wqueue_len(&c->out) ? EPOLLOUT : 0);
 
+	if (backlog && !c->resume && !c->broken &&
+	    !(c->resume = loop_timer_add(c->srv->loop, 0, on_conn_resume, c)))
+		c->broken = true;
+	if (ev == c->events)
+		return;
 	if (loop_mod(c->srv->loop, c->fd, ev) < 0)
 		c->broken = true;
+	else
+		c->events = ev;
 }
 
 static void conn_flush(struct dns_conn *c)
@@ -458,38 +488,48 @@ static void on_conn_idle(struct loop *l, void *arg)
 	conn_free(c);
 }
 
-static void conn_read(struct dns_conn *c)
+/* Serves at most DNS_TCP_BURST queries and one read per wake-up, so a client that never
+ * stops writing cannot hold the loop: what is left waits in the socket (level-triggered
+ * epoll calls back) or in c->in (conn_update arms the resume timer). */
+static void conn_serve(struct dns_conn *c)
 {
 	struct dns_client cl = { .conn = c, .fd = -1 };
+	unsigned served = 0;
+	bool did_read = false;
 
-	while (!c->eof && !c->broken) {
-		ssize_t n = read(c->fd, c->in + c->in_len, sizeof(c->in) - c->in_len);
-		size_t used = 0;
+	while (!c->broken && served < DNS_TCP_BURST) {
+		ssize_t flen = conn_frame(c), n;
 
+		if (flen >= 0) {
+			on_query(c->srv, c->in + c->in_off + 2, (size_t)flen, &cl);
+			c->in_off += 2 + (size_t)flen;
+			served++;
+			continue;
+		}
+		if (did_read || c->eof)
+			break;
+		/* only part of a frame is left: to the front with it, so each byte moves once */
+		if (c->in_off) {
+			memmove(c->in, c->in + c->in_off, c->in_len - c->in_off);
+			c->in_len -= c->in_off;
+			c->in_off = 0;
+		}
+		n = read(c->fd, c->in + c->in_len, sizeof(c->in) - c->in_len);
+		did_read = true;
 		if (n < 0) {
 			if (errno != EAGAIN && errno != EINTR)
 				c->broken = true;
-			return;
+			break;
 		}
 		if (n == 0) {
 			c->eof = true;
-			return;
+			break;
 		}
 		c->in_len += (size_t)n;
-		while (c->in_len - used >= 2 && !c->broken) {
-			size_t flen = dns_wire_frame_len(c->in + used);
-
-			if (c->in_len - used < 2 + flen)
-				break;
-			on_query(c->srv, c->in + used + 2, flen, &cl);
-			used += 2 + flen;
-		}
-		memmove(c->in, c->in + used, c->in_len - used);
-		c->in_len -= used;
-		if (used && c->timer) {
-			loop_timer_cancel(c->srv->loop, c->timer);
-			c->timer = loop_timer_add(c->srv->loop, DNS_CONN_IDLE_MS, on_conn_idle, c);
-		}
+	}
+	if (served && c->timer) {
+		loop_timer_cancel(c->srv->loop, c->timer);
+		c->timer = loop_timer_add(c->srv->loop, DNS_CONN_IDLE_MS, on_conn_idle, c);
 	}
 }
 
@@ -499,8 +539,20 @@ static void on_conn(struct loop *l, int fd, uint32_t events, void *arg)
 
 	if (events & (EPOLLERR | EPOLLHUP))
 		c->broken = true;
-	if (events & EPOLLIN)
-		conn_read(c);
+	if (!c->broken && (events & EPOLLIN))
+		conn_serve(c);
+	if (!c->broken)
+		conn_flush(c);
+	conn_maybe_close(c);
+}
+
+static void on_conn_resume(struct loop *l, void *arg)
+{
+	struct dns_conn *c = arg;
+
+	c->resume = 0; /* the loop has dropped it already */
+	if (!c->broken)
+		conn_serve(c);
 	if (!c->broken)
 		conn_flush(c);
 	conn_maybe_close(c);
@@ -523,8 +575,9 @@ static void on_accept(struct loop *l, int fd, uint32_t events, void *arg)
 		}
 		c->srv = s;
 		c->fd = cfd;
+		c->events = EPOLLIN;
 		util_wqueue_init(&c->out, DNS_CONN_OUT_MAX);
-		if (loop_add(l, cfd, EPOLLIN, on_conn, c) < 0) {
+		if (loop_add(l, cfd, c->events, on_conn, c) < 0) {
 			close(cfd);
 			free(c);
 			continue;
