@@ -24,6 +24,7 @@ struct harness_conn {
 	char *in;
 	size_t in_len, in_cap;
 	bool busy;               /* a request is waiting for its reply */
+	bool parsing;            /* conn_parse is on the stack */
 	bool close_after;        /* Connection: close, or a protocol error */
 	bool dead;
 	char *refused;           /* why the caller may not use this socket, answered (403)
@@ -187,20 +188,22 @@ static const char *header_value(const char *h, const char *end, const char *name
 	return NULL;
 }
 
-static void conn_parse(struct harness_conn *c)
+/* Hands over the request at the head of c->in, if it is complete. Returns true if one
+ * was taken (handed over or refused). */
+static bool conn_parse_one(struct harness_conn *c)
 {
 	struct harness_request rq = { 0 };
 	const char *hend, *line_end, *v;
 	size_t hlen, vlen, clen = 0, total;
 	char version[16];
 
-	if (c->busy || c->dead || !c->in_len)
-		return;
+	if (!c->in_len)
+		return false;
 	hend = memmem(c->in, c->in_len, "\r\n\r\n", 4);
 	if (!hend) {
 		if (c->in_len > HTTP_MAX_HEADER)
 			reply_error(c, 413, "request headers too large");
-		return;
+		return false;
 	}
 	hlen = (size_t)(hend - c->in) + 4;
 	line_end = memmem(c->in, hlen, "\r\n", 2);
@@ -213,12 +216,12 @@ static void conn_parse(struct harness_conn *c)
 		     sscanf(line, "%7s %255s %15s", rq.method, rq.path, version) != 3) ||
 		    strncmp(version, "HTTP/1.", 7)) {
 			reply_error(c, 400, "malformed request line");
-			return;
+			return true;
 		}
 	}
 	if (header_value(line_end + 2, hend + 2, "Transfer-Encoding", &vlen)) {
 		reply_error(c, 411, "chunked bodies are not supported: send Content-Length");
-		return;
+		return true;
 	}
 	if ((v = header_value(line_end + 2, hend + 2, "Content-Length", &vlen))) {
 		char num[24];
@@ -228,12 +231,12 @@ static void conn_parse(struct harness_conn *c)
 		clen = strtoul(num, &endp, 10);
 		if (endp == num || *endp) {
 			reply_error(c, 400, "bad Content-Length");
-			return;
+			return true;
 		}
 	}
 	if (clen > HARNESS_MAX_BODY) {
 		reply_error(c, 413, "request body too large (8 MiB at most)");
-		return;
+		return true;
 	}
 	if ((v = header_value(line_end + 2, hend + 2, "Connection", &vlen)) && vlen == 5 &&
 	    !strncasecmp(v, "close", 5))
@@ -242,13 +245,13 @@ static void conn_parse(struct harness_conn *c)
 		c->close_after = true;
 	total = hlen + clen;
 	if (c->in_len < total)
-		return;
+		return false;
 	/* The request leaves the buffer before it is handled: a reply sent from inside
 	 * the handler goes on to parse the next one. */
 	char *body = malloc(clen + 1);
 	if (!body) {
 		conn_kill(c);
-		return;
+		return false;
 	}
 	memcpy(body, c->in + hlen, clen);
 	body[clen] = '\0';
@@ -257,13 +260,28 @@ static void conn_parse(struct harness_conn *c)
 	if (c->refused) {
 		free(body);
 		reply_error(c, 403, c->refused);
-		return;
+		return true;
 	}
 	rq.body = body;
 	rq.body_len = clen;
 	c->busy = true;
 	c->s->ops->request(c->s->arg, c, &rq);
 	free(body);
+	return true;
+}
+
+/* Hands over the buffered requests one at a time, the next once the previous is
+ * answered. A loop, not recursion through harness_reply: a client pipelining thousands
+ * of requests that are answered at once would grow the stack by a few frames each. */
+static void conn_parse(struct harness_conn *c)
+{
+	if (c->parsing)
+		return; /* harness_reply from inside a handler: the loop below goes on */
+	c->parsing = true;
+	/* nothing after a request that asked for Connection: close */
+	while (!c->busy && !c->dead && conn_parse_one(c) && !c->close_after)
+		;
+	c->parsing = false;
 }
 
 static void on_conn(struct loop *l, int fd, uint32_t events, void *arg)
