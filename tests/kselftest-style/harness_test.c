@@ -3,8 +3,8 @@
  * retryable failure, permanent failure, repeated complete/fail), budgets before and
  * after a step, the loop guard, the replay scanner giving the same state as the full
  * parser, and the HTTP server (requests split into 3-byte writes and pipelined,
- * chunked bodies refused, a refused caller answered 403, a client pipelining 20000
- * requests answered in full). */
+ * chunked bodies refused, a refused caller answered 403, a client pipelining 30000
+ * requests without reading held off, then answered in full). */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -281,9 +281,9 @@ static char *run_http(bool allow, const char *req)
 }
 
 /* A client that pipelines many requests and reads nothing until it has written all it
- * can: every one of them is answered once the client reads, without the server
- * recursing once per request answered. */
-#define PIPE_N 20000
+ * can: the server stops taking requests once its replies back up, and answers every one
+ * of them once the client reads, without recursing once per request answered. */
+#define PIPE_N 30000
 #define PIPE_REQ "GET /v1/p HTTP/1.1\r\n\r\n"
 
 static int pipe_nreq_at_stall = -1, pipe_replies = -1;
@@ -389,6 +389,9 @@ static void test_http_backpressure(void)
 	harness_server_close(s);
 	loop_free(l);
 	unlink(path);
+	tap_ok(pipe_nreq_at_stall >= 0 && pipe_nreq_at_stall < PIPE_N / 4,
+	       "pipelining without reading: the server stopped taking requests after %d of %d",
+	       pipe_nreq_at_stall, PIPE_N);
 	tap_ok(pipe_replies == PIPE_N && nreq == PIPE_N,
 	       "pipelining: once the client reads, all %d requests are answered (%d replies, %d handled)",
 	       PIPE_N, pipe_replies, nreq);
@@ -425,7 +428,7 @@ int main(void)
 	signal(SIGPIPE, SIG_IGN);
 	if (sodium_init() < 0)
 		return 1;
-	tap_plan(22);
+	tap_plan(23);
 	test_keys();
 	test_steps();
 	test_budgets();
