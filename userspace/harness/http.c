@@ -31,7 +31,7 @@ struct harness_conn {
 	struct harness_server *s;
 	int fd;
 	char *in;
-	size_t in_len, in_cap;
+	size_t in_off, in_len, in_cap; /* in[in_off, in_len) is received, not yet parsed */
 	bool busy;               /* a request is waiting for its reply */
 	bool parsing;            /* conn_parse is on the stack */
 	bool close_after;        /* Connection: close, or a protocol error */
@@ -194,26 +194,26 @@ static const char *header_value(const char *h, const char *end, const char *name
 static bool conn_parse_one(struct harness_conn *c)
 {
 	struct harness_request rq = { 0 };
-	const char *hend, *line_end, *v;
-	size_t hlen, vlen, clen = 0, total;
+	const char *in = c->in + c->in_off, *hend, *line_end, *v;
+	size_t in_len = c->in_len - c->in_off, hlen, vlen, clen = 0, total;
 	char version[16];
 
-	if (!c->in_len)
+	if (!in_len)
 		return false;
-	hend = memmem(c->in, c->in_len, "\r\n\r\n", 4);
+	hend = memmem(in, in_len, "\r\n\r\n", 4);
 	if (!hend) {
-		if (c->in_len > HTTP_MAX_HEADER)
+		if (in_len > HTTP_MAX_HEADER)
 			reply_error(c, 413, "request headers too large");
 		return false;
 	}
-	hlen = (size_t)(hend - c->in) + 4;
-	line_end = memmem(c->in, hlen, "\r\n", 2);
+	hlen = (size_t)(hend - in) + 4;
+	line_end = memmem(in, hlen, "\r\n", 2);
 	{
 		char line[512];
-		size_t ll = (size_t)(line_end - c->in);
+		size_t ll = (size_t)(line_end - in);
 
 		if (ll >= sizeof(line) ||
-		    (memcpy(line, c->in, ll), line[ll] = '\0',
+		    (memcpy(line, in, ll), line[ll] = '\0',
 		     sscanf(line, "%7s %255s %15s", rq.method, rq.path, version) != 3) ||
 		    strncmp(version, "HTTP/1.", 7)) {
 			reply_error(c, 400, "malformed request line");
@@ -245,19 +245,21 @@ static bool conn_parse_one(struct harness_conn *c)
 	if (!strcmp(version, "HTTP/1.0"))
 		c->close_after = true;
 	total = hlen + clen;
-	if (c->in_len < total)
+	if (in_len < total)
 		return false;
-	/* The request leaves the buffer before it is handled: a reply sent from inside
-	 * the handler goes on to parse the next one. */
+	/* The request leaves the buffer before it is handled: once a reply sent from
+	 * inside the handler frees the connection, conn_parse's loop finds the next one. */
 	char *body = malloc(clen + 1);
 	if (!body) {
 		conn_kill(c);
 		return false;
 	}
-	memcpy(body, c->in + hlen, clen);
+	memcpy(body, in + hlen, clen);
 	body[clen] = '\0';
-	memmove(c->in, c->in + total, c->in_len - total);
-	c->in_len -= total;
+	/* skipped, not moved: on_conn compacts before it reads */
+	c->in_off += total;
+	if (c->in_off == c->in_len)
+		c->in_off = c->in_len = 0;
 	if (c->refused) {
 		free(body);
 		reply_error(c, 403, c->refused);
@@ -307,6 +309,13 @@ static void on_conn(struct loop *l, int fd, uint32_t events, void *arg)
 		for (;;) {
 			ssize_t n;
 
+			/* room first by dropping what was parsed: at most one move per
+			 * wake-up, not one per pipelined request */
+			if (c->in_cap - c->in_len < 65536 + 1 && c->in_off) {
+				memmove(c->in, c->in + c->in_off, c->in_len - c->in_off);
+				c->in_len -= c->in_off;
+				c->in_off = 0;
+			}
 			if (c->in_cap - c->in_len < 65536 + 1) {
 				size_t cap = c->in_cap ? c->in_cap * 2 : 65536 * 2;
 				char *ni;
