@@ -1,7 +1,11 @@
-/* dns_test.c: the FQDN proxy (userspace/dns) against a real dnsmasq on loopback, with a
- * small DNS client written here: allow and refuse, answers reported before the reply,
- * CNAME chains, AAAA, truncation and the TCP retry, malformed queries, a dead or silent
- * upstream, a failing owner, and many queries at once. No packet leaves the machine. */
+/* dns_test.c: the FQDN proxy (userspace/dns). First its wire codec on hand-built
+ * messages (names, compression loops and the pointer bound, malformed and truncated
+ * messages, CNAME chains, random damage); then the server against a real dnsmasq on
+ * loopback, with a small DNS client written here: allow and refuse, answers reported
+ * before the reply, CNAME chains, AAAA, truncation and the TCP retry, malformed queries, a
+ * dead or silent upstream, a failing owner, many queries at once, a TCP client flooding
+ * while another asks over UDP, and a TCP client that never reads. No packet leaves the
+ * machine. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -18,6 +22,7 @@
 #include <unistd.h>
 
 #include "lantern/dns.h"
+#include "lantern/dns_wire.h"
 #include "lantern/loop.h"
 #include "lantern/util.h"
 #include "tap.h"
@@ -378,6 +383,367 @@ static bool has_addr(const struct resp *r, int family, const char *text)
 	return false;
 }
 
+/* ---- the wire codec on its own: hand-built messages, no sockets ---- */
+
+struct mb {
+	uint8_t b[65536];
+	size_t n;
+};
+
+static void mb_put(struct mb *m, const void *p, size_t n)
+{
+	memcpy(m->b + m->n, p, n);
+	m->n += n;
+}
+
+static void mb_u16(struct mb *m, uint16_t v)
+{
+	uint8_t b[2] = { (uint8_t)(v >> 8), (uint8_t)v };
+
+	mb_put(m, b, 2);
+}
+
+static void mb_u32(struct mb *m, uint32_t v)
+{
+	mb_u16(m, (uint16_t)(v >> 16));
+	mb_u16(m, (uint16_t)v);
+}
+
+/* Appends name uncompressed; returns its offset. */
+static size_t mb_name(struct mb *m, const char *name)
+{
+	size_t at = m->n;
+
+	for (const char *p = name; *p;) {
+		size_t l = strcspn(p, ".");
+
+		m->b[m->n++] = (uint8_t)l;
+		mb_put(m, p, l);
+		p += l + (p[l] == '.');
+	}
+	m->b[m->n++] = 0;
+	return at;
+}
+
+static void mb_ptr(struct mb *m, size_t target)
+{
+	mb_u16(m, (uint16_t)(0xc000 | target));
+}
+
+static void mb_hdr(struct mb *m, uint16_t id, uint8_t f2, uint8_t f3, uint16_t qd, uint16_t an)
+{
+	m->n = 0;
+	mb_u16(m, id);
+	m->b[m->n++] = f2;
+	m->b[m->n++] = f3;
+	mb_u16(m, qd);
+	mb_u16(m, an);
+	mb_u32(m, 0);
+}
+
+/* One record: owner at a pointer, then type, class IN, ttl and rdata. */
+static void mb_rr(struct mb *m, size_t owner, uint16_t type, uint32_t ttl, const void *rdata,
+		  uint16_t rdlen)
+{
+	mb_ptr(m, owner);
+	mb_u16(m, type);
+	mb_u16(m, DNS_CLASS_IN);
+	mb_u32(m, ttl);
+	mb_u16(m, rdlen);
+	mb_put(m, rdata, rdlen);
+}
+
+struct got {
+	int n;
+	uint8_t addr[8][16];
+	uint32_t ttl[8];
+	int fail_at;
+};
+
+static int got_addr(void *ctx, const uint8_t addr[16], uint32_t ttl)
+{
+	struct got *g = ctx;
+
+	if (g->n == g->fail_at)
+		return -ENOSPC;
+	if (g->n < 8) {
+		memcpy(g->addr[g->n], addr, 16);
+		g->ttl[g->n] = ttl;
+	}
+	g->n++;
+	return 0;
+}
+
+static bool got_has(const struct got *g, int family, const char *text, uint32_t ttl)
+{
+	uint8_t a[16] = { 0 };
+
+	if (family == AF_INET) {
+		a[10] = a[11] = 0xff;
+		inet_pton(AF_INET, text, a + 12);
+	} else {
+		inet_pton(AF_INET6, text, a);
+	}
+	for (int i = 0; i < g->n && i < 8; i++)
+		if (!memcmp(g->addr[i], a, 16) && g->ttl[i] == ttl)
+			return true;
+	return false;
+}
+
+static int name_at(const struct mb *m, size_t off, bool ptr, char *text)
+{
+	uint8_t name[DNS_WIRE_NAME_MAX];
+	size_t len;
+	int err = dns_wire_name_read(m->b, m->n, &off, ptr, name, &len);
+
+	if (!err)
+		dns_wire_name_text(name, text);
+	return err;
+}
+
+static void test_wire_names(void)
+{
+	struct mb m = { .n = 12 };
+	char text[DNS_WIRE_NAME_MAX + 1];
+	uint8_t name[DNS_WIRE_NAME_MAX];
+	size_t a, b, off, len;
+	bool ok;
+
+	a = mb_name(&m, "WWW.Example.TEST");
+	b = m.n;
+	m.b[m.n++] = 3;
+	mb_put(&m, "api", 3);
+	mb_ptr(&m, a + 4); /* "example.test" inside the first name */
+	off = b;
+	ok = dns_wire_name_read(m.b, m.n, &off, true, name, &len) == 0 && off == m.n &&
+	     len == 18 && dns_wire_name_text(name, text) && !strcmp(text, "api.example.test") &&
+	     name_at(&m, a, false, text) == 0 && !strcmp(text, "www.example.test");
+	tap_ok(ok, "wire: names decode lowercase; a compressed one ends after its pointer (%s)", text);
+
+	ok = name_at(&m, b, false, text) == -EBADMSG;
+	m.n = 12;
+	mb_ptr(&m, 12); /* itself */
+	ok = ok && name_at(&m, 12, true, text) == -EBADMSG;
+	m.n = 12;
+	mb_ptr(&m, 14); /* forward, to a pointer back here */
+	mb_ptr(&m, 12);
+	ok = ok && name_at(&m, 12, true, text) == -EBADMSG && name_at(&m, 14, true, text) == -EBADMSG;
+	tap_ok(ok, "wire: compression loops (self, forward) and pointers in a query are -EBADMSG");
+
+	/* a root label, then pointers each to the one before: 127 hops are a name, 128 not */
+	m.n = 12;
+	m.b[m.n++] = 0;
+	for (int i = 0; i < 200; i++)
+		mb_ptr(&m, i ? 13 + 2 * (size_t)(i - 1) : 12);
+	ok = name_at(&m, 13 + 2 * 126, true, text) == 0 && !strcmp(text, "") &&
+	     name_at(&m, 13 + 2 * 127, true, text) == -EBADMSG &&
+	     name_at(&m, 13 + 2 * 199, true, text) == -EBADMSG;
+	tap_ok(ok, "wire: a name may follow %d compression pointers, not one more", DNS_WIRE_PTR_MAX);
+
+	m.n = 12;
+	mb_name(&m, "abc.test");
+	ok = dns_wire_name_read(m.b, m.n - 1, &(size_t){ 12 }, true, name, &len) == -EBADMSG &&
+	     dns_wire_name_read(m.b, m.n - 3, &(size_t){ 12 }, true, name, &len) == -EBADMSG;
+	m.b[12] = 0x40; /* extended label type */
+	ok = ok && name_at(&m, 12, true, text) == -EBADMSG;
+	m.b[12] = 0x80;
+	ok = ok && name_at(&m, 12, true, text) == -EBADMSG;
+	m.n = 12;
+	for (int i = 0; i < 5; i++) { /* 5 x 51 labels = 260 bytes with the root */
+		m.b[m.n++] = 50;
+		memset(m.b + m.n, 'a', 50);
+		m.n += 50;
+	}
+	m.b[m.n++] = 0;
+	ok = ok && name_at(&m, 12, true, text) == -EBADMSG;
+	m.b[12 + 4 * 51] = 45; /* 4 x 51 + 46 + 1 = 251: fits */
+	memmove(m.b + 12 + 4 * 51 + 46, m.b + 12 + 5 * 51, 1);
+	m.n = 12 + 4 * 51 + 47;
+	ok = ok && name_at(&m, 12, true, text) == 0;
+	tap_ok(ok, "wire: truncated names, reserved label types and names over 255 bytes are -EBADMSG");
+
+	m.n = 12;
+	m.b[m.n++] = 3;
+	mb_put(&m, "a.b", 3); /* one label */
+	m.b[m.n++] = 0;
+	ok = dns_wire_name_read(m.b, m.n, &(size_t){ 12 }, false, name, &len) == 0 &&
+	     !dns_wire_name_text(name, text) && !strcmp(text, "a?b");
+	tap_ok(ok, "wire: a label holding '.' is not a clean hostname (%s)", text);
+}
+
+static void test_wire_query(void)
+{
+	struct dns_wire_question q;
+	uint8_t msg[512], out[DNS_WIRE_ERR_MAX];
+	size_t len = build_query(msg, 0xbeef, "Allowed.Test", DNS_TYPE_AAAA), n;
+	char text[DNS_WIRE_NAME_MAX + 1];
+	bool ok;
+
+	ok = dns_wire_query_parse(msg, len, &q) == 0 && q.type == DNS_TYPE_AAAA &&
+	     q.class == DNS_CLASS_IN && q.end == len && dns_wire_name_text(q.name, text) &&
+	     !strcmp(text, "allowed.test");
+	tap_ok(ok, "wire: a query parses: type, class, end, canonical name");
+
+	ok = dns_wire_query_parse(msg, 2, &q) == -EBADMSG &&
+	     dns_wire_query_parse(msg, 11, &q) == DNS_RCODE_FORMERR &&
+	     dns_wire_query_parse(msg, len - 1, &q) == DNS_RCODE_FORMERR;
+	msg[2] |= 0x80;
+	ok = ok && dns_wire_query_parse(msg, len, &q) == -EBADMSG;
+	msg[2] = 0x01 | 2 << 3;
+	ok = ok && dns_wire_query_parse(msg, len, &q) == DNS_RCODE_NOTIMP;
+	msg[2] = 0x01;
+	msg[5] = 2;
+	ok = ok && dns_wire_query_parse(msg, len, &q) == DNS_RCODE_FORMERR;
+	msg[5] = 1;
+	msg[7] = 1;
+	ok = ok && dns_wire_query_parse(msg, len, &q) == DNS_RCODE_FORMERR;
+	msg[7] = 0;
+	tap_ok(ok, "wire: short, response, opcode, QDCOUNT 2, ANCOUNT 1, cut question: drop, FORMERR or NOTIMP");
+
+	n = dns_wire_error(out, msg, len, DNS_RCODE_REFUSED);
+	ok = n == len && out[0] == 0xbe && out[1] == 0xef && out[2] == (0x80 | 0x01) &&
+	     out[3] == (0x80 | DNS_RCODE_REFUSED) && out[5] == 1 && out[7] == 0 &&
+	     !memcmp(out + 12, msg + 12, len - 12);
+	n = dns_wire_error(out, msg, 0, DNS_RCODE_FORMERR);
+	ok = ok && n == 12 && out[3] == (0x80 | DNS_RCODE_FORMERR) && out[5] == 0;
+	tap_ok(ok, "wire: error replies keep ID and RD, set QR/RA/RCODE, echo the question or none");
+}
+
+static void test_wire_answers(void)
+{
+	static const uint8_t a4[] = { 10, 9, 9, 9 }, a6[16] = { 0x20, 0x01, 0x0d, 0xb8, [15] = 9 },
+			     other[] = { 10, 6, 6, 6 };
+	uint8_t qmsg[512];
+	struct dns_wire_question q;
+	struct got g = { .fail_at = -1 };
+	struct mb m, cut;
+	size_t qname, c2, target, qend, full, before_aaaa;
+	bool ok;
+
+	dns_wire_query_parse(qmsg, build_query(qmsg, 7, "c1.test", 1), &q);
+	mb_hdr(&m, 0x1234, 0x81, 0x80, 1, 5);
+	qname = mb_name(&m, "C1.test");
+	mb_u16(&m, 1);
+	mb_u16(&m, 1);
+	qend = m.n;
+	/* c1 CNAME c2 (written out inside the rdata), c2 CNAME target, then target's A and
+	 * AAAA, and an A for a name off the chain */
+	mb_ptr(&m, qname);
+	mb_u16(&m, DNS_TYPE_CNAME);
+	mb_u16(&m, DNS_CLASS_IN);
+	mb_u32(&m, 60);
+	mb_u16(&m, 9);
+	c2 = mb_name(&m, "c2.test");
+	mb_ptr(&m, c2);
+	mb_u16(&m, DNS_TYPE_CNAME);
+	mb_u16(&m, DNS_CLASS_IN);
+	mb_u32(&m, 60);
+	mb_u16(&m, 13);
+	target = mb_name(&m, "target.test");
+	mb_rr(&m, target, DNS_TYPE_A, 0x80000001u, a4, 4);
+	before_aaaa = m.n;
+	mb_rr(&m, target, DNS_TYPE_AAAA, 300, a6, 16);
+	mb_name(&m, "other.test");
+	mb_u16(&m, DNS_TYPE_A);
+	mb_u16(&m, DNS_CLASS_IN);
+	mb_u32(&m, 300);
+	mb_u16(&m, 4);
+	mb_put(&m, other, 4);
+	full = m.n;
+
+	ok = dns_wire_reply_matches(m.b, m.n, 0x1234, &q, &(size_t){ 0 }) &&
+	     !dns_wire_reply_matches(m.b, m.n, 0x1235, &q, &(size_t){ 0 });
+	m.b[2] &= 0x7f;
+	ok = ok && !dns_wire_reply_matches(m.b, m.n, 0x1234, &q, &(size_t){ 0 });
+	m.b[2] |= 0x80;
+	tap_ok(ok, "wire: a reply matches its ID and question (any case), not another ID or a query");
+
+	ok = dns_wire_answers(m.b, m.n, qend, &q, got_addr, &g) == 0 && g.n == 2 &&
+	     got_has(&g, AF_INET, "10.9.9.9", 0) && got_has(&g, AF_INET6, "2001:db8::9", 300);
+	tap_ok(ok, "wire: A and AAAA at the end of a CNAME chain reported, top-bit TTL as 0, others not (%d)",
+	       g.n);
+
+	cut = m;
+	cut.n = before_aaaa + 8; /* inside the AAAA record */
+	g.n = 0;
+	ok = dns_wire_answers(cut.b, cut.n, qend, &q, got_addr, &g) == -EBADMSG;
+	cut.b[2] |= 0x02; /* TC */
+	g.n = 0;
+	ok = ok && dns_wire_answers(cut.b, cut.n, qend, &q, got_addr, &g) == 0 && g.n == 1 &&
+	     got_has(&g, AF_INET, "10.9.9.9", 0);
+	tap_ok(ok, "wire: a cut answer is -EBADMSG, with TC the records that arrived whole count");
+
+	g.n = 0;
+	g.fail_at = 1;
+	ok = dns_wire_answers(m.b, full, qend, &q, got_addr, &g) == -ENOSPC && g.n == 1;
+	g.fail_at = -1;
+	m.b[before_aaaa + 11] = 15; /* AAAA rdlen 15: a bad address */
+	g.n = 0;
+	ok = ok && dns_wire_answers(m.b, full, qend, &q, got_addr, &g) == -EBADMSG;
+	m.b[before_aaaa + 11] = 16;
+	tap_ok(ok, "wire: the callback's error stops the walk; an address of the wrong size is -EBADMSG");
+
+	/* c1 CNAME c2, c2 CNAME c1, and c1's A: the chain closes and the walk ends */
+	mb_hdr(&m, 1, 0x81, 0x80, 1, 3);
+	qname = mb_name(&m, "c1.test");
+	mb_u16(&m, 1);
+	mb_u16(&m, 1);
+	qend = m.n;
+	mb_ptr(&m, qname);
+	mb_u16(&m, DNS_TYPE_CNAME);
+	mb_u16(&m, DNS_CLASS_IN);
+	mb_u32(&m, 60);
+	mb_u16(&m, 9);
+	c2 = mb_name(&m, "c2.test");
+	mb_rr(&m, c2, DNS_TYPE_CNAME, 60, (uint8_t[]){ 0xc0, (uint8_t)qname }, 2);
+	mb_rr(&m, qname, DNS_TYPE_A, 5, a4, 4);
+	g.n = 0;
+	ok = dns_wire_answers(m.b, m.n, qend, &q, got_addr, &g) == 0 && g.n == 1;
+	tap_ok(ok, "wire: a CNAME loop ends; the address on it is reported once");
+}
+
+/* Damaged copies of a real answer through every entry point: each call must return,
+ * whatever the bytes. */
+static void test_wire_fuzz(void)
+{
+	uint8_t base[512], msg[600];
+	struct dns_wire_question q, qq;
+	struct got g = { .fail_at = -1 };
+	size_t blen;
+	struct mb m;
+
+	dns_wire_query_parse(base, build_query(base, 7, "c1.test", 1), &q);
+	mb_hdr(&m, 7, 0x81, 0x80, 1, 2);
+	mb_name(&m, "c1.test");
+	mb_u16(&m, 1);
+	mb_u16(&m, 1);
+	mb_rr(&m, 12, DNS_TYPE_CNAME, 60, (uint8_t[]){ 1, 'x', 0xc0, 12 }, 4);
+	mb_rr(&m, m.n - 4, DNS_TYPE_A, 60, (uint8_t[]){ 1, 2, 3, 4 }, 4);
+	memcpy(base, m.b, m.n);
+	blen = m.n;
+	for (int i = 0; i < 200000; i++) {
+		size_t len = blen, qend;
+
+		memcpy(msg, base, blen);
+		for (int f = 1 + (int)(random() % 3); f > 0; f--)
+			msg[(size_t)random() % blen] = (uint8_t)random();
+		if (random() % 4 == 0)
+			len = (size_t)random() % blen;
+		g.n = 0;
+		if (dns_wire_reply_matches(msg, len, 7, &q, &qend))
+			dns_wire_answers(msg, len, qend, &q, got_addr, &g);
+		dns_wire_answers(msg, len, len < 12 ? 0 : 12, &q, got_addr, &g);
+		if (dns_wire_query_parse(msg, len, &qq) == 0) {
+			char text[DNS_WIRE_NAME_MAX + 1];
+			uint8_t out[DNS_WIRE_ERR_MAX];
+
+			dns_wire_name_text(qq.name, text);
+			dns_wire_error(out, msg, qq.end, DNS_RCODE_REFUSED);
+		}
+	}
+	tap_ok(true, "wire: 200000 damaged answers through every entry point return");
+}
+
 /* ---- dnsmasq and the loop thread ---- */
 
 static void remove_tmpdir(void)
@@ -673,6 +1039,168 @@ static void test_tcp_pipeline(uint16_t port)
 	tap_ok(ok, "tcp: two queries on one connection both answered");
 }
 
+/* More queries in one write than the proxy serves per wake-up, then silence: the rest
+ * must still be served, though the socket has nothing more to read. */
+static void test_tcp_backlog(uint16_t port)
+{
+	enum { N = 200 };
+	static uint8_t buf[N * 40];
+	uint8_t out[65536];
+	int fd = tcp_connect(AF_INET, port), got = 0;
+	size_t len = 0;
+
+	for (int i = 0; i < N; i++) {
+		size_t n = build_query(buf + len + 2, (uint16_t)i, "denied.test", 1);
+
+		buf[len] = (uint8_t)(n >> 8);
+		buf[len + 1] = (uint8_t)n;
+		len += 2 + n;
+	}
+	if (fd >= 0 && write(fd, buf, len) == (ssize_t)len) {
+		struct resp r;
+		ssize_t n;
+
+		while (got < N && (n = tcp_read_msg(fd, out, 3000)) > 0 &&
+		       parse_resp(out, (size_t)n, &r) == 0 && r.rcode == 5)
+			got++;
+	}
+	if (fd >= 0)
+		close(fd);
+	tap_ok(got == N, "tcp: %d queries in one write, then silence: all answered (%d)", N, got);
+}
+
+/* ---- one TCP client flooding, another asking over UDP ---- */
+
+struct flood {
+	int fd;
+	volatile bool stop;
+	size_t sent, received;
+};
+
+static void *flood_writer(void *arg)
+{
+	struct flood *f = arg;
+	uint8_t buf[60000];
+	size_t len = 0;
+
+	/* queries the proxy refuses itself: all the work is on its loop */
+	while (len + 2 + 64 <= sizeof(buf)) {
+		size_t n = build_query(buf + len + 2, (uint16_t)len, "denied.test", 1);
+
+		buf[len] = (uint8_t)(n >> 8);
+		buf[len + 1] = (uint8_t)n;
+		len += 2 + n;
+	}
+	while (!f->stop) {
+		ssize_t n = write(f->fd, buf, len);
+
+		if (n <= 0)
+			break;
+		f->sent += (size_t)n;
+	}
+	return NULL;
+}
+
+static void *flood_reader(void *arg)
+{
+	struct flood *f = arg;
+	uint8_t buf[65536];
+	ssize_t n;
+
+	while ((n = read(f->fd, buf, sizeof(buf))) > 0)
+		f->received += (size_t)n;
+	return NULL;
+}
+
+/* One connection that never stops writing may not hold the loop: the proxy serves a
+ * bounded number of its queries per wake-up, and another client's UDP query is answered
+ * meanwhile. */
+static void test_tcp_flood(uint16_t port)
+{
+	struct flood f = { .fd = tcp_connect(AF_INET, port) };
+	pthread_t w, r;
+	uint64_t worst = 0;
+	int answered = 0;
+
+	if (f.fd < 0 || pthread_create(&w, NULL, flood_writer, &f)) {
+		tap_ok(false, "tcp flood: connect and start");
+		return;
+	}
+	if (pthread_create(&r, NULL, flood_reader, &f)) {
+		f.stop = true;
+		shutdown(f.fd, SHUT_RDWR);
+		pthread_join(w, NULL);
+		tap_ok(false, "tcp flood: start the reader");
+		return;
+	}
+	usleep(300000);
+	for (int i = 0; i < 5; i++) {
+		uint8_t q[512], out[65536];
+		size_t len = build_query(q, (uint16_t)(0x7000 + i), "allowed.test", 1);
+		uint64_t t0 = tl_ms();
+		ssize_t n = udp_raw(AF_INET, port, q, len, out, 2000);
+		struct resp rp;
+
+		if (tl_ms() - t0 > worst)
+			worst = tl_ms() - t0;
+		answered += n > 0 && parse_resp(out, (size_t)n, &rp) == 0 && rp.rcode == 0 &&
+			    rp.n_addr == 1;
+		usleep(50000);
+	}
+	f.stop = true;
+	shutdown(f.fd, SHUT_RDWR);
+	pthread_join(w, NULL);
+	pthread_join(r, NULL);
+	close(f.fd);
+	tap_ok(answered == 5 && worst < 200 && f.received > 0,
+	       "tcp flood (%zu KiB queries, %zu KiB replies): 5 UDP queries answered meanwhile, slowest %llu ms",
+	       f.sent >> 10, f.received >> 10, (unsigned long long)worst);
+}
+
+/* A client that sends queries and never reads a reply is dropped once its replies pass
+ * the queue's cap, instead of growing lanternd. */
+static void test_tcp_no_reader(uint16_t port)
+{
+	struct sockaddr_storage ss;
+	socklen_t alen = loopback(AF_INET, port, &ss);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), small = 4096, err = 0;
+	uint8_t buf[60000];
+	size_t len = 0, sent = 0;
+	uint64_t deadline = tl_ms() + 10000;
+
+	while (len + 2 + 64 <= sizeof(buf)) {
+		size_t n = build_query(buf + len + 2, (uint16_t)len, "denied.test", 1);
+
+		buf[len] = (uint8_t)(n >> 8);
+		buf[len + 1] = (uint8_t)n;
+		len += 2 + n;
+	}
+	/* a small window, so the kernel holds few of the replies for us */
+	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+	if (fd < 0 || connect(fd, (struct sockaddr *)&ss, alen) < 0) {
+		tap_ok(false, "tcp no reader: connect: %s", strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	fcntl(fd, F_SETFL, O_NONBLOCK);
+	while (!err && tl_ms() < deadline) {
+		struct pollfd p = { .fd = fd, .events = POLLOUT };
+		ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
+
+		if (n > 0)
+			sent += (size_t)n;
+		else if (errno == EAGAIN)
+			poll(&p, 1, 100);
+		else
+			err = errno;
+	}
+	close(fd);
+	tap_ok(err == ECONNRESET || err == EPIPE,
+	       "tcp: a client that never reads is dropped (%s after %zu KiB of queries)",
+	       err ? strerror(err) : "still connected", sent >> 10);
+}
+
 /* Sends n queries at once from n sockets; counts replies by rcode within ms. */
 static void burst(uint16_t port, const char *name, int n, int ms, int *noerror, int *servfail,
 		  int *other, uint64_t *first_ms, uint64_t *last_ms)
@@ -747,11 +1275,15 @@ int main(void)
 	struct resp r;
 	bool made;
 
-	tap_plan(34);
+	tap_plan(51);
 	signal(SIGPIPE, SIG_IGN);
 	setrlimit(RLIMIT_NOFILE, &rl);
 	srandom((unsigned)getpid());
 
+	test_wire_names();
+	test_wire_query();
+	test_wire_answers();
+	test_wire_fuzz();
 	test_upstream_parse();
 
 	util_tmp_template(tmpdir, sizeof(tmpdir), "/tmp/lantern-test-dns-");
@@ -801,6 +1333,9 @@ int main(void)
 	test_truncation(port);
 	test_malformed(port);
 	test_tcp_pipeline(port);
+	test_tcp_backlog(port);
+	test_tcp_flood(port);
+	test_tcp_no_reader(port);
 	test_fuzz(port);
 
 	first = tl_ms();

@@ -3,12 +3,16 @@
  * retryable failure, permanent failure, repeated complete/fail), budgets before and
  * after a step, the loop guard, the replay scanner giving the same state as the full
  * parser, and the HTTP server (requests split into 3-byte writes and pipelined,
- * chunked bodies refused, a refused caller answered 403). */
+ * chunked bodies refused, a refused caller answered 403, a client pipelining 30000
+ * requests without reading held off, then answered in full). */
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -284,6 +288,123 @@ static char *run_http(bool allow, const char *req)
 	return out;
 }
 
+/* A client that pipelines many requests and reads nothing until it has written all it
+ * can: the server stops taking requests once its replies back up, and answers every one
+ * of them once the client reads, without recursing once per request answered. */
+#define PIPE_N 30000
+#define PIPE_REQ "GET /v1/p HTTP/1.1\r\n\r\n"
+
+static int pipe_nreq_at_stall = -1, pipe_replies = -1;
+
+static void pipe_child(const char *path, int status_fd)
+{
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_STREAM, 0), replies = 0, match = 0;
+	size_t rlen = strlen(PIPE_REQ), total = rlen * PIPE_N, sent = 0;
+	static const char pat[] = "HTTP/1.1 200";
+	char *all = malloc(total), buf[65536];
+	bool stalled = false;
+
+	snprintf(a.sun_path, sizeof(a.sun_path), "%s", path);
+	if (!all || connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0)
+		_exit(1);
+	for (int i = 0; i < PIPE_N; i++)
+		memcpy(all + (size_t)i * rlen, PIPE_REQ, rlen);
+	fcntl(fd, F_SETFL, O_NONBLOCK);
+	/* write without reading until the server stops taking bytes for 300 ms */
+	while (!stalled && sent < total) {
+		struct pollfd p = { .fd = fd, .events = POLLOUT };
+		ssize_t n = send(fd, all + sent, total - sent, MSG_NOSIGNAL);
+
+		if (n > 0)
+			sent += (size_t)n;
+		else if (n < 0 && errno != EAGAIN)
+			_exit(2);
+		else
+			stalled = poll(&p, 1, 300) == 0;
+	}
+	if (write(status_fd, "s", 1) != 1)
+		_exit(3);
+	usleep(200000);
+	while (replies < PIPE_N) {
+		struct pollfd p = { .fd = fd, .events = POLLIN | (sent < total ? POLLOUT : 0) };
+		ssize_t n;
+
+		if (poll(&p, 1, 3000) <= 0)
+			break;
+		if ((p.revents & POLLOUT) && (n = send(fd, all + sent, total - sent, MSG_NOSIGNAL)) > 0)
+			sent += (size_t)n;
+		if (!(p.revents & POLLIN))
+			continue;
+		n = read(fd, buf, sizeof(buf));
+		if (n <= 0)
+			break;
+		for (ssize_t i = 0; i < n; i++) {
+			match = buf[i] == pat[match] ? match + 1 : buf[i] == pat[0];
+			if (match == (int)sizeof(pat) - 1) {
+				replies++;
+				match = 0;
+			}
+		}
+	}
+	if (write(status_fd, &replies, sizeof(replies)) != sizeof(replies))
+		_exit(4);
+	_exit(0);
+}
+
+static void on_pipe_status(struct loop *l, int fd, uint32_t events, void *arg)
+{
+	char b[8];
+	ssize_t n = read(fd, b, pipe_nreq_at_stall < 0 ? 1 : sizeof(int));
+
+	if (n == 1 && b[0] == 's') {
+		pipe_nreq_at_stall = nreq;
+		return;
+	}
+	if (n == sizeof(int))
+		memcpy(&pipe_replies, b, sizeof(int));
+	loop_stop(l);
+}
+
+static void test_http_backpressure(void)
+{
+	char path[128];
+	struct loop *l = loop_new();
+	struct harness_server *s = NULL;
+	struct lerr e;
+	bool allow = true;
+	int p[2];
+	pid_t pid;
+
+	snprintf(path, sizeof(path), "/tmp/lantern-test-harness-%d.sock", getpid());
+	if (pipe(p) < 0 || harness_listen(l, path, &hops, &allow, &s, &e) < 0) {
+		tap_ok(false, "pipelining: listen: %s", e.msg);
+		tap_ok(false, "pipelining: every request answered");
+		return;
+	}
+	nreq = 0;
+	pid = fork();
+	if (pid == 0)
+		pipe_child(path, p[1]);
+	close(p[1]);
+	loop_add(l, p[0], EPOLLIN, on_pipe_status, NULL);
+	loop_timer_add(l, 20000, stop_timer, NULL);
+	loop_run(l);
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	loop_del(l, p[0]);
+	close(p[0]);
+	harness_server_close(s);
+	loop_free(l);
+	unlink(path);
+	tap_ok(pipe_nreq_at_stall >= 0 && pipe_nreq_at_stall < PIPE_N / 4,
+	       "pipelining without reading: the server stopped taking requests after %d of %d",
+	       pipe_nreq_at_stall, PIPE_N);
+	tap_ok(pipe_replies == PIPE_N && nreq == PIPE_N,
+	       "pipelining: once the client reads, all %d requests are answered (%d replies, %d handled)",
+	       PIPE_N, pipe_replies, nreq);
+}
+
 static void test_http(void)
 {
 	char *out;
@@ -298,6 +419,11 @@ static void test_http(void)
 	out = run_http(true, "POST /v1/a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
 	tap_ok(out && strstr(out, "HTTP/1.1 411"), "a chunked body is refused with 411");
 	free(out);
+	out = run_http(true, "POST /v1/c HTTP/1.1\r\nConnection: close\r\nContent-Length: 7\r\n\r\n"
+			     "{\"x\":2}");
+	tap_ok(out && strstr(out, "\"path\":\"/v1/c\"") && strstr(out, "Connection: close"),
+	       "Connection: close, the body arriving after the headers: answered, then closed");
+	free(out);
 	nreq = 0;
 	out = run_http(false, "GET /v1/input HTTP/1.1\r\n\r\n");
 	tap_ok(out && strstr(out, "HTTP/1.1 403") && strstr(out, "not you") && nreq == 0,
@@ -310,11 +436,12 @@ int main(void)
 	signal(SIGPIPE, SIG_IGN);
 	if (sodium_init() < 0)
 		return 1;
-	tap_plan(20);
+	tap_plan(23);
 	test_keys();
 	test_steps();
 	test_budgets();
 	test_scanner();
 	test_http();
+	test_http_backpressure();
 	return tap_done();
 }

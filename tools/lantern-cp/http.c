@@ -21,6 +21,7 @@
 #include <microhttpd.h>
 
 #include "cp.h"
+#include "lantern/addr.h"
 #include "lantern/spec.h"
 
 #define HTTP_MAX_BODY (1u << 20)
@@ -309,34 +310,22 @@ static void on_done(void *cls, struct MHD_Connection *c, void **con_cls,
 
 int http_start(struct cp *cp, struct lerr *e)
 {
-	struct sockaddr_storage ss = { 0 };
-	char host[128];
-	const char *colon = strrchr(cp->o.http, ':');
+	struct sockaddr_storage ss;
+	socklen_t len;
 	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
-	int port;
+	uint16_t port;
+	int err;
 
-	if (!colon || (port = atoi(colon + 1)) <= 0 || port > 65535 ||
-	    (size_t)(colon - cp->o.http) >= sizeof(host))
-		return lerr_set(e, EINVAL, "http: \"%s\" is not ADDRESS:PORT", cp->o.http);
-	snprintf(host, sizeof(host), "%.*s", (int)(colon - cp->o.http), cp->o.http);
-	if (host[0] == '[') {
-		struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
-
-		host[strlen(host) - 1] = '\0';
-		a6->sin6_family = AF_INET6;
-		a6->sin6_port = htons((uint16_t)port);
-		if (inet_pton(AF_INET6, host + 1, &a6->sin6_addr) != 1)
-			return lerr_set(e, EINVAL, "http: \"%s\" is not an IPv6 address", host + 1);
+	err = util_addr_parse("http: --http", cp->o.http, 0, UTIL_ADDR_PORT_NEEDED, &ss, &len, e);
+	if (err < 0)
+		return err;
+	if (ss.ss_family == AF_INET6) {
 		flags |= MHD_USE_IPv6;
+		port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
 	} else {
-		struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
-
-		a4->sin_family = AF_INET;
-		a4->sin_port = htons((uint16_t)port);
-		if (inet_pton(AF_INET, host, &a4->sin_addr) != 1)
-			return lerr_set(e, EINVAL, "http: \"%s\" is not an IPv4 address", host);
+		port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
 	}
-	httpd = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, on_request, cp,
+	httpd = MHD_start_daemon(flags, port, NULL, NULL, on_request, cp,
 				 MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
 				 MHD_OPTION_NOTIFY_COMPLETED, on_done, NULL,
 				 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)30,

@@ -3,7 +3,7 @@
  * allowed queries to the upstream (UDP over a fresh connected socket per query, TCP over a
  * connection per query), hands every A/AAAA on the answer's CNAME chain to the owner and
  * only then relays the upstream's reply. Everything runs on the caller's loop: no thread,
- * no blocking call. */
+ * no blocking call. What the bytes mean is wire.c's business (lantern/dns_wire.h). */
 #include "lantern/dns.h"
 
 #include <arpa/inet.h>
@@ -16,6 +16,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "lantern/dns_wire.h"
+#include "lantern/wqueue.h"
+
 /* Bounds: what one instance may cost lanternd, whatever it sends. */
 #define DNS_MAX_INFLIGHT 256
 #define DNS_TIMEOUT_MS 3000
@@ -23,34 +26,8 @@
 #define DNS_CONN_IDLE_MS 10000
 #define DNS_CONN_OUT_MAX (256 * 1024)
 #define DNS_UDP_BURST 64 /* datagrams per wake-up, so one listener cannot starve the rest */
+#define DNS_TCP_BURST 64 /* queries per wake-up and connection, for the same reason */
 #define DNS_PORT_TRIES 64
-#define DNS_CHAIN_MAX 16 /* CNAME hops followed; resolvers give up well before this */
-
-#define DNS_HDR 12
-#define DNS_NAME_MAX 255
-#define DNS_MSG_MAX 65535
-
-#define DNS_FLAG_QR 0x80 /* in byte 2 */
-#define DNS_FLAG_TC 0x02 /* in byte 2 */
-#define DNS_FLAG_RD 0x01 /* in byte 2 */
-#define DNS_FLAG_RA 0x80 /* in byte 3 */
-
-enum {
-	DNS_RCODE_NOERROR = 0,
-	DNS_RCODE_FORMERR = 1,
-	DNS_RCODE_SERVFAIL = 2,
-	DNS_RCODE_NOTIMP = 4,
-	DNS_RCODE_REFUSED = 5,
-};
-
-enum {
-	DNS_TYPE_A = 1,
-	DNS_TYPE_CNAME = 5,
-	DNS_TYPE_AAAA = 28,
-	DNS_TYPE_IXFR = 251,
-	DNS_TYPE_AXFR = 252,
-	DNS_CLASS_IN = 1,
-};
 
 struct dns_conn;
 
@@ -70,12 +47,9 @@ struct dns_query {
 	struct dns_client client;
 	uint8_t *wire;        /* 2-byte length, then the query with the upstream ID */
 	size_t len;           /* of the query, without the length prefix */
-	size_t qend;          /* end of the question in the query */
+	struct dns_wire_question question;
 	uint16_t id, up_id;   /* the client's ID and the one the upstream sees */
-	uint16_t qtype, qclass;
-	uint8_t qwire[DNS_NAME_MAX]; /* canonical (lowercase, uncompressed) question name */
-	size_t qwire_len;
-	char qname[DNS_NAME_MAX + 1];
+	char qname[DNS_WIRE_NAME_MAX + 1];
 	int fd;
 	bool tcp, connected;
 	uint64_t timer;
@@ -91,11 +65,12 @@ struct dns_conn {
 	int fd;
 	bool eof, broken;
 	unsigned pending;
+	uint32_t events;      /* what the loop watches for: loop_mod only when it changes */
 	uint64_t timer;
-	uint8_t *out;
-	size_t out_len, out_cap;
-	size_t in_len;
-	uint8_t in[2 + DNS_MSG_MAX];
+	uint64_t resume;      /* timer serving a backlog on the loop's next turn */
+	struct util_wqueue out;
+	size_t in_off, in_len; /* in[in_off, in_len) is read and not yet served */
+	uint8_t in[2 + DNS_WIRE_MSG_MAX];
 };
 
 struct dns_server {
@@ -109,114 +84,8 @@ struct dns_server {
 	unsigned inflight;
 	struct dns_conn *conns;
 	unsigned nconns;
-	uint8_t buf[DNS_MSG_MAX + 1];
+	uint8_t buf[DNS_WIRE_MSG_MAX + 1];
 };
-
-static uint16_t get16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] << 8 | p[1]);
-}
-
-static void put16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)(v >> 8);
-	p[1] = (uint8_t)v;
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-static uint8_t ascii_lower(uint8_t c)
-{
-	return c >= 'A' && c <= 'Z' ? (uint8_t)(c + 32) : c;
-}
-
-/* Reads the name at *off into canonical form: uncompressed, lowercase, ending in the root
- * label. A compression pointer must point before the start of the labels it continues,
- * so every chain of pointers strictly decreases and ends; the 255-byte limit bounds the
- * rest. */
-static int name_read(const uint8_t *msg, size_t len, size_t *off, bool allow_ptr,
-		     uint8_t out[DNS_NAME_MAX], size_t *out_len)
-{
-	size_t p = *off, start = *off, o = 0, after = 0;
-	bool jumped = false;
-
-	for (;;) {
-		uint8_t c;
-
-		if (p >= len)
-			return -EBADMSG;
-		c = msg[p];
-		if ((c & 0xc0) == 0xc0) {
-			size_t target;
-
-			if (!allow_ptr || p + 1 >= len)
-				return -EBADMSG;
-			target = (size_t)(c & 0x3f) << 8 | msg[p + 1];
-			if (target >= start)
-				return -EBADMSG;
-			if (!jumped)
-				after = p + 2;
-			jumped = true;
-			p = start = target;
-			continue;
-		}
-		if (c & 0xc0)
-			return -EBADMSG; /* extended label types (RFC 6891 retired them) */
-		if (p + 1 + c > len || o + 1 + c > DNS_NAME_MAX)
-			return -EBADMSG;
-		out[o++] = c;
-		for (size_t i = 0; i < c; i++)
-			out[o++] = ascii_lower(msg[p + 1 + i]);
-		p += 1 + (size_t)c;
-		if (!c)
-			break;
-	}
-	*off = jumped ? after : p;
-	*out_len = o;
-	return 0;
-}
-
-/* Presentation form without the trailing dot ("" for the root). Returns false when a
- * label holds anything but letters, digits, '-' or '_': such a name cannot match a
- * hostname pattern, and a '.' inside a label would make the text lie about the name. */
-static bool name_text(const uint8_t *wire, char out[DNS_NAME_MAX + 1])
-{
-	size_t o = 0;
-	bool clean = true;
-
-	for (const uint8_t *p = wire; *p; p += 1 + *p) {
-		if (o)
-			out[o++] = '.';
-		for (size_t i = 1; i <= *p; i++) {
-			uint8_t c = p[i];
-			bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
-				  c == '_';
-
-			out[o++] = ok ? (char)c : '?';
-			clean = clean && ok;
-		}
-	}
-	out[o] = '\0';
-	return clean;
-}
-
-/* A reply of header and (when qend > DNS_HDR) the question of query q. */
-static size_t make_reply(uint8_t *out, const uint8_t *q, size_t qend, int rcode)
-{
-	memset(out, 0, DNS_HDR);
-	out[0] = q[0];
-	out[1] = q[1];
-	out[2] = (uint8_t)(DNS_FLAG_QR | (q[2] & 0x79)); /* opcode and RD as asked */
-	out[3] = (uint8_t)(DNS_FLAG_RA | rcode);
-	if (qend <= DNS_HDR)
-		return DNS_HDR;
-	put16(out + 4, 1);
-	memcpy(out + DNS_HDR, q + DNS_HDR, qend - DNS_HDR);
-	return qend;
-}
 
 static void conn_free(struct dns_conn *c);
 static void conn_send(struct dns_conn *c, const uint8_t *msg, size_t len);
@@ -235,9 +104,9 @@ static void client_reply(const struct dns_client *cl, const uint8_t *msg, size_t
 
 static void client_error(const struct dns_client *cl, const uint8_t *q, size_t qend, int rcode)
 {
-	uint8_t out[DNS_HDR + DNS_NAME_MAX + 4];
+	uint8_t out[DNS_WIRE_ERR_MAX];
 
-	client_reply(cl, out, make_reply(out, q, qend, rcode));
+	client_reply(cl, out, dns_wire_error(out, q, qend, rcode));
 }
 
 /* ---- queries in flight ---- */
@@ -276,171 +145,28 @@ static void query_finish(struct dns_query *q, const uint8_t *reply, size_t len)
 	} else {
 		uint8_t *m = q->wire + 2;
 
-		put16(m, q->id);
-		client_error(&q->client, m, q->qend, DNS_RCODE_SERVFAIL);
+		dns_wire_set_id(m, q->id);
+		client_error(&q->client, m, q->question.end, DNS_RCODE_SERVFAIL);
 	}
 	query_free(q);
 	if (c)
 		conn_maybe_close(c);
 }
 
-/* Does msg answer q? A reply without a question is accepted only as an error, which is
- * how some servers answer what they cannot parse. Returns the end of its question. */
-static bool reply_matches(const struct dns_query *q, const uint8_t *msg, size_t len,
-			  size_t *qend)
+static int query_answer(void *arg, const uint8_t addr[16], uint32_t ttl)
 {
-	uint8_t name[DNS_NAME_MAX];
-	size_t off = DNS_HDR, nlen;
-	uint16_t qd;
-
-	if (len < DNS_HDR || get16(msg) != q->up_id || !(msg[2] & DNS_FLAG_QR))
-		return false;
-	qd = get16(msg + 4);
-	if (qd == 0 && (msg[3] & 0x0f) != DNS_RCODE_NOERROR) {
-		*qend = DNS_HDR;
-		return true;
-	}
-	if (qd != 1 || name_read(msg, len, &off, false, name, &nlen) < 0 || off + 4 > len)
-		return false;
-	if (nlen != q->qwire_len || memcmp(name, q->qwire, nlen) ||
-	    get16(msg + off) != q->qtype || get16(msg + off + 2) != q->qclass)
-		return false;
-	*qend = off + 4;
-	return true;
-}
-
-struct dns_rr {
-	size_t owner;   /* offset of the owner name */
-	uint16_t type, class;
-	uint32_t ttl;
-	size_t rdata;
-	uint16_t rdlen;
-};
-
-static bool chain_has(uint8_t chain[][DNS_NAME_MAX], const size_t *clen, size_t n,
-		      const uint8_t *name, size_t nlen)
-{
-	for (size_t i = 0; i < n; i++)
-		if (clen[i] == nlen && !memcmp(chain[i], name, nlen))
-			return true;
-	return false;
-}
-
-/* Reads the answer section; a truncated reply keeps the records that arrived whole. */
-static int answers_parse(const uint8_t *msg, size_t len, size_t off, bool tc,
-			 struct dns_rr **out, size_t *n)
-{
-	size_t an = get16(msg + 6), max = len / 11 + 1, i;
-	uint8_t name[DNS_NAME_MAX];
-	struct dns_rr *rr;
-
-	*out = NULL;
-	*n = 0;
-	if (!an)
-		return 0;
-	rr = calloc(an < max ? an : max, sizeof(*rr));
-	if (!rr)
-		return -ENOMEM;
-	for (i = 0; i < an; i++) {
-		size_t nlen, owner = off;
-
-		if (i >= max || name_read(msg, len, &off, true, name, &nlen) < 0 || off + 10 > len)
-			break;
-		rr[i].owner = owner;
-		rr[i].type = get16(msg + off);
-		rr[i].class = get16(msg + off + 2);
-		rr[i].ttl = get32(msg + off + 4);
-		rr[i].rdlen = get16(msg + off + 8);
-		rr[i].rdata = off + 10;
-		off += 10 + (size_t)rr[i].rdlen;
-		if (off > len)
-			break;
-	}
-	if (i < an && !tc) {
-		free(rr);
-		return -EBADMSG;
-	}
-	*out = rr;
-	*n = i;
-	return 0;
-}
-
-/* Hands every A/AAAA reachable from the question through CNAMEs to the owner. Returns 0,
- * or -errno when the reply cannot be read or the owner failed to take an address. */
-static int answers_report(struct dns_query *q, const uint8_t *msg, size_t len, size_t qend)
-{
+	struct dns_query *q = arg;
 	struct dns_server *s = q->srv;
-	uint8_t chain[DNS_CHAIN_MAX][DNS_NAME_MAX], name[DNS_NAME_MAX];
-	size_t clen[DNS_CHAIN_MAX], n_chain = 1, n, nlen, off;
-	struct dns_rr *rr;
-	bool tc = msg[2] & DNS_FLAG_TC, grew = true;
-	int err;
 
-	err = answers_parse(msg, len, qend, tc, &rr, &n);
-	if (err < 0)
-		return err;
-	memcpy(chain[0], q->qwire, q->qwire_len);
-	clen[0] = q->qwire_len;
-	/* records may come in any order, so repeat until the chain stops growing */
-	while (grew && n_chain < DNS_CHAIN_MAX) {
-		grew = false;
-		for (size_t i = 0; i < n && n_chain < DNS_CHAIN_MAX; i++) {
-			if (rr[i].type != DNS_TYPE_CNAME || rr[i].class != DNS_CLASS_IN)
-				continue;
-			off = rr[i].owner;
-			name_read(msg, len, &off, true, name, &nlen);
-			if (!chain_has(chain, clen, n_chain, name, nlen))
-				continue;
-			off = rr[i].rdata;
-			if (name_read(msg, rr[i].rdata + rr[i].rdlen, &off, true, name, &nlen) < 0) {
-				free(rr);
-				return -EBADMSG;
-			}
-			if (chain_has(chain, clen, n_chain, name, nlen))
-				continue;
-			memcpy(chain[n_chain], name, nlen);
-			clen[n_chain++] = nlen;
-			grew = true;
-		}
-	}
-	for (size_t i = 0; i < n; i++) {
-		uint8_t addr[16] = { 0 };
-		uint32_t ttl = rr[i].ttl;
-
-		if (rr[i].class != DNS_CLASS_IN ||
-		    (rr[i].type != DNS_TYPE_A && rr[i].type != DNS_TYPE_AAAA))
-			continue;
-		off = rr[i].owner;
-		name_read(msg, len, &off, true, name, &nlen);
-		if (!chain_has(chain, clen, n_chain, name, nlen))
-			continue;
-		if (rr[i].type == DNS_TYPE_A && rr[i].rdlen == 4) {
-			addr[10] = addr[11] = 0xff;
-			memcpy(addr + 12, msg + rr[i].rdata, 4);
-		} else if (rr[i].type == DNS_TYPE_AAAA && rr[i].rdlen == 16) {
-			memcpy(addr, msg + rr[i].rdata, 16);
-		} else {
-			err = -EBADMSG;
-			break;
-		}
-		/* RFC 2181 8: a TTL with the top bit set means zero */
-		if (ttl & 0x80000000u)
-			ttl = 0;
-		if (s->cb.answer) {
-			err = s->cb.answer(s->ctx, q->qname, addr, ttl);
-			if (err < 0)
-				break;
-		}
-	}
-	free(rr);
-	return err < 0 ? err : 0;
+	return s->cb.answer ? s->cb.answer(s->ctx, q->qname, addr, ttl) : 0;
 }
 
 /* The upstream answered: report its addresses, then relay it with the client's ID. */
 static void query_reply(struct dns_query *q, uint8_t *msg, size_t len, size_t qend)
 {
-	put16(msg, q->id);
-	if ((msg[3] & 0x0f) == DNS_RCODE_NOERROR && answers_report(q, msg, len, qend) < 0) {
+	dns_wire_set_id(msg, q->id);
+	if (dns_wire_rcode(msg) == DNS_RCODE_NOERROR &&
+	    dns_wire_answers(msg, len, qend, &q->question, query_answer, q) < 0) {
 		query_finish(q, NULL, 0);
 		return;
 	}
@@ -473,7 +199,7 @@ static void on_upstream_udp(struct loop *l, int fd, uint32_t events, void *arg)
 		}
 		/* anything else on this connected socket is ignored: a forged or stale
 		 * datagram must not end the query */
-		if (reply_matches(q, s->buf, (size_t)n, &qend)) {
+		if (dns_wire_reply_matches(s->buf, (size_t)n, q->up_id, &q->question, &qend)) {
 			query_reply(q, s->buf, (size_t)n, qend);
 			return;
 		}
@@ -483,12 +209,12 @@ static void on_upstream_udp(struct loop *l, int fd, uint32_t events, void *arg)
 static void upstream_tcp_read(struct dns_query *q)
 {
 	for (;;) {
-		size_t need = q->in_len < 2 ? 2 : 2 + (size_t)get16(q->in);
+		size_t need = q->in_len < 2 ? 2 : 2 + (size_t)dns_wire_frame_len(q->in);
 		ssize_t n;
 		size_t qend;
 
 		if (q->in_len == need && need > 2) {
-			if (!reply_matches(q, q->in + 2, need - 2, &qend)) {
+			if (!dns_wire_reply_matches(q->in + 2, need - 2, q->up_id, &q->question, &qend)) {
 				query_finish(q, NULL, 0);
 				return;
 			}
@@ -543,8 +269,7 @@ static void on_upstream_tcp(struct loop *l, int fd, uint32_t events, void *arg)
 
 /* Forwards the query in msg. Returns 0 or -errno (the caller answers SERVFAIL). */
 static int query_start(struct dns_server *s, const struct dns_client *cl, const uint8_t *msg,
-		       size_t len, size_t qend, const uint8_t *qwire, size_t qwire_len,
-		       const char *qname)
+		       size_t len, const struct dns_wire_question *question, const char *qname)
 {
 	struct dns_query *q = calloc(1, sizeof(*q));
 	int type = cl->conn ? SOCK_STREAM : SOCK_DGRAM, err;
@@ -556,12 +281,8 @@ static int query_start(struct dns_server *s, const struct dns_client *cl, const 
 	q->client = *cl;
 	q->tcp = cl->conn != NULL;
 	q->len = len;
-	q->qend = qend;
-	q->id = get16(msg);
-	q->qtype = get16(msg + qend - 4);
-	q->qclass = get16(msg + qend - 2);
-	memcpy(q->qwire, qwire, qwire_len);
-	q->qwire_len = qwire_len;
+	q->question = *question;
+	q->id = dns_wire_id(msg);
 	strcpy(q->qname, qname);
 	q->next = s->queries;
 	if (s->queries)
@@ -573,18 +294,18 @@ static int query_start(struct dns_server *s, const struct dns_client *cl, const 
 
 	q->wire = malloc(len + 2);
 	if (q->tcp)
-		q->in = malloc(2 + DNS_MSG_MAX);
+		q->in = malloc(2 + DNS_WIRE_MSG_MAX);
 	if (!q->wire || (q->tcp && !q->in)) {
 		err = -ENOMEM;
 		goto fail;
 	}
-	put16(q->wire, (uint16_t)len);
+	dns_wire_frame_set_len(q->wire, (uint16_t)len);
 	memcpy(q->wire + 2, msg, len);
 	/* the upstream sees an ID of ours: a client's predictable IDs must not make
 	 * forged answers easier to land */
 	if (getrandom(&q->up_id, sizeof(q->up_id), GRND_NONBLOCK) != sizeof(q->up_id))
 		q->up_id = (uint16_t)random();
-	put16(q->wire + 2, q->up_id);
+	dns_wire_set_id(q->wire + 2, q->up_id);
 
 	q->fd = socket(s->up.addr.ss_family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (q->fd < 0) {
@@ -622,46 +343,29 @@ fail:
 static void on_query(struct dns_server *s, const uint8_t *msg, size_t len,
 		     const struct dns_client *cl)
 {
-	uint8_t qwire[DNS_NAME_MAX];
-	char qname[DNS_NAME_MAX + 1];
-	size_t off = DNS_HDR, qwire_len, qend;
-	uint16_t qtype;
+	struct dns_wire_question q;
+	char qname[DNS_WIRE_NAME_MAX + 1];
+	int verdict = dns_wire_query_parse(msg, len, &q);
 	bool clean;
 
-	/* without the ID and the QR bit there is nothing safe to answer, and a response
-	 * is never answered, so two servers cannot bounce messages forever */
-	if (len < 3 || (msg[2] & DNS_FLAG_QR))
+	if (verdict < 0)
 		return;
-	if (len < DNS_HDR) {
-		uint8_t hdr[DNS_HDR] = { msg[0], msg[1], msg[2] };
-
-		client_error(cl, hdr, 0, DNS_RCODE_FORMERR);
+	if (verdict > 0) {
+		client_error(cl, msg, 0, verdict);
 		return;
 	}
-	if ((msg[2] >> 3 & 0x0f) != 0) {
-		client_error(cl, msg, 0, DNS_RCODE_NOTIMP);
-		return;
-	}
-	if (get16(msg + 4) != 1 || get16(msg + 6) || get16(msg + 8) ||
-	    name_read(msg, len, &off, false, qwire, &qwire_len) < 0 || off + 4 > len) {
-		client_error(cl, msg, 0, DNS_RCODE_FORMERR);
-		return;
-	}
-	qend = off + 4;
-	qtype = get16(msg + off);
-	clean = name_text(qwire, qname);
+	clean = dns_wire_name_text(q.name, qname);
 	/* zone transfers span several messages and are no way to learn addresses */
-	if (!clean || qtype == DNS_TYPE_AXFR || qtype == DNS_TYPE_IXFR ||
+	if (!clean || q.type == DNS_TYPE_AXFR || q.type == DNS_TYPE_IXFR ||
 	    !s->cb.allowed(s->ctx, qname)) {
 		/* recorded before the client hears, like answers */
 		if (s->cb.refused)
-			s->cb.refused(s->ctx, qname, qtype);
-		client_error(cl, msg, qend, DNS_RCODE_REFUSED);
+			s->cb.refused(s->ctx, qname, q.type);
+		client_error(cl, msg, q.end, DNS_RCODE_REFUSED);
 		return;
 	}
-	if (s->inflight >= DNS_MAX_INFLIGHT ||
-	    query_start(s, cl, msg, len, qend, qwire, qwire_len, qname) < 0)
-		client_error(cl, msg, qend, DNS_RCODE_SERVFAIL);
+	if (s->inflight >= DNS_MAX_INFLIGHT || query_start(s, cl, msg, len, &q, qname) < 0)
+		client_error(cl, msg, q.end, DNS_RCODE_SERVFAIL);
 }
 
 /* ---- listeners and TCP clients ---- */
@@ -694,6 +398,8 @@ static void conn_free(struct dns_conn *c)
 	}
 	if (c->timer)
 		loop_timer_cancel(s->loop, c->timer);
+	if (c->resume)
+		loop_timer_cancel(s->loop, c->resume);
 	loop_del(s->loop, c->fd);
 	close(c->fd);
 	if (c->prev)
@@ -703,69 +409,70 @@ static void conn_free(struct dns_conn *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	s->nconns--;
-	free(c->out);
+	util_wqueue_free(&c->out);
 	free(c);
 }
 
+/* The length of the complete frame at c->in_off, or -1 while it is still arriving. */
+static ssize_t conn_frame(const struct dns_conn *c)
+{
+	size_t avail = c->in_len - c->in_off, flen;
+
+	if (avail < 2)
+		return -1;
+	flen = dns_wire_frame_len(c->in + c->in_off);
+	return avail < 2 + flen ? -1 : (ssize_t)flen;
+}
+
+static void on_conn_resume(struct loop *l, void *arg);
+
+/* A backlog (queries read but left when a wake-up's budget ran out) stops reading and
+ * is served from a timer due at once: the loop comes back to this client after serving
+ * the others, whether or not its socket has more to read. */
 static void conn_update(struct dns_conn *c)
 {
-	uint32_t ev = (c->eof || c->broken ? 0 : EPOLLIN) | (c->out_len ? EPOLLOUT : 0);
+	bool backlog = conn_frame(c) >= 0;
+	uint32_t ev = (c->eof || c->broken || backlog ? 0 : EPOLLIN) |
+		      (util_wqueue_len(&c->out) ? EPOLLOUT : 0);
 
+	if (backlog && !c->resume && !c->broken &&
+	    !(c->resume = loop_timer_add(c->srv->loop, 0, on_conn_resume, c)))
+		c->broken = true;
+	if (ev == c->events)
+		return;
 	if (loop_mod(c->srv->loop, c->fd, ev) < 0)
 		c->broken = true;
+	else
+		c->events = ev;
 }
 
 static void conn_flush(struct dns_conn *c)
 {
-	while (c->out_len) {
-		ssize_t n = send(c->fd, c->out, c->out_len, MSG_NOSIGNAL | MSG_DONTWAIT);
-
-		if (n < 0) {
-			if (errno != EAGAIN && errno != EINTR)
-				c->broken = true;
-			break;
-		}
-		memmove(c->out, c->out + n, c->out_len - (size_t)n);
-		c->out_len -= (size_t)n;
-	}
+	if (util_wqueue_flush(&c->out, c->fd) < 0)
+		c->broken = true;
 	conn_update(c);
 }
 
 /* Queues one framed reply. Never frees c: callers may be inside c's own handler. */
 static void conn_send(struct dns_conn *c, const uint8_t *msg, size_t len)
 {
-	size_t need = c->out_len + 2 + len;
+	uint8_t frame[2];
+	struct iovec iov[2] = { { frame, 2 }, { (void *)msg, len } };
 
 	if (c->broken)
 		return;
-	if (need > DNS_CONN_OUT_MAX) {
-		/* a client that does not read its replies loses the connection */
+	dns_wire_frame_set_len(frame, (uint16_t)len);
+	/* past the cap: a client that does not read its replies loses the connection */
+	if (util_wqueue_appendv(&c->out, iov, 2) < 0) {
 		c->broken = true;
 		return;
 	}
-	if (need > c->out_cap) {
-		size_t cap = c->out_cap ? c->out_cap : 4096;
-		uint8_t *o;
-
-		while (cap < need)
-			cap *= 2;
-		o = realloc(c->out, cap);
-		if (!o) {
-			c->broken = true;
-			return;
-		}
-		c->out = o;
-		c->out_cap = cap;
-	}
-	put16(c->out + c->out_len, (uint16_t)len);
-	memcpy(c->out + c->out_len + 2, msg, len);
-	c->out_len = need;
 	conn_flush(c);
 }
 
 static void conn_maybe_close(struct dns_conn *c)
 {
-	if (c->broken || (c->eof && !c->pending && !c->out_len))
+	if (c->broken || (c->eof && !c->pending && !util_wqueue_len(&c->out)))
 		conn_free(c);
 }
 
@@ -774,45 +481,55 @@ static void on_conn_idle(struct loop *l, void *arg)
 	struct dns_conn *c = arg;
 
 	c->timer = 0;
-	if (c->pending || c->out_len) {
+	if (c->pending || util_wqueue_len(&c->out)) {
 		c->timer = loop_timer_add(l, DNS_CONN_IDLE_MS, on_conn_idle, c);
 		return;
 	}
 	conn_free(c);
 }
 
-static void conn_read(struct dns_conn *c)
+/* Serves at most DNS_TCP_BURST queries and one read per wake-up, so a client that never
+ * stops writing cannot hold the loop: what is left waits in the socket (level-triggered
+ * epoll calls back) or in c->in (conn_update arms the resume timer). */
+static void conn_serve(struct dns_conn *c)
 {
 	struct dns_client cl = { .conn = c, .fd = -1 };
+	unsigned served = 0;
+	bool did_read = false;
 
-	while (!c->eof && !c->broken) {
-		ssize_t n = read(c->fd, c->in + c->in_len, sizeof(c->in) - c->in_len);
-		size_t used = 0;
+	while (!c->broken && served < DNS_TCP_BURST) {
+		ssize_t flen = conn_frame(c), n;
 
+		if (flen >= 0) {
+			on_query(c->srv, c->in + c->in_off + 2, (size_t)flen, &cl);
+			c->in_off += 2 + (size_t)flen;
+			served++;
+			continue;
+		}
+		if (did_read || c->eof)
+			break;
+		/* only part of a frame is left: to the front with it, so each byte moves once */
+		if (c->in_off) {
+			memmove(c->in, c->in + c->in_off, c->in_len - c->in_off);
+			c->in_len -= c->in_off;
+			c->in_off = 0;
+		}
+		n = read(c->fd, c->in + c->in_len, sizeof(c->in) - c->in_len);
+		did_read = true;
 		if (n < 0) {
 			if (errno != EAGAIN && errno != EINTR)
 				c->broken = true;
-			return;
+			break;
 		}
 		if (n == 0) {
 			c->eof = true;
-			return;
+			break;
 		}
 		c->in_len += (size_t)n;
-		while (c->in_len - used >= 2 && !c->broken) {
-			size_t flen = get16(c->in + used);
-
-			if (c->in_len - used < 2 + flen)
-				break;
-			on_query(c->srv, c->in + used + 2, flen, &cl);
-			used += 2 + flen;
-		}
-		memmove(c->in, c->in + used, c->in_len - used);
-		c->in_len -= used;
-		if (used && c->timer) {
-			loop_timer_cancel(c->srv->loop, c->timer);
-			c->timer = loop_timer_add(c->srv->loop, DNS_CONN_IDLE_MS, on_conn_idle, c);
-		}
+	}
+	if (served && c->timer) {
+		loop_timer_cancel(c->srv->loop, c->timer);
+		c->timer = loop_timer_add(c->srv->loop, DNS_CONN_IDLE_MS, on_conn_idle, c);
 	}
 }
 
@@ -822,8 +539,20 @@ static void on_conn(struct loop *l, int fd, uint32_t events, void *arg)
 
 	if (events & (EPOLLERR | EPOLLHUP))
 		c->broken = true;
-	if (events & EPOLLIN)
-		conn_read(c);
+	if (!c->broken && (events & EPOLLIN))
+		conn_serve(c);
+	if (!c->broken)
+		conn_flush(c);
+	conn_maybe_close(c);
+}
+
+static void on_conn_resume(struct loop *l, void *arg)
+{
+	struct dns_conn *c = arg;
+
+	c->resume = 0; /* the loop has dropped it already */
+	if (!c->broken)
+		conn_serve(c);
 	if (!c->broken)
 		conn_flush(c);
 	conn_maybe_close(c);
@@ -846,7 +575,9 @@ static void on_accept(struct loop *l, int fd, uint32_t events, void *arg)
 		}
 		c->srv = s;
 		c->fd = cfd;
-		if (loop_add(l, cfd, EPOLLIN, on_conn, c) < 0) {
+		c->events = EPOLLIN;
+		util_wqueue_init(&c->out, DNS_CONN_OUT_MAX);
+		if (loop_add(l, cfd, c->events, on_conn, c) < 0) {
 			close(cfd);
 			free(c);
 			continue;

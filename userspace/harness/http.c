@@ -1,8 +1,9 @@
 /* http.c: the harness API's HTTP/1.1 server on a Unix socket, inside lanternd's event
  * loop. It never blocks: reads parse what has arrived, writes queue what the peer
- * cannot take yet. A request is handed over once complete (headers + Content-Length
- * body); the next one on the same connection waits until it is answered, because the
- * answer may come later, after the journal record it depends on is durable. */
+ * cannot take yet (util_wqueue; while replies back up, the peer is not read from). A
+ * request is handed over once complete (headers + Content-Length body); the next one on
+ * the same connection waits until it is answered, because the answer may come later,
+ * after the journal record it depends on is durable. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,23 +16,31 @@
 #include <unistd.h>
 
 #include "lantern/harness.h"
+#include "lantern/wqueue.h"
 
 #define HTTP_MAX_HEADER (16u << 10)
+/* Unsent bytes past which no further request is read or parsed until the client reads:
+ * a client pipelining requests without reading its replies is held off here. */
+#define HTTP_OUT_PAUSE (64u << 10)
+/* One reply must fit whole. The largest is a replayed step record, which arrived as a
+ * body of at most 8 MiB but is re-encoded by jansson (a real like 0.1 comes back with 17
+ * digits), so it may have grown; past this the connection is dropped. */
+#define HTTP_OUT_MAX (8 * HARNESS_MAX_BODY)
 
 struct harness_conn {
 	struct harness_server *s;
 	int fd;
 	char *in;
-	size_t in_len, in_cap;
+	size_t in_off, in_len, in_cap; /* in[in_off, in_len) is received, not yet parsed */
 	bool busy;               /* a request is waiting for its reply */
+	bool parsing;            /* conn_parse is on the stack */
 	bool close_after;        /* Connection: close, or a protocol error */
 	bool dead;
 	char *refused;           /* why the caller may not use this socket, answered (403)
 				  * to its first request: a reply before the request is read
 				  * can be lost to the reset the client's write then meets */
 	uint64_t reap_timer;
-	char *out;
-	size_t out_len, out_off;
+	struct util_wqueue out;
 	struct harness_conn *next;
 };
 
@@ -59,7 +68,7 @@ static void conn_free(struct harness_conn *c, bool notify)
 			break;
 		}
 	free(c->in);
-	free(c->out);
+	util_wqueue_free(&c->out);
 	free(c->refused);
 	free(c);
 }
@@ -80,27 +89,21 @@ static void conn_kill(struct harness_conn *c)
 		c->reap_timer = loop_timer_add(c->s->loop, 0, reap_fired, c);
 }
 
+static bool conn_paused(const struct harness_conn *c)
+{
+	return util_wqueue_len(&c->out) > HTTP_OUT_PAUSE;
+}
+
 static void conn_flush(struct harness_conn *c)
 {
-	while (c->out_off < c->out_len) {
-		ssize_t w = send(c->fd, c->out + c->out_off, c->out_len - c->out_off,
-				 MSG_NOSIGNAL | MSG_DONTWAIT);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0 && errno == EAGAIN) {
-			loop_mod(c->s->loop, c->fd, EPOLLIN | EPOLLOUT);
-			return;
-		}
-		if (w < 0) {
-			conn_kill(c);
-			return;
-		}
-		c->out_off += (size_t)w;
-	}
-	c->out_len = c->out_off = 0;
-	loop_mod(c->s->loop, c->fd, EPOLLIN);
-	if (c->close_after && !c->busy)
+	int left = util_wqueue_flush(&c->out, c->fd);
+
+	if (left < 0 || (!left && c->close_after && !c->busy)) {
 		conn_kill(c);
+		return;
+	}
+	/* paused, the client's further requests wait in the socket */
+	loop_mod(c->s->loop, c->fd, (conn_paused(c) ? 0 : EPOLLIN) | (left ? EPOLLOUT : 0));
 }
 
 static const char *status_text(int status)
@@ -128,7 +131,7 @@ void harness_reply(struct harness_conn *c, int status, json_t *body)
 	char *js = json_dumps(body, JSON_COMPACT | JSON_SORT_KEYS);
 	char head[256];
 	size_t blen = js ? strlen(js) : 2, hlen;
-	char *n;
+	int err;
 
 	json_decref(body);
 	if (c->dead) {
@@ -140,22 +143,21 @@ void harness_reply(struct harness_conn *c, int status, json_t *body)
 				"Content-Length: %zu\r\n%s\r\n",
 				status, status_text(status), blen + 1,
 				c->close_after ? "Connection: close\r\n" : "");
-	n = realloc(c->out, c->out_len + hlen + blen + 1);
-	if (!n) {
-		free(js);
+	err = util_wqueue_appendv(&c->out, (struct iovec[]){ { head, hlen },
+							      { js ? js : "{}", blen },
+							      { "\n", 1 } }, 3);
+	free(js);
+	if (err < 0) {
+		log_warn("harness: connection dropped: a %zu-byte reply does not fit its queue "
+			 "(%zu bytes unsent, %u at most): %s", hlen + blen + 1,
+			 util_wqueue_len(&c->out), HTTP_OUT_MAX, strerror(-err));
 		conn_kill(c);
 		return;
 	}
-	c->out = n;
-	memcpy(c->out + c->out_len, head, hlen);
-	memcpy(c->out + c->out_len + hlen, js ? js : "{}", blen);
-	c->out[c->out_len + hlen + blen] = '\n';
-	c->out_len += hlen + blen + 1;
-	free(js);
 	c->busy = false;
 	conn_flush(c);
 	/* a pipelined request may already be buffered */
-	if (!c->dead && !c->close_after)
+	if (!c->dead && !c->close_after && !conn_paused(c))
 		conn_parse(c);
 }
 
@@ -187,38 +189,40 @@ static const char *header_value(const char *h, const char *end, const char *name
 	return NULL;
 }
 
-static void conn_parse(struct harness_conn *c)
+/* Hands over the request at the head of c->in, if it is complete. Returns true if one
+ * was taken (handed over or refused). */
+static bool conn_parse_one(struct harness_conn *c)
 {
 	struct harness_request rq = { 0 };
-	const char *hend, *line_end, *v;
-	size_t hlen, vlen, clen = 0, total;
+	const char *in = c->in + c->in_off, *hend, *line_end, *v;
+	size_t in_len = c->in_len - c->in_off, hlen, vlen, clen = 0, total;
 	char version[16];
 
-	if (c->busy || c->dead || !c->in_len)
-		return;
-	hend = memmem(c->in, c->in_len, "\r\n\r\n", 4);
+	if (!in_len)
+		return false;
+	hend = memmem(in, in_len, "\r\n\r\n", 4);
 	if (!hend) {
-		if (c->in_len > HTTP_MAX_HEADER)
+		if (in_len > HTTP_MAX_HEADER)
 			reply_error(c, 413, "request headers too large");
-		return;
+		return false;
 	}
-	hlen = (size_t)(hend - c->in) + 4;
-	line_end = memmem(c->in, hlen, "\r\n", 2);
+	hlen = (size_t)(hend - in) + 4;
+	line_end = memmem(in, hlen, "\r\n", 2);
 	{
 		char line[512];
-		size_t ll = (size_t)(line_end - c->in);
+		size_t ll = (size_t)(line_end - in);
 
 		if (ll >= sizeof(line) ||
-		    (memcpy(line, c->in, ll), line[ll] = '\0',
+		    (memcpy(line, in, ll), line[ll] = '\0',
 		     sscanf(line, "%7s %255s %15s", rq.method, rq.path, version) != 3) ||
 		    strncmp(version, "HTTP/1.", 7)) {
 			reply_error(c, 400, "malformed request line");
-			return;
+			return true;
 		}
 	}
 	if (header_value(line_end + 2, hend + 2, "Transfer-Encoding", &vlen)) {
 		reply_error(c, 411, "chunked bodies are not supported: send Content-Length");
-		return;
+		return true;
 	}
 	if ((v = header_value(line_end + 2, hend + 2, "Content-Length", &vlen))) {
 		char num[24];
@@ -228,12 +232,12 @@ static void conn_parse(struct harness_conn *c)
 		clen = strtoul(num, &endp, 10);
 		if (endp == num || *endp) {
 			reply_error(c, 400, "bad Content-Length");
-			return;
+			return true;
 		}
 	}
 	if (clen > HARNESS_MAX_BODY) {
 		reply_error(c, 413, "request body too large (8 MiB at most)");
-		return;
+		return true;
 	}
 	if ((v = header_value(line_end + 2, hend + 2, "Connection", &vlen)) && vlen == 5 &&
 	    !strncasecmp(v, "close", 5))
@@ -241,29 +245,46 @@ static void conn_parse(struct harness_conn *c)
 	if (!strcmp(version, "HTTP/1.0"))
 		c->close_after = true;
 	total = hlen + clen;
-	if (c->in_len < total)
-		return;
-	/* The request leaves the buffer before it is handled: a reply sent from inside
-	 * the handler goes on to parse the next one. */
+	if (in_len < total)
+		return false;
+	/* The request leaves the buffer before it is handled: once a reply sent from
+	 * inside the handler frees the connection, conn_parse's loop finds the next one. */
 	char *body = malloc(clen + 1);
 	if (!body) {
 		conn_kill(c);
-		return;
+		return false;
 	}
-	memcpy(body, c->in + hlen, clen);
+	memcpy(body, in + hlen, clen);
 	body[clen] = '\0';
-	memmove(c->in, c->in + total, c->in_len - total);
-	c->in_len -= total;
+	/* skipped, not moved: on_conn compacts before it reads */
+	c->in_off += total;
+	if (c->in_off == c->in_len)
+		c->in_off = c->in_len = 0;
 	if (c->refused) {
 		free(body);
 		reply_error(c, 403, c->refused);
-		return;
+		return true;
 	}
 	rq.body = body;
 	rq.body_len = clen;
 	c->busy = true;
 	c->s->ops->request(c->s->arg, c, &rq);
 	free(body);
+	return true;
+}
+
+/* Hands over the buffered requests one at a time, the next once the previous is
+ * answered. A loop, not recursion through harness_reply: a client pipelining thousands
+ * of requests that are answered at once would grow the stack by a few frames each. */
+static void conn_parse(struct harness_conn *c)
+{
+	if (c->parsing)
+		return; /* harness_reply from inside a handler: the loop below goes on */
+	c->parsing = true;
+	/* nothing after a request that asked for Connection: close */
+	while (!c->busy && !c->dead && !conn_paused(c) && conn_parse_one(c) && !c->close_after)
+		;
+	c->parsing = false;
 }
 
 static void on_conn(struct loop *l, int fd, uint32_t events, void *arg)
@@ -272,12 +293,29 @@ static void on_conn(struct loop *l, int fd, uint32_t events, void *arg)
 
 	if (c->dead)
 		return;
-	if (events & EPOLLOUT)
+	if (events & EPOLLOUT) {
+		bool was_paused = conn_paused(c);
+
 		conn_flush(c);
-	if (!c->dead && (events & (EPOLLIN | EPOLLHUP | EPOLLERR))) {
+		/* the client read: requests it pipelined meanwhile may be buffered */
+		if (was_paused && !c->dead && !conn_paused(c))
+			conn_parse(c);
+	}
+	if (!c->dead && conn_paused(c) && (events & (EPOLLHUP | EPOLLERR))) {
+		conn_kill(c); /* nobody left to read the replies */
+		return;
+	}
+	if (!c->dead && !conn_paused(c) && (events & (EPOLLIN | EPOLLHUP | EPOLLERR))) {
 		for (;;) {
 			ssize_t n;
 
+			/* room first by dropping what was parsed: at most one move per
+			 * wake-up, not one per pipelined request */
+			if (c->in_cap - c->in_len < 65536 + 1 && c->in_off) {
+				memmove(c->in, c->in + c->in_off, c->in_len - c->in_off);
+				c->in_len -= c->in_off;
+				c->in_off = 0;
+			}
 			if (c->in_cap - c->in_len < 65536 + 1) {
 				size_t cap = c->in_cap ? c->in_cap * 2 : 65536 * 2;
 				char *ni;
@@ -328,6 +366,7 @@ static void on_accept(struct loop *l, int lfd, uint32_t events, void *arg)
 		}
 		c->s = s;
 		c->fd = fd;
+		util_wqueue_init(&c->out, HTTP_OUT_MAX);
 		if (loop_add(s->loop, fd, EPOLLIN, on_conn, c) < 0) {
 			close(fd);
 			free(c);
