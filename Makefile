@@ -84,6 +84,7 @@ TEST_SRCS := $(wildcard tests/kselftest-style/*_test.c)
 TEST_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(TEST_SRCS))
 TEST_BINS := $(patsubst tests/kselftest-style/%.c,$(BUILD)/tests/%,$(TEST_SRCS))
 TEST_LIB  := $(patsubst %.c,$(BUILD)/obj/%.o,$(filter-out $(TEST_SRCS),$(wildcard tests/kselftest-style/*.c)))
+.SECONDARY: $(TEST_LIB)
 
 HELPER_SRCS  := $(wildcard tests/kselftest-style/helpers/*.c)
 HELPER_OBJS  := $(patsubst %.c,$(BUILD)/obj/%.o,$(HELPER_SRCS))

@@ -7,7 +7,6 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <sys/socket.h>
 #include <sys/types.h>
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
@@ -41,10 +40,6 @@ bool util_unix_socket_alive(const char *path);
  * '"', '\\' and control characters escaped. Stops before a character whose escape
  * would not fit, so a truncated result is still valid JSON. Returns its length. */
 size_t util_json_escape(char *out, size_t cap, const char *s);
-
-/* "IPV4:PORT", "[IPV6]:PORT" or a bare address (default_port); an empty host is any. */
-int util_parse_hostport(const char *s, uint16_t default_port, struct sockaddr_storage *out,
-			socklen_t *len, struct lerr *e);
 
 /* Logging to stderr, one line each, prefixed with the program name. */
 void log_set_prog(const char *prog);

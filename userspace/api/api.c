@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "lantern/api.h"
+#include "lantern/wqueue.h"
 
 #define API_MAX_REQUEST (4u << 20)
 #define API_MAX_QUEUED  (16u << 20)
@@ -40,8 +41,7 @@ struct api_client {
 	char *in;
 	size_t in_len;
 	bool have_request;
-	char *out;
-	size_t out_len, out_off;
+	struct util_wqueue out;
 	bool closing;               /* close once out is written */
 	bool dead;
 	uint64_t reap_timer;
@@ -67,7 +67,7 @@ static void client_free(struct api_client *c)
 		}
 	}
 	free(c->in);
-	free(c->out);
+	util_wqueue_free(&c->out);
 	free(c);
 }
 
@@ -89,64 +89,38 @@ static void client_kill(struct api_client *c)
 
 static void client_flush(struct api_client *c)
 {
-	while (c->out_off < c->out_len) {
-		ssize_t w = send(c->fd, c->out + c->out_off, c->out_len - c->out_off,
-				 MSG_NOSIGNAL | MSG_DONTWAIT);
+	int r = util_wqueue_flush(&c->out, c->fd);
 
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN) {
-				loop_mod(c->a->loop, c->fd, EPOLLIN | EPOLLOUT);
-				return;
-			}
+	if (r < 0) {
+		client_kill(c);
+	} else if (r > 0) {
+		loop_mod(c->a->loop, c->fd, EPOLLIN | EPOLLOUT);
+	} else {
+		loop_mod(c->a->loop, c->fd, EPOLLIN);
+		if (c->closing)
 			client_kill(c);
-			return;
-		}
-		c->out_off += (size_t)w;
 	}
-	c->out_len = c->out_off = 0;
-	loop_mod(c->a->loop, c->fd, EPOLLIN);
-	if (c->closing)
-		client_kill(c);
-}
-
-static void client_queue(struct api_client *c, const char *buf, size_t len)
-{
-	char *n;
-
-	if (c->dead)
-		return;
-	if (c->out_len - c->out_off + len > API_MAX_QUEUED) {
-		log_warn("api: client not reading, %u bytes queued: dropped", API_MAX_QUEUED);
-		client_kill(c);
-		return;
-	}
-	if (c->out_off) {
-		memmove(c->out, c->out + c->out_off, c->out_len - c->out_off);
-		c->out_len -= c->out_off;
-		c->out_off = 0;
-	}
-	if (!(n = realloc(c->out, c->out_len + len))) {
-		client_kill(c);
-		return;
-	}
-	c->out = n;
-	memcpy(c->out + c->out_len, buf, len);
-	c->out_len += len;
-	client_flush(c);
 }
 
 void api_send(struct api_client *c, json_t *msg)
 {
 	char *s = msg ? json_dumps(msg, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+	int err;
 
 	json_decref(msg);
-	if (!s)
+	if (!s || c->dead) {
+		free(s);
 		return;
-	client_queue(c, s, strlen(s));
-	client_queue(c, "\n", 1);
+	}
+	err = util_wqueue_appendv(&c->out, (struct iovec[]){ { s, strlen(s) }, { "\n", 1 } }, 2);
 	free(s);
+	if (err < 0) {
+		/* a client that does not read what it asked for is dropped, not buffered */
+		log_warn("api: client not reading, %u bytes queued: dropped", API_MAX_QUEUED);
+		client_kill(c);
+		return;
+	}
+	client_flush(c);
 }
 
 void api_send_error(struct api_client *c, const char *msg)
@@ -157,7 +131,7 @@ void api_send_error(struct api_client *c, const char *msg)
 void api_finish(struct api_client *c)
 {
 	c->closing = true;
-	if (c->out_len == c->out_off)
+	if (!util_wqueue_len(&c->out))
 		client_kill(c);
 }
 
@@ -210,8 +184,6 @@ static void client_read(struct api_client *c)
 	if (n < 0 || c->have_request)
 		return;
 	if (c->in_len + (size_t)n > API_MAX_REQUEST || !(in = realloc(c->in, c->in_len + (size_t)n + 1))) {
-		free(c->in);
-		c->in = NULL;
 		c->have_request = true;
 		api_send_error(c, "request too large (4 MiB at most)");
 		api_finish(c);
@@ -281,6 +253,7 @@ static void on_accept(struct loop *l, int lfd, uint32_t events, void *arg)
 		}
 		c->a = a;
 		c->fd = fd;
+		util_wqueue_init(&c->out, API_MAX_QUEUED);
 		if (loop_add(a->loop, fd, EPOLLIN, on_client, c) < 0) {
 			close(fd);
 			free(c);

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 
+#include "lantern/addr.h"
 #include "lantern/metrics.h"
 
 #define METRICS_POLL_MS 500 /* connection timeouts: libmicrohttpd's own bookkeeping */
@@ -149,7 +150,8 @@ int metrics_open(struct loop *l, const char *addr, struct metrics **out, struct 
 	struct metrics *m;
 	int err;
 
-	if ((err = util_parse_hostport(addr, 0, &sa, &salen, e)) < 0)
+	if ((err = util_addr_parse("metrics: --metrics-addr", addr, 0,
+				   UTIL_ADDR_PORT_NEEDED | UTIL_ADDR_PORT_ZERO | UTIL_ADDR_EMPTY_ANY, &sa, &salen, e)) < 0)
 		return err;
 	if (!(m = calloc(1, sizeof(*m))))
 		return lerr_set(e, ENOMEM, "metrics: out of memory");
