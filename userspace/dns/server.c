@@ -562,8 +562,8 @@ static void on_accept(struct loop *l, int fd, uint32_t events, void *arg)
 {
 	struct dns_server *s = arg;
 
-	for (;;) {
-		int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	for (int budget = 64; budget > 0; budget--) {
+		int cfd = loop_accept(l, fd, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		struct dns_conn *c;
 
 		if (cfd < 0)

@@ -350,8 +350,8 @@ static void on_accept(struct loop *l, int lfd, uint32_t events, void *arg)
 {
 	struct harness_server *s = arg;
 
-	for (;;) {
-		int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+	for (int budget = 64; budget > 0; budget--) {
+		int fd = loop_accept(l, lfd, SOCK_CLOEXEC | SOCK_NONBLOCK);
 		struct ucred cred;
 		socklen_t len = sizeof(cred);
 		struct harness_conn *c;
