@@ -14,7 +14,8 @@ ARCH     := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
 
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
-            -Wno-missing-field-initializers -Wno-format-truncation -Iinclude -Ibpf -I$(BUILD)
+            -Wno-missing-field-initializers -Wno-format-truncation -Iinclude -Ibpf -I$(BUILD) \
+            -I/usr/include/postgresql
 # Each compile writes the headers it read to a .d file beside its output (read back at
 # the end), so a header change rebuilds the objects that include it, and only those.
 DEPFLAGS := -MMD -MP
@@ -29,12 +30,13 @@ LDFLAGS  += -Wl,--as-needed
 #   rpc, tunnel, otlp and the protobuf-c code -lgrpc -lgpr -lprotobuf-c;
 #   otlp over HTTP and the CLI's control-plane client -lcurl; the metrics endpoint and
 #   lantern-cp's API -lmicrohttpd; syscall names in telemetry -lseccomp;
-#   lantern-cp's state -lsqlite3 -lpq; threads -lpthread (part of libc on glibc 2.34+).
-LIBS_CORE  := -lbpf -lz -lyaml -ljansson -lsodium -lpthread
+#   lantern-cp's state -lsqlite3 -lpq; the journal store (journal/store.c) -lpq;
+#   threads -lpthread (part of libc on glibc 2.34+).
+LIBS_CORE  := -lbpf -lz -lyaml -ljansson -lsodium -lpq -lpthread
 LIBS_GRPC  := -lgrpc -lgpr -lprotobuf-c
 D_LDLIBS   := $(LIBS_CORE) $(LIBS_GRPC) -lcurl -lmicrohttpd -lseccomp
 CLI_LDLIBS := $(LIBS_CORE) -lcurl
-CP_LDLIBS  := -lyaml -ljansson -lsodium $(LIBS_GRPC) -lmicrohttpd -lsqlite3 -lpq
+CP_LDLIBS  := -lyaml -ljansson -lsodium $(LIBS_GRPC) -lmicrohttpd -lsqlite3 -lpq -lpthread
 # tests and benches reach into every module; each keeps what it calls
 TEST_LDLIBS  := $(D_LDLIBS)
 BENCH_LDLIBS := $(D_LDLIBS) -lm
@@ -141,7 +143,6 @@ $(BUILD)/obj/proto/%.o: $(BUILD)/proto/%.c | $(PROTO_GEN_H)
 # Generated headers exist before anything that may include them is compiled; after the
 # first compile the .d files name the ones each object really includes.
 $(LIB_OBJS) $(D_OBJS) $(CLI_OBJS) $(CP_OBJS) $(TEST_OBJS) $(TEST_LIB) $(BENCH_OBJS): | $(PROTO_GEN_H)
-$(CP_OBJS): CFLAGS += -I/usr/include/postgresql
 $(TEST_OBJS) $(TEST_LIB) $(HELPER_OBJS): CFLAGS += -Itests/kselftest-style
 
 $(BUILD)/proto/.otlp-stamp: $(OTLP_PROTOS)

@@ -30,7 +30,16 @@
  * a journal_syncer: one thread that takes every journal with unsynced appends and
  * makes the batch durable with one syncfs() of their filesystem (one fdatasync when
  * the batch is a single journal), so N runs appending at once cost about one device
- * flush, not N. */
+ * flush, not N.
+ *
+ * Replication (store.c, lanternd --journal-store postgres://...): a journal attached
+ * to a store also sends every record it appends, as the same framed bytes, to a
+ * PostgreSQL the data plane runs. The store copy of a run is magic + its records in
+ * seq order: it is verified exactly like the file. One thread, "lantern-jstore",
+ * commits everything queued since its last batch in one statement (group commit, as
+ * the syncer does for the files). Each run's row in the store carries a lease epoch;
+ * an append carrying an older epoch is refused in the same statement, under the row's
+ * lock, so a node that lost a run's lease can never extend its journal. */
 #ifndef LANTERN_JOURNAL_H
 #define LANTERN_JOURNAL_H
 
@@ -145,5 +154,64 @@ void journal_syncer_forget(struct journal_syncer *s, struct journal *j);
 int journal_sync_error(struct journal *j);
 void journal_syncer_stats(struct journal_syncer *s, struct journal_syncer_stats *st);
 void journal_syncer_stop(struct journal_syncer *s);
+
+/* ---- the replicated store ---- */
+struct journal_store;
+struct journal_store_opts {
+	const char *url;            /* postgres://... (libpq connection URI) */
+	const char *owner;          /* this node, written beside each run's epoch */
+	int notify_fd;              /* gets 1 added after every batch (or -1) */
+	uint32_t give_up_ms;        /* a record not in the store after this fails its run */
+};
+struct journal_store_stats {
+	uint64_t batches;           /* committed statements */
+	uint64_t records;           /* records in them */
+	uint64_t retries;           /* failed attempts (connection, timeout) */
+};
+/* Connects, creates the tables (once, under an advisory lock) and starts the thread. */
+int journal_store_open(const struct journal_store_opts *o, struct journal_store **out,
+		       struct lerr *e);
+void journal_store_close(struct journal_store *s);
+/* A random id the store keeps for itself: nodes with the same id share a store. */
+const char *journal_store_id(const struct journal_store *s);
+/* 0 while the last attempt to reach the store worked; else -errno with why. */
+int journal_store_health(struct journal_store *s, char *why, size_t len);
+void journal_store_stats(struct journal_store *s, struct journal_store_stats *st);
+
+/* Replicates j as run key under lease epoch: records appended from now on go to the
+ * store too. Records j already holds are sent first, those the store lacks (a journal
+ * reopened after a crash of lanternd may be ahead of its copy). */
+int journal_replicate(struct journal *j, struct journal_store *s, const char *key, int64_t epoch,
+		      struct lerr *e);
+/* Last seq the store holds (0 when not replicated: then callers need not wait). */
+uint64_t journal_stored_seq(struct journal *j);
+bool journal_replicated(const struct journal *j);
+/* Sticky error of j's replica: -ESTALE when the store refused it (a newer lease epoch
+ * holds the run: fenced), -ETIMEDOUT when the store could not be reached within the
+ * bound; why says which. 0 otherwise. */
+int journal_store_error(struct journal *j, char *why, size_t len);
+/* Blocks until the store holds j up to seq, or j's replica failed (its error). */
+int journal_store_wait(struct journal *j, uint64_t seq);
+
+/* A run's copy in the store, read in one transaction that first claims it for epoch
+ * (the store's epoch of the run becomes epoch, unless it is higher: -ESTALE). From
+ * then on an append under an older epoch is refused. The copy is verified (CRC,
+ * sequence, chain: any damage is -EBADMSG) and written to path (durable), if it has
+ * records. Blocking: run it on a worker thread, not on an event loop. */
+struct journal_claim {
+	uint64_t records;           /* 0: the store has nothing of the run */
+	char run_id[64];            /* the journal's own run id (run_started) */
+	bool ended;                 /* its last record is run_completed */
+	char *end_payload;          /* that record's payload (malloc'd) */
+};
+int journal_store_claim(struct journal_store *s, const char *key, int64_t epoch, const char *path,
+			struct journal_claim *out, struct lerr *e);
+/* The store copy of key as a journal file's bytes (magic + records), unverified, for
+ * `lantern journal verify --store`: a connection of its own. */
+int journal_store_read(const char *url, const char *key, uint8_t **buf, size_t *len,
+		       struct lerr *e);
+/* Verifies a journal held in memory (as journal_scan does a file). */
+int journal_scan_buf(const char *name, const uint8_t *buf, size_t len, journal_record_cb cb,
+		     void *arg, struct journal_scan *info, struct lerr *e);
 
 #endif

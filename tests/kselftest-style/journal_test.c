@@ -2,7 +2,10 @@
  * append and verified reopen (payloads, compression, hash chain), a torn tail cut at
  * every byte of the last record and a zero-filled tail (truncated), corruption in
  * the middle (refused, file untouched), a broken chain with valid CRCs, the size
- * bound, and 1,000 concurrent runs appending through the group-commit syncer. */
+ * bound, 1,000 concurrent runs appending through the group-commit syncer, and the
+ * replicated store on a private PostgreSQL: group-committed copies equal to the files,
+ * a claim under a newer epoch fencing the old writer, catch-up of records the store
+ * missed, and a store that is away for a moment or past the bound. */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -16,6 +19,7 @@
 #include <sodium.h>
 
 #include "tap.h"
+#include "testlib.h"
 #include "lantern/journal.h"
 #include "lantern/util.h"
 
@@ -386,17 +390,193 @@ static void test_concurrent(void)
 	close(efd);
 }
 
+/* ---- the replicated store ---- */
+
+static struct tl_pg pg;
+
+static bool same_as_file(const char *key, const char *path, char *why, size_t len)
+{
+	uint8_t *copy = NULL;
+	char *file = NULL;
+	size_t clen = 0, flen = 0;
+	struct lerr e = { 0 };
+	bool ok;
+
+	if (journal_store_read(pg.url, key, &copy, &clen, &e) < 0 || util_read_file(path, &file, &flen) < 0) {
+		snprintf(why, len, "%s", e.msg[0] ? e.msg : "cannot read the file");
+		free(file);
+		return false;
+	}
+	ok = clen == flen && !memcmp(copy, file, clen);
+	snprintf(why, len, "store %zu bytes, file %zu bytes", clen, flen);
+	free(copy);
+	free(file);
+	return ok;
+}
+
+struct store_writer {
+	struct journal *j;
+	int n, errors;
+};
+
+static void *store_appender(void *arg)
+{
+	struct store_writer *w = arg;
+	struct lerr e;
+
+	for (int k = 0; k < w->n; k++) {
+		char p[96];
+		uint64_t seq;
+		int n = snprintf(p, sizeof(p), "{\"step_id\":\"s%d\",\"attempt\":1}", k);
+
+		if (journal_append(w->j, JOURNAL_STEP_STARTED, p, (size_t)n, &seq, &e) < 0 ||
+		    journal_syncer_wait(syncer, w->j, seq) < 0 || journal_store_wait(w->j, seq) < 0)
+			w->errors++;
+	}
+	return NULL;
+}
+
+static void test_store(void)
+{
+	struct journal_store_opts o = { .owner = "journal-test", .notify_fd = -1, .give_up_ms = 4000 };
+	struct store_writer w[8];
+	pthread_t th[8];
+	struct journal_store *s = NULL;
+	struct journal_store_stats st;
+	struct journal_claim cl;
+	struct lerr e = { 0 };
+	char why[512], key[8][16];
+	int err, errors = 0, same = 0;
+	bool opened;
+
+	if (tl_pg_start(&pg, "journal", false) < 0) {
+		for (int i = 0; i < 6; i++)
+			tap_ok(false, "store: PostgreSQL did not start (%s/postgres.log)", pg.dir);
+		return;
+	}
+	o.url = pg.url;
+	opened = journal_store_open(&o, &s, &e) == 0 && journal_syncer_start(-1, &syncer, &e) == 0;
+	if (!tap_ok(opened, "store: opened, tables created, id %s (%s)", s ? journal_store_id(s) : "-",
+		    e.msg)) {
+		for (int i = 0; i < 5; i++)
+			tap_ok(false, "store: not opened");
+		return;
+	}
+	for (int i = 0; i < 8; i++) {
+		snprintf(key[i], sizeof(key[i]), "r-store%d", i);
+		w[i] = (struct store_writer){ .n = 40 };
+		if (journal_create(jpath(key[i]), NULL, &w[i].j, &e) < 0 ||
+		    journal_replicate(w[i].j, s, key[i], 1, &e) < 0)
+			errors++;
+	}
+	for (int i = 0; i < 8 && !errors; i++)
+		pthread_create(&th[i], NULL, store_appender, &w[i]);
+	for (int i = 0; i < 8 && !errors; i++) {
+		pthread_join(th[i], NULL);
+		errors += w[i].errors;
+	}
+	journal_store_stats(s, &st);
+	for (int i = 0; i < 8; i++)
+		same += same_as_file(key[i], jpath(key[i]), why, sizeof(why));
+	tap_ok(!errors && same == 8 && st.records == 320 && st.batches < 320,
+	       "store: 8 runs x 40 appends, each in the store before its caller went on; every copy "
+	       "equals its file byte for byte (%d of 8; %s); %llu statements for %llu records",
+	       same, why, (unsigned long long)st.batches, (unsigned long long)st.records);
+
+	/* another node claims run 0 under epoch 2: it gets every record, verified; the old
+	 * writer (epoch 1) is refused from then on */
+	memset(&cl, 0, sizeof(cl));
+	err = journal_store_claim(s, key[0], 2, jpath("claimed"), &cl, &e);
+	{
+		struct journal_scan info;
+		struct lerr e2;
+		uint64_t seq;
+		int werr;
+
+		journal_append(w[0].j, JOURNAL_STEP_STARTED, "{}", 2, &seq, &e2);
+		werr = journal_store_wait(w[0].j, seq);
+		journal_store_error(w[0].j, why, sizeof(why));
+		tap_ok(err == 0 && cl.records == 40 && journal_scan(jpath("claimed"), NULL, NULL, &info, &e2) == 0 &&
+		       info.records == 40 && werr == -ESTALE && strstr(why, "fenced"),
+		       "store: a claim under epoch 2 reads all 40 records (verified: %s), and the epoch-1 "
+		       "writer's next append is refused (%s: %s)", err ? e.msg : "ok", strerror(-werr), why);
+	}
+	free(cl.end_payload);
+	err = journal_store_claim(s, key[0], 1, jpath("claimed-old"), &cl, &e);
+	tap_ok(err == -ESTALE && access(jpath("claimed-old"), F_OK) < 0,
+	       "store: a claim under an older epoch is refused and writes nothing (%s)", e.msg);
+
+	/* lanternd died between an append and its batch: reopened, the journal sends what
+	 * the store lacks */
+	{
+		struct journal *j = w[1].j, *again = NULL;
+		struct lerr e2;
+
+		journal_syncer_forget(syncer, j);
+		journal_close(j);
+		w[1].j = NULL;
+		err = -1;
+		if (journal_open(jpath(key[1]), NULL, NULL, NULL, NULL, &j, &e2) == 0) {
+			journal_append(j, JOURNAL_OUTPUT_SET, "{\"output\":1}", 12, NULL, &e2);
+			journal_append(j, JOURNAL_OUTPUT_SET, "{\"output\":2}", 12, NULL, &e2);
+			journal_sync(j, &e2);
+			journal_close(j);
+		}
+		if (journal_open(jpath(key[1]), NULL, NULL, NULL, NULL, &again, &e2) == 0 &&
+		    journal_replicate(again, s, key[1], 1, &e2) == 0)
+			err = journal_store_wait(again, journal_seq(again));
+		tap_ok(again && err == 0 && journal_stored_seq(again) == 42 &&
+		       same_as_file(key[1], jpath(key[1]), why, sizeof(why)),
+		       "store: a reopened journal catches the store up (stored %llu of 42; %s)",
+		       again ? (unsigned long long)journal_stored_seq(again) : 0ULL, why);
+		w[1].j = again;
+	}
+
+	/* away for a moment: the append waits and lands; away past the bound: it fails */
+	{
+		uint64_t seq, t0;
+		struct lerr e2;
+		int a, b;
+
+		tl_pg_halt(&pg);
+		journal_append(w[2].j, JOURNAL_OUTPUT_SET, "{\"output\":3}", 12, &seq, &e2);
+		usleep(700 * 1000);
+		tl_pg_resume(&pg);
+		a = journal_store_wait(w[2].j, seq);
+		tap_ok(a == 0 && same_as_file(key[2], jpath(key[2]), why, sizeof(why)),
+		       "store: away for 0.7 s, an append waits and lands (%s; %s)", strerror(-a), why);
+		tl_pg_halt(&pg);
+		journal_append(w[3].j, JOURNAL_OUTPUT_SET, "{\"output\":4}", 12, &seq, &e2);
+		t0 = tl_ms();
+		b = journal_store_wait(w[3].j, seq);
+		journal_store_error(w[3].j, why, sizeof(why));
+		tap_ok(b == -ETIMEDOUT && tl_ms() - t0 < 8000 && strstr(why, "unreachable"),
+		       "store: away past the 4 s bound, the append fails with the reason after %llu ms (%s)",
+		       (unsigned long long)(tl_ms() - t0), why);
+		tl_pg_resume(&pg);
+	}
+	for (int i = 0; i < 8; i++) {
+		if (w[i].j)
+			journal_syncer_forget(syncer, w[i].j);
+		journal_close(w[i].j);
+	}
+	journal_store_close(s);
+	journal_syncer_stop(syncer);
+	tl_pg_stop(&pg);
+}
+
 int main(void)
 {
 	snprintf(dir, sizeof(dir), "/tmp/lantern-test-journal-%d", getpid());
 	util_mkdir_p(dir, 0700);
-	tap_plan(26);
+	tap_plan(32);
 	test_crc();
 	test_roundtrip();
 	test_torn();
 	test_corrupt();
 	test_bound();
 	test_concurrent();
+	test_store();
 	if (!getenv("LANTERN_KEEP"))
 		util_rm_rf(dir);
 	return tap_done();

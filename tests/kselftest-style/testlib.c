@@ -9,6 +9,7 @@
 #include <jansson.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -49,6 +50,7 @@ static struct {
 	int sig;
 } kids[32];
 static struct tl_env *live_envs[8];
+static struct tl_pg *live_pgs[4];
 static void (*exit_fns[8])(void);
 static size_t n_exit_fns;
 static pid_t owner;
@@ -74,6 +76,9 @@ static void finish(void)
 	for (size_t i = 0; i < ARRAY_SIZE(live_envs); i++)
 		if (live_envs[i])
 			tl_env_cleanup(live_envs[i]);
+	for (size_t i = 0; i < ARRAY_SIZE(live_pgs); i++)
+		if (live_pgs[i])
+			tl_pg_stop(live_pgs[i]);
 	while (n_exit_fns > 0)
 		exit_fns[--n_exit_fns]();
 }
@@ -651,6 +656,124 @@ pid_t tl_dnsmasq_start(uint16_t *port, const char *log, ...)
 			tl_child_stop(pid, SIGKILL);
 	}
 	return -EADDRINUSE;
+}
+
+/* Runs argv as the postgres user (postgres refuses root); the child dies with us. */
+static pid_t as_postgres(char *const argv[], const char *log)
+{
+	struct passwd *pw = getpwnam("postgres");
+	pid_t pid;
+
+	if (!pw)
+		return -ENOENT;
+	pid = fork();
+	if (pid == 0) {
+		int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+
+		if (fd >= 0) {
+			dup2(fd, 1);
+			dup2(fd, 2);
+		}
+		if (setgid(pw->pw_gid) || setuid(pw->pw_uid))
+			_exit(126);
+		/* after the uid change: a credential change clears the death signal */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		execv(argv[0], argv);
+		_exit(127);
+	}
+	return pid;
+}
+
+static bool pg_ready(struct tl_pg *pg, int ms)
+{
+	for (uint64_t end = tl_ms() + (uint64_t)ms;; usleep(50000)) {
+		if (tl_sh(NULL, NULL, "/usr/lib/postgresql/15/bin/pg_isready -q -h 127.0.0.1 -p %u",
+			  pg->port) == 0)
+			return true;
+		if (tl_ms() >= end)
+			return false;
+	}
+}
+
+int tl_pg_resume(struct tl_pg *pg)
+{
+	char data[300], log[300], port[16];
+
+	snprintf(data, sizeof(data), "%s/data", pg->dir);
+	snprintf(log, sizeof(log), "%s/postgres.log", pg->dir);
+	snprintf(port, sizeof(port), "%u", pg->port);
+	char *argv[] = { "/usr/lib/postgresql/15/bin/postgres", "-D", data, "-p", port, "-k", pg->dir,
+			 "-c", "listen_addresses=127.0.0.1", "-c",
+			 pg->durable ? "fsync=on" : "fsync=off", "-c", "max_connections=200", NULL };
+	pg->pid = as_postgres(argv, log);
+	if (pg->pid < 0)
+		return pg->pid;
+	tl_child_track(pg->pid, SIGQUIT);
+	return pg_ready(pg, 20000) ? 0 : -ETIMEDOUT;
+}
+
+int tl_pg_start(struct tl_pg *pg, const char *name, bool durable)
+{
+	struct passwd *pw = getpwnam("postgres");
+	char data[300], log[300];
+	int st, fd;
+	pid_t pid;
+
+	memset(pg, 0, sizeof(*pg));
+	snprintf(pg->name, sizeof(pg->name), "%s", name);
+	pg->durable = durable;
+	snprintf(pg->dir, sizeof(pg->dir), "/tmp/lantern-test-pg-%s-%d", name, getpid());
+	snprintf(data, sizeof(data), "%s/data", pg->dir);
+	snprintf(log, sizeof(log), "%s/postgres.log", pg->dir);
+	if (!pw)
+		return -ENOENT;
+	if (util_mkdir_p(pg->dir, 0700) < 0 || chown(pg->dir, pw->pw_uid, pw->pw_gid) < 0)
+		return -errno;
+	arm();
+	for (size_t i = 0; i < ARRAY_SIZE(live_pgs); i++)
+		if (!live_pgs[i]) {
+			live_pgs[i] = pg;
+			break;
+		}
+	char *initdb[] = { "/usr/lib/postgresql/15/bin/initdb", "-D", data, "-A", "trust", "-U",
+			   "lantern", "--no-sync", NULL };
+	pid = as_postgres(initdb, log);
+	if (pid < 0 || waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st))
+		return -EIO;
+	fd = tl_tcp_listen("127.0.0.1", &pg->port);
+	if (fd >= 0)
+		close(fd);
+	snprintf(pg->url, sizeof(pg->url), "postgres://lantern@127.0.0.1:%u/postgres", pg->port);
+	return tl_pg_resume(pg);
+}
+
+void tl_pg_halt(struct tl_pg *pg)
+{
+	/* SIGINT: fast shutdown (sessions cut, data kept) */
+	tl_child_stop(pg->pid, SIGINT);
+	pg->pid = 0;
+}
+
+void tl_pg_stop(struct tl_pg *pg)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(live_pgs); i++)
+		if (live_pgs[i] == pg)
+			live_pgs[i] = NULL;
+	tl_child_stop(pg->pid, 0);
+	pg->pid = 0;
+	if (pg->dir[0] && !getenv("LANTERN_KEEP"))
+		util_rm_rf(pg->dir);
+}
+
+int tl_psql(struct tl_pg *pg, char **out, const char *fmt, ...)
+{
+	char sql[4096];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(sql, sizeof(sql), fmt, ap);
+	va_end(ap);
+	return tl_sh(out, NULL, "psql -At '%s' -c \"%s\"", pg->url, sql);
 }
 
 uint64_t tl_ms(void)

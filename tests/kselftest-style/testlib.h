@@ -114,6 +114,30 @@ pid_t tl_acceptor(int fd, const char *reply);
  * its pid (tracked, dies with the test), or -errno. */
 pid_t tl_dnsmasq_start(uint16_t *port, const char *log, ...) __attribute__((sentinel));
 
+/* ---- a private PostgreSQL server ----
+ * initdb in /tmp/lantern-test-pg-NAME-PID as the postgres user (PostgreSQL refuses
+ * root), trust authentication, listening on 127.0.0.1 only, on a free port. fsync off
+ * unless durable (tests do not need it; the benchmarks measure with it). The server
+ * and its directory go at the end of the test. */
+struct tl_pg {
+	char name[32];
+	char dir[256];
+	char url[256];      /* postgres://lantern@127.0.0.1:PORT/postgres */
+	uint16_t port;
+	pid_t pid;
+	bool durable;
+};
+/* 0, or -errno (the reason is in DIR/postgres.log). */
+int tl_pg_start(struct tl_pg *pg, const char *name, bool durable);
+/* Stops the server (fast shutdown), keeping its data: tl_pg_resume starts it again on
+ * the same port. */
+void tl_pg_halt(struct tl_pg *pg);
+int tl_pg_resume(struct tl_pg *pg);
+/* Stops it and removes its directory. */
+void tl_pg_stop(struct tl_pg *pg);
+/* psql -At against it; as tl_sh. */
+int tl_psql(struct tl_pg *pg, char **out, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 /* Milliseconds since an arbitrary start. */
 uint64_t tl_ms(void);
 

@@ -11,7 +11,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,9 +36,10 @@ static struct tl_env N[3];          /* nodes A, B, C */
 static const char *const NN[3] = { "tunA", "tunB", "tunC" };
 static char plane_of[3][64];
 static char node_flags[3][2048];
-static uint16_t grpc_port, http_port, pg_port;
-static pid_t cp_pid, pg_pid;
-static char cp_log[512], db_url[512], pg_dir[256];
+static uint16_t grpc_port, http_port;
+static pid_t cp_pid;
+static struct tl_pg pg;
+static char cp_log[512], db_url[512];
 static char ca[512], cert[512], key[512], optok[512];
 static const char *dbname;
 static struct rpc_channel *ch;
@@ -66,15 +66,6 @@ static void cp_stop(int sig)
 {
 	tl_child_stop(cp_pid, sig);
 	cp_pid = 0;
-}
-
-static void pg_stop(void)
-{
-	tl_child_stop(pg_pid, 0);
-	pg_pid = 0;
-	if (pg_dir[0])
-		util_rm_rf(pg_dir);
-	pg_dir[0] = '\0';
 }
 
 static json_t *api(const char *method, const char *path, json_t *body, long *code);
@@ -120,66 +111,6 @@ static bool cp_start(const char *extra)
 		ms_sleep(50);
 	}
 	return false;
-}
-
-/* Runs argv as the postgres user (postgres refuses root); the child dies with us. */
-static pid_t as_postgres(char *const argv[], const char *log)
-{
-	struct passwd *pw = getpwnam("postgres");
-	pid_t pid;
-
-	if (!pw)
-		return -1;
-	pid = fork();
-	if (pid == 0) {
-		int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-
-		if (fd >= 0) {
-			dup2(fd, 1);
-			dup2(fd, 2);
-		}
-		if (setgid(pw->pw_gid) || setuid(pw->pw_uid))
-			_exit(126);
-		/* after the uid change: a credential change clears the death signal */
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		execv(argv[0], argv);
-		_exit(127);
-	}
-	return pid;
-}
-
-static bool pg_start(void)
-{
-	struct passwd *pw = getpwnam("postgres");
-	char data[300], log[300], port[16], sockdir[300], ready[600];
-	int st;
-
-	snprintf(pg_dir, sizeof(pg_dir), "/tmp/lantern-test-pg-%d", getpid());
-	snprintf(data, sizeof(data), "%s/data", pg_dir);
-	snprintf(log, sizeof(log), "%s/postgres.log", pg_dir);
-	snprintf(sockdir, sizeof(sockdir), "%s", pg_dir);
-	if (!pw || util_mkdir_p(pg_dir, 0700) < 0 || chown(pg_dir, pw->pw_uid, pw->pw_gid) < 0)
-		return false;
-	char *initdb[] = { "/usr/lib/postgresql/15/bin/initdb", "-D", data, "-A", "trust", "-U",
-			   "lantern", "--no-sync", NULL };
-	pid_t pid = as_postgres(initdb, log);
-	if (pid < 0 || waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st))
-		return false;
-	pg_port = free_port();
-	snprintf(port, sizeof(port), "%u", pg_port);
-	char *pg[] = { "/usr/lib/postgresql/15/bin/postgres", "-D", data, "-p", port, "-k", sockdir,
-		       "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", NULL };
-	pg_pid = as_postgres(pg, log);
-	tl_child_track(pg_pid, SIGQUIT);
-	snprintf(ready, sizeof(ready), "/usr/lib/postgresql/15/bin/pg_isready -q -h 127.0.0.1 -p %u",
-		 pg_port);
-	for (int i = 0; i < 200; i++) {
-		if (tl_sh(NULL, NULL, "%s", ready) == 0)
-			break;
-		ms_sleep(50);
-	}
-	snprintf(db_url, sizeof(db_url), "postgres://lantern@127.0.0.1:%u/postgres", pg_port);
-	return tl_sh(NULL, NULL, "%s", ready) == 0;
 }
 
 /* --- the operator API --- */
@@ -951,7 +882,6 @@ int main(void)
 	}
 	for (int i = 0; i < 3; i++)
 		tl_env_init(&N[i], NN[i]);
-	tl_on_exit(pg_stop);
 	rpc_init();
 	q = rpc_cq_new();
 
@@ -985,10 +915,12 @@ int main(void)
 	      "-out server.csr -subj /CN=localhost && openssl x509 -req -in server.csr -CA ca.pem "
 	      "-CAkey ca.key -CAcreateserial -out server.pem -days 1 -extfile san.cnf",
 	      N[0].dir);
-	if (pg_start())
+	if (tl_pg_start(&pg, "tunnel", false) == 0) {
+		snprintf(db_url, sizeof(db_url), "%s", pg.url);
 		scenario();
-	else
-		fprintf(stderr, "# PostgreSQL did not start; see %s/postgres.log\n", pg_dir);
+	} else {
+		fprintf(stderr, "# PostgreSQL did not start; see %s/postgres.log\n", pg.dir);
+	}
 	while (tap_count < POINTS * 2)
 		tap_ok(false, "postgresql: not reached");
 

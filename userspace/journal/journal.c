@@ -1,7 +1,7 @@
 /* journal.c: the run journal's file format: create, append (framed, CRC32C,
  * compressed above a threshold, hash-chained), sync, and the verifying scan that
  * recovery, `lantern journal` and `lantern journal verify` share. The format is in
- * include/lantern/journal.h. Group commit is in syncer.c. */
+ * include/lantern/journal.h. Group commit is in syncer.c, replication in store.c. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -182,7 +182,7 @@ static bool rec_len_reaches_end(const uint8_t *f, size_t left)
 
 /* Verifies buf (the whole file) record by record. Returns 0 with info filled (a torn
  * tail is info->torn_bytes), -EBADMSG naming the offset and reason, or cb's error. */
-static int scan_buf(const char *path, const uint8_t *buf, size_t size, journal_record_cb cb,
+int journal_scan_buf(const char *path, const uint8_t *buf, size_t size, journal_record_cb cb,
 		    void *arg, struct journal_scan *info, struct lerr *e)
 {
 	uint8_t head[JOURNAL_HASH_BYTES] = { 0 };
@@ -336,7 +336,7 @@ int journal_scan(const char *path, journal_record_cb cb, void *arg, struct journ
 	close(fd);
 	if (err < 0)
 		return err;
-	err = scan_buf(path, buf, size, cb, arg, info, e);
+	err = journal_scan_buf(path, buf, size, cb, arg, info, e);
 	free(buf);
 	return err;
 }
@@ -365,7 +365,7 @@ int journal_open(const char *path, const struct journal_opts *o, journal_record_
 		return err;
 	}
 	if ((err = read_whole(path, j->fd, &buf, &size, e)) < 0 ||
-	    (err = scan_buf(path, buf, size, cb, arg, info, e)) < 0)
+	    (err = journal_scan_buf(path, buf, size, cb, arg, info, e)) < 0)
 		goto fail;
 	if (info->torn_bytes) {
 		if (ftruncate(j->fd, (off_t)info->bytes) < 0 || fdatasync(j->fd) < 0) {
@@ -443,6 +443,8 @@ int journal_append(struct journal *j, unsigned type, const void *payload, size_t
 		return lerr_set(e, err, "journal %s: append: %s", j->path, strerror(-err));
 	}
 	crypto_hash_sha256(j->head, rec, rec_len);
+	if (j->rep)
+		journal_replica_push(j->rep, seq, rec, rec_len);
 	free(rec);
 	j->size += rec_len;
 	__atomic_store_n(&j->seq, seq, __ATOMIC_RELEASE);
@@ -491,6 +493,8 @@ void journal_close(struct journal *j)
 {
 	if (!j)
 		return;
+	if (j->rep)
+		journal_replica_drop(j->rep);
 	if (j->fd >= 0)
 		close(j->fd);
 	free(j);

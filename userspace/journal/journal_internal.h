@@ -27,7 +27,13 @@ struct journal {
 	int batch_err;              /* result of the running batch */
 	int sync_err;               /* sticky: a failed sync poisons the journal (atomic) */
 	struct journal *qnext, *bnext;
+	struct journal_replica *rep; /* its copy in a journal store, or NULL (store.c) */
 };
+
+/* store.c: a record journal_append wrote goes to the store's queue too (a copy). */
+void journal_replica_push(struct journal_replica *r, uint64_t seq, const uint8_t *rec, size_t len);
+/* Takes j out of its store (waits for a batch that holds its records), frees the replica. */
+void journal_replica_drop(struct journal_replica *r);
 
 /* After j's first successful fdatasync: syncs its directory entry (once). */
 void journal_dir_settle(struct journal *j);
