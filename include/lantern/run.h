@@ -38,6 +38,14 @@
  * through resumed(r) in place of admitted, then the start above. recovered() runs once
  * after all runs are back, so each subscriber reclaims what no live run owns.
  *
+ * A run a control plane gave this node holds a lease: the control plane's id of the
+ * run (its ref) and the lease's fencing epoch. A run whose lease this node lost is
+ * fenced: its workload is killed at once and it ends failed, and nobody may report
+ * its end as the run's (the control plane has given the run to another node). A run
+ * that began on another node starts here from the directory it left (its journal,
+ * fetched from the replicated store) and is resumed, not admitted: same run id, so
+ * the same idempotency keys and trace.
+ *
  * Invariant: a run whose status is not final owns its cgroup and whatever subscribers
  * keep for its instance; a final run owns none of them. The run directory
  * (STATE/runs/<id>) is the record: run.json, spec.yaml, and the subscribers' files. */
@@ -67,6 +75,8 @@ enum run_status {
 #define RUN_N_STATUS (RUN_BUDGET_EXCEEDED + 1)
 
 const char *run_status_name(enum run_status s);
+/* The status a name stands for, or -1. */
+int run_status_from_name(const char *n);
 bool run_status_final(enum run_status s);
 
 struct run;
@@ -137,6 +147,22 @@ const struct cgroup_node *runs_cgroup_node(const struct runs *t);
  * -errno with the reason (every spec error, one per line); nothing of the run is left. */
 int runs_submit(struct runs *t, const char *file, const char *yaml, size_t len, json_t *input,
 		struct run **out, struct lerr *e);
+/* The same with everything a control plane adds. */
+struct run_submit {
+	const char *file;                /* the spec's name as submitted */
+	const char *yaml;                /* the spec (YAML or JSON) */
+	size_t len;
+	json_t *input;
+	const char *ref;                 /* the control plane's id of the run (NULL: standalone) */
+	int64_t epoch;                   /* its lease's fencing epoch (0: no lease) */
+	const char *id;                  /* with seed_dir: the run's id where it began */
+	const char *seed_dir;            /* becomes the run's directory (same filesystem) and
+					  * the run is resumed from what it holds */
+};
+int runs_start(struct runs *t, const struct run_submit *s, struct run **out, struct lerr *e);
+/* Forgets a final run and removes its directory (a fenced run this node is given back:
+ * what it left is superseded by the store's copy). */
+void runs_forget(struct runs *t, struct run *r);
 /* Loads the runs of STATE/runs, adopts or resumes the live ones, reclaims instance
  * cgroups no run owns, then calls every recovered hook. */
 void runs_recover(struct runs *t);
@@ -169,6 +195,9 @@ int64_t run_created(const struct run *r);          /* unix seconds */
 int64_t run_finished(const struct run *r);
 /* True once run_end (or a timeout or kill) decided how it ends. */
 bool run_ending(const struct run *r);
+const char *run_ref(const struct run *r);          /* "" when standalone */
+int64_t run_epoch(const struct run *r);
+bool run_fenced(const struct run *r);
 struct runs *run_table(const struct run *r);
 /* The run's record: id, instance, name, status, reason, exit code, times, cgroup,
  * OOM kills, and every subscriber's fields. A new reference. */
@@ -190,6 +219,9 @@ uint32_t run_dns_ip4(const struct run *r);
 /* Ends a live run as `as` with a reason: SIGTERM to the instance, SIGKILL after the
  * grace. Nothing if it is ending already or final. */
 void run_end(struct run *r, enum run_status as, const char *why);
+/* This node lost the run's lease: the workload is killed now (no grace: it has no
+ * right to go on), the run ends failed with why, and is marked fenced. */
+void run_fence(struct run *r, const char *why);
 /* `lantern kill`: cancelled; -EALREADY (with the reason) if it has ended. */
 int run_cancel(struct run *r, struct lerr *e);
 /* From the durable subscriber: a step began or ended (telemetry, the meter listen). */

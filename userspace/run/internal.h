@@ -16,6 +16,9 @@ struct run {
 	char dir[PATH_MAX];         /* STATE/runs/<id> */
 	char *file;                 /* the spec's name, as submitted */
 	char tenant[64];
+	char ref[64];               /* the control plane's id of the run, or "" */
+	int64_t epoch;              /* its lease's fencing epoch */
+	bool fenced;                /* its lease was lost: nobody reports its end */
 	struct spec *spec;
 	struct cgroup_inst cg;
 	bool cg_made;
@@ -62,7 +65,6 @@ struct runs {
 void run_record_save(struct run *r);
 /* A run of STATE/runs/<id> as its record says; NULL if it has none. */
 struct run *run_record_load(struct runs *t, const char *id);
-int run_status_from_name(const char *n);
 
 /* run.c */
 struct run *run_alloc(struct runs *t);

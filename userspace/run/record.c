@@ -51,6 +51,9 @@ int run_exit_code(const struct run *r) { return r->exit_code; }
 int64_t run_created(const struct run *r) { return r->created; }
 int64_t run_finished(const struct run *r) { return r->finished; }
 bool run_ending(const struct run *r) { return r->ending_set; }
+const char *run_ref(const struct run *r) { return r->ref; }
+int64_t run_epoch(const struct run *r) { return r->epoch; }
+bool run_fenced(const struct run *r) { return r->fenced; }
 struct runs *run_table(const struct run *r) { return r->t; }
 void *run_slot(const struct run *r, int slot) { return slot >= 0 && slot < RUNS_MAX_SUBS ? r->slot[slot] : NULL; }
 void *run_runtime_state(const struct run *r) { return r->rt_state; }
@@ -106,6 +109,12 @@ json_t *run_json(const struct run *r)
 		json_object_set_new(j, "finished", json_integer(r->finished));
 	}
 	json_object_set_new(j, "tenant", json_string(r->tenant));
+	if (r->ref[0]) {
+		json_object_set_new(j, "ref", json_string(r->ref));
+		json_object_set_new(j, "epoch", json_integer(r->epoch));
+	}
+	if (r->fenced)
+		json_object_set_new(j, "fenced", json_true());
 	json_object_set_new(j, "cgroup_id", json_integer((json_int_t)r->cg.id));
 	json_object_set_new(j, "oom_kills", json_integer((json_int_t)run_oom_kills(r)));
 	if (r->rt_ops) {
@@ -173,6 +182,9 @@ struct run *run_record_load(struct runs *t, const char *id)
 	snprintf(r->tenant, sizeof(r->tenant), "%s", jstr(j, "tenant")[0] ? jstr(j, "tenant") :
 		 t->o.tenant ? t->o.tenant : "default");
 	r->file = strdup(jstr(j, "file")[0] ? jstr(j, "file") : "agent.yaml");
+	snprintf(r->ref, sizeof(r->ref), "%s", jstr(j, "ref"));
+	r->epoch = json_integer_value(json_object_get(j, "epoch"));
+	r->fenced = json_is_true(json_object_get(j, "fenced"));
 	st = run_status_from_name(jstr(j, "status"));
 	r->status = st < 0 ? RUN_FAILED : (enum run_status)st;
 	r->exit_code = (int)json_integer_value(json_object_get(j, "exit_code"));

@@ -134,6 +134,21 @@ void run_end(struct run *r, enum run_status as, const char *why)
 	r->kill_timer = loop_timer_add(r->t->o.loop, r->t->o.grace_ms, on_kill_timer, r);
 }
 
+void run_fence(struct run *r, const char *why)
+{
+	if (run_status_final(r->status) || r->fenced)
+		return;
+	r->fenced = true;
+	log_warn("run %s: fenced: %s", r->id, why);
+	if (!r->ending_set) {
+		r->ending = RUN_FAILED;
+		r->ending_set = true;
+	}
+	snprintf(r->reason, sizeof(r->reason), "fenced: %s", why);
+	cgroup_inst_signal(&r->cg, SIGKILL);
+	run_record_save(r);
+}
+
 int run_cancel(struct run *r, struct lerr *e)
 {
 	if (run_status_final(r->status))
@@ -343,8 +358,17 @@ static void new_id(char *out, char prefix)
 	util_random_hex(out + 2, 6);
 }
 
-int runs_submit(struct runs *t, const char *file, const char *yaml, size_t len, json_t *input,
-		struct run **out, struct lerr *e)
+/* A run id given from elsewhere names a directory: r- and hex only. */
+static bool id_ok(const char *id)
+{
+	size_t n = strlen(id);
+
+	if (n < 3 || n >= sizeof(((struct run *)0)->id) || strncmp(id, "r-", 2))
+		return false;
+	return strspn(id + 2, "0123456789abcdef") == n - 2;
+}
+
+int runs_start(struct runs *t, const struct run_submit *sub, struct run **out, struct lerr *e)
 {
 	struct spec_errors errs = { 0 };
 	const struct runtime_ops *ops;
@@ -352,9 +376,14 @@ int runs_submit(struct runs *t, const char *file, const char *yaml, size_t len, 
 	struct run *r;
 	char path[PATH_MAX + 16];
 	void *rt;
-	int err, admitted = 0;
+	int err, called = 0;
 
-	if (spec_parse(file, yaml, len, &s, &errs) < 0)
+	if (sub->seed_dir && (!sub->id || !id_ok(sub->id)))
+		return lerr_set(e, EINVAL, "spawn: a resumed run needs a valid run id, not \"%s\"",
+				sub->id ? sub->id : "");
+	if (sub->seed_dir && runs_find(t, sub->id))
+		return lerr_set(e, EEXIST, "spawn: run %s is already on this node", sub->id);
+	if (spec_parse(sub->file, sub->yaml, sub->len, &s, &errs) < 0)
 		return spec_errors_to_lerr(&errs, e);
 	if ((err = runtimes_admit(t->o.runtimes, s, &ops, &rt, e)) < 0) {
 		spec_free(s);
@@ -365,11 +394,16 @@ int runs_submit(struct runs *t, const char *file, const char *yaml, size_t len, 
 		return lerr_set(e, ENOMEM, "spawn: out of memory");
 	}
 	r->spec = s;
-	r->file = strdup(file);
+	r->file = strdup(sub->file);
 	snprintf(r->tenant, sizeof(r->tenant), "%s", t->o.tenant ? t->o.tenant : "default");
+	snprintf(r->ref, sizeof(r->ref), "%s", sub->ref ? sub->ref : "");
+	r->epoch = sub->epoch;
 	r->rt_ops = ops;
 	r->rt = rt;
-	new_id(r->id, 'r');
+	if (sub->seed_dir)
+		snprintf(r->id, sizeof(r->id), "%s", sub->id);
+	else
+		new_id(r->id, 'r');
 	new_id(r->instance_id, 'i');
 	r->created = (int64_t)time(NULL);
 	r->status = RUN_ACCEPTED;
@@ -378,21 +412,31 @@ int runs_submit(struct runs *t, const char *file, const char *yaml, size_t len, 
 		err = lerr_set(e, ENOMEM, "spawn: out of memory");
 		goto fail;
 	}
-	if ((err = util_mkdir_p(r->dir, 0700)) < 0) {
+	if (sub->seed_dir) {
+		if (rename(sub->seed_dir, r->dir) < 0) {
+			err = lerr_set(e, errno, "spawn: run directory %s from %s: %s", r->dir, sub->seed_dir,
+				       strerror(errno));
+			goto fail;
+		}
+	} else if ((err = util_mkdir_p(r->dir, 0700)) < 0) {
 		lerr_set(e, err, "spawn: run directory %s: %s", r->dir, strerror(-err));
 		goto fail;
 	}
 	/* not synced here: before the workload starts only its journal record must be
 	 * durable (the durable subscriber); run_start syncs this file with run.json */
 	snprintf(path, sizeof(path), "%s/spec.yaml", r->dir);
-	if ((err = util_write_file_replace(path, yaml, len)) < 0) {
+	if ((err = util_write_file_replace(path, sub->yaml, sub->len)) < 0) {
 		lerr_set(e, err, "spawn: %s: %s", path, strerror(-err));
 		goto fail;
 	}
-	for (; admitted < t->nsubs; admitted++) {
-		const struct run_sub *sb = &t->subs[admitted];
+	for (; called < t->nsubs; called++) {
+		const struct run_sub *sb = &t->subs[called];
 
-		if (sb->h->admitted && (err = sb->h->admitted(sb->arg, r, input, e)) < 0)
+		if (sub->seed_dir)
+			err = sb->h->resumed ? sb->h->resumed(sb->arg, r, e) : 0;
+		else
+			err = sb->h->admitted ? sb->h->admitted(sb->arg, r, sub->input, e) : 0;
+		if (err < 0)
 			goto fail;
 	}
 	if ((err = run_start(r, e)) < 0)
@@ -403,12 +447,33 @@ int runs_submit(struct runs *t, const char *file, const char *yaml, size_t len, 
 	return 0;
 
 fail:
-	if (admitted == t->nsubs)
+	if (called == t->nsubs)
 		undo_start(r);
 	util_rm_rf(r->dir);
 	log_warn("%s", e->msg);
 	run_free(r);
 	return err;
+}
+
+int runs_submit(struct runs *t, const char *file, const char *yaml, size_t len, json_t *input,
+		struct run **out, struct lerr *e)
+{
+	struct run_submit s = { .file = file, .yaml = yaml, .len = len, .input = input };
+
+	return runs_start(t, &s, out, e);
+}
+
+void runs_forget(struct runs *t, struct run *r)
+{
+	if (!run_status_final(r->status))
+		return;
+	for (struct run **pp = &t->runs; *pp; pp = &(*pp)->next)
+		if (*pp == r) {
+			*pp = r->next;
+			break;
+		}
+	util_rm_rf(r->dir);
+	run_free(r);
 }
 
 void runs_kill_all(struct runs *t)
