@@ -183,6 +183,9 @@ void journal_store_stats(struct journal_store *s, struct journal_store_stats *st
  * reopened after a crash of lanternd may be ahead of its copy). */
 int journal_replicate(struct journal *j, struct journal_store *s, const char *key, int64_t epoch,
 		      struct lerr *e);
+/* Records appended from now on stay in the file only (a fenced run's own end is not
+ * the run's end: it must not reach the store); those already queued still go. */
+void journal_replicate_stop(struct journal *j);
 /* Last seq the store holds (0 when not replicated: then callers need not wait). */
 uint64_t journal_stored_seq(struct journal *j);
 bool journal_replicated(const struct journal *j);

@@ -11,7 +11,13 @@
  * flush serves every run that appended meanwhile (group commit), and the loop never
  * waits on the disk. Exceptions, on purpose: the run_started, run_resumed and
  * run_completed records are synced directly, because the run must not start (or be
- * reported ended) before they are on disk. */
+ * reported ended) before they are on disk.
+ *
+ * With a journal store the same holds for the store's copy: the store thread commits
+ * batches beside the syncer and bumps the same eventfd, and a parked answer goes out
+ * only when its record is durable in both. run_started and run_resumed wait for the
+ * store before the workload starts (a start is refused at once while the store is
+ * known to be unreachable, rather than stalling the loop until the bound). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -122,6 +128,31 @@ static void journal_file(const struct run *r, char *out, size_t len)
 	snprintf(out, len, "%s/journal", run_dir(r));
 }
 
+/* A run's key in the store: the control plane's id, which every node that may resume
+ * it knows; a standalone run's own id. */
+static const char *store_key(const struct run *r)
+{
+	return run_ref(r)[0] ? run_ref(r) : run_id(r);
+}
+
+static int du_replicate(struct durable *d, struct durable_run *du, struct lerr *e)
+{
+	return d->store ? journal_replicate(du->j, d->store, store_key(du->r), run_epoch(du->r), e) : 0;
+}
+
+/* Waits until the store holds du's journal up to seq (the records before a start). */
+static int store_wait(struct durable_run *du, uint64_t seq, struct lerr *e)
+{
+	char why[512];
+	int err = journal_store_wait(du->j, seq);
+
+	if (err < 0) {
+		journal_store_error(du->j, why, sizeof(why));
+		return lerr_set(e, -err, "%s", why);
+	}
+	return 0;
+}
+
 /* ---- answers parked until their record is durable ---- */
 
 void durable_park(struct durable_run *du, struct harness_conn *c, uint64_t seq, int status,
@@ -160,9 +191,25 @@ void durable_forget_conn(struct durable *d, struct harness_conn *c)
 static bool pending_try(struct pending *p)
 {
 	struct durable_run *du = p->du;
-	int serr = journal_sync_error(du->j);
+	int serr = journal_sync_error(du->j), rerr;
+	char why[512];
 
-	if (!serr && journal_durable_seq(du->j) < p->seq)
+	if (!serr && (rerr = journal_store_error(du->j, why, sizeof(why)))) {
+		/* the record is not in the store, and never will be: the caller must not act
+		 * on it */
+		if (p->c)
+			harness_reply(p->c, rerr == -ESTALE ? 409 : 503,
+				      json_pack("{s:s, s:s}", "error", rerr == -ESTALE ? "fenced" : "journal_store",
+						"reason", why));
+		json_decref(p->reply);
+		if (rerr == -ESTALE)
+			run_fence(du->r, why);
+		else
+			run_end(du->r, RUN_FAILED, why);
+		return true;
+	}
+	if (!serr && (journal_durable_seq(du->j) < p->seq ||
+		      (journal_replicated(du->j) && journal_stored_seq(du->j) < p->seq)))
 		return false;
 	if (serr) {
 		char why[512];
@@ -255,6 +302,10 @@ static int du_open(struct durable *d, struct run *r, struct lerr *e)
 	if (info.torn_bytes)
 		log_warn("run %s: journal had a torn tail of %llu bytes after record %llu: truncated",
 			 run_id(r), (unsigned long long)info.torn_bytes, (unsigned long long)info.records);
+	if ((err = du_replicate(d, du, e)) < 0) {
+		du_free(du);
+		return err;
+	}
 	log_info("run %s: journal replayed: %llu records, %llu steps (%llu completed) in %.2f ms",
 		 run_id(r), (unsigned long long)info.records, (unsigned long long)du->st.steps_begun,
 		 (unsigned long long)du->st.steps_completed, (util_now_ns(CLOCK_MONOTONIC) - t0) / 1e6);
@@ -286,19 +337,30 @@ static int on_admitted(void *arg, struct run *r, json_t *input, struct lerr *e)
 	json_t *rec;
 	int err;
 
+	uint64_t seq;
+	char why[512];
+
 	if (!du)
 		return lerr_set(e, ENOMEM, "durable: out of memory");
+	if (d->store && (err = journal_store_health(d->store, why, sizeof(why))) < 0) {
+		du_free(du);
+		return lerr_set(e, -err, "run refused: its journal cannot be replicated: %s", why);
+	}
 	journal_file(r, path, sizeof(path));
 	if ((err = journal_create(path, &o, &du->j, e)) < 0) {
+		du_free(du);
+		return err;
+	}
+	if ((err = du_replicate(d, du, e)) < 0) {
 		du_free(du);
 		return err;
 	}
 	rec = json_pack("{s:s, s:s, s:O, s:O, s:I}", "run_id", run_id(r), "instance_id", run_instance_id(r),
 			"spec", s->json ? s->json : json_null(), "input", input ? input : json_null(),
 			"created", (json_int_t)run_created(r));
-	err = durable_append(du, JOURNAL_RUN_STARTED, rec, NULL, e);
+	err = durable_append(du, JOURNAL_RUN_STARTED, rec, &seq, e);
 	json_decref(rec);
-	if (err < 0 || (err = journal_sync(du->j, e)) < 0) {
+	if (err < 0 || (err = journal_sync(du->j, e)) < 0 || (err = store_wait(du, seq, e)) < 0) {
 		du_free(du);
 		return err;
 	}
@@ -311,9 +373,13 @@ static int on_resumed(void *arg, struct run *r, struct lerr *e)
 	struct durable *d = arg;
 	struct harness_step *s;
 	struct durable_run *du;
+	uint64_t seq;
+	char why[512];
 	json_t *rec;
 	int err;
 
+	if (d->store && (err = journal_store_health(d->store, why, sizeof(why))) < 0)
+		return lerr_set(e, -err, "not resumed: its journal cannot be replicated: %s", why);
 	if ((err = du_open(d, r, e)) < 0)
 		return err;
 	du = du_of(d, r);
@@ -324,12 +390,16 @@ static int on_resumed(void *arg, struct run *r, struct lerr *e)
 		return lerr_set(e, EPERM, "not resumed: spec.idempotent is false and step \"%s\" "
 				"(attempt %u) was in flight when the workload died", s->id, s->attempt);
 	rec = json_pack("{s:s, s:s, s:I}", "instance_id", run_instance_id(r), "reason",
-			"workload died with lanternd", "completed_steps", (json_int_t)du->st.steps_completed);
+			run_epoch(r) ? "the workload was gone (lanternd or its node went down): continued "
+			"under its lease" : "workload died with lanternd", "completed_steps",
+			(json_int_t)du->st.steps_completed);
 	if (s)
 		json_object_set_new(rec, "in_flight", json_string(s->id));
-	err = durable_append(du, JOURNAL_RUN_RESUMED, rec, NULL, e);
+	if (run_epoch(r))
+		json_object_set_new(rec, "epoch", json_integer(run_epoch(r)));
+	err = durable_append(du, JOURNAL_RUN_RESUMED, rec, &seq, e);
 	json_decref(rec);
-	if (err < 0 || (err = journal_sync(du->j, e)) < 0)
+	if (err < 0 || (err = journal_sync(du->j, e)) < 0 || (err = store_wait(du, seq, e)) < 0)
 		return err;
 	log_info("run %s: resuming in instance %s after %llu completed steps%s%s", run_id(r),
 		 run_instance_id(r), (unsigned long long)du->st.steps_completed,
@@ -387,6 +457,8 @@ static void on_ended(void *arg, struct run *r)
 	struct durable *d = arg;
 	struct durable_run *du;
 	struct lerr e = { 0 };
+	char why[512];
+	uint64_t seq;
 	json_t *rec;
 
 	if (!du_of(d, r) && du_open(d, r, &e) < 0) {
@@ -400,6 +472,8 @@ static void on_ended(void *arg, struct run *r)
 		log_error("run %s: %s", run_id(r), e.msg);
 	flush_pending(d, du);
 	drop_pending(d, du);
+	if (run_fenced(r))
+		journal_replicate_stop(du->j);
 	if (!du->st.end) {
 		rec = json_pack("{s:s, s:i}", "status", run_status_name(run_status(r)), "exit_code",
 				run_exit_code(r));
@@ -412,8 +486,13 @@ static void on_ended(void *arg, struct run *r)
 		json_object_set_new(rec, "cost_usd", json_real(meter_tally_usd(meter_prices(d->meter),
 									       &du->st.tally)));
 		json_object_set_new(rec, "cost", meter_run_cost(d->meter, r));
-		if (durable_append(du, JOURNAL_RUN_COMPLETED, rec, NULL, &e) < 0 || journal_sync(du->j, &e) < 0)
+		if (durable_append(du, JOURNAL_RUN_COMPLETED, rec, &seq, &e) < 0 || journal_sync(du->j, &e) < 0)
 			log_error("run %s: %s", run_id(r), e.msg);
+		/* the store's copy too, unless the store is known away (or the run was fenced:
+		 * its copy is no longer this node's to extend) */
+		else if (journal_replicated(du->j) && !run_fenced(r) &&
+			 journal_store_health(d->store, why, sizeof(why)) == 0 && store_wait(du, seq, &e) < 0)
+			log_warn("run %s: its end is not in the journal store: %s", run_id(r), e.msg);
 		json_decref(rec);
 	}
 	/* nobody reconnects to a run that ended */
@@ -448,6 +527,11 @@ int durable_subscribe(struct durable *d, struct runs *t, struct lerr *e)
 	if ((d->slot = runs_subscribe(t, &durable_hooks, d)) < 0)
 		return lerr_set(e, -d->slot, "durable: cannot subscribe to runs");
 	return 0;
+}
+
+struct journal_store *durable_store(struct durable *d)
+{
+	return d->store;
 }
 
 json_t *durable_journal_json(struct durable *d, struct run *r)
@@ -492,11 +576,29 @@ int durable_open(struct loop *l, const struct durable_opts *o, struct meter *m, 
 		free(d);
 		return err;
 	}
+	if (o->store_url) {
+		/* the store's batches wake the same eventfd as the syncer's */
+		struct journal_store_opts so = {
+			.url = o->store_url, .owner = o->store_owner, .notify_fd = d->efd,
+			.give_up_ms = o->store_timeout_ms,
+		};
+
+		if ((err = journal_store_open(&so, &d->store, e)) < 0) {
+			journal_syncer_stop(d->syncer);
+			loop_del(l, d->efd);
+			close(d->efd);
+			free(d);
+			return err;
+		}
+	}
 	*out = d;
 	return 0;
 }
 
 void durable_close(struct durable *d)
 {
+	if (!d)
+		return;
+	journal_store_close(d->store);
 	free(d);
 }

@@ -19,6 +19,7 @@ struct durable {
 	struct runs *runs;
 	int slot;
 	struct journal_syncer *syncer;
+	struct journal_store *store; /* or NULL */
 	int efd;
 	struct pending *pending;
 	long crash_at, appends;

@@ -62,6 +62,7 @@ struct journal_replica {
 	struct rec *head, *tail;     /* appended, not yet taken by a batch (seq order) */
 	bool queued;                 /* in s->queue */
 	int inflight;                /* batches holding its records */
+	bool stopped;                /* appends stay in the file (journal_replicate_stop) */
 	bool catchup;                /* the store's head is unknown: learn it, send the file's rest */
 	uint64_t catchup_bytes;      /* the file's size when attached: what catch-up reads */
 	char why[256];
@@ -273,7 +274,7 @@ void journal_replica_push(struct journal_replica *r, uint64_t seq, const uint8_t
 				 " of run %s", seq, r->key);
 			__atomic_store_n(&r->err, -ENOMEM, __ATOMIC_RELEASE);
 		}
-	} else if (!r->err) {
+	} else if (!r->err && !r->stopped) {
 		x->next = NULL;
 		x->seq = seq;
 		x->queued_ms = mono_ms();
@@ -344,6 +345,15 @@ int journal_replicate(struct journal *j, struct journal_store *s, const char *ke
 	}
 	pthread_mutex_unlock(&s->mu);
 	return 0;
+}
+
+void journal_replicate_stop(struct journal *j)
+{
+	if (!j->rep)
+		return;
+	pthread_mutex_lock(&j->rep->s->mu);
+	j->rep->stopped = true;
+	pthread_mutex_unlock(&j->rep->s->mu);
 }
 
 bool journal_replicated(const struct journal *j)
