@@ -10,9 +10,22 @@
  * through tunnel_report/tunnel_complete, which only queue bytes on the stream (a
  * non-blocking gRPC batch) or keep them for the next connection.
  *
+ * Several control-plane endpoints (replicas) may be given: the stream and the calls go
+ * to one at a time, and move to the next when the stream or a registration fails; the
+ * session (signed by a key the replicas share) is presented to whichever is next.
+ *
  * Completions are written to STATE/outbox before tunnel_complete returns and re-sent
  * after every reconnect until the control plane acknowledges them (it de-duplicates
- * by run id), so a dropped stream or a restarted lanternd loses none. */
+ * by run id), so a dropped stream or a restarted lanternd loses none. A control plane
+ * that does not acknowledge completions (one that speaks only the platform's proto:
+ * it says so at Register) has a completion dropped once a stream took it and stayed
+ * up TUNNEL_ACCEPT_MS; either way a completion older than TUNNEL_OUTBOX_MAX_AGE_S is
+ * dropped and the outbox keeps at most TUNNEL_OUTBOX_MAX (oldest dropped first).
+ *
+ * Leases: a control plane that grants them (lease_ttl_ms at Register or in an
+ * assignment) is sent a DpLeaseRenew on the stream every third of the TTL, and at
+ * once after a run is accepted, listing every run reported live; each answer becomes
+ * a TUNNEL_LEASE event counted from when its renewal was sent. */
 #ifndef LANTERN_TUNNEL_H
 #define LANTERN_TUNNEL_H
 
@@ -22,8 +35,20 @@
 #include "lantern/rpc.h"
 #include "lantern/util.h"
 
+#define TUNNEL_ACCEPT_MS 10000
+#define TUNNEL_OUTBOX_MAX 4096
+#define TUNNEL_OUTBOX_MAX_AGE_S (24 * 3600)
+
+/* What the node can still take (DpCapacity); -1: not known. */
+struct tunnel_capacity {
+	int64_t cpu_millis, memory_bytes, scratch_bytes;
+	int free_slots;                /* for each advertised class */
+};
+
 struct tunnel_opts {
-	const char *target;            /* HOST:PORT of the control plane */
+	const char *target;            /* HOST:PORT of the control plane, or several, comma
+					* separated (replicas; one name resolving to several
+					* addresses works too: gRPC tries them in turn) */
 	const char *tenant;
 	const char *token_file;        /* the one-time bootstrap token */
 	struct rpc_tls tls;
@@ -33,6 +58,8 @@ struct tunnel_opts {
 	size_t n_classes;
 	int max_runs;                  /* runs at once; told to the control plane */
 	int backoff_max_ms;            /* reconnect backoff ceiling (default 30 s) */
+	const char *journal_store;     /* the journal store's id, or NULL (told at Register) */
+	struct tunnel_capacity capacity; /* told at Register; later tunnel_set_capacity */
 };
 
 /* What the control plane asks of the node (wire values of DpRunStatus below). */
@@ -41,6 +68,7 @@ enum tunnel_ev_type {
 	TUNNEL_CANCEL,                 /* run_id */
 	TUNNEL_DRAIN,                  /* draining */
 	TUNNEL_FORGET,                 /* run_id: its completion was acknowledged */
+	TUNNEL_LEASE,                  /* renewed and lost runs, counted from sent_ms */
 };
 
 struct tunnel_ev {
@@ -48,6 +76,12 @@ struct tunnel_ev {
 	char run_id[64];
 	char *config_json, *input_json, *idem;
 	int64_t epoch, deadline_unix;
+	int lease_ttl_ms;              /* ASSIGN: 0 = no lease; LEASE: the TTL granted */
+	bool resume;                   /* ASSIGN: continue it from its replicated journal */
+	int64_t recv_ms;               /* ASSIGN: monotonic ms it arrived */
+	int64_t sent_ms;               /* LEASE: monotonic ms its renewal was sent */
+	char **renewed, **lost, **lost_why; /* LEASE: run ids (and why lost) */
+	size_t n_renewed, n_lost;
 	bool draining;
 	struct tunnel_ev *next;
 };
@@ -84,6 +118,10 @@ struct tunnel_ev *tunnel_take(struct tunnel *t);
 void tunnel_ev_free(struct tunnel_ev *ev);
 /* What Heartbeat and ReportMetrics say about load. */
 void tunnel_set_load(struct tunnel *t, int active_runs, int queue_depth);
+/* What ReportMetrics and lease renewals say the node can still take. */
+void tunnel_set_capacity(struct tunnel *t, const struct tunnel_capacity *c);
+/* The run is no longer this node's (fenced): no more reports or renewals of it. */
+void tunnel_forget(struct tunnel *t, const char *run_id);
 /* Accepted (TUNNEL_ACCEPTED) or a status change of a live run; the latest one of each
  * run is re-sent after a reconnect. */
 void tunnel_report(struct tunnel *t, const char *run_id, int64_t epoch, enum tunnel_status st,

@@ -1,9 +1,11 @@
 /* tunnel.c: the node's DataPlaneService client, on a thread of its own (see tunnel.h).
  *
- * The thread owns the channel, the completion queue and the session; it wakes at least
- * every 100 ms to run its timers (heartbeat, metrics, refresh, reconnect). Everything the
- * loop thread also touches (the stream pointer, live statuses, pending completions, the
- * event queue) is under t->mu; the loop never waits on the network. */
+ * The thread owns the channels (one per control-plane endpoint, the current one used),
+ * the completion queue and the session; it wakes at least every 100 ms to run its
+ * timers (heartbeat, metrics, refresh, lease renewal, reconnect, the outbox's bounds).
+ * Everything the loop thread also touches (the stream pointer, live statuses, pending
+ * completions, the capacity, the event queue) is under t->mu; the loop never waits on
+ * the network. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -13,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/stat.h>
 #include <sys/utsname.h>
 #include <time.h>
 #include <unistd.h>
@@ -41,13 +44,21 @@ struct pending {
 	char run_id[64];
 	uint8_t *buf;
 	size_t len;
+	int64_t created;              /* unix seconds it was made (the outbox's age bound) */
+	uint64_t sent_gen;            /* stream generation it was last sent on (0: not yet) */
+	int64_t sent_ms;              /* monotonic ms of that send */
 	struct pending *next;
 };
 
+/* Renewals sent and not yet answered: their grants count from these times. */
+#define RENEWALS_KEPT 16
+
 struct tunnel {
 	struct tunnel_opts o;
-	char *target, *tenant, *token_file, *state_dir, *ca_file, *version;
+	char *target, *tenant, *token_file, *state_dir, *ca_file, *version, *store_id;
 	char **classes;
+	char **targets;               /* the endpoints, from target */
+	size_t n_targets;
 	char outbox[4096], session_path[4096];
 	pthread_t thread;
 	atomic_int stop;
@@ -56,7 +67,17 @@ struct tunnel {
 
 	/* thread only */
 	struct rpc_cq *q;
-	struct rpc_channel *ch;
+	struct rpc_channel **chs;     /* one per endpoint */
+	size_t cur;                   /* the endpoint in use */
+	int lease_ttl_ms;             /* 0: the control plane grants no leases */
+	bool acks;                    /* it acknowledges completions */
+	uint64_t renew_seq;
+	struct {
+		uint64_t seq;
+		int64_t sent_ms;
+	} renewals[RENEWALS_KEPT];
+	int64_t next_renew;
+	atomic_int renew_now;
 	char plane_id[64];
 	char *token;                  /* session token, NULL until registered */
 	int64_t token_exp, token_got; /* unix seconds */
@@ -71,6 +92,8 @@ struct tunnel {
 
 	pthread_mutex_t mu;
 	struct rpc_stream *stream;    /* open RunStream, Hello sent */
+	uint64_t gen;                 /* streams opened so far */
+	struct tunnel_capacity cap;
 	struct live *live;
 	struct pending *pending;
 	struct tunnel_ev *evs, *evs_tail;
@@ -79,6 +102,20 @@ struct tunnel {
 static int64_t mono_ms(void)
 {
 	return (int64_t)(util_now_ns(CLOCK_MONOTONIC) / 1000000);
+}
+
+static struct rpc_channel *ch(struct tunnel *t)
+{
+	return t->chs[t->cur];
+}
+
+/* The current endpoint failed: the next one is tried (a no-op with one). */
+static void rotate(struct tunnel *t, const char *why)
+{
+	if (t->n_targets < 2)
+		return;
+	t->cur = (t->cur + 1) % t->n_targets;
+	log_warn("tunnel: %s; moving to control-plane endpoint %s", why, t->targets[t->cur]);
 }
 
 /* Full-jitter exponential backoff: a delay in [d/2, d], d doubling from 250 ms. */
@@ -124,6 +161,13 @@ struct tunnel_ev *tunnel_take(struct tunnel *t)
 	return ev;
 }
 
+static void strv_free(char **v, size_t n)
+{
+	for (size_t i = 0; v && i < n; i++)
+		free(v[i]);
+	free(v);
+}
+
 void tunnel_ev_free(struct tunnel_ev *ev)
 {
 	if (!ev)
@@ -131,6 +175,9 @@ void tunnel_ev_free(struct tunnel_ev *ev)
 	free(ev->config_json);
 	free(ev->input_json);
 	free(ev->idem);
+	strv_free(ev->renewed, ev->n_renewed);
+	strv_free(ev->lost, ev->n_lost);
+	strv_free(ev->lost_why, ev->n_lost);
 	free(ev);
 }
 
@@ -140,14 +187,43 @@ void tunnel_set_load(struct tunnel *t, int active_runs, int queue_depth)
 	atomic_store(&t->queue_depth, queue_depth);
 }
 
+void tunnel_set_capacity(struct tunnel *t, const struct tunnel_capacity *c)
+{
+	pthread_mutex_lock(&t->mu);
+	t->cap = *c;
+	pthread_mutex_unlock(&t->mu);
+}
+
+/* The capacity as the wire has it (classes and slots point into t and slots). */
+static void capacity_msg(struct tunnel *t, Lantern__V1__DpCapacity *m, Lantern__V1__DpClassSlots *slots,
+			 Lantern__V1__DpClassSlots **ptrs, size_t max)
+{
+	size_t n = t->o.n_classes < max ? t->o.n_classes : max;
+
+	pthread_mutex_lock(&t->mu);
+	m->cpu_millis = t->cap.cpu_millis;
+	m->memory_bytes = t->cap.memory_bytes;
+	m->scratch_bytes = t->cap.scratch_bytes;
+	for (size_t i = 0; i < n; i++) {
+		lantern__v1__dp_class_slots__init(&slots[i]);
+		slots[i].isolation_class = t->classes[i];
+		slots[i].free = t->cap.free_slots;
+		ptrs[i] = &slots[i];
+	}
+	pthread_mutex_unlock(&t->mu);
+	m->slots = ptrs;
+	m->n_slots = n;
+}
+
 /* --- session file --- */
 
 static void session_save(struct tunnel *t)
 {
-	json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:i, s:i}", "target", t->target,
+	json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:i, s:i, s:i, s:b}", "target", t->target,
 			      "tenant", t->tenant, "plane_id", t->plane_id, "session_token", t->token,
 			      "expires_at", (json_int_t)t->token_exp, "obtained_at",
-			      (json_int_t)t->token_got, "heartbeat_s", t->hb_s, "metrics_s", t->metrics_s);
+			      (json_int_t)t->token_got, "heartbeat_s", t->hb_s, "metrics_s", t->metrics_s,
+			      "lease_ttl_ms", t->lease_ttl_ms, "completion_acks", t->acks);
 	char *s = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
 
 	json_decref(j);
@@ -193,6 +269,8 @@ static void session_load(struct tunnel *t)
 			t->hb_s = 30;
 		if (t->metrics_s <= 0)
 			t->metrics_s = 60;
+		t->lease_ttl_ms = (int)json_integer_value(json_object_get(j, "lease_ttl_ms"));
+		t->acks = json_is_true(json_object_get(j, "completion_acks"));
 		log_info("tunnel: resuming session of plane %s (expires in %llds)", pid,
 			 (long long)(exp - time(NULL)));
 	}
@@ -242,6 +320,11 @@ static void outbox_load(struct tunnel *t)
 		snprintf(p->run_id, sizeof(p->run_id), "%.*s", (int)(n - 3), de->d_name);
 		p->buf = (uint8_t *)buf;
 		p->len = len;
+		{
+			struct stat st;
+
+			p->created = stat(path, &st) == 0 ? (int64_t)st.st_mtime : (int64_t)time(NULL);
+		}
 		p->next = t->pending;
 		t->pending = p;
 	}
@@ -335,6 +418,9 @@ void tunnel_report(struct tunnel *t, const char *run_id, int64_t epoch, enum tun
 		}
 	}
 	pthread_mutex_unlock(&t->mu);
+	/* a new run's lease counts from a renewal, not from the assignment */
+	if (st == TUNNEL_ACCEPTED)
+		atomic_store(&t->renew_now, 1);
 }
 
 static void live_drop_locked(struct tunnel *t, const char *run_id)
@@ -347,6 +433,79 @@ static void live_drop_locked(struct tunnel *t, const char *run_id)
 			free(l);
 			return;
 		}
+}
+
+void tunnel_forget(struct tunnel *t, const char *run_id)
+{
+	pthread_mutex_lock(&t->mu);
+	live_drop_locked(t, run_id);
+	pthread_mutex_unlock(&t->mu);
+}
+
+/* Removes p (t->mu held) and its outbox file; the loop learns it may forget the run. */
+static void pending_drop_locked(struct tunnel *t, struct pending **pp, const char *why)
+{
+	struct pending *p = *pp;
+	struct tunnel_ev *ev;
+	char path[8192];
+
+	*pp = p->next;
+	if (why)
+		log_warn("tunnel: completion of run %s dropped from the outbox: %s", p->run_id, why);
+	outbox_path(t, p->run_id, path, sizeof(path));
+	unlink(path);
+	/* post() takes the mutex: queue the event directly */
+	if ((ev = calloc(1, sizeof(*ev)))) {
+		uint64_t one = 1;
+
+		ev->type = TUNNEL_FORGET;
+		snprintf(ev->run_id, sizeof(ev->run_id), "%s", p->run_id);
+		if (t->evs_tail)
+			t->evs_tail->next = ev;
+		else
+			t->evs = ev;
+		t->evs_tail = ev;
+		if (write(t->efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+			log_error("tunnel: waking the event loop: %s", strerror(errno));
+	}
+	free(p->buf);
+	free(p);
+}
+
+/* The outbox's bounds (t->mu held): a peer that never acknowledges has seen a
+ * completion once a stream took it and stayed up; nothing stays past the age bound. */
+static void outbox_bound_locked(struct tunnel *t, bool acks)
+{
+	int64_t now = mono_ms(), unix_now = (int64_t)time(NULL);
+
+	for (struct pending **pp = &t->pending; *pp;) {
+		struct pending *p = *pp;
+
+		if (unix_now - p->created > TUNNEL_OUTBOX_MAX_AGE_S)
+			pending_drop_locked(t, pp, "older than the outbox's age bound");
+		else if (!acks && t->stream && p->sent_gen == t->gen && now - p->sent_ms >= TUNNEL_ACCEPT_MS)
+			pending_drop_locked(t, pp, NULL);
+		else
+			pp = &p->next;
+	}
+}
+
+/* At most TUNNEL_OUTBOX_MAX kept: the oldest goes (t->mu held). */
+static void outbox_cap_locked(struct tunnel *t)
+{
+	size_t n = 0;
+	struct pending **oldest = NULL;
+
+	for (struct pending *p = t->pending; p; p = p->next)
+		n++;
+	while (n-- > TUNNEL_OUTBOX_MAX) {
+		oldest = NULL;
+		for (struct pending **pp = &t->pending; *pp; pp = &(*pp)->next)
+			if (!oldest || (*pp)->created < (*oldest)->created)
+				oldest = pp;
+		if (oldest)
+			pending_drop_locked(t, oldest, "the outbox is full");
+	}
 }
 
 int tunnel_complete(struct tunnel *t, const struct tunnel_completion *c, struct lerr *e)
@@ -377,6 +536,7 @@ int tunnel_complete(struct tunnel *t, const struct tunnel_completion *c, struct 
 		return lerr_set(e, ENOMEM, "tunnel: out of memory");
 	}
 	snprintf(p->run_id, sizeof(p->run_id), "%s", c->run_id);
+	p->created = (int64_t)time(NULL);
 	outbox_path(t, c->run_id, path, sizeof(path));
 	if ((err = util_write_file_atomic(path, p->buf, p->len)) < 0) {
 		free(p->buf);
@@ -395,8 +555,12 @@ int tunnel_complete(struct tunnel *t, const struct tunnel_completion *c, struct 
 		}
 	p->next = t->pending;
 	t->pending = p;
-	if (t->stream)
+	if (t->stream) {
 		rpc_stream_send(t->stream, p->buf, p->len);
+		p->sent_gen = t->gen;
+		p->sent_ms = mono_ms();
+	}
+	outbox_cap_locked(t);
 	pthread_mutex_unlock(&t->mu);
 	return 0;
 }
@@ -435,6 +599,84 @@ static void on_ack(struct tunnel *t, Lantern__V1__DpCompletionAck *a)
 	}
 }
 
+static char **strv_dup(char **v, size_t n)
+{
+	char **out = calloc(n + 1, sizeof(char *));
+
+	for (size_t i = 0; out && i < n; i++)
+		out[i] = strdup(v[i]);
+	return out;
+}
+
+static void on_grant(struct tunnel *t, Lantern__V1__DpLeaseGrant *g)
+{
+	struct tunnel_ev *ev;
+	int64_t sent = -1;
+
+	for (int i = 0; i < RENEWALS_KEPT; i++)
+		if (t->renewals[i].seq == g->seq && g->seq)
+			sent = t->renewals[i].sent_ms;
+	/* an answer to a renewal too old to remember renews nothing */
+	if (sent < 0 || !(ev = calloc(1, sizeof(*ev))))
+		return;
+	ev->type = TUNNEL_LEASE;
+	ev->sent_ms = sent;
+	ev->lease_ttl_ms = g->ttl_ms;
+	ev->renewed = strv_dup(g->renewed, g->n_renewed);
+	ev->n_renewed = ev->renewed ? g->n_renewed : 0;
+	ev->lost = calloc(g->n_lost + 1, sizeof(char *));
+	ev->lost_why = calloc(g->n_lost + 1, sizeof(char *));
+	for (size_t i = 0; ev->lost && ev->lost_why && i < g->n_lost; i++) {
+		ev->lost[i] = strdup(g->lost[i]->run_id);
+		ev->lost_why[i] = strdup(g->lost[i]->reason);
+		ev->n_lost++;
+	}
+	if (g->ttl_ms > 0)
+		t->lease_ttl_ms = g->ttl_ms;
+	post(t, ev);
+}
+
+static void send_renewal(struct tunnel *t)
+{
+	Lantern__V1__DpRunStreamClientMsg m = LANTERN__V1__DP_RUN_STREAM_CLIENT_MSG__INIT;
+	Lantern__V1__DpLeaseRenew rn = LANTERN__V1__DP_LEASE_RENEW__INIT;
+	Lantern__V1__DpCapacity cap = LANTERN__V1__DP_CAPACITY__INIT;
+	Lantern__V1__DpClassSlots slots[8], *sp[8];
+	Lantern__V1__DpLeaseHeld *held = NULL, **hp = NULL;
+	size_t n = 0, len;
+	uint8_t *buf;
+
+	capacity_msg(t, &cap, slots, sp, ARRAY_SIZE(slots));
+	pthread_mutex_lock(&t->mu);
+	for (struct live *l = t->live; l; l = l->next)
+		n++;
+	held = calloc(n + 1, sizeof(*held));
+	hp = calloc(n + 1, sizeof(*hp));
+	n = 0;
+	for (struct live *l = t->live; held && hp && l; l = l->next) {
+		lantern__v1__dp_lease_held__init(&held[n]);
+		held[n].run_id = l->run_id;
+		held[n].fencing_epoch = l->epoch;
+		hp[n] = &held[n];
+		n++;
+	}
+	rn.seq = ++t->renew_seq;
+	rn.leases = hp;
+	rn.n_leases = n;
+	rn.capacity = &cap;
+	m.msg_case = LANTERN__V1__DP_RUN_STREAM_CLIENT_MSG__MSG_LEASE_RENEW;
+	m.lease_renew = &rn;
+	if (t->stream && (buf = pack_client(&m, &len))) {
+		rpc_stream_send(t->stream, buf, len);
+		free(buf);
+		t->renewals[rn.seq % RENEWALS_KEPT].seq = rn.seq;
+		t->renewals[rn.seq % RENEWALS_KEPT].sent_ms = mono_ms();
+	}
+	pthread_mutex_unlock(&t->mu);
+	free(held);
+	free(hp);
+}
+
 static void stream_msg(struct rpc_stream *s, void *arg, const uint8_t *msg, size_t len)
 {
 	struct tunnel *t = arg;
@@ -456,6 +698,11 @@ static void stream_msg(struct rpc_stream *s, void *arg, const uint8_t *msg, size
 		ev->idem = strdup(m->assignment->idempotency_key);
 		ev->epoch = m->assignment->fencing_epoch;
 		ev->deadline_unix = m->assignment->deadline_unix;
+		ev->lease_ttl_ms = m->assignment->lease_ttl_ms > 0 ? m->assignment->lease_ttl_ms : 0;
+		ev->resume = m->assignment->resume;
+		ev->recv_ms = mono_ms();
+		if (ev->lease_ttl_ms && (!t->lease_ttl_ms || ev->lease_ttl_ms < t->lease_ttl_ms))
+			t->lease_ttl_ms = ev->lease_ttl_ms;
 		post(t, ev);
 		break;
 	case LANTERN__V1__DP_RUN_STREAM_SERVER_MSG__MSG_CANCEL:
@@ -480,6 +727,9 @@ static void stream_msg(struct rpc_stream *s, void *arg, const uint8_t *msg, size
 	case LANTERN__V1__DP_RUN_STREAM_SERVER_MSG__MSG_COMPLETION_ACK:
 		on_ack(t, m->completion_ack);
 		break;
+	case LANTERN__V1__DP_RUN_STREAM_SERVER_MSG__MSG_LEASE_GRANT:
+		on_grant(t, m->lease_grant);
+		break;
 	default:
 		break;
 	}
@@ -501,6 +751,9 @@ static void stream_end(struct rpc_stream *s, void *arg, int status, const char *
 	if (status == RPC_UNAUTHENTICATED) {
 		log_warn("tunnel: RunStream refused the session (%s): registering again", details);
 		session_drop(t);
+	} else if (status != RPC_OK && status != RPC_ABORTED && status != RPC_RESOURCE_EXHAUSTED &&
+		   !atomic_load(&t->stop)) {
+		rotate(t, "the RunStream failed");
 	}
 	t->next_stream = mono_ms() + backoff(t, &t->stream_fails);
 	if (!atomic_load(&t->stop))
@@ -523,7 +776,7 @@ static void stream_open(struct tunnel *t)
 	uint8_t *buf;
 	size_t len;
 
-	if (rpc_stream_open(t->ch, t->q, RPC_SERVICE "RunStream", &stream_ops, t, &s) < 0) {
+	if (rpc_stream_open(ch(t), t->q, RPC_SERVICE "RunStream", &stream_ops, t, &s) < 0) {
 		t->next_stream = mono_ms() + backoff(t, &t->stream_fails);
 		return;
 	}
@@ -543,11 +796,16 @@ static void stream_open(struct tunnel *t)
 			rpc_stream_send(s, buf, len);
 			free(buf);
 		}
-	for (struct pending *p = t->pending; p; p = p->next)
+	t->gen++;
+	for (struct pending *p = t->pending; p; p = p->next) {
 		rpc_stream_send(s, p->buf, p->len);
+		p->sent_gen = t->gen;
+		p->sent_ms = mono_ms();
+	}
 	t->stream = s;
 	pthread_mutex_unlock(&t->mu);
-	log_info("tunnel: RunStream open to %s as plane %s", t->target, t->plane_id);
+	atomic_store(&t->renew_now, 1);
+	log_info("tunnel: RunStream open to %s as plane %s", t->targets[t->cur], t->plane_id);
 }
 
 /* --- unary calls (thread) --- */
@@ -574,9 +832,11 @@ static void on_register(void *arg, int status, const char *details, const uint8_
 		r = lantern__v1__dp_register_response__unpack(NULL, len, resp);
 	if (!r) {
 		t->next_register = mono_ms() + backoff(t, &t->register_fails);
-		log_error("tunnel: Register with %s failed (%s%s%s); retrying in %lld ms", t->target,
+		log_error("tunnel: Register with %s failed (%s%s%s); retrying in %lld ms", t->targets[t->cur],
 			  rpc_status_name(status), details[0] ? ": " : "", details,
 			  (long long)(t->next_register - mono_ms()));
+		if (status != RPC_UNAUTHENTICATED)
+			rotate(t, "Register failed");
 		return;
 	}
 	t->register_fails = 0;
@@ -588,17 +848,22 @@ static void on_register(void *arg, int status, const char *details, const uint8_
 	t->token_exp = r->expires_at_unix ? r->expires_at_unix : t->token_got + 3600;
 	t->hb_s = r->heartbeat_interval_seconds > 0 ? r->heartbeat_interval_seconds : 30;
 	t->metrics_s = r->metrics_interval_seconds > 0 ? r->metrics_interval_seconds : 60;
+	t->lease_ttl_ms = r->lease_ttl_ms > 0 ? r->lease_ttl_ms : 0;
+	t->acks = r->completion_acks;
 	lantern__v1__dp_register_response__free_unpacked(r, NULL);
 	session_save(t);
 	t->next_hb = t->next_stream = mono_ms();
 	t->next_metrics = mono_ms() + 1000;
-	log_info("tunnel: registered with %s as plane %s (heartbeat %ds, metrics %ds)", t->target,
-		 t->plane_id, t->hb_s, t->metrics_s);
+	log_info("tunnel: registered with %s as plane %s (heartbeat %ds, metrics %ds, lease ttl %d ms%s)",
+		 t->targets[t->cur], t->plane_id, t->hb_s, t->metrics_s, t->lease_ttl_ms,
+		 t->acks ? "" : ", completions not acknowledged");
 }
 
 static void do_register(struct tunnel *t)
 {
 	Lantern__V1__DpRegisterRequest rq = LANTERN__V1__DP_REGISTER_REQUEST__INIT;
+	Lantern__V1__DpCapacity cap = LANTERN__V1__DP_CAPACITY__INIT;
+	Lantern__V1__DpClassSlots slots[8], *sp[8];
 	struct utsname u;
 	char host[256] = "";
 	char *tok = read_token(t);
@@ -622,11 +887,14 @@ static void do_register(struct tunnel *t)
 	rq.isolation_classes = t->classes;
 	rq.n_isolation_classes = t->o.n_classes;
 	rq.max_runs = t->o.max_runs;
+	rq.journal_store = t->store_id ? t->store_id : "";
+	capacity_msg(t, &cap, slots, sp, ARRAY_SIZE(slots));
+	rq.capacity = &cap;
 	len = lantern__v1__dp_register_request__get_packed_size(&rq);
 	buf = malloc(len ? len : 1);
 	if (buf) {
 		lantern__v1__dp_register_request__pack(&rq, buf);
-		if (rpc_unary(t->ch, t->q, RPC_SERVICE "Register", buf, len, RPC_TIMEOUT_MS,
+		if (rpc_unary(ch(t), t->q, RPC_SERVICE "Register", buf, len, RPC_TIMEOUT_MS,
 			      on_register, t) == 0)
 			t->register_busy = true;
 		sodium_memzero(buf, len);
@@ -694,7 +962,7 @@ static void do_heartbeat(struct tunnel *t)
 	if (len > sizeof(buf))
 		return;
 	lantern__v1__dp_heartbeat_request__pack(&rq, buf);
-	if (rpc_unary(t->ch, t->q, RPC_SERVICE "Heartbeat", buf, len, RPC_TIMEOUT_MS,
+	if (rpc_unary(ch(t), t->q, RPC_SERVICE "Heartbeat", buf, len, RPC_TIMEOUT_MS,
 		      on_heartbeat, t) == 0)
 		t->hb_busy = true;
 }
@@ -746,6 +1014,8 @@ static void do_metrics(struct tunnel *t)
 {
 	Lantern__V1__DpMetricsReport rq = LANTERN__V1__DP_METRICS_REPORT__INIT;
 	Google__Protobuf__Timestamp ts = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
+	Lantern__V1__DpCapacity cap = LANTERN__V1__DP_CAPACITY__INIT;
+	Lantern__V1__DpClassSlots slots[8], *sp[8];
 	uint8_t buf[4096];
 	size_t len;
 
@@ -756,11 +1026,13 @@ static void do_metrics(struct tunnel *t)
 	rq.queue_depth = atomic_load(&t->queue_depth);
 	ts_now(&ts);
 	rq.ts = &ts;
+	capacity_msg(t, &cap, slots, sp, ARRAY_SIZE(slots));
+	rq.capacity = &cap;
 	len = lantern__v1__dp_metrics_report__get_packed_size(&rq);
 	if (len > sizeof(buf))
 		return;
 	lantern__v1__dp_metrics_report__pack(&rq, buf);
-	if (rpc_unary(t->ch, t->q, RPC_SERVICE "ReportMetrics", buf, len, RPC_TIMEOUT_MS,
+	if (rpc_unary(ch(t), t->q, RPC_SERVICE "ReportMetrics", buf, len, RPC_TIMEOUT_MS,
 		      on_metrics, t) == 0)
 		t->metrics_busy = true;
 }
@@ -804,7 +1076,7 @@ static void do_refresh(struct tunnel *t)
 	if (len > sizeof(buf))
 		return;
 	lantern__v1__dp_refresh_token_request__pack(&rq, buf);
-	if (rpc_unary(t->ch, t->q, RPC_SERVICE "RefreshToken", buf, len, RPC_TIMEOUT_MS,
+	if (rpc_unary(ch(t), t->q, RPC_SERVICE "RefreshToken", buf, len, RPC_TIMEOUT_MS,
 		      on_refresh, t) == 0)
 		t->refresh_busy = true;
 }
@@ -833,9 +1105,14 @@ static void tunnel_step(struct tunnel *t)
 	}
 	pthread_mutex_lock(&t->mu);
 	have_stream = t->stream != NULL;
+	outbox_bound_locked(t, t->acks);
 	pthread_mutex_unlock(&t->mu);
 	if (!have_stream && now >= t->next_stream)
 		stream_open(t);
+	if (have_stream && t->lease_ttl_ms > 0 && (now >= t->next_renew || atomic_exchange(&t->renew_now, 0))) {
+		send_renewal(t);
+		t->next_renew = now + t->lease_ttl_ms / 3;
+	}
 }
 
 static void *tunnel_main(void *arg)
@@ -850,7 +1127,8 @@ static void *tunnel_main(void *arg)
 	if (t->stream)
 		rpc_stream_finish(t->stream, RPC_CANCELLED, "lanternd stopping");
 	pthread_mutex_unlock(&t->mu);
-	rpc_channel_close(t->ch);
+	for (size_t i = 0; i < t->n_targets; i++)
+		rpc_channel_close(t->chs[i]);
 	rpc_cq_free(t->q);
 	return NULL;
 }
@@ -864,6 +1142,9 @@ static void tunnel_free(struct tunnel *t)
 	for (size_t i = 0; t->classes && i < t->o.n_classes; i++)
 		free(t->classes[i]);
 	free(t->classes);
+	strv_free(t->targets, t->n_targets);
+	free(t->chs);
+	free(t->store_id);
 	while (t->live) {
 		struct live *l = t->live;
 		t->live = l->next;
@@ -895,6 +1176,29 @@ static void tunnel_free(struct tunnel *t)
 	free(t);
 }
 
+/* target "a:1,b:2" -> targets[]; one channel each, opened by the caller. */
+static int split_targets(struct tunnel *t, struct lerr *e)
+{
+	char *copy = strdup(t->target), *save = NULL;
+	size_t n = 1;
+
+	for (const char *p = t->target; *p; p++)
+		n += *p == ',';
+	t->targets = calloc(n, sizeof(char *));
+	t->chs = calloc(n, sizeof(struct rpc_channel *));
+	if (!copy || !t->targets || !t->chs) {
+		free(copy);
+		return lerr_set(e, ENOMEM, "tunnel: out of memory");
+	}
+	for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
+		if (*tok)
+			t->targets[t->n_targets++] = strdup(tok);
+	free(copy);
+	if (!t->n_targets)
+		return lerr_set(e, EINVAL, "tunnel: --control-plane \"%s\" names no endpoint", t->target);
+	return 0;
+}
+
 int tunnel_start(const struct tunnel_opts *o, struct tunnel **out, int *efd, struct lerr *e)
 {
 	struct tunnel *t = calloc(1, sizeof(*t));
@@ -914,6 +1218,8 @@ int tunnel_start(const struct tunnel_opts *o, struct tunnel **out, int *efd, str
 	t->version = strdup(o->agent_version ? o->agent_version : "");
 	t->ca_file = o->tls.ca_file ? strdup(o->tls.ca_file) : NULL;
 	t->o.tls.ca_file = t->ca_file;
+	t->store_id = o->journal_store ? strdup(o->journal_store) : NULL;
+	t->cap = o->capacity;
 	t->classes = calloc(o->n_classes + 1, sizeof(char *));
 	if (!t->target || !t->tenant || !t->token_file || !t->state_dir || !t->version || !t->classes) {
 		tunnel_free(t);
@@ -921,6 +1227,10 @@ int tunnel_start(const struct tunnel_opts *o, struct tunnel **out, int *efd, str
 	}
 	for (size_t i = 0; i < o->n_classes; i++)
 		t->classes[i] = strdup(o->classes[i]);
+	if ((err = split_targets(t, e)) < 0) {
+		tunnel_free(t);
+		return err;
+	}
 	snprintf(t->outbox, sizeof(t->outbox), "%s/outbox", o->state_dir);
 	snprintf(t->session_path, sizeof(t->session_path), "%s/session.json", o->state_dir);
 	if ((err = util_mkdir_p(t->outbox, 0700)) < 0) {
@@ -941,13 +1251,18 @@ int tunnel_start(const struct tunnel_opts *o, struct tunnel **out, int *efd, str
 		tunnel_free(t);
 		return lerr_set(e, ENOMEM, "tunnel: out of memory");
 	}
-	if ((err = rpc_channel_open(t->target, &t->o.tls, &t->ch, e)) < 0) {
-		rpc_cq_free(t->q);
-		tunnel_free(t);
-		return err;
+	for (size_t i = 0; i < t->n_targets; i++) {
+		if ((err = rpc_channel_open(t->targets[i], &t->o.tls, &t->chs[i], e)) < 0) {
+			while (i-- > 0)
+				rpc_channel_close(t->chs[i]);
+			rpc_cq_free(t->q);
+			tunnel_free(t);
+			return err;
+		}
 	}
 	if ((err = pthread_create(&t->thread, NULL, tunnel_main, t)) != 0) {
-		rpc_channel_close(t->ch);
+		for (size_t i = 0; i < t->n_targets; i++)
+			rpc_channel_close(t->chs[i]);
 		rpc_cq_free(t->q);
 		tunnel_free(t);
 		return lerr_set(e, err, "tunnel: thread: %s", strerror(err));
