@@ -1,8 +1,15 @@
 /* cplane.h: lanternd under a control plane (--control-plane), a run subscriber. The
  * tunnel module's thread speaks gRPC; this is its other half on the event loop:
- * assignments become runs through the same runs_submit as `lantern run`, cancels
+ * assignments become runs through the same run start as `lantern run`, cancels
  * become run_cancel, a run's end becomes a completion (with its metered cost and
- * tokens), and drain orders stop new assignments while in-flight runs finish. */
+ * tokens), and drain orders stop new assignments while in-flight runs finish.
+ *
+ * Leases: each assignment from a control plane that grants leases carries its TTL;
+ * the tunnel renews every lease on the stream and this module fences a run whose
+ * lease ran out (its workload killed, its end never reported). An assignment for a
+ * run placed before (a higher epoch, or resume) is first claimed in the journal store
+ * and continues from the journal found there. What the node can still take (CPU,
+ * memory, scratch, slots) is reported with every renewal and checked on arrival. */
 #ifndef LANTERN_CPLANE_H
 #define LANTERN_CPLANE_H
 
@@ -14,17 +21,22 @@
 #include "lantern/util.h"
 
 struct cplane;
+struct journal_store;
 struct meter;
 struct runtimes;
 
 struct cplane_opts {
-	const char *target;              /* HOST:PORT of the control plane */
+	const char *target;              /* HOST:PORT of the control plane, or several, comma separated */
 	const char *tenant;
 	const char *bootstrap_token_file;
 	struct rpc_tls tls;
 	const char *state_dir;           /* STATE: the session and run links live in STATE/tunnel */
 	int max_runs;                    /* runs at once taken from the control plane */
 	int backoff_max_ms;
+	struct journal_store *store;     /* runs continue from (and replicate to) it; or NULL */
+	int64_t alloc_cpu_millis;        /* what the node has for runs; 0: measured */
+	int64_t alloc_memory_bytes;
+	int64_t alloc_scratch_bytes;
 };
 
 /* Starts the tunnel; the classes advertised are what the runtimes admit. */

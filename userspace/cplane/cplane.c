@@ -3,8 +3,13 @@
  * Each control-plane run id is linked to the local run in STATE/tunnel/runs/<id>.json,
  * so a re-sent assignment (same run id, same idempotency key) never starts a second
  * run, and a run that ended while lanternd was down is still reported. A link goes
- * when the control plane has acknowledged the completion. The local API is untouched:
- * `lantern run` keeps working beside the control plane. */
+ * when the control plane has acknowledged the completion (or, for one that never
+ * acknowledges, when the tunnel has dropped it from the outbox). The local API is
+ * untouched: `lantern run` keeps working beside the control plane.
+ *
+ * A run whose lease this node lost (lease.c) is fenced and never reported: the
+ * control plane has given it to another node, which continues it from the journal
+ * store (resume.c). */
 #include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
@@ -14,41 +19,21 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "lantern/cplane.h"
+#include "cplane_internal.h"
+#include "lantern/journal.h"
 #include "lantern/meter.h"
 #include "lantern/runtime.h"
-#include "lantern/tunnel.h"
 #include "lantern/util.h"
+#include "lantern/workq.h"
 
 #define AGENT_VERSION "lanternd/0.1"
 
-struct link {
-	char cp_id[64];
-	char local[32];
-	int64_t epoch;
-	int64_t start_ms;           /* unix ms the assignment was taken */
-	struct link *next;
-};
-
-struct cplane {
-	struct loop *loop;
-	struct runs *runs;
-	struct meter *meter;
-	struct tunnel *t;
-	int efd;
-	int max_runs;
-	bool draining;
-	char links_dir[PATH_MAX];
-	struct link *links;
-	uint64_t load_timer;
-};
-
-static int64_t unix_ms(void)
+int64_t cplane_unix_ms(void)
 {
 	return (int64_t)(util_now_ns(CLOCK_REALTIME) / 1000000);
 }
 
-static struct link *link_by_cp(struct cplane *c, const char *id)
+struct link *link_by_cp(struct cplane *c, const char *id)
 {
 	for (struct link *l = c->links; l; l = l->next)
 		if (!strcmp(l->cp_id, id))
@@ -64,11 +49,12 @@ static struct link *link_by_local(struct cplane *c, const char *id)
 	return NULL;
 }
 
-static int link_save(struct cplane *c, const struct link *l)
+int link_save(struct cplane *c, const struct link *l)
 {
 	char path[PATH_MAX + 80], *s;
-	json_t *j = json_pack("{s:s, s:s, s:I, s:I}", "run_id", l->cp_id, "local", l->local,
-			      "epoch", (json_int_t)l->epoch, "start_ms", (json_int_t)l->start_ms);
+	json_t *j = json_pack("{s:s, s:s, s:I, s:I, s:i}", "run_id", l->cp_id, "local", l->local,
+			      "epoch", (json_int_t)l->epoch, "start_ms", (json_int_t)l->start_ms,
+			      "lease_ttl_ms", l->ttl_ms);
 	int err;
 
 	s = j ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
@@ -81,7 +67,23 @@ static int link_save(struct cplane *c, const struct link *l)
 	return err;
 }
 
-static void link_drop(struct cplane *c, const char *cp_id)
+struct link *link_new(struct cplane *c, const char *cp_id, const char *local, int64_t epoch,
+		      int64_t start_ms)
+{
+	struct link *l = calloc(1, sizeof(*l));
+
+	if (!l)
+		return NULL;
+	snprintf(l->cp_id, sizeof(l->cp_id), "%s", cp_id);
+	snprintf(l->local, sizeof(l->local), "%s", local);
+	l->epoch = epoch;
+	l->start_ms = start_ms;
+	l->next = c->links;
+	c->links = l;
+	return l;
+}
+
+void link_drop(struct cplane *c, const char *cp_id)
 {
 	char path[PATH_MAX + 80];
 
@@ -112,16 +114,12 @@ static void links_load(struct cplane *c)
 		snprintf(path, sizeof(path), "%s/%s", c->links_dir, de->d_name);
 		if (!(j = json_load_file(path, 0, NULL)))
 			continue;
-		if ((l = calloc(1, sizeof(*l)))) {
-			snprintf(l->cp_id, sizeof(l->cp_id), "%s",
-				 json_string_value(json_object_get(j, "run_id")) ?: "");
-			snprintf(l->local, sizeof(l->local), "%s",
-				 json_string_value(json_object_get(j, "local")) ?: "");
-			l->epoch = json_integer_value(json_object_get(j, "epoch"));
-			l->start_ms = json_integer_value(json_object_get(j, "start_ms"));
-			l->next = c->links;
-			c->links = l;
-		}
+		l = link_new(c, json_string_value(json_object_get(j, "run_id")) ?: "",
+			     json_string_value(json_object_get(j, "local")) ?: "",
+			     json_integer_value(json_object_get(j, "epoch")),
+			     json_integer_value(json_object_get(j, "start_ms")));
+		if (l)
+			l->ttl_ms = (int)json_integer_value(json_object_get(j, "lease_ttl_ms"));
 		json_decref(j);
 	}
 	if (d)
@@ -140,60 +138,81 @@ static enum tunnel_status dp_status(enum run_status s)
 	}
 }
 
-/* A run this node will not start. not_started: for now only (draining, full), so the
- * control plane may place it again; else the refusal is the run's end (admission). */
-static void report_refusal(struct cplane *c, const char *cp_id, int64_t epoch, const char *why,
-			   bool not_started)
+/* output_json: what a completion says of the run in the platform's own field (a control
+ * plane that knows only the platform's proto reads nothing else): status, reason, exit
+ * code. Only metadata crosses the boundary: the workload's output stays on the node. */
+static char *output_json(const char *status, const char *reason, int exit_code, const char *local_id)
 {
+	json_t *j = json_pack("{s:s, s:i}", "status", status, "exit_code", exit_code);
+	char *s;
+
+	if (reason && *reason)
+		json_object_set_new(j, "reason", json_string(reason));
+	if (local_id && *local_id)
+		json_object_set_new(j, "local_run_id", json_string(local_id));
+	s = j ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+	json_decref(j);
+	return s;
+}
+
+void cplane_refuse(struct cplane *c, const char *cp_id, int64_t epoch, const char *why,
+		   bool not_started)
+{
+	char *out = output_json("failed", why, -1, NULL);
 	struct tunnel_completion tc = {
 		.run_id = cp_id, .epoch = epoch, .status = TUNNEL_FAILED, .detail = why,
-		.output_json = "", .not_started = not_started,
+		.output_json = out ? out : "", .not_started = not_started,
 	};
 	struct lerr e;
 
-	log_warn("control plane run %s refused: %s", cp_id, why);
+	log_warn("control plane run %s %s: %s", cp_id, not_started ? "given back" : "refused", why);
 	if (tunnel_complete(c->t, &tc, &e) < 0)
 		log_error("%s", e.msg);
+	free(out);
 }
 
-/* What a completion says of a run: its status, reason and exit code (only metadata
- * crosses the boundary: the workload's output stays on the node), its metered cost and
- * its tokens (input counts uncached, cache-read and cache-creation input; output counts
- * output and reasoning). A run this node lost the record of is failed. */
+/* What a completion says of a run: its status, reason and exit code, its metered cost
+ * and its tokens (input counts uncached, cache-read and cache-creation input; output
+ * counts output and reasoning). A run this node lost the record of is failed. */
 struct outcome {
-	enum run_status status;
+	const char *status;
 	const char *reason;
 	int exit_code;
 	const char *local_id;
-	int64_t created, finished;
+	int64_t end_ms;             /* unix ms it ended */
 	double cost;
 	int64_t tin, tout;
 };
 
-static void send_completion(struct cplane *c, struct link *l, const struct outcome *oc)
+static enum tunnel_status status_named(const char *n)
 {
-	struct tunnel_completion tc = {
-		.run_id = l->cp_id, .epoch = l->epoch, .status = dp_status(oc->status),
-		.detail = oc->reason, .cost_usd = oc->cost, .tokens_in = oc->tin, .tokens_out = oc->tout,
-	};
-	char out[256];
-	struct lerr e;
+	int st = run_status_from_name(n);
 
-	snprintf(out, sizeof(out), "{\"exit_code\":%d,\"local_run_id\":\"%s\",\"status\":\"%s\"}",
-		 oc->exit_code, oc->local_id, run_status_name(oc->status));
-	tc.output_json = out;
-	tc.duration_ms = l->start_ms ? unix_ms() - l->start_ms : (oc->finished - oc->created) * 1000;
-	if (oc->finished && l->start_ms && oc->finished * 1000 < l->start_ms)
-		tc.duration_ms = 0;
-	if (tunnel_complete(c->t, &tc, &e) < 0)
-		log_error("control plane run %s: completion not kept: %s", l->cp_id, e.msg);
+	return st < 0 ? TUNNEL_FAILED : dp_status((enum run_status)st);
 }
 
-static void complete_run(struct cplane *c, struct link *l, struct run *r)
+static void send_completion(struct cplane *c, struct link *l, const struct outcome *oc)
+{
+	char *out = output_json(oc->status, oc->reason, oc->exit_code, oc->local_id);
+	struct tunnel_completion tc = {
+		.run_id = l->cp_id, .epoch = l->epoch, .status = status_named(oc->status),
+		.detail = oc->reason, .cost_usd = oc->cost, .tokens_in = oc->tin, .tokens_out = oc->tout,
+		.output_json = out ? out : "",
+	};
+	struct lerr e;
+
+	/* from when the assignment was taken, so a short run is not 0 */
+	tc.duration_ms = oc->end_ms > l->start_ms ? oc->end_ms - l->start_ms : 0;
+	if (tunnel_complete(c->t, &tc, &e) < 0)
+		log_error("control plane run %s: completion not kept: %s", l->cp_id, e.msg);
+	free(out);
+}
+
+static void complete_run(struct cplane *c, struct link *l, struct run *r, int64_t end_ms)
 {
 	struct outcome oc = {
-		.status = run_status(r), .reason = run_reason(r), .exit_code = run_exit_code(r),
-		.local_id = run_id(r), .created = run_created(r), .finished = run_finished(r),
+		.status = run_status_name(run_status(r)), .reason = run_reason(r),
+		.exit_code = run_exit_code(r), .local_id = run_id(r), .end_ms = end_ms,
 	};
 	struct meter_usage u;
 	struct meter_cost mc;
@@ -210,80 +229,168 @@ static void complete_run(struct cplane *c, struct link *l, struct run *r)
 	send_completion(c, l, &oc);
 }
 
-static int count_load(struct cplane *c)
+void cplane_count_load(struct cplane *c)
 {
-	int active = (int)runs_live(c->runs);
+	struct tunnel_capacity cap;
 
-	tunnel_set_load(c->t, active, 0);
-	return active;
+	tunnel_set_load(c->t, (int)runs_live(c->runs), 0);
+	capacity_now(c, &cap);
+	tunnel_set_capacity(c->t, &cap);
+}
+
+void cplane_start(struct cplane *c, const struct tunnel_ev *ev, int64_t taken_ms, const char *id,
+		  const char *seed_dir)
+{
+	struct run_submit sub = {
+		.yaml = ev->config_json, .len = strlen(ev->config_json), .ref = ev->run_id,
+		.epoch = ev->epoch, .id = id, .seed_dir = seed_dir,
+	};
+	struct lerr e = { 0 };
+	json_t *input = NULL;
+	struct link *l;
+	struct run *r;
+	char file[96];
+	int err;
+
+	if (ev->input_json && ev->input_json[0] && !(input = json_loads(ev->input_json, 0, NULL))) {
+		cplane_refuse(c, ev->run_id, ev->epoch, "input_json is not valid JSON", false);
+		return;
+	}
+	snprintf(file, sizeof(file), "%s.json", ev->run_id);
+	sub.file = file;
+	sub.input = input;
+	err = runs_start(c->runs, &sub, &r, &e);
+	json_decref(input);
+	if (err < 0) {
+		/* admission refused (a class this node cannot run, a bad spec), or a resume the
+		 * journal refuses (idempotent: false with a step in flight): say why, run nothing */
+		cplane_refuse(c, ev->run_id, ev->epoch, e.msg, false);
+		return;
+	}
+	if (!(l = link_new(c, ev->run_id, run_id(r), ev->epoch, taken_ms))) {
+		run_cancel(r, &e);
+		cplane_refuse(c, ev->run_id, ev->epoch, "out of memory", true);
+		return;
+	}
+	lease_start(c, l, ev->lease_ttl_ms, ev->recv_ms);
+	if (link_save(c, l) < 0)
+		log_error("control plane run %s: link to %s not saved: a restart may not report it",
+			  l->cp_id, run_id(r));
+	log_info("control plane run %s: %s as %s (epoch %lld)", l->cp_id, seed_dir ? "resumed" : "started",
+		 run_id(r), (long long)l->epoch);
+	tunnel_report(c->t, l->cp_id, l->epoch, TUNNEL_ACCEPTED, NULL);
+	if (!run_status_final(run_status(r)))
+		tunnel_report(c->t, l->cp_id, l->epoch, dp_status(run_status(r)), NULL);
+	cplane_count_load(c);
+}
+
+void cplane_report_recorded(struct cplane *c, const struct tunnel_ev *ev, int64_t taken_ms,
+			    const char *run_id, const char *payload)
+{
+	json_t *j = json_loads(payload ? payload : "", 0, NULL);
+	struct outcome oc = {
+		.status = json_string_value(json_object_get(j, "status")) ?: "failed",
+		.reason = json_string_value(json_object_get(j, "reason")) ?: "",
+		.exit_code = (int)json_integer_value(json_object_get(j, "exit_code")),
+		.local_id = run_id, .end_ms = cplane_unix_ms(),
+		.cost = json_real_value(json_object_get(j, "cost_usd")),
+	};
+	struct link *l = link_new(c, ev->run_id, run_id, ev->epoch, taken_ms);
+
+	if (l) {
+		log_info("control plane run %s: its journal records its end (%s): reporting it",
+			 ev->run_id, oc.status);
+		link_save(c, l);
+		send_completion(c, l, &oc);
+	}
+	json_decref(j);
+}
+
+/* The assignment's spec must fit what the node has left (the control plane placed it
+ * on a view up to a renewal old). */
+static bool fits(struct cplane *c, const struct tunnel_ev *ev, char *why, size_t len)
+{
+	struct spec_errors errs = { 0 };
+	struct spec *s = NULL;
+	bool ok;
+
+	if (spec_parse("assignment", ev->config_json, strlen(ev->config_json), &s, &errs) < 0) {
+		/* admission says what is wrong with it */
+		spec_errors_free(&errs);
+		return true;
+	}
+	ok = capacity_fits(c, &s->limits, why, len);
+	spec_free(s);
+	return ok;
 }
 
 static void on_assign(struct cplane *c, struct tunnel_ev *ev)
 {
 	struct link *l = link_by_cp(c, ev->run_id);
+	int64_t taken_ms = cplane_unix_ms();
+	char why[512];
 	struct run *r;
-	struct lerr e = { 0 };
-	json_t *input = NULL;
-	char file[96];
-	int err;
 
+	if (resume_pending(c, ev->run_id))
+		return; /* a re-sent assignment of a run being claimed: the claim answers */
+	if (l && ev->epoch > l->epoch) {
+		/* placed here again after its lease here expired */
+		r = runs_find(c->runs, l->local);
+		if (r && !run_status_final(run_status(r))) {
+			snprintf(why, sizeof(why), "the control plane placed run %s again (epoch %lld): this "
+				 "copy (epoch %lld) has lost its lease", l->cp_id, (long long)ev->epoch,
+				 (long long)l->epoch);
+			lease_fence(c, l, r, why);
+			cplane_refuse(c, ev->run_id, ev->epoch, "this node is still stopping its older copy "
+				      "of the run", true);
+			return;
+		}
+		if (r)
+			runs_forget(c->runs, r);
+		link_drop(c, ev->run_id);
+		l = NULL;
+	}
 	if (l) {
 		/* a re-sent assignment: report what became of it instead of starting it again */
 		r = runs_find(c->runs, l->local);
-		l->epoch = ev->epoch;
-		link_save(c, l);
+		if (r && run_fenced(r))
+			return;
 		if (r && !run_status_final(run_status(r))) {
 			tunnel_report(c->t, l->cp_id, l->epoch, TUNNEL_ACCEPTED, NULL);
 			tunnel_report(c->t, l->cp_id, l->epoch, dp_status(run_status(r)), NULL);
 		} else if (r && !tunnel_pending(c->t, l->cp_id)) {
-			complete_run(c, l, r);
+			complete_run(c, l, r, run_finished(r) * 1000);
 		}
 		return;
 	}
 	if (c->draining) {
-		report_refusal(c, ev->run_id, ev->epoch,
-			       "node is draining: it takes no new runs until the drain is lifted", true);
+		cplane_refuse(c, ev->run_id, ev->epoch,
+			      "node is draining: it takes no new runs until the drain is lifted", true);
 		return;
 	}
-	if (count_load(c) >= c->max_runs) {
-		report_refusal(c, ev->run_id, ev->epoch, "node is full (--max-runs)", true);
+	if ((int)runs_live(c->runs) >= c->max_runs) {
+		cplane_refuse(c, ev->run_id, ev->epoch, "node is full (--max-runs)", true);
 		return;
 	}
 	if (ev->deadline_unix && ev->deadline_unix < (int64_t)time(NULL)) {
-		report_refusal(c, ev->run_id, ev->epoch, "the assignment's deadline has passed", false);
+		cplane_refuse(c, ev->run_id, ev->epoch, "the assignment's deadline has passed", false);
 		return;
 	}
-	if (ev->input_json && ev->input_json[0] && !(input = json_loads(ev->input_json, 0, NULL))) {
-		report_refusal(c, ev->run_id, ev->epoch, "input_json is not valid JSON", false);
+	if (!fits(c, ev, why, sizeof(why))) {
+		cplane_refuse(c, ev->run_id, ev->epoch, why, true);
 		return;
 	}
-	snprintf(file, sizeof(file), "%s.json", ev->run_id);
-	err = runs_submit(c->runs, file, ev->config_json, strlen(ev->config_json), input, &r, &e);
-	json_decref(input);
-	if (err < 0) {
-		/* admission refused (a class this node cannot run, a bad spec): say why, run nothing */
-		report_refusal(c, ev->run_id, ev->epoch, e.msg, false);
+	if (ev->resume && !c->store) {
+		cplane_refuse(c, ev->run_id, ev->epoch, "the run must continue from its replicated journal "
+			      "and this node has no --journal-store", true);
 		return;
 	}
-	if (!(l = calloc(1, sizeof(*l)))) {
-		run_cancel(r, &e);
-		report_refusal(c, ev->run_id, ev->epoch, "out of memory", true);
+	/* placed before (a higher epoch), or to be resumed: the store decides how it starts */
+	if (c->store && (ev->resume || ev->epoch > 1)) {
+		resume_claim(c, ev, taken_ms);
 		return;
 	}
-	snprintf(l->cp_id, sizeof(l->cp_id), "%s", ev->run_id);
-	snprintf(l->local, sizeof(l->local), "%s", run_id(r));
-	l->epoch = ev->epoch;
-	l->start_ms = unix_ms();
-	l->next = c->links;
-	c->links = l;
-	if (link_save(c, l) < 0)
-		log_error("control plane run %s: link to %s not saved: a restart may not report it",
-			  l->cp_id, run_id(r));
-	log_info("control plane run %s: started as %s", l->cp_id, run_id(r));
-	tunnel_report(c->t, l->cp_id, l->epoch, TUNNEL_ACCEPTED, NULL);
-	if (!run_status_final(run_status(r)))
-		tunnel_report(c->t, l->cp_id, l->epoch, dp_status(run_status(r)), NULL);
-	count_load(c);
+	cplane_start(c, ev, taken_ms, NULL, NULL);
 }
 
 static void on_events(struct loop *lp, int fd, uint32_t events, void *arg)
@@ -320,6 +427,9 @@ static void on_events(struct loop *lp, int fd, uint32_t events, void *arg)
 		case TUNNEL_FORGET:
 			link_drop(c, ev->run_id);
 			break;
+		case TUNNEL_LEASE:
+			lease_granted(c, ev);
+			break;
 		}
 		tunnel_ev_free(ev);
 		ev = next;
@@ -330,12 +440,12 @@ static void on_load_timer(struct loop *lp, void *arg)
 {
 	struct cplane *c = arg;
 
-	count_load(c);
+	cplane_count_load(c);
 	c->load_timer = loop_timer_add(lp, 1000, on_load_timer, c);
 }
 
 /* After adoption: links whose run ended unseen (lanternd was down, or stopped between
- * the end and the completion) are reported now. */
+ * the end and the completion) are reported now; fenced runs never are. */
 static void on_reconcile(struct loop *lp, void *arg)
 {
 	struct cplane *c = arg;
@@ -343,22 +453,24 @@ static void on_reconcile(struct loop *lp, void *arg)
 	for (struct link *l = c->links; l; l = l->next) {
 		struct run *r = runs_find(c->runs, l->local);
 
-		if (!r) {
+		if (r && run_fenced(r)) {
+			tunnel_forget(c->t, l->cp_id);
+		} else if (!r) {
 			char why[128];
-			struct outcome gone = { .status = RUN_FAILED, .exit_code = -1, .reason = why,
-						.local_id = l->local };
+			struct outcome gone = { .status = "failed", .exit_code = -1, .reason = why,
+						.local_id = l->local, .end_ms = cplane_unix_ms() };
 
 			snprintf(why, sizeof(why), "the node lost the record of this run (local run %s)",
 				 l->local);
 			if (!tunnel_pending(c->t, l->cp_id))
 				send_completion(c, l, &gone);
 		} else if (run_status_final(run_status(r)) && !tunnel_pending(c->t, l->cp_id)) {
-			complete_run(c, l, r);
+			complete_run(c, l, r, run_finished(r) * 1000);
 		} else if (!run_status_final(run_status(r))) {
 			tunnel_report(c->t, l->cp_id, l->epoch, dp_status(run_status(r)), NULL);
 		}
 	}
-	count_load(c);
+	cplane_count_load(c);
 }
 
 static void on_ended(void *arg, struct run *r)
@@ -368,8 +480,11 @@ static void on_ended(void *arg, struct run *r)
 
 	if (!l)
 		return;
-	complete_run(c, l, r);
-	count_load(c);
+	if (run_fenced(r))
+		tunnel_forget(c->t, l->cp_id);
+	else
+		complete_run(c, l, r, cplane_unix_ms());
+	cplane_count_load(c);
 }
 
 static const struct run_hooks cplane_hooks = {
@@ -377,12 +492,22 @@ static const struct run_hooks cplane_hooks = {
 	.ended = on_ended,
 };
 
+static void free_links(struct cplane *c)
+{
+	while (c->links) {
+		struct link *l = c->links;
+
+		c->links = l->next;
+		free(l);
+	}
+}
+
 int cplane_open(struct loop *l, const struct cplane_opts *o, struct runs *t,
 		const struct runtimes *rs, struct meter *m, struct cplane **out, struct lerr *e)
 {
 	const char *classes[8];
 	struct tunnel_opts to = { 0 };
-	char dir[PATH_MAX], list[128] = "";
+	char list[128] = "", resume_dir[PATH_MAX + 16];
 	struct cplane *c;
 	int err;
 
@@ -393,53 +518,62 @@ int cplane_open(struct loop *l, const struct cplane_opts *o, struct runs *t,
 	c->loop = l;
 	c->runs = t;
 	c->meter = m;
+	c->store = o->store;
 	c->max_runs = o->max_runs;
-	snprintf(dir, sizeof(dir), "%s/tunnel", o->state_dir);
-	snprintf(c->links_dir, sizeof(c->links_dir), "%s/runs", dir);
-	if ((err = util_mkdir_p(c->links_dir, 0700)) < 0) {
-		lerr_set(e, err, "control plane: %s: %s", c->links_dir, strerror(-err));
+	snprintf(c->dir, sizeof(c->dir), "%s/tunnel", o->state_dir);
+	snprintf(c->links_dir, sizeof(c->links_dir), "%s/runs", c->dir);
+	snprintf(resume_dir, sizeof(resume_dir), "%s/resume", c->dir);
+	/* claims a previous lanternd left half done: the store still has the journal */
+	util_rm_rf(resume_dir);
+	if ((err = util_mkdir_p(c->links_dir, 0700)) < 0 || (err = util_mkdir_p(resume_dir, 0700)) < 0) {
+		lerr_set(e, err, "control plane: %s: %s", c->dir, strerror(-err));
 		free(c);
 		return err;
 	}
 	links_load(c);
+	leases_load(c);
+	capacity_init(c, o);
+	if ((err = workq_open(l, 1, "lantern-claim", &c->wq, e)) < 0)
+		goto fail;
 	to.target = o->target;
 	to.tenant = o->tenant;
 	to.token_file = o->bootstrap_token_file;
 	to.tls = o->tls;
-	to.state_dir = dir;
+	to.state_dir = c->dir;
 	to.agent_version = AGENT_VERSION;
 	to.classes = classes;
 	to.n_classes = runtimes_classes(rs, classes, ARRAY_SIZE(classes));
 	to.max_runs = o->max_runs;
 	to.backoff_max_ms = o->backoff_max_ms;
+	to.journal_store = o->store ? journal_store_id(o->store) : NULL;
+	capacity_now(c, &to.capacity);
 	if ((err = tunnel_start(&to, &c->t, &c->efd, e)) < 0)
-		goto fail;
+		goto fail_wq;
 	if ((err = loop_add(l, c->efd, EPOLLIN, on_events, c)) < 0) {
 		tunnel_stop(c->t);
 		lerr_set(e, err, "control plane: watching the tunnel: %s", strerror(-err));
-		goto fail;
+		goto fail_wq;
 	}
 	if ((err = runs_subscribe(t, &cplane_hooks, c)) < 0) {
 		loop_del(l, c->efd);
 		tunnel_stop(c->t);
 		lerr_set(e, err, "control plane: cannot subscribe to runs");
-		goto fail;
+		goto fail_wq;
 	}
 	loop_timer_add(l, 0, on_reconcile, c);
 	c->load_timer = loop_timer_add(l, 1000, on_load_timer, c);
+	c->lease_timer = loop_timer_add(l, 100, lease_timer, c);
 	for (size_t i = 0; i < to.n_classes; i++)
 		snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s", i ? "," : "", classes[i]);
-	log_info("control plane %s (%s), tenant %s, classes advertised [%s], max runs %d", o->target,
-		 o->tls.insecure ? "plaintext" : "TLS", o->tenant, list, o->max_runs);
+	log_info("control plane %s (%s), tenant %s, classes advertised [%s], max runs %d%s%s", o->target,
+		 o->tls.insecure ? "plaintext" : "TLS", o->tenant, list, o->max_runs,
+		 o->store ? ", journal store " : "", o->store ? journal_store_id(o->store) : "");
 	*out = c;
 	return 0;
+fail_wq:
+	workq_close(c->wq);
 fail:
-	while (c->links) {
-		struct link *x = c->links;
-
-		c->links = x->next;
-		free(x);
-	}
+	free_links(c);
 	free(c);
 	return err;
 }
@@ -448,13 +582,9 @@ void cplane_close(struct cplane *c)
 {
 	if (!c)
 		return;
+	resume_close(c);
 	loop_del(c->loop, c->efd);
 	tunnel_stop(c->t);
-	while (c->links) {
-		struct link *l = c->links;
-
-		c->links = l->next;
-		free(l);
-	}
+	free_links(c);
 	free(c);
 }

@@ -1,0 +1,89 @@
+/* cplane_internal.h: the control-plane link's state, shared by its files: cplane.c
+ * (assignments, reports, completions), lease.c (leases and self-fencing), resume.c
+ * (runs continued from the journal store) and capacity.c (what this node can still
+ * take). Nothing outside userspace/cplane/ includes this. */
+#ifndef LANTERN_CPLANE_INTERNAL_H
+#define LANTERN_CPLANE_INTERNAL_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "lantern/cplane.h"
+#include "lantern/spec.h"
+#include "lantern/tunnel.h"
+
+/* A control-plane run this node took, linked to its local run (STATE/tunnel/runs/). */
+struct link {
+	char cp_id[64];
+	char local[32];
+	int64_t epoch;
+	int64_t start_ms;           /* unix ms the assignment was taken (duration_ms counts from it) */
+	int ttl_ms;                 /* its lease's TTL; 0: no lease (it is never fenced by time) */
+	int64_t lease_until;        /* monotonic ms this node holds the lease to, by its own count */
+	struct link *next;
+};
+
+struct claim;                       /* resume.c: an assignment waiting on the store */
+
+struct cplane {
+	struct loop *loop;
+	struct runs *runs;
+	struct meter *meter;
+	struct tunnel *t;
+	struct journal_store *store;
+	struct workq *wq;               /* store claims: blocking calls off the loop */
+	int efd;
+	int max_runs;
+	bool draining;
+	char dir[PATH_MAX];             /* STATE/tunnel */
+	char links_dir[PATH_MAX + 8];
+	struct link *links;
+	struct claim *claims;
+	int64_t total_cpu, total_memory, total_scratch; /* for runs; -1: not known */
+	uint64_t load_timer, lease_timer;
+};
+
+/* cplane.c */
+int64_t cplane_unix_ms(void);
+struct link *link_by_cp(struct cplane *c, const char *id);
+struct link *link_new(struct cplane *c, const char *cp_id, const char *local, int64_t epoch,
+		      int64_t start_ms);
+int link_save(struct cplane *c, const struct link *l);
+void link_drop(struct cplane *c, const char *cp_id);
+/* A run this node will not start. not_started: for now only (draining, full, the store
+ * away), so the control plane may place it again; else the refusal is the run's end. */
+void cplane_refuse(struct cplane *c, const char *cp_id, int64_t epoch, const char *why,
+		   bool not_started);
+/* Starts an assigned run (seed_dir: continued from its journal, as run id); reports it
+ * accepted and running, or refuses it with admission's reason. */
+void cplane_start(struct cplane *c, const struct tunnel_ev *ev, int64_t taken_ms, const char *id,
+		  const char *seed_dir);
+/* The end a journal recorded (a run that ended on a node that then went away before
+ * its completion reached the control plane): reported as the run's completion. */
+void cplane_report_recorded(struct cplane *c, const struct tunnel_ev *ev, int64_t taken_ms,
+			    const char *run_id, const char *payload);
+void cplane_count_load(struct cplane *c);
+
+/* lease.c */
+void lease_start(struct cplane *c, struct link *l, int ttl_ms, int64_t recv_ms);
+void lease_granted(struct cplane *c, const struct tunnel_ev *ev);
+void lease_fence(struct cplane *c, struct link *l, struct run *r, const char *why);
+void leases_load(struct cplane *c);
+void leases_save(struct cplane *c);
+void lease_timer(struct loop *lp, void *arg);
+
+/* resume.c */
+bool resume_pending(struct cplane *c, const char *cp_id);
+/* Claims the run in the store for ev's epoch on a worker, then starts it: fresh when
+ * the store has nothing of it, continued from its journal when it has. */
+void resume_claim(struct cplane *c, const struct tunnel_ev *ev, int64_t taken_ms);
+void resume_close(struct cplane *c);
+
+/* capacity.c */
+void capacity_init(struct cplane *c, const struct cplane_opts *o);
+void capacity_now(struct cplane *c, struct tunnel_capacity *cap);
+/* Whether a run with these limits fits now; else why not. */
+bool capacity_fits(struct cplane *c, const struct spec_limits *l, char *why, size_t len);
+
+#endif
