@@ -1,7 +1,10 @@
 /* journal.c: `lantern journal RUN` prints a run's journal readably (--json: one JSON
  * object per record); `lantern journal verify RUN` checks every record's CRC32C, the
  * sequence and the SHA-256 chain, and prints the head hash. RUN is a run id (lanternd
- * says where its journal is, or --state-dir DIR when lanternd is down) or a path. */
+ * says where its journal is, or --state-dir DIR when lanternd is down) or a path; with
+ * --store URL it is a run's key in the replicated journal store (the control plane's
+ * run id, or a standalone run's id), and the store's copy is read and checked the same
+ * way. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,7 +18,7 @@
 
 static int journal_usage(void)
 {
-	fprintf(stderr, "usage: lantern journal [verify] [--json] [--state-dir DIR] RUN|PATH\n");
+	fprintf(stderr, "usage: lantern journal [verify] [--json] [--state-dir DIR | --store URL] RUN|PATH\n");
 	return 2;
 }
 
@@ -144,7 +147,7 @@ static int print_record(void *arg, const struct journal_record *rec)
 
 int cmd_journal(struct cli *c, int argc, char **argv)
 {
-	const char *state_dir = NULL, *arg = NULL;
+	const char *state_dir = NULL, *store = NULL, *arg = NULL;
 	bool verify = false, as_json = false;
 	struct journal_scan info;
 	struct lerr e = { 0 };
@@ -158,6 +161,8 @@ int cmd_journal(struct cli *c, int argc, char **argv)
 			as_json = true;
 		else if (!strcmp(argv[i], "--state-dir") && i + 1 < argc)
 			state_dir = argv[++i];
+		else if (!strcmp(argv[i], "--store") && i + 1 < argc)
+			store = argv[++i];
 		else if (argv[i][0] != '-' && !arg)
 			arg = argv[i];
 		else
@@ -165,9 +170,20 @@ int cmd_journal(struct cli *c, int argc, char **argv)
 	}
 	if (!arg || sodium_init() < 0)
 		return journal_usage();
-	if (resolve(c, state_dir, arg, path, sizeof(path)) < 0)
-		return 1;
-	err = journal_scan(path, verify ? NULL : print_record, &as_json, &info, &e);
+	if (store) {
+		uint8_t *buf;
+		size_t len;
+
+		snprintf(path, sizeof(path), "%s (journal store)", arg);
+		if ((err = journal_store_read(store, arg, &buf, &len, &e)) == 0) {
+			err = journal_scan_buf(path, buf, len, verify ? NULL : print_record, &as_json, &info, &e);
+			free(buf);
+		}
+	} else {
+		if (resolve(c, state_dir, arg, path, sizeof(path)) < 0)
+			return 1;
+		err = journal_scan(path, verify ? NULL : print_record, &as_json, &info, &e);
+	}
 	if (err < 0) {
 		fprintf(stderr, "lantern: %s\n", e.msg);
 		if (verify)
@@ -176,6 +192,15 @@ int cmd_journal(struct cli *c, int argc, char **argv)
 		return 1;
 	}
 	sodium_bin2hex(head, sizeof(head), info.head, JOURNAL_HASH_BYTES);
+	if (store && info.torn_bytes) {
+		/* the store holds whole records only: anything else is damage */
+		fprintf(stderr, "lantern: %s: %llu bytes after record %llu are not a whole record\n", path,
+			(unsigned long long)info.torn_bytes, (unsigned long long)info.records);
+		if (verify)
+			printf("FAILED: %llu records verified before the damage\n",
+			       (unsigned long long)info.records);
+		return 1;
+	}
 	if (info.torn_bytes)
 		fprintf(stderr, "lantern: %s: a torn tail of %llu bytes follows record %llu (a write cut "
 			"by a crash; lanternd truncates it on recovery)\n", path,

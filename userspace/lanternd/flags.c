@@ -48,6 +48,11 @@ static const struct flag flags[] = {
 	  "LLM prices, USD per million tokens by model, and resource rates (JSON; default: every model "
 	  "at 3 input / 15 output, docs/telemetry.md)" },
 	{ "journal-max-bytes", NUM, F(journal_max_bytes), 4096, UINT64_MAX, "N", "per-run journal size bound (default 64 MiB)" },
+	{ "journal-store", STR, F(journal_store), 0, 0, "URL",
+	  "replicate every journal to this PostgreSQL (postgres://...); answers wait for both copies "
+	  "(docs/durable-execution.md)" },
+	{ "journal-store-timeout", NUM, F(journal_store_timeout_s), 1, 86400, "SEC",
+	  "a record the store has not taken by then fails its run (default 30)" },
 	{ "loop-threshold", NUM, F(loop_threshold), 0, UINT32_MAX, "N",
 	  "times one step input digest may run before the run is ended as a loop (default 5; 0: off)" },
 	{ "runtime-handler", LIST, F(runtime_handlers), 0, 0, "CLASS=HANDLER",
@@ -59,12 +64,19 @@ static const struct flag flags[] = {
 	  "spawns route everything via the bridge, NATed (default: the bridge's subnet only)" },
 	{ "log-max", NUM, F(log_max), 4096, UINT64_MAX, "BYTES", "output kept per run (default 8 MiB, log rotated at half)" },
 	{ "tenant", STR, F(tenant), 0, 0, "ID", "tenant of this node's runs (default \"default\"; 1 to 63 characters)" },
-	{ "control-plane", STR, F(control_plane), 0, 0, "H:P", "dial a control plane (gRPC, TLS) for runs (docs/tunnel.md)" },
+	{ "control-plane", STR, F(control_plane), 0, 0, "H:P[,H:P]",
+	  "dial a control plane (gRPC, TLS) for runs; several replicas comma separated (docs/tunnel.md)" },
 	{ "bootstrap-token-file", STR, F(bootstrap_token_file), 0, 0, "FILE", "one-time token from POST /v1/data-planes" },
 	{ "control-plane-ca", STR, F(cp_ca), 0, 0, "FILE", "CA for the control plane's certificate (default: system)" },
 	{ "insecure", BOOL, F(cp_insecure), 0, 0, NULL, "plaintext to the control plane (tests only)" },
 	{ "max-runs", NUM, F(max_runs), 1, 100000, "N", "runs at once taken from the control plane (default 64)" },
 	{ "reconnect-max", NUM, F(reconnect_max_s), 1, 100000, "SEC", "ceiling of the reconnect backoff (default 30)" },
+	{ "allocatable-cpu", NUM, F(alloc_cpu_millis), 1, UINT32_MAX, "MILLI",
+	  "CPU for runs, in millicores, told to the control plane (default: online CPUs x 1000)" },
+	{ "allocatable-memory", NUM, F(alloc_memory_bytes), 1, UINT64_MAX >> 1, "BYTES",
+	  "memory for runs (default: MemTotal)" },
+	{ "allocatable-scratch", NUM, F(alloc_scratch_bytes), 1, UINT64_MAX >> 1, "BYTES",
+	  "scratch space for runs (default: the state dir's free space)" },
 	{ "otlp-endpoint", STR, F(otlp_endpoint), 0, 0, "URL",
 	  "OTLP trace receiver (default $OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT; none: spans only go to "
 	  "each run's spans.jsonl)" },
@@ -168,6 +180,7 @@ int lanternd_flags(int argc, char **argv, struct lanternd_config *c)
 		.loop_threshold = 5,
 		.max_runs = 64,
 		.reconnect_max_s = 30,
+		.journal_store_timeout_s = 30,
 		.syscall_hook = "tp_btf",
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(flags); i++)

@@ -22,6 +22,11 @@ struct lanternd_config {
 	uint64_t grace_ms;               /* SIGTERM to SIGKILL on timeout and kill */
 	const char *prices_file;
 	uint64_t journal_max_bytes;      /* per-run journal bound; 0 = the journal's default */
+	const char *journal_store;       /* postgres:// URL of the replicated journal store, or NULL */
+	uint64_t journal_store_timeout_s; /* a record not in the store by then fails its run */
+	uint64_t alloc_cpu_millis;       /* what the node has for runs (0: measured) */
+	uint64_t alloc_memory_bytes;
+	uint64_t alloc_scratch_bytes;
 	uint64_t loop_threshold;         /* proceeds allowed per input digest; 0 = off */
 	const char *tenant;              /* NULL: "default" (and no control plane) */
 	const char *control_plane;       /* HOST:PORT of a control plane, or NULL */

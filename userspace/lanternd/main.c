@@ -110,14 +110,20 @@ static int open_modules(struct daemon *d, const char *shim, const char *cli, str
 	};
 	struct durable_opts dop = {
 		.journal_max_bytes = c->journal_max_bytes, .loop_threshold = (uint32_t)c->loop_threshold,
-		.cli = cli,
+		.cli = cli, .store_url = c->journal_store,
+		.store_timeout_ms = (uint32_t)(c->journal_store_timeout_s * 1000),
 	};
+	char owner[512], host[256] = "";
 	struct runs_opts ro = {
 		.loop = d->loop, .state_dir = c->state_dir, .cg = &d->cg, .tenant = c->tenant,
 		.pids_max = c->pids_max, .grace_ms = (uint32_t)c->grace_ms,
 	};
 	struct meter_opts mo = { .prices_file = c->prices_file };
 	int err;
+
+	gethostname(host, sizeof(host) - 1);
+	snprintf(owner, sizeof(owner), "%s:%s", host, c->state_dir);
+	dop.store_owner = owner;
 
 	if ((err = cgroup_node_open(c->cgroup_root, &d->cg, e)) < 0 ||
 	    (err = egress_open(d->loop, &eo, &d->egress, e)) < 0)
@@ -149,6 +155,10 @@ static int open_modules(struct daemon *d, const char *shim, const char *cli, str
 			.tls = { .insecure = c->cp_insecure, .ca_file = c->cp_ca },
 			.state_dir = c->state_dir, .max_runs = (int)c->max_runs,
 			.backoff_max_ms = (int)c->reconnect_max_s * 1000,
+			.store = durable_store(d->durable),
+			.alloc_cpu_millis = (int64_t)c->alloc_cpu_millis,
+			.alloc_memory_bytes = (int64_t)c->alloc_memory_bytes,
+			.alloc_scratch_bytes = (int64_t)c->alloc_scratch_bytes,
 		};
 
 		if ((err = cplane_open(d->loop, &co, d->runs, d->runtimes, d->meter, &d->cplane, e)) < 0)
