@@ -1,16 +1,34 @@
-/* cp.h: lantern-cp, the control plane: its state and the files that share it.
- * main.c (flags, threads), db.c (SQLite or PostgreSQL, migrations), token.c (bootstrap
- * tokens, session JWTs), service.c (DataPlaneService over gRPC), sched.c (placement,
- * queue, liveness), http.c (the operator API).
+/* cp.h: lantern-cp, the control plane: what its files share. Several replicas may run
+ * on one PostgreSQL (one on a SQLite file); the database holds the whole state (planes,
+ * runs, their placement and leases, the leader lease), so any replica accepts node
+ * streams and operator calls, and a replica keeps in memory only the streams it holds.
  *
- * Threads: the gRPC thread serves DataPlaneService and runs the periodic checks;
- * libmicrohttpd's thread serves the operator API. Both take cp->mu around every touch of
- * the state and the database, so the state below is only ever seen whole. */
+ *   main.c    flags, threads, the main loop (who calls whom, each tick)
+ *   db.c      SQLite or PostgreSQL, the migrations, NOTIFY/LISTEN
+ *   state.c   planes and runs as rows: loading, JSON for the operator API
+ *   leader.c  the leader lease (fenced by its epoch) and the replicas' liveness
+ *   sched.c   the leader's work: placement by capacity, why a run waits, the
+ *             watchdog (expired leases re-scheduled with resume), planes gone down
+ *   service.c DataPlaneService: registration, heartbeats, the RunStream (reports,
+ *             lease renewals, delivery of the assignments placed on its planes)
+ *   wake.c    wake-ups: within a replica (flags) and across replicas (NOTIFY)
+ *   http.c    the operator API
+ *   token.c   bootstrap tokens, session JWTs
+ * Calls go one way: main → leader, sched, service, wake; http → state, sched, wake;
+ * service → state, wake; sched → state, wake; wake → db. sched and service never
+ * call each other: placement wakes delivery through wake.c, and what changes room
+ * (a completion, a renewal) marks placement due through wake.c too.
+ *
+ * Threads: the main thread polls the gRPC completion queue (serving DataPlaneService)
+ * and runs the periodic work between completions; libmicrohttpd's thread serves the
+ * operator API; on PostgreSQL a listener thread waits for other replicas' NOTIFYs.
+ * cp->mu guards the database handle and the sessions. */
 #ifndef LANTERN_CP_H
 #define LANTERN_CP_H
 
 #include <jansson.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -21,28 +39,36 @@
 
 struct db;
 
-/* A data plane (a node), from POST /v1/data-planes on. */
+enum run_state {
+	RS_QUEUED, RS_ASSIGNED, RS_ACCEPTED, RS_RUNNING,
+	RS_SUCCEEDED, RS_FAILED, RS_CANCELLED, RS_TIMED_OUT,
+};
+#define RS_LIVE_SQL "('assigned', 'accepted', 'running')"
+#define RS_FINAL_SQL "('succeeded', 'failed', 'cancelled', 'timed_out')"
+
+/* A data plane (a node), as its row says. */
 struct plane {
 	char id[40];                /* dp-<16 hex> */
 	char tenant[128];
 	char name[128];
 	char hostname[256];
-	char classes[256];          /* isolation classes it advertised, comma separated */
+	char classes[256];          /* isolation classes it advertised, comma separated ("": any) */
+	char journal_store[64];     /* the id of the journal store it replicates to, or "" */
+	char stream_replica[64];    /* the replica holding its RunStream, or "" */
 	int max_runs;               /* 0: no stated limit */
-	bool registered;            /* its bootstrap token was exchanged */
-	bool draining, down;
-	int64_t last_hb_ms;         /* monotonic ms of its last heartbeat (or of start) */
+	bool registered, draining, down;
+	int64_t hb_us;              /* unix µs of its last heartbeat */
 	int reported_active, queue_depth;
 	double cpu_pct, mem_pct;
-	int active;                 /* runs placed on it and not final */
+	int64_t cap_cpu, cap_memory, cap_scratch; /* what it can still take; -1: not said */
+	int cap_slots;              /* free slots it reported; -1: not said */
+	int64_t cap_us;             /* when it said so */
 	uint64_t placed;            /* runs ever placed on it: ties go to the least used */
-	struct session *stream;     /* its RunStream, if one is open */
+	/* sched.c, during one placement round */
+	int active;                 /* live runs placed on it */
+	int64_t pend_cpu, pend_memory, pend_scratch;
+	int pend_slots;             /* placed since its last capacity report */
 	struct plane *next;
-};
-
-enum run_state {
-	RS_QUEUED, RS_ASSIGNED, RS_ACCEPTED, RS_RUNNING,
-	RS_SUCCEEDED, RS_FAILED, RS_CANCELLED, RS_TIMED_OUT,
 };
 
 struct cprun {
@@ -55,22 +81,28 @@ struct cprun {
 	char *input_json;
 	enum run_state state;
 	char plane[40];
-	int64_t epoch;              /* fencing: bumped at every placement */
+	int64_t epoch;              /* fencing: raised at every placement */
 	char detail[512];
 	char *output_json;
 	double cost_usd;
 	int64_t tokens_in, tokens_out, duration_ms;
 	bool cancel_requested;
-	int64_t retry_ms;           /* monotonic ms before which a requeued run waits */
+	int64_t cpu_millis, memory_bytes, scratch_bytes; /* its spec.limits */
+	bool resume;                /* started on a node whose lease expired: continue it */
+	char lost_plane[40];        /* that node */
+	char store[64];             /* the journal store its journal is in, once placed on one */
+	int resumes;
+	int64_t lease_expires_us;
+	int64_t not_before_us;      /* given back: placed again after this */
+	char queue_reason[512];     /* why it waits (queued only) */
 	int64_t created_us, assigned_us, accepted_us, running_us, finished_us; /* unix µs */
-	struct cprun *next;
 };
 
-/* One open RunStream. */
+/* One RunStream this replica holds. */
 struct session {
 	struct cp *cp;
 	struct rpc_stream *s;
-	struct plane *plane;        /* set once Hello was accepted */
+	char plane[40];             /* set once Hello was accepted */
 	char tenant[128];
 	struct session *next;
 };
@@ -81,8 +113,11 @@ struct cp_opts {
 	const char *database;       /* sqlite path or postgres://… */
 	struct rpc_tls tls;
 	const char *operator_token_file;
+	const char *replica_id;     /* default: host/pid/random */
 	int heartbeat_s, metrics_s, session_ttl_s, ping_s;
 	int down_after;             /* missed heartbeats before a plane is down */
+	int lease_ttl_ms;           /* run leases */
+	int leader_ttl_ms;          /* the leader lease */
 	size_t max_message;
 	int max_streams_per_tenant;
 };
@@ -91,21 +126,35 @@ struct cp {
 	struct cp_opts o;
 	pthread_mutex_t mu;
 	struct db *db;
+	char replica[64];
 	char operator_token[256];
 	unsigned char sign_pk[crypto_sign_PUBLICKEYBYTES];
 	unsigned char sign_sk[crypto_sign_SECRETKEYBYTES];
-	struct plane *planes;
-	struct cprun *runs, *runs_tail;  /* in submission order: the queue is the queued ones */
 	struct session *sessions;
 	struct rpc_cq *q;
 	struct rpc_server *srv;
 	volatile int stop;
+	/* leader.c */
+	bool leader;
+	int64_t leader_epoch;
+	int64_t leader_since_us;    /* grace after taking over: planes and leases get a window */
+	/* wake.c: set from any thread, taken by the main loop */
+	pthread_mutex_t wake_mu;
+	bool wake_sched;            /* placement is due */
+	char **wake_planes;         /* planes whose assignments or cancels are due */
+	size_t n_wake, cap_wake;
+	struct db *listen_db;       /* PostgreSQL: the LISTEN connection (listener thread) */
+	pthread_t listener;
 };
 
 int64_t cp_now_us(void);
 int64_t cp_mono_ms(void);
 const char *cp_state_name(enum run_state s);
+enum run_state cp_state_from(const char *n);
 bool cp_state_final(enum run_state s);
+/* "%lld" of v in buf (for text parameters). */
+const char *cp_i64(char *buf, size_t len, int64_t v);
+#define I64(buf, v) cp_i64(buf, sizeof(buf), (int64_t)(v))
 
 /* db.c: url is a file path (SQLite) or postgres://… (PostgreSQL). Parameters are
  * written $1, $2… in the SQL for both and passed as text (NULL: SQL NULL). */
@@ -116,9 +165,17 @@ void db_close(struct db *db);
 int db_migrate(struct db *db, struct lerr *e);
 /* Returns the number of rows changed, or -errno. */
 int db_exec(struct db *db, const char *sql, int n, const char *const *params, struct lerr *e);
+/* Returns the number of rows, or -errno. */
 int db_query(struct db *db, const char *sql, int n, const char *const *params, db_row_cb cb,
 	     void *arg, struct lerr *e);
 const char *db_kind(const struct db *db);
+bool db_is_pg(const struct db *db);
+/* PostgreSQL: NOTIFY lantern_cp, payload (every replica's listener hears it). */
+void db_notify(struct db *db, const char *payload);
+/* PostgreSQL: LISTEN lantern_cp on db; then db_wait_notify blocks up to ms and hands
+ * each payload to cb. -errno when the connection is gone. */
+int db_listen(struct db *db, struct lerr *e);
+int db_wait_notify(struct db *db, int ms, void (*cb)(void *arg, const char *payload), void *arg);
 
 /* token.c */
 int token_keys_load(struct cp *cp, struct lerr *e);
@@ -132,31 +189,61 @@ char *token_session_new(struct cp *cp, const char *plane, const char *tenant, in
 int token_session_check(struct cp *cp, const char *jwt, const char *plane_id, char *tenant,
 			size_t tlen, struct lerr *e);
 
-/* sched.c (cp->mu held) */
-int cp_load(struct cp *cp, struct lerr *e);
-struct plane *cp_plane(struct cp *cp, const char *id);
-struct cprun *cp_run(struct cp *cp, const char *id);
-void cp_save_plane(struct cp *cp, struct plane *p);
-void cp_save_run(struct cp *cp, struct cprun *r);
-/* Places queued runs on planes that fit; sends their assignments. */
-void cp_dispatch(struct cp *cp);
-/* Sends r's assignment on its plane's stream. */
-void cp_send_assignment(struct cp *cp, struct cprun *r);
-void cp_send_cancel(struct cp *cp, struct cprun *r);
-/* Ends r (final state) and frees its place. */
-void cp_run_end(struct cp *cp, struct cprun *r, enum run_state st, const char *detail);
-int cp_cancel(struct cp *cp, struct cprun *r);
-/* A plane gave r back unstarted: it waits in the queue a moment, then is placed again. */
-void cp_requeue(struct cp *cp, struct cprun *r, const char *why);
-/* Periodic: planes that missed heartbeats go down, streams get pinged. */
-void cp_tick(struct cp *cp);
-json_t *cp_run_json(const struct cprun *r);
-json_t *cp_plane_json(const struct cp *cp, const struct plane *p);
+/* state.c (cp->mu held) */
+/* 1 with *p filled, 0 when there is no such plane, -errno. */
+int state_plane(struct cp *cp, const char *id, struct plane *p, struct lerr *e);
+/* Every plane (a list to free with state_planes_free). */
+int state_planes(struct cp *cp, struct plane **out, struct lerr *e);
+void state_planes_free(struct plane *p);
+/* 1 with *r filled (free with state_run_clear), 0 when there is none, -errno. */
+int state_run(struct cp *cp, const char *id, struct cprun *r, struct lerr *e);
+int state_run_by_idem(struct cp *cp, const char *tenant, const char *idem, struct cprun *r,
+		      struct lerr *e);
+void state_run_clear(struct cp *cp, struct cprun *r);
+/* Calls cb for every run matching where (a SQL condition on runs, parameters p). */
+int state_runs(struct cp *cp, const char *where, int n, const char *const *p,
+	       void (*cb)(void *arg, struct cprun *r), void *arg, struct lerr *e);
+int state_run_insert(struct cp *cp, const struct cprun *r, struct lerr *e);
+/* Ends r (any replica): final state with detail unless it is final already. */
+int state_run_end(struct cp *cp, const char *id, enum run_state st, const char *detail,
+		  struct lerr *e);
+json_t *state_run_json(const struct cprun *r);
+json_t *state_plane_json(const struct plane *p, int64_t now_us, int64_t live_after_us);
+
+/* leader.c (cp->mu held) */
+/* Takes or keeps the leader lease, records this replica as alive, and (leader) lets go
+ * of streams held by replicas that stopped. */
+void leader_tick(struct cp *cp);
+/* A condition that holds only while this replica is the leader under its epoch, for
+ * the leader's writes: written to sql with parameters $first and $first+1, whose
+ * values leader_params gives (epoch is their storage). */
+void leader_fence(char *sql, size_t len, int first);
+void leader_params(struct cp *cp, char epoch[24], const char **replica, const char **ep);
+json_t *leader_json(struct cp *cp);
+/* A clean stop: the lease and this replica's streams are let go at once. */
+void leader_release(struct cp *cp);
+
+/* sched.c (cp->mu held, leader only) */
+void sched_place(struct cp *cp);
+void sched_watchdog(struct cp *cp);
+void sched_liveness(struct cp *cp);
 
 /* service.c */
 extern const struct rpc_method cp_methods[];
 extern const size_t cp_n_methods;
-void cp_session_send(struct session *ss, const void *msg, size_t len);
+/* Sends plane's assignments and cancels that are due, if this replica holds its
+ * stream (force: all of them, as after a new stream). cp->mu held. */
+void service_deliver(struct cp *cp, const char *plane, bool force);
+/* Periodic: pings, streams this replica should not hold any more. cp->mu held. */
+void service_tick(struct cp *cp);
+
+/* wake.c */
+void wake_sched(struct cp *cp);
+void wake_plane(struct cp *cp, const char *plane);
+/* Takes what is due: returns whether placement is; *planes (free each and the array). */
+bool wake_take(struct cp *cp, char ***planes, size_t *n);
+int wake_start(struct cp *cp, struct lerr *e);
+void wake_stop(struct cp *cp);
 
 /* http.c */
 int http_start(struct cp *cp, struct lerr *e);

@@ -1,11 +1,14 @@
 /* db.c: lantern-cp's state on disk: SQLite by default (one file, no set-up) or
  * PostgreSQL (postgres://…, for a control plane with several replicas), behind one
- * small interface: statements with $N text parameters, rows as strings.
+ * small interface: statements with $N text parameters, rows as strings; on
+ * PostgreSQL also NOTIFY/LISTEN, how replicas wake each other.
  *
  * Migrations are embedded and versioned: each runs once, in a transaction, and is
  * recorded in schema_migrations. On PostgreSQL an advisory lock keeps two replicas
- * starting at once from running the same migration twice. */
+ * starting at once from running the same migration twice. The SQL is the subset both
+ * engines speak (partial indexes, ON CONFLICT, RETURNING, row values). */
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,11 +74,108 @@ static const struct {
 	  " id TEXT PRIMARY KEY,"
 	  " secret TEXT NOT NULL,"
 	  " created_at BIGINT NOT NULL);" },
+	/* several replicas: placement and leases in the database, a leader lease, the
+	 * queue indexed, what nodes can still take */
+	{ 2, "leases",
+	  "ALTER TABLE runs ADD COLUMN cpu_millis BIGINT NOT NULL DEFAULT 0;"
+	  "ALTER TABLE runs ADD COLUMN memory_bytes BIGINT NOT NULL DEFAULT 0;"
+	  "ALTER TABLE runs ADD COLUMN scratch_bytes BIGINT NOT NULL DEFAULT 0;"
+	  "ALTER TABLE runs ADD COLUMN resume INTEGER NOT NULL DEFAULT 0;"
+	  "ALTER TABLE runs ADD COLUMN lost_plane TEXT NOT NULL DEFAULT '';"
+	  "ALTER TABLE runs ADD COLUMN journal_store TEXT NOT NULL DEFAULT '';"
+	  "ALTER TABLE runs ADD COLUMN resumes INTEGER NOT NULL DEFAULT 0;"
+	  "ALTER TABLE runs ADD COLUMN lease_expires_us BIGINT NOT NULL DEFAULT 0;"
+	  "ALTER TABLE runs ADD COLUMN not_before_us BIGINT NOT NULL DEFAULT 0;"
+	  "ALTER TABLE runs ADD COLUMN queue_reason TEXT NOT NULL DEFAULT '';"
+	  "ALTER TABLE runs ADD COLUMN delivered_epoch BIGINT NOT NULL DEFAULT 0;"
+	  "ALTER TABLE runs ADD COLUMN cancel_sent INTEGER NOT NULL DEFAULT 0;"
+	  "CREATE INDEX IF NOT EXISTS runs_queued ON runs (created_us) WHERE status = 'queued';"
+	  "CREATE INDEX IF NOT EXISTS runs_live ON runs (plane_id) "
+	  " WHERE status IN ('assigned', 'accepted', 'running');"
+	  "CREATE INDEX IF NOT EXISTS runs_lease ON runs (lease_expires_us) "
+	  " WHERE status IN ('assigned', 'accepted', 'running');"
+	  "CREATE UNIQUE INDEX IF NOT EXISTS runs_idem ON runs (tenant_id, idempotency_key) "
+	  " WHERE idempotency_key <> '';"
+	  "ALTER TABLE data_planes ADD COLUMN journal_store TEXT NOT NULL DEFAULT '';"
+	  "ALTER TABLE data_planes ADD COLUMN stream_replica TEXT NOT NULL DEFAULT '';"
+	  "ALTER TABLE data_planes ADD COLUMN hb_us BIGINT NOT NULL DEFAULT 0;"
+	  "ALTER TABLE data_planes ADD COLUMN reported_active INTEGER NOT NULL DEFAULT 0;"
+	  "ALTER TABLE data_planes ADD COLUMN queue_depth INTEGER NOT NULL DEFAULT 0;"
+	  "ALTER TABLE data_planes ADD COLUMN cpu_pct DOUBLE PRECISION NOT NULL DEFAULT 0;"
+	  "ALTER TABLE data_planes ADD COLUMN mem_pct DOUBLE PRECISION NOT NULL DEFAULT 0;"
+	  "ALTER TABLE data_planes ADD COLUMN cap_cpu BIGINT NOT NULL DEFAULT -1;"
+	  "ALTER TABLE data_planes ADD COLUMN cap_memory BIGINT NOT NULL DEFAULT -1;"
+	  "ALTER TABLE data_planes ADD COLUMN cap_scratch BIGINT NOT NULL DEFAULT -1;"
+	  "ALTER TABLE data_planes ADD COLUMN cap_slots INTEGER NOT NULL DEFAULT -1;"
+	  "ALTER TABLE data_planes ADD COLUMN cap_us BIGINT NOT NULL DEFAULT 0;"
+	  "ALTER TABLE data_planes ADD COLUMN placed BIGINT NOT NULL DEFAULT 0;"
+	  "CREATE TABLE IF NOT EXISTS cp_leader ("
+	  " id INTEGER PRIMARY KEY,"
+	  " holder TEXT NOT NULL,"
+	  " epoch BIGINT NOT NULL,"
+	  " expires_us BIGINT NOT NULL);"
+	  "INSERT INTO cp_leader (id, holder, epoch, expires_us) VALUES (1, '', 0, 0) "
+	  " ON CONFLICT (id) DO NOTHING;"
+	  "CREATE TABLE IF NOT EXISTS cp_replicas ("
+	  " id TEXT PRIMARY KEY,"
+	  " seen_us BIGINT NOT NULL);" },
 };
 
 const char *db_kind(const struct db *db)
 {
 	return db->pg ? "postgresql" : "sqlite";
+}
+
+bool db_is_pg(const struct db *db)
+{
+	return db->pg != NULL;
+}
+
+void db_notify(struct db *db, const char *payload)
+{
+	const char *p[] = { payload };
+	PGresult *res;
+
+	if (!db->pg)
+		return;
+	res = PQexecParams(db->pg, "SELECT pg_notify('lantern_cp', $1)", 1, NULL, p, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK)
+		log_warn("database: NOTIFY %s: %s", payload, PQresultErrorMessage(res));
+	PQclear(res);
+}
+
+int db_listen(struct db *db, struct lerr *e)
+{
+	PGresult *res;
+
+	if (!db->pg)
+		return lerr_set(e, EINVAL, "database: LISTEN needs PostgreSQL");
+	res = PQexec(db->pg, "LISTEN lantern_cp");
+	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+		lerr_set(e, EIO, "database: LISTEN: %s", PQresultErrorMessage(res));
+		PQclear(res);
+		return -EIO;
+	}
+	PQclear(res);
+	return 0;
+}
+
+int db_wait_notify(struct db *db, int ms, void (*cb)(void *arg, const char *payload), void *arg)
+{
+	struct pollfd p = { .fd = PQsocket(db->pg), .events = POLLIN };
+	PGnotify *n;
+
+	if (p.fd < 0 || PQstatus(db->pg) != CONNECTION_OK)
+		return -ENOTCONN;
+	if (poll(&p, 1, ms) < 0 && errno != EINTR)
+		return -errno;
+	if (!PQconsumeInput(db->pg))
+		return -EIO;
+	while ((n = PQnotifies(db->pg))) {
+		cb(arg, n->extra);
+		PQfreemem(n);
+	}
+	return 0;
 }
 
 int db_open(const char *url, struct db **out, struct lerr *e)

@@ -6,8 +6,10 @@
  *   POST /v1/data-planes/{id}/drain {draining: true|false}: no new runs, in-flight finish
  *   POST /v1/runs                   {tenant_id, spec, input_json?, plane_id?,
  *                                    idempotency_key?}: submit an AgentSpec (YAML or JSON)
- *   GET  /v1/runs/{id}
+ *   GET  /v1/runs/{id}              with why_queued for a run that waits
  *   POST /v1/runs/{id}/cancel
+ *   GET  /v1/control-plane          this replica, the leader and its epoch, the replicas
+ * Any replica answers: everything is read from and written to the database.
  * It listens on loopback by default: put a TLS-terminating proxy in front to expose it. */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -63,6 +65,12 @@ static enum MHD_Result error(struct MHD_Connection *c, unsigned code, const char
 	return reply(c, code, json_pack("{s:s}", "error", msg));
 }
 
+/* A plane whose last heartbeat is older than this is not live. */
+static int64_t live_after(struct cp *cp)
+{
+	return cp_now_us() - (int64_t)cp->o.down_after * cp->o.heartbeat_s * 1000000;
+}
+
 static bool authorized(struct cp *cp, struct MHD_Connection *c)
 {
 	const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
@@ -80,7 +88,6 @@ static enum MHD_Result new_plane(struct cp *cp, struct MHD_Connection *c, json_t
 	const char *name = json_string_value(json_object_get(in, "name"));
 	char id[40] = "dp-", token[65], hash[65], now[24];
 	const char *p[5] = { id, tenant, name ? name : "", hash, now };
-	struct plane *pl;
 	struct lerr e;
 
 	if (!tenant || !*tenant || strlen(tenant) > 100)
@@ -93,15 +100,6 @@ static enum MHD_Result new_plane(struct cp *cp, struct MHD_Connection *c, json_t
 		    "VALUES ($1, $2, $3, $4, $5)", 5, p, &e) < 0) {
 		pthread_mutex_unlock(&cp->mu);
 		return error(c, 500, "%s", e.msg);
-	}
-	pl = calloc(1, sizeof(*pl));
-	if (pl) {
-		snprintf(pl->id, sizeof(pl->id), "%s", id);
-		snprintf(pl->tenant, sizeof(pl->tenant), "%s", tenant);
-		snprintf(pl->name, sizeof(pl->name), "%s", name ? name : "");
-		pl->last_hb_ms = cp_mono_ms();
-		pl->next = cp->planes;
-		cp->planes = pl;
 	}
 	pthread_mutex_unlock(&cp->mu);
 	log_info("plane %s (tenant %s): bootstrap token minted", id, tenant);
@@ -119,14 +117,16 @@ static enum MHD_Result submit(struct cp *cp, struct MHD_Connection *c, json_t *i
 	const char *idem = json_string_value(json_object_get(in, "idempotency_key"));
 	struct spec_errors errs = { 0 };
 	struct spec *s = NULL;
-	struct cprun *r;
+	struct cprun r = { 0 }, old;
+	struct lerr e = { 0 };
 	json_t *out;
+	int err;
 
 	if (!tenant || !*tenant || strlen(tenant) > 100)
 		return error(c, 400, "tenant_id: a string of 1 to 100 characters is required");
 	if (!text)
 		return error(c, 400, "spec: the AgentSpec (YAML or JSON text) is required");
-	if ((pin && strlen(pin) >= sizeof(r->pin)) || (idem && strlen(idem) >= sizeof(r->idem)))
+	if ((pin && strlen(pin) >= sizeof(r.pin)) || (idem && strlen(idem) >= sizeof(r.idem)))
 		return error(c, 400, "plane_id or idempotency_key is too long");
 	if (spec_parse("spec", text, strlen(text), &s, &errs) < 0) {
 		json_t *list = json_array();
@@ -136,46 +136,93 @@ static enum MHD_Result submit(struct cp *cp, struct MHD_Connection *c, json_t *i
 		spec_errors_free(&errs);
 		return reply(c, 400, json_pack("{s:s, s:o}", "error", "invalid AgentSpec", "errors", list));
 	}
-	pthread_mutex_lock(&cp->mu);
-	if (idem && *idem) {
-		for (r = cp->runs; r; r = r->next)
-			if (!strcmp(r->idem, idem) && !strcmp(r->tenant, tenant)) {
-				out = cp_run_json(r);
-				pthread_mutex_unlock(&cp->mu);
-				spec_free(s);
-				return reply(c, 200, out);
-			}
-	}
-	r = calloc(1, sizeof(*r));
-	if (!r || !(r->config_json = json_dumps(s->json, JSON_COMPACT | JSON_SORT_KEYS))) {
-		pthread_mutex_unlock(&cp->mu);
-		free(r);
+	if (!(r.config_json = json_dumps(s->json, JSON_COMPACT | JSON_SORT_KEYS))) {
 		spec_free(s);
 		return error(c, 500, "out of memory");
 	}
-	memcpy(r->id, "run-", 4);
-	util_random_hex(r->id + 4, 8);
-	snprintf(r->tenant, sizeof(r->tenant), "%s", tenant);
-	snprintf(r->isolation, sizeof(r->isolation), "%s", spec_isolation_name(s->isolation));
-	snprintf(r->pin, sizeof(r->pin), "%s", pin ? pin : "");
-	snprintf(r->idem, sizeof(r->idem), "%s", idem ? idem : "");
-	r->input_json = strdup(input ? input : "");
-	r->state = RS_QUEUED;
-	r->created_us = cp_now_us();
-	if (cp->runs_tail)
-		cp->runs_tail->next = r;
+	memcpy(r.id, "run-", 4);
+	util_random_hex(r.id + 4, 8);
+	snprintf(r.tenant, sizeof(r.tenant), "%s", tenant);
+	snprintf(r.isolation, sizeof(r.isolation), "%s", spec_isolation_name(s->isolation));
+	snprintf(r.pin, sizeof(r.pin), "%s", pin ? pin : "");
+	snprintf(r.idem, sizeof(r.idem), "%s", idem ? idem : "");
+	r.input_json = (char *)(input ? input : "");
+	r.cpu_millis = (int64_t)s->limits.vcpu_milli;
+	r.memory_bytes = (int64_t)s->limits.memory_bytes;
+	r.scratch_bytes = (int64_t)s->limits.scratch_bytes;
+	r.state = RS_QUEUED;
+	r.created_us = cp_now_us();
+	pthread_mutex_lock(&cp->mu);
+	/* one run per idempotency key: the index refuses a second row, on any replica */
+	if (idem && *idem && state_run_by_idem(cp, tenant, idem, &old, &e) == 1) {
+		out = state_run_json(&old);
+		state_run_clear(cp, &old);
+		pthread_mutex_unlock(&cp->mu);
+		free(r.config_json);
+		spec_free(s);
+		return reply(c, 200, out);
+	}
+	err = state_run_insert(cp, &r, &e);
+	if (err < 0 && idem && *idem && state_run_by_idem(cp, tenant, idem, &old, &e) == 1) {
+		out = state_run_json(&old);
+		state_run_clear(cp, &old);
+		pthread_mutex_unlock(&cp->mu);
+		free(r.config_json);
+		spec_free(s);
+		return reply(c, 200, out);
+	}
+	if (err < 0) {
+		pthread_mutex_unlock(&cp->mu);
+		free(r.config_json);
+		spec_free(s);
+		return error(c, 500, "%s", e.msg);
+	}
+	if (cp->leader)
+		sched_place(cp);
 	else
-		cp->runs = r;
-	cp->runs_tail = r;
-	cp_save_run(cp, r);
-	cp_dispatch(cp);
-	out = cp_run_json(r);
+		wake_sched(cp);
+	out = state_run(cp, r.id, &old, &e) == 1 ? state_run_json(&old) : state_run_json(&r);
+	state_run_clear(cp, &old);
 	pthread_mutex_unlock(&cp->mu);
-	log_info("run %s (%s, tenant %s, isolation %s): submitted", r->id, s->name, tenant, r->isolation);
+	log_info("run %s (%s, tenant %s, isolation %s): submitted", r.id, s->name, tenant, r.isolation);
+	free(r.config_json);
 	spec_free(s);
 	return reply(c, 202, out);
 }
 
+static enum MHD_Result cancel(struct cp *cp, struct MHD_Connection *c, const char *id)
+{
+	struct cprun r;
+	struct lerr e = { 0 };
+	json_t *out = NULL;
+	char fi[24];
+	const char *v[] = { id, I64(fi, cp_now_us()) };
+	int found;
+
+	pthread_mutex_lock(&cp->mu);
+	found = state_run(cp, id, &r, &e);
+	if (found == 1 && cp_state_final(r.state)) {
+		state_run_clear(cp, &r);
+		pthread_mutex_unlock(&cp->mu);
+		return error(c, 409, "run %s already ended", id);
+	}
+	if (found == 1) {
+		/* queued: it ends here; placed: its node ends it and reports */
+		if (db_exec(cp->db, "UPDATE runs SET status = 'cancelled', detail = 'cancelled before "
+			    "placement', finished_us = $2 WHERE id = $1 AND status = 'queued'", 2, v, &e) == 1)
+			log_info("run %s: cancelled before placement", id);
+		else if (db_exec(cp->db, "UPDATE runs SET cancel_requested = 1, cancel_sent = 0 WHERE id = $1 "
+				 "AND status IN " RS_LIVE_SQL, 1, v, &e) == 1)
+			wake_plane(cp, r.plane);
+		state_run_clear(cp, &r);
+		if (state_run(cp, id, &r, &e) == 1)
+			out = state_run_json(&r);
+		state_run_clear(cp, &r);
+	}
+	pthread_mutex_unlock(&cp->mu);
+	return out ? reply(c, 202, out) : error(c, found < 0 ? 500 : 404, "no run %s%s%s", id,
+						 e.msg[0] ? ": " : "", e.msg);
+}
 static enum MHD_Result route(struct cp *cp, struct MHD_Connection *c, const char *url,
 			     const char *method, struct req *rq)
 {
@@ -200,62 +247,60 @@ static enum MHD_Result route(struct cp *cp, struct MHD_Connection *c, const char
 	} else if (post && !strcmp(url, "/v1/runs")) {
 		ret = submit(cp, c, in);
 	} else if (get && !strcmp(url, "/v1/data-planes")) {
+		struct plane *list = NULL;
+		struct lerr e;
+
 		out = json_array();
 		pthread_mutex_lock(&cp->mu);
-		for (struct plane *p = cp->planes; p; p = p->next)
-			json_array_append_new(out, cp_plane_json(cp, p));
+		state_planes(cp, &list, &e);
+		for (struct plane *p = list; p; p = p->next)
+			json_array_append_new(out, state_plane_json(p, cp_now_us(), live_after(cp)));
 		pthread_mutex_unlock(&cp->mu);
+		state_planes_free(list);
 		ret = reply(c, 200, json_pack("{s:o}", "data_planes", out));
+	} else if (get && !strcmp(url, "/v1/control-plane")) {
+		pthread_mutex_lock(&cp->mu);
+		out = leader_json(cp);
+		pthread_mutex_unlock(&cp->mu);
+		ret = reply(c, 200, out);
 	} else if (sscanf(url, "/v1/data-planes/%63[^/]/%31s", id, verb) == 2 && post &&
 		   !strcmp(verb, "drain")) {
 		json_t *d = json_object_get(in, "draining");
-		struct plane *p;
+		const char *v[] = { id, d && !json_is_true(d) ? "0" : "1" };
+		struct plane p;
+		struct lerr e;
 
 		pthread_mutex_lock(&cp->mu);
-		if ((p = cp_plane(cp, id))) {
-			p->draining = d ? json_is_true(d) : true;
-			cp_save_plane(cp, p);
-			out = cp_plane_json(cp, p);
-			if (!p->draining)
-				cp_dispatch(cp);
+		if (db_exec(cp->db, "UPDATE data_planes SET draining = $2 WHERE id = $1", 2, v, &e) == 1 &&
+		    state_plane(cp, id, &p, &e) == 1) {
+			out = state_plane_json(&p, cp_now_us(), live_after(cp));
+			if (!p.draining)
+				wake_sched(cp);
 		}
 		pthread_mutex_unlock(&cp->mu);
-		if (p)
-			log_info("plane %s: %s", id, json_is_true(json_object_get(out, "draining")) ?
-				 "draining: no new runs" : "drain lifted");
+		if (out)
+			log_info("plane %s: %s", id, v[1][0] == '1' ? "draining: no new runs" : "drain lifted");
 		ret = out ? reply(c, 200, out) : error(c, 404, "no data plane %s", id);
 	} else if (sscanf(url, "/v1/data-planes/%63[^/]", id) == 1 && get && !strchr(url + 16, '/')) {
-		struct plane *p;
+		struct plane p;
+		struct lerr e;
 
 		pthread_mutex_lock(&cp->mu);
-		if ((p = cp_plane(cp, id)))
-			out = cp_plane_json(cp, p);
+		if (state_plane(cp, id, &p, &e) == 1)
+			out = state_plane_json(&p, cp_now_us(), live_after(cp));
 		pthread_mutex_unlock(&cp->mu);
 		ret = out ? reply(c, 200, out) : error(c, 404, "no data plane %s", id);
 	} else if (sscanf(url, "/v1/runs/%63[^/]/%31s", id, verb) == 2 && post &&
 		   !strcmp(verb, "cancel")) {
-		struct cprun *r;
-		int err = -ENOENT;
-
-		pthread_mutex_lock(&cp->mu);
-		if ((r = cp_run(cp, id))) {
-			err = cp_cancel(cp, r);
-			out = cp_run_json(r);
-		}
-		pthread_mutex_unlock(&cp->mu);
-		if (err == -ENOENT)
-			ret = error(c, 404, "no run %s", id);
-		else if (err == -EALREADY) {
-			json_decref(out);
-			ret = error(c, 409, "run %s already ended", id);
-		} else
-			ret = reply(c, 202, out);
+		ret = cancel(cp, c, id);
 	} else if (sscanf(url, "/v1/runs/%63[^/]", id) == 1 && get && !strchr(url + 9, '/')) {
-		struct cprun *r;
+		struct cprun r;
+		struct lerr e;
 
 		pthread_mutex_lock(&cp->mu);
-		if ((r = cp_run(cp, id)))
-			out = cp_run_json(r);
+		if (state_run(cp, id, &r, &e) == 1)
+			out = state_run_json(&r);
+		state_run_clear(cp, &r);
 		pthread_mutex_unlock(&cp->mu);
 		ret = out ? reply(c, 200, out) : error(c, 404, "no run %s", id);
 	} else {

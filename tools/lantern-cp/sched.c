@@ -1,200 +1,41 @@
-/* sched.c: where runs go. A run goes to a registered, live, non-draining plane of its
- * tenant that advertised the run's isolation class and has room, least loaded first
- * (ties: the plane that took the fewest runs); when none fits it waits in the queue,
- * in submission order. A plane that misses heartbeats is marked down and its unfinished
- * runs fail with that reason. Every change is written through to the database.
+/* sched.c: the leader's work, all of it from the database and back (another replica
+ * may be serving the planes' streams and the operator's calls):
  *
- * Each placement bumps the run's fencing epoch; what a plane reports under an older
- * epoch (a plane that came back after its run was ended elsewhere) is ignored. */
+ * Placement. Queued runs (an index of their own, not a scan of every run) in
+ * submission order go to a registered, connected, live, non-draining plane of their
+ * tenant that advertised the run's isolation class (a plane that advertised none
+ * takes any: its admission decides) and has room: fewer live runs than max_runs, and
+ * the run's limits within what the plane last said it can still take (CPU, memory,
+ * scratch, free slots), less what was placed there since. Least loaded first, ties to
+ * the plane that took the fewest runs. A run whose journal is in a store (placed
+ * before on a node with one) goes only to a node of the same store. A run that fits
+ * nowhere waits, and its row says why (why_queued in the operator API). Each placement
+ * raises the run's epoch and starts its lease.
+ *
+ * The watchdog. A live run whose lease expired (its node stopped renewing it) is
+ * queued again: with resume when its node had accepted it (the next node continues it
+ * from its journal), failed when that node keeps no journal store (nothing could
+ * continue it). A plane that misses heartbeats is marked down; its runs without a
+ * journal store fail with that reason, the others are left to their leases.
+ *
+ * A replica that just became leader gives planes a heartbeat window and leases a TTL
+ * before judging them: they may have been renewing through a replica that stopped.
+ * Every write here carries the leader fence (leader.c). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "cp.h"
-#include "lantern/v1/dataplane.pb-c.h"
 
-static const char *const state_names[] = {
-	[RS_QUEUED] = "queued",       [RS_ASSIGNED] = "assigned", [RS_ACCEPTED] = "accepted",
-	[RS_RUNNING] = "running",     [RS_SUCCEEDED] = "succeeded", [RS_FAILED] = "failed",
-	[RS_CANCELLED] = "cancelled", [RS_TIMED_OUT] = "timed_out",
-};
-
-int64_t cp_now_us(void)
-{
-	return (int64_t)(util_now_ns(CLOCK_REALTIME) / 1000);
-}
-
-int64_t cp_mono_ms(void)
-{
-	return (int64_t)(util_now_ns(CLOCK_MONOTONIC) / 1000000);
-}
-
-const char *cp_state_name(enum run_state s)
-{
-	return s < ARRAY_SIZE(state_names) ? state_names[s] : "unknown";
-}
-
-bool cp_state_final(enum run_state s)
-{
-	return s >= RS_SUCCEEDED;
-}
-
-static enum run_state state_from(const char *n)
-{
-	for (size_t i = 0; i < ARRAY_SIZE(state_names); i++)
-		if (n && !strcmp(n, state_names[i]))
-			return (enum run_state)i;
-	return RS_FAILED;
-}
-
-struct plane *cp_plane(struct cp *cp, const char *id)
-{
-	for (struct plane *p = cp->planes; p; p = p->next)
-		if (!strcmp(p->id, id))
-			return p;
-	return NULL;
-}
-
-struct cprun *cp_run(struct cp *cp, const char *id)
-{
-	for (struct cprun *r = cp->runs; r; r = r->next)
-		if (!strcmp(r->id, id))
-			return r;
-	return NULL;
-}
-
-#define I64(buf, v) (snprintf(buf, sizeof(buf), "%lld", (long long)(v)), buf)
-
-void cp_save_plane(struct cp *cp, struct plane *p)
-{
-	char mr[24], dr[4], dn[4], hb[24], rg[4];
-	const char *v[] = { p->id, p->hostname, p->classes, I64(mr, p->max_runs),
-			    I64(dr, p->draining), I64(dn, p->down), I64(hb, time(NULL)), I64(rg, p->registered) };
-	struct lerr e;
-
-	if (db_exec(cp->db, "UPDATE data_planes SET hostname = $2, classes = $3, max_runs = $4, "
-		    "draining = $5, down = $6, last_heartbeat = $7, token_used = $8 WHERE id = $1",
-		    8, v, &e) < 0)
-		log_error("plane %s: not saved: %s", p->id, e.msg);
-}
-
-void cp_save_run(struct cp *cp, struct cprun *r)
-{
-	char ep[24], cost[40], ti[24], to[24], du[24], cr[24], as[24], ac[24], ru[24], fi[24], cx[4];
-	const char *v[] = {
-		r->id, r->tenant, r->isolation, r->pin, r->idem, r->config_json,
-		r->input_json ? r->input_json : "", cp_state_name(r->state), r->plane, I64(ep, r->epoch),
-		r->detail, r->output_json ? r->output_json : "",
-		(snprintf(cost, sizeof(cost), "%.17g", r->cost_usd), cost), I64(ti, r->tokens_in),
-		I64(to, r->tokens_out), I64(du, r->duration_ms), I64(cx, r->cancel_requested),
-		I64(cr, r->created_us), I64(as, r->assigned_us), I64(ac, r->accepted_us),
-		I64(ru, r->running_us), I64(fi, r->finished_us),
-	};
-	struct lerr e;
-
-	if (db_exec(cp->db,
-		    "INSERT INTO runs (id, tenant_id, isolation, pin, idempotency_key, config_json, "
-		    "input_json, status, plane_id, epoch, detail, output_json, cost_usd, tokens_in, "
-		    "tokens_out, duration_ms, cancel_requested, created_us, assigned_us, accepted_us, "
-		    "running_us, finished_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, "
-		    "$13, $14, $15, $16, $17, $18, $19, $20, $21, $22) ON CONFLICT (id) DO UPDATE SET "
-		    "status = excluded.status, plane_id = excluded.plane_id, epoch = excluded.epoch, "
-		    "detail = excluded.detail, output_json = excluded.output_json, "
-		    "cost_usd = excluded.cost_usd, tokens_in = excluded.tokens_in, "
-		    "tokens_out = excluded.tokens_out, duration_ms = excluded.duration_ms, "
-		    "cancel_requested = excluded.cancel_requested, assigned_us = excluded.assigned_us, "
-		    "accepted_us = excluded.accepted_us, running_us = excluded.running_us, "
-		    "finished_us = excluded.finished_us",
-		    (int)ARRAY_SIZE(v), v, &e) < 0)
-		log_error("run %s: not saved: %s", r->id, e.msg);
-}
-
-static void load_plane(void *arg, int ncol, char **v)
-{
-	struct cp *cp = arg;
-	struct plane *p = calloc(1, sizeof(*p));
-
-	if (!p || ncol < 9)
-		return;
-	snprintf(p->id, sizeof(p->id), "%s", v[0]);
-	snprintf(p->tenant, sizeof(p->tenant), "%s", v[1]);
-	snprintf(p->name, sizeof(p->name), "%s", v[2] ?: "");
-	p->registered = v[3] && atoi(v[3]);
-	snprintf(p->hostname, sizeof(p->hostname), "%s", v[4] ?: "");
-	snprintf(p->classes, sizeof(p->classes), "%s", v[5] ?: "");
-	p->max_runs = v[6] ? atoi(v[6]) : 0;
-	p->draining = v[7] && atoi(v[7]);
-	p->down = v[8] && atoi(v[8]);
-	/* a restarted control plane gives every plane a full heartbeat window to return */
-	p->last_hb_ms = cp_mono_ms();
-	p->next = cp->planes;
-	cp->planes = p;
-}
-
-static void load_run(void *arg, int ncol, char **v)
-{
-	struct cp *cp = arg;
-	struct cprun *r = calloc(1, sizeof(*r));
-
-	if (!r || ncol < 22)
-		return;
-	snprintf(r->id, sizeof(r->id), "%s", v[0]);
-	snprintf(r->tenant, sizeof(r->tenant), "%s", v[1]);
-	snprintf(r->isolation, sizeof(r->isolation), "%s", v[2]);
-	snprintf(r->pin, sizeof(r->pin), "%s", v[3] ?: "");
-	snprintf(r->idem, sizeof(r->idem), "%s", v[4] ?: "");
-	r->config_json = strdup(v[5] ?: "{}");
-	r->input_json = strdup(v[6] ?: "");
-	r->state = state_from(v[7]);
-	snprintf(r->plane, sizeof(r->plane), "%s", v[8] ?: "");
-	r->epoch = v[9] ? atoll(v[9]) : 0;
-	snprintf(r->detail, sizeof(r->detail), "%s", v[10] ?: "");
-	r->output_json = strdup(v[11] ?: "");
-	r->cost_usd = v[12] ? atof(v[12]) : 0;
-	r->tokens_in = v[13] ? atoll(v[13]) : 0;
-	r->tokens_out = v[14] ? atoll(v[14]) : 0;
-	r->duration_ms = v[15] ? atoll(v[15]) : 0;
-	r->cancel_requested = v[16] && atoi(v[16]);
-	r->created_us = v[17] ? atoll(v[17]) : 0;
-	r->assigned_us = v[18] ? atoll(v[18]) : 0;
-	r->accepted_us = v[19] ? atoll(v[19]) : 0;
-	r->running_us = v[20] ? atoll(v[20]) : 0;
-	r->finished_us = v[21] ? atoll(v[21]) : 0;
-	if (cp->runs_tail)
-		cp->runs_tail->next = r;
-	else
-		cp->runs = r;
-	cp->runs_tail = r;
-}
-
-int cp_load(struct cp *cp, struct lerr *e)
-{
-	int err = db_query(cp->db, "SELECT id, tenant_id, name, token_used, hostname, classes, "
-			   "max_runs, draining, down FROM data_planes", 0, NULL, load_plane, cp, e);
-
-	if (err < 0)
-		return err;
-	err = db_query(cp->db, "SELECT id, tenant_id, isolation, pin, idempotency_key, config_json, "
-		       "input_json, status, plane_id, epoch, detail, output_json, cost_usd, tokens_in, "
-		       "tokens_out, duration_ms, cancel_requested, created_us, assigned_us, accepted_us, "
-		       "running_us, finished_us FROM runs ORDER BY created_us", 0, NULL, load_run, cp, e);
-	if (err < 0)
-		return err;
-	for (struct cprun *r = cp->runs; r; r = r->next) {
-		struct plane *p = r->plane[0] ? cp_plane(cp, r->plane) : NULL;
-
-		if (!cp_state_final(r->state) && r->state != RS_QUEUED && p)
-			p->active++;
-	}
-	return 0;
-}
+#define QUEUE_BATCH 512
 
 static bool has_class(const struct plane *p, const char *cls)
 {
 	size_t n = strlen(cls);
 
+	if (!p->classes[0])
+		return true;
 	for (const char *c = p->classes; (c = strstr(c, cls)); c += n)
 		if ((c == p->classes || c[-1] == ',') && (c[n] == ',' || c[n] == '\0'))
 			return true;
@@ -206,222 +47,310 @@ static int plane_load(const struct plane *p)
 	return p->active > p->reported_active ? p->active : p->reported_active;
 }
 
-static bool plane_usable(const struct plane *p)
-{
-	return p->registered && !p->down && !p->draining && p->stream &&
-	       (!p->max_runs || plane_load(p) < p->max_runs);
-}
+/* How far a plane gets with a run; the furthest any plane got says why it waits. */
+enum stage { ST_NONE, ST_LIVE, ST_CLASS, ST_STORE, ST_DRAIN, ST_OK };
 
-static struct plane *place(struct cp *cp, const struct cprun *r)
+static bool room(const struct plane *p, const struct cprun *r, char *why, size_t len)
 {
-	struct plane *best = NULL;
-
-	if (r->pin[0]) {
-		/* an operator's pin skips the class filter: the node's admission decides */
-		struct plane *p = cp_plane(cp, r->pin);
-		return p && !strcmp(p->tenant, r->tenant) && plane_usable(p) ? p : NULL;
+	if (p->max_runs && plane_load(p) >= p->max_runs) {
+		snprintf(why, len, "%s runs %d of its %d", p->id, plane_load(p), p->max_runs);
+		return false;
 	}
-	for (struct plane *p = cp->planes; p; p = p->next) {
-		if (strcmp(p->tenant, r->tenant) || !plane_usable(p) || !has_class(p, r->isolation))
-			continue;
-		if (!best || plane_load(p) < plane_load(best) ||
-		    (plane_load(p) == plane_load(best) && p->placed < best->placed))
-			best = p;
+	if (p->cap_cpu >= 0 && r->cpu_millis && p->cap_cpu - p->pend_cpu < r->cpu_millis) {
+		snprintf(why, len, "the run needs %lldm of CPU, %s has %lldm", (long long)r->cpu_millis,
+			 p->id, (long long)(p->cap_cpu - p->pend_cpu));
+		return false;
 	}
-	return best;
+	if (p->cap_memory >= 0 && r->memory_bytes && p->cap_memory - p->pend_memory < r->memory_bytes) {
+		snprintf(why, len, "the run needs %lld bytes of memory, %s has %lld",
+			 (long long)r->memory_bytes, p->id, (long long)(p->cap_memory - p->pend_memory));
+		return false;
+	}
+	if (p->cap_scratch >= 0 && r->scratch_bytes && p->cap_scratch - p->pend_scratch < r->scratch_bytes) {
+		snprintf(why, len, "the run needs %lld bytes of scratch, %s has %lld",
+			 (long long)r->scratch_bytes, p->id, (long long)(p->cap_scratch - p->pend_scratch));
+		return false;
+	}
+	if (p->cap_slots >= 0 && p->cap_slots - p->pend_slots <= 0) {
+		snprintf(why, len, "%s has no free slot", p->id);
+		return false;
+	}
+	return true;
 }
 
-void cp_send_assignment(struct cp *cp, struct cprun *r)
+static enum stage judge(const struct plane *p, const struct cprun *r, int64_t live_after,
+			char *why, size_t len)
 {
-	struct plane *p = cp_plane(cp, r->plane);
-	Lantern__V1__DpRunAssignment a = LANTERN__V1__DP_RUN_ASSIGNMENT__INIT;
-	Lantern__V1__DpRunStreamServerMsg m = LANTERN__V1__DP_RUN_STREAM_SERVER_MSG__INIT;
-	uint8_t *buf;
-	size_t len;
-
-	if (!p || !p->stream)
-		return;
-	a.run_id = r->id;
-	a.tenant_id = r->tenant;
-	a.config_json = r->config_json;
-	a.input_json = r->input_json ? r->input_json : "";
-	a.idempotency_key = r->idem[0] ? r->idem : r->id;
-	a.fencing_epoch = r->epoch;
-	m.msg_case = LANTERN__V1__DP_RUN_STREAM_SERVER_MSG__MSG_ASSIGNMENT;
-	m.assignment = &a;
-	len = lantern__v1__dp_run_stream_server_msg__get_packed_size(&m);
-	buf = malloc(len ? len : 1);
-	if (!buf)
-		return;
-	lantern__v1__dp_run_stream_server_msg__pack(&m, buf);
-	cp_session_send(p->stream, buf, len);
-	free(buf);
+	if (strcmp(p->tenant, r->tenant) || (r->pin[0] && strcmp(p->id, r->pin)))
+		return ST_NONE;
+	if (!p->registered || p->down || !p->stream_replica[0] || p->hb_us < live_after)
+		return ST_NONE;
+	/* an operator's pin skips the class filter: the node's admission decides */
+	if (!r->pin[0] && !has_class(p, r->isolation))
+		return ST_LIVE;
+	if (r->store[0] && strcmp(p->journal_store, r->store))
+		return ST_CLASS;
+	if (p->draining)
+		return ST_STORE;
+	if (!room(p, r, why, len))
+		return ST_DRAIN;
+	return ST_OK;
 }
 
-void cp_send_cancel(struct cp *cp, struct cprun *r)
+static void why_waiting(const struct cprun *r, enum stage best, const char *room_why, char *out,
+			size_t len)
 {
-	struct plane *p = cp_plane(cp, r->plane);
-	Lantern__V1__DpCancelRun c = LANTERN__V1__DP_CANCEL_RUN__INIT;
-	Lantern__V1__DpRunStreamServerMsg m = LANTERN__V1__DP_RUN_STREAM_SERVER_MSG__INIT;
-	uint8_t buf[256];
-	size_t len;
-
-	if (!p || !p->stream)
-		return;
-	c.run_id = r->id;
-	m.msg_case = LANTERN__V1__DP_RUN_STREAM_SERVER_MSG__MSG_CANCEL;
-	m.cancel = &c;
-	len = lantern__v1__dp_run_stream_server_msg__get_packed_size(&m);
-	if (len > sizeof(buf))
-		return;
-	lantern__v1__dp_run_stream_server_msg__pack(&m, buf);
-	cp_session_send(p->stream, buf, len);
-}
-
-void cp_dispatch(struct cp *cp)
-{
-	for (struct cprun *r = cp->runs; r; r = r->next) {
-		struct plane *p;
-
-		if (r->state != RS_QUEUED || (r->retry_ms && r->retry_ms > cp_mono_ms()))
-			continue;
-		if (!(p = place(cp, r)))
-			continue;
-		r->state = RS_ASSIGNED;
-		snprintf(r->plane, sizeof(r->plane), "%s", p->id);
-		r->epoch++;
-		r->assigned_us = cp_now_us();
-		p->active++;
-		p->placed++;
-		cp_save_run(cp, r);
-		cp_send_assignment(cp, r);
+	switch (best) {
+	case ST_NONE:
+		if (r->pin[0])
+			snprintf(out, len, "pinned plane %s is not connected and live", r->pin);
+		else
+			snprintf(out, len, "no connected, live node of tenant %s", r->tenant);
+		break;
+	case ST_LIVE:
+		snprintf(out, len, "no connected node advertises isolation class %s", r->isolation);
+		break;
+	case ST_CLASS:
+		snprintf(out, len, "waiting for a connected node of journal store %s, where its journal is",
+			 r->store);
+		break;
+	case ST_STORE:
+		snprintf(out, len, "every node that can run it is draining");
+		break;
+	default:
+		snprintf(out, len, "no node has room for it: %s", room_why);
+		break;
 	}
 }
 
-void cp_run_end(struct cp *cp, struct cprun *r, enum run_state st, const char *detail)
+struct queue {
+	struct cprun *r;
+	size_t n, cap;
+};
+
+static void queue_cb(void *arg, struct cprun *r)
 {
-	struct plane *p = r->plane[0] ? cp_plane(cp, r->plane) : NULL;
+	struct queue *q = arg;
 
-	if (cp_state_final(r->state))
-		return;
-	if (p && r->state != RS_QUEUED && p->active > 0)
-		p->active--;
-	r->state = st;
-	if (detail)
-		snprintf(r->detail, sizeof(r->detail), "%s", detail);
-	r->finished_us = cp_now_us();
-	cp_save_run(cp, r);
-	log_info("run %s: %s%s%s", r->id, cp_state_name(st), r->detail[0] ? ": " : "", r->detail);
-}
+	if (q->n == q->cap) {
+		struct cprun *n = realloc(q->r, (q->cap ? q->cap * 2 : 64) * sizeof(*n));
 
-void cp_requeue(struct cp *cp, struct cprun *r, const char *why)
-{
-	struct plane *p = cp_plane(cp, r->plane);
-
-	if (cp_state_final(r->state) || r->state == RS_QUEUED)
-		return;
-	if (p && p->active > 0)
-		p->active--;
-	log_info("run %s: %s gave it back unstarted (%s): queued again", r->id, r->plane, why);
-	r->state = RS_QUEUED;
-	r->plane[0] = '\0';
-	r->accepted_us = r->running_us = 0;
-	r->retry_ms = cp_mono_ms() + 1000;
-	cp_save_run(cp, r);
-}
-
-int cp_cancel(struct cp *cp, struct cprun *r)
-{
-	if (cp_state_final(r->state))
-		return -EALREADY;
-	if (r->state == RS_QUEUED) {
-		cp_run_end(cp, r, RS_CANCELLED, "cancelled before placement");
-		return 0;
+		if (!n)
+			return;
+		q->r = n;
+		q->cap = q->cap ? q->cap * 2 : 64;
 	}
-	/* the plane ends it and reports; a plane without a stream gets it on return */
-	r->cancel_requested = true;
-	cp_save_run(cp, r);
-	cp_send_cancel(cp, r);
-	return 0;
+	q->r[q->n] = *r;
+	/* the strings stay with the row's copy: this one keeps only what placement reads */
+	q->r[q->n].config_json = q->r[q->n].input_json = q->r[q->n].output_json = NULL;
+	q->n++;
 }
 
-void cp_tick(struct cp *cp)
+static struct plane *find(struct plane *list, const char *id)
 {
-	static int64_t last_ping;
-	int64_t now = cp_mono_ms();
-	static int64_t last_dispatch;
+	for (struct plane *p = list; p; p = p->next)
+		if (!strcmp(p->id, id))
+			return p;
+	return NULL;
+}
 
-	for (struct plane *p = cp->planes; p; p = p->next) {
-		char why[256];
+/* Live runs count against their plane; those placed since its last report of what it
+ * can take count against that too. */
+static void live_cb(void *arg, struct cprun *r)
+{
+	struct plane *p = find(arg, r->plane);
 
-		if (!p->registered || p->down ||
-		    now - p->last_hb_ms <= (int64_t)cp->o.down_after * cp->o.heartbeat_s * 1000)
+	if (!p)
+		return;
+	p->active++;
+	if (r->assigned_us > p->cap_us) {
+		p->pend_cpu += r->cpu_millis;
+		p->pend_memory += r->memory_bytes;
+		p->pend_scratch += r->scratch_bytes;
+		p->pend_slots++;
+	}
+}
+
+static bool place_one(struct cp *cp, struct cprun *r, struct plane *p, int64_t now)
+{
+	char fence[160], sql[1024], as[24], le[24], ep[24];
+	const char *v[7] = { r->id, p->id, I64(as, now), I64(le, now + (int64_t)cp->o.lease_ttl_ms * 1000),
+			     r->store[0] ? r->store : p->journal_store };
+	struct lerr e = { 0 };
+	int n;
+
+	leader_params(cp, ep, &v[5], &v[6]);
+	leader_fence(fence, sizeof(fence), 6);
+	snprintf(sql, sizeof(sql), "UPDATE runs SET status = 'assigned', plane_id = $2, epoch = epoch + 1, "
+		 "assigned_us = $3, accepted_us = 0, running_us = 0, lease_expires_us = $4, "
+		 "journal_store = $5, queue_reason = '', delivered_epoch = 0 "
+		 "WHERE id = $1 AND status = 'queued' AND %s", fence);
+	n = db_exec(cp->db, sql, 7, v, &e);
+	if (n < 0)
+		log_error("run %s: not placed: %s", r->id, e.msg);
+	if (n != 1)
+		return false;
+	db_exec(cp->db, "UPDATE data_planes SET placed = placed + 1 WHERE id = $2", 2, v, &e);
+	p->active++;
+	p->placed++;
+	p->pend_cpu += r->cpu_millis;
+	p->pend_memory += r->memory_bytes;
+	p->pend_scratch += r->scratch_bytes;
+	p->pend_slots++;
+	log_info("run %s: placed on %s (epoch %lld%s)", r->id, p->id, (long long)r->epoch + 1,
+		 r->resume ? ", to continue from its journal" : "");
+	wake_plane(cp, p->id);
+	return true;
+}
+
+void sched_place(struct cp *cp)
+{
+	int64_t now = cp_now_us(), live_after = now - (int64_t)cp->o.down_after * cp->o.heartbeat_s * 1000000;
+	struct queue q = { 0 };
+	struct plane *planes = NULL;
+	struct lerr e = { 0 };
+
+	if (state_planes(cp, &planes, &e) < 0 ||
+	    state_runs(cp, "status IN " RS_LIVE_SQL, 0, NULL, live_cb, planes, &e) < 0 ||
+	    state_runs(cp, "status = 'queued' ORDER BY created_us, id LIMIT 512", 0, NULL, queue_cb, &q,
+		       &e) < 0) {
+		log_error("placement: %s", e.msg);
+		goto out;
+	}
+	for (size_t i = 0; i < q.n; i++) {
+		struct cprun *r = &q.r[i];
+		struct plane *best = NULL;
+		enum stage far = ST_NONE;
+		char room_why[256] = "", why[512];
+
+		if (r->not_before_us > now)
 			continue;
-		p->down = true;
-		cp_save_plane(cp, p);
+		for (struct plane *p = planes; p; p = p->next) {
+			char w[256] = "";
+			enum stage st = judge(p, r, live_after, w, sizeof(w));
+
+			if (st > far || (st == far && st == ST_DRAIN && !room_why[0]))
+				snprintf(room_why, sizeof(room_why), "%s", w);
+			if (st > far)
+				far = st;
+			if (st == ST_OK && (!best || plane_load(p) < plane_load(best) ||
+					    (plane_load(p) == plane_load(best) && p->placed < best->placed)))
+				best = p;
+		}
+		if (best && place_one(cp, r, best, now))
+			continue;
+		why_waiting(r, far, room_why, why, sizeof(why));
+		if (strcmp(why, r->queue_reason)) {
+			const char *w[] = { r->id, why };
+
+			db_exec(cp->db, "UPDATE runs SET queue_reason = $2 WHERE id = $1 AND status = 'queued'",
+				2, w, &e);
+		}
+	}
+out:
+	free(q.r);
+	state_planes_free(planes);
+}
+
+/* ---- the watchdog ---- */
+
+void sched_watchdog(struct cp *cp)
+{
+	int64_t now = cp_now_us();
+	struct queue q = { 0 };
+	struct lerr e = { 0 };
+	char cut[24];
+	const char *v[] = { I64(cut, now) };
+
+	/* just took over: the nodes get one lease to renew through this replica's peers */
+	if (now - cp->leader_since_us < (int64_t)cp->o.lease_ttl_ms * 1000)
+		return;
+	if (state_runs(cp, "status IN " RS_LIVE_SQL " AND lease_expires_us > 0 AND lease_expires_us < $1 "
+		       "ORDER BY lease_expires_us LIMIT 512", 1, v, queue_cb, &q, &e) < 0) {
+		log_error("watchdog: %s", e.msg);
+		return;
+	}
+	for (size_t i = 0; i < q.n; i++) {
+		struct cprun *r = &q.r[i];
+		char fence[160], sql[1024], why[512], ep[24], le[24];
+		const char *w[7] = { r->id, I64(le, r->epoch), cp_state_name(r->state), why, r->plane };
+		int n;
+
+		leader_params(cp, ep, &w[5], &w[6]);
+		leader_fence(fence, sizeof(fence), 6);
+		if (!r->store[0]) {
+			snprintf(why, sizeof(why), "the lease of epoch %lld on data plane %s expired and it keeps "
+				 "no journal store: the run cannot continue elsewhere", (long long)r->epoch, r->plane);
+			snprintf(sql, sizeof(sql), "UPDATE runs SET status = 'failed', detail = $4, finished_us = "
+				 "%lld, lease_expires_us = 0 WHERE id = $1 AND epoch = $2 AND status = $3 AND "
+				 "plane_id = $5 AND %s", (long long)now, fence);
+		} else if (r->state == RS_ASSIGNED) {
+			snprintf(why, sizeof(why), "the lease of epoch %lld on data plane %s expired before it "
+				 "accepted the run: placed again", (long long)r->epoch, r->plane);
+			snprintf(sql, sizeof(sql), "UPDATE runs SET status = 'queued', plane_id = '', "
+				 "queue_reason = $4, lease_expires_us = 0, not_before_us = 0 WHERE id = $1 AND "
+				 "epoch = $2 AND status = $3 AND plane_id = $5 AND %s", fence);
+		} else {
+			snprintf(why, sizeof(why), "the lease of epoch %lld on data plane %s expired: waiting for a "
+				 "node to continue the run from its journal", (long long)r->epoch, r->plane);
+			snprintf(sql, sizeof(sql), "UPDATE runs SET status = 'queued', plane_id = '', resume = 1, "
+				 "lost_plane = $5, resumes = resumes + 1, queue_reason = $4, lease_expires_us = 0, "
+				 "not_before_us = 0, accepted_us = 0, running_us = 0 WHERE id = $1 AND epoch = $2 "
+				 "AND status = $3 AND plane_id = $5 AND %s", fence);
+		}
+		n = db_exec(cp->db, sql, 7, w, &e);
+		if (n == 1) {
+			log_warn("watchdog: run %s: %s (%lld ms after it expired)", r->id, why,
+				 (long long)(now - r->lease_expires_us) / 1000);
+			wake_sched(cp);
+		} else if (n < 0) {
+			log_error("watchdog: run %s: %s", r->id, e.msg);
+		}
+	}
+	free(q.r);
+}
+
+/* ---- planes gone down ---- */
+
+void sched_liveness(struct cp *cp)
+{
+	int64_t now = cp_now_us(), window = (int64_t)cp->o.down_after * cp->o.heartbeat_s * 1000000;
+	struct plane *planes = NULL;
+	struct lerr e = { 0 };
+
+	if (now - cp->leader_since_us < window || state_planes(cp, &planes, &e) < 0)
+		goto out;
+	for (struct plane *p = planes; p; p = p->next) {
+		char fence[160], sql[512], why[256], cut[24], ep[24], fi[24];
+		const char *v[4] = { p->id, I64(cut, now - window) };
+
+		if (!p->registered || p->down || p->hb_us >= now - window)
+			continue;
+		leader_params(cp, ep, &v[2], &v[3]);
+		leader_fence(fence, sizeof(fence), 3);
+		snprintf(sql, sizeof(sql), "UPDATE data_planes SET down = 1 WHERE id = $1 AND down = 0 AND "
+			 "hb_us < $2 AND %s", fence);
+		if (db_exec(cp->db, sql, 4, v, &e) != 1)
+			continue;
 		log_warn("plane %s (%s): down: no heartbeat for %lld ms", p->id, p->hostname,
-			 (long long)(now - p->last_hb_ms));
+			 (long long)(now - p->hb_us) / 1000);
 		snprintf(why, sizeof(why), "data plane %s is down: it missed %d heartbeats", p->id,
 			 cp->o.down_after);
-		for (struct cprun *r = cp->runs; r; r = r->next)
-			if (!cp_state_final(r->state) && r->state != RS_QUEUED && !strcmp(r->plane, p->id))
-				cp_run_end(cp, r, RS_FAILED, why);
-		if (p->stream)
-			rpc_stream_finish(p->stream->s, RPC_UNAVAILABLE, "plane marked down");
+		{
+			const char *w[5] = { p->id, why, I64(fi, now) };
+
+			leader_params(cp, ep, &w[3], &w[4]);
+			leader_fence(fence, sizeof(fence), 4);
+			/* runs with a journal store are left to their leases: the node may be alive
+			 * behind a partition, and the store decides who continues them */
+			snprintf(sql, sizeof(sql), "UPDATE runs SET status = 'failed', detail = $2, finished_us = $3, "
+				 "lease_expires_us = 0 WHERE plane_id = $1 AND status IN " RS_LIVE_SQL " AND "
+				 "journal_store = '' AND %s", fence);
+			if (db_exec(cp->db, sql, 5, w, &e) > 0)
+				log_info("plane %s: its runs without a journal store failed: %s", p->id, why);
+		}
+		wake_sched(cp);
 	}
-	if (now - last_ping >= (int64_t)cp->o.ping_s * 1000) {
-		Lantern__V1__DpPing ping = LANTERN__V1__DP_PING__INIT;
-		Lantern__V1__DpRunStreamServerMsg m = LANTERN__V1__DP_RUN_STREAM_SERVER_MSG__INIT;
-		uint8_t buf[16];
-		size_t len;
-
-		m.msg_case = LANTERN__V1__DP_RUN_STREAM_SERVER_MSG__MSG_PING;
-		m.ping = &ping;
-		len = lantern__v1__dp_run_stream_server_msg__pack(&m, buf);
-		for (struct session *s = cp->sessions; s; s = s->next)
-			if (s->plane)
-				cp_session_send(s, buf, len);
-		last_ping = now;
-	}
-	/* places freed by planes gone down, requeued runs whose wait is over */
-	if (now - last_dispatch >= 100) {
-		cp_dispatch(cp);
-		last_dispatch = now;
-	}
-}
-
-json_t *cp_run_json(const struct cprun *r)
-{
-	json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:s, s:f, s:I, s:I, s:I, s:b}",
-			      "id", r->id, "tenant_id", r->tenant, "isolation", r->isolation,
-			      "status", cp_state_name(r->state), "plane_id", r->plane,
-			      "epoch", (json_int_t)r->epoch, "detail", r->detail, "cost_usd", r->cost_usd,
-			      "tokens_in", (json_int_t)r->tokens_in, "tokens_out", (json_int_t)r->tokens_out,
-			      "duration_ms", (json_int_t)r->duration_ms, "cancel_requested",
-			      r->cancel_requested);
-	json_t *ts = json_pack("{s:I, s:I, s:I, s:I, s:I}", "created", (json_int_t)r->created_us,
-			       "assigned", (json_int_t)r->assigned_us, "accepted",
-			       (json_int_t)r->accepted_us, "running", (json_int_t)r->running_us,
-			       "finished", (json_int_t)r->finished_us);
-
-	json_object_set_new(j, "times_us", ts);
-	if (r->output_json && r->output_json[0])
-		json_object_set_new(j, "output_json", json_string(r->output_json));
-	if (r->pin[0])
-		json_object_set_new(j, "pin", json_string(r->pin));
-	if (r->idem[0])
-		json_object_set_new(j, "idempotency_key", json_string(r->idem));
-	return j;
-}
-
-json_t *cp_plane_json(const struct cp *cp, const struct plane *p)
-{
-	return json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:b, s:b, s:b, s:b, s:i, s:i, s:i, s:f, s:f, s:I}",
-			 "id", p->id, "tenant_id", p->tenant, "name", p->name, "hostname", p->hostname,
-			 "isolation_classes", p->classes, "max_runs", p->max_runs,
-			 "registered", p->registered, "draining", p->draining, "down", p->down,
-			 "connected", p->stream != NULL, "active_runs", p->active,
-			 "reported_active_runs", p->reported_active, "queue_depth", p->queue_depth,
-			 "cpu_pct", p->cpu_pct, "mem_pct", p->mem_pct,
-			 "ms_since_heartbeat", (json_int_t)(cp_mono_ms() - p->last_hb_ms));
+out:
+	state_planes_free(planes);
 }

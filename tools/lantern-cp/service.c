@@ -1,11 +1,19 @@
-/* service.c: lantern.v1.DataPlaneService as lantern-cp serves it. Register trades a
- * one-time bootstrap token for a session token; every other call and the RunStream's
- * Hello must present a session token issued to that plane. A RunStream's first frame
- * must be Hello; a tenant may hold LANTERN_DP_MAX_STREAMS_PER_TENANT streams at once
+/* service.c: lantern.v1.DataPlaneService as lantern-cp serves it, on any replica.
+ * Register trades a one-time bootstrap token for a session token; every other call and
+ * the RunStream's Hello must present a session token issued to that plane. A
+ * RunStream's first frame must be Hello; a tenant may hold
+ * LANTERN_DP_MAX_STREAMS_PER_TENANT streams at once across the replicas
  * (RESOURCE_EXHAUSTED past it). Frames that cannot be decoded end the stream with
  * INVALID_ARGUMENT; reports about runs the control plane does not know (or under an old
  * fencing epoch) are answered with a DpCompletionAck carrying the error, so the node
- * stops repeating them. Completions are de-duplicated by run id and always acknowledged. */
+ * stops repeating them. Completions are de-duplicated by run id and always
+ * acknowledged.
+ *
+ * The replica holding a plane's stream records itself in the plane's row and delivers
+ * what the leader placed there (assignments, cancels), renews the leases the node
+ * lists, and records the node's reports; each write is conditional on the run still
+ * being that plane's under that epoch, so a report from a node that lost the run
+ * changes nothing. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,26 +31,24 @@
 			lantern__v1__##type##__pack(msg, (out)->data);         \
 	} while (0)
 
-/* The plane a session token was issued to, or NULL with details set. */
-static struct plane *auth(struct cp *cp, const char *plane_id, const char *token, char *details,
-			  size_t dlen)
+/* The plane a session token was issued to (into *p), or false with details set. */
+static bool auth(struct cp *cp, const char *plane_id, const char *token, struct plane *p,
+		 char *details, size_t dlen)
 {
 	char tenant[128];
-	struct plane *p;
 	struct lerr e;
 
 	if (token_session_check(cp, token ? token : "", plane_id ? plane_id : "", tenant,
 				sizeof(tenant), &e) < 0) {
 		snprintf(details, dlen, "%s", e.msg);
-		return NULL;
+		return false;
 	}
-	p = cp_plane(cp, plane_id);
-	if (!p || !p->registered || strcmp(p->tenant, tenant)) {
+	if (state_plane(cp, plane_id, p, &e) != 1 || !p->registered || strcmp(p->tenant, tenant)) {
 		snprintf(details, dlen, "session token: plane %s is not registered for tenant %s",
 			 plane_id, tenant);
-		return NULL;
+		return false;
 	}
-	return p;
+	return true;
 }
 
 struct id_row {
@@ -57,14 +63,37 @@ static void id_row(void *arg, int ncol, char **v)
 		snprintf(r->id, sizeof(r->id), "%s", v[0]);
 }
 
+/* What a node says it can still take, into its row; true when that changed. */
+static bool save_capacity(struct cp *cp, const struct plane *p, const Lantern__V1__DpCapacity *c)
+{
+	char cpu[24], mem[24], scr[24], sl[24], at[24];
+	int slots = -1;
+	struct lerr e;
+
+	if (!c)
+		return false;
+	for (size_t i = 0; i < c->n_slots; i++)
+		if (slots < 0 || c->slots[i]->free < slots)
+			slots = c->slots[i]->free;
+	{
+		const char *v[] = { p->id, I64(cpu, c->cpu_millis), I64(mem, c->memory_bytes),
+				    I64(scr, c->scratch_bytes), I64(sl, slots), I64(at, cp_now_us()) };
+
+		db_exec(cp->db, "UPDATE data_planes SET cap_cpu = $2, cap_memory = $3, cap_scratch = $4, "
+			"cap_slots = $5, cap_us = $6 WHERE id = $1", 6, v, &e);
+	}
+	return c->cpu_millis != p->cap_cpu || c->memory_bytes != p->cap_memory ||
+	       c->scratch_bytes != p->cap_scratch || slots != p->cap_slots;
+}
+
 static int do_register(struct cp *cp, Lantern__V1__DpRegisterRequest *rq, struct rpc_buf *resp,
 		       char *details, size_t dlen)
 {
 	Lantern__V1__DpRegisterResponse rs = LANTERN__V1__DP_REGISTER_RESPONSE__INIT;
-	char hash[65], now[24], mr[24], classes[256] = "";
-	const char *p[6];
+	char hash[65], now[24], mr[24], hb[24], classes[256] = "";
+	const char *p[8];
 	struct id_row row = { "" };
-	struct plane *pl;
+	struct plane pl;
 	struct lerr e;
 	int64_t exp;
 	char *jwt;
@@ -87,42 +116,44 @@ static int do_register(struct cp *cp, Lantern__V1__DpRegisterRequest *rq, struct
 	p[3] = rq->hostname;
 	p[4] = classes;
 	p[5] = mr;
+	p[6] = rq->journal_store;
+	p[7] = I64(hb, cp_now_us());
 	/* one statement decides: a token is consumed once even with several replicas */
 	n = db_exec(cp->db, "UPDATE data_planes SET token_used = 1, registered_at = $3, "
-		    "last_heartbeat = $3, hostname = $4, classes = $5, max_runs = $6, down = 0 "
-		    "WHERE token_hash = $1 AND tenant_id = $2 AND token_used = 0", 6, p, &e);
+		    "last_heartbeat = $3, hostname = $4, classes = $5, max_runs = $6, down = 0, "
+		    "journal_store = $7, hb_us = $8 "
+		    "WHERE token_hash = $1 AND tenant_id = $2 AND token_used = 0", 8, p, &e);
 	if (n < 0) {
 		snprintf(details, dlen, "register: %s", e.msg);
 		return RPC_UNAVAILABLE;
 	}
 	if (n != 1 || db_query(cp->db, "SELECT id FROM data_planes WHERE token_hash = $1", 1, p,
-			       id_row, &row, &e) < 0 || !(pl = cp_plane(cp, row.id))) {
+			       id_row, &row, &e) < 0 || state_plane(cp, row.id, &pl, &e) != 1) {
 		log_warn("register: refused a bootstrap token for tenant %s from %s: unknown, used, "
 			 "or another tenant's", rq->tenant_id, rq->hostname);
 		snprintf(details, dlen, "register: bootstrap token unknown, already used, or not "
 			 "issued for tenant %s", rq->tenant_id);
 		return RPC_UNAUTHENTICATED;
 	}
-	pl->registered = true;
-	pl->down = false;
-	pl->last_hb_ms = cp_mono_ms();
-	pl->max_runs = rq->max_runs > 0 ? rq->max_runs : 0;
-	snprintf(pl->hostname, sizeof(pl->hostname), "%s", rq->hostname);
-	snprintf(pl->classes, sizeof(pl->classes), "%s", classes);
-	jwt = token_session_new(cp, pl->id, pl->tenant, cp->o.session_ttl_s, &exp);
+	save_capacity(cp, &pl, rq->capacity);
+	jwt = token_session_new(cp, pl.id, pl.tenant, cp->o.session_ttl_s, &exp);
 	if (!jwt) {
 		snprintf(details, dlen, "register: cannot sign a session token");
 		return RPC_INTERNAL;
 	}
-	rs.plane_id = pl->id;
+	rs.plane_id = pl.id;
 	rs.session_token = jwt;
 	rs.heartbeat_interval_seconds = cp->o.heartbeat_s;
 	rs.metrics_interval_seconds = cp->o.metrics_s;
 	rs.expires_at_unix = exp;
+	rs.lease_ttl_ms = cp->o.lease_ttl_ms;
+	rs.completion_acks = true;
 	PACK(dp_register_response, &rs, resp);
 	free(jwt);
-	log_info("plane %s (%s, tenant %s): registered, classes [%s], max runs %d, agent %s",
-		 pl->id, pl->hostname, pl->tenant, classes, pl->max_runs, rq->agent_version);
+	log_info("plane %s (%s, tenant %s): registered, classes [%s], max runs %d, journal store %s, "
+		 "agent %s", pl.id, pl.hostname, pl.tenant, classes, pl.max_runs,
+		 rq->journal_store[0] ? rq->journal_store : "none", rq->agent_version);
+	wake_sched(cp);
 	return RPC_OK;
 }
 
@@ -150,7 +181,8 @@ static int h_heartbeat(void *arg, const uint8_t *req, size_t len, struct rpc_buf
 	struct cp *cp = arg;
 	Lantern__V1__DpHeartbeatRequest *rq = lantern__v1__dp_heartbeat_request__unpack(NULL, len, req);
 	Lantern__V1__DpHeartbeatAck ack = LANTERN__V1__DP_HEARTBEAT_ACK__INIT;
-	struct plane *p;
+	struct plane p;
+	struct lerr e;
 	int st = RPC_OK;
 
 	if (!rq) {
@@ -158,21 +190,22 @@ static int h_heartbeat(void *arg, const uint8_t *req, size_t len, struct rpc_buf
 		return RPC_INVALID_ARGUMENT;
 	}
 	pthread_mutex_lock(&cp->mu);
-	if (!(p = auth(cp, rq->plane_id, rq->session_token, details, dlen))) {
+	if (!auth(cp, rq->plane_id, rq->session_token, &p, details, dlen)) {
 		st = RPC_UNAUTHENTICATED;
 	} else {
-		p->last_hb_ms = cp_mono_ms();
-		p->reported_active = rq->active_runs;
-		p->queue_depth = rq->queue_depth;
-		if (p->down) {
-			p->down = false;
-			cp_save_plane(cp, p);
-			log_info("plane %s (%s): heartbeats again: up", p->id, p->hostname);
+		char hb[24], ra[24], qd[24];
+		const char *v[] = { p.id, I64(hb, cp_now_us()), I64(ra, rq->active_runs),
+				    I64(qd, rq->queue_depth) };
+
+		db_exec(cp->db, "UPDATE data_planes SET hb_us = $2, reported_active = $3, queue_depth = $4, "
+			"down = 0 WHERE id = $1", 4, v, &e);
+		if (p.down) {
+			log_info("plane %s (%s): heartbeats again: up", p.id, p.hostname);
+			wake_sched(cp);
 		}
 		ack.ok = true;
-		ack.draining = p->draining;
+		ack.draining = p.draining;
 		PACK(dp_heartbeat_ack, &ack, resp);
-		cp_dispatch(cp);
 	}
 	pthread_mutex_unlock(&cp->mu);
 	lantern__v1__dp_heartbeat_request__free_unpacked(rq, NULL);
@@ -185,7 +218,8 @@ static int h_metrics(void *arg, const uint8_t *req, size_t len, struct rpc_buf *
 	struct cp *cp = arg;
 	Lantern__V1__DpMetricsReport *rq = lantern__v1__dp_metrics_report__unpack(NULL, len, req);
 	Lantern__V1__DpMetricsAck ack = LANTERN__V1__DP_METRICS_ACK__INIT;
-	struct plane *p;
+	struct plane p;
+	struct lerr e;
 	int st = RPC_OK;
 
 	if (!rq) {
@@ -193,13 +227,18 @@ static int h_metrics(void *arg, const uint8_t *req, size_t len, struct rpc_buf *
 		return RPC_INVALID_ARGUMENT;
 	}
 	pthread_mutex_lock(&cp->mu);
-	if (!(p = auth(cp, rq->plane_id, rq->session_token, details, dlen))) {
+	if (!auth(cp, rq->plane_id, rq->session_token, &p, details, dlen)) {
 		st = RPC_UNAUTHENTICATED;
 	} else {
-		p->cpu_pct = rq->cpu_pct;
-		p->mem_pct = rq->mem_pct;
-		p->reported_active = rq->active_runs;
-		p->queue_depth = rq->queue_depth;
+		char cpu[40], mem[40], ra[24], qd[24];
+		const char *v[] = { p.id, cpu, mem, I64(ra, rq->active_runs), I64(qd, rq->queue_depth) };
+
+		snprintf(cpu, sizeof(cpu), "%.6f", rq->cpu_pct);
+		snprintf(mem, sizeof(mem), "%.6f", rq->mem_pct);
+		db_exec(cp->db, "UPDATE data_planes SET cpu_pct = $2, mem_pct = $3, reported_active = $4, "
+			"queue_depth = $5 WHERE id = $1", 5, v, &e);
+		if (save_capacity(cp, &p, rq->capacity))
+			wake_sched(cp);
 		ack.ok = true;
 		PACK(dp_metrics_ack, &ack, resp);
 	}
@@ -214,7 +253,7 @@ static int h_refresh(void *arg, const uint8_t *req, size_t len, struct rpc_buf *
 	struct cp *cp = arg;
 	Lantern__V1__DpRefreshTokenRequest *rq = lantern__v1__dp_refresh_token_request__unpack(NULL, len, req);
 	Lantern__V1__DpRefreshTokenResponse rs = LANTERN__V1__DP_REFRESH_TOKEN_RESPONSE__INIT;
-	struct plane *p;
+	struct plane p;
 	int st = RPC_OK;
 	int64_t exp;
 	char *jwt;
@@ -224,9 +263,9 @@ static int h_refresh(void *arg, const uint8_t *req, size_t len, struct rpc_buf *
 		return RPC_INVALID_ARGUMENT;
 	}
 	pthread_mutex_lock(&cp->mu);
-	if (!(p = auth(cp, rq->plane_id, rq->session_token, details, dlen))) {
+	if (!auth(cp, rq->plane_id, rq->session_token, &p, details, dlen)) {
 		st = RPC_UNAUTHENTICATED;
-	} else if (!(jwt = token_session_new(cp, p->id, p->tenant, cp->o.session_ttl_s, &exp))) {
+	} else if (!(jwt = token_session_new(cp, p.id, p.tenant, cp->o.session_ttl_s, &exp))) {
 		snprintf(details, dlen, "refresh: cannot sign a session token");
 		st = RPC_INTERNAL;
 	} else {
@@ -234,101 +273,205 @@ static int h_refresh(void *arg, const uint8_t *req, size_t len, struct rpc_buf *
 		rs.expires_at_unix = exp;
 		PACK(dp_refresh_token_response, &rs, resp);
 		free(jwt);
-		log_info("plane %s: session token refreshed, expires at %lld", p->id, (long long)exp);
+		log_info("plane %s: session token refreshed, expires at %lld", p.id, (long long)exp);
 	}
 	pthread_mutex_unlock(&cp->mu);
 	lantern__v1__dp_refresh_token_request__free_unpacked(rq, NULL);
 	return st;
 }
 
-/* --- RunStream --- */
+/* --- RunStream: what goes to the node --- */
 
-void cp_session_send(struct session *ss, const void *msg, size_t len)
+static void send_server(struct session *ss, Lantern__V1__DpRunStreamServerMsg *m)
 {
-	rpc_stream_send(ss->s, msg, len);
+	struct rpc_buf b;
+
+	PACK(dp_run_stream_server_msg, m, &b);
+	if (b.data)
+		rpc_stream_send(ss->s, b.data, b.len);
+	free(b.data);
 }
 
 static void send_ack(struct session *ss, const char *run_id, const char *error)
 {
 	Lantern__V1__DpCompletionAck a = LANTERN__V1__DP_COMPLETION_ACK__INIT;
 	Lantern__V1__DpRunStreamServerMsg m = LANTERN__V1__DP_RUN_STREAM_SERVER_MSG__INIT;
-	struct rpc_buf b;
 
 	a.run_id = (char *)run_id;
 	a.error = (char *)(error ? error : "");
 	m.msg_case = LANTERN__V1__DP_RUN_STREAM_SERVER_MSG__MSG_COMPLETION_ACK;
 	m.completion_ack = &a;
-	PACK(dp_run_stream_server_msg, &m, &b);
-	if (b.data)
-		cp_session_send(ss, b.data, b.len);
-	free(b.data);
+	send_server(ss, &m);
 }
 
-static int tenant_streams(struct cp *cp, const char *tenant, const struct session *except)
+static struct session *session_of(struct cp *cp, const char *plane)
 {
-	int n = 0;
-
 	for (struct session *s = cp->sessions; s; s = s->next)
-		if (s != except && s->plane && !strcmp(s->tenant, tenant))
-			n++;
-	return n;
+		if (s->plane[0] && !strcmp(s->plane, plane))
+			return s;
+	return NULL;
+}
+
+struct delivery {
+	struct cp *cp;
+	struct session *ss;
+};
+
+static void deliver_assignment(void *arg, struct cprun *r)
+{
+	struct delivery *d = arg;
+	Lantern__V1__DpRunAssignment a = LANTERN__V1__DP_RUN_ASSIGNMENT__INIT;
+	Lantern__V1__DpRunStreamServerMsg m = LANTERN__V1__DP_RUN_STREAM_SERVER_MSG__INIT;
+	char ep[24];
+	const char *v[] = { r->id, I64(ep, r->epoch) };
+	struct lerr e;
+
+	a.run_id = r->id;
+	a.tenant_id = r->tenant;
+	a.config_json = r->config_json;
+	a.input_json = r->input_json ? r->input_json : "";
+	a.idempotency_key = r->idem[0] ? r->idem : r->id;
+	a.fencing_epoch = r->epoch;
+	a.lease_ttl_ms = d->cp->o.lease_ttl_ms;
+	a.resume = r->resume;
+	m.msg_case = LANTERN__V1__DP_RUN_STREAM_SERVER_MSG__MSG_ASSIGNMENT;
+	m.assignment = &a;
+	send_server(d->ss, &m);
+	db_exec(d->cp->db, "UPDATE runs SET delivered_epoch = epoch WHERE id = $1 AND epoch = $2", 2, v, &e);
+}
+
+static void deliver_cancel(void *arg, struct cprun *r)
+{
+	struct delivery *d = arg;
+	Lantern__V1__DpCancelRun c = LANTERN__V1__DP_CANCEL_RUN__INIT;
+	Lantern__V1__DpRunStreamServerMsg m = LANTERN__V1__DP_RUN_STREAM_SERVER_MSG__INIT;
+	const char *v[] = { r->id };
+	struct lerr e;
+
+	c.run_id = r->id;
+	m.msg_case = LANTERN__V1__DP_RUN_STREAM_SERVER_MSG__MSG_CANCEL;
+	m.cancel = &c;
+	send_server(d->ss, &m);
+	db_exec(d->cp->db, "UPDATE runs SET cancel_sent = 1 WHERE id = $1", 1, v, &e);
+}
+
+void service_deliver(struct cp *cp, const char *plane, bool force)
+{
+	struct delivery d = { cp, session_of(cp, plane) };
+	const char *v[] = { plane };
+	struct lerr e;
+
+	if (!d.ss)
+		return;
+	state_runs(cp, force ? "plane_id = $1 AND status = 'assigned' ORDER BY assigned_us" :
+		   "plane_id = $1 AND status = 'assigned' AND delivered_epoch < epoch ORDER BY assigned_us",
+		   1, v, deliver_assignment, &d, &e);
+	state_runs(cp, force ? "plane_id = $1 AND cancel_requested = 1 AND status IN " RS_LIVE_SQL :
+		   "plane_id = $1 AND cancel_requested = 1 AND cancel_sent = 0 AND status IN " RS_LIVE_SQL,
+		   1, v, deliver_cancel, &d, &e);
+}
+
+void service_tick(struct cp *cp)
+{
+	static int64_t last_ping;
+	int64_t now = cp_mono_ms();
+
+	if (now - last_ping >= (int64_t)cp->o.ping_s * 1000) {
+		Lantern__V1__DpPing ping = LANTERN__V1__DP_PING__INIT;
+		Lantern__V1__DpRunStreamServerMsg m = LANTERN__V1__DP_RUN_STREAM_SERVER_MSG__INIT;
+
+		m.msg_case = LANTERN__V1__DP_RUN_STREAM_SERVER_MSG__MSG_PING;
+		m.ping = &ping;
+		for (struct session *s = cp->sessions; s; s = s->next)
+			if (s->plane[0])
+				send_server(s, &m);
+		last_ping = now;
+	}
+	/* streams this replica should not hold: another replica took the plane's newer
+	 * stream, or the plane is down */
+	for (struct session *s = cp->sessions; s; s = s->next) {
+		struct plane p;
+		struct lerr e;
+
+		if (!s->plane[0] || state_plane(cp, s->plane, &p, &e) != 1)
+			continue;
+		if (strcmp(p.stream_replica, cp->replica)) {
+			s->plane[0] = '\0';
+			rpc_stream_finish(s->s, RPC_ABORTED, "replaced by a newer RunStream on another replica");
+		} else if (p.down) {
+			rpc_stream_finish(s->s, RPC_UNAVAILABLE, "plane marked down");
+		} else {
+			service_deliver(cp, p.id, false);
+		}
+	}
+}
+
+/* --- RunStream: what comes from the node --- */
+
+static void tenant_count(void *arg, int ncol, char **v)
+{
+	*(int *)arg = ncol > 0 && v[0] ? atoi(v[0]) : 0;
 }
 
 static void on_hello(struct session *ss, Lantern__V1__DpHello *h)
 {
 	struct cp *cp = ss->cp;
-	char details[512];
-	struct plane *p = auth(cp, h->plane_id, h->session_token, details, sizeof(details));
-	int n;
+	char details[512], hb[24];
+	struct plane p;
+	struct session *old;
+	struct lerr e;
+	int n = 0;
 
-	if (!p) {
+	if (!auth(cp, h->plane_id, h->session_token, &p, details, sizeof(details))) {
 		rpc_stream_finish(ss->s, RPC_UNAUTHENTICATED, details);
 		return;
 	}
-	/* a plane's newer stream replaces its older one (a reconnect the CP has not noticed) */
-	n = tenant_streams(cp, p->tenant, p->stream);
+	{
+		const char *v[] = { p.tenant, p.id };
+
+		/* a plane's newer stream replaces its older one: it does not count */
+		db_query(cp->db, "SELECT count(*) FROM data_planes WHERE tenant_id = $1 AND id <> $2 AND "
+			 "stream_replica <> ''", 2, v, tenant_count, &n, &e);
+	}
 	if (n >= cp->o.max_streams_per_tenant) {
 		snprintf(details, sizeof(details), "tenant %s already has %d RunStreams open "
-			 "(LANTERN_DP_MAX_STREAMS_PER_TENANT=%d)", p->tenant, n,
+			 "(LANTERN_DP_MAX_STREAMS_PER_TENANT=%d)", p.tenant, n,
 			 cp->o.max_streams_per_tenant);
-		log_warn("plane %s: %s", p->id, details);
+		log_warn("plane %s: %s", p.id, details);
 		rpc_stream_finish(ss->s, RPC_RESOURCE_EXHAUSTED, details);
 		return;
 	}
-	if (p->stream) {
-		p->stream->plane = NULL;
-		rpc_stream_finish(p->stream->s, 10 /* ABORTED */, "replaced by a newer RunStream");
+	if ((old = session_of(cp, p.id))) {
+		old->plane[0] = '\0';
+		rpc_stream_finish(old->s, RPC_ABORTED, "replaced by a newer RunStream");
 	}
-	ss->plane = p;
-	snprintf(ss->tenant, sizeof(ss->tenant), "%s", p->tenant);
-	p->stream = ss;
-	log_info("plane %s (%s): RunStream open", p->id, p->hostname);
-	for (struct cprun *r = cp->runs; r; r = r->next) {
-		if (cp_state_final(r->state) || strcmp(r->plane, p->id))
-			continue;
-		if (r->state == RS_ASSIGNED)
-			cp_send_assignment(cp, r);
-		if (r->cancel_requested)
-			cp_send_cancel(cp, r);
+	snprintf(ss->plane, sizeof(ss->plane), "%s", p.id);
+	snprintf(ss->tenant, sizeof(ss->tenant), "%s", p.tenant);
+	{
+		const char *v[] = { p.id, cp->replica, I64(hb, cp_now_us()) };
+
+		db_exec(cp->db, "UPDATE data_planes SET stream_replica = $2, hb_us = $3 WHERE id = $1", 3, v, &e);
 	}
-	cp_dispatch(cp);
+	log_info("plane %s (%s): RunStream open on replica %s", p.id, p.hostname, cp->replica);
+	service_deliver(cp, p.id, true);
+	wake_sched(cp);
 }
 
 /* The run a plane reports about, if it is that plane's under the current epoch. */
-static struct cprun *reported_run(struct session *ss, const char *run_id, int64_t epoch,
-				  const char **why)
+static bool reported_run(struct session *ss, const char *run_id, int64_t epoch, struct cprun *r,
+			 const char **why)
 {
-	struct cprun *r = cp_run(ss->cp, run_id);
+	struct lerr e;
 
-	if (!r || strcmp(r->plane, ss->plane->id)) {
+	if (state_run(ss->cp, run_id, r, &e) != 1 || strcmp(r->plane, ss->plane)) {
 		*why = "unknown run id";
-		return NULL;
+		return false;
 	}
 	if (epoch && epoch != r->epoch) {
 		*why = "stale fencing epoch";
-		return NULL;
+		return false;
 	}
-	return r;
+	return true;
 }
 
 static enum run_state from_dp(Lantern__V1__DpRunStatus s)
@@ -343,67 +486,215 @@ static enum run_state from_dp(Lantern__V1__DpRunStatus s)
 	}
 }
 
-static void on_report(struct session *ss, Lantern__V1__DpRunStreamClientMsg *m)
+static void on_accepted(struct session *ss, Lantern__V1__DpRunAccepted *a)
 {
 	struct cp *cp = ss->cp;
-	const char *why = NULL;
-	struct cprun *r;
+	struct cprun r;
+	const char *why;
+	char ep[24], now[24];
+	struct lerr e;
 
+	if (!reported_run(ss, a->run_id, a->fencing_epoch, &r, &why)) {
+		log_warn("plane %s: accepted %s: %s", ss->plane, a->run_id, why);
+		send_ack(ss, a->run_id, why);
+	} else {
+		const char *v[] = { r.id, I64(ep, r.epoch), ss->plane, I64(now, cp_now_us()) };
+
+		db_exec(cp->db, "UPDATE runs SET status = 'accepted', accepted_us = $4 WHERE id = $1 AND "
+			"epoch = $2 AND plane_id = $3 AND status = 'assigned'", 4, v, &e);
+	}
+	state_run_clear(cp, &r);
+}
+
+static void on_status(struct session *ss, Lantern__V1__DpRunStatusUpdate *u)
+{
+	struct cp *cp = ss->cp;
+	struct cprun r;
+	const char *why;
+	char ep[24], now[24];
+	struct lerr e;
+
+	if (!reported_run(ss, u->run_id, u->fencing_epoch, &r, &why)) {
+		log_warn("plane %s: status of %s: %s", ss->plane, u->run_id, why);
+		send_ack(ss, u->run_id, why);
+	} else {
+		const char *v[] = { r.id, I64(ep, r.epoch), ss->plane, I64(now, cp_now_us()), u->detail };
+
+		if (u->status == LANTERN__V1__DP_RUN_STATUS__DP_RUN_STATUS_RUNNING)
+			db_exec(cp->db, "UPDATE runs SET status = 'running', running_us = $4, accepted_us = "
+				"CASE WHEN accepted_us = 0 THEN $4 ELSE accepted_us END WHERE id = $1 AND "
+				"epoch = $2 AND plane_id = $3 AND status IN ('assigned', 'accepted')", 4, v, &e);
+		if (u->detail[0])
+			db_exec(cp->db, "UPDATE runs SET detail = $5 WHERE id = $1 AND epoch = $2 AND "
+				"plane_id = $3 AND status IN " RS_LIVE_SQL, 5, v, &e);
+	}
+	state_run_clear(cp, &r);
+}
+
+static void on_completed(struct session *ss, Lantern__V1__DpRunCompleted *c)
+{
+	struct cp *cp = ss->cp;
+	struct cprun r;
+	const char *why;
+	struct lerr e = { 0 };
+
+	if (!reported_run(ss, c->run_id, c->fencing_epoch, &r, &why)) {
+		log_warn("plane %s: completion of %s: %s", ss->plane, c->run_id, why);
+		send_ack(ss, c->run_id, why);
+		state_run_clear(cp, &r);
+		return;
+	}
+	if (c->not_started && !cp_state_final(r.state) && !r.cancel_requested) {
+		char ep[24], nb[24], reason[600];
+		const char *v[] = { r.id, I64(ep, r.epoch), ss->plane, I64(nb, cp_now_us() + 1000000), reason };
+
+		snprintf(reason, sizeof(reason), "%s gave it back unstarted (%s): placed again shortly",
+			 ss->plane, c->detail);
+		if (db_exec(cp->db, "UPDATE runs SET status = 'queued', plane_id = '', accepted_us = 0, "
+			    "running_us = 0, lease_expires_us = 0, not_before_us = $4, queue_reason = $5 "
+			    "WHERE id = $1 AND epoch = $2 AND plane_id = $3 AND status IN " RS_LIVE_SQL,
+			    5, v, &e) == 1)
+			log_info("run %s: %s", r.id, reason);
+	} else if (!cp_state_final(r.state)) {
+		char ep[24], cost[40], ti[24], to[24], du[24], fi[24];
+		const char *v[] = {
+			r.id, I64(ep, r.epoch), ss->plane, cp_state_name(from_dp(c->status)), c->detail,
+			c->output_json, (snprintf(cost, sizeof(cost), "%.17g", c->cost_usd), cost),
+			I64(ti, c->tokens_in), I64(to, c->tokens_out), I64(du, c->duration_ms),
+			I64(fi, cp_now_us()),
+		};
+
+		if (db_exec(cp->db, "UPDATE runs SET status = $4, detail = $5, output_json = $6, "
+			    "cost_usd = $7, tokens_in = $8, tokens_out = $9, duration_ms = $10, "
+			    "finished_us = $11, lease_expires_us = 0 WHERE id = $1 AND epoch = $2 AND "
+			    "plane_id = $3 AND status NOT IN " RS_FINAL_SQL, (int)ARRAY_SIZE(v), v, &e) == 1)
+			log_info("run %s: %s%s%s", r.id, v[3], c->detail[0] ? ": " : "", c->detail);
+		else if (e.msg[0])
+			log_error("run %s: completion not recorded: %s", r.id, e.msg);
+	}
+	/* recorded now or before (a re-sent completion): either way the node may forget
+	 * it; unless the database did not take it, and then the node sends it again */
+	if (!e.msg[0])
+		send_ack(ss, c->run_id, NULL);
+	wake_sched(cp);
+	state_run_clear(cp, &r);
+}
+
+static void lost_reason(struct cp *cp, const char *plane, const char *run_id, char *out, size_t len)
+{
+	struct cprun r;
+	struct lerr e;
+
+	if (state_run(cp, run_id, &r, &e) != 1)
+		snprintf(out, len, "unknown run id");
+	else if (cp_state_final(r.state))
+		snprintf(out, len, "the run has ended (%s)", cp_state_name(r.state));
+	else if (strcmp(r.plane, plane))
+		snprintf(out, len, "the run was given to %s (epoch %lld)", r.plane[0] ? r.plane : "the queue",
+			 (long long)r.epoch);
+	else
+		snprintf(out, len, "stale fencing epoch (the run's is %lld)", (long long)r.epoch);
+	state_run_clear(cp, &r);
+}
+
+struct renewed {
+	char **ids;
+	size_t n;
+};
+
+static void renewed_row(void *arg, int ncol, char **v)
+{
+	struct renewed *r = arg;
+
+	if (ncol > 0 && v[0] && (r->ids[r->n] = strdup(v[0])))
+		r->n++;
+}
+
+/* Renews every lease the node lists that is still its own; names the others lost. */
+static void on_renew(struct session *ss, Lantern__V1__DpLeaseRenew *rn)
+{
+	struct cp *cp = ss->cp;
+	Lantern__V1__DpLeaseGrant g = LANTERN__V1__DP_LEASE_GRANT__INIT;
+	Lantern__V1__DpRunStreamServerMsg m = LANTERN__V1__DP_RUN_STREAM_SERVER_MSG__INIT;
+	size_t n = rn->n_leases, np = 2 + 2 * n, off = 0;
+	const char **v = calloc(np, sizeof(char *));
+	char (*eps)[24] = calloc(n + 1, sizeof(*eps)), *sql = malloc(512 + n * 48), exp[24];
+	struct renewed ok = { calloc(n + 1, sizeof(char *)), 0 };
+	Lantern__V1__DpLeaseLost *lost = calloc(n + 1, sizeof(*lost)), **lp = calloc(n + 1, sizeof(*lp));
+	char (*whys)[256] = calloc(n + 1, sizeof(*whys));
+	struct plane p;
+	struct lerr e;
+
+	if (!v || !eps || !sql || !ok.ids || !lost || !lp || !whys)
+		goto out;
+	v[0] = I64(exp, cp_now_us() + (int64_t)cp->o.lease_ttl_ms * 1000);
+	v[1] = ss->plane;
+	if (n) {
+		off += (size_t)snprintf(sql + off, 512, "UPDATE runs SET lease_expires_us = $1 WHERE plane_id = $2 "
+					"AND status IN " RS_LIVE_SQL " AND (id, epoch) IN (VALUES ");
+		for (size_t i = 0; i < n; i++) {
+			v[2 + 2 * i] = rn->leases[i]->run_id;
+			v[3 + 2 * i] = I64(eps[i], rn->leases[i]->fencing_epoch);
+			off += (size_t)snprintf(sql + off, 48, "%s($%zu, CAST($%zu AS BIGINT))", i ? ", " : "",
+						3 + 2 * i, 4 + 2 * i);
+		}
+		snprintf(sql + off, 32, ") RETURNING id");
+		if (db_query(cp->db, sql, (int)np, v, renewed_row, &ok, &e) < 0)
+			log_error("plane %s: leases not renewed: %s", ss->plane, e.msg);
+	}
+	for (size_t i = 0; i < n; i++) {
+		bool found = false;
+
+		for (size_t k = 0; k < ok.n; k++)
+			found |= !strcmp(ok.ids[k], rn->leases[i]->run_id);
+		if (found || e.msg[0])
+			continue;
+		lantern__v1__dp_lease_lost__init(&lost[g.n_lost]);
+		lost[g.n_lost].run_id = rn->leases[i]->run_id;
+		lost_reason(cp, ss->plane, rn->leases[i]->run_id, whys[g.n_lost], sizeof(whys[0]));
+		lost[g.n_lost].reason = whys[g.n_lost];
+		log_warn("plane %s: lease of %s (epoch %lld) not renewed: %s", ss->plane,
+			 rn->leases[i]->run_id, (long long)rn->leases[i]->fencing_epoch, whys[g.n_lost]);
+		lp[g.n_lost] = &lost[g.n_lost];
+		g.n_lost++;
+	}
+	if (state_plane(cp, ss->plane, &p, &e) == 1 && save_capacity(cp, &p, rn->capacity))
+		wake_sched(cp);
+	g.seq = rn->seq;
+	g.ttl_ms = cp->o.lease_ttl_ms;
+	g.renewed = ok.ids;
+	g.n_renewed = ok.n;
+	g.lost = lp;
+	m.msg_case = LANTERN__V1__DP_RUN_STREAM_SERVER_MSG__MSG_LEASE_GRANT;
+	m.lease_grant = &g;
+	send_server(ss, &m);
+out:
+	for (size_t k = 0; ok.ids && k < ok.n; k++)
+		free(ok.ids[k]);
+	free(ok.ids);
+	free(v);
+	free(eps);
+	free(sql);
+	free(lost);
+	free(lp);
+	free(whys);
+}
+
+static void on_report(struct session *ss, Lantern__V1__DpRunStreamClientMsg *m)
+{
 	switch (m->msg_case) {
 	case LANTERN__V1__DP_RUN_STREAM_CLIENT_MSG__MSG_ACCEPTED:
-		if (!(r = reported_run(ss, m->accepted->run_id, m->accepted->fencing_epoch, &why))) {
-			log_warn("plane %s: accepted %s: %s", ss->plane->id, m->accepted->run_id, why);
-			send_ack(ss, m->accepted->run_id, why);
-		} else if (r->state == RS_ASSIGNED) {
-			r->state = RS_ACCEPTED;
-			r->accepted_us = cp_now_us();
-			cp_save_run(cp, r);
-		}
+		on_accepted(ss, m->accepted);
 		break;
 	case LANTERN__V1__DP_RUN_STREAM_CLIENT_MSG__MSG_STATUS:
-		if (!(r = reported_run(ss, m->status->run_id, m->status->fencing_epoch, &why))) {
-			log_warn("plane %s: status of %s: %s", ss->plane->id, m->status->run_id, why);
-			send_ack(ss, m->status->run_id, why);
-		} else if (!cp_state_final(r->state) &&
-			   m->status->status == LANTERN__V1__DP_RUN_STATUS__DP_RUN_STATUS_RUNNING &&
-			   r->state != RS_RUNNING) {
-			int64_t now = cp_now_us();
-
-			if (!r->accepted_us)
-				r->accepted_us = now;
-			r->state = RS_RUNNING;
-			r->running_us = now;
-			if (m->status->detail[0])
-				snprintf(r->detail, sizeof(r->detail), "%s", m->status->detail);
-			cp_save_run(cp, r);
-		} else if (!cp_state_final(r->state) && m->status->detail[0]) {
-			snprintf(r->detail, sizeof(r->detail), "%s", m->status->detail);
-		}
+		on_status(ss, m->status);
 		break;
-	case LANTERN__V1__DP_RUN_STREAM_CLIENT_MSG__MSG_COMPLETED: {
-		Lantern__V1__DpRunCompleted *c = m->completed;
-
-		if (!(r = reported_run(ss, c->run_id, c->fencing_epoch, &why))) {
-			log_warn("plane %s: completion of %s: %s", ss->plane->id, c->run_id, why);
-			send_ack(ss, c->run_id, why);
-			break;
-		}
-		if (c->not_started && !cp_state_final(r->state) && !r->cancel_requested) {
-			cp_requeue(cp, r, c->detail);
-		} else if (!cp_state_final(r->state)) {
-			free(r->output_json);
-			r->output_json = strdup(c->output_json);
-			r->cost_usd = c->cost_usd;
-			r->tokens_in = c->tokens_in;
-			r->tokens_out = c->tokens_out;
-			r->duration_ms = c->duration_ms;
-			cp_run_end(cp, r, from_dp(c->status), c->detail);
-			cp_dispatch(cp);
-		}
-		/* recorded now or before (a re-sent completion): either way the node may forget it */
-		send_ack(ss, c->run_id, NULL);
+	case LANTERN__V1__DP_RUN_STREAM_CLIENT_MSG__MSG_COMPLETED:
+		on_completed(ss, m->completed);
 		break;
-	}
+	case LANTERN__V1__DP_RUN_STREAM_CLIENT_MSG__MSG_LEASE_RENEW:
+		on_renew(ss, m->lease_renew);
+		break;
 	case LANTERN__V1__DP_RUN_STREAM_CLIENT_MSG__MSG_PONG:
 		break;
 	default:
@@ -423,12 +714,12 @@ static void stream_msg(struct rpc_stream *s, void *arg, const uint8_t *msg, size
 	pthread_mutex_lock(&cp->mu);
 	if (!m) {
 		rpc_stream_finish(s, RPC_INVALID_ARGUMENT, "malformed DpRunStreamClientMsg");
-	} else if (!ss->plane) {
+	} else if (!ss->plane[0] && !ss->tenant[0]) {
 		if (m->msg_case != LANTERN__V1__DP_RUN_STREAM_CLIENT_MSG__MSG_HELLO)
 			rpc_stream_finish(s, RPC_INVALID_ARGUMENT, "the first frame of a RunStream must be Hello");
 		else
 			on_hello(ss, m->hello);
-	} else {
+	} else if (ss->plane[0]) {
 		on_report(ss, m);
 	}
 	pthread_mutex_unlock(&cp->mu);
@@ -447,9 +738,13 @@ static void stream_end(struct rpc_stream *s, void *arg, int status, const char *
 			*pp = ss->next;
 			break;
 		}
-	if (ss->plane && ss->plane->stream == ss) {
-		ss->plane->stream = NULL;
-		log_info("plane %s: RunStream closed (%s%s%s)", ss->plane->id, rpc_status_name(status),
+	if (ss->plane[0] && !session_of(cp, ss->plane)) {
+		const char *v[] = { ss->plane, cp->replica };
+		struct lerr e;
+
+		db_exec(cp->db, "UPDATE data_planes SET stream_replica = '' WHERE id = $1 AND "
+			"stream_replica = $2", 2, v, &e);
+		log_info("plane %s: RunStream closed (%s%s%s)", ss->plane, rpc_status_name(status),
 			 details[0] ? ": " : "", details);
 	}
 	pthread_mutex_unlock(&cp->mu);

@@ -1,0 +1,350 @@
+/* state.c: planes and runs as the database holds them (the only copy: any replica may
+ * have changed a row since this one last read it), their rows turned into structs,
+ * and their JSON for the operator API. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cp.h"
+
+static const char *const state_names[] = {
+	[RS_QUEUED] = "queued",       [RS_ASSIGNED] = "assigned", [RS_ACCEPTED] = "accepted",
+	[RS_RUNNING] = "running",     [RS_SUCCEEDED] = "succeeded", [RS_FAILED] = "failed",
+	[RS_CANCELLED] = "cancelled", [RS_TIMED_OUT] = "timed_out",
+};
+
+int64_t cp_now_us(void)
+{
+	return (int64_t)(util_now_ns(CLOCK_REALTIME) / 1000);
+}
+
+int64_t cp_mono_ms(void)
+{
+	return (int64_t)(util_now_ns(CLOCK_MONOTONIC) / 1000000);
+}
+
+const char *cp_state_name(enum run_state s)
+{
+	return s < ARRAY_SIZE(state_names) ? state_names[s] : "unknown";
+}
+
+bool cp_state_final(enum run_state s)
+{
+	return s >= RS_SUCCEEDED;
+}
+
+enum run_state cp_state_from(const char *n)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(state_names); i++)
+		if (n && !strcmp(n, state_names[i]))
+			return (enum run_state)i;
+	return RS_FAILED;
+}
+
+const char *cp_i64(char *buf, size_t len, int64_t v)
+{
+	snprintf(buf, len, "%lld", (long long)v);
+	return buf;
+}
+
+static int64_t i64(const char *v)
+{
+	return v ? atoll(v) : 0;
+}
+
+/* ---- planes ---- */
+
+#define PLANE_COLS "id, tenant_id, name, token_used, hostname, classes, max_runs, draining, down, " \
+		   "journal_store, stream_replica, hb_us, reported_active, queue_depth, cpu_pct, " \
+		   "mem_pct, cap_cpu, cap_memory, cap_scratch, cap_slots, cap_us, placed"
+
+static void plane_row(struct plane *p, int ncol, char **v)
+{
+	if (ncol < 22)
+		return;
+	snprintf(p->id, sizeof(p->id), "%s", v[0]);
+	snprintf(p->tenant, sizeof(p->tenant), "%s", v[1]);
+	snprintf(p->name, sizeof(p->name), "%s", v[2] ?: "");
+	p->registered = i64(v[3]);
+	snprintf(p->hostname, sizeof(p->hostname), "%s", v[4] ?: "");
+	snprintf(p->classes, sizeof(p->classes), "%s", v[5] ?: "");
+	p->max_runs = (int)i64(v[6]);
+	p->draining = i64(v[7]);
+	p->down = i64(v[8]);
+	snprintf(p->journal_store, sizeof(p->journal_store), "%s", v[9] ?: "");
+	snprintf(p->stream_replica, sizeof(p->stream_replica), "%s", v[10] ?: "");
+	p->hb_us = i64(v[11]);
+	p->reported_active = (int)i64(v[12]);
+	p->queue_depth = (int)i64(v[13]);
+	p->cpu_pct = v[14] ? atof(v[14]) : 0;
+	p->mem_pct = v[15] ? atof(v[15]) : 0;
+	p->cap_cpu = i64(v[16]);
+	p->cap_memory = i64(v[17]);
+	p->cap_scratch = i64(v[18]);
+	p->cap_slots = (int)i64(v[19]);
+	p->cap_us = i64(v[20]);
+	p->placed = (uint64_t)i64(v[21]);
+}
+
+struct one_plane {
+	struct plane *p;
+	bool found;
+};
+
+static void one_plane_cb(void *arg, int ncol, char **v)
+{
+	struct one_plane *o = arg;
+
+	plane_row(o->p, ncol, v);
+	o->found = true;
+}
+
+int state_plane(struct cp *cp, const char *id, struct plane *p, struct lerr *e)
+{
+	struct one_plane o = { p, false };
+	const char *v[] = { id };
+	int err;
+
+	memset(p, 0, sizeof(*p));
+	err = db_query(cp->db, "SELECT " PLANE_COLS " FROM data_planes WHERE id = $1", 1, v,
+		       one_plane_cb, &o, e);
+	return err < 0 ? err : o.found;
+}
+
+static void planes_cb(void *arg, int ncol, char **v)
+{
+	struct plane **list = arg, *p = calloc(1, sizeof(*p));
+
+	if (!p)
+		return;
+	plane_row(p, ncol, v);
+	p->next = *list;
+	*list = p;
+}
+
+int state_planes(struct cp *cp, struct plane **out, struct lerr *e)
+{
+	*out = NULL;
+	return db_query(cp->db, "SELECT " PLANE_COLS " FROM data_planes ORDER BY id DESC", 0, NULL,
+			planes_cb, out, e);
+}
+
+void state_planes_free(struct plane *p)
+{
+	while (p) {
+		struct plane *n = p->next;
+
+		free(p);
+		p = n;
+	}
+}
+
+json_t *state_plane_json(const struct plane *p, int64_t now_us, int64_t live_after_us)
+{
+	json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:b, s:b, s:b, s:b, s:i, s:i, s:f, s:f, s:I, "
+			      "s:s, s:s}",
+			      "id", p->id, "tenant_id", p->tenant, "name", p->name, "hostname", p->hostname,
+			      "isolation_classes", p->classes, "max_runs", p->max_runs,
+			      "registered", p->registered, "draining", p->draining, "down", p->down,
+			      "connected", p->stream_replica[0] != '\0',
+			      "reported_active_runs", p->reported_active, "queue_depth", p->queue_depth,
+			      "cpu_pct", p->cpu_pct, "mem_pct", p->mem_pct,
+			      "ms_since_heartbeat", (json_int_t)(p->hb_us ? (now_us - p->hb_us) / 1000 : -1),
+			      "journal_store", p->journal_store, "stream_replica", p->stream_replica);
+
+	json_object_set_new(j, "capacity", json_pack("{s:I, s:I, s:I, s:i}", "cpu_millis",
+						     (json_int_t)p->cap_cpu, "memory_bytes",
+						     (json_int_t)p->cap_memory, "scratch_bytes",
+						     (json_int_t)p->cap_scratch, "free_slots", p->cap_slots));
+	json_object_set_new(j, "live", json_boolean(p->hb_us >= live_after_us));
+	return j;
+}
+
+/* ---- runs ---- */
+
+#define RUN_COLS "id, tenant_id, isolation, pin, idempotency_key, config_json, input_json, status, " \
+		 "plane_id, epoch, detail, output_json, cost_usd, tokens_in, tokens_out, duration_ms, " \
+		 "cancel_requested, created_us, assigned_us, accepted_us, running_us, finished_us, " \
+		 "cpu_millis, memory_bytes, scratch_bytes, resume, lost_plane, journal_store, resumes, " \
+		 "lease_expires_us, not_before_us, queue_reason"
+
+static void run_row(struct cprun *r, int ncol, char **v)
+{
+	if (ncol < 32)
+		return;
+	snprintf(r->id, sizeof(r->id), "%s", v[0]);
+	snprintf(r->tenant, sizeof(r->tenant), "%s", v[1]);
+	snprintf(r->isolation, sizeof(r->isolation), "%s", v[2]);
+	snprintf(r->pin, sizeof(r->pin), "%s", v[3] ?: "");
+	snprintf(r->idem, sizeof(r->idem), "%s", v[4] ?: "");
+	r->config_json = strdup(v[5] ?: "{}");
+	r->input_json = strdup(v[6] ?: "");
+	r->state = cp_state_from(v[7]);
+	snprintf(r->plane, sizeof(r->plane), "%s", v[8] ?: "");
+	r->epoch = i64(v[9]);
+	snprintf(r->detail, sizeof(r->detail), "%s", v[10] ?: "");
+	r->output_json = strdup(v[11] ?: "");
+	r->cost_usd = v[12] ? atof(v[12]) : 0;
+	r->tokens_in = i64(v[13]);
+	r->tokens_out = i64(v[14]);
+	r->duration_ms = i64(v[15]);
+	r->cancel_requested = i64(v[16]);
+	r->created_us = i64(v[17]);
+	r->assigned_us = i64(v[18]);
+	r->accepted_us = i64(v[19]);
+	r->running_us = i64(v[20]);
+	r->finished_us = i64(v[21]);
+	r->cpu_millis = i64(v[22]);
+	r->memory_bytes = i64(v[23]);
+	r->scratch_bytes = i64(v[24]);
+	r->resume = i64(v[25]);
+	snprintf(r->lost_plane, sizeof(r->lost_plane), "%s", v[26] ?: "");
+	snprintf(r->store, sizeof(r->store), "%s", v[27] ?: "");
+	r->resumes = (int)i64(v[28]);
+	r->lease_expires_us = i64(v[29]);
+	r->not_before_us = i64(v[30]);
+	snprintf(r->queue_reason, sizeof(r->queue_reason), "%s", v[31] ?: "");
+}
+
+void state_run_clear(struct cp *cp, struct cprun *r)
+{
+	free(r->config_json);
+	free(r->input_json);
+	free(r->output_json);
+	memset(r, 0, sizeof(*r));
+}
+
+struct one_run {
+	struct cprun *r;
+	bool found;
+};
+
+static void one_run_cb(void *arg, int ncol, char **v)
+{
+	struct one_run *o = arg;
+
+	if (o->found)
+		return;
+	run_row(o->r, ncol, v);
+	o->found = true;
+}
+
+int state_run(struct cp *cp, const char *id, struct cprun *r, struct lerr *e)
+{
+	struct one_run o = { r, false };
+	const char *v[] = { id };
+	int err;
+
+	memset(r, 0, sizeof(*r));
+	err = db_query(cp->db, "SELECT " RUN_COLS " FROM runs WHERE id = $1", 1, v, one_run_cb, &o, e);
+	return err < 0 ? err : o.found;
+}
+
+int state_run_by_idem(struct cp *cp, const char *tenant, const char *idem, struct cprun *r,
+		      struct lerr *e)
+{
+	struct one_run o = { r, false };
+	const char *v[] = { tenant, idem };
+	int err;
+
+	memset(r, 0, sizeof(*r));
+	err = db_query(cp->db, "SELECT " RUN_COLS " FROM runs WHERE tenant_id = $1 AND "
+		       "idempotency_key = $2", 2, v, one_run_cb, &o, e);
+	return err < 0 ? err : o.found;
+}
+
+struct many_runs {
+	struct cp *cp;
+	void (*cb)(void *arg, struct cprun *r);
+	void *arg;
+};
+
+static void many_cb(void *arg, int ncol, char **v)
+{
+	struct many_runs *m = arg;
+	struct cprun r = { 0 };
+
+	run_row(&r, ncol, v);
+	m->cb(m->arg, &r);
+	state_run_clear(m->cp, &r);
+}
+
+int state_runs(struct cp *cp, const char *where, int n, const char *const *p,
+	       void (*cb)(void *arg, struct cprun *r), void *arg, struct lerr *e)
+{
+	struct many_runs m = { cp, cb, arg };
+	char sql[2048];
+
+	snprintf(sql, sizeof(sql), "SELECT " RUN_COLS " FROM runs WHERE %s", where);
+	return db_query(cp->db, sql, n, p, many_cb, &m, e);
+}
+
+int state_run_insert(struct cp *cp, const struct cprun *r, struct lerr *e)
+{
+	char cr[24], cpu[24], mem[24], scr[24];
+	const char *v[] = {
+		r->id, r->tenant, r->isolation, r->pin, r->idem, r->config_json,
+		r->input_json ? r->input_json : "", I64(cr, r->created_us), I64(cpu, r->cpu_millis),
+		I64(mem, r->memory_bytes), I64(scr, r->scratch_bytes),
+	};
+
+	return db_exec(cp->db, "INSERT INTO runs (id, tenant_id, isolation, pin, idempotency_key, "
+		       "config_json, input_json, status, created_us, cpu_millis, memory_bytes, "
+		       "scratch_bytes) VALUES ($1, $2, $3, $4, $5, $6, $7, 'queued', $8, $9, $10, $11)",
+		       (int)ARRAY_SIZE(v), v, e);
+}
+
+int state_run_end(struct cp *cp, const char *id, enum run_state st, const char *detail,
+		  struct lerr *e)
+{
+	char fi[24];
+	const char *v[] = { id, cp_state_name(st), detail ? detail : "", I64(fi, cp_now_us()) };
+	int n = db_exec(cp->db, "UPDATE runs SET status = $2, detail = $3, finished_us = $4, "
+			"lease_expires_us = 0 WHERE id = $1 AND status NOT IN " RS_FINAL_SQL, 4, v, e);
+
+	if (n > 0)
+		log_info("run %s: %s%s%s", id, cp_state_name(st), detail && *detail ? ": " : "",
+			 detail ? detail : "");
+	return n;
+}
+
+json_t *state_run_json(const struct cprun *r)
+{
+	json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:s, s:f, s:I, s:I, s:I, s:b}",
+			      "id", r->id, "tenant_id", r->tenant, "isolation", r->isolation,
+			      "status", cp_state_name(r->state), "plane_id", r->plane,
+			      "epoch", (json_int_t)r->epoch, "detail", r->detail, "cost_usd", r->cost_usd,
+			      "tokens_in", (json_int_t)r->tokens_in, "tokens_out", (json_int_t)r->tokens_out,
+			      "duration_ms", (json_int_t)r->duration_ms, "cancel_requested",
+			      r->cancel_requested);
+	json_t *ts = json_pack("{s:I, s:I, s:I, s:I, s:I}", "created", (json_int_t)r->created_us,
+			       "assigned", (json_int_t)r->assigned_us, "accepted",
+			       (json_int_t)r->accepted_us, "running", (json_int_t)r->running_us,
+			       "finished", (json_int_t)r->finished_us);
+
+	json_object_set_new(j, "times_us", ts);
+	json_object_set_new(j, "limits", json_pack("{s:I, s:I, s:I}", "cpu_millis",
+						   (json_int_t)r->cpu_millis, "memory_bytes",
+						   (json_int_t)r->memory_bytes, "scratch_bytes",
+						   (json_int_t)r->scratch_bytes));
+	if (r->output_json && r->output_json[0])
+		json_object_set_new(j, "output_json", json_string(r->output_json));
+	if (r->pin[0])
+		json_object_set_new(j, "pin", json_string(r->pin));
+	if (r->idem[0])
+		json_object_set_new(j, "idempotency_key", json_string(r->idem));
+	if (r->state == RS_QUEUED)
+		json_object_set_new(j, "why_queued", json_string(r->queue_reason[0] ? r->queue_reason :
+								 "waiting for the next placement"));
+	if (r->resume)
+		json_object_set_new(j, "resume", json_true());
+	if (r->resumes) {
+		json_object_set_new(j, "resumes", json_integer(r->resumes));
+		json_object_set_new(j, "resumed_from", json_string(r->lost_plane));
+	}
+	if (!cp_state_final(r->state) && r->lease_expires_us)
+		json_object_set_new(j, "lease_expires_us", json_integer(r->lease_expires_us));
+	return j;
+}
