@@ -171,6 +171,22 @@ static void live_cb(void *arg, struct cprun *r)
 	}
 }
 
+/* Least loaded first, ties to the plane that took the fewest runs; a run that lost its
+ * lease goes back to the plane that lost it only when no other can take it (that plane
+ * may look live for a heartbeat longer than it is). */
+static bool better(const struct plane *p, const struct plane *best, const struct cprun *r)
+{
+	bool p_lost = !strcmp(p->id, r->lost_plane), b_lost;
+
+	if (!best)
+		return true;
+	b_lost = !strcmp(best->id, r->lost_plane);
+	if (p_lost != b_lost)
+		return !p_lost;
+	return plane_load(p) < plane_load(best) ||
+	       (plane_load(p) == plane_load(best) && p->placed < best->placed);
+}
+
 static bool place_one(struct cp *cp, struct cprun *r, struct plane *p, int64_t now)
 {
 	char fence[160], sql[1024], as[24], le[24], ep[24];
@@ -233,8 +249,7 @@ void sched_place(struct cp *cp)
 				snprintf(room_why, sizeof(room_why), "%s", w);
 			if (st > far)
 				far = st;
-			if (st == ST_OK && (!best || plane_load(p) < plane_load(best) ||
-					    (plane_load(p) == plane_load(best) && p->placed < best->placed)))
+			if (st == ST_OK && better(p, best, r))
 				best = p;
 		}
 		if (best && place_one(cp, r, best, now))

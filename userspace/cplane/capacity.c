@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cplane_internal.h"
+#include "lantern/journal.h"
 #include "lantern/util.h"
 
 static int64_t mem_total(void)
@@ -70,6 +71,13 @@ void capacity_now(struct cplane *c, struct tunnel_capacity *cap)
 	if (cap->scratch_bytes >= 0 && c->total_scratch >= 0)
 		cap->scratch_bytes -= scratch;
 	cap->free_slots = c->max_runs - live;
+	/* a node that cannot replicate a journal now takes no run (durable refuses it) */
+	if (c->store) {
+		char why[256];
+
+		if (journal_store_health(c->store, why, sizeof(why)) < 0)
+			cap->free_slots = 0;
+	}
 	if (cap->cpu_millis < -1)
 		cap->cpu_millis = 0;
 	if (cap->memory_bytes < -1)

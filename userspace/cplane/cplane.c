@@ -372,6 +372,13 @@ static void on_assign(struct cplane *c, struct tunnel_ev *ev)
 		cplane_refuse(c, ev->run_id, ev->epoch, "node is full (--max-runs)", true);
 		return;
 	}
+	if (c->store && journal_store_health(c->store, why, sizeof(why)) < 0) {
+		char msg[700];
+
+		snprintf(msg, sizeof(msg), "the journal store cannot be reached now: %s", why);
+		cplane_refuse(c, ev->run_id, ev->epoch, msg, true);
+		return;
+	}
 	if (ev->deadline_unix && ev->deadline_unix < (int64_t)time(NULL)) {
 		cplane_refuse(c, ev->run_id, ev->epoch, "the assignment's deadline has passed", false);
 		return;

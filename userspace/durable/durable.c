@@ -399,8 +399,15 @@ static int on_resumed(void *arg, struct run *r, struct lerr *e)
 		json_object_set_new(rec, "epoch", json_integer(run_epoch(r)));
 	err = durable_append(du, JOURNAL_RUN_RESUMED, rec, &seq, e);
 	json_decref(rec);
-	if (err < 0 || (err = journal_sync(du->j, e)) < 0 || (err = store_wait(du, seq, e)) < 0)
+	if (err < 0 || (err = journal_sync(du->j, e)) < 0)
 		return err;
+	if ((err = store_wait(du, seq, e)) < 0) {
+		/* another node holds the run now (a lanternd restarted after its lease moved):
+		 * this copy must neither start nor report an end */
+		if (err == -ESTALE)
+			run_fence(r, e->msg);
+		return err;
+	}
 	log_info("run %s: resuming in instance %s after %llu completed steps%s%s", run_id(r),
 		 run_instance_id(r), (unsigned long long)du->st.steps_completed,
 		 s ? "; re-running in-flight step " : "", s ? s->id : "");

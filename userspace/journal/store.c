@@ -65,6 +65,7 @@ struct journal_replica {
 	bool stopped;                /* appends stay in the file (journal_replicate_stop) */
 	bool catchup;                /* the store's head is unknown: learn it, send the file's rest */
 	uint64_t catchup_bytes;      /* the file's size when attached: what catch-up reads */
+	uint64_t catchup_seq;        /* and its last record then */
 	char why[256];
 	struct journal_replica *qnext;
 	uint64_t stored;             /* atomic: last seq the store holds */
@@ -341,6 +342,7 @@ int journal_replicate(struct journal *j, struct journal_store *s, const char *ke
 		 * between an append and its batch) */
 		r->catchup = true;
 		r->catchup_bytes = j->size;
+		r->catchup_seq = j->seq;
 		enqueue_locked(s, r);
 	}
 	pthread_mutex_unlock(&s->mu);
@@ -402,16 +404,39 @@ static int catch_up(struct journal_store *s, struct journal_replica *r, struct l
 	const char *v[] = { r->key };
 	struct rec *first = NULL, *last = NULL;
 	uint64_t head, off = JOURNAL_MAGIC_LEN;
+	int64_t held;
 	PGresult *res;
 	uint8_t frame[JOURNAL_FRAME + JOURNAL_HEADER];
 	size_t n = 0;
 
-	res = exec_timed(s->pg, s->shown, "SELECT coalesce(max(seq), 0) FROM lantern_journal_records "
+	res = exec_timed(s->pg, s->shown, "SELECT coalesce(max(seq), 0), coalesce((SELECT epoch FROM "
+			 "lantern_journal_runs WHERE run_key = $1), -1) FROM lantern_journal_records "
 			 "WHERE run_key = $1", 1, v, NULL, NULL, 0, (int)attempt_ms(s), e);
 	if (!res)
 		return -EIO;
 	head = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+	held = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
 	PQclear(res);
+	if (held > r->epoch || head > r->catchup_seq) {
+		/* another node holds the run, or has extended its journal past this copy: this
+		 * copy must not go on (and what the store has is not this node's to count) */
+		char why[256];
+
+		if (held > r->epoch)
+			snprintf(why, sizeof(why), "journal store: run %s is held under lease epoch %" PRId64
+				 ", this node's is %" PRId64 ": its appends are refused (fenced)", r->key, held,
+				 r->epoch);
+		else
+			snprintf(why, sizeof(why), "journal store: run %s has %" PRIu64 " records there, more "
+				 "than this node's %" PRIu64 ": another node extended it (fenced)", r->key, head,
+				 r->catchup_seq);
+		pthread_mutex_lock(&s->mu);
+		fail_locked(r, -ESTALE, why);
+		free_recs(r->bhead);
+		r->bhead = r->btail = NULL;
+		pthread_mutex_unlock(&s->mu);
+		return 0;
+	}
 	/* the bytes below catchup_bytes were verified when the journal was opened and are
 	 * never written again */
 	while (off + sizeof(frame) <= r->catchup_bytes && n < STORE_MAX_RECORDS) {
@@ -691,6 +716,37 @@ static void notify(struct journal_store *s)
 	}
 }
 
+/* One round trip on a fresh or kept connection: health follows (s->mu not held). */
+static void probe(struct journal_store *s)
+{
+	struct lerr e = { 0 };
+	int err = 0;
+
+	if (!s->pg && !(s->pg = store_connect(s->url, s->shown, attempt_ms(s), &e)))
+		err = -ECONNREFUSED;
+	else if (exec_ok(s->pg, s->shown, "SELECT 1", 0, NULL, (int)attempt_ms(s), &e) < 0)
+		err = -EIO;
+	if (err && s->pg) {
+		PQfinish(s->pg);
+		s->pg = NULL;
+	}
+	pthread_mutex_lock(&s->mu);
+	if (err) {
+		s->health = err;
+		snprintf(s->health_why, sizeof(s->health_why), "%s", e.msg);
+		s->backoff_ms = s->backoff_ms ? s->backoff_ms * 2 : BACKOFF_MIN_MS;
+		if (s->backoff_ms > BACKOFF_MAX_MS)
+			s->backoff_ms = BACKOFF_MAX_MS;
+		s->retry_at = mono_ms() + s->backoff_ms;
+	} else {
+		log_info("journal store %s: reachable again", s->shown);
+		s->health = 0;
+		s->backoff_ms = 0;
+		s->retry_at = 0;
+	}
+	pthread_mutex_unlock(&s->mu);
+}
+
 static void *store_main(void *arg)
 {
 	struct journal_store *s = arg;
@@ -707,8 +763,16 @@ static void *store_main(void *arg)
 		while (!s->stop && (!s->queue || mono_ms() < s->retry_at)) {
 			struct timespec ts;
 
-			if (!s->queue) {
+			if (!s->queue && !s->health) {
 				pthread_cond_wait(&s->work, &s->mu);
+				continue;
+			}
+			if (!s->queue && mono_ms() >= s->retry_at) {
+				/* known away and nothing to send: see whether it is back, so new runs
+				 * are not refused for longer than it is away */
+				pthread_mutex_unlock(&s->mu);
+				probe(s);
+				pthread_mutex_lock(&s->mu);
 				continue;
 			}
 			/* failing: wait out the backoff, but give up on what waited too long */
