@@ -106,7 +106,7 @@ static bool final(const char *st)
 /* Follows the run until it ends; returns the exit status to use. */
 static int follow(struct cpc *c, const char *id)
 {
-	char path[256], last[32] = "";
+	char path[256], last[600] = "", now[600];
 	bool cancel_sent = false;
 
 	snprintf(path, sizeof(path), "/v1/runs/%s", id);
@@ -120,12 +120,17 @@ static int follow(struct cpc *c, const char *id)
 			json_decref(r);
 			return 1;
 		}
-		if (strcmp(st, last)) {
+		/* a queued run says why it waits; a new reason is news too */
+		snprintf(now, sizeof(now), "%s%s%s%s", st,
+			 json_object_get(r, "why_queued") ? " (" : "",
+			 json_string_value(json_object_get(r, "why_queued")) ?: "",
+			 json_object_get(r, "why_queued") ? ")" : "");
+		if (strcmp(now, last)) {
 			const char *plane = json_string_value(json_object_get(r, "plane_id"));
 
-			fprintf(stderr, "lantern: run %s %s%s%s\n", id, st, plane && *plane ? " on " : "",
+			fprintf(stderr, "lantern: run %s %s%s%s\n", id, now, plane && *plane ? " on " : "",
 				plane && *plane ? plane : "");
-			snprintf(last, sizeof(last), "%s", st);
+			snprintf(last, sizeof(last), "%s", now);
 		}
 		if (final(st)) {
 			const char *detail = json_string_value(json_object_get(r, "detail"));
