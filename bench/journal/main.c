@@ -1,14 +1,20 @@
 /* bench/journal: durable appends per second of the run journal with group commit, for
- * 1, 16 and 256 concurrent runs, side by side in the same run with SQLite (WAL,
+ * 1, 16 and 256 concurrent runs, side by side in the same run with the journal
+ * replicated to a journal store (lanternd --journal-store: every append durable in the
+ * file AND committed in PostgreSQL before its caller goes on) and with SQLite (WAL,
  * synchronous=FULL, one transaction per append, one connection per run, the same
  * records); and the time to resume a 10,000-step run (verify the journal and replay
  * every record into the harness state, which is what lanternd does on restart), with
  * SQLite reading the same records back as its peer.
  *
- * Every append is durable before its caller goes on, in both: the journal waits on
- * the syncer (journal_syncer_wait), SQLite commits with synchronous=FULL.
+ * Every append is durable before its caller goes on, in all three: the journal waits
+ * on the syncer (journal_syncer_wait), the replicated one on the store as well
+ * (journal_store_wait; PostgreSQL with fsync and synchronous_commit on), SQLite
+ * commits with synchronous=FULL.
  *
- *   build/bench/journal [--seconds S] [--dir DIR]   (default 3 s per cell, /var/tmp) */
+ *   build/bench/journal [--seconds S] [--dir DIR] [--store URL]
+ * (default 3 s per cell, /var/tmp; without --store, a private PostgreSQL 15 is started
+ * under DIR when run as root, else the replicated rows are left out) */
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -16,9 +22,13 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <sqlite3.h>
 
+#include "../pgserver.h"
 #include "lantern/harness.h"
 #include "lantern/journal.h"
 #include "lantern/util.h"
@@ -26,6 +36,7 @@
 static char dir[512] = "/var/tmp";
 static double seconds = 3;
 static struct journal_syncer *syncer;
+static struct journal_store *store;
 static volatile int stop_flag;
 
 /* A step_completed record as a workload's tool call produces it (~300 bytes). */
@@ -59,7 +70,7 @@ static void *journal_worker(void *arg)
 		int n = make_record(rec, sizeof(rec), w->id, w->appends);
 
 		if (journal_append(w->j, JOURNAL_STEP_COMPLETED, rec, (size_t)n, &seq, &e) < 0 ||
-		    journal_syncer_wait(syncer, w->j, seq) < 0) {
+		    journal_syncer_wait(syncer, w->j, seq) < 0 || journal_store_wait(w->j, seq) < 0) {
 			w->err = 1;
 			break;
 		}
@@ -118,9 +129,14 @@ static sqlite3 *sqlite_open(const char *path)
 	return db;
 }
 
-/* Appends/s of n concurrent runs; sqlite selects the peer. */
-static double measure(int n, bool sqlite, uint64_t *flushes)
+enum mode { LOCAL, REPLICATED, SQLITE };
+
+/* Appends/s of n concurrent runs in mode; *flushes: syncs (local) or statements
+ * (replicated) per second. */
+static double measure(int n, enum mode mode, uint64_t *flushes)
 {
+	bool sqlite = mode == SQLITE;
+	static int round;
 	struct worker *w = calloc((size_t)n, sizeof(*w));
 	char path[700];
 	struct lerr e;
@@ -128,7 +144,9 @@ static double measure(int n, bool sqlite, uint64_t *flushes)
 	double t0, t;
 	sqlite3 *setup = NULL;
 	struct journal_syncer_stats st0 = { 0 }, st1 = { 0 };
+	struct journal_store_stats ss0 = { 0 }, ss1 = { 0 };
 
+	round++;
 	snprintf(path, sizeof(path), "%s/%s", dir, sqlite ? "bench.sqlite" : "journals");
 	util_rm_rf(path);
 	if (sqlite) {
@@ -148,7 +166,11 @@ static double measure(int n, bool sqlite, uint64_t *flushes)
 		} else {
 			char jp[800];
 			snprintf(jp, sizeof(jp), "%s/%d", path, i);
-			if (journal_create(jp, NULL, &w[i].j, &e) < 0) {
+			char key[96];
+
+			snprintf(key, sizeof(key), "bench-%d-%d-%d", getpid(), round, i);
+			if (journal_create(jp, NULL, &w[i].j, &e) < 0 ||
+			    (mode == REPLICATED && journal_replicate(w[i].j, store, key, 1, &e) < 0)) {
 				fprintf(stderr, "bench: %s\n", e.msg);
 				exit(1);
 			}
@@ -157,6 +179,8 @@ static double measure(int n, bool sqlite, uint64_t *flushes)
 	stop_flag = 0;
 	if (!sqlite)
 		journal_syncer_stats(syncer, &st0);
+	if (mode == REPLICATED)
+		journal_store_stats(store, &ss0);
 	t0 = now_s();
 	for (int i = 0; i < n; i++)
 		pthread_create(&w[i].th, NULL, sqlite ? sqlite_worker : journal_worker, &w[i]);
@@ -168,6 +192,10 @@ static double measure(int n, bool sqlite, uint64_t *flushes)
 	if (!sqlite)
 		journal_syncer_stats(syncer, &st1);
 	*flushes = st1.batches - st0.batches;
+	if (mode == REPLICATED) {
+		journal_store_stats(store, &ss1);
+		*flushes = ss1.batches - ss0.batches;
+	}
 	for (int i = 0; i < n; i++) {
 		if (w[i].err)
 			fprintf(stderr, "bench: %s worker %d failed\n", sqlite ? "sqlite" : "journal", i);
@@ -302,37 +330,91 @@ static void resume_bench(void)
 	unlink(sq);
 }
 
+/* The replicated rows' store: --store, else a private server under dir. */
+static struct pgserver pg;
+
+static const char *store_url(const char *given)
+{
+	char pdir[700];
+	int fd, port = 0;
+	struct sockaddr_in a = { .sin_family = AF_INET };
+	socklen_t len = sizeof(a);
+
+	if (given)
+		return given;
+	if (geteuid() != 0 || access("/usr/lib/postgresql/15/bin/postgres", X_OK) < 0)
+		return NULL;
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	fd = socket(AF_INET, SOCK_STREAM, 0);
+	if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
+	    getsockname(fd, (struct sockaddr *)&a, &len) == 0)
+		port = ntohs(a.sin_port);
+	if (fd >= 0)
+		close(fd);
+	/* beside dir, not in it: dir is root's alone and the server runs as postgres */
+	snprintf(pdir, sizeof(pdir), "%s-pg", dir);
+	if (!port || pgserver_start(&pg, pdir, port) < 0) {
+		fprintf(stderr, "bench: PostgreSQL did not start (see %s/postgres.log)\n", pdir);
+		return NULL;
+	}
+	return pg.url;
+}
+
 int main(int argc, char **argv)
 {
 	static const int runs[] = { 1, 16, 256 };
 	struct lerr e;
-	double ratio256 = 0;
+	double ratio256 = 0, rratio256 = 0;
+	const char *given = NULL, *url;
 
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--seconds") && i + 1 < argc)
 			seconds = atof(argv[++i]);
 		else if (!strcmp(argv[i], "--dir") && i + 1 < argc)
 			snprintf(dir, sizeof(dir), "%s", argv[++i]);
+		else if (!strcmp(argv[i], "--store") && i + 1 < argc)
+			given = argv[++i];
 	}
 	snprintf(dir + strlen(dir), sizeof(dir) - strlen(dir), "/lantern-bench-journal-%d", getpid());
 	if (util_mkdir_p(dir, 0700) < 0 || journal_syncer_start(-1, &syncer, &e) < 0) {
 		fprintf(stderr, "bench: cannot prepare %s\n", dir);
 		return 1;
 	}
+	url = store_url(given);
+	if (url) {
+		struct journal_store_opts so = { .url = url, .owner = "bench", .notify_fd = -1,
+						 .give_up_ms = 60000 };
+
+		if (journal_store_open(&so, &store, &e) < 0) {
+			fprintf(stderr, "bench: %s\n", e.msg);
+			store = NULL;
+		}
+	}
 	printf("durable appends per second (every append durable before the caller goes on), %s, %.0f s per cell\n",
 	       dir, seconds);
-	printf("%-8s %16s %12s %16s %10s\n", "runs", "journal/s", "flushes/s", "sqlite/s", "ratio");
+	printf("replicated: also committed in the journal store (%s)\n", store ? "PostgreSQL 15, fsync on" :
+	       "left out: no store");
+	printf("%-8s %14s %11s %14s %12s %14s %9s %9s\n", "runs", "journal/s", "flushes/s", "replicated/s",
+	       "commits/s", "sqlite/s", "j/sqlite", "r/sqlite");
 	for (size_t k = 0; k < sizeof(runs) / sizeof(runs[0]); k++) {
-		uint64_t fl = 0, dummy;
-		double jr = measure(runs[k], false, &fl);
-		double sr = measure(runs[k], true, &dummy);
+		uint64_t fl = 0, rfl = 0, dummy;
+		double jr = measure(runs[k], LOCAL, &fl);
+		double rr = store ? measure(runs[k], REPLICATED, &rfl) : 0;
+		double sr = measure(runs[k], SQLITE, &dummy);
 
-		printf("%-8d %16.0f %12.0f %16.0f %9.1fx\n", runs[k], jr, fl / seconds, sr, jr / sr);
-		if (runs[k] == 256)
+		printf("%-8d %14.0f %11.0f %14.0f %12.0f %14.0f %8.1fx %8.1fx\n", runs[k], jr, fl / seconds, rr,
+		       rfl / seconds, sr, jr / sr, rr / sr);
+		if (runs[k] == 256) {
 			ratio256 = jr / sr;
+			rratio256 = rr / sr;
+		}
 	}
 	printf("target >= 5x sqlite at 256 runs: %s\n", ratio256 >= 5 ? "met" : "MISSED");
+	if (store)
+		printf("target replicated >= 10x sqlite at 256 runs: %s\n", rratio256 >= 10 ? "met" : "MISSED");
 	resume_bench();
+	journal_store_close(store);
+	pgserver_stop(&pg);
 	journal_syncer_stop(syncer);
 	if (!getenv("LANTERN_KEEP"))
 		util_rm_rf(dir);
