@@ -79,6 +79,10 @@ static const struct flag flags[] = {
 	{ "metrics-addr", STR, F(metrics_addr), 0, 0, "A:P", "Prometheus text metrics on http://A:P/metrics (default off)" },
 	{ "syscall-hook", CHOICE, F(syscall_hook), 0, 0, "K", "tp_btf (default), raw_tp, tracepoint or none",
 	  "tp_btf raw_tp tracepoint none" },
+	{ "no-privsep", BOOL, F(no_privsep), 0, 0, NULL,
+	  "parse workloads' bytes (harness HTTP and JSON, DNS) in lanternd itself instead of the "
+	  "unprivileged lantern-wire (debugging only)" },
+	{ "wire-user", STR, F(wire_user), 0, 0, "USER", "the user lantern-wire runs as (default nobody)" },
 	{ "telemetry-ringbuf-bytes", POW2, F(ringbuf_bytes), 4096, 1u << 30, "N",
 	  "process event ring buffer size (power of 2, default 8 MiB)" },
 };
@@ -169,6 +173,7 @@ int lanternd_flags(int argc, char **argv, struct lanternd_config *c)
 		.max_runs = 64,
 		.reconnect_max_s = 30,
 		.syscall_hook = "tp_btf",
+		.wire_user = "nobody",
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(flags); i++)
 		opts[i] = (struct option){ flags[i].name, flags[i].kind == BOOL ? no_argument : required_argument,
