@@ -504,7 +504,10 @@ json_t *runtime_oci_api(struct runtime_oci *o, struct runs *t, const char *op, j
 
 		if (!path)
 			return error_json("image_import needs \"path\"");
-		err = image_import(o->image_store, path, &res, &e);
+		struct image_limits lim = { .layer_bytes = IMAGE_LAYER_BYTES_DEFAULT,
+					    .image_bytes = IMAGE_BYTES_DEFAULT, .entries = IMAGE_ENTRIES_DEFAULT };
+
+		err = image_import(o->image_store, path, &lim, &res, &e);
 	} else if (!strcmp(op, "image_ls")) {
 		err = image_list(o->image_store, &res, &e);
 	} else if (!strcmp(op, "image_rm")) {
