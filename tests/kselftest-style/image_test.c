@@ -7,7 +7,7 @@
  *    opaque, and opaque whiteouts in linear time), ".." and absolute paths, symlink
  *    and hardlink escapes, devices, a huge declared size, a gzip bomb, too many
  *    entries, a tree deeper than the remover keeps open; after each, nothing outside
- *    the root changed;
+ *    the root changed; and GNU tar's own pax and gnu archives unpack to what was packed;
  *  - the bundle's read of the image's /etc/passwd and /etc/group: a symlink to the
  *    host's file, a device, a FIFO, an oversized file;
  *  - `lantern image import` through a private lanternd: `docker save` manifests naming
@@ -281,6 +281,44 @@ static void test_paths(void)
 	tap_ok(rc == 0 && !exists(k.root, "d") && case_untouched(&k), "a whiteout removes a tree 400 directories deep: %s",
 	       rc ? e.msg : "ok");
 	close(k.rootfd);
+}
+
+/* Our reader against GNU tar's own pax and gnu archives: long names and link
+ * targets (pax records, GNU long names), hard links, a non-ASCII name, a big file. */
+static void test_reader(void)
+{
+	static const char *const formats[] = { "pax", "gnu" };
+	char src[600], *want = NULL;
+	struct lerr e = { 0 };
+
+	snprintf(src, sizeof(src), "%s/reader-src", T.dir);
+	tl_sh(NULL, NULL,
+	      "set -e; d=%s; long=$(printf 'n%%.0s' $(seq 150)); mkdir -p $d/$long/$long/sub; "
+	      "echo deep > $d/$long/$long/sub/$long.txt; ln -s $long/$long/sub/$long.txt $d/longlink; "
+	      "ln $d/$long/$long/sub/$long.txt $d/hard; printf 'x' > $d/\303\251t\303\251; "
+	      "head -c 3000000 /dev/urandom > $d/big; mkfifo $d/fifo",
+	      src);
+	tl_sh(&want, NULL, "cd %s && find . -mindepth 1 -printf '%%y %%P %%l %%s\n' | sort; md5sum big", src);
+	for (size_t i = 0; i < ARRAY_SIZE(formats); i++) {
+		char name[32], *got = NULL;
+		struct kase k;
+		int rc;
+
+		snprintf(name, sizeof(name), "reader-%s", formats[i]);
+		case_new(&k, name);
+		tl_sh(NULL, NULL, "tar --format=%s -C %s -czf %s/%s.tgz .", formats[i], src, T.dir, name);
+		snprintf(name + strlen(name), sizeof(name) - strlen(name), ".tgz");
+		rc = unpack(&k, name, &e);
+		tl_sh(&got, NULL, "cd %s && find . -mindepth 1 -printf '%%y %%P %%l %%s\n' | sort; md5sum big", k.root);
+		tap_ok(rc == 0 && want && got && !strcmp(want, got) && case_untouched(&k),
+		       "GNU tar --format=%s: what our reader unpacks is what was packed%s%s", formats[i],
+		       rc ? ": " : "", rc ? e.msg : "");
+		if (rc == 0 && want && got && strcmp(want, got))
+			tap_diag("want %s got %s", tl_oneline(want), tl_oneline(got));
+		free(got);
+		close(k.rootfd);
+	}
+	free(want);
 }
 
 /* Disk used under dir, in KiB. */
@@ -706,7 +744,7 @@ int main(void)
 	const char *missing = tl_env_missing();
 	struct lerr e = { 0 };
 
-	tap_plan(49);
+	tap_plan(51);
 	if (tl_env_init(&T, "image") < 0 || !getcwd(helper, sizeof(helper) - 128)) {
 		printf("Bail out! cannot make the test directory\n");
 		return 1;
@@ -716,6 +754,7 @@ int main(void)
 	strcat(helper, "/tests/kselftest-style/helpers/hostile_image.py");
 	test_whiteouts();
 	test_paths();
+	test_reader();
 	test_bounds();
 	test_bundle_ids();
 	if (missing) {
