@@ -85,6 +85,8 @@ static int open_runtimes(struct daemon *d, const char *shim, struct lerr *e)
 		.class_handlers = c->runtime_handlers, .n_class_handlers = c->n_runtime_handlers,
 		.net_bridge = c->net_bridge, .net_subnet = c->net_subnet,
 		.net_default_route = c->net_default_route, .process_runtime = c->process_runtime,
+		.image_layer_max = c->image_layer_max, .image_max = c->image_max,
+		.image_entries = c->image_entries,
 	};
 	int err;
 
