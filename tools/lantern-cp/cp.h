@@ -28,7 +28,6 @@
 
 #include <jansson.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -204,9 +203,6 @@ void state_run_clear(struct cp *cp, struct cprun *r);
 int state_runs(struct cp *cp, const char *where, int n, const char *const *p,
 	       void (*cb)(void *arg, struct cprun *r), void *arg, struct lerr *e);
 int state_run_insert(struct cp *cp, const struct cprun *r, struct lerr *e);
-/* Ends r (any replica): final state with detail unless it is final already. */
-int state_run_end(struct cp *cp, const char *id, enum run_state st, const char *detail,
-		  struct lerr *e);
 json_t *state_run_json(const struct cprun *r);
 json_t *state_plane_json(const struct plane *p, int64_t now_us, int64_t live_after_us);
 

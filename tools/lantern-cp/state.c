@@ -296,20 +296,6 @@ int state_run_insert(struct cp *cp, const struct cprun *r, struct lerr *e)
 		       (int)ARRAY_SIZE(v), v, e);
 }
 
-int state_run_end(struct cp *cp, const char *id, enum run_state st, const char *detail,
-		  struct lerr *e)
-{
-	char fi[24];
-	const char *v[] = { id, cp_state_name(st), detail ? detail : "", I64(fi, cp_now_us()) };
-	int n = db_exec(cp->db, "UPDATE runs SET status = $2, detail = $3, finished_us = $4, "
-			"lease_expires_us = 0 WHERE id = $1 AND status NOT IN " RS_FINAL_SQL, 4, v, e);
-
-	if (n > 0)
-		log_info("run %s: %s%s%s", id, cp_state_name(st), detail && *detail ? ": " : "",
-			 detail ? detail : "");
-	return n;
-}
-
 json_t *state_run_json(const struct cprun *r)
 {
 	json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:s, s:f, s:I, s:I, s:I, s:b}",
