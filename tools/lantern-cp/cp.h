@@ -168,6 +168,11 @@ int db_exec(struct db *db, const char *sql, int n, const char *const *params, st
 int db_query(struct db *db, const char *sql, int n, const char *const *params, db_row_cb cb,
 	     void *arg, struct lerr *e);
 const char *db_kind(const struct db *db);
+int db_script(struct db *db, const char *sql, struct lerr *e);
+/* A transaction around the writes that follow, committed (or, failing that, rolled
+ * back) by db_commit. */
+int db_begin(struct db *db, struct lerr *e);
+int db_commit(struct db *db, struct lerr *e);
 bool db_is_pg(const struct db *db);
 /* PostgreSQL: NOTIFY lantern_cp, payload (every replica's listener hears it). */
 void db_notify(struct db *db, const char *payload);
@@ -230,14 +235,18 @@ extern const size_t cp_n_methods;
 /* Sends plane's assignments and cancels that are due, if this replica holds its
  * stream (force: all of them, as after a new stream). cp->mu held. */
 void service_deliver(struct cp *cp, const char *plane, bool force);
+/* What wake.c says is due for this replica's planes, delivered now. cp->mu held. */
+void service_deliver_woken(struct cp *cp);
 /* Periodic: pings, streams this replica should not hold any more. cp->mu held. */
 void service_tick(struct cp *cp);
 
 /* wake.c */
 void wake_sched(struct cp *cp);
 void wake_plane(struct cp *cp, const char *plane);
-/* Takes what is due: returns whether placement is; *planes (free each and the array). */
-bool wake_take(struct cp *cp, char ***planes, size_t *n);
+/* Takes what is due: whether placement is; the planes whose deliveries are (free each
+ * and the array). */
+bool wake_take_sched(struct cp *cp);
+void wake_take_planes(struct cp *cp, char ***planes, size_t *n);
 int wake_start(struct cp *cp, struct lerr *e);
 void wake_stop(struct cp *cp);
 

@@ -126,6 +126,25 @@ const char *db_kind(const struct db *db)
 	return db->pg ? "postgresql" : "sqlite";
 }
 
+/* One transaction around several writes: one lock and one commit (on PostgreSQL one
+ * WAL flush) instead of one per statement. A failed commit is rolled back. */
+int db_begin(struct db *db, struct lerr *e)
+{
+	return db_script(db, db->pg ? "BEGIN" : "BEGIN IMMEDIATE", e);
+}
+
+int db_commit(struct db *db, struct lerr *e)
+{
+	int err = db_script(db, "COMMIT", e);
+
+	if (err < 0) {
+		struct lerr ignore;
+
+		db_script(db, "ROLLBACK", &ignore);
+	}
+	return err;
+}
+
 bool db_is_pg(const struct db *db)
 {
 	return db->pg != NULL;
@@ -320,7 +339,7 @@ int db_query(struct db *db, const char *sql, int n, const char *const *params, d
 }
 
 /* Runs a script of several statements (no parameters). */
-static int db_script(struct db *db, const char *sql, struct lerr *e)
+int db_script(struct db *db, const char *sql, struct lerr *e)
 {
 	if (db->pg) {
 		PGresult *res = PQexec(db->pg, sql);

@@ -177,10 +177,13 @@ static enum MHD_Result submit(struct cp *cp, struct MHD_Connection *c, json_t *i
 		spec_free(s);
 		return error(c, 500, "%s", e.msg);
 	}
-	if (cp->leader)
+	/* placed and sent at once when this replica leads, else the leader is woken */
+	if (cp->leader) {
 		sched_place(cp);
-	else
+		service_deliver_woken(cp);
+	} else {
 		wake_sched(cp);
+	}
 	out = state_run(cp, r.id, &old, &e) == 1 ? state_run_json(&old) : state_run_json(&r);
 	state_run_clear(cp, &old);
 	pthread_mutex_unlock(&cp->mu);

@@ -131,8 +131,6 @@ static int parse_flags(int argc, char **argv, struct cp_opts *o)
 static void tick(struct cp *cp, int64_t now, int64_t *last_leader, int64_t *last_place,
 		 int64_t *last_watchdog, int64_t *last_second)
 {
-	char **planes;
-	size_t n;
 	bool place;
 
 	if (now - *last_leader >= cp->o.leader_ttl_ms / 3) {
@@ -147,27 +145,14 @@ static void tick(struct cp *cp, int64_t now, int64_t *last_leader, int64_t *last
 		if (now - *last_second >= 1000)
 			sched_liveness(cp);
 	}
-	/* what the watchdog and liveness queued is placed in the same round */
-	place = wake_take(cp, &planes, &n);
+	/* what the watchdog and liveness queued is placed in the same round, and what
+	 * placement placed is delivered in it too */
+	place = wake_take_sched(cp);
 	if (cp->leader && (place || now - *last_place >= 1000)) {
-		char **more;
-		size_t m;
-
 		sched_place(cp);
 		*last_place = now;
-		/* and what placement placed is delivered in it too */
-		wake_take(cp, &more, &m);
-		for (size_t i = 0; i < m; i++) {
-			service_deliver(cp, more[i], false);
-			free(more[i]);
-		}
-		free(more);
 	}
-	for (size_t i = 0; i < n; i++) {
-		service_deliver(cp, planes[i], false);
-		free(planes[i]);
-	}
-	free(planes);
+	service_deliver_woken(cp);
 	if (now - *last_second >= 1000) {
 		service_tick(cp);
 		*last_second = now;

@@ -155,20 +155,19 @@ static struct plane *find(struct plane *list, const char *id)
 }
 
 /* Live runs count against their plane; those placed since its last report of what it
- * can take count against that too. */
-static void live_cb(void *arg, struct cprun *r)
+ * can take count against that too. Row (one per plane): plane_id, live runs, and the
+ * count and limits of those placed since the report. */
+static void live_cb(void *arg, int ncol, char **v)
 {
-	struct plane *p = find(arg, r->plane);
+	struct plane *p = ncol >= 6 && v[0] ? find(arg, v[0]) : NULL;
 
 	if (!p)
 		return;
-	p->active++;
-	if (r->assigned_us > p->cap_us) {
-		p->pend_cpu += r->cpu_millis;
-		p->pend_memory += r->memory_bytes;
-		p->pend_scratch += r->scratch_bytes;
-		p->pend_slots++;
-	}
+	p->active = atoi(v[1] ?: "0");
+	p->pend_slots = atoi(v[2] ?: "0");
+	p->pend_cpu = atoll(v[3] ?: "0");
+	p->pend_memory = atoll(v[4] ?: "0");
+	p->pend_scratch = atoll(v[5] ?: "0");
 }
 
 /* Least loaded first, ties to the plane that took the fewest runs; a run that lost its
@@ -206,7 +205,7 @@ static bool place_one(struct cp *cp, struct cprun *r, struct plane *p, int64_t n
 		log_error("run %s: not placed: %s", r->id, e.msg);
 	if (n != 1)
 		return false;
-	db_exec(cp->db, "UPDATE data_planes SET placed = placed + 1 WHERE id = $2", 2, v, &e);
+	db_exec(cp->db, "UPDATE data_planes SET placed = placed + 1 WHERE id = $1", 1, &v[1], &e);
 	p->active++;
 	p->placed++;
 	p->pend_cpu += r->cpu_millis;
@@ -227,9 +226,20 @@ void sched_place(struct cp *cp)
 	struct lerr e = { 0 };
 
 	if (state_planes(cp, &planes, &e) < 0 ||
-	    state_runs(cp, "status IN " RS_LIVE_SQL, 0, NULL, live_cb, planes, &e) < 0 ||
+	    db_query(cp->db, "SELECT r.plane_id, count(*), "
+		     "sum(CASE WHEN r.assigned_us > p.cap_us THEN 1 ELSE 0 END), "
+		     "sum(CASE WHEN r.assigned_us > p.cap_us THEN r.cpu_millis ELSE 0 END), "
+		     "sum(CASE WHEN r.assigned_us > p.cap_us THEN r.memory_bytes ELSE 0 END), "
+		     "sum(CASE WHEN r.assigned_us > p.cap_us THEN r.scratch_bytes ELSE 0 END) "
+		     "FROM runs r JOIN data_planes p ON p.id = r.plane_id WHERE r.status IN " RS_LIVE_SQL
+		     " GROUP BY r.plane_id", 0, NULL, live_cb, planes, &e) < 0 ||
 	    state_runs(cp, "status = 'queued' ORDER BY created_us, id LIMIT 512", 0, NULL, queue_cb, &q,
 		       &e) < 0) {
+		log_error("placement: %s", e.msg);
+		goto out;
+	}
+	/* every placement and reason of the round in one transaction */
+	if (q.n && db_begin(cp->db, &e) < 0) {
 		log_error("placement: %s", e.msg);
 		goto out;
 	}
@@ -262,6 +272,8 @@ void sched_place(struct cp *cp)
 				2, w, &e);
 		}
 	}
+	if (q.n && db_commit(cp->db, &e) < 0)
+		log_error("placement: %s", e.msg);
 out:
 	free(q.r);
 	state_planes_free(planes);

@@ -361,7 +361,7 @@ void service_deliver(struct cp *cp, const char *plane, bool force)
 	const char *v[] = { plane };
 	struct lerr e;
 
-	if (!d.ss)
+	if (!d.ss || db_begin(cp->db, &e) < 0)
 		return;
 	state_runs(cp, force ? "plane_id = $1 AND status = 'assigned' ORDER BY assigned_us" :
 		   "plane_id = $1 AND status = 'assigned' AND delivered_epoch < epoch ORDER BY assigned_us",
@@ -369,6 +369,20 @@ void service_deliver(struct cp *cp, const char *plane, bool force)
 	state_runs(cp, force ? "plane_id = $1 AND cancel_requested = 1 AND status IN " RS_LIVE_SQL :
 		   "plane_id = $1 AND cancel_requested = 1 AND cancel_sent = 0 AND status IN " RS_LIVE_SQL,
 		   1, v, deliver_cancel, &d, &e);
+	db_commit(cp->db, &e);
+}
+
+void service_deliver_woken(struct cp *cp)
+{
+	char **planes;
+	size_t n;
+
+	wake_take_planes(cp, &planes, &n);
+	for (size_t i = 0; i < n; i++) {
+		service_deliver(cp, planes[i], false);
+		free(planes[i]);
+	}
+	free(planes);
 }
 
 void service_tick(struct cp *cp)
@@ -457,13 +471,30 @@ static void on_hello(struct session *ss, Lantern__V1__DpHello *h)
 	wake_sched(cp);
 }
 
+/* What a report needs of its run: plane, epoch, state, cancel requested. */
+static void report_row(void *arg, int ncol, char **v)
+{
+	struct cprun *r = arg;
+
+	if (ncol < 5)
+		return;
+	snprintf(r->id, sizeof(r->id), "%s", v[0] ?: "");
+	snprintf(r->plane, sizeof(r->plane), "%s", v[1] ?: "");
+	r->epoch = v[2] ? atoll(v[2]) : 0;
+	r->state = cp_state_from(v[3]);
+	r->cancel_requested = v[4] && atoi(v[4]);
+}
+
 /* The run a plane reports about, if it is that plane's under the current epoch. */
 static bool reported_run(struct session *ss, const char *run_id, int64_t epoch, struct cprun *r,
 			 const char **why)
 {
+	const char *v[] = { run_id };
 	struct lerr e;
 
-	if (state_run(ss->cp, run_id, r, &e) != 1 || strcmp(r->plane, ss->plane)) {
+	memset(r, 0, sizeof(*r));
+	if (db_query(ss->cp->db, "SELECT id, plane_id, epoch, status, cancel_requested FROM runs WHERE "
+		     "id = $1", 1, v, report_row, r, &e) != 1 || strcmp(r->plane, ss->plane)) {
 		*why = "unknown run id";
 		return false;
 	}
@@ -518,15 +549,18 @@ static void on_status(struct session *ss, Lantern__V1__DpRunStatusUpdate *u)
 		log_warn("plane %s: status of %s: %s", ss->plane, u->run_id, why);
 		send_ack(ss, u->run_id, why);
 	} else {
-		const char *v[] = { r.id, I64(ep, r.epoch), ss->plane, I64(now, cp_now_us()), u->detail };
+		const char *v[] = { r.id, I64(ep, r.epoch), ss->plane, I64(now, cp_now_us()) };
 
 		if (u->status == LANTERN__V1__DP_RUN_STATUS__DP_RUN_STATUS_RUNNING)
 			db_exec(cp->db, "UPDATE runs SET status = 'running', running_us = $4, accepted_us = "
 				"CASE WHEN accepted_us = 0 THEN $4 ELSE accepted_us END WHERE id = $1 AND "
 				"epoch = $2 AND plane_id = $3 AND status IN ('assigned', 'accepted')", 4, v, &e);
-		if (u->detail[0])
-			db_exec(cp->db, "UPDATE runs SET detail = $5 WHERE id = $1 AND epoch = $2 AND "
-				"plane_id = $3 AND status IN " RS_LIVE_SQL, 5, v, &e);
+		if (u->detail[0]) {
+			const char *w[] = { r.id, ep, ss->plane, u->detail };
+
+			db_exec(cp->db, "UPDATE runs SET detail = $4 WHERE id = $1 AND epoch = $2 AND "
+				"plane_id = $3 AND status IN " RS_LIVE_SQL, 4, w, &e);
+		}
 	}
 	state_run_clear(cp, &r);
 }

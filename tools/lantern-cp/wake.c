@@ -57,19 +57,25 @@ void wake_plane(struct cp *cp, const char *plane)
 	db_notify(cp->db, msg);
 }
 
-bool wake_take(struct cp *cp, char ***planes, size_t *n)
+bool wake_take_sched(struct cp *cp)
 {
 	bool sched;
 
 	pthread_mutex_lock(&cp->wake_mu);
 	sched = cp->wake_sched;
 	cp->wake_sched = false;
+	pthread_mutex_unlock(&cp->wake_mu);
+	return sched;
+}
+
+void wake_take_planes(struct cp *cp, char ***planes, size_t *n)
+{
+	pthread_mutex_lock(&cp->wake_mu);
 	*planes = cp->wake_planes;
 	*n = cp->n_wake;
 	cp->wake_planes = NULL;
 	cp->n_wake = cp->cap_wake = 0;
 	pthread_mutex_unlock(&cp->wake_mu);
-	return sched;
 }
 
 static void on_notify(void *arg, const char *payload)
