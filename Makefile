@@ -62,6 +62,13 @@ OTLP_GEN_C  := $(patsubst proto/%.proto,$(BUILD)/proto/%.pb-c.c,$(OTLP_PROTOS))
 OTLP_GEN_H  := $(OTLP_GEN_C:.c=.h)
 OTLP_OBJS   := $(patsubst $(BUILD)/proto/%.c,$(BUILD)/obj/otlp/%.o,$(OTLP_GEN_C))
 
+# the CRI subset lanternd speaks to containerd (proto/runtime/v1, issue 10) -> protobuf-c
+# code in build/proto/runtime/v1
+CRI_PROTOS := $(wildcard proto/runtime/v1/*.proto)
+CRI_GEN_C  := $(patsubst proto/%.proto,$(BUILD)/proto/%.pb-c.c,$(CRI_PROTOS))
+CRI_GEN_H  := $(CRI_GEN_C:.c=.h)
+CRI_OBJS   := $(patsubst $(BUILD)/proto/%.c,$(BUILD)/obj/cri/%.o,$(CRI_GEN_C))
+
 BPF_SRCS := $(wildcard bpf/*.bpf.c)
 BPF_OBJS := $(patsubst bpf/%.bpf.c,$(BUILD)/bpf/%.bpf.o,$(BPF_SRCS))
 SKELS    := $(patsubst bpf/%.bpf.c,$(BUILD)/%.skel.h,$(BPF_SRCS))
@@ -156,6 +163,20 @@ $(BUILD)/obj/otlp/%.o: $(BUILD)/proto/%.c | $(OTLP_GEN_H)
 	$(CC) $(CFLAGS) $(DEPFLAGS) -c $< -o $@
 
 $(LIB): $(OTLP_OBJS)
+
+$(BUILD)/proto/.cri-stamp: $(CRI_PROTOS)
+	@mkdir -p $(BUILD)/proto
+	protoc-c -Iproto --c_out=$(BUILD)/proto $(CRI_PROTOS)
+	touch $@
+
+$(CRI_GEN_C) $(CRI_GEN_H): $(BUILD)/proto/.cri-stamp
+
+$(BUILD)/obj/cri/%.o: $(BUILD)/proto/%.c | $(CRI_GEN_H)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(DEPFLAGS) -c $< -o $@
+
+$(LIB): $(CRI_OBJS)
+$(LIB_OBJS) $(D_OBJS) $(CLI_OBJS) $(TEST_OBJS) $(TEST_LIB) $(BENCH_OBJS): | $(CRI_GEN_H)
 $(LIB_OBJS) $(D_OBJS) $(CLI_OBJS) $(TEST_OBJS) $(TEST_LIB) $(BENCH_OBJS): | $(OTLP_GEN_H)
 
 # only the bpf module includes skeletons
@@ -208,5 +229,5 @@ bench: deps
 clean:
 	rm -rf $(BUILD)
 
--include $(patsubst %.o,%.d,$(BPF_OBJS) $(LIB_OBJS) $(PROTO_OBJS) $(OTLP_OBJS) $(D_OBJS) \
+-include $(patsubst %.o,%.d,$(BPF_OBJS) $(LIB_OBJS) $(PROTO_OBJS) $(OTLP_OBJS) $(CRI_OBJS) $(D_OBJS) \
 	$(CLI_OBJS) $(CP_OBJS) $(SHIM_OBJS) $(TEST_OBJS) $(TEST_LIB) $(HELPER_OBJS) $(BENCH_OBJS))
