@@ -72,6 +72,12 @@ struct oci_bundle_req {
 /* Writes dir/config.json. */
 int oci_bundle_write(const struct oci_bundle_req *r, struct lerr *e);
 
+/* The handler's global flags (runsc: platform, network, seccomp inside the sandbox,
+ * host Unix sockets), as every command of one container must be given them: stored in
+ * argv (static strings), their number returned. host_network: the sandbox uses the
+ * network namespace it runs in (the spawn's own), so the cgroup socket programs judge
+ * its traffic. */
+int oci_handler_flags(const struct oci_handler *h, bool host_network, char **argv, int max);
 /* argv (NULL-terminated, static strings and the given ones) to start a container
  * detached (runc: create+start in one `run -d`, pid file in pid_file) or in the
  * foreground (runsc: `run`, whose exit status is the workload's). */

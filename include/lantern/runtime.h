@@ -19,6 +19,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 
+#include "lantern/oci.h"
 #include "lantern/run.h"
 #include "lantern/spec.h"
 #include "lantern/util.h"
@@ -44,6 +45,11 @@ struct runtime_ops {
 	/* Removes containers, namespaces, ... no live run of t owns. */
 	void (*reclaim)(void *rt, struct runs *t);
 	void (*json)(void *rt, const struct run *r, json_t *j);
+	/* A container someone else starts asks to join r's instance (run_bind checked the
+	 * cgroup, the run and its annotations): 0 when this runtime expects it, with what
+	 * to exec in answer ("runtime", "args"); NULL for runtimes that start their
+	 * workloads themselves (every container is then refused). */
+	int (*bind)(void *rt, struct run *r, const struct run_bind_req *b, json_t *answer, struct lerr *e);
 	void (*free)(void *rt, struct run *r);
 	/* Finishes queued work (lanternd's exit). */
 	void (*close)(void *rt);
@@ -101,6 +107,15 @@ struct runtime_oci_opts {
 struct runtime_oci;
 int runtime_oci_add(struct runtimes *rs, struct loop *l, const struct runtime_oci_opts *o,
 		    struct runtime_oci **out, struct lerr *e);
+/* The handler of the node's class c, or NULL when c is not served here (not mapped, or
+ * its handler not advertised). Runtimes whose containers containerd starts (CRI,
+ * Kubernetes) run classes exactly as the OCI runtime would. */
+const struct oci_handler *runtime_oci_class_handler(const struct runtime_oci *o, enum spec_isolation c);
+/* For run_bind answers: what lantern-oci execs for s's class ("runtime", "args": the
+ * handler's binary and its global flags, as the OCI runtime runs it in a network
+ * namespace of the spawn's own); -EPERM with the reason when the class is not served. */
+int runtime_oci_bind_answer(const struct runtime_oci *o, const struct spec *s, json_t *answer,
+			    struct lerr *e);
 /* The image and node operations (`lantern image ...`, `lantern node`): the answer as
  * JSON, or NULL if op is not one of them. t is asked which images are in use. */
 json_t *runtime_oci_api(struct runtime_oci *o, struct runs *t, const char *op, json_t *req);

@@ -143,23 +143,37 @@ void oci_handler_probe(struct oci_handler *h, const char *name, const char *root
 	h->available = true;
 }
 
+int oci_handler_flags(const struct oci_handler *h, bool host_network, char **argv, int max)
+{
+	int n = 0;
+
+	if (h->kind != OCI_RUNSC)
+		return 0;
+	if (max < 4)
+		return -E2BIG;
+	argv[n++] = (char *)global_flag(h);
+	argv[n++] = host_network ? "--network=host" : "--network=none";
+	/* the bundle's seccomp profile applies inside the sandbox too */
+	argv[n++] = "--oci-seccomp";
+	/* the harness socket is a host Unix socket bind-mounted into the sandbox */
+	argv[n++] = "--host-uds=open";
+	return n;
+}
+
 int oci_run_argv(const struct oci_handler *h, const char *bundle, const char *id,
 		 const char *pid_file, bool host_network, char **argv, int max)
 {
-	int n = 0;
+	int n = 0, k;
 
 	if (max < 16)
 		return -E2BIG;
 	argv[n++] = (char *)h->bin;
 	argv[n++] = "--root";
 	argv[n++] = (char *)h->root;
+	if ((k = oci_handler_flags(h, host_network, argv + n, max - n - 8)) < 0)
+		return k;
+	n += k;
 	if (h->kind == OCI_RUNSC) {
-		argv[n++] = (char *)global_flag(h);
-		argv[n++] = host_network ? "--network=host" : "--network=none";
-		/* the bundle's seccomp profile applies inside the sandbox too */
-		argv[n++] = "--oci-seccomp";
-		/* the harness socket is a host Unix socket bind-mounted into the sandbox */
-		argv[n++] = "--host-uds=open";
 		argv[n++] = "run";
 	} else {
 		argv[n++] = "run";

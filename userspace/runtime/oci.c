@@ -490,6 +490,37 @@ static json_t *error_json(const char *msg)
 	return json_pack("{s:s, s:s}", "type", "error", "error", msg);
 }
 
+const struct oci_handler *runtime_oci_class_handler(const struct runtime_oci *o, enum spec_isolation c)
+{
+	const struct oci_handler *h = (int)c < N_CLASSES ? handler_named(o, o->class_handler[c]) : NULL;
+
+	return h && h->available ? h : NULL;
+}
+
+int runtime_oci_bind_answer(const struct runtime_oci *o, const struct spec *s, json_t *answer,
+			    struct lerr *e)
+{
+	const struct oci_handler *h = runtime_oci_class_handler(o, s->isolation);
+	char *flags[8];
+	json_t *args;
+	int n;
+
+	if (!h)
+		return lerr_set(e, EPERM, "bind: refused: isolation \"%s\" is not served on this node",
+				spec_isolation_name(s->isolation));
+	if (h->kind == OCI_KATA)
+		return lerr_set(e, EPERM, "bind: refused: isolation \"%s\": handler kata is not run through "
+				"lantern-oci", spec_isolation_name(s->isolation));
+	n = oci_handler_flags(h, true, flags, (int)ARRAY_SIZE(flags));
+	args = json_array();
+	for (int i = 0; i < n; i++)
+		json_array_append_new(args, json_string(flags[i]));
+	json_object_set_new(answer, "runtime", json_string(h->bin));
+	json_object_set_new(answer, "handler", json_string(h->name));
+	json_object_set_new(answer, "args", args);
+	return 0;
+}
+
 json_t *runtime_oci_api(struct runtime_oci *o, struct runs *t, const char *op, json_t *req)
 {
 	struct busy_ctx busy = { t };
