@@ -86,6 +86,11 @@ SHIM_OBJS:= $(patsubst %.c,$(BUILD)/obj/%.o,$(SHIM_SRCS))
 # The shim runs beside every workload for its whole life: it links the modules it calls,
 # which need libc alone, not liblantern.a and its libraries.
 SHIM_MODS:= $(BUILD)/obj/userspace/cgroup/cgroup.o $(BUILD)/obj/userspace/util/util.o
+# lantern-oci, the runtime handler containerd execs for every container of lantern's
+# handlers (issue 10): as small as the shim, plus jansson for config.json and lanternd's
+# answers
+OCI_SRCS := $(wildcard tools/lantern-oci/*.c)
+OCI_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(OCI_SRCS))
 
 TEST_SRCS := $(wildcard tests/kselftest-style/*_test.c)
 TEST_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(TEST_SRCS))
@@ -106,7 +111,7 @@ BENCH_OBJS  := $(foreach b,$(BENCH_NAMES),$(call bench_objs,$(b)))
 BENCH_LDLIBS_journal := -lsqlite3
 
 .PHONY: all deps host check test demo bench clean
-all: $(BUILD)/lanternd $(BUILD)/lantern $(BUILD)/lantern-shim $(BUILD)/lantern-cp $(TEST_BINS) $(TEST_HELPERS) $(BENCH_BINS)
+all: $(BUILD)/lanternd $(BUILD)/lantern $(BUILD)/lantern-shim $(BUILD)/lantern-oci $(BUILD)/lantern-cp $(TEST_BINS) $(TEST_HELPERS) $(BENCH_BINS)
 
 deps: $(BUILD)/.deps-stamp host
 
@@ -198,6 +203,9 @@ $(BUILD)/lantern-cp: $(CP_OBJS) $(LIB)
 $(BUILD)/lantern-shim: $(SHIM_OBJS) $(SHIM_MODS)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^
 
+$(BUILD)/lantern-oci: $(OCI_OBJS) $(SHIM_MODS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ -ljansson
+
 $(TEST_BINS): $(BUILD)/tests/%: $(BUILD)/obj/tests/kselftest-style/%.o $(TEST_LIB) $(LIB)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(TEST_LDLIBS)
@@ -230,4 +238,4 @@ clean:
 	rm -rf $(BUILD)
 
 -include $(patsubst %.o,%.d,$(BPF_OBJS) $(LIB_OBJS) $(PROTO_OBJS) $(OTLP_OBJS) $(CRI_OBJS) $(D_OBJS) \
-	$(CLI_OBJS) $(CP_OBJS) $(SHIM_OBJS) $(TEST_OBJS) $(TEST_LIB) $(HELPER_OBJS) $(BENCH_OBJS))
+	$(CLI_OBJS) $(CP_OBJS) $(SHIM_OBJS) $(OCI_OBJS) $(TEST_OBJS) $(TEST_LIB) $(HELPER_OBJS) $(BENCH_OBJS))

@@ -1,7 +1,9 @@
 /* ops.c: the operations of lanternd's local API (what the lantern CLI asks), each
  * answered by the module that owns it: runs (run, ps, kill), logs (follow, logs),
- * egress (audit_egress, egress_update), durable (journal), telemetry (trace, cost) and
- * the OCI runtime (node, image_*). An op naming a run_id gets the run looked up first. */
+ * egress (audit_egress, egress_update), durable (journal), telemetry (trace, cost),
+ * the OCI runtime (node, image_*), and bind (lantern-oci, the runtime handler containerd
+ * execs, asking whether a container may join a run's instance: run_bind). An op naming
+ * a run_id gets the run looked up first. */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -178,6 +180,41 @@ static void op_oci(void *arg, struct api_client *c, json_t *req)
 	reply(c, runtime_oci_api(d->oci, d->runs, json_string_value(json_object_get(req, "op")), req));
 }
 
+/* lantern-oci's question before the real runtime runs a container; every field comes
+ * from the container's config.json (tools/lantern-oci). */
+static void op_bind(void *arg, struct api_client *c, json_t *req)
+{
+	struct daemon *d = arg;
+	json_t *ann = json_object_get(req, "annotations"), *answer = NULL;
+	struct lerr e = { 0 };
+#define ANN(k) json_string_value(json_object_get(ann, k))
+	struct run_bind_req b = {
+		.container_id = json_string_value(json_object_get(req, "container_id")),
+		.cgroups_path = json_string_value(json_object_get(req, "cgroups_path")),
+		.handler_class = json_string_value(json_object_get(req, "handler_class")),
+		.sandbox = ANN("io.kubernetes.cri.container-type") &&
+			   !strcmp(ANN("io.kubernetes.cri.container-type"), "sandbox"),
+		.sandbox_id = ANN("io.kubernetes.cri.sandbox-id"),
+		.pod_namespace = ANN("io.kubernetes.cri.sandbox-namespace"),
+		.pod_name = ANN("io.kubernetes.cri.sandbox-name"),
+		.pod_uid = ANN("io.kubernetes.cri.sandbox-uid"),
+		.run_id = ANN("lantern.dev/run-id"),
+		.instance_id = ANN("lantern.dev/agent-instance-id"),
+	};
+#undef ANN
+
+	if (!b.container_id || !json_is_object(ann)) {
+		api_send_error(c, "bind needs \"container_id\" and \"annotations\"");
+	} else if (run_bind(d->runs, &b, &answer, &e) < 0) {
+		log_warn("%s", e.msg);
+		api_send_error(c, e.msg);
+	} else {
+		json_object_set_new(answer, "type", json_string("bound"));
+		api_send(c, answer);
+	}
+	api_finish(c);
+}
+
 int ops_register(struct daemon *d, struct lerr *e)
 {
 	static const struct {
@@ -191,6 +228,7 @@ int ops_register(struct daemon *d, struct lerr *e)
 		{ "trace", op_trace },       { "cost", op_cost },
 		{ "node", op_oci },          { "image_import", op_oci },
 		{ "image_ls", op_oci },      { "image_rm", op_oci },
+		{ "bind", op_bind },
 	};
 	int err;
 

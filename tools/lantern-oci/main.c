@@ -1,0 +1,385 @@
+/* lantern-oci: the OCI runtime containerd runs for lantern's runtime handlers
+ * (lantern-trusted, -standard, -untrusted, -hostile). It has runc's command-line surface,
+ * which is what containerd's runc.v2 shim calls through its BinaryName option:
+ *
+ *   lantern-oci [--root R] [--log F] [--log-format json] [...] COMMAND [ARGS...] ID
+ *
+ * On `create` it reads the bundle's config.json and asks lanternd over its socket to
+ * bind the container to its run (the "bind" op: the cgroupsPath must lie inside the
+ * run's instance cgroup, the annotations must name the run, the handler must serve the
+ * run's class; include/lantern/run.h). Only when lanternd says yes does it exec the
+ * real runtime of the run's class (runc, or runsc with the class's flags); lanternd
+ * unreachable, a container lanternd did not ask for, a class this node does not run,
+ * annotations that do not match: the create fails with lanternd's reason (also written
+ * to the --log file, where the shim reads a runtime's errors) and nothing runs.
+ *
+ * The handler's class is the one of the runtime root containerd passes: the drop-in
+ * (`lantern node containerd-config`) gives each handler the root BASE/lantern-<class>,
+ * below which the shim adds its namespace. Each real runtime keeps its state below that
+ * root in a directory of its own (R/runc, R/runsc), and which runtime holds a container
+ * is recorded at create in R/lantern-oci/ID.json, so every other command (start, state,
+ * kill, delete, exec, ps, ...) passes through to it, with lanternd down too. A command
+ * for an ID without a record goes to runc, which answers as for an unknown container.
+ *
+ * The socket is $LANTERN_SOCKET, else /run/lantern/lanternd.sock. */
+#include <errno.h>
+#include <jansson.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "lantern/cgroup.h"
+#include "lantern/util.h"
+
+#define DEFAULT_SOCKET "/run/lantern/lanternd.sock"
+#define RUNC "/usr/sbin/runc"
+#define BIND_TIMEOUT_MS 10000
+#define MAX_ARGS 256
+
+/* runc's global flags that take a value (the others are booleans). */
+static const char *const value_flags[] = { "--root", "--log", "--log-format", "--criu", "--rootless" };
+
+struct cmdline {
+	const char *root;             /* --root */
+	const char *log;              /* --log */
+	bool log_json;
+	char *globals[MAX_ARGS];      /* every global flag but --root, as given */
+	int nglobals;
+	char **rest;                  /* COMMAND and what follows */
+	int nrest;
+};
+
+static bool takes_value(const char *flag)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(value_flags); i++)
+		if (!strcmp(flag, value_flags[i]))
+			return true;
+	return false;
+}
+
+static int parse(int argc, char **argv, struct cmdline *c)
+{
+	int i = 1;
+
+	memset(c, 0, sizeof(*c));
+	for (; i < argc && argv[i][0] == '-' && strcmp(argv[i], "--version") && strcmp(argv[i], "-v"); i++) {
+		char name[64], *eq = strchr(argv[i], '=');
+		const char *val = NULL;
+
+		snprintf(name, sizeof(name), "%.*s", eq ? (int)(eq - argv[i]) : (int)strlen(argv[i]), argv[i]);
+		if (takes_value(name))
+			val = eq ? eq + 1 : i + 1 < argc ? argv[i + 1] : NULL;
+		if (takes_value(name) && !val)
+			return -EINVAL;
+		if (!strcmp(name, "--root")) {
+			c->root = val;
+		} else {
+			if (c->nglobals + 2 >= MAX_ARGS)
+				return -E2BIG;
+			c->globals[c->nglobals++] = argv[i];
+			if (takes_value(name) && !eq)
+				c->globals[c->nglobals++] = argv[i + 1];
+			if (!strcmp(name, "--log"))
+				c->log = val;
+			if (!strcmp(name, "--log-format"))
+				c->log_json = !strcmp(val, "json");
+		}
+		if (takes_value(name) && !eq)
+			i++;
+	}
+	c->rest = argv + i;
+	c->nrest = argc - i;
+	return 0;
+}
+
+/* Says why a create failed: on stderr, and in the --log file as the shim reads a
+ * runtime's errors from it (JSON lines with --log-format json). */
+static int fail(const struct cmdline *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int fail(const struct cmdline *c, const char *fmt, ...)
+{
+	char msg[1024], ts[64];
+	time_t now = time(NULL);
+	struct tm tm;
+	va_list ap;
+	FILE *f;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "lantern-oci: %s\n", msg);
+	if (c->log && (f = fopen(c->log, "ae"))) {
+		gmtime_r(&now, &tm);
+		strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%SZ", &tm);
+		if (c->log_json) {
+			json_t *j = json_pack("{s:s, s:s, s:s}", "level", "error", "msg", msg, "time", ts);
+			char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+
+			fprintf(f, "%s\n", s ? s : "{\"level\":\"error\",\"msg\":\"lantern-oci: refused\"}");
+			free(s);
+			json_decref(j);
+		} else {
+			fprintf(f, "time=\"%s\" level=error msg=\"lantern-oci: %s\"\n", ts, msg);
+		}
+		fclose(f);
+	}
+	return 1;
+}
+
+/* The class of the handler containerd ran: the last root component "lantern-<class>". */
+static bool handler_class(const char *root, char *out, size_t len)
+{
+	const char *best = NULL;
+
+	for (const char *p = root; p && (p = strstr(p, "/lantern-")); p++)
+		best = p + 9;
+	if (!best || !*best)
+		return false;
+	snprintf(out, len, "%.*s", (int)strcspn(best, "/"), best);
+	return out[0] != '\0';
+}
+
+/* A container id as a file name: what runc accepts, nothing that walks directories. */
+static bool id_valid(const char *id)
+{
+	size_t n = strlen(id);
+
+	if (!n || n > 1024 || id[0] == '.')
+		return false;
+	for (const char *p = id; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+		      *p == '-' || *p == '_' || *p == '.' || *p == '+'))
+			return false;
+	return true;
+}
+
+static void record_path(const struct cmdline *c, const char *id, char *out, size_t len)
+{
+	snprintf(out, len, "%s/lantern-oci/%s.json", c->root, id);
+}
+
+/* One request, one answer line from lanternd's socket. */
+static json_t *ask_lanternd(json_t *req, char *why, size_t wlen)
+{
+	const char *path = getenv("LANTERN_SOCKET") ? getenv("LANTERN_SOCKET") : DEFAULT_SOCKET;
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	char *line = json_dumps(req, JSON_COMPACT), buf[65536];
+	struct pollfd p = { .events = POLLIN };
+	size_t n = 0;
+	json_t *ans = NULL;
+
+	if (!line || strlen(path) >= sizeof(a.sun_path)) {
+		snprintf(why, wlen, "lanternd's socket %s: cannot ask", path);
+		free(line);
+		return NULL;
+	}
+	strcpy(a.sun_path, path);
+	p.fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (p.fd < 0 || connect(p.fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
+		snprintf(why, wlen, "lanternd is not reachable at %s: %s", path, strerror(errno));
+		goto out;
+	}
+	if (write(p.fd, line, strlen(line)) != (ssize_t)strlen(line) || write(p.fd, "\n", 1) != 1) {
+		snprintf(why, wlen, "lanternd at %s: cannot send the request: %s", path, strerror(errno));
+		goto out;
+	}
+	while (n < sizeof(buf) - 1 && !memchr(buf, '\n', n)) {
+		ssize_t r;
+
+		if (poll(&p, 1, BIND_TIMEOUT_MS) != 1) {
+			snprintf(why, wlen, "lanternd at %s did not answer within %d ms", path, BIND_TIMEOUT_MS);
+			goto out;
+		}
+		if ((r = read(p.fd, buf + n, sizeof(buf) - 1 - n)) <= 0) {
+			snprintf(why, wlen, "lanternd at %s closed the connection without an answer", path);
+			goto out;
+		}
+		n += (size_t)r;
+		buf[n] = '\0';
+	}
+	if (!(ans = json_loadb(buf, strcspn(buf, "\n"), 0, NULL)))
+		snprintf(why, wlen, "lanternd at %s answered something that is not JSON", path);
+out:
+	if (p.fd >= 0)
+		close(p.fd);
+	free(line);
+	return ans;
+}
+
+/* The config.json annotations lanternd judges (the CRI's and lantern's own). */
+static json_t *annotations_of(json_t *cfg)
+{
+	json_t *out = json_object(), *v;
+	const char *k;
+
+	json_object_foreach(json_object_get(cfg, "annotations"), k, v)
+		if (json_is_string(v) && (!strncmp(k, "io.kubernetes.cri.", 18) || !strncmp(k, "lantern.dev/", 12)))
+			json_object_set(out, k, v);
+	return out;
+}
+
+static void exec_runtime(const struct cmdline *c, const char *bin, const char *name, json_t *args,
+			 char **rest, int nrest)
+{
+	char *argv[MAX_ARGS * 2], root[4096];
+	size_t i;
+	json_t *a;
+	int n = 0;
+
+	snprintf(root, sizeof(root), "%s/%s", c->root, name);
+	argv[n++] = (char *)bin;
+	argv[n++] = "--root";
+	argv[n++] = root;
+	json_array_foreach(args, i, a)
+		if (json_is_string(a) && n < MAX_ARGS)
+			argv[n++] = (char *)json_string_value(a);
+	for (int k = 0; k < c->nglobals; k++)
+		argv[n++] = c->globals[k];
+	for (int k = 0; k < nrest && n < MAX_ARGS * 2 - 1; k++)
+		argv[n++] = rest[k];
+	argv[n] = NULL;
+	execv(bin, argv);
+	fail(c, "exec %s: %s", bin, strerror(errno));
+	exit(127);
+}
+
+static int create(const struct cmdline *c)
+{
+	const char *bundle = ".", *id = NULL;
+	char path[4200], cls[64], why[1024], rec_path[4200];
+	json_t *cfg, *req, *ans, *rec;
+	char *rec_txt;
+	size_t i;
+	json_t *d;
+	int err;
+
+	/* create [--bundle B] [--pid-file F] [--console-socket S] [--no-pivot] ... ID */
+	for (int k = 1; k < c->nrest; k++) {
+		const char *a = c->rest[k];
+
+		if (!strcmp(a, "--bundle") || !strcmp(a, "-b"))
+			bundle = k + 1 < c->nrest ? c->rest[++k] : bundle;
+		else if (!strncmp(a, "--bundle=", 9))
+			bundle = a + 9;
+		else if (!strcmp(a, "--pid-file") || !strcmp(a, "--console-socket") || !strcmp(a, "--preserve-fds"))
+			k++;
+		else if (a[0] != '-')
+			id = a;
+	}
+	if (!c->root)
+		return fail(c, "refused: create without --root: not started by a lantern handler");
+	if (!id || !id_valid(id))
+		return fail(c, "refused: create: no valid container id");
+	if (!handler_class(c->root, cls, sizeof(cls)))
+		return fail(c, "refused: container %s: runtime root %s is not a lantern handler's "
+			    "(BASE/lantern-<class>): lantern-oci runs only containers lanternd asked for", id, c->root);
+	snprintf(path, sizeof(path), "%s/config.json", bundle);
+	if (!(cfg = json_load_file(path, 0, NULL)))
+		return fail(c, "refused: container %s: cannot read %s", id, path);
+	req = json_pack("{s:s, s:s, s:s, s:s?, s:o}", "op", "bind", "container_id", id, "handler_class", cls,
+			"cgroups_path", json_string_value(json_object_get(json_object_get(cfg, "linux"), "cgroupsPath")),
+			"annotations", annotations_of(cfg));
+	json_decref(cfg);
+	ans = req ? ask_lanternd(req, why, sizeof(why)) : NULL;
+	json_decref(req);
+	if (!ans)
+		return fail(c, "refused: container %s: %s", id, req ? why : "out of memory");
+	if (strcmp(json_string_value(json_object_get(ans, "type")) ?: "", "bound") ||
+	    !json_is_string(json_object_get(ans, "runtime")) || !json_is_string(json_object_get(ans, "handler"))) {
+		err = fail(c, "%s", json_string_value(json_object_get(ans, "error")) ?: "refused by lanternd");
+		json_decref(ans);
+		return err;
+	}
+	/* which runtime holds the container, for every later command */
+	rec = json_pack("{s:O, s:O, s:O}", "runtime", json_object_get(ans, "runtime"), "handler",
+			json_object_get(ans, "handler"), "args", json_object_get(ans, "args"));
+	rec_txt = rec ? json_dumps(rec, JSON_COMPACT) : NULL;
+	json_decref(rec);
+	snprintf(path, sizeof(path), "%s/lantern-oci", c->root);
+	record_path(c, id, rec_path, sizeof(rec_path));
+	if (!rec_txt || (err = util_mkdir_p(path, 0700)) < 0 ||
+	    (err = util_write_file_atomic(rec_path, rec_txt, strlen(rec_txt))) < 0) {
+		free(rec_txt);
+		json_decref(ans);
+		return fail(c, "container %s: cannot record its runtime in %s", id, rec_path);
+	}
+	free(rec_txt);
+	json_array_foreach(json_object_get(ans, "join"), i, d) {
+		struct lerr e = { 0 };
+
+		if (json_is_string(d) && cgroup_join(json_string_value(d), 0, &e) < 0) {
+			unlink(rec_path);
+			err = fail(c, "refused: container %s: %s", id, e.msg);
+			json_decref(ans);
+			return err;
+		}
+	}
+	exec_runtime(c, json_string_value(json_object_get(ans, "runtime")),
+		     json_string_value(json_object_get(ans, "handler")), json_object_get(ans, "args"), c->rest,
+		     c->nrest);
+	return 127;
+}
+
+/* Any other command: to the runtime recorded for the first argument that names a
+ * container with a record; `delete` also drops the record once the runtime succeeded. */
+static int pass(const struct cmdline *c)
+{
+	char path[4200], *txt = NULL;
+	json_t *rec = NULL;
+	pid_t pid;
+	int st;
+
+	for (int k = 1; c->root && k < c->nrest && !rec; k++) {
+		if (c->rest[k][0] == '-' || !id_valid(c->rest[k]))
+			continue;
+		record_path(c, c->rest[k], path, sizeof(path));
+		if (util_read_file(path, &txt, NULL) == 0)
+			rec = json_loads(txt, 0, NULL);
+		free(txt);
+		txt = NULL;
+	}
+	if (!c->root || !rec) {
+		/* runc itself answers: --version, features, an unknown container */
+		static struct cmdline dflt;
+
+		dflt = *c;
+		if (!dflt.root)
+			dflt.root = "/run/lantern-oci/none";
+		exec_runtime(&dflt, RUNC, "runc", NULL, c->rest, c->nrest);
+	}
+	if (c->nrest && strcmp(c->rest[0], "delete")) {
+		exec_runtime(c, json_string_value(json_object_get(rec, "runtime")) ?: RUNC,
+			     json_string_value(json_object_get(rec, "handler")) ?: "runc", json_object_get(rec, "args"),
+			     c->rest, c->nrest);
+	}
+	if ((pid = fork()) == 0)
+		exec_runtime(c, json_string_value(json_object_get(rec, "runtime")) ?: RUNC,
+			     json_string_value(json_object_get(rec, "handler")) ?: "runc", json_object_get(rec, "args"),
+			     c->rest, c->nrest);
+	if (pid < 0 || waitpid(pid, &st, 0) < 0)
+		return fail(c, "delete: cannot run the runtime: %s", strerror(errno));
+	if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
+		unlink(path);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+int main(int argc, char **argv)
+{
+	struct cmdline c;
+
+	if (parse(argc, argv, &c) < 0) {
+		fprintf(stderr, "lantern-oci: bad global flags\n");
+		return 2;
+	}
+	if (c.nrest && !strcmp(c.rest[0], "create"))
+		return create(&c);
+	if (c.nrest && !strcmp(c.rest[0], "run"))
+		return fail(&c, "refused: `run` does not go through lanternd's bind; use create and start");
+	return pass(&c);
+}
