@@ -103,6 +103,8 @@ struct runtime_oci_opts {
 	const char *net_subnet;           /* its range (10.213.0.0/24) */
 	bool net_default_route;           /* route everything via the bridge (NAT) */
 	bool process_runtime;             /* told in `lantern node` */
+	bool spawns_elsewhere;            /* another runtime (CRI) starts image spawns; this
+					   * one keeps the class map, images and node ops */
 };
 struct runtime_oci;
 int runtime_oci_add(struct runtimes *rs, struct loop *l, const struct runtime_oci_opts *o,
@@ -119,5 +121,19 @@ int runtime_oci_bind_answer(const struct runtime_oci *o, const struct spec *s, j
 /* The image and node operations (`lantern image ...`, `lantern node`): the answer as
  * JSON, or NULL if op is not one of them. t is asked which images are in use. */
 json_t *runtime_oci_api(struct runtime_oci *o, struct runs *t, const char *op, json_t *req);
+
+/* cri.c: spawns as pod sandboxes of a containerd (or any CRI runtime) reached at
+ * endpoint, under the runtime handlers lantern-<class> whose containers lantern-oci
+ * binds to their run; classes are served as the OCI runtime serves them. Fails when
+ * the endpoint does not answer (a node that cannot reach its runtime runs nothing). */
+struct runtime_cri_opts {
+	const char *endpoint;             /* unix:///run/containerd/containerd.sock */
+	const struct runtime_oci *oci;    /* the node's class -> handler map */
+	const struct cgroup_node *cg;
+	const char *net_subnet;           /* the node bridge's range (its first address is
+					   * where bridged pods' DNS goes) */
+	uint64_t log_max;
+};
+int runtime_cri_add(struct runtimes *rs, struct loop *l, const struct runtime_cri_opts *o, struct lerr *e);
 
 #endif

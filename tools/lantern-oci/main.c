@@ -24,7 +24,9 @@
  * The socket is $LANTERN_SOCKET, else /run/lantern/lanternd.sock. */
 #include <errno.h>
 #include <jansson.h>
+#include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -224,6 +226,104 @@ static json_t *annotations_of(json_t *cfg)
 	return out;
 }
 
+/* The network namespace a container's config.json names, or NULL. */
+static const char *netns_of(json_t *cfg)
+{
+	json_t *ns;
+	size_t i;
+
+	json_array_foreach(json_object_get(json_object_get(cfg, "linux"), "namespaces"), i, ns)
+		if (!strcmp(json_string_value(json_object_get(ns, "type")) ?: "", "network"))
+			return json_string_value(json_object_get(ns, "path"));
+	return NULL;
+}
+
+/* Runs argv inside the network namespace at path; its output (up to cap) in out. */
+static int in_netns(const char *path, char *const argv[], char *out, size_t cap)
+{
+	int p[2], st;
+	size_t n = 0;
+	ssize_t r;
+	pid_t pid;
+
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return -errno;
+	if ((pid = fork()) == 0) {
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+		if (fd < 0 || setns(fd, CLONE_NEWNET) < 0 || dup2(p[1], 1) < 0 || dup2(p[1], 2) < 0)
+			_exit(126);
+		execv(argv[0], argv);
+		_exit(127);
+	}
+	close(p[1]);
+	while (pid > 0 && n + 1 < cap && (r = read(p[0], out + n, cap - 1 - n)) > 0)
+		n += (size_t)r;
+	out[n] = '\0';
+	close(p[0]);
+	if (pid < 0 || waitpid(pid, &st, 0) < 0)
+		return -errno;
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* network: none: the node's CNI gave the pod a veth like every pod; it goes before
+ * anything runs in the pod, and only loopback may be left. */
+static int strip_network(const char *netns, char *why, size_t wlen)
+{
+	char out[4096], *line, *save = NULL;
+	int rc;
+
+	rc = in_netns(netns, (char *[]){ "/usr/sbin/ip", "link", "del", "eth0", NULL }, out, sizeof(out));
+	if (rc != 0 && !strstr(out, "Cannot find device")) {
+		snprintf(why, wlen, "network none: cannot remove the pod's eth0 in %s: %s", netns, out);
+		return -EIO;
+	}
+	if ((rc = in_netns(netns, (char *[]){ "/usr/sbin/ip", "-o", "link", "show", NULL }, out, sizeof(out))) != 0) {
+		snprintf(why, wlen, "network none: cannot list the links of %s: %s", netns, out);
+		return -EIO;
+	}
+	for (line = strtok_r(out, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		if (!strstr(line, ": lo:")) {
+			snprintf(why, wlen, "network none: %s keeps a link besides loopback: %.200s", netns, line);
+			return -EPERM;
+		}
+	}
+	return 0;
+}
+
+static json_t *tmpfs(const char *dst, const char *mode, json_int_t size)
+{
+	char m[32], sz[48];
+
+	snprintf(m, sizeof(m), "mode=%s", mode);
+	snprintf(sz, sizeof(sz), "size=%lld", (long long)size);
+	return json_pack("{s:s, s:s, s:s, s:[s,s,s,s]}", "destination", dst, "type", "tmpfs", "source", "tmpfs",
+			 "options", "nosuid", "nodev", m, sz);
+}
+
+/* The workload's writable scratch (/tmp, limits.scratch_size) and the empty secrets
+ * directory, as lantern's own bundles have them: tmpfs mounts the CRI cannot ask for,
+ * added to config.json before the runtime reads it. */
+static int add_scratch(json_t *cfg, const char *path, json_int_t scratch)
+{
+	json_t *mounts = json_object_get(cfg, "mounts");
+	int err;
+
+	if (!json_is_array(mounts)) {
+		mounts = json_array();
+		json_object_set_new(cfg, "mounts", mounts);
+	}
+	json_array_append_new(mounts, tmpfs("/tmp", "1777", scratch));
+	json_array_append_new(mounts, tmpfs("/run/lantern/secrets", "700", 1 << 20));
+	{
+		char *txt = json_dumps(cfg, JSON_COMPACT);
+
+		err = txt ? util_write_file_atomic(path, txt, strlen(txt)) : -ENOMEM;
+		free(txt);
+	}
+	return err;
+}
+
 static void exec_runtime(const struct cmdline *c, const char *bin, const char *name, json_t *args,
 			 char **rest, int nrest)
 {
@@ -252,8 +352,9 @@ static void exec_runtime(const struct cmdline *c, const char *bin, const char *n
 static int create(const struct cmdline *c)
 {
 	const char *bundle = ".", *id = NULL;
-	char path[4200], cls[64], why[1024], rec_path[4200];
+	char path[4200], cfg_path[4200], cls[64], why[1024], rec_path[4200];
 	json_t *cfg, *req, *ans, *rec;
+	bool sandbox;
 	char *rec_txt;
 	size_t i;
 	json_t *d;
@@ -279,23 +380,41 @@ static int create(const struct cmdline *c)
 	if (!handler_class(c->root, cls, sizeof(cls)))
 		return fail(c, "refused: container %s: runtime root %s is not a lantern handler's "
 			    "(BASE/lantern-<class>): lantern-oci runs only containers lanternd asked for", id, c->root);
-	snprintf(path, sizeof(path), "%s/config.json", bundle);
-	if (!(cfg = json_load_file(path, 0, NULL)))
-		return fail(c, "refused: container %s: cannot read %s", id, path);
+	snprintf(cfg_path, sizeof(cfg_path), "%s/config.json", bundle);
+	if (!(cfg = json_load_file(cfg_path, 0, NULL)))
+		return fail(c, "refused: container %s: cannot read %s", id, cfg_path);
+	sandbox = !strcmp(json_string_value(json_object_get(json_object_get(cfg, "annotations"),
+							     "io.kubernetes.cri.container-type")) ?: "", "sandbox");
 	req = json_pack("{s:s, s:s, s:s, s:s?, s:o}", "op", "bind", "container_id", id, "handler_class", cls,
 			"cgroups_path", json_string_value(json_object_get(json_object_get(cfg, "linux"), "cgroupsPath")),
 			"annotations", annotations_of(cfg));
-	json_decref(cfg);
 	ans = req ? ask_lanternd(req, why, sizeof(why)) : NULL;
 	json_decref(req);
-	if (!ans)
+	if (!ans) {
+		json_decref(cfg);
 		return fail(c, "refused: container %s: %s", id, req ? why : "out of memory");
+	}
 	if (strcmp(json_string_value(json_object_get(ans, "type")) ?: "", "bound") ||
 	    !json_is_string(json_object_get(ans, "runtime")) || !json_is_string(json_object_get(ans, "handler"))) {
 		err = fail(c, "%s", json_string_value(json_object_get(ans, "error")) ?: "refused by lanternd");
-		json_decref(ans);
-		return err;
+		goto out;
 	}
+	if (sandbox && !netns_of(cfg)) {
+		err = fail(c, "refused: sandbox %s: no network namespace of its own in its config.json", id);
+		goto out;
+	}
+	if (sandbox && !strcmp(json_string_value(json_object_get(ans, "network")) ?: "", "none") &&
+	    strip_network(netns_of(cfg), why, sizeof(why)) < 0) {
+		err = fail(c, "refused: sandbox %s: %s", id, why);
+		goto out;
+	}
+	if (!sandbox && json_integer_value(json_object_get(ans, "scratch_bytes")) > 0 &&
+	    add_scratch(cfg, cfg_path, json_integer_value(json_object_get(ans, "scratch_bytes"))) < 0) {
+		err = fail(c, "refused: container %s: cannot add its scratch to %s", id, cfg_path);
+		goto out;
+	}
+	json_decref(cfg);
+	cfg = NULL;
 	/* which runtime holds the container, for every later command */
 	rec = json_pack("{s:O, s:O, s:O}", "runtime", json_object_get(ans, "runtime"), "handler",
 			json_object_get(ans, "handler"), "args", json_object_get(ans, "args"));
@@ -303,11 +422,10 @@ static int create(const struct cmdline *c)
 	json_decref(rec);
 	snprintf(path, sizeof(path), "%s/lantern-oci", c->root);
 	record_path(c, id, rec_path, sizeof(rec_path));
-	if (!rec_txt || (err = util_mkdir_p(path, 0700)) < 0 ||
-	    (err = util_write_file_atomic(rec_path, rec_txt, strlen(rec_txt))) < 0) {
+	if (!rec_txt || util_mkdir_p(path, 0700) < 0 || util_write_file_atomic(rec_path, rec_txt, strlen(rec_txt)) < 0) {
 		free(rec_txt);
-		json_decref(ans);
-		return fail(c, "container %s: cannot record its runtime in %s", id, rec_path);
+		err = fail(c, "container %s: cannot record its runtime in %s", id, rec_path);
+		goto out;
 	}
 	free(rec_txt);
 	json_array_foreach(json_object_get(ans, "join"), i, d) {
@@ -316,14 +434,17 @@ static int create(const struct cmdline *c)
 		if (json_is_string(d) && cgroup_join(json_string_value(d), 0, &e) < 0) {
 			unlink(rec_path);
 			err = fail(c, "refused: container %s: %s", id, e.msg);
-			json_decref(ans);
-			return err;
+			goto out;
 		}
 	}
 	exec_runtime(c, json_string_value(json_object_get(ans, "runtime")),
 		     json_string_value(json_object_get(ans, "handler")), json_object_get(ans, "args"), c->rest,
 		     c->nrest);
-	return 127;
+	err = 127;
+out:
+	json_decref(cfg);
+	json_decref(ans);
+	return err;
 }
 
 /* Any other command: to the runtime recorded for the first argument that names a

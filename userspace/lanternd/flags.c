@@ -53,6 +53,9 @@ static const struct flag flags[] = {
 	{ "runtime-handler", LIST, F(runtime_handlers), 0, 0, "CLASS=HANDLER",
 	  "serve an isolation class with runc, runsc, kata or none (defaults: trusted=runc "
 	  "standard=runsc untrusted=runsc hostile=kata; wasm and devcontainer unsupported); repeatable" },
+	{ "cri-endpoint", STR, F(cri_endpoint), 0, 0, "URL",
+	  "run image spawns as pods of this CRI runtime (unix:///run/containerd/containerd.sock) under "
+	  "the handlers lantern-<class> (docs/kubernetes.md); default: OCI handlers directly" },
 	{ "net-bridge", STR, F(net_bridge), 0, 0, "NAME", "CNI bridge for allowlist_domain/open spawns (default lantern0)" },
 	{ "net-subnet", STR, F(net_subnet), 0, 0, "CIDR", "its private range (default 10.213.0.0/24)" },
 	{ "net-default-route", BOOL, F(net_default_route), 0, 0, NULL,

@@ -32,6 +32,7 @@ struct lanternd_config {
 	uint64_t reconnect_max_s;
 	const char *runtime_handlers[MAX_RUNTIME_HANDLERS]; /* CLASS=HANDLER */
 	int n_runtime_handlers;
+	const char *cri_endpoint;        /* spawns as CRI pods (containerd), or NULL */
 	const char *net_bridge;
 	const char *net_subnet;
 	bool net_default_route;

@@ -85,15 +85,28 @@ static int open_runtimes(struct daemon *d, const char *shim, struct lerr *e)
 		.class_handlers = c->runtime_handlers, .n_class_handlers = c->n_runtime_handlers,
 		.net_bridge = c->net_bridge, .net_subnet = c->net_subnet,
 		.net_default_route = c->net_default_route, .process_runtime = c->process_runtime,
+		.spawns_elsewhere = c->cri_endpoint != NULL,
 	};
 	int err;
 
 	if (!(d->runtimes = runtimes_new()))
 		return lerr_set(e, ENOMEM, "runtimes: out of memory");
 	/* the process runtime first: it claims only trusted + image_digest host */
-	if ((err = runtime_process_add(d->runtimes, d->loop, &po, e)) < 0)
+	if ((err = runtime_process_add(d->runtimes, d->loop, &po, e)) < 0 ||
+	    (err = runtime_oci_add(d->runtimes, d->loop, &oo, &d->oci, e)) < 0)
 		return err;
-	return runtime_oci_add(d->runtimes, d->loop, &oo, &d->oci, e);
+	if (c->cri_endpoint) {
+		/* the OCI runtime keeps the class map, images and node ops; every image spawn
+		 * is a pod */
+		struct runtime_cri_opts co = {
+			.endpoint = c->cri_endpoint, .oci = d->oci, .cg = &d->cg,
+			.net_subnet = c->net_subnet, .log_max = c->log_max,
+		};
+
+		if ((err = runtime_cri_add(d->runtimes, d->loop, &co, e)) < 0)
+			return err;
+	}
+	return 0;
 }
 
 static int open_modules(struct daemon *d, const char *shim, const char *cli, struct lerr *e)

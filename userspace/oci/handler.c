@@ -101,6 +101,39 @@ static const char *global_flag(const struct oci_handler *h)
 	return h->kind == OCI_RUNSC ? "--platform=ptrace" : NULL;
 }
 
+static const char *const known[] = { "runc", "runsc", "kata" };
+
+int oci_class_map(const char *const *entries, int n, const char *out[OCI_N_CLASSES], struct lerr *e)
+{
+	for (int c = 0; c < OCI_N_CLASSES; c++)
+		out[c] = NULL;
+	out[SPEC_ISO_TRUSTED] = "runc";
+	out[SPEC_ISO_STANDARD] = "runsc";
+	out[SPEC_ISO_UNTRUSTED] = "runsc";
+	out[SPEC_ISO_HOSTILE] = "kata";
+	for (int i = 0; i < n; i++) {
+		const char *m = entries[i], *eq = strchr(m, '='), *h = NULL;
+		char cls[32];
+		int c = -1;
+
+		snprintf(cls, sizeof(cls), "%.*s", eq ? (int)(eq - m) : 0, m);
+		for (int k = 0; k < OCI_N_CLASSES; k++)
+			if (!strcmp(spec_isolation_name((enum spec_isolation)k), cls))
+				c = k;
+		if (!eq || c < 0)
+			return lerr_set(e, EINVAL, "--runtime-handler \"%s\": want CLASS=HANDLER with a class of "
+					"agent.yaml (trusted, standard, untrusted, hostile, wasm, devcontainer)", m);
+		for (size_t k = 0; k < sizeof(known) / sizeof(known[0]); k++)
+			if (!strcmp(eq + 1, known[k]))
+				h = known[k];
+		if (!h && strcmp(eq + 1, "none"))
+			return lerr_set(e, EINVAL, "--runtime-handler \"%s\": handler \"%s\" is not one of runc, "
+					"runsc, kata, none", m, eq + 1);
+		out[c] = h;
+	}
+	return 0;
+}
+
 void oci_handler_probe(struct oci_handler *h, const char *name, const char *root)
 {
 	const char *bin = !strcmp(name, "kata") ? "kata-runtime" : name;

@@ -20,7 +20,6 @@
 #include "lantern/oci.h"
 #include "lantern/workq.h"
 
-#define N_CLASSES (SPEC_ISO_DEVCONTAINER + 1)
 /* runtime deletes and CNI removals run here, off the event loop: each is an exec of a
  * runtime or plugin that takes tens of milliseconds */
 #define POOL_THREADS 2
@@ -28,13 +27,14 @@
 struct runtime_oci {
 	struct loop *loop;
 	struct oci_handler handlers[3];          /* runc, runsc, kata */
-	const char *class_handler[N_CLASSES];    /* NULL: not supported on this node */
+	const char *class_handler[OCI_N_CLASSES];    /* NULL: not supported on this node */
 	struct oci_cni cni;
 	char image_store[PATH_MAX];
 	char state_dir[PATH_MAX];
 	char shim[PATH_MAX];
 	uint64_t log_max;
 	bool process_runtime;
+	bool spawns_elsewhere;
 	enum cgroup_layout layout;
 	char cg_root[128];
 	struct workq *pool;
@@ -63,14 +63,6 @@ static const struct oci_handler *handler_named(const struct runtime_oci *o, cons
 	return NULL;
 }
 
-static int class_of(const char *name)
-{
-	for (int i = 0; i < N_CLASSES; i++)
-		if (!strcmp(spec_isolation_name((enum spec_isolation)i), name))
-			return i;
-	return -1;
-}
-
 static struct oci_run *run_of(const struct run *r)
 {
 	return run_runtime_state(r);
@@ -82,9 +74,11 @@ static int oci_admit(void *arg, const struct spec *s, struct lerr *e)
 {
 	struct runtime_oci *o = arg;
 	const char *cls = spec_isolation_name(s->isolation);
-	const char *hn = s->isolation < N_CLASSES ? o->class_handler[s->isolation] : NULL;
+	const char *hn = s->isolation < OCI_N_CLASSES ? o->class_handler[s->isolation] : NULL;
 	const struct oci_handler *h = handler_named(o, hn);
 
+	if (o->spawns_elsewhere)
+		return -ENOENT;
 	if (!hn)
 		return lerr_set(e, EPERM, "spawn: refused: isolation \"%s\" is not supported on this node "
 				"(no runtime handler serves it)", cls);
@@ -456,7 +450,7 @@ static json_t *node_json(struct runtime_oci *o)
 {
 	json_t *classes = json_array(), *hs = json_array();
 
-	for (int c = 0; c < N_CLASSES; c++) {
+	for (int c = 0; c < OCI_N_CLASSES; c++) {
 		const struct oci_handler *h = handler_named(o, o->class_handler[c]);
 		json_t *x = json_pack("{s:s}", "class", spec_isolation_name((enum spec_isolation)c));
 
@@ -492,7 +486,7 @@ static json_t *error_json(const char *msg)
 
 const struct oci_handler *runtime_oci_class_handler(const struct runtime_oci *o, enum spec_isolation c)
 {
-	const struct oci_handler *h = (int)c < N_CLASSES ? handler_named(o, o->class_handler[c]) : NULL;
+	const struct oci_handler *h = (int)c < OCI_N_CLASSES ? handler_named(o, o->class_handler[c]) : NULL;
 
 	return h && h->available ? h : NULL;
 }
@@ -572,26 +566,11 @@ static void record_net(struct runtime_oci *o)
 
 static int map_classes(struct runtime_oci *o, const struct runtime_oci_opts *opts, struct lerr *e)
 {
-	/* the defaults, then the node's --runtime-handler CLASS=HANDLER entries */
-	o->class_handler[SPEC_ISO_TRUSTED] = "runc";
-	o->class_handler[SPEC_ISO_STANDARD] = "runsc";
-	o->class_handler[SPEC_ISO_UNTRUSTED] = "runsc";
-	o->class_handler[SPEC_ISO_HOSTILE] = "kata";
-	for (int i = 0; i < opts->n_class_handlers; i++) {
-		const char *m = opts->class_handlers[i], *eq = strchr(m, '=');
-		char cls[32];
-		int c;
+	int err;
 
-		snprintf(cls, sizeof(cls), "%.*s", eq ? (int)(eq - m) : 0, m);
-		if (!eq || (c = class_of(cls)) < 0)
-			return lerr_set(e, EINVAL, "--runtime-handler \"%s\": want CLASS=HANDLER with a class of "
-					"agent.yaml (trusted, standard, untrusted, hostile, wasm, devcontainer)", m);
-		if (!handler_named(o, eq + 1) && strcmp(eq + 1, "none"))
-			return lerr_set(e, EINVAL, "--runtime-handler \"%s\": handler \"%s\" is not one of runc, "
-					"runsc, kata, none", m, eq + 1);
-		o->class_handler[c] = strcmp(eq + 1, "none") ? eq + 1 : NULL;
-	}
-	for (int c = 0; c < N_CLASSES; c++) {
+	if ((err = oci_class_map(opts->class_handlers, opts->n_class_handlers, o->class_handler, e)) < 0)
+		return err;
+	for (int c = 0; c < OCI_N_CLASSES; c++) {
 		const struct oci_handler *h = handler_named(o, o->class_handler[c]);
 		const char *cls = spec_isolation_name((enum spec_isolation)c);
 
@@ -618,6 +597,7 @@ int runtime_oci_add(struct runtimes *rs, struct loop *l, const struct runtime_oc
 	o->loop = l;
 	o->log_max = opts->log_max;
 	o->process_runtime = opts->process_runtime;
+	o->spawns_elsewhere = opts->spawns_elsewhere;
 	o->layout = opts->cg->layout;
 	snprintf(o->cg_root, sizeof(o->cg_root), "%s", opts->cg->root);
 	snprintf(o->shim, sizeof(o->shim), "%s", opts->shim);
