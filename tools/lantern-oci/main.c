@@ -21,12 +21,20 @@
  * kill, delete, exec, ps, ...) passes through to it, with lanternd down too. A command
  * for an ID without a record goes to runc, which answers as for an unknown container.
  *
+ * runsc keeps a pod's containers in one sandbox and names the sandbox's process in the
+ * pid file of every one of them, so containerd's shim, which learns a container's end by
+ * reaping that process, would never see a workload container end. For those, create
+ * leaves a waiter in its place: a process that `runsc wait`s for the container and
+ * exits with its status, whose pid goes into the pid file (the shim, a child subreaper,
+ * inherits and reaps it).
+ *
  * The socket is $LANTERN_SOCKET, else /run/lantern/lanternd.sock. */
 #include <errno.h>
 #include <jansson.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -349,6 +357,193 @@ static void exec_runtime(const struct cmdline *c, const char *bin, const char *n
 	exit(127);
 }
 
+/* The argv exec_runtime would run, for a child. */
+static pid_t spawn_runtime(const struct cmdline *c, const char *bin, const char *name, json_t *args,
+			   char **rest, int nrest)
+{
+	pid_t pid = fork();
+
+	if (pid == 0)
+		exec_runtime(c, bin, name, args, rest, nrest);
+	return pid;
+}
+
+/* argv of the runtime run as a child, its stdout (up to cap) in out; its exit status. */
+static int capture_runtime(const struct cmdline *c, const char *bin, const char *name, json_t *args,
+			   char **rest, int nrest, char *out, size_t cap)
+{
+	size_t n = 0;
+	ssize_t r;
+	int p[2], st;
+	pid_t pid;
+
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return -errno;
+	if ((pid = fork()) == 0) {
+		dup2(p[1], 1);
+		exec_runtime(c, bin, name, args, rest, nrest);
+	}
+	close(p[1]);
+	while (pid > 0 && n + 1 < cap && (r = read(p[0], out + n, cap - 1 - n)) > 0)
+		n += (size_t)r;
+	out[n] = '\0';
+	close(p[0]);
+	if (pid < 0 || waitpid(pid, &st, 0) < 0)
+		return -errno;
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* The waiter's socket, bound or connected from its directory (a Unix socket path is
+ * at most 107 bytes; the root and a 64-digit id together are longer). */
+static int waiter_sock(const struct cmdline *c, const char *id, bool listen_on)
+{
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	char dir[4200];
+	int fd, cwd, err = 0;
+
+	snprintf(dir, sizeof(dir), "%s/lantern-oci", c->root);
+	if (snprintf(a.sun_path, sizeof(a.sun_path), "%s.sock", id) >= (int)sizeof(a.sun_path))
+		return -ENAMETOOLONG;
+	if ((cwd = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+		return -errno;
+	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0 || chdir(dir) < 0)
+		err = -errno;
+	if (!err && listen_on) {
+		unlink(a.sun_path);
+		if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(fd, 4) < 0)
+			err = -errno;
+	} else if (!err) {
+		if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0)
+			err = -ENOENT;
+		else
+			unlink(a.sun_path);
+	}
+	if (fchdir(cwd) < 0 && !err)
+		err = -errno;
+	close(cwd);
+	if (err) {
+		if (fd >= 0)
+			close(fd);
+		return err;
+	}
+	return fd;
+}
+
+/* The waiter. runsc gives a pod's later container the stdio of `runsc start`, not of
+ * `runsc create`, and the shim calls start without them: the waiter keeps the
+ * container's stdio from create and hands them over its socket (lfd) to the
+ * `lantern-oci start` the shim runs, which starts the container with them. Once it is
+ * started, the waiter `runsc wait`s for it and exits with its status. A container
+ * deleted without a start (its record gone) ends it. */
+static void waiter(const struct cmdline *c, const char *bin, const char *name, json_t *args, const char *id,
+		   int lfd)
+{
+	char *state[] = { "state", (char *)id, NULL }, *wait[] = { "wait", (char *)id, NULL }, buf[8192];
+	char rec[4200], ctl[CMSG_SPACE(3 * sizeof(int))];
+	struct pollfd p = { .fd = lfd, .events = POLLIN };
+	int null = open("/dev/null", O_RDWR | O_CLOEXEC), conn = -1, fds[3] = { 0, 1, 2 };
+	struct iovec iov = { .iov_base = "s", .iov_len = 1 };
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof(ctl) };
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
+	json_t *j;
+
+	record_path(c, id, rec, sizeof(rec));
+	while (conn < 0) {
+		if (poll(&p, 1, 1000) == 1)
+			conn = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+		else if (access(rec, F_OK) < 0)
+			_exit(255);
+	}
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(fds));
+	memcpy(CMSG_DATA(cm), fds, sizeof(fds));
+	if (sendmsg(conn, &m, MSG_NOSIGNAL) != 1)
+		_exit(255);
+	close(conn);
+	close(lfd);
+	/* the container's stdio is the container's alone now: its end is seen by the shim */
+	if (null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(null, 2) < 0)
+		_exit(255);
+	for (;;) {
+		const char *st;
+		bool created;
+
+		if (capture_runtime(c, bin, name, args, state, 2, buf, sizeof(buf)) != 0 ||
+		    !(j = json_loads(buf, 0, NULL)))
+			break;
+		st = json_string_value(json_object_get(j, "status"));
+		created = st && !strcmp(st, "created");
+		json_decref(j);
+		if (!created)
+			break;
+		usleep(5000);
+	}
+	if (capture_runtime(c, bin, name, args, wait, 2, buf, sizeof(buf)) < 0 || !(j = json_loads(buf, 0, NULL)))
+		_exit(255);
+	_exit((int)json_integer_value(json_object_get(j, "exitStatus")) & 255);
+}
+
+/* `start` of a container that has a waiter: its stdio from the waiter become ours, then
+ * the runtime's start runs with them. -ENOENT when it has none. */
+static int start_stdio_from_waiter(const struct cmdline *c, const char *id)
+{
+	char b, ctl[CMSG_SPACE(3 * sizeof(int))];
+	struct iovec iov = { .iov_base = &b, .iov_len = 1 };
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof(ctl) };
+	struct cmsghdr *cm;
+	int fd = waiter_sock(c, id, false), fds[3];
+
+	if (fd < 0)
+		return fd;
+	if (recvmsg(fd, &m, MSG_CMSG_CLOEXEC) != 1 || !(cm = CMSG_FIRSTHDR(&m)) || cm->cmsg_type != SCM_RIGHTS ||
+	    cm->cmsg_len != CMSG_LEN(sizeof(fds))) {
+		close(fd);
+		return fail(c, "start %s: its waiter did not hand over the container's stdio", id), -EIO;
+	}
+	close(fd);
+	memcpy(fds, CMSG_DATA(cm), sizeof(fds));
+	for (int i = 0; i < 3; i++)
+		if (dup2(fds[i], i) < 0)
+			return -errno;
+	return 0;
+}
+
+/* runsc create for a workload container: the runtime runs as a child, then the waiter
+ * takes the sandbox's place in the pid file. */
+static int create_waited(const struct cmdline *c, const char *bin, const char *name, json_t *args,
+			 const char *id)
+{
+	const char *pid_file = NULL;
+	char tmp[4200], num[32];
+	pid_t pid, w;
+	int st, lfd;
+
+	for (int k = 1; k + 1 < c->nrest; k++)
+		if (!strcmp(c->rest[k], "--pid-file"))
+			pid_file = c->rest[k + 1];
+	if ((pid = spawn_runtime(c, bin, name, args, c->rest, c->nrest)) < 0 || waitpid(pid, &st, 0) < 0)
+		return fail(c, "container %s: cannot run %s: %s", id, bin, strerror(errno));
+	if (!WIFEXITED(st) || WEXITSTATUS(st))
+		return WIFEXITED(st) ? WEXITSTATUS(st) : 1;
+	if (!pid_file)
+		return 0;
+	if ((lfd = waiter_sock(c, id, true)) < 0)
+		return fail(c, "container %s: its waiter's socket in %s/lantern-oci: %s", id, c->root, strerror(-lfd));
+	if ((w = fork()) == 0)
+		waiter(c, bin, name, args, id, lfd);
+	close(lfd);
+	if (w < 0)
+		return fail(c, "container %s: cannot start its waiter: %s", id, strerror(errno));
+	snprintf(tmp, sizeof(tmp), "%s.lantern", pid_file);
+	snprintf(num, sizeof(num), "%d", (int)w);
+	if (util_write_file_atomic(tmp, num, strlen(num)) < 0 || rename(tmp, pid_file) < 0) {
+		kill(w, SIGKILL);
+		return fail(c, "container %s: cannot write %s", id, pid_file);
+	}
+	return 0;
+}
+
 static int create(const struct cmdline *c)
 {
 	const char *bundle = ".", *id = NULL;
@@ -437,6 +632,11 @@ static int create(const struct cmdline *c)
 			goto out;
 		}
 	}
+	if (!sandbox && !strcmp(json_string_value(json_object_get(ans, "handler")), "runsc")) {
+		err = create_waited(c, json_string_value(json_object_get(ans, "runtime")), "runsc",
+				    json_object_get(ans, "args"), id);
+		goto out;
+	}
 	exec_runtime(c, json_string_value(json_object_get(ans, "runtime")),
 		     json_string_value(json_object_get(ans, "handler")), json_object_get(ans, "args"), c->rest,
 		     c->nrest);
@@ -445,6 +645,39 @@ out:
 	json_decref(cfg);
 	json_decref(ans);
 	return err;
+}
+
+/* runsc says "sandbox is not running" where runc says "container not running", the
+ * words the shim takes for a process that has already ended: said in runc's words. */
+static int kill_runsc(const struct cmdline *c, json_t *rec)
+{
+	char out[8192];
+	int p[2], st;
+	size_t n = 0;
+	ssize_t r;
+	pid_t pid;
+
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return fail(c, "kill: %s", strerror(errno));
+	if ((pid = fork()) == 0) {
+		dup2(p[1], 1);
+		dup2(p[1], 2);
+		exec_runtime(c, json_string_value(json_object_get(rec, "runtime")), "runsc", json_object_get(rec, "args"),
+			     c->rest, c->nrest);
+	}
+	close(p[1]);
+	while (pid > 0 && n + 1 < sizeof(out) && (r = read(p[0], out + n, sizeof(out) - 1 - n)) > 0)
+		n += (size_t)r;
+	out[n] = '\0';
+	close(p[0]);
+	if (pid < 0 || waitpid(pid, &st, 0) < 0)
+		return fail(c, "kill: %s", strerror(errno));
+	st = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+	if (st && strstr(out, "is not running"))
+		fprintf(stderr, "container not running\n");
+	else
+		fputs(out, stderr);
+	return st;
 }
 
 /* Any other command: to the runtime recorded for the first argument that names a
@@ -474,6 +707,14 @@ static int pass(const struct cmdline *c)
 			dflt.root = "/run/lantern-oci/none";
 		exec_runtime(&dflt, RUNC, "runc", NULL, c->rest, c->nrest);
 	}
+	if (c->nrest > 1 && !strcmp(c->rest[0], "start")) {
+		int rc = start_stdio_from_waiter(c, c->rest[c->nrest - 1]);
+
+		if (rc < 0 && rc != -ENOENT)
+			return fail(c, "start %s: %s", c->rest[c->nrest - 1], strerror(-rc));
+	}
+	if (c->nrest && !strcmp(c->rest[0], "kill") && !strcmp(json_string_value(json_object_get(rec, "handler")) ?: "", "runsc"))
+		return kill_runsc(c, rec);
 	if (c->nrest && strcmp(c->rest[0], "delete")) {
 		exec_runtime(c, json_string_value(json_object_get(rec, "runtime")) ?: RUNC,
 			     json_string_value(json_object_get(rec, "handler")) ?: "runc", json_object_get(rec, "args"),

@@ -6,7 +6,12 @@
  * through lanternd) and a runtime root lantern-oci reads the class from. It runs without
  * lanternd (the DaemonSet's init container installs it before lanternd starts), so it
  * probes the runtimes itself, with the same --runtime-handler flags as lanternd.
- * --write-cni also writes the node bridge's CNI configuration the handlers point at. */
+ * --write-cni also writes the node bridge's CNI configuration the handlers point at.
+ *
+ * containerd 1.6 takes an imported file's section of a plugin in place of the main
+ * file's, not merged into it, so the drop-in is the CRI plugin's whole section: the
+ * node's default handler (runc) and CNI directories are restated in it (--cni-bin-dir,
+ * --node-cni-conf-dir), and only lantern's pods get lantern's network. */
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
@@ -25,6 +30,7 @@ static void usage(FILE *f)
 	fprintf(f, "usage: lantern node containerd-config [--runtime-handler CLASS=HANDLER]... [--state-dir DIR]\n"
 		   "         [--lantern-oci PATH] [--handler-root DIR] [--pause-image REF] [--cni-conf-dir DIR]\n"
 		   "         [--net-bridge NAME] [--net-subnet CIDR] [--net-default-route] [--write-cni]\n"
+		   "         [--cni-bin-dir DIR] [--node-cni-conf-dir DIR] [--restrict-oom-score-adj]\n"
 		   "prints containerd's drop-in for the lantern-<class> handlers this node runs\n");
 }
 
@@ -36,15 +42,18 @@ int cmd_node_containerd(int argc, char **argv)
 		{ "pause-image", required_argument, NULL, 'p' },     { "cni-conf-dir", required_argument, NULL, 'c' },
 		{ "net-bridge", required_argument, NULL, 'b' },      { "net-subnet", required_argument, NULL, 'n' },
 		{ "net-default-route", no_argument, NULL, 'd' },     { "write-cni", no_argument, NULL, 'w' },
+		{ "cni-bin-dir", required_argument, NULL, 'B' },     { "node-cni-conf-dir", required_argument, NULL, 'N' },
+		{ "restrict-oom-score-adj", no_argument, NULL, 'O' },
 		{ "help", no_argument, NULL, 'h' },                  { 0 },
 	};
 	const char *map[MAX_MAP], *handlers[OCI_N_CLASSES];
 	const char *state = "/var/lib/lantern", *oci = "/usr/local/bin/lantern-oci", *root = "/run/lantern-oci";
 	const char *pause = "docker.io/lantern/pause:1", *cni_dir = "/etc/lantern/cni";
-	struct oci_cni cni = { .plugin_dir = "/usr/lib/cni" };
+	const char *cni_bin = "/usr/lib/cni", *node_cni = "/etc/cni/net.d";
+	struct oci_cni cni = { 0 };
 	struct oci_handler probed[3];
 	static const char *const names[] = { "runc", "runsc", "kata" };
-	bool write_cni = false;
+	bool write_cni = false, restrict_oom = false;
 	struct lerr e = { 0 };
 	int nmap = 0, ch, served = 0;
 
@@ -69,6 +78,9 @@ int cmd_node_containerd(int argc, char **argv)
 		case 'n': snprintf(cni.subnet, sizeof(cni.subnet), "%s", optarg); break;
 		case 'd': cni.default_route = true; break;
 		case 'w': write_cni = true; break;
+		case 'B': cni_bin = optarg; break;
+		case 'N': node_cni = optarg; break;
+		case 'O': restrict_oom = true; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -88,6 +100,7 @@ int cmd_node_containerd(int argc, char **argv)
 		snprintf(r, sizeof(r), "%s/oci/%s", state, names[i]);
 		oci_handler_probe(&probed[i], names[i], r);
 	}
+	snprintf(cni.plugin_dir, sizeof(cni.plugin_dir), "%s", cni_bin);
 	/* the OCI runtime's network and address pool: spawns and pods never share an address */
 	snprintf(cni.data_dir, sizeof(cni.data_dir), "%s/cni", state);
 
@@ -97,7 +110,19 @@ int cmd_node_containerd(int argc, char **argv)
 	       "version = 2\n\n"
 	       "[plugins.\"io.containerd.grpc.v1.cri\"]\n"
 	       "  # nothing is pulled on lantern nodes: the pause image comes from scripts/mkpause.sh\n"
-	       "  sandbox_image = \"%s\"\n", pause);
+	       "  sandbox_image = \"%s\"\n"
+	       "%s"
+	       "  [plugins.\"io.containerd.grpc.v1.cri\".cni]\n"
+	       "    bin_dir = \"%s\"\n"
+	       "    conf_dir = \"%s\"\n"
+	       "  [plugins.\"io.containerd.grpc.v1.cri\".containerd]\n"
+	       "    default_runtime_name = \"runc\"\n"
+	       "  # the node's own pods, as containerd's defaults have them\n"
+	       "  [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc]\n"
+	       "    runtime_type = \"io.containerd.runc.v2\"\n", pause,
+	       /* a node whose root lacks CAP_SYS_RESOURCE (a node inside a container) cannot
+		* give a pause process the CRI's oom_score_adj of -998 */
+	       restrict_oom ? "  restrict_oom_score_adj = true\n" : "", cni_bin, node_cni);
 	for (int c = 0; c < OCI_N_CLASSES; c++) {
 		const char *cls = spec_isolation_name((enum spec_isolation)c);
 		const struct oci_handler *h = NULL;
