@@ -11,6 +11,7 @@ pkgs=(
   nftables                                                       # egress benchmark peer
   iproute2 procps                                                # tests: netns, ss, ps
   runc runsc containernetworking-plugins iptables busybox-static   # OCI spawns: runtime handlers (runsc = gVisor), CNI bridge + host-local (+ NAT), the demo/test image
+  containerd                                                     # CRI spawns (lanternd --cri-endpoint): Debian's containerd 1.6 and its runc.v2 shim; cri_test starts a private one
   libsqlite3-dev curl                                            # durable: bench/journal's SQLite peer; durable_test workloads call the harness and a sink with curl
   libprotobuf-dev                                                # tunnel: google/protobuf/timestamp.proto for dataplane.proto
   libsqlite3-dev libpq-dev postgresql                            # lantern-cp state: SQLite, PostgreSQL (tests start a private server)
