@@ -87,13 +87,21 @@ static int call(struct cri *c, const char *method, const ProtobufCMessage *req,
 	if (!buf)
 		return lerr_set(e, ENOMEM, "cri: out of memory");
 	protobuf_c_message_pack(req, buf);
-	err = rpc_unary(c->ch, c->q, method, buf, len, c->timeout_ms, call_done, &k);
+	/* a channel whose containerd restarted fails its next call once, then reconnects */
+	for (int attempt = 0; attempt < 2 && (attempt == 0 || k.status == RPC_UNAVAILABLE); attempt++) {
+		k = (struct call){ .desc = desc };
+		if ((err = rpc_unary(c->ch, c->q, method, buf, len, c->timeout_ms, call_done, &k)) < 0) {
+			free(buf);
+			return lerr_set(e, -err, "cri: %s: cannot start the call to %s", what, c->endpoint);
+		}
+		while (!k.done) {
+			if (rpc_cq_poll(c->q, 1000) < 0) {
+				free(buf);
+				return lerr_set(e, EIO, "cri: %s: the call's queue shut down", what);
+			}
+		}
+	}
 	free(buf);
-	if (err < 0)
-		return lerr_set(e, -err, "cri: %s: cannot start the call to %s", what, c->endpoint);
-	while (!k.done)
-		if (rpc_cq_poll(c->q, 1000) < 0)
-			return lerr_set(e, EIO, "cri: %s: the call's queue shut down", what);
 	if (k.status != RPC_OK) {
 		err = k.status == RPC_NOT_FOUND ? ENOENT : k.status == RPC_UNAVAILABLE ? ECONNREFUSED :
 		      k.status == RPC_DEADLINE_EXCEEDED ? ETIMEDOUT : EIO;
