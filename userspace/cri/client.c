@@ -149,28 +149,21 @@ int cri_image_present(struct cri *c, const char *image, bool *present, struct le
 	return 0;
 }
 
-/* Map fields are repeated entry messages; the entries point into kv (no copies). */
-#define KV_ENTRIES(type, INIT, kv, n, out)                                   \
-	do {                                                                  \
-		type *ents_ = calloc((n) ? (n) : 1, sizeof(type));            \
-		(out) = calloc((n) ? (n) : 1, sizeof(type *));                \
-		for (size_t i_ = 0; ents_ && (out) && i_ < (n); i_++) {       \
-			type init_ = INIT;                                    \
-			ents_[i_] = init_;                                    \
-			ents_[i_].key = (char *)(kv)[i_].key;                 \
-			ents_[i_].value = (char *)(kv)[i_].value;             \
-			(out)[i_] = &ents_[i_];                               \
-		}                                                             \
+/* Map fields are repeated entry messages: one allocation holds the pointer array and
+ * the entries after it (free(out) frees both); the entries point into kv (no copies). */
+#define KV_ENTRIES(type, INIT, kv, n, out)                                            \
+	do {                                                                           \
+		char *blk_ = calloc(1, ((n) + 1) * (sizeof(type *) + sizeof(type)));   \
+		type *ents_ = blk_ ? (type *)(blk_ + ((n) + 1) * sizeof(type *)) : NULL; \
+		(out) = (type **)blk_;                                                 \
+		for (size_t i_ = 0; ents_ && i_ < (n); i_++) {                         \
+			type init_ = INIT;                                             \
+			ents_[i_] = init_;                                             \
+			ents_[i_].key = (char *)(kv)[i_].key;                          \
+			ents_[i_].value = (char *)(kv)[i_].value;                      \
+			(out)[i_] = &ents_[i_];                                        \
+		}                                                                      \
 	} while (0)
-
-static void kv_free(void *out)
-{
-	void **v = out;
-
-	if (v)
-		free(v[0]);
-	free(v);
-}
 
 /* The pod's config, as RunPodSandbox and CreateContainer both send it; the caller
  * frees the entry arrays with pod_config_free. */
@@ -225,13 +218,13 @@ static void pod_config(struct pod_msg *m, const struct cri_pod *p)
 
 static bool pod_config_ok(const struct pod_msg *m)
 {
-	return m->cfg.labels && m->cfg.labels[0] && m->cfg.annotations && m->cfg.annotations[0];
+	return m->cfg.labels && m->cfg.annotations;
 }
 
 static void pod_config_free(struct pod_msg *m)
 {
-	kv_free(m->cfg.labels);
-	kv_free(m->cfg.annotations);
+	free(m->cfg.labels);
+	free(m->cfg.annotations);
 }
 
 int cri_run_pod(struct cri *c, const struct cri_pod *p, char *id, size_t idlen, struct lerr *e)
@@ -370,8 +363,8 @@ int cri_create_container(struct cri *c, const char *pod_id, const struct cri_pod
 		FREE(r);
 	}
 out:
-	kv_free(cfg.labels);
-	kv_free(cfg.annotations);
+	free(cfg.labels);
+	free(cfg.annotations);
 	pod_config_free(&m);
 	free(envs);
 	free(penvs);

@@ -1,0 +1,344 @@
+/* bench/cri: how long a spawn takes to reach its workload's first instruction as a pod of
+ * containerd, through lanternd --cri-endpoint with the lantern handler (lantern-oci binds
+ * the pod's two containers to the run before runc runs them), side by side with the same
+ * pod through containerd's plain runc handler and no lanternd at all.
+ *
+ * The workload is /bin/lantern-clock of the image scripts/mkimage.sh builds: its first
+ * action prints CLOCK_REALTIME in nanoseconds. The latency of one spawn is that reading
+ * minus CLOCK_REALTIME taken just before the request leaves the client:
+ *   - lantern: a `run` request on lanternd's socket (isolation trusted, network
+ *     allowlist_domain: the pod joins the node bridge). In the window: everything
+ *     lanternd does before the workload (admission, image check in containerd, journal,
+ *     cgroup, maps, DNS proxy), then RunPodSandbox, CreateContainer, StartContainer, with
+ *     lantern-oci's bind of the sandbox and of the workload container on the way.
+ *   - plain: the same three CRI calls made by this program, handler runc, the same
+ *     image, command, labels, limits and the same bridge network (CNI), a cgroup parent
+ *     the runtime makes itself; the reading taken from the container's CRI log.
+ * Rounds alternate the order so neither side always runs on a warmer cache. Both sides
+ * share one private containerd (own root, state, socket) started here.
+ *
+ *   build/bench/cri [-n SPAWNS_PER_SIDE]   (default 100) */
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <sodium.h>
+
+#include "lantern/cri.h"
+#include "lantern/util.h"
+
+static int n_spawns = 100;
+static char dir[256], state[300], sock[300], bpffs[256], cgroot[128], build[PATH_MAX], image[256];
+static char ctd_sock[320], yaml[1024];
+static pid_t ctd_pid, daemon_pid;
+
+static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int sh(const char *fmt, ...)
+{
+	char cmd[4096];
+	va_list ap;
+	int st;
+
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
+	st = system(cmd);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+static int64_t now_ns(void)
+{
+	return (int64_t)util_now_ns(CLOCK_REALTIME);
+}
+
+/* ---- lantern: a run request on lanternd's socket, its output followed ---- */
+
+static int64_t spawn_lantern(void)
+{
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	json_t *req = json_pack("{s:s, s:s, s:s, s:b}", "op", "run", "file", "clock.yaml", "yaml", yaml, "follow", 1);
+	char *line = json_dumps(req, JSON_COMPACT), buf[65536];
+	int64_t t0, first = 0;
+	size_t have = 0;
+	bool ok = false;
+	int fd;
+
+	json_decref(req);
+	snprintf(a.sun_path, sizeof(a.sun_path), "%s", sock);
+	t0 = now_ns();
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || write(fd, line, strlen(line)) < 0 ||
+	    write(fd, "\n", 1) != 1)
+		goto out;
+	for (;;) {
+		char *nl;
+		ssize_t n;
+
+		while ((nl = memchr(buf, '\n', have))) {
+			json_t *m = json_loadb(buf, (size_t)(nl - buf), 0, NULL);
+			const char *type = json_string_value(json_object_get(m, "type")) ?: "";
+
+			if (!strcmp(type, "output") && !first) {
+				const char *d = json_string_value(json_object_get(m, "data")) ?: "";
+				char bin[128];
+				size_t bl = 0;
+
+				if (sodium_base642bin((unsigned char *)bin, sizeof(bin) - 1, d, strlen(d), NULL, &bl, NULL,
+						      sodium_base64_VARIANT_ORIGINAL) == 0) {
+					bin[bl] = '\0';
+					first = strtoll(bin, NULL, 10) - t0;
+				}
+			} else if (!strcmp(type, "exit") || !strcmp(type, "error")) {
+				ok = !strcmp(json_string_value(json_object_get(m, "status")) ?: "", "succeeded");
+				if (!ok) {
+					char *dump = json_dumps(m, JSON_COMPACT);
+
+					fprintf(stderr, "# lantern spawn failed: %s\n", dump ? dump : "?");
+					free(dump);
+				}
+				json_decref(m);
+				goto out;
+			}
+			json_decref(m);
+			have -= (size_t)(nl + 1 - buf);
+			memmove(buf, nl + 1, have);
+		}
+		if (have == sizeof(buf) || (n = read(fd, buf + have, sizeof(buf) - have)) <= 0)
+			goto out;
+		have += (size_t)n;
+	}
+out:
+	if (fd >= 0)
+		close(fd);
+	free(line);
+	return ok ? first : -1;
+}
+
+/* ---- plain: the same pod through the runc handler, no lanternd ---- */
+
+static int64_t spawn_plain(struct cri *c, int seq)
+{
+	char name[64], uid[40], logdir[400], cg[200], pod[80] = "", ctr[80] = "", log[500], *txt = NULL;
+	static char *const cmd[] = { "/bin/lantern-clock", NULL };
+	struct cri_kv labels[] = { { "io.kubernetes.pod.name", name }, { "io.kubernetes.pod.namespace", "lantern-bench" } };
+	struct lerr e = { 0 };
+	int64_t t0, first = -1;
+
+	snprintf(name, sizeof(name), "plain-%d", seq);
+	util_random_hex(uid, 16);
+	snprintf(logdir, sizeof(logdir), "%s/plain/%d", dir, seq);
+	snprintf(cg, sizeof(cg), "/%s-plain/p%d", cgroot, seq);
+	snprintf(log, sizeof(log), "%s/c.log", logdir);
+	util_mkdir_p(logdir, 0700);
+	struct cri_pod p = { .name = name, .uid = uid, .ns = "lantern-bench", .hostname = name, .log_dir = logdir,
+			     .cgroup_parent = cg, .handler = "runc", .labels = labels, .n_labels = 2 };
+	struct cri_container ct = { .name = "workload", .image = image, .command = cmd, .log_path = "c.log",
+				    .labels = labels, .n_labels = 2 };
+
+	t0 = now_ns();
+	if (cri_run_pod(c, &p, pod, sizeof(pod), &e) < 0 || cri_create_container(c, pod, &p, &ct, ctr, sizeof(ctr), &e) < 0 ||
+	    cri_start_container(c, ctr, &e) < 0) {
+		fprintf(stderr, "# plain spawn failed: %s\n", e.msg);
+		goto out;
+	}
+	for (int i = 0; i < 2000 && first < 0; i++) {
+		char *f;
+
+		if (util_read_file(log, &txt, NULL) == 0 && (f = strstr(txt, " stdout F ")))
+			first = strtoll(f + 10, NULL, 10) - t0;
+		free(txt);
+		txt = NULL;
+		if (first < 0)
+			usleep(2000);
+	}
+out:
+	if (pod[0]) {
+		cri_stop_pod(c, pod, &e);
+		cri_remove_pod(c, pod, &e);
+	}
+	sh("for d in /sys/fs/cgroup/*/%s-plain/p%d; do [ -d $d ] && find $d -depth -type d -exec rmdir {} + 2>/dev/null; done; true",
+	   cgroot, seq);
+	return first;
+}
+
+/* ---- setup and teardown ---- */
+
+static void cleanup(void)
+{
+	if (daemon_pid > 0) {
+		kill(daemon_pid, SIGTERM);
+		waitpid(daemon_pid, NULL, 0);
+	}
+	sh("%s/lantern reset --state-dir %s --bpffs %s --cgroup-root %s >/dev/null 2>&1", build, state, bpffs, cgroot);
+	if (ctd_pid > 0) {
+		kill(ctd_pid, SIGTERM);
+		waitpid(ctd_pid, NULL, 0);
+	}
+	sh("for p in $(pgrep -f 'containerd-shim-runc-v2 .*-address %s'); do kill -9 $p; done; sleep 0.3; "
+	   "for m in $(grep '%s' /proc/mounts | awk '{print $2}' | sort -r); do umount -l $m; done; "
+	   "for d in /sys/fs/cgroup/*/%s-plain; do [ -d $d ] && find $d -depth -type d -exec rmdir {} + 2>/dev/null; done; "
+	   "ip link del lbcri%d 2>/dev/null; rm -rf %s", ctd_sock, dir, cgroot, (int)getpid() % 100000, dir);
+}
+
+static void on_signal(int sig)
+{
+	cleanup();
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+static int setup(void)
+{
+	char net[64], bridge[32], *p;
+	FILE *f;
+
+	snprintf(bridge, sizeof(bridge), "lbcri%d", (int)getpid() % 100000);
+	snprintf(net, sizeof(net), "10.%d.%d.0/24", 250 + (int)getpid() % 5, (int)getpid() / 5 % 250);
+	if (sh("scripts/mkimage.sh %s/img docker.io/bench/clock:1 > %s/ref && tar -C %s/img -cf %s/img.tar . && "
+	       "scripts/mkpause.sh %s/pause.tar >/dev/null", dir, dir, dir, dir, dir))
+		return fprintf(stderr, "# bench/cri: cannot build the images\n"), -1;
+	if (!(f = fopen(strcat(strcpy((char[320]){ 0 }, dir), "/ref"), "r")) || !fgets(image, sizeof(image), f))
+		return -1;
+	fclose(f);
+	if ((p = strchr(image, '\n')))
+		*p = '\0';
+	/* the node's CNI directory is lantern's: plain pods join the same bridge */
+	if (sh("%s/lantern node containerd-config --state-dir %s --handler-root %s/h --lantern-oci %s/lantern-oci "
+	       "--cni-conf-dir %s/cni --write-cni --net-bridge %s --net-subnet %s --node-cni-conf-dir %s/cni "
+	       "--restrict-oom-score-adj > %s/dropin.toml 2>/dev/null && "
+	       "sed -i 's|^  sandbox_image = .*|&\\n  netns_mounts_under_state_dir = true|' %s/dropin.toml",
+	       build, state, dir, build, dir, bridge, net, dir, dir, dir))
+		return fprintf(stderr, "# bench/cri: lantern node containerd-config failed\n"), -1;
+	if (!(f = fopen(strcat(strcpy((char[320]){ 0 }, dir), "/config.toml"), "w")))
+		return -1;
+	fprintf(f, "version = 2\nroot = \"%s/root\"\nstate = \"%s/cstate\"\nimports = [\"%s/dropin.toml\"]\n"
+		   "[grpc]\n  address = \"%s\"\n[ttrpc]\n  address = \"%s.ttrpc\"\n", dir, dir, dir, ctd_sock, ctd_sock);
+	fclose(f);
+	if ((ctd_pid = fork()) == 0) {
+		char cfg[320];
+
+		snprintf(cfg, sizeof(cfg), "%s/config.toml", dir);
+		setenv("LANTERN_SOCKET", sock, 1);
+		if (!freopen("/dev/null", "w", stderr))
+			_exit(127);
+		execlp("containerd", "containerd", "--config", cfg, (char *)NULL);
+		_exit(127);
+	}
+	for (int i = 0; i < 200 && !util_unix_socket_alive(ctd_sock); i++)
+		usleep(50000);
+	if (sh("C='ctr -a %s -n k8s.io'; $C images import %s/pause.tar >/dev/null && $C images import %s/img.tar >/dev/null "
+	       "&& $C images tag docker.io/bench/clock:1 %s >/dev/null", ctd_sock, dir, dir, image))
+		return fprintf(stderr, "# bench/cri: containerd did not start or import the images\n"), -1;
+	if ((daemon_pid = fork()) == 0) {
+		char ep[400];
+
+		snprintf(ep, sizeof(ep), "unix://%s", ctd_sock);
+		if (!freopen("/dev/null", "w", stderr))
+			_exit(127);
+		execl(strcat(strcpy((char[300]){ 0 }, build), "/lanternd"), "lanternd", "--state-dir", state, "--socket",
+		      sock, "--bpffs", bpffs, "--cgroup-root", cgroot, "--cri-endpoint", ep, "--net-bridge", bridge,
+		      "--net-subnet", net, (char *)NULL);
+		_exit(127);
+	}
+	for (int i = 0; i < 200 && !util_unix_socket_alive(sock); i++)
+		usleep(50000);
+	snprintf(yaml, sizeof(yaml),
+		 "apiVersion: lantern.dev/v1\nkind: AgentSpec\nmetadata:\n  name: clock\nspec:\n  image_digest: %s\n"
+		 "  isolation: trusted\n  network: allowlist_domain\n  command: [\"/bin/lantern-clock\"]\n", image);
+	return util_unix_socket_alive(sock) ? 0 : -1;
+}
+
+static int cmp64(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static double pct(int64_t *v, int n, double p)
+{
+	int i = (int)(p * (n - 1) + 0.5);
+
+	return n ? (double)v[i] / 1e6 : 0;
+}
+
+int main(int argc, char **argv)
+{
+	int64_t *lat[2];
+	int n[2] = { 0, 0 }, failed[2] = { 0, 0 }, ch, rc = 0;
+	struct cri *c = NULL;
+	struct lerr e = { 0 };
+	const char *b = getenv("LANTERN_BUILD");
+	char endpoint[400];
+
+	while ((ch = getopt(argc, argv, "n:")) != -1)
+		if (ch == 'n')
+			n_spawns = atoi(optarg) > 0 ? atoi(optarg) : n_spawns;
+	if (sodium_init() < 0)
+		return 1;
+	/* absolute: containerd execs lantern-oci from the path in the drop-in */
+	if (!realpath(b && *b ? b : "build", build)) {
+		fprintf(stderr, "# bench/cri: no build directory\n");
+		return 1;
+	}
+	snprintf(dir, sizeof(dir), "/tmp/lantern-bench-cri-%d", (int)getpid());
+	snprintf(state, sizeof(state), "%s/state", dir);
+	snprintf(sock, sizeof(sock), "%s/lanternd.sock", dir);
+	snprintf(ctd_sock, sizeof(ctd_sock), "%s/containerd.sock", dir);
+	snprintf(bpffs, sizeof(bpffs), "/sys/fs/bpf/lantern-bench-cri-%d", (int)getpid());
+	snprintf(cgroot, sizeof(cgroot), "lantern-bench-cri-%d", (int)getpid());
+	util_mkdir_p(dir, 0700);
+	signal(SIGINT, on_signal);
+	signal(SIGTERM, on_signal);
+	lat[0] = calloc((size_t)n_spawns, sizeof(int64_t));
+	lat[1] = calloc((size_t)n_spawns, sizeof(int64_t));
+	snprintf(endpoint, sizeof(endpoint), "unix://%s", ctd_sock);
+	if (!lat[0] || !lat[1] || setup() < 0 || cri_open(endpoint, 60000, &c, &e) < 0) {
+		fprintf(stderr, "# bench/cri: setup failed (containerd, images or lanternd) %s\n", e.msg);
+		cleanup();
+		return 1;
+	}
+	/* warm both paths: images unpacked, shims and runtimes in the page cache */
+	for (int i = 0; i < 3; i++) {
+		spawn_lantern();
+		spawn_plain(c, 100000 + i);
+	}
+	for (int i = 0; i < n_spawns; i++) {
+		for (int k = 0; k < 2; k++) {
+			int side = (i % 2) ^ k;
+			int64_t t = side ? spawn_plain(c, i) : spawn_lantern();
+
+			if (t > 0)
+				lat[side][n[side]++] = t;
+			else
+				failed[side]++;
+		}
+	}
+	cri_close(c);
+	cleanup();
+	qsort(lat[0], (size_t)n[0], sizeof(int64_t), cmp64);
+	qsort(lat[1], (size_t)n[1], sizeof(int64_t), cmp64);
+	printf("# submission to the workload's first instruction, pod through containerd %s (ms)\n", "1.6");
+	printf("%-44s %6s %8s %8s %8s\n", "path", "n", "p50", "p99", "failed");
+	printf("%-44s %6d %8.1f %8.1f %8d\n", "lanternd --cri-endpoint, handler lantern-trusted", n[0], pct(lat[0], n[0], 0.5),
+	       pct(lat[0], n[0], 0.99), failed[0]);
+	printf("%-44s %6d %8.1f %8.1f %8d\n", "CRI direct, handler runc (no lanternd)", n[1], pct(lat[1], n[1], 0.5),
+	       pct(lat[1], n[1], 0.99), failed[1]);
+	printf("%-44s %6s %8.1f %8.1f\n", "lantern adds", "", pct(lat[0], n[0], 0.5) - pct(lat[1], n[1], 0.5),
+	       pct(lat[0], n[0], 0.99) - pct(lat[1], n[1], 0.99));
+	if (failed[0] || failed[1] || !n[0] || !n[1])
+		rc = 1;
+	free(lat[0]);
+	free(lat[1]);
+	return rc;
+}
