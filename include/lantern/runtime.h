@@ -105,6 +105,9 @@ struct runtime_oci_opts {
 	bool process_runtime;             /* told in `lantern node` */
 	bool spawns_elsewhere;            /* another runtime (CRI) starts image spawns; this
 					   * one keeps the class map, images and node ops */
+	uint64_t image_layer_max;         /* image bounds (image.h struct image_limits) */
+	uint64_t image_max;
+	uint64_t image_entries;
 };
 struct runtime_oci;
 int runtime_oci_add(struct runtimes *rs, struct loop *l, const struct runtime_oci_opts *o,
@@ -118,9 +121,13 @@ const struct oci_handler *runtime_oci_class_handler(const struct runtime_oci *o,
  * namespace of the spawn's own); -EPERM with the reason when the class is not served. */
 int runtime_oci_bind_answer(const struct runtime_oci *o, const struct spec *s, json_t *answer,
 			    struct lerr *e);
-/* The image and node operations (`lantern image ...`, `lantern node`): the answer as
- * JSON, or NULL if op is not one of them. t is asked which images are in use. */
-json_t *runtime_oci_api(struct runtime_oci *o, struct runs *t, const char *op, json_t *req);
+/* The image and node operations (`lantern image ...`, `lantern node`): answer(ctx, msg)
+ * is called once with the answer (its reference passed on): at once, or for
+ * image_import on the loop when the import has finished on the image worker thread.
+ * -ENOENT, answer not called, if op is not one of them. t is asked which images are
+ * in use. */
+int runtime_oci_api(struct runtime_oci *o, struct runs *t, const char *op, json_t *req,
+		    void (*answer)(void *ctx, json_t *msg), void *ctx);
 
 /* cri.c: spawns as pod sandboxes of a containerd (or any CRI runtime) reached at
  * endpoint, under the runtime handlers lantern-<class> whose containers lantern-oci
