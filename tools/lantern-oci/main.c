@@ -625,7 +625,12 @@ static int create(const struct cmdline *c)
 		goto out;
 	}
 	free(rec_txt);
-	json_array_foreach(json_object_get(ans, "join"), i, d) {
+	/* runc puts every process it starts in the cgroupsPath of every hierarchy, the
+	 * unified one included; runsc does not on a hybrid host, so its processes start in
+	 * the instance. Each move between cgroups costs an RCU grace period at times: only
+	 * where needed. */
+	json_array_foreach(strcmp(json_string_value(json_object_get(ans, "handler")), "runc") ?
+			   json_object_get(ans, "join") : NULL, i, d) {
 		struct lerr e = { 0 };
 
 		if (json_is_string(d) && cgroup_join(json_string_value(d), 0, &e) < 0) {
