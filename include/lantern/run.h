@@ -210,7 +210,11 @@ void run_event(struct run *r, json_t *ev);
  *     is judged as the instance from its first instruction (the programs look its cgroup
  *     up by its ancestor at the instance level) and held by the instance's limits (they
  *     are hierarchical). The runtime makes only the leaf; nothing is registered after
- *     the fact, so nothing can race the workload's first instruction;
+ *     the fact, so nothing can race the workload's first instruction. A cgroupsPath
+ *     chosen by someone else (the kubelet's pod cgroup) is not refused for that: the run
+ *     is then the one lantern.dev/agent-instance-id names, and the answer's
+ *     "cgroups_path" moves the container to "/<cgroup-root>/<instance>/<container-id>",
+ *     where the handler puts it before the runtime reads the bundle;
  *   - that instance is a live run's that has started and is not ending;
  *   - its annotations name that run (lantern.dev/run-id, lantern.dev/agent-instance-id),
  *     its pod is in the run's tenant namespace (lantern-t-<tenant>), and the handler it
@@ -233,7 +237,8 @@ struct run_bind_req {
 };
 /* Binds or refuses (-EPERM, the reason naming container and run); on success *answer
  * (a new reference) holds "run_id", "instance_id", "runtime" (the binary), "args" (its
- * global flags), "join" (directories, maybe empty). */
+ * global flags), "join" (directories, maybe empty), what the runtime's bind op adds,
+ * and "cgroups_path" when the container must move into the instance. */
 int run_bind(struct runs *t, const struct run_bind_req *b, json_t **answer, struct lerr *e);
 /* The namespace of a tenant's pods: lantern-t-<tenant>. */
 void run_pod_namespace(const struct run *r, char *out, size_t len);

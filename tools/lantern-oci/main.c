@@ -310,12 +310,10 @@ static json_t *tmpfs(const char *dst, const char *mode, json_int_t size)
 }
 
 /* The workload's writable scratch (/tmp, limits.scratch_size) and the empty secrets
- * directory, as lantern's own bundles have them: tmpfs mounts the CRI cannot ask for,
- * added to config.json before the runtime reads it. */
-static int add_scratch(json_t *cfg, const char *path, json_int_t scratch)
+ * directory, as lantern's own bundles have them: tmpfs mounts the CRI cannot ask for. */
+static void add_scratch(json_t *cfg, json_int_t scratch)
 {
 	json_t *mounts = json_object_get(cfg, "mounts");
-	int err;
 
 	if (!json_is_array(mounts)) {
 		mounts = json_array();
@@ -323,13 +321,16 @@ static int add_scratch(json_t *cfg, const char *path, json_int_t scratch)
 	}
 	json_array_append_new(mounts, tmpfs("/tmp", "1777", scratch));
 	json_array_append_new(mounts, tmpfs("/run/lantern/secrets", "700", 1 << 20));
-	{
-		char *txt = json_dumps(cfg, JSON_COMPACT);
+}
 
-		/* not synced: the runtime reads it next, and nothing of it outlives a power loss */
-		err = txt ? util_write_file_replace(path, txt, strlen(txt)) : -ENOMEM;
-		free(txt);
-	}
+/* config.json rewritten before the runtime reads it; not synced: the runtime reads it
+ * next, and nothing of it outlives a power loss. */
+static int write_config(json_t *cfg, const char *path)
+{
+	char *txt = json_dumps(cfg, JSON_COMPACT);
+	int err = txt ? util_write_file_replace(path, txt, strlen(txt)) : -ENOMEM;
+
+	free(txt);
 	return err;
 }
 
@@ -550,7 +551,7 @@ static int create(const struct cmdline *c)
 	const char *bundle = ".", *id = NULL;
 	char path[4200], cfg_path[4200], cls[64], why[1024], rec_path[4200];
 	json_t *cfg, *req, *ans, *rec;
-	bool sandbox;
+	bool sandbox, changed = false;
 	char *rec_txt;
 	size_t i;
 	json_t *d;
@@ -604,9 +605,23 @@ static int create(const struct cmdline *c)
 		err = fail(c, "refused: sandbox %s: %s", id, why);
 		goto out;
 	}
-	if (!sandbox && json_integer_value(json_object_get(ans, "scratch_bytes")) > 0 &&
-	    add_scratch(cfg, cfg_path, json_integer_value(json_object_get(ans, "scratch_bytes"))) < 0) {
-		err = fail(c, "refused: container %s: cannot add its scratch to %s", id, cfg_path);
+	/* a cgroup someone else chose (the kubelet's) gives way to one inside the instance */
+	if (json_is_string(json_object_get(ans, "cgroups_path"))) {
+		json_t *lx = json_object_get(cfg, "linux");
+
+		if (!json_is_object(lx)) {
+			lx = json_object();
+			json_object_set_new(cfg, "linux", lx);
+		}
+		json_object_set(lx, "cgroupsPath", json_object_get(ans, "cgroups_path"));
+		changed = true;
+	}
+	if (!sandbox && json_integer_value(json_object_get(ans, "scratch_bytes")) > 0) {
+		add_scratch(cfg, json_integer_value(json_object_get(ans, "scratch_bytes")));
+		changed = true;
+	}
+	if (changed && write_config(cfg, cfg_path) < 0) {
+		err = fail(c, "refused: container %s: cannot rewrite %s", id, cfg_path);
 		goto out;
 	}
 	json_decref(cfg);

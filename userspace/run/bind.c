@@ -58,10 +58,17 @@ int run_bind(struct runs *t, const struct run_bind_req *b, json_t **answer, stru
 	struct run *r;
 	int err;
 
-	if (!instance_of(t, b->cgroups_path, inst, sizeof(inst)))
+	/* a cgroup another program chose (the kubelet's pod cgroup): the run is the one
+	 * its annotations name, and the container moves into the instance */
+	bool inside = instance_of(t, b->cgroups_path, inst, sizeof(inst));
+
+	if (!inside && (!b->instance_id || !leaf_valid(b->instance_id, strlen(b->instance_id)) ||
+			!leaf_valid(cid, strlen(cid)) || strlen(b->instance_id) >= sizeof(inst)))
 		return lerr_set(e, EPERM, "bind: refused: container %s: its cgroupsPath \"%s\" is not inside an "
-				"instance cgroup of this node (/%s/<instance>/<name>)", cid,
-				b->cgroups_path ? b->cgroups_path : "", t->o.cg->root);
+				"instance cgroup of this node (/%s/<instance>/<name>) and no run is named",
+				cid, b->cgroups_path ? b->cgroups_path : "", t->o.cg->root);
+	if (!inside)
+		snprintf(inst, sizeof(inst), "%s", b->instance_id);
 	if (!(r = runs_by_instance(t, inst)) || !r->cg_made)
 		return lerr_set(e, EPERM, "bind: refused: container %s: no live run of this node has instance %s",
 				cid, inst);
@@ -98,6 +105,12 @@ int run_bind(struct runs *t, const struct run_bind_req *b, json_t **answer, stru
 		for (int i = 0; i < r->cg.ndirs; i++)
 			json_array_append_new(join, json_string(r->cg.dirs[i]));
 	json_object_set_new(a, "join", join);
+	if (!inside) {
+		char path[512];
+
+		snprintf(path, sizeof(path), "/%s/%s/%s", t->o.cg->root, r->instance_id, cid);
+		json_object_set_new(a, "cgroups_path", json_string(path));
+	}
 	log_info("run %s: container %s (%s) bound to instance %s", r->id, cid, b->sandbox ? "sandbox" : "workload",
 		 r->instance_id);
 	*answer = a;
