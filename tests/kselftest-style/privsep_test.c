@@ -4,8 +4,8 @@
  * privileges and a seccomp allowlist. This test checks that shape from /proc, then
  * attacks the harness socket from inside a run (tests/kselftest-style/helpers/
  * harness_flood): 10,000 pipelined requests, a client that never reads, more
- * connections than a run may hold, malformed requests, and lantern-wire killed in the
- * middle of a run's steps. lanternd must stay up and answer `lantern ps` quickly
+ * connections than a run may hold, malformed requests, 40 steps with 8 MB results, and
+ * lantern-wire killed in the middle of a run's steps and between two DNS lookups. lanternd must stay up and answer `lantern ps` quickly
  * throughout, and the run must finish. */
 #include <dirent.h>
 #include <limits.h>
@@ -19,9 +19,10 @@
 #include "testlib.h"
 #include "lantern/util.h"
 
-#define NPOINTS 9
+#define NPOINTS 10
 
 static struct tl_env T;
+static char daemon_flags[64]; /* --dns-upstream at the test's dnsmasq */
 
 /* lantern-wire serving T (its --root is T's state dir's wire/), or 0. */
 static pid_t wire_pid(void)
@@ -124,9 +125,17 @@ static void test_shape(void)
 	char root[PATH_MAX], link[64], want[400];
 	ssize_t n;
 
+	char wnet[64] = "", dnet[64] = "";
+
 	snprintf(link, sizeof(link), "/proc/%d/root", (int)w);
 	n = w ? readlink(link, root, sizeof(root) - 1) : -1;
 	root[n > 0 ? n : 0] = '\0';
+	snprintf(link, sizeof(link), "/proc/%d/ns/net", (int)w);
+	n = readlink(link, wnet, sizeof(wnet) - 1);
+	wnet[n > 0 ? n : 0] = '\0';
+	snprintf(link, sizeof(link), "/proc/%d/ns/net", (int)T.daemon);
+	n = readlink(link, dnet, sizeof(dnet) - 1);
+	dnet[n > 0 ? n : 0] = '\0';
 	snprintf(want, sizeof(want), "%s/wire", T.state);
 	tap_ok(w > 0 && !strcmp(status_field(w, "Uid"), "65534\t65534\t65534\t65534") &&
 		       !strcmp(status_field(w, "Gid"), "65534\t65534\t65534\t65534") &&
@@ -134,11 +143,13 @@ static void test_shape(void)
 		       !strcmp(status_field(w, "CapEff"), "0000000000000000") &&
 		       !strcmp(status_field(w, "CapPrm"), "0000000000000000") &&
 		       !strcmp(status_field(w, "NoNewPrivs"), "1") &&
-		       !strcmp(status_field(w, "Seccomp"), "2") && !strcmp(root, want),
+		       !strcmp(status_field(w, "Seccomp"), "2") && !strcmp(root, want) && wnet[0] && dnet[0] &&
+		       strcmp(wnet, dnet),
 	       "lantern-wire (pid %d) runs as nobody, no groups, no capabilities, no new privileges, "
-	       "under a seccomp filter, chrooted to %s (uid %s, caps %s, nnp %s, seccomp %s, root %s)",
+	       "under a seccomp filter, chrooted to %s, in a network namespace of its own (uid %s, "
+	       "caps %s, nnp %s, seccomp %s, root %s, net %s vs lanternd's %s)",
 	       (int)w, want, status_field(w, "Uid"), status_field(w, "CapEff"),
-	       status_field(w, "NoNewPrivs"), status_field(w, "Seccomp"), root);
+	       status_field(w, "NoNewPrivs"), status_field(w, "Seccomp"), root, wnet, dnet);
 }
 
 static void test_floods(void)
@@ -234,7 +245,7 @@ static void test_big_results(void)
 	during = rss_kb(T.daemon);
 	/* lanternd dies and comes back: the run is adopted and its journal replayed */
 	tl_daemon_stop(&T, SIGKILL);
-	if (tl_daemon_start(&T, NULL) == 0) {
+	if (tl_daemon_start(&T, daemon_flags) == 0) {
 		for (uint64_t end = tl_ms() + 20000; tl_ms() < end && !replayed; usleep(100000))
 			replayed = tl_log_contains(&T, "journal replayed: 81 records");
 		after = rss_kb(T.daemon);
@@ -294,13 +305,49 @@ static void test_wire_dies(void)
 	free(err);
 }
 
+/* DNS goes through lantern-wire (which has no network: lanternd asks the upstream); a
+ * query sent while lantern-wire is down waits in the socket lanternd keeps, and is
+ * answered by the next one. */
+static void test_dns_restart(void)
+{
+	char *out = NULL, *err = NULL, id[64] = "", script[512];
+	pid_t w = wire_pid();
+
+	snprintf(script, sizeof(script),
+		 "P=%s/tests/netprobe; $P dns one.privsep.test 127.0.0.53; sleep 2; "
+		 "$P dns two.privsep.test 127.0.0.53; $P dns other.test 127.0.0.53",
+		 T.build);
+	tl_sh(NULL, NULL, "%s/lantern --socket %s run %s >%s/dns.out 2>&1 &", T.build, T.sock,
+	      tl_spec(&T, "dns", NULL, script,
+		      "  image_digest: host\n  isolation: trusted\n  network: allowlist_domain\n"
+		      "  egress_rules:\n    - pattern: \"*.privsep.test\"\n"),
+	      T.dir);
+	tl_running_run(&T, "dns", id, sizeof(id), 10000);
+	usleep(1000000);
+	if (w > 0)
+		kill(w, SIGKILL);
+	for (uint64_t end = tl_ms() + 20000; tl_ms() < end; usleep(100000)) {
+		free(out);
+		out = NULL;
+		tl_sh(&out, NULL, "cat %s/dns.out", T.dir);
+		if (tl_has(out, "succeeded") || tl_has(out, "failed"))
+			break;
+	}
+	tap_ok(tl_has(out, "127.0.0.21\n127.0.0.22\nrefused\n") && wire_pid() > 0 && wire_pid() != w,
+	       "DNS through lantern-wire: allowed names answered by the upstream lanternd asks, others "
+	       "refused; lantern-wire killed between two lookups, the second is answered by the next "
+	       "one (%s)", tl_oneline(out));
+	free(out);
+	free(err);
+}
+
 static void test_no_privsep(void)
 {
 	char *out = NULL, *err = NULL;
 	int rc;
 
 	tl_daemon_stop(&T, SIGTERM);
-	if (tl_daemon_start(&T, "--no-privsep") < 0) {
+	if (tl_daemon_start(&T, "--no-privsep --dns-upstream 127.0.0.1:1") < 0) {
 		tap_ok(false, "lanternd --no-privsep starts");
 		return;
 	}
@@ -315,6 +362,7 @@ static void test_no_privsep(void)
 int main(void)
 {
 	const char *missing = tl_env_missing();
+	uint16_t dns_port = 0;
 
 	tap_plan(NPOINTS);
 	if (missing) {
@@ -322,7 +370,11 @@ int main(void)
 			tap_skip(missing, "privilege separation");
 		return tap_done();
 	}
-	if (tl_env_init(&T, "privsep") < 0 || tl_daemon_start(&T, NULL) < 0) {
+	if (tl_dnsmasq_start(&dns_port, NULL, "--host-record=one.privsep.test,127.0.0.21",
+			     "--host-record=two.privsep.test,127.0.0.22", (char *)NULL) < 0)
+		tap_diag("dnsmasq did not start: the DNS point will fail");
+	snprintf(daemon_flags, sizeof(daemon_flags), "--dns-upstream 127.0.0.1:%u", dns_port);
+	if (tl_env_init(&T, "privsep") < 0 || tl_daemon_start(&T, daemon_flags) < 0) {
 		tap_ok(false, "lanternd starts");
 		tl_env_cleanup(&T);
 		return tap_done();
@@ -332,6 +384,7 @@ int main(void)
 	test_floods();
 	test_big_results();
 	test_wire_dies();
+	test_dns_restart();
 	test_no_privsep();
 	tl_env_cleanup(&T);
 	return tap_done();
