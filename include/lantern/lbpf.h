@@ -4,7 +4,10 @@
  *
  * Pinned layout under pin_root (default /sys/fs/bpf/lantern):
  *   maps:  lantern_config lantern_instances lantern_egress lantern_stats
- *          lantern_sock_orig lantern_drops lantern_events
+ *          lantern_pkt_stats lantern_sock_orig lantern_drops lantern_events
+ *          (lantern_config, lantern_instances, lantern_pkt_stats, lantern_drops and
+ *          lantern_events are also the telemetry programs': their cgroup_skb egress
+ *          program drops and reports packets with source routes, bpf/egress_skb.bpf.h)
  *          lantern_sock_rule lantern_tm_rate (shared with the telemetry programs,
  *          lbpf_tm.h: the rule that admitted a socket, and rate_bps buckets)
  *   links: link_connect4 link_connect6 link_sendmsg4 link_sendmsg6
@@ -71,6 +74,9 @@ int lbpf_egress_gc(struct lbpf *b, uint64_t now_boottime_ns);
 int lbpf_egress_dump(struct lbpf *b, uint64_t cgid, struct policy_entry **out, size_t *n);
 
 int lbpf_stats_get(struct lbpf *b, uint64_t cgid, struct lantern_egress_stats *out);
+/* Packets of the instance cgroup_skb egress dropped (or audited), by reason; summed
+ * over CPUs, zeros when none. */
+int lbpf_pkt_stats_get(struct lbpf *b, uint64_t cgid, struct lantern_pkt_stats *out);
 int lbpf_drops_get(struct lbpf *b, struct lantern_drops *out);
 int lbpf_set_audit_all(struct lbpf *b, bool on);
 

@@ -6,7 +6,10 @@
  * Pinned layout under pin_root (beside the egress pins, see lbpf.h):
  *   maps:  lantern_tm_inst lantern_tm_cgrp lantern_tm_sys lantern_tm_task lantern_tm_proc lantern_tm_net
  *          lantern_tm_rate lantern_tm_drops lantern_tm_events lantern_sock_rule (shared
- *          with the egress programs, which write it)
+ *          with the egress programs, which write it); and the egress programs'
+ *          lantern_config lantern_instances lantern_pkt_stats lantern_drops
+ *          lantern_events, which link_tm_skb_egress's program reads and writes to drop
+ *          and report packets with source routes (bpf/egress_skb.bpf.h)
  *   links: link_tm_sys_enter link_tm_sys_exit link_tm_cgroup_mkdir link_tm_fork link_tm_exec link_tm_exit
  *          link_tm_skb_egress link_tm_skb_ingress
  *   progs: prog_tm_<same names>

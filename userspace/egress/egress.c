@@ -42,8 +42,26 @@ static const char *hook_name(uint8_t h)
 	case LANTERN_HOOK_CONNECT6: return "connect6";
 	case LANTERN_HOOK_SENDMSG4: return "sendmsg4";
 	case LANTERN_HOOK_SENDMSG6: return "sendmsg6";
+	case LANTERN_HOOK_SKB_EGRESS: return "skb_egress";
 	}
 	return "unknown";
+}
+
+static const char *reason_name(uint8_t r)
+{
+	switch (r) {
+	case LANTERN_REASON_IPV6_ROUTING_HEADER: return "ipv6_routing_header";
+	case LANTERN_REASON_IPV6_EXT_HEADERS: return "ipv6_extension_headers";
+	case LANTERN_REASON_IPV4_SOURCE_ROUTE: return "ipv4_source_route";
+	case LANTERN_REASON_IPV4_OPTIONS: return "ipv4_options";
+	case LANTERN_REASON_SOCKET_TYPE: return "socket_type";
+	}
+	return "unknown";
+}
+
+static const char *proto_name(uint8_t p)
+{
+	return p == LANTERN_PROTO_TCP ? "tcp" : p == LANTERN_PROTO_UDP ? "udp" : "other";
 }
 
 void egress_log(struct egress *eg, struct run *r, json_t *ev)
@@ -101,11 +119,13 @@ static void on_event(const struct lantern_egress_event *ev, void *arg)
 	j = json_pack("{s:s, s:s, s:I, s:i, s:s, s:s, s:i, s:s, s:s}", "event", "egress",
 		      "verdict", verdict_name(ev->verdict), "cgroup_id", (json_int_t)ev->cgroup_id,
 		      "pid", (int)ev->pid, "comm", comm, "dst", addr, "port", ev->port, "proto",
-		      ev->proto == LANTERN_PROTO_UDP ? "udp" : "tcp", "hook", hook_name(ev->hook));
+		      proto_name(ev->proto), "hook", hook_name(ev->hook));
 	if (!j)
 		return;
 	if (ev->rule != 0xffff)
 		json_object_set_new(j, "rule", json_integer(ev->rule));
+	if (ev->reason)
+		json_object_set_new(j, "reason", json_string(reason_name(ev->reason)));
 	egress_log(eg, r, j);
 }
 

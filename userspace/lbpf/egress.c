@@ -298,6 +298,7 @@ int lbpf_instance_remove(struct lbpf *b, uint64_t cgid)
 		return -errno;
 	lbpf_egress_delete_policy(b, in.policy_id);
 	bpf_map_delete_elem(b->fd_stats, &cgid);
+	bpf_map_delete_elem(b->fd_pkt_stats, &cgid);
 	return 0;
 }
 
@@ -426,6 +427,34 @@ int lbpf_stats_get(struct lbpf *b, uint64_t cgid, struct lantern_egress_stats *o
 		out->denied += per[i].denied;
 		out->audited += per[i].audited;
 		out->dns_redirected += per[i].dns_redirected;
+	}
+	free(per);
+	return 0;
+}
+
+int lbpf_pkt_stats_get(struct lbpf *b, uint64_t cgid, struct lantern_pkt_stats *out)
+{
+	int ncpu = libbpf_num_possible_cpus();
+	struct lantern_pkt_stats *per;
+
+	if (ncpu <= 0)
+		return ncpu ? ncpu : -EINVAL;
+	per = calloc((size_t)ncpu, sizeof(*per));
+	if (!per)
+		return -ENOMEM;
+	memset(out, 0, sizeof(*out));
+	if (bpf_map_lookup_elem(b->fd_pkt_stats, &cgid, per) < 0) {
+		int err = -errno;
+		free(per);
+		return err == -ENOENT ? 0 : err;
+	}
+	for (int i = 0; i < ncpu; i++) {
+		out->ipv6_routing_header += per[i].ipv6_routing_header;
+		out->ipv6_ext_headers += per[i].ipv6_ext_headers;
+		out->ipv4_source_route += per[i].ipv4_source_route;
+		out->ipv4_options += per[i].ipv4_options;
+		out->socket_type += per[i].socket_type;
+		out->audited += per[i].audited;
 	}
 	free(per);
 	return 0;

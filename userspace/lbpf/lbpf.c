@@ -11,6 +11,7 @@
 #include <bpf/libbpf.h>
 #include <dirent.h>
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,12 +86,17 @@ static int attach_all(struct lbpf *b, const struct lbpf_opts *o, bool *adopted, 
 	return lbpf_pins_attach(b->pin_root, o->cgroup_path, progs, n, b->links, adopted, e);
 }
 
+/* A record shorter than the struct comes from a program older than its last fields
+ * (still in the ring buffer across an upgrade): those fields read as 0. */
 static int events_trampoline(void *ctx, void *data, size_t size)
 {
+	struct lantern_egress_event ev = { 0 };
 	struct lbpf *b = ctx;
 
-	if (b->cb && size >= sizeof(struct lantern_egress_event))
-		b->cb(data, b->cb_arg);
+	if (!b->cb || size < offsetof(struct lantern_egress_event, reason))
+		return 0;
+	memcpy(&ev, data, size < sizeof(ev) ? size : sizeof(ev));
+	b->cb(&ev, b->cb_arg);
 	return 0;
 }
 
@@ -145,6 +151,7 @@ int lbpf_open(const struct lbpf_opts *o, struct lbpf **out, bool *adopted, struc
 	b->fd_instances = bpf_map__fd(b->skel->maps.lantern_instances);
 	b->fd_egress = bpf_map__fd(b->skel->maps.lantern_egress);
 	b->fd_stats = bpf_map__fd(b->skel->maps.lantern_stats);
+	b->fd_pkt_stats = bpf_map__fd(b->skel->maps.lantern_pkt_stats);
 	b->fd_sock_orig = bpf_map__fd(b->skel->maps.lantern_sock_orig);
 	b->fd_drops = bpf_map__fd(b->skel->maps.lantern_drops);
 	b->fd_events = bpf_map__fd(b->skel->maps.lantern_events);

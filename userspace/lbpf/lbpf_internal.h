@@ -25,7 +25,7 @@ struct lbpf {
 	lbpf_event_cb cb;       /* set for the duration of one lbpf_events_consume */
 	void *cb_arg;
 	uint32_t next_policy_id; /* never reused while an entry of it may exist */
-	int fd_config, fd_instances, fd_egress, fd_stats, fd_sock_orig, fd_drops, fd_events;
+	int fd_config, fd_instances, fd_egress, fd_stats, fd_pkt_stats, fd_sock_orig, fd_drops, fd_events;
 	int fd_sync, fd_sync_inner;
 };
 
