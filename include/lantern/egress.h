@@ -23,6 +23,7 @@ struct egress_opts {
 	bool audit_all;                  /* node-wide audit mode */
 	const char *dns_upstream;        /* ADDR:PORT; NULL: /etc/resolv.conf */
 	uint32_t dns_ttl_floor;          /* seconds a DNS-learned address stays allowed at least */
+	uint32_t dns_learn_max;          /* DNS-learned addresses one instance holds at once; 0: 1024 */
 };
 
 struct egress;

@@ -37,7 +37,10 @@ struct lbpf_opts {
 	bool audit_all;              /* node-wide audit mode */
 	uint32_t dns_ip4;            /* redirect address for IPv4 DNS, network order (127.0.0.1) */
 	const uint8_t *dns_ip6;      /* redirect address for IPv6 DNS (::1) */
+	uint32_t learn_max;          /* DNS-learned entries per instance; 0 = LBPF_LEARN_MAX */
 };
+
+#define LBPF_LEARN_MAX 1024
 
 /* Opens: loads programs, creates or reuses pinned maps, attaches or updates pinned
  * links. *adopted is set when existing pins were found and kept. */
@@ -65,9 +68,13 @@ int lbpf_instance_get(struct lbpf *b, uint64_t cgid, struct lantern_instance *ou
 int lbpf_instance_list(struct lbpf *b, uint64_t **ids, size_t *n);
 
 /* Allows addr (/128) for the port rules in add (merged with what a longest-prefix
- * lookup finds now, so static covering rules keep applying). */
+ * lookup finds now, so static covering rules keep applying). An address not learned
+ * yet is refused with -EDQUOT when the instance already holds learn_max learned
+ * entries. */
 int lbpf_egress_learn(struct lbpf *b, uint64_t cgid, const uint8_t addr[16],
 		      const struct lantern_egress_value *add, struct lerr *e);
+/* Entries of the instance holding DNS-learned slots (what learn_max bounds). */
+uint32_t lbpf_egress_learned(struct lbpf *b, uint64_t cgid);
 /* Deletes expired DNS-learned slots (and entries left empty); returns how many. */
 int lbpf_egress_gc(struct lbpf *b, uint64_t now_boottime_ns);
 /* Entries of the instance's current policy (static and learned). *out must be freed. */

@@ -33,7 +33,7 @@
 #include "tap.h"
 #include "testlib.h"
 
-#define PLAN 74
+#define PLAN 77
 
 static char cg2[64];           /* cgroup v2 mount */
 static char root[256];         /* private subtree */
@@ -513,6 +513,7 @@ int main(void)
 	o.cgroup_path = root;
 	o.instance_level = 2;
 	o.dns_ip4 = htonl(0x7f000001);
+	o.learn_max = 4;
 	r = lbpf_open(&o, &lb, &adopted, &e);
 	if (!tap_ok(r == 0 && !adopted, "lbpf_open fresh: %d %s", r, r ? e.msg : "")) {
 		for (int i = 1; i < PLAN; i++)
@@ -648,6 +649,34 @@ int main(void)
 		tap_ok(r == 1 && probe(cga, "udp", "127.0.0.7", pd) == 2 &&
 			       passes(probe(cga, "tcp", "127.0.0.7", pt)),
 		       "gc removes the expired slot (%d), the address is denied again", r);
+
+		/* at most learn_max (4 here) learned entries per instance */
+		int fails = 0;
+		uint8_t ax[16];
+
+		for (int i = 0; i < 4; i++) {
+			char a[32];
+
+			snprintf(a, sizeof(a), "127.0.0.%d", 21 + i);
+			mapped(a, ax);
+			fails += lbpf_egress_learn(lb, ida, ax, &add, &e) != 0;
+		}
+		mapped("127.0.0.25", ax);
+		r = lbpf_egress_learn(lb, ida, ax, &add, &e);
+		tap_ok(fails == 0 && lbpf_egress_learned(lb, ida) == 4 && r == -EDQUOT &&
+			       strstr(e.msg, "--dns-learn-max") && probe(cga, "udp", "127.0.0.25", pd) == 2,
+		       "learn limit: a 5th address is refused (-EDQUOT: %s) and stays denied", e.msg);
+		mapped("127.0.0.21", ax);
+		r = lbpf_egress_learn(lb, ida, ax, &add, &e);
+		mapped("127.0.0.25", ax);
+		tap_ok(r == 0 && lbpf_egress_learned(lb, ida) == 4 &&
+			       lbpf_egress_learn(lb, idb, ax, &add, &e) == 0 && lbpf_egress_learned(lb, idb) == 1,
+		       "learn limit: an address already learned is refreshed; another instance has its own");
+		r = lbpf_egress_gc(lb, util_now_ns(CLOCK_BOOTTIME) + 120000000000ULL);
+		tap_ok(r == 5 && lbpf_egress_learned(lb, ida) == 0 && lbpf_egress_learned(lb, idb) == 0 &&
+			       lbpf_egress_learn(lb, ida, ax, &add, &e) == 0 && lbpf_egress_learned(lb, ida) == 1,
+		       "gc gives expired entries back to the limit (%d removed)", r);
+		lbpf_egress_gc(lb, util_now_ns(CLOCK_BOOTTIME) + 120000000000ULL);
 	}
 
 	/* atomic update under a connect loop */
@@ -883,6 +912,17 @@ int main(void)
 		size_t n = 0;
 		uint32_t old_id;
 
+		struct lantern_egress_value add = { .nslots = 1 };
+		uint8_t ax[16];
+
+		add.slot[0] = (struct lantern_port_rule){ .expires_ns = util_now_ns(CLOCK_BOOTTIME) +
+									 60000000000ULL,
+							  .port_lo = pd, .port_hi = pd,
+							  .protos = LANTERN_PROTO_UDP, .rule = 5 };
+		mapped("127.0.0.31", ax);
+		lbpf_egress_learn(lb, idb, ax, &add, &e);
+		mapped("127.0.0.32", ax);
+		lbpf_egress_learn(lb, idb, ax, &add, &e);
 		lbpf_instance_get(lb, ida, &in);
 		old_id = in.policy_id;
 		lbpf_close(lb);
@@ -890,7 +930,9 @@ int main(void)
 		tap_ok(probe(cga, "tcp", "127.0.0.1", pd) == 2 && probe(cga, "tcp", "127.0.0.1", pt) == 0,
 		       "after lbpf_close: still enforced");
 		r = lbpf_open(&o, &lb, &adopted, &e);
-		tap_ok(r == 0 && adopted, "reopen adopts the pinned state: %d %s", r, r ? e.msg : "");
+		tap_ok(r == 0 && adopted && lbpf_egress_learned(lb, idb) == 2,
+		       "reopen adopts the pinned state, learned counts rebuilt from the map: %d %s", r,
+		       r ? e.msg : "");
 		if (r)
 			return tap_done();
 		lbpf_instance_list(lb, &ids, &n);

@@ -101,11 +101,14 @@ static const char *spec(const char *name, const char *iso, uint16_t port)
 		       "apiVersion: lantern.dev/v1\nkind: AgentSpec\nmetadata:\n  name: %s\n"
 		       "spec:\n  image_digest: %s\n  isolation: %s\n  network: allowlist_domain\n"
 		       "  egress_rules:\n    - pattern: tcp://allowed.example.test:%u\n"
+		       /* the answer is the node's own (bridge) address: learned only with a
+			* CIDR rule naming it, on a port nothing listens on */
+		       "    - pattern: tcp://%s:1\n"
 		       "  command: [\"/bin/sh\", \"-c\"]\n  args:\n    - |\n"
 		       "      nc -w 2 %s %u </dev/null 2>&1; echo =1; nslookup allowed.example.test %s 2>&1; "
 		       "echo =2; nc -w 2 %s %u </dev/null 2>&1; echo =3; nslookup denied.example.test %s 2>&1; "
 		       "echo =4; nc -w 2 %s %u </dev/null 2>&1; echo =5; sleep 0.3\n",
-		       name, image, iso, port, gw, port, ns_addr, gw, port, ns_addr, denied_addr, port);
+		       name, image, iso, port, gw, gw, port, ns_addr, gw, port, ns_addr, denied_addr, port);
 }
 
 /* The part of out between the markers =N-1 and =N. */

@@ -5,6 +5,7 @@
  * restart the policies re-attached to adopted runs and entries no run owns reclaimed. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <ifaddrs.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,7 @@
 #include "lantern/util.h"
 
 #define EGRESS_GC_MS          5000
+#define NODE_ADDRS_TTL_NS     1000000000ULL /* node addresses are read again after 1 s */
 #define EGRESS_RUN_LOG_MAX    (1u << 20) /* egress.jsonl stops growing past this */
 #define DNS_TTL_CAP           86400
 
@@ -156,6 +158,112 @@ static bool dns_allowed(void *ctx, const char *qname)
 	return false;
 }
 
+static bool prefix_match(const uint8_t a[16], const uint8_t net[16], unsigned prefix)
+{
+	unsigned whole = prefix / 8, rest = prefix % 8;
+
+	if (memcmp(a, net, whole))
+		return false;
+	return !rest || ((a[whole] ^ net[whole]) & (uint8_t)(0xff << (8 - rest))) == 0;
+}
+
+/* The node's own addresses, read again when older than NODE_ADDRS_TTL_NS (a spawn's
+ * bridge may have brought a new one). Keeps the old list if they cannot be read. */
+static void node_addrs_refresh(struct egress *eg)
+{
+	uint64_t now = util_now_ns(CLOCK_MONOTONIC);
+	struct ifaddrs *ifa, *i;
+	uint8_t (*v)[16];
+	size_t n = 0;
+
+	if (eg->node_addrs_ns && now - eg->node_addrs_ns < NODE_ADDRS_TTL_NS)
+		return;
+	if (getifaddrs(&ifa) < 0) {
+		log_warn("egress: cannot read this node's addresses: %s", strerror(errno));
+		return;
+	}
+	for (i = ifa; i; i = i->ifa_next)
+		n++;
+	if (!(v = calloc(n ? n : 1, sizeof(*v)))) {
+		freeifaddrs(ifa);
+		return;
+	}
+	n = 0;
+	for (i = ifa; i; i = i->ifa_next) {
+		if (!i->ifa_addr)
+			continue;
+		if (i->ifa_addr->sa_family == AF_INET) {
+			v[n][10] = v[n][11] = 0xff;
+			memcpy(v[n] + 12, &((struct sockaddr_in *)i->ifa_addr)->sin_addr, 4);
+			n++;
+		} else if (i->ifa_addr->sa_family == AF_INET6) {
+			memcpy(v[n], &((struct sockaddr_in6 *)i->ifa_addr)->sin6_addr, 16);
+			n++;
+		}
+	}
+	freeifaddrs(ifa);
+	free(eg->node_addrs);
+	eg->node_addrs = v;
+	eg->n_node_addrs = n;
+	eg->node_addrs_ns = now;
+}
+
+/* Does a CIDR rule of the policy name addr within a range at least as narrow as
+ * prefix? Only such a rule lets an answer in a refused range be learned: 0.0.0.0/0 is
+ * no consent to the node's loopback, 127.0.0.0/8 is. */
+static bool cidr_allows(const struct policy *p, const uint8_t addr[16], unsigned prefix)
+{
+	for (size_t i = 0; i < p->n_rules; i++) {
+		const struct policy_rule *r = &p->rules[i];
+
+		if (!r->is_host && r->prefix >= prefix && prefix_match(addr, r->addr, r->prefix))
+			return true;
+	}
+	return false;
+}
+
+/* Why an answer may not open addr (DNS rebinding onto the node or its link): the
+ * reason, or NULL. Addresses are 16 bytes, IPv4 mapped, so an AAAA of ::ffff:127.0.0.1
+ * is the IPv4 loopback. */
+static const char *answer_refusal(struct egress *eg, const struct policy *p, const uint8_t a[16])
+{
+	static const struct {
+		uint8_t net[16];
+		unsigned prefix;
+		const char *why;
+	} ranges[] = {
+		{ { [10] = 0xff, [11] = 0xff, [12] = 127 }, 104, "answer_loopback" },
+		{ { [15] = 1 }, 128, "answer_loopback" },
+		/* connecting to 0.0.0.0 or :: reaches the node itself */
+		{ { [10] = 0xff, [11] = 0xff }, 104, "answer_unspecified" },
+		{ { 0 }, 128, "answer_unspecified" },
+		/* incl. 169.254.169.254, the cloud metadata service */
+		{ { [10] = 0xff, [11] = 0xff, [12] = 169, [13] = 254 }, 112, "answer_link_local" },
+		{ { [0] = 0xfe, [1] = 0x80 }, 10, "answer_link_local" },
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(ranges); i++)
+		if (prefix_match(a, ranges[i].net, ranges[i].prefix))
+			return cidr_allows(p, a, ranges[i].prefix) ? NULL : ranges[i].why;
+	node_addrs_refresh(eg);
+	for (size_t i = 0; i < eg->n_node_addrs; i++)
+		if (!memcmp(a, eg->node_addrs[i], 16))
+			return cidr_allows(p, a, 128) ? NULL : "answer_node_address";
+	return NULL;
+}
+
+static void answer_refused(struct egress_run *er, const char *qname, const char *addr,
+			   const char *why)
+{
+	er->dns_answers_refused++;
+	er->eg->denied++;
+	egress_log(er->eg, er->r, json_pack("{s:s, s:s, s:s, s:s, s:s}", "event", "dns", "verdict", "deny",
+					    "reason", why, "qname", qname, "answer", addr));
+}
+
+/* An A/AAAA answer: learned for the instance before the client hears it, unless it
+ * points at the node (left unlearned, so the kernel denies it; the reply still goes
+ * back) or the instance holds its limit of learned addresses (the query fails). */
 static int dns_answer(void *ctx, const char *qname, const uint8_t addr[16], uint32_t ttl)
 {
 	struct egress_run *er = ctx;
@@ -165,16 +273,22 @@ static int dns_answer(void *ctx, const char *qname, const uint8_t addr[16], uint
 	uint32_t keep = ttl < eg->dns_ttl_floor ? eg->dns_ttl_floor : ttl > DNS_TTL_CAP ? DNS_TTL_CAP : ttl;
 	uint64_t expires = util_now_ns(CLOCK_BOOTTIME) + (uint64_t)keep * 1000000000ULL;
 	int err = policy_fold_host(er->policy, qname, expires, &val);
+	const char *why;
+	char a[64];
 
 	if (err <= 0)
 		return err < 0 ? err : -EPERM;
-	if ((err = lbpf_egress_learn(eg->bpf, run_cgid(er->r), addr, &val, &e)) < 0) {
-		char a[64];
-
-		policy_format_prefix(addr, 128, a, sizeof(a));
+	policy_format_prefix(addr, 128, a, sizeof(a));
+	if ((why = answer_refusal(eg, er->policy, addr))) {
+		answer_refused(er, qname, a, why);
+		return 0;
+	}
+	err = lbpf_egress_learn(eg->bpf, run_cgid(er->r), addr, &val, &e);
+	if (err == -EDQUOT)
+		answer_refused(er, qname, a, "learn_limit");
+	else if (err < 0)
 		log_error("run %s: DNS answer %s for %s not allowed in the kernel: %s", run_id(er->r), a,
 			  qname, e.msg);
-	}
 	return err;
 }
 
@@ -273,6 +387,8 @@ static int on_prepared(void *arg, struct run *r, struct lerr *e)
 
 	if (!er)
 		return lerr_set(e, EINVAL, "spawn: run %s has no compiled egress policy", run_id(r));
+	/* preparing may have brought a new node address (an OCI spawn's bridge) */
+	eg->node_addrs_ns = 0;
 	if (er->policy->has_hosts && run_own_netns(r) && !ip4)
 		return lerr_set(e, EIO, "spawn: refused: hostname egress rules need the DNS proxy on the "
 				"instance's network, which has no IPv4 gateway address");
@@ -446,6 +562,7 @@ int egress_open(struct loop *l, const struct egress_opts *o, struct egress **out
 		.audit_all = o->audit_all,
 		.dns_ip4 = htonl(INADDR_LOOPBACK),
 		.dns_ip6 = lo6,
+		.learn_max = o->dns_learn_max,
 	};
 	struct egress *eg = calloc(1, sizeof(*eg));
 	struct lerr ue = { 0 };
@@ -456,6 +573,7 @@ int egress_open(struct loop *l, const struct egress_opts *o, struct egress **out
 		return lerr_set(e, ENOMEM, "egress: out of memory");
 	eg->loop = l;
 	eg->dns_ttl_floor = o->dns_ttl_floor;
+	eg->dns_learn_max = o->dns_learn_max ? o->dns_learn_max : LBPF_LEARN_MAX;
 	if ((err = lbpf_open(&lo, &eg->bpf, &adopted, e)) < 0) {
 		free(eg);
 		return err;
@@ -481,5 +599,6 @@ void egress_close(struct egress *eg)
 	if (!eg)
 		return;
 	lbpf_close(eg->bpf);
+	free(eg->node_addrs);
 	free(eg);
 }

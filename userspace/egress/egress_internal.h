@@ -15,9 +15,14 @@ struct egress {
 	struct dns_upstream upstream;
 	bool have_upstream;
 	uint32_t dns_ttl_floor;
+	uint32_t dns_learn_max;
 	uint64_t denied, audited;
 	struct runs *runs;
 	int slot;
+	/* this node's own addresses (IPv4 mapped), which DNS answers may not open */
+	uint8_t (*node_addrs)[16];
+	size_t n_node_addrs;
+	uint64_t node_addrs_ns;      /* CLOCK_MONOTONIC of the last read; 0: read again */
 };
 
 /* One run's egress: its compiled policy and, with hostname rules, its DNS proxy. */
@@ -27,6 +32,7 @@ struct egress_run {
 	struct policy *policy;
 	struct dns_server *dns;
 	uint64_t dns_denied;
+	uint64_t dns_answers_refused;  /* rebinding answers and answers past the learn limit */
 };
 
 extern const struct dns_callbacks egress_dns_callbacks;

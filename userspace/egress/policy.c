@@ -235,11 +235,15 @@ json_t *egress_audit_json(struct egress *eg, struct run *r)
 		lbpf_pkt_stats_get(eg->bpf, run_cgid(r), &ps);
 	}
 	json_object_set_new(j, "counters",
-			    json_pack("{s:I, s:I, s:I, s:I, s:I, s:{s:I, s:I, s:I, s:I, s:I, s:I}}",
+			    json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:{s:I, s:I, s:I, s:I, s:I, s:I}}",
 				      "allowed", (json_int_t)st.allowed,
 				      "denied", (json_int_t)st.denied, "audited", (json_int_t)st.audited,
 				      "dns_redirected", (json_int_t)st.dns_redirected, "dns_refused",
-				      (json_int_t)(er ? er->dns_denied : 0), "packets_dropped",
+				      (json_int_t)(er ? er->dns_denied : 0), "dns_learned",
+				      (json_int_t)(live ? lbpf_egress_learned(eg->bpf, run_cgid(r)) : 0),
+				      "dns_learn_max", (json_int_t)eg->dns_learn_max,
+				      "dns_answers_refused", (json_int_t)(er ? er->dns_answers_refused : 0),
+				      "packets_dropped",
 				      "ipv6_routing_header", (json_int_t)ps.ipv6_routing_header,
 				      "ipv6_extension_headers", (json_int_t)ps.ipv6_ext_headers,
 				      "ipv4_source_route", (json_int_t)ps.ipv4_source_route,

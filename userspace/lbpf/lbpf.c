@@ -123,6 +123,7 @@ int lbpf_open(const struct lbpf_opts *o, struct lbpf **out, bool *adopted, struc
 	if (!b)
 		return lerr_set(e, -ENOMEM, "lbpf: out of memory");
 	snprintf(b->pin_root, sizeof(b->pin_root), "%s", o->pin_root);
+	b->learn_max = o->learn_max ? o->learn_max : LBPF_LEARN_MAX;
 	libbpf_set_print(quiet_print);
 
 	b->skel = egress_bpf__open();
@@ -190,6 +191,7 @@ void lbpf_close(struct lbpf *b)
 	for (int i = 0; i < LBPF_NPROGS; i++)
 		bpf_link__destroy(b->links[i]);
 	egress_bpf__destroy(b->skel);
+	free(b->learned);
 	free(b);
 }
 

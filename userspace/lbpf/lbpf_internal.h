@@ -17,6 +17,15 @@ struct ring_buffer;
 
 #define LBPF_NPROGS 8
 
+/* How many lantern_egress entries of one instance hold DNS-learned slots: bounded by
+ * learn_max, so one instance cannot fill the map every instance shares. Kept in memory,
+ * rebuilt from the maps when lbpf opens. */
+struct lbpf_learned {
+	uint64_t cgid;
+	uint32_t policy_id;      /* the instance's current policy id */
+	uint32_t n;
+};
+
 struct lbpf {
 	struct egress_bpf *skel;
 	char pin_root[PATH_MAX - 256]; /* room for "/link_<name>" */
@@ -25,6 +34,9 @@ struct lbpf {
 	lbpf_event_cb cb;       /* set for the duration of one lbpf_events_consume */
 	void *cb_arg;
 	uint32_t next_policy_id; /* never reused while an entry of it may exist */
+	uint32_t learn_max;
+	struct lbpf_learned *learned; /* one per instance with a policy; unordered */
+	size_t n_learned, cap_learned;
 	int fd_config, fd_instances, fd_egress, fd_stats, fd_pkt_stats, fd_sock_orig, fd_drops, fd_events;
 	int fd_sync, fd_sync_inner;
 };
