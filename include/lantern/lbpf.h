@@ -87,10 +87,12 @@ int lbpf_pkt_stats_get(struct lbpf *b, uint64_t cgid, struct lantern_pkt_stats *
 int lbpf_drops_get(struct lbpf *b, struct lantern_drops *out);
 int lbpf_set_audit_all(struct lbpf *b, bool on);
 
-/* Ring buffer of struct lantern_egress_event: an fd for the event loop, and a
- * consume call that invokes cb for each event. */
+/* Ring buffer of struct lantern_egress_event: an fd for the event loop, and consume
+ * calls that invoke cb for each event: all there are, or at most max (the event loop's
+ * bound per wake-up: the fd stays readable while events remain). Return how many. */
 typedef void (*lbpf_event_cb)(const struct lantern_egress_event *ev, void *arg);
 int lbpf_events_fd(struct lbpf *b);
 int lbpf_events_consume(struct lbpf *b, lbpf_event_cb cb, void *arg);
+int lbpf_events_consume_n(struct lbpf *b, lbpf_event_cb cb, void *arg, unsigned max);
 
 #endif

@@ -76,10 +76,12 @@ int lbpf_tm_net(struct lbpf_tm *t, uint64_t cgid, struct lantern_net_stats *out)
 int lbpf_tm_proc(struct lbpf_tm *t, uint64_t cgid, struct lantern_proc_stats *out);
 int lbpf_tm_drops(struct lbpf_tm *t, struct lantern_tm_drops *out);
 
-/* Ring buffer of struct lantern_proc_event. */
+/* Ring buffer of struct lantern_proc_event: consume all there are, or at most max (the
+ * event loop's bound per wake-up). Return how many. */
 typedef void (*lbpf_proc_cb)(const struct lantern_proc_event *ev, void *arg);
 int lbpf_tm_events_fd(struct lbpf_tm *t);
 int lbpf_tm_events_consume(struct lbpf_tm *t, lbpf_proc_cb cb, void *arg);
+int lbpf_tm_events_consume_n(struct lbpf_tm *t, lbpf_proc_cb cb, void *arg, unsigned max);
 
 /* Benchmark only (bench/telemetry; tm_bench.bpf.c), nothing pinned.
  * Floor: empty programs on raw_syscalls sys_enter (and sys_exit if with_exit) of the

@@ -1,8 +1,10 @@
 /* egress.c: the egress subscriber: the pinned egress programs (opened or adopted), each
  * run's policy compiled at admission and in the maps before its workload exists, the
  * instance's DNS proxy for hostname rules (its answers become map entries before the
- * reply leaves), kernel verdict events and DNS refusals as JSON lines, and after a
- * restart the policies re-attached to adopted runs and entries no run owns reclaimed. */
+ * reply leaves, unless they point at the node itself or pass the instance's limit of
+ * learned addresses), kernel verdict events and DNS refusals as JSON lines (log.c bounds
+ * them per instance), and after a restart the policies re-attached to adopted runs and
+ * entries no run owns reclaimed. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <ifaddrs.h>
@@ -17,8 +19,8 @@
 #include "lantern/util.h"
 
 #define EGRESS_GC_MS          5000
+#define EGRESS_EVENTS_PER_WAKE 512
 #define NODE_ADDRS_TTL_NS     1000000000ULL /* node addresses are read again after 1 s */
-#define EGRESS_RUN_LOG_MAX    (1u << 20) /* egress.jsonl stops growing past this */
 #define DNS_TTL_CAP           86400
 
 struct egress_run *egress_run_of(const struct egress *eg, const struct run *r)
@@ -66,58 +68,37 @@ static const char *proto_name(uint8_t p)
 	return p == LANTERN_PROTO_TCP ? "tcp" : p == LANTERN_PROTO_UDP ? "udp" : "other";
 }
 
-void egress_log(struct egress *eg, struct run *r, json_t *ev)
+/* The run of an instance; a flood comes from one instance, so the last answer is kept. */
+static struct run *run_of_cgid(struct egress *eg, uint64_t cgid)
 {
-	const char *verdict = json_string_value(json_object_get(ev, "verdict"));
-	char ts[40];
-	struct timespec now;
-	struct tm tm;
-	char *s;
-
-	clock_gettime(CLOCK_REALTIME, &now);
-	gmtime_r(&now.tv_sec, &tm);
-	strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
-	snprintf(ts + strlen(ts), sizeof(ts) - strlen(ts), ".%03ldZ", now.tv_nsec / 1000000);
-	json_object_set_new(ev, "time", json_string(ts));
-	if (r) {
-		json_object_set_new(ev, "run_id", json_string(run_id(r)));
-		json_object_set_new(ev, "instance_id", json_string(run_instance_id(r)));
-		if (verdict && (!strcmp(verdict, "deny") || !strcmp(verdict, "audit")))
-			run_event(r, json_incref(ev));
-	}
-	s = json_dumps(ev, JSON_COMPACT | JSON_SORT_KEYS);
-	json_decref(ev);
-	if (!s)
-		return;
-	fprintf(stderr, "%s\n", s);
-	if (r) {
-		char path[PATH_MAX + 16];
-		FILE *f;
-
-		snprintf(path, sizeof(path), "%s/egress.jsonl", run_dir(r));
-		if ((f = fopen(path, "ae"))) {
-			if (ftell(f) < (long)EGRESS_RUN_LOG_MAX)
-				fprintf(f, "%s\n", s);
-			fclose(f);
-		}
-	}
-	free(s);
+	if (eg->last_run && eg->last_cgid == cgid && !run_status_final(run_status(eg->last_run)))
+		return eg->last_run;
+	eg->last_run = runs_by_cgid(eg->runs, cgid);
+	eg->last_cgid = cgid;
+	return eg->last_run;
 }
 
 static void on_event(const struct lantern_egress_event *ev, void *arg)
 {
 	struct egress *eg = arg;
-	struct run *r = runs_by_cgid(eg->runs, ev->cgroup_id);
-	char addr[64], comm[17];
+	struct run *r = run_of_cgid(eg, ev->cgroup_id);
+	struct egress_run *er = r ? egress_run_of(eg, r) : NULL;
+	struct egress_log *lg = er ? &er->log : &eg->log;
+	char addr[64], comm[17], key[EGRESS_AGG_KEY_LEN];
 	json_t *j;
 
-	policy_format_prefix(ev->addr, 128, addr, sizeof(addr));
-	memcpy(comm, ev->comm, 16);
-	comm[16] = '\0';
 	if (ev->verdict == LANTERN_VERDICT_DENY)
 		eg->denied++;
 	else if (ev->verdict == LANTERN_VERDICT_AUDIT)
 		eg->audited++;
+	policy_format_prefix(ev->addr, 128, addr, sizeof(addr));
+	snprintf(key, sizeof(key), "egress %s %s %u %s %s", verdict_name(ev->verdict), addr, ev->port,
+		 proto_name(ev->proto), ev->reason ? reason_name(ev->reason) : "");
+	/* over the rate, most events end here: counted, no line built */
+	if (egress_log_suppressed(lg, key))
+		return;
+	memcpy(comm, ev->comm, 16);
+	comm[16] = '\0';
 	j = json_pack("{s:s, s:s, s:I, s:i, s:s, s:s, s:i, s:s, s:s}", "event", "egress",
 		      "verdict", verdict_name(ev->verdict), "cgroup_id", (json_int_t)ev->cgroup_id,
 		      "pid", (int)ev->pid, "comm", comm, "dst", addr, "port", ev->port, "proto",
@@ -128,14 +109,16 @@ static void on_event(const struct lantern_egress_event *ev, void *arg)
 		json_object_set_new(j, "rule", json_integer(ev->rule));
 	if (ev->reason)
 		json_object_set_new(j, "reason", json_string(reason_name(ev->reason)));
-	egress_log(eg, r, j);
+	egress_log_key(lg, j, key);
 }
 
+/* A bounded share of the events per wake-up, so a flood cannot hold the loop: what is
+ * left keeps the fd readable and the loop comes back after serving the others. */
 static void on_events_fd(struct loop *l, int fd, uint32_t events, void *arg)
 {
 	struct egress *eg = arg;
 
-	lbpf_events_consume(eg->bpf, on_event, eg);
+	lbpf_events_consume_n(eg->bpf, on_event, eg, EGRESS_EVENTS_PER_WAKE);
 }
 
 static void on_gc(struct loop *l, void *arg)
@@ -343,6 +326,7 @@ static void er_free(struct egress_run *er)
 {
 	if (!er)
 		return;
+	egress_log_close(&er->log, false);
 	if (er->dns)
 		dns_server_close(er->dns);
 	policy_free(er->policy);
@@ -358,6 +342,7 @@ static int attach(struct egress *eg, struct run *r, struct policy *p)
 	er->eg = eg;
 	er->r = r;
 	er->policy = p;
+	egress_log_init(&er->log, eg, r);
 	er_free(run_slot(r, eg->slot));
 	run_set_slot(r, eg->slot, er);
 	return 0;
@@ -416,6 +401,9 @@ static void on_released(void *arg, struct run *r)
 
 	if (run_cgid(r))
 		lbpf_instance_remove(eg->bpf, run_cgid(r));
+	/* its last aggregates, while the run can still be told */
+	if (er)
+		egress_log_flush(&er->log, true);
 	if (er && er->dns) {
 		dns_server_close(er->dns);
 		er->dns = NULL;
@@ -499,6 +487,8 @@ static void on_free(void *arg, struct run *r)
 {
 	struct egress *eg = arg;
 
+	if (eg->last_run == r)
+		eg->last_run = NULL;
 	er_free(egress_run_of(eg, r));
 	run_set_slot(r, eg->slot, NULL);
 }
@@ -572,6 +562,7 @@ int egress_open(struct loop *l, const struct egress_opts *o, struct egress **out
 	if (!eg)
 		return lerr_set(e, ENOMEM, "egress: out of memory");
 	eg->loop = l;
+	egress_log_init(&eg->log, eg, NULL);
 	eg->dns_ttl_floor = o->dns_ttl_floor;
 	eg->dns_learn_max = o->dns_learn_max ? o->dns_learn_max : LBPF_LEARN_MAX;
 	if ((err = lbpf_open(&lo, &eg->bpf, &adopted, e)) < 0) {
@@ -598,6 +589,7 @@ void egress_close(struct egress *eg)
 {
 	if (!eg)
 		return;
+	egress_log_close(&eg->log, false);
 	lbpf_close(eg->bpf);
 	free(eg->node_addrs);
 	free(eg);

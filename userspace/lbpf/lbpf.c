@@ -97,7 +97,7 @@ static int events_trampoline(void *ctx, void *data, size_t size)
 		return 0;
 	memcpy(&ev, data, size < sizeof(ev) ? size : sizeof(ev));
 	b->cb(&ev, b->cb_arg);
-	return 0;
+	return --b->cb_left ? 0 : LBPF_BUDGET_SPENT;
 }
 
 int lbpf_open(const struct lbpf_opts *o, struct lbpf **out, bool *adopted, struct lerr *e)
@@ -226,16 +226,24 @@ int lbpf_events_fd(struct lbpf *b)
 	return ring_buffer__epoll_fd(b->rb);
 }
 
-int lbpf_events_consume(struct lbpf *b, lbpf_event_cb cb, void *arg)
+int lbpf_events_consume_n(struct lbpf *b, lbpf_event_cb cb, void *arg, unsigned max)
 {
 	int n;
 
+	if (!max)
+		return 0;
 	b->cb = cb;
 	b->cb_arg = arg;
+	b->cb_left = max;
 	n = ring_buffer__consume(b->rb);
 	b->cb = NULL;
 	b->cb_arg = NULL;
-	return n;
+	return n == LBPF_BUDGET_SPENT ? (int)max : n;
+}
+
+int lbpf_events_consume(struct lbpf *b, lbpf_event_cb cb, void *arg)
+{
+	return lbpf_events_consume_n(b, cb, arg, UINT_MAX);
 }
 
 int lbpf_drops_get(struct lbpf *b, struct lantern_drops *out)

@@ -4,6 +4,7 @@
 #ifndef LANTERN_LBPF_INTERNAL_H
 #define LANTERN_LBPF_INTERNAL_H
 
+#include <errno.h>
 #include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -33,6 +34,7 @@ struct lbpf {
 	struct ring_buffer *rb;
 	lbpf_event_cb cb;       /* set for the duration of one lbpf_events_consume */
 	void *cb_arg;
+	unsigned cb_left;       /* events it may still deliver */
 	uint32_t next_policy_id; /* never reused while an entry of it may exist */
 	uint32_t learn_max;
 	struct lbpf_learned *learned; /* one per instance with a policy; unordered */
@@ -61,6 +63,10 @@ struct lbpf_pinned_prog {
 int lbpf_pins_attach(const char *pin_root, const char *cgroup_path,
 		     const struct lbpf_pinned_prog *progs, size_t n, struct bpf_link **links,
 		     bool *adopted, struct lerr *e);
+
+/* What a ring buffer callback returns when the consumer's budget is spent: libbpf
+ * stops there, the record just delivered counted as consumed. */
+#define LBPF_BUDGET_SPENT (-EAGAIN)
 
 /* Deletes every lantern_egress entry of policy_id; returns how many, or -errno. */
 int lbpf_egress_delete_policy(struct lbpf *b, uint32_t policy_id);

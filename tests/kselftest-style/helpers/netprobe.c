@@ -3,7 +3,8 @@
  *
  *   netprobe MODE ADDR PORT [N]
  *   MODE: tcp (connect), udp (unconnected sendto), udpc (connect + send),
- *         tfo (TCP Fast Open: sendto with MSG_FASTOPEN), loop (connects for N ms, counting)
+ *         tfo (TCP Fast Open: sendto with MSG_FASTOPEN), loop (connects for N ms, counting),
+ *         flood (N TCP connects; also prints its own CPU time in ms)
  *   netprobe listen ADDR PORT   accept and close TCP connections until killed
  *   netprobe dns NAME SERVER [PORT]   one A query over UDP (dnstcp: over TCP; dns6: an
  *         AAAA query over UDP); prints each address; "refused" and exit 3 on REFUSED
@@ -19,6 +20,7 @@
 #include <string.h>
 #include <time.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -218,6 +220,25 @@ int main(int argc, char **argv)
 				other++;
 		}
 		printf("ok=%ld denied=%ld other=%ld\n", ok, denied, other);
+		return 0;
+	}
+	if (!strcmp(argv[1], "flood")) {
+		long n = argc > 4 ? atol(argv[4]) : 1, ok = 0, denied = 0, other = 0;
+		struct rusage ru;
+
+		for (long i = 0; i < n; i++) {
+			r = once("tcp", &ss, len);
+			if (r == 0)
+				ok++;
+			else if (r == -EPERM)
+				denied++;
+			else
+				other++;
+		}
+		getrusage(RUSAGE_SELF, &ru);
+		printf("ok=%ld denied=%ld other=%ld cpu_ms=%ld\n", ok, denied, other,
+		       (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000 +
+			       (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1000);
 		return 0;
 	}
 	r = once(argv[1], &ss, len);
