@@ -56,6 +56,11 @@ static int setup(void)
 	if (system("ip link set lo up && ip addr add " A4 "/32 dev lo && ip addr add " D4 "/32 dev lo && "
 		   "ip -6 addr add " A6 "/128 dev lo nodad && ip -6 addr add " D6 "/128 dev lo nodad") != 0)
 		return -1;
+	/* the kernel installs an IPv6 address's local route from a work queue: wait for it */
+	if (system("for i in $(seq 200); do ip -6 route show table local | grep -q '^local " D6 " ' && "
+		   "ip -6 route show table local | grep -q '^local " A6 " ' && exit 0; sleep 0.01; done; "
+		   "exit 1") != 0)
+		return -1;
 	cap_fd = socket(AF_PACKET, SOCK_DGRAM | SOCK_CLOEXEC, htons(ETH_P_ALL));
 	ll.sll_ifindex = (int)if_nametoindex("lo");
 	if (cap_fd < 0 || bind(cap_fd, (struct sockaddr *)&ll, sizeof(ll)) < 0)
