@@ -27,6 +27,7 @@ struct egress_opts {
 	 * privilege-separated lantern-wire otherwise (edge.h) */
 	const struct dns_proxy_ops *dns;
 	void *dns_arg;
+	uint32_t dns_learn_max;          /* DNS-learned addresses one instance holds at once; 0: 1024 */
 };
 
 struct egress;

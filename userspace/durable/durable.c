@@ -379,8 +379,11 @@ static void on_env(void *arg, struct run *r, struct run_env *env)
 
 	if (!du || !du->listener)
 		return;
+	/* read-only: connect() on a Unix socket needs no write access to the mount, and a
+	 * writable, unbounded directory of the node's state would let a sandbox's root
+	 * fill the state filesystem */
 	run_env_set_path(env, "LANTERN_HARNESS_SOCKET", du->dir, "/run/lantern/harness", "harness.sock",
-			 false);
+			 true);
 	if (d->cli[0])
 		run_env_set_host(env, "LANTERN_CLI", d->cli);
 }

@@ -44,6 +44,8 @@ static const struct flag flags[] = {
 	{ "pids-max", NUM, F(pids_max), 1, UINT32_MAX, "N", "pids cap per instance (default 1024)" },
 	{ "dns-ttl-floor", NUM, F(dns_ttl_floor), 0, 86400, "SEC",
 	  "minimum time a DNS-learned address stays allowed (default 30)" },
+	{ "dns-learn-max", NUM, F(dns_learn_max), 1, 65536, "N",
+	  "DNS-learned addresses one instance may hold at once; answers past it fail (default 1024)" },
 	{ "shim", STR, F(shim), 0, 0, "PATH", "lantern-shim (default: beside lanternd)" },
 	{ "prices", STR, F(prices_file), 0, 0, "FILE",
 	  "LLM prices, USD per million tokens by model, and resource rates (JSON; default: every model "
@@ -175,6 +177,7 @@ int lanternd_flags(int argc, char **argv, struct lanternd_config *c)
 		.cgroup_root = "lantern",
 		.pids_max = 1024,
 		.dns_ttl_floor = 30,
+		.dns_learn_max = 1024,
 		.grace_ms = 3000,
 		.loop_threshold = 5,
 		.max_runs = 64,

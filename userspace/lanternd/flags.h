@@ -19,6 +19,7 @@ struct lanternd_config {
 	bool egress_audit;               /* node-wide audit mode */
 	uint64_t pids_max;               /* node default pids cap per instance */
 	uint64_t dns_ttl_floor;          /* seconds a DNS-learned address stays allowed at least */
+	uint64_t dns_learn_max;          /* DNS-learned addresses per instance */
 	uint64_t grace_ms;               /* SIGTERM to SIGKILL on timeout and kill */
 	const char *prices_file;
 	uint64_t journal_max_bytes;      /* per-run journal bound; 0 = the journal's default */

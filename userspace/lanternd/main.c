@@ -121,6 +121,7 @@ static int open_modules(struct daemon *d, const char *shim, const char *cli, str
 	struct egress_opts eo = {
 		.bpffs = c->bpffs, .cg = &d->cg, .audit_all = c->egress_audit,
 		.dns_upstream = c->dns_upstream, .dns_ttl_floor = (uint32_t)c->dns_ttl_floor,
+		.dns_learn_max = (uint32_t)c->dns_learn_max,
 	};
 	struct otlp_opts otlp;
 	struct telemetry_opts to = {
