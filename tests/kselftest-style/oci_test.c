@@ -349,13 +349,13 @@ static void test_harness_read_only(void)
 	int rc;
 
 	for (size_t i = 0; i < ARRAY_SIZE(isos); i++) {
-		rc = run(spec(i ? "harness-ro-runsc" : "harness-ro-runc", isos[i], NULL, NULL,
+		rc = tl_run(&T, spec(i ? "harness-ro-runsc" : "harness-ro-runc", isos[i], NULL, NULL,
 			      "touch /run/lantern/harness/x 2>&1; "
 			      "dd if=/dev/zero of=/run/lantern/harness/fill bs=1k count=64 2>&1 | head -1; "
 			      "grep ' /run/lantern/harness ' /proc/mounts | cut -d' ' -f4 | cut -d, -f1; "
 			      "test -S /run/lantern/harness/harness.sock && echo socket-there"),
 			 &out, NULL);
-		newest_run(id, inst);
+		tl_newest_run(&T, id, sizeof(id), inst, sizeof(inst));
 		tl_sh(&left, NULL, "ls %s/runs/%s/harness", T.state, id);
 		tap_ok(rc == 0 && out && strstr(out, "Read-only file system") &&
 		       strstr(strstr(out, "Read-only file system") + 1, "Read-only file system") &&
