@@ -268,16 +268,19 @@ int main(int argc, char **argv)
 		log_error("event loop: %s", strerror(errno));
 		return 1;
 	}
+	/* blocked before any module starts a thread, which inherits the mask: a SIGTERM
+	 * delivered to a thread that does not block it would end lanternd at once, with
+	 * no drain */
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
 	if (open_modules(&d, d.cfg.shim, cli, &e) < 0) {
 		log_error("%s", e.msg);
 		return 1;
 	}
 	runs_recover(d.runs);
 
-	sigemptyset(&mask);
-	sigaddset(&mask, SIGTERM);
-	sigaddset(&mask, SIGINT);
-	sigprocmask(SIG_BLOCK, &mask, NULL);
 	sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
 	if (sfd < 0 || loop_add(d.loop, sfd, EPOLLIN, on_signal, &d) < 0) {
 		log_error("signalfd: %s", strerror(errno));
