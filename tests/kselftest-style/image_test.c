@@ -91,7 +91,7 @@ int main(void)
 	snprintf(img1, sizeof(img1), "%s/img1", T.dir);
 	snprintf(img2, sizeof(img2), "%s/img2", T.dir);
 
-	/* 1: reproducible */
+	/* reproducible */
 	ok = tl_sh(NULL, NULL, "bash scripts/mkimage-lanternd.sh %s %s >/dev/null 2>&1", T.build, img1) == 0 &&
 	     tl_sh(NULL, NULL, "bash scripts/mkimage-lanternd.sh %s %s >/dev/null 2>&1", T.build, img2) == 0 &&
 	     tl_sh(&d1, NULL, "cat %s/digest", img1) == 0 && tl_sh(&d2, NULL, "cat %s/digest", img2) == 0 &&
@@ -99,7 +99,7 @@ int main(void)
 	tap_ok(ok, "the image built twice from the same binaries: the same digest (%s) and the same archive, "
 	       "byte for byte", tl_oneline(d1));
 
-	/* 2: imported under that digest */
+	/* imported under that digest */
 	containerd = containerd_start();
 	ok = containerd > 0 && tl_sh(NULL, NULL, "ctr -a %s -n %s images import %s/lanternd.tar >/dev/null 2>&1",
 				     sock, ns, img1) == 0 &&
@@ -108,7 +108,7 @@ int main(void)
 	tap_ok(ok, "a private containerd (ctr images import) takes the archive as localhost/lantern/lanternd:"
 	       LANTERN_VERSION " under that digest (%s)", tl_oneline(ls));
 
-	/* 3-5: its programs run inside it */
+	/* its programs run inside it */
 	rc = in_image(&out, NULL, "/usr/bin/lanternd --version");
 	tap_ok(rc == 0 && tl_has(out, "lanternd " LANTERN_VERSION), "lanternd --version in the image, through ctr "
 	       "run: \"%s\"", tl_oneline(out));
@@ -125,7 +125,7 @@ int main(void)
 	       tl_oneline(out));
 	free(out);
 
-	/* 6-7: the init container's job */
+	/* the init container's job */
 	{
 		char host[400], mounts[600];
 

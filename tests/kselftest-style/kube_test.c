@@ -178,8 +178,6 @@ static size_t calls(const char *method, const char *prefix, const char *query_ke
 			continue;
 		if (query_key && !json_object_get(json_object_get(e, "query"), query_key))
 			continue;
-		if (query_key && !strcmp(query_key, "-watch") && json_object_get(json_object_get(e, "query"), "watch"))
-			continue;
 		n++;
 		if (last) {
 			json_decref(*last);
@@ -272,14 +270,10 @@ static bool certs(void)
 /* A kubeconfig with the CA inline and user credentials (YAML lines). */
 static const char *kubeconfig(const char *name, const char *user)
 {
-	char *ca = NULL, *b64;
-	char path[400];
+	char *b64 = NULL;
 	const char *out;
-	size_t len;
 
-	snprintf(path, sizeof(path), "%s/ca.pem", T.dir);
-	util_read_file(path, &ca, &len);
-	tl_sh(&b64, NULL, "base64 -w0 %s", path);
+	tl_sh(&b64, NULL, "base64 -w0 %s/ca.pem", T.dir);
 	out = tl_file(&T, name,
 		      "apiVersion: v1\nkind: Config\ncurrent-context: test\n"
 		      "clusters:\n- name: test\n  cluster:\n    server: %s\n    certificate-authority-data: %s\n"
@@ -287,7 +281,6 @@ static const char *kubeconfig(const char *name, const char *user)
 		      "users:\n- name: lanternd\n  user:\n%s",
 		      base, b64 ? b64 : "", user);
 	free(b64);
-	free(ca);
 	return out;
 }
 
@@ -438,9 +431,9 @@ int main(void)
 	json_t *pod, *r, *o, *e;
 	bool ok;
 
-	tap_plan(27);
+	tap_plan(28);
 	if (missing || access("tests/kube-apiserver/node_modules/kubernetes-models", F_OK) != 0) {
-		for (int i = 0; i < 27; i++)
+		for (int i = 0; i < 28; i++)
 			tap_skip(missing ? missing : "tests/kube-apiserver/node_modules missing (make deps)",
 				 "kube_test");
 		return tap_done();
@@ -450,7 +443,7 @@ int main(void)
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	metrics_port = (uint16_t)(21000 + getpid() % 20000);
 	if (!certs() || (server = server_start()) <= 0) {
-		for (int i = 0; i < 27; i++)
+		for (int i = 0; i < 28; i++)
 			tap_ok(false, "test API server could not start (see %s/apiserver.log)", T.dir);
 		return 1;
 	}
@@ -461,7 +454,7 @@ int main(void)
 	kc_cert = strdup(kubeconfig("cert.kubeconfig", "    client-certificate: client.pem\n    client-key: client.key\n"));
 	kc_bad = strdup(kubeconfig("bad.kubeconfig", "    token: not-the-token\n"));
 
-	/* 1-2: refused by the API server: alive, not ready, and says why */
+	/* refused by the API server: alive, not ready, and says why */
 	ok = start(kc_bad, NULL) == 0 && wait_probe("/readyz", 503, "401 Unauthorized", 10000, &body);
 	tap_ok(ok,
 	       "readiness with a token the API server refuses: 503 naming the refusal (%s)", tl_oneline(body));
@@ -474,7 +467,7 @@ int main(void)
 	body = NULL;
 	tl_daemon_stop(&T, SIGTERM);
 
-	/* 3-4: ready once the node's pods are watched and the node is labelled */
+	/* ready once the node's pods are watched and the node is labelled */
 	ok = start(kc_token, NULL) == 0 && wait_probe("/readyz", 200, "ok runtime: kubernetes", 10000, &body);
 	tap_ok(ok,
 	       "/readyz 200 with the bearer token: programs pinned, socket, pods watched, node labelled (%s)",
@@ -499,7 +492,7 @@ int main(void)
 	       "runsc here), not hostile (no kata)");
 	json_decref(o);
 
-	/* 5-7: the pod of a spawn */
+	/* the pod of a spawn */
 	ok = submit("k-hello", "standard", NULL, id, sizeof(id));
 	pod = ok ? pod_of_run(id, 10000) : NULL;
 	s = invalid_calls();
@@ -538,7 +531,7 @@ int main(void)
 	}
 	json_decref(r);
 
-	/* 8-9: the kubelet reports; the run follows */
+	/* the kubelet reports; the run follows */
 	snprintf(name, sizeof(name), "%s", jstr(pod, "metadata.name") ?: "");
 	json_decref(pod);
 	r = wait_run(id, "running", "Pending", 5000);
@@ -565,7 +558,7 @@ int main(void)
 	       "teardown deletes the pod (DELETE with gracePeriodSeconds 0: the workload has ended)");
 	json_decref(e);
 
-	/* 10: exit code */
+	/* exit code */
 	ok = submit("k-exit3", "trusted", NULL, id, sizeof(id)) && pod_of_run(id, 5000);
 	kubelet(pod_name(id, name, sizeof(name)), "{\"phase\": \"Failed\", \"containerStatuses\": [{\"name\": \"workload\", "
 		"\"ready\": false, \"restartCount\": 0, \"image\": \"" IMAGE "\", \"imageID\": \"\", \"state\": "
@@ -575,7 +568,7 @@ int main(void)
 	       "a container that exited 3 (pod Failed): run failed with exit code 3 (%s)", tl_oneline(jstr(r, "reason")));
 	json_decref(r);
 
-	/* 11: the namespace, once */
+	/* the namespace, once */
 	o = objects();
 	{
 		json_t *ns = NULL, *rq = NULL, *lr = NULL, *x;
@@ -601,7 +594,26 @@ int main(void)
 	}
 	json_decref(o);
 
-	/* 12: OOMKilled */
+	/* a tenant namespace deleted by someone is made again */
+	{
+		long code = 0;
+		size_t before = calls("POST", "/api/v1/namespaces", NULL, NULL) - calls("POST", "/api/v1/namespaces/", NULL, NULL);
+
+		json_decref(api("POST", "/_test/namespaces/" NS "/delete", NULL, &code));
+		ok = code == 200 && submit("k-ns-again", "trusted", NULL, id, sizeof(id)) && (pod = pod_of_run(id, 5000));
+		o = objects();
+		tap_ok(ok && calls("POST", "/api/v1/namespaces", NULL, NULL) - calls("POST", "/api/v1/namespaces/", NULL, NULL) ==
+		       before + 1 && json_array_size(json_object_get(o, "resourcequotas")) == 1,
+		       "a tenant namespace deleted since lanternd made it is made again (with its quota) for the "
+		       "next spawn, which runs");
+		json_decref(o);
+		json_decref(pod);
+		kubelet(pod_name(id, name, sizeof(name)), "{\"phase\": \"Succeeded\"}");
+		r = wait_run(id, "succeeded", NULL, 5000);
+		json_decref(r);
+	}
+
+	/* OOMKilled */
 	ok = submit("k-oom", "standard", NULL, id, sizeof(id)) && pod_of_run(id, 5000);
 	kubelet(pod_name(id, name, sizeof(name)), "{\"phase\": \"Failed\", \"containerStatuses\": [{\"name\": \"workload\", "
 		"\"ready\": false, \"restartCount\": 0, \"image\": \"" IMAGE "\", \"imageID\": \"\", \"state\": "
@@ -610,7 +622,7 @@ int main(void)
 	tap_ok(ok && is(r, "oom_killed"), "container OOMKilled: run oom_killed (%s)", tl_oneline(jstr(r, "reason")));
 	json_decref(r);
 
-	/* 13: DeadlineExceeded */
+	/* DeadlineExceeded */
 	ok = submit("k-deadline", "standard", NULL, id, sizeof(id)) && pod_of_run(id, 5000);
 	kubelet(pod_name(id, name, sizeof(name)), "{\"phase\": \"Failed\", \"reason\": \"DeadlineExceeded\", "
 		"\"message\": \"Pod was active on the node longer than the specified deadline\"}");
@@ -619,7 +631,7 @@ int main(void)
 	       "pod DeadlineExceeded (activeDeadlineSeconds): run timed_out (%s)", tl_oneline(jstr(r, "reason")));
 	json_decref(r);
 
-	/* 14: an image error fails at once */
+	/* an image error fails at once */
 	ok = submit("k-image", "standard", NULL, id, sizeof(id)) && pod_of_run(id, 5000);
 	snprintf(name, sizeof(name), "%s", pod_name(id, id2, sizeof(id2)));
 	kubelet(name, "{\"containerStatuses\": [{\"name\": \"workload\", \"ready\": false, \"restartCount\": 0, "
@@ -633,7 +645,7 @@ int main(void)
 	       tl_oneline(jstr(r, "reason")));
 	json_decref(r);
 
-	/* 15: lantern kill */
+	/* lantern kill */
 	ok = submit("k-kill", "standard", NULL, id, sizeof(id)) && pod_of_run(id, 5000);
 	snprintf(name, sizeof(name), "%s", pod_name(id, id2, sizeof(id2)));
 	kubelet(name, "{\"phase\": \"Running\"}");
@@ -647,7 +659,7 @@ int main(void)
 	json_decref(e);
 	json_decref(r);
 
-	/* 16: deleted by someone else */
+	/* deleted by someone else */
 	ok = submit("k-gone", "standard", NULL, id, sizeof(id)) && pod_of_run(id, 5000);
 	{
 		char path[256];
@@ -660,7 +672,7 @@ int main(void)
 	       "a pod deleted by someone else: run failed saying so (%s)", tl_oneline(jstr(r, "reason")));
 	json_decref(r);
 
-	/* 17: fail closed: a node without the class label refuses the pod */
+	/* fail closed: a node without the class label refuses the pod */
 	json_decref(api("POST", "/_test/nodes/" NODE "/labels", json_pack("{s:n}", "lantern.dev/class-untrusted"), NULL));
 	ok = submit("k-affinity", "untrusted", NULL, id, sizeof(id));
 	r = wait_run(id, "failed", NULL, 5000);
@@ -670,7 +682,7 @@ int main(void)
 	json_decref(r);
 	json_decref(api("POST", "/_test/nodes/" NODE "/labels", json_pack("{s:s}", "lantern.dev/class-untrusted", "true"), NULL));
 
-	/* 18: 410 Gone relists */
+	/* 410 Gone relists */
 	ok = submit("k-relist", "standard", NULL, id, sizeof(id)) && pod_of_run(id, 5000);
 	kubelet(pod_name(id, name, sizeof(name)), "{\"phase\": \"Running\"}");
 	{
@@ -689,7 +701,7 @@ int main(void)
 		json_decref(r);
 	}
 
-	/* 19: a bookmark lets the watch resume without a list */
+	/* a bookmark lets the watch resume without a list */
 	{
 		char path[64];
 		json_t *other = json_pack("{s:s, s:s, s:{s:s, s:s, s:{s:s}}, s:{s:s, s:[{s:s, s:s}]}}", "apiVersion",
@@ -718,7 +730,7 @@ int main(void)
 		json_decref(e);
 	}
 
-	/* 20-21: SIGTERM leaves pods running; a restart adopts them */
+	/* SIGTERM leaves pods running; a restart adopts them */
 	{
 		char a[64], b[64], c[64], pa[128], pb[128], pc[128], path[256];
 		size_t deletes;
@@ -779,7 +791,7 @@ int main(void)
 		       "after the list)");
 	}
 
-	/* 22-23: least RBAC */
+	/* least RBAC */
 	{
 		json_t *log = api("GET", "/_test/log", NULL, NULL), *res;
 		char *out = NULL, path[400];
@@ -797,12 +809,12 @@ int main(void)
 		free(out);
 	}
 
-	/* 24: what lanternd sent was all valid */
+	/* what lanternd sent was all valid */
 	s = invalid_calls();
 	tap_ok(s && !*s, "no object lanternd sent during the whole test was refused by the schema check (%s)", s ? s : "");
 	free(s);
 
-	/* 25-26: the in-cluster configuration (the DaemonSet's): the service account's
+	/* the in-cluster configuration (the DaemonSet's): the service account's
 	 * token and CA at their fixed path, seen in a mount namespace of its own */
 	tl_daemon_stop(&T, SIGTERM);
 	{

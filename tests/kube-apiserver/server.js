@@ -21,6 +21,7 @@
 //                                       them first, silently (only a relist sees it)
 //   POST /_test/end-watches             end every watch as its timeout would
 //   POST /_test/nodes/NAME/labels       merge into the node's labels (null removes)
+//   POST /_test/namespaces/NAME/delete  delete an (empty) namespace with its quota and limits
 //
 //   node server.js --cert F --key F --ca F --token T --node NAME[,NAME] --runtimeclasses F
 //                  [--bookmark-ms N]
@@ -255,6 +256,13 @@ function route(req, res, body, entry) {
       node.metadata = mergePatch(node.metadata, { labels: body });
       bump(node);
       return reply(res, 200, node);
+    }
+    if (m === "POST" && p[1] === "namespaces" && p[3] === "delete") {
+      if ([...store.pods.keys()].some((k) => k.startsWith(`${p[2]}/`)))
+        return reply(res, 409, status(409, "Conflict", `namespace ${p[2]} still has pods`));
+      for (const r of ["resourcequotas", "limitranges"])
+        for (const k of [...store[r].keys()]) if (k.startsWith(`${p[2]}/`)) store[r].delete(k);
+      return reply(res, store.namespaces.delete(p[2]) ? 200 : 404, {});
     }
     if (m === "POST" && p[1] === "end-watches") {
       const n = watches.size;

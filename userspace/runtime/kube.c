@@ -63,6 +63,7 @@ struct kube_pod {
 	struct kube_req *req;            /* the one request of this pod in flight */
 	bool stop_asked;                 /* run_end: delete it once it exists */
 	bool exited;                     /* run_exited was called */
+	bool ns_again;                   /* its namespace was made again once */
 	bool listed;                     /* in the current list */
 	int exit_code;                   /* the container's, once terminated */
 	uint64_t start_timer, exit_timer, retry_timer;
@@ -337,18 +338,22 @@ static void judge(struct kube_pod *kp, json_t *pod)
 		snprintf(why, sizeof(why), "limits.timeout reached: the kubelet stopped pod %s/%s "
 			 "(activeDeadlineSeconds, DeadlineExceeded)", kp->ns, kp->name);
 		end_as(kp, RUN_TIMED_OUT, why);
-	} else if (!strcmp(phase, "Succeeded") || (!strcmp(phase, "Failed") && term)) {
-		x.exit_code = kp->exit_code;
+	} else if (!strcmp(phase, "Failed") && reason) {
+		/* the pod's own reason comes first: its containers' exits follow from it.
+		 * NodeAffinity (the node lacks the class's label: RuntimeClass scheduling
+		 * refused it), Evicted, OutOfmemory, Shutdown, ... */
+		snprintf(why, sizeof(why), "pod %s/%s failed: %s%s%s", kp->ns, kp->name, reason, *msg ? ": " : "", msg);
+		end_as(kp, RUN_FAILED, why);
+	} else if (!strcmp(phase, "Succeeded") || term) {
+		/* a pod Succeeded when every container exited 0 */
+		x.exit_code = term ? kp->exit_code : 0;
 		x.oom_killed = !strcmp(treason, "OOMKilled");
 		if (!strcmp(treason, "StartError") || !strcmp(treason, "ContainerCannotRun"))
 			snprintf(x.error, sizeof(x.error), "pod %s/%s: container %s: %s: %s", kp->ns, kp->name,
 				 CONTAINER, treason, tmsg);
 		exit_now(kp, &x);
 	} else if (!strcmp(phase, "Failed")) {
-		/* refused or evicted by the kubelet: NodeAffinity (the node lacks the
-		 * class's label), Evicted, OutOfmemory, ... */
-		snprintf(why, sizeof(why), "pod %s/%s failed: %s%s%s", kp->ns, kp->name, reason ? reason : "Failed",
-			 *msg ? ": " : "", msg);
+		snprintf(why, sizeof(why), "pod %s/%s failed%s%s", kp->ns, kp->name, *msg ? ": " : "", msg);
 		end_as(kp, RUN_FAILED, why);
 	} else if (wreason) {
 		for (size_t i = 0; i < ARRAY_SIZE(start_errors); i++) {
@@ -372,7 +377,7 @@ static void pod_gone(struct kube_pod *kp, const char *how)
 	if (kp->exited || !kp->r)
 		return;
 	if (run_ending(kp->r)) {
-		struct run_exit x = { .recorded = true, .exit_code = kp->exit_code ? kp->exit_code : -1 };
+		struct run_exit x = { .recorded = true, .exit_code = kp->exit_code };
 
 		exit_now(kp, &x);
 		return;
@@ -470,13 +475,25 @@ static void pod_step(struct kube_pod *kp)
 
 /* ---- creating ---- */
 
+static void ns_enqueue(struct runtime_kube *k, struct kube_pod *kp);
+static void ns_forget(struct runtime_kube *k, const char *name);
+
 static void on_created(void *arg, const struct kube_resp *res)
 {
 	struct kube_pod *kp = arg;
 	struct run_exit x = { .recorded = true, .exit_code = -1 };
+	const char *kind = json_string_value(json_object_get(json_object_get(res->body, "details"), "kind"));
 	char why[512];
 
 	kp->req = NULL;
+	if (res->status == 404 && kind && !strcmp(kind, "namespaces") && !kp->ns_again) {
+		/* its namespace was deleted since lanternd made it: made again, once */
+		log_warn("run %s: namespace %s is gone: making it again", run_id(kp->r), kp->ns);
+		kp->ns_again = true;
+		ns_forget(kp->k, kp->ns);
+		ns_enqueue(kp->k, kp);
+		return;
+	}
 	json_decref(kp->pod);
 	kp->pod = NULL;
 	if (res->status == 201 || res->status == 200) {
@@ -645,6 +662,20 @@ static void ns_enqueue(struct runtime_kube *k, struct kube_pod *kp)
 	}
 	kp->ns_next = ns->waiting;
 	ns->waiting = kp;
+}
+
+/* A namespace made earlier that is gone: the next pod of its tenant makes it again. */
+static void ns_forget(struct runtime_kube *k, const char *name)
+{
+	for (struct tenant_ns **pp = &k->nss; *pp; pp = &(*pp)->next) {
+		struct tenant_ns *ns = *pp;
+
+		if (ns->ready && !strcmp(ns->name, name)) {
+			*pp = ns->next;
+			free(ns);
+			return;
+		}
+	}
 }
 
 static void ns_forget_pod(struct runtime_kube *k, struct kube_pod *kp)
