@@ -3,7 +3,8 @@
 # builds the test image: a fixed file list, owner 0, mtime 0, explicit modes, a sorted
 # tar, gzip without a name or time, JSON written byte for byte): the same binaries give
 # the same digest. It holds
-#   /usr/bin/         lanternd, lantern, lantern-shim, lantern-install, lantern-oci (when built)
+#   /usr/bin/         lanternd, lantern, lantern-shim, lantern-wire, lantern-install,
+#                     lantern-oci (when built)
 #   /opt/lantern/bin/ runc, runsc (the path lanternd and the host agree on: lantern-install)
 #   /usr/lib/cni/     the CNI plugins
 #   /usr/lib/lantern/bpf/  the BPF objects (for bpftool audits; lanternd embeds its own)
@@ -29,7 +30,7 @@ put() { # SRC DEST MODE: a regular file with its content, whatever SRC links to
   install -D -m "$3" "$(readlink -f "$1")" "$root$2"
 }
 
-for b in lanternd lantern lantern-shim lantern-install; do
+for b in lanternd lantern lantern-shim lantern-wire lantern-install; do
   put "$build/$b" "/usr/bin/$b" 0755
 done
 if [ -x "$build/lantern-oci" ]; then

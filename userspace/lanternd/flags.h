@@ -50,6 +50,11 @@ struct lanternd_config {
 	const char *kube_tenant_config;
 	const char *kube_node_ip;
 	uint64_t kube_start_timeout_s;
+	bool no_privsep;                 /* parse workloads' bytes in lanternd itself (debugging) */
+	const char *wire_user;           /* lantern-wire runs as this user */
+	uint64_t image_layer_max;        /* bytes one image layer may unpack to */
+	uint64_t image_max;              /* bytes an image (or an imported archive) may unpack to */
+	uint64_t image_entries;          /* entries one layer or archive may create */
 };
 
 /* Defaults, then the lines of --flags-file, then argv (so the command line wins for
