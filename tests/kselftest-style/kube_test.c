@@ -517,13 +517,12 @@ int main(void)
 		       json_equal(lim, req) &&
 		       !strcmp(sval(ann, "lantern.dev/run-id") ?: "", id) &&
 		       !strcmp(sval(ann, "lantern.dev/agent-instance-id") ?: "", jstr(r, "instance_id") ?: "-") &&
-		       !strcmp(sval(ann, "lantern.dev/class") ?: "", "standard") &&
-		       !strcmp(sval(ann, "lantern.dev/tenant") ?: "", TENANT) &&
-		       !strcmp(sval(ann, "lantern.dev/node") ?: "", NODE),
+		       !strcmp(sval(ann, "lantern.dev/isolation") ?: "", "standard") &&
+		       !strcmp(sval(ann, "lantern.dev/tenant") ?: "", TENANT),
 		       "the Pod: namespace " NS ", nodeName, runtimeClassName lantern-standard, restartPolicy "
 		       "Never, activeDeadlineSeconds 3600 (timeout 1h), no service-account token, image by "
-		       "digest, limits = requests from limits, annotations run-id, agent-instance-id, class, "
-		       "tenant, node");
+		       "digest, limits = requests from limits, annotations run-id, agent-instance-id, isolation, "
+		       "tenant");
 		tap_ok(pod && !strcmp(sval(json_object_get(sp, "nodeSelector"), "lantern.dev/class-standard") ?: "", "true") &&
 		       json_object_get(sp, "overhead"),
 		       "RuntimeClass lantern-standard of deploy/daemonset applied at admission: its nodeSelector "

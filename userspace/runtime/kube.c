@@ -152,19 +152,19 @@ static json_t *strv(char *const *v, size_t n)
 	return a;
 }
 
-/* The annotations lantern-oci's bind checks, and the labels the watch selects on. */
+/* The annotations lantern-oci's bind checks (the same names as the CRI runtime's pods:
+ * docs/kubernetes.md), and the labels the watch selects on. */
 static void identity(struct runtime_kube *k, struct run *r, json_t *labels, json_t *ann)
 {
 	const char *cls = spec_isolation_name(run_spec(r)->isolation);
 
 	json_object_set_new(labels, "app.kubernetes.io/managed-by", json_string(MANAGED_BY));
 	json_object_set_new(labels, "lantern.dev/run-id", json_string(run_id(r)));
-	json_object_set_new(labels, "lantern.dev/class", json_string(cls));
+	json_object_set_new(labels, "lantern.dev/isolation", json_string(cls));
 	json_object_set_new(ann, "lantern.dev/run-id", json_string(run_id(r)));
 	json_object_set_new(ann, "lantern.dev/agent-instance-id", json_string(run_instance_id(r)));
 	json_object_set_new(ann, "lantern.dev/tenant", json_string(run_tenant(r)));
-	json_object_set_new(ann, "lantern.dev/class", json_string(cls));
-	json_object_set_new(ann, "lantern.dev/node", json_string(k->node));
+	json_object_set_new(ann, "lantern.dev/isolation", json_string(cls));
 	json_object_set_new(ann, "lantern.dev/network", json_string(spec_network_name(run_spec(r)->network)));
 	if (run_spec(r)->name)
 		json_object_set_new(ann, "lantern.dev/spec-name", json_string(run_spec(r)->name));
