@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <time.h>
 
 #include "kube_internal.h"
 
@@ -46,6 +47,8 @@ struct kube_req {
 	kube_done_fn done;
 	void *arg;
 	struct kube_watch *w;           /* set for a watch's stream */
+	bool got_line;                  /* a stream delivered something */
+	uint64_t started_ns;            /* CLOCK_MONOTONIC */
 	char errbuf[CURL_ERROR_SIZE];
 	struct kube_req *prev, *next;
 };
@@ -242,6 +245,7 @@ static struct kube_req *req_new(struct kube *k, const char *method, const char *
 		return NULL;
 	}
 	q->k = k;
+	q->started_ns = util_now_ns(CLOCK_MONOTONIC);
 	if (body && !(q->out = json_dumps(body, JSON_COMPACT))) {
 		json_decref(body);
 		lerr_set(e, ENOMEM, "kubernetes: out of memory");
@@ -504,6 +508,7 @@ static bool watch_lines(struct kube_watch *w)
 
 		if (n && !watch_event(w, q->buf + off, n))
 			return false;
+		q->got_line = q->got_line || n;
 		off += n + 1;
 	}
 	memmove(q->buf, q->buf + off, q->len - off);
@@ -519,7 +524,11 @@ static void stream_end(struct kube_watch *w, struct kube_req *q, CURLcode rc)
 
 	curl_easy_getinfo(q->easy, CURLINFO_RESPONSE_CODE, &status);
 	w->req = NULL;
-	if (rc == CURLE_OK && status == 200) {
+	if (rc == CURLE_OK && status == 200 && !q->got_line &&
+	    util_now_ns(CLOCK_MONOTONIC) - q->started_ns < 1000000000ull) {
+		/* a server that ends watches at once: not in a tight loop */
+		watch_fail(w, "watch: ended at once without an event");
+	} else if (rc == CURLE_OK && status == 200) {
 		/* the server's timeoutSeconds: go on from where it ended */
 		watch_stream(w);
 	} else if (status == 410) {
