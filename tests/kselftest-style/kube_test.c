@@ -16,7 +16,8 @@
  * running and a restarted lanternd (client certificate this time) adopts them,
  * settles the ones that ended or vanished and reclaims pods no run owns; lanternd
  * never makes a call deploy/daemonset's RBAC does not allow, nor holds one it never
- * uses; the in-cluster service-account configuration works. */
+ * uses; the in-cluster service-account configuration works; a pod that never starts
+ * fails its run after --kube-start-timeout. */
 #include <curl/curl.h>
 #include <errno.h>
 #include <jansson.h>
@@ -431,9 +432,9 @@ int main(void)
 	json_t *pod, *r, *o, *e;
 	bool ok;
 
-	tap_plan(28);
+	tap_plan(29);
 	if (missing || access("tests/kube-apiserver/node_modules/kubernetes-models", F_OK) != 0) {
-		for (int i = 0; i < 28; i++)
+		for (int i = 0; i < 29; i++)
 			tap_skip(missing ? missing : "tests/kube-apiserver/node_modules missing (make deps)",
 				 "kube_test");
 		return tap_done();
@@ -443,7 +444,7 @@ int main(void)
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	metrics_port = (uint16_t)(21000 + getpid() % 20000);
 	if (!certs() || (server = server_start()) <= 0) {
-		for (int i = 0; i < 28; i++)
+		for (int i = 0; i < 29; i++)
 			tap_ok(false, "test API server could not start (see %s/apiserver.log)", T.dir);
 		return 1;
 	}
@@ -826,7 +827,7 @@ int main(void)
 			 "cp %s/ca.pem /run/secrets/kubernetes.io/serviceaccount/ca.crt && "
 			 "KUBERNETES_SERVICE_HOST=127.0.0.1 KUBERNETES_SERVICE_PORT=%u exec %s/lanternd --state-dir %s "
 			 "--socket %s --bpffs %s --cgroup-root %s --kubernetes --node-name " NODE " --tenant " TENANT
-			 " --metrics-addr 127.0.0.1:%u >>%s 2>&1",
+			 " --metrics-addr 127.0.0.1:%u --kube-start-timeout 2 >>%s 2>&1",
 			 T.dir, port, T.build, T.state, T.sock, T.bpffs, T.cgroot, metrics_port, T.log);
 		if ((pid = fork()) == 0) {
 			execlp("unshare", "unshare", "--mount", "--propagation", "private", "sh", "-c", cmd, (char *)NULL);
@@ -843,7 +844,15 @@ int main(void)
 		tap_ok(ok && e && !strcmp(jstr(e, "user") ?: "", "token"),
 		       "and a spawn's pod is created with the service account's token");
 		json_decref(e);
+		snprintf(name, sizeof(name), "%s", jstr(pod, "metadata.name") ?: "");
 		json_decref(pod);
+		/* the kubelet never reports it running (a sandbox lantern-oci refused, say) */
+		r = wait_run(id, "failed", NULL, 8000);
+		usleep(300000);
+		tap_ok(ok && is(r, "failed") && tl_has(jstr(r, "reason"), "did not start within 2s") && !pod_exists(name),
+		       "a pod still Pending after --kube-start-timeout (2 s): run failed saying so, pod deleted (%s)",
+		       tl_oneline(jstr(r, "reason")));
+		json_decref(r);
 	}
 	tl_env_cleanup(&T);
 	return tap_done();
