@@ -25,8 +25,6 @@ struct kube_config;
  * Token files are read again while lanternd runs (bound tokens rotate). */
 int kube_config_load(const char *path, struct kube_config **out, struct lerr *e);
 void kube_config_free(struct kube_config *c);
-/* https://HOST:PORT, for messages. */
-const char *kube_config_server(const struct kube_config *c);
 
 struct kube;
 
@@ -78,7 +76,5 @@ void kube_watch_stop(struct kube_watch *w);
 /* True while the watch is current (its last list or watch request answered); else
  * why not in why. */
 bool kube_watch_current(const struct kube_watch *w, char *why, size_t len);
-/* How many lists it made (the first one included). */
-unsigned kube_watch_lists(const struct kube_watch *w);
 
 #endif

@@ -65,7 +65,6 @@ struct kube_watch {
 	unsigned backoff_ms;
 	bool current;
 	char why[256];
-	unsigned lists;
 	struct kube_watch *prev, *next;
 };
 
@@ -412,7 +411,6 @@ static void on_list(void *arg, const struct kube_resp *res)
 		watch_fail(w, "list: %s", res->status == 200 ? "not a list" : kube_resp_why(res, why, sizeof(why)));
 		return;
 	}
-	w->lists++;
 	snprintf(w->rv, sizeof(w->rv), "%s", rv);
 	watch_ok(w);
 	w->fn(w->arg, KUBE_LIST_BEGIN, NULL);
@@ -663,11 +661,6 @@ bool kube_watch_current(const struct kube_watch *w, char *why, size_t len)
 	if (!w->current)
 		snprintf(why, len, "%s", w->why);
 	return w->current;
-}
-
-unsigned kube_watch_lists(const struct kube_watch *w)
-{
-	return w->lists;
 }
 
 /* ---- the client ---- */

@@ -41,11 +41,6 @@ void kube_config_free(struct kube_config *c)
 	free(c);
 }
 
-const char *kube_config_server(const struct kube_config *c)
-{
-	return c->server;
-}
-
 /* ---- YAML to JSON: a kubeconfig's scalars are all strings to us ---- */
 
 static json_t *yaml_node_json(yaml_document_t *d, yaml_node_t *n, int depth)
