@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "lantern/edge.h"
@@ -26,6 +27,10 @@
 #define MAX_PEERS 65536
 #define RESTART_MIN_MS 50
 #define RESTART_MAX_MS 5000
+/* A lantern-wire that lived this long died of something new: the next start is quick
+ * again. One that dies sooner (a request that kills it each time) is started ever
+ * later, up to RESTART_MAX_MS, so a crash loop costs lanternd little. */
+#define RESTART_STABLE_MS 10000
 
 struct listener {
 	uint64_t handle;
@@ -59,6 +64,8 @@ struct edge {
 	int pidfd;
 	unsigned gen;
 	unsigned backoff_ms;
+	uint64_t started_ms;        /* CLOCK_MONOTONIC, when the running one started */
+	unsigned restarts;
 	uint64_t restart_timer;
 	bool closing;
 	struct durable *durable;
@@ -483,6 +490,8 @@ static void lost(struct edge *g, const char *why)
 	while (g->peers)
 		peer_drop(g, g->peers);
 	g->gen++;
+	if (util_now_ns(CLOCK_MONOTONIC) / 1000000 - g->started_ms >= RESTART_STABLE_MS)
+		g->backoff_ms = RESTART_MIN_MS;
 	if (!g->closing && !g->restart_timer)
 		g->restart_timer = loop_timer_add(g->loop, g->backoff_ms, on_restart, g);
 	if (g->backoff_ms < RESTART_MAX_MS)
@@ -547,7 +556,8 @@ static int start(struct edge *g, struct lerr *e)
 			add_ip4(g, x);
 	}
 	log_info("wire: lantern-wire running as pid %d (user %s, root %s)", (int)g->pid, g->user, g->root);
-	g->backoff_ms = RESTART_MIN_MS;
+	g->started_ms = util_now_ns(CLOCK_MONOTONIC) / 1000000;
+	g->restarts++;
 	return 0;
 }
 
