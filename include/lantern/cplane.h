@@ -31,5 +31,12 @@ struct cplane_opts {
 int cplane_open(struct loop *l, const struct cplane_opts *o, struct runs *t,
 		const struct runtimes *rs, struct meter *m, struct cplane **out, struct lerr *e);
 void cplane_close(struct cplane *c);
+/* lanternd is stopping (SIGTERM, a rollout): no new runs are taken, and the control
+ * plane is told the node is draining. */
+void cplane_drain(struct cplane *c);
+/* True once the control plane knows (or it cannot be told: no session). */
+bool cplane_drain_told(struct cplane *c);
+/* True while the control plane answers this node's heartbeats; else why not. */
+bool cplane_registered(struct cplane *c, char *why, size_t len);
 
 #endif

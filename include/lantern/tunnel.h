@@ -92,5 +92,12 @@ void tunnel_report(struct tunnel *t, const char *run_id, int64_t epoch, enum tun
 int tunnel_complete(struct tunnel *t, const struct tunnel_completion *c, struct lerr *e);
 /* True while run_id's completion waits for its acknowledgement. */
 bool tunnel_pending(struct tunnel *t, const char *run_id);
+/* lanternd is stopping: every heartbeat from now on says the node is draining, the
+ * next one at once. */
+void tunnel_drain(struct tunnel *t);
+/* True once the control plane has acknowledged a heartbeat saying so. */
+bool tunnel_drain_told(struct tunnel *t);
+/* True while the node has a session the control plane answers heartbeats on. */
+bool tunnel_registered(struct tunnel *t);
 
 #endif

@@ -31,6 +31,9 @@ struct plane {
 	int max_runs;               /* 0: no stated limit */
 	bool registered;            /* its bootstrap token was exchanged */
 	bool draining, down;
+	bool self_draining;         /* the node asked for its drain (it is stopping); its
+				     * next heartbeat without it lifts it. Not kept across a
+				     * restart of lantern-cp: the drain is, an operator lifts it */
 	int64_t last_hb_ms;         /* monotonic ms of its last heartbeat (or of start) */
 	int reported_active, queue_depth;
 	double cpu_pct, mem_pct;

@@ -214,6 +214,8 @@ static enum MHD_Result route(struct cp *cp, struct MHD_Connection *c, const char
 		pthread_mutex_lock(&cp->mu);
 		if ((p = cp_plane(cp, id))) {
 			p->draining = d ? json_is_true(d) : true;
+			/* the operator's drain now: no heartbeat lifts it */
+			p->self_draining = false;
 			cp_save_plane(cp, p);
 			out = cp_plane_json(cp, p);
 			if (!p->draining)

@@ -169,6 +169,15 @@ static int h_heartbeat(void *arg, const uint8_t *req, size_t len, struct rpc_buf
 			cp_save_plane(cp, p);
 			log_info("plane %s (%s): heartbeats again: up", p->id, p->hostname);
 		}
+		if (rq->draining && !p->draining) {
+			p->draining = p->self_draining = true;
+			cp_save_plane(cp, p);
+			log_info("plane %s (%s): draining: the node is stopping", p->id, p->hostname);
+		} else if (!rq->draining && p->self_draining) {
+			p->draining = p->self_draining = false;
+			cp_save_plane(cp, p);
+			log_info("plane %s (%s): drain lifted: the node is back", p->id, p->hostname);
+		}
 		ack.ok = true;
 		ack.draining = p->draining;
 		PACK(dp_heartbeat_ack, &ack, resp);

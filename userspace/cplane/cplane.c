@@ -37,7 +37,8 @@ struct cplane {
 	struct tunnel *t;
 	int efd;
 	int max_runs;
-	bool draining;
+	bool draining;              /* the control plane's drain order */
+	bool stopping;              /* lanternd's own: it is exiting */
 	char links_dir[PATH_MAX];
 	struct link *links;
 	uint64_t load_timer;
@@ -240,8 +241,9 @@ static void on_assign(struct cplane *c, struct tunnel_ev *ev)
 		}
 		return;
 	}
-	if (c->draining) {
-		report_refusal(c, ev->run_id, ev->epoch,
+	if (c->draining || c->stopping) {
+		report_refusal(c, ev->run_id, ev->epoch, c->stopping ?
+			       "node is draining: lanternd is stopping (a restart or rollout)" :
 			       "node is draining: it takes no new runs until the drain is lifted", true);
 		return;
 	}
@@ -442,6 +444,25 @@ fail:
 	}
 	free(c);
 	return err;
+}
+
+void cplane_drain(struct cplane *c)
+{
+	c->stopping = true;
+	tunnel_drain(c->t);
+}
+
+bool cplane_drain_told(struct cplane *c)
+{
+	return tunnel_drain_told(c->t) || !tunnel_registered(c->t);
+}
+
+bool cplane_registered(struct cplane *c, char *why, size_t len)
+{
+	if (tunnel_registered(c->t))
+		return true;
+	snprintf(why, len, "no session the control plane answers on (registering, or heartbeats failing)");
+	return false;
 }
 
 void cplane_close(struct cplane *c)

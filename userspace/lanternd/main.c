@@ -7,8 +7,10 @@
  * journal (which hands it the token tally), the journal before telemetry, logs and
  * the control plane (the end is journaled before anyone is told).
  *
- * A clean stop (SIGTERM, SIGINT) leaves running instances running and enforced; the
- * next lanternd adopts them. */
+ * A clean stop (SIGTERM, SIGINT) drains: no new runs, the control plane is told the
+ * node is draining (bounded wait), then lanternd exits leaving running instances
+ * running and enforced, their pins in place; the next lanternd (a DaemonSet rollout's
+ * new pod) adopts them. A second signal exits at once. */
 #include <errno.h>
 #include <limits.h>
 #include <signal.h>
@@ -18,19 +20,58 @@
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "lanternd.h"
 #include "lantern/util.h"
 
+/* how long a stopping lanternd waits for the control plane to hear it is draining: well
+ * inside the DaemonSet's terminationGracePeriodSeconds */
+#define DRAIN_TELL_MS 5000
+
+static uint64_t mono_ms(void)
+{
+	return util_now_ns(CLOCK_MONOTONIC) / 1000000;
+}
+
+static void on_drain_tick(struct loop *l, void *arg)
+{
+	struct daemon *d = arg;
+
+	if (cplane_drain_told(d->cplane)) {
+		log_info("stopping: the control plane knows this node is draining");
+	} else if (mono_ms() >= d->drain_deadline_ms) {
+		log_warn("stopping: the control plane did not acknowledge the drain within %d ms", DRAIN_TELL_MS);
+	} else {
+		loop_timer_add(l, 50, on_drain_tick, d);
+		return;
+	}
+	loop_stop(l);
+}
+
 static void on_signal(struct loop *l, int fd, uint32_t events, void *arg)
 {
+	struct daemon *d = arg;
 	struct signalfd_siginfo si;
 
-	if (read(fd, &si, sizeof(si)) == sizeof(si)) {
-		log_info("signal %u: stopping; running instances stay enforced", si.ssi_signo);
+	if (read(fd, &si, sizeof(si)) != sizeof(si))
+		return;
+	if (d->draining) {
+		log_info("signal %u again: stopping now", si.ssi_signo);
 		loop_stop(l);
+		return;
 	}
+	d->draining = true;
+	log_info("signal %u: draining: no new runs; running instances stay enforced for the next "
+		 "lanternd to adopt", si.ssi_signo);
+	if (!d->cplane) {
+		loop_stop(l);
+		return;
+	}
+	cplane_drain(d->cplane);
+	d->drain_deadline_ms = mono_ms() + DRAIN_TELL_MS;
+	loop_timer_add(l, 0, on_drain_tick, d);
 }
 
 /* A file beside lanternd's own binary (lantern-shim, the lantern CLI). */
@@ -86,16 +127,30 @@ static int open_runtimes(struct daemon *d, const char *shim, struct lerr *e)
 		.net_bridge = c->net_bridge, .net_subnet = c->net_subnet,
 		.net_default_route = c->net_default_route, .process_runtime = c->process_runtime,
 		.image_layer_max = c->image_layer_max, .image_max = c->image_max,
-		.image_entries = c->image_entries,
+		.image_entries = c->image_entries, .handlers_only = c->kubernetes,
+	};
+	struct runtime_kube_opts ko = {
+		.kubeconfig = c->kubeconfig, .node = c->node_name, .tenant_config = c->kube_tenant_config,
+		.node_ip = c->kube_node_ip, .grace_s = (uint32_t)((c->grace_ms + 999) / 1000),
+		.start_timeout_s = (uint32_t)c->kube_start_timeout_s,
 	};
 	int err;
 
 	if (!(d->runtimes = runtimes_new()))
 		return lerr_set(e, ENOMEM, "runtimes: out of memory");
 	/* the process runtime first: it claims only trusted + image_digest host */
-	if ((err = runtime_process_add(d->runtimes, d->loop, &po, e)) < 0)
+	if ((err = runtime_process_add(d->runtimes, d->loop, &po, e)) < 0 ||
+	    (err = runtime_oci_add(d->runtimes, d->loop, &oo, &d->oci, e)) < 0 || !c->kubernetes)
 		return err;
-	return runtime_oci_add(d->runtimes, d->loop, &oo, &d->oci, e);
+	/* on a Kubernetes node every spawn is a pod the kubelet knows; the handlers
+	 * probed above are what lantern-oci runs them with */
+	if (!ko.node) {
+		if (gethostname(d->node_name, sizeof(d->node_name) - 1) < 0)
+			return lerr_set(e, errno, "kubernetes: hostname: %s (give --node-name)", strerror(errno));
+		ko.node = d->node_name;
+	}
+	ko.oci = d->oci;
+	return runtime_kube_add(d->runtimes, d->loop, &ko, &d->kube, e);
 }
 
 /* lantern-wire, the unprivileged process that reads workloads' bytes, beside lanternd. */
@@ -191,6 +246,8 @@ static int open_modules(struct daemon *d, const char *shim, const char *cli, str
 		metrics_register(d->metrics, egress_metrics, d->egress);
 		metrics_register(d->metrics, telemetry_metrics, d->telemetry);
 		metrics_register(d->metrics, meter_metrics, d->meter);
+		metrics_route(d->metrics, "/healthz", ops_healthz, d);
+		metrics_route(d->metrics, "/readyz", ops_readyz, d);
 	}
 	return 0;
 }
@@ -241,16 +298,19 @@ int main(int argc, char **argv)
 		log_error("event loop: %s", strerror(errno));
 		return 1;
 	}
+	/* blocked before any module starts a thread, which inherits the mask: a SIGTERM
+	 * delivered to a thread that does not block it would end lanternd at once, with
+	 * no drain */
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
 	if (open_modules(&d, d.cfg.shim, cli, &e) < 0) {
 		log_error("%s", e.msg);
 		return 1;
 	}
 	runs_recover(d.runs);
 
-	sigemptyset(&mask);
-	sigaddset(&mask, SIGTERM);
-	sigaddset(&mask, SIGINT);
-	sigprocmask(SIG_BLOCK, &mask, NULL);
 	sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
 	if (sfd < 0 || loop_add(d.loop, sfd, EPOLLIN, on_signal, &d) < 0) {
 		log_error("signalfd: %s", strerror(errno));
@@ -260,9 +320,10 @@ int main(int argc, char **argv)
 		log_error("%s", e.msg);
 		return 1;
 	}
-	log_info("ready: socket %s, pins %s, cgroup %s (%s)%s", d.cfg.socket, d.cfg.bpffs, d.cg.v2,
+	log_info("ready: socket %s, pins %s, cgroup %s (%s)%s%s", d.cfg.socket, d.cfg.bpffs, d.cg.v2,
 		 d.cg.layout == CGROUP_HYBRID ? "hybrid" : "unified",
-		 d.cfg.process_runtime ? ", process runtime on" : "");
+		 d.cfg.process_runtime ? ", process runtime on" : "",
+		 d.cfg.kubernetes ? ", spawns as Kubernetes pods" : "");
 	err = loop_run(d.loop);
 	close_modules(&d);
 	return err < 0 ? 1 : 0;

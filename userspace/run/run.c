@@ -132,6 +132,8 @@ void run_end(struct run *r, enum run_status as, const char *why)
 	snprintf(r->reason, sizeof(r->reason), "%s", why);
 	cgroup_inst_signal(&r->cg, SIGTERM);
 	r->kill_timer = loop_timer_add(r->t->o.loop, r->t->o.grace_ms, on_kill_timer, r);
+	if (r->rt_ops && r->rt_ops->stop)
+		r->rt_ops->stop(r->rt, r);
 }
 
 int run_cancel(struct run *r, struct lerr *e)

@@ -42,6 +42,7 @@ struct runtime_oci {
 	char shim[PATH_MAX];
 	uint64_t log_max;
 	bool process_runtime;
+	bool handlers_only;
 	enum cgroup_layout layout;
 	char cg_root[128];
 	struct workq *pool;
@@ -113,6 +114,19 @@ static int oci_admit(void *arg, const struct spec *s, struct lerr *e)
 		return lerr_set(e, EPERM, "spawn: refused: isolation \"untrusted\" allows network none or "
 				"allowlist_domain only, not \"open\"");
 	return 0;
+}
+
+/* The runtime's admission: none of its own when its handlers serve pods. */
+static int oci_admit_spawn(void *arg, const struct spec *s, struct lerr *e)
+{
+	struct runtime_oci *o = arg;
+
+	return o->handlers_only ? -ENOENT : oci_admit(o, s, e);
+}
+
+int runtime_oci_check(struct runtime_oci *o, const struct spec *s, struct lerr *e)
+{
+	return oci_admit(o, s, e);
 }
 
 /* ---- a run ---- */
@@ -433,7 +447,7 @@ static void oci_close(void *arg)
 
 static const struct runtime_ops oci_ops = {
 	.name = "oci",
-	.admit = oci_admit,
+	.admit = oci_admit_spawn,
 	.prepare = oci_prepare,
 	.start = oci_start,
 	.teardown = oci_teardown,
@@ -656,6 +670,7 @@ int runtime_oci_add(struct runtimes *rs, struct loop *l, const struct runtime_oc
 	o->loop = l;
 	o->log_max = opts->log_max;
 	o->process_runtime = opts->process_runtime;
+	o->handlers_only = opts->handlers_only;
 	o->layout = opts->cg->layout;
 	snprintf(o->cg_root, sizeof(o->cg_root), "%s", opts->cg->root);
 	snprintf(o->shim, sizeof(o->shim), "%s", opts->shim);

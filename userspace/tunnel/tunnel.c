@@ -53,6 +53,9 @@ struct tunnel {
 	atomic_int stop;
 	int efd;
 	atomic_int active_runs, queue_depth;
+	atomic_int self_draining;     /* lanternd is stopping */
+	atomic_int drain_told;        /* a heartbeat saying so was acknowledged */
+	atomic_int registered;        /* the session's last heartbeat was answered */
 
 	/* thread only */
 	struct rpc_cq *q;
@@ -66,6 +69,7 @@ struct tunnel {
 	bool register_busy, hb_busy, metrics_busy, refresh_busy;
 	bool draining;
 	bool hb_failing;
+	bool hb_draining;             /* the heartbeat in flight says draining */
 	uint64_t cpu_prev_total, cpu_prev_idle;
 	int64_t stream_opened;
 
@@ -168,6 +172,7 @@ static void session_drop(struct tunnel *t)
 	}
 	t->token = NULL;
 	t->plane_id[0] = '\0';
+	atomic_store(&t->registered, 0);
 	unlink(t->session_path);
 }
 
@@ -590,6 +595,7 @@ static void on_register(void *arg, int status, const char *details, const uint8_
 	t->metrics_s = r->metrics_interval_seconds > 0 ? r->metrics_interval_seconds : 60;
 	lantern__v1__dp_register_response__free_unpacked(r, NULL);
 	session_save(t);
+	atomic_store(&t->registered, 1);
 	t->next_hb = t->next_stream = mono_ms();
 	t->next_metrics = mono_ms() + 1000;
 	log_info("tunnel: registered with %s as plane %s (heartbeat %ds, metrics %ds)", t->target,
@@ -666,11 +672,15 @@ static void on_heartbeat(void *arg, int status, const char *details, const uint8
 			log_warn("tunnel: Heartbeat failed (%s%s%s)", rpc_status_name(status),
 				 details[0] ? ": " : "", details);
 		t->hb_failing = true;
+		atomic_store(&t->registered, 0);
 		return;
 	}
 	if (t->hb_failing)
 		log_info("tunnel: Heartbeat answered again");
 	t->hb_failing = false;
+	atomic_store(&t->registered, 1);
+	if (t->hb_draining && !atomic_exchange(&t->drain_told, 1))
+		log_info("tunnel: the control plane knows this node is draining");
 	if (a->draining != t->draining && (ev = calloc(1, sizeof(*ev)))) {
 		t->draining = a->draining;
 		ev->type = TUNNEL_DRAIN;
@@ -690,6 +700,7 @@ static void do_heartbeat(struct tunnel *t)
 	rq.session_token = t->token;
 	rq.active_runs = atomic_load(&t->active_runs);
 	rq.queue_depth = atomic_load(&t->queue_depth);
+	rq.draining = t->hb_draining = atomic_load(&t->self_draining);
 	len = lantern__v1__dp_heartbeat_request__get_packed_size(&rq);
 	if (len > sizeof(buf))
 		return;
@@ -820,6 +831,9 @@ static void tunnel_step(struct tunnel *t)
 			do_register(t);
 		return;
 	}
+	/* a node that is stopping says so at once, and again until it is heard */
+	if (atomic_load(&t->self_draining) && !atomic_load(&t->drain_told))
+		t->next_hb = now;
 	/* refresh once two thirds of the token's life are gone */
 	if (!t->refresh_busy && unix_now >= t->token_exp - (t->token_exp - t->token_got) / 3)
 		do_refresh(t);
@@ -956,6 +970,21 @@ int tunnel_start(const struct tunnel_opts *o, struct tunnel **out, int *efd, str
 	*efd = t->efd;
 	*out = t;
 	return 0;
+}
+
+void tunnel_drain(struct tunnel *t)
+{
+	atomic_store(&t->self_draining, 1);
+}
+
+bool tunnel_drain_told(struct tunnel *t)
+{
+	return atomic_load(&t->drain_told);
+}
+
+bool tunnel_registered(struct tunnel *t)
+{
+	return atomic_load(&t->registered);
 }
 
 void tunnel_stop(struct tunnel *t)
