@@ -32,12 +32,25 @@
 struct harness_server;
 struct harness_conn;
 
+/* Request headers kept for the handler (the signature of a secrets request): at most
+ * this many, each within these bounds; longer or later ones are not kept. */
+#define HARNESS_MAX_HEADERS 16
+struct harness_header {
+	char name[48];
+	char value[256];
+};
+
 struct harness_request {
 	char method[8];
 	char path[256];
 	const char *body;        /* NUL-terminated */
 	size_t body_len;
+	struct harness_header headers[HARNESS_MAX_HEADERS];
+	size_t n_headers;
 };
+
+/* The value of header name (any case) in rq, or NULL. */
+const char *harness_header(const struct harness_request *rq, const char *name);
 
 struct harness_ops {
 	/* A new connection from pid (SO_PEERCRED). Return false to refuse it; why is sent

@@ -1,6 +1,7 @@
 /* metrics.h: lanternd's HTTP endpoint on --metrics-addr: Prometheus text at GET /metrics,
  * written by collectors the modules register, with label values escaped as the text
- * format requires. Served by libmicrohttpd inside the event loop (its epoll fd is
+ * format requires, and the GET pages modules register beside it (identity's
+ * well-known documents). Served by libmicrohttpd inside the event loop (its epoll fd is
  * watched by the loop), so collectors run on the loop's thread and read their state
  * directly. */
 #ifndef LANTERN_METRICS_H
@@ -20,6 +21,10 @@ int metrics_open(struct loop *l, const char *addr, struct metrics **out, struct 
 void metrics_close(struct metrics *m);
 /* Collectors write in registration order. */
 int metrics_register(struct metrics *m, metrics_collect_fn fn, void *arg);
+/* GET path answers 200 with what fn returns (malloc'd, freed after sending) as
+ * *type (application/json unless fn says otherwise); NULL drops the connection. */
+typedef char *(*metrics_page_fn)(void *arg, const char **type);
+int metrics_page(struct metrics *m, const char *path, metrics_page_fn fn, void *arg);
 
 /* A metric family's HELP and TYPE ("counter", "gauge"), then its samples. labels is
  * NULL or a NULL-terminated list of name, value, name, value, ... */

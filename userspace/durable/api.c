@@ -2,13 +2,15 @@
  * run's own processes may call; each call that changes the run becomes a journal
  * record, and its answer waits until that record is durable. Budgets: max_steps and
  * the loop guard are the step state's (harness_begin), max_tokens and max_cost_usd
- * the meter's, checked before a step begins and after it completes. */
+ * the meter's, checked before a step begins and after it completes. /v1/secrets is
+ * handed to identity whole: the signature check and the secrets are its. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "durable_internal.h"
+#include "lantern/identity.h"
 #include "lantern/util.h"
 
 /* Only processes of this run's instance may use its socket: the caller's cgroup (v2
@@ -201,7 +203,12 @@ static void on_request(void *arg, struct harness_conn *c, const struct harness_r
 			return;
 		}
 	}
-	if (!strcmp(rq->path, "/v1/input") && !post) {
+	if (!strncmp(rq->path, "/v1/secrets", 11) && du->d->o.identity) {
+		json_t *reply = NULL;
+		int st = identity_secret_request(du->d->o.identity, du->r, rq, &reply);
+
+		harness_reply(c, st, reply);
+	} else if (!strcmp(rq->path, "/v1/input") && !post) {
 		harness_reply(c, 200, json_pack("{s:s, s:O}", "run_id", run_id(du->r), "input",
 						du->st.input ? du->st.input : json_null()));
 	} else if (!strcmp(rq->path, "/v1/run") && !post) {
@@ -217,8 +224,9 @@ static void on_request(void *arg, struct harness_conn *c, const struct harness_r
 		json_decref(t);
 	} else if (!post) {
 		harness_reply(c, strncmp(rq->path, "/v1/", 4) ? 404 : 405,
-			      err_body("not_found", "GET /v1/input, GET /v1/run; POST /v1/steps/begin, "
-				       "/v1/steps/complete, /v1/steps/fail, /v1/output"));
+			      err_body("not_found", "GET /v1/input, GET /v1/run, GET /v1/secrets; POST "
+				       "/v1/steps/begin, /v1/steps/complete, /v1/steps/fail, /v1/output, "
+				       "/v1/secrets/{env_name}"));
 	} else if (run_ending(du->r) && strcmp(rq->path, "/v1/steps/complete") &&
 		   strcmp(rq->path, "/v1/steps/fail")) {
 		harness_reply(c, 409, err_body("run_ending", run_reason(du->r)));

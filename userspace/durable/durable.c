@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "durable_internal.h"
+#include "lantern/identity.h"
 #include "lantern/util.h"
 
 struct pending {
@@ -381,6 +382,26 @@ static bool on_can_resume(void *arg, struct run *r)
 	return access(path, F_OK) == 0;
 }
 
+/* The receipt, signed over the journal's head (run_completed), as its last record. */
+static void seal(struct durable *d, struct durable_run *du, json_t *completed)
+{
+	struct identity_journal jh = { .records = journal_seq(du->j), .completed = completed };
+	struct lerr e = { 0 };
+	json_t *rec;
+	char *jws;
+
+	if (!d->o.identity)
+		return;
+	journal_head(du->j, jh.head);
+	if (!(jws = identity_receipt_seal(d->o.identity, du->r, &jh)))
+		return;
+	rec = json_pack("{s:s}", "receipt", jws);
+	free(jws);
+	if (durable_append(du, JOURNAL_RECEIPT, rec, NULL, &e) < 0 || journal_sync(du->j, &e) < 0)
+		log_error("run %s: receipt not journaled: %s", run_id(du->r), e.msg);
+	json_decref(rec);
+}
+
 /* The run's end in its journal (with its cost), durable, before anyone is told. */
 static void on_ended(void *arg, struct run *r)
 {
@@ -414,6 +435,8 @@ static void on_ended(void *arg, struct run *r)
 		json_object_set_new(rec, "cost", meter_run_cost(d->meter, r));
 		if (durable_append(du, JOURNAL_RUN_COMPLETED, rec, NULL, &e) < 0 || journal_sync(du->j, &e) < 0)
 			log_error("run %s: %s", run_id(r), e.msg);
+		else
+			seal(d, du, rec);
 		json_decref(rec);
 	}
 	/* nobody reconnects to a run that ended */

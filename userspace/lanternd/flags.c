@@ -79,6 +79,20 @@ static const struct flag flags[] = {
 	{ "metrics-addr", STR, F(metrics_addr), 0, 0, "A:P", "Prometheus text metrics on http://A:P/metrics (default off)" },
 	{ "syscall-hook", CHOICE, F(syscall_hook), 0, 0, "K", "tp_btf (default), raw_tp, tracepoint or none",
 	  "tp_btf raw_tp tracepoint none" },
+	{ "region", STR, F(region), 0, 0, "NAME",
+	  "this node's region: told to the control plane at Register, checked against "
+	  "spec.preferred_regions (default none)" },
+	{ "identity-dir", STR, F(identity_dir), 0, 0, "DIR",
+	  "where each instance's identity tmpfs is mounted, below DIR/<node key id> "
+	  "(default /run/lantern/identity)" },
+	{ "identity-sign-timeout", NUM, F(sign_timeout_ms), 1, 60000, "MS",
+	  "how long a start waits for the control plane to sign its identity token (default 2000)" },
+	{ "token-ttl", NUM, F(token_ttl_s), 60, 86400, "SEC",
+	  "identity token life when the run has no deadline, renewed before expiry (default 3600)" },
+	{ "secrets-dir", STR, F(secrets_dir), 0, 0, "DIR",
+	  "root-owned directory of file:// secrets (default /etc/lantern/secrets)" },
+	{ "secret-ttl", NUM, F(secret_ttl_s), 1, 86400, "SEC",
+	  "life of a vended secret's lease; the source is read again after it (default 300)" },
 	{ "telemetry-ringbuf-bytes", POW2, F(ringbuf_bytes), 4096, 1u << 30, "N",
 	  "process event ring buffer size (power of 2, default 8 MiB)" },
 };
@@ -169,6 +183,11 @@ int lanternd_flags(int argc, char **argv, struct lanternd_config *c)
 		.max_runs = 64,
 		.reconnect_max_s = 30,
 		.syscall_hook = "tp_btf",
+		.identity_dir = "/run/lantern/identity",
+		.sign_timeout_ms = 2000,
+		.token_ttl_s = 3600,
+		.secrets_dir = "/etc/lantern/secrets",
+		.secret_ttl_s = 300,
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(flags); i++)
 		opts[i] = (struct option){ flags[i].name, flags[i].kind == BOOL ? no_argument : required_argument,

@@ -43,6 +43,12 @@ struct lanternd_config {
 	const char *metrics_addr;
 	const char *syscall_hook;        /* tp_btf, raw_tp, tracepoint, none */
 	uint64_t ringbuf_bytes;
+	const char *region;
+	const char *identity_dir;
+	uint64_t sign_timeout_ms;
+	uint64_t token_ttl_s;
+	const char *secrets_dir;
+	uint64_t secret_ttl_s;
 };
 
 /* Defaults, then argv. Returns 0, 1 after --help (printed), or -1 after a message on

@@ -9,6 +9,7 @@
 #include "lantern/cplane.h"
 #include "lantern/durable.h"
 #include "lantern/egress.h"
+#include "lantern/identity.h"
 #include "lantern/logs.h"
 #include "lantern/loop.h"
 #include "lantern/meter.h"
@@ -27,6 +28,7 @@ struct daemon {
 	struct egress *egress;
 	struct telemetry *telemetry;
 	struct meter *meter;
+	struct identity *identity;
 	struct durable *durable;
 	struct logs *logs;
 	struct cplane *cplane;
