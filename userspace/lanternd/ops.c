@@ -1,9 +1,10 @@
 /* ops.c: the operations of lanternd's local API (what the lantern CLI asks), each
  * answered by the module that owns it: runs (run, ps, kill), logs (follow, logs),
- * egress (audit_egress, egress_update), durable (journal), telemetry (trace, cost) and
- * the OCI runtime (node, image_*). An op naming a run_id gets the run looked up first. */
+ * egress (audit_egress, egress_update), durable (journal), telemetry (trace, cost),
+ * identity (identity, identity_jwks, receipt) and the OCI runtime (node, image_*). An op naming a run_id gets the run looked up first. */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "lanternd.h"
@@ -171,6 +172,41 @@ static void op_cost(void *arg, struct api_client *c, json_t *req)
 		reply(c, telemetry_cost_json(d->telemetry, r));
 }
 
+static void op_identity(void *arg, struct api_client *c, json_t *req)
+{
+	struct daemon *d = arg;
+	struct run *r = req_run(d, c, req, "identity");
+
+	if (r)
+		reply(c, identity_run_json(d->identity, r));
+}
+
+static void op_identity_jwks(void *arg, struct api_client *c, json_t *req)
+{
+	struct daemon *d = arg;
+
+	reply(c, json_pack("{s:s, s:o}", "type", "jwks", "jwks", identity_jwks(d->identity)));
+}
+
+static void op_receipt(void *arg, struct api_client *c, json_t *req)
+{
+	struct daemon *d = arg;
+	struct run *r = req_run(d, c, req, "receipt");
+	char *jws, m[160];
+
+	if (!r)
+		return;
+	if (!(jws = identity_receipt(r))) {
+		snprintf(m, sizeof(m), "run %s has no receipt%s", run_id(r),
+			 run_status_final(run_status(r)) ? "" : " yet: it is signed when the run ends");
+		api_send_error(c, m);
+		api_finish(c);
+		return;
+	}
+	reply(c, json_pack("{s:s, s:s, s:s}", "type", "receipt", "run_id", run_id(r), "receipt", jws));
+	free(jws);
+}
+
 static void op_oci(void *arg, struct api_client *c, json_t *req)
 {
 	struct daemon *d = arg;
@@ -189,6 +225,8 @@ int ops_register(struct daemon *d, struct lerr *e)
 		{ "egress_update", op_egress_update }, { "journal", op_journal },
 		{ "follow", op_follow },     { "logs", op_logs },
 		{ "trace", op_trace },       { "cost", op_cost },
+		{ "identity", op_identity }, { "identity_jwks", op_identity_jwks },
+		{ "receipt", op_receipt },
 		{ "node", op_oci },          { "image_import", op_oci },
 		{ "image_ls", op_oci },      { "image_rm", op_oci },
 	};
