@@ -239,7 +239,8 @@ void identity_token_signed(struct identity *id, const char *inst, const char *to
 
 static void schedule_refresh(struct id_run *ir);
 
-static int take_token(struct id_run *ir, struct signed_token *t, struct lerr *e)
+/* Takes a signed token; write: into the (read-only) tmpfs now, as for a refresh. */
+static int take_token(struct id_run *ir, struct signed_token *t, bool write, struct lerr *e)
 {
 	int err;
 
@@ -263,7 +264,7 @@ static int take_token(struct id_run *ir, struct signed_token *t, struct lerr *e)
 			jose_jws_free(&j);
 		}
 	}
-	if (ir->mounted && (err = write_token(ir, e)) < 0)
+	if (write && ir->mounted && (err = write_token(ir, e)) < 0)
 		return err;
 	ir->id->tokens_remote++;
 	return 0;
@@ -321,7 +322,7 @@ static int sign_wait(struct identity *id, struct id_run *ir, struct lerr *e)
 		return lerr_set(e, ETIMEDOUT, "identity: the control plane did not sign the token of instance "
 				"%s within %u ms", ir->inst, id->o.sign_timeout_ms);
 	}
-	err = take_token(ir, t, e);
+	err = take_token(ir, t, false, e);
 	signed_free(t);
 	return err;
 }
@@ -380,7 +381,7 @@ static void on_inbox(struct loop *l, int fd, uint32_t events, void *arg)
 		list = t->next;
 		/* only refreshes arrive here: a start takes its own answer */
 		if (ir && ir->pending) {
-			if (take_token(ir, t, &e) < 0)
+			if (take_token(ir, t, true, &e) < 0)
 				log_error("run %s: %s", run_id(r), e.msg);
 			else
 				schedule_refresh(ir);
