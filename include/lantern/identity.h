@@ -39,7 +39,7 @@
 #define IDENTITY_DEFAULT_SECRET_TTL 300
 /* A signed request's timestamp may be this old (the workload shares the node's clock;
  * the window only covers a slow request), or this far ahead. */
-#define IDENTITY_REQUEST_MAX_AGE_S 30
+#define IDENTITY_REQUEST_MAX_AGE_S 10
 #define IDENTITY_REQUEST_MAX_AHEAD_S 5
 
 struct identity;

@@ -31,7 +31,9 @@
 #include "internal.h"
 
 #define SECRET_MAX_BYTES (64u << 10)
-#define NONCE_MAX 65536             /* nonces remembered per instance within the window */
+/* nonces remembered per instance within the window: 13,000 signed requests/s sustained
+ * per instance at most, 4 MiB of table at most */
+#define NONCE_MAX 131072
 #define SIGN_PREFIX "lantern-secrets-v1\n"
 
 struct lease {
@@ -322,7 +324,7 @@ static int authenticate(struct identity *id, struct id_run *ir, const struct har
 	    t < ir->not_before) {
 		id->req_stale++;
 		*reply = refusal("stale", "the request was signed at %s, outside the window of the node's "
-				 "clock (30 s back, 5 s ahead)", ts);
+				 "clock (10 s back, 5 s ahead)", ts);
 		return 401;
 	}
 	crypto_hash_sha256(digest, (const uint8_t *)rq->body, rq->body_len);
