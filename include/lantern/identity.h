@@ -98,11 +98,12 @@ int identity_serve_wellknown(struct identity *id, struct metrics *m);
 
 /* ---- secrets (the harness API's /v1/secrets) ---- */
 
-/* GET /v1/secrets or POST /v1/secrets/{env_name} from r's instance: checks the
- * request's signature, freshness and nonce, and answers with the value and its
- * lease. Returns the HTTP status; *reply is the body (a new reference). */
-int identity_secret_request(struct identity *id, struct run *r, const struct harness_request *rq,
-			    json_t **reply);
+/* A decoded GET /v1/secrets or POST /v1/secrets/{env_name} (HOP_SECRETS, HOP_SECRET)
+ * from r's instance: checks the request's signature, freshness and nonce, and answers
+ * with the value and its lease. Returns the HTTP status; *body is the JSON answer
+ * (malloc'd; it may hold a secret: wipe before freeing). */
+int identity_secret_request(struct identity *id, struct run *r, const struct harness_call *c,
+			    char **body, size_t *len);
 
 /* ---- receipts ---- */
 
@@ -110,7 +111,11 @@ int identity_secret_request(struct identity *id, struct run *r, const struct har
 struct identity_journal {
 	uint8_t head[32];            /* SHA-256 of its last record (run_completed) */
 	uint64_t records;
-	const json_t *completed;     /* the run_completed payload: status, cost, tokens */
+	/* what run_completed says of the run's cost (the meter's components, lanternd's
+	 * own data: the record itself also holds the workload's output, never parsed) */
+	const json_t *cost;
+	double cost_usd;
+	uint64_t tokens, steps_completed;
 };
 /* The run's receipt as a compact JWS signed by the node key, also kept as
  * RUN/receipt.jws; malloc'd, NULL with the reason logged. */

@@ -126,17 +126,17 @@ static const char *status_text(int status)
 
 static void conn_parse(struct harness_conn *c);
 
-void harness_reply(struct harness_conn *c, int status, json_t *body)
+void harness_reply(struct harness_conn *c, int status, const char *json, size_t blen)
 {
-	char *js = json_dumps(body, JSON_COMPACT | JSON_SORT_KEYS);
 	char head[256];
-	size_t blen = js ? strlen(js) : 2, hlen;
+	size_t hlen;
 	int err;
 
-	json_decref(body);
-	if (c->dead) {
-		free(js);
+	if (c->dead)
 		return;
+	if (!json) {
+		json = "{}";
+		blen = 2;
 	}
 	hlen = (size_t)snprintf(head, sizeof(head),
 				"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
@@ -144,9 +144,8 @@ void harness_reply(struct harness_conn *c, int status, json_t *body)
 				status, status_text(status), blen + 1,
 				c->close_after ? "Connection: close\r\n" : "");
 	err = util_wqueue_appendv(&c->out, (struct iovec[]){ { head, hlen },
-							      { js ? js : "{}", blen },
+							      { (void *)json, blen },
 							      { "\n", 1 } }, 3);
-	free(js);
 	if (err < 0) {
 		log_warn("harness: connection dropped: a %zu-byte reply does not fit its queue "
 			 "(%zu bytes unsent, %u at most): %s", hlen + blen + 1,
@@ -163,9 +162,17 @@ void harness_reply(struct harness_conn *c, int status, json_t *body)
 
 static void reply_error(struct harness_conn *c, int status, const char *msg)
 {
+	struct json_text t;
+	size_t n;
+	char *body;
+
 	c->close_after = true;
 	c->busy = true;
-	harness_reply(c, status, json_pack("{s:s}", "error", msg));
+	json_text_open(&t);
+	json_text_str(&t, "error", msg);
+	body = json_text_take(&t, &n);
+	harness_reply(c, status, body, body ? n : 0);
+	free(body);
 }
 
 /* Value of header name in [h, end), or NULL; *len gets its length. */
@@ -444,7 +451,9 @@ int harness_listen(struct loop *l, const char *path, const struct harness_ops *o
 		return err;
 	}
 	unlink(a.sun_path);
-	old = umask(0077);
+	/* any user may connect (0666): the image's user need not be root, and who may use
+	 * the socket is the accept check's to say (the caller's cgroup) */
+	old = umask(0111);
 	if (bind(s->fd, (struct sockaddr *)&a, sizeof(a)) < 0 || rename(a.sun_path, path) < 0) {
 		err = lerr_set(e, errno, "harness: bind %s: %s", path, strerror(errno));
 		umask(old);

@@ -22,24 +22,11 @@ static void set_str(json_t *j, const char *k, const char *v)
 	json_object_set_new(j, k, json_string(v ? v : ""));
 }
 
-/* from[k] into j, else dflt (consumed either way). */
-static void copy(json_t *j, json_t *from, const char *k, json_t *dflt)
-{
-	json_t *v = json_object_get(from, k);
-
-	if (v) {
-		json_object_set(j, k, v);
-		json_decref(dflt);
-	} else {
-		json_object_set_new(j, k, dflt);
-	}
-}
-
 static json_t *receipt_json(struct identity *id, struct run *r, struct id_run *ir,
 			    const struct identity_journal *jh)
 {
 	const struct spec *s = run_spec(r);
-	json_t *rec = run_json(r), *j = json_object(), *c = (json_t *)jh->completed;
+	json_t *rec = run_json(r), *j = json_object();
 	char head[65], host[256] = "";
 	uint8_t pd[32];
 
@@ -74,10 +61,10 @@ static json_t *receipt_json(struct identity *id, struct run *r, struct id_run *i
 	json_object_set_new(j, "ended_at", json_integer(run_finished(r)));
 	json_object_set_new(j, "journal", json_pack("{s:s, s:I}", "head_sha256", head, "records",
 						    (json_int_t)jh->records));
-	copy(j, c, "cost", json_null());
-	copy(j, c, "cost_usd", json_real(0));
-	copy(j, c, "tokens", json_integer(0));
-	copy(j, c, "steps_completed", json_integer(0));
+	json_object_set_new(j, "cost", jh->cost ? json_deep_copy(jh->cost) : json_null());
+	json_object_set_new(j, "cost_usd", json_real(jh->cost_usd));
+	json_object_set_new(j, "tokens", json_integer((json_int_t)jh->tokens));
+	json_object_set_new(j, "steps_completed", json_integer((json_int_t)jh->steps_completed));
 	json_object_set_new(j, "node", json_pack("{s:s, s:s, s:s}", "kid", id->node_kid, "hostname", host,
 						 "region", id->region));
 	json_object_set_new(j, "issued_at", json_integer((json_int_t)time(NULL)));

@@ -294,27 +294,24 @@ static bool nonce_ok(const char *n)
 	return true;
 }
 
-/* 0 when rq is signed by ir's key, fresh and not seen before; else the status. */
-static int authenticate(struct identity *id, struct id_run *ir, const struct harness_request *rq,
+/* 0 when c is signed by ir's key, fresh and not seen before; else the status. */
+static int authenticate(struct identity *id, struct id_run *ir, const struct harness_call *c,
 			json_t **reply)
 {
-	const char *ts = harness_header(rq, "X-Lantern-Timestamp");
-	const char *nonce = harness_header(rq, "X-Lantern-Nonce");
-	const char *sig = harness_header(rq, "X-Lantern-Signature");
-	uint8_t digest[crypto_hash_sha256_BYTES], *sb;
 	char hex[2 * crypto_hash_sha256_BYTES + 1], *end, *msg = NULL;
 	int64_t now = (int64_t)time(NULL), t;
+	uint8_t *sb;
 	size_t slen = 0;
 	int bad, err;
 
-	if (!ts || !nonce || !sig) {
+	if (!c->sig_ts[0] || !c->sig_nonce[0] || !c->sig[0]) {
 		id->req_denied++;
 		*reply = refusal("unsigned", "%s", "a secrets request needs X-Lantern-Timestamp, X-Lantern-Nonce "
 				 "and X-Lantern-Signature (Ed25519 by the instance key; docs/identity.md)");
 		return 401;
 	}
-	t = strtoll(ts, &end, 10);
-	if (!*ts || *end || !nonce_ok(nonce)) {
+	t = strtoll(c->sig_ts, &end, 10);
+	if (*end || !nonce_ok(c->sig_nonce)) {
 		id->req_denied++;
 		*reply = refusal("malformed", "%s", "X-Lantern-Timestamp must be unix seconds and "
 				 "X-Lantern-Nonce 16 to 128 of [A-Za-z0-9_-]");
@@ -324,13 +321,13 @@ static int authenticate(struct identity *id, struct id_run *ir, const struct har
 	    t < ir->not_before) {
 		id->req_stale++;
 		*reply = refusal("stale", "the request was signed at %s, outside the window of the node's "
-				 "clock (10 s back, 5 s ahead)", ts);
+				 "clock (10 s back, 5 s ahead)", c->sig_ts);
 		return 401;
 	}
-	crypto_hash_sha256(digest, (const uint8_t *)rq->body, rq->body_len);
-	sodium_bin2hex(hex, sizeof(hex), digest, sizeof(digest));
-	sb = jose_b64_decode(sig, strlen(sig), &slen);
-	if (asprintf(&msg, SIGN_PREFIX "%s\n%s\n%s\n%s\n%s", rq->method, rq->path, hex, ts, nonce) < 0)
+	sodium_bin2hex(hex, sizeof(hex), c->body_sha256, sizeof(c->body_sha256));
+	sb = jose_b64_decode(c->sig, strlen(c->sig), &slen);
+	if (asprintf(&msg, SIGN_PREFIX "POST\n/v1/secrets/%s\n%s\n%s\n%s", c->env_name, hex, c->sig_ts,
+		     c->sig_nonce) < 0)
 		msg = NULL;
 	bad = !sb || slen != JOSE_SIG_BYTES || !msg ||
 	      crypto_sign_verify_detached(sb, (const uint8_t *)msg, strlen(msg), ir->pk);
@@ -342,12 +339,12 @@ static int authenticate(struct identity *id, struct id_run *ir, const struct har
 				 ir->inst);
 		return 401;
 	}
-	if ((err = nonce_check(ir, nonce, t, now)) < 0) {
+	if ((err = nonce_check(ir, c->sig_nonce, t, now)) < 0) {
 		if (err == -EALREADY)
 			id->req_replayed++;
 		else
 			id->req_denied++;
-		*reply = err == -EALREADY ? refusal("replayed", "nonce %s was used before", nonce) :
+		*reply = err == -EALREADY ? refusal("replayed", "nonce %s was used before", c->sig_nonce) :
 			 refusal("busy", "%s", "too many signed requests in the window; retry shortly");
 		return err == -EALREADY ? 401 : 503;
 	}
@@ -394,12 +391,19 @@ static json_t *lease_json(const struct identity *id, const struct lease *l)
 	return j;
 }
 
-int identity_secret_request(struct identity *id, struct run *r, const struct harness_request *rq,
-			    json_t **reply)
+/* The request's answer: its status, and *reply as text (wiped when freed). */
+static int answer(int status, json_t *reply, char **body, size_t *len)
+{
+	*body = json_dumps(reply, JSON_COMPACT | JSON_SORT_KEYS);
+	*len = *body ? strlen(*body) : 0;
+	json_decref(reply);
+	return *body ? status : 500;
+}
+
+static int secret_request(struct identity *id, struct run *r, const struct harness_call *c, json_t **reply)
 {
 	struct id_run *ir = identity_run_of(id, r);
 	const struct spec *s = run_spec(r);
-	const char *name = rq->path + strlen("/v1/secrets/");
 	int64_t now = (int64_t)time(NULL);
 	struct lerr e = { 0 };
 	struct lease *l;
@@ -410,7 +414,7 @@ int identity_secret_request(struct identity *id, struct run *r, const struct har
 		*reply = refusal("no_identity", "run %s has no instance identity to sign with", run_id(r));
 		return 409;
 	}
-	if (!strcmp(rq->method, "GET") && !strcmp(rq->path, "/v1/secrets")) {
+	if (c->op == HOP_SECRETS) {
 		json_t *list = json_array();
 
 		for (size_t i = 0; i < s->n_secrets; i++)
@@ -418,14 +422,10 @@ int identity_secret_request(struct identity *id, struct run *r, const struct har
 		*reply = json_pack("{s:o, s:I}", "secrets", list, "ttl_s", (json_int_t)id->o.secret_ttl_s);
 		return 200;
 	}
-	if (strcmp(rq->method, "POST") || strncmp(rq->path, "/v1/secrets/", 12) || !*name) {
-		*reply = refusal("not_found", "%s", "GET /v1/secrets; POST /v1/secrets/{env_name}, signed");
-		return strcmp(rq->method, "POST") ? 405 : 404;
-	}
-	if ((st = authenticate(id, ir, rq, reply)))
+	if ((st = authenticate(id, ir, c, reply)))
 		return st;
-	if (!(l = lease_of(ir, s, name, &idx))) {
-		*reply = refusal("not_found", "spec.secrets names no \"%s\"", name);
+	if (!(l = lease_of(ir, s, c->env_name, &idx))) {
+		*reply = refusal("not_found", "spec.secrets names no \"%s\"", c->env_name);
 		return 404;
 	}
 	if (!l->value || l->expires_at <= now) {
@@ -437,7 +437,7 @@ int identity_secret_request(struct identity *id, struct run *r, const struct har
 		snprintf(field, sizeof(field), "spec.secrets[%zu].secret_uri", idx);
 		if (resolve(id, field, s->secrets[idx].secret_uri, &rel, &e) < 0 ||
 		    read_secret(id, field, s->secrets[idx].secret_uri, rel, &l->value, &l->len, &e) < 0) {
-			log_warn("run %s: secret %s: %s", run_id(r), name, e.msg);
+			log_warn("run %s: secret %s: %s", run_id(r), c->env_name, e.msg);
 			*reply = json_pack("{s:s, s:s}", "error", "unavailable", "reason", e.msg);
 			return 503;
 		}
@@ -450,4 +450,13 @@ int identity_secret_request(struct identity *id, struct run *r, const struct har
 	id->req_ok++;
 	*reply = lease_json(id, l);
 	return 200;
+}
+
+int identity_secret_request(struct identity *id, struct run *r, const struct harness_call *c,
+			    char **body, size_t *len)
+{
+	json_t *reply = NULL;
+	int st = secret_request(id, r, c, &reply);
+
+	return answer(st, reply, body, len);
 }
