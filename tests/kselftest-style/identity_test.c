@@ -30,13 +30,13 @@
 #include "lantern/jose.h"
 #include "lantern/util.h"
 
-#define POINTS 24
+#define POINTS 26
 
 static struct tl_env T;
 static char out_dir[400], sec_dir[400], helper[512], node_jwks[512], recv_out[512];
 static uint16_t mport, otlp_port;
 static pid_t receiver;
-static char ident_run[32], ident_inst[32];
+static char ident_run[32], ident_inst[32], daemon_flags[1200];
 
 static const char *p(const char *name)
 {
@@ -626,6 +626,73 @@ static void test_never_stored(void)
 	free(dlog);
 }
 
+/* ---- a lanternd restart: adopted instances keep their identity, resumed ones get a new one ---- */
+
+static void identity_of(const char *run, char *kid, size_t klen, char *inst, size_t ilen)
+{
+	char *out = NULL;
+	json_t *j;
+
+	tl_lantern(&T, &out, NULL, "identity %s --json", run);
+	j = json_loads(out ? out : "", 0, NULL);
+	snprintf(kid, klen, "%s", json_string_value(json_object_get(j, "kid")) ?: "");
+	snprintf(inst, ilen, "%s", json_string_value(json_object_get(j, "instance_id")) ?: "");
+	json_decref(j);
+	free(out);
+}
+
+static void test_restart(void)
+{
+	char id[32] = "", id2[32] = "", kid1[64], kid2[64], inst1[32], inst2[32], rkid1[64], rkid2[64], rinst1[32],
+	     rinst2[32], want[65], *hash, *mounts;
+	const char *spec;
+	uint8_t h[32];
+
+	spec = tl_spec(&T, "survivor", NULL,
+		       "o=OUTDIR; while [ ! -e $o/go1 ]; do sleep 0.1; done; "
+		       "$LANTERN_CLI secrets exec -- sh -c 'printf %s \"$API_KEY\" | sha256sum | cut -c1-64' > $o/h1",
+		       HOSTRUN "  secrets:\n    - {env_name: API_KEY, secret_uri: \"file://%s/api\"}\n", sec_dir);
+	tl_sh(NULL, NULL, "sed -i 's|OUTDIR|%s|' %s", out_dir, spec);
+	tl_sh(NULL, NULL, "%s/lantern --socket %s run %s > /dev/null 2>&1 &", T.build, T.sock, spec);
+	tl_running_run(&T, "survivor", id, sizeof(id), 10000);
+	identity_of(id, kid1, sizeof(kid1), inst1, sizeof(inst1));
+	spec = tl_spec(&T, "phoenix", NULL, "sleep 60", "%s", HOSTRUN);
+	tl_sh(NULL, NULL, "%s/lantern --socket %s run %s > /dev/null 2>&1 &", T.build, T.sock, spec);
+	tl_running_run(&T, "phoenix", id2, sizeof(id2), 10000);
+	identity_of(id2, rkid1, sizeof(rkid1), rinst1, sizeof(rinst1));
+
+	/* lanternd goes; phoenix's workload dies with it (a machine restart for it) */
+	tl_daemon_stop(&T, SIGTERM);
+	tl_sh(NULL, NULL, "kill -9 $(cat %s/runs/%s/shim.pid) 2>/dev/null; for p in $(cat /sys/fs/cgroup/unified/%s/%s/cgroup.procs "
+	      "2>/dev/null); do kill -9 $p; done", T.state, id2, T.cgroot, rinst1);
+	usleep(300000);
+	tl_daemon_start(&T, daemon_flags);
+	for (int i = 0; i < 50; i++) {
+		identity_of(id2, rkid2, sizeof(rkid2), rinst2, sizeof(rinst2));
+		if (rinst2[0] && strcmp(rinst2, rinst1))
+			break;
+		usleep(100000);
+	}
+	identity_of(id, kid2, sizeof(kid2), inst2, sizeof(inst2));
+	tl_sh(NULL, NULL, "touch %s", p("go1"));
+	wait_final(id, 15000);
+	hash = slurp(p("h1"));
+	crypto_hash_sha256(h, (const uint8_t *)"sk-test-0123456789", 18);
+	sodium_bin2hex(want, sizeof(want), h, sizeof(h));
+	tap_ok(kid1[0] && !strcmp(kid1, kid2) && !strcmp(inst1, inst2) && hash && !strncmp(hash, want, 64),
+	       "after a lanternd restart a live instance keeps its key (%s), and its signed secret "
+	       "requests are answered", kid2);
+	mounts = slurp("/proc/mounts");
+	tap_ok(rinst2[0] && strcmp(rinst1, rinst2) && rkid2[0] && strcmp(rkid1, rkid2) && !tl_has(mounts, rinst1) &&
+	       tl_has(mounts, rinst2),
+	       "a resumed run is a fresh instance (%s -> %s) with a fresh key; the old instance's tmpfs "
+	       "is gone", rinst1, rinst2);
+	tl_lantern(&T, NULL, NULL, "kill %s", id2);
+	wait_final(id2, 15000);
+	free(hash);
+	free(mounts);
+}
+
 /* ---- an OCI sandbox ---- */
 
 static void test_oci(void)
@@ -661,7 +728,7 @@ static void test_oci(void)
 int main(void)
 {
 	const char *missing = tl_env_missing();
-	char extra[1200];
+	char *extra = daemon_flags;
 	int fd;
 
 	tap_plan(POINTS);
@@ -682,10 +749,10 @@ int main(void)
 	fd = tl_tcp_listen("127.0.0.1", &mport);
 	close(fd);
 	receiver_start();
-	snprintf(extra, sizeof(extra), "--secrets-dir %s --secret-ttl 2 --region eu-west-1 --metrics-addr "
+	snprintf(extra, sizeof(daemon_flags), "--secrets-dir %s --secret-ttl 2 --region eu-west-1 --metrics-addr "
 		 "127.0.0.1:%u --identity-dir %s/ids", sec_dir, mport, T.dir);
 	if (otlp_port)
-		snprintf(extra + strlen(extra), sizeof(extra) - strlen(extra),
+		snprintf(extra + strlen(extra), sizeof(daemon_flags) - strlen(extra),
 			 " --otlp-protocol http/protobuf --otlp-endpoint http://127.0.0.1:%u", otlp_port);
 	if (!tap_ok(tl_daemon_start(&T, extra) == 0, "lanternd starts with a secrets directory and identity")) {
 		while (tap_count < POINTS)
@@ -699,6 +766,7 @@ int main(void)
 	test_fields();
 	test_receipt();
 	test_never_stored();
+	test_restart();
 	test_oci();
 	while (tap_count < POINTS)
 		tap_ok(false, "not reached");
