@@ -63,9 +63,8 @@ int identity_open(struct loop *l, const struct identity_opts *o, struct identity
 void identity_close(struct identity *id);
 int identity_subscribe(struct identity *id, struct runs *t, struct lerr *e);
 
-/* The node key: its public half and its id (RFC 7638 thumbprint). */
+/* The node key's public half (told to the control plane at Register). */
 const uint8_t *identity_node_key(const struct identity *id);
-const char *identity_node_kid(const struct identity *id);
 
 /* ---- tokens ---- */
 

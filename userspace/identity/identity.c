@@ -34,7 +34,6 @@ struct id_run *identity_run_of(const struct identity *id, const struct run *r)
 }
 
 const uint8_t *identity_node_key(const struct identity *id) { return id->node_pk; }
-const char *identity_node_kid(const struct identity *id) { return id->node_kid; }
 
 /* ---- the node key ---- */
 
@@ -793,9 +792,14 @@ int identity_open(struct loop *l, const struct identity_opts *o, struct identity
 	}
 	if ((err = identity_secrets_open(id, e)) < 0)
 		goto fail;
-	if ((id->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0 ||
-	    (err = loop_add(l, id->efd, EPOLLIN, on_inbox, id)) < 0) {
-		err = lerr_set(e, errno ? errno : EIO, "identity: eventfd: %s", strerror(errno ? errno : EIO));
+	if ((id->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
+		err = lerr_set(e, errno, "identity: eventfd: %s", strerror(errno));
+		goto fail;
+	}
+	if ((err = loop_add(l, id->efd, EPOLLIN, on_inbox, id)) < 0) {
+		lerr_set(e, -err, "identity: watching its eventfd: %s", strerror(-err));
+		close(id->efd);
+		id->efd = -1;
 		goto fail;
 	}
 	log_info("identity: node key %s; instance identities under %s%s%s", id->node_kid, id->root,

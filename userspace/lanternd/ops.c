@@ -1,7 +1,8 @@
 /* ops.c: the operations of lanternd's local API (what the lantern CLI asks), each
  * answered by the module that owns it: runs (run, ps, kill), logs (follow, logs),
  * egress (audit_egress, egress_update), durable (journal), telemetry (trace, cost),
- * identity (identity, identity_jwks, receipt) and the OCI runtime (node, image_*). An op naming a run_id gets the run looked up first. */
+ * identity (identity, identity_jwks, receipt) and the OCI runtime (node, image_*). An
+ * op naming a run_id gets the run looked up first. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
