@@ -100,8 +100,9 @@ int tunnel_complete(struct tunnel *t, const struct tunnel_completion *c, struct 
 /* True while run_id's completion waits for its acknowledgement. */
 bool tunnel_pending(struct tunnel *t, const char *run_id);
 /* Asks the control plane to sign instance inst's token (public key pk, expiring at
- * exp at the latest); the answer comes to on_identity. -ENOTCONN without a stream (the
- * request is not kept: a start cannot wait for a reconnect). */
+ * exp at the latest); the answer comes to on_identity. -ENOENT when the control plane
+ * did not say at Register that it signs them (the node signs); -ENOTCONN without a
+ * stream (the request is not kept: a start cannot wait for a reconnect). */
 int tunnel_identity_request(struct tunnel *t, const char *run_id, int64_t epoch, const char *inst,
 			    const uint8_t pk[32], int64_t exp);
 

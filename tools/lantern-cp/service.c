@@ -127,6 +127,7 @@ static int do_register(struct cp *cp, Lantern__V1__DpRegisterRequest *rq, struct
 	rs.heartbeat_interval_seconds = cp->o.heartbeat_s;
 	rs.metrics_interval_seconds = cp->o.metrics_s;
 	rs.expires_at_unix = exp;
+	rs.signs_identity = true;
 	PACK(dp_register_response, &rs, resp);
 	free(jwt);
 	log_info("plane %s (%s, tenant %s): registered, classes [%s], max runs %d, region %s, node key "

@@ -67,6 +67,7 @@ struct tunnel {
 	bool register_busy, hb_busy, metrics_busy, refresh_busy;
 	bool draining;
 	bool hb_failing;
+	atomic_bool signs_identity;   /* the control plane said so at Register */
 	uint64_t cpu_prev_total, cpu_prev_idle;
 	int64_t stream_opened;
 
@@ -145,10 +146,11 @@ void tunnel_set_load(struct tunnel *t, int active_runs, int queue_depth)
 
 static void session_save(struct tunnel *t)
 {
-	json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:i, s:i}", "target", t->target,
+	json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:i, s:i, s:b}", "target", t->target,
 			      "tenant", t->tenant, "plane_id", t->plane_id, "session_token", t->token,
 			      "expires_at", (json_int_t)t->token_exp, "obtained_at",
-			      (json_int_t)t->token_got, "heartbeat_s", t->hb_s, "metrics_s", t->metrics_s);
+			      (json_int_t)t->token_got, "heartbeat_s", t->hb_s, "metrics_s", t->metrics_s,
+			      "signs_identity", atomic_load(&t->signs_identity));
 	char *s = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
 
 	json_decref(j);
@@ -190,6 +192,7 @@ static void session_load(struct tunnel *t)
 		t->token_got = json_integer_value(json_object_get(j, "obtained_at"));
 		t->hb_s = (int)json_integer_value(json_object_get(j, "heartbeat_s"));
 		t->metrics_s = (int)json_integer_value(json_object_get(j, "metrics_s"));
+		atomic_store(&t->signs_identity, json_is_true(json_object_get(j, "signs_identity")));
 		if (t->hb_s <= 0)
 			t->hb_s = 30;
 		if (t->metrics_s <= 0)
@@ -412,6 +415,8 @@ int tunnel_identity_request(struct tunnel *t, const char *run_id, int64_t epoch,
 	size_t len;
 	int err = -ENOTCONN;
 
+	if (!atomic_load(&t->signs_identity))
+		return -ENOENT;
 	rq.run_id = (char *)run_id;
 	rq.instance_id = (char *)inst;
 	rq.public_key.data = (uint8_t *)pk;
@@ -625,6 +630,7 @@ static void on_register(void *arg, int status, const char *details, const uint8_
 	t->token_exp = r->expires_at_unix ? r->expires_at_unix : t->token_got + 3600;
 	t->hb_s = r->heartbeat_interval_seconds > 0 ? r->heartbeat_interval_seconds : 30;
 	t->metrics_s = r->metrics_interval_seconds > 0 ? r->metrics_interval_seconds : 60;
+	atomic_store(&t->signs_identity, r->signs_identity);
 	lantern__v1__dp_register_response__free_unpacked(r, NULL);
 	session_save(t);
 	t->next_hb = t->next_stream = mono_ms();
