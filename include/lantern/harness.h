@@ -71,8 +71,21 @@ struct harness_ops {
  * running as another user than root can. */
 int harness_listen(struct loop *l, const char *path, const struct harness_ops *ops, void *arg,
 		   struct harness_server **out, struct lerr *e);
+/* The two halves of harness_listen, for privilege separation (lanternd binds, the
+ * unprivileged lantern-wire serves): a listening socket at path, and serving one
+ * (the fd is taken, also on failure). */
+int harness_bind(const char *path, struct lerr *e);
+int harness_serve(struct loop *l, int fd, const struct harness_ops *ops, void *arg,
+		  struct harness_server **out, struct lerr *e);
 /* Sends status with a JSON body (len bytes, copied). */
 void harness_reply(struct harness_conn *c, int status, const char *json, size_t len);
+/* The same, then closes the connection (a refused caller). */
+void harness_reply_close(struct harness_conn *c, int status, const char *json, size_t len);
+/* A connection's id (unique in the process, never reused) and its caller's pid. */
+uint64_t harness_conn_id(const struct harness_conn *c);
+pid_t harness_conn_pid(const struct harness_conn *c);
+/* The live connection with that id, or NULL (it went away). */
+struct harness_conn *harness_conn_find(struct harness_server *s, uint64_t id);
 /* Closes the listener and every connection (without calling closed). The socket file
  * stays, so a workload reconnecting finds the path a restarted lanternd binds again. */
 void harness_server_close(struct harness_server *s);

@@ -11,10 +11,11 @@
 
 #include "cli.h"
 
+/* To the harness socket: a lanternd that went away is an error to retry, not SIGPIPE. */
 static int send_all(int fd, const char *p, size_t n)
 {
 	while (n) {
-		ssize_t w = write(fd, p, n);
+		ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
 		if (w < 0 && errno == EINTR)
 			continue;
 		if (w <= 0)
