@@ -19,7 +19,7 @@
 #include "testlib.h"
 #include "lantern/util.h"
 
-#define NPOINTS 8
+#define NPOINTS 9
 
 static struct tl_env T;
 
@@ -215,6 +215,40 @@ static void test_floods(void)
 	free(err);
 }
 
+/* 40 steps with 8 MB results (a compressible 320 MB): lanternd keeps offsets, not
+ * results, so neither the run nor its replay after a restart holds them. */
+static void test_big_results(void)
+{
+	char *out = NULL, id[64] = "";
+	long base = rss_kb(T.daemon), during = 0, after = 0;
+	bool replayed = false;
+
+	tl_sh(NULL, NULL, "%s/lantern --socket %s run %s >%s/big.out 2>&1 &", T.build, T.sock,
+	      flood_spec("bigsteps", "$F bigsteps 40 8000000 120"), T.dir);
+	tl_running_run(&T, "bigsteps", id, sizeof(id), 10000);
+	for (uint64_t end = tl_ms() + 120000; tl_ms() < end && !tl_has(out, "completed"); usleep(200000)) {
+		free(out);
+		out = NULL;
+		tl_sh(&out, NULL, "cat %s/big.out", T.dir);
+	}
+	during = rss_kb(T.daemon);
+	/* lanternd dies and comes back: the run is adopted and its journal replayed */
+	tl_daemon_stop(&T, SIGKILL);
+	if (tl_daemon_start(&T, NULL) == 0) {
+		for (uint64_t end = tl_ms() + 20000; tl_ms() < end && !replayed; usleep(100000))
+			replayed = tl_log_contains(&T, "journal replayed: 81 records");
+		after = rss_kb(T.daemon);
+	}
+	tap_ok(tl_has(out, "completed 40 of 40") && replayed && during - base < 64 * 1024 &&
+		       after - base < 64 * 1024,
+	       "40 steps with 8 MB results: lanternd holds %ld KiB more than at start while the run "
+	       "lives and %ld KiB after a restart replayed its journal (each < 64 MiB; results are read "
+	       "back from the journal when asked for) (%s)",
+	       during - base, after - base, tl_oneline(out));
+	tl_lantern(&T, NULL, NULL, "kill %s", id);
+	free(out);
+}
+
 static void test_wire_dies(void)
 {
 	char *out = NULL, *err = NULL, id[64] = "", script[512];
@@ -296,6 +330,7 @@ int main(void)
 	test_shape();
 	tap_ok(tl_log_contains(&T, "lantern-wire running as pid"), "lanternd says lantern-wire runs, as whom and where");
 	test_floods();
+	test_big_results();
 	test_wire_dies();
 	test_no_privsep();
 	tl_env_cleanup(&T);

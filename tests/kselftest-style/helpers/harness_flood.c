@@ -9,6 +9,8 @@
  *                              seconds prints "answered A refused R of N"
  *   harness_flood garbage      malformed requests, one connection each; prints the
  *                              status lines it got back, one per line
+ *   harness_flood bigsteps N B S  N steps, each completed with a result of B bytes,
+ *                              then S seconds asleep; prints "completed C of N"
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -178,6 +180,55 @@ static int garbage(void)
 	return 0;
 }
 
+/* One request on its own connection; the status, or -1. */
+static int call(const char *path, const char *body, size_t blen)
+{
+	char head[256], buf[4096];
+	int fd = dial(), status = -1;
+	int hl = snprintf(head, sizeof(head),
+			  "POST %s HTTP/1.1\r\nHost: h\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
+			  path, blen);
+	size_t off = 0;
+	ssize_t n;
+
+	if (send(fd, head, (size_t)hl, MSG_NOSIGNAL) != hl)
+		goto out;
+	while (off < blen && (n = send(fd, body + off, blen - off, MSG_NOSIGNAL)) > 0)
+		off += (size_t)n;
+	if ((n = read(fd, buf, sizeof(buf) - 1)) > 0) {
+		buf[n] = '\0';
+		sscanf(buf, "HTTP/1.1 %d", &status);
+	}
+out:
+	close(fd);
+	return status;
+}
+
+static int bigsteps(int n, size_t bytes, int secs)
+{
+	char *body = malloc(bytes + 128), begin[128];
+	int done = 0;
+
+	for (int i = 0; i < n; i++) {
+		int bl = snprintf(begin, sizeof(begin), "{\"step_id\":\"b%d\",\"kind\":\"tool\"}", i);
+		size_t off;
+
+		if (call("/v1/steps/begin", begin, (size_t)bl) != 200)
+			break;
+		off = (size_t)sprintf(body, "{\"step_id\":\"b%d\",\"result\":\"", i);
+		memset(body + off, 'a', bytes);
+		off += bytes;
+		off += (size_t)sprintf(body + off, "\"}");
+		if (call("/v1/steps/complete", body, off) != 200)
+			break;
+		done++;
+	}
+	printf("completed %d of %d\n", done, n);
+	fflush(stdout);
+	sleep((unsigned)secs);
+	return done == n ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc >= 3 && !strcmp(argv[1], "pipeline"))
@@ -188,6 +239,8 @@ int main(int argc, char **argv)
 		return conns(atoi(argv[2]), atoi(argv[3]));
 	if (argc >= 2 && !strcmp(argv[1], "garbage"))
 		return garbage();
-	fprintf(stderr, "usage: harness_flood pipeline N | noread N S | conns N S | garbage\n");
+	if (argc >= 5 && !strcmp(argv[1], "bigsteps"))
+		return bigsteps(atoi(argv[2]), (size_t)atol(argv[3]), atoi(argv[4]));
+	fprintf(stderr, "usage: harness_flood pipeline N | noread N S | conns N S | garbage | bigsteps N B S\n");
 	return 2;
 }
