@@ -49,6 +49,10 @@ int egress_update(struct egress *eg, struct run *r, const char *file, const char
  * counters and recent events. A new reference. */
 json_t *egress_audit_json(struct egress *eg, struct run *r);
 
+/* The digest of the run's compiled policy (policy_digest), as it is in force now
+ * (after any `egress update`); -ENOENT if the run has none. */
+int egress_policy_digest(const struct egress *eg, const struct run *r, uint8_t out[32]);
+
 /* Denied and audited attempts since start (Prometheus). */
 struct metrics_out;
 void egress_metrics(void *eg, struct metrics_out *o);

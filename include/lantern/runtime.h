@@ -72,6 +72,11 @@ size_t runtimes_classes(const struct runtimes *rs, const char **out, size_t max)
 /* Calls reclaim of every runtime. */
 void runtimes_reclaim(const struct runtimes *rs, struct runs *t);
 
+/* Fields of s the runtimes here cannot honour (limits.gpu: no device plugin path;
+ * restore_snapshot_id: no snapshot store): a refusal naming the field, never a run
+ * that ignores it. 0 when there is none. */
+int runtime_refuse_unhonoured(const struct spec *s, struct lerr *e);
+
 /* The run's runtime (set at admission or when its record is loaded). */
 const struct runtime_ops *run_runtime(const struct run *r);
 

@@ -167,7 +167,7 @@ static void test_limits(void)
 	rc = tl_run(&T, spec("oomchild", "trusted", NULL, "  limits:\n    memory: 32Mi\n",
 			     "sh -c 'x=aaaaaaaaaaaaaaaa; while true; do x=$x$x; done'; echo main-survived"), &out, NULL);
 	tl_newest_run(&T, id, sizeof(id), inst, sizeof(inst));
-	tl_lantern(&T, &err, NULL, "ps --json | grep -A12 '\"id\": \"%s\"' | grep -E '\"(oom_kills|status)\"'", id);
+	tl_lantern(&T, &err, NULL, "ps --json | grep -A24 '\"id\": \"%s\"' | grep -E '\"(oom_kills|status)\"'", id);
 	tap_ok(rc == 0 && tl_has(out, "main-survived") && tl_has(err, "\"status\": \"succeeded\"") &&
 	       err && strstr(err, "\"oom_kills\": ") && atoi(strstr(err, "\"oom_kills\": ") + 13) >= 1,
 	       "a child OOM-killed, the main process exits 0: succeeded, oom_kills in lantern ps --json: %s",

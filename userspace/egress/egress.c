@@ -508,6 +508,16 @@ static int on_resumed(void *arg, struct run *r, struct lerr *e)
 	return 0;
 }
 
+int egress_policy_digest(const struct egress *eg, const struct run *r, uint8_t out[32])
+{
+	struct egress_run *er = egress_run_of(eg, r);
+
+	if (!er || !er->policy)
+		return -ENOENT;
+	policy_digest(er->policy, out);
+	return 0;
+}
+
 static const struct run_hooks egress_hooks = {
 	.name = "egress",
 	.admitted = on_admitted,

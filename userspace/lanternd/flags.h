@@ -51,6 +51,12 @@ struct lanternd_config {
 	const char *kube_tenant_config;
 	const char *kube_node_ip;
 	uint64_t kube_start_timeout_s;
+	const char *region;
+	const char *identity_dir;
+	uint64_t sign_timeout_ms;
+	uint64_t token_ttl_s;
+	const char *secrets_dir;
+	uint64_t secret_ttl_s;
 	bool no_privsep;                 /* parse workloads' bytes in lanternd itself (debugging) */
 	const char *wire_user;           /* lantern-wire runs as this user */
 	uint64_t image_layer_max;        /* bytes one image layer may unpack to */

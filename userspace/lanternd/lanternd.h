@@ -10,6 +10,7 @@
 #include "lantern/durable.h"
 #include "lantern/edge.h"
 #include "lantern/egress.h"
+#include "lantern/identity.h"
 #include "lantern/logs.h"
 #include "lantern/loop.h"
 #include "lantern/meter.h"
@@ -31,6 +32,7 @@ struct daemon {
 	struct egress *egress;
 	struct telemetry *telemetry;
 	struct meter *meter;
+	struct identity *identity;
 	struct durable *durable;
 	struct logs *logs;
 	struct cplane *cplane;
@@ -45,9 +47,9 @@ int ops_register(struct daemon *d, struct lerr *e);
 /* Runs by status (Prometheus). */
 void ops_metrics(void *d, struct metrics_out *o);
 /* GET /healthz: answered at all means the event loop turns. */
-unsigned ops_healthz(void *d, char **body);
+unsigned ops_healthz(void *d, char **body, const char **type);
 /* GET /readyz: programs pinned, the socket serving, the runtime reachable, the
  * control plane answering (when one is configured), not draining; 503 says which not. */
-unsigned ops_readyz(void *d, char **body);
+unsigned ops_readyz(void *d, char **body, const char **type);
 
 #endif

@@ -4,8 +4,10 @@
  * endpoint), reconciles what a previous lanternd left, and runs the one event loop.
  * Subscribers are registered in the order the run module calls them at each step of a
  * run (run.h): egress first (policy before anything runs), the meter before the
- * journal (which hands it the token tally), the journal before telemetry, logs and
- * the control plane (the end is journaled before anyone is told).
+ * journal (which hands it the token tally), identity before the journal (a run refused
+ * for a secret it cannot have leaves no journal; its key is in place before the
+ * harness socket opens), the journal before telemetry, logs and the control plane
+ * (the end is journaled, and the receipt sealed, before anyone is told).
  *
  * A clean stop (SIGTERM, SIGINT) drains: no new runs, the control plane is told the
  * node is draining (bounded wait), then lanternd exits leaving running instances
@@ -189,9 +191,14 @@ static int open_modules(struct daemon *d, const char *shim, const char *cli, str
 	};
 	struct runs_opts ro = {
 		.loop = d->loop, .state_dir = c->state_dir, .cg = &d->cg, .tenant = c->tenant,
-		.pids_max = c->pids_max, .grace_ms = (uint32_t)c->grace_ms,
+		.pids_max = c->pids_max, .grace_ms = (uint32_t)c->grace_ms, .region = c->region,
 	};
 	struct meter_opts mo = { .prices_file = c->prices_file };
+	struct identity_opts io = {
+		.state_dir = c->state_dir, .tmpfs_root = c->identity_dir, .secrets_dir = c->secrets_dir,
+		.tenant = c->tenant, .region = c->region, .secret_ttl_s = (uint32_t)c->secret_ttl_s,
+		.token_ttl_s = (uint32_t)c->token_ttl_s, .sign_timeout_ms = (uint32_t)c->sign_timeout_ms,
+	};
 	int err;
 
 	if ((err = open_edge(d, e)) < 0)
@@ -210,8 +217,12 @@ static int open_modules(struct daemon *d, const char *shim, const char *cli, str
 	if ((err = telemetry_open(d->loop, &to, &d->telemetry, e)) < 0)
 		return err;
 	mo.tm = telemetry_bpf(d->telemetry);
+	io.egress = d->egress;
 	if ((err = meter_open(d->loop, &mo, &d->meter, e)) < 0 ||
-	    (err = durable_open(d->loop, &dop, d->meter, &d->durable, e)) < 0 ||
+	    (err = identity_open(d->loop, &io, &d->identity, e)) < 0)
+		return err;
+	dop.identity = d->identity;
+	if ((err = durable_open(d->loop, &dop, d->meter, &d->durable, e)) < 0 ||
 	    (err = logs_open(d->loop, &d->logs, e)) < 0 ||
 	    (err = open_runtimes(d, shim, e)) < 0)
 		return err;
@@ -223,6 +234,7 @@ static int open_modules(struct daemon *d, const char *shim, const char *cli, str
 	if ((err = runs_open(&ro, &d->runs, e)) < 0 ||
 	    (err = egress_subscribe(d->egress, d->runs, e)) < 0 ||
 	    (err = meter_subscribe(d->meter, d->runs, e)) < 0 ||
+	    (err = identity_subscribe(d->identity, d->runs, e)) < 0 ||
 	    (err = durable_subscribe(d->durable, d->runs, e)) < 0 ||
 	    (err = telemetry_subscribe(d->telemetry, d->runs, d->meter, e)) < 0 ||
 	    (err = logs_subscribe(d->logs, d->runs, e)) < 0)
@@ -233,10 +245,11 @@ static int open_modules(struct daemon *d, const char *shim, const char *cli, str
 			.bootstrap_token_file = c->bootstrap_token_file,
 			.tls = { .insecure = c->cp_insecure, .ca_file = c->cp_ca },
 			.state_dir = c->state_dir, .max_runs = (int)c->max_runs,
-			.backoff_max_ms = (int)c->reconnect_max_s * 1000,
+			.backoff_max_ms = (int)c->reconnect_max_s * 1000, .region = c->region,
 		};
 
-		if ((err = cplane_open(d->loop, &co, d->runs, d->runtimes, d->meter, &d->cplane, e)) < 0)
+		if ((err = cplane_open(d->loop, &co, d->runs, d->runtimes, d->meter, d->identity,
+				       &d->cplane, e)) < 0)
 			return err;
 	}
 	if (c->metrics_addr) {
@@ -248,6 +261,8 @@ static int open_modules(struct daemon *d, const char *shim, const char *cli, str
 		metrics_register(d->metrics, meter_metrics, d->meter);
 		metrics_route(d->metrics, "/healthz", ops_healthz, d);
 		metrics_route(d->metrics, "/readyz", ops_readyz, d);
+		if ((err = identity_serve_wellknown(d->identity, d->metrics)) < 0)
+			return lerr_set(e, -err, "metrics: cannot serve identity's documents");
 	}
 	return 0;
 }
@@ -261,6 +276,7 @@ static void close_modules(struct daemon *d)
 	runs_close(d->runs);
 	logs_close(d->logs);
 	durable_close(d->durable);
+	identity_close(d->identity);
 	meter_close(d->meter);
 	telemetry_close(d->telemetry);
 	egress_close(d->egress);

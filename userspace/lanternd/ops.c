@@ -1,9 +1,9 @@
 /* ops.c: the operations of lanternd's local API (what the lantern CLI asks), each
  * answered by the module that owns it: runs (run, ps, kill), logs (follow, logs),
- * egress (audit_egress, egress_update), durable (journal), telemetry (trace, cost) and
- * the OCI runtime (node, image_*). An op naming a run_id gets the run looked up first.
- * Also the probes on the metrics address (/healthz, /readyz), which ask the same
- * modules. */
+ * egress (audit_egress, egress_update), durable (journal), telemetry (trace, cost),
+ * identity (identity, identity_jwks, receipt) and the OCI runtime (node, image_*). An
+ * op naming a run_id gets the run looked up first. Also the probes on the metrics
+ * address (/healthz, /readyz), which ask the same modules. */
 #include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
@@ -177,6 +177,41 @@ static void op_cost(void *arg, struct api_client *c, json_t *req)
 		reply(c, telemetry_cost_json(d->telemetry, r));
 }
 
+static void op_identity(void *arg, struct api_client *c, json_t *req)
+{
+	struct daemon *d = arg;
+	struct run *r = req_run(d, c, req, "identity");
+
+	if (r)
+		reply(c, identity_run_json(d->identity, r));
+}
+
+static void op_identity_jwks(void *arg, struct api_client *c, json_t *req)
+{
+	struct daemon *d = arg;
+
+	reply(c, json_pack("{s:s, s:o}", "type", "jwks", "jwks", identity_jwks(d->identity)));
+}
+
+static void op_receipt(void *arg, struct api_client *c, json_t *req)
+{
+	struct daemon *d = arg;
+	struct run *r = req_run(d, c, req, "receipt");
+	char *jws, m[160];
+
+	if (!r)
+		return;
+	if (!(jws = identity_receipt(r))) {
+		snprintf(m, sizeof(m), "run %s has no receipt%s", run_id(r),
+			 run_status_final(run_status(r)) ? "" : " yet: it is signed when the run ends");
+		api_send_error(c, m);
+		api_finish(c);
+		return;
+	}
+	reply(c, json_pack("{s:s, s:s, s:s}", "type", "receipt", "run_id", run_id(r), "receipt", jws));
+	free(jws);
+}
+
 /* A request the OCI runtime may answer later (an image import runs on a worker): the
  * client can go before the answer comes, or the answer come before the client goes.
  * Whichever happens second frees it. */
@@ -236,6 +271,8 @@ int ops_register(struct daemon *d, struct lerr *e)
 		{ "egress_update", op_egress_update }, { "journal", op_journal },
 		{ "follow", op_follow },     { "logs", op_logs },
 		{ "trace", op_trace },       { "cost", op_cost },
+		{ "identity", op_identity }, { "identity_jwks", op_identity_jwks },
+		{ "receipt", op_receipt },
 		{ "node", op_oci },          { "image_import", op_oci },
 		{ "image_ls", op_oci },      { "image_rm", op_oci },
 	};
@@ -259,7 +296,7 @@ void ops_metrics(void *arg, struct metrics_out *o)
 	}
 }
 
-unsigned ops_healthz(void *arg, char **body)
+unsigned ops_healthz(void *arg, char **body, const char **type)
 {
 	*body = strdup("ok\n");
 	return 200;
@@ -285,7 +322,7 @@ struct check {
 	char why[320];
 };
 
-unsigned ops_readyz(void *arg, char **body)
+unsigned ops_readyz(void *arg, char **body, const char **type)
 {
 	struct daemon *d = arg;
 	struct check c[5] = { { "programs" }, { "socket" }, { "runtime" }, { "control-plane" }, { "draining" } };

@@ -1,8 +1,9 @@
-/* metrics.c: the Prometheus text endpoint (see metrics.h): GET /metrics on
- * --metrics-addr, served by libmicrohttpd inside the event loop, its text written by
- * the collectors the modules registered, and the other GET paths registered beside it. Label values are escaped as the text format
- * requires (backslash, double quote, newline), so a tenant or status name can never
- * break a line. */
+/* metrics.c: the HTTP endpoint of --metrics-addr (see metrics.h): GET /metrics, the
+ * Prometheus text the collectors the modules registered write, and the few other GET
+ * pages modules registered (the probes /healthz and /readyz, identity's well-known documents), served by libmicrohttpd
+ * inside the event loop. Label values are escaped as the text format requires
+ * (backslash, double quote, newline), so a tenant or status name can never break a
+ * line. */
 #include <errno.h>
 #include <inttypes.h>
 #include <microhttpd.h>
@@ -16,7 +17,7 @@
 
 #define METRICS_POLL_MS 500 /* connection timeouts: libmicrohttpd's own bookkeeping */
 #define METRICS_MAX_COLLECTORS 16
-#define METRICS_MAX_ROUTES 4
+#define METRICS_MAX_ROUTES 8
 
 struct collector {
 	metrics_collect_fn fn;
@@ -24,7 +25,7 @@ struct collector {
 };
 
 struct route {
-	char path[32];
+	char path[48];
 	metrics_route_fn fn;
 	void *arg;
 };
@@ -135,6 +136,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 				  size_t *upload_size, void **state)
 {
 	struct metrics *m = cls;
+	const char *type;
 	char *text;
 
 	for (int i = 0; !strcmp(method, "GET") && i < m->nroutes; i++) {
@@ -142,9 +144,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 			unsigned status;
 
 			text = NULL;
-			status = m->routes[i].fn(m->routes[i].arg, &text);
+			type = "text/plain; charset=utf-8";
+			status = m->routes[i].fn(m->routes[i].arg, &text, &type);
 			return respond(conn, status, text ? text : "", text ? MHD_RESPMEM_MUST_FREE :
-				       MHD_RESPMEM_PERSISTENT, "text/plain; charset=utf-8");
+				       MHD_RESPMEM_PERSISTENT, type);
 		}
 	}
 	if (strcmp(method, "GET") || strcmp(url, "/metrics"))

@@ -358,6 +358,15 @@ int runs_submit(struct runs *t, const char *file, const char *yaml, size_t len, 
 
 	if (spec_parse(file, yaml, len, &s, &errs) < 0)
 		return spec_errors_to_lerr(&errs, e);
+	if (!spec_region_ok(s, t->o.region)) {
+		err = lerr_set(e, EPERM, "spawn: refused: spec.preferred_regions: this node's region is %s%s%s, "
+			       "not one of them; metadata.labels[\"" SPEC_REGION_FALLBACK_LABEL "\"]: allow "
+			       "lets it run elsewhere", t->o.region && *t->o.region ? "\"" : "",
+			       t->o.region && *t->o.region ? t->o.region : "unknown (lanternd --region)",
+			       t->o.region && *t->o.region ? "\"" : "");
+		spec_free(s);
+		return err;
+	}
 	if ((err = runtimes_admit(t->o.runtimes, s, &ops, &rt, e)) < 0) {
 		spec_free(s);
 		return err;

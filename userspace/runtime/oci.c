@@ -113,6 +113,8 @@ static int oci_admit(void *arg, const struct spec *s, struct lerr *e)
 	if (s->isolation == SPEC_ISO_UNTRUSTED && s->network == SPEC_NET_OPEN)
 		return lerr_set(e, EPERM, "spawn: refused: isolation \"untrusted\" allows network none or "
 				"allowlist_domain only, not \"open\"");
+	if (runtime_refuse_unhonoured(s, e) < 0)
+		return -EPERM;
 	return 0;
 }
 
