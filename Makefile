@@ -5,6 +5,8 @@
 #   make check    deps + build + every test (tests/kselftest-style)
 #   make demo     deps + build + a short demonstration
 #   make bench    deps + build + benchmarks (bench/)
+#   make image    the DaemonSet's OCI image (build/image), its digest pinned in
+#                 deploy/daemonset/kustomization.yaml
 
 BUILD    := build
 CC       ?= gcc
@@ -96,6 +98,9 @@ SHIM_MODS:= $(BUILD)/obj/userspace/cgroup/cgroup.o $(BUILD)/obj/userspace/util/u
 # for every runtime command of every container (no loader work: ~1.5 ms less per exec)
 OCI_SRCS := $(wildcard tools/lantern-oci/*.c)
 OCI_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(OCI_SRCS))
+# lantern-install, the DaemonSet's init container: libc only
+INSTALL_SRCS := $(wildcard tools/lantern-install/*.c)
+INSTALL_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(INSTALL_SRCS))
 
 TEST_SRCS := $(wildcard tests/kselftest-style/*_test.c)
 TEST_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(TEST_SRCS))
@@ -115,8 +120,9 @@ BENCH_OBJS  := $(foreach b,$(BENCH_NAMES),$(call bench_objs,$(b)))
 # bench/journal's peer is SQLite (libsqlite3-dev)
 BENCH_LDLIBS_journal := -lsqlite3
 
-.PHONY: all deps host check test demo bench clean
-all: $(BUILD)/lanternd $(BUILD)/lantern $(BUILD)/lantern-shim $(BUILD)/lantern-wire $(BUILD)/lantern-oci $(BUILD)/lantern-cp $(TEST_BINS) $(TEST_HELPERS) $(BENCH_BINS)
+.PHONY: all deps host check test demo bench image clean
+all: $(BUILD)/lanternd $(BUILD)/lantern $(BUILD)/lantern-shim $(BUILD)/lantern-wire $(BUILD)/lantern-oci $(BUILD)/lantern-cp \
+     $(BUILD)/lantern-install $(TEST_BINS) $(TEST_HELPERS) $(BENCH_BINS)
 
 deps: $(BUILD)/.deps-stamp host
 
@@ -214,6 +220,16 @@ $(BUILD)/lantern-shim: $(SHIM_OBJS) $(SHIM_MODS)
 $(BUILD)/lantern-oci: $(OCI_OBJS) $(SHIM_MODS)
 	$(CC) $(CFLAGS) $(LDFLAGS) -static -o $@ $^ -ljansson
 
+$(BUILD)/lantern-install: $(INSTALL_OBJS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^
+
+# The DaemonSet's image holds these, the BPF objects, runc, runsc, the CNI plugins and
+# exactly the shared libraries they load (scripts/mkimage-lanternd.sh).
+IMAGE_BINS := $(BUILD)/lanternd $(BUILD)/lantern $(BUILD)/lantern-shim $(BUILD)/lantern-wire $(BUILD)/lantern-install \
+              $(BUILD)/lantern-oci
+image: $(IMAGE_BINS) $(BPF_OBJS)
+	bash scripts/mkimage-lanternd.sh $(BUILD) $(BUILD)/image deploy/daemonset/kustomization.yaml
+
 $(TEST_BINS): $(BUILD)/tests/%: $(BUILD)/obj/tests/kselftest-style/%.o $(TEST_LIB) $(LIB)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(TEST_LDLIBS)
@@ -246,4 +262,5 @@ clean:
 	rm -rf $(BUILD)
 
 -include $(patsubst %.o,%.d,$(BPF_OBJS) $(LIB_OBJS) $(PROTO_OBJS) $(OTLP_OBJS) $(CRI_OBJS) $(D_OBJS) \
-	$(CLI_OBJS) $(CP_OBJS) $(WIRE_OBJS) $(SHIM_OBJS) $(OCI_OBJS) $(TEST_OBJS) $(TEST_LIB) $(HELPER_OBJS) $(BENCH_OBJS))
+	$(CLI_OBJS) $(CP_OBJS) $(WIRE_OBJS) $(SHIM_OBJS) $(OCI_OBJS) $(INSTALL_OBJS) $(TEST_OBJS) $(TEST_LIB) \
+	$(HELPER_OBJS) $(BENCH_OBJS))

@@ -125,6 +125,7 @@ struct runs_opts {
 	const char *tenant;              /* the tenant of runs submitted here (standalone) */
 	uint64_t pids_max;               /* pids cap per instance */
 	uint32_t grace_ms;               /* SIGTERM to SIGKILL on timeout and kill */
+	const char *region;              /* this node's region (spec.preferred_regions), or NULL */
 };
 
 int runs_open(const struct runs_opts *o, struct runs **out, struct lerr *e);
@@ -264,7 +265,8 @@ struct run_env_mount {
 };
 
 void run_env_set(struct run_env *env, const char *name, const char *value);
-/* name = DIR/file, DIR being host_dir on the host or sandbox_dir in a sandbox. */
+/* name = DIR/file, DIR being host_dir on the host or sandbox_dir in a sandbox (DIR
+ * itself when file is ""). */
 void run_env_set_path(struct run_env *env, const char *name, const char *host_dir,
 		      const char *sandbox_dir, const char *file, bool read_only);
 /* Only for runtimes that share the host's files (a host path, such as the CLI). */

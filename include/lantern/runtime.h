@@ -1,7 +1,6 @@
 /* runtime.h: the runtimes a run can start on, behind one interface. Each runtime is a
- * file of userspace/runtime/: the process runtime (a host process, development only)
- * and the OCI handlers (runc, runsc, kata) today; a CRI or Kubernetes runtime is one
- * more file implementing the same operations.
+ * file of userspace/runtime/: the process runtime (a host process, development only),
+ * the OCI handlers (runc, runsc, kata) and Pods through the Kubernetes API server.
  *
  * Admission asks the runtimes in registration order: a runtime answers -ENOENT for a
  * spec that is not its own (another runtime decides), 0 when it will run it, or a
@@ -10,9 +9,10 @@
  *
  * A run's runtime, in order: prepare (before the instance exists: the image verified,
  * the network made), start (the instance is ready: start the workload with the
- * environment; call run_exited once when it ends), teardown (after run_exited: remove
- * the runtime's parts; may finish on a worker thread, then call done on the loop),
- * adopt (after a restart), free. */
+ * environment; call run_exited once when it ends), stop (run_end decided the run
+ * ends), teardown (after run_exited: remove the runtime's parts; may finish on a
+ * worker thread or after an API call, then call done on the loop), adopt (after a
+ * restart), free. */
 #ifndef LANTERN_RUNTIME_H
 #define LANTERN_RUNTIME_H
 
@@ -37,6 +37,11 @@ struct runtime_ops {
 	int (*admit)(void *rt, const struct spec *s, struct lerr *e);
 	int (*prepare)(void *rt, struct run *r, struct lerr *e);
 	int (*start)(void *rt, struct run *r, struct run_env *env, struct lerr *e);
+	/* run_end decided the run ends and signalled the instance. A runtime whose
+	 * workload those signals may not reach (a pod: the kubelet owns its processes)
+	 * stops it its own way; run_exited follows, never from within stop. NULL: the
+	 * signals are enough. */
+	void (*stop)(void *rt, struct run *r);
 	/* Calls done(r) on the loop when finished (at once when nothing is left). */
 	void (*teardown)(void *rt, struct run *r, void (*done)(struct run *r));
 	enum runtime_found (*adopt)(void *rt, struct run *r, struct run_exit *x);
@@ -73,6 +78,11 @@ size_t runtimes_classes(const struct runtimes *rs, const char **out, size_t max)
 /* Calls reclaim of every runtime. */
 void runtimes_reclaim(const struct runtimes *rs, struct runs *t);
 
+/* Fields of s the runtimes here cannot honour (limits.gpu: no device plugin path;
+ * restore_snapshot_id: no snapshot store): a refusal naming the field, never a run
+ * that ignores it. 0 when there is none. */
+int runtime_refuse_unhonoured(const struct spec *s, struct lerr *e);
+
 /* The run's runtime (set at admission or when its record is loaded). */
 const struct runtime_ops *run_runtime(const struct run *r);
 
@@ -103,8 +113,8 @@ struct runtime_oci_opts {
 	const char *net_subnet;           /* its range (10.213.0.0/24) */
 	bool net_default_route;           /* route everything via the bridge (NAT) */
 	bool process_runtime;             /* told in `lantern node` */
-	bool spawns_elsewhere;            /* another runtime (CRI) starts image spawns; this
-					   * one keeps the class map, images and node ops */
+	bool handlers_only;               /* the handlers run another runtime's containers
+					   * (pods, through lantern-oci): no spawn of its own */
 	uint64_t image_layer_max;         /* image bounds (image.h struct image_limits) */
 	uint64_t image_max;
 	uint64_t image_entries;
@@ -128,6 +138,35 @@ int runtime_oci_bind_answer(const struct runtime_oci *o, const struct spec *s, j
  * in use. */
 int runtime_oci_api(struct runtime_oci *o, struct runs *t, const char *op, json_t *req,
 		    void (*answer)(void *ctx, json_t *msg), void *ctx);
+/* 0 if this node's handlers can run s (its class mapped to an advertised handler, its
+ * image and network allowed there), else the refusal: what another runtime that
+ * starts containers through the same handlers (a pod under lantern-oci) admits. */
+int runtime_oci_check(struct runtime_oci *o, const struct spec *s, struct lerr *e);
+
+/* kube.c: spawns as Pods created through the Kubernetes API server (lanternd
+ * --kubernetes): namespace lantern-t-<tenant> (made on first use, with the node's
+ * labels, ResourceQuota and LimitRange), runtimeClassName lantern-<class>, nodeName
+ * this node, lantern's annotations for lantern-oci's bind; status from a watch of
+ * this node's pods; the pod deleted at teardown and adopted after a restart. The
+ * node is labelled lantern.dev/class-<class>=true for the classes it runs. Admits
+ * what the OCI handlers of this node admit (the same handlers run the pods). */
+struct runtime_kube_opts {
+	const char *kubeconfig;           /* NULL: the in-cluster service account */
+	const char *node;                 /* this node's Node name */
+	const char *tenant_config;        /* JSON file: "labels", "resourceQuota" and
+					   * "limitRange" of tenant namespaces; NULL: none */
+	const char *node_ip;              /* IPv4 address pods reach this node at (their
+					   * DNS proxy listens there); NULL: none */
+	uint32_t grace_s;                 /* the pod's terminationGracePeriodSeconds */
+	uint32_t start_timeout_s;         /* a pod not running by then fails its run */
+	struct runtime_oci *oci;
+};
+struct runtime_kube;
+int runtime_kube_add(struct runtimes *rs, struct loop *l, const struct runtime_kube_opts *o,
+		     struct runtime_kube **out, struct lerr *e);
+/* For /readyz: the watch of this node's pods is current and the node carries its
+ * class labels; else why not. */
+bool runtime_kube_ready(struct runtime_kube *k, char *why, size_t len);
 
 /* cri.c: spawns as pod sandboxes of a containerd (or any CRI runtime) reached at
  * endpoint, under the runtime handlers lantern-<class> whose containers lantern-oci

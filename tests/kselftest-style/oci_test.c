@@ -167,7 +167,7 @@ static void test_limits(void)
 	rc = tl_run(&T, spec("oomchild", "trusted", NULL, "  limits:\n    memory: 32Mi\n",
 			     "sh -c 'x=aaaaaaaaaaaaaaaa; while true; do x=$x$x; done'; echo main-survived"), &out, NULL);
 	tl_newest_run(&T, id, sizeof(id), inst, sizeof(inst));
-	tl_lantern(&T, &err, NULL, "ps --json | grep -A12 '\"id\": \"%s\"' | grep -E '\"(oom_kills|status)\"'", id);
+	tl_lantern(&T, &err, NULL, "ps --json | grep -A24 '\"id\": \"%s\"' | grep -E '\"(oom_kills|status)\"'", id);
 	tap_ok(rc == 0 && tl_has(out, "main-survived") && tl_has(err, "\"status\": \"succeeded\"") &&
 	       err && strstr(err, "\"oom_kills\": ") && atoi(strstr(err, "\"oom_kills\": ") + 13) >= 1,
 	       "a child OOM-killed, the main process exits 0: succeeded, oom_kills in lantern ps --json: %s",
@@ -339,6 +339,37 @@ static void test_harness_after_kill(void)
 	free(ino2);
 }
 
+/* The harness socket's directory is the node's state: a sandbox sees it read-only (no
+ * file can be written there, so container root cannot fill the state filesystem) and
+ * still sees the socket, which connect() reaches through a read-only mount. */
+static void test_harness_read_only(void)
+{
+	static const char *const isos[] = { "trusted", "standard" };
+	char *out = NULL, *left = NULL, id[32], inst[32];
+	int rc;
+
+	for (size_t i = 0; i < ARRAY_SIZE(isos); i++) {
+		rc = tl_run(&T, spec(i ? "harness-ro-runsc" : "harness-ro-runc", isos[i], NULL, NULL,
+			      "touch /run/lantern/harness/x 2>&1; "
+			      "dd if=/dev/zero of=/run/lantern/harness/fill bs=1k count=64 2>&1 | head -1; "
+			      "grep ' /run/lantern/harness ' /proc/mounts | cut -d' ' -f4 | cut -d, -f1; "
+			      "test -S /run/lantern/harness/harness.sock && echo socket-there"),
+			 &out, NULL);
+		tl_newest_run(&T, id, sizeof(id), inst, sizeof(inst));
+		tl_sh(&left, NULL, "ls %s/runs/%s/harness", T.state, id);
+		tap_ok(rc == 0 && out && strstr(out, "Read-only file system") &&
+		       strstr(strstr(out, "Read-only file system") + 1, "Read-only file system") &&
+		       tl_has(out, "\nro\nsocket-there") && left &&
+		       (!*left || !strcmp(left, "harness.sock\n")),
+		       "%s (%s): /run/lantern/harness is mounted read-only: nothing can be written "
+		       "there, the socket is still there (%s; left on the node: %s)", isos[i],
+		       i ? "runsc" : "runc", tl_oneline(out), tl_oneline(left));
+		free(out);
+		free(left);
+		left = NULL;
+	}
+}
+
 static void test_no_leftovers(void)
 {
 	char *before = NULL, *after = NULL, *out = NULL, cmd[2048];
@@ -460,9 +491,9 @@ int main(void)
 {
 	const char *missing = tl_env_missing();
 
-	tap_plan(41);
+	tap_plan(43);
 	if (missing || access("/usr/sbin/runc", X_OK) || access("/usr/bin/runsc", X_OK)) {
-		for (int i = 0; i < 41; i++)
+		for (int i = 0; i < 43; i++)
 			tap_skip(missing ? missing : "runc and runsc are not installed (make deps)", "oci point %d", i + 1);
 		return tap_failures ? 1 : 0;
 	}
@@ -478,6 +509,7 @@ int main(void)
 	test_egress();
 	test_logs();
 	test_harness_after_kill();
+	test_harness_read_only();
 	test_no_leftovers();
 	test_reset_after_kill();
 	return tap_failures ? 1 : 0;

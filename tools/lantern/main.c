@@ -29,6 +29,13 @@ static const struct {
 	  "                                    a run's output with timestamps; -f follows, resuming after reconnects" },
 	{ "trace", cmd_trace, "trace RUN [--json]                the run's spans as a tree with durations" },
 	{ "cost", cmd_cost, "cost RUN [--json]                 what the run cost, by component" },
+	{ "identity", cmd_identity, "identity RUN [--json]             an instance's identity token and public key\n"
+	  "  identity verify TOKEN [--jwks FILE|URL]\n"
+	  "                                    check a token offline (default keys: this node's)" },
+	{ "receipt", cmd_receipt, "receipt RUN [--json]              a run's signed receipt (JWS)\n"
+	  "  receipt verify FILE [--journal PATH] [--keys FILE|URL]\n"
+	  "                                    check its signatures; with the journal, its head hash" },
+	{ "secrets", cmd_secrets, "secrets exec -- CMD ARGS          (in a workload) run CMD with the spec's secrets in its environment" },
 	{ "reset", cmd_reset, "reset [--state-dir D] [--bpffs D] [--cgroup-root N]\n"
 	  "                                    remove everything a stopped lanternd left" },
 };

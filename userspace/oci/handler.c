@@ -17,7 +17,11 @@
 
 static bool find_bin(const char *name, char *out, size_t len)
 {
-	const char *dirs[] = { "/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin" };
+	/* /opt/lantern/bin first: lanternd's image (the DaemonSet) keeps its runtimes there
+	 * and its init container puts the same ones at the same path on the host, so a
+	 * path lanternd names is valid where lantern-oci execs it, outside the pod */
+	const char *dirs[] = { "/opt/lantern/bin", "/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin",
+			       "/sbin", "/bin" };
 
 	for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
 		snprintf(out, len, "%s/%s", dirs[i], name);

@@ -62,7 +62,7 @@ struct cri_run {
 	struct cri_run *next;
 	char pod_name[64], pod_uid[40], handler[48];
 	char pod_id[80], ctr_id[80];
-	char bound_sandbox[80], bound_container[80];
+	struct runtime_pod_binds binds;  /* its containers that bound */
 	char seccomp[PATH_MAX];
 	struct cri_log log;
 	bool started;                    /* the container was started: watch it */
@@ -154,7 +154,7 @@ static void record_save(struct cri_run *cr)
 	char path[PATH_MAX + 16], *s;
 	json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "pod_id", cr->pod_id, "container_id",
 			      cr->ctr_id, "pod_name", cr->pod_name, "pod_uid", cr->pod_uid, "handler", cr->handler,
-			      "bound_sandbox", cr->bound_sandbox, "bound_container", cr->bound_container);
+			      "bound_sandbox", cr->binds.sandbox, "bound_container", cr->binds.container);
 
 	s = j ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
 	json_decref(j);
@@ -334,11 +334,11 @@ static void start_done(void *arg)
 		snprintf(cr->ctr_id, sizeof(cr->ctr_id), "%s", j->ctr_id);
 		record_save(cr);
 	}
-	if (cr && !j->err && strcmp(cr->bound_sandbox, cr->pod_id)) {
+	if (cr && !j->err && strcmp(cr->binds.sandbox, cr->pod_id)) {
 		/* the sandbox lantern-oci bound is not the pod containerd made for this run */
 		j->err = -EPERM;
 		snprintf(j->why, sizeof(j->why), "pod %s: its sandbox was not bound to the run (bound: \"%s\")",
-			 j->pod_id, cr->bound_sandbox);
+			 j->pod_id, cr->binds.sandbox);
 	}
 	if (j->err) {
 		struct run_exit x = { .recorded = true, .exit_code = -1 };
@@ -672,8 +672,8 @@ static struct cri_run *cri_load(struct runtime_cri *o, struct run *r)
 		GET(pod_name, "pod_name");
 		GET(pod_uid, "pod_uid");
 		GET(handler, "handler");
-		GET(bound_sandbox, "bound_sandbox");
-		GET(bound_container, "bound_container");
+		GET(binds.sandbox, "bound_sandbox");
+		GET(binds.container, "bound_container");
 #undef GET
 		json_decref(j);
 	}
@@ -756,45 +756,16 @@ static void cri_reclaim(void *arg, struct runs *t)
 
 /* ---- binding the containers containerd starts for a run ---- */
 
-static bool same(const char *a, const char *b)
-{
-	return a && b && !strcmp(a, b);
-}
-
 static int cri_bind(void *arg, struct run *r, const struct run_bind_req *b, json_t *answer, struct lerr *e)
 {
 	struct runtime_cri *o = arg;
 	struct cri_run *cr = run_of(r);
-	const struct spec *s = run_spec(r);
 	int err;
 
-	if (!cr || !same(b->pod_name, cr->pod_name) || !same(b->pod_uid, cr->pod_uid))
-		return lerr_set(e, EPERM, "bind: refused: container %s: its pod %s (uid %s) is not the pod lanternd "
-				"made for run %s", b->container_id, b->pod_name ? b->pod_name : "?",
-				b->pod_uid ? b->pod_uid : "?", run_id(r));
-	if (b->sandbox) {
-		if (!same(b->sandbox_id, b->container_id) ||
-		    (cr->bound_sandbox[0] && strcmp(cr->bound_sandbox, b->container_id)))
-			return lerr_set(e, EPERM, "bind: refused: sandbox %s: run %s already has its sandbox %s",
-					b->container_id, run_id(r), cr->bound_sandbox);
-		snprintf(cr->bound_sandbox, sizeof(cr->bound_sandbox), "%s", b->container_id);
-	} else {
-		if (!cr->bound_sandbox[0] || !same(b->sandbox_id, cr->bound_sandbox))
-			return lerr_set(e, EPERM, "bind: refused: container %s: its sandbox %s is not run %s's",
-					b->container_id, b->sandbox_id ? b->sandbox_id : "?", run_id(r));
-		if (cr->bound_container[0] && strcmp(cr->bound_container, b->container_id))
-			return lerr_set(e, EPERM, "bind: refused: container %s: run %s has its workload container %s "
-					"already", b->container_id, run_id(r), cr->bound_container);
-		snprintf(cr->bound_container, sizeof(cr->bound_container), "%s", b->container_id);
-	}
-	if ((err = runtime_oci_bind_answer(o->oci, s, answer, e)) < 0)
+	if (!cr)
+		return lerr_set(e, EPERM, "bind: refused: container %s: run %s has no pod", b->container_id, run_id(r));
+	if ((err = runtime_pod_bind(&cr->binds, o->oci, r, cr->pod_name, cr->pod_uid, b, answer, e)) < 0)
 		return err;
-	/* what lantern-oci does to the bundle: a network: none pod keeps loopback only (the
-	 * node's CNI gave it a veth), the workload gets its scratch tmpfs */
-	json_object_set_new(answer, "network", json_string(s->network == SPEC_NET_NONE ? "none" : "bridge"));
-	if (!b->sandbox)
-		json_object_set_new(answer, "scratch_bytes",
-				    json_integer((json_int_t)(s->limits.scratch_bytes ? s->limits.scratch_bytes : 64ull << 20)));
 	record_save(cr);
 	return 0;
 }

@@ -41,7 +41,7 @@ struct runtime_oci {
 	char shim[PATH_MAX];
 	uint64_t log_max;
 	bool process_runtime;
-	bool spawns_elsewhere;
+	bool handlers_only;
 	enum cgroup_layout layout;
 	char cg_root[128];
 	struct workq *pool;
@@ -88,8 +88,6 @@ static int oci_admit(void *arg, const struct spec *s, struct lerr *e)
 	const char *hn = s->isolation < OCI_N_CLASSES ? o->class_handler[s->isolation] : NULL;
 	const struct oci_handler *h = handler_named(o, hn);
 
-	if (o->spawns_elsewhere)
-		return -ENOENT;
 	if (!hn)
 		return lerr_set(e, EPERM, "spawn: refused: isolation \"%s\" is not supported on this node "
 				"(no runtime handler serves it)", cls);
@@ -106,7 +104,22 @@ static int oci_admit(void *arg, const struct spec *s, struct lerr *e)
 	if (s->isolation == SPEC_ISO_UNTRUSTED && s->network == SPEC_NET_OPEN)
 		return lerr_set(e, EPERM, "spawn: refused: isolation \"untrusted\" allows network none or "
 				"allowlist_domain only, not \"open\"");
+	if (runtime_refuse_unhonoured(s, e) < 0)
+		return -EPERM;
 	return 0;
+}
+
+/* The runtime's admission: none of its own when its handlers serve pods. */
+static int oci_admit_spawn(void *arg, const struct spec *s, struct lerr *e)
+{
+	struct runtime_oci *o = arg;
+
+	return o->handlers_only ? -ENOENT : oci_admit(o, s, e);
+}
+
+int runtime_oci_check(struct runtime_oci *o, const struct spec *s, struct lerr *e)
+{
+	return oci_admit(o, s, e);
 }
 
 /* ---- a run ---- */
@@ -427,7 +440,7 @@ static void oci_close(void *arg)
 
 static const struct runtime_ops oci_ops = {
 	.name = "oci",
-	.admit = oci_admit,
+	.admit = oci_admit_spawn,
 	.prepare = oci_prepare,
 	.start = oci_start,
 	.teardown = oci_teardown,
@@ -666,7 +679,7 @@ int runtime_oci_add(struct runtimes *rs, struct loop *l, const struct runtime_oc
 	o->loop = l;
 	o->log_max = opts->log_max;
 	o->process_runtime = opts->process_runtime;
-	o->spawns_elsewhere = opts->spawns_elsewhere;
+	o->handlers_only = opts->handlers_only;
 	o->layout = opts->cg->layout;
 	snprintf(o->cg_root, sizeof(o->cg_root), "%s", opts->cg->root);
 	snprintf(o->shim, sizeof(o->shim), "%s", opts->shim);
