@@ -370,6 +370,33 @@ static void test_harness_read_only(void)
 	}
 }
 
+/* An image whose config says User 65534: the workload is not root, and still uses its
+ * harness socket (mode 0666 in a read-only directory it may enter; who may call is the
+ * caller's cgroup, checked by lanternd), under runc and runsc. */
+static void test_harness_non_root(void)
+{
+	static const char *const isos[] = { "trusted", "standard" };
+	char dir[400], img[256], *out = NULL;
+	int rc;
+
+	snprintf(dir, sizeof(dir), "%s/img-nobody", T.dir);
+	tl_sh(&out, NULL, "IMAGE_USER=65534:65534 scripts/mkimage.sh %s test/nobody:1", dir);
+	snprintf(img, sizeof(img), "%.*s", out ? (int)strcspn(out, "\n") : 0, out ? out : "");
+	free(out);
+	out = NULL;
+	tl_lantern(&T, NULL, NULL, "image import %s", dir);
+	for (size_t i = 0; i < ARRAY_SIZE(isos); i++) {
+		rc = tl_lantern(&T, &out, NULL, "run --input-json '{\"q\":65534}' %s",
+				spec(i ? "nobody-runsc" : "nobody-runc", isos[i], img, NULL,
+				     "id -u; lantern-hcall GET /v1/input"));
+		tap_ok(rc == 0 && tl_has(out, "65534\nHTTP/1.1 200") && tl_has(out, "\"input\":{\"q\":65534}"),
+		       "%s (%s): an image with User 65534 runs as 65534 and reads its input from the "
+		       "harness socket (%s)", isos[i], i ? "runsc" : "runc", tl_oneline(out));
+		free(out);
+		out = NULL;
+	}
+}
+
 static void test_no_leftovers(void)
 {
 	char *before = NULL, *after = NULL, *out = NULL, cmd[2048];
@@ -491,9 +518,9 @@ int main(void)
 {
 	const char *missing = tl_env_missing();
 
-	tap_plan(43);
+	tap_plan(45);
 	if (missing || access("/usr/sbin/runc", X_OK) || access("/usr/bin/runsc", X_OK)) {
-		for (int i = 0; i < 43; i++)
+		for (int i = 0; i < 45; i++)
 			tap_skip(missing ? missing : "runc and runsc are not installed (make deps)", "oci point %d", i + 1);
 		return tap_failures ? 1 : 0;
 	}
@@ -510,6 +537,7 @@ int main(void)
 	test_logs();
 	test_harness_after_kill();
 	test_harness_read_only();
+	test_harness_non_root();
 	test_no_leftovers();
 	test_reset_after_kill();
 	return tap_failures ? 1 : 0;

@@ -14,7 +14,7 @@
 #include <sys/epoll.h>
 #include <time.h>
 
-#include "egress_internal.h"
+#include "internal.h"
 #include "lantern/metrics.h"
 #include "lantern/util.h"
 
@@ -22,11 +22,6 @@
 #define EGRESS_EVENTS_PER_WAKE 512
 #define NODE_ADDRS_TTL_NS     1000000000ULL /* node addresses are read again after 1 s */
 #define DNS_TTL_CAP           86400
-
-struct egress_run *egress_run_of(const struct egress *eg, const struct run *r)
-{
-	return run_slot(r, eg->slot);
-}
 
 static const char *verdict_name(uint8_t v)
 {

@@ -15,7 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "egress_internal.h"
+#include "internal.h"
 #include "lantern/util.h"
 
 #define EGRESS_LOG_PER_S      20

@@ -7,7 +7,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "egress_internal.h"
+#include "internal.h"
 #include "lantern/util.h"
 
 #define EGRESS_RECENT_EVENTS 20

@@ -28,11 +28,6 @@
 #define TMPFS_FLAGS (MS_NOSUID | MS_NODEV | MS_NOEXEC)
 #define DEFAULT_TOKEN_TTL 3600
 
-struct id_run *identity_run_of(const struct identity *id, const struct run *r)
-{
-	return run_slot(r, id->slot);
-}
-
 const uint8_t *identity_node_key(const struct identity *id) { return id->node_pk; }
 
 /* ---- the node key ---- */

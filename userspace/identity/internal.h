@@ -8,6 +8,7 @@
 #include <pthread.h>
 
 #include "lantern/identity.h"
+#include "lantern/run.h"
 
 /* A token signed elsewhere, waiting to be picked up on the loop (or by a start
  * waiting for it). */
@@ -69,7 +70,10 @@ struct id_run {
 	uint64_t revoked;
 };
 
-struct id_run *identity_run_of(const struct identity *id, const struct run *r);
+static inline struct id_run *identity_run_of(const struct identity *id, const struct run *r)
+{
+	return run_slot(r, id->slot);
+}
 
 /* secrets.c */
 /* Checks every spec.secrets source now: a run never starts without one it names. */

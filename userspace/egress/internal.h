@@ -1,4 +1,4 @@
-/* egress_internal.h: the egress subscriber's state, shared by its files: egress.c (the
+/* internal.h: the egress subscriber's state, shared by its files: egress.c (the
  * programs, events, the run hooks, the DNS proxy's answers), log.c (JSON lines, bounded
  * per instance) and policy.c (policy replacement and the audit view). */
 #ifndef LANTERN_EGRESS_INTERNAL_H
@@ -8,6 +8,7 @@
 #include "lantern/egress.h"
 #include "lantern/lbpf.h"
 #include "lantern/policy.h"
+#include "lantern/run.h"
 
 #define EGRESS_AGG_KEYS     8      /* destinations aggregated apart per second; the rest together */
 #define EGRESS_AGG_KEY_LEN  320
@@ -69,7 +70,10 @@ struct egress_run {
 
 extern const struct dns_callbacks egress_dns_callbacks;
 
-struct egress_run *egress_run_of(const struct egress *eg, const struct run *r);
+static inline struct egress_run *egress_run_of(const struct egress *eg, const struct run *r)
+{
+	return run_slot(r, eg->slot);
+}
 /* log.c. A JSON line to lanternd's log and, if r, to the run's egress.jsonl; a deny or
  * audit also becomes a run event. Past EGRESS_LOG_PER_S lines a second of one run, the
  * event is counted with others like it and written as one aggregate line when the
