@@ -4,7 +4,9 @@
  * records with answers sent only once their record is durable (group commit through
  * the journal's syncer thread), the step budgets and the loop guard, and resume after
  * a restart: a workload that died with lanternd is restarted from its journal in a
- * fresh instance; one that survived reconnects and loses no step.
+ * fresh instance; one that survived reconnects and loses no step. A journal ends with
+ * the run's receipt (identity_receipt_seal) after its run_completed record; the
+ * harness API's /v1/secrets is identity's (identity_secret_request).
  *
  * With a journal store (--journal-store) every journal is replicated, keyed by the
  * control plane's run id (standalone: the run id) under the run's lease epoch, and an
@@ -30,6 +32,7 @@
 #include "lantern/util.h"
 
 struct durable;
+struct identity;
 struct journal_store;
 struct meter;
 
@@ -37,6 +40,7 @@ struct durable_opts {
 	uint64_t journal_max_bytes;  /* per-run journal bound; 0 = the journal's default */
 	uint32_t loop_threshold;     /* proceeds allowed per input digest; 0 = off */
 	const char *cli;             /* the lantern CLI, for process-runtime workloads (LANTERN_CLI) */
+	struct identity *identity;   /* seals each journal with its receipt; vends secrets */
 	const char *store_url;       /* replicate every journal to this store (postgres://), or NULL */
 	uint32_t store_timeout_ms;   /* a record not in the store by then fails its run */
 	const char *store_owner;     /* this node, as the store shows who holds a run */

@@ -1,6 +1,6 @@
 /* wire.h: the link between lanternd and lantern-wire, the unprivileged process that
- * reads what workloads send (the harness API's HTTP and JSON, DNS queries and the
- * upstream's answers). Privilege separation as the OpenBSD daemons do it: the
+ * reads what workloads send (the harness API's HTTP and JSON, DNS queries).
+ * Privilege separation as the OpenBSD daemons do it: the
  * privileged side binds the sockets and keeps the authority (journal, maps, policy);
  * the helper parses and asks, over one socket, with a small set of typed messages.
  *
@@ -35,17 +35,16 @@ enum wire_type {
 	WIRE_HARNESS_SERVE = 1,   /* u64 run; fd: the run's listening socket */
 	WIRE_HARNESS_STOP,        /* u64 run */
 	WIRE_REPLY,               /* u64 run, u64 peer, u32 status, u8 close, bytes body */
-	WIRE_DNS_SERVE,           /* u64 proxy, bytes upstream sockaddr, u8 mask of fds; fds */
+	WIRE_DNS_SERVE,           /* u64 proxy, u8 mask of fds, u16 port; fds */
 	WIRE_DNS_ADD,             /* u64 proxy; fds: udp, tcp */
 	WIRE_DNS_STOP,            /* u64 proxy */
-	WIRE_DNS_VERDICT,         /* u64 proxy, u64 qid, u8 allowed */
-	WIRE_DNS_ANSWERED,        /* u64 proxy, u64 qid, u32 err (positive errno) */
+	WIRE_DNS_REFUSE,          /* u64 proxy, u64 qid: answer REFUSED */
+	WIRE_DNS_RELAY,           /* u64 proxy, u64 qid, bytes reply (empty: SERVFAIL) */
 	/* lantern-wire to lanternd */
 	WIRE_CALL,                /* u64 run, u64 peer, u32 pid, the call */
 	WIRE_GONE,                /* u64 run, u64 peer: the caller's connection closed */
-	WIRE_DNS_CHECK,           /* u64 proxy, u64 qid, bytes qname, u16 qtype */
-	WIRE_DNS_ANSWERS,         /* u64 proxy, u64 qid, bytes qname, u32 n, n x (16 bytes, u32 ttl) */
-	WIRE_DNS_REFUSED,         /* u64 proxy, bytes qname, u16 qtype */
+	WIRE_DNS_ASK,             /* u64 proxy, u64 qid, bytes qname, u16 qtype, u16 qclass, u8 tcp */
+	WIRE_DNS_REFUSED,         /* u64 proxy, bytes qname, u16 qtype: refused by lantern-wire */
 	WIRE_TYPE_MAX,
 };
 

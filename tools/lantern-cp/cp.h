@@ -13,7 +13,9 @@
  *             lease renewals, delivery of the assignments placed on its planes)
  *   wake.c    wake-ups: within a replica (flags) and across replicas (NOTIFY)
  *   http.c    the operator API
- *   token.c   bootstrap tokens, session JWTs
+ *   token.c   bootstrap tokens, session JWTs, the control plane's keys
+ *   identity.c instance identity tokens, receipts checked and countersigned, the keys'
+ *             well-known documents
  * Calls go one way: main → leader, sched, service, wake; http → state, sched, wake;
  * service → state, wake; sched → state, wake; wake → db. sched and service never
  * call each other: placement wakes delivery through wake.c, and what changes room
@@ -54,8 +56,12 @@ struct plane {
 	char classes[256];          /* isolation classes it advertised, comma separated ("": any) */
 	char journal_store[64];     /* the id of the journal store it replicates to, or "" */
 	char stream_replica[64];    /* the replica holding its RunStream, or "" */
+	char node_key[64];          /* its node key (base64url), from Register; "" if none */
+	char region[64];            /* from Register */
 	int max_runs;               /* 0: no stated limit */
 	bool registered, draining, down;
+	bool self_draining;         /* the node asked for its drain (it is stopping); its next
+				     * heartbeat without it lifts it (an operator's drain stays) */
 	int64_t hb_us;              /* unix µs of its last heartbeat */
 	int reported_active, queue_depth;
 	double cpu_pct, mem_pct;
@@ -95,6 +101,11 @@ struct cprun {
 	int64_t not_before_us;      /* given back: placed again after this */
 	char queue_reason[512];     /* why it waits (queued only) */
 	int64_t created_us, assigned_us, accepted_us, running_us, finished_us; /* unix µs */
+	/* from its spec (identity.c): placement by region, its identity tokens */
+	char regions[256];          /* spec.preferred_regions, comma separated */
+	bool region_fallback;       /* the spec lets it run elsewhere when none is free */
+	char agent_version[160];    /* agent_version_id: a label, else metadata.name */
+	double timeout_s;           /* spec.limits.timeout; 0: none */
 };
 
 /* One RunStream this replica holds. */
@@ -129,6 +140,9 @@ struct cp {
 	char operator_token[256];
 	unsigned char sign_pk[crypto_sign_PUBLICKEYBYTES];
 	unsigned char sign_sk[crypto_sign_SECRETKEYBYTES];
+	/* identity.c: instance tokens and receipt countersignatures, each its own key */
+	unsigned char id_pk[crypto_sign_PUBLICKEYBYTES], id_sk[crypto_sign_SECRETKEYBYTES];
+	unsigned char rc_pk[crypto_sign_PUBLICKEYBYTES], rc_sk[crypto_sign_SECRETKEYBYTES];
 	struct session *sessions;
 	struct rpc_cq *q;
 	struct rpc_server *srv;
@@ -183,6 +197,8 @@ int db_wait_notify(struct db *db, int ms, void (*cb)(void *arg, const char *payl
 
 /* token.c */
 int token_keys_load(struct cp *cp, struct lerr *e);
+/* The key pair stored as id in signing_keys (made by the first replica to start). */
+int token_key_load(struct cp *cp, const char *id, unsigned char *pk, unsigned char *sk, struct lerr *e);
 /* 32 random bytes, hex; hash is its SHA-256, hex (what the database keeps). */
 void token_bootstrap_new(char out[65], char hash[65]);
 void token_hash(const char *token, char hash[65]);
@@ -249,6 +265,18 @@ bool wake_take_sched(struct cp *cp);
 void wake_take_planes(struct cp *cp, char ***planes, size_t *n);
 int wake_start(struct cp *cp, struct lerr *e);
 void wake_stop(struct cp *cp);
+
+/* identity.c (cp->mu held) */
+/* What a run's spec says about placement and its token (regions, agent version). */
+void cp_run_spec_info(struct cprun *r);
+/* A signed identity token for instance inst of r (pk: its key), or NULL with why. */
+char *cp_identity_token(struct cp *cp, const struct cprun *r, const char *inst, const uint8_t *pk,
+			size_t pklen, int64_t exp, char *why, size_t len);
+/* Checks the node's receipt for r against plane p's key, countersigns and stores it. */
+void cp_receipt_take(struct cp *cp, const struct cprun *r, const struct plane *p, const char *jws);
+/* GET /.well-known/... (no authorization) and GET /v1/runs/{id}/receipt: the body
+ * and its status; NULL when path is not one of them. */
+json_t *cp_identity_page(struct cp *cp, const char *path, unsigned *status);
 
 /* http.c */
 int http_start(struct cp *cp, struct lerr *e);

@@ -74,9 +74,18 @@ static const struct {
 	  " id TEXT PRIMARY KEY,"
 	  " secret TEXT NOT NULL,"
 	  " created_at BIGINT NOT NULL);" },
+	{ 2, "identity",
+	  "ALTER TABLE data_planes ADD COLUMN node_key TEXT NOT NULL DEFAULT '';"
+	  "ALTER TABLE data_planes ADD COLUMN region TEXT NOT NULL DEFAULT '';"
+	  "CREATE TABLE IF NOT EXISTS receipts ("
+	  " run_id TEXT PRIMARY KEY,"
+	  " plane_id TEXT NOT NULL,"
+	  " receipt TEXT NOT NULL DEFAULT '',"
+	  " error TEXT NOT NULL DEFAULT '',"
+	  " created_at BIGINT NOT NULL);" },
 	/* several replicas: placement and leases in the database, a leader lease, the
 	 * queue indexed, what nodes can still take */
-	{ 2, "leases",
+	{ 3, "leases",
 	  "ALTER TABLE runs ADD COLUMN cpu_millis BIGINT NOT NULL DEFAULT 0;"
 	  "ALTER TABLE runs ADD COLUMN memory_bytes BIGINT NOT NULL DEFAULT 0;"
 	  "ALTER TABLE runs ADD COLUMN scratch_bytes BIGINT NOT NULL DEFAULT 0;"
@@ -109,6 +118,7 @@ static const struct {
 	  "ALTER TABLE data_planes ADD COLUMN cap_slots INTEGER NOT NULL DEFAULT -1;"
 	  "ALTER TABLE data_planes ADD COLUMN cap_us BIGINT NOT NULL DEFAULT 0;"
 	  "ALTER TABLE data_planes ADD COLUMN placed BIGINT NOT NULL DEFAULT 0;"
+	  "ALTER TABLE data_planes ADD COLUMN self_draining INTEGER NOT NULL DEFAULT 0;"
 	  "CREATE TABLE IF NOT EXISTS cp_leader ("
 	  " id INTEGER PRIMARY KEY,"
 	  " holder TEXT NOT NULL,"

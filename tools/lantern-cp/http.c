@@ -8,7 +8,11 @@
  *                                    idempotency_key?}: submit an AgentSpec (YAML or JSON)
  *   GET  /v1/runs/{id}              with why_queued for a run that waits
  *   POST /v1/runs/{id}/cancel
+ *   GET  /v1/runs/{id}/receipt      the run's receipt, node-signed and countersigned
  *   GET  /v1/control-plane          this replica, the leader and its epoch, the replicas
+ * and, without authorization (public keys for verifiers, identity.c):
+ *   GET  /.well-known/lantern-agent-identity, /.well-known/jwks.json (instance tokens),
+ *        /.well-known/lantern-receipts (receipts: this key and every node's)
  * Any replica answers: everything is read from and written to the database.
  * It listens on loopback by default: put a TLS-terminating proxy in front to expose it. */
 #include <arpa/inet.h>
@@ -234,6 +238,14 @@ static enum MHD_Result route(struct cp *cp, struct MHD_Connection *c, const char
 	char id[64], verb[32];
 	enum MHD_Result ret;
 
+	if (get && !strncmp(url, "/.well-known/", 13)) {
+		unsigned st = 404;
+
+		pthread_mutex_lock(&cp->mu);
+		out = cp_identity_page(cp, url, &st);
+		pthread_mutex_unlock(&cp->mu);
+		return out ? reply(c, st, out) : error(c, 404, "no such document: %s", url);
+	}
 	if (!authorized(cp, c))
 		return error(c, 401, "operator API: a valid \"Authorization: Bearer TOKEN\" is required");
 	if (rq->too_big)
@@ -274,7 +286,9 @@ static enum MHD_Result route(struct cp *cp, struct MHD_Connection *c, const char
 		struct lerr e;
 
 		pthread_mutex_lock(&cp->mu);
-		if (db_exec(cp->db, "UPDATE data_planes SET draining = $2 WHERE id = $1", 2, v, &e) == 1 &&
+		/* the operator's drain now: no heartbeat lifts it */
+		if (db_exec(cp->db, "UPDATE data_planes SET draining = $2, self_draining = 0 WHERE id = $1",
+			    2, v, &e) == 1 &&
 		    state_plane(cp, id, &p, &e) == 1) {
 			out = state_plane_json(&p, cp_now_us(), live_after(cp));
 			if (!p.draining)
@@ -296,6 +310,13 @@ static enum MHD_Result route(struct cp *cp, struct MHD_Connection *c, const char
 	} else if (sscanf(url, "/v1/runs/%63[^/]/%31s", id, verb) == 2 && post &&
 		   !strcmp(verb, "cancel")) {
 		ret = cancel(cp, c, id);
+	} else if (sscanf(url, "/v1/runs/%63[^/]/%31s", id, verb) == 2 && get && !strcmp(verb, "receipt")) {
+		unsigned st = 404;
+
+		pthread_mutex_lock(&cp->mu);
+		out = cp_identity_page(cp, url, &st);
+		pthread_mutex_unlock(&cp->mu);
+		ret = reply(c, st, out);
 	} else if (sscanf(url, "/v1/runs/%63[^/]", id) == 1 && get && !strchr(url + 9, '/')) {
 		struct cprun r;
 		struct lerr e;

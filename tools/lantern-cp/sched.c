@@ -6,8 +6,10 @@
  * tenant that advertised the run's isolation class (a plane that advertised none
  * takes any: its admission decides) and has room: fewer live runs than max_runs, and
  * the run's limits within what the plane last said it can still take (CPU, memory,
- * scratch, free slots), less what was placed there since. Least loaded first, ties to
- * the plane that took the fewest runs. A run whose journal is in a store (placed
+ * scratch, free slots), less what was placed there since. A run with
+ * spec.preferred_regions goes to a plane in one of them, and elsewhere only when none
+ * fits and its spec allows it (metadata.labels["lantern.dev/region-fallback"]: allow).
+ * Least loaded first, ties to the plane that took the fewest runs. A run whose journal is in a store (placed
  * before on a node with one) goes only to a node of the same store. A run that fits
  * nowhere waits, and its row says why (why_queued in the operator API). Each placement
  * raises the run's epoch and starts its lease.
@@ -48,7 +50,19 @@ static int plane_load(const struct plane *p)
 }
 
 /* How far a plane gets with a run; the furthest any plane got says why it waits. */
-enum stage { ST_NONE, ST_LIVE, ST_CLASS, ST_STORE, ST_DRAIN, ST_OK };
+enum stage { ST_NONE, ST_LIVE, ST_CLASS, ST_REGION, ST_STORE, ST_DRAIN, ST_OK };
+
+static bool in_regions(const struct plane *p, const char *regions)
+{
+	size_t n = strlen(p->region);
+
+	if (!n)
+		return false;
+	for (const char *c = regions; (c = strstr(c, p->region)); c += n)
+		if ((c == regions || c[-1] == ',') && (c[n] == ',' || c[n] == '\0'))
+			return true;
+	return false;
+}
 
 static bool room(const struct plane *p, const struct cprun *r, char *why, size_t len)
 {
@@ -79,7 +93,7 @@ static bool room(const struct plane *p, const struct cprun *r, char *why, size_t
 }
 
 static enum stage judge(const struct plane *p, const struct cprun *r, int64_t live_after,
-			char *why, size_t len)
+			bool any_region, char *why, size_t len)
 {
 	if (strcmp(p->tenant, r->tenant) || (r->pin[0] && strcmp(p->id, r->pin)))
 		return ST_NONE;
@@ -88,8 +102,10 @@ static enum stage judge(const struct plane *p, const struct cprun *r, int64_t li
 	/* an operator's pin skips the class filter: the node's admission decides */
 	if (!r->pin[0] && !has_class(p, r->isolation))
 		return ST_LIVE;
-	if (r->store[0] && strcmp(p->journal_store, r->store))
+	if (!r->pin[0] && !any_region && r->regions[0] && !in_regions(p, r->regions))
 		return ST_CLASS;
+	if (r->store[0] && strcmp(p->journal_store, r->store))
+		return ST_REGION;
 	if (p->draining)
 		return ST_STORE;
 	if (!room(p, r, why, len))
@@ -111,6 +127,10 @@ static void why_waiting(const struct cprun *r, enum stage best, const char *room
 		snprintf(out, len, "no connected node advertises isolation class %s", r->isolation);
 		break;
 	case ST_CLASS:
+		snprintf(out, len, "no connected node in its preferred regions (%s)%s", r->regions,
+			 r->region_fallback ? "" : "; its spec allows no other");
+		break;
+	case ST_REGION:
 		snprintf(out, len, "waiting for a connected node of journal store %s, where its journal is",
 			 r->store);
 		break;
@@ -251,16 +271,21 @@ void sched_place(struct cp *cp)
 
 		if (r->not_before_us > now)
 			continue;
-		for (struct plane *p = planes; p; p = p->next) {
-			char w[256] = "";
-			enum stage st = judge(p, r, live_after, w, sizeof(w));
+		/* its preferred regions first; anywhere only when none fits and it may */
+		for (int any = 0; any < 2 && !best; any++) {
+			if (any && (!r->regions[0] || !r->region_fallback))
+				break;
+			for (struct plane *p = planes; p; p = p->next) {
+				char w[256] = "";
+				enum stage st = judge(p, r, live_after, any, w, sizeof(w));
 
-			if (st > far || (st == far && st == ST_DRAIN && !room_why[0]))
-				snprintf(room_why, sizeof(room_why), "%s", w);
-			if (st > far)
-				far = st;
-			if (st == ST_OK && better(p, best, r))
-				best = p;
+				if (st > far || (st == far && st == ST_DRAIN && !room_why[0]))
+					snprintf(room_why, sizeof(room_why), "%s", w);
+				if (st > far)
+					far = st;
+				if (st == ST_OK && better(p, best, r))
+					best = p;
+			}
 		}
 		if (best && place_one(cp, r, best, now))
 			continue;

@@ -90,8 +90,8 @@ static int do_register(struct cp *cp, Lantern__V1__DpRegisterRequest *rq, struct
 		       char *details, size_t dlen)
 {
 	Lantern__V1__DpRegisterResponse rs = LANTERN__V1__DP_REGISTER_RESPONSE__INIT;
-	char hash[65], now[24], mr[24], hb[24], classes[256] = "";
-	const char *p[8];
+	char hash[65], now[24], mr[24], hb[24], classes[256] = "", nk[64] = "";
+	const char *p[10];
 	struct id_row row = { "" };
 	struct plane pl;
 	struct lerr e;
@@ -118,11 +118,16 @@ static int do_register(struct cp *cp, Lantern__V1__DpRegisterRequest *rq, struct
 	p[5] = mr;
 	p[6] = rq->journal_store;
 	p[7] = I64(hb, cp_now_us());
+	if (rq->node_public_key.len == crypto_sign_PUBLICKEYBYTES)
+		sodium_bin2base64(nk, sizeof(nk), rq->node_public_key.data, rq->node_public_key.len,
+				  sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+	p[8] = nk;
+	p[9] = rq->region;
 	/* one statement decides: a token is consumed once even with several replicas */
 	n = db_exec(cp->db, "UPDATE data_planes SET token_used = 1, registered_at = $3, "
 		    "last_heartbeat = $3, hostname = $4, classes = $5, max_runs = $6, down = 0, "
-		    "journal_store = $7, hb_us = $8 "
-		    "WHERE token_hash = $1 AND tenant_id = $2 AND token_used = 0", 8, p, &e);
+		    "journal_store = $7, hb_us = $8, node_key = $9, region = $10 "
+		    "WHERE token_hash = $1 AND tenant_id = $2 AND token_used = 0", 10, p, &e);
 	if (n < 0) {
 		snprintf(details, dlen, "register: %s", e.msg);
 		return RPC_UNAVAILABLE;
@@ -148,10 +153,12 @@ static int do_register(struct cp *cp, Lantern__V1__DpRegisterRequest *rq, struct
 	rs.expires_at_unix = exp;
 	rs.lease_ttl_ms = cp->o.lease_ttl_ms;
 	rs.completion_acks = true;
+	rs.signs_identity = true;
 	PACK(dp_register_response, &rs, resp);
 	free(jwt);
-	log_info("plane %s (%s, tenant %s): registered, classes [%s], max runs %d, journal store %s, "
-		 "agent %s", pl.id, pl.hostname, pl.tenant, classes, pl.max_runs,
+	log_info("plane %s (%s, tenant %s): registered, classes [%s], max runs %d, region %s, node key "
+		 "%s, journal store %s, agent %s", pl.id, pl.hostname, pl.tenant, classes, pl.max_runs,
+		 rq->region[0] ? rq->region : "-", nk[0] ? "given" : "none",
 		 rq->journal_store[0] ? rq->journal_store : "none", rq->agent_version);
 	wake_sched(cp);
 	return RPC_OK;
@@ -202,6 +209,19 @@ static int h_heartbeat(void *arg, const uint8_t *req, size_t len, struct rpc_buf
 		if (p.down) {
 			log_info("plane %s (%s): heartbeats again: up", p.id, p.hostname);
 			wake_sched(cp);
+		}
+		/* the node's own drain (it is stopping) comes and goes with its heartbeats; an
+		 * operator's stays */
+		if ((rq->draining && !p.draining) || (!rq->draining && p.self_draining)) {
+			const char *w[] = { p.id, rq->draining ? "1" : "0" };
+
+			db_exec(cp->db, "UPDATE data_planes SET draining = $2, self_draining = $2 WHERE id = $1",
+				2, w, &e);
+			p.draining = rq->draining;
+			log_info("plane %s (%s): %s", p.id, p.hostname, rq->draining ?
+				 "draining: the node is stopping" : "drain lifted: the node is back");
+			if (!rq->draining)
+				wake_sched(cp);
 		}
 		ack.ok = true;
 		ack.draining = p.draining;
@@ -327,6 +347,7 @@ static void deliver_assignment(void *arg, struct cprun *r)
 	struct lerr e;
 
 	a.run_id = r->id;
+	a.agent_version_id = r->agent_version;
 	a.tenant_id = r->tenant;
 	a.config_json = r->config_json;
 	a.input_json = r->input_json ? r->input_json : "";
@@ -476,13 +497,14 @@ static void report_row(void *arg, int ncol, char **v)
 {
 	struct cprun *r = arg;
 
-	if (ncol < 5)
+	if (ncol < 6)
 		return;
 	snprintf(r->id, sizeof(r->id), "%s", v[0] ?: "");
 	snprintf(r->plane, sizeof(r->plane), "%s", v[1] ?: "");
 	r->epoch = v[2] ? atoll(v[2]) : 0;
 	r->state = cp_state_from(v[3]);
 	r->cancel_requested = v[4] && atoi(v[4]);
+	snprintf(r->tenant, sizeof(r->tenant), "%s", v[5] ?: "");
 }
 
 /* The run a plane reports about, if it is that plane's under the current epoch. */
@@ -493,8 +515,8 @@ static bool reported_run(struct session *ss, const char *run_id, int64_t epoch, 
 	struct lerr e;
 
 	memset(r, 0, sizeof(*r));
-	if (db_query(ss->cp->db, "SELECT id, plane_id, epoch, status, cancel_requested FROM runs WHERE "
-		     "id = $1", 1, v, report_row, r, &e) != 1 || strcmp(r->plane, ss->plane)) {
+	if (db_query(ss->cp->db, "SELECT id, plane_id, epoch, status, cancel_requested, tenant_id FROM "
+		     "runs WHERE id = $1", 1, v, report_row, r, &e) != 1 || strcmp(r->plane, ss->plane)) {
 		*why = "unknown run id";
 		return false;
 	}
@@ -591,6 +613,11 @@ static void on_completed(struct session *ss, Lantern__V1__DpRunCompleted *c)
 			log_info("run %s: %s", r.id, reason);
 	} else if (!cp_state_final(r.state)) {
 		char ep[24], cost[40], ti[24], to[24], du[24], fi[24];
+		struct plane p;
+
+		if (c->receipt[0] && state_plane(cp, ss->plane, &p, &e) == 1)
+			cp_receipt_take(cp, &r, &p, c->receipt);
+		e.msg[0] = '\0';
 		const char *v[] = {
 			r.id, I64(ep, r.epoch), ss->plane, cp_state_name(from_dp(c->status)), c->detail,
 			c->output_json, (snprintf(cost, sizeof(cost), "%.17g", c->cost_usd), cost),
@@ -714,6 +741,38 @@ out:
 	free(whys);
 }
 
+/* Signs an instance's token for a run of this plane; the answer goes back on the stream. */
+static void on_identity_request(struct session *ss, Lantern__V1__DpIdentityRequest *rq)
+{
+	Lantern__V1__DpIdentityToken t = LANTERN__V1__DP_IDENTITY_TOKEN__INIT;
+	Lantern__V1__DpRunStreamServerMsg m = LANTERN__V1__DP_RUN_STREAM_SERVER_MSG__INIT;
+	char err[256] = "", *tok = NULL;
+	struct cprun r;
+	struct lerr e;
+
+	/* the whole row: the token's claims come from the run's spec and times */
+	if (state_run(ss->cp, rq->run_id, &r, &e) != 1 || strcmp(r.plane, ss->plane))
+		snprintf(err, sizeof(err), "run %s: unknown run id", rq->run_id);
+	else if (rq->fencing_epoch && rq->fencing_epoch != r.epoch)
+		snprintf(err, sizeof(err), "run %s: stale fencing epoch", rq->run_id);
+	else if (cp_state_final(r.state))
+		snprintf(err, sizeof(err), "run %s has ended", rq->run_id);
+	else
+		tok = cp_identity_token(ss->cp, &r, rq->instance_id, rq->public_key.data, rq->public_key.len,
+					rq->expires_at_unix, err, sizeof(err));
+	if (!tok)
+		log_warn("plane %s: no identity token for instance %s: %s", ss->plane, rq->instance_id, err);
+	t.run_id = rq->run_id;
+	t.instance_id = rq->instance_id;
+	t.token = tok ? tok : "";
+	t.error = err;
+	m.msg_case = LANTERN__V1__DP_RUN_STREAM_SERVER_MSG__MSG_IDENTITY_TOKEN;
+	m.identity_token = &t;
+	send_server(ss, &m);
+	free(tok);
+	state_run_clear(ss->cp, &r);
+}
+
 static void on_report(struct session *ss, Lantern__V1__DpRunStreamClientMsg *m)
 {
 	switch (m->msg_case) {
@@ -730,6 +789,9 @@ static void on_report(struct session *ss, Lantern__V1__DpRunStreamClientMsg *m)
 		on_renew(ss, m->lease_renew);
 		break;
 	case LANTERN__V1__DP_RUN_STREAM_CLIENT_MSG__MSG_PONG:
+		break;
+	case LANTERN__V1__DP_RUN_STREAM_CLIENT_MSG__MSG_IDENTITY_REQUEST:
+		on_identity_request(ss, m->identity_request);
 		break;
 	default:
 		rpc_stream_finish(ss->s, RPC_INVALID_ARGUMENT,

@@ -58,11 +58,12 @@ static int64_t i64(const char *v)
 
 #define PLANE_COLS "id, tenant_id, name, token_used, hostname, classes, max_runs, draining, down, " \
 		   "journal_store, stream_replica, hb_us, reported_active, queue_depth, cpu_pct, " \
-		   "mem_pct, cap_cpu, cap_memory, cap_scratch, cap_slots, cap_us, placed"
+		   "mem_pct, cap_cpu, cap_memory, cap_scratch, cap_slots, cap_us, placed, node_key, region, " \
+		   "self_draining"
 
 static void plane_row(struct plane *p, int ncol, char **v)
 {
-	if (ncol < 22)
+	if (ncol < 25)
 		return;
 	snprintf(p->id, sizeof(p->id), "%s", v[0]);
 	snprintf(p->tenant, sizeof(p->tenant), "%s", v[1]);
@@ -86,6 +87,9 @@ static void plane_row(struct plane *p, int ncol, char **v)
 	p->cap_slots = (int)i64(v[19]);
 	p->cap_us = i64(v[20]);
 	p->placed = (uint64_t)i64(v[21]);
+	snprintf(p->node_key, sizeof(p->node_key), "%s", v[22] ?: "");
+	snprintf(p->region, sizeof(p->region), "%s", v[23] ?: "");
+	p->self_draining = i64(v[24]);
 }
 
 struct one_plane {
@@ -154,6 +158,8 @@ json_t *state_plane_json(const struct plane *p, int64_t now_us, int64_t live_aft
 			      "ms_since_heartbeat", (json_int_t)(p->hb_us ? (now_us - p->hb_us) / 1000 : -1),
 			      "journal_store", p->journal_store, "stream_replica", p->stream_replica);
 
+	json_object_set_new(j, "region", json_string(p->region));
+	json_object_set_new(j, "node_key", json_string(p->node_key));
 	json_object_set_new(j, "capacity", json_pack("{s:I, s:I, s:I, s:i}", "cpu_millis",
 						     (json_int_t)p->cap_cpu, "memory_bytes",
 						     (json_int_t)p->cap_memory, "scratch_bytes",
@@ -206,6 +212,7 @@ static void run_row(struct cprun *r, int ncol, char **v)
 	r->lease_expires_us = i64(v[29]);
 	r->not_before_us = i64(v[30]);
 	snprintf(r->queue_reason, sizeof(r->queue_reason), "%s", v[31] ?: "");
+	cp_run_spec_info(r);
 }
 
 void state_run_clear(struct cp *cp, struct cprun *r)
@@ -321,6 +328,8 @@ json_t *state_run_json(const struct cprun *r)
 		json_object_set_new(j, "pin", json_string(r->pin));
 	if (r->idem[0])
 		json_object_set_new(j, "idempotency_key", json_string(r->idem));
+	if (r->regions[0])
+		json_object_set_new(j, "preferred_regions", json_string(r->regions));
 	if (r->state == RS_QUEUED)
 		json_object_set_new(j, "why_queued", json_string(r->queue_reason[0] ? r->queue_reason :
 								 "waiting for the next placement"));

@@ -1,22 +1,25 @@
 /* lantern-wire: the unprivileged half of lanternd (privilege separation, include/lantern/
  * wire.h). It reads what workloads send: the harness API's HTTP and JSON on each run's
- * socket, and each instance's DNS queries and the upstream's answers. It owns no
- * authority: lanternd binds every socket and passes it over, decides every question
- * (is this caller the run's? may this name resolve? are these addresses recorded?) and
- * writes every record; this process only parses, asks and relays.
+ * socket, and each instance's DNS queries. It owns no authority: lanternd binds every
+ * socket and passes it over, decides every question (is this caller the run's? may
+ * this name resolve?), asks the upstream and records its addresses, and writes every
+ * record; this process only parses, asks and relays.
  *
  *   lantern-wire --fd N --user USER --root DIR
  *
  * lanternd starts it as root with the link on fd N; it drops everything before it reads
- * a byte from anyone: into DIR (an empty directory) as its root, to USER's uid and gid
+ * a byte from anyone: into network, IPC and UTS namespaces of its own (no interface but
+ * a down loopback), into DIR (an empty directory) as its root, to USER's uid and gid
  * with no supplementary groups, no capabilities, no new privileges, and a seccomp
- * allow-list of the few system calls an event loop over passed sockets needs. When the
+ * allow-list of the few system calls an event loop over passed sockets needs (no
+ * socket, no connect, no open). When the
  * link goes, it exits; lanternd starts another and hands it the sockets again. */
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
 #include <jansson.h>
+#include <sched.h>
 #include <seccomp.h>
 #include <signal.h>
 #include <stdio.h>
@@ -75,7 +78,7 @@ static void h_request(void *arg, struct harness_conn *c, const struct harness_re
 	struct harness_call call;
 	struct wire_msg m;
 	char why[512];
-	int status = harness_call_decode(rq->method, rq->path, rq->body, rq->body_len, &call, why, sizeof(why));
+	int status = harness_call_decode_request(rq, &call, why, sizeof(why));
 
 	if (status) {
 		struct json_text t;
@@ -170,34 +173,18 @@ static void reply_msg(struct wire_msg *m)
 
 /* ---- DNS ---- */
 
-static int d_check(void *ctx, uint64_t qid, const char *qname, uint16_t qtype)
+static int d_ask(void *ctx, uint64_t qid, const char *qname, uint16_t qtype, uint16_t qclass, bool tcp)
 {
 	struct served *s = ctx;
 	struct wire_msg m;
 
-	wire_msg_init(&m, WIRE_DNS_CHECK);
+	wire_msg_init(&m, WIRE_DNS_ASK);
 	wire_put_u64(&m, s->handle);
 	wire_put_u64(&m, qid);
 	wire_put_str(&m, qname);
 	wire_put_u16(&m, qtype);
-	send_msg(&m);
-	return -EINPROGRESS;
-}
-
-static int d_answers(void *ctx, uint64_t qid, const char *qname, const struct dns_addr *a, size_t n)
-{
-	struct served *s = ctx;
-	struct wire_msg m;
-
-	wire_msg_init(&m, WIRE_DNS_ANSWERS);
-	wire_put_u64(&m, s->handle);
-	wire_put_u64(&m, qid);
-	wire_put_str(&m, qname);
-	wire_put_u32(&m, (uint32_t)n);
-	for (size_t i = 0; i < n; i++) {
-		wire_put_bytes(&m, a[i].addr, 16);
-		wire_put_u32(&m, a[i].ttl);
-	}
+	wire_put_u16(&m, qclass);
+	wire_put_u8(&m, tcp);
 	send_msg(&m);
 	return -EINPROGRESS;
 }
@@ -215,19 +202,15 @@ static void d_refused(void *ctx, const char *qname, uint16_t qtype)
 }
 
 static const struct dns_server_hooks d_hooks = {
-	.check = d_check,
-	.answers = d_answers,
+	.ask = d_ask,
 	.refused = d_refused,
 };
 
 static void dns_serve_msg(struct wire_msg *m)
 {
 	uint64_t handle = wire_get_u64(m);
-	size_t alen;
-	const uint8_t *addr = wire_get_bytes(m, sizeof(struct sockaddr_storage), &alen);
 	uint8_t mask = wire_get_u8(m);
 	struct dns_listeners ls = { .udp = { -1, -1, -1 }, .tcp = { -1, -1, -1 } };
-	struct dns_upstream up = { .len = (socklen_t)alen };
 	struct served *s;
 	struct lerr e;
 
@@ -235,13 +218,13 @@ static void dns_serve_msg(struct wire_msg *m)
 	for (int i = 0; i < 6; i++)
 		if (mask & (1u << i))
 			*(i < 3 ? &ls.udp[i] : &ls.tcp[i - 3]) = wire_take_fd(m);
-	if (!wire_msg_done(m) || !alen || *find(&W.proxies, handle) || !(s = calloc(1, sizeof(*s)))) {
+	if (!wire_msg_done(m) || *find(&W.proxies, handle) || !(s = calloc(1, sizeof(*s)))) {
 		dns_listeners_close(&ls);
 		return;
 	}
-	memcpy(&up.addr, addr, alen);
 	s->handle = handle;
-	if (dns_server_serve(W.loop, &up, &ls, &d_hooks, s, &s->dns, &e) < 0) {
+	/* no upstream: lanternd asks it */
+	if (dns_server_serve(W.loop, NULL, &ls, &d_hooks, s, &s->dns, &e) < 0) {
 		log_warn("%s", e.msg);
 		free(s);
 		return;
@@ -279,24 +262,21 @@ static void dns_msg(struct wire_msg *m)
 			free(s);
 		}
 		break;
-	case WIRE_DNS_VERDICT: {
-		uint8_t allowed;
+	case WIRE_DNS_REFUSE:
+		qid = wire_get_u64(m);
+		if (wire_msg_done(m) && s)
+			dns_server_verdict(s->dns, qid, false);
+		break;
+	case WIRE_DNS_RELAY: {
+		size_t n;
+		const uint8_t *reply;
 
 		qid = wire_get_u64(m);
-		allowed = wire_get_u8(m);
-		if (allowed <= 1 && wire_msg_done(m) && s)
-			dns_server_verdict(s->dns, qid, allowed);
+		reply = wire_get_bytes(m, DNS_WIRE_MSG_MAX, &n);
+		if (wire_msg_done(m) && s)
+			dns_server_relay(s->dns, qid, n ? reply : NULL, n);
 		break;
 	}
-	case WIRE_DNS_ANSWERED:
-		qid = wire_get_u64(m);
-		{
-			uint32_t err = wire_get_u32(m);
-
-			if (wire_msg_done(m) && s)
-				dns_server_answered(s->dns, qid, err ? -(int)(err & 0xffff) : 0);
-		}
-		break;
 	}
 }
 
@@ -309,8 +289,8 @@ static void on_msg(void *arg, struct wire_msg *m)
 	case WIRE_DNS_SERVE: dns_serve_msg(m); break;
 	case WIRE_DNS_ADD:
 	case WIRE_DNS_STOP:
-	case WIRE_DNS_VERDICT:
-	case WIRE_DNS_ANSWERED: dns_msg(m); break;
+	case WIRE_DNS_REFUSE:
+	case WIRE_DNS_RELAY: dns_msg(m); break;
 	default: break;
 	}
 }
@@ -328,7 +308,7 @@ static int drop(const char *user, const char *root)
 	static const int allowed[] = {
 		SCMP_SYS(read), SCMP_SYS(write), SCMP_SYS(readv), SCMP_SYS(writev), SCMP_SYS(close),
 		SCMP_SYS(recvfrom), SCMP_SYS(sendto), SCMP_SYS(recvmsg), SCMP_SYS(sendmsg),
-		SCMP_SYS(accept4), SCMP_SYS(socket), SCMP_SYS(connect), SCMP_SYS(getsockopt),
+		SCMP_SYS(accept4), SCMP_SYS(getsockopt),
 		SCMP_SYS(getsockname), SCMP_SYS(shutdown), SCMP_SYS(epoll_wait), SCMP_SYS(epoll_pwait),
 		SCMP_SYS(epoll_ctl), SCMP_SYS(timerfd_settime), SCMP_SYS(clock_gettime), SCMP_SYS(getrandom),
 		SCMP_SYS(brk), SCMP_SYS(mmap), SCMP_SYS(munmap), SCMP_SYS(mremap), SCMP_SYS(madvise),
@@ -342,6 +322,12 @@ static int drop(const char *user, const char *root)
 
 	if (!pw) {
 		log_error("no user %s to run as", user);
+		return -1;
+	}
+	/* a network of its own with nothing in it (the sockets it serves were bound by
+	 * lanternd and are passed in): lantern-wire cannot reach anything, even if taken */
+	if (unshare(CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS) < 0) {
+		log_error("unshare (network, IPC, UTS): %s", strerror(errno));
 		return -1;
 	}
 	if (chroot(root) < 0 || chdir("/") < 0 || setgroups(0, NULL) < 0 ||

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "cplane_internal.h"
+#include "lantern/identity.h"
 #include "lantern/journal.h"
 #include "lantern/meter.h"
 #include "lantern/runtime.h"
@@ -194,10 +195,11 @@ static enum tunnel_status status_named(const char *n)
 static void send_completion(struct cplane *c, struct link *l, const struct outcome *oc)
 {
 	char *out = output_json(oc->status, oc->reason, oc->exit_code, oc->local_id);
+	struct run *r = oc->local_id ? runs_find(c->runs, oc->local_id) : NULL;
 	struct tunnel_completion tc = {
 		.run_id = l->cp_id, .epoch = l->epoch, .status = status_named(oc->status),
 		.detail = oc->reason, .cost_usd = oc->cost, .tokens_in = oc->tin, .tokens_out = oc->tout,
-		.output_json = out ? out : "",
+		.output_json = out ? out : "", .receipt = r ? identity_receipt(r) : NULL,
 	};
 	struct lerr e;
 
@@ -205,6 +207,7 @@ static void send_completion(struct cplane *c, struct link *l, const struct outco
 	tc.duration_ms = oc->end_ms > l->start_ms ? oc->end_ms - l->start_ms : 0;
 	if (tunnel_complete(c->t, &tc, &e) < 0)
 		log_error("control plane run %s: completion not kept: %s", l->cp_id, e.msg);
+	free((char *)tc.receipt);
 	free(out);
 }
 
@@ -259,7 +262,10 @@ void cplane_start(struct cplane *c, const struct tunnel_ev *ev, int64_t taken_ms
 	snprintf(file, sizeof(file), "%s.json", ev->run_id);
 	sub.file = file;
 	sub.input = input;
+	/* identity's signer asks the control plane for the new instance's token */
+	c->assigning = ev;
 	err = runs_start(c->runs, &sub, &r, &e);
+	c->assigning = NULL;
 	json_decref(input);
 	if (err < 0) {
 		/* admission refused (a class this node cannot run, a bad spec), or a resume the
@@ -363,8 +369,9 @@ static void on_assign(struct cplane *c, struct tunnel_ev *ev)
 		}
 		return;
 	}
-	if (c->draining) {
-		cplane_refuse(c, ev->run_id, ev->epoch,
+	if (c->draining || c->stopping) {
+		cplane_refuse(c, ev->run_id, ev->epoch, c->stopping ?
+			      "node is draining: lanternd is stopping (a restart or rollout)" :
 			      "node is draining: it takes no new runs until the drain is lifted", true);
 		return;
 	}
@@ -494,6 +501,32 @@ static void on_ended(void *arg, struct run *r)
 	cplane_count_load(c);
 }
 
+/* identity's signer: runs the control plane assigned get their tokens signed there. */
+static int sign_request(void *arg, struct run *r, const uint8_t pk[JOSE_PK_BYTES], int64_t exp,
+			char *remote_run_id, size_t len)
+{
+	struct cplane *c = arg;
+	struct link *l = c->assigning ? NULL : link_by_local(c, run_id(r));
+	const char *cp_id = c->assigning ? c->assigning->run_id : l ? l->cp_id : NULL;
+	int64_t epoch = c->assigning ? c->assigning->epoch : l ? l->epoch : 0;
+
+	if (!cp_id)
+		return -ENOENT;
+	snprintf(remote_run_id, len, "%s", cp_id);
+	return tunnel_identity_request(c->t, cp_id, epoch, run_instance_id(r), pk, exp);
+}
+
+static const struct identity_signer signer = { .request = sign_request };
+
+/* On the tunnel's thread: identity takes it from any thread. */
+static void on_identity(void *arg, const char *cp_id, const char *inst, const char *token,
+			const char *error)
+{
+	struct cplane *c = arg;
+
+	identity_token_signed(c->id, inst, token, error);
+}
+
 static const struct run_hooks cplane_hooks = {
 	.name = "cplane",
 	.ended = on_ended,
@@ -510,7 +543,8 @@ static void free_links(struct cplane *c)
 }
 
 int cplane_open(struct loop *l, const struct cplane_opts *o, struct runs *t,
-		const struct runtimes *rs, struct meter *m, struct cplane **out, struct lerr *e)
+		const struct runtimes *rs, struct meter *m, struct identity *id, struct cplane **out,
+		struct lerr *e)
 {
 	const char *classes[8];
 	struct tunnel_opts to = { 0 };
@@ -525,6 +559,7 @@ int cplane_open(struct loop *l, const struct cplane_opts *o, struct runs *t,
 	c->loop = l;
 	c->runs = t;
 	c->meter = m;
+	c->id = id;
 	c->store = o->store;
 	c->max_runs = o->max_runs;
 	snprintf(c->dir, sizeof(c->dir), "%s/tunnel", o->state_dir);
@@ -553,6 +588,10 @@ int cplane_open(struct loop *l, const struct cplane_opts *o, struct runs *t,
 	to.max_runs = o->max_runs;
 	to.backoff_max_ms = o->backoff_max_ms;
 	to.journal_store = o->store ? journal_store_id(o->store) : NULL;
+	to.region = o->region;
+	to.node_pk = id ? identity_node_key(id) : NULL;
+	to.on_identity = on_identity;
+	to.identity_arg = c;
 	capacity_now(c, &to.capacity);
 	if ((err = tunnel_start(&to, &c->t, &c->efd, e)) < 0)
 		goto fail_wq;
@@ -567,6 +606,8 @@ int cplane_open(struct loop *l, const struct cplane_opts *o, struct runs *t,
 		lerr_set(e, err, "control plane: cannot subscribe to runs");
 		goto fail_wq;
 	}
+	if (id)
+		identity_set_signer(id, &signer, c);
 	loop_timer_add(l, 0, on_reconcile, c);
 	c->load_timer = loop_timer_add(l, 1000, on_load_timer, c);
 	c->lease_timer = loop_timer_add(l, 100, lease_timer, c);
@@ -583,6 +624,25 @@ fail:
 	free_links(c);
 	free(c);
 	return err;
+}
+
+void cplane_drain(struct cplane *c)
+{
+	c->stopping = true;
+	tunnel_drain(c->t);
+}
+
+bool cplane_drain_told(struct cplane *c)
+{
+	return tunnel_drain_told(c->t) || !tunnel_registered(c->t);
+}
+
+bool cplane_registered(struct cplane *c, char *why, size_t len)
+{
+	if (tunnel_registered(c->t))
+		return true;
+	snprintf(why, len, "no session the control plane answers on (registering, or heartbeats failing)");
+	return false;
 }
 
 void cplane_close(struct cplane *c)

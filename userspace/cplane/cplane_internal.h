@@ -30,12 +30,15 @@ struct cplane {
 	struct loop *loop;
 	struct runs *runs;
 	struct meter *meter;
+	struct identity *id;
 	struct tunnel *t;
+	const struct tunnel_ev *assigning; /* the assignment a run start is admitting now */
 	struct journal_store *store;
 	struct workq *wq;               /* store claims: blocking calls off the loop */
 	int efd;
 	int max_runs;
-	bool draining;
+	bool draining;                  /* the control plane's drain order */
+	bool stopping;                  /* lanternd's own: it is exiting */
 	char dir[PATH_MAX];             /* STATE/tunnel */
 	char links_dir[PATH_MAX + 8];
 	struct link *links;

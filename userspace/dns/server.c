@@ -1,13 +1,15 @@
 /* server.c: one instance's FQDN proxy. Serves UDP and TCP on listeners bound for it
  * (127.0.0.1:PORT and [::1]:PORT, and the node bridge's address for an instance in a
- * namespace of its own), validates each query, asks whether the name is allowed,
- * forwards allowed queries to the upstream (UDP over a fresh connected socket per
- * query, TCP over a connection per query), hands every A/AAAA on the answer's CNAME
- * chain over and only then relays the upstream's reply. The two questions (allowed?
- * the answers recorded?) may be answered later (dns_server_verdict,
- * dns_server_answered): in lantern-wire they cross to lanternd. Everything runs on the
- * caller's loop: no thread, no blocking call. What the bytes mean is wire.c's business
- * (lantern/dns_wire.h); local.c serves an owner's proxy inside lanternd. */
+ * namespace of its own) and validates each query. Then either
+ *  - in lanternd's own process (local.c): asks whether the name is allowed, forwards
+ *    allowed queries to the upstream (ask.c), hands every A/AAAA on the answer's CNAME
+ *    chain over and only then relays the upstream's reply; or
+ *  - in lantern-wire (the ask hook): hands the question (name, type, class) to
+ *    lanternd, which refuses it (dns_server_verdict) or asks the upstream itself,
+ *    records the addresses and sends the reply back to relay (dns_server_relay).
+ *    lantern-wire never talks to the network.
+ * Everything runs on the caller's loop: no thread, no blocking call. What the bytes
+ * mean is wire.c's business (lantern/dns_wire.h). */
 #include "lantern/dns.h"
 
 #include <arpa/inet.h>
@@ -16,7 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -54,17 +55,14 @@ struct dns_query {
 	uint8_t *reply;       /* Q_RECORDING: the upstream's reply, relayed once recorded */
 	size_t reply_len;
 	struct dns_client client;
-	uint8_t *wire;        /* 2-byte length, then the query with the upstream ID */
-	size_t len;           /* of the query, without the length prefix */
+	uint8_t *msg;         /* the client's query as it came */
+	size_t len;
 	struct dns_wire_question question;
-	uint16_t id, up_id;   /* the client's ID and the one the upstream sees */
+	uint16_t id;          /* the client's ID */
 	char qname[DNS_WIRE_NAME_MAX + 1];
-	int fd;
-	bool tcp, connected;
+	bool tcp;
+	struct dns_ask *ask;  /* Q_UPSTREAM */
 	uint64_t timer;
-	size_t sent;          /* TCP: bytes of wire written */
-	uint8_t *in;          /* TCP: the framed reply being read */
-	size_t in_len;
 };
 
 /* A TCP client. It may carry several queries; replies go back in any order (RFC 7766). */
@@ -129,10 +127,7 @@ static void query_free(struct dns_query *q)
 
 	if (q->timer)
 		loop_timer_cancel(s->loop, q->timer);
-	if (q->fd >= 0) {
-		loop_del(s->loop, q->fd);
-		close(q->fd);
-	}
+	dns_ask_cancel(q->ask);
 	if (q->prev)
 		q->prev->next = q->next;
 	else
@@ -142,8 +137,7 @@ static void query_free(struct dns_query *q)
 	s->inflight--;
 	if (q->client.conn)
 		q->client.conn->pending--;
-	free(q->wire);
-	free(q->in);
+	free(q->msg);
 	free(q->reply);
 	free(q);
 }
@@ -156,10 +150,7 @@ static void query_finish(struct dns_query *q, const uint8_t *reply, size_t len)
 	if (reply) {
 		client_reply(&q->client, reply, len);
 	} else {
-		uint8_t *m = q->wire + 2;
-
-		dns_wire_set_id(m, q->id);
-		client_error(&q->client, m, q->question.end, DNS_RCODE_SERVFAIL);
+		client_error(&q->client, q->msg, q->question.end, DNS_RCODE_SERVFAIL);
 	}
 	query_free(q);
 	if (c)
@@ -207,12 +198,6 @@ static void query_reply(struct dns_query *q, uint8_t *msg, size_t len, size_t qe
 	memcpy(q->reply, msg, len);
 	q->reply_len = len;
 	q->state = Q_RECORDING;
-	/* the upstream's socket is done with; the timeout still holds */
-	if (q->fd >= 0) {
-		loop_del(s->loop, q->fd);
-		close(q->fd);
-		q->fd = -1;
-	}
 	err = s->h.answers(s->ctx, q->qid, q->qname, x.a, x.n);
 	if (err != -EINPROGRESS)
 		dns_server_answered(s, q->qid, err);
@@ -246,90 +231,15 @@ static void on_query_timeout(struct loop *l, void *arg)
 	query_finish(q, NULL, 0);
 }
 
-static void on_upstream_udp(struct loop *l, int fd, uint32_t events, void *arg)
-{
-	struct dns_query *q = arg;
-	struct dns_server *s = q->srv;
-
-	for (;;) {
-		ssize_t n = recv(fd, s->buf, sizeof(s->buf), 0);
-		size_t qend;
-
-		if (n < 0) {
-			if (errno == EAGAIN || errno == EINTR)
-				return;
-			/* ECONNREFUSED and friends: the upstream is not there */
-			query_finish(q, NULL, 0);
-			return;
-		}
-		/* anything else on this connected socket is ignored: a forged or stale
-		 * datagram must not end the query */
-		if (dns_wire_reply_matches(s->buf, (size_t)n, q->up_id, &q->question, &qend)) {
-			query_reply(q, s->buf, (size_t)n, qend);
-			return;
-		}
-	}
-}
-
-static void upstream_tcp_read(struct dns_query *q)
-{
-	for (;;) {
-		size_t need = q->in_len < 2 ? 2 : 2 + (size_t)dns_wire_frame_len(q->in);
-		ssize_t n;
-		size_t qend;
-
-		if (q->in_len == need && need > 2) {
-			if (!dns_wire_reply_matches(q->in + 2, need - 2, q->up_id, &q->question, &qend)) {
-				query_finish(q, NULL, 0);
-				return;
-			}
-			query_reply(q, q->in + 2, need - 2, qend);
-			return;
-		}
-		n = read(q->fd, q->in + q->in_len, need - q->in_len);
-		if (n < 0 && (errno == EAGAIN || errno == EINTR))
-			return;
-		if (n <= 0) {
-			query_finish(q, NULL, 0);
-			return;
-		}
-		q->in_len += (size_t)n;
-	}
-}
-
-static void on_upstream_tcp(struct loop *l, int fd, uint32_t events, void *arg)
+static void on_ask(void *arg, uint8_t *reply, size_t len, size_t qend)
 {
 	struct dns_query *q = arg;
 
-	if (!q->connected) {
-		int err = 0;
-		socklen_t elen = sizeof(err);
-
-		if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) < 0 || err) {
-			query_finish(q, NULL, 0);
-			return;
-		}
-		if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
-			return;
-		q->connected = true;
-	}
-	if (q->sent < q->len + 2) {
-		ssize_t n = send(fd, q->wire + q->sent, q->len + 2 - q->sent, MSG_NOSIGNAL);
-
-		if (n < 0 && (errno == EAGAIN || errno == EINTR))
-			return;
-		if (n < 0) {
-			query_finish(q, NULL, 0);
-			return;
-		}
-		q->sent += (size_t)n;
-		if (q->sent < q->len + 2)
-			return;
-		if (loop_mod(q->srv->loop, fd, EPOLLIN) < 0)
-			query_finish(q, NULL, 0);
-		return;
-	}
-	upstream_tcp_read(q);
+	q->ask = NULL; /* ends with this call */
+	if (reply)
+		query_reply(q, reply, len, qend);
+	else
+		query_finish(q, NULL, 0);
 }
 
 /* A query being asked about: kept (with the client's bytes) until it is answered. */
@@ -342,7 +252,6 @@ static struct dns_query *query_new(struct dns_server *s, const struct dns_client
 		return NULL;
 	q->srv = s;
 	q->qid = ++s->next_qid;
-	q->fd = -1;
 	q->client = *cl;
 	q->tcp = cl->conn != NULL;
 	q->len = len;
@@ -356,43 +265,45 @@ static struct dns_query *query_new(struct dns_server *s, const struct dns_client
 	s->inflight++;
 	if (cl->conn)
 		cl->conn->pending++;
-	q->wire = malloc(len + 2);
-	if (!q->wire || !(q->timer = loop_timer_add(s->loop, DNS_TIMEOUT_MS, on_query_timeout, q))) {
+	q->msg = malloc(len);
+	if (!q->msg || !(q->timer = loop_timer_add(s->loop, DNS_TIMEOUT_MS, on_query_timeout, q))) {
 		query_free(q);
 		return NULL;
 	}
-	dns_wire_frame_set_len(q->wire, (uint16_t)len);
-	memcpy(q->wire + 2, msg, len);
+	memcpy(q->msg, msg, len);
 	return q;
 }
 
-/* Forwards an allowed query. Returns 0 or -errno (the caller answers SERVFAIL). */
+/* Forwards an allowed query as the client wrote it (its EDNS, its case), over the
+ * client's transport. Returns 0 or -errno (the caller answers SERVFAIL). */
 static int query_forward(struct dns_query *q)
 {
 	struct dns_server *s = q->srv;
-	int type = q->tcp ? SOCK_STREAM : SOCK_DGRAM, err;
 
 	q->state = Q_UPSTREAM;
-	if (q->tcp && !(q->in = malloc(2 + DNS_WIRE_MSG_MAX)))
-		return -ENOMEM;
-	/* the upstream sees an ID of ours: a client's predictable IDs must not make
-	 * forged answers easier to land */
-	if (getrandom(&q->up_id, sizeof(q->up_id), GRND_NONBLOCK) != sizeof(q->up_id))
-		q->up_id = (uint16_t)random();
-	dns_wire_set_id(q->wire + 2, q->up_id);
-	q->fd = socket(s->up.addr.ss_family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (q->fd < 0)
-		return -errno;
-	if (connect(q->fd, (const struct sockaddr *)&s->up.addr, s->up.len) < 0 && errno != EINPROGRESS)
-		return -errno;
-	if (!q->tcp && send(q->fd, q->wire + 2, q->len, MSG_NOSIGNAL) < 0)
-		return -errno;
-	err = loop_add(s->loop, q->fd, q->tcp ? EPOLLOUT : EPOLLIN, q->tcp ? on_upstream_tcp : on_upstream_udp, q);
-	if (err < 0) {
-		close(q->fd);
-		q->fd = -1;
+	return dns_ask_start(s->loop, &s->up, q->msg, q->len, &q->question, q->tcp, DNS_TIMEOUT_MS, on_ask, q,
+			     &q->ask);
+}
+
+void dns_server_relay(struct dns_server *s, uint64_t qid, const uint8_t *reply, size_t len)
+{
+	struct dns_query *q = query_by_id(s, qid);
+	size_t qend;
+
+	if (!q || q->state != Q_CHECKING)
+		return;
+	/* the asker's reply to the same question (its ID is the asker's own): it goes back
+	 * with the client's ID and the client's question, letter case and all */
+	if (!reply || len > DNS_WIRE_MSG_MAX ||
+	    !dns_wire_reply_matches(reply, len, len >= 2 ? dns_wire_id(reply) : 0, &q->question, &qend) ||
+	    qend != q->question.end) {
+		query_finish(q, NULL, 0);
+		return;
 	}
-	return err;
+	memcpy(s->buf, reply, len);
+	memcpy(s->buf + DNS_WIRE_HDR, q->msg + DNS_WIRE_HDR, qend - DNS_WIRE_HDR);
+	dns_wire_set_id(s->buf, q->id);
+	query_finish(q, s->buf, len);
 }
 
 void dns_server_verdict(struct dns_server *s, uint64_t qid, bool allowed)
@@ -404,8 +315,7 @@ void dns_server_verdict(struct dns_server *s, uint64_t qid, bool allowed)
 		return;
 	if (allowed && query_forward(q) == 0)
 		return;
-	m = q->wire + 2;
-	dns_wire_set_id(m, q->id);
+	m = q->msg;
 	{
 		struct dns_conn *c = q->client.conn;
 
@@ -445,9 +355,15 @@ static void on_query(struct dns_server *s, const uint8_t *msg, size_t len,
 		client_error(cl, msg, q.end, DNS_RCODE_SERVFAIL);
 		return;
 	}
-	verdict = s->h.check(s->ctx, dq->qid, qname, q.type);
-	if (verdict == -EINPROGRESS || (verdict > 0 && query_forward(dq) == 0))
-		return;
+	if (s->h.ask) {
+		verdict = s->h.ask(s->ctx, dq->qid, qname, q.type, q.class, dq->tcp);
+		if (verdict == -EINPROGRESS)
+			return;
+	} else {
+		verdict = s->h.check(s->ctx, dq->qid, qname, q.type);
+		if (verdict == -EINPROGRESS || (verdict > 0 && query_forward(dq) == 0))
+			return;
+	}
 	/* answered here, inside the client's handler, which closes the client if it must */
 	client_error(cl, msg, q.end, verdict > 0 ? DNS_RCODE_SERVFAIL : DNS_RCODE_REFUSED);
 	query_free(dq);
@@ -837,16 +753,17 @@ int dns_server_serve(struct loop *l, const struct dns_upstream *u, struct dns_li
 	struct dns_server *s;
 	int err = 0;
 
-	if (!h || !h->check || !h->answers || !u || !u->len) {
+	if (!h || (!h->ask && (!h->check || !h->answers || !u || !u->len))) {
 		dns_listeners_close(ls);
-		return lerr_set(e, EINVAL, "dns: server: needs an upstream and its hooks");
+		return lerr_set(e, EINVAL, "dns: server: needs an upstream and its hooks, or an ask hook");
 	}
 	if (!(s = calloc(1, sizeof(*s)))) {
 		dns_listeners_close(ls);
 		return lerr_set(e, ENOMEM, "dns: server: out of memory");
 	}
 	s->loop = l;
-	s->up = *u;
+	if (u)
+		s->up = *u;
 	s->h = *h;
 	s->ctx = ctx;
 	s->port = ls->port;

@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "lantern/edge.h"
@@ -26,6 +27,15 @@
 #define MAX_PEERS 65536
 #define RESTART_MIN_MS 50
 #define RESTART_MAX_MS 5000
+/* A lantern-wire that lived this long died of something new: the next start is quick
+ * again. One that dies sooner (a request that kills it each time) is started ever
+ * later, up to RESTART_MAX_MS, so a crash loop costs lanternd little. */
+#define RESTART_STABLE_MS 10000
+/* Questions one proxy may have at the upstream (lantern-wire holds to the same). */
+#define MAX_ASKED 256
+#define ASK_TIMEOUT_MS 3000
+/* Addresses of one answer handed to the owner; more are not opened. */
+#define MAX_ANSWER_ADDRS 64
 
 struct listener {
 	uint64_t handle;
@@ -42,13 +52,30 @@ struct peer {
 	struct peer *next;
 };
 
+struct asked;
+
 struct proxy {
 	uint64_t handle;
 	struct dns_listeners ls;    /* kept, as the listeners are */
 	struct dns_upstream up;
 	struct dns_callbacks cb;
 	void *ctx;
+	struct asked *asked;        /* questions at the upstream for it */
+	unsigned nasked;
 	struct proxy *next;
+};
+
+/* A question lantern-wire handed over, at the upstream now. */
+struct asked {
+	struct edge *g;
+	struct proxy *x;
+	uint64_t qid;
+	struct dns_ask *a;
+	struct dns_wire_question q;
+	char qname[DNS_WIRE_NAME_MAX + 1];
+	unsigned naddrs;
+	int err;
+	struct asked *next;
 };
 
 struct edge {
@@ -59,6 +86,8 @@ struct edge {
 	int pidfd;
 	unsigned gen;
 	unsigned backoff_ms;
+	uint64_t started_ms;        /* CLOCK_MONOTONIC, when the running one started */
+	unsigned restarts;
 	uint64_t restart_timer;
 	bool closing;
 	struct durable *durable;
@@ -278,7 +307,6 @@ static void serve_proxy(struct edge *g, struct proxy *x)
 	}
 	wire_msg_init(&m, WIRE_DNS_SERVE);
 	wire_put_u64(&m, x->handle);
-	wire_put_bytes(&m, &x->up.addr, x->up.len);
 	wire_put_u8(&m, mask);
 	wire_put_u16(&m, x->ls.port);
 	for (int i = 0; i < 6; i++) {
@@ -347,6 +375,8 @@ static uint16_t d_port(void *arg, void *proxy)
 	return ((struct proxy *)proxy)->ls.port;
 }
 
+static void asked_drop_all(struct proxy *x);
+
 static void d_close(void *arg, void *proxy)
 {
 	struct edge *g = arg;
@@ -356,6 +386,7 @@ static void d_close(void *arg, void *proxy)
 	wire_msg_init(&m, WIRE_DNS_STOP);
 	wire_put_u64(&m, x->handle);
 	send_msg(g, &m);
+	asked_drop_all(x);
 	for (struct proxy **pp = &g->proxies; *pp; pp = &(*pp)->next)
 		if (*pp == x) {
 			*pp = x->next;
@@ -385,12 +416,106 @@ static bool name_ok(const char *s)
 	return true;
 }
 
+static void dns_answer(struct edge *g, struct proxy *x, uint64_t qid, uint16_t type, const uint8_t *reply,
+		       size_t len)
+{
+	struct wire_msg r;
+
+	wire_msg_init(&r, type);
+	wire_put_u64(&r, x->handle);
+	wire_put_u64(&r, qid);
+	if (type == WIRE_DNS_RELAY)
+		wire_put_bytes(&r, reply, reply ? len : 0);
+	send_msg(g, &r);
+}
+
+static void asked_unlink(struct asked *k)
+{
+	for (struct asked **pp = &k->x->asked; *pp; pp = &(*pp)->next)
+		if (*pp == k) {
+			*pp = k->next;
+			k->x->nasked--;
+			break;
+		}
+}
+
+static void asked_drop_all(struct proxy *x)
+{
+	while (x->asked) {
+		struct asked *k = x->asked;
+
+		asked_unlink(k);
+		dns_ask_cancel(k->a);
+		free(k);
+	}
+}
+
+static int hand_over(void *arg, const uint8_t addr[16], uint32_t ttl)
+{
+	struct asked *k = arg;
+
+	if (k->naddrs >= MAX_ANSWER_ADDRS || !k->x->cb.answer)
+		return 0;
+	k->naddrs++;
+	return k->x->cb.answer(k->x->ctx, k->qname, addr, ttl);
+}
+
+/* The upstream answered (or not): its addresses go to the owner (the instance's allow
+ * map) first, then the reply to lantern-wire to relay. */
+static void on_upstream(void *arg, uint8_t *reply, size_t len, size_t qend)
+{
+	struct asked *k = arg;
+
+	asked_unlink(k);
+	if (reply && dns_wire_rcode(reply) == DNS_RCODE_NOERROR &&
+	    dns_wire_answers(reply, len, qend, &k->q, hand_over, k) < 0)
+		reply = NULL;
+	dns_answer(k->g, k->x, k->qid, WIRE_DNS_RELAY, reply, len);
+	free(k);
+}
+
+/* A query lantern-wire read: refused here, or asked of the upstream by lanternd, with a
+ * query lanternd writes itself from the name (no byte of the workload's goes out). */
+static void dns_ask_msg(struct edge *g, struct proxy *x, uint64_t qid, const char *qname, struct wire_msg *m)
+{
+	uint16_t qtype = wire_get_u16(m), qclass = wire_get_u16(m);
+	uint8_t tcp = wire_get_u8(m), query[DNS_ASK_QUERY_MAX];
+	struct asked *k;
+	size_t len;
+
+	if (!wire_msg_done(m) || tcp > 1)
+		return;
+	if (!name_ok(qname) || !x->cb.allowed(x->ctx, qname)) {
+		if (x->cb.refused)
+			x->cb.refused(x->ctx, name_ok(qname) ? qname : "(unprintable)", qtype);
+		dns_answer(g, x, qid, WIRE_DNS_REFUSE, NULL, 0);
+		return;
+	}
+	if (x->nasked >= MAX_ASKED || !(len = dns_ask_build(query, qname, qtype, qclass)) ||
+	    !(k = calloc(1, sizeof(*k)))) {
+		dns_answer(g, x, qid, WIRE_DNS_RELAY, NULL, 0);
+		return;
+	}
+	k->g = g;
+	k->x = x;
+	k->qid = qid;
+	snprintf(k->qname, sizeof(k->qname), "%s", qname);
+	if (dns_wire_query_parse(query, len, &k->q) != 0 ||
+	    dns_ask_start(g->loop, &x->up, query, len, &k->q, tcp, ASK_TIMEOUT_MS, on_upstream, k, &k->a) < 0) {
+		free(k);
+		dns_answer(g, x, qid, WIRE_DNS_RELAY, NULL, 0);
+		return;
+	}
+	k->next = x->asked;
+	x->asked = k;
+	x->nasked++;
+}
+
 static void on_dns(struct edge *g, struct wire_msg *m)
 {
 	uint64_t handle = wire_get_u64(m), qid = m->type == WIRE_DNS_REFUSED ? 0 : wire_get_u64(m);
 	struct proxy *x = proxy_of(g, handle);
-	char qname[256];
-	struct wire_msg r;
+	char qname[DNS_WIRE_NAME_MAX + 1];
 
 	wire_get_str(m, qname, sizeof(qname));
 	if (!x)
@@ -402,41 +527,7 @@ static void on_dns(struct edge *g, struct wire_msg *m)
 			x->cb.refused(x->ctx, name_ok(qname) ? qname : "(unprintable)", qtype);
 		return;
 	}
-	if (m->type == WIRE_DNS_CHECK) {
-		uint16_t qtype = wire_get_u16(m);
-		bool ok = wire_msg_done(m) && name_ok(qname) && x->cb.allowed(x->ctx, qname);
-
-		if (!ok && x->cb.refused && wire_msg_done(m))
-			x->cb.refused(x->ctx, name_ok(qname) ? qname : "(unprintable)", qtype);
-		wire_msg_init(&r, WIRE_DNS_VERDICT);
-		wire_put_u64(&r, handle);
-		wire_put_u64(&r, qid);
-		wire_put_u8(&r, ok);
-		send_msg(g, &r);
-		return;
-	}
-	{
-		uint32_t n = wire_get_u32(m);
-		int err = n > 64 || !name_ok(qname) ? -EBADMSG : 0;
-
-		for (uint32_t i = 0; i < n && !err; i++) {
-			size_t len;
-			const uint8_t *a = wire_get_bytes(m, 16, &len);
-			uint32_t ttl = wire_get_u32(m);
-
-			if (!a || len != 16)
-				err = -EBADMSG;
-			else if (x->cb.answer)
-				err = x->cb.answer(x->ctx, qname, a, ttl);
-		}
-		if (!err && !wire_msg_done(m))
-			err = -EBADMSG;
-		wire_msg_init(&r, WIRE_DNS_ANSWERED);
-		wire_put_u64(&r, handle);
-		wire_put_u64(&r, qid);
-		wire_put_u32(&r, (uint32_t)-err);
-		send_msg(g, &r);
-	}
+	dns_ask_msg(g, x, qid, qname, m);
 }
 
 /* ---- the process ---- */
@@ -448,8 +539,7 @@ static void on_msg(void *arg, struct wire_msg *m)
 	switch (m->type) {
 	case WIRE_CALL: on_call(g, m); break;
 	case WIRE_GONE: on_gone(g, m); break;
-	case WIRE_DNS_CHECK:
-	case WIRE_DNS_ANSWERS:
+	case WIRE_DNS_ASK:
 	case WIRE_DNS_REFUSED: on_dns(g, m); break;
 	default:
 		log_warn("wire: lantern-wire sent a message lanternd does not take (type %u)", m->type);
@@ -482,7 +572,11 @@ static void lost(struct edge *g, const char *why)
 		kill(g->pid, SIGKILL);
 	while (g->peers)
 		peer_drop(g, g->peers);
+	for (struct proxy *x = g->proxies; x; x = x->next)
+		asked_drop_all(x);
 	g->gen++;
+	if (util_now_ns(CLOCK_MONOTONIC) / 1000000 - g->started_ms >= RESTART_STABLE_MS)
+		g->backoff_ms = RESTART_MIN_MS;
 	if (!g->closing && !g->restart_timer)
 		g->restart_timer = loop_timer_add(g->loop, g->backoff_ms, on_restart, g);
 	if (g->backoff_ms < RESTART_MAX_MS)
@@ -547,7 +641,8 @@ static int start(struct edge *g, struct lerr *e)
 			add_ip4(g, x);
 	}
 	log_info("wire: lantern-wire running as pid %d (user %s, root %s)", (int)g->pid, g->user, g->root);
-	g->backoff_ms = RESTART_MIN_MS;
+	g->started_ms = util_now_ns(CLOCK_MONOTONIC) / 1000000;
+	g->restarts++;
 	return 0;
 }
 
@@ -604,6 +699,7 @@ void edge_close(struct edge *g)
 		struct proxy *x = g->proxies;
 
 		g->proxies = x->next;
+		asked_drop_all(x);
 		dns_listeners_close(&x->ls);
 		free(x);
 	}

@@ -216,11 +216,15 @@ static void reply_error(struct harness_conn *c, int status, const char *msg)
 	free(body);
 }
 
-/* Value of header name in [h, end), or NULL; *len gets its length. */
-static const char *header_value(const char *h, const char *end, const char *name, size_t *len)
+/* Value of header name in [h, end), or NULL; *len gets its length, *count how many
+ * times the header appears (a second Content-Length is how requests get smuggled). */
+static const char *header_find(const char *h, const char *end, const char *name, size_t *len,
+			       unsigned *count)
 {
 	size_t nl = strlen(name);
+	const char *found = NULL;
 
+	*count = 0;
 	for (const char *p = h; p < end;) {
 		const char *eol = memmem(p, (size_t)(end - p), "\r\n", 2);
 		if (!eol)
@@ -229,18 +233,61 @@ static const char *header_value(const char *h, const char *end, const char *name
 			const char *v = p + nl + 1;
 			while (v < eol && (*v == ' ' || *v == '\t'))
 				v++;
-			*len = (size_t)(eol - v);
-			return v;
+			if (!found) {
+				*len = (size_t)(eol - v);
+				found = v;
+			}
+			(*count)++;
 		}
 		p = eol + 2;
 	}
-	return NULL;
+	return found;
+}
+
+static const char *header_value(const char *h, const char *end, const char *name, size_t *len)
+{
+	unsigned n;
+
+	return header_find(h, end, name, len, &n);
 }
 
 /* Something of a request is buffered (answered before an EOF closes the connection). */
 static bool conn_has_request(const struct harness_conn *c)
 {
 	return c->in_len > c->in_off;
+}
+
+const char *harness_header(const struct harness_request *rq, const char *name)
+{
+	for (size_t i = 0; i < rq->n_headers; i++)
+		if (!strcasecmp(rq->headers[i].name, name))
+			return rq->headers[i].value;
+	return NULL;
+}
+
+/* Copies the headers in [h, end) that fit the request's bounded list. */
+static void keep_headers(struct harness_request *rq, const char *h, const char *end)
+{
+	for (const char *p = h; p < end && rq->n_headers < HARNESS_MAX_HEADERS;) {
+		const char *eol = memmem(p, (size_t)(end - p), "\r\n", 2), *colon, *v;
+		struct harness_header *hd = &rq->headers[rq->n_headers];
+
+		if (!eol)
+			eol = end;
+		colon = memchr(p, ':', (size_t)(eol - p));
+		if (colon && (size_t)(colon - p) < sizeof(hd->name)) {
+			for (v = colon + 1; v < eol && (*v == ' ' || *v == '\t'); v++)
+				;
+			if ((size_t)(eol - v) < sizeof(hd->value)) {
+				memcpy(hd->name, p, (size_t)(colon - p));
+				hd->name[colon - p] = '\0';
+				memcpy(hd->value, v, (size_t)(eol - v));
+				hd->value[eol - v] = '\0';
+				rq->n_headers++;
+			}
+		}
+		p = eol + 2;
+	}
 }
 
 /* Hands over the request at the head of c->in, if it is complete. Returns true if one
@@ -250,6 +297,7 @@ static bool conn_parse_one(struct harness_conn *c)
 	struct harness_request rq = { 0 };
 	const char *in = c->in + c->in_off, *hend, *line_end, *v;
 	size_t in_len = c->in_len - c->in_off, hlen, vlen, clen = 0, total;
+	unsigned nclen;
 	char version[16];
 
 	if (!in_len)
@@ -280,15 +328,21 @@ static bool conn_parse_one(struct harness_conn *c)
 		reply_error(c, 411, "chunked bodies are not supported: send Content-Length");
 		return true;
 	}
-	if ((v = header_value(line_end + 2, hend + 2, "Content-Length", &vlen))) {
-		char num[24];
-		char *endp;
-
-		snprintf(num, sizeof(num), "%.*s", (int)(vlen < 23 ? vlen : 23), v);
-		clen = strtoul(num, &endp, 10);
-		if (endp == num || *endp) {
-			reply_error(c, 400, "bad Content-Length");
+	if ((v = header_find(line_end + 2, hend + 2, "Content-Length", &vlen, &nclen))) {
+		/* digits only (no sign, no spaces, no second value), and once */
+		while (vlen && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t'))
+			vlen--;
+		if (nclen > 1 || !vlen || vlen > 12) {
+			reply_error(c, nclen > 1 ? 400 : vlen > 12 ? 413 : 400,
+				    nclen > 1 ? "more than one Content-Length" : "bad Content-Length");
 			return true;
+		}
+		for (size_t i = 0; i < vlen; i++) {
+			if (v[i] < '0' || v[i] > '9') {
+				reply_error(c, 400, "bad Content-Length");
+				return true;
+			}
+			clen = clen * 10 + (size_t)(v[i] - '0');
 		}
 	}
 	if (clen > HARNESS_MAX_BODY) {
@@ -328,6 +382,7 @@ static bool conn_parse_one(struct harness_conn *c)
 	}
 	rq.body = body;
 	rq.body_len = clen;
+	keep_headers(&rq, line_end + 2, hend);
 	c->busy = true;
 	c->s->ops->request(c->s->arg, c, &rq);
 	free(body);

@@ -1015,8 +1015,9 @@ static int claim_cb(void *arg, const struct journal_record *rec)
 			 json_string_value(json_object_get(j, "run_id")) ?: "");
 		json_decref(j);
 	}
-	c->ended = rec->type == JOURNAL_RUN_COMPLETED;
-	if (c->ended) {
+	/* only the receipt follows the end */
+	if (rec->type == JOURNAL_RUN_COMPLETED) {
+		c->ended = true;
 		free(c->end_payload);
 		c->end_payload = strdup(rec->payload);
 	}
