@@ -534,9 +534,29 @@ static void test_node_loss(void)
 		const char *hs = verify_store ? strstr(verify_store, "head ") : NULL;
 		const char *hl = verify_local ? strstr(verify_local, "head ") : NULL;
 
-		tap_ok(ok && rs == 0 && rl == 0 && hs && hl && !strcmp(hs, hl),
-		       "node loss: one trace id for every step (%s), the same run id on the new node, and the "
-		       "store's copy verifies with the new node's head (%s)", trace[0], tl_oneline(verify_store));
+		/* the receipt lantern-cp countersigned covers the whole journal: both nodes' records */
+		char path[128], rf[600], *rv = NULL;
+		long code;
+		json_t *rc;
+		int rr = -1;
+
+		snprintf(path, sizeof(path), "/v1/runs/%s/receipt", id);
+		rc = api(0, "GET", path, NULL, &code);
+		if (code == 200 && rc && b >= 0) {
+			char *txt = json_dumps(rc, JSON_COMPACT);
+
+			snprintf(rf, sizeof(rf), "%s", tl_file(&N[0], "loss-receipt.json", "%s", txt ? txt : ""));
+			free(txt);
+			rr = tl_sh(&rv, NULL, "%s/lantern receipt verify %s --journal %s/runs/%s/journal --keys "
+				   "http://127.0.0.1:%u/.well-known/lantern-receipts", N[0].build, rf, N[b].state,
+				   local, http_port[0]);
+		}
+		json_decref(rc);
+		tap_ok(ok && rs == 0 && rl == 0 && hs && hl && !strcmp(hs, hl) && rr == 0,
+		       "node loss: one trace id for every step (%s), the same run id on the new node, the store's "
+		       "copy verifies with the new node's head (%s), and the countersigned receipt covers the "
+		       "whole journal (%s)", trace[0], tl_oneline(verify_store), tl_oneline(rv));
+		free(rv);
 		free(verify_store);
 		free(verify_local);
 	}

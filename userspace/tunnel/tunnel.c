@@ -87,7 +87,8 @@ struct tunnel {
 	int64_t token_exp, token_got; /* unix seconds */
 	int hb_s, metrics_s;
 	int64_t next_register, next_stream, next_hb, next_metrics; /* monotonic ms */
-	int register_fails, stream_fails;
+	int register_fails, stream_fails, refresh_fails;
+	int64_t next_refresh;         /* monotonic ms: a failed refresh waits its backoff */
 	bool register_busy, hb_busy, metrics_busy, refresh_busy;
 	bool draining;
 	bool hb_failing;
@@ -1108,11 +1109,15 @@ static void on_refresh(void *arg, int status, const char *details, const uint8_t
 		return;
 	}
 	if (!r) {
-		log_warn("tunnel: RefreshToken failed (%s%s%s); the current token expires in %llds",
-			 rpc_status_name(status), details[0] ? ": " : "", details,
-			 (long long)(t->token_exp - time(NULL)));
+		/* retried with backoff: a call that fails at once (no connection) must not be
+		 * re-issued in a loop, which floods the channel with connection attempts */
+		t->next_refresh = mono_ms() + backoff(t, &t->refresh_fails);
+		log_warn("tunnel: RefreshToken failed (%s%s%s); the current token expires in %llds; "
+			 "retrying in %lld ms", rpc_status_name(status), details[0] ? ": " : "", details,
+			 (long long)(t->token_exp - time(NULL)), (long long)(t->next_refresh - mono_ms()));
 		return;
 	}
+	t->refresh_fails = 0;
 	free(t->token);
 	t->token = strdup(r->session_token);
 	t->token_got = (int64_t)time(NULL);
@@ -1155,7 +1160,8 @@ static void tunnel_step(struct tunnel *t)
 	if (atomic_load(&t->self_draining) && !atomic_load(&t->drain_told))
 		t->next_hb = now;
 	/* refresh once two thirds of the token's life are gone */
-	if (!t->refresh_busy && unix_now >= t->token_exp - (t->token_exp - t->token_got) / 3)
+	if (!t->refresh_busy && now >= t->next_refresh &&
+	    unix_now >= t->token_exp - (t->token_exp - t->token_got) / 3)
 		do_refresh(t);
 	if (!t->hb_busy && now >= t->next_hb) {
 		do_heartbeat(t);
