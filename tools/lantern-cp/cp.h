@@ -16,10 +16,11 @@
  *   token.c   bootstrap tokens, session JWTs, the control plane's keys
  *   identity.c instance identity tokens, receipts checked and countersigned, the keys'
  *             well-known documents
- * Calls go one way: main → leader, sched, service, wake; http → state, sched, wake;
- * service → state, wake; sched → state, wake; wake → db. sched and service never
- * call each other: placement wakes delivery through wake.c, and what changes room
- * (a completion, a renewal) marks placement due through wake.c too.
+ * Calls go one way: main → leader, sched, service, wake; http → state, sched, service,
+ * wake, identity; service → state, wake, identity; sched → state, wake; identity →
+ * state (the planes' keys); wake → db. sched and
+ * service never call each other: placement wakes delivery through wake.c, and what
+ * changes room (a completion, a renewal) marks placement due through wake.c too.
  *
  * Threads: the main thread polls the gRPC completion queue (serving DataPlaneService)
  * and runs the periodic work between completions; libmicrohttpd's thread serves the
@@ -225,6 +226,8 @@ int state_runs(struct cp *cp, const char *where, int n, const char *const *p,
 	       void (*cb)(void *arg, struct cprun *r), void *arg, struct lerr *e);
 int state_run_insert(struct cp *cp, const struct cprun *r, struct lerr *e);
 json_t *state_run_json(const struct cprun *r);
+/* What a run's spec says about placement and its token (regions, agent version). */
+void cp_run_spec_info(struct cprun *r);
 json_t *state_plane_json(const struct plane *p, int64_t now_us, int64_t live_after_us);
 
 /* leader.c (cp->mu held) */
@@ -267,8 +270,6 @@ int wake_start(struct cp *cp, struct lerr *e);
 void wake_stop(struct cp *cp);
 
 /* identity.c (cp->mu held) */
-/* What a run's spec says about placement and its token (regions, agent version). */
-void cp_run_spec_info(struct cprun *r);
 /* A signed identity token for instance inst of r (pk: its key), or NULL with why. */
 char *cp_identity_token(struct cp *cp, const struct cprun *r, const char *inst, const uint8_t *pk,
 			size_t pklen, int64_t exp, char *why, size_t len);

@@ -18,28 +18,6 @@
 
 #define MAX_TOKEN_S 86400
 
-void cp_run_spec_info(struct cprun *r)
-{
-	json_t *j = json_loads(r->config_json ? r->config_json : "{}", 0, NULL);
-	json_t *spec = json_object_get(j, "spec"), *labels = json_object_get(json_object_get(j, "metadata"), "labels");
-	const char *fb = json_string_value(json_object_get(labels, SPEC_REGION_FALLBACK_LABEL));
-	const char *av = json_string_value(json_object_get(labels, "lantern.dev/agent-version"));
-	json_t *v;
-	size_t i;
-
-	r->regions[0] = '\0';
-	json_array_foreach(json_object_get(spec, "preferred_regions"), i, v) {
-		size_t l = strlen(r->regions);
-
-		snprintf(r->regions + l, sizeof(r->regions) - l, "%s%s", l ? "," : "", json_string_value(v) ?: "");
-	}
-	r->region_fallback = fb && !strcmp(fb, "allow");
-	snprintf(r->agent_version, sizeof(r->agent_version), "%s",
-		 av ? av : json_string_value(json_object_get(json_object_get(j, "metadata"), "name")) ?: "");
-	r->timeout_s = json_number_value(json_object_get(json_object_get(spec, "limits"), "timeout"));
-	json_decref(j);
-}
-
 static void kid_of(const unsigned char *pk, char kid[JOSE_KID_LEN + 1])
 {
 	jose_kid(pk, kid);

@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "cp.h"
+#include "lantern/spec.h"
 
 static const char *const state_names[] = {
 	[RS_QUEUED] = "queued",       [RS_ASSIGNED] = "assigned", [RS_ACCEPTED] = "accepted",
@@ -169,6 +170,31 @@ json_t *state_plane_json(const struct plane *p, int64_t now_us, int64_t live_aft
 }
 
 /* ---- runs ---- */
+
+/* What a run's spec says about placement and its identity token (regions, agent
+ * version, timeout): read from the spec each time the row is, nothing to keep in step. */
+void cp_run_spec_info(struct cprun *r)
+{
+	json_t *j = json_loads(r->config_json ? r->config_json : "{}", 0, NULL);
+	json_t *spec = json_object_get(j, "spec"), *labels = json_object_get(json_object_get(j, "metadata"), "labels");
+	const char *fb = json_string_value(json_object_get(labels, SPEC_REGION_FALLBACK_LABEL));
+	const char *av = json_string_value(json_object_get(labels, "lantern.dev/agent-version"));
+	json_t *v;
+	size_t i;
+
+	r->regions[0] = '\0';
+	json_array_foreach(json_object_get(spec, "preferred_regions"), i, v) {
+		size_t l = strlen(r->regions);
+
+		snprintf(r->regions + l, sizeof(r->regions) - l, "%s%s", l ? "," : "", json_string_value(v) ?: "");
+	}
+	r->region_fallback = fb && !strcmp(fb, "allow");
+	snprintf(r->agent_version, sizeof(r->agent_version), "%s",
+		 av ? av : json_string_value(json_object_get(json_object_get(j, "metadata"), "name")) ?: "");
+	r->timeout_s = json_number_value(json_object_get(json_object_get(spec, "limits"), "timeout"));
+	json_decref(j);
+}
+
 
 #define RUN_COLS "id, tenant_id, isolation, pin, idempotency_key, config_json, input_json, status, " \
 		 "plane_id, epoch, detail, output_json, cost_usd, tokens_in, tokens_out, duration_ms, " \

@@ -494,7 +494,9 @@ static void on_ended(void *arg, struct run *r)
 
 	if (!l)
 		return;
-	if (run_fenced(r))
+	/* a run whose lease this node no longer holds is not its to report, fenced or not
+	 * (one that ended before the lease check saw it: a restart that could not resume) */
+	if (run_fenced(r) || (l->ttl_ms && (int64_t)(util_now_ns(CLOCK_MONOTONIC) / 1000000) > l->lease_until))
 		tunnel_forget(c->t, l->cp_id);
 	else
 		complete_run(c, l, r, cplane_unix_ms());
