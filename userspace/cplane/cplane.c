@@ -269,8 +269,11 @@ void cplane_start(struct cplane *c, const struct tunnel_ev *ev, int64_t taken_ms
 	json_decref(input);
 	if (err < 0) {
 		/* admission refused (a class this node cannot run, a bad spec), or a resume the
-		 * journal refuses (idempotent: false with a step in flight): say why, run nothing */
-		cplane_refuse(c, ev->run_id, ev->epoch, e.msg, false);
+		 * journal refuses (idempotent: false with a step in flight): say why, run nothing.
+		 * A start that waited on the control plane for an answer that did not come (the
+		 * instance's identity token: its replica went away) is given back instead, to be
+		 * placed again: nothing of the run started */
+		cplane_refuse(c, ev->run_id, ev->epoch, e.msg, err == -ETIMEDOUT || err == -ENOTCONN);
 		return;
 	}
 	if (!(l = link_new(c, ev->run_id, run_id(r), ev->epoch, taken_ms))) {

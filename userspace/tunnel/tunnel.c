@@ -50,6 +50,17 @@ struct pending {
 	struct pending *next;
 };
 
+/* An identity request sent and not yet answered: a stream that moves to another replica
+ * takes it along, so a start does not fail for the replica that went away. */
+struct idreq {
+	char inst[64];
+	uint8_t *buf;
+	size_t len;
+	int64_t sent_ms;              /* monotonic: dropped IDREQ_KEEP_MS after */
+	struct idreq *next;
+};
+#define IDREQ_KEEP_MS 10000
+
 /* Renewals sent and not yet answered: their grants count from these times. */
 #define RENEWALS_KEPT 16
 
@@ -103,6 +114,7 @@ struct tunnel {
 	struct tunnel_capacity cap;
 	struct live *live;
 	struct pending *pending;
+	struct idreq *idreqs;
 	struct tunnel_ev *evs, *evs_tail;
 };
 
@@ -599,12 +611,41 @@ int tunnel_identity_request(struct tunnel *t, const char *run_id, int64_t epoch,
 		return -ENOMEM;
 	pthread_mutex_lock(&t->mu);
 	if (t->stream) {
+		struct idreq *q = calloc(1, sizeof(*q));
+
 		rpc_stream_send(t->stream, buf, len);
 		err = 0;
+		if (q) {
+			snprintf(q->inst, sizeof(q->inst), "%s", inst);
+			q->buf = buf;
+			q->len = len;
+			q->sent_ms = mono_ms();
+			q->next = t->idreqs;
+			t->idreqs = q;
+			buf = NULL;
+		}
 	}
 	pthread_mutex_unlock(&t->mu);
 	free(buf);
 	return err;
+}
+
+/* t->mu held: the answered one goes (inst), and those past their keep. */
+static void idreqs_prune_locked(struct tunnel *t, const char *inst)
+{
+	int64_t now = mono_ms();
+
+	for (struct idreq **pp = &t->idreqs; *pp;) {
+		struct idreq *q = *pp;
+
+		if ((inst && !strcmp(q->inst, inst)) || now - q->sent_ms > IDREQ_KEEP_MS) {
+			*pp = q->next;
+			free(q->buf);
+			free(q);
+		} else {
+			pp = &q->next;
+		}
+	}
 }
 
 /* --- the stream (thread) --- */
@@ -773,6 +814,9 @@ static void stream_msg(struct rpc_stream *s, void *arg, const uint8_t *msg, size
 		on_grant(t, m->lease_grant);
 		break;
 	case LANTERN__V1__DP_RUN_STREAM_SERVER_MSG__MSG_IDENTITY_TOKEN:
+		pthread_mutex_lock(&t->mu);
+		idreqs_prune_locked(t, m->identity_token->instance_id);
+		pthread_mutex_unlock(&t->mu);
 		if (t->o.on_identity)
 			t->o.on_identity(t->o.identity_arg, m->identity_token->run_id,
 					 m->identity_token->instance_id, m->identity_token->token,
@@ -844,6 +888,9 @@ static void stream_open(struct tunnel *t)
 			rpc_stream_send(s, buf, len);
 			free(buf);
 		}
+	idreqs_prune_locked(t, NULL);
+	for (struct idreq *q = t->idreqs; q; q = q->next)
+		rpc_stream_send(s, q->buf, q->len);
 	t->gen++;
 	for (struct pending *p = t->pending; p; p = p->next) {
 		rpc_stream_send(s, p->buf, p->len);
@@ -1224,6 +1271,13 @@ static void tunnel_free(struct tunnel *t)
 		t->pending = p->next;
 		free(p->buf);
 		free(p);
+	}
+	while (t->idreqs) {
+		struct idreq *q = t->idreqs;
+
+		t->idreqs = q->next;
+		free(q->buf);
+		free(q);
 	}
 	while (t->evs) {
 		struct tunnel_ev *ev = t->evs;
