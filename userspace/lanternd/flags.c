@@ -118,6 +118,10 @@ static const struct flag flags[] = {
 	  "files, directories and links one image layer or archive may create (default 1000000)" },
 	{ "telemetry-ringbuf-bytes", POW2, F(ringbuf_bytes), 4096, 1u << 30, "N",
 	  "process event ring buffer size (power of 2, default 8 MiB)" },
+	{ "pools", STR, F(pools_file), 0, 0, "FILE",
+	  "keep sandboxes started and waiting for spawns that fit them (YAML, docs/pools.md)" },
+	{ "pool-memory-floor", NUM, F(pool_memory_floor), 0, UINT64_MAX, "BYTES",
+	  "pools give ready sandboxes back while MemAvailable is under this (default: a tenth of MemTotal)" },
 	{ "flags-file", STR, F(flags_file), 0, 0, "FILE",
 	  "more flags, one per line (\"--name value\", \"--name=value\" or \"--name\"; # comments), "
 	  "read before the command line" },

@@ -184,6 +184,38 @@ static int open_edge(struct daemon *d, struct lerr *e)
 	return edge_open(d->loop, &o, &d->edge, e);
 }
 
+/* The pools file: every error of it (FILE:LINE:COL and the field) refuses the start;
+ * then the pools are checked against the runtimes (pool_open). */
+static int open_pools(struct daemon *d, struct lerr *e)
+{
+	const struct lanternd_config *c = &d->cfg;
+	struct spec_errors errs = { 0 };
+	struct spec_pools decl = { 0 };
+	char waiter[PATH_MAX];
+	struct pool_opts po = {
+		.decl = &decl, .state_dir = c->state_dir, .cg = &d->cg, .pids_max = c->pids_max,
+		.runtimes = d->runtimes, .egress = d->egress, .identity = d->identity, .waiter = waiter,
+		.max_total = c->max_runs, .mem_floor = c->pool_memory_floor,
+	};
+	int err;
+
+	if (c->pools_file && spec_pools_parse_file(c->pools_file, &decl, &errs) < 0) {
+		size_t off = (size_t)snprintf(e->msg, sizeof(e->msg), "--pools %s:", c->pools_file);
+
+		for (size_t i = 0; i < errs.n && off < sizeof(e->msg); i++)
+			off += (size_t)snprintf(e->msg + off, sizeof(e->msg) - off, "\n  %s", errs.msg[i]);
+		spec_errors_free(&errs);
+		return -EINVAL;
+	}
+	if ((err = beside_self("lantern-waiter", waiter, sizeof(waiter))) < 0)
+		waiter[0] = '\0';
+	err = pool_open(d->loop, &po, &d->pool, e);
+	spec_pools_free(&decl);
+	if (err < 0)
+		return err;
+	return pool_subscribe(d->pool, d->runs, e);
+}
+
 static int open_modules(struct daemon *d, const char *shim, const char *cli, struct lerr *e)
 {
 	const struct lanternd_config *c = &d->cfg;
@@ -249,7 +281,8 @@ static int open_modules(struct daemon *d, const char *shim, const char *cli, str
 	    (err = identity_subscribe(d->identity, d->runs, e)) < 0 ||
 	    (err = durable_subscribe(d->durable, d->runs, e)) < 0 ||
 	    (err = telemetry_subscribe(d->telemetry, d->runs, d->meter, e)) < 0 ||
-	    (err = logs_subscribe(d->logs, d->runs, e)) < 0)
+	    (err = logs_subscribe(d->logs, d->runs, e)) < 0 ||
+	    (err = open_pools(d, e)) < 0)
 		return err;
 	if (c->control_plane) {
 		struct cplane_opts co = {
@@ -271,6 +304,7 @@ static int open_modules(struct daemon *d, const char *shim, const char *cli, str
 		metrics_register(d->metrics, egress_metrics, d->egress);
 		metrics_register(d->metrics, telemetry_metrics, d->telemetry);
 		metrics_register(d->metrics, meter_metrics, d->meter);
+		metrics_register(d->metrics, pool_metrics, d->pool);
 		metrics_route(d->metrics, "/healthz", ops_healthz, d);
 		metrics_route(d->metrics, "/readyz", ops_readyz, d);
 		if ((err = identity_serve_wellknown(d->identity, d->metrics)) < 0)
@@ -283,6 +317,8 @@ static void close_modules(struct daemon *d)
 {
 	api_close(d->api);
 	metrics_close(d->metrics);
+	/* its sandboxes go while their runtime, maps and identity are still open */
+	pool_close(d->pool);
 	runtimes_free(d->runtimes);
 	cplane_close(d->cplane);
 	runs_close(d->runs);
@@ -338,6 +374,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	runs_recover(d.runs);
+	pool_start(d.pool);
 
 	sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
 	if (sfd < 0 || loop_add(d.loop, sfd, EPOLLIN, on_signal, &d) < 0) {
