@@ -38,6 +38,7 @@ struct daemon {
 	struct logs *logs;
 	struct cplane *cplane;
 	struct pool *pool;                /* --pools: sandboxes started and waiting */
+	struct spec_pools pools_decl;     /* the pools file, until pool_open has it */
 	struct metrics *metrics;
 	struct api *api;
 	bool draining;                    /* SIGTERM: stopping, no new runs */

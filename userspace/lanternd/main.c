@@ -184,33 +184,37 @@ static int open_edge(struct daemon *d, struct lerr *e)
 	return edge_open(d->loop, &o, &d->edge, e);
 }
 
-/* The pools file: every error of it (FILE:LINE:COL and the field) refuses the start;
- * then the pools are checked against the runtimes (pool_open). */
+/* The pools file, read before anything is opened: each of its errors (FILE:LINE:COL
+ * and the field) is printed and lanternd does not start. */
+static int read_pools(struct daemon *d)
+{
+	struct spec_errors errs = { 0 };
+
+	if (!d->cfg.pools_file || spec_pools_parse_file(d->cfg.pools_file, &d->pools_decl, &errs) == 0)
+		return 0;
+	for (size_t i = 0; i < errs.n; i++)
+		log_error("--pools %s", errs.msg[i]);
+	spec_errors_free(&errs);
+	return -EINVAL;
+}
+
+/* The pools checked against the runtimes (a pool this node cannot serve refuses the
+ * start, naming FILE:LINE and why), then subscribed for claims. */
 static int open_pools(struct daemon *d, struct lerr *e)
 {
 	const struct lanternd_config *c = &d->cfg;
-	struct spec_errors errs = { 0 };
-	struct spec_pools decl = { 0 };
 	char waiter[PATH_MAX];
 	struct pool_opts po = {
-		.decl = &decl, .state_dir = c->state_dir, .cg = &d->cg, .pids_max = c->pids_max,
+		.decl = &d->pools_decl, .state_dir = c->state_dir, .cg = &d->cg, .pids_max = c->pids_max,
 		.runtimes = d->runtimes, .egress = d->egress, .identity = d->identity, .waiter = waiter,
 		.max_total = c->max_runs, .mem_floor = c->pool_memory_floor,
 	};
 	int err;
 
-	if (c->pools_file && spec_pools_parse_file(c->pools_file, &decl, &errs) < 0) {
-		size_t off = (size_t)snprintf(e->msg, sizeof(e->msg), "--pools %s:", c->pools_file);
-
-		for (size_t i = 0; i < errs.n && off < sizeof(e->msg); i++)
-			off += (size_t)snprintf(e->msg + off, sizeof(e->msg) - off, "\n  %s", errs.msg[i]);
-		spec_errors_free(&errs);
-		return -EINVAL;
-	}
-	if ((err = beside_self("lantern-waiter", waiter, sizeof(waiter))) < 0)
+	if (beside_self("lantern-waiter", waiter, sizeof(waiter)) < 0)
 		waiter[0] = '\0';
 	err = pool_open(d->loop, &po, &d->pool, e);
-	spec_pools_free(&decl);
+	spec_pools_free(&d->pools_decl);
 	if (err < 0)
 		return err;
 	return pool_subscribe(d->pool, d->runs, e);
@@ -345,6 +349,8 @@ int main(int argc, char **argv)
 	raise_fd_limit();
 	if ((err = lanternd_flags(argc, argv, &d.cfg)) != 0)
 		return err > 0 ? 0 : 2;
+	if (read_pools(&d) < 0)
+		return 2;
 	if (!d.cfg.shim) {
 		if ((err = beside_self("lantern-shim", shim, sizeof(shim))) < 0) {
 			log_error("cannot find own path: %s", strerror(-err));
