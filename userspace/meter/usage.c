@@ -232,9 +232,9 @@ static int on_admitted(void *arg, struct run *r, json_t *input, struct lerr *e)
 	return 0;
 }
 
-/* A new instance (a start, or a resumed run's fresh one) is sampled from what it has
- * used so far: nothing for a cold start, the runtime's start and the wait for a
- * pooled sandbox (docs/pools.md), which are not the run's. */
+/* A new instance (a start, or a resumed run's fresh one) is sampled from zero; a pooled
+ * sandbox's (docs/pools.md) from what it had used when the run took it: its runtime's
+ * start and its wait are not the run's. */
 static int on_prepared(void *arg, struct run *r, struct lerr *e)
 {
 	struct meter_run *mr = get(arg, r);
@@ -244,7 +244,7 @@ static int on_prepared(void *arg, struct run *r, struct lerr *e)
 		return lerr_set(e, ENOMEM, "meter: out of memory");
 	mr->collected = false;
 	mr->cpu_live = 0;
-	mr->cpu_base = cgroup_inst_stats(run_cgroup(r), &st, NULL) == 0 ? st.cpu_seconds : 0;
+	mr->cpu_base = run_pool(r) && cgroup_inst_stats(run_cgroup(r), &st, NULL) == 0 ? st.cpu_seconds : 0;
 	mr->mem_sample_ns = 0;
 	return 0;
 }
