@@ -76,7 +76,9 @@ static const struct flag flags[] = {
 	{ "bootstrap-token-file", STR, F(bootstrap_token_file), 0, 0, "FILE", "one-time token from POST /v1/data-planes" },
 	{ "control-plane-ca", STR, F(cp_ca), 0, 0, "FILE", "CA for the control plane's certificate (default: system)" },
 	{ "insecure", BOOL, F(cp_insecure), 0, 0, NULL, "plaintext to the control plane (tests only)" },
-	{ "max-runs", NUM, F(max_runs), 1, 100000, "N", "runs at once taken from the control plane (default 64)" },
+	{ "max-runs", NUM, F(max_runs), 1, 100000, "N",
+	  "runs at once taken from the control plane; pools fill only while their sandboxes and the live runs are "
+	  "fewer (default 64)" },
 	{ "reconnect-max", NUM, F(reconnect_max_s), 1, 100000, "SEC", "ceiling of the reconnect backoff (default 30)" },
 	{ "otlp-endpoint", STR, F(otlp_endpoint), 0, 0, "URL",
 	  "OTLP trace receiver (default $OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT; none: spans only go to "
