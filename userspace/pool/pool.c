@@ -279,6 +279,14 @@ static void teardown_work(void *arg)
 			log_warn("pool %s: sandbox %s: %s", po->d.name, sb->inst, e.msg);
 		cgroup_inst_sweep(po->pl->o.cg, sb->inst);
 	}
+	/* its shim records the end in the directory: gone first, or it could write there
+	 * while the directory is being removed */
+	if (sb->rs.shim_pidfd >= 0) {
+		struct pollfd pf = { .fd = sb->rs.shim_pidfd, .events = POLLIN };
+
+		if (poll(&pf, 1, 5000) == 0)
+			log_warn("pool %s: sandbox %s: its shim did not end within 5 s", po->d.name, sb->inst);
+	}
 	util_rm_rf(sb->dir);
 }
 
