@@ -100,6 +100,10 @@ SHIM_MODS:= $(BUILD)/obj/userspace/cgroup/cgroup.o $(BUILD)/obj/userspace/util/u
 # for every runtime command of every container (no loader work: ~1.5 ms less per exec)
 OCI_SRCS := $(wildcard tools/lantern-oci/*.c)
 OCI_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(OCI_SRCS))
+# lantern-waiter, a pooled sandbox's first process (docs/pools.md): static, libc only, for
+# it runs inside images that have no libc of their own
+WAITER_SRCS := $(wildcard tools/waiter/*.c)
+WAITER_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(WAITER_SRCS))
 # lantern-install, the DaemonSet's init container: libc only
 INSTALL_SRCS := $(wildcard tools/lantern-install/*.c)
 INSTALL_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(INSTALL_SRCS))
@@ -124,7 +128,7 @@ BENCH_LDLIBS_journal := -lsqlite3
 
 .PHONY: all deps host check test demo bench image clean
 all: $(BUILD)/lanternd $(BUILD)/lantern $(BUILD)/lantern-shim $(BUILD)/lantern-wire $(BUILD)/lantern-oci $(BUILD)/lantern-cp \
-     $(BUILD)/lantern-install $(TEST_BINS) $(TEST_HELPERS) $(BENCH_BINS)
+     $(BUILD)/lantern-install $(BUILD)/lantern-waiter $(TEST_BINS) $(TEST_HELPERS) $(BENCH_BINS)
 
 deps: $(BUILD)/.deps-stamp host
 
@@ -223,6 +227,9 @@ $(BUILD)/lantern-oci: $(OCI_OBJS) $(SHIM_MODS)
 
 $(BUILD)/lantern-install: $(INSTALL_OBJS)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^
+
+$(BUILD)/lantern-waiter: $(WAITER_OBJS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -static -o $@ $^
 
 # The DaemonSet's image holds these, the BPF objects, runc, runsc, the CNI plugins and
 # exactly the shared libraries they load (scripts/mkimage-lanternd.sh).

@@ -24,6 +24,8 @@ done
 ${CC:-cc} -static -O2 -o "$root/bin/lantern-clock" "$here/tools/image/clock.c"
 # a harness API client for images (busybox cannot speak HTTP over a Unix socket)
 ${CC:-cc} -static -O2 -o "$root/bin/lantern-hcall" "$here/tools/image/hcall.c"
+# the pool test's workload: connects, reads and clock readings as its first actions
+${CC:-cc} -static -O2 -o "$root/bin/lantern-probe" "$here/tools/image/probe.c"
 printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' > "$root/etc/passwd"
 printf 'root:x:0:\nnogroup:x:65534:\n' > "$root/etc/group"
 chmod 1777 "$root/tmp"

@@ -22,6 +22,15 @@
  * ended; spawns/s = M / wall time from the first submission to the last exit. The peer
  * is bare `runc run` with the same concurrency.
  *
+ * Pools (docs/pools.md), in the same run: lanternd is restarted with a pool of the same
+ * spec's shape per runtime, and the same spec is claimed N times per runtime, each
+ * claim when the pool is full (no refill under way), interleaved with bare runs again:
+ * submission to the first instruction of a claimed sandbox, with the run's policy,
+ * journal and identity in place. A claim that does not come from the pool is reported
+ * and left out. Then the throughput of claims with the pool refilling: C submitters,
+ * M claims, and how many of them the pool served. The claim's stages (admission,
+ * preparation, the waiter's exec) come from each run's record.
+ *
  *   build/bench/spawn [-n SPAWNS_PER_CELL] [-m THROUGHPUT_SPAWNS] [-c CONCURRENCY]
  *   (defaults 100, 200, 8) */
 #include <errno.h>
@@ -51,7 +60,7 @@ extern char **environ;
 
 static int n_spawns = 100, n_tput = 200, conc = 8;
 static char dir[256], state[300], sock[300], bpffs[256], cgroot[128], bare_cg[160];
-static char build[256], image[256], yaml_runc[1024], yaml_runsc[1024];
+static char build[256], image[256], yaml_runc[1024], yaml_runsc[1024], pools_path[320];
 static char bare_root[2][300], bare_bundle[2][64][300]; /* [runtime][submitter] */
 static pid_t daemon_pid;
 static struct oci_handler handlers[2]; /* runc, runsc: for the bare side */
@@ -82,6 +91,7 @@ struct sample {
 	int64_t accepted;/* submission to lanternd's "accepted" answer (bare: 0) */
 	int64_t total;   /* submission to the exit */
 	bool ok;
+	char id[32];     /* lanternd's run id */
 };
 
 static int connect_sock(void)
@@ -127,6 +137,7 @@ static struct sample spawn_lanternd(const char *yaml)
 
 			if (!strcmp(type, "accepted")) {
 				s.accepted = t - t0;
+				snprintf(s.id, sizeof(s.id), "%s", json_string_value(json_object_get(m, "run_id")) ?: "");
 			} else if (!strcmp(type, "output") && !s.first) {
 				const char *d = json_string_value(json_object_get(m, "data")) ?: "";
 				char bin[128];
@@ -171,6 +182,69 @@ out:
 	free(line);
 	free(buf);
 	return s;
+}
+
+/* One request on lanternd's socket and its one-line answer (a new reference). */
+static json_t *call_op(json_t *req)
+{
+	char *line = json_dumps(req, JSON_COMPACT), *buf = NULL;
+	size_t len = line ? strlen(line) : 0, have = 0, cap = 0;
+	json_t *res = NULL;
+	int fd = connect_sock();
+
+	if (fd < 0 || !line)
+		goto out;
+	line = realloc(line, len + 2);
+	line[len++] = '\n';
+	if (write(fd, line, len) != (ssize_t)len)
+		goto out;
+	for (;;) {
+		ssize_t n;
+		char *nl;
+
+		if (have + 65536 > cap) {
+			char *nb = realloc(buf, cap = have + (1 << 20));
+			if (!nb)
+				goto out;
+			buf = nb;
+		}
+		n = read(fd, buf + have, cap - have);
+		if (n <= 0)
+			goto out;
+		have += (size_t)n;
+		if ((nl = memchr(buf, '\n', have))) {
+			res = json_loadb(buf, (size_t)(nl - buf), 0, NULL);
+			goto out;
+		}
+	}
+out:
+	if (fd >= 0)
+		close(fd);
+	free(line);
+	free(buf);
+	return res;
+}
+
+/* Waits until pool name is full: ready at its target and nothing being made. */
+static bool pool_full(const char *name, int ms)
+{
+	for (int i = 0; i < ms / 10; i++) {
+		json_t *req = json_pack("{s:s}", "op", "pools"), *res = call_op(req), *p;
+		bool full = false;
+		size_t k;
+
+		json_decref(req);
+		json_array_foreach(json_object_get(res, "pools"), k, p)
+			if (!strcmp(json_string_value(json_object_get(p, "name")) ?: "", name))
+				full = json_integer_value(json_object_get(p, "ready")) >= json_integer_value(json_object_get(p, "target")) &&
+				       json_integer_value(json_object_get(p, "target")) > 0 &&
+				       !json_integer_value(json_object_get(p, "starting"));
+		json_decref(res);
+		if (full)
+			return true;
+		usleep(10000);
+	}
+	return false;
 }
 
 /* ---- the bare runtime ---- */
@@ -303,13 +377,11 @@ static int write_bare_bundle(int k, int slot, const char *yaml, const char *runt
 
 /* ---- setup and teardown ---- */
 
+static void stop_daemon(void);
+
 static void cleanup(void)
 {
-	if (daemon_pid > 0) {
-		kill(daemon_pid, SIGTERM);
-		waitpid(daemon_pid, NULL, 0);
-		daemon_pid = 0;
-	}
+	stop_daemon();
 	for (int k = 0; k < 2; k++)
 		if (handlers[k].available)
 			sh("for c in $(%s --root %s list -q 2>/dev/null); do %s --root %s delete --force $c; done",
@@ -330,11 +402,44 @@ static void on_signal(int sig)
 	raise(sig);
 }
 
+/* lanternd, with the pools file or without pools. */
+static int start_daemon(const char *pools)
+{
+	char cmd[2048];
+	pid_t pid;
+
+	snprintf(cmd, sizeof(cmd),
+		 "exec %s/lanternd --state-dir %s --socket %s --bpffs %s --cgroup-root %s %s%s >>%s/lanternd.log 2>&1",
+		 build, state, sock, bpffs, cgroot, pools ? "--pools " : "", pools ? pools : "", dir);
+	unlink(sock);
+	pid = fork();
+	if (pid == 0) {
+		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+		_exit(127);
+	}
+	daemon_pid = pid;
+	for (int i = 0; i < 500 && !util_unix_socket_alive(sock); i++)
+		usleep(10000);
+	if (!util_unix_socket_alive(sock)) {
+		fprintf(stderr, "bench/spawn: lanternd did not start (%s/lanternd.log)\n", dir);
+		return -1;
+	}
+	return 0;
+}
+
+static void stop_daemon(void)
+{
+	if (daemon_pid > 0) {
+		kill(daemon_pid, SIGTERM);
+		waitpid(daemon_pid, NULL, 0);
+		daemon_pid = 0;
+	}
+}
+
 static int setup(void)
 {
 	char cmd[2048], ref[400];
 	FILE *f;
-	pid_t pid;
 
 	snprintf(dir, sizeof(dir), "/tmp/lantern-bench-spawn-%d", (int)getpid());
 	snprintf(state, sizeof(state), "%s/state", dir);
@@ -356,21 +461,8 @@ static int setup(void)
 	ref[strcspn(ref, "\n")] = '\0';
 	snprintf(image, sizeof(image), "%s", ref);
 
-	snprintf(cmd, sizeof(cmd),
-		 "exec %s/lanternd --state-dir %s --socket %s --bpffs %s --cgroup-root %s >%s/lanternd.log 2>&1",
-		 build, state, sock, bpffs, cgroot, dir);
-	pid = fork();
-	if (pid == 0) {
-		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-		_exit(127);
-	}
-	daemon_pid = pid;
-	for (int i = 0; i < 500 && !util_unix_socket_alive(sock); i++)
-		usleep(10000);
-	if (!util_unix_socket_alive(sock)) {
-		fprintf(stderr, "bench/spawn: lanternd did not start (%s/lanternd.log)\n", dir);
+	if (start_daemon(NULL) < 0)
 		return -1;
-	}
 	if (sh("%s/lantern --socket %s image import %s/img >/dev/null", build, sock, dir) != 0)
 		return -1;
 	for (int k = 0; k < 2; k++) {
@@ -433,6 +525,7 @@ struct tput {
 	int next_slot;
 	int left;
 	int done, failed;
+	char (*ids)[32];  /* lanternd's run ids, when asked for */
 	pthread_mutex_t mu;
 };
 
@@ -459,6 +552,8 @@ static void *tput_worker(void *arg)
 		pthread_mutex_unlock(&t->mu);
 		s = t->k == 0 ? spawn_lanternd(yaml_runc) : spawn_bare(0, slot, my);
 		pthread_mutex_lock(&t->mu);
+		if (t->ids && s.ok)
+			snprintf(t->ids[t->done], 32, "%s", s.id);
 		if (s.ok)
 			t->done++;
 		else
@@ -467,9 +562,9 @@ static void *tput_worker(void *arg)
 	}
 }
 
-static double throughput(int k, int *failed)
+static double throughput(int k, int *failed, char (*ids)[32])
 {
-	struct tput t = { .k = k, .left = n_tput };
+	struct tput t = { .k = k, .left = n_tput, .ids = ids };
 	pthread_t th[64];
 	int64_t t0 = now_ns();
 	int c = conc;
@@ -481,6 +576,160 @@ static double throughput(int k, int *failed)
 		pthread_join(th[i], NULL);
 	*failed = t.failed;
 	return t.done / ((double)(now_ns() - t0) / 1e9);
+}
+
+/* ---- pools ---- */
+
+/* Run ids of lanternd's runs that came from a pool, with their claim's stages (µs):
+ * admission, preparation, the waiter's exec. */
+struct claimed {
+	char id[32];
+	char pool[64];
+	int64_t us[3];
+};
+
+static size_t claimed_runs(struct claimed **out)
+{
+	json_t *req = json_pack("{s:s}", "op", "ps"), *res = call_op(req), *r;
+	size_t i, n = 0;
+
+	json_decref(req);
+	*out = calloc(json_array_size(json_object_get(res, "runs")) + 1, sizeof(**out));
+	json_array_foreach(json_object_get(res, "runs"), i, r) {
+		json_t *p = json_object_get(r, "pool"), *st = json_object_get(p, "claim_us");
+
+		if (!*out || !json_object_get(p, "name"))
+			continue;
+		snprintf((*out)[n].id, sizeof((*out)[n].id), "%s", json_string_value(json_object_get(r, "id")));
+		snprintf((*out)[n].pool, sizeof((*out)[n].pool), "%s", json_string_value(json_object_get(p, "name")));
+		(*out)[n].us[0] = json_integer_value(json_object_get(st, "admission"));
+		(*out)[n].us[1] = json_integer_value(json_object_get(st, "prepare"));
+		(*out)[n].us[2] = json_integer_value(json_object_get(st, "exec"));
+		n++;
+	}
+	json_decref(res);
+	return n;
+}
+
+static const struct claimed *claimed_find(const struct claimed *c, size_t n, const char *id)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(c[i].id, id))
+			return &c[i];
+	return NULL;
+}
+
+static double p50_of(int64_t *v, int n)
+{
+	if (!n)
+		return 0;
+	qsort(v, (size_t)n, sizeof(*v), cmp_i64);
+	return (double)v[(n - 1) / 2];
+}
+
+/* lanternd again, with a pool per runtime of the benchmark spec's shape: claims one at
+ * a time beside bare runs, then claims as fast as C submitters go. Returns failures. */
+static int pools_phase(void)
+{
+	static const char *const names[2] = { "runc", "runsc" }, *const pool[2] = { "clock-runc", "clock-runsc" };
+	struct sample *pl[2], *br[2];
+	struct claimed *cl = NULL;
+	size_t ncl;
+	int bad = 0, fl = 0;
+	char (*ids)[32] = calloc((size_t)n_tput, 32);
+	double tp;
+	FILE *f;
+
+	snprintf(pools_path, sizeof(pools_path), "%s/pools.yaml", dir);
+	if (!(f = fopen(pools_path, "w")))
+		return 1;
+	fprintf(f, "pools:\n  - name: clock-runc\n    image_digest: %s\n    isolation: trusted\n    size: {min: 4, max: 8}\n"
+		"  - name: clock-runsc\n    image_digest: %s\n    isolation: standard\n    size: {min: 2, max: 2}\n",
+		image, image);
+	fclose(f);
+	stop_daemon();
+	if (start_daemon(pools_path) < 0)
+		return 1;
+	for (int k = 0; k < 2; k++) {
+		pl[k] = calloc((size_t)n_spawns, sizeof(struct sample));
+		br[k] = calloc((size_t)n_spawns, sizeof(struct sample));
+		if (!pool_full(pool[k], 120000)) {
+			fprintf(stderr, "bench/spawn: pool %s did not fill (%s/lanternd.log)\n", pool[k], dir);
+			return 1;
+		}
+		/* warm-up claim */
+		spawn_lanternd(k ? yaml_runsc : yaml_runc);
+	}
+	for (int i = 0; i < n_spawns; i++) {
+		for (int k = 0; k < 2; k++) {
+			if (!pool_full(pool[k], 60000))
+				fprintf(stderr, "bench/spawn: pool %s not full before claim %d\n", pool[k], i);
+			if (i % 2 == 0) {
+				pl[k][i] = spawn_lanternd(k ? yaml_runsc : yaml_runc);
+				br[k][i] = spawn_bare(k, 0, (unsigned long)(i + 1 + 100000));
+			} else {
+				br[k][i] = spawn_bare(k, 0, (unsigned long)(i + 1 + 100000));
+				pl[k][i] = spawn_lanternd(k ? yaml_runsc : yaml_runc);
+			}
+		}
+	}
+	ncl = claimed_runs(&cl);
+	printf("# pools: submission -> first instruction of a claimed sandbox (ms), %d claims per row, each with the pool "
+	       "full; bare runs interleaved again\n", n_spawns);
+	printf("%-8s %-10s %5s %9s %9s %9s %11s %11s %12s\n", "handler", "path", "ok", "p50", "p99", "mean", "+p50",
+	       "+p99", "accepted p50");
+	for (int k = 0; k < 2; k++) {
+		int64_t st[3][n_spawns > 0 ? n_spawns : 1];
+		int nst = 0, cold = 0;
+		struct stats p, r, a;
+
+		for (int i = 0; i < n_spawns; i++) {
+			const struct claimed *c = claimed_find(cl, ncl, pl[k][i].id);
+
+			if (pl[k][i].ok && !c) {
+				pl[k][i].ok = false;
+				cold++;
+			}
+			if (pl[k][i].ok) {
+				for (int x = 0; x < 3; x++)
+					st[x][nst] = c->us[x];
+				nst++;
+			}
+		}
+		p = stats_of(pl[k], n_spawns, 0);
+		r = stats_of(br[k], n_spawns, 0);
+		a = stats_of(pl[k], n_spawns, 1);
+		printf("%-8s %-10s %5d %9.2f %9.2f %9.2f %11s %11s %12s\n", names[k], "bare", r.n, r.p50, r.p99, r.mean,
+		       "-", "-", "-");
+		printf("%-8s %-10s %5d %9.2f %9.2f %9.2f %+11.2f %+11.2f %12.2f\n", names[k], "pool", p.n, p.p50, p.p99,
+		       p.mean, p.p50 - r.p50, p.p99 - r.p99, a.p50);
+		printf("%-8s claim stages p50 (ms): admission %.2f, preparation %.2f, waiter exec %.2f; %d not from the "
+		       "pool\n", names[k], p50_of(st[0], nst) / 1000, p50_of(st[1], nst) / 1000, p50_of(st[2], nst) / 1000,
+		       cold);
+		printf("target: claim -> first instruction p50 <= 5 ms (%s): %s (%.2f ms)\n", names[k],
+		       p.p50 <= 5.0 ? "met" : "not met", p.p50);
+		bad += (n_spawns - p.n - cold) + (n_spawns - r.n);
+		free(pl[k]);
+		free(br[k]);
+	}
+	free(cl);
+	fflush(stdout);
+	tp = throughput(0, &fl, ids);
+	ncl = claimed_runs(&cl);
+	{
+		int from_pool = 0;
+
+		for (int i = 0; i < n_tput; i++)
+			from_pool += ids[i][0] && claimed_find(cl, ncl, ids[i]) != NULL;
+		printf("# throughput of claims with the pool refilling (clock-runc, size 4..8): %d spawns, %d concurrent "
+		       "submitters\n", n_tput, conc);
+		printf("%-20s %10.1f %8d   (%d of %d from the pool, the rest cold)\n", "lanternd + pool", tp, fl, from_pool,
+		       n_tput - fl);
+	}
+	bad += fl;
+	free(cl);
+	free(ids);
+	return bad;
 }
 
 int main(int argc, char **argv)
@@ -563,7 +812,7 @@ int main(int argc, char **argv)
 	fflush(stdout);
 	{
 		int fl = 0, fb = 0;
-		double tl = throughput(0, &fl), tb = throughput(1, &fb);
+		double tl = throughput(0, &fl, NULL), tb = throughput(1, &fb, NULL);
 
 		printf("# throughput: %d spawns of the same spec, %d concurrent submitters, runc\n", n_tput, conc);
 		printf("%-20s %10s %8s\n", "path", "spawns/s", "failed");
@@ -571,6 +820,7 @@ int main(int argc, char **argv)
 		printf("%-20s %10.1f %8d\n", "lanternd (runc)", tl, fl);
 		bad += fl + fb;
 	}
+	bad += pools_phase();
 	for (int k = 0; k < 2; k++)
 		for (int w = 0; w < 2; w++)
 			free(s[k][w]);

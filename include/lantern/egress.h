@@ -41,6 +41,13 @@ int egress_subscribe(struct egress *eg, struct runs *t, struct lerr *e);
 /* The egress programs' handle (the telemetry programs share some of their maps). */
 struct lbpf *egress_bpf(const struct egress *eg);
 
+/* A pooled sandbox's instance before any run has it (docs/pools.md): registered with
+ * network none, so the runtime's processes and the waiter reach nothing; the run that
+ * claims it replaces this with its own policy in its prepared hook (one atomic update
+ * of the instance's entry). egress_instance_drop removes it for a sandbox no run took. */
+int egress_instance_hold(struct egress *eg, uint64_t cgid, struct lerr *e);
+void egress_instance_drop(struct egress *eg, uint64_t cgid);
+
 /* `lantern egress update`: replaces a live run's policy from a spec's network section;
  * DNS-learned addresses still allowed by the new policy are kept. */
 int egress_update(struct egress *eg, struct run *r, const char *file, const char *yaml, size_t len,

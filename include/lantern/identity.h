@@ -87,6 +87,15 @@ void identity_token_signed(struct identity *id, const char *inst, const char *to
  * it; so can whatever binds an identity to an instance later (a pool claim). */
 int identity_issue(struct identity *id, struct run *r, struct lerr *e);
 
+/* A pooled sandbox's identity tmpfs (docs/pools.md), made before any run has the
+ * instance: mounted empty now, so the sandbox can show it at IDENTITY_SANDBOX_DIR from
+ * its start; identity_issue for the run that claims the instance fills it (key, token)
+ * and makes it read-only, as for a cold start. Its path goes to dir.
+ * identity_instance_release unmounts one no run took (nothing if a run has it). */
+int identity_instance_prepare(struct identity *id, const char *inst, char *dir, size_t len,
+			      struct lerr *e);
+void identity_instance_release(struct identity *id, const char *inst);
+
 /* `lantern identity RUN`: token, public key, issuer, expiry, leases. A new reference. */
 json_t *identity_run_json(struct identity *id, struct run *r);
 /* The node key as a JWKS (what verifies node-signed tokens and receipts). */

@@ -45,11 +45,12 @@ int oci_class_map(const char *const *entries, int n, const char *out[OCI_N_CLASS
 /* Finds and checks a handler; root is created. Never fails: h->available says. */
 void oci_handler_probe(struct oci_handler *h, const char *name, const char *root);
 
-/* A node directory shown to the sandbox. */
+/* A node directory (or file) shown to the sandbox. */
 struct oci_bind {
 	const char *source;       /* absolute, on the node */
 	const char *dest;         /* absolute, under /run/lantern */
 	bool read_only;
+	bool exec;                /* may be executed (only the waiter's binary: else noexec) */
 };
 
 /* Network of a spawn as the runtime sees it. */
@@ -73,7 +74,23 @@ struct oci_bundle_req {
 	 * sandbox sees) */
 	const struct oci_bind *binds;
 	size_t n_binds;
+	/* a pooled sandbox (docs/pools.md): its process runs this (the waiter, with only PATH
+	 * in its environment), as the image's user; the workload's own process is what
+	 * oci_process_build gives at its claim */
+	char *const *waiter_argv;
 };
+
+/* The workload's process as the bundle gives it: args (spec.command/args, else the
+ * image's Entrypoint/Cmd, Kubernetes' rule), env (the image's, then spec.env, then
+ * lantern_env; later wins), the image's working directory and user. */
+struct oci_process {
+	json_t *args;             /* array of strings */
+	json_t *env;              /* array of "NAME=VALUE" */
+	char cwd[PATH_MAX];
+	unsigned uid, gid;
+};
+int oci_process_build(const struct oci_bundle_req *r, struct oci_process *p, struct lerr *e);
+void oci_process_free(struct oci_process *p);
 
 /* The bundle's seccomp profile (OCI linux.seccomp): the deny-list, or the untrusted
  * allow-list. A new reference; CRI pods get it as a Localhost profile file. */

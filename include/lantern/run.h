@@ -10,10 +10,13 @@
  * A run's life and the hooks called on the way:
  *
  *   runs_submit ─ spec parsed, a runtime admits it ─ ids, STATE/runs/<id>, spec.yaml
+ *     claim(r, spec, c)       a pooled sandbox that fits the spec, if a subscriber
+ *                             keeps some (below): the run takes its instance
  *     admitted(r, input)      may refuse (a policy that does not compile, a journal
  *                             that cannot be created): nothing of the run stays
- *     runtime prepare         image verified, network made (before the instance)
- *     [instance cgroup made with limits]
+ *     runtime prepare         image verified, network made (before the instance);
+ *                             for a claim: runtime claim, the started sandbox taken
+ *     [instance cgroup made with limits; for a claim: the sandbox's, made by the pool]
  *     prepared(r)             egress policy in the maps, telemetry registered, the
  *                             harness socket listening: all before the workload
  *     env(r, env)             what the workload's environment gets from each
@@ -83,6 +86,30 @@ struct run;
 struct runs;                 /* every run this lanternd knows */
 struct run_env;              /* a workload's environment being built (below) */
 struct runtimes;             /* runtime.h */
+struct runtime_sandbox;      /* runtime.h */
+
+/* ---- pooled sandboxes (docs/pools.md) ----
+ * A subscriber that keeps sandboxes started and waiting (the pool module) answers the
+ * claim hook, before admitted: 0 when it hands r a sandbox that fits spec (c filled),
+ * -ENOENT when it has none. The run then takes the sandbox's instance (its id, its
+ * cgroup, its directory, renamed to the run's) instead of making its own; its
+ * runtime's claim op takes the started sandbox in place of prepare, and its start
+ * tells the sandbox's waiter to exec the workload. Every hook runs as for a cold start,
+ * in the same order. done(arg, c, why) is called once the claim is settled: why NULL
+ * when the run has started (the runtime took the sandbox), else the reason it failed,
+ * after the run undid its own part; the pool then removes whatever is left of the
+ * sandbox, and runs_submit starts the spawn again cold, logging the reason and keeping
+ * it in the new run's record. */
+struct run_claim {
+	char pool[64];
+	char instance_id[32];
+	char dir[PATH_MAX];            /* the sandbox's directory, renamed to STATE/runs/<id> */
+	int64_t ready_ns;              /* CLOCK_REALTIME when it was ready (its wait is not billed) */
+	struct runtime_sandbox *sandbox;
+	int waiter_fd;                 /* taken (set to -1) by the runtime's claim op */
+	void (*done)(void *arg, struct run_claim *c, const char *why);
+	void *arg;
+};
 
 /* How a workload ended, as its runtime saw it. */
 struct run_exit {
@@ -108,6 +135,7 @@ struct run_step {
 
 struct run_hooks {
 	const char *name;
+	int (*claim)(void *arg, struct run *r, const struct spec *s, struct run_claim *c);
 	int (*admitted)(void *arg, struct run *r, json_t *input, struct lerr *e);
 	int (*resumed)(void *arg, struct run *r, struct lerr *e);
 	int (*prepared)(void *arg, struct run *r, struct lerr *e);
@@ -218,6 +246,12 @@ void run_set_runtime_state(struct run *r, void *v);
 void run_set_network(struct run *r, bool own_netns, uint32_t dns_ip4);
 bool run_own_netns(const struct run *r);
 uint32_t run_dns_ip4(const struct run *r);
+/* The pool whose sandbox the run took, or NULL for a cold start; how long that sandbox
+ * had been waiting when it was claimed (never billed to the run). */
+const char *run_pool(const struct run *r);
+int64_t run_pool_waited_ms(const struct run *r);
+/* A cold start after a claim that failed: the reason, else NULL. */
+const char *run_pool_fallback(const struct run *r);
 
 /* Ends a live run as `as` with a reason: SIGTERM to the instance, SIGKILL after the
  * grace. Nothing if it is ending already or final. */

@@ -31,6 +31,29 @@ enum runtime_found {
 	RUNTIME_GONE,            /* gone without a recorded status (it died with the node) */
 };
 
+/* A pooled sandbox to start (docs/pools.md): the pool has made its instance (the
+ * cgroup with the pool's limits, registered with no egress at all, its identity tmpfs,
+ * its directory, the waiter's socket) before the runtime starts anything in it. */
+struct runtime_sandbox_req {
+	const struct spec *spec;          /* the pool's shape: image, class, limits, network */
+	const char *instance_id;
+	const char *dir;                  /* the sandbox's directory; becomes its run's */
+	const struct cgroup_inst *cg;
+	char *const *waiter_argv;         /* the waiter and its socket, as the sandbox sees them */
+	const char *waiter_bin;           /* lantern-waiter on the node, shown at waiter_argv[0] */
+	/* node directories the sandbox shows (the harness socket's, the identity tmpfs, the
+	 * waiter's socket): a claiming run's own must be these, by inode */
+	const struct run_env_mount *mounts;
+	size_t n_mounts;
+};
+
+/* A started pooled sandbox. */
+struct runtime_sandbox {
+	pid_t shim_pid;
+	int shim_pidfd;                   /* readable once its supervisor is gone */
+	void *state;                      /* the runtime's own */
+};
+
 struct runtime_ops {
 	const char *name;
 	/* 0: this runtime runs s; -ENOENT: not its spec; else a refusal with the reason. */
@@ -58,6 +81,20 @@ struct runtime_ops {
 	void (*free)(void *rt, struct run *r);
 	/* Finishes queued work (lanternd's exit). */
 	void (*close)(void *rt);
+
+	/* Pooled sandboxes (docs/pools.md); NULL in a runtime that cannot keep them (a pool
+	 * declared for its specs is refused at lanternd's start). sandbox_start starts one
+	 * for a pool, with the waiter as its first process, on a pool worker thread (it may
+	 * use only q and the runtime's configuration). claim, on the loop, gives r the
+	 * sandbox c->sandbox in place of prepare: its network (run_set_network), its
+	 * supervisor watched as the run's, the waiter's socket (c->waiter_fd, set to -1);
+	 * start then has the waiter exec the workload instead of starting it. On error
+	 * the sandbox stays the caller's. sandbox_stop removes a sandbox no run took (the
+	 * container, its network, its bundle, sb->state), on a pool worker thread. */
+	int (*sandbox_start)(void *rt, const struct runtime_sandbox_req *q, struct runtime_sandbox *sb,
+			     struct lerr *e);
+	int (*claim)(void *rt, struct run *r, struct run_claim *c, struct lerr *e);
+	void (*sandbox_stop)(void *rt, struct runtime_sandbox *sb);
 };
 
 struct runtimes;

@@ -39,7 +39,31 @@ struct spawn_exit {
 /* Reads run_dir/exit. Returns 0 (exited may be false), or -errno. */
 int spawn_read_exit(const char *run_dir, struct spawn_exit *x);
 /* Re-opens a pidfd for a shim still running after a lanternd restart; checks that
- * the pid is really that run's shim. -ESRCH when it is gone. */
+ * the pid is really that run's shim (working in run_dir). -ESRCH when it is gone. */
 int spawn_adopt(const char *run_dir, pid_t *shim_pid, int *pidfd);
+
+/* ---- the waiter of a pooled sandbox (tools/waiter, docs/pools.md) ----
+ * lantern-waiter is a pooled sandbox's first process, started by the runtime as any
+ * workload is (through the shim, in the instance's cgroups). It connects to a Unix
+ * socket lanternd listens on (its path is its only argument), says SPAWN_WAITER_HELLO
+ * and then does nothing until lanternd sends what to run: it execs that (its end of
+ * the socket is close-on-exec, so lanternd reads end of file), or answers why it
+ * cannot and exits. If lanternd goes away first, the waiter exits without running
+ * anything.
+ *
+ * The message: three little-endian u32 (the bytes that follow, argc, envc), then the
+ * working directory, argv[0..argc) and env[0..envc), each NUL-terminated. argv[0]
+ * without a '/' is looked up in the PATH of env, as an OCI runtime does. */
+#define SPAWN_WAITER_HELLO "lantern-waiter 1\n"
+#define SPAWN_WAITER_MSG_MAX (1u << 20)
+#define SPAWN_WAITER_STRS_MAX 65536
+/* The waiter's exit status when lanternd went away before telling it what to run. */
+#define SPAWN_WAITER_ORPHANED 75
+
+/* Sends what to exec to the waiter connected on fd and waits up to timeout_ms for the
+ * exec: 0 once it happened, else the reason (the waiter's own when it could not exec:
+ * -ENOEXEC; -ETIMEDOUT; -EPIPE when the waiter is gone). */
+int spawn_waiter_exec(int fd, char *const *argv, char *const *envp, const char *cwd, int timeout_ms,
+		      struct lerr *e);
 
 #endif

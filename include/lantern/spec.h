@@ -106,6 +106,41 @@ void spec_errors_free(struct spec_errors *errs);
 /* True when spec.preferred_regions is empty, names region, or the label allows. */
 bool spec_region_ok(const struct spec *s, const char *region);
 
+/* ---- pools: lanternd --pools FILE (docs/pools.md) ----
+ * A node's pools of sandboxes kept started and waiting, each declared by the shape of
+ * its sandboxes (image by digest, isolation class, network kind, limits) and how many
+ * to keep (size: min, max). A spec fits a pool's sandboxes when it has the same image
+ * digest, class and limits shape, and a network its namespace serves: none for a pool
+ * of network none, allowlist_domain or open for a pool on the node bridge. */
+enum spec_pool_net { SPEC_POOL_NET_NONE, SPEC_POOL_NET_BRIDGE };
+
+struct spec_pool {
+	char *name;
+	int line, col;               /* where it is declared */
+	char *image_digest;          /* NAME@sha256:HEX or sha256:HEX */
+	enum spec_isolation isolation;
+	enum spec_pool_net network;
+	struct spec_limits limits;   /* vcpu_milli, memory_bytes, scratch_bytes only */
+	uint32_t min, max;
+};
+
+#define SPEC_POOLS_MAX 64            /* pools in one file */
+#define SPEC_POOL_SIZE_MAX 64        /* sandboxes one pool keeps at most */
+
+struct spec_pools {
+	char *file;
+	struct spec_pool *v;
+	size_t n;
+};
+
+/* Parses a pools file (YAML) named file; every error names FILE:LINE:COL and the
+ * field (pools[N].size.max). 0, or -EINVAL with errs, as spec_parse. */
+int spec_pools_parse(const char *file, const char *buf, size_t len, struct spec_pools *out,
+		     struct spec_errors *errs);
+int spec_pools_parse_file(const char *path, struct spec_pools *out, struct spec_errors *errs);
+void spec_pools_free(struct spec_pools *p);
+const char *spec_pool_net_name(enum spec_pool_net n);
+
 /* Value of metadata.labels[key], or NULL. */
 const char *spec_label(const struct spec *s, const char *key);
 const char *spec_isolation_name(enum spec_isolation i);

@@ -363,9 +363,9 @@ int main(void)
 	const char *missing = tl_env_missing();
 	char dir[400], *out = NULL;
 
-	tap_plan(26);
+	tap_plan(27);
 	if (missing || access("/usr/bin/containerd", X_OK) || access("/usr/bin/runsc", X_OK)) {
-		for (int i = 0; i < 26; i++)
+		for (int i = 0; i < 27; i++)
 			tap_skip(missing ? missing : "containerd or runsc not installed (make deps)", "cri point %d", i + 1);
 		return tap_failures ? 1 : 0;
 	}
@@ -390,6 +390,20 @@ int main(void)
 		return 1;
 	snprintf(extra, sizeof(extra), "--cri-endpoint unix://%s --net-bridge %s --net-subnet %s", ctd_sock, net.bridge,
 		 net.subnet);
+	{
+		/* pods are made by containerd: this node keeps no pooled sandboxes for them, and
+		 * says so rather than run a pool's specs cold */
+		const char *pf = tl_file(&T, "pools.yaml", "pools:\n  - name: p\n    image_digest: %s\n"
+					 "    isolation: trusted\n    size: {max: 1}\n", image);
+		char px[1400];
+		int rc;
+
+		snprintf(px, sizeof(px), "%s --pools %s", extra, pf);
+		rc = tl_daemon_start(&T, px);
+		tap_ok(rc == -ECHILD && tl_log_contains(&T, "pools.yaml:2: pool \"p\"") &&
+		       tl_log_contains(&T, "cri runtime, which cannot keep pooled sandboxes"),
+		       "a pool declared with --cri-endpoint refuses the start: the cri runtime cannot keep pooled sandboxes");
+	}
 	if (!tap_ok(tl_daemon_start(&T, extra) == 0, "lanternd starts with --cri-endpoint"))
 		return 1;
 	test_runs();

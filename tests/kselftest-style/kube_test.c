@@ -432,9 +432,9 @@ int main(void)
 	json_t *pod, *r, *o, *e;
 	bool ok;
 
-	tap_plan(29);
+	tap_plan(30);
 	if (missing || access("tests/kube-apiserver/node_modules/kubernetes-models", F_OK) != 0) {
-		for (int i = 0; i < 29; i++)
+		for (int i = 0; i < 30; i++)
 			tap_skip(missing ? missing : "tests/kube-apiserver/node_modules missing (make deps)",
 				 "kube_test");
 		return tap_done();
@@ -444,7 +444,7 @@ int main(void)
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	metrics_port = (uint16_t)(21000 + getpid() % 20000);
 	if (!certs() || (server = server_start()) <= 0) {
-		for (int i = 0; i < 29; i++)
+		for (int i = 0; i < 30; i++)
 			tap_ok(false, "test API server could not start (see %s/apiserver.log)", T.dir);
 		return 1;
 	}
@@ -467,6 +467,19 @@ int main(void)
 	free(body);
 	body = NULL;
 	tl_daemon_stop(&T, SIGTERM);
+
+	/* the kubelet makes every pod: this node keeps no pooled sandboxes for them, and
+	 * says so rather than run a pool's specs cold */
+	{
+		char more[600];
+
+		snprintf(more, sizeof(more), "--pools %s", tl_file(&T, "pools.yaml", "pools:\n  - name: p\n"
+			 "    image_digest: test/busybox@sha256:%064d\n    isolation: standard\n    size: {max: 1}\n", 0));
+		tap_ok(start(kc_token, more) == -ECHILD && tl_log_contains(&T, "pools.yaml:2: pool \"p\"") &&
+		       tl_log_contains(&T, "kubernetes runtime, which cannot keep pooled sandboxes"),
+		       "a pool declared with --kubernetes refuses the start: the kubernetes runtime cannot keep pooled "
+		       "sandboxes");
+	}
 
 	/* ready once the node's pods are watched and the node is labelled */
 	ok = start(kc_token, NULL) == 0 && wait_probe("/readyz", 200, "ok runtime: kubernetes", 10000, &body);

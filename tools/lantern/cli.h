@@ -24,6 +24,8 @@ int cmd_reset(struct cli *c, int argc, char **argv);
 int reset_oci(const char *state, const char *cgroot);
 int cmd_image(struct cli *c, int argc, char **argv);
 int cmd_node(struct cli *c, int argc, char **argv);
+/* pools.c: `pools`, the node's pools of waiting sandboxes */
+int cmd_pools(struct cli *c, int argc, char **argv);
 /* containerd.c: `node containerd-config` (argv[0] is "containerd-config"). */
 int cmd_node_containerd(int argc, char **argv);
 int cmd_logs(struct cli *c, int argc, char **argv);

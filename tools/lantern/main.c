@@ -25,6 +25,7 @@ static const struct {
 	{ "image", cmd_image, "image import PATH | ls | rm REF   the node's images (OCI layout or tar, by digest)" },
 	{ "node", cmd_node, "node [--json]                     isolation classes and runtime handlers this node advertises\n"
 	  "  node containerd-config [...]    containerd's drop-in for this node's lantern-<class> handlers" },
+	{ "pools", cmd_pools, "pools [--json]                    pools of waiting sandboxes: size, ready, claims per minute, refill time" },
 	{ "logs", cmd_logs, "logs [-f] [-t] [--json] [--from SEQ] RUN\n"
 	  "                                    a run's output with timestamps; -f follows, resuming after reconnects" },
 	{ "trace", cmd_trace, "trace RUN [--json]                the run's spans as a tree with durations" },

@@ -44,7 +44,8 @@ static void print_span(json_t *spans, json_t *s, int depth)
 	static const char *const shown[] = { "lantern.step_id", "gen_ai.request.model",
 					     "gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens",
 					     "gen_ai.tool.name", "lantern.run.status", "lantern.cost.usd",
-					     "lantern.syscalls.total", "lantern.syscalls.top" };
+					     "lantern.syscalls.total", "lantern.syscalls.top", "lantern.pool.name",
+					     "lantern.pool.fallback" };
 	uint64_t st = ns_of(s, "startTimeUnixNano"), en = ns_of(s, "endTimeUnixNano");
 	const char *id = json_string_value(json_object_get(s, "spanId"));
 	char buf[512], dur[32];

@@ -10,6 +10,11 @@
  * RUN_DIR/exit. Whoever reads the run directory later, a restarted lanternd included,
  * learns the outcome without having been the parent.
  *
+ * The shim works in RUN_DIR (its working directory) and names its files relative to
+ * it, so the directory may be renamed while the shim runs: a pooled sandbox's
+ * directory becomes its run's when a run claims it (docs/pools.md). The workload
+ * starts in the working directory the shim was started in.
+ *
  * Files in RUN_DIR: shim.pid, pid, exit ({"exit_code":N} or {"signal":N}, plus "error"
  * when the workload could not be started), log and log.1.
  *
@@ -25,7 +30,8 @@
  * --network=host runs inside the spawn's namespace this way).
  * --wait-pidfile: CMD is an OCI runtime that starts the container and exits (runc
  * run -d); the shim is a child subreaper, so the container's init becomes its child,
- * and the status recorded is the one of the pid written in that file.
+ * and the status recorded is the one of the pid written in that file (a relative path
+ * is in RUN_DIR).
  *
  * It stays small, for it runs for the life of every workload: besides libc it links
  * only userspace/cgroup (joining the instance) and userspace/util (the JSON escaper),
@@ -78,25 +84,25 @@ static int write_all(int fd, const char *buf, size_t len)
 	return 0;
 }
 
-/* Writes RUN_DIR/name through a temporary file, fsync and rename, and syncs the
- * directory, so a reader sees the whole content or no file, even across a crash. */
-static int write_atomic(const char *run_dir, const char *name, const char *content)
+/* Writes name in the run directory (the working directory) through a temporary file,
+ * fsync and rename, and syncs the directory, so a reader sees the whole content or no
+ * file, even across a crash. */
+static int write_atomic(const char *name, const char *content)
 {
-	char tmp[PATH_MAX], dst[PATH_MAX];
+	char tmp[PATH_MAX];
 	int fd, ok;
 
-	snprintf(tmp, sizeof(tmp), "%s/.%s.tmp", run_dir, name);
-	snprintf(dst, sizeof(dst), "%s/%s", run_dir, name);
+	snprintf(tmp, sizeof(tmp), ".%s.tmp", name);
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return -1;
 	ok = write_all(fd, content, strlen(content)) == 0 && fsync(fd) == 0;
 	close(fd);
-	if (!ok || rename(tmp, dst) < 0) {
+	if (!ok || rename(tmp, name) < 0) {
 		unlink(tmp);
 		return -1;
 	}
-	fd = open(run_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	fd = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd >= 0) {
 		fsync(fd);
 		close(fd);
@@ -104,7 +110,7 @@ static int write_atomic(const char *run_dir, const char *name, const char *conte
 	return 0;
 }
 
-static void write_exit(const char *run_dir, const char *key, int val, const char *error)
+static void write_exit(const char *key, int val, const char *error)
 {
 	char buf[1200], esc[1024];
 
@@ -114,7 +120,7 @@ static void write_exit(const char *run_dir, const char *key, int val, const char
 	} else {
 		snprintf(buf, sizeof(buf), "{\"%s\":%d}\n", key, val);
 	}
-	write_atomic(run_dir, "exit", buf);
+	write_atomic("exit", buf);
 }
 
 /* In the workload child: reports why it cannot start to the shim (through the
@@ -136,7 +142,7 @@ static void child_fail(int report_fd, int err_fd, int code, const char *what, co
 }
 
 static void run_child(char **cgdirs, int ncg, const char *netns, char **cmd, int out_fd, int err_fd,
-		      int report_fd)
+		      int report_fd, int cwd_fd)
 {
 	struct sigaction sa;
 	sigset_t none;
@@ -160,6 +166,9 @@ static void run_child(char **cgdirs, int ncg, const char *netns, char **cmd, int
 		close(ns);
 	}
 
+	if (fchdir(cwd_fd) < 0)
+		child_fail(report_fd, err_fd, EXIT_EXEC_FAILED, "return to the working directory for", cmd[0],
+			   errno);
 	null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	if (null_fd < 0 || dup2(null_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(err_fd, 2) < 0)
 		child_fail(report_fd, err_fd, EXIT_EXEC_FAILED, "set up stdio for", cmd[0], errno);
@@ -178,21 +187,16 @@ static void run_child(char **cgdirs, int ncg, const char *netns, char **cmd, int
 
 /* The output capture: raw files for `lantern run`, the record log for `lantern logs`. */
 struct capture {
-	const char *run_dir;
 	int log;
 	uint64_t log_len, seq, max;
 };
 
 static void capture_rotate(struct capture *c)
 {
-	char cur[PATH_MAX], old[PATH_MAX];
-
-	snprintf(cur, sizeof(cur), "%s/log", c->run_dir);
-	snprintf(old, sizeof(old), "%s/log.1", c->run_dir);
-	if (rename(cur, old) < 0)
+	if (rename("log", "log.1") < 0)
 		return;
 	close(c->log);
-	c->log = open(cur, O_WRONLY | O_APPEND | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	c->log = open("log", O_WRONLY | O_APPEND | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	c->log_len = 0;
 }
 
@@ -261,8 +265,8 @@ static pid_t read_pidfile(const char *path)
 int main(int argc, char **argv)
 {
 	const char *run_dir, *netns = NULL, *wait_pidfile = NULL;
-	char **cgdirs, **cmd, path[PATH_MAX], pidbuf[32], errbuf[1024];
-	int ncg = 0, sep = -1, pipefd[2], opipe[2], epipe[2], status = 0, sfd;
+	char **cgdirs, **cmd, pidbuf[32], errbuf[1024];
+	int cwd_fd, ncg = 0, sep = -1, pipefd[2], opipe[2], epipe[2], status = 0, sfd;
 	size_t errlen = 0;
 	struct capture cap = { .max = 8u << 20, .log = -1 };
 	struct sigaction sa;
@@ -306,7 +310,12 @@ int main(int argc, char **argv)
 	if (cap.max < 4096)
 		cap.max = 4096;
 	cmd = argv + sep + 1;
-	cap.run_dir = run_dir;
+	/* the run directory by its descriptor from here on: it may be renamed */
+	cwd_fd = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (cwd_fd < 0 || chdir(run_dir) < 0) {
+		fprintf(stderr, "lantern-shim: %s: %s\n", run_dir, strerror(errno));
+		return 1;
+	}
 
 	/* A session of our own: lanternd's process group and terminal signals stop here. */
 	setsid();
@@ -317,17 +326,16 @@ int main(int argc, char **argv)
 		prctl(PR_SET_CHILD_SUBREAPER, 1);
 
 	snprintf(pidbuf, sizeof(pidbuf), "%d\n", (int)getpid());
-	if (write_atomic(run_dir, "shim.pid", pidbuf) < 0) {
+	if (write_atomic("shim.pid", pidbuf) < 0) {
 		fprintf(stderr, "lantern-shim: write %s/shim.pid: %s\n", run_dir, strerror(errno));
 		return 1;
 	}
-	snprintf(path, sizeof(path), "%s/log", run_dir);
-	cap.log = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+	cap.log = open("log", O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
 	if (cap.log < 0 || pipe2(pipefd, O_CLOEXEC) < 0 || pipe2(opipe, O_CLOEXEC) < 0 ||
 	    pipe2(epipe, O_CLOEXEC) < 0) {
 		snprintf(errbuf, sizeof(errbuf), "lantern-shim: open the output log in %s: %s",
 			 run_dir, strerror(errno));
-		write_exit(run_dir, "exit_code", EXIT_EXEC_FAILED, errbuf);
+		write_exit("exit_code", EXIT_EXEC_FAILED, errbuf);
 		return 1;
 	}
 
@@ -357,7 +365,7 @@ int main(int argc, char **argv)
 	pid = fork();
 	if (pid < 0 || sfd < 0) {
 		snprintf(errbuf, sizeof(errbuf), "lantern-shim: fork: %s", strerror(errno));
-		write_exit(run_dir, "exit_code", EXIT_EXEC_FAILED, errbuf);
+		write_exit("exit_code", EXIT_EXEC_FAILED, errbuf);
 		return 1;
 	}
 	if (pid == 0) {
@@ -365,7 +373,7 @@ int main(int argc, char **argv)
 		close(opipe[0]);
 		close(epipe[0]);
 		sigprocmask(SIG_UNBLOCK, &chld, NULL);
-		run_child(cgdirs, ncg, netns, cmd, opipe[1], epipe[1], pipefd[1]);
+		run_child(cgdirs, ncg, netns, cmd, opipe[1], epipe[1], pipefd[1], cwd_fd);
 	}
 	child_pid = pid;
 	close(pipefd[1]);
@@ -374,7 +382,7 @@ int main(int argc, char **argv)
 	sigprocmask(SIG_SETMASK, &old, NULL);
 
 	snprintf(pidbuf, sizeof(pidbuf), "%d\n", (int)pid);
-	write_atomic(run_dir, "pid", pidbuf);
+	write_atomic("pid", pidbuf);
 
 	/* The pipe closes on exec; anything read before that is why the start failed. */
 	for (;;) {
@@ -428,7 +436,7 @@ int main(int argc, char **argv)
 						target = t;
 						child_pid = t;
 						snprintf(pidbuf, sizeof(pidbuf), "%d\n", (int)t);
-						write_atomic(run_dir, "pid", pidbuf);
+						write_atomic("pid", pidbuf);
 						/* it may have ended already: reaped before, or later in this loop */
 						for (int k = 0; k < nearly; k++) {
 							if (early[k].pid == t) {
@@ -458,8 +466,8 @@ int main(int argc, char **argv)
 	}
 	close(cap.log);
 	if (WIFSIGNALED(status))
-		write_exit(run_dir, "signal", WTERMSIG(status), errbuf);
+		write_exit("signal", WTERMSIG(status), errbuf);
 	else
-		write_exit(run_dir, "exit_code", WEXITSTATUS(status), errbuf);
+		write_exit("exit_code", WEXITSTATUS(status), errbuf);
 	return 0;
 }

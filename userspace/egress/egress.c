@@ -503,6 +503,19 @@ static int on_resumed(void *arg, struct run *r, struct lerr *e)
 	return 0;
 }
 
+int egress_instance_hold(struct egress *eg, uint64_t cgid, struct lerr *e)
+{
+	static const struct policy none = { .mode = LANTERN_NET_NONE };
+
+	return lbpf_instance_set(eg->bpf, cgid, &none, 0, NULL, 0, e);
+}
+
+void egress_instance_drop(struct egress *eg, uint64_t cgid)
+{
+	if (cgid)
+		lbpf_instance_remove(eg->bpf, cgid);
+}
+
 int egress_policy_digest(const struct egress *eg, const struct run *r, uint8_t out[32])
 {
 	struct egress_run *er = egress_run_of(eg, r);

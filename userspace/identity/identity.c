@@ -112,18 +112,41 @@ static int tmpfs_writable(struct id_run *ir, bool rw, struct lerr *e)
 	return 0;
 }
 
-static int tmpfs_make(struct id_run *ir, struct lerr *e)
+static int tmpfs_mount(const char *dir, struct lerr *e)
 {
-	if (ir->mounted)
-		return 0;
-	if (mkdir(ir->dir, 0700) < 0 && errno != EEXIST)
-		return lerr_set(e, errno, "identity: %s: %s", ir->dir, strerror(errno));
-	if (mount("lantern-identity", ir->dir, "tmpfs", TMPFS_FLAGS, "size=64k,nr_inodes=16,mode=0755") < 0) {
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+		return lerr_set(e, errno, "identity: %s: %s", dir, strerror(errno));
+	if (mount("lantern-identity", dir, "tmpfs", TMPFS_FLAGS, "size=64k,nr_inodes=16,mode=0755") < 0) {
 		int err = errno;
 
-		rmdir(ir->dir);
-		return lerr_set(e, err, "identity: cannot mount a tmpfs at %s: %s", ir->dir, strerror(err));
+		rmdir(dir);
+		return lerr_set(e, err, "identity: cannot mount a tmpfs at %s: %s", dir, strerror(err));
 	}
+	return 0;
+}
+
+/* Takes inst off the list of pooled instances' tmpfs mounts; true if it was there. */
+static bool premounted_take(struct identity *id, const char *inst)
+{
+	for (size_t i = 0; i < id->n_premounted; i++) {
+		if (!strcmp(id->premounted[i], inst)) {
+			memcpy(id->premounted[i], id->premounted[--id->n_premounted], sizeof(id->premounted[i]));
+			return true;
+		}
+	}
+	return false;
+}
+
+static int tmpfs_make(struct id_run *ir, struct lerr *e)
+{
+	int err;
+
+	if (ir->mounted)
+		return 0;
+	/* a pooled sandbox's: mounted empty when the pool made it, shown to the sandbox
+	 * since; the claiming run fills it */
+	if (!premounted_take(ir->id, ir->inst) && (err = tmpfs_mount(ir->dir, e)) < 0)
+		return err;
 	ir->mounted = true;
 	return 0;
 }
@@ -479,6 +502,39 @@ out:
 	return err;
 }
 
+int identity_instance_prepare(struct identity *id, const char *inst, char *dir, size_t len,
+			      struct lerr *e)
+{
+	int err;
+
+	if (strlen(inst) >= sizeof(id->premounted[0]))
+		return lerr_set(e, EINVAL, "identity: instance id %s is too long", inst);
+	if (id->n_premounted == id->cap_premounted) {
+		size_t cap = id->cap_premounted ? id->cap_premounted * 2 : 16;
+		char (*v)[32] = realloc(id->premounted, cap * sizeof(*v));
+
+		if (!v)
+			return lerr_set(e, ENOMEM, "identity: out of memory");
+		id->premounted = v;
+		id->cap_premounted = cap;
+	}
+	snprintf(dir, len, "%s/%s", id->root, inst);
+	if ((err = tmpfs_mount(dir, e)) < 0)
+		return err;
+	snprintf(id->premounted[id->n_premounted++], sizeof(id->premounted[0]), "%s", inst);
+	return 0;
+}
+
+void identity_instance_release(struct identity *id, const char *inst)
+{
+	char dir[PATH_MAX + 40];
+
+	if (!premounted_take(id, inst))
+		return;
+	snprintf(dir, sizeof(dir), "%s/%s", id->root, inst);
+	tmpfs_remove(dir);
+}
+
 int identity_issue(struct identity *id, struct run *r, struct lerr *e)
 {
 	int err = issue_begin(id, r, e);
@@ -827,6 +883,7 @@ void identity_close(struct identity *id)
 	}
 	if (id->node_sk)
 		sodium_free(id->node_sk);
+	free(id->premounted);
 	pthread_mutex_destroy(&id->mu);
 	pthread_cond_destroy(&id->cond);
 	free(id);

@@ -37,6 +37,9 @@ struct identity {
 	pthread_cond_t cond;
 	struct signed_token *inbox;
 	int efd;
+	/* pooled sandboxes' instances whose tmpfs is mounted and no run has taken yet */
+	char (*premounted)[32];
+	size_t n_premounted, cap_premounted;
 	/* counters (Prometheus) */
 	uint64_t tokens_node, tokens_remote, sign_failures;
 	uint64_t req_ok, req_denied, req_replayed, req_stale, leases, leases_revoked, receipts;

@@ -1,6 +1,6 @@
 /* receipt.c: a run's receipt. Canonical JSON (RFC 8785) of what the run was (run,
  * tenant, instance and its public key, image, isolation class and handler, the digest
- * of its compiled egress policy) and what it did (status and reason, start and end, its
+ * of its compiled egress policy, the pool its sandbox came from) and what it did (status and reason, start and end, its
  * journal's head hash and record count, cost components and tokens), signed by the
  * node key as a compact JWS. Since the head hash commits to every journal record
  * before it, the signature covers the whole run; durable appends the receipt after the
@@ -54,6 +54,10 @@ static json_t *receipt_json(struct identity *id, struct run *r, struct id_run *i
 		sodium_bin2hex(hex, sizeof(hex), pd, sizeof(pd));
 		set_str(j, "egress_policy_sha256", hex);
 	}
+	/* where its sandbox came from (docs/pools.md) */
+	if (run_pool(r))
+		json_object_set_new(j, "pool", json_pack("{s:s, s:I}", "name", run_pool(r), "waited_ms",
+							 (json_int_t)run_pool_waited_ms(r)));
 	set_str(j, "status", run_status_name(run_status(r)));
 	set_str(j, "reason", run_reason(r));
 	json_object_set_new(j, "exit_code", json_integer(run_exit_code(r)));

@@ -82,7 +82,9 @@ static const struct flag flags[] = {
 	{ "bootstrap-token-file", STR, F(bootstrap_token_file), 0, 0, "FILE", "one-time token from POST /v1/data-planes" },
 	{ "control-plane-ca", STR, F(cp_ca), 0, 0, "FILE", "CA for the control plane's certificate (default: system)" },
 	{ "insecure", BOOL, F(cp_insecure), 0, 0, NULL, "plaintext to the control plane (tests only)" },
-	{ "max-runs", NUM, F(max_runs), 1, 100000, "N", "runs at once taken from the control plane (default 64)" },
+	{ "max-runs", NUM, F(max_runs), 1, 100000, "N",
+	  "runs at once taken from the control plane; pools fill only while their sandboxes and the live runs are "
+	  "fewer (default 64)" },
 	{ "reconnect-max", NUM, F(reconnect_max_s), 1, 100000, "SEC", "ceiling of the reconnect backoff (default 30)" },
 	{ "allocatable-cpu", NUM, F(alloc_cpu_millis), 1, UINT32_MAX, "MILLI",
 	  "CPU for runs, in millicores, told to the control plane (default: online CPUs x 1000)" },
@@ -130,6 +132,10 @@ static const struct flag flags[] = {
 	  "files, directories and links one image layer or archive may create (default 1000000)" },
 	{ "telemetry-ringbuf-bytes", POW2, F(ringbuf_bytes), 4096, 1u << 30, "N",
 	  "process event ring buffer size (power of 2, default 8 MiB)" },
+	{ "pools", STR, F(pools_file), 0, 0, "FILE",
+	  "keep sandboxes started and waiting for spawns that fit them (YAML, docs/pools.md)" },
+	{ "pool-memory-floor", NUM, F(pool_memory_floor), 0, UINT64_MAX, "BYTES",
+	  "pools give ready sandboxes back while MemAvailable is under this (default: a tenth of MemTotal)" },
 	{ "flags-file", STR, F(flags_file), 0, 0, "FILE",
 	  "more flags, one per line (\"--name value\", \"--name=value\" or \"--name\"; # comments), "
 	  "read before the command line" },

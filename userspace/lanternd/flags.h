@@ -64,6 +64,8 @@ struct lanternd_config {
 	const char *secrets_dir;
 	uint64_t secret_ttl_s;
 	bool no_privsep;                 /* parse workloads' bytes in lanternd itself (debugging) */
+	const char *pools_file;          /* pooled sandboxes (docs/pools.md), or NULL */
+	uint64_t pool_memory_floor;      /* bytes; 0: a tenth of MemTotal */
 	const char *wire_user;           /* lantern-wire runs as this user */
 	uint64_t image_layer_max;        /* bytes one image layer may unpack to */
 	uint64_t image_max;              /* bytes an image (or an imported archive) may unpack to */

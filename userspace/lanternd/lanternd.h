@@ -15,6 +15,7 @@
 #include "lantern/loop.h"
 #include "lantern/meter.h"
 #include "lantern/metrics.h"
+#include "lantern/pool.h"
 #include "lantern/run.h"
 #include "lantern/runtime.h"
 #include "lantern/telemetry.h"
@@ -36,6 +37,8 @@ struct daemon {
 	struct durable *durable;
 	struct logs *logs;
 	struct cplane *cplane;
+	struct pool *pool;                /* --pools: sandboxes started and waiting */
+	struct spec_pools pools_decl;     /* the pools file, until pool_open has it */
 	struct metrics *metrics;
 	struct api *api;
 	bool draining;                    /* SIGTERM: stopping, no new runs */

@@ -184,6 +184,42 @@ static int open_edge(struct daemon *d, struct lerr *e)
 	return edge_open(d->loop, &o, &d->edge, e);
 }
 
+/* The pools file, read before anything is opened: each of its errors (FILE:LINE:COL
+ * and the field) is printed and lanternd does not start. */
+static int read_pools(struct daemon *d)
+{
+	struct spec_errors errs = { 0 };
+
+	if (!d->cfg.pools_file || spec_pools_parse_file(d->cfg.pools_file, &d->pools_decl, &errs) == 0)
+		return 0;
+	for (size_t i = 0; i < errs.n; i++)
+		log_error("--pools %s", errs.msg[i]);
+	spec_errors_free(&errs);
+	return -EINVAL;
+}
+
+/* The pools checked against the runtimes (a pool this node cannot serve refuses the
+ * start, naming FILE:LINE and why), then subscribed for claims. */
+static int open_pools(struct daemon *d, struct lerr *e)
+{
+	const struct lanternd_config *c = &d->cfg;
+	char waiter[PATH_MAX];
+	struct pool_opts po = {
+		.decl = &d->pools_decl, .state_dir = c->state_dir, .cg = &d->cg, .pids_max = c->pids_max,
+		.runtimes = d->runtimes, .egress = d->egress, .identity = d->identity, .waiter = waiter,
+		.max_total = c->max_runs, .mem_floor = c->pool_memory_floor,
+	};
+	int err;
+
+	if (beside_self("lantern-waiter", waiter, sizeof(waiter)) < 0)
+		waiter[0] = '\0';
+	err = pool_open(d->loop, &po, &d->pool, e);
+	spec_pools_free(&d->pools_decl);
+	if (err < 0)
+		return err;
+	return pool_subscribe(d->pool, d->runs, e);
+}
+
 static int open_modules(struct daemon *d, const char *shim, const char *cli, struct lerr *e)
 {
 	const struct lanternd_config *c = &d->cfg;
@@ -255,7 +291,8 @@ static int open_modules(struct daemon *d, const char *shim, const char *cli, str
 	    (err = identity_subscribe(d->identity, d->runs, e)) < 0 ||
 	    (err = durable_subscribe(d->durable, d->runs, e)) < 0 ||
 	    (err = telemetry_subscribe(d->telemetry, d->runs, d->meter, e)) < 0 ||
-	    (err = logs_subscribe(d->logs, d->runs, e)) < 0)
+	    (err = logs_subscribe(d->logs, d->runs, e)) < 0 ||
+	    (err = open_pools(d, e)) < 0)
 		return err;
 	if (c->control_plane) {
 		struct cplane_opts co = {
@@ -281,6 +318,7 @@ static int open_modules(struct daemon *d, const char *shim, const char *cli, str
 		metrics_register(d->metrics, egress_metrics, d->egress);
 		metrics_register(d->metrics, telemetry_metrics, d->telemetry);
 		metrics_register(d->metrics, meter_metrics, d->meter);
+		metrics_register(d->metrics, pool_metrics, d->pool);
 		metrics_route(d->metrics, "/healthz", ops_healthz, d);
 		metrics_route(d->metrics, "/readyz", ops_readyz, d);
 		if ((err = identity_serve_wellknown(d->identity, d->metrics)) < 0)
@@ -293,6 +331,8 @@ static void close_modules(struct daemon *d)
 {
 	api_close(d->api);
 	metrics_close(d->metrics);
+	/* its sandboxes go while their runtime, maps and identity are still open */
+	pool_close(d->pool);
 	runtimes_free(d->runtimes);
 	cplane_close(d->cplane);
 	runs_close(d->runs);
@@ -319,6 +359,8 @@ int main(int argc, char **argv)
 	raise_fd_limit();
 	if ((err = lanternd_flags(argc, argv, &d.cfg)) != 0)
 		return err > 0 ? 0 : 2;
+	if (read_pools(&d) < 0)
+		return 2;
 	if (!d.cfg.shim) {
 		if ((err = beside_self("lantern-shim", shim, sizeof(shim))) < 0) {
 			log_error("cannot find own path: %s", strerror(-err));
@@ -348,6 +390,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	runs_recover(d.runs);
+	pool_start(d.pool);
 
 	sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
 	if (sfd < 0 || loop_add(d.loop, sfd, EPOLLIN, on_signal, &d) < 0) {

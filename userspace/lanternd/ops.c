@@ -1,7 +1,8 @@
 /* ops.c: the operations of lanternd's local API (what the lantern CLI asks), each
  * answered by the module that owns it: runs (run, ps, kill), logs (follow, logs),
  * egress (audit_egress, egress_update), durable (journal), telemetry (trace, cost),
- * identity (identity, identity_jwks, receipt), the OCI runtime (node, image_*), and bind
+ * identity (identity, identity_jwks, receipt), the OCI runtime (node, image_*), the pools
+ * (pools), and bind
  * (lantern-oci, the runtime handler containerd execs, asking whether a container may
  * join a run's instance: run_bind). An op naming a run_id gets the run looked up first.
  * Also the probes on the metrics address (/healthz, /readyz), which ask the same
@@ -75,6 +76,13 @@ static void op_ps(void *arg, struct api_client *c, json_t *req)
 	for (struct run *r = runs_first(d->runs); r; r = run_next(r))
 		json_array_append_new(arr, run_json(r));
 	reply(c, json_pack("{s:s, s:o}", "type", "runs", "runs", arr));
+}
+
+static void op_pools(void *arg, struct api_client *c, json_t *req)
+{
+	struct daemon *d = arg;
+
+	reply(c, pool_json(d->pool));
 }
 
 static void op_kill(void *arg, struct api_client *c, json_t *req)
@@ -312,7 +320,7 @@ int ops_register(struct daemon *d, struct lerr *e)
 		{ "receipt", op_receipt },
 		{ "node", op_oci },          { "image_import", op_oci },
 		{ "image_ls", op_oci },      { "image_rm", op_oci },
-		{ "bind", op_bind },
+		{ "bind", op_bind },          { "pools", op_pools },
 	};
 	int err;
 

@@ -336,7 +336,10 @@ int lbpf_instance_set(struct lbpf *b, uint64_t cgid, const struct policy *p,
 	}
 	l->policy_id = id;
 	l->n = n_learned;
-	if (had_old && old.policy_id != id) {
+	/* a policy of network none has no entries (its instances are judged without a
+	 * lookup): nothing to wait for before a new one replaces it, as when a pooled
+	 * sandbox's run takes it (docs/pools.md) */
+	if (had_old && old.policy_id != id && old.net_mode != LANTERN_NET_NONE) {
 		/* wait until no program can still hold the old id, then delete its entries */
 		uint32_t zero = 0;
 		if (bpf_map_update_elem(b->fd_sync, &zero, &b->fd_sync_inner, BPF_ANY) < 0)

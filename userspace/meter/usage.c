@@ -23,6 +23,8 @@ struct meter_run {
 	uint64_t t0, t_collect;     /* Unix ns: admission, collection of the last instance */
 	double cpu_done;            /* CPU seconds of collected instances */
 	double cpu_live;            /* of the current instance, last sample */
+	double cpu_base;            /* the instance's CPU when the run got it: a pooled
+				     * sandbox's runtime start and wait are not the run's */
 	double mem_gib_s;
 	uint64_t mem_sample_ns;     /* monotonic time of the last memory sample */
 	uint64_t egress_done;       /* tx bytes of collected instances */
@@ -61,9 +63,9 @@ static void path_of(const struct run *r, char *out, size_t len)
 static void save(const struct run *r, const struct meter_run *mr)
 {
 	char path[PATH_MAX + 16], *s;
-	json_t *j = json_pack("{s:I, s:I, s:f, s:f, s:f, s:I, s:b, s:b}", "t0", (json_int_t)mr->t0,
+	json_t *j = json_pack("{s:I, s:I, s:f, s:f, s:f, s:f, s:I, s:b, s:b}", "t0", (json_int_t)mr->t0,
 			      "t_collect", (json_int_t)mr->t_collect, "cpu_done", mr->cpu_done,
-			      "cpu_live", mr->cpu_live, "mem_gib_s", mr->mem_gib_s,
+			      "cpu_live", mr->cpu_live, "cpu_base", mr->cpu_base, "mem_gib_s", mr->mem_gib_s,
 			      "egress_done", (json_int_t)(mr->egress_done & INT64_MAX), "collected",
 			      mr->collected, "ended", mr->ended);
 
@@ -100,6 +102,7 @@ static struct meter_run *get(struct meter *m, struct run *r)
 	mr->t_collect = jint(j, "t_collect");
 	mr->cpu_done = json_number_value(json_object_get(j, "cpu_done"));
 	mr->cpu_live = json_number_value(json_object_get(j, "cpu_live"));
+	mr->cpu_base = json_number_value(json_object_get(j, "cpu_base"));
 	mr->mem_gib_s = json_number_value(json_object_get(j, "mem_gib_s"));
 	mr->egress_done = jint(j, "egress_done");
 	mr->collected = json_is_true(json_object_get(j, "collected"));
@@ -121,7 +124,7 @@ static void sample(struct meter_run *mr, const struct run *r)
 		mr->mem_gib_s += (double)st.memory_bytes / (1024.0 * 1024.0 * 1024.0) *
 				 (double)(now - mr->mem_sample_ns) / 1e9;
 	mr->mem_sample_ns = now;
-	mr->cpu_live = st.cpu_seconds;
+	mr->cpu_live = st.cpu_seconds > mr->cpu_base ? st.cpu_seconds - mr->cpu_base : 0;
 }
 
 static uint64_t live_egress(struct meter *m, const struct run *r, const struct meter_run *mr)
@@ -160,14 +163,26 @@ void meter_run_set_tally(struct meter *m, struct run *r, const struct meter_tall
 	memcpy(mr->tally.m, tally->m, tally->n * sizeof(tally->m[0]));
 }
 
+/* A pooled sandbox's wait before its claim is nobody's bill: said, not charged. */
+static void add_pool(json_t *cost, const struct run *r)
+{
+	if (cost && run_pool(r))
+		json_object_set_new(cost, "pool", json_pack("{s:s, s:f, s:b}", "name", run_pool(r),
+							     "waited_seconds", (double)run_pool_waited_ms(r) / 1000.0,
+							     "waited_billed", 0));
+}
+
 json_t *meter_run_cost(struct meter *m, struct run *r)
 {
 	struct meter_usage u;
 	struct meter_cost c;
+	json_t *cost;
 
 	meter_run_usage(m, r, &u);
 	meter_compute(&m->prices, &u, &c);
-	return meter_cost_json(&m->prices, &u, &c);
+	cost = meter_cost_json(&m->prices, &u, &c);
+	add_pool(cost, r);
+	return cost;
 }
 
 bool meter_run_budget(struct meter *m, struct run *r, enum meter_when when, char *why, size_t len)
@@ -217,15 +232,19 @@ static int on_admitted(void *arg, struct run *r, json_t *input, struct lerr *e)
 	return 0;
 }
 
-/* A new instance (a start, or a resumed run's fresh one) is sampled from zero. */
+/* A new instance (a start, or a resumed run's fresh one) is sampled from zero; a pooled
+ * sandbox's (docs/pools.md) from what it had used when the run took it: its runtime's
+ * start and its wait are not the run's. */
 static int on_prepared(void *arg, struct run *r, struct lerr *e)
 {
 	struct meter_run *mr = get(arg, r);
+	struct cgroup_stats st;
 
 	if (!mr)
 		return lerr_set(e, ENOMEM, "meter: out of memory");
 	mr->collected = false;
 	mr->cpu_live = 0;
+	mr->cpu_base = run_pool(r) && cgroup_inst_stats(run_cgroup(r), &st, NULL) == 0 ? st.cpu_seconds : 0;
 	mr->mem_sample_ns = 0;
 	return 0;
 }
@@ -281,6 +300,7 @@ static void on_ended(void *arg, struct run *r)
 	meter_run_usage(m, r, &u);
 	meter_compute(&m->prices, &u, &c);
 	cost = meter_cost_json(&m->prices, &u, &c);
+	add_pool(cost, r);
 	s = cost ? json_dumps(cost, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
 	json_decref(cost);
 	snprintf(path, sizeof(path), "%s/cost.json", run_dir(r));

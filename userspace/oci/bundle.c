@@ -216,49 +216,78 @@ static int write_new(const char *path, const char *txt)
 	return err;
 }
 
-int oci_bundle_write(const struct oci_bundle_req *r, struct lerr *e)
+void oci_process_free(struct oci_process *p)
+{
+	json_decref(p->args);
+	json_decref(p->env);
+	p->args = p->env = NULL;
+}
+
+int oci_process_build(const struct oci_bundle_req *r, struct oci_process *p, struct lerr *e)
 {
 	const struct spec *s = r->spec;
-	json_t *ic = r->image_config, *args = json_array(), *env = json_array(), *x, *cfg, *mounts = NULL, *ns;
+	json_t *ic = r->image_config, *x;
 	json_t *entry = json_object_get(ic, "Entrypoint"), *cmd = json_object_get(ic, "Cmd");
-	unsigned uid, gid;
-	char path[PATH_MAX + 16], size_opt[64], *txt;
 	const char *cwd = json_string_value(json_object_get(ic, "WorkingDir"));
 	size_t i;
 	int err;
 
-	if ((err = parse_user(r->rootfs, json_string_value(json_object_get(ic, "User")), &uid, &gid, e)) < 0)
-		goto fail;
+	memset(p, 0, sizeof(*p));
+	if ((err = parse_user(r->rootfs, json_string_value(json_object_get(ic, "User")), &p->uid, &p->gid, e)) < 0)
+		return err;
+	snprintf(p->cwd, sizeof(p->cwd), "%s", cwd && *cwd ? cwd : "/");
+	p->args = json_array();
+	p->env = json_array();
+	if (r->waiter_argv) {
+		/* a pooled sandbox: the waiter runs now, the workload's process at its claim */
+		for (i = 0; r->waiter_argv[i]; i++)
+			json_array_append_new(p->args, json_string(r->waiter_argv[i]));
+		env_set(p->env, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+		snprintf(p->cwd, sizeof(p->cwd), "/");
+		return 0;
+	}
 	if (s->n_command) {
 		for (i = 0; i < s->n_command; i++)
-			json_array_append_new(args, json_string(s->command[i]));
+			json_array_append_new(p->args, json_string(s->command[i]));
 	} else {
-		json_array_extend(args, json_is_array(entry) ? entry : json_array());
+		json_array_extend(p->args, json_is_array(entry) ? entry : json_array());
 	}
 	if (s->n_args || s->n_command) {
 		for (i = 0; i < s->n_args; i++)
-			json_array_append_new(args, json_string(s->args[i]));
+			json_array_append_new(p->args, json_string(s->args[i]));
 	} else if (json_is_array(cmd)) {
-		json_array_extend(args, cmd);
+		json_array_extend(p->args, cmd);
 	}
-	if (!json_array_size(args)) {
-		err = lerr_set(e, EINVAL, "spawn: refused: neither spec.command nor the image's "
-			       "Entrypoint/Cmd says what to run");
-		goto fail;
+	if (!json_array_size(p->args)) {
+		oci_process_free(p);
+		return lerr_set(e, EINVAL, "spawn: refused: neither spec.command nor the image's "
+				"Entrypoint/Cmd says what to run");
 	}
 	json_array_foreach(json_object_get(ic, "Env"), i, x)
 		if (json_is_string(x))
-			env_set(env, json_string_value(x));
-	if (!json_array_size(env))
-		env_set(env, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+			env_set(p->env, json_string_value(x));
+	if (!json_array_size(p->env))
+		env_set(p->env, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
 	for (i = 0; i < s->n_env; i++) {
 		char kv[8192];
 		snprintf(kv, sizeof(kv), "%s=%s", s->env[i].key, s->env[i].value);
-		env_set(env, kv);
+		env_set(p->env, kv);
 	}
 	for (i = 0; r->lantern_env && r->lantern_env[i]; i++)
-		env_set(env, r->lantern_env[i]);
+		env_set(p->env, r->lantern_env[i]);
+	return 0;
+}
 
+int oci_bundle_write(const struct oci_bundle_req *r, struct lerr *e)
+{
+	json_t *x, *cfg, *mounts = NULL, *ns;
+	struct oci_process proc;
+	char path[PATH_MAX + 16], size_opt[64], *txt;
+	size_t i;
+	int err;
+
+	if ((err = oci_process_build(r, &proc, e)) < 0)
+		return err;
 	snprintf(size_opt, sizeof(size_opt), "size=%llu",
 		 (unsigned long long)(r->scratch_bytes ? r->scratch_bytes : 64ull << 20));
 	mounts = json_array();
@@ -285,10 +314,15 @@ int oci_bundle_write(const struct oci_bundle_req *r, struct lerr *e)
 				       r->binds[i].dest);
 			goto fail;
 		}
-		json_array_append_new(mounts, mount(r->binds[i].dest, "bind", r->binds[i].source,
-						    r->binds[i].read_only ?
-						    json_pack("[s,s,s,s,s]", "bind", "ro", "nosuid", "nodev", "noexec") :
-						    json_pack("[s,s,s,s]", "bind", "nosuid", "nodev", "noexec")));
+		x = json_pack("[s]", "bind");
+		if (r->binds[i].read_only)
+			json_array_append_new(x, json_string("ro"));
+		json_array_append_new(x, json_string("nosuid"));
+		json_array_append_new(x, json_string("nodev"));
+		/* only the waiter's own binary runs from a node directory */
+		if (!r->binds[i].exec)
+			json_array_append_new(x, json_string("noexec"));
+		json_array_append_new(mounts, mount(r->binds[i].dest, "bind", r->binds[i].source, x));
 	}
 	json_array_append_new(mounts, mount("/run/lantern/secrets", "tmpfs", "tmpfs",
 					    json_pack("[s,s,s,s,s]", "nosuid", "nodev", "noexec", "mode=700", "size=1m")));
@@ -308,8 +342,8 @@ int oci_bundle_write(const struct oci_bundle_req *r, struct lerr *e)
 			" s:{s:s, s:b}, s:s, s:o,"
 			" s:{s:s, s:o, s:o, s:o, s:o}}",
 			"ociVersion", "1.0.2",
-			"process", "terminal", 0, "user", "uid", (int)uid, "gid", (int)gid,
-			"args", args, "env", env, "cwd", cwd && *cwd ? cwd : "/",
+			"process", "terminal", 0, "user", "uid", (int)proc.uid, "gid", (int)proc.gid,
+			"args", proc.args, "env", proc.env, "cwd", proc.cwd,
 			"noNewPrivileges", 1,
 			"capabilities", "bounding", STRARR(caps), "effective", STRARR(caps),
 			"permitted", STRARR(caps), "ambient", json_array(),
@@ -319,10 +353,9 @@ int oci_bundle_write(const struct oci_bundle_req *r, struct lerr *e)
 			"linux", "cgroupsPath", r->cgroups_path, "namespaces", ns,
 			"maskedPaths", STRARR(masked), "readonlyPaths", STRARR(readonly),
 			"seccomp", oci_seccomp_profile(r->seccomp_allowlist));
-	if (!cfg) {
-		err = lerr_set(e, ENOMEM, "spawn: config.json for %s: cannot build", r->dir);
-		goto out;
-	}
+	proc.args = proc.env = NULL; /* taken by cfg (or freed by a failed pack) */
+	if (!cfg)
+		return lerr_set(e, ENOMEM, "spawn: config.json for %s: cannot build", r->dir);
 	txt = json_dumps(cfg, JSON_INDENT(1) | JSON_SORT_KEYS);
 	json_decref(cfg);
 	snprintf(path, sizeof(path), "%s/config.json", r->dir);
@@ -334,8 +367,6 @@ int oci_bundle_write(const struct oci_bundle_req *r, struct lerr *e)
 	return err;
 fail:
 	json_decref(mounts);
-	json_decref(args);
-	json_decref(env);
-out:
+	oci_process_free(&proc);
 	return err;
 }

@@ -36,6 +36,14 @@ struct run {
 	void *rt_state;
 	bool own_netns;
 	uint32_t dns_ip4;
+	/* a pooled sandbox taken (run.h): the claim until it is settled, then what the
+	 * record keeps of it */
+	struct run_claim claim;
+	bool claimed, claim_open;
+	char pool[64];
+	int64_t pool_waited_ms;
+	uint64_t stage_us[3];       /* a claim's admission, preparation, exec (µs) */
+	char pool_fallback[256];    /* a cold start after a failed claim: why */
 	void *slot[RUNS_MAX_SUBS];
 	struct run *next;
 };

@@ -67,6 +67,9 @@ void run_set_network(struct run *r, bool own_netns, uint32_t dns_ip4)
 
 bool run_own_netns(const struct run *r) { return r->own_netns; }
 uint32_t run_dns_ip4(const struct run *r) { return r->dns_ip4; }
+const char *run_pool(const struct run *r) { return r->pool[0] ? r->pool : NULL; }
+int64_t run_pool_waited_ms(const struct run *r) { return r->pool_waited_ms; }
+const char *run_pool_fallback(const struct run *r) { return r->pool_fallback[0] ? r->pool_fallback : NULL; }
 
 void run_set_slot(struct run *r, int slot, void *v)
 {
@@ -115,6 +118,13 @@ json_t *run_json(const struct run *r)
 	}
 	if (r->fenced)
 		json_object_set_new(j, "fenced", json_true());
+	if (r->pool[0])
+		json_object_set_new(j, "pool", json_pack("{s:s, s:I, s:{s:I, s:I, s:I}}", "name", r->pool,
+							 "waited_ms", (json_int_t)r->pool_waited_ms, "claim_us",
+							 "admission", (json_int_t)r->stage_us[0], "prepare",
+							 (json_int_t)r->stage_us[1], "exec", (json_int_t)r->stage_us[2]));
+	else if (r->pool_fallback[0])
+		json_object_set_new(j, "pool", json_pack("{s:s}", "fallback", r->pool_fallback));
 	json_object_set_new(j, "cgroup_id", json_integer((json_int_t)r->cg.id));
 	json_object_set_new(j, "oom_kills", json_integer((json_int_t)run_oom_kills(r)));
 	if (r->rt_ops) {
@@ -192,6 +202,16 @@ struct run *run_record_load(struct runs *t, const char *id)
 	r->finished = json_integer_value(json_object_get(j, "finished"));
 	r->cg.id = (uint64_t)json_integer_value(json_object_get(j, "cgroup_id"));
 	r->oom_kills = (uint64_t)json_integer_value(json_object_get(j, "oom_kills"));
+	{
+		json_t *p = json_object_get(j, "pool"), *st = json_object_get(p, "claim_us");
+
+		snprintf(r->pool, sizeof(r->pool), "%s", jstr(p, "name"));
+		snprintf(r->pool_fallback, sizeof(r->pool_fallback), "%s", jstr(p, "fallback"));
+		r->pool_waited_ms = json_integer_value(json_object_get(p, "waited_ms"));
+		r->stage_us[0] = (uint64_t)json_integer_value(json_object_get(st, "admission"));
+		r->stage_us[1] = (uint64_t)json_integer_value(json_object_get(st, "prepare"));
+		r->stage_us[2] = (uint64_t)json_integer_value(json_object_get(st, "exec"));
+	}
 	runtimes_named(t->o.runtimes, runtime_name(j), &r->rt_ops, &r->rt);
 	json_decref(j);
 

@@ -301,30 +301,63 @@ static int call_prepared(struct run *r, struct lerr *e)
 	return 0;
 }
 
+static uint64_t mono_us(void)
+{
+	return util_now_ns(CLOCK_MONOTONIC) / 1000;
+}
+
+/* A claimed run takes its pooled sandbox where a cold one prepares: the runtime takes
+ * the started sandbox, the instance cgroup is the one the pool made with the same
+ * limits. */
+static int take_sandbox(struct run *r, struct lerr *e)
+{
+	int err;
+
+	if (!r->rt_ops->claim)
+		return lerr_set(e, EOPNOTSUPP, "claim: runtime %s cannot take a pooled sandbox", r->rt_ops->name);
+	if ((err = r->rt_ops->claim(r->rt, r, &r->claim, e)) < 0)
+		return err;
+	if ((err = cgroup_inst_open(r->t->o.cg, r->instance_id, &r->cg, e)) < 0)
+		return err;
+	r->cg_made = true;
+	return 0;
+}
+
 /* The runtime's preparation, the instance (limited and enforced before the workload
  * exists), the workload. On error what was made is left for the caller's undo. */
 static int run_start(struct run *r, struct lerr *e)
 {
 	struct runs *t = r->t;
 	struct run_env *env;
+	uint64_t t0 = mono_us(), t1;
 	int err;
 
 	r->exited = false;
-	if (r->rt_ops->prepare && (err = r->rt_ops->prepare(r->rt, r, e)) < 0)
-		return err;
-	if ((err = cgroup_inst_create(t->o.cg, r->instance_id, &r->spec->limits, t->o.pids_max,
-				      &r->cg, e)) < 0)
-		return err;
-	r->cg_made = true;
+	if (r->claimed) {
+		if ((err = take_sandbox(r, e)) < 0)
+			return err;
+	} else {
+		if (r->rt_ops->prepare && (err = r->rt_ops->prepare(r->rt, r, e)) < 0)
+			return err;
+		if ((err = cgroup_inst_create(t->o.cg, r->instance_id, &r->spec->limits, t->o.pids_max,
+					      &r->cg, e)) < 0)
+			return err;
+		r->cg_made = true;
+	}
 	if ((err = call_prepared(r, e)) < 0)
 		return err;
 	if (!(env = run_env_new(r)))
 		return lerr_set(e, ENOMEM, "spawn: out of memory");
 	RUN_HOOKS(t, env, r, env);
+	t1 = mono_us();
 	err = r->rt_ops->start(r->rt, r, env, e);
 	run_env_free(env);
 	if (err < 0)
 		return err;
+	if (r->claimed) {
+		r->stage_us[1] = t1 - t0;
+		r->stage_us[2] = mono_us() - t1;
+	}
 	if (r->spec->limits.timeout_ms)
 		r->timeout_timer = loop_timer_add(t->o.loop, r->spec->limits.timeout_ms, on_timeout, r);
 	r->status = RUN_RUNNING;
@@ -370,16 +403,51 @@ static bool id_ok(const char *id)
 	return strspn(id + 2, "0123456789abcdef") == n - 2;
 }
 
-int runs_start(struct runs *t, const struct run_submit *sub, struct run **out, struct lerr *e)
+/* A pooled sandbox for r, if a subscriber keeps one that fits its spec. */
+static void try_claim(struct run *r)
+{
+	struct runs *t = r->t;
+
+	for (int i = 0; i < t->nsubs; i++) {
+		memset(&r->claim, 0, sizeof(r->claim));
+		r->claim.waiter_fd = -1;
+		if (t->subs[i].h->claim && t->subs[i].h->claim(t->subs[i].arg, r, r->spec, &r->claim) == 0) {
+			r->claimed = r->claim_open = true;
+			snprintf(r->instance_id, sizeof(r->instance_id), "%s", r->claim.instance_id);
+			snprintf(r->pool, sizeof(r->pool), "%s", r->claim.pool);
+			r->pool_waited_ms = ((int64_t)util_now_ns(CLOCK_REALTIME) - r->claim.ready_ns) / 1000000;
+			return;
+		}
+	}
+}
+
+/* The claim is settled: the pool learns whether its sandbox was taken (why NULL) or
+ * what is left of it must go. */
+static void claim_settle(struct run *r, const char *why)
+{
+	if (!r->claim_open)
+		return;
+	r->claim_open = false;
+	if (r->claim.done)
+		r->claim.done(r->claim.arg, &r->claim, why);
+}
+
+/* One attempt at a run; may_claim: a pooled sandbox may be taken (never for a resumed
+ * run, whose directory comes with it). *claim_failed tells the caller that it failed
+ * after taking one (a cold start may follow). */
+static int submit(struct runs *t, const struct run_submit *sub, bool may_claim, const char *fallback,
+		  struct run **out, bool *claim_failed, struct lerr *e)
 {
 	struct spec_errors errs = { 0 };
 	const struct runtime_ops *ops;
 	struct spec *s = NULL;
 	struct run *r;
 	char path[PATH_MAX + 16];
+	uint64_t t0 = mono_us();
 	void *rt;
 	int err, called = 0;
 
+	*claim_failed = false;
 	if (sub->seed_dir && (!sub->id || !id_ok(sub->id)))
 		return lerr_set(e, EINVAL, "spawn: a resumed run needs a valid run id, not \"%s\"",
 				sub->id ? sub->id : "");
@@ -415,10 +483,15 @@ int runs_start(struct runs *t, const struct run_submit *sub, struct run **out, s
 		snprintf(r->id, sizeof(r->id), "%s", sub->id);
 	else
 		new_id(r->id, 'r');
-	new_id(r->instance_id, 'i');
 	r->created = (int64_t)time(NULL);
 	r->status = RUN_ACCEPTED;
 	snprintf(r->dir, sizeof(r->dir), "%s/%s", t->runs_dir, r->id);
+	if (fallback)
+		snprintf(r->pool_fallback, sizeof(r->pool_fallback), "%s", fallback);
+	if (may_claim)
+		try_claim(r);
+	if (!r->claimed)
+		new_id(r->instance_id, 'i');
 	if (!r->file) {
 		err = lerr_set(e, ENOMEM, "spawn: out of memory");
 		goto fail;
@@ -426,6 +499,12 @@ int runs_start(struct runs *t, const struct run_submit *sub, struct run **out, s
 	if (sub->seed_dir) {
 		if (rename(sub->seed_dir, r->dir) < 0) {
 			err = lerr_set(e, errno, "spawn: run directory %s from %s: %s", r->dir, sub->seed_dir,
+				       strerror(errno));
+			goto fail;
+		}
+	} else if (r->claimed) {
+		if (rename(r->claim.dir, r->dir) < 0) {
+			err = lerr_set(e, errno, "claim: the sandbox's directory %s: %s", r->claim.dir,
 				       strerror(errno));
 			goto fail;
 		}
@@ -450,8 +529,10 @@ int runs_start(struct runs *t, const struct run_submit *sub, struct run **out, s
 		if (err < 0)
 			goto fail;
 	}
+	r->stage_us[0] = mono_us() - t0;
 	if ((err = run_start(r, e)) < 0)
 		goto fail;
+	claim_settle(r, NULL);
 	r->next = t->runs;
 	t->runs = r;
 	*out = r;
@@ -462,6 +543,8 @@ fail:
 		undo_start(r);
 	util_rm_rf(r->dir);
 	log_warn("%s", e->msg);
+	*claim_failed = r->claimed;
+	claim_settle(r, e->msg);
 	run_free(r);
 	return err;
 }
@@ -472,6 +555,22 @@ int runs_submit(struct runs *t, const char *file, const char *yaml, size_t len, 
 	struct run_submit s = { .file = file, .yaml = yaml, .len = len, .input = input };
 
 	return runs_start(t, &s, out, e);
+}
+
+int runs_start(struct runs *t, const struct run_submit *sub, struct run **out, struct lerr *e)
+{
+	char why[sizeof(e->msg)];
+	bool claim_failed;
+	int err = submit(t, sub, !sub->seed_dir, NULL, out, &claim_failed, e);
+
+	if (err < 0 && claim_failed) {
+		/* fail closed: that sandbox is gone; the spawn starts as if there were no pool */
+		snprintf(why, sizeof(why), "%s", e->msg);
+		log_warn("pool: a claim for %s failed: %s; starting it cold", sub->file, why);
+		e->msg[0] = '\0';
+		err = submit(t, sub, false, why, out, &claim_failed, e);
+	}
+	return err;
 }
 
 void runs_forget(struct runs *t, struct run *r)

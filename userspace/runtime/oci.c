@@ -17,6 +17,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdatomic.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,18 @@
 /* runtime deletes and CNI removals run here, off the event loop: each is an exec of a
  * runtime or plugin that takes tens of milliseconds */
 #define POOL_THREADS 2
+/* How long a claim waits for a pooled sandbox's waiter to exec the workload: a waiter
+ * that is stopped or stuck fails the claim (a cold start follows) instead of holding
+ * the loop. */
+#define WAITER_EXEC_TIMEOUT_MS 250
+#define SANDBOX_BINDS 8
+
+/* A node directory a pooled sandbox shows, by inode: a claiming run's must be it. */
+struct sandbox_bind {
+	char dest[128];
+	dev_t dev;
+	ino_t ino;
+};
 
 struct runtime_oci {
 	struct loop *loop;
@@ -63,6 +76,26 @@ struct oci_run {
 	bool netns_made;
 	bool tearing;               /* a worker is removing it */
 	bool torn_down;
+	char *argv[24];
+	/* a pooled sandbox this run claimed: its waiter execs the workload at start */
+	bool pooled;
+	int waiter_fd;
+	struct sandbox_bind binds[SANDBOX_BINDS];
+	size_t nbinds;
+};
+
+/* A pooled sandbox of this runtime, until a run claims it (runtime_sandbox.state). */
+struct oci_sandbox {
+	const struct oci_handler *h;
+	struct image_info img;
+	char inst[32];
+	char bundle[PATH_MAX];
+	char pidfile[PATH_MAX];     /* outside its directory, which is renamed at the claim */
+	char netns[PATH_MAX];
+	char ip[64], gw[64];
+	bool netns_made;
+	struct sandbox_bind binds[SANDBOX_BINDS];
+	size_t nbinds;
 	char *argv[24];
 };
 
@@ -127,6 +160,8 @@ int runtime_oci_check(struct runtime_oci *o, const struct spec *s, struct lerr *
 static void oci_run_free(struct oci_run *or)
 {
 	runtime_shim_forget(&or->shim);
+	if (or->pooled && or->waiter_fd >= 0)
+		close(or->waiter_fd);
 	image_info_free(&or->img);
 	free(or);
 }
@@ -134,9 +169,9 @@ static void oci_run_free(struct oci_run *or)
 static void oci_record(struct run *r, struct oci_run *or)
 {
 	char path[PATH_MAX + 16], *s;
-	json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:s}", "handler", or->h->name, "container",
+	json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "handler", or->h->name, "container",
 			      run_instance_id(r), "netns", or->netns_made ? or->netns : "", "image",
-			      run_spec(r)->image_digest, "manifest", or->img.digest);
+			      run_spec(r)->image_digest, "manifest", or->img.digest, "pidfile", or->pidfile);
 
 	s = j ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
 	json_decref(j);
@@ -168,6 +203,7 @@ static int oci_prepare(void *arg, struct run *r, struct lerr *e)
 	if (!(or = calloc(1, sizeof(*or))))
 		return lerr_set(e, ENOMEM, "spawn: out of memory");
 	runtime_shim_init(&or->shim, o->loop, r, true);
+	or->waiter_fd = -1;
 	or->h = handler_named(o, o->class_handler[s->isolation]);
 	if ((err = image_resolve(o->image_store, s->image_digest, &or->img, e)) < 0) {
 		free(or);
@@ -191,6 +227,226 @@ static int oci_prepare(void *arg, struct run *r, struct lerr *e)
 	return 0;
 }
 
+
+/* ---- pooled sandboxes (docs/pools.md) ---- */
+
+/* The runtime's part of a pooled sandbox: the image verified, its network, the bundle
+ * whose process is the waiter, and the shim starting it; on a pool worker thread. */
+static int oci_sandbox_start(void *arg, const struct runtime_sandbox_req *q, struct runtime_sandbox *sb,
+			     struct lerr *e)
+{
+	static char *const path_env[] = { "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", NULL };
+	struct runtime_oci *o = arg;
+	const struct spec *s = q->spec;
+	struct oci_sandbox *ox = calloc(1, sizeof(*ox));
+	struct oci_bind binds[SANDBOX_BINDS + 1];
+	size_t nb = 0;
+	char cgpath[512], dir[PATH_MAX + 16];
+	bool host_net;
+	int err;
+
+	if (!ox)
+		return lerr_set(e, ENOMEM, "pool: out of memory");
+	ox->h = handler_named(o, o->class_handler[s->isolation]);
+	if (!ox->h || !ox->h->available) {
+		free(ox);
+		return lerr_set(e, EPERM, "pool: isolation \"%s\" is not served on this node",
+				spec_isolation_name(s->isolation));
+	}
+	snprintf(ox->inst, sizeof(ox->inst), "%s", q->instance_id);
+	snprintf(ox->bundle, sizeof(ox->bundle), "%s/bundle", q->dir);
+	snprintf(dir, sizeof(dir), "%s/oci/pool", o->state_dir);
+	snprintf(ox->pidfile, sizeof(ox->pidfile), "%s/%s.pid", dir, q->instance_id);
+	if ((err = image_resolve(o->image_store, s->image_digest, &ox->img, e)) < 0) {
+		free(ox);
+		return err;
+	}
+	if ((err = util_mkdir_p(dir, 0700)) < 0 || (err = util_mkdir_p(ox->bundle, 0700)) < 0) {
+		lerr_set(e, err, "pool: %s: %s", ox->bundle, strerror(-err));
+		goto fail;
+	}
+	for (size_t i = 0; i < q->n_mounts && nb < SANDBOX_BINDS; i++) {
+		struct stat st;
+
+		if (stat(q->mounts[i].host, &st) < 0) {
+			err = lerr_set(e, errno, "pool: %s: %s", q->mounts[i].host, strerror(errno));
+			goto fail;
+		}
+		snprintf(ox->binds[nb].dest, sizeof(ox->binds[nb].dest), "%s", q->mounts[i].sandbox);
+		ox->binds[nb].dev = st.st_dev;
+		ox->binds[nb].ino = st.st_ino;
+		binds[nb++] = (struct oci_bind){ q->mounts[i].host, q->mounts[i].sandbox, q->mounts[i].read_only };
+	}
+	ox->nbinds = nb;
+	binds[nb++] = (struct oci_bind){ q->waiter_bin, q->waiter_argv[0], true, true };
+	if (s->network != SPEC_NET_NONE) {
+		if ((err = oci_cni_add(&o->cni, q->instance_id, ox->netns, sizeof(ox->netns), ox->ip, ox->gw, e)) < 0)
+			goto fail;
+		ox->netns_made = true;
+	}
+	host_net = ox->netns_made && ox->h->kind == OCI_RUNSC;
+	snprintf(cgpath, sizeof(cgpath), "/%s/%s", o->cg_root, q->cg->name);
+
+	struct oci_bundle_req br = {
+		.dir = ox->bundle,
+		.rootfs = ox->img.rootfs,
+		.image_config = ox->img.config,
+		.spec = s,
+		.cgroups_path = cgpath,
+		.kind = ox->h->kind,
+		.net = ox->netns_made ? OCI_NET_NETNS : OCI_NET_LOOPBACK,
+		.netns_path = ox->netns,
+		.hostname = q->instance_id,
+		.scratch_bytes = s->limits.scratch_bytes,
+		.seccomp_allowlist = s->isolation == SPEC_ISO_UNTRUSTED,
+		.binds = binds,
+		.n_binds = nb,
+		.waiter_argv = q->waiter_argv,
+	};
+	if ((err = oci_bundle_write(&br, e)) < 0)
+		goto fail;
+	if (oci_run_argv(ox->h, ox->bundle, q->instance_id, ox->pidfile, host_net, ox->argv,
+			 (int)ARRAY_SIZE(ox->argv)) < 0) {
+		err = lerr_set(e, E2BIG, "pool: %s command line too long", ox->h->name);
+		goto fail;
+	}
+	struct spawn_req req = {
+		.shim_path = o->shim, .run_dir = q->dir, .cg = q->cg, .log_max = o->log_max,
+		.argv = ox->argv, .envp = path_env,
+		.netns = host_net ? ox->netns : NULL,
+		.wait_pidfile = ox->h->kind == OCI_RUNSC ? NULL : ox->pidfile,
+	};
+	if ((err = spawn_start(&req, &sb->shim_pid, &sb->shim_pidfd, e)) < 0)
+		goto fail;
+	sb->state = ox;
+	return 0;
+fail:
+	if (ox->netns_made)
+		oci_cni_del(&o->cni, q->instance_id);
+	util_rm_rf(ox->bundle);
+	image_info_free(&ox->img);
+	free(ox);
+	return err;
+}
+
+/* Removes a sandbox no run took: the container (its processes, the runtime's
+ * cgroups), its network and bundle. On a pool worker thread. */
+static void oci_sandbox_stop(void *arg, struct runtime_sandbox *sb)
+{
+	struct runtime_oci *o = arg;
+	struct oci_sandbox *ox = sb->state;
+	int err;
+
+	if (!ox)
+		return;
+	if ((err = oci_delete(ox->h, ox->inst)) < 0 && err != -ENOENT)
+		log_warn("pool: %s delete %s: %s", ox->h->name, ox->inst, strerror(-err));
+	if (ox->netns_made)
+		oci_cni_del(&o->cni, ox->inst);
+	util_rm_rf(ox->bundle);
+	unlink(ox->pidfile);
+	image_info_free(&ox->img);
+	free(ox);
+	sb->state = NULL;
+}
+
+/* r takes a started sandbox in place of prepare: its image, network and bundle become
+ * the run's, its shim is watched as the run's, its waiter waits for start. */
+static int oci_claim(void *arg, struct run *r, struct run_claim *c, struct lerr *e)
+{
+	struct runtime_oci *o = arg;
+	struct runtime_sandbox *sb = c->sandbox;
+	struct oci_sandbox *ox = sb ? sb->state : NULL;
+	struct in_addr gw = { 0 };
+	struct oci_run *or;
+	int err;
+
+	if (!ox || c->waiter_fd < 0)
+		return lerr_set(e, EINVAL, "claim: no sandbox to take");
+	if (!(or = calloc(1, sizeof(*or))))
+		return lerr_set(e, ENOMEM, "claim: out of memory");
+	runtime_shim_init(&or->shim, o->loop, r, true);
+	if ((err = runtime_shim_take(&or->shim, sb->shim_pid, sb->shim_pidfd, e)) < 0) {
+		free(or);
+		return err;
+	}
+	sb->shim_pidfd = -1;
+	or->h = ox->h;
+	or->img = ox->img;
+	memset(&ox->img, 0, sizeof(ox->img));
+	snprintf(or->bundle, sizeof(or->bundle), "%s/bundle", run_dir(r));
+	snprintf(or->pidfile, sizeof(or->pidfile), "%s", ox->pidfile);
+	snprintf(or->netns, sizeof(or->netns), "%s", ox->netns);
+	snprintf(or->ip, sizeof(or->ip), "%s", ox->ip);
+	snprintf(or->gw, sizeof(or->gw), "%s", ox->gw);
+	or->netns_made = ox->netns_made;
+	or->pooled = true;
+	or->waiter_fd = c->waiter_fd;
+	c->waiter_fd = -1;
+	memcpy(or->binds, ox->binds, sizeof(or->binds));
+	or->nbinds = ox->nbinds;
+	free(ox);
+	sb->state = NULL;
+	run_set_runtime_state(r, or);
+	if (or->netns_made)
+		inet_pton(AF_INET, or->gw, &gw);
+	run_set_network(r, true, gw.s_addr);
+	oci_record(r, or);
+	return 0;
+}
+
+/* A claimed run's start: the waiter execs the workload's process, exactly what a
+ * cold start's bundle would run, with the run's environment. The run's node
+ * directories must be the ones the sandbox was started with (compared by inode), or
+ * the claim fails: never a workload missing a mount it was promised. */
+static int exec_pooled(struct run *r, struct oci_run *or, struct run_env *env, struct lerr *e)
+{
+	const struct run_env_mount *m;
+	size_t nm = run_env_mounts(env, &m), n, k;
+	char **argv = NULL, **envp = NULL;
+	struct oci_process p;
+	json_t *x;
+	int err;
+
+	for (size_t i = 0; i < nm; i++) {
+		struct stat st;
+		size_t b;
+
+		for (b = 0; b < or->nbinds && strcmp(or->binds[b].dest, m[i].sandbox); b++)
+			;
+		if (b == or->nbinds || stat(m[i].host, &st) < 0 || st.st_dev != or->binds[b].dev ||
+		    st.st_ino != or->binds[b].ino)
+			return lerr_set(e, EXDEV, "claim: the run shows %s at %s, which its pooled sandbox does not",
+					m[i].host, m[i].sandbox);
+	}
+	struct oci_bundle_req br = {
+		.rootfs = or->img.rootfs,
+		.image_config = or->img.config,
+		.spec = run_spec(r),
+		.lantern_env = run_env_strings(env, true),
+	};
+	if ((err = oci_process_build(&br, &p, e)) < 0)
+		return err;
+	n = json_array_size(p.args);
+	k = json_array_size(p.env);
+	if (!(argv = calloc(n + 1, sizeof(*argv))) || !(envp = calloc(k + 1, sizeof(*envp)))) {
+		err = lerr_set(e, ENOMEM, "claim: out of memory");
+		goto out;
+	}
+	json_array_foreach(p.args, n, x)
+		argv[n] = (char *)json_string_value(x);
+	json_array_foreach(p.env, k, x)
+		envp[k] = (char *)json_string_value(x);
+	err = spawn_waiter_exec(or->waiter_fd, argv, envp, p.cwd, WAITER_EXEC_TIMEOUT_MS, e);
+	close(or->waiter_fd);
+	or->waiter_fd = -1;
+out:
+	free(argv);
+	free(envp);
+	oci_process_free(&p);
+	return err;
+}
+
 static int oci_start(void *arg, struct run *r, struct run_env *env, struct lerr *e)
 {
 	struct runtime_oci *o = arg;
@@ -203,6 +459,8 @@ static int oci_start(void *arg, struct run *r, struct run_env *env, struct lerr 
 	bool host_net = or->netns_made && or->h->kind == OCI_RUNSC;
 	int err;
 
+	if (or->pooled)
+		return exec_pooled(r, or, env, e);
 	if ((err = util_mkdir_p(or->bundle, 0700)) < 0)
 		return lerr_set(e, err, "spawn: bundle %s: %s", or->bundle, strerror(-err));
 	for (size_t i = 0; i < nm && nb < ARRAY_SIZE(binds); i++)
@@ -274,7 +532,11 @@ static struct oci_run *oci_load(struct runtime_oci *o, struct run *r)
 		snprintf(or->img.digest, sizeof(or->img.digest), "%s",
 			 json_string_value(json_object_get(j, "manifest")) ?: "");
 		snprintf(or->bundle, sizeof(or->bundle), "%s/bundle", run_dir(r));
-		snprintf(or->pidfile, sizeof(or->pidfile), "%s/container.pid", run_dir(r));
+		snprintf(or->pidfile, sizeof(or->pidfile), "%s",
+			 json_string_value(json_object_get(j, "pidfile")) ?: "");
+		if (!or->pidfile[0])
+			snprintf(or->pidfile, sizeof(or->pidfile), "%s/container.pid", run_dir(r));
+		or->waiter_fd = -1;
 		run_set_runtime_state(r, or);
 	}
 	json_decref(j);
@@ -450,6 +712,9 @@ static const struct runtime_ops oci_ops = {
 	.json = oci_json,
 	.free = oci_free,
 	.close = oci_close,
+	.sandbox_start = oci_sandbox_start,
+	.claim = oci_claim,
+	.sandbox_stop = oci_sandbox_stop,
 };
 
 /* ---- the image and node operations ---- */

@@ -24,6 +24,8 @@ struct runtime_shim {
 void runtime_shim_init(struct runtime_shim *s, struct loop *l, struct run *r, bool runtime_status);
 /* Starts the shim (spawn_start) and watches it. */
 int runtime_shim_start(struct runtime_shim *s, const struct spawn_req *req, struct lerr *e);
+/* Watches a shim started earlier (a pooled sandbox's, now its run's); takes pidfd. */
+int runtime_shim_take(struct runtime_shim *s, pid_t pid, int pidfd, struct lerr *e);
 /* Finds a shim a previous lanternd started again; RUNTIME_EXITED with *x when it has
  * ended (its exit file), RUNTIME_GONE when it left none. */
 enum runtime_found runtime_shim_adopt(struct runtime_shim *s, struct run_exit *x);

@@ -70,6 +70,17 @@ int runtime_shim_start(struct runtime_shim *s, const struct spawn_req *req, stru
 	return 0;
 }
 
+int runtime_shim_take(struct runtime_shim *s, pid_t pid, int pidfd, struct lerr *e)
+{
+	int err;
+
+	if ((err = loop_add(s->loop, pidfd, EPOLLIN, on_shim_exit, s)) < 0)
+		return lerr_set(e, err, "claim: watching the shim of %s: %s", run_id(s->r), strerror(-err));
+	s->pid = pid;
+	s->pidfd = pidfd;
+	return 0;
+}
+
 enum runtime_found runtime_shim_adopt(struct runtime_shim *s, struct run_exit *x)
 {
 	if (spawn_adopt(run_dir(s->r), &s->pid, &s->pidfd) == 0) {

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -165,10 +166,14 @@ int spawn_read_exit(const char *run_dir, struct spawn_exit *x)
 	return x->exited ? 0 : -EBADMSG;
 }
 
-/* True if /proc/PID/cmdline is lantern-shim started for run_dir. */
+/* True if /proc/PID is lantern-shim working for run_dir: its working directory is
+ * run_dir (the shim works in its run directory, which may have been renamed since it
+ * started: a pooled sandbox's becomes its run's), or, for a shim of an older lanternd,
+ * its command line names run_dir. */
 static bool is_our_shim(pid_t pid, const char *run_dir)
 {
 	char path[64], *buf = NULL, *base;
+	struct stat a, b;
 	size_t len = 0;
 	bool ok;
 
@@ -177,8 +182,12 @@ static bool is_our_shim(pid_t pid, const char *run_dir)
 		return false;
 	base = strrchr(buf, '/');
 	base = base ? base + 1 : buf;
-	ok = strlen(buf) + 1 < len && !strcmp(base, "lantern-shim") &&
-	     !strcmp(buf + strlen(buf) + 1, run_dir);
+	ok = strlen(buf) + 1 < len && !strcmp(base, "lantern-shim");
+	if (ok && strcmp(buf + strlen(buf) + 1, run_dir)) {
+		snprintf(path, sizeof(path), "/proc/%d/cwd", (int)pid);
+		ok = stat(path, &a) == 0 && stat(run_dir, &b) == 0 && a.st_dev == b.st_dev &&
+		     a.st_ino == b.st_ino;
+	}
 	free(buf);
 	return ok;
 }

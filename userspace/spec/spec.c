@@ -69,7 +69,7 @@ bool spec_region_ok(const struct spec *s, const char *region)
 
 /* ---- node helpers ---- */
 
-static bool is_null(const struct snode *n)
+bool is_null(const struct snode *n)
 {
 	return n->kind == SN_SCALAR && n->plain &&
 	       (!*n->str || !strcmp(n->str, "~") || !strcmp(n->str, "null") ||
@@ -77,12 +77,12 @@ static bool is_null(const struct snode *n)
 }
 
 /* Absent and explicit null both mean "not set", as in Kubernetes. */
-static bool unset(const struct snode *n)
+bool unset(const struct snode *n)
 {
 	return !n || is_null(n);
 }
 
-static const char *kind_name(const struct snode *n)
+const char *kind_name(const struct snode *n)
 {
 	if (n->kind == SN_MAP)
 		return "a mapping";
@@ -96,15 +96,10 @@ static void path_join(char *out, size_t len, const char *base, const char *key)
 	snprintf(out, len, "%s%s%s", base, *base ? "." : "", key);
 }
 
-/* One field of a mapping's schema and, after walk_map, its key and value nodes. */
-struct field {
-	const char *name;
-	struct snode *key, *val;
-};
 
 /* Checks n is a mapping whose keys are unique and all in f; sets f[].key/val.
  * what names the mapping in the unknown-field message. */
-static bool walk_map(struct sctx *c, struct snode *n, const char *path, const char *what,
+bool walk_map(struct sctx *c, struct snode *n, const char *path, const char *what,
 		     struct field *f, size_t nf)
 {
 	if (n->kind != SN_MAP) {
@@ -145,7 +140,7 @@ static bool walk_map(struct sctx *c, struct snode *n, const char *path, const ch
 	return true;
 }
 
-static struct snode *field_val(struct field *f, size_t nf, const char *name)
+struct snode *field_val(struct field *f, size_t nf, const char *name)
 {
 	for (size_t i = 0; i < nf; i++)
 		if (!strcmp(f[i].name, name))
@@ -153,14 +148,14 @@ static struct snode *field_val(struct field *f, size_t nf, const char *name)
 	return NULL;
 }
 
-static void missing(struct sctx *c, const struct snode *parent, const char *path)
+void missing(struct sctx *c, const struct snode *parent, const char *path)
 {
 	sctx_error(c, parent->line, parent->col, path, "required field is missing");
 }
 
 /* A string where a string belongs. YAML numbers and booleans are taken as written
  * (env: {PORT: 8080} means "8080"); mappings, lists and null are not strings. */
-static char *get_str(struct sctx *c, const struct snode *n, const char *path)
+char *get_str(struct sctx *c, const struct snode *n, const char *path)
 {
 	char *s;
 
@@ -174,7 +169,7 @@ static char *get_str(struct sctx *c, const struct snode *n, const char *path)
 	return s;
 }
 
-static bool get_uint(struct sctx *c, const struct snode *n, const char *path, uint64_t *out)
+bool get_uint(struct sctx *c, const struct snode *n, const char *path, uint64_t *out)
 {
 	const char *s = n->str;
 	uint64_t v = 0;
@@ -224,7 +219,7 @@ static bool get_bool(struct sctx *c, const struct snode *n, const char *path, bo
 	return false;
 }
 
-static bool get_enum(struct sctx *c, const struct snode *n, const char *path, const char *what,
+bool get_enum(struct sctx *c, const struct snode *n, const char *path, const char *what,
 		     const char *const *names, size_t nn, int *out)
 {
 	char allowed[256] = "";
@@ -360,7 +355,7 @@ static void get_str_map(struct sctx *c, const struct snode *n, const char *path,
 /* ---- value syntax ---- */
 
 /* DNS-1123 subdomain, as Kubernetes names objects. */
-static bool valid_name(const char *s)
+bool valid_name(const char *s)
 {
 	size_t n = strlen(s), label = 0;
 
@@ -392,7 +387,7 @@ static bool is_hex(const char *s, size_t n)
 	return true;
 }
 
-static bool valid_digest(const char *d)
+bool valid_digest(const char *d)
 {
 	return (!strncmp(d, "sha256:", 7) && is_hex(d + 7, 64)) ||
 	       (!strncmp(d, "sha512:", 7) && is_hex(d + 7, 128));
@@ -466,7 +461,7 @@ static void parse_metadata(struct sctx *c, struct snode *n, struct spec *s)
 	}
 }
 
-static void parse_quantity(struct sctx *c, struct snode *v, const char *path, bool milli,
+void parse_quantity(struct sctx *c, struct snode *v, const char *path, bool milli,
 			   uint64_t *out)
 {
 	const char *why;
@@ -893,7 +888,7 @@ static int cmp_err(const void *a, const void *b)
 }
 
 /* Moves the collected errors, in file order, into errs. */
-static void hand_out(struct sctx *c, struct spec_errors *errs)
+void hand_out(struct sctx *c, struct spec_errors *errs)
 {
 	qsort(c->v, c->n, sizeof(*c->v), cmp_err);
 	if (errs) {

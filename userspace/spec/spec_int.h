@@ -47,6 +47,36 @@ void sctx_error(struct sctx *c, int line, int col, const char *path, const char 
 struct snode *snode_parse(struct sctx *c, const char *buf, size_t len, struct snode **all);
 void snode_free_all(struct snode *all);
 
+/* ---- the schema walkers spec.c and pools.c share ---- */
+
+/* One field of a mapping's schema and, after walk_map, its key and value nodes. */
+struct field {
+	const char *name;
+	struct snode *key, *val;
+};
+
+bool is_null(const struct snode *n);
+/* Absent and explicit null both mean "not set", as in Kubernetes. */
+bool unset(const struct snode *n);
+const char *kind_name(const struct snode *n);
+/* Checks n is a mapping whose keys are unique and all in f; sets f[].key/val. what
+ * names the mapping in the unknown-field message. */
+bool walk_map(struct sctx *c, struct snode *n, const char *path, const char *what, struct field *f,
+	      size_t nf);
+struct snode *field_val(struct field *f, size_t nf, const char *name);
+void missing(struct sctx *c, const struct snode *parent, const char *path);
+char *get_str(struct sctx *c, const struct snode *n, const char *path);
+bool get_uint(struct sctx *c, const struct snode *n, const char *path, uint64_t *out);
+bool get_enum(struct sctx *c, const struct snode *n, const char *path, const char *what,
+	      const char *const *names, size_t nn, int *out);
+/* DNS-1123 subdomain, as Kubernetes names objects. */
+bool valid_name(const char *s);
+/* sha256:HEX64 or sha512:HEX128. */
+bool valid_digest(const char *d);
+void parse_quantity(struct sctx *c, struct snode *v, const char *path, bool milli, uint64_t *out);
+/* Moves the collected errors, in file order, into errs. */
+void hand_out(struct sctx *c, struct spec_errors *errs);
+
 /* Kubernetes quantity -> units: milli = true gives thousandths rounded to the nearest
  * ("500m" -> 500, "2" -> 2000), false gives whole units and refuses fractions (bytes).
  * Returns NULL, or the reason the text is refused. */

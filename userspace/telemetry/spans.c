@@ -29,6 +29,18 @@ static void common_attrs(const struct run *r, json_t *span)
 	trace_attr_str(span, "lantern.agent_instance_id", run_instance_id(r));
 }
 
+/* Where the run's sandbox came from: a pool (and how long it had waited, which is not
+ * billed), or a cold start after a claim that failed. */
+static void pool_attrs(const struct run *r, json_t *span)
+{
+	if (run_pool(r)) {
+		trace_attr_str(span, "lantern.pool.name", run_pool(r));
+		trace_attr_int(span, "lantern.pool.waited_ms", run_pool_waited_ms(r));
+	} else if (run_pool_fallback(r)) {
+		trace_attr_str(span, "lantern.pool.fallback", run_pool_fallback(r));
+	}
+}
+
 static json_t *child_span(const struct run *r, const struct tm_run *tm, const char *what,
 			  const char *name, uint64_t start, uint64_t end)
 {
@@ -110,7 +122,9 @@ void spans_started(struct telemetry *t, struct run *r, struct tm_run *tm)
 	}
 	emit(t, r, sp);
 	snprintf(what, sizeof(what), "start/%u", k);
-	emit(t, r, child_span(r, tm, what, "start", tm->t_prepared, now));
+	if ((sp = child_span(r, tm, what, "start", tm->t_prepared, now)) && !k)
+		pool_attrs(r, sp);
+	emit(t, r, sp);
 	tm->t_started = now;
 	tm_save(r, tm);
 }
@@ -242,6 +256,7 @@ json_t *spans_root_now(const struct run *r, const struct tm_run *tm)
 	snprintf(name, sizeof(name), "invoke_agent %s", agent_name(r));
 	if ((root = trace_span_new(tm->tid, tm->root, NULL, name, TRACE_KIND_INTERNAL, tm->t0, 0))) {
 		common_attrs(r, root);
+		pool_attrs(r, root);
 		json_object_set_new(root, "inProgress", json_true());
 		json_object_set(root, "events", tm->events);
 	}
@@ -264,6 +279,7 @@ void spans_end(struct telemetry *t, struct run *r, struct tm_run *tm)
 	if (!(span = trace_span_new(tm->tid, tm->root, NULL, name, TRACE_KIND_INTERNAL, tm->t0, now)))
 		return;
 	common_attrs(r, span);
+	pool_attrs(r, span);
 	trace_attr_str(span, "gen_ai.operation.name", "invoke_agent");
 	trace_attr_str(span, "gen_ai.agent.name", agent_name(r));
 	trace_attr_str(span, "gen_ai.agent.id", run_instance_id(r));
