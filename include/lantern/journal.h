@@ -17,7 +17,9 @@
  *     payload      JSON (compact), zlib-compressed when longer than the threshold
  *
  * The SHA-256 of the last record is the run's head hash: it commits to every record
- * before it, so a receipt signing the head signs the whole run.
+ * before it, so a receipt signing the head signs the whole run. It is computed with
+ * OpenSSL's libcrypto (journal_sha256: the CPU's SHA extensions where it has them);
+ * the digest is SHA-256 whoever computes it.
  *
  * Recovery (journal_open): a record cut short at the end of the file, or a last
  * record whose CRC fails (a write the crash tore), is a torn tail: it is truncated
@@ -69,6 +71,8 @@ const char *journal_type_name(unsigned type);
 
 /* CRC32C (Castagnoli, reflected 0x82F63B78), slice-by-8. crc starts at 0. */
 uint32_t journal_crc32c(uint32_t crc, const void *buf, size_t len);
+/* SHA-256 of the chain (libcrypto). 0, or -EIO when libcrypto cannot hash. */
+int journal_sha256(uint8_t out[JOURNAL_HASH_BYTES], const void *buf, size_t len);
 
 struct journal_record {
 	uint64_t seq;

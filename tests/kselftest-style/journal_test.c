@@ -1,8 +1,9 @@
-/* journal_test: the run journal module on its own: CRC32C against known vectors,
- * append and verified reopen (payloads, compression, hash chain), a torn tail cut at
- * every byte of the last record and a zero-filled tail (truncated), corruption in
- * the middle (refused, file untouched), a broken chain with valid CRCs, the size
- * bound, and 1,000 concurrent runs appending through the group-commit syncer. */
+/* journal_test: the run journal module on its own: CRC32C against known vectors, the
+ * chain's SHA-256 (libcrypto) against libsodium's, append and verified reopen
+ * (payloads, compression, hash chain), a torn tail cut at every byte of the last
+ * record and a zero-filled tail (truncated), corruption in the middle (refused, file
+ * untouched), a broken chain with valid CRCs, the size bound, and 1,000 concurrent
+ * runs appending through the group-commit syncer. */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -121,6 +122,27 @@ static void test_crc(void)
 	for (size_t cut = 0; cut < 17; cut++)
 		same &= journal_crc32c(journal_crc32c(0, big, cut), big + cut, sizeof(big) - cut) == whole;
 	tap_ok(same, "crc32c continues across splits at any alignment");
+}
+
+/* The chain's SHA-256 (libcrypto) is the SHA-256 libsodium computes, byte for byte:
+ * every length around the 64-byte block and its 56-byte padding edge, and 1 MiB. */
+static void test_sha(void)
+{
+	static uint8_t big[1 << 20];
+	uint8_t a[32], b[32];
+	bool same = true;
+
+	for (size_t i = 0; i < sizeof(big); i++)
+		big[i] = (uint8_t)(i * 131 + (i >> 9));
+	for (size_t n = 0; n <= 300; n++) {
+		same &= journal_sha256(a, big, n) == 0;
+		crypto_hash_sha256(b, big, n);
+		same &= !memcmp(a, b, 32);
+	}
+	same &= journal_sha256(a, big, sizeof(big)) == 0;
+	crypto_hash_sha256(b, big, sizeof(big));
+	same &= !memcmp(a, b, 32);
+	tap_ok(same, "journal_sha256 (libcrypto) equals libsodium's SHA-256 for 0-300 bytes and 1 MiB");
 }
 
 static void test_roundtrip(void)
@@ -390,8 +412,9 @@ int main(void)
 {
 	snprintf(dir, sizeof(dir), "/tmp/lantern-test-journal-%d", getpid());
 	util_mkdir_p(dir, 0700);
-	tap_plan(26);
+	tap_plan(27);
 	test_crc();
+	test_sha();
 	test_roundtrip();
 	test_torn();
 	test_corrupt();

@@ -1,7 +1,8 @@
 /* journal.c: the run journal's file format: create, append (framed, CRC32C,
  * compressed above a threshold, hash-chained), sync, and the verifying scan that
  * recovery, `lantern journal` and `lantern journal verify` share. The format is in
- * include/lantern/journal.h. Group commit is in syncer.c. */
+ * include/lantern/journal.h. Group commit is in syncer.c, the chain's SHA-256 in
+ * sha256.c. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -12,7 +13,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <sodium.h>
 #include <zlib.h>
 
 #include "journal_internal.h"
@@ -127,8 +127,6 @@ int journal_create(const char *path, const struct journal_opts *o, struct journa
 	struct stat st;
 	int err;
 
-	if (sodium_init() < 0)
-		return lerr_set(e, EIO, "journal %s: libsodium failed to initialize", path);
 	j = journal_alloc(path, o);
 	if (!j)
 		return lerr_set(e, ENOMEM, "journal %s: out of memory", path);
@@ -274,7 +272,11 @@ static int scan_buf(const char *path, const uint8_t *buf, size_t size, journal_r
 		scratch[raw_len] = '\0';
 		rec.payload = scratch;
 		rec.len = raw_len;
-		crypto_hash_sha256(rec.hash, f, rec_len);
+		if ((err = journal_sha256(rec.hash, f, rec_len)) < 0) {
+			lerr_set(e, -err, "journal %s: record %llu: SHA-256 (libcrypto) failed", path,
+				 (unsigned long long)rec.seq);
+			break;
+		}
 		if (cb && (err = cb(arg, &rec)) < 0)
 			break;
 		memcpy(head, rec.hash, JOURNAL_HASH_BYTES);
@@ -354,8 +356,6 @@ int journal_open(const char *path, const struct journal_opts *o, journal_record_
 
 	if (!info)
 		info = &local;
-	if (sodium_init() < 0)
-		return lerr_set(e, EIO, "journal %s: libsodium failed to initialize", path);
 	j = journal_alloc(path, o);
 	if (!j)
 		return lerr_set(e, ENOMEM, "journal %s: out of memory", path);
@@ -394,7 +394,7 @@ int journal_append(struct journal *j, unsigned type, const void *payload, size_t
 		   uint64_t *seq_out, struct lerr *e)
 {
 	uLongf clen = 0;
-	uint8_t *rec;
+	uint8_t *rec, next[JOURNAL_HASH_BYTES];
 	size_t body_len, rec_len, plen = len;
 	uint64_t limit = j->max_bytes + (type == JOURNAL_RUN_COMPLETED ? JOURNAL_END_RESERVE : 0);
 	uint64_t seq = j->seq + 1;
@@ -436,6 +436,10 @@ int journal_append(struct journal *j, unsigned type, const void *payload, size_t
 	memcpy(b + 24, j->head, JOURNAL_HASH_BYTES);
 	put32(rec, (uint32_t)body_len);
 	put32(rec + 4, journal_crc32c(0, b, body_len));
+	if ((err = journal_sha256(next, rec, rec_len)) < 0) {
+		free(rec);
+		return lerr_set(e, -err, "journal %s: SHA-256 (libcrypto) failed", j->path);
+	}
 	if ((err = write_all_at(j->fd, rec, rec_len, (off_t)j->size)) < 0) {
 		/* leave no partial record behind for the next append to chain after */
 		if (ftruncate(j->fd, (off_t)j->size) < 0)
@@ -443,7 +447,7 @@ int journal_append(struct journal *j, unsigned type, const void *payload, size_t
 		free(rec);
 		return lerr_set(e, err, "journal %s: append: %s", j->path, strerror(-err));
 	}
-	crypto_hash_sha256(j->head, rec, rec_len);
+	memcpy(j->head, next, JOURNAL_HASH_BYTES);
 	free(rec);
 	j->size += rec_len;
 	__atomic_store_n(&j->seq, seq, __ATOMIC_RELEASE);
