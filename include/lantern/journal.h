@@ -92,8 +92,11 @@ enum journal_type {
 /* "run_started", ...; "unknown" for anything else. */
 const char *journal_type_name(unsigned type);
 
-/* CRC32C (Castagnoli, reflected 0x82F63B78), slice-by-8. crc starts at 0. */
+/* CRC32C (Castagnoli, reflected 0x82F63B78). crc starts at 0. The CPU's crc32
+ * instruction where there is one (x86-64 SSE4.2), else slice-by-8. */
 uint32_t journal_crc32c(uint32_t crc, const void *buf, size_t len);
+/* The slice-by-8 code whatever the CPU has (the same CRC), for tests. */
+uint32_t journal_crc32c_portable(uint32_t crc, const void *buf, size_t len);
 /* SHA-256 of the chain (libcrypto). 0, or -EIO when libcrypto cannot hash. */
 int journal_sha256(uint8_t out[JOURNAL_HASH_BYTES], const void *buf, size_t len);
 
