@@ -35,5 +35,11 @@ void api_finish(struct api_client *c);
 /* fn(arg, c) runs once when the client goes away (disconnect, error, finish): a
  * handler that keeps c forgets it there. One per client. */
 void api_on_close(struct api_client *c, void (*fn)(void *arg, struct api_client *c), void *arg);
+/* Bytes queued for c and not written yet (SIZE_MAX once c is going away): a handler
+ * streaming much paces itself on this instead of filling the queue to its bound. */
+size_t api_queued(const struct api_client *c);
+/* fn(arg, c) runs once, from the loop, when everything queued for c has been written
+ * (NULL: no callback). Not while closing. */
+void api_on_drain(struct api_client *c, void (*fn)(void *arg, struct api_client *c), void *arg);
 
 #endif

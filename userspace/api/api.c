@@ -47,6 +47,8 @@ struct api_client {
 	uint64_t reap_timer;
 	void (*on_close)(void *arg, struct api_client *c);
 	void *on_close_arg;
+	void (*on_drain)(void *arg, struct api_client *c);
+	void *on_drain_arg;
 	struct api_client *next;
 };
 
@@ -97,8 +99,14 @@ static void client_flush(struct api_client *c)
 		loop_mod(c->a->loop, c->fd, EPOLLIN | EPOLLOUT);
 	} else {
 		loop_mod(c->a->loop, c->fd, EPOLLIN);
-		if (c->closing)
+		if (c->closing) {
 			client_kill(c);
+		} else if (c->on_drain) {
+			void (*fn)(void *, struct api_client *) = c->on_drain;
+
+			c->on_drain = NULL; /* once; the callee may ask again */
+			fn(c->on_drain_arg, c);
+		}
 	}
 }
 
@@ -139,6 +147,17 @@ void api_on_close(struct api_client *c, void (*fn)(void *arg, struct api_client 
 {
 	c->on_close = fn;
 	c->on_close_arg = arg;
+}
+
+size_t api_queued(const struct api_client *c)
+{
+	return c->dead ? SIZE_MAX : util_wqueue_len(&c->out);
+}
+
+void api_on_drain(struct api_client *c, void (*fn)(void *arg, struct api_client *c), void *arg)
+{
+	c->on_drain = fn;
+	c->on_drain_arg = arg;
 }
 
 int api_register(struct api *a, const char *op, api_op_fn fn, void *arg)

@@ -37,9 +37,15 @@ struct reader {
 	struct run *r;
 	enum read_mode mode;
 	uint64_t next;              /* next seq the client needs */
-	int fd;                     /* the "log" being read */
+	int fd;                     /* "log", being read */
 	ino_t ino;
-	off_t off;                  /* start of the first record not parsed yet */
+	off_t off;                  /* start of the first record of it not parsed yet */
+	int old_fd;                 /* "log.1", read while next is older than log's first */
+	ino_t old_ino;
+	off_t old_off;
+	bool ending;                /* the run has ended (or no follow): read to the end, then end */
+	bool waiting;               /* for the client to take what is queued */
+	uint64_t timer;             /* the next slice, on the loop's next turn */
 	struct reader *nextr;
 };
 
@@ -149,40 +155,50 @@ static bool parse_hdr(const char *buf, size_t len, struct rec_hdr *h)
 typedef void (*record_cb)(struct reader *f, uint64_t seq, const char *t, int fd, const char *data,
 			  size_t len);
 
-/* Calls back for each complete record in buf[0..len) with lo <= seq < hi; returns the
- * bytes consumed (complete records). */
+/* Records sent per slice at most (each is a JSON line to encode). */
+#define LOGS_SLICE_RECORDS 256
+
+/* Calls back for each complete record in buf[0..len) with lo <= seq < hi, at most
+ * LOGS_SLICE_RECORDS of them; returns the bytes consumed (complete records). */
 static size_t parse_records(struct reader *f, const char *buf, size_t len, uint64_t lo, uint64_t hi,
 			    record_cb cb)
 {
-	size_t off = 0;
+	size_t off = 0, sent = 0;
 	struct rec_hdr h;
 
-	while (off < len) {
+	while (off < len && sent < LOGS_SLICE_RECORDS) {
 		if (!parse_hdr(buf + off, len - off, &h))
 			break; /* incomplete (the shim is writing it) or damaged: stop rather than guess */
 		if (h.len > len - off - h.hlen || len - off - h.hlen - h.len < 1)
 			break;
-		if (h.seq >= lo && h.seq < hi)
+		if (h.seq >= lo && h.seq < hi) {
 			cb(f, h.seq, h.t, h.fd, buf + off + h.hlen, (size_t)h.len);
+			sent++;
+		}
 		off += h.hlen + (size_t)h.len + 1;
 	}
 	return off;
 }
 
-static int read_all(int fd, off_t from, char **buf, size_t *len)
+/* A slice of the log at most this big is read and sent per turn of the loop, and no
+ * more while the client has this much not taken yet: the output of a workload that
+ * wrote millions of records costs a reader turns, never one long stall, and memory
+ * for at most one slice and the queue's bound. A record is at most 64 KiB + its
+ * header (the shim's read size), so a slice always holds one whole record. */
+#define LOGS_SLICE (256u << 10)
+#define LOGS_QUEUE_HIGH (256u << 10)
+
+/* Up to LOGS_SLICE bytes of fd from off: *len bytes in *buf (malloc'd). */
+static int read_slice(int fd, off_t off, char **buf, size_t *len)
 {
-	struct stat st;
 	ssize_t n;
 
-	*buf = NULL;
 	*len = 0;
-	if (fstat(fd, &st) < 0)
-		return -errno;
-	if (st.st_size <= from)
-		return 0;
-	if (!(*buf = malloc((size_t)(st.st_size - from))))
+	if (!(*buf = malloc(LOGS_SLICE)))
 		return -ENOMEM;
-	if ((n = pread(fd, *buf, (size_t)(st.st_size - from), from)) < 0) {
+	while ((n = pread(fd, *buf, LOGS_SLICE, off)) < 0 && errno == EINTR)
+		;
+	if (n < 0) {
 		free(*buf);
 		*buf = NULL;
 		return -errno;
@@ -193,81 +209,127 @@ static int read_all(int fd, off_t from, char **buf, size_t *len)
 
 static void emit(struct reader *f, uint64_t seq, const char *t, int fd, const char *data, size_t len)
 {
+	if (seq > f->next)
+		send_gap(f, f->next, seq); /* rotated away before it was read */
 	send_record(f, seq, t, fd, data, len);
 	f->next = seq + 1;
 }
 
-static void gap_then_emit(struct reader *f, uint64_t seq, const char *t, int fd, const char *data,
-			  size_t len)
+/* The seq of the first record of fd, or UINT64_MAX when it has none (yet). */
+static uint64_t first_seq(int fd)
 {
-	if (seq > f->next)
-		send_gap(f, f->next, seq);
-	emit(f, seq, t, fd, data, len);
+	char head[128];
+	struct rec_hdr h;
+	ssize_t n = pread(fd, head, sizeof(head), 0);
+
+	return n > 0 && parse_hdr(head, (size_t)n, &h) ? h.seq : UINT64_MAX;
 }
 
-/* Records [f->next, hi) from log.1, for a reader that fell behind a rotation (or, at
- * the start, everything it keeps; a gap before its first record is reported). */
-static void fill_from_old(struct reader *f, uint64_t hi)
+static void path_of(const struct reader *f, const char *name, char *out, size_t len)
 {
-	char path[PATH_MAX + 16], *buf;
-	size_t len;
-	int fd;
-
-	snprintf(path, sizeof(path), "%s/log.1", run_dir(f->r));
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
-		return;
-	if (read_all(fd, 0, &buf, &len) == 0 && buf) {
-		parse_records(f, buf, len, f->next, hi, hi == UINT64_MAX ? gap_then_emit : emit);
-		free(buf);
-	}
-	close(fd);
+	snprintf(out, len, "%s/%s", run_dir(f->r), name);
 }
 
-static void gap_check(struct reader *f, uint64_t seq, const char *t, int fd, const char *data,
-		      size_t len)
+/* Opens *fd on path if it is not open, or again when path is another file now. */
+static void open_again(const char *path, int *fd, ino_t *ino, off_t *off)
 {
-	if (seq > f->next) {
-		fill_from_old(f, seq);
-		if (seq > f->next)
-			send_gap(f, f->next, seq);
-	}
-	emit(f, seq, t, fd, data, len);
-}
-
-/* Sends what the open "log" has past f->off. */
-static void pump_fd(struct reader *f)
-{
-	char *buf;
-	size_t len;
-
-	if (read_all(f->fd, f->off, &buf, &len) < 0 || !buf)
-		return;
-	f->off += (off_t)parse_records(f, buf, len, f->next, UINT64_MAX, gap_check);
-	free(buf);
-}
-
-static void pump(struct reader *f)
-{
-	char path[PATH_MAX + 16];
 	struct stat st;
 
-	snprintf(path, sizeof(path), "%s/log", run_dir(f->r));
-	for (int round = 0; round < 4; round++) {
-		if (f->fd < 0) {
-			if ((f->fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
-				return;
-			fstat(f->fd, &st);
-			f->ino = st.st_ino;
-			f->off = 0;
-		}
-		pump_fd(f);
-		if (stat(path, &st) == 0 && st.st_ino == f->ino)
-			return;
-		/* rotated: the old file is complete once renamed; finish it, then the new */
-		pump_fd(f);
-		close(f->fd);
-		f->fd = -1;
+	if (*fd >= 0 && (stat(path, &st) < 0 || st.st_ino != *ino)) {
+		/* rotated (log) or replaced (log.1): a file renamed away is complete, and what
+		 * it held is in log.1 now, read from there */
+		close(*fd);
+		*fd = -1;
 	}
+	if (*fd < 0 && (*fd = open(path, O_RDONLY | O_CLOEXEC)) >= 0) {
+		fstat(*fd, &st);
+		*ino = st.st_ino;
+		*off = 0;
+	}
+}
+
+/* One slice: from log.1 while the client needs records older than log's first, else
+ * from log. Returns true if it got anywhere (records read, or a gap said). */
+static bool step(struct reader *f)
+{
+	char path[PATH_MAX + 16], *buf = NULL;
+	uint64_t cur_first;
+	size_t len = 0, used;
+
+	path_of(f, "log", path, sizeof(path));
+	open_again(path, &f->fd, &f->ino, &f->off);
+	cur_first = f->fd >= 0 ? first_seq(f->fd) : UINT64_MAX;
+	if (f->next < cur_first) {
+		path_of(f, "log.1", path, sizeof(path));
+		open_again(path, &f->old_fd, &f->old_ino, &f->old_off);
+		if (f->old_fd >= 0 && read_slice(f->old_fd, f->old_off, &buf, &len) == 0 && len) {
+			used = parse_records(f, buf, len, f->next, cur_first, emit);
+			f->old_off += (off_t)used;
+			free(buf);
+			if (used)
+				return true;
+		} else {
+			free(buf);
+		}
+		/* log.1 has nothing more before log's first: what lay between was rotated
+		 * away (said once), or log has nothing yet */
+		if (cur_first == UINT64_MAX)
+			return false;
+		send_gap(f, f->next, cur_first);
+		f->next = cur_first;
+		return true;
+	}
+	if (f->fd < 0 || read_slice(f->fd, f->off, &buf, &len) < 0 || !len) {
+		free(buf);
+		return false;
+	}
+	used = parse_records(f, buf, len, f->next, UINT64_MAX, emit);
+	f->off += (off_t)used;
+	free(buf);
+	return used > 0;
+}
+
+static void kick(struct reader *f);
+
+static void on_slice(struct loop *l, void *arg)
+{
+	struct reader *f = arg;
+
+	f->timer = 0;
+	kick(f);
+}
+
+static void on_drained(void *arg, struct api_client *c)
+{
+	struct reader *f = arg;
+
+	f->waiting = false;
+	kick(f);
+}
+
+static void reader_finish(struct reader *f);
+
+/* Sends one slice if the client keeps up, and comes back on the loop's next turn (or
+ * when the client has taken its queue) while there is more; at the end of what there
+ * is: waits for the log to grow, or ends the client once the run has ended. */
+static void kick(struct reader *f)
+{
+	if (f->timer || f->waiting)
+		return;
+	if (api_queued(f->c) > LOGS_QUEUE_HIGH) {
+		if (api_queued(f->c) == SIZE_MAX)
+			return; /* going away: reader_gone frees f */
+		f->waiting = true;
+		api_on_drain(f->c, on_drained, f);
+		return;
+	}
+	if (step(f)) {
+		if (!(f->timer = loop_timer_add(f->g->loop, 0, on_slice, f)))
+			reader_finish(f);
+		return;
+	}
+	if (f->ending)
+		reader_finish(f);
 }
 
 static void reader_unlink(struct reader *f)
@@ -283,8 +345,14 @@ static void reader_unlink(struct reader *f)
 static void reader_free(struct reader *f)
 {
 	reader_unlink(f);
+	if (f->timer)
+		loop_timer_cancel(f->g->loop, f->timer);
+	if (f->waiting)
+		api_on_drain(f->c, NULL, NULL);
 	if (f->fd >= 0)
 		close(f->fd);
+	if (f->old_fd >= 0)
+		close(f->old_fd);
 	free(f);
 }
 
@@ -294,13 +362,12 @@ static void reader_gone(void *arg, struct api_client *c)
 }
 
 /* Everything is read: how the run stands (or ended), then the client is done. */
-static void reader_end(struct reader *f)
+static void reader_finish(struct reader *f)
 {
 	struct run *r = f->r;
 	bool final = run_status_final(run_status(r));
 	json_t *m;
 
-	pump(f);
 	if (f->mode == READ_OUTPUT) {
 		m = json_pack("{s:s, s:s, s:s, s:i}", "type", "exit", "run_id", run_id(r), "status",
 			      run_status_name(run_status(r)), "exit_code", run_exit_code(r));
@@ -331,17 +398,13 @@ static void reader_start(struct logs *g, struct run *r, struct api_client *c, en
 	f->c = c;
 	f->r = r;
 	f->mode = mode;
-	f->fd = -1;
+	f->fd = f->old_fd = -1;
 	f->next = from;
+	f->ending = !follow || run_status_final(run_status(r));
 	f->nextr = g->readers;
 	g->readers = f;
 	api_on_close(c, reader_gone, f);
-	/* what is kept before the current log is in log.1 */
-	fill_from_old(f, UINT64_MAX);
-	if (!follow || run_status_final(run_status(r)))
-		reader_end(f);
-	else
-		pump(f);
+	kick(f);
 }
 
 void logs_follow(struct logs *g, struct run *r, struct api_client *c)
@@ -375,7 +438,7 @@ static void on_inotify(struct loop *l, int fd, uint32_t events, void *arg)
 
 				nx = f->nextr;
 				if (lr && lr->wd >= 0 && lr->wd == ev->wd)
-					pump(f);
+					kick(f);
 			}
 			p += sizeof(*ev) + ev->len;
 		}
@@ -436,8 +499,10 @@ static void on_ended(void *arg, struct run *r)
 
 	for (struct reader *f = g->readers, *nx; f; f = nx) {
 		nx = f->nextr;
-		if (f->r == r)
-			reader_end(f);
+		if (f->r == r) {
+			f->ending = true;
+			kick(f);
+		}
 	}
 }
 
