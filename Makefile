@@ -29,12 +29,14 @@ LDFLAGS  += -Wl,--as-needed
 
 # Each binary links the libraries its code and the liblantern.a members it pulls in call:
 #   lbpf -lbpf; image, journal -lz; spec -lyaml; JSON -ljansson; keys, hashes -lsodium;
+#   the journal's SHA-256 chain -lcrypto (libcrypto: the CPU's SHA extensions; lanternd
+#   loads it anyway through gRPC and libcurl);
 #   rpc, tunnel, otlp and the protobuf-c code -lgrpc -lgpr -lprotobuf-c;
 #   otlp over HTTP and the CLI's control-plane client -lcurl; the metrics endpoint and
 #   lantern-cp's API -lmicrohttpd; syscall names in telemetry -lseccomp;
-#   lantern-cp's state -lsqlite3 -lpq; the journal store (journal/store.c) -lpq;
-#   threads -lpthread (part of libc on glibc 2.34+).
-LIBS_CORE  := -lbpf -lz -lyaml -ljansson -lsodium -lpq -lpthread
+#   lantern-cp's state -lsqlite3 -lpq; the journal store (journal/store.c) -lpq; the
+#   journal chain's SHA-256 -lcrypto; threads -lpthread (part of libc on glibc 2.34+).
+LIBS_CORE  := -lbpf -lz -lyaml -ljansson -lsodium -lcrypto -lpq -lpthread
 LIBS_GRPC  := -lgrpc -lgpr -lprotobuf-c
 D_LDLIBS   := $(LIBS_CORE) $(LIBS_GRPC) -lcurl -lmicrohttpd -lseccomp
 CLI_LDLIBS := $(LIBS_CORE) -lcurl

@@ -6,7 +6,7 @@ set -euo pipefail
 
 pkgs=(
   make gcc clang llvm bpftool libbpf-dev libelf-dev zlib1g-dev   # build, BPF CO-RE
-  libyaml-dev libjansson-dev libsodium-dev                       # spec, JSON, crypto
+  libyaml-dev libjansson-dev libsodium-dev libssl-dev            # spec, JSON, crypto (libcrypto: the journal's SHA-256)
   dnsmasq-base                                                   # DNS upstream in tests
   nftables                                                       # egress benchmark peer
   iproute2 procps                                                # tests: netns, ss, ps

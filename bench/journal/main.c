@@ -3,19 +3,26 @@
  * replicated to a journal store (lanternd --journal-store: every append durable in the
  * file AND committed in PostgreSQL before its caller goes on) and with SQLite (WAL,
  * synchronous=FULL, one transaction per append, one connection per run, the same
- * records); and the time to resume a 10,000-step run (verify the journal and replay
- * every record into the harness state, which is what lanternd does on restart), with
- * SQLite reading the same records back as its peer.
+ * records); one journal appending with an fdatasync per append (no syncer), format 1
+ * (every append extends the file) beside format 2 (preallocated), with the
+ * filesystem-journal commits each costs where the directory's filesystem has a jbd2
+ * journal; the time to resume a 10,000-step run (verify the journal and replay every
+ * record into the harness state, which is what lanternd does on restart), with SQLite
+ * reading the same records back as its peer; and the chain's SHA-256 over that
+ * journal's records with libcrypto (what the journal uses) beside libsodium's.
  *
  * Every append is durable before its caller goes on, in all three: the journal waits
  * on the syncer (journal_syncer_wait), the replicated one on the store as well
  * (journal_store_wait; PostgreSQL with fsync and synchronous_commit on), SQLite
- * commits with synchronous=FULL.
+ * commits with synchronous=FULL. The machine is shared, so each row is measured in
+ * several rounds, the three back to back in each; the table gives medians, the ratios
+ * being the medians of each round's.
  *
- *   build/bench/journal [--seconds S] [--dir DIR] [--store URL]
- * (default 3 s per cell, /var/tmp; without --store, a private PostgreSQL 15 is started
- * under DIR when run as root, else the replicated rows are left out) */
+ *   build/bench/journal [--seconds S] [--rounds R] [--dir DIR] [--store URL]
+ * (default 3 s per cell, 3 rounds, /var/tmp; without --store, a private PostgreSQL 15
+ * is started under DIR when run as root, else the replicated rows are left out) */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,7 +33,11 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <openssl/crypto.h>
+#include <sodium.h>
 #include <sqlite3.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 
 #include "../pgserver.h"
 #include "lantern/harness.h"
@@ -35,6 +46,7 @@
 
 static char dir[512] = "/var/tmp";
 static double seconds = 3;
+static int rounds = 3;
 static struct journal_syncer *syncer;
 static struct journal_store *store;
 static volatile int stop_flag;
@@ -116,6 +128,25 @@ static void *sqlite_worker(void *arg)
 static double now_s(void)
 {
 	return util_now_ns(CLOCK_MONOTONIC) / 1e9;
+}
+
+/* This thread's CPU time: what a measurement costs without the time other tasks of a
+ * shared machine took the CPU from it. */
+static double cpu_s(void)
+{
+	return util_now_ns(CLOCK_THREAD_CPUTIME_ID) / 1e9;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n)
+{
+	qsort(v, (size_t)n, sizeof(double), cmp_double);
+	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
 static sqlite3 *sqlite_open(const char *path)
@@ -221,19 +252,199 @@ static double measure(int n, enum mode mode, uint64_t *flushes)
 	return total / t;
 }
 
+/* Commits of the jbd2 journal of the filesystem holding dir (/proc/fs/jbd2/<dev>-8/info
+ * starts with "<n> transactions"), or -1 where it has none (no journal, not ext4). */
+static long fs_commits(void)
+{
+	char link[64], target[256], path[320];
+	struct stat st;
+	ssize_t n;
+	long c = -1;
+	FILE *f;
+
+	if (stat(dir, &st) < 0)
+		return -1;
+	snprintf(link, sizeof(link), "/sys/dev/block/%u:%u", major(st.st_dev), minor(st.st_dev));
+	if ((n = readlink(link, target, sizeof(target) - 1)) < 0)
+		return -1;
+	target[n] = '\0';
+	snprintf(path, sizeof(path), "/proc/fs/jbd2/%s-8/info", strrchr(target, '/') ? strrchr(target, '/') + 1 : target);
+	if ((f = fopen(path, "r"))) {
+		if (fscanf(f, "%ld", &c) != 1)
+			c = -1;
+		fclose(f);
+	}
+	return c;
+}
+
+/* One journal, one fdatasync per append on this thread: format 1 (created here as the
+ * previous lanternd did, every append extends the file) or format 2 (preallocated).
+ * Median microseconds per durable append over n; *commits gets the filesystem-journal
+ * commits it caused (or -1). */
+static double single_append(unsigned version, int n, double *commits)
+{
+	char path[700], rec[512];
+	struct journal *j;
+	struct lerr e;
+	double *lat = malloc((size_t)n * sizeof(double)), m;
+	long c0, c1;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/single-%u", dir, version);
+	unlink(path);
+	if (version == 1) {
+		fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+		if (fd < 0 || write(fd, JOURNAL_MAGIC_V1, JOURNAL_MAGIC_LEN) != JOURNAL_MAGIC_LEN || fsync(fd) < 0) {
+			fprintf(stderr, "bench: %s: %s\n", path, strerror(errno));
+			exit(1);
+		}
+		close(fd);
+	}
+	if ((version == 1 ? journal_open(path, NULL, NULL, NULL, NULL, &j, &e) :
+			    journal_create(path, NULL, &j, &e)) < 0 || journal_sync(j, &e) < 0) {
+		fprintf(stderr, "bench: %s\n", e.msg);
+		exit(1);
+	}
+	c0 = fs_commits();
+	for (int i = 0; i < n; i++) {
+		int len = make_record(rec, sizeof(rec), 0, (uint64_t)i);
+		double t0 = now_s();
+
+		if (journal_append(j, JOURNAL_STEP_COMPLETED, rec, (size_t)len, NULL, &e) < 0 ||
+		    journal_sync(j, &e) < 0) {
+			fprintf(stderr, "bench: %s\n", e.msg);
+			exit(1);
+		}
+		lat[i] = (now_s() - t0) * 1e6;
+	}
+	c1 = fs_commits();
+	*commits = c0 < 0 || c1 < 0 ? -1 : (double)(c1 - c0) / n;
+	journal_close(j);
+	unlink(path);
+	m = median(lat, n);
+	free(lat);
+	return m;
+}
+
+static void single_bench(void)
+{
+	double l1[99], l2[99], c1 = 0, c2 = 0, c;
+	const int n = 1000;
+
+	for (int r = 0; r < rounds; r++) {
+		l1[r] = single_append(1, n, &c);
+		c1 += c / rounds;
+		l2[r] = single_append(2, n, &c);
+		c2 += c / rounds;
+	}
+	printf("\none journal, an fdatasync per append on the caller's thread (no syncer), %d appends, median of %d rounds:\n",
+	       n, rounds);
+	printf("%-44s %10s %16s\n", "", "us/append", "fs commits/app.");
+	if (c1 < 0 || c2 < 0) {
+		printf("%-44s %10.0f %16s\n", "format 1: every append extends the file", median(l1, rounds), "n/a");
+		printf("%-44s %10.0f %16s\n", "format 2: preallocated (fallocate)", median(l2, rounds), "n/a");
+		printf("(no jbd2 journal on %s's filesystem: commits not counted)\n", dir);
+	} else {
+		printf("%-44s %10.0f %16.3f\n", "format 1: every append extends the file", median(l1, rounds), c1);
+		printf("%-44s %10.0f %16.3f\n", "format 2: preallocated (fallocate)", median(l2, rounds), c2);
+	}
+	printf("format 1 / format 2: %.2fx\n", median(l1, rounds) / median(l2, rounds));
+}
+
 static int replay_cb(void *arg, const struct journal_record *rec)
 {
 	struct lerr e;
 	return harness_state_apply(arg, rec->type, rec->payload, rec->len, rec->offset, &e);
 }
 
-static int cmp_double(const void *a, const void *b)
+static void print_load(const char *when)
 {
-	double x = *(const double *)a, y = *(const double *)b;
-	return x < y ? -1 : x > y;
+	char line[128] = "?";
+	FILE *f = fopen("/proc/loadavg", "r");
+
+	if (f) {
+		if (!fgets(line, sizeof(line), f))
+			snprintf(line, sizeof(line), "?");
+		fclose(f);
+	}
+	printf("load average %s: %s", when, line);
+	if (!strchr(line, '\n'))
+		putchar('\n');
+}
+
+struct rec_span {
+	const uint8_t *base;
+	size_t n, cap;
+	size_t *off, *len;
+};
+
+static int span_cb(void *arg, const struct journal_record *rec)
+{
+	struct rec_span *s = arg;
+
+	if (s->n == s->cap) {
+		size_t cap = s->cap ? 2 * s->cap : 1024;
+		size_t *o = realloc(s->off, cap * sizeof(size_t)), *l;
+
+		if (!o)
+			return -ENOMEM;
+		s->off = o;
+		if (!(l = realloc(s->len, cap * sizeof(size_t))))
+			return -ENOMEM;
+		s->len = l;
+		s->cap = cap;
+	}
+	s->off[s->n] = rec->offset;
+	s->len[s->n] = JOURNAL_FRAME + JOURNAL_HEADER + rec->stored_len;
+	s->n++;
+	return 0;
+}
+
+/* The chain's hashing alone: every record of the journal at path hashed one by one, as
+ * the scan does, with libcrypto (journal_sha256) and with libsodium. */
+static void sha_bench(const char *path)
+{
+	struct rec_span sp = { 0 };
+	struct journal_scan info;
+	struct lerr e;
+	char *buf;
+	size_t len, bytes = 0;
+	double lc[7], ls[7];
+	uint8_t a[32], b[32];
+	bool same = true;
+
+	if (journal_scan(path, span_cb, &sp, &info, &e) < 0 || util_read_file(path, &buf, &len) < 0) {
+		fprintf(stderr, "bench: sha: %s\n", e.msg);
+		return;
+	}
+	for (size_t i = 0; i < sp.n; i++)
+		bytes += sp.len[i];
+	for (int r = 0; r < 7; r++) {
+		double t0 = now_s();
+
+		for (size_t i = 0; i < sp.n; i++)
+			journal_sha256(a, buf + sp.off[i], sp.len[i]);
+		lc[r] = (now_s() - t0) * 1e3;
+		t0 = now_s();
+		for (size_t i = 0; i < sp.n; i++)
+			crypto_hash_sha256(b, (const uint8_t *)buf + sp.off[i], sp.len[i]);
+		ls[r] = (now_s() - t0) * 1e3;
+		same &= !memcmp(a, b, 32);
+	}
+	printf("\nSHA-256 of the chain: the same %zu records (%zu bytes) one by one (median of 7):\n", sp.n, bytes);
+	printf("%-44s %10s %10s\n", "", "ms", "MB/s");
+	printf("%-44s %10.2f %10.0f\n", "libcrypto (journal_sha256: the chain)", median(lc, 7),
+	       bytes / median(lc, 7) / 1e3);
+	printf("%-44s %10.2f %10.0f\n", "libsodium crypto_hash_sha256", median(ls, 7), bytes / median(ls, 7) / 1e3);
+	printf("%s, digests %s; libsodium/libcrypto %.1fx\n", OpenSSL_version(OPENSSL_VERSION),
+	       same ? "identical" : "DIFFER", median(ls, 7) / median(lc, 7));
+	free(sp.off);
+	free(sp.len);
+	free(buf);
 }
 
 /* A 10,000-step run: run_started, then step_started + step_completed per step. */
+#define NRESUME 9
 static void resume_bench(void)
 {
 	char path[700], sq[700], rec[1024];
@@ -241,7 +452,7 @@ static void resume_bench(void)
 	struct lerr e;
 	sqlite3 *db;
 	sqlite3_stmt *ins;
-	double jt[7], st[7];
+	double jt[NRESUME], st[NRESUME], vt[NRESUME], jc[NRESUME], sc[NRESUME], vc[NRESUME], c0;
 	uint64_t steps = 0;
 	struct journal_scan info;
 	const int nsteps = 10000;
@@ -289,42 +500,59 @@ static void resume_bench(void)
 	journal_sync(j, &e);
 	journal_close(j);
 
-	for (int r = 0; r < 7; r++) {
+	for (int r = 0; r < NRESUME; r++) {
 		struct harness_state hs;
 		double t0 = now_s();
 		struct journal *jj;
 
+		c0 = cpu_s();
 		harness_state_init(&hs);
 		if (journal_open(path, NULL, replay_cb, &hs, &info, &jj, &e) < 0) {
 			fprintf(stderr, "bench: resume: %s\n", e.msg);
 			exit(1);
 		}
 		jt[r] = (now_s() - t0) * 1e3;
+		jc[r] = (cpu_s() - c0) * 1e3;
 		steps = hs.steps_completed;
 		journal_close(jj);
 		harness_state_free(&hs);
 
+		t0 = now_s();
+		c0 = cpu_s();
+		if (journal_scan(path, NULL, NULL, &info, &e) < 0) {
+			fprintf(stderr, "bench: resume: %s\n", e.msg);
+			exit(1);
+		}
+		vt[r] = (now_s() - t0) * 1e3;
+		vc[r] = (cpu_s() - c0) * 1e3;
+
 		sqlite3_stmt *sel;
 		harness_state_init(&hs);
 		t0 = now_s();
+		c0 = cpu_s();
 		sqlite3_prepare_v2(db, "SELECT type, payload FROM records WHERE run=1 ORDER BY seq", -1, &sel, NULL);
 		for (uint64_t row = 1; sqlite3_step(sel) == SQLITE_ROW; row++)
 			harness_state_apply(&hs, (unsigned)sqlite3_column_int(sel, 0),
 					    sqlite3_column_blob(sel, 1), (size_t)sqlite3_column_bytes(sel, 1), row, &e);
 		sqlite3_finalize(sel);
 		st[r] = (now_s() - t0) * 1e3;
+		sc[r] = (cpu_s() - c0) * 1e3;
 		harness_state_free(&hs);
 	}
-	qsort(jt, 7, sizeof(double), cmp_double);
-	qsort(st, 7, sizeof(double), cmp_double);
-	printf("\nresume of a %d-step run (%llu records, %llu bytes; median of 7, warm cache):\n",
-	       nsteps, (unsigned long long)info.records, (unsigned long long)info.bytes);
-	printf("%-44s %10s\n", "", "ms");
-	printf("%-44s %10.2f\n", "journal: open, verify CRC+chain, replay", jt[3]);
-	printf("%-44s %10.2f\n", "sqlite: SELECT ordered by seq, replay", st[3]);
-	printf("replayed %llu completed steps; target < 50 ms: %s\n", (unsigned long long)steps,
-	       jt[3] < 50 ? "met" : "MISSED");
+	printf("\nresume of a %d-step run (%llu records, %llu bytes + %llu preallocated; median of %d, warm cache):\n",
+	       nsteps, (unsigned long long)info.records, (unsigned long long)info.bytes,
+	       (unsigned long long)info.free_bytes, NRESUME);
+	printf("%-44s %10s %10s\n", "", "ms", "CPU ms");
+	printf("%-44s %10.2f %10.2f\n", "journal: open, verify CRC+chain, replay", median(jt, NRESUME),
+	       median(jc, NRESUME));
+	printf("%-44s %10.2f %10.2f\n", "  of which read + verify (scan, no replay)", median(vt, NRESUME),
+	       median(vc, NRESUME));
+	printf("%-44s %10.2f %10.2f\n", "sqlite: SELECT ordered by seq, replay", median(st, NRESUME),
+	       median(sc, NRESUME));
+	printf("replayed %llu completed steps; target < 20 ms: %s\n", (unsigned long long)steps,
+	       median(jt, NRESUME) < 20 ? "met" : "MISSED");
 	sqlite3_close(db);
+	sha_bench(path);
 	if (!getenv("LANTERN_KEEP"))
 		unlink(path);
 	unlink(sq);
@@ -363,17 +591,23 @@ static const char *store_url(const char *given)
 int main(int argc, char **argv)
 {
 	static const int runs[] = { 1, 16, 256 };
+	static const double target[] = { 1, 0, 20 };
 	struct lerr e;
-	double ratio256 = 0, rratio256 = 0;
 	const char *given = NULL, *url;
 
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--seconds") && i + 1 < argc)
 			seconds = atof(argv[++i]);
+		else if (!strcmp(argv[i], "--rounds") && i + 1 < argc)
+			rounds = atoi(argv[++i]);
 		else if (!strcmp(argv[i], "--dir") && i + 1 < argc)
 			snprintf(dir, sizeof(dir), "%s", argv[++i]);
 		else if (!strcmp(argv[i], "--store") && i + 1 < argc)
 			given = argv[++i];
+	}
+	if (rounds < 1 || rounds > 99 || sodium_init() < 0) {
+		fprintf(stderr, "usage: journal [--seconds S] [--rounds 1-99] [--dir DIR] [--store URL]\n");
+		return 2;
 	}
 	snprintf(dir + strlen(dir), sizeof(dir) - strlen(dir), "/lantern-bench-journal-%d", getpid());
 	if (util_mkdir_p(dir, 0700) < 0 || journal_syncer_start(-1, &syncer, &e) < 0) {
@@ -390,29 +624,44 @@ int main(int argc, char **argv)
 			store = NULL;
 		}
 	}
-	printf("durable appends per second (every append durable before the caller goes on), %s, %.0f s per cell\n",
-	       dir, seconds);
+	print_load("at start");
+	printf("durable appends per second (every append durable before the caller goes on), %s,\n"
+	       "%g s per cell, median of %d rounds (journal, replicated and sqlite back to back in each)\n",
+	       dir, seconds, rounds);
 	printf("replicated: also committed in the journal store (%s)\n", store ? "PostgreSQL 15, fsync on" :
 	       "left out: no store");
-	printf("%-8s %14s %11s %14s %12s %14s %9s %9s\n", "runs", "journal/s", "flushes/s", "replicated/s",
-	       "commits/s", "sqlite/s", "j/sqlite", "r/sqlite");
+	printf("%-8s %12s %10s %13s %12s %8s %15s %9s  %s\n", "runs", "journal/s", "flushes/s", "replicated/s",
+	       "sqlite/s", "j/sqlite", "j/s min-max", "r/sqlite", "target");
 	for (size_t k = 0; k < sizeof(runs) / sizeof(runs[0]); k++) {
-		uint64_t fl = 0, rfl = 0, dummy;
-		double jr = measure(runs[k], LOCAL, &fl);
-		double rr = store ? measure(runs[k], REPLICATED, &rfl) : 0;
-		double sr = measure(runs[k], SQLITE, &dummy);
+		double jr[99], rr[99], sr[99], fl[99], ratio[99], rratio[99], lo = 1e99, hi = 0, m, rm;
+		char tgt[64] = "";
 
-		printf("%-8d %14.0f %11.0f %14.0f %12.0f %14.0f %8.1fx %8.1fx\n", runs[k], jr, fl / seconds, rr,
-		       rfl / seconds, sr, jr / sr, rr / sr);
-		if (runs[k] == 256) {
-			ratio256 = jr / sr;
-			rratio256 = rr / sr;
+		for (int r = 0; r < rounds; r++) {
+			uint64_t f = 0, rf = 0, dummy;
+
+			jr[r] = measure(runs[k], LOCAL, &f);
+			fl[r] = f / seconds;
+			rr[r] = store ? measure(runs[k], REPLICATED, &rf) : 0;
+			sr[r] = measure(runs[k], SQLITE, &dummy);
+			ratio[r] = jr[r] / sr[r];
+			rratio[r] = rr[r] / sr[r];
+			lo = ratio[r] < lo ? ratio[r] : lo;
+			hi = ratio[r] > hi ? ratio[r] : hi;
 		}
+		m = median(ratio, rounds);
+		rm = median(rratio, rounds);
+		if (target[k])
+			snprintf(tgt, sizeof(tgt), ">= %.0fx: %s", target[k], m >= target[k] ? "met" : "MISSED");
+		if (store && runs[k] == 256)
+			snprintf(tgt + strlen(tgt), sizeof(tgt) - strlen(tgt), "; replicated >= 10x: %s",
+				 rm >= 10 ? "met" : "MISSED");
+		printf("%-8d %12.0f %10.0f %13.0f %12.0f %7.1fx %7.1f-%-7.1f %8.1fx  %s\n", runs[k],
+		       median(jr, rounds), median(fl, rounds), median(rr, rounds), median(sr, rounds), m, lo, hi,
+		       rm, tgt);
 	}
-	printf("target >= 5x sqlite at 256 runs: %s\n", ratio256 >= 5 ? "met" : "MISSED");
-	if (store)
-		printf("target replicated >= 10x sqlite at 256 runs: %s\n", rratio256 >= 10 ? "met" : "MISSED");
+	single_bench();
 	resume_bench();
+	print_load("at end");
 	journal_store_close(store);
 	pgserver_stop(&pg);
 	journal_syncer_stop(syncer);

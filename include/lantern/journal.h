@@ -2,9 +2,18 @@
  * (STATE/runs/<id>/journal). The journal, not lanternd's memory, is the record of
  * what a run did: a restarted lanternd rebuilds every step from it.
  *
- * File: an 8-byte magic "LNTJRNL1", then records. One record:
+ * File: an 8-byte magic, then records, then (format 2) preallocated zeros.
+ *   "LNTJRNL2"  format 2, what journal_create writes: the file is grown in chunks
+ *               (fallocate) ahead of the records, so an append writes into space the
+ *               file already has and its fdatasync commits no new size. Everything
+ *               after the last record is zeros: free space, not a torn tail.
+ *   "LNTJRNL1"  format 1, journals written before format 2: records to the end of the
+ *               file. Still read, verified and appended to (without preallocation:
+ *               zeros after its last record are a torn tail, as they always were).
+ * Records are the same bytes in both formats, at the same offsets. One record:
  *
- *   u32 body_len   little-endian, bytes after this 8-byte frame
+ *   u32 body_len   little-endian, bytes after this 8-byte frame; at least 56, so a
+ *                  frame never starts with four zero bytes (preallocated space does)
  *   u32 crc32c     CRC32C (Castagnoli) of the body
  *   body:
  *     u8  type     enum journal_type
@@ -17,13 +26,24 @@
  *     payload      JSON (compact), zlib-compressed when longer than the threshold
  *
  * The SHA-256 of the last record is the run's head hash: it commits to every record
- * before it, so a receipt signing the head signs the whole run.
+ * before it, so a receipt signing the head signs the whole run. It is computed with
+ * OpenSSL's libcrypto (journal_sha256: the CPU's SHA extensions where it has them);
+ * the digest is SHA-256 whoever computes it.
  *
- * Recovery (journal_open): a record cut short at the end of the file, or a last
- * record whose CRC fails (a write the crash tore), is a torn tail: it is truncated
- * and reported. Any other damage (a CRC, sequence or chain mismatch followed by more
- * data) is corruption in the middle: the journal refuses to open (-EBADMSG) with the
- * offset and the reason; nothing is skipped silently.
+ * Recovery (journal_open): the records are verified in order up to the first damaged
+ * one (a CRC that fails, an impossible length, a record cut short).
+ *   format 1: a damaged record that reaches the end of the file (its length says so,
+ *     or its header is cut), or zeros from it to the end, is a torn tail.
+ *   format 2: the torn tail is the non-zero bytes from the damaged record to the end of
+ *     the written data (the preallocated zeros after them are not written data). It is
+ *     a torn tail when no intact record (plausible frame and header, a later sequence
+ *     number, CRC holding) starts anywhere after the damaged one: an append the crash
+ *     cut, at any byte and in any order its blocks reached the disk, leaves none, while
+ *     every record synced after a damaged one would still be there.
+ * A torn tail is truncated and reported. Any other damage (a damaged record followed by
+ * more records, or a CRC that holds over a wrong sequence or chain) is corruption: the
+ * journal refuses to open (-EBADMSG) with the offset and the reason; nothing is
+ * skipped silently.
  *
  * Durability: journal_append writes the record (not yet durable). journal_sync makes
  * everything appended durable (fdatasync). Many concurrent runs share syncs through
@@ -49,7 +69,8 @@
 
 #include "lantern/util.h"
 
-#define JOURNAL_MAGIC "LNTJRNL1"
+#define JOURNAL_MAGIC "LNTJRNL2"           /* what journal_create writes */
+#define JOURNAL_MAGIC_V1 "LNTJRNL1"        /* read and appended to, never created */
 #define JOURNAL_MAGIC_LEN 8
 #define JOURNAL_FRAME 8                     /* body_len + crc32c */
 #define JOURNAL_HEADER 56                   /* body before the payload */
@@ -57,6 +78,10 @@
 #define JOURNAL_MAX_RECORD (16u << 20)       /* one record's body at most */
 #define JOURNAL_DEFAULT_MAX_BYTES (64ull << 20)
 #define JOURNAL_DEFAULT_COMPRESS 512         /* payloads longer than this are compressed */
+/* Preallocation (format 2): a journal grows by its own size, at least MIN and at most
+ * MAX at a time, and never past max_bytes + JOURNAL_END_RESERVE. */
+#define JOURNAL_PREALLOC_MIN (64u << 10)
+#define JOURNAL_PREALLOC_MAX (1u << 20)
 /* Room kept beyond max_bytes for the records that end a run, so a run that hit its
  * size bound can still record how it ended. */
 #define JOURNAL_END_RESERVE (64u << 10)
@@ -76,8 +101,13 @@ enum journal_type {
 /* "run_started", ...; "unknown" for anything else. */
 const char *journal_type_name(unsigned type);
 
-/* CRC32C (Castagnoli, reflected 0x82F63B78), slice-by-8. crc starts at 0. */
+/* CRC32C (Castagnoli, reflected 0x82F63B78). crc starts at 0. The CPU's crc32
+ * instruction where there is one (x86-64 SSE4.2), else slice-by-8. */
 uint32_t journal_crc32c(uint32_t crc, const void *buf, size_t len);
+/* The slice-by-8 code whatever the CPU has (the same CRC), for tests. */
+uint32_t journal_crc32c_portable(uint32_t crc, const void *buf, size_t len);
+/* SHA-256 of the chain (libcrypto). 0, or -EIO when libcrypto cannot hash. */
+int journal_sha256(uint8_t out[JOURNAL_HASH_BYTES], const void *buf, size_t len);
 
 struct journal_record {
 	uint64_t seq;
@@ -97,9 +127,13 @@ struct journal_record {
 typedef int (*journal_record_cb)(void *arg, const struct journal_record *rec);
 
 struct journal_scan {
+	unsigned version;           /* 1 or 2 (the magic) */
 	uint64_t records;
 	uint64_t bytes;             /* valid bytes, magic included */
-	uint64_t torn_bytes;        /* bytes after the last valid record (truncated on open) */
+	uint64_t torn_bytes;        /* bytes after the last valid record (truncated on open);
+				     * format 2: up to the end of the written data */
+	uint64_t free_bytes;        /* format 2: preallocated zeros after the records (and
+				     * after a torn tail); never read as records */
 	uint64_t compressed;        /* records stored compressed */
 	uint8_t head[JOURNAL_HASH_BYTES];
 };
@@ -111,20 +145,24 @@ struct journal_opts {
 
 struct journal;
 
-/* Creates path (must not exist) with the magic; the file and its directory entry
- * become durable with the first sync (journal_sync or the syncer). */
+/* Creates path (must not exist), format 2, with the magic; the file and its directory
+ * entry become durable with the first sync (journal_sync or the syncer). */
 int journal_create(const char *path, const struct journal_opts *o, struct journal **out,
 		   struct lerr *e);
 /* Opens for appending after verifying every record (cb may be NULL). A torn tail is
- * truncated and counted in info->torn_bytes; corruption fails with -EBADMSG. */
+ * truncated (with the preallocated space after it) and counted in info->torn_bytes;
+ * corruption fails with -EBADMSG. A format 1 journal stays format 1. */
 int journal_open(const char *path, const struct journal_opts *o, journal_record_cb cb,
 		 void *arg, struct journal_scan *info, struct journal **out, struct lerr *e);
 /* Reads and verifies without changing the file (lantern journal, verify). A torn
  * tail is reported in info, not an error. */
 int journal_scan(const char *path, journal_record_cb cb, void *arg, struct journal_scan *info,
 		 struct lerr *e);
-/* Writes one record (not yet durable); *seq is its number. -EFBIG past max_bytes
- * (records that end a run, run_completed, may use JOURNAL_END_RESERVE beyond it). */
+/* Writes one record (not yet durable); *seq is its number. -EFBIG past max_bytes,
+ * which counts the records, never preallocated space (records that end a run,
+ * run_completed, may use JOURNAL_END_RESERVE beyond it). Format 2 grows the file by a
+ * chunk first when the record does not fit in what is preallocated (best effort: where
+ * the filesystem cannot preallocate, the record extends the file). */
 int journal_append(struct journal *j, unsigned type, const void *payload, size_t len,
 		   uint64_t *seq, struct lerr *e);
 /* Reads back the record whose frame starts at offset (journal_size before its append,
@@ -136,7 +174,12 @@ int journal_read(struct journal *j, uint64_t offset, unsigned *type, char **payl
 int journal_sync(struct journal *j, struct lerr *e);
 uint64_t journal_seq(const struct journal *j);          /* last appended */
 uint64_t journal_durable_seq(struct journal *j);        /* last known durable */
-uint64_t journal_size(const struct journal *j);
+uint64_t journal_size(const struct journal *j);          /* valid bytes (records) */
+uint64_t journal_allocated(const struct journal *j);     /* the file's size */
+/* Gives back the preallocated space (the file ends at its last record), for a journal
+ * whose run has ended. Not synced: after a crash the zeros may still be there, which
+ * is harmless. */
+int journal_trim(struct journal *j, struct lerr *e);
 const char *journal_path(const struct journal *j);
 void journal_head(const struct journal *j, uint8_t out[JOURNAL_HASH_BYTES]);
 /* A journal must not be queued in a syncer when closed: journal_syncer_forget first. */

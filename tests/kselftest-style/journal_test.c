@@ -1,11 +1,18 @@
-/* journal_test: the run journal module on its own: CRC32C against known vectors,
- * append and verified reopen (payloads, compression, hash chain), a torn tail cut at
- * every byte of the last record and a zero-filled tail (truncated), corruption in
- * the middle (refused, file untouched), a broken chain with valid CRCs, the size
- * bound, 1,000 concurrent runs appending through the group-commit syncer, and the
- * replicated store on a private PostgreSQL: group-committed copies equal to the files,
- * a claim under a newer epoch fencing the old writer, catch-up of records the store
- * missed, and a store that is away for a moment or past the bound. */
+/* journal_test: the run journal module on its own: CRC32C against known vectors (the
+ * CPU's instruction and the table code alike), the chain's SHA-256 (libcrypto) against
+ * libsodium's, append and verified reopen (payloads, compression, hash chain); format
+ * 2's preallocation (the file grows by chunks, not by appends; zeros after the records
+ * are free space, never records; a crash at any byte of an append into it, in any order
+ * the bytes reached the disk, is a torn tail truncated exactly; a torn record followed
+ * by an intact one is corruption); format 1 journals as the previous lanternd wrote
+ * them (built here without the module) still read, appended to and verified, with
+ * format 1's torn-tail rules (a record cut at every byte, a zero-filled tail);
+ * corruption in the middle (refused, file untouched) in both formats, a broken chain
+ * with valid CRCs, the size bound (records only, preallocation within it), 1,000
+ * concurrent runs appending through the group-commit syncer, and the replicated store
+ * on a private PostgreSQL: group-committed copies equal to the files, a claim under a
+ * newer epoch fencing the old writer, catch-up of records the store missed, and a
+ * store that is away for a moment or past the bound. */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -17,6 +24,7 @@
 #include <unistd.h>
 
 #include <sodium.h>
+#include <zlib.h>
 
 #include "tap.h"
 #include "testlib.h"
@@ -107,6 +115,55 @@ static off_t file_size(const char *path)
 	return stat(path, &st) < 0 ? -1 : st.st_size;
 }
 
+static int put_file(const char *path, const void *buf, size_t len)
+{
+	int fd = open(path, O_WRONLY | O_TRUNC | O_CREAT, 0600), err = 0;
+
+	if (fd < 0 || write(fd, buf, len) != (ssize_t)len)
+		err = -1;
+	if (fd >= 0)
+		close(fd);
+	return err;
+}
+
+struct offsets {
+	int n;
+	uint64_t off[64];
+};
+
+static int offsets_cb(void *arg, const struct journal_record *rec)
+{
+	struct offsets *o = arg;
+
+	if (o->n < 64)
+		o->off[o->n++] = rec->offset;
+	return 0;
+}
+
+/* Rewrites a journal as format 1: the old magic and its records, nothing after them.
+ * Records are the same bytes in both formats. */
+static void to_v1(const char *path)
+{
+	struct journal_scan info;
+	struct lerr e;
+	char *buf;
+	size_t len;
+
+	if (journal_scan(path, NULL, NULL, &info, &e) < 0 || util_read_file(path, &buf, &len) < 0)
+		return;
+	memcpy(buf, JOURNAL_MAGIC_V1, JOURNAL_MAGIC_LEN);
+	put_file(path, buf, info.bytes);
+	free(buf);
+}
+
+/* One past the last non-zero byte of buf[from, to), or from when all are zero. */
+static size_t nonzero_end(const char *buf, size_t from, size_t to)
+{
+	while (to > from && !buf[to - 1])
+		to--;
+	return to;
+}
+
 static void test_crc(void)
 {
 	uint8_t zeros[32] = { 0 }, ones[32];
@@ -125,6 +182,34 @@ static void test_crc(void)
 	for (size_t cut = 0; cut < 17; cut++)
 		same &= journal_crc32c(journal_crc32c(0, big, cut), big + cut, sizeof(big) - cut) == whole;
 	tap_ok(same, "crc32c continues across splits at any alignment");
+	/* the CPU's instruction (where journal_crc32c uses it) and the tables agree */
+	same = journal_crc32c_portable(0, digits, 9) == 0xE3069283u &&
+	       journal_crc32c_portable(0, zeros, 32) == 0x8A9136AAu;
+	for (size_t off = 0; off < 9; off++)
+		for (size_t n = 0; n + off <= sizeof(big); n += 37)
+			same &= journal_crc32c_portable(0, big + off, n) == journal_crc32c(0, big + off, n);
+	tap_ok(same, "crc32c: the table code and the one in use give the same CRC at every alignment and length");
+}
+
+/* The chain's SHA-256 (libcrypto) is the SHA-256 libsodium computes, byte for byte:
+ * every length around the 64-byte block and its 56-byte padding edge, and 1 MiB. */
+static void test_sha(void)
+{
+	static uint8_t big[1 << 20];
+	uint8_t a[32], b[32];
+	bool same = true;
+
+	for (size_t i = 0; i < sizeof(big); i++)
+		big[i] = (uint8_t)(i * 131 + (i >> 9));
+	for (size_t n = 0; n <= 300; n++) {
+		same &= journal_sha256(a, big, n) == 0;
+		crypto_hash_sha256(b, big, n);
+		same &= !memcmp(a, b, 32);
+	}
+	same &= journal_sha256(a, big, sizeof(big)) == 0;
+	crypto_hash_sha256(b, big, sizeof(big));
+	same &= !memcmp(a, b, 32);
+	tap_ok(same, "journal_sha256 (libcrypto) equals libsodium's SHA-256 for 0-300 bytes and 1 MiB");
 }
 
 static void test_roundtrip(void)
@@ -150,8 +235,9 @@ static void test_roundtrip(void)
 	tap_ok(same && c.n == 100 && c.type[0] == JOURNAL_RUN_STARTED, "payloads and types read back as written");
 	tap_ok(info.compressed == 10, "payloads above the threshold are stored compressed (%llu of 100)",
 	       (unsigned long long)info.compressed);
-	tap_ok(file_size(p) < 100 * 4000 / 4, "compression keeps the file small (%lld bytes)",
-	       (long long)file_size(p));
+	tap_ok(info.version == 2 && info.bytes < 100 * 4000 / 4,
+	       "a new journal is format 2; compression keeps its records small (%llu bytes)",
+	       (unsigned long long)info.bytes);
 	if (err == 0) {
 		journal_head(j, head);
 		tap_ok(!memcmp(head, info.head, 32) && journal_seq(j) == 100, "head hash and sequence restored");
@@ -167,11 +253,12 @@ static void test_roundtrip(void)
 	tap_ok(err == 0 && info.records == 101, "the chain continues across reopen (101 records verify)");
 }
 
-static void test_torn(void)
+/* Format 1, as the previous lanternd wrote it: records to the end of the file. */
+static void test_torn_v1(void)
 {
 	const char *p = jpath("torn"), *full = jpath("torn-full");
 	struct journal_scan info;
-	struct lerr e;
+	struct lerr e = { 0 };
 	off_t whole, last_start;
 	char *buf;
 	size_t len;
@@ -179,24 +266,24 @@ static void test_torn(void)
 	int err;
 
 	write_journal(full, 20, NULL);
+	to_v1(full);
 	whole = file_size(full);
-	journal_scan(full, NULL, NULL, &info, &e);
-	/* the start of record 20: scan 19 */
+	/* the start of record 20: the end of 19 */
 	write_journal(p, 19, NULL);
+	to_v1(p);
 	last_start = file_size(p);
 	util_read_file(full, &buf, &len);
 	/* Cut the last record at every byte: each must open as 19 records. */
 	for (off_t cut = last_start + 1; cut < whole; cut++) {
 		struct journal *j;
-		int fd = open(p, O_WRONLY | O_TRUNC | O_CREAT, 0600);
-		if (fd < 0 || write(fd, buf, (size_t)cut) != cut) {
+
+		if (put_file(p, buf, (size_t)cut) < 0) {
 			all_ok = false;
 			break;
 		}
-		close(fd);
 		err = journal_open(p, NULL, NULL, NULL, &info, &j, &e);
-		if (err < 0 || info.records != 19 || info.torn_bytes != (uint64_t)(cut - last_start) ||
-		    file_size(p) != last_start) {
+		if (err < 0 || info.version != 1 || info.records != 19 ||
+		    info.torn_bytes != (uint64_t)(cut - last_start) || file_size(p) != last_start) {
 			tap_diag("cut at %lld: err %d (%s), records %llu, torn %llu", (long long)cut, err,
 				 e.msg, (unsigned long long)info.records, (unsigned long long)info.torn_bytes);
 			all_ok = false;
@@ -206,20 +293,20 @@ static void test_torn(void)
 		}
 		journal_close(j);
 	}
-	tap_ok(all_ok, "a last record cut at any of its %lld bytes is a torn tail: truncated, 19 records remain",
+	tap_ok(all_ok && whole - last_start > JOURNAL_FRAME + JOURNAL_HEADER,
+	       "format 1: a last record cut at any of its %lld bytes is a torn tail: truncated, 19 records remain",
 	       (long long)(whole - last_start));
 
 	/* The last record whole but damaged (the write tore inside it). */
 	{
 		struct journal *j;
-		int fd = open(p, O_WRONLY | O_TRUNC | O_CREAT, 0600);
+
 		buf[whole - 3] ^= 0x55;
-		err = write(fd, buf, (size_t)whole) == whole ? 0 : -1;
-		close(fd);
+		err = put_file(p, buf, (size_t)whole);
 		buf[whole - 3] ^= 0x55;
 		err = err ? err : journal_open(p, NULL, NULL, NULL, &info, &j, &e);
 		tap_ok(err == 0 && info.records == 19 && file_size(p) == last_start,
-		       "a damaged last record is a torn tail too");
+		       "format 1: a damaged last record is a torn tail too");
 		if (err == 0)
 			journal_close(j);
 	}
@@ -232,14 +319,167 @@ static void test_torn(void)
 		close(fd);
 		err = err ? err : journal_open(p, NULL, NULL, NULL, &info, &j, &e);
 		tap_ok(err == 0 && info.records == 20 && info.torn_bytes == 300 && file_size(p) == whole,
-		       "a zero-filled tail is truncated and every record kept");
-		if (err == 0)
+		       "format 1: a zero-filled tail is truncated and every record kept");
+		if (err == 0) {
+			/* and it stays format 1: appended to without preallocation */
+			err = journal_append(j, JOURNAL_RUN_COMPLETED, "{\"status\":\"succeeded\"}", 23, NULL, &e);
+			tap_ok(err == 0 && journal_sync(j, &e) == 0 && file_size(p) == (off_t)journal_size(j) &&
+			       journal_allocated(j) == journal_size(j) &&
+			       journal_scan(p, NULL, NULL, &info, &e) == 0 && info.version == 1 && info.records == 21,
+			       "format 1: an append after recovery stays format 1, nothing preallocated (%s)", e.msg);
 			journal_close(j);
+		} else {
+			tap_ok(false, "format 1: an append after recovery stays format 1, nothing preallocated");
+		}
 	}
 	free(buf);
 }
 
-static void test_corrupt(void)
+/* Opens the image of a crashed journal: how many records, how much torn, what the file
+ * holds after, and whether one more append then verifies. */
+struct reopened {
+	int err;
+	uint64_t records, torn, free;
+	off_t size_after;
+	bool append_ok;
+	char msg[256];
+};
+
+static struct reopened reopen_image(const char *p, const char *img, size_t len)
+{
+	struct reopened r = { 0 };
+	struct journal_scan info = { 0 }, after;
+	struct journal *j;
+	struct lerr e = { 0 };
+
+	if (put_file(p, img, len) < 0) {
+		r.err = -EIO;
+		return r;
+	}
+	r.err = journal_open(p, NULL, NULL, NULL, &info, &j, &e);
+	snprintf(r.msg, sizeof(r.msg), "%s", e.msg);
+	r.records = info.records;
+	r.torn = info.torn_bytes;
+	r.free = info.free_bytes;
+	r.size_after = file_size(p);
+	if (r.err == 0) {
+		r.append_ok = journal_append(j, JOURNAL_RUN_RESUMED, "{\"reason\":\"test\"}", 17, NULL, &e) == 0 &&
+			      journal_sync(j, &e) == 0;
+		journal_close(j);
+		r.append_ok = r.append_ok && journal_scan(p, NULL, NULL, &after, &e) == 0 &&
+			      after.records == info.records + 1 && !after.torn_bytes && after.version == 2;
+	}
+	return r;
+}
+
+/* Format 2: the records, then preallocated zeros. A crash inside an append leaves some
+ * of the record's bytes in the preallocated space: in order (a prefix), or out of order
+ * (the blocks that reached the disk first were later ones: a suffix). */
+static void test_torn_v2(void)
+{
+	const char *p = jpath("torn2"), *full = jpath("torn2-full");
+	struct offsets o = { 0 };
+	struct journal_scan info;
+	struct lerr e = { 0 };
+	struct reopened r;
+	size_t len, last_start, rec_end, cut;
+	char *buf, *img;
+	bool prefix_ok = true, suffix_ok = true;
+	int err;
+
+	write_journal(full, 21, NULL);
+	util_read_file(full, &buf, &len);
+	err = journal_scan(full, offsets_cb, &o, &info, &e);
+	if (!tap_ok(err == 0 && info.records == 21 && info.free_bytes > 0 &&
+		    info.bytes + info.free_bytes == len,
+		    "format 2: 21 records then %llu preallocated bytes of zeros, not read as records",
+		    (unsigned long long)info.free_bytes)) {
+		free(buf);
+		return;
+	}
+	/* record 20 is the torn one; record 21 is kept aside for the intact-after case */
+	last_start = o.off[19];
+	rec_end = o.off[20];
+	img = malloc(len);
+	for (cut = last_start; cut < rec_end && prefix_ok; cut++) {
+		size_t nz;
+
+		memcpy(img, buf, len);
+		memset(img + cut, 0, len - cut);
+		nz = nonzero_end(img, last_start, cut);
+		r = reopen_image(p, img, len);
+		/* nothing of the record written (or only zero bytes of it): free space */
+		prefix_ok = r.err == 0 && r.records == 19 && r.torn == nz - last_start &&
+			    r.size_after == (off_t)(nz > last_start ? last_start : len) && r.append_ok;
+		if (!prefix_ok)
+			tap_diag("prefix of %zu bytes: err %d (%s), records %llu, torn %llu, size after %lld",
+				 cut - last_start, r.err, r.msg, (unsigned long long)r.records,
+				 (unsigned long long)r.torn, (long long)r.size_after);
+	}
+	tap_ok(prefix_ok, "format 2: a crash after any of the %zu bytes of an append into preallocated space is a "
+	       "torn tail: exactly its bytes truncated, 19 records remain, the next append verifies",
+	       rec_end - last_start);
+	for (cut = last_start + 1; cut < rec_end && suffix_ok; cut++) {
+		size_t nz;
+
+		memcpy(img, buf, len);
+		memset(img + last_start, 0, cut - last_start);
+		memset(img + rec_end, 0, len - rec_end);
+		nz = nonzero_end(img, last_start, rec_end);
+		r = reopen_image(p, img, len);
+		suffix_ok = r.err == 0 && r.records == 19 && r.torn == nz - last_start &&
+			    r.size_after == (off_t)(nz > last_start ? last_start : len) && r.append_ok;
+		if (!suffix_ok)
+			tap_diag("suffix from byte %zu: err %d (%s), records %llu, torn %llu", cut - last_start,
+				 r.err, r.msg, (unsigned long long)r.records, (unsigned long long)r.torn);
+	}
+	tap_ok(suffix_ok, "format 2: the same append with only its end on disk (blocks written out of order), "
+	       "from any byte: a torn tail too");
+
+	/* the last record whole but damaged, zeros after it */
+	memcpy(img, buf, len);
+	memset(img + rec_end, 0, len - rec_end);
+	img[rec_end - 3] ^= 0x55;
+	r = reopen_image(p, img, len);
+	tap_ok(r.err == 0 && r.records == 19 && r.torn == nonzero_end(img, last_start, rec_end) - last_start &&
+	       r.size_after == (off_t)last_start &&
+	       r.append_ok, "format 2: a damaged last record is a torn tail (%d: %s)", r.err, r.msg);
+
+	/* the records whole, zeros after: nothing torn, nothing truncated */
+	memcpy(img, buf, len);
+	r = reopen_image(p, img, len);
+	tap_ok(r.err == 0 && r.records == 21 && r.torn == 0 && r.free == len - info.bytes &&
+	       r.size_after == (off_t)len && r.append_ok,
+	       "format 2: zeros after the last record are free space: no torn tail, nothing truncated, appends go there");
+	{
+		struct journal *j;
+		unsigned type;
+		char *payload = NULL;
+		size_t plen;
+
+		put_file(p, buf, len);
+		err = journal_open(p, NULL, NULL, NULL, NULL, &j, &e);
+		if (err == 0) {
+			err = journal_read(j, info.bytes, &type, &payload, &plen, &e);
+			tap_ok(err == -EINVAL && !payload, "format 2: no record is read back from preallocated space (%s)", e.msg);
+			journal_close(j);
+		} else {
+			tap_ok(false, "format 2: no record is read back from preallocated space (%s)", e.msg);
+		}
+	}
+
+	/* a torn record 20 before an intact record 21: not a crash of appends in order
+	 * (21 was only synced with 20): corruption, nothing truncated */
+	memcpy(img, buf, len);
+	memset(img + last_start, 0, 16);
+	r = reopen_image(p, img, len);
+	tap_ok(r.err == -EBADMSG && strstr(r.msg, "corrupt record 20") && r.size_after == (off_t)len,
+	       "format 2: a damaged record followed by an intact one is corruption, the file left as it was (%s)", r.msg);
+	free(img);
+	free(buf);
+}
+
+static void test_corrupt(unsigned version)
 {
 	const char *p = jpath("corrupt");
 	struct journal_scan info;
@@ -251,6 +491,8 @@ static void test_corrupt(void)
 	int err, fd;
 
 	write_journal(p, 20, NULL);
+	if (version == 1)
+		to_v1(p);
 	util_read_file(p, &buf, &len);
 	/* find record 5 */
 	for (int i = 1; i < 5; i++)
@@ -264,10 +506,11 @@ static void test_corrupt(void)
 	before = file_size(p);
 	err = journal_open(p, NULL, NULL, NULL, &info, &j, &e);
 	tap_ok(err == -EBADMSG && strstr(e.msg, "corrupt record 5") && strstr(e.msg, "CRC32C"),
-	       "a flipped bit in record 5 of 20 refuses the journal, naming the record and why (%s)", e.msg);
-	tap_ok(file_size(p) == before, "the corrupt journal is left as it was (nothing truncated)");
+	       "format %u: a flipped bit in record 5 of 20 refuses the journal, naming the record and why (%s)",
+	       version, e.msg);
+	tap_ok(file_size(p) == before, "format %u: the corrupt journal is left as it was (nothing truncated)", version);
 	err = journal_scan(p, NULL, NULL, &info, &e);
-	tap_ok(err == -EBADMSG && info.records == 4, "verify reports the same, after 4 good records");
+	tap_ok(err == -EBADMSG && info.records == 4, "format %u: verify reports the same, after 4 good records", version);
 	if (j)
 		journal_close(j);
 
@@ -287,8 +530,105 @@ static void test_corrupt(void)
 	close(fd);
 	err = journal_scan(p, NULL, NULL, &info, &e);
 	tap_ok(err == -EBADMSG && strstr(e.msg, "does not chain"),
-	       "a record with a valid CRC but a wrong previous hash breaks the chain (%s)", e.msg);
+	       "format %u: a record with a valid CRC but a wrong previous hash breaks the chain (%s)", version, e.msg);
 	free(buf);
+}
+
+/* A format 1 journal built here without the journal module, as the previous lanternd
+ * wrote one: the old magic, records framed by hand (one of them zlib-compressed),
+ * chained with libsodium's SHA-256. */
+static int write_v1(const char *path, int n, uint8_t head[32])
+{
+	uint8_t rec[8192];
+	FILE *f = fopen(path, "w");
+
+	memset(head, 0, 32);
+	if (!f)
+		return -1;
+	fwrite(JOURNAL_MAGIC_V1, 1, JOURNAL_MAGIC_LEN, f);
+	for (int i = 0; i < n; i++) {
+		char *p = payload_for(i);
+		size_t plen = strlen(p);
+		uLongf clen = sizeof(rec) - JOURNAL_FRAME - JOURNAL_HEADER;
+		uint8_t *b = rec + JOURNAL_FRAME;
+		uint64_t seq = (uint64_t)i + 1, t = 1700000000000000000ull + seq;
+		uint32_t blen, raw = (uint32_t)plen, crc;
+		bool z = plen > JOURNAL_DEFAULT_COMPRESS &&
+			 compress2(b + JOURNAL_HEADER, &clen, (const Bytef *)p, plen, Z_BEST_SPEED) == Z_OK &&
+			 clen < plen;
+
+		if (!z)
+			memcpy(b + JOURNAL_HEADER, p, plen);
+		blen = (uint32_t)(JOURNAL_HEADER + (z ? clen : plen));
+		memset(b, 0, JOURNAL_HEADER);
+		b[0] = i == 0 ? JOURNAL_RUN_STARTED : JOURNAL_STEP_STARTED;
+		b[1] = z;
+		memcpy(b + 4, &raw, 4);          /* little-endian host, as the journal */
+		memcpy(b + 8, &seq, 8);
+		memcpy(b + 16, &t, 8);
+		memcpy(b + 24, head, 32);
+		crc = journal_crc32c(0, b, blen);
+		memcpy(rec, &blen, 4);
+		memcpy(rec + 4, &crc, 4);
+		fwrite(rec, 1, JOURNAL_FRAME + blen, f);
+		crypto_hash_sha256(head, rec, JOURNAL_FRAME + blen);
+		free(p);
+	}
+	return fclose(f);
+}
+
+static void test_old_format(void)
+{
+	const char *p = jpath("v1");
+	struct collect c = { 0 };
+	struct journal_scan info;
+	struct journal *j;
+	struct lerr e = { 0 };
+	uint8_t head[32], h[32];
+	bool same = true;
+	char cmd[1024], line[512] = "";
+	const char *build = getenv("LANTERN_BUILD");
+	FILE *f;
+	int err;
+
+	if (write_v1(p, 30, head) < 0) {
+		tap_ok(false, "format 1: a journal as the previous lanternd wrote it");
+		return;
+	}
+	err = journal_scan(p, collect_cb, &c, &info, &e);
+	for (int i = 0; i < 30 && i < c.n; i++) {
+		char *want = payload_for(i);
+		same &= !strcmp(want, c.payload[i]);
+		free(want);
+	}
+	tap_ok(err == 0 && info.version == 1 && info.records == 30 && c.n == 30 && same && info.compressed == 3 &&
+	       !memcmp(info.head, head, 32) && !info.torn_bytes && !info.free_bytes,
+	       "format 1: a journal the previous lanternd wrote verifies (30 records, 3 compressed), and its head "
+	       "hash is the one libsodium chained (%s)", e.msg);
+	collect_free(&c);
+	err = journal_open(p, NULL, collect_cb, &c, &info, &j, &e);
+	if (err == 0) {
+		journal_head(j, h);
+		err = journal_append(j, JOURNAL_RUN_RESUMED, "{\"reason\":\"upgrade\"}", 20, NULL, &e);
+		err = err ? err : journal_sync(j, &e);
+		tap_ok(err == 0 && c.n == 30 && !memcmp(h, head, 32) && journal_seq(j) == 31 &&
+		       file_size(p) == (off_t)journal_size(j),
+		       "format 1: it replays and is appended to in its own format, without preallocation (%s)", e.msg);
+		journal_close(j);
+	} else {
+		tap_ok(false, "format 1: it replays and is appended to in its own format (%s)", e.msg);
+	}
+	collect_free(&c);
+	err = journal_scan(p, NULL, NULL, &info, &e);
+	tap_ok(err == 0 && info.version == 1 && info.records == 31, "format 1: the chain goes on across the upgrade");
+	snprintf(cmd, sizeof(cmd), "%s/lantern journal verify %s 2>&1", build ? build : "build", p);
+	if ((f = popen(cmd, "r"))) {
+		if (!fgets(line, sizeof(line), f))
+			line[0] = '\0';
+		err = pclose(f);
+	}
+	tap_ok(f && err == 0 && strstr(line, "ok: 31 records") && strstr(line, "format 1"),
+	       "lantern journal verify checks a format 1 journal (%.*s)", (int)strcspn(line, "\n"), line);
 }
 
 static void test_bound(void)
@@ -310,8 +650,57 @@ static void test_bound(void)
 		n++;
 	tap_ok(err == -EFBIG && strstr(e.msg, "size bound of 4096 bytes") && journal_size(j) <= 4096,
 	       "appends stop at the size bound with a clear error after %d records (%s)", n, e.msg);
+	tap_ok(n >= 4096 / (JOURNAL_FRAME + JOURNAL_HEADER + 200) - 1 && journal_allocated(j) > journal_size(j) &&
+	       journal_allocated(j) <= 4096 + JOURNAL_END_RESERVE && file_size(p) == (off_t)journal_allocated(j),
+	       "the bound counts records, not preallocated space; preallocation stays within bound + end reserve "
+	       "(%llu of %llu bytes)", (unsigned long long)journal_size(j), (unsigned long long)journal_allocated(j));
 	err = journal_append(j, JOURNAL_RUN_COMPLETED, "{\"status\":\"failed\"}", 19, NULL, &e);
 	tap_ok(err == 0, "run_completed still fits in the reserve past the bound");
+	journal_close(j);
+}
+
+/* Format 2 preallocates: the file grows by chunks, so appends (and their fdatasync) do
+ * not change its size; the chunks are real blocks, not holes; journal_trim gives the
+ * rest back when the run has ended. */
+static void test_prealloc(void)
+{
+	const char *p = jpath("prealloc");
+	struct journal_scan info;
+	struct journal *j;
+	struct lerr e = { 0 };
+	struct stat st;
+	char rec[300];
+	off_t last = -1;
+	int changes = 0, err = 0;
+
+	unlink(p);
+	memset(rec, 'y', sizeof(rec));
+	if (journal_create(p, NULL, &j, &e) < 0) {
+		tap_ok(false, "preallocation: create (%s)", e.msg);
+		return;
+	}
+	for (int i = 0; i < 1000 && !err; i++) {
+		err = journal_append(j, JOURNAL_STEP_STARTED, rec, sizeof(rec), NULL, &e);
+		if (file_size(p) != last) {
+			changes++;
+			last = file_size(p);
+		}
+	}
+	err = err ? err : journal_sync(j, &e);
+	stat(p, &st);
+	tap_ok(err == 0 && changes <= 8 && st.st_size == (off_t)journal_allocated(j) &&
+	       journal_allocated(j) > journal_size(j) && (off_t)st.st_blocks * 512 >= st.st_size,
+	       "1,000 appends changed the file's size %d times (chunks of 64 KiB up to 1 MiB), its blocks "
+	       "allocated (%lld bytes for %llu of records)", changes, (long long)st.st_size,
+	       (unsigned long long)journal_size(j));
+	err = journal_trim(j, &e);
+	tap_ok(err == 0 && file_size(p) == (off_t)journal_size(j) && journal_scan(p, NULL, NULL, &info, &e) == 0 &&
+	       info.records == 1000 && !info.free_bytes && !info.torn_bytes,
+	       "journal_trim gives the preallocated space back; the journal verifies (%s)", e.msg);
+	err = journal_append(j, JOURNAL_RUN_COMPLETED, "{\"status\":\"succeeded\"}", 23, NULL, &e);
+	tap_ok(err == 0 && journal_sync(j, &e) == 0 && journal_scan(p, NULL, NULL, &info, &e) == 0 &&
+	       info.records == 1001 && file_size(p) > (off_t)info.bytes,
+	       "an append after a trim preallocates again (%s)", e.msg);
 	journal_close(j);
 }
 
@@ -569,11 +958,16 @@ int main(void)
 {
 	snprintf(dir, sizeof(dir), "/tmp/lantern-test-journal-%d", getpid());
 	util_mkdir_p(dir, 0700);
-	tap_plan(32);
+	tap_plan(54);
 	test_crc();
+	test_sha();
 	test_roundtrip();
-	test_torn();
-	test_corrupt();
+	test_prealloc();
+	test_torn_v2();
+	test_torn_v1();
+	test_old_format();
+	test_corrupt(2);
+	test_corrupt(1);
 	test_bound();
 	test_concurrent();
 	test_store();

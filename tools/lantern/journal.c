@@ -1,10 +1,10 @@
 /* journal.c: `lantern journal RUN` prints a run's journal readably (--json: one JSON
  * object per record); `lantern journal verify RUN` checks every record's CRC32C, the
- * sequence and the SHA-256 chain, and prints the head hash. RUN is a run id (lanternd
- * says where its journal is, or --state-dir DIR when lanternd is down) or a path; with
- * --store URL it is a run's key in the replicated journal store (the control plane's
- * run id, or a standalone run's id), and the store's copy is read and checked the same
- * way. */
+ * sequence and the SHA-256 chain, and prints the head hash, the format and the space
+ * preallocated after the records (format 2). RUN is a run id (lanternd says where its
+ * journal is, or --state-dir DIR when lanternd is down) or a path; with --store URL it
+ * is a run's key in the replicated journal store (the control plane's run id, or a
+ * standalone run's id), and the store's copy is read and checked the same way. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -205,9 +205,16 @@ int cmd_journal(struct cli *c, int argc, char **argv)
 		fprintf(stderr, "lantern: %s: a torn tail of %llu bytes follows record %llu (a write cut "
 			"by a crash; lanternd truncates it on recovery)\n", path,
 			(unsigned long long)info.torn_bytes, (unsigned long long)info.records);
-	if (verify)
-		printf("ok: %llu records, %llu bytes, CRC32C and SHA-256 chain verified, head %s\n",
-		       (unsigned long long)info.records, (unsigned long long)info.bytes, head);
+	if (verify) {
+		char fmt[96];
+
+		snprintf(fmt, sizeof(fmt), "format %u", info.version);
+		if (info.free_bytes)
+			snprintf(fmt + strlen(fmt), sizeof(fmt) - strlen(fmt), ", %llu bytes preallocated after them",
+				 (unsigned long long)info.free_bytes);
+		printf("ok: %llu records, %llu bytes (%s), CRC32C and SHA-256 chain verified, head %s\n",
+		       (unsigned long long)info.records, (unsigned long long)info.bytes, fmt, head);
+	}
 	else if (!as_json)
 		printf("head %s (%llu records)\n", head, (unsigned long long)info.records);
 	return 0;

@@ -584,6 +584,9 @@ static void on_ended(void *arg, struct run *r)
 		journal_replicate_stop(du->j);
 	if (!du->st.end)
 		append_completed(d, du, r);
+	/* nothing more is appended to an ended run: its preallocated space goes back */
+	if (journal_trim(du->j, &e) < 0)
+		log_warn("run %s: %s", run_id(r), e.msg);
 	/* nobody reconnects to a run that ended */
 	unlink(du->sock);
 	du_free(du);

@@ -239,11 +239,6 @@ bool record_scan(const char *p, const char *end, record_member_fn fn, void *arg)
 	}
 }
 
-bool record_key_is(const char *k, size_t n, const char *name)
-{
-	return strlen(name) == n && !memcmp(k, name, n);
-}
-
 static int hexval(char c)
 {
 	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 :

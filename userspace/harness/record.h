@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "lantern/harness.h"
 
@@ -14,7 +15,12 @@
 typedef bool (*record_member_fn)(void *arg, const char *k, size_t kn, const char *v, const char *ve);
 /* Calls fn for each member of the object [p, end); false when it is not one. */
 bool record_scan(const char *p, const char *end, record_member_fn fn, void *arg);
-bool record_key_is(const char *k, size_t n, const char *name);
+/* Inline: callers pass literals, whose length the compiler then knows (a replay asks
+ * this for every member of every record). */
+static inline bool record_key_is(const char *k, size_t n, const char *name)
+{
+	return strlen(name) == n && !memcmp(k, name, n);
+}
 /* A string value decoded (escapes, \u surrogate pairs) into buf (cap bytes with the
  * NUL). Too long: false, or the first bytes when truncate. */
 bool record_string(const char *v, const char *ve, char *buf, size_t cap, bool truncate);

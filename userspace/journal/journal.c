@@ -1,7 +1,8 @@
 /* journal.c: the run journal's file format: create, append (framed, CRC32C,
- * compressed above a threshold, hash-chained), sync, and the verifying scan that
- * recovery, `lantern journal` and `lantern journal verify` share. The format is in
- * include/lantern/journal.h. Group commit is in syncer.c, replication in store.c. */
+ * compressed above a threshold, hash-chained, into space preallocated in chunks), sync,
+ * and the verifying scan that recovery, `lantern journal` and `lantern journal verify`
+ * share. The format is in include/lantern/journal.h. Group commit is in syncer.c,
+ * replication in store.c, the chain's SHA-256 in sha256.c. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -12,7 +13,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <sodium.h>
 #include <zlib.h>
 
 #include "journal_internal.h"
@@ -127,8 +127,6 @@ int journal_create(const char *path, const struct journal_opts *o, struct journa
 	struct stat st;
 	int err;
 
-	if (sodium_init() < 0)
-		return lerr_set(e, EIO, "journal %s: libsodium failed to initialize", path);
 	j = journal_alloc(path, o);
 	if (!j)
 		return lerr_set(e, ENOMEM, "journal %s: out of memory", path);
@@ -152,23 +150,21 @@ int journal_create(const char *path, const struct journal_opts *o, struct journa
 	j->dir_unsynced = true;
 	fstat(j->fd, &st);
 	j->dev = st.st_dev;
-	j->size = JOURNAL_MAGIC_LEN;
+	j->version = 2;
+	j->size = j->alloc = JOURNAL_MAGIC_LEN;
 	*out = j;
 	return 0;
 }
 
 /* Bytes [off, end) are all zero: what a crash can leave after the last good record
- * when the file's size reached the disk before its data did. */
+ * of a format 1 journal when the file's size reached the disk before its data did. */
 static bool all_zero(const uint8_t *p, size_t n)
 {
-	for (size_t i = 0; i < n; i++)
-		if (p[i])
-			return false;
-	return true;
+	return !n || (!p[0] && !memcmp(p, p + 1, n - 1));
 }
 
-/* A damaged record at the end of the file: its frame's own length says it ends at
- * (or past) the end of the file, or the header itself is cut. */
+/* A damaged record at the end of a format 1 file: its frame's own length says it ends
+ * at (or past) the end of the file, or the header itself is cut. */
 static bool rec_len_reaches_end(const uint8_t *f, size_t left)
 {
 	size_t body_len;
@@ -181,6 +177,43 @@ static bool rec_len_reaches_end(const uint8_t *f, size_t left)
 	return JOURNAL_FRAME + body_len >= left;
 }
 
+/* Format 2: where the written data ends, the preallocated zeros after it left out. */
+static size_t written_end(const uint8_t *buf, size_t size)
+{
+	uint64_t w;
+
+	while (size >= JOURNAL_MAGIC_LEN + 8) {
+		memcpy(&w, buf + size - 8, 8);
+		if (w)
+			break;
+		size -= 8;
+	}
+	while (size > JOURNAL_MAGIC_LEN && !buf[size - 1])
+		size--;
+	return size;
+}
+
+/* Format 2: does an intact record, one that could have followed record seq, start
+ * anywhere in (off, end)? Intact: a possible length within the file, a known type,
+ * the flags and zero field as journal_append writes them, a later sequence number,
+ * and its CRC holding. Every offset is tried: records are not aligned. */
+static bool intact_after(const uint8_t *buf, size_t off, size_t end, size_t size, uint64_t seq)
+{
+	for (size_t o = off + 1; o < end && size - o >= JOURNAL_FRAME + JOURNAL_HEADER; o++) {
+		const uint8_t *b = buf + o + JOURNAL_FRAME;
+		uint32_t body_len = get32(buf + o);
+
+		if (body_len < JOURNAL_HEADER || body_len > JOURNAL_MAX_RECORD ||
+		    body_len > size - o - JOURNAL_FRAME)
+			continue;
+		if (!b[0] || b[0] >= JOURNAL_TYPE_MAX || b[1] > 1 || b[2] || b[3] || get64(b + 8) <= seq)
+			continue;
+		if (journal_crc32c(0, b, body_len) == get32(buf + o + 4))
+			return true;
+	}
+	return false;
+}
+
 /* Verifies buf (the whole file) record by record. Returns 0 with info filled (a torn
  * tail is info->torn_bytes), -EBADMSG naming the offset and reason, or cb's error. */
 int journal_scan_buf(const char *path, const uint8_t *buf, size_t size, journal_record_cb cb,
@@ -188,14 +221,20 @@ int journal_scan_buf(const char *path, const uint8_t *buf, size_t size, journal_
 {
 	uint8_t head[JOURNAL_HASH_BYTES] = { 0 };
 	char *scratch = NULL;
-	size_t scratch_cap = 0, off = JOURNAL_MAGIC_LEN;
+	size_t scratch_cap = 0, off = JOURNAL_MAGIC_LEN, end;
 	uint64_t seq = 0;
 	int err = 0;
 
 	memset(info, 0, sizeof(*info));
-	if (size < JOURNAL_MAGIC_LEN || memcmp(buf, JOURNAL_MAGIC, JOURNAL_MAGIC_LEN))
+	if (size >= JOURNAL_MAGIC_LEN && !memcmp(buf, JOURNAL_MAGIC, JOURNAL_MAGIC_LEN))
+		info->version = 2;
+	else if (size >= JOURNAL_MAGIC_LEN && !memcmp(buf, JOURNAL_MAGIC_V1, JOURNAL_MAGIC_LEN))
+		info->version = 1;
+	else
 		return lerr_set(e, EBADMSG, "journal %s: not a Lantern journal (bad magic)", path);
-	while (off < size) {
+	/* format 1 has no preallocated space: its written data is the whole file */
+	end = info->version == 2 ? written_end(buf, size) : size;
+	while (off < end) {
 		const uint8_t *f = buf + off, *b = f + JOURNAL_FRAME;
 		size_t left = size - off, body_len, rec_len;
 		struct journal_record rec = { 0 };
@@ -274,7 +313,11 @@ int journal_scan_buf(const char *path, const uint8_t *buf, size_t size, journal_
 		scratch[raw_len] = '\0';
 		rec.payload = scratch;
 		rec.len = raw_len;
-		crypto_hash_sha256(rec.hash, f, rec_len);
+		if ((err = journal_sha256(rec.hash, f, rec_len)) < 0) {
+			lerr_set(e, -err, "journal %s: record %llu: SHA-256 (libcrypto) failed", path,
+				 (unsigned long long)rec.seq);
+			break;
+		}
 		if (cb && (err = cb(arg, &rec)) < 0)
 			break;
 		memcpy(head, rec.hash, JOURNAL_HASH_BYTES);
@@ -285,19 +328,23 @@ int journal_scan_buf(const char *path, const uint8_t *buf, size_t size, journal_
 		off += rec_len;
 		continue;
 damaged:
-		/* Only the end of the file may be torn: the damaged record reaches the end,
-		 * or everything from it on is zeros. */
-		if (rec_len_reaches_end(f, left) || all_zero(f, left)) {
-			info->torn_bytes = left;
+		/* Only the end of the written data may be torn. Format 1: the damaged record
+		 * reaches the end of the file, or everything from it on is zeros. Format 2:
+		 * no record that could follow starts after it (include/lantern/journal.h). */
+		if (info->version == 1 ? rec_len_reaches_end(f, left) || all_zero(f, left) :
+					 !intact_after(buf, off, end, size, seq)) {
+			info->torn_bytes = end - off;
 			break;
 		}
 		err = lerr_set(e, EBADMSG, "journal %s: corrupt record %llu at offset %zu (%s) "
 			       "followed by %zu more bytes: refusing to guess past it", path,
-			       (unsigned long long)(seq + 1), off, why, left);
+			       (unsigned long long)(seq + 1), off, why, end - off);
 		break;
 	}
 	free(scratch);
 	info->bytes = off;
+	if (!err && off < size)
+		info->free_bytes = size - off - info->torn_bytes;
 	memcpy(info->head, head, JOURNAL_HASH_BYTES);
 	return err;
 }
@@ -354,8 +401,6 @@ int journal_open(const char *path, const struct journal_opts *o, journal_record_
 
 	if (!info)
 		info = &local;
-	if (sodium_init() < 0)
-		return lerr_set(e, EIO, "journal %s: libsodium failed to initialize", path);
 	j = journal_alloc(path, o);
 	if (!j)
 		return lerr_set(e, ENOMEM, "journal %s: out of memory", path);
@@ -368,17 +413,22 @@ int journal_open(const char *path, const struct journal_opts *o, journal_record_
 	if ((err = read_whole(path, j->fd, &buf, &size, e)) < 0 ||
 	    (err = journal_scan_buf(path, buf, size, cb, arg, info, e)) < 0)
 		goto fail;
+	/* A torn tail goes with whatever was preallocated after it: the next append
+	 * preallocates again, into zeros. */
 	if (info->torn_bytes) {
 		if (ftruncate(j->fd, (off_t)info->bytes) < 0 || fdatasync(j->fd) < 0) {
 			err = lerr_set(e, errno, "journal %s: truncating a torn tail of %llu bytes: %s",
 				       path, (unsigned long long)info->torn_bytes, strerror(errno));
 			goto fail;
 		}
+		size = info->bytes;
 	}
 	free(buf);
 	fstat(j->fd, &st);
 	j->dev = st.st_dev;
+	j->version = info->version;
 	j->size = info->bytes;
+	j->alloc = size;
 	j->seq = j->durable = info->records;
 	memcpy(j->head, info->head, JOURNAL_HASH_BYTES);
 	*out = j;
@@ -390,11 +440,36 @@ fail:
 	return err;
 }
 
+/* Format 2: makes room for the file to hold need bytes, a chunk ahead (the file's own
+ * size, between JOURNAL_PREALLOC_MIN and _MAX), never past cap. fallocate sets the
+ * file's size and reserves its blocks once per chunk; the blocks read as zeros until
+ * written. So an append's fdatasync commits no new size, and the filesystem's extent
+ * conversion only now and then (ext4 converts up to 32 KiB around a write at once).
+ * Writing zeros over the chunk would spare even those commits, but would make the run's
+ * first sync, which a spawn waits for, write the whole chunk (docs/durable-execution.md).
+ * Best effort: where the filesystem cannot, the record extends the file (as format 1). */
+static void journal_grow(struct journal *j, uint64_t need, uint64_t cap)
+{
+	uint64_t chunk = j->alloc < JOURNAL_PREALLOC_MIN ? JOURNAL_PREALLOC_MIN :
+			 j->alloc > JOURNAL_PREALLOC_MAX ? JOURNAL_PREALLOC_MAX : j->alloc;
+	uint64_t want = j->alloc + chunk;
+
+	if (want < need)
+		want = need;
+	want = (want + 4095) & ~(uint64_t)4095;
+	if (want > cap)
+		want = cap;
+	if (want < need || want <= j->alloc)
+		return;
+	if (fallocate(j->fd, 0, (off_t)j->alloc, (off_t)(want - j->alloc)) == 0)
+		j->alloc = want;
+}
+
 int journal_append(struct journal *j, unsigned type, const void *payload, size_t len,
 		   uint64_t *seq_out, struct lerr *e)
 {
 	uLongf clen = 0;
-	uint8_t *rec;
+	uint8_t *rec, next[JOURNAL_HASH_BYTES];
 	size_t body_len, rec_len, plen = len;
 	uint64_t limit = j->max_bytes + (type == JOURNAL_RUN_COMPLETED ? JOURNAL_END_RESERVE : 0);
 	uint64_t seq = j->seq + 1;
@@ -436,18 +511,29 @@ int journal_append(struct journal *j, unsigned type, const void *payload, size_t
 	memcpy(b + 24, j->head, JOURNAL_HASH_BYTES);
 	put32(rec, (uint32_t)body_len);
 	put32(rec + 4, journal_crc32c(0, b, body_len));
+	if (j->version >= 2 && j->size + rec_len > j->alloc)
+		journal_grow(j, j->size + rec_len, j->max_bytes + JOURNAL_END_RESERVE);
+	if ((err = journal_sha256(next, rec, rec_len)) < 0) {
+		free(rec);
+		return lerr_set(e, -err, "journal %s: SHA-256 (libcrypto) failed", j->path);
+	}
 	if ((err = write_all_at(j->fd, rec, rec_len, (off_t)j->size)) < 0) {
-		/* leave no partial record behind for the next append to chain after */
+		/* leave no partial record behind for the next append to chain after (nor
+		 * after it: the preallocated space goes too) */
 		if (ftruncate(j->fd, (off_t)j->size) < 0)
 			log_error("journal %s: cannot cut a failed append: %s", j->path, strerror(errno));
+		else
+			j->alloc = j->size;
 		free(rec);
 		return lerr_set(e, err, "journal %s: append: %s", j->path, strerror(-err));
 	}
-	crypto_hash_sha256(j->head, rec, rec_len);
+	memcpy(j->head, next, JOURNAL_HASH_BYTES);
 	if (j->rep)
 		journal_replica_push(j->rep, seq, rec, rec_len);
 	free(rec);
 	j->size += rec_len;
+	if (j->alloc < j->size)
+		j->alloc = j->size;
 	__atomic_store_n(&j->seq, seq, __ATOMIC_RELEASE);
 	if (seq_out)
 		*seq_out = seq;
@@ -540,6 +626,22 @@ uint64_t journal_durable_seq(struct journal *j)
 uint64_t journal_size(const struct journal *j)
 {
 	return j->size;
+}
+
+uint64_t journal_allocated(const struct journal *j)
+{
+	return j->alloc;
+}
+
+int journal_trim(struct journal *j, struct lerr *e)
+{
+	if (j->alloc <= j->size)
+		return 0;
+	if (ftruncate(j->fd, (off_t)j->size) < 0)
+		return lerr_set(e, errno, "journal %s: giving back %llu preallocated bytes: %s", j->path,
+				(unsigned long long)(j->alloc - j->size), strerror(errno));
+	j->alloc = j->size;
+	return 0;
 }
 
 const char *journal_path(const struct journal *j)

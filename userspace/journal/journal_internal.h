@@ -13,7 +13,9 @@ struct journal {
 	int fd;
 	dev_t dev;                  /* filesystem, for one syncfs per filesystem per batch */
 	char path[PATH_MAX];
+	unsigned version;           /* 1 or 2: format 1 is never preallocated */
 	uint64_t size;              /* valid bytes; the next record goes here */
+	uint64_t alloc;             /* the file's size: [size, alloc) is preallocated zeros */
 	uint64_t seq;               /* last appended (owner writes, syncer reads) */
 	uint64_t durable;           /* last durable (atomic) */
 	uint8_t head[JOURNAL_HASH_BYTES];
