@@ -796,8 +796,16 @@ static bool same_as_file(const char *key, const char *path, char *why, size_t le
 		free(file);
 		return false;
 	}
-	ok = clen == flen && !memcmp(copy, file, clen);
-	snprintf(why, len, "store %zu bytes, file %zu bytes", clen, flen);
+	/* the file's records, byte for byte; after them only format 2's preallocated zeros */
+	ok = clen <= flen && !memcmp(copy, file, clen);
+	for (size_t i = clen; ok && i < flen; i++)
+		ok = !file[i];
+	if (ok) {
+		struct journal_scan info = { 0 };
+
+		ok = journal_scan(path, NULL, NULL, &info, &e) == 0 && info.bytes == clen;
+	}
+	snprintf(why, len, "store %zu bytes, file %zu bytes (records and preallocated zeros)", clen, flen);
 	free(copy);
 	free(file);
 	return ok;
@@ -958,7 +966,7 @@ int main(void)
 {
 	snprintf(dir, sizeof(dir), "/tmp/lantern-test-journal-%d", getpid());
 	util_mkdir_p(dir, 0700);
-	tap_plan(54);
+	tap_plan(55);
 	test_crc();
 	test_sha();
 	test_roundtrip();
