@@ -128,6 +128,25 @@ FUZZ_RPC     := $(BUILD)/fuzz/obj/fuzz/lib/fake_rpc.o
 # Each target links its own object, fuzzlib.o and the archive, plus FUZZ_EXTRA_NAME
 # (objects) and FUZZ_LDLIBS_NAME (libraries).
 FUZZ_LDLIBS_spec          := -lyaml -ljansson
+FUZZ_LDLIBS_dns_wire      :=
+FUZZ_EXTRA_harness_state  := $(BUILD)/fuzz/obj/fuzz/lib/harness_eq.o
+FUZZ_LDLIBS_harness_state := -ljansson -lsodium -lz
+FUZZ_EXTRA_harness_replay := $(BUILD)/fuzz/obj/fuzz/lib/harness_eq.o
+FUZZ_LDLIBS_harness_replay:= -ljansson -lsodium -lz
+FUZZ_LDLIBS_journal       := -ljansson -lsodium -lz
+FUZZ_LDLIBS_tar           := -lz
+FUZZ_LDLIBS_image         := -ljansson -lsodium -lz
+FUZZ_LDLIBS_harness_http  := -ljansson
+FUZZ_LDLIBS_proto         := -lprotobuf-c
+FUZZ_EXTRA_tunnel         := $(FUZZ_RPC)
+FUZZ_LDLIBS_tunnel        := -ljansson -lsodium -lprotobuf-c -lpthread
+FUZZ_CP_LDLIBS            := -lyaml -ljansson -lsodium -lprotobuf-c -lmicrohttpd -lsqlite3 -lpq -lpthread
+FUZZ_EXTRA_cp_service     := $(FUZZ_CP_OBJS) $(FUZZ_RPC)
+FUZZ_LDLIBS_cp_service    := $(FUZZ_CP_LDLIBS)
+FUZZ_EXTRA_cp_http        := $(FUZZ_CP_OBJS) $(FUZZ_RPC)
+FUZZ_LDLIBS_cp_http       := $(FUZZ_CP_LDLIBS)
+FUZZ_EXTRA_cp_token       := $(FUZZ_CP_OBJS) $(FUZZ_RPC)
+FUZZ_LDLIBS_cp_token      := $(FUZZ_CP_LDLIBS)
 
 .PHONY: all deps host check test demo bench fuzz fuzz-build clean
 all: $(BUILD)/lanternd $(BUILD)/lantern $(BUILD)/lantern-shim $(BUILD)/lantern-cp $(TEST_BINS) $(TEST_HELPERS) $(BENCH_BINS) \

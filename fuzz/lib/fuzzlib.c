@@ -164,6 +164,46 @@ int fz_memfd(const void *data, size_t len)
 	return fd;
 }
 
+/* An octal size field; GNU base-256 (high bit set) too. */
+static uint64_t tar_size(const uint8_t *f)
+{
+	uint64_t v = 0;
+
+	if (f[0] & 0x80) {
+		for (int i = 1; i < 12; i++)
+			v = v << 8 | f[i];
+		return v;
+	}
+	for (int i = 0; i < 12 && f[i] >= '0' && f[i] <= '7'; i++)
+		v = v * 8 + (uint64_t)(f[i] - '0');
+	return v;
+}
+
+void fz_tar_fix_checksums(uint8_t *buf, size_t len)
+{
+	static const uint8_t zero[512];
+	size_t off = 0;
+
+	while (off + 512 <= len && memcmp(buf + off, zero, 512)) {
+		uint8_t *h = buf + off, type = h[156];
+		uint64_t size = tar_size(h + 124), sum = 0;
+
+		memset(h + 148, ' ', 8);
+		for (int i = 0; i < 512; i++)
+			sum += h[i];
+		snprintf((char *)h + 148, 8, "%06o", (unsigned)(sum & 0777777));
+		h[155] = ' ';
+		off += 512;
+		/* the reader skips data of regular files and extension headers only */
+		if (type == '0' || type == '\0' || type == '7' || type == 'x' || type == 'g' ||
+		    type == 'L' || type == 'K') {
+			if (size > len)
+				return;
+			off += (size_t)(size + 511) / 512 * 512;
+		}
+	}
+}
+
 void fz_fail(const char *file, int line, const char *cond, const char *fmt, ...)
 {
 	char msg[2048], why[1536];

@@ -36,6 +36,11 @@ void fz_empty(const char *dir);
 /* A memfd holding data, positioned at 0, or -1. */
 int fz_memfd(const void *data, size_t len);
 
+/* Rewrites the checksum of every header of a plain tar in buf, walking entries as
+ * userspace/image/tar.c does, so that mutated headers are read instead of refused as
+ * damaged. Stops at what it cannot walk; gzip'd archives are left alone. */
+void fz_tar_fix_checksums(uint8_t *buf, size_t len);
+
 /* Prints "SUMMARY: lantern-fuzz: ..." through the sanitizers' report channel (which
  * survives -close_fd_mask=2, unlike stderr) and aborts. */
 void fz_fail(const char *file, int line, const char *cond, const char *fmt, ...)
