@@ -436,9 +436,13 @@ static bool fast_member(void *arg, struct fast_str k, const char *v, const char 
 	if (key_is(k, "reissued"))
 		f->reissued = *v == 't';
 	else if (key_is(k, "attempt")) {
+		/* jansson reads 2.0 or 2e0 as a real, whose integer value is 0 */
 		f->attempt = (uint32_t)strtoul(v, &endp, 10);
-		return endp != v && endp <= ve;
+		return endp != v && endp <= ve && *endp != '.' && *endp != 'e' && *endp != 'E';
 	} else if (key_is(k, "usage")) {
+		/* a repeated key: jansson keeps the last object, the scan would add both */
+		if (f->have_usage)
+			return false;
 		f->have_usage = true;
 		return scan_object(v, ve, fast_usage, f);
 	}
