@@ -36,6 +36,8 @@ LIBS_GRPC  := -lgrpc -lgpr -lprotobuf-c
 D_LDLIBS   := $(LIBS_CORE) $(LIBS_GRPC) -lcurl -lmicrohttpd -lseccomp
 CLI_LDLIBS := $(LIBS_CORE) -lcurl
 CP_LDLIBS  := -lyaml -ljansson -lsodium $(LIBS_GRPC) -lmicrohttpd -lsqlite3 -lpq
+# lantern-wire, the unprivileged parser: HTTP, JSON, DNS, its own seccomp filter
+WIRE_LDLIBS := -ljansson -lsodium -lseccomp
 # tests and benches reach into every module; each keeps what it calls
 TEST_LDLIBS  := $(D_LDLIBS)
 BENCH_LDLIBS := $(D_LDLIBS) -lm
@@ -75,6 +77,8 @@ D_SRCS   := $(wildcard userspace/lanternd/*.c)
 D_OBJS   := $(patsubst %.c,$(BUILD)/obj/%.o,$(D_SRCS))
 CLI_SRCS := $(wildcard tools/lantern/*.c)
 CLI_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(CLI_SRCS))
+WIRE_SRCS:= $(wildcard tools/wire/*.c)
+WIRE_OBJS:= $(patsubst %.c,$(BUILD)/obj/%.o,$(WIRE_SRCS))
 SHIM_SRCS:= $(wildcard tools/shim/*.c)
 SHIM_OBJS:= $(patsubst %.c,$(BUILD)/obj/%.o,$(SHIM_SRCS))
 # The shim runs beside every workload for its whole life: it links the modules it calls,
@@ -149,7 +153,7 @@ FUZZ_EXTRA_cp_token       := $(FUZZ_CP_OBJS) $(FUZZ_RPC)
 FUZZ_LDLIBS_cp_token      := $(FUZZ_CP_LDLIBS)
 
 .PHONY: all deps host check test demo bench fuzz fuzz-build clean
-all: $(BUILD)/lanternd $(BUILD)/lantern $(BUILD)/lantern-shim $(BUILD)/lantern-cp $(TEST_BINS) $(TEST_HELPERS) $(BENCH_BINS) \
+all: $(BUILD)/lanternd $(BUILD)/lantern $(BUILD)/lantern-shim $(BUILD)/lantern-wire $(BUILD)/lantern-cp $(TEST_BINS) $(TEST_HELPERS) $(BENCH_BINS) \
      $(BUILD)/tests/fuzz_test
 
 deps: $(BUILD)/.deps-stamp host
@@ -191,7 +195,7 @@ $(BUILD)/obj/proto/%.o: $(BUILD)/proto/%.c | $(PROTO_GEN_H)
 
 # Generated headers exist before anything that may include them is compiled; after the
 # first compile the .d files name the ones each object really includes.
-$(LIB_OBJS) $(D_OBJS) $(CLI_OBJS) $(CP_OBJS) $(TEST_OBJS) $(TEST_LIB) $(BENCH_OBJS): | $(PROTO_GEN_H)
+$(LIB_OBJS) $(D_OBJS) $(CLI_OBJS) $(CP_OBJS) $(WIRE_OBJS) $(TEST_OBJS) $(TEST_LIB) $(BENCH_OBJS): | $(PROTO_GEN_H)
 $(CP_OBJS): CFLAGS += -I/usr/include/postgresql
 $(TEST_OBJS) $(TEST_LIB) $(HELPER_OBJS): CFLAGS += -Itests/kselftest-style
 
@@ -224,6 +228,9 @@ $(BUILD)/lantern: $(CLI_OBJS) $(LIB)
 
 $(BUILD)/lantern-cp: $(CP_OBJS) $(LIB)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(CP_LDLIBS)
+
+$(BUILD)/lantern-wire: $(WIRE_OBJS) $(LIB)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(WIRE_LDLIBS)
 
 $(BUILD)/lantern-shim: $(SHIM_OBJS) $(SHIM_MODS)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^
@@ -290,5 +297,5 @@ clean:
 	rm -rf $(BUILD)
 
 -include $(patsubst %.o,%.d,$(BPF_OBJS) $(LIB_OBJS) $(PROTO_OBJS) $(OTLP_OBJS) $(D_OBJS) \
-	$(CLI_OBJS) $(CP_OBJS) $(SHIM_OBJS) $(TEST_OBJS) $(TEST_LIB) $(HELPER_OBJS) $(BENCH_OBJS) \
+	$(CLI_OBJS) $(CP_OBJS) $(WIRE_OBJS) $(SHIM_OBJS) $(TEST_OBJS) $(TEST_LIB) $(HELPER_OBJS) $(BENCH_OBJS) \
 	$(FUZZ_LIB_OBJS) $(FUZZ_HELPERS) $(FUZZ_OBJS) $(FUZZ_CP_OBJS))

@@ -196,7 +196,7 @@ static double measure(int n, bool sqlite, uint64_t *flushes)
 static int replay_cb(void *arg, const struct journal_record *rec)
 {
 	struct lerr e;
-	return harness_state_apply_raw(arg, rec->type, rec->payload, rec->len, &e);
+	return harness_state_apply(arg, rec->type, rec->payload, rec->len, rec->offset, &e);
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -280,9 +280,9 @@ static void resume_bench(void)
 		harness_state_init(&hs);
 		t0 = now_s();
 		sqlite3_prepare_v2(db, "SELECT type, payload FROM records WHERE run=1 ORDER BY seq", -1, &sel, NULL);
-		while (sqlite3_step(sel) == SQLITE_ROW)
-			harness_state_apply_raw(&hs, (unsigned)sqlite3_column_int(sel, 0),
-						sqlite3_column_blob(sel, 1), (size_t)sqlite3_column_bytes(sel, 1), &e);
+		for (uint64_t row = 1; sqlite3_step(sel) == SQLITE_ROW; row++)
+			harness_state_apply(&hs, (unsigned)sqlite3_column_int(sel, 0),
+					    sqlite3_column_blob(sel, 1), (size_t)sqlite3_column_bytes(sel, 1), row, &e);
 		sqlite3_finalize(sel);
 		st[r] = (now_s() - t0) * 1e3;
 		harness_state_free(&hs);

@@ -14,7 +14,9 @@
 #define LANTERN_DURABLE_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "lantern/loop.h"
 #include "lantern/run.h"
@@ -33,6 +35,25 @@ int durable_open(struct loop *l, const struct durable_opts *o, struct meter *m, 
 		 struct lerr *e);
 void durable_close(struct durable *d);
 int durable_subscribe(struct durable *d, struct runs *t, struct lerr *e);
+/* Where the harness API's HTTP is served: in lanternd's own process (the default), or
+ * by the unprivileged lantern-wire, which hands over typed calls. A transport serves a
+ * run's socket (created at path) and carries answers back to the caller (peer). */
+struct durable_run;
+struct harness_call;
+struct durable_transport {
+	int (*listen)(void *arg, struct durable_run *du, const char *path, void **listener,
+		      struct lerr *e);
+	void (*unlisten)(void *arg, void *listener);
+	void (*reply)(void *arg, void *peer, int status, const char *json, size_t len);
+};
+void durable_set_transport(struct durable *d, const struct durable_transport *tp, void *arg);
+/* From a transport: may pid use du's socket (the caller's cgroup is the run's)? */
+bool durable_caller_ok(struct durable_run *du, pid_t pid, char *why, size_t len);
+/* From a transport: one decoded call of peer on du's socket. */
+void durable_call(struct durable_run *du, void *peer, const struct harness_call *c);
+/* From a transport: peer went away; answers parked for it are dropped when due. */
+void durable_forget_peer(struct durable *d, void *peer);
+
 /* `lantern journal RUN`: where the run's journal is. */
 json_t *durable_journal_json(struct durable *d, struct run *r);
 

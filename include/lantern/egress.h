@@ -23,10 +23,15 @@ struct egress_opts {
 	bool audit_all;                  /* node-wide audit mode */
 	const char *dns_upstream;        /* ADDR:PORT; NULL: /etc/resolv.conf */
 	uint32_t dns_ttl_floor;          /* seconds a DNS-learned address stays allowed at least */
+	/* where each instance's DNS proxy is served: NULL for lanternd's own process; the
+	 * privilege-separated lantern-wire otherwise (edge.h) */
+	const struct dns_proxy_ops *dns;
+	void *dns_arg;
 };
 
 struct egress;
 struct lbpf;
+struct dns_proxy_ops;
 
 int egress_open(struct loop *l, const struct egress_opts *o, struct egress **out, struct lerr *e);
 /* Closes fds; the pins (and so enforcement) stay. */

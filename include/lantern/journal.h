@@ -117,6 +117,11 @@ int journal_scan(const char *path, journal_record_cb cb, void *arg, struct journ
  * (records that end a run, run_completed, may use JOURNAL_END_RESERVE beyond it). */
 int journal_append(struct journal *j, unsigned type, const void *payload, size_t len,
 		   uint64_t *seq, struct lerr *e);
+/* Reads back the record whose frame starts at offset (journal_size before its append,
+ * or journal_record.offset in a scan): CRC checked, decompressed, NUL-terminated;
+ * *payload must be freed. So a run keeps offsets in memory, not its records. */
+int journal_read(struct journal *j, uint64_t offset, unsigned *type, char **payload, size_t *len,
+		 struct lerr *e);
 /* Makes every appended record durable now (fdatasync on the caller's thread). */
 int journal_sync(struct journal *j, struct lerr *e);
 uint64_t journal_seq(const struct journal *j);          /* last appended */

@@ -86,11 +86,13 @@ struct run_exit {
 };
 
 /* A journaled step that ended. */
+struct harness_usage;
 struct run_step {
 	const char *id;
 	const char *kind;        /* "llm", "tool", "other" */
 	uint32_t attempt;
-	json_t *body;            /* the complete/fail request: "usage" for llm steps, "name" for tools */
+	const struct harness_usage *usage; /* llm steps: what the workload reported, or NULL */
+	const char *tool;        /* tool steps: its name, or "" */
 	const char *error;       /* NULL when it completed */
 };
 

@@ -97,12 +97,19 @@ struct runtime_oci_opts {
 	const char *net_subnet;           /* its range (10.213.0.0/24) */
 	bool net_default_route;           /* route everything via the bridge (NAT) */
 	bool process_runtime;             /* told in `lantern node` */
+	uint64_t image_layer_max;         /* image bounds (image.h struct image_limits) */
+	uint64_t image_max;
+	uint64_t image_entries;
 };
 struct runtime_oci;
 int runtime_oci_add(struct runtimes *rs, struct loop *l, const struct runtime_oci_opts *o,
 		    struct runtime_oci **out, struct lerr *e);
-/* The image and node operations (`lantern image ...`, `lantern node`): the answer as
- * JSON, or NULL if op is not one of them. t is asked which images are in use. */
-json_t *runtime_oci_api(struct runtime_oci *o, struct runs *t, const char *op, json_t *req);
+/* The image and node operations (`lantern image ...`, `lantern node`): answer(ctx, msg)
+ * is called once with the answer (its reference passed on): at once, or for
+ * image_import on the loop when the import has finished on the image worker thread.
+ * -ENOENT, answer not called, if op is not one of them. t is asked which images are
+ * in use. */
+int runtime_oci_api(struct runtime_oci *o, struct runs *t, const char *op, json_t *req,
+		    void (*answer)(void *ctx, json_t *msg), void *ctx);
 
 #endif

@@ -26,30 +26,79 @@
 #include "lantern/loop.h"
 #include "lantern/util.h"
 
-static json_t *J(const char *s)
+/* Records applied so far, by "offset" (index + 1): a journal in memory. */
+static char *recs[64];
+static size_t nrecs;
+
+static const char *rec_at(uint64_t off)
 {
-	return json_loads(s, 0, NULL);
+	return off && off <= nrecs ? recs[off - 1] : NULL;
 }
 
-/* Applies dec's record as lanternd would, through the raw (replay) path. */
+/* Applies dec's record as lanternd does: the text as written, through the scanner. */
 static void apply(struct harness_state *st, struct harness_decision *d)
 {
-	char *s = json_dumps(d->record, JSON_COMPACT | JSON_SORT_KEYS);
 	struct lerr e;
 
-	if (harness_state_apply_raw(st, d->type, s, strlen(s), &e) < 0)
-		tap_diag("apply: %s", e.msg);
-	free(s);
-	json_decref(d->record);
+	if (nrecs < sizeof(recs) / sizeof(recs[0]) && d->record) {
+		recs[nrecs++] = d->record;
+		if (harness_state_apply(st, d->type, d->record, d->record_len, nrecs, &e) < 0)
+			tap_diag("apply: %s", e.msg);
+	} else {
+		free(d->record);
+	}
 	d->record = NULL;
+}
+
+static void forget_records(void)
+{
+	while (nrecs)
+		free(recs[--nrecs]);
+}
+
+/* A call decoded from a POST body, as lantern-wire (or the in-process server) does. */
+static int call_of(const char *path, const char *body, struct harness_call *c)
+{
+	char why[256];
+
+	return harness_call_decode("POST", path, body, strlen(body), c, why, sizeof(why));
 }
 
 static void begin(struct harness_state *st, const struct harness_limits *lim, const char *body,
 		  struct harness_decision *d)
 {
-	json_t *b = J(body);
-	harness_begin(st, lim, b, d);
-	json_decref(b);
+	struct harness_call c;
+
+	memset(d, 0, sizeof(*d));
+	if (call_of("/v1/steps/begin", body, &c) == 0)
+		harness_begin(st, lim, &c, d);
+	else
+		d->v = HV_INVALID;
+	harness_call_free(&c);
+}
+
+static void complete(struct harness_state *st, const char *body, struct harness_decision *d)
+{
+	struct harness_call c;
+
+	memset(d, 0, sizeof(*d));
+	if (call_of("/v1/steps/complete", body, &c) == 0)
+		harness_complete(st, &c, 0.5, d);
+	else
+		d->v = HV_INVALID;
+	harness_call_free(&c);
+}
+
+static void fail(struct harness_state *st, const char *body, struct harness_decision *d)
+{
+	struct harness_call c;
+
+	memset(d, 0, sizeof(*d));
+	if (call_of("/v1/steps/fail", body, &c) == 0)
+		harness_fail(st, &c, d);
+	else
+		d->v = HV_INVALID;
+	harness_call_free(&c);
 }
 
 static void test_keys(void)
@@ -73,62 +122,60 @@ static void test_steps(void)
 	struct harness_limits lim = { 0 };
 	struct harness_decision d;
 	char key1[65];
-	json_t *b;
+	static const char started[] = "{\"input\":{\"q\":1},\"run_id\":\"r-1\"}";
+	const char *rec, *v;
+	size_t vlen;
 
 	harness_state_init(&st);
-	b = J("{\"run_id\":\"r-1\",\"input\":{\"q\":1}}");
-	harness_state_apply(&st, JOURNAL_RUN_STARTED, b, NULL);
-	json_decref(b);
+	harness_state_apply(&st, JOURNAL_RUN_STARTED, started, strlen(started), 1000, NULL);
+	v = harness_record_member(started, strlen(started), "input", &vlen);
+	tap_ok(!strcmp(st.run_id, "r-1") && st.started_off == 1000 && v && vlen == 7 && !strncmp(v, "{\"q\":1}", 7),
+	       "run_started: the run id, and where the input is (read back as its bytes)");
 
 	begin(&st, &lim, "{\"step_id\":\"a\",\"kind\":\"tool\"}", &d);
 	tap_ok(d.v == HV_PROCEED && d.attempt == 1, "a new step proceeds at attempt 1");
 	snprintf(key1, sizeof(key1), "%s", d.key);
 	apply(&st, &d);
 	begin(&st, &lim, "{\"step_id\":\"a\",\"kind\":\"tool\"}", &d);
-	tap_ok(d.v == HV_PROCEED && d.attempt == 1 && !strcmp(d.key, key1) &&
-	       json_is_true(json_object_get(d.record, "reissued")),
+	tap_ok(d.v == HV_PROCEED && d.attempt == 1 && !strcmp(d.key, key1) && d.reissued &&
+	       strstr(d.record, "\"reissued\":true"),
 	       "begin of a step in flight re-issues the same attempt and key");
 	apply(&st, &d);
 	tap_ok(st.steps_begun == 1, "a re-issue is not a new step");
 
-	b = J("{\"step_id\":\"a\",\"result\":\"out\",\"exit_code\":3}");
-	harness_complete(&st, b, 0, &d);
-	json_decref(b);
-	tap_ok(d.v == HV_RECORD && d.type == JOURNAL_STEP_COMPLETED, "complete of the step in flight is recorded");
+	complete(&st, "{\"step_id\":\"a\",\"result\":{\"z\":[1,\"}\"],\"a\":\"out\"},\"exit_code\":3}", &d);
+	tap_ok(d.v == HV_RECORD && d.type == JOURNAL_STEP_COMPLETED &&
+	       !strcmp(d.record, "{\"attempt\":1,\"exit_code\":3,\"result\":{\"a\":\"out\",\"z\":[1,\"}\"]},\"step_id\":\"a\"}"),
+	       "complete of the step in flight is recorded, the result as compact sorted JSON: %s", d.record);
 	apply(&st, &d);
 	begin(&st, &lim, "{\"step_id\":\"a\"}", &d);
 	struct harness_step *s = harness_state_step(&st, "a");
-	json_t *rec = s ? harness_step_record(s) : NULL;
-	tap_ok(d.v == HV_REPLAY && rec && !strcmp(json_string_value(json_object_get(rec, "result")), "out") &&
-	       json_integer_value(json_object_get(rec, "exit_code")) == 3,
-	       "a completed step replays its recorded result and exit code");
-	b = J("{\"step_id\":\"a\",\"result\":\"other\"}");
-	harness_complete(&st, b, 0, &d);
-	json_decref(b);
+	rec = s ? rec_at(s->rec_off) : NULL;
+	v = rec ? harness_record_member(rec, strlen(rec), "result", &vlen) : NULL;
+	tap_ok(d.v == HV_REPLAY && v && vlen == strlen("{\"a\":\"out\",\"z\":[1,\"}\"]}") &&
+	       !strncmp(v, "{\"a\":\"out\",\"z\":[1,\"}\"]}", vlen),
+	       "a completed step replays its recorded result and exit code (read back by its offset)");
+	complete(&st, "{\"step_id\":\"a\",\"result\":\"other\"}", &d);
 	tap_ok(d.v == HV_DONE, "a repeated complete is acknowledged, not recorded twice");
 
 	begin(&st, &lim, "{\"step_id\":\"b\"}", &d);
 	apply(&st, &d);
-	b = J("{\"step_id\":\"b\",\"error\":\"503\",\"retryable\":true}");
-	harness_fail(&st, b, &d);
-	json_decref(b);
+	fail(&st, "{\"step_id\":\"b\",\"error\":\"503\",\"retryable\":true}", &d);
 	apply(&st, &d);
 	begin(&st, &lim, "{\"step_id\":\"b\"}", &d);
 	tap_ok(d.v == HV_PROCEED && d.attempt == 2, "after a retryable failure the step proceeds at attempt 2");
 	apply(&st, &d);
-	b = J("{\"step_id\":\"b\",\"error\":\"400\",\"retryable\":false}");
-	harness_fail(&st, b, &d);
-	json_decref(b);
+	fail(&st, "{\"step_id\":\"b\",\"error\":\"400 \\u00e9\",\"retryable\":false}", &d);
 	apply(&st, &d);
 	begin(&st, &lim, "{\"step_id\":\"b\"}", &d);
-	tap_ok(d.v == HV_CONFLICT && strstr(d.reason, "not retryable"), "a permanently failed step cannot begin again");
-	b = J("{\"step_id\":\"zzz\",\"result\":\"x\"}");
-	harness_complete(&st, b, 0, &d);
-	json_decref(b);
+	tap_ok(d.v == HV_CONFLICT && strstr(d.reason, "not retryable: 400 \xc3\xa9"),
+	       "a permanently failed step cannot begin again (its error, decoded from the record: %s)", d.reason);
+	complete(&st, "{\"step_id\":\"zzz\",\"result\":\"x\"}", &d);
 	tap_ok(d.v == HV_CONFLICT, "complete of a step never begun is a conflict");
 	begin(&st, &lim, "{\"step_id\":\"c\",\"kind\":\"shell\"}", &d);
 	tap_ok(d.v == HV_INVALID, "an unknown kind is invalid");
 	harness_state_free(&st);
+	forget_records();
 }
 
 static void test_budgets(void)
@@ -140,15 +187,12 @@ static void test_budgets(void)
 	struct harness_decision d;
 	struct lerr e;
 	char why[256] = "";
-	json_t *b;
 
 	meter_table_load(NULL, &prices, &e);
 	harness_state_init(&st);
 	begin(&st, &lim, "{\"step_id\":\"a\",\"input_digest\":\"D\"}", &d);
 	apply(&st, &d);
-	b = J("{\"step_id\":\"a\",\"result\":\"x\",\"usage\":{\"input_tokens\":80,\"output_tokens\":30}}");
-	harness_complete(&st, b, 0.5, &d);
-	json_decref(b);
+	complete(&st, "{\"step_id\":\"a\",\"result\":\"x\",\"usage\":{\"input_tokens\":80,\"output_tokens\":30}}", &d);
 	apply(&st, &d);
 	u.tally = &st.tally;
 	tap_ok(st.tally.total == 110 && meter_budget_spent(&prices, &u, 100, 0, METER_EXCEEDED, why, sizeof(why)) &&
@@ -166,40 +210,67 @@ static void test_budgets(void)
 	tap_ok(d.v == HV_BUDGET && d.loop && strstr(d.reason, "loop detected"),
 	       "the loop guard refuses a third proceed of one input digest (%s)", d.reason);
 	harness_state_free(&st);
+	forget_records();
 	meter_table_free(&prices);
 }
 
+/* The record scanner against jansson: escapes in the fields the state needs are
+ * decoded (no fallback parser any more), the rest is skipped whatever it holds, and
+ * what lantern never writes is refused rather than guessed. */
 static void test_scanner(void)
 {
-	static const char *const recs[] = {
+	static const char *const good[] = {
 		"{\"attempt\":1,\"idempotency_key\":\"k\",\"input_digest\":\"d1\",\"kind\":\"llm\",\"step_id\":\"s1\"}",
 		"{\"attempt\":1,\"cost_usd\":0.25,\"result\":\"a \\\"quoted\\\" {brace} [x]\",\"step_id\":\"s1\","
-		"\"usage\":{\"input_tokens\":10,\"model\":\"m\",\"output_tokens\":5,\"reasoning_tokens\":2}}",
-		"{\"attempt\":1,\"kind\":\"tool\",\"step_id\":\"s\\u00e9\"}",
-		"{\"attempt\":1,\"result\":[1,{\"a\":\"}\"}],\"step_id\":\"s\\u00e9\",\"usage\":{\"cache_read_tokens\":7}}",
+		"\"usage\":{\"input_tokens\":10,\"model\":\"m\\u00e9\",\"output_tokens\":5,\"reasoning_tokens\":2}}",
+		"{\"attempt\":1,\"kind\":\"tool\",\"step_id\":\"s\\u00e9\\ud83d\\ude00\"}",
+		"{\"attempt\":1,\"result\":[1,{\"a\":\"}\\\\\"}],\"step_id\":\"s\\u00e9\\ud83d\\ude00\",\"usage\":{\"cache_read_tokens\":7,\"provider\":\"p\\/q\"}}",
 	};
-	struct harness_state fast, slow;
+	static const char *const bad[] = {
+		"{\"attempt\":1,\"step_id\":\"s1", "[1,2]", "{\"step_id\":\"\\ud800\"}",
+		"{\"attempt\":99999999999,\"step_id\":\"x\"}", "{\"step_id\":\"x\",\"result\":tru", "",
+	};
+	struct harness_state st;
+	struct meter_tally want = { 0 };
 	struct lerr e;
 	bool ok = true;
+	char *deep;
+	size_t n = 0;
 
-	harness_state_init(&fast);
-	harness_state_init(&slow);
-	for (size_t i = 0; i < 4; i++) {
+	harness_state_init(&st);
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
 		unsigned type = i % 2 ? JOURNAL_STEP_COMPLETED : JOURNAL_STEP_STARTED;
-		json_t *p = J(recs[i]);
-		ok &= harness_state_apply_raw(&fast, type, recs[i], strlen(recs[i]), &e) == 0;
-		ok &= harness_state_apply(&slow, type, p, &e) == 0;
+		json_t *p = json_loads(good[i], 0, NULL);
+
+		ok &= p != NULL;
+		ok &= harness_state_apply(&st, type, good[i], strlen(good[i]), i + 1, &e) == 0;
+		if (json_object_get(p, "usage"))
+			meter_tally_add_usage(&want, json_object_get(p, "usage"));
 		json_decref(p);
 	}
-	struct harness_step *s = harness_state_step(&fast, "s1");
-	json_t *r = s ? harness_step_record(s) : NULL;
-	tap_ok(ok && fast.tally.total == 24 && slow.tally.total == 24 && fast.tally.n == 2 && slow.tally.n == 2 &&
-	       !memcmp(&fast.tally, &slow.tally, sizeof(fast.tally)) &&
-	       fast.steps_completed == 2 && harness_state_step(&fast, "s\xc3\xa9") &&
-	       r && !strcmp(json_string_value(json_object_get(r, "result")), "a \"quoted\" {brace} [x]"),
-	       "the replay scanner and the full parser reach the same state (escapes fall back)");
-	harness_state_free(&fast);
-	harness_state_free(&slow);
+	tap_ok(ok && st.tally.total == 24 && st.tally.n == 2 && !memcmp(&st.tally, &want, sizeof(want)) &&
+	       st.steps_completed == 2 && harness_state_step(&st, "s\xc3\xa9\xf0\x9f\x98\x80"),
+	       "the scanner reaches the state jansson's reading gives (escapes and surrogate pairs decoded)");
+	harness_state_free(&st);
+	ok = true;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		harness_state_init(&st);
+		ok &= harness_state_apply(&st, JOURNAL_STEP_STARTED, bad[i], strlen(bad[i]), 1, &e) == -EBADMSG;
+		harness_state_free(&st);
+	}
+	deep = malloc(40000);
+	n += (size_t)sprintf(deep, "{\"step_id\":\"x\",\"result\":");
+	for (int i = 0; i < 10000; i++)
+		deep[n++] = '[';
+	for (int i = 0; i < 10000; i++)
+		deep[n++] = ']';
+	deep[n++] = '}';
+	harness_state_init(&st);
+	ok &= harness_state_apply(&st, JOURNAL_STEP_STARTED, deep, n, 1, &e) == -EBADMSG;
+	harness_state_free(&st);
+	free(deep);
+	tap_ok(ok, "what lantern never writes is refused: cut short, not an object, a lone surrogate, an "
+	       "attempt past 32 bits, a broken literal, nothing, 10000 nested arrays");
 }
 
 /* --- HTTP --- */
@@ -219,7 +290,12 @@ static void h_request(void *arg, struct harness_conn *c, const struct harness_re
 	size_t n = strlen(seen);
 
 	snprintf(seen + n, sizeof(seen) - n, "%s %s [%s];", rq->method, rq->path, rq->body);
-	harness_reply(c, 200, json_pack("{s:s}", "path", rq->path));
+	{
+		char b[300];
+		int n = snprintf(b, sizeof(b), "{\"path\":\"%s\"}", rq->path);
+
+		harness_reply(c, 200, b, (size_t)n);
+	}
 	nreq++;
 }
 
@@ -436,7 +512,7 @@ int main(void)
 	signal(SIGPIPE, SIG_IGN);
 	if (sodium_init() < 0)
 		return 1;
-	tap_plan(23);
+	tap_plan(25);
 	test_keys();
 	test_steps();
 	test_budgets();

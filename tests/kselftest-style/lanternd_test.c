@@ -348,22 +348,32 @@ static void test_fqdn_isolation(void)
 
 static void test_atomic_update(void)
 {
-	char r1[256], r2[512], script[1024], id[64], outp[600], *out = NULL;
+	char r1[256], r2[512], script[1024], id[64], outp[600], stopf[600], *out = NULL;
 	const char *f, *f2;
 	int fails = 0;
 
 	snprintf(r1, sizeof(r1), "    - pattern: tcp://127.0.0.1:%u\n", port_a);
 	snprintf(r2, sizeof(r2), "    - pattern: tcp://127.0.0.0/24:%u\n    - pattern: 10.9.0.0/16\n", port_a);
 	snprintf(outp, sizeof(outp), "%s/loop.out", T.dir);
-	snprintf(script, sizeof(script), "%s loop 127.0.0.1 %u 5000 >%s", probe, port_a, outp);
+	snprintf(stopf, sizeof(stopf), "%s/loop.stop", T.dir);
+	/* the loop runs until the updates are done (or 120 s), however slow the machine */
+	snprintf(script, sizeof(script), "%s loop 127.0.0.1 %u 120000 %s >%s", probe, port_a, stopf, outp);
 	f = spec("updater", "allowlist_domain", NULL, r1, NULL, script);
 	f2 = spec("updater2", "allowlist_domain", NULL, r2, NULL, "true");
 	tl_sh(NULL, NULL, "%s/lantern --socket %s run %s >/dev/null 2>&1 &", T.build, T.sock, f);
 	tl_running_run(&T, "updater", id, sizeof(id), 5000);
-	for (int i = 0; i < 60; i++)
-		if (tl_lantern(&T, NULL, NULL, "egress update %s %s", id, i % 2 ? f : f2) != 0)
+	for (int i = 0; i < 60; i++) {
+		char *uerr = NULL;
+
+		if (tl_lantern(&T, NULL, &uerr, "egress update %s %s", id, i % 2 ? f : f2) != 0) {
+			if (!fails)
+				tap_diag("egress update %d: %s", i, tl_oneline(uerr));
 			fails++;
+		}
+		free(uerr);
+	}
 	tap_ok(fails == 0, "egress update of a running instance succeeds (%d failures)", fails);
+	tl_file(&T, "loop.stop", "stop\n");
 	tl_wait_file_text(outp, "ok=", 60000);
 	util_read_file(outp, &out, NULL);
 	tap_ok(out && tl_has(out, "denied=0 ") && tl_has(out, "other=0"),

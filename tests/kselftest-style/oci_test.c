@@ -61,6 +61,11 @@ static void test_node_and_images(void)
 	rc = tl_lantern(&T, &out, NULL, "image import %s", dir);
 	tap_ok(rc == 0 && tl_has(out, strchr(image, '@') + 1), "lantern image import stores it by digest");
 	free(out);
+	/* unpacked by the import, on lanternd's image worker: a spawn only verifies */
+	rc = tl_lantern(&T, &out, NULL, "image ls");
+	tap_ok(rc == 0 && tl_has(out, strchr(image, '@') + 1) && tl_has(out, " yes\n"),
+	       "the import unpacked it before any spawn: %s", tl_oneline(out));
+	free(out);
 	/* same size, one byte changed: only the hash can tell */
 	tl_sh(NULL, NULL, "f=$(ls -S %s/images/blobs/sha256/* | head -1); printf x | dd of=$f bs=1 seek=1000 conv=notrunc 2>/dev/null",
 	      T.state);
@@ -455,9 +460,9 @@ int main(void)
 {
 	const char *missing = tl_env_missing();
 
-	tap_plan(40);
+	tap_plan(41);
 	if (missing || access("/usr/sbin/runc", X_OK) || access("/usr/bin/runsc", X_OK)) {
-		for (int i = 0; i < 37; i++)
+		for (int i = 0; i < 41; i++)
 			tap_skip(missing ? missing : "runc and runsc are not installed (make deps)", "oci point %d", i + 1);
 		return tap_failures ? 1 : 0;
 	}

@@ -43,6 +43,21 @@ static int write_all(int fd, const char *p, size_t n)
 	return 0;
 }
 
+/* To the harness socket: a lanternd that went away is an error to retry, not SIGPIPE. */
+static int send_all(int fd, const char *p, size_t n)
+{
+	while (n) {
+		ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return -1;
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
 /* One HTTP exchange; -EAGAIN when it should be retried (no answer). */
 static int http_once(const char *sock, const char *method, const char *path, const char *body,
 		     int *status, json_t **resp)
@@ -68,7 +83,7 @@ static int http_once(const char *sock, const char *method, const char *path, con
 		      "%s %s HTTP/1.1\r\nHost: lantern\r\nContent-Type: application/json\r\n"
 		      "Content-Length: %zu\r\nConnection: close\r\n\r\n",
 		      method, path, body ? strlen(body) : 0);
-	if (write_all(fd, head, (size_t)hl) < 0 || (body && write_all(fd, body, strlen(body)) < 0)) {
+	if (send_all(fd, head, (size_t)hl) < 0 || (body && send_all(fd, body, strlen(body)) < 0)) {
 		close(fd);
 		return -EAGAIN;
 	}

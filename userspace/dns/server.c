@@ -1,9 +1,15 @@
-/* server.c: one instance's FQDN proxy. Listens on UDP and TCP at 127.0.0.1:PORT and
- * [::1]:PORT, validates each query, asks the owner whether the name is allowed, forwards
- * allowed queries to the upstream (UDP over a fresh connected socket per query, TCP over a
- * connection per query), hands every A/AAAA on the answer's CNAME chain to the owner and
- * only then relays the upstream's reply. Everything runs on the caller's loop: no thread,
- * no blocking call. What the bytes mean is wire.c's business (lantern/dns_wire.h). */
+/* server.c: one instance's FQDN proxy. Serves UDP and TCP on listeners bound for it
+ * (127.0.0.1:PORT and [::1]:PORT, and the node bridge's address for an instance in a
+ * namespace of its own) and validates each query. Then either
+ *  - in lanternd's own process (local.c): asks whether the name is allowed, forwards
+ *    allowed queries to the upstream (ask.c), hands every A/AAAA on the answer's CNAME
+ *    chain over and only then relays the upstream's reply; or
+ *  - in lantern-wire (the ask hook): hands the question (name, type, class) to
+ *    lanternd, which refuses it (dns_server_verdict) or asks the upstream itself,
+ *    records the addresses and sends the reply back to relay (dns_server_relay).
+ *    lantern-wire never talks to the network.
+ * Everything runs on the caller's loop: no thread, no blocking call. What the bytes
+ * mean is wire.c's business (lantern/dns_wire.h). */
 #include "lantern/dns.h"
 
 #include <arpa/inet.h>
@@ -12,7 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -28,6 +33,7 @@
 #define DNS_UDP_BURST 64 /* datagrams per wake-up, so one listener cannot starve the rest */
 #define DNS_TCP_BURST 64 /* queries per wake-up and connection, for the same reason */
 #define DNS_PORT_TRIES 64
+#define DNS_MAX_ADDRS 64  /* addresses of one answer handed over; more are not opened */
 
 struct dns_conn;
 
@@ -44,18 +50,19 @@ struct dns_client {
 struct dns_query {
 	struct dns_server *srv;
 	struct dns_query *prev, *next;
+	uint64_t qid;         /* how the hooks' late answers find it */
+	enum { Q_CHECKING, Q_UPSTREAM, Q_RECORDING } state;
+	uint8_t *reply;       /* Q_RECORDING: the upstream's reply, relayed once recorded */
+	size_t reply_len;
 	struct dns_client client;
-	uint8_t *wire;        /* 2-byte length, then the query with the upstream ID */
-	size_t len;           /* of the query, without the length prefix */
+	uint8_t *msg;         /* the client's query as it came */
+	size_t len;
 	struct dns_wire_question question;
-	uint16_t id, up_id;   /* the client's ID and the one the upstream sees */
+	uint16_t id;          /* the client's ID */
 	char qname[DNS_WIRE_NAME_MAX + 1];
-	int fd;
-	bool tcp, connected;
+	bool tcp;
+	struct dns_ask *ask;  /* Q_UPSTREAM */
 	uint64_t timer;
-	size_t sent;          /* TCP: bytes of wire written */
-	uint8_t *in;          /* TCP: the framed reply being read */
-	size_t in_len;
 };
 
 /* A TCP client. It may carry several queries; replies go back in any order (RFC 7766). */
@@ -76,10 +83,13 @@ struct dns_conn {
 struct dns_server {
 	struct loop *loop;
 	struct dns_upstream up;
-	struct dns_callbacks cb;
+	struct dns_server_hooks h;
 	void *ctx;
+	struct dns_callbacks owner; /* dns_server_open: the owner's questions, answered at once */
+	void *owner_ctx;
 	uint16_t port;
-	int udp[3], tcp[3]; /* [0] 127.0.0.1, [1] ::1, [2] dns_server_listen_ip4's; -1 when absent */
+	int udp[3], tcp[3]; /* [0] 127.0.0.1, [1] ::1, [2] the bridge's; -1 when absent */
+	uint64_t next_qid;
 	struct dns_query *queries;
 	unsigned inflight;
 	struct dns_conn *conns;
@@ -117,10 +127,7 @@ static void query_free(struct dns_query *q)
 
 	if (q->timer)
 		loop_timer_cancel(s->loop, q->timer);
-	if (q->fd >= 0) {
-		loop_del(s->loop, q->fd);
-		close(q->fd);
-	}
+	dns_ask_cancel(q->ask);
 	if (q->prev)
 		q->prev->next = q->next;
 	else
@@ -130,8 +137,8 @@ static void query_free(struct dns_query *q)
 	s->inflight--;
 	if (q->client.conn)
 		q->client.conn->pending--;
-	free(q->wire);
-	free(q->in);
+	free(q->msg);
+	free(q->reply);
 	free(q);
 }
 
@@ -143,34 +150,77 @@ static void query_finish(struct dns_query *q, const uint8_t *reply, size_t len)
 	if (reply) {
 		client_reply(&q->client, reply, len);
 	} else {
-		uint8_t *m = q->wire + 2;
-
-		dns_wire_set_id(m, q->id);
-		client_error(&q->client, m, q->question.end, DNS_RCODE_SERVFAIL);
+		client_error(&q->client, q->msg, q->question.end, DNS_RCODE_SERVFAIL);
 	}
 	query_free(q);
 	if (c)
 		conn_maybe_close(c);
 }
 
-static int query_answer(void *arg, const uint8_t addr[16], uint32_t ttl)
-{
-	struct dns_query *q = arg;
-	struct dns_server *s = q->srv;
+struct addrs {
+	struct dns_addr a[DNS_MAX_ADDRS];
+	size_t n;
+};
 
-	return s->cb.answer ? s->cb.answer(s->ctx, q->qname, addr, ttl) : 0;
+static int collect(void *arg, const uint8_t addr[16], uint32_t ttl)
+{
+	struct addrs *x = arg;
+
+	if (x->n < DNS_MAX_ADDRS) {
+		memcpy(x->a[x->n].addr, addr, 16);
+		x->a[x->n++].ttl = ttl;
+	}
+	return 0;
 }
 
-/* The upstream answered: report its addresses, then relay it with the client's ID. */
+/* The upstream answered: its addresses are handed over and recorded, then it is relayed
+ * with the client's ID (now, or when dns_server_answered says so). */
 static void query_reply(struct dns_query *q, uint8_t *msg, size_t len, size_t qend)
 {
+	struct dns_server *s = q->srv;
+	struct addrs x = { .n = 0 };
+	int err = 0;
+
 	dns_wire_set_id(msg, q->id);
 	if (dns_wire_rcode(msg) == DNS_RCODE_NOERROR &&
-	    dns_wire_answers(msg, len, qend, &q->question, query_answer, q) < 0) {
+	    (err = dns_wire_answers(msg, len, qend, &q->question, collect, &x)) < 0) {
 		query_finish(q, NULL, 0);
 		return;
 	}
-	query_finish(q, msg, len);
+	if (!x.n) {
+		query_finish(q, msg, len);
+		return;
+	}
+	if (!(q->reply = malloc(len))) {
+		query_finish(q, NULL, 0);
+		return;
+	}
+	memcpy(q->reply, msg, len);
+	q->reply_len = len;
+	q->state = Q_RECORDING;
+	err = s->h.answers(s->ctx, q->qid, q->qname, x.a, x.n);
+	if (err != -EINPROGRESS)
+		dns_server_answered(s, q->qid, err);
+}
+
+static struct dns_query *query_by_id(struct dns_server *s, uint64_t qid)
+{
+	for (struct dns_query *q = s->queries; q; q = q->next)
+		if (q->qid == qid)
+			return q;
+	return NULL;
+}
+
+void dns_server_answered(struct dns_server *s, uint64_t qid, int err)
+{
+	struct dns_query *q = query_by_id(s, qid);
+
+	if (!q || q->state != Q_RECORDING)
+		return; /* timed out meanwhile, or its client went away */
+	if (err < 0)
+		query_finish(q, NULL, 0);
+	else
+		query_finish(q, q->reply, q->reply_len);
 }
 
 static void on_query_timeout(struct loop *l, void *arg)
@@ -181,103 +231,27 @@ static void on_query_timeout(struct loop *l, void *arg)
 	query_finish(q, NULL, 0);
 }
 
-static void on_upstream_udp(struct loop *l, int fd, uint32_t events, void *arg)
-{
-	struct dns_query *q = arg;
-	struct dns_server *s = q->srv;
-
-	for (;;) {
-		ssize_t n = recv(fd, s->buf, sizeof(s->buf), 0);
-		size_t qend;
-
-		if (n < 0) {
-			if (errno == EAGAIN || errno == EINTR)
-				return;
-			/* ECONNREFUSED and friends: the upstream is not there */
-			query_finish(q, NULL, 0);
-			return;
-		}
-		/* anything else on this connected socket is ignored: a forged or stale
-		 * datagram must not end the query */
-		if (dns_wire_reply_matches(s->buf, (size_t)n, q->up_id, &q->question, &qend)) {
-			query_reply(q, s->buf, (size_t)n, qend);
-			return;
-		}
-	}
-}
-
-static void upstream_tcp_read(struct dns_query *q)
-{
-	for (;;) {
-		size_t need = q->in_len < 2 ? 2 : 2 + (size_t)dns_wire_frame_len(q->in);
-		ssize_t n;
-		size_t qend;
-
-		if (q->in_len == need && need > 2) {
-			if (!dns_wire_reply_matches(q->in + 2, need - 2, q->up_id, &q->question, &qend)) {
-				query_finish(q, NULL, 0);
-				return;
-			}
-			query_reply(q, q->in + 2, need - 2, qend);
-			return;
-		}
-		n = read(q->fd, q->in + q->in_len, need - q->in_len);
-		if (n < 0 && (errno == EAGAIN || errno == EINTR))
-			return;
-		if (n <= 0) {
-			query_finish(q, NULL, 0);
-			return;
-		}
-		q->in_len += (size_t)n;
-	}
-}
-
-static void on_upstream_tcp(struct loop *l, int fd, uint32_t events, void *arg)
+static void on_ask(void *arg, uint8_t *reply, size_t len, size_t qend)
 {
 	struct dns_query *q = arg;
 
-	if (!q->connected) {
-		int err = 0;
-		socklen_t elen = sizeof(err);
-
-		if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) < 0 || err) {
-			query_finish(q, NULL, 0);
-			return;
-		}
-		if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
-			return;
-		q->connected = true;
-	}
-	if (q->sent < q->len + 2) {
-		ssize_t n = send(fd, q->wire + q->sent, q->len + 2 - q->sent, MSG_NOSIGNAL);
-
-		if (n < 0 && (errno == EAGAIN || errno == EINTR))
-			return;
-		if (n < 0) {
-			query_finish(q, NULL, 0);
-			return;
-		}
-		q->sent += (size_t)n;
-		if (q->sent < q->len + 2)
-			return;
-		if (loop_mod(q->srv->loop, fd, EPOLLIN) < 0)
-			query_finish(q, NULL, 0);
-		return;
-	}
-	upstream_tcp_read(q);
+	q->ask = NULL; /* ends with this call */
+	if (reply)
+		query_reply(q, reply, len, qend);
+	else
+		query_finish(q, NULL, 0);
 }
 
-/* Forwards the query in msg. Returns 0 or -errno (the caller answers SERVFAIL). */
-static int query_start(struct dns_server *s, const struct dns_client *cl, const uint8_t *msg,
-		       size_t len, const struct dns_wire_question *question, const char *qname)
+/* A query being asked about: kept (with the client's bytes) until it is answered. */
+static struct dns_query *query_new(struct dns_server *s, const struct dns_client *cl, const uint8_t *msg,
+				   size_t len, const struct dns_wire_question *question, const char *qname)
 {
 	struct dns_query *q = calloc(1, sizeof(*q));
-	int type = cl->conn ? SOCK_STREAM : SOCK_DGRAM, err;
 
 	if (!q)
-		return -ENOMEM;
+		return NULL;
 	q->srv = s;
-	q->fd = -1;
+	q->qid = ++s->next_qid;
 	q->client = *cl;
 	q->tcp = cl->conn != NULL;
 	q->len = len;
@@ -291,59 +265,73 @@ static int query_start(struct dns_server *s, const struct dns_client *cl, const 
 	s->inflight++;
 	if (cl->conn)
 		cl->conn->pending++;
-
-	q->wire = malloc(len + 2);
-	if (q->tcp)
-		q->in = malloc(2 + DNS_WIRE_MSG_MAX);
-	if (!q->wire || (q->tcp && !q->in)) {
-		err = -ENOMEM;
-		goto fail;
+	q->msg = malloc(len);
+	if (!q->msg || !(q->timer = loop_timer_add(s->loop, DNS_TIMEOUT_MS, on_query_timeout, q))) {
+		query_free(q);
+		return NULL;
 	}
-	dns_wire_frame_set_len(q->wire, (uint16_t)len);
-	memcpy(q->wire + 2, msg, len);
-	/* the upstream sees an ID of ours: a client's predictable IDs must not make
-	 * forged answers easier to land */
-	if (getrandom(&q->up_id, sizeof(q->up_id), GRND_NONBLOCK) != sizeof(q->up_id))
-		q->up_id = (uint16_t)random();
-	dns_wire_set_id(q->wire + 2, q->up_id);
-
-	q->fd = socket(s->up.addr.ss_family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (q->fd < 0) {
-		err = -errno;
-		goto fail;
-	}
-	if (connect(q->fd, (const struct sockaddr *)&s->up.addr, s->up.len) < 0 &&
-	    errno != EINPROGRESS) {
-		err = -errno;
-		goto fail;
-	}
-	if (!q->tcp && send(q->fd, q->wire + 2, len, MSG_NOSIGNAL) < 0) {
-		err = -errno;
-		goto fail;
-	}
-	err = loop_add(s->loop, q->fd, q->tcp ? EPOLLOUT : EPOLLIN,
-		       q->tcp ? on_upstream_tcp : on_upstream_udp, q);
-	if (err < 0) {
-		close(q->fd);
-		q->fd = -1;
-		goto fail;
-	}
-	q->timer = loop_timer_add(s->loop, DNS_TIMEOUT_MS, on_query_timeout, q);
-	if (!q->timer) {
-		err = -ENOMEM;
-		goto fail;
-	}
-	return 0;
-fail:
-	query_free(q);
-	return err;
+	memcpy(q->msg, msg, len);
+	return q;
 }
 
-/* One message from a client. Replies at once unless it is forwarded. */
+/* Forwards an allowed query as the client wrote it (its EDNS, its case), over the
+ * client's transport. Returns 0 or -errno (the caller answers SERVFAIL). */
+static int query_forward(struct dns_query *q)
+{
+	struct dns_server *s = q->srv;
+
+	q->state = Q_UPSTREAM;
+	return dns_ask_start(s->loop, &s->up, q->msg, q->len, &q->question, q->tcp, DNS_TIMEOUT_MS, on_ask, q,
+			     &q->ask);
+}
+
+void dns_server_relay(struct dns_server *s, uint64_t qid, const uint8_t *reply, size_t len)
+{
+	struct dns_query *q = query_by_id(s, qid);
+	size_t qend;
+
+	if (!q || q->state != Q_CHECKING)
+		return;
+	/* the asker's reply to the same question (its ID is the asker's own): it goes back
+	 * with the client's ID and the client's question, letter case and all */
+	if (!reply || len > DNS_WIRE_MSG_MAX ||
+	    !dns_wire_reply_matches(reply, len, len >= 2 ? dns_wire_id(reply) : 0, &q->question, &qend) ||
+	    qend != q->question.end) {
+		query_finish(q, NULL, 0);
+		return;
+	}
+	memcpy(s->buf, reply, len);
+	memcpy(s->buf + DNS_WIRE_HDR, q->msg + DNS_WIRE_HDR, qend - DNS_WIRE_HDR);
+	dns_wire_set_id(s->buf, q->id);
+	query_finish(q, s->buf, len);
+}
+
+void dns_server_verdict(struct dns_server *s, uint64_t qid, bool allowed)
+{
+	struct dns_query *q = query_by_id(s, qid);
+	uint8_t *m;
+
+	if (!q || q->state != Q_CHECKING)
+		return;
+	if (allowed && query_forward(q) == 0)
+		return;
+	m = q->msg;
+	{
+		struct dns_conn *c = q->client.conn;
+
+		client_error(&q->client, m, q->question.end, allowed ? DNS_RCODE_SERVFAIL : DNS_RCODE_REFUSED);
+		query_free(q);
+		if (c)
+			conn_maybe_close(c);
+	}
+}
+
+/* One message from a client. Replies at once unless it is asked about or forwarded. */
 static void on_query(struct dns_server *s, const uint8_t *msg, size_t len,
 		     const struct dns_client *cl)
 {
 	struct dns_wire_question q;
+	struct dns_query *dq;
 	char qname[DNS_WIRE_NAME_MAX + 1];
 	int verdict = dns_wire_query_parse(msg, len, &q);
 	bool clean;
@@ -356,16 +344,29 @@ static void on_query(struct dns_server *s, const uint8_t *msg, size_t len,
 	}
 	clean = dns_wire_name_text(q.name, qname);
 	/* zone transfers span several messages and are no way to learn addresses */
-	if (!clean || q.type == DNS_TYPE_AXFR || q.type == DNS_TYPE_IXFR ||
-	    !s->cb.allowed(s->ctx, qname)) {
+	if (!clean || q.type == DNS_TYPE_AXFR || q.type == DNS_TYPE_IXFR) {
 		/* recorded before the client hears, like answers */
-		if (s->cb.refused)
-			s->cb.refused(s->ctx, qname, q.type);
+		if (s->h.refused)
+			s->h.refused(s->ctx, qname, q.type);
 		client_error(cl, msg, q.end, DNS_RCODE_REFUSED);
 		return;
 	}
-	if (s->inflight >= DNS_MAX_INFLIGHT || query_start(s, cl, msg, len, &q, qname) < 0)
+	if (s->inflight >= DNS_MAX_INFLIGHT || !(dq = query_new(s, cl, msg, len, &q, qname))) {
 		client_error(cl, msg, q.end, DNS_RCODE_SERVFAIL);
+		return;
+	}
+	if (s->h.ask) {
+		verdict = s->h.ask(s->ctx, dq->qid, qname, q.type, q.class, dq->tcp);
+		if (verdict == -EINPROGRESS)
+			return;
+	} else {
+		verdict = s->h.check(s->ctx, dq->qid, qname, q.type);
+		if (verdict == -EINPROGRESS || (verdict > 0 && query_forward(dq) == 0))
+			return;
+	}
+	/* answered here, inside the client's handler, which closes the client if it must */
+	client_error(cl, msg, q.end, verdict > 0 ? DNS_RCODE_SERVFAIL : DNS_RCODE_REFUSED);
+	query_free(dq);
 }
 
 /* ---- listeners and TCP clients ---- */
@@ -591,17 +592,22 @@ static void on_accept(struct loop *l, int fd, uint32_t events, void *arg)
 	}
 }
 
+static void close_fds(int *fds, size_t n, struct loop *l)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (fds[i] < 0)
+			continue;
+		if (l)
+			loop_del(l, fds[i]);
+		close(fds[i]);
+		fds[i] = -1;
+	}
+}
+
 static void close_listeners(struct dns_server *s)
 {
-	int *fds[] = { &s->udp[0], &s->udp[1], &s->udp[2], &s->tcp[0], &s->tcp[1], &s->tcp[2] };
-
-	for (size_t i = 0; i < ARRAY_SIZE(fds); i++) {
-		if (*fds[i] < 0)
-			continue;
-		loop_del(s->loop, *fds[i]);
-		close(*fds[i]);
-		*fds[i] = -1;
-	}
+	close_fds(s->udp, 3, s->loop);
+	close_fds(s->tcp, 3, s->loop);
 }
 
 /* ip4 (network order) is the IPv4 address to bind; IPv6 listeners bind ::1. */
@@ -644,7 +650,7 @@ static int listener(int family, int type, uint32_t ip4, uint16_t *port)
 
 /* All four sockets on one port. IPv6 may be missing on a host without ::1; the
  * instance then has no IPv6 DNS to redirect either. */
-static int open_listeners(struct dns_server *s, uint16_t port, const char **what)
+static int open_loopback(struct dns_listeners *ls, uint16_t port, const char **what)
 {
 	static const struct {
 		int family, type;
@@ -655,7 +661,7 @@ static int open_listeners(struct dns_server *s, uint16_t port, const char **what
 		{ AF_INET6, SOCK_DGRAM, "udp [::1]" },
 		{ AF_INET6, SOCK_STREAM, "tcp [::1]" },
 	};
-	int *slot[] = { &s->udp[0], &s->tcp[0], &s->udp[1], &s->tcp[1] };
+	int *slot[] = { &ls->udp[0], &ls->tcp[0], &ls->udp[1], &ls->tcp[1] };
 
 	for (size_t i = 0; i < ARRAY_SIZE(want); i++) {
 		int fd = listener(want[i].family, want[i].type, htonl(INADDR_LOOPBACK), &port);
@@ -666,88 +672,185 @@ static int open_listeners(struct dns_server *s, uint16_t port, const char **what
 		}
 		if (fd < 0) {
 			*what = want[i].name;
-			close_listeners(s);
+			dns_listeners_close(ls);
 			return fd;
 		}
 		*slot[i] = fd;
 	}
-	s->port = port;
+	ls->port = port;
 	return 0;
 }
 
-int dns_server_open(struct loop *l, const struct dns_upstream *u, uint16_t port,
-		    const struct dns_callbacks *cb, void *ctx, struct dns_server **out,
-		    struct lerr *e)
+int dns_listeners_open(uint16_t port, struct dns_listeners *ls, struct lerr *e)
 {
-	struct dns_server *s;
 	const char *what = "";
 	int err = 0;
 
-	if (!cb || !cb->allowed || !u || !u->len)
-		return lerr_set(e, EINVAL, "dns: server: needs an upstream and an allowed callback");
-	s = calloc(1, sizeof(*s));
-	if (!s)
-		return lerr_set(e, ENOMEM, "dns: server: out of memory");
-	s->loop = l;
-	s->up = *u;
-	s->cb = *cb;
-	s->ctx = ctx;
-	s->udp[0] = s->udp[1] = s->udp[2] = s->tcp[0] = s->tcp[1] = s->tcp[2] = -1;
+	for (int i = 0; i < 3; i++)
+		ls->udp[i] = ls->tcp[i] = -1;
 	/* port 0: the first socket picks a free port, which the others may find taken */
 	for (int i = 0; i < (port ? 1 : DNS_PORT_TRIES); i++) {
-		err = open_listeners(s, port, &what);
+		err = open_loopback(ls, port, &what);
 		if (err != -EADDRINUSE)
 			break;
 	}
-	if (err < 0) {
-		free(s);
-		return lerr_set(e, err, "dns: server: cannot listen on %s port %u: %s", what, port,
-				strerror(-err));
+	if (err < 0)
+		return lerr_set(e, err, "dns: server: cannot listen on %s port %u: %s", what, port, strerror(-err));
+	return 0;
+}
+
+int dns_listeners_ip4(uint16_t port, uint32_t ip4, int *udp, int *tcp, struct lerr *e)
+{
+	char a[INET_ADDRSTRLEN];
+	uint16_t p = port;
+	int err;
+
+	inet_ntop(AF_INET, &ip4, a, sizeof(a));
+	*tcp = -1;
+	if ((*udp = listener(AF_INET, SOCK_DGRAM, ip4, &p)) >= 0)
+		*tcp = listener(AF_INET, SOCK_STREAM, ip4, &p);
+	if (*udp >= 0 && *tcp >= 0)
+		return 0;
+	err = *udp < 0 ? *udp : *tcp;
+	if (*udp >= 0)
+		close(*udp);
+	*udp = *tcp = -1;
+	return lerr_set(e, err, "dns: server: cannot listen on %s port %u: %s", a, port, strerror(-err));
+}
+
+void dns_listeners_close(struct dns_listeners *ls)
+{
+	close_fds(ls->udp, 3, NULL);
+	close_fds(ls->tcp, 3, NULL);
+}
+
+int dns_server_add_ip4(struct dns_server *s, int udp, int tcp, struct lerr *e)
+{
+	int err;
+
+	if (s->udp[2] >= 0) {
+		close(udp);
+		close(tcp);
+		return lerr_set(e, EEXIST, "dns: server: port %u: already listening on a second address",
+				s->port);
 	}
-	for (int i = 0; i < 2; i++) {
+	if ((err = loop_add(s->loop, udp, EPOLLIN, on_udp, s)) == 0 &&
+	    (err = loop_add(s->loop, tcp, EPOLLIN, on_accept, s)) < 0)
+		loop_del(s->loop, udp);
+	if (err < 0) {
+		close(udp);
+		close(tcp);
+		return lerr_set(e, err, "dns: server: port %u: cannot watch listeners: %s", s->port, strerror(-err));
+	}
+	s->udp[2] = udp;
+	s->tcp[2] = tcp;
+	return 0;
+}
+
+int dns_server_serve(struct loop *l, const struct dns_upstream *u, struct dns_listeners *ls,
+		     const struct dns_server_hooks *h, void *ctx, struct dns_server **out, struct lerr *e)
+{
+	struct dns_server *s;
+	int err = 0;
+
+	if (!h || (!h->ask && (!h->check || !h->answers || !u || !u->len))) {
+		dns_listeners_close(ls);
+		return lerr_set(e, EINVAL, "dns: server: needs an upstream and its hooks, or an ask hook");
+	}
+	if (!(s = calloc(1, sizeof(*s)))) {
+		dns_listeners_close(ls);
+		return lerr_set(e, ENOMEM, "dns: server: out of memory");
+	}
+	s->loop = l;
+	if (u)
+		s->up = *u;
+	s->h = *h;
+	s->ctx = ctx;
+	s->port = ls->port;
+	for (int i = 0; i < 3; i++) {
+		s->udp[i] = ls->udp[i];
+		s->tcp[i] = ls->tcp[i];
+		ls->udp[i] = ls->tcp[i] = -1;
+	}
+	for (int i = 0; i < 3 && !err; i++) {
 		if (s->udp[i] >= 0 && (err = loop_add(l, s->udp[i], EPOLLIN, on_udp, s)) < 0)
 			break;
-		if (s->tcp[i] >= 0 && (err = loop_add(l, s->tcp[i], EPOLLIN, on_accept, s)) < 0)
-			break;
+		if (s->tcp[i] >= 0)
+			err = loop_add(l, s->tcp[i], EPOLLIN, on_accept, s);
 	}
 	if (err < 0) {
 		close_listeners(s);
 		free(s);
-		return lerr_set(e, err, "dns: server: port %u: cannot watch listeners: %s", port,
-				strerror(-err));
+		return lerr_set(e, err, "dns: server: cannot watch its listeners: %s", strerror(-err));
 	}
 	*out = s;
 	return 0;
 }
 
+/* An owner in the same process answers at once (dns_server_open). */
+static int owner_check(void *ctx, uint64_t qid, const char *qname, uint16_t qtype)
+{
+	struct dns_server *s = ctx;
+	bool ok = s->owner.allowed(s->owner_ctx, qname);
+
+	if (!ok && s->owner.refused)
+		s->owner.refused(s->owner_ctx, qname, qtype);
+	return ok;
+}
+
+static int owner_answers(void *ctx, uint64_t qid, const char *qname, const struct dns_addr *a, size_t n)
+{
+	struct dns_server *s = ctx;
+	int err;
+
+	for (size_t i = 0; i < n && s->owner.answer; i++)
+		if ((err = s->owner.answer(s->owner_ctx, qname, a[i].addr, a[i].ttl)) < 0)
+			return err;
+	return 0;
+}
+
+static void owner_refused(void *ctx, const char *qname, uint16_t qtype)
+{
+	struct dns_server *s = ctx;
+
+	if (s->owner.refused)
+		s->owner.refused(s->owner_ctx, qname, qtype);
+}
+
+static const struct dns_server_hooks owner_hooks = {
+	.check = owner_check,
+	.answers = owner_answers,
+	.refused = owner_refused,
+};
+
+int dns_server_open(struct loop *l, const struct dns_upstream *u, uint16_t port,
+		    const struct dns_callbacks *cb, void *ctx, struct dns_server **out,
+		    struct lerr *e)
+{
+	struct dns_listeners ls;
+	int err;
+
+	if (!cb || !cb->allowed)
+		return lerr_set(e, EINVAL, "dns: server: needs an allowed callback");
+	if ((err = dns_listeners_open(port, &ls, e)) < 0 ||
+	    (err = dns_server_serve(l, u, &ls, &owner_hooks, NULL, out, e)) < 0)
+		return err;
+	(*out)->ctx = *out;
+	(*out)->owner = *cb;
+	(*out)->owner_ctx = ctx;
+	return 0;
+}
+
 int dns_server_listen_ip4(struct dns_server *s, uint32_t ip4, struct lerr *e)
 {
-	char a[INET_ADDRSTRLEN];
-	uint16_t port = s->port;
-	int udp, tcp = -1, err;
+	int udp, tcp, err;
 
-	inet_ntop(AF_INET, &ip4, a, sizeof(a));
 	if (s->udp[2] >= 0)
 		return lerr_set(e, EEXIST, "dns: server: port %u: already listening on a second address",
 				s->port);
-	udp = listener(AF_INET, SOCK_DGRAM, ip4, &port);
-	if (udp >= 0)
-		tcp = listener(AF_INET, SOCK_STREAM, ip4, &port);
-	err = udp < 0 ? udp : tcp < 0 ? tcp : 0;
-	if (!err && (err = loop_add(s->loop, udp, EPOLLIN, on_udp, s)) == 0 &&
-	    (err = loop_add(s->loop, tcp, EPOLLIN, on_accept, s)) < 0)
-		loop_del(s->loop, udp);
-	if (err < 0) {
-		if (udp >= 0)
-			close(udp);
-		if (tcp >= 0)
-			close(tcp);
-		return lerr_set(e, err, "dns: server: cannot listen on %s port %u: %s", a, s->port,
-				strerror(-err));
-	}
-	s->udp[2] = udp;
-	s->tcp[2] = tcp;
-	return 0;
+	if ((err = dns_listeners_ip4(s->port, ip4, &udp, &tcp, e)) < 0)
+		return err;
+	return dns_server_add_ip4(s, udp, tcp, e);
 }
 
 uint16_t dns_server_port(const struct dns_server *s)

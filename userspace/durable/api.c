@@ -1,8 +1,11 @@
-/* api.c: the harness API's calls (docs/harness-api.md) on a run's socket: only the
- * run's own processes may call; each call that changes the run becomes a journal
- * record, and its answer waits until that record is durable. Budgets: max_steps and
- * the loop guard are the step state's (harness_begin), max_tokens and max_cost_usd
- * the meter's, checked before a step begins and after it completes. */
+/* api.c: the harness API's calls (docs/harness-api.md), typed (struct harness_call, as
+ * call.c decoded them where the workload's bytes were read): each call that changes the
+ * run becomes a journal record, and its answer waits until that record is durable.
+ * Budgets: max_steps and the loop guard are the step state's (harness_begin),
+ * max_tokens and max_cost_usd the meter's, checked before a step begins and after it
+ * completes. Answers are JSON text built here from lantern's own data; a replayed
+ * step's result and the run's input are read back from the journal and passed on as
+ * the bytes they are, never parsed. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,9 +16,8 @@
 
 /* Only processes of this run's instance may use its socket: the caller's cgroup (v2
  * line of /proc/PID/cgroup) must be the instance's directory or below it. */
-static bool on_accept(void *arg, pid_t pid, char *why, size_t len)
+bool durable_caller_ok(struct durable_run *du, pid_t pid, char *why, size_t len)
 {
-	struct durable_run *du = arg;
 	char path[64], want[256], *buf = NULL, *line, *save = NULL;
 	bool ok = false;
 
@@ -40,11 +42,6 @@ static bool on_accept(void *arg, pid_t pid, char *why, size_t len)
 	return ok;
 }
 
-static json_t *err_body(const char *code, const char *reason)
-{
-	return json_pack("{s:s, s:s}", "error", code, "reason", reason);
-}
-
 static int status_of(enum harness_verdict v)
 {
 	switch (v) {
@@ -55,212 +52,256 @@ static int status_of(enum harness_verdict v)
 	}
 }
 
+static char *text(struct json_text *t, size_t *n)
+{
+	return json_text_take(t, n);
+}
+
 /* Appends dec's record; a full journal ends the run (the bound is there to stop it)
  * and answers 507. False when the caller was answered already. */
-static bool append_or_fail(struct durable_run *du, struct harness_conn *c,
-			   struct harness_decision *dec, uint64_t *seq)
+static bool append_or_fail(struct durable_run *du, void *peer, struct harness_decision *dec, uint64_t *seq)
 {
 	struct lerr e = { 0 };
 
-	if (durable_append(du, dec->type, dec->record, seq, &e) == 0)
+	if (durable_append(du, dec->type, dec->record, dec->record_len, seq, &e) == 0)
 		return true;
 	log_error("run %s: %s", run_id(du->r), e.msg);
-	harness_reply(c, 507, err_body("journal", e.msg));
+	durable_reply_error(du->d, peer, 507, "journal", e.msg);
 	run_end(du->r, RUN_FAILED, e.msg);
 	return false;
 }
 
-static void record_and_reply(struct durable_run *du, struct harness_conn *c,
-			     struct harness_decision *dec, json_t *reply)
+static void record_and_reply(struct durable_run *du, void *peer, struct harness_decision *dec,
+			     char *reply, size_t len)
 {
 	uint64_t seq;
 
-	if (append_or_fail(du, c, dec, &seq))
-		durable_park(du, c, seq, 200, reply, false, 0, NULL);
+	if (append_or_fail(du, peer, dec, &seq))
+		durable_park(du, peer, seq, 200, reply, len, false, 0, NULL);
 	else
-		json_decref(reply);
+		free(reply);
 }
 
 /* A step that completed or failed is told to the run's subscribers (its span). */
-static void step_ended(struct durable_run *du, json_t *body, const struct harness_decision *dec,
+static void step_ended(struct durable_run *du, const struct harness_call *c, const struct harness_decision *dec,
 		       const char *error)
 {
-	const char *id = json_string_value(json_object_get(body, "step_id"));
-	struct harness_step *s = id ? harness_state_step(&du->st, id) : NULL;
+	struct harness_step *s = harness_state_step(&du->st, c->step_id);
 
 	if (dec->v == HV_RECORD && s) {
-		struct run_step st = { .id = id, .kind = s->kind, .attempt = dec->attempt, .body = body,
+		struct run_step st = { .id = c->step_id, .kind = s->kind, .attempt = dec->attempt,
+				       .usage = c->usage.present ? &c->usage : NULL, .tool = c->tool,
 				       .error = error };
 
 		run_step_ended(du->r, &st);
 	}
 }
 
-static void api_begin(struct durable_run *du, struct harness_conn *c, json_t *body)
+/* The replayed step's record with "action":"replay" first (records are sorted objects,
+ * so the key goes right after the brace). */
+static void reply_replay(struct durable_run *du, void *peer, const struct harness_step *s)
+{
+	char *rec = NULL, *out;
+	struct lerr e = { 0 };
+	size_t n;
+
+	if (journal_read(du->j, s->rec_off, NULL, &rec, &n, &e) < 0 || n < 2 || rec[0] != '{') {
+		log_error("run %s: step %s: %s", run_id(du->r), s->id, e.msg[0] ? e.msg : "record unreadable");
+		durable_reply_error(du->d, peer, 500, "journal", e.msg[0] ? e.msg : "the step's record is unreadable");
+		free(rec);
+		return;
+	}
+	if (!(out = malloc(n + 20))) {
+		free(rec);
+		durable_reply_error(du->d, peer, 500, "internal", "lanternd: out of memory");
+		return;
+	}
+	n = (size_t)snprintf(out, n + 20, "{\"action\":\"replay\"%s%s", n > 2 ? "," : "", rec + 1);
+	free(rec);
+	/* what was replayed must itself be durable before anyone acts on it */
+	durable_park(du, peer, journal_seq(du->j), 200, out, n, false, 0, NULL);
+}
+
+static void api_begin(struct durable_run *du, void *peer, const struct harness_call *c)
 {
 	struct harness_decision dec;
-	struct harness_step *s;
-	char why[512];
-	json_t *reply;
+	struct json_text t;
+	char why[512], *body;
+	size_t n;
 
-	harness_begin(&du->st, &du->lim, body, &dec);
+	harness_begin(&du->st, &du->lim, c, &dec);
 	/* a new attempt must have budget left; an in-flight step re-running after a crash
 	 * is the same attempt and goes on */
-	if (dec.v == HV_PROCEED && !json_is_true(json_object_get(dec.record, "reissued")) &&
+	if (dec.v == HV_PROCEED && !dec.reissued &&
 	    meter_run_budget(du->d->meter, du->r, METER_REACHED, why, sizeof(why))) {
-		json_decref(dec.record);
+		free(dec.record);
 		dec.record = NULL;
 		dec.v = HV_BUDGET;
 		snprintf(dec.reason, sizeof(dec.reason), "%s", why);
 	}
 	switch (dec.v) {
 	case HV_REPLAY:
-		s = harness_state_step(&du->st, json_string_value(json_object_get(body, "step_id")));
-		reply = json_deep_copy(harness_step_record(s));
-		json_object_set_new(reply, "action", json_string("replay"));
-		/* what was replayed must itself be durable before anyone acts on it */
-		durable_park(du, c, journal_seq(du->j), 200, reply, false, 0, NULL);
+		reply_replay(du, peer, harness_state_step(&du->st, c->step_id));
 		break;
 	case HV_PROCEED:
-		reply = json_pack("{s:s, s:O, s:i, s:s}", "action", "proceed", "step_id",
-				  json_object_get(dec.record, "step_id"), "attempt", (int)dec.attempt,
-				  "idempotency_key", dec.key);
-		run_step_begun(du->r, json_string_value(json_object_get(dec.record, "step_id")));
-		record_and_reply(du, c, &dec, reply);
+		json_text_open(&t);
+		json_text_str(&t, "action", "proceed");
+		json_text_uint(&t, "attempt", dec.attempt);
+		json_text_str(&t, "idempotency_key", dec.key);
+		json_text_str(&t, "step_id", c->step_id);
+		body = text(&t, &n);
+		run_step_begun(du->r, c->step_id);
+		record_and_reply(du, peer, &dec, body, n);
 		break;
 	case HV_BUDGET:
 		log_warn("run %s: %s", run_id(du->r), dec.reason);
-		durable_park(du, c, journal_seq(du->j), 429,
-			     err_body(dec.loop ? "loop_detected" : "budget_exceeded", dec.reason), true,
-			     RUN_BUDGET_EXCEEDED, dec.reason);
+		json_text_open(&t);
+		json_text_str(&t, "error", dec.loop ? "loop_detected" : "budget_exceeded");
+		json_text_str(&t, "reason", dec.reason);
+		body = text(&t, &n);
+		durable_park(du, peer, journal_seq(du->j), 429, body, n, true, RUN_BUDGET_EXCEEDED, dec.reason);
 		break;
 	default:
-		harness_reply(c, status_of(dec.v), err_body(dec.v == HV_INVALID ? "invalid" : "conflict",
-							    dec.reason));
+		durable_reply_error(du->d, peer, status_of(dec.v), dec.v == HV_INVALID ? "invalid" : "conflict",
+				    dec.reason);
 	}
-	json_decref(dec.record);
+	free(dec.record);
 }
 
-static json_t *totals(struct durable_run *du)
+static void put_totals(struct durable_run *du, struct json_text *t)
 {
-	return json_pack("{s:I, s:f}", "tokens", (json_int_t)(du->st.tally.total & INT64_MAX), "cost_usd",
-			 meter_tally_usd(meter_prices(du->d->meter), &du->st.tally));
+	json_text_real(t, "cost_usd", meter_tally_usd(meter_prices(du->d->meter), &du->st.tally));
+	json_text_uint(t, "tokens", du->st.tally.total & INT64_MAX);
 }
 
-static void api_record(struct durable_run *du, struct harness_conn *c, struct harness_decision *dec)
+static void api_record(struct durable_run *du, void *peer, struct harness_decision *dec)
 {
-	char why[512] = "";
-	json_t *reply;
+	char why[512] = "", *body, *tot;
+	struct json_text t;
 	uint64_t seq;
+	size_t n, tn;
 	bool over;
 
 	if (dec->v == HV_DONE) {
-		durable_park(du, c, journal_seq(du->j), 200,
-			     json_pack("{s:b, s:b, s:i}", "ok", 1, "already_recorded", 1, "attempt",
-				       (int)dec->attempt), false, 0, NULL);
+		json_text_open(&t);
+		json_text_bool(&t, "already_recorded", true);
+		json_text_uint(&t, "attempt", dec->attempt);
+		json_text_bool(&t, "ok", true);
+		body = text(&t, &n);
+		durable_park(du, peer, journal_seq(du->j), 200, body, n, false, 0, NULL);
 		return;
 	}
 	if (dec->v != HV_RECORD) {
-		harness_reply(c, status_of(dec->v), err_body(dec->v == HV_INVALID ? "invalid" : "conflict",
-							     dec->reason));
+		durable_reply_error(du->d, peer, status_of(dec->v), dec->v == HV_INVALID ? "invalid" : "conflict",
+				    dec->reason);
 		return;
 	}
 	if (dec->type != JOURNAL_STEP_COMPLETED) {
-		record_and_reply(du, c, dec, json_pack("{s:b, s:i}", "ok", 1, "attempt", (int)dec->attempt));
+		json_text_open(&t);
+		if (dec->type != JOURNAL_OUTPUT_SET)
+			json_text_uint(&t, "attempt", dec->attempt);
+		json_text_bool(&t, "ok", true);
+		body = text(&t, &n);
+		record_and_reply(du, peer, dec, body, n);
 		return;
 	}
-	if (!append_or_fail(du, c, dec, &seq))
+	if (!append_or_fail(du, peer, dec, &seq))
 		return;
 	/* the after-completion check, on the tally that now holds this step */
 	over = meter_run_budget(du->d->meter, du->r, METER_EXCEEDED, why, sizeof(why));
-	reply = json_pack("{s:b, s:i, s:o}", "ok", 1, "attempt", (int)dec->attempt, "totals", totals(du));
-	if (over) {
-		json_object_set_new(reply, "budget_exceeded", json_string(why));
+	json_text_open(&t);
+	put_totals(du, &t);
+	tot = text(&t, &tn);
+	json_text_open(&t);
+	json_text_uint(&t, "attempt", dec->attempt);
+	if (over)
+		json_text_str(&t, "budget_exceeded", why);
+	json_text_bool(&t, "ok", true);
+	json_text_raw(&t, "totals", tot ? tot : "{}", tot ? tn : 2);
+	body = text(&t, &n);
+	free(tot);
+	if (over)
 		log_warn("run %s: %s", run_id(du->r), why);
-	}
-	durable_park(du, c, seq, 200, reply, over, RUN_BUDGET_EXCEEDED, why);
+	durable_park(du, peer, seq, 200, body, n, over, RUN_BUDGET_EXCEEDED, why);
 }
 
-static void on_request(void *arg, struct harness_conn *c, const struct harness_request *rq)
+/* GET /v1/input: the input as it is in the run_started record. */
+static void api_input(struct durable_run *du, void *peer)
 {
-	struct durable_run *du = arg;
+	char *rec = NULL, *body;
+	const char *input = NULL;
+	struct json_text t;
+	struct lerr e = { 0 };
+	size_t n, ilen = 0;
+
+	if (journal_read(du->j, du->st.started_off, NULL, &rec, &n, &e) == 0)
+		input = harness_record_member(rec, n, "input", &ilen);
+	json_text_open(&t);
+	json_text_raw(&t, "input", input ? input : "null", input ? ilen : 4);
+	json_text_str(&t, "run_id", run_id(du->r));
+	body = text(&t, &n);
+	free(rec);
+	du->d->tp->reply(du->d->tp_arg, peer, 200, body, body ? n : 0);
+	free(body);
+}
+
+static void api_run(struct durable_run *du, void *peer)
+{
+	struct json_text t;
+	char *body;
+	size_t n;
+
+	json_text_open(&t);
+	put_totals(du, &t);
+	json_text_str(&t, "instance_id", run_instance_id(du->r));
+	json_text_uint(&t, "resumes", du->st.resumes);
+	json_text_str(&t, "run_id", run_id(du->r));
+	json_text_uint(&t, "steps_begun", du->st.steps_begun);
+	json_text_uint(&t, "steps_completed", du->st.steps_completed);
+	body = text(&t, &n);
+	du->d->tp->reply(du->d->tp_arg, peer, 200, body, body ? n : 0);
+	free(body);
+}
+
+void durable_call(struct durable_run *du, void *peer, const struct harness_call *c)
+{
 	struct harness_decision dec = { 0 };
-	json_t *body = NULL;
-	json_error_t je;
-	bool post = !strcmp(rq->method, "POST");
 
-	if (post) {
-		body = rq->body_len ? json_loadb(rq->body, rq->body_len, 0, &je) : json_object();
-		if (!json_is_object(body)) {
-			char m[256];
-
-			snprintf(m, sizeof(m), "request body is not a JSON object%s%s", body ? "" : ": ",
-				 body ? "" : je.text);
-			json_decref(body);
-			harness_reply(c, 400, err_body("invalid", m));
-			return;
-		}
+	if (c->op == HOP_INPUT) {
+		api_input(du, peer);
+		return;
 	}
-	if (!strcmp(rq->path, "/v1/input") && !post) {
-		harness_reply(c, 200, json_pack("{s:s, s:O}", "run_id", run_id(du->r), "input",
-						du->st.input ? du->st.input : json_null()));
-	} else if (!strcmp(rq->path, "/v1/run") && !post) {
-		json_t *t = totals(du);
-
-		harness_reply(c, 200, json_pack("{s:s, s:s, s:I, s:I, s:O, s:O, s:I}", "run_id", run_id(du->r),
-						"instance_id", run_instance_id(du->r), "steps_begun",
-						(json_int_t)du->st.steps_begun, "steps_completed",
-						(json_int_t)du->st.steps_completed, "tokens",
-						json_object_get(t, "tokens"), "cost_usd",
-						json_object_get(t, "cost_usd"), "resumes",
-						(json_int_t)du->st.resumes));
-		json_decref(t);
-	} else if (!post) {
-		harness_reply(c, strncmp(rq->path, "/v1/", 4) ? 404 : 405,
-			      err_body("not_found", "GET /v1/input, GET /v1/run; POST /v1/steps/begin, "
-				       "/v1/steps/complete, /v1/steps/fail, /v1/output"));
-	} else if (run_ending(du->r) && strcmp(rq->path, "/v1/steps/complete") &&
-		   strcmp(rq->path, "/v1/steps/fail")) {
-		harness_reply(c, 409, err_body("run_ending", run_reason(du->r)));
-	} else if (!strcmp(rq->path, "/v1/steps/begin")) {
-		api_begin(du, c, body);
-	} else if (!strcmp(rq->path, "/v1/steps/complete")) {
-		harness_complete(&du->st, body,
-				 meter_usage_usd(meter_prices(du->d->meter), json_object_get(body, "usage")), &dec);
-		step_ended(du, body, &dec, NULL);
-		api_record(du, c, &dec);
-	} else if (!strcmp(rq->path, "/v1/steps/fail")) {
-		harness_fail(&du->st, body, &dec);
-		step_ended(du, body, &dec, json_string_value(json_object_get(body, "error")) ?: "step failed");
-		api_record(du, c, &dec);
-	} else if (!strcmp(rq->path, "/v1/output")) {
-		if (!json_object_get(body, "output")) {
-			harness_reply(c, 400, err_body("invalid", "\"output\" is missing"));
-		} else {
-			dec.v = HV_RECORD;
-			dec.type = JOURNAL_OUTPUT_SET;
-			dec.record = json_pack("{s:O}", "output", json_object_get(body, "output"));
-			record_and_reply(du, c, &dec, json_pack("{s:b}", "ok", 1));
-		}
-	} else {
-		harness_reply(c, 404, err_body("not_found", rq->path));
+	if (c->op == HOP_RUN) {
+		api_run(du, peer);
+		return;
 	}
-	json_decref(dec.record);
-	json_decref(body);
-}
-
-static void on_closed(void *arg, struct harness_conn *c);
-
-const struct harness_ops durable_harness_ops = {
-	.accept = on_accept,
-	.request = on_request,
-	.closed = on_closed,
-};
-
-/* The caller went away: an answer parked for it is dropped when it comes due. */
-static void on_closed(void *arg, struct harness_conn *c)
-{
-	struct durable_run *du = arg;
-
-	durable_forget_conn(du->d, c);
+	if (run_ending(du->r) && c->op != HOP_COMPLETE && c->op != HOP_FAIL) {
+		durable_reply_error(du->d, peer, 409, "run_ending", run_reason(du->r));
+		return;
+	}
+	switch (c->op) {
+	case HOP_BEGIN:
+		api_begin(du, peer, c);
+		return;
+	case HOP_COMPLETE:
+		harness_complete(&du->st, c,
+				 c->usage.present ? meter_tokens_usd(meter_prices(du->d->meter), c->usage.provider,
+								     c->usage.model, &c->usage.t) : 0, &dec);
+		step_ended(du, c, &dec, NULL);
+		api_record(du, peer, &dec);
+		break;
+	case HOP_FAIL:
+		harness_fail(&du->st, c, &dec);
+		step_ended(du, c, &dec, c->error[0] ? c->error : "step failed");
+		api_record(du, peer, &dec);
+		break;
+	case HOP_OUTPUT:
+		harness_output(c, &dec);
+		api_record(du, peer, &dec);
+		break;
+	default:
+		durable_reply_error(du->d, peer, 404, "not_found", "unknown call");
+		return;
+	}
+	free(dec.record);
 }

@@ -26,10 +26,11 @@
 
 struct pending {
 	struct durable_run *du;
-	struct harness_conn *c;     /* NULL once the caller went away */
+	void *peer;                 /* NULL once the caller went away */
 	uint64_t seq;               /* answer when the journal is durable up to here */
 	int status;
-	json_t *reply;
+	char *reply;
+	size_t len;
 	bool end;                   /* end the run after answering */
 	enum run_status end_as;
 	char end_reason[512];
@@ -41,21 +42,21 @@ static struct durable_run *du_of(const struct durable *d, const struct run *r)
 	return run_slot(r, d->slot);
 }
 
-/* Every journal append of lanternd goes through here (the crash point counts them). */
-int durable_append(struct durable_run *du, unsigned type, json_t *rec, uint64_t *seq, struct lerr *e)
+/* Every journal append of lanternd goes through here (the crash point counts them);
+ * the state changes from the record as it was written, as in a replay. */
+int durable_append(struct durable_run *du, unsigned type, const char *rec, size_t len, uint64_t *seq,
+		   struct lerr *e)
 {
 	struct durable *d = du->d;
-	char *s = json_dumps(rec, JSON_COMPACT | JSON_SORT_KEYS);
+	uint64_t off = journal_size(du->j);
 	int err;
 
-	if (!s)
+	if (!rec)
 		return lerr_set(e, ENOMEM, "journal of %s: cannot encode a %s record", run_id(du->r),
 				journal_type_name(type));
-	err = journal_append(du->j, type, s, strlen(s), seq, e);
-	free(s);
-	if (err < 0)
+	if ((err = journal_append(du->j, type, rec, len, seq, e)) < 0)
 		return err;
-	if ((err = harness_state_apply(&du->st, type, rec, e)) < 0)
+	if ((err = harness_state_apply(&du->st, type, rec, len, off, e)) < 0)
 		return err;
 	if (type == JOURNAL_STEP_COMPLETED)
 		meter_run_set_tally(d->meter, du->r, &du->st.tally);
@@ -66,6 +67,16 @@ int durable_append(struct durable_run *du, unsigned type, json_t *rec, uint64_t 
 		_exit(86);
 	}
 	return 0;
+}
+
+/* A record of lantern's own data (no workload bytes in it) from a JSON value. */
+static int append_json(struct durable_run *du, unsigned type, json_t *rec, struct lerr *e)
+{
+	char *s = rec ? json_dumps(rec, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+	int err = durable_append(du, type, s, s ? strlen(s) : 0, NULL, e);
+
+	free(s);
+	return err;
 }
 
 static struct durable_run *du_new(struct durable *d, struct run *r)
@@ -95,7 +106,7 @@ static void drop_pending(struct durable *d, struct durable_run *du)
 
 		if (p->du == du) {
 			*pp = p->next;
-			json_decref(p->reply);
+			free(p->reply);
 			free(p);
 		} else {
 			pp = &p->next;
@@ -108,7 +119,8 @@ static void du_free(struct durable_run *du)
 	if (!du)
 		return;
 	drop_pending(du->d, du);
-	harness_server_close(du->srv);
+	if (du->listener)
+		du->d->tp->unlisten(du->d->tp_arg, du->listener);
 	if (du->j) {
 		journal_syncer_forget(du->d->syncer, du->j);
 		journal_close(du->j);
@@ -124,22 +136,37 @@ static void journal_file(const struct run *r, char *out, size_t len)
 
 /* ---- answers parked until their record is durable ---- */
 
-void durable_park(struct durable_run *du, struct harness_conn *c, uint64_t seq, int status,
-		  json_t *reply, bool end, enum run_status as, const char *why)
+void durable_reply_error(struct durable *d, void *peer, int status, const char *code, const char *reason)
+{
+	struct json_text t;
+	size_t n;
+	char *body;
+
+	json_text_open(&t);
+	json_text_str(&t, "error", code);
+	json_text_str(&t, "reason", reason);
+	body = json_text_take(&t, &n);
+	d->tp->reply(d->tp_arg, peer, status, body, body ? n : 0);
+	free(body);
+}
+
+void durable_park(struct durable_run *du, void *peer, uint64_t seq, int status, char *reply,
+		  size_t len, bool end, enum run_status as, const char *why)
 {
 	struct durable *d = du->d;
 	struct pending *p = calloc(1, sizeof(*p)), **pp;
 
 	if (!p) {
-		json_decref(reply);
-		harness_reply(c, 500, json_pack("{s:s}", "error", "lanternd: out of memory"));
+		free(reply);
+		durable_reply_error(d, peer, 500, "internal", "lanternd: out of memory");
 		return;
 	}
 	p->du = du;
-	p->c = c;
+	p->peer = peer;
 	p->seq = seq;
 	p->status = status;
 	p->reply = reply;
+	p->len = len;
 	p->end = end;
 	p->end_as = as;
 	snprintf(p->end_reason, sizeof(p->end_reason), "%s", why ? why : "");
@@ -149,17 +176,18 @@ void durable_park(struct durable_run *du, struct harness_conn *c, uint64_t seq, 
 	journal_syncer_request(d->syncer, du->j);
 }
 
-void durable_forget_conn(struct durable *d, struct harness_conn *c)
+void durable_forget_peer(struct durable *d, void *peer)
 {
 	for (struct pending *p = d->pending; p; p = p->next)
-		if (p->c == c)
-			p->c = NULL;
+		if (p->peer == peer)
+			p->peer = NULL;
 }
 
 /* Sends p's answer if its record is durable (or can never be); true when done. */
 static bool pending_try(struct pending *p)
 {
 	struct durable_run *du = p->du;
+	struct durable *d = du->d;
 	int serr = journal_sync_error(du->j);
 
 	if (!serr && journal_durable_seq(du->j) < p->seq)
@@ -169,16 +197,15 @@ static bool pending_try(struct pending *p)
 
 		snprintf(why, sizeof(why), "journal %s: sync failed: %s: the run cannot continue safely",
 			 journal_path(du->j), strerror(-serr));
-		if (p->c)
-			harness_reply(p->c, 500, json_pack("{s:s}", "error", why));
-		json_decref(p->reply);
+		if (p->peer)
+			durable_reply_error(d, p->peer, 500, "journal", why);
+		free(p->reply);
 		run_end(du->r, RUN_FAILED, why);
 		return true;
 	}
-	if (p->c)
-		harness_reply(p->c, p->status, p->reply);
-	else
-		json_decref(p->reply);
+	if (p->peer)
+		d->tp->reply(d->tp_arg, p->peer, p->status, p->reply, p->len);
+	free(p->reply);
 	if (p->end)
 		run_end(du->r, p->end_as, p->end_reason);
 	return true;
@@ -222,7 +249,7 @@ static int replay_cb(void *arg, const struct journal_record *rec)
 {
 	struct durable_run *du = arg;
 	struct lerr e = { 0 };
-	int err = harness_state_apply_raw(&du->st, rec->type, rec->payload, rec->len, &e);
+	int err = harness_state_apply(&du->st, rec->type, rec->payload, rec->len, rec->offset, &e);
 
 	if (err < 0)
 		log_error("run %s: journal record %llu: %s", run_id(du->r), (unsigned long long)rec->seq, e.msg);
@@ -267,11 +294,11 @@ static int du_listen(struct durable *d, struct durable_run *du, struct lerr *e)
 {
 	int err;
 
-	if (du->srv)
+	if (du->listener)
 		return 0;
 	if ((err = util_mkdir_p(du->dir, 0755)) < 0)
 		return lerr_set(e, err, "harness: socket directory %s: %s", du->dir, strerror(-err));
-	return harness_listen(d->loop, du->sock, &durable_harness_ops, du, &du->srv, e);
+	return d->tp->listen(d->tp_arg, du, du->sock, &du->listener, e);
 }
 
 /* ---- the run hooks ---- */
@@ -296,7 +323,7 @@ static int on_admitted(void *arg, struct run *r, json_t *input, struct lerr *e)
 	rec = json_pack("{s:s, s:s, s:O, s:O, s:I}", "run_id", run_id(r), "instance_id", run_instance_id(r),
 			"spec", s->json ? s->json : json_null(), "input", input ? input : json_null(),
 			"created", (json_int_t)run_created(r));
-	err = durable_append(du, JOURNAL_RUN_STARTED, rec, NULL, e);
+	err = append_json(du, JOURNAL_RUN_STARTED, rec, e);
 	json_decref(rec);
 	if (err < 0 || (err = journal_sync(du->j, e)) < 0) {
 		du_free(du);
@@ -327,7 +354,7 @@ static int on_resumed(void *arg, struct run *r, struct lerr *e)
 			"workload died with lanternd", "completed_steps", (json_int_t)du->st.steps_completed);
 	if (s)
 		json_object_set_new(rec, "in_flight", json_string(s->id));
-	err = durable_append(du, JOURNAL_RUN_RESUMED, rec, NULL, e);
+	err = append_json(du, JOURNAL_RUN_RESUMED, rec, e);
 	json_decref(rec);
 	if (err < 0 || (err = journal_sync(du->j, e)) < 0)
 		return err;
@@ -350,7 +377,7 @@ static void on_env(void *arg, struct run *r, struct run_env *env)
 	struct durable *d = arg;
 	struct durable_run *du = du_of(d, r);
 
-	if (!du || !du->srv)
+	if (!du || !du->listener)
 		return;
 	run_env_set_path(env, "LANTERN_HARNESS_SOCKET", du->dir, "/run/lantern/harness", "harness.sock",
 			 false);
@@ -382,12 +409,48 @@ static bool on_can_resume(void *arg, struct run *r)
 }
 
 /* The run's end in its journal (with its cost), durable, before anyone is told. */
+/* The run_completed record: how the run ended, its output (the bytes of the last
+ * output_set record, read back from the journal), its steps, tokens and cost. */
+static void append_completed(struct durable *d, struct durable_run *du, struct run *r)
+{
+	char *cost = NULL, *out_rec = NULL, *text;
+	const char *output = NULL;
+	struct json_text t;
+	size_t n, olen = 0;
+	struct lerr e = { 0 };
+	json_t *cj = meter_run_cost(d->meter, r);
+
+	cost = cj ? json_dumps(cj, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+	json_decref(cj);
+	if (du->st.output_off && journal_read(du->j, du->st.output_off, NULL, &out_rec, &n, &e) == 0)
+		output = harness_record_member(out_rec, n, "output", &olen);
+	else if (du->st.output_off)
+		log_error("run %s: its output is not in the end record: %s", run_id(r), e.msg);
+	json_text_open(&t);
+	json_text_raw(&t, "cost", cost ? cost : "{}", cost ? strlen(cost) : 2);
+	json_text_real(&t, "cost_usd", meter_tally_usd(meter_prices(d->meter), &du->st.tally));
+	json_text_int(&t, "exit_code", run_exit_code(r));
+	if (output)
+		json_text_raw(&t, "output", output, olen);
+	if (run_reason(r)[0])
+		json_text_str(&t, "reason", run_reason(r));
+	json_text_str(&t, "status", run_status_name(run_status(r)));
+	json_text_uint(&t, "steps_completed", du->st.steps_completed);
+	json_text_uint(&t, "tokens", du->st.tally.total & INT64_MAX);
+	text = json_text_take(&t, &n);
+	e.msg[0] = '\0';
+	if (durable_append(du, JOURNAL_RUN_COMPLETED, text, n, NULL, &e) < 0 || journal_sync(du->j, &e) < 0)
+		log_error("run %s: %s", run_id(r), e.msg);
+	free(text);
+	free(out_rec);
+	free(cost);
+}
+
 static void on_ended(void *arg, struct run *r)
 {
 	struct durable *d = arg;
 	struct durable_run *du;
 	struct lerr e = { 0 };
-	json_t *rec;
 
 	if (!du_of(d, r) && du_open(d, r, &e) < 0) {
 		if (e.msg[0] && !strstr(e.msg, "no journal"))
@@ -400,22 +463,8 @@ static void on_ended(void *arg, struct run *r)
 		log_error("run %s: %s", run_id(r), e.msg);
 	flush_pending(d, du);
 	drop_pending(d, du);
-	if (!du->st.end) {
-		rec = json_pack("{s:s, s:i}", "status", run_status_name(run_status(r)), "exit_code",
-				run_exit_code(r));
-		if (run_reason(r)[0])
-			json_object_set_new(rec, "reason", json_string(run_reason(r)));
-		if (du->st.output)
-			json_object_set(rec, "output", du->st.output);
-		json_object_set_new(rec, "steps_completed", json_integer((json_int_t)du->st.steps_completed));
-		json_object_set_new(rec, "tokens", json_integer((json_int_t)(du->st.tally.total & INT64_MAX)));
-		json_object_set_new(rec, "cost_usd", json_real(meter_tally_usd(meter_prices(d->meter),
-									       &du->st.tally)));
-		json_object_set_new(rec, "cost", meter_run_cost(d->meter, r));
-		if (durable_append(du, JOURNAL_RUN_COMPLETED, rec, NULL, &e) < 0 || journal_sync(du->j, &e) < 0)
-			log_error("run %s: %s", run_id(r), e.msg);
-		json_decref(rec);
-	}
+	if (!du->st.end)
+		append_completed(d, du, r);
 	/* nobody reconnects to a run that ended */
 	unlink(du->sock);
 	du_free(du);
@@ -450,6 +499,12 @@ int durable_subscribe(struct durable *d, struct runs *t, struct lerr *e)
 	return 0;
 }
 
+void durable_set_transport(struct durable *d, const struct durable_transport *tp, void *arg)
+{
+	d->tp = tp;
+	d->tp_arg = arg;
+}
+
 json_t *durable_journal_json(struct durable *d, struct run *r)
 {
 	char path[PATH_MAX + 16];
@@ -470,6 +525,7 @@ int durable_open(struct loop *l, const struct durable_opts *o, struct meter *m, 
 	d->loop = l;
 	d->o = *o;
 	d->meter = m;
+	d->tp = &durable_local_transport;
 	snprintf(d->cli, sizeof(d->cli), "%s", o->cli ? o->cli : "");
 	if (crash && *crash) {
 		d->crash_at = strtol(crash, NULL, 10);

@@ -1,6 +1,6 @@
 /* durable_internal.h: the durable subscriber's state, shared by durable.c (journals,
- * answers parked until their record is durable, replay, resume, the run hooks) and
- * api.c (the harness API's calls). */
+ * answers parked until their record is durable, replay, resume, the run hooks), api.c
+ * (the harness API's calls, typed) and local.c (the in-process transport). */
 #ifndef LANTERN_DURABLE_INTERNAL_H
 #define LANTERN_DURABLE_INTERNAL_H
 
@@ -12,6 +12,8 @@
 struct pending;
 
 struct durable {
+	const struct durable_transport *tp;
+	void *tp_arg;
 	struct loop *loop;
 	struct durable_opts o;
 	char cli[PATH_MAX];
@@ -30,7 +32,7 @@ struct durable_run {
 	struct durable *d;
 	struct run *r;
 	struct journal *j;
-	struct harness_server *srv;
+	void *listener;            /* the transport's, while the socket is served */
 	struct harness_state st;
 	struct harness_limits lim;
 	char dir[PATH_MAX];        /* the socket's directory, RUN/harness */
@@ -38,16 +40,16 @@ struct durable_run {
 };
 
 /* durable.c */
-int durable_append(struct durable_run *du, unsigned type, json_t *rec, uint64_t *seq, struct lerr *e);
-/* Answers c with status and reply once the journal is durable up to seq; then, if
- * end, ends the run as `as`. */
-void durable_park(struct durable_run *du, struct harness_conn *c, uint64_t seq, int status,
-		  json_t *reply, bool end, enum run_status as, const char *why);
+int durable_append(struct durable_run *du, unsigned type, const char *rec, size_t len, uint64_t *seq,
+		   struct lerr *e);
+/* Answers peer with status and reply (JSON text, taken) once the journal is durable up
+ * to seq; then, if end, ends the run as `as`. */
+void durable_park(struct durable_run *du, void *peer, uint64_t seq, int status, char *reply,
+		  size_t len, bool end, enum run_status as, const char *why);
+/* An answer now: {"error":code,"reason":reason}. */
+void durable_reply_error(struct durable *d, void *peer, int status, const char *code, const char *reason);
 
-/* Parked answers for c are dropped when due (the caller went away). */
-void durable_forget_conn(struct durable *d, struct harness_conn *c);
-
-/* api.c */
-extern const struct harness_ops durable_harness_ops;
+/* local.c: the harness API served in lanternd's own process (no lantern-wire). */
+extern const struct durable_transport durable_local_transport;
 
 #endif

@@ -200,7 +200,7 @@ static int open_dns(struct egress_run *er, uint16_t port, struct lerr *e)
 	if (!eg->have_upstream)
 		return lerr_set(e, ENOENT, "spawn: refused: hostname egress rules need a DNS upstream "
 				"(--dns-upstream or a nameserver in /etc/resolv.conf)");
-	return dns_server_open(eg->loop, &eg->upstream, port, &egress_dns_callbacks, er, &er->dns, e);
+	return eg->dns->open(eg->dns_arg, &eg->upstream, port, &egress_dns_callbacks, er, &er->dns, e);
 }
 
 /* ---- the run hooks ---- */
@@ -210,7 +210,7 @@ static void er_free(struct egress_run *er)
 	if (!er)
 		return;
 	if (er->dns)
-		dns_server_close(er->dns);
+		er->eg->dns->close(er->eg->dns_arg, er->dns);
 	policy_free(er->policy);
 	free(er);
 }
@@ -258,13 +258,13 @@ static int on_prepared(void *arg, struct run *r, struct lerr *e)
 				"instance's network, which has no IPv4 gateway address");
 	if ((err = open_dns(er, 0, e)) < 0)
 		return err;
-	if ((err = lbpf_instance_set(eg->bpf, run_cgid(r), er->policy, er->dns ? dns_server_port(er->dns) : 0,
+	if ((err = lbpf_instance_set(eg->bpf, run_cgid(r), er->policy, er->dns ? eg->dns->port(eg->dns_arg, er->dns) : 0,
 				     NULL, 0, e)) < 0)
 		return err;
 	/* recorded even without hostname rules: a policy update that brings some opens
 	 * its proxy there too */
 	if (ip4) {
-		if (er->dns && (err = dns_server_listen_ip4(er->dns, ip4, e)) < 0)
+		if (er->dns && (err = eg->dns->listen_ip4(eg->dns_arg, er->dns, ip4, e)) < 0)
 			return err;
 		if ((err = lbpf_instance_set_dns_ip4(eg->bpf, run_cgid(r), ip4, e)) < 0)
 			return err;
@@ -281,7 +281,7 @@ static void on_released(void *arg, struct run *r)
 	if (run_cgid(r))
 		lbpf_instance_remove(eg->bpf, run_cgid(r));
 	if (er && er->dns) {
-		dns_server_close(er->dns);
+		eg->dns->close(eg->dns_arg, er->dns);
 		er->dns = NULL;
 	}
 }
@@ -332,11 +332,11 @@ static int on_adopted(void *arg, struct run *r, struct lerr *e)
 		/* the old port is taken: a new one, and the kernel redirects there */
 		e->msg[0] = '\0';
 		if (open_dns(er, 0, e) < 0 ||
-		    lbpf_instance_set(eg->bpf, run_cgid(r), er->policy, dns_server_port(er->dns), NULL, 0, e) < 0)
+		    lbpf_instance_set(eg->bpf, run_cgid(r), er->policy, eg->dns->port(eg->dns_arg, er->dns), NULL, 0, e) < 0)
 			log_error("run %s: DNS proxy not restored: %s", run_id(r), e->msg);
 	}
 	/* an OCI spawn's DNS goes to the bridge's address: the proxy listens there too */
-	if (er->dns && inst.dns_redirect_ip4 && dns_server_listen_ip4(er->dns, inst.dns_redirect_ip4, e) < 0)
+	if (er->dns && inst.dns_redirect_ip4 && eg->dns->listen_ip4(eg->dns_arg, er->dns, inst.dns_redirect_ip4, e) < 0)
 		log_error("run %s: DNS proxy not restored on the bridge: %s", run_id(r), e->msg);
 	e->msg[0] = '\0';
 	return 0;
@@ -435,6 +435,8 @@ int egress_open(struct loop *l, const struct egress_opts *o, struct egress **out
 	if (!eg)
 		return lerr_set(e, ENOMEM, "egress: out of memory");
 	eg->loop = l;
+	eg->dns = o->dns ? o->dns : &dns_local_proxy;
+	eg->dns_arg = o->dns ? o->dns_arg : l;
 	eg->dns_ttl_floor = o->dns_ttl_floor;
 	if ((err = lbpf_open(&lo, &eg->bpf, &adopted, e)) < 0) {
 		free(eg);

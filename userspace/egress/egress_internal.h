@@ -11,6 +11,8 @@
 
 struct egress {
 	struct loop *loop;
+	const struct dns_proxy_ops *dns;   /* where DNS proxies are served */
+	void *dns_arg;
 	struct lbpf *bpf;
 	struct dns_upstream upstream;
 	bool have_upstream;
@@ -25,7 +27,7 @@ struct egress_run {
 	struct egress *eg;
 	struct run *r;
 	struct policy *policy;
-	struct dns_server *dns;
+	void *dns;                  /* its proxy, through egress.dns */
 	uint64_t dns_denied;
 };
 

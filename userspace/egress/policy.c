@@ -80,7 +80,7 @@ int egress_update(struct egress *eg, struct run *r, const char *file, const char
 	struct policy *np = NULL;
 	struct policy_entry *extra = NULL;
 	size_t nextra = 0, nrules;
-	struct dns_server *new_dns = NULL;
+	void *new_dns = NULL;
 	struct lantern_instance cur;
 	char path[PATH_MAX + 16];
 	int err;
@@ -105,11 +105,11 @@ int egress_update(struct egress *eg, struct run *r, const char *file, const char
 			err = lerr_set(e, ENOENT, "egress: hostname rules need a DNS upstream");
 			goto out;
 		}
-		if ((err = dns_server_open(eg->loop, &eg->upstream, 0, &egress_dns_callbacks, er, &new_dns, e)) < 0)
+		if ((err = eg->dns->open(eg->dns_arg, &eg->upstream, 0, &egress_dns_callbacks, er, &new_dns, e)) < 0)
 			goto out;
 		/* an OCI spawn's DNS goes to the bridge's address: listen there too */
 		if (lbpf_instance_get(eg->bpf, run_cgid(r), &cur) == 0 && cur.dns_redirect_ip4 &&
-		    (err = dns_server_listen_ip4(new_dns, cur.dns_redirect_ip4, e)) < 0)
+		    (err = eg->dns->listen_ip4(eg->dns_arg, new_dns, cur.dns_redirect_ip4, e)) < 0)
 			goto out;
 	}
 	if ((err = carry_learned(er, np, &extra, &nextra)) < 0) {
@@ -117,7 +117,7 @@ int egress_update(struct egress *eg, struct run *r, const char *file, const char
 		goto out;
 	}
 	err = lbpf_instance_set(eg->bpf, run_cgid(r), np,
-				new_dns ? dns_server_port(new_dns) : er->dns ? dns_server_port(er->dns) : 0,
+				new_dns ? eg->dns->port(eg->dns_arg, new_dns) : er->dns ? eg->dns->port(eg->dns_arg, er->dns) : 0,
 				extra, nextra, e);
 	if (err < 0)
 		goto out;
@@ -136,7 +136,7 @@ int egress_update(struct egress *eg, struct run *r, const char *file, const char
 		 run_id(r), file, nrules, nextra);
 out:
 	if (new_dns)
-		dns_server_close(new_dns);
+		eg->dns->close(eg->dns_arg, new_dns);
 	free(extra);
 	policy_free(np);
 	spec_free(s);

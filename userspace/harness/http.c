@@ -26,16 +26,29 @@
  * body of at most 8 MiB but is re-encoded by jansson (a real like 0.1 comes back with 17
  * digits), so it may have grown; past this the connection is dropped. */
 #define HTTP_OUT_MAX (8 * HARNESS_MAX_BODY)
+/* What one request may occupy on the way in: headers, the largest body, and the room a
+ * read needs. */
+#define HTTP_IN_MAX (HARNESS_MAX_BODY + HTTP_MAX_HEADER + 2 * 65536)
+/* Connections one run's socket serves at once; more are closed at accept. With the caps
+ * above this bounds what one run's workload can make the server hold. */
+#define HTTP_MAX_CONNS 16
+/* A connection with nothing in flight and nothing said for this long is closed (a
+ * client reconnects; keep-alive is a convenience, not a promise). */
+#define HTTP_IDLE_MS 120000
 
 struct harness_conn {
 	struct harness_server *s;
+	uint64_t id;             /* unique in this process: a reply that comes late finds it */
+	pid_t pid;               /* the caller, as SO_PEERCRED said at accept */
 	int fd;
 	char *in;
 	size_t in_off, in_len, in_cap; /* in[in_off, in_len) is received, not yet parsed */
 	bool busy;               /* a request is waiting for its reply */
 	bool parsing;            /* conn_parse is on the stack */
 	bool close_after;        /* Connection: close, or a protocol error */
+	bool eof;                /* the client half-closed: answer what it sent, then close */
 	bool dead;
+	uint64_t idle_timer;
 	char *refused;           /* why the caller may not use this socket, answered (403)
 				  * to its first request: a reply before the request is read
 				  * can be lost to the reset the client's write then meets */
@@ -50,7 +63,10 @@ struct harness_server {
 	const struct harness_ops *ops;
 	void *arg;
 	struct harness_conn *conns;
+	unsigned nconns;
 };
+
+static uint64_t next_conn_id;
 
 static void conn_free(struct harness_conn *c, bool notify)
 {
@@ -60,11 +76,14 @@ static void conn_free(struct harness_conn *c, bool notify)
 		s->ops->closed(s->arg, c);
 	if (c->reap_timer)
 		loop_timer_cancel(s->loop, c->reap_timer);
+	if (c->idle_timer)
+		loop_timer_cancel(s->loop, c->idle_timer);
 	loop_del(s->loop, c->fd);
 	close(c->fd);
 	for (struct harness_conn **pp = &s->conns; *pp; pp = &(*pp)->next)
 		if (*pp == c) {
 			*pp = c->next;
+			s->nconns--;
 			break;
 		}
 	free(c->in);
@@ -94,16 +113,38 @@ static bool conn_paused(const struct harness_conn *c)
 	return util_wqueue_len(&c->out) > HTTP_OUT_PAUSE;
 }
 
+static bool conn_has_request(const struct harness_conn *c);
+
 static void conn_flush(struct harness_conn *c)
 {
 	int left = util_wqueue_flush(&c->out, c->fd);
 
-	if (left < 0 || (!left && c->close_after && !c->busy)) {
+	if (left < 0 || (!left && !c->busy && (c->close_after || (c->eof && !conn_has_request(c))))) {
 		conn_kill(c);
 		return;
 	}
-	/* paused, the client's further requests wait in the socket */
-	loop_mod(c->s->loop, c->fd, (conn_paused(c) ? 0 : EPOLLIN) | (left ? EPOLLOUT : 0));
+	/* paused, the client's further requests wait in the socket; after its EOF there is
+	 * nothing to wait for */
+	loop_mod(c->s->loop, c->fd, (conn_paused(c) || c->eof ? 0 : EPOLLIN) | (left ? EPOLLOUT : 0));
+}
+
+static void on_idle(struct loop *l, void *arg)
+{
+	struct harness_conn *c = arg;
+
+	c->idle_timer = 0;
+	if (c->busy || util_wqueue_len(&c->out)) {
+		c->idle_timer = loop_timer_add(l, HTTP_IDLE_MS, on_idle, c);
+		return;
+	}
+	conn_kill(c);
+}
+
+static void conn_active(struct harness_conn *c)
+{
+	if (c->idle_timer)
+		loop_timer_cancel(c->s->loop, c->idle_timer);
+	c->idle_timer = loop_timer_add(c->s->loop, HTTP_IDLE_MS, on_idle, c);
 }
 
 static const char *status_text(int status)
@@ -126,17 +167,17 @@ static const char *status_text(int status)
 
 static void conn_parse(struct harness_conn *c);
 
-void harness_reply(struct harness_conn *c, int status, json_t *body)
+void harness_reply(struct harness_conn *c, int status, const char *json, size_t blen)
 {
-	char *js = json_dumps(body, JSON_COMPACT | JSON_SORT_KEYS);
 	char head[256];
-	size_t blen = js ? strlen(js) : 2, hlen;
+	size_t hlen;
 	int err;
 
-	json_decref(body);
-	if (c->dead) {
-		free(js);
+	if (c->dead)
 		return;
+	if (!json) {
+		json = "{}";
+		blen = 2;
 	}
 	hlen = (size_t)snprintf(head, sizeof(head),
 				"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
@@ -144,9 +185,8 @@ void harness_reply(struct harness_conn *c, int status, json_t *body)
 				status, status_text(status), blen + 1,
 				c->close_after ? "Connection: close\r\n" : "");
 	err = util_wqueue_appendv(&c->out, (struct iovec[]){ { head, hlen },
-							      { js ? js : "{}", blen },
+							      { (void *)json, blen },
 							      { "\n", 1 } }, 3);
-	free(js);
 	if (err < 0) {
 		log_warn("harness: connection dropped: a %zu-byte reply does not fit its queue "
 			 "(%zu bytes unsent, %u at most): %s", hlen + blen + 1,
@@ -163,16 +203,28 @@ void harness_reply(struct harness_conn *c, int status, json_t *body)
 
 static void reply_error(struct harness_conn *c, int status, const char *msg)
 {
+	struct json_text t;
+	size_t n;
+	char *body;
+
 	c->close_after = true;
 	c->busy = true;
-	harness_reply(c, status, json_pack("{s:s}", "error", msg));
+	json_text_open(&t);
+	json_text_str(&t, "error", msg);
+	body = json_text_take(&t, &n);
+	harness_reply(c, status, body, body ? n : 0);
+	free(body);
 }
 
-/* Value of header name in [h, end), or NULL; *len gets its length. */
-static const char *header_value(const char *h, const char *end, const char *name, size_t *len)
+/* Value of header name in [h, end), or NULL; *len gets its length, *count how many
+ * times the header appears (a second Content-Length is how requests get smuggled). */
+static const char *header_find(const char *h, const char *end, const char *name, size_t *len,
+			       unsigned *count)
 {
 	size_t nl = strlen(name);
+	const char *found = NULL;
 
+	*count = 0;
 	for (const char *p = h; p < end;) {
 		const char *eol = memmem(p, (size_t)(end - p), "\r\n", 2);
 		if (!eol)
@@ -181,12 +233,28 @@ static const char *header_value(const char *h, const char *end, const char *name
 			const char *v = p + nl + 1;
 			while (v < eol && (*v == ' ' || *v == '\t'))
 				v++;
-			*len = (size_t)(eol - v);
-			return v;
+			if (!found) {
+				*len = (size_t)(eol - v);
+				found = v;
+			}
+			(*count)++;
 		}
 		p = eol + 2;
 	}
-	return NULL;
+	return found;
+}
+
+static const char *header_value(const char *h, const char *end, const char *name, size_t *len)
+{
+	unsigned n;
+
+	return header_find(h, end, name, len, &n);
+}
+
+/* Something of a request is buffered (answered before an EOF closes the connection). */
+static bool conn_has_request(const struct harness_conn *c)
+{
+	return c->in_len > c->in_off;
 }
 
 /* Hands over the request at the head of c->in, if it is complete. Returns true if one
@@ -196,6 +264,7 @@ static bool conn_parse_one(struct harness_conn *c)
 	struct harness_request rq = { 0 };
 	const char *in = c->in + c->in_off, *hend, *line_end, *v;
 	size_t in_len = c->in_len - c->in_off, hlen, vlen, clen = 0, total;
+	unsigned nclen;
 	char version[16];
 
 	if (!in_len)
@@ -204,6 +273,8 @@ static bool conn_parse_one(struct harness_conn *c)
 	if (!hend) {
 		if (in_len > HTTP_MAX_HEADER)
 			reply_error(c, 413, "request headers too large");
+		else if (c->eof)
+			c->in_off = c->in_len = 0; /* cut short by the client's EOF: nothing to answer */
 		return false;
 	}
 	hlen = (size_t)(hend - in) + 4;
@@ -224,29 +295,40 @@ static bool conn_parse_one(struct harness_conn *c)
 		reply_error(c, 411, "chunked bodies are not supported: send Content-Length");
 		return true;
 	}
-	if ((v = header_value(line_end + 2, hend + 2, "Content-Length", &vlen))) {
-		char num[24];
-		char *endp;
-
-		snprintf(num, sizeof(num), "%.*s", (int)(vlen < 23 ? vlen : 23), v);
-		clen = strtoul(num, &endp, 10);
-		if (endp == num || *endp) {
-			reply_error(c, 400, "bad Content-Length");
+	if ((v = header_find(line_end + 2, hend + 2, "Content-Length", &vlen, &nclen))) {
+		/* digits only (no sign, no spaces, no second value), and once */
+		while (vlen && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t'))
+			vlen--;
+		if (nclen > 1 || !vlen || vlen > 12) {
+			reply_error(c, nclen > 1 ? 400 : vlen > 12 ? 413 : 400,
+				    nclen > 1 ? "more than one Content-Length" : "bad Content-Length");
 			return true;
+		}
+		for (size_t i = 0; i < vlen; i++) {
+			if (v[i] < '0' || v[i] > '9') {
+				reply_error(c, 400, "bad Content-Length");
+				return true;
+			}
+			clen = clen * 10 + (size_t)(v[i] - '0');
 		}
 	}
 	if (clen > HARNESS_MAX_BODY) {
 		reply_error(c, 413, "request body too large (8 MiB at most)");
 		return true;
 	}
+	total = hlen + clen;
+	if (in_len < total) {
+		if (c->eof)
+			c->in_off = c->in_len = 0;
+		return false;
+	}
+	/* only a whole request may say the connection ends after it: its body is still
+	 * to come otherwise */
 	if ((v = header_value(line_end + 2, hend + 2, "Connection", &vlen)) && vlen == 5 &&
 	    !strncasecmp(v, "close", 5))
 		c->close_after = true;
 	if (!strcmp(version, "HTTP/1.0"))
 		c->close_after = true;
-	total = hlen + clen;
-	if (in_len < total)
-		return false;
 	/* The request leaves the buffer before it is handled: once a reply sent from
 	 * inside the handler frees the connection, conn_parse's loop finds the next one. */
 	char *body = malloc(clen + 1);
@@ -320,7 +402,11 @@ static void on_conn(struct loop *l, int fd, uint32_t events, void *arg)
 				size_t cap = c->in_cap ? c->in_cap * 2 : 65536 * 2;
 				char *ni;
 
-				if (cap > HARNESS_MAX_BODY + HTTP_MAX_HEADER + 65536 * 2) {
+				/* up to the bound exactly, so a body of 8 MiB fits (doubling alone
+				 * overshoots it) */
+				if (cap > HTTP_IN_MAX)
+					cap = HTTP_IN_MAX;
+				if (cap <= c->in_cap) {
 					reply_error(c, 413, "request too large");
 					return;
 				}
@@ -336,13 +422,21 @@ static void on_conn(struct loop *l, int fd, uint32_t events, void *arg)
 				continue;
 			if (n < 0 && errno == EAGAIN)
 				break;
-			if (n <= 0) {
+			if (n == 0) {
+				/* requests that came with the EOF are still answered */
+				c->eof = true;
+				break;
+			}
+			if (n < 0) {
 				conn_kill(c);
 				return;
 			}
 			c->in_len += (size_t)n;
 		}
+		conn_active(c);
 		conn_parse(c);
+		if (!c->dead)
+			conn_flush(c);
 	}
 }
 
@@ -359,12 +453,13 @@ static void on_accept(struct loop *l, int lfd, uint32_t events, void *arg)
 
 		if (fd < 0)
 			return;
-		c = calloc(1, sizeof(*c));
+		c = s->nconns < HTTP_MAX_CONNS ? calloc(1, sizeof(*c)) : NULL;
 		if (!c) {
 			close(fd);
 			continue;
 		}
 		c->s = s;
+		c->id = ++next_conn_id;
 		c->fd = fd;
 		util_wqueue_init(&c->out, HTTP_OUT_MAX);
 		if (loop_add(s->loop, fd, EPOLLIN, on_conn, c) < 0) {
@@ -374,64 +469,101 @@ static void on_accept(struct loop *l, int lfd, uint32_t events, void *arg)
 		}
 		c->next = s->conns;
 		s->conns = c;
-		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 ||
-		    (s->ops->accept && !s->ops->accept(s->arg, cred.pid, why, sizeof(why))))
+		s->nconns++;
+		conn_active(c);
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0)
+			c->pid = cred.pid;
+		if (!c->pid || (s->ops->accept && !s->ops->accept(s->arg, c->pid, why, sizeof(why))))
 			c->refused = strdup(why[0] ? why : "harness: caller not identified");
 	}
+}
+
+int harness_bind(const char *path, struct lerr *e)
+{
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	mode_t old;
+	int fd, err;
+
+	/* bound under a temporary name and renamed over the old socket: a reconnecting
+	 * workload finds either the old file or the new, never none */
+	if ((size_t)snprintf(a.sun_path, sizeof(a.sun_path), "%s.new", path) >= sizeof(a.sun_path))
+		return lerr_set(e, ENAMETOOLONG, "harness: socket path %s is too long", path);
+	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0)) < 0)
+		return lerr_set(e, errno, "harness: socket: %s", strerror(errno));
+	unlink(a.sun_path);
+	/* any user may connect (0666): the image's user need not be root, and who may use
+	 * the socket is the accept check's to say (the caller's cgroup) */
+	old = umask(0111);
+	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || rename(a.sun_path, path) < 0) {
+		err = lerr_set(e, errno, "harness: bind %s: %s", path, strerror(errno));
+		umask(old);
+		unlink(a.sun_path);
+		close(fd);
+		return err;
+	}
+	umask(old);
+	if (listen(fd, 64) < 0) {
+		err = lerr_set(e, errno, "harness: listen %s: %s", path, strerror(errno));
+		close(fd);
+		return err;
+	}
+	return fd;
+}
+
+int harness_serve(struct loop *l, int fd, const struct harness_ops *ops, void *arg,
+		  struct harness_server **out, struct lerr *e)
+{
+	struct harness_server *s = calloc(1, sizeof(*s));
+	int err;
+
+	if (!s) {
+		close(fd);
+		return lerr_set(e, ENOMEM, "harness: out of memory");
+	}
+	s->loop = l;
+	s->ops = ops;
+	s->arg = arg;
+	s->fd = fd;
+	if ((err = loop_add(l, fd, EPOLLIN, on_accept, s)) < 0) {
+		lerr_set(e, err, "harness: watching its socket: %s", strerror(-err));
+		close(fd);
+		free(s);
+		return err;
+	}
+	*out = s;
+	return 0;
 }
 
 int harness_listen(struct loop *l, const char *path, const struct harness_ops *ops, void *arg,
 		   struct harness_server **out, struct lerr *e)
 {
-	struct sockaddr_un a = { .sun_family = AF_UNIX };
-	struct harness_server *s;
-	mode_t old;
-	int err;
+	int fd = harness_bind(path, e);
 
-	if (strlen(path) >= sizeof(a.sun_path))
-		return lerr_set(e, ENAMETOOLONG, "harness: socket path %s is longer than %zu bytes",
-				path, sizeof(a.sun_path) - 1);
-	s = calloc(1, sizeof(*s));
-	if (!s)
-		return lerr_set(e, ENOMEM, "harness: out of memory");
-	s->loop = l;
-	s->ops = ops;
-	s->arg = arg;
-	/* bound under a temporary name and renamed over the old socket: a reconnecting
-	 * workload finds either the old file or the new, never none */
-	if ((size_t)snprintf(a.sun_path, sizeof(a.sun_path), "%s.new", path) >= sizeof(a.sun_path)) {
-		free(s);
-		return lerr_set(e, ENAMETOOLONG, "harness: socket path %s is too long", path);
-	}
-	s->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (s->fd < 0) {
-		err = lerr_set(e, errno, "harness: socket: %s", strerror(errno));
-		free(s);
-		return err;
-	}
-	unlink(a.sun_path);
-	old = umask(0077);
-	if (bind(s->fd, (struct sockaddr *)&a, sizeof(a)) < 0 || rename(a.sun_path, path) < 0) {
-		err = lerr_set(e, errno, "harness: bind %s: %s", path, strerror(errno));
-		umask(old);
-		unlink(a.sun_path);
-		goto fail;
-	}
-	umask(old);
-	if (listen(s->fd, 64) < 0) {
-		err = lerr_set(e, errno, "harness: listen %s: %s", path, strerror(errno));
-		goto fail;
-	}
-	if ((err = loop_add(l, s->fd, EPOLLIN, on_accept, s)) < 0) {
-		lerr_set(e, err, "harness: watching %s: %s", path, strerror(-err));
-		goto fail;
-	}
-	*out = s;
-	return 0;
-fail:
-	close(s->fd);
-	free(s);
-	return err;
+	return fd < 0 ? fd : harness_serve(l, fd, ops, arg, out, e);
+}
+
+uint64_t harness_conn_id(const struct harness_conn *c)
+{
+	return c->id;
+}
+
+pid_t harness_conn_pid(const struct harness_conn *c)
+{
+	return c->pid;
+}
+
+struct harness_conn *harness_conn_find(struct harness_server *s, uint64_t id)
+{
+	for (struct harness_conn *c = s->conns; c; c = c->next)
+		if (c->id == id && !c->dead)
+			return c;
+	return NULL;
+}
+
+void harness_reply_close(struct harness_conn *c, int status, const char *json, size_t len)
+{
+	c->close_after = true;
+	harness_reply(c, status, json, len);
 }
 
 void harness_server_close(struct harness_server *s)

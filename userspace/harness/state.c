@@ -1,17 +1,12 @@
 /* state.c: a run's steps as the journal says they are, and the harness decisions on
  * them. The state changes only in harness_state_apply, from a journal record, so a
- * replay after a crash and the live run reach the same state by the same code.
+ * replay after a crash and the live run reach the same state by the same code; records
+ * are read by record.c's scanner, which picks the few fields the state needs and skips
+ * the rest (a step's result, the run's input and output stay in the journal, at the
+ * offset the state keeps).
  *
  * Steps are kept in a hash table by step_id; input digests in a second one, counting
- * how often each proceeded (the loop guard).
- *
- * Replay speed: a resumed run replays every record, and building a JSON tree for
- * each (jansson) costs more than reading and verifying the whole file. So the two
- * records a run has thousands of, step_started and step_completed, are read by a
- * small scanner that picks the few fields the state needs and keeps the rest as
- * text, parsed only if that step is replayed to the workload. Anything the scanner
- * does not expect (escapes in a string it needs, a malformed value) falls back to
- * the full parser, so both paths give the same state. */
+ * how often each proceeded (the loop guard). */
 #include <errno.h>
 #include <stdarg.h>
 #include <inttypes.h>
@@ -22,6 +17,7 @@
 
 #include <sodium.h>
 
+#include "record.h"
 #include "lantern/harness.h"
 #include "lantern/journal.h"
 
@@ -50,8 +46,7 @@ void harness_state_free(struct harness_state *st)
 	for (size_t i = 0; i < st->nbuckets; i++)
 		for (struct harness_step *s = st->buckets[i], *n; s; s = n) {
 			n = s->next;
-			json_decref(s->record);
-			free(s->raw);
+			free(s->error);
 			free(s->id);
 			free(s);
 		}
@@ -63,10 +58,6 @@ void harness_state_free(struct harness_state *st)
 		}
 	free(st->buckets);
 	free(st->dbuckets);
-	json_decref(st->input);
-	json_decref(st->spec);
-	json_decref(st->output);
-	json_decref(st->end);
 	memset(st, 0, sizeof(*st));
 }
 
@@ -176,13 +167,6 @@ static int digest_bump(struct harness_state *st, const char *dg)
 	return 0;
 }
 
-static void replace(json_t **slot, json_t *v)
-{
-	json_incref(v);
-	json_decref(*slot);
-	*slot = v;
-}
-
 static int apply_started(struct harness_state *st, const char *id, const char *kind,
 			 uint32_t attempt, const char *dg, bool reissued, struct lerr *e)
 {
@@ -217,294 +201,114 @@ static int apply_completed(struct harness_state *st, struct harness_step *s, con
 	return 0;
 }
 
-int harness_state_apply(struct harness_state *st, unsigned type, json_t *p, struct lerr *e)
+/* The fields of a record the state reads. */
+struct rec {
+	char step_id[HARNESS_MAX_STEP_ID + 1], kind[8], digest[257], run_id[64];
+	char provider[64], model[96], error[257];
+	bool have_id, have_digest, reissued, retryable, have_usage;
+	uint64_t attempt;
+	struct meter_tokens tokens;
+};
+
+static bool rec_usage(void *arg, const char *k, size_t kn, const char *v, const char *ve)
 {
-	const char *id = json_string_value(json_object_get(p, "step_id"));
-	uint32_t attempt = (uint32_t)json_integer_value(json_object_get(p, "attempt"));
-	struct harness_step *s = id ? harness_state_step(st, id) : NULL;
+	struct rec *r = arg;
+
+	if (record_key_is(k, kn, "input_tokens"))
+		return record_uint(v, ve, &r->tokens.input);
+	if (record_key_is(k, kn, "output_tokens"))
+		return record_uint(v, ve, &r->tokens.output);
+	if (record_key_is(k, kn, "cache_read_tokens"))
+		return record_uint(v, ve, &r->tokens.cache_read);
+	if (record_key_is(k, kn, "cache_creation_tokens"))
+		return record_uint(v, ve, &r->tokens.cache_creation);
+	if (record_key_is(k, kn, "reasoning_tokens"))
+		return record_uint(v, ve, &r->tokens.reasoning);
+	if (record_key_is(k, kn, "provider"))
+		return record_string(v, ve, r->provider, sizeof(r->provider), true);
+	if (record_key_is(k, kn, "model"))
+		return record_string(v, ve, r->model, sizeof(r->model), true);
+	return true;
+}
+
+static bool rec_member(void *arg, const char *k, size_t kn, const char *v, const char *ve)
+{
+	struct rec *r = arg;
+
+	if (record_key_is(k, kn, "step_id"))
+		return (r->have_id = record_string(v, ve, r->step_id, sizeof(r->step_id), false));
+	if (record_key_is(k, kn, "kind"))
+		return record_string(v, ve, r->kind, sizeof(r->kind), false);
+	if (record_key_is(k, kn, "input_digest"))
+		return (r->have_digest = record_string(v, ve, r->digest, sizeof(r->digest), false));
+	if (record_key_is(k, kn, "run_id"))
+		return record_string(v, ve, r->run_id, sizeof(r->run_id), false);
+	if (record_key_is(k, kn, "error"))
+		return record_string(v, ve, r->error, sizeof(r->error), true);
+	if (record_key_is(k, kn, "attempt"))
+		return record_uint(v, ve, &r->attempt) && r->attempt <= UINT32_MAX;
+	if (record_key_is(k, kn, "reissued"))
+		return record_bool(v, ve, &r->reissued);
+	if (record_key_is(k, kn, "retryable"))
+		return record_bool(v, ve, &r->retryable);
+	if (record_key_is(k, kn, "usage"))
+		return (r->have_usage = record_scan(v, ve, rec_usage, r));
+	return true;
+}
+
+int harness_state_apply(struct harness_state *st, unsigned type, const char *payload, size_t len,
+			uint64_t offset, struct lerr *e)
+{
+	struct rec r = { .kind = "other" };
+	struct harness_step *s;
 	int err;
 
+	if (!record_scan(payload, payload + len, rec_member, &r))
+		return lerr_set(e, EBADMSG, "record %" PRIu64 " (%s) is not a record lantern writes",
+				st->records + 1, journal_type_name(type));
+	if ((type == JOURNAL_STEP_STARTED || type == JOURNAL_STEP_COMPLETED || type == JOURNAL_STEP_FAILED) &&
+	    !r.have_id)
+		return lerr_set(e, EBADMSG, "%s record %" PRIu64 " has no step_id", journal_type_name(type),
+				st->records + 1);
 	st->records++;
+	s = r.have_id ? harness_state_step(st, r.step_id) : NULL;
 	switch (type) {
 	case JOURNAL_RUN_STARTED:
-		snprintf(st->run_id, sizeof(st->run_id), "%s",
-			 json_string_value(json_object_get(p, "run_id")) ?: "");
-		replace(&st->input, json_object_get(p, "input"));
-		replace(&st->spec, json_object_get(p, "spec"));
+		snprintf(st->run_id, sizeof(st->run_id), "%s", r.run_id);
+		st->started_off = offset;
 		return 0;
 	case JOURNAL_STEP_STARTED:
-		return apply_started(st, id, json_string_value(json_object_get(p, "kind")), attempt,
-				     json_string_value(json_object_get(p, "input_digest")),
-				     json_is_true(json_object_get(p, "reissued")), e);
+		return apply_started(st, r.step_id, r.kind, (uint32_t)r.attempt, r.have_digest ? r.digest : NULL,
+				     r.reissued, e);
 	case JOURNAL_STEP_COMPLETED:
-		if ((err = apply_completed(st, s, id, attempt, e)) < 0)
+		if ((err = apply_completed(st, s, r.step_id, (uint32_t)r.attempt, e)) < 0)
 			return err;
-		if (json_is_object(json_object_get(p, "usage")))
-			meter_tally_add_usage(&st->tally, json_object_get(p, "usage"));
-		replace(&s->record, p);
+		if (r.have_usage)
+			meter_tally_add(&st->tally, r.provider, r.model, &r.tokens);
+		s->rec_off = offset;
 		return 0;
 	case JOURNAL_STEP_FAILED:
-		if (!s || s->state != HSTEP_STARTED || s->attempt != attempt)
+		if (!s || s->state != HSTEP_STARTED || s->attempt != r.attempt)
 			return lerr_set(e, EBADMSG, "step_failed for step \"%s\" attempt %u, which is not "
-					"in flight", id ?: "?", attempt);
-		replace(&s->record, p);
-		free(s->raw);
-		s->raw = NULL;
+					"in flight", r.step_id, (unsigned)r.attempt);
+		free(s->error);
+		s->error = strdup(r.error);
 		s->state = HSTEP_FAILED;
-		s->retryable = json_is_true(json_object_get(p, "retryable"));
+		s->retryable = r.retryable;
+		s->rec_off = offset;
 		return 0;
 	case JOURNAL_OUTPUT_SET:
-		replace(&st->output, json_object_get(p, "output"));
+		st->output_off = offset;
 		return 0;
 	case JOURNAL_RUN_RESUMED:
 		st->resumes++;
 		return 0;
 	case JOURNAL_RUN_COMPLETED:
-		replace(&st->end, p);
+		st->end = true;
 		return 0;
 	default:
 		return lerr_set(e, EBADMSG, "unknown record type %u", type);
 	}
-}
-
-/* --- the replay scanner (see the top of the file) --- */
-
-struct fast_str {
-	const char *p;
-	size_t n;
-};
-
-static const char *skip_ws(const char *p, const char *end)
-{
-	while (p < end && (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r'))
-		p++;
-	return p;
-}
-
-/* p at a '"': past the closing quote, or NULL; *esc tells if it held escapes. */
-static const char *skip_string(const char *p, const char *end, bool *esc)
-{
-	for (p++; p < end; p++) {
-		if (*p == '\\') {
-			*esc = true;
-			p++;
-		} else if (*p == '"') {
-			return p + 1;
-		}
-	}
-	return NULL;
-}
-
-/* Past one JSON value (strings, nesting, scalars), or NULL. */
-static const char *skip_value(const char *p, const char *end)
-{
-	bool esc = false;
-	int depth = 0;
-
-	p = skip_ws(p, end);
-	do {
-		if (p >= end)
-			return NULL;
-		if (*p == '"') {
-			if (!(p = skip_string(p, end, &esc)))
-				return NULL;
-			continue;
-		}
-		if (*p == '{' || *p == '[')
-			depth++;
-		else if (*p == '}' || *p == ']')
-			depth--;
-		else if (!depth) {
-			while (p < end && *p != ',' && *p != '}' && *p != ']')
-				p++;
-			return p;
-		}
-		p++;
-	} while (depth > 0);
-	return p;
-}
-
-/* Calls fn for each member of the object at p; false on anything unexpected. */
-static bool scan_object(const char *p, const char *end,
-			bool (*fn)(void *arg, struct fast_str key, const char *v, const char *vend),
-			void *arg)
-{
-	p = skip_ws(p, end);
-	if (p >= end || *p++ != '{')
-		return false;
-	for (;;) {
-		struct fast_str k;
-		const char *v, *ve;
-		bool esc = false;
-
-		p = skip_ws(p, end);
-		if (p < end && *p == '}')
-			return true;
-		if (p >= end || *p != '"')
-			return false;
-		k.p = p + 1;
-		if (!(p = skip_string(p, end, &esc)) || esc)
-			return false;
-		k.n = (size_t)(p - 1 - k.p);
-		p = skip_ws(p, end);
-		if (p >= end || *p++ != ':')
-			return false;
-		v = skip_ws(p, end);
-		if (!(ve = skip_value(v, end)) || !fn(arg, k, v, ve))
-			return false;
-		p = skip_ws(ve, end);
-		if (p < end && *p == ',')
-			p++;
-		else if (p < end && *p == '}')
-			return true;
-		else
-			return false;
-	}
-}
-
-static bool key_is(struct fast_str k, const char *name)
-{
-	return strlen(name) == k.n && !memcmp(k.p, name, k.n);
-}
-
-/* A string value without escapes, copied into buf. */
-static bool fast_string(const char *v, const char *ve, char *buf, size_t len)
-{
-	bool esc = false;
-	const char *e;
-
-	if (*v != '"' || !(e = skip_string(v, ve, &esc)) || esc || (size_t)(e - v - 2) >= len)
-		return false;
-	memcpy(buf, v + 1, (size_t)(e - v - 2));
-	buf[e - v - 2] = '\0';
-	return true;
-}
-
-struct fast_rec {
-	char step_id[HARNESS_MAX_STEP_ID + 1], kind[8], digest[257];
-	char provider[64], model[96];
-	bool have_id, have_digest, reissued, have_usage;
-	uint32_t attempt;
-	struct meter_tokens tokens;
-};
-
-/* A token count as the meter takes it: negative counts are ignored, like the full
- * parser's meter_tally_add_usage. */
-static bool fast_count(const char *v, const char *ve, uint64_t *out)
-{
-	char *endp;
-	long long t = strtoll(v, &endp, 10);
-
-	if (endp == v || endp > ve || *endp == '.' || *endp == 'e' || *endp == 'E')
-		return false;
-	*out = t > 0 ? (uint64_t)t : 0;
-	return true;
-}
-
-static bool fast_usage(void *arg, struct fast_str k, const char *v, const char *ve)
-{
-	struct fast_rec *f = arg;
-
-	if (key_is(k, "input_tokens"))
-		return fast_count(v, ve, &f->tokens.input);
-	if (key_is(k, "output_tokens"))
-		return fast_count(v, ve, &f->tokens.output);
-	if (key_is(k, "cache_read_tokens"))
-		return fast_count(v, ve, &f->tokens.cache_read);
-	if (key_is(k, "cache_creation_tokens"))
-		return fast_count(v, ve, &f->tokens.cache_creation);
-	if (key_is(k, "reasoning_tokens"))
-		return fast_count(v, ve, &f->tokens.reasoning);
-	if (key_is(k, "provider"))
-		return fast_string(v, ve, f->provider, sizeof(f->provider));
-	if (key_is(k, "model"))
-		return fast_string(v, ve, f->model, sizeof(f->model));
-	return true;
-}
-
-static bool fast_member(void *arg, struct fast_str k, const char *v, const char *ve)
-{
-	struct fast_rec *f = arg;
-	char *endp;
-
-	if (key_is(k, "step_id"))
-		return (f->have_id = fast_string(v, ve, f->step_id, sizeof(f->step_id)));
-	if (key_is(k, "kind"))
-		return fast_string(v, ve, f->kind, sizeof(f->kind));
-	if (key_is(k, "input_digest"))
-		return (f->have_digest = fast_string(v, ve, f->digest, sizeof(f->digest)));
-	if (key_is(k, "reissued"))
-		f->reissued = *v == 't';
-	else if (key_is(k, "attempt")) {
-		/* jansson reads 2.0 or 2e0 as a real, whose integer value is 0 */
-		f->attempt = (uint32_t)strtoul(v, &endp, 10);
-		return endp != v && endp <= ve && *endp != '.' && *endp != 'e' && *endp != 'E';
-	} else if (key_is(k, "usage")) {
-		/* a repeated key: jansson keeps the last object, the scan would add both */
-		if (f->have_usage)
-			return false;
-		f->have_usage = true;
-		return scan_object(v, ve, fast_usage, f);
-	}
-	return true;
-}
-
-/* The fast path for step_started / step_completed; 1 if it did not apply. */
-static int apply_fast(struct harness_state *st, unsigned type, const char *payload, size_t len,
-		      struct lerr *e)
-{
-	struct fast_rec f = { .kind = "other" };
-	struct harness_step *s;
-	int err;
-
-	if (!scan_object(payload, payload + len, fast_member, &f) || !f.have_id)
-		return 1;
-	st->records++;
-	if (type == JOURNAL_STEP_STARTED)
-		return apply_started(st, f.step_id, f.kind, f.attempt, f.have_digest ? f.digest : NULL,
-				     f.reissued, e);
-	s = harness_state_step(st, f.step_id);
-	if ((err = apply_completed(st, s, f.step_id, f.attempt, e)) < 0)
-		return err;
-	if (f.have_usage)
-		meter_tally_add(&st->tally, f.provider, f.model, &f.tokens);
-	json_decref(s->record);
-	s->record = NULL;
-	free(s->raw);
-	if (!(s->raw = strndup(payload, len)))
-		return lerr_set(e, ENOMEM, "out of memory");
-	return 0;
-}
-
-int harness_state_apply_raw(struct harness_state *st, unsigned type, const char *payload,
-			    size_t len, struct lerr *e)
-{
-	json_error_t je;
-	json_t *p;
-	int err;
-
-	if ((type == JOURNAL_STEP_STARTED || type == JOURNAL_STEP_COMPLETED) &&
-	    (err = apply_fast(st, type, payload, len, e)) <= 0)
-		return err;
-	p = json_loadb(payload, len, 0, &je);
-	if (!p)
-		return lerr_set(e, EBADMSG, "record %" PRIu64 " (%s) is not JSON: %s", st->records + 1,
-				journal_type_name(type), je.text);
-	err = harness_state_apply(st, type, p, e);
-	json_decref(p);
-	return err;
-}
-
-json_t *harness_step_record(struct harness_step *s)
-{
-	if (!s->record && s->raw) {
-		s->record = json_loads(s->raw, 0, NULL);
-		if (s->record) {
-			free(s->raw);
-			s->raw = NULL;
-		}
-	}
-	return s->record;
 }
 
 void harness_idempotency_key(const char *run_id, const char *step_id, uint32_t attempt,
@@ -537,18 +341,6 @@ static void decide(struct harness_decision *o, enum harness_verdict v, const cha
 	va_end(ap);
 }
 
-static const char *body_step_id(json_t *body, struct harness_decision *o)
-{
-	const char *id = json_string_value(json_object_get(body, "step_id"));
-
-	if (!id || !*id || strlen(id) > HARNESS_MAX_STEP_ID) {
-		decide(o, HV_INVALID, "\"step_id\" must be a non-empty string of at most %d bytes",
-		       HARNESS_MAX_STEP_ID);
-		return NULL;
-	}
-	return id;
-}
-
 static bool budget_before(const struct harness_state *st, const struct harness_limits *lim,
 			  bool new_step, struct harness_decision *o)
 {
@@ -559,46 +351,37 @@ static bool budget_before(const struct harness_state *st, const struct harness_l
 	return false;
 }
 
-void harness_begin(const struct harness_state *st, const struct harness_limits *lim,
-		   json_t *body, struct harness_decision *o)
+/* The decision's record text; out of memory is a 500 the caller cannot tell from a
+ * refusal, so it is a conflict with the reason. */
+static void take_record(struct harness_decision *o, struct json_text *t)
 {
-	const char *id, *kind = json_string_value(json_object_get(body, "kind")) ?: "other";
-	json_t *dgv = json_object_get(body, "input_digest");
-	const char *dg = json_string_value(dgv);
-	struct harness_step *s;
+	if (!(o->record = json_text_take(t, &o->record_len)))
+		decide(o, HV_CONFLICT, "lanternd: out of memory");
+}
+
+void harness_begin(const struct harness_state *st, const struct harness_limits *lim,
+		   const struct harness_call *c, struct harness_decision *o)
+{
+	const char *id = c->step_id, *dg = c->have_digest ? c->digest : NULL;
+	struct harness_step *s = harness_state_step(st, id);
+	struct json_text t;
 	bool reissue = false;
 
 	memset(o, 0, sizeof(*o));
-	if (!(id = body_step_id(body, o)))
-		return;
-	if (strcmp(kind, "llm") && strcmp(kind, "tool") && strcmp(kind, "other"))
-		{
-			decide(o, HV_INVALID, "\"kind\" must be llm, tool or other, not \"%s\"", kind);
-			return;
-		}
-	if (dgv && (!dg || strlen(dg) > 256))
-		{
-			decide(o, HV_INVALID, "\"input_digest\" must be a string of at most 256 bytes");
-			return;
-		}
-	s = harness_state_step(st, id);
 	if (s && s->state == HSTEP_COMPLETED) {
 		o->attempt = s->attempt;
-		{
-			decide(o, HV_REPLAY, "step \"%s\" completed: replayed from the journal", id);
-			return;
-		}
+		decide(o, HV_REPLAY, "step \"%s\" completed: replayed from the journal", id);
+		return;
 	}
-	if (s && s->state == HSTEP_FAILED && !s->retryable)
-		{
-			decide(o, HV_CONFLICT, "step \"%s\" failed and is not retryable: %s", id,
-				      json_string_value(json_object_get(harness_step_record(s), "error")) ?: "");
-			return;
-		}
+	if (s && s->state == HSTEP_FAILED && !s->retryable) {
+		decide(o, HV_CONFLICT, "step \"%s\" failed and is not retryable: %s", id, s->error ? s->error : "");
+		return;
+	}
 	if (s && s->state == HSTEP_STARTED) {
 		/* in flight: after a crash or a lost reply the same attempt runs again, with
 		 * the same key, so a downstream service can tell it is a repeat */
 		reissue = true;
+		o->reissued = true;
 		o->attempt = s->attempt;
 	} else {
 		o->attempt = s ? s->attempt + 1 : 1;
@@ -606,164 +389,138 @@ void harness_begin(const struct harness_state *st, const struct harness_limits *
 			return;
 		if (dg && lim->loop_threshold) {
 			struct harness_digest *d = digest_find(st, dg);
+
 			if (d && d->count >= lim->loop_threshold) {
 				o->loop = true;
-				{
-					decide(o, HV_BUDGET, "loop detected: step \"%s\" would repeat input "
-						      "digest %.64s, already run %u times (at most %u)", id,
-						      dg, d->count, lim->loop_threshold);
-					return;
-				}
+				decide(o, HV_BUDGET, "loop detected: step \"%s\" would repeat input "
+				       "digest %.64s, already run %u times (at most %u)", id, dg, d->count,
+				       lim->loop_threshold);
+				return;
 			}
 		}
 	}
 	harness_idempotency_key(st->run_id, id, o->attempt, o->key);
 	o->type = JOURNAL_STEP_STARTED;
-	o->record = json_pack("{s:s, s:s, s:i, s:s}", "step_id", id, "kind", kind, "attempt",
-			      (int)o->attempt, "idempotency_key", o->key);
+	json_text_open(&t);
+	json_text_uint(&t, "attempt", o->attempt);
+	json_text_str(&t, "idempotency_key", o->key);
 	if (dg)
-		json_object_set_new(o->record, "input_digest", json_string(dg));
+		json_text_str(&t, "input_digest", dg);
+	json_text_str(&t, "kind", c->kind[0] ? c->kind : "other");
 	if (reissue)
-		json_object_set_new(o->record, "reissued", json_true());
+		json_text_bool(&t, "reissued", true);
+	json_text_str(&t, "step_id", id);
 	decide(o, HV_PROCEED, "step \"%s\" attempt %u", id, o->attempt);
+	take_record(o, &t);
 }
 
-/* Keeps result bytes readable in the journal when they are UTF-8 text. */
-static int put_result(json_t *rec, json_t *body, struct harness_decision *o)
+static void put_usage(struct json_text *t, const struct harness_usage *u)
 {
-	json_t *r = json_object_get(body, "result"), *b = json_object_get(body, "result_b64");
+	struct json_text ut;
+	size_t n;
+	char *text;
 
-	if (r && b) {
-		decide(o, HV_INVALID, "give \"result\" or \"result_b64\", not both");
-		return -1;
+	json_text_open(&ut);
+	if (u->has & HU_CACHE_CREATION)
+		json_text_uint(&ut, "cache_creation_tokens", u->t.cache_creation);
+	if (u->has & HU_CACHE_READ)
+		json_text_uint(&ut, "cache_read_tokens", u->t.cache_read);
+	if (u->has & HU_INPUT)
+		json_text_uint(&ut, "input_tokens", u->t.input);
+	if (u->has & HU_MODEL)
+		json_text_str(&ut, "model", u->model);
+	if (u->has & HU_OUTPUT)
+		json_text_uint(&ut, "output_tokens", u->t.output);
+	if (u->has & HU_PROVIDER)
+		json_text_str(&ut, "provider", u->provider);
+	if (u->has & HU_REASONING)
+		json_text_uint(&ut, "reasoning_tokens", u->t.reasoning);
+	if (!(text = json_text_take(&ut, &n))) {
+		t->failed = true;
+		return;
 	}
-	if (b && !json_is_string(b)) {
-		decide(o, HV_INVALID, "\"result_b64\" must be a base64 string");
-		return -1;
-	}
-	if (b)
-		json_object_set(rec, "result_b64", b);
-	else if (r)
-		json_object_set(rec, "result", r);
-	return 0;
+	json_text_raw(t, "usage", text, n);
+	free(text);
 }
 
-void harness_complete(const struct harness_state *st, json_t *body, double cost_usd,
+void harness_complete(const struct harness_state *st, const struct harness_call *c, double cost_usd,
 		      struct harness_decision *o)
 {
-	const char *id;
-	json_t *usage = json_object_get(body, "usage"), *code = json_object_get(body, "exit_code");
-	json_t *att = json_object_get(body, "attempt");
-	struct harness_step *s;
+	const char *id = c->step_id;
+	struct harness_step *s = harness_state_step(st, id);
+	struct json_text t;
 
 	memset(o, 0, sizeof(*o));
-	if (!(id = body_step_id(body, o)))
+	if (s && c->have_attempt && c->attempt != s->attempt && s->state != HSTEP_STARTED) {
+		decide(o, HV_CONFLICT, "step \"%s\" is at attempt %u, not %u", id, s->attempt, c->attempt);
 		return;
-	s = harness_state_step(st, id);
-	if (s && att && json_is_integer(att) && (uint32_t)json_integer_value(att) != s->attempt &&
-	    s->state != HSTEP_STARTED)
-		{
-			decide(o, HV_CONFLICT, "step \"%s\" is at attempt %u, not %lld", id, s->attempt,
-				      (long long)json_integer_value(att));
-			return;
-		}
+	}
 	if (s && s->state == HSTEP_COMPLETED) {
 		o->attempt = s->attempt;
-		{
-			decide(o, HV_DONE, "step \"%s\" was already recorded as completed", id);
-			return;
-		}
+		decide(o, HV_DONE, "step \"%s\" was already recorded as completed", id);
+		return;
 	}
-	if (!s || s->state != HSTEP_STARTED)
-		{
-			decide(o, HV_CONFLICT, "step \"%s\" is not in flight: begin it first", id);
-			return;
-		}
-	if (att && (!json_is_integer(att) || (uint32_t)json_integer_value(att) != s->attempt))
-		{
-			decide(o, HV_CONFLICT, "step \"%s\" is at attempt %u, not that one", id, s->attempt);
-			return;
-		}
-	if (usage && !json_is_object(usage))
-		{
-			decide(o, HV_INVALID, "\"usage\" must be an object");
-			return;
-		}
-	if (code && !json_is_integer(code))
-		{
-			decide(o, HV_INVALID, "\"exit_code\" must be an integer");
-			return;
-		}
+	if (!s || s->state != HSTEP_STARTED) {
+		decide(o, HV_CONFLICT, "step \"%s\" is not in flight: begin it first", id);
+		return;
+	}
+	if (c->have_attempt && c->attempt != s->attempt) {
+		decide(o, HV_CONFLICT, "step \"%s\" is at attempt %u, not that one", id, s->attempt);
+		return;
+	}
 	o->attempt = s->attempt;
 	o->type = JOURNAL_STEP_COMPLETED;
-	o->record = json_pack("{s:s, s:i}", "step_id", id, "attempt", (int)s->attempt);
-	if (put_result(o->record, body, o) < 0) {
-		json_decref(o->record);
-		o->record = NULL;
-		return;
-	}
-	if (code)
-		json_object_set(o->record, "exit_code", code);
-	if (usage) {
-		static const char *const f[] = { "input_tokens", "output_tokens", "cache_read_tokens",
-						 "cache_creation_tokens", "reasoning_tokens" };
-		json_t *u = json_object();
-
-		for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++) {
-			json_t *v = json_object_get(usage, f[i]);
-			if (v && (!json_is_integer(v) || json_integer_value(v) < 0)) {
-				json_decref(u);
-				json_decref(o->record);
-				o->record = NULL;
-				{
-					decide(o, HV_INVALID, "usage.%s must be a non-negative integer", f[i]);
-					return;
-				}
-			}
-			if (v)
-				json_object_set(u, f[i], v);
-		}
-		if (json_is_string(json_object_get(usage, "provider")))
-			json_object_set(u, "provider", json_object_get(usage, "provider"));
-		if (json_is_string(json_object_get(usage, "model")))
-			json_object_set(u, "model", json_object_get(usage, "model"));
-		json_object_set_new(o->record, "usage", u);
-		json_object_set_new(o->record, "cost_usd", json_real(isfinite(cost_usd) ? cost_usd : 0));
-	}
+	json_text_open(&t);
+	json_text_uint(&t, "attempt", s->attempt);
+	if (c->usage.present)
+		json_text_real(&t, "cost_usd", cost_usd);
+	if (c->have_exit_code)
+		json_text_int(&t, "exit_code", c->exit_code);
+	if (c->value)
+		json_text_raw(&t, c->value_b64 ? "result_b64" : "result", c->value, c->value_len);
+	json_text_str(&t, "step_id", id);
+	if (c->usage.present)
+		put_usage(&t, &c->usage);
 	decide(o, HV_RECORD, "step \"%s\" completed", id);
+	take_record(o, &t);
 }
 
-void harness_fail(const struct harness_state *st, json_t *body, struct harness_decision *o)
+void harness_fail(const struct harness_state *st, const struct harness_call *c,
+		  struct harness_decision *o)
 {
-	const char *id, *err = json_string_value(json_object_get(body, "error")) ?: "";
-	struct harness_step *s;
+	const char *id = c->step_id;
+	struct harness_step *s = harness_state_step(st, id);
+	struct json_text t;
 
 	memset(o, 0, sizeof(*o));
-	if (!(id = body_step_id(body, o)))
-		return;
-	s = harness_state_step(st, id);
 	if (s && s->state == HSTEP_FAILED) {
 		o->attempt = s->attempt;
-		{
-			decide(o, HV_DONE, "step \"%s\" attempt %u was already recorded as failed", id,
-				      s->attempt);
-			return;
-		}
+		decide(o, HV_DONE, "step \"%s\" attempt %u was already recorded as failed", id, s->attempt);
+		return;
 	}
-	if (!s || s->state != HSTEP_STARTED)
-		{
-			decide(o, HV_CONFLICT, "step \"%s\" is not in flight", id);
-			return;
-		}
+	if (!s || s->state != HSTEP_STARTED) {
+		decide(o, HV_CONFLICT, "step \"%s\" is not in flight", id);
+		return;
+	}
 	o->attempt = s->attempt;
 	o->type = JOURNAL_STEP_FAILED;
-	o->record = json_pack("{s:s, s:i, s:s%, s:b}", "step_id", id, "attempt", (int)s->attempt,
-			      "error", err, strnlen(err, 4096),
-			      "retryable", json_is_true(json_object_get(body, "retryable")));
-	if (!o->record)
-		{
-			decide(o, HV_INVALID, "\"error\" must be UTF-8 text");
-			return;
-		}
+	json_text_open(&t);
+	json_text_uint(&t, "attempt", s->attempt);
+	json_text_str(&t, "error", c->error);
+	json_text_bool(&t, "retryable", c->retryable);
+	json_text_str(&t, "step_id", id);
 	decide(o, HV_RECORD, "step \"%s\" failed", id);
+	take_record(o, &t);
+}
+
+void harness_output(const struct harness_call *c, struct harness_decision *o)
+{
+	struct json_text t;
+
+	memset(o, 0, sizeof(*o));
+	o->type = JOURNAL_OUTPUT_SET;
+	json_text_open(&t);
+	json_text_raw(&t, "output", c->value ? c->value : "null", c->value ? c->value_len : 4);
+	decide(o, HV_RECORD, "output set");
+	take_record(o, &t);
 }

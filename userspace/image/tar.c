@@ -1,25 +1,16 @@
-/* tar.c: a tar reader (ustar, pax extended headers, GNU long names) and the layer
- * unpacker that applies OCI whiteouts.
+/* tar.c: a tar reader (ustar, pax extended headers, GNU long names and base-256
+ * sizes) and the bounded gunzip stream it reads layers and archives through.
  *
- * Every path of a layer resolves inside the root with openat2(RESOLVE_IN_ROOT): a
- * symlink planted by one entry ("etc -> /etc") cannot make a later entry write
- * outside the image's root. */
-#include "lantern/image.h"
+ * The reader trusts nothing it reads: extension payloads are capped at 1 MiB, numbers
+ * are parsed strictly, and the stream under it stops at a byte bound, so a gzip bomb,
+ * an endless run of extension headers or a size field of 2^63 cost at most the bound. */
+#include "image_internal.h"
 
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <linux/openat2.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <sys/syscall.h>
-#include <sys/sysmacros.h>
 #include <unistd.h>
-#include <zlib.h>
-
-#include "lantern/util.h"
 
 #define BLOCK 512
 
@@ -43,6 +34,8 @@ void image_tar_free(struct image_tar *t)
 	t->ent.path = t->ent.link = NULL;
 }
 
+/* 1 when n bytes were read, 0 at a clean end before any, -errno otherwise (the
+ * reader's own error, or -EBADMSG for an archive that ends inside a record). */
 static int read_full(struct image_tar *t, void *buf, size_t n)
 {
 	size_t got = 0;
@@ -50,7 +43,7 @@ static int read_full(struct image_tar *t, void *buf, size_t n)
 	while (got < n) {
 		ssize_t r = t->rd(t->ctx, (char *)buf + got, n - got);
 		if (r < 0)
-			return -EIO;
+			return (int)r;
 		if (r == 0)
 			return got ? -EBADMSG : 0;
 		got += (size_t)r;
@@ -60,12 +53,14 @@ static int read_full(struct image_tar *t, void *buf, size_t n)
 
 static int skip(struct image_tar *t, uint64_t n)
 {
-	char buf[4096];
+	char buf[16384];
 
 	while (n) {
 		size_t k = n < sizeof(buf) ? (size_t)n : sizeof(buf);
-		if (read_full(t, buf, k) != 1)
-			return -EBADMSG;
+		int r = read_full(t, buf, k);
+
+		if (r != 1)
+			return r < 0 ? r : -EBADMSG;
 		n -= k;
 	}
 	return 0;
@@ -114,21 +109,42 @@ static bool checksum_ok(const struct hdr *h)
 	return sum == want;
 }
 
-/* Reads a whole extension payload (pax header or GNU long name) of size n. */
-static char *read_payload(struct image_tar *t, uint64_t n)
+/* Extension payloads (pax records, GNU long names) are read whole: no real one is
+ * near this. */
+#define PAYLOAD_MAX (1u << 20)
+
+/* Reads a whole extension payload of size n (<= PAYLOAD_MAX) into *out. */
+static int read_payload(struct image_tar *t, uint64_t n, char **out)
 {
 	uint64_t padded = (n + BLOCK - 1) / BLOCK * BLOCK;
 	char *buf;
+	int r;
 
-	if (n > (1u << 20))
-		return NULL;
-	buf = malloc(padded + 1);
-	if (!buf || read_full(t, buf, padded) != 1) {
+	if (!(buf = malloc(padded + 1)))
+		return -ENOMEM;
+	if ((r = read_full(t, buf, padded)) != 1) {
 		free(buf);
-		return NULL;
+		return r < 0 ? r : -EBADMSG;
 	}
 	buf[n] = '\0';
-	return buf;
+	*out = buf;
+	return 0;
+}
+
+/* A decimal number that fills [s, end) exactly, without overflow. */
+static bool decimal(const char *s, const char *end, uint64_t *out)
+{
+	uint64_t v = 0;
+
+	if (s == end)
+		return false;
+	for (; s < end; s++) {
+		if (*s < '0' || *s > '9' || v > (UINT64_MAX - 9) / 10)
+			return false;
+		v = v * 10 + (uint64_t)(*s - '0');
+	}
+	*out = v;
+	return true;
 }
 
 /* pax records: "LEN key=value\n"; keeps path, linkpath and size. */
@@ -137,11 +153,14 @@ static int parse_pax(char *buf, size_t n, char **path, char **link, uint64_t *si
 	size_t off = 0;
 
 	while (off < n) {
-		char *end, *eq, *rec = buf + off;
-		unsigned long len = strtoul(rec, &end, 10);
+		char *sp, *eq, *rec = buf + off;
+		uint64_t len;
 
-		if (end == rec || *end != ' ' || len == 0 || off + len > n || rec[len - 1] != '\n')
+		sp = memchr(rec, ' ', n - off);
+		if (!sp || !decimal(rec, sp, &len) || len <= (uint64_t)(sp - rec) + 1 || len > n - off ||
+		    rec[len - 1] != '\n')
 			return -EBADMSG;
+		char *end = sp;
 		rec[len - 1] = '\0';
 		eq = strchr(end + 1, '=');
 		if (!eq)
@@ -154,7 +173,8 @@ static int parse_pax(char *buf, size_t n, char **path, char **link, uint64_t *si
 			free(*link);
 			*link = strdup(eq + 1);
 		} else if (!strcmp(end + 1, "size")) {
-			*size = strtoull(eq + 1, NULL, 10);
+			if (!decimal(eq + 1, eq + 1 + strlen(eq + 1), size))
+				return -EBADMSG;
 			*has_size = true;
 		}
 		off += len;
@@ -170,8 +190,9 @@ int image_tar_next(struct image_tar *t, const struct image_tar_entry **out, stru
 	struct hdr h;
 	int r;
 
-	if (skip(t, t->left + t->pad) < 0)
-		return lerr_set(e, EBADMSG, "tar: truncated entry data");
+	if ((r = skip(t, t->left)) < 0 || (r = skip(t, t->pad)) < 0)
+		return r == -EBADMSG ? lerr_set(e, EBADMSG, "tar: truncated entry data") :
+		       lerr_set(e, -r, "tar: read: %s", strerror(-r));
 	t->left = t->pad = 0;
 	image_tar_free(t);
 	for (;;) {
@@ -182,7 +203,8 @@ int image_tar_next(struct image_tar *t, const struct image_tar_entry **out, stru
 		if (r == 0)
 			goto end; /* no end-of-archive blocks: accepted, as GNU tar does */
 		if (r < 0) {
-			r = lerr_set(e, EBADMSG, "tar: truncated header");
+			r = r == -EBADMSG ? lerr_set(e, EBADMSG, "tar: truncated header") :
+			    lerr_set(e, -r, "tar: read: %s", strerror(-r));
 			goto fail;
 		}
 		if (!memcmp(&h, (char[BLOCK]){ 0 }, BLOCK))
@@ -195,12 +217,24 @@ int image_tar_next(struct image_tar *t, const struct image_tar_entry **out, stru
 			r = lerr_set(e, EBADMSG, "tar: bad size field");
 			goto fail;
 		}
-		if (h.typeflag == 'x' || h.typeflag == 'g' || h.typeflag == 'L' || h.typeflag == 'K') {
-			char *p = read_payload(t, size);
+		if (h.typeflag == 'g') {
+			/* global pax records: nothing lantern uses */
+			if ((r = skip(t, size)) < 0 || (r = skip(t, (BLOCK - size % BLOCK) % BLOCK)) < 0) {
+				r = lerr_set(e, -r, "tar: global header: %s", strerror(-r));
+				goto fail;
+			}
+			continue;
+		}
+		if (h.typeflag == 'x' || h.typeflag == 'L' || h.typeflag == 'K') {
+			char *p;
 
-			if (!p) {
-				r = lerr_set(e, EBADMSG, "tar: extension header of %llu bytes unreadable",
-					     (unsigned long long)size);
+			if (size > PAYLOAD_MAX) {
+				r = lerr_set(e, EFBIG, "tar: extension header of %llu bytes (at most %u)",
+					     (unsigned long long)size, PAYLOAD_MAX);
+				goto fail;
+			}
+			if ((r = read_payload(t, size, &p)) < 0) {
+				r = lerr_set(e, -r, "tar: extension header: %s", strerror(-r));
 				goto fail;
 			}
 			if (h.typeflag == 'x' &&
@@ -244,16 +278,23 @@ int image_tar_next(struct image_tar *t, const struct image_tar_entry **out, stru
 		t->ent.type = h.typeflag ? h.typeflag : '0';
 		if (t->ent.type == '7')
 			t->ent.type = '0'; /* contiguous file: a regular file */
+		/* a damaged attribute reads as 0, as GNU tar reads it with a warning */
+		v = 0;
 		num(h.mode, sizeof(h.mode), &v);
 		t->ent.mode = (mode_t)(v & 07777);
+		v = 0;
 		num(h.uid, sizeof(h.uid), &v);
 		t->ent.uid = (uid_t)v;
+		v = 0;
 		num(h.gid, sizeof(h.gid), &v);
 		t->ent.gid = (gid_t)v;
+		v = 0;
 		num(h.mtime, sizeof(h.mtime), &v);
 		t->ent.mtime = (int64_t)v;
+		v = 0;
 		num(h.devmajor, sizeof(h.devmajor), &v);
 		t->ent.devmajor = (unsigned)v;
+		v = 0;
 		num(h.devminor, sizeof(h.devminor), &v);
 		t->ent.devminor = (unsigned)v;
 		/* only regular files carry data blocks */
@@ -282,363 +323,56 @@ ssize_t image_tar_read(struct image_tar *t, void *buf, size_t n)
 	if (n > t->left)
 		n = (size_t)t->left;
 	r = t->rd(t->ctx, buf, n);
-	if (r <= 0)
+	if (r == 0)
 		return -EBADMSG;
+	if (r < 0)
+		return r;
 	t->left -= (uint64_t)r;
 	return r;
 }
 
-/* ---- unpacking ---- */
 
-static int openat2_in_root(int root, const char *path, int flags, mode_t mode)
+/* ---- the bounded stream ---- */
+
+int image_stream_open(struct image_stream *s, int fd, uint64_t max, const atomic_bool *stop)
 {
-	struct open_how how = {
-		.flags = (uint64_t)flags | O_CLOEXEC,
-		.mode = mode,
-		.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
-	};
-	long fd = syscall(SYS_openat2, root, path, &how, sizeof(how));
-
-	return fd < 0 ? -errno : (int)fd;
-}
-
-/* Normalizes an archive path: no leading "./" or "/", no "." components; refuses "..".
- * Returns false for the root itself or a path escaping it. */
-static bool clean_path(const char *in, char *out, size_t cap)
-{
-	size_t n = 0;
-	const char *p = in;
-
-	while (*p) {
-		const char *s;
-		size_t len;
-
-		while (*p == '/')
-			p++;
-		s = p;
-		while (*p && *p != '/')
-			p++;
-		len = (size_t)(p - s);
-		if (len == 0 || (len == 1 && s[0] == '.'))
-			continue;
-		if (len == 2 && s[0] == '.' && s[1] == '.')
-			return false;
-		if (n + len + 2 > cap)
-			return false;
-		if (n)
-			out[n++] = '/';
-		memcpy(out + n, s, len);
-		n += len;
-	}
-	out[n] = '\0';
-	return n > 0;
-}
-
-/* Opens the parent directory of path inside root (creating missing directories) and
- * points *base at the last component. */
-static int open_parent(int root, char *path, char **base)
-{
-	char *slash = strrchr(path, '/');
-	int fd;
-
-	if (!slash) {
-		*base = path;
-		return fcntl(root, F_DUPFD_CLOEXEC, 3);
-	}
-	*slash = '\0';
-	*base = slash + 1;
-	fd = openat2_in_root(root, path, O_PATH | O_DIRECTORY, 0);
-	if (fd == -ENOENT) {
-		/* missing parents: create them one by one, each inside the root */
-		for (char *p = path;; p++) {
-			if (*p == '/' || *p == '\0') {
-				char c = *p;
-				int pfd;
-
-				*p = '\0';
-				pfd = openat2_in_root(root, path, O_PATH | O_DIRECTORY, 0);
-				if (pfd == -ENOENT) {
-					char *pslash = strrchr(path, '/');
-					int gp;
-
-					if (pslash) {
-						*pslash = '\0';
-						gp = openat2_in_root(root, path, O_PATH | O_DIRECTORY, 0);
-						*pslash = '/';
-					} else {
-						gp = fcntl(root, F_DUPFD_CLOEXEC, 3);
-					}
-					if (gp < 0) {
-						*p = c;
-						*slash = '/';
-						return gp;
-					}
-					if (mkdirat(gp, pslash ? pslash + 1 : path, 0755) < 0 && errno != EEXIST) {
-						int err = -errno;
-						close(gp);
-						*p = c;
-						*slash = '/';
-						return err;
-					}
-					close(gp);
-				} else if (pfd >= 0) {
-					close(pfd);
-				}
-				*p = c;
-				if (!c)
-					break;
-			}
-		}
-		fd = openat2_in_root(root, path, O_PATH | O_DIRECTORY, 0);
-	}
-	*slash = '/';
-	return fd;
-}
-
-/* Removes name in dir (recursively for directories). */
-static int remove_at(int dir, const char *name)
-{
-	struct stat st;
-
-	if (fstatat(dir, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-		return errno == ENOENT ? 0 : -errno;
-	if (S_ISDIR(st.st_mode)) {
-		int fd = openat(dir, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		DIR *d;
-		struct dirent *de;
-
-		if (fd < 0)
-			return -errno;
-		d = fdopendir(fd);
-		if (!d) {
-			close(fd);
-			return -errno;
-		}
-		while ((de = readdir(d)))
-			if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
-				remove_at(dirfd(d), de->d_name);
-		closedir(d);
-		return unlinkat(dir, name, AT_REMOVEDIR) < 0 ? -errno : 0;
-	}
-	return unlinkat(dir, name, 0) < 0 ? -errno : 0;
-}
-
-/* Paths created by the layer being unpacked: an opaque whiteout empties a directory
- * of what LOWER layers put there, not of this layer's own entries. */
-struct seen {
-	char **v;
-	size_t n, cap;
-};
-
-static bool seen_has(const struct seen *s, const char *p)
-{
-	for (size_t i = 0; i < s->n; i++)
-		if (!strcmp(s->v[i], p))
-			return true;
-	return false;
-}
-
-static void seen_add(struct seen *s, const char *p)
-{
-	if (s->n == s->cap) {
-		size_t cap = s->cap ? s->cap * 2 : 64;
-		char **v = realloc(s->v, cap * sizeof(*v));
-		if (!v)
-			return;
-		s->v = v;
-		s->cap = cap;
-	}
-	if ((s->v[s->n] = strdup(p)))
-		s->n++;
-}
-
-static void seen_free(struct seen *s)
-{
-	for (size_t i = 0; i < s->n; i++)
-		free(s->v[i]);
-	free(s->v);
-}
-
-static int opaque(int root, const char *dirpath, const struct seen *s)
-{
-	int fd = dirpath[0] ? openat2_in_root(root, dirpath, O_RDONLY | O_DIRECTORY, 0)
-			    : fcntl(root, F_DUPFD_CLOEXEC, 3);
-	DIR *d;
-	struct dirent *de;
-
-	if (fd < 0)
-		return fd == -ENOENT ? 0 : fd;
-	d = fdopendir(fd);
-	if (!d) {
+	memset(s, 0, sizeof(*s));
+	s->max = max;
+	s->stop = stop;
+	if (!(s->gz = gzdopen(fd, "rb"))) {
 		close(fd);
-		return -errno;
+		return -ENOMEM;
 	}
-	while ((de = readdir(d))) {
-		char child[4096];
-
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-			continue;
-		snprintf(child, sizeof(child), "%s%s%s", dirpath, dirpath[0] ? "/" : "", de->d_name);
-		if (!seen_has(s, child))
-			remove_at(dirfd(d), de->d_name);
-	}
-	closedir(d);
+	gzbuffer(s->gz, 1 << 17);
 	return 0;
 }
 
-static ssize_t gz_read(void *ctx, void *buf, size_t n)
+ssize_t image_stream_read(void *arg, void *buf, size_t n)
 {
-	int r = gzread((gzFile)ctx, buf, (unsigned)(n > (1u << 30) ? (1u << 30) : n));
-	return r < 0 ? -1 : r;
-}
-
-static int write_file_data(struct image_tar *t, int fd)
-{
-	char buf[65536];
-	ssize_t n;
-
-	while ((n = image_tar_read(t, buf, sizeof(buf))) > 0) {
-		for (ssize_t off = 0; off < n;) {
-			ssize_t w = write(fd, buf + off, (size_t)(n - off));
-			if (w < 0)
-				return -errno;
-			off += w;
-		}
-	}
-	return n < 0 ? (int)n : 0;
-}
-
-static int unpack_entry(int root, struct image_tar *t, const struct image_tar_entry *en,
-			struct seen *s, const char *what, struct lerr *e)
-{
-	char path[4096], *base;
-	int pfd, err = 0, fd;
-	struct stat st;
-
-	if (!clean_path(en->path, path, sizeof(path)))
-		return en->type == '5' ? 0 : lerr_set(e, EPERM, "image: %s: entry \"%s\" leaves the root",
-						     what, en->path);
-	pfd = open_parent(root, path, &base);
-	if (pfd < 0)
-		return lerr_set(e, pfd, "image: %s: parent of \"%s\": %s", what, path, strerror(-pfd));
-
-	if (!strcmp(base, ".wh..wh..opq")) {
-		char dirpath[4096];
-
-		snprintf(dirpath, sizeof(dirpath), "%.*s", (int)(base - path > 0 ? base - path - 1 : 0), path);
-		err = opaque(root, dirpath, s);
-		close(pfd);
-		return err < 0 ? lerr_set(e, err, "image: %s: opaque whiteout of \"%s\": %s", what,
-					  dirpath, strerror(-err)) : 0;
-	}
-	if (!strncmp(base, ".wh.", 4)) {
-		err = remove_at(pfd, base + 4);
-		close(pfd);
-		return err < 0 ? lerr_set(e, err, "image: %s: whiteout \"%s\": %s", what, path,
-					  strerror(-err)) : 0;
-	}
-
-	/* A later layer replaces what a lower one had, except that a directory stays a
-	 * directory (its contents merge). */
-	if (fstatat(pfd, base, &st, AT_SYMLINK_NOFOLLOW) == 0 && !(en->type == '5' && S_ISDIR(st.st_mode)))
-		remove_at(pfd, base);
-
-	switch (en->type) {
-	case '0':
-		fd = openat(pfd, base, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-		if (fd < 0) {
-			err = -errno;
-			break;
-		}
-		err = write_file_data(t, fd);
-		if (!err && fchown(fd, en->uid, en->gid) < 0)
-			err = -errno;
-		if (!err && fchmod(fd, en->mode) < 0)
-			err = -errno;
-		close(fd);
-		break;
-	case '1': {
-		char target[4096], *tbase;
-		int tfd;
-
-		if (!en->link || !clean_path(en->link, target, sizeof(target))) {
-			err = -EPERM;
-			break;
-		}
-		tfd = open_parent(root, target, &tbase);
-		if (tfd < 0) {
-			err = tfd;
-			break;
-		}
-		if (linkat(tfd, tbase, pfd, base, 0) < 0)
-			err = -errno;
-		close(tfd);
-		break;
-	}
-	case '2':
-		if (!en->link || symlinkat(en->link, pfd, base) < 0)
-			err = en->link ? -errno : -EBADMSG;
-		else if (fchownat(pfd, base, en->uid, en->gid, AT_SYMLINK_NOFOLLOW) < 0)
-			err = -errno;
-		break;
-	case '3':
-	case '4':
-	case '6': {
-		mode_t type = en->type == '3' ? S_IFCHR : en->type == '4' ? S_IFBLK : S_IFIFO;
-
-		if (mknodat(pfd, base, type | en->mode, makedev(en->devmajor, en->devminor)) < 0)
-			err = -errno;
-		else if (fchownat(pfd, base, en->uid, en->gid, AT_SYMLINK_NOFOLLOW) < 0)
-			err = -errno;
-		break;
-	}
-	case '5':
-		if (mkdirat(pfd, base, 0755) < 0 && errno != EEXIST)
-			err = -errno;
-		else if (fchownat(pfd, base, en->uid, en->gid, AT_SYMLINK_NOFOLLOW) < 0 ||
-			 fchmodat(pfd, base, en->mode, 0) < 0)
-			err = -errno;
-		break;
-	default:
-		close(pfd);
-		return lerr_set(e, ENOTSUP, "image: %s: entry \"%s\" has unsupported type '%c'", what,
-				path, en->type);
-	}
-	if (!err && en->type != '1') {
-		struct timespec ts[2] = { { .tv_sec = en->mtime }, { .tv_sec = en->mtime } };
-		utimensat(pfd, base, ts, AT_SYMLINK_NOFOLLOW);
-	}
-	close(pfd);
-	if (err)
-		return lerr_set(e, err, "image: %s: unpack \"%s\": %s", what, path, strerror(-err));
-	seen_add(s, path);
-	return 0;
-}
-
-int image_unpack_layer(int root_fd, int fd, const char *what, struct lerr *e)
-{
-	gzFile gz = gzdopen(fd, "rb");
-	struct image_tar t;
-	const struct image_tar_entry *en;
-	struct seen s = { 0 };
+	struct image_stream *s = arg;
 	int r;
 
-	if (!gz) {
-		close(fd);
-		return lerr_set(e, ENOMEM, "image: %s: cannot read", what);
-	}
-	gzbuffer(gz, 1 << 17);
-	image_tar_init(&t, gz_read, gz);
-	while ((r = image_tar_next(&t, &en, e)) > 0)
-		if ((r = unpack_entry(root_fd, &t, en, &s, what, e)) < 0)
-			break;
-	if (r < 0 && strncmp(e->msg, "image:", 6)) {
-		char why[sizeof(e->msg)];
-		snprintf(why, sizeof(why), "%s", e->msg);
-		lerr_set(e, r, "image: %s: %s", what, why);
-	}
-	image_tar_free(&t);
-	seen_free(&s);
-	gzclose(gz);
-	return r < 0 ? r : 0;
+	if (s->stop && atomic_load(s->stop))
+		return s->err = -ECANCELED;
+	if (s->got >= s->max)
+		return s->err = -EFBIG;
+	/* one byte past the bound is enough to know it is passed */
+	if ((uint64_t)n > s->max - s->got)
+		n = (size_t)(s->max - s->got) + 1;
+	if (n > (1u << 30))
+		n = 1u << 30;
+	r = gzread(s->gz, buf, (unsigned)n);
+	if (r < 0)
+		return s->err = -EBADMSG;
+	s->got += (uint64_t)r;
+	if (s->got > s->max)
+		return s->err = -EFBIG;
+	return r;
+}
+
+void image_stream_close(struct image_stream *s)
+{
+	if (s->gz)
+		gzclose(s->gz);
+	s->gz = NULL;
 }

@@ -462,6 +462,68 @@ int journal_sync(struct journal *j, struct lerr *e)
 	return 0;
 }
 
+int journal_read(struct journal *j, uint64_t offset, unsigned *type, char **payload, size_t *len,
+		 struct lerr *e)
+{
+	uint8_t frame[JOURNAL_FRAME], *body = NULL;
+	uint32_t body_len, raw_len;
+	char *out = NULL;
+	int err;
+
+	*payload = NULL;
+	*len = 0;
+	if (offset < JOURNAL_MAGIC_LEN || offset + JOURNAL_FRAME > j->size ||
+	    pread(j->fd, frame, sizeof(frame), (off_t)offset) != (ssize_t)sizeof(frame))
+		return lerr_set(e, EINVAL, "journal %s: no record at offset %llu", j->path,
+				(unsigned long long)offset);
+	body_len = get32(frame);
+	if (body_len < JOURNAL_HEADER || body_len > JOURNAL_MAX_RECORD || offset + JOURNAL_FRAME + body_len > j->size)
+		return lerr_set(e, EBADMSG, "journal %s: record at offset %llu: impossible length", j->path,
+				(unsigned long long)offset);
+	if (!(body = malloc(body_len)))
+		return lerr_set(e, ENOMEM, "journal %s: out of memory", j->path);
+	err = -EBADMSG;
+	if (pread(j->fd, body, body_len, (off_t)(offset + JOURNAL_FRAME)) != (ssize_t)body_len ||
+	    journal_crc32c(0, body, body_len) != get32(frame + 4)) {
+		lerr_set(e, EBADMSG, "journal %s: record at offset %llu: CRC32C mismatch on read back", j->path,
+			 (unsigned long long)offset);
+		goto out;
+	}
+	raw_len = get32(body + 4);
+	if (raw_len > JOURNAL_MAX_RECORD || !(out = malloc((size_t)raw_len + 1))) {
+		err = lerr_set(e, ENOMEM, "journal %s: record at offset %llu: cannot hold %u bytes", j->path,
+			       (unsigned long long)offset, raw_len);
+		goto out;
+	}
+	if (body[1] & 1) {
+		uLongf dl = raw_len;
+
+		if (uncompress((Bytef *)out, &dl, body + JOURNAL_HEADER, body_len - JOURNAL_HEADER) != Z_OK ||
+		    dl != raw_len) {
+			lerr_set(e, EBADMSG, "journal %s: record at offset %llu does not decompress", j->path,
+				 (unsigned long long)offset);
+			goto out;
+		}
+	} else if (raw_len != body_len - JOURNAL_HEADER) {
+		lerr_set(e, EBADMSG, "journal %s: record at offset %llu: length mismatch", j->path,
+			 (unsigned long long)offset);
+		goto out;
+	} else {
+		memcpy(out, body + JOURNAL_HEADER, raw_len);
+	}
+	out[raw_len] = '\0';
+	if (type)
+		*type = body[0];
+	*payload = out;
+	*len = raw_len;
+	out = NULL;
+	err = 0;
+out:
+	free(out);
+	free(body);
+	return err;
+}
+
 uint64_t journal_seq(const struct journal *j)
 {
 	return __atomic_load_n(&j->seq, __ATOMIC_ACQUIRE);

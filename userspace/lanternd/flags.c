@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "flags.h"
+#include "lantern/image.h"
 #include "lantern/util.h"
 
 enum kind {
@@ -79,6 +80,16 @@ static const struct flag flags[] = {
 	{ "metrics-addr", STR, F(metrics_addr), 0, 0, "A:P", "Prometheus text metrics on http://A:P/metrics (default off)" },
 	{ "syscall-hook", CHOICE, F(syscall_hook), 0, 0, "K", "tp_btf (default), raw_tp, tracepoint or none",
 	  "tp_btf raw_tp tracepoint none" },
+	{ "no-privsep", BOOL, F(no_privsep), 0, 0, NULL,
+	  "parse workloads' bytes (harness HTTP and JSON, DNS) in lanternd itself instead of the "
+	  "unprivileged lantern-wire (debugging only)" },
+	{ "wire-user", STR, F(wire_user), 0, 0, "USER", "the user lantern-wire runs as (default nobody)" },
+	{ "image-layer-max", NUM, F(image_layer_max), 1u << 20, UINT64_MAX, "BYTES",
+	  "bytes one image layer may unpack to, its tar stream after gunzip (default 16 GiB)" },
+	{ "image-max", NUM, F(image_max), 1u << 20, UINT64_MAX, "BYTES",
+	  "bytes an image's layers together, or an imported archive, may unpack to (default 32 GiB)" },
+	{ "image-entries", NUM, F(image_entries), 16, UINT32_MAX, "N",
+	  "files, directories and links one image layer or archive may create (default 1000000)" },
 	{ "telemetry-ringbuf-bytes", POW2, F(ringbuf_bytes), 4096, 1u << 30, "N",
 	  "process event ring buffer size (power of 2, default 8 MiB)" },
 };
@@ -169,6 +180,10 @@ int lanternd_flags(int argc, char **argv, struct lanternd_config *c)
 		.max_runs = 64,
 		.reconnect_max_s = 30,
 		.syscall_hook = "tp_btf",
+		.wire_user = "nobody",
+		.image_layer_max = IMAGE_LAYER_BYTES_DEFAULT,
+		.image_max = IMAGE_BYTES_DEFAULT,
+		.image_entries = IMAGE_ENTRIES_DEFAULT,
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(flags); i++)
 		opts[i] = (struct option){ flags[i].name, flags[i].kind == BOOL ? no_argument : required_argument,

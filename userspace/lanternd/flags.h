@@ -43,6 +43,11 @@ struct lanternd_config {
 	const char *metrics_addr;
 	const char *syscall_hook;        /* tp_btf, raw_tp, tracepoint, none */
 	uint64_t ringbuf_bytes;
+	bool no_privsep;                 /* parse workloads' bytes in lanternd itself (debugging) */
+	const char *wire_user;           /* lantern-wire runs as this user */
+	uint64_t image_layer_max;        /* bytes one image layer may unpack to */
+	uint64_t image_max;              /* bytes an image (or an imported archive) may unpack to */
+	uint64_t image_entries;          /* entries one layer or archive may create */
 };
 
 /* Defaults, then argv. Returns 0, 1 after --help (printed), or -1 after a message on

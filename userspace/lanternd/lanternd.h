@@ -8,6 +8,7 @@
 #include "lantern/cgroup.h"
 #include "lantern/cplane.h"
 #include "lantern/durable.h"
+#include "lantern/edge.h"
 #include "lantern/egress.h"
 #include "lantern/logs.h"
 #include "lantern/loop.h"
@@ -20,6 +21,7 @@
 struct daemon {
 	struct lanternd_config cfg;
 	struct loop *loop;
+	struct edge *edge;          /* lantern-wire, NULL with --no-privsep */
 	struct cgroup_node cg;
 	struct runtimes *runtimes;
 	struct runtime_oci *oci;

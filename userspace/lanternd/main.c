@@ -85,6 +85,8 @@ static int open_runtimes(struct daemon *d, const char *shim, struct lerr *e)
 		.class_handlers = c->runtime_handlers, .n_class_handlers = c->n_runtime_handlers,
 		.net_bridge = c->net_bridge, .net_subnet = c->net_subnet,
 		.net_default_route = c->net_default_route, .process_runtime = c->process_runtime,
+		.image_layer_max = c->image_layer_max, .image_max = c->image_max,
+		.image_entries = c->image_entries,
 	};
 	int err;
 
@@ -94,6 +96,23 @@ static int open_runtimes(struct daemon *d, const char *shim, struct lerr *e)
 	if ((err = runtime_process_add(d->runtimes, d->loop, &po, e)) < 0)
 		return err;
 	return runtime_oci_add(d->runtimes, d->loop, &oo, &d->oci, e);
+}
+
+/* lantern-wire, the unprivileged process that reads workloads' bytes, beside lanternd. */
+static int open_edge(struct daemon *d, struct lerr *e)
+{
+	char wire[PATH_MAX], root[PATH_MAX + 16];
+	struct edge_opts o = { .wire = wire, .user = d->cfg.wire_user, .root = root };
+	int err;
+
+	if (d->cfg.no_privsep) {
+		log_warn("--no-privsep: workloads' bytes are parsed in lanternd's own (root) process");
+		return 0;
+	}
+	if ((err = beside_self("lantern-wire", wire, sizeof(wire))) < 0)
+		return lerr_set(e, err, "cannot find lantern-wire: %s", strerror(-err));
+	snprintf(root, sizeof(root), "%s/wire", d->cfg.state_dir);
+	return edge_open(d->loop, &o, &d->edge, e);
 }
 
 static int open_modules(struct daemon *d, const char *shim, const char *cli, struct lerr *e)
@@ -119,6 +138,12 @@ static int open_modules(struct daemon *d, const char *shim, const char *cli, str
 	struct meter_opts mo = { .prices_file = c->prices_file };
 	int err;
 
+	if ((err = open_edge(d, e)) < 0)
+		return err;
+	if (d->edge) {
+		eo.dns = &edge_dns;
+		eo.dns_arg = d->edge;
+	}
 	if ((err = cgroup_node_open(c->cgroup_root, &d->cg, e)) < 0 ||
 	    (err = egress_open(d->loop, &eo, &d->egress, e)) < 0)
 		return err;
@@ -134,6 +159,10 @@ static int open_modules(struct daemon *d, const char *shim, const char *cli, str
 	    (err = logs_open(d->loop, &d->logs, e)) < 0 ||
 	    (err = open_runtimes(d, shim, e)) < 0)
 		return err;
+	if (d->edge) {
+		durable_set_transport(d->durable, &edge_harness, d->edge);
+		edge_set_durable(d->edge, d->durable);
+	}
 	ro.runtimes = d->runtimes;
 	if ((err = runs_open(&ro, &d->runs, e)) < 0 ||
 	    (err = egress_subscribe(d->egress, d->runs, e)) < 0 ||
@@ -177,6 +206,7 @@ static void close_modules(struct daemon *d)
 	meter_close(d->meter);
 	telemetry_close(d->telemetry);
 	egress_close(d->egress);
+	edge_close(d->edge);
 	loop_free(d->loop);
 }
 

@@ -4,6 +4,7 @@
  * the OCI runtime (node, image_*). An op naming a run_id gets the run looked up first. */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "lanternd.h"
@@ -171,11 +172,52 @@ static void op_cost(void *arg, struct api_client *c, json_t *req)
 		reply(c, telemetry_cost_json(d->telemetry, r));
 }
 
+/* A request the OCI runtime may answer later (an image import runs on a worker): the
+ * client can go before the answer comes, or the answer come before the client goes.
+ * Whichever happens second frees it. */
+struct pending {
+	struct api_client *c;
+	bool answered;
+};
+
+static void pending_closed(void *arg, struct api_client *c)
+{
+	struct pending *p = arg;
+
+	p->c = NULL;
+	if (p->answered)
+		free(p);
+}
+
+static void pending_answer(void *arg, json_t *msg)
+{
+	struct pending *p = arg;
+
+	p->answered = true;
+	if (!p->c) {
+		json_decref(msg);
+		free(p);
+		return;
+	}
+	api_send(p->c, msg);
+	api_finish(p->c);
+}
+
 static void op_oci(void *arg, struct api_client *c, json_t *req)
 {
 	struct daemon *d = arg;
+	struct pending *p = calloc(1, sizeof(*p));
 
-	reply(c, runtime_oci_api(d->oci, d->runs, json_string_value(json_object_get(req, "op")), req));
+	if (!p) {
+		api_send_error(c, "out of memory");
+		api_finish(c);
+		return;
+	}
+	p->c = c;
+	api_on_close(c, pending_closed, p);
+	if (runtime_oci_api(d->oci, d->runs, json_string_value(json_object_get(req, "op")), req,
+			    pending_answer, p) < 0)
+		pending_answer(p, json_pack("{s:s, s:s}", "type", "error", "error", "not an OCI operation"));
 }
 
 int ops_register(struct daemon *d, struct lerr *e)

@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lantern/image.h"
+
 /* Syscalls no workload needs and a kernel exploit or an escape often does (the ones
  * Docker's default profile leaves out, plus the new mount API and io_uring). The
  * default profile refuses them with EPERM. */
@@ -104,17 +106,23 @@ static json_t *seccomp(bool allowlist)
 			 "SCMP_ACT_ERRNO", "errnoRet", EPERM);
 }
 
+/* Bigger than any real passwd or group file; the image's own bytes, read by lanternd. */
+#define ID_FILE_MAX (1u << 20)
+
 /* "name" or "uid[:gid]" of the image config, looked up in the image's /etc/passwd
- * and /etc/group. Unknown names are an error: guessing root would be a downgrade. */
+ * and /etc/group. Unknown names are an error: guessing root would be a downgrade. The
+ * file is the image's: read beneath its root (a symlink cannot lead to the host's
+ * file), a regular file only (a FIFO or /dev/zero cannot stall or flood lanternd),
+ * and bounded. -ENOENT, or the reason it cannot be read. */
 static int lookup_id(const char *rootfs, const char *file, const char *name, unsigned *id,
 		     unsigned *gid)
 {
-	char path[PATH_MAX + 16], *buf, *line, *save = NULL;
-	int found = -ENOENT;
+	char path[32], *buf, *line, *save = NULL;
+	int found = -ENOENT, err;
 
-	snprintf(path, sizeof(path), "%s/etc/%s", rootfs, file);
-	if (util_read_file(path, &buf, NULL) < 0)
-		return -ENOENT;
+	snprintf(path, sizeof(path), "etc/%s", file);
+	if ((err = image_root_read(rootfs, path, ID_FILE_MAX, &buf, NULL)) < 0)
+		return err;
 	for (line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
 		char *f[4] = { 0 }, *s = line;
 
@@ -136,10 +144,22 @@ static int lookup_id(const char *rootfs, const char *file, const char *name, uns
 	return found;
 }
 
+static int id_error(struct lerr *e, const char *kind, const char *name, const char *file, int err)
+{
+	if (err == -ENOENT)
+		return lerr_set(e, ENOENT, "spawn: image %s \"%s\" is not in the image's /etc/%s", kind, name, file);
+	return lerr_set(e, -err, "spawn: image %s \"%s\": the image's /etc/%s %s: refused", kind, name, file,
+			err == -EPERM ? "is not a regular file" :
+			err == -EFBIG ? "is larger than 1 MiB" :
+			err == -ELOOP ? "is a symlink loop" :
+			err == -EXDEV ? "leads out of the image" : strerror(-err));
+}
+
 static int parse_user(const char *rootfs, const char *user, unsigned *uid, unsigned *gid,
 		      struct lerr *e)
 {
 	char u[256], *colon, *end;
+	int err;
 
 	*uid = *gid = 0;
 	if (!user || !*user)
@@ -149,14 +169,12 @@ static int parse_user(const char *rootfs, const char *user, unsigned *uid, unsig
 	if (colon)
 		*colon++ = '\0';
 	*uid = (unsigned)strtoul(u, &end, 10);
-	if (*end || !*u) {
-		if (lookup_id(rootfs, "passwd", u, uid, gid) < 0)
-			return lerr_set(e, ENOENT, "spawn: image user \"%s\" is not in the image's /etc/passwd", u);
-	}
+	if ((*end || !*u) && (err = lookup_id(rootfs, "passwd", u, uid, gid)) < 0)
+		return id_error(e, "user", u, "passwd", err);
 	if (colon && *colon) {
 		*gid = (unsigned)strtoul(colon, &end, 10);
-		if (*end && lookup_id(rootfs, "group", colon, gid, NULL) < 0)
-			return lerr_set(e, ENOENT, "spawn: image group \"%s\" is not in the image's /etc/group", colon);
+		if (*end && (err = lookup_id(rootfs, "group", colon, gid, NULL)) < 0)
+			return id_error(e, "group", colon, "group", err);
 	}
 	return 0;
 }

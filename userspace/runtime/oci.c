@@ -4,12 +4,19 @@
  * bundle and start through lantern-shim, teardown on a worker thread, reclaiming what
  * a previous lanternd left, and the image and node operations of the local API.
  *
+ * Images are imported and unpacked on a worker thread of their own (one: imports never
+ * overlap), so a big or hostile archive never stalls the loop; the `image_import` op
+ * answers when it is done. A spawn's prepare only verifies its image (image_resolve:
+ * a few stat calls and the hashes of manifest and config), so it stays on the loop
+ * and never waits for an unpack.
+ *
  * Per run (STATE/runs/<id>): bundle/config.json, container.pid (runc), oci.json (the
  * handler, container id and network namespace, for a restarted lanternd). The
  * container id is the instance id; each lanternd gives its runtimes a state root of
  * its own (STATE/oci/<handler>), so lanternds side by side never see each other's. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +45,10 @@ struct runtime_oci {
 	enum cgroup_layout layout;
 	char cg_root[128];
 	struct workq *pool;
+	struct workq *images;                    /* imports, one at a time */
+	int imports;                             /* submitted and not answered yet */
+	struct image_limits limits;
+	atomic_bool stopping;                    /* ends an import under way at close */
 };
 
 struct oci_run {
@@ -414,6 +425,8 @@ static void oci_close(void *arg)
 {
 	struct runtime_oci *o = arg;
 
+	atomic_store(&o->stopping, true);
+	workq_close(o->images);
 	workq_close(o->pool);
 	free(o);
 }
@@ -490,35 +503,91 @@ static json_t *error_json(const char *msg)
 	return json_pack("{s:s, s:s}", "type", "error", "error", msg);
 }
 
-json_t *runtime_oci_api(struct runtime_oci *o, struct runs *t, const char *op, json_t *req)
+static json_t *images_json(int err, json_t *res, const struct lerr *e)
+{
+	return err < 0 ? error_json(e->msg) : json_pack("{s:s, s:o}", "type", "images", "images", res);
+}
+
+/* An import, owned by the image worker between submit and completion. */
+struct import_job {
+	struct runtime_oci *o;
+	void (*answer)(void *ctx, json_t *msg);
+	void *ctx;
+	char path[PATH_MAX];
+	json_t *res;
+	int err;
+	struct lerr e;
+};
+
+static void import_work(void *arg)
+{
+	struct import_job *j = arg;
+
+	j->err = image_import(j->o->image_store, j->path, &j->o->limits, &j->res, &j->e);
+}
+
+static void import_done(void *arg)
+{
+	struct import_job *j = arg;
+
+	j->o->imports--;
+	if (j->err < 0)
+		log_warn("image import %s: %s", j->path, j->e.msg);
+	else
+		log_info("image import %s: %zu image(s)", j->path, json_array_size(j->res));
+	j->answer(j->ctx, images_json(j->err, j->res, &j->e));
+	free(j);
+}
+
+int runtime_oci_api(struct runtime_oci *o, struct runs *t, const char *op, json_t *req,
+		    void (*answer)(void *ctx, json_t *msg), void *ctx)
 {
 	struct busy_ctx busy = { t };
 	struct lerr e = { 0 };
 	json_t *res = NULL;
 	int err;
 
-	if (!strcmp(op, "node"))
-		return node_json(o);
-	if (!strcmp(op, "image_import")) {
+	if (!strcmp(op, "node")) {
+		answer(ctx, node_json(o));
+	} else if (!strcmp(op, "image_import")) {
 		const char *path = json_string_value(json_object_get(req, "path"));
+		struct import_job *j;
 
-		if (!path)
-			return error_json("image_import needs \"path\"");
-		err = image_import(o->image_store, path, &res, &e);
+		if (!path || strlen(path) >= sizeof(j->path)) {
+			answer(ctx, error_json("image_import needs \"path\" (shorter than PATH_MAX)"));
+		} else if (!(j = calloc(1, sizeof(*j)))) {
+			answer(ctx, error_json("image import: out of memory"));
+		} else {
+			*j = (struct import_job){ .o = o, .answer = answer, .ctx = ctx };
+			snprintf(j->path, sizeof(j->path), "%s", path);
+			if (workq_submit(o->images, import_work, import_done, j) < 0) {
+				free(j);
+				answer(ctx, error_json("image import: out of memory"));
+			} else {
+				o->imports++;
+			}
+		}
 	} else if (!strcmp(op, "image_ls")) {
 		err = image_list(o->image_store, &res, &e);
+		answer(ctx, images_json(err, res, &e));
 	} else if (!strcmp(op, "image_rm")) {
 		const char *ref = json_string_value(json_object_get(req, "ref"));
 
 		if (!ref)
-			return error_json("image_rm needs \"ref\"");
-		err = image_remove(o->image_store, ref, image_busy, &busy, &res, &e);
+			answer(ctx, error_json("image_rm needs \"ref\""));
+		else if (o->imports)
+			/* an import's blobs are in the store before its image is in the index:
+			 * collecting garbage now could take them */
+			answer(ctx, error_json("image: an import is under way: nothing removed (try again "
+					       "when it has finished)"));
+		else {
+			err = image_remove(o->image_store, ref, image_busy, &busy, &res, &e);
+			answer(ctx, images_json(err, res, &e));
+		}
 	} else {
-		return NULL;
+		return -ENOENT;
 	}
-	if (err < 0)
-		return error_json(e.msg);
-	return json_pack("{s:s, s:o}", "type", "images", "images", res);
+	return 0;
 }
 
 /* ---- opening ---- */
@@ -602,8 +671,18 @@ int runtime_oci_add(struct runtimes *rs, struct loop *l, const struct runtime_oc
 	}
 	if ((err = map_classes(o, opts, e)) < 0)
 		goto fail;
+	o->limits = (struct image_limits){
+		.layer_bytes = opts->image_layer_max ? opts->image_layer_max : IMAGE_LAYER_BYTES_DEFAULT,
+		.image_bytes = opts->image_max ? opts->image_max : IMAGE_BYTES_DEFAULT,
+		.entries = opts->image_entries ? opts->image_entries : IMAGE_ENTRIES_DEFAULT,
+		.stop = &o->stopping,
+	};
 	if ((err = workq_open(l, POOL_THREADS, "lantern-oci", &o->pool, e)) < 0)
 		goto fail;
+	if ((err = workq_open(l, 1, "lantern-img", &o->images, e)) < 0) {
+		workq_close(o->pool);
+		goto fail;
+	}
 	snprintf(o->cni.plugin_dir, sizeof(o->cni.plugin_dir), "/usr/lib/cni");
 	snprintf(o->cni.data_dir, sizeof(o->cni.data_dir), "%s/cni", opts->state_dir);
 	snprintf(o->cni.bridge, sizeof(o->cni.bridge), "%s", opts->net_bridge ? opts->net_bridge : "lantern0");
@@ -618,6 +697,7 @@ int runtime_oci_add(struct runtimes *rs, struct loop *l, const struct runtime_oc
 	record_net(o);
 	if ((err = runtimes_add(rs, &oci_ops, o)) < 0) {
 		lerr_set(e, err, "oci: too many runtimes");
+		workq_close(o->images);
 		workq_close(o->pool);
 		goto fail;
 	}

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "telemetry_internal.h"
+#include "lantern/harness.h"
 #include "lantern/runtime.h"
 #include "lantern/util.h"
 
@@ -114,22 +115,21 @@ void spans_started(struct telemetry *t, struct run *r, struct tm_run *tm)
 	tm_save(r, tm);
 }
 
-static void usage_attr(json_t *owner, json_t *usage, const char *field, const char *attr)
+static void token_attr(json_t *owner, const struct harness_usage *u, unsigned bit, uint64_t v,
+		       const char *attr)
 {
-	json_t *v = json_object_get(usage, field);
-
-	if (json_is_integer(v))
-		trace_attr_int(owner, attr, json_integer_value(v));
+	if (u->has & bit)
+		trace_attr_int(owner, attr, (int64_t)(v & INT64_MAX));
 }
 
 void spans_step(struct telemetry *t, struct run *r, struct tm_run *tm, const struct run_step *st)
 {
-	json_t *usage = json_object_get(st->body, "usage"), *sp, *kv;
-	const char *kind = st->kind ? st->kind : "other", *model, *provider, *op, *tool;
+	const struct harness_usage *u = st->usage;
+	const char *kind = st->kind ? st->kind : "other", *model, *op, *tool;
 	uint64_t end = trace_now_ns(), start;
 	char name[300], what[300];
 	size_t i;
-	json_t *attrs = json_object();
+	json_t *attrs = json_object(), *sp, *kv;
 
 	if (!attrs)
 		return;
@@ -137,27 +137,28 @@ void spans_step(struct telemetry *t, struct run *r, struct tm_run *tm, const str
 	if (!start || start > end)
 		start = end;
 	if (!strcmp(kind, "llm")) {
-		model = json_string_value(json_object_get(usage, "model")) ?: "unknown";
-		provider = json_string_value(json_object_get(usage, "provider"));
-		op = json_string_value(json_object_get(usage, "operation")) ?: "chat";
+		model = u && u->model[0] ? u->model : "unknown";
+		op = u && u->operation[0] ? u->operation : "chat";
 		snprintf(name, sizeof(name), "%s %s", op, model);
 		trace_attr_str(attrs, "gen_ai.operation.name", op);
-		if (provider)
-			trace_attr_str(attrs, "gen_ai.provider.name", provider);
+		if (u && u->provider[0])
+			trace_attr_str(attrs, "gen_ai.provider.name", u->provider);
 		trace_attr_str(attrs, "gen_ai.request.model", model);
-		if (json_object_get(usage, "response_model"))
-			trace_attr_str(attrs, "gen_ai.response.model",
-				       json_string_value(json_object_get(usage, "response_model")));
-		usage_attr(attrs, usage, "input_tokens", "gen_ai.usage.input_tokens");
-		usage_attr(attrs, usage, "output_tokens", "gen_ai.usage.output_tokens");
-		usage_attr(attrs, usage, "cache_read_tokens", "gen_ai.usage.cache_read.input_tokens");
-		usage_attr(attrs, usage, "cache_creation_tokens", "gen_ai.usage.cache_creation.input_tokens");
-		usage_attr(attrs, usage, "reasoning_tokens", "gen_ai.usage.reasoning.output_tokens");
-		if (usage && !st->error)
-			trace_attr_double(attrs, "lantern.cost.usd", meter_usage_usd(meter_prices(t->meter), usage));
+		if (u && u->response_model[0])
+			trace_attr_str(attrs, "gen_ai.response.model", u->response_model);
+		if (u) {
+			token_attr(attrs, u, HU_INPUT, u->t.input, "gen_ai.usage.input_tokens");
+			token_attr(attrs, u, HU_OUTPUT, u->t.output, "gen_ai.usage.output_tokens");
+			token_attr(attrs, u, HU_CACHE_READ, u->t.cache_read, "gen_ai.usage.cache_read.input_tokens");
+			token_attr(attrs, u, HU_CACHE_CREATION, u->t.cache_creation,
+				   "gen_ai.usage.cache_creation.input_tokens");
+			token_attr(attrs, u, HU_REASONING, u->t.reasoning, "gen_ai.usage.reasoning.output_tokens");
+			if (!st->error)
+				trace_attr_double(attrs, "lantern.cost.usd",
+						  meter_tokens_usd(meter_prices(t->meter), u->provider, u->model, &u->t));
+		}
 	} else if (!strcmp(kind, "tool")) {
-		tool = json_string_value(json_object_get(st->body, "name")) ?:
-		       json_string_value(json_object_get(st->body, "tool")) ?: st->id;
+		tool = st->tool && st->tool[0] ? st->tool : st->id;
 		snprintf(name, sizeof(name), "execute_tool %s", tool);
 		trace_attr_str(attrs, "gen_ai.operation.name", "execute_tool");
 		trace_attr_str(attrs, "gen_ai.tool.name", tool);

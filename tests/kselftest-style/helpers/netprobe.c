@@ -195,16 +195,20 @@ int main(int argc, char **argv)
 	int r;
 
 	if (argc < 4 || !(len = mkaddr(argv[2], atoi(argv[3]), &ss))) {
-		fprintf(stderr, "usage: netprobe tcp|udp|udpc|tfo|loop ADDR PORT [N]\n");
+		fprintf(stderr, "usage: netprobe tcp|udp|udpc|tfo|loop ADDR PORT [N [STOPFILE]]\n");
 		return 1;
 	}
 	if (!strcmp(argv[1], "loop")) {
-		long ms = argc > 4 ? atol(argv[4]) : 1000, ok = 0, denied = 0, other = 0;
+		long ms = argc > 4 ? atol(argv[4]) : 1000, ok = 0, denied = 0, other = 0, n = 0;
+		const char *stop = argc > 5 ? argv[5] : NULL;
 		struct timespec t0, t;
 		clock_gettime(CLOCK_MONOTONIC, &t0);
-		for (;;) {
+		for (;; n++) {
 			clock_gettime(CLOCK_MONOTONIC, &t);
 			if ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 >= ms)
+				break;
+			/* until whoever watches says stop (checked now and then: a stat is no connect) */
+			if (stop && !(n % 64) && access(stop, F_OK) == 0)
 				break;
 			r = once("loop", &ss, len);
 			if (r == 0)
