@@ -117,7 +117,7 @@ FUZZ_CFLAGS  := -O1 -g -fno-omit-frame-pointer $(FUZZ_SAN) -fsanitize=fuzzer-no-
                 -Wno-missing-field-initializers -Iinclude -Ibpf -I$(BUILD) -I$(BUILD)/proto -Ifuzz/lib
 FUZZ_LDFLAGS := $(FUZZ_SAN) -fsanitize=fuzzer -Wl,--as-needed
 FUZZ_SECONDS ?= 60
-FUZZ_MODS    := util loop spec policy harness meter journal dns image tunnel
+FUZZ_MODS    := util loop spec policy harness meter journal dns image tunnel wire
 FUZZ_LIB_OBJS:= $(patsubst %.c,$(BUILD)/fuzz/obj/%.o,$(wildcard $(patsubst %,userspace/%/*.c,$(FUZZ_MODS)))) \
                 $(patsubst $(BUILD)/proto/%.c,$(BUILD)/fuzz/obj/proto/%.o,$(PROTO_GEN_C))
 FUZZ_LIB     := $(BUILD)/fuzz/liblantern.a
@@ -135,10 +135,10 @@ FUZZ_LDLIBS_spec          := -lyaml -ljansson
 FUZZ_LDLIBS_dns_wire      :=
 FUZZ_EXTRA_harness_state  := $(BUILD)/fuzz/obj/fuzz/lib/harness_eq.o
 FUZZ_LDLIBS_harness_state := -ljansson -lsodium -lz
-FUZZ_EXTRA_harness_replay := $(BUILD)/fuzz/obj/fuzz/lib/harness_eq.o
-FUZZ_LDLIBS_harness_replay:= -ljansson -lsodium -lz
+FUZZ_LDLIBS_record        := -ljansson -lsodium -lz
+FUZZ_LDLIBS_wire          := -ljansson -lsodium -lz
 FUZZ_LDLIBS_journal       := -ljansson -lsodium -lz
-FUZZ_LDLIBS_tar           := -lz
+FUZZ_LDLIBS_tar           := -lsodium -lz
 FUZZ_LDLIBS_image         := -ljansson -lsodium -lz
 FUZZ_LDLIBS_harness_http  := -ljansson
 FUZZ_LDLIBS_proto         := -lprotobuf-c
@@ -274,6 +274,8 @@ $(BUILD)/fuzz/obj/proto/%.o: $(BUILD)/proto/%.c | $(PROTO_GEN_H)
 $(FUZZ_LIB_OBJS) $(FUZZ_HELPERS) $(FUZZ_OBJS) $(FUZZ_CP_OBJS): | $(PROTO_GEN_H)
 $(FUZZ_CP_OBJS): FUZZ_CFLAGS += -I/usr/include/postgresql -Itools/lantern-cp
 $(FUZZ_OBJS): FUZZ_CFLAGS += -Itools/lantern-cp
+# the record scanner's own header: the record target compares it with jansson
+$(BUILD)/fuzz/obj/fuzz/record.o: FUZZ_CFLAGS += -Iuserspace/harness
 
 $(FUZZ_LIB): $(FUZZ_LIB_OBJS)
 	@rm -f $@

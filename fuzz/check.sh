@@ -13,7 +13,7 @@ build=${LANTERN_BUILD:-build}
 # database on every input, so the whole check stays well under a minute
 runs_of() {
   case "$1" in
-    image_import|cp_service|cp_http|tunnel|harness_http) echo 300 ;;
+    image|cp_service|cp_http|tunnel|harness_http|wire) echo 300 ;;
     tar) echo 1000 ;;
     *) echo 2000 ;;
   esac

@@ -10,7 +10,8 @@
  * minted by the API are random: the fuzzer could not name them).
  *
  * Properties beyond the sanitizers:
- *  - the server answers and closes within two seconds of the client's shutdown;
+ *  - the server answers and closes within five seconds of the client's shutdown (a
+ *    loaded machine included);
  *  - a connection that never presents the operator token changes nothing: no plane or
  *    run appears, none changes state. */
 #include <arpa/inet.h>
@@ -143,9 +144,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	shutdown(fd, SHUT_WR);
 	for (;;) {
-		int n = poll(&pfd, 1, 2000);
+		int n = poll(&pfd, 1, 5000);
 
-		FZ_CHECK(n == 1, "the operator API neither answered nor closed within 2 s");
+		FZ_CHECK(n == 1, "the operator API neither answered nor closed within 5 s");
 		if (recv(fd, buf, sizeof(buf), 0) <= 0)
 			break;
 	}

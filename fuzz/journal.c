@@ -10,6 +10,8 @@
  *  - the scan and journal_open agree (result, records, valid bytes, torn tail, head);
  *  - valid bytes and the torn tail make up the whole file, and the head is the hash of
  *    the last record handed to the callback; every payload is NUL-terminated;
+ *  - journal_read at each record's offset gives back its type and payload (how a replayed
+ *    step's result is read when a workload asks for it);
  *  - after journal_open (a torn tail is cut), one more append gives a journal that scans
  *    clean with one more record: recovery leaves a journal that can go on. */
 #include <errno.h>
@@ -25,10 +27,16 @@
 #include "lantern/harness.h"
 #include "lantern/journal.h"
 
+#define KEPT 64
+
 struct replay {
 	struct harness_state st;
 	uint64_t seen;
 	uint8_t last[JOURNAL_HASH_BYTES];
+	/* the first records: where they are, their type and a hash of their payload */
+	uint64_t off[KEPT];
+	unsigned type[KEPT];
+	uint8_t sum[KEPT][crypto_generichash_BYTES];
 };
 
 static int on_record(void *arg, const struct journal_record *rec)
@@ -41,7 +49,13 @@ static int on_record(void *arg, const struct journal_record *rec)
 	FZ_CHECK(rec->seq == ++r->seen, "record %llu handed over as number %llu",
 		 (unsigned long long)rec->seq, (unsigned long long)r->seen);
 	memcpy(r->last, rec->hash, JOURNAL_HASH_BYTES);
-	return harness_state_apply_raw(&r->st, rec->type, rec->payload, rec->len, &e);
+	if (r->seen <= KEPT) {
+		r->off[r->seen - 1] = rec->offset;
+		r->type[r->seen - 1] = rec->type;
+		crypto_generichash(r->sum[r->seen - 1], crypto_generichash_BYTES,
+				   (const unsigned char *)rec->payload, rec->len, NULL, 0);
+	}
+	return harness_state_apply(&r->st, rec->type, rec->payload, rec->len, rec->offset, &e);
 }
 
 static uint32_t get32(const uint8_t *p)
@@ -117,6 +131,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (sb == 0) {
 		FZ_CHECK(a.records == b.records && a.bytes == b.bytes && a.torn_bytes == b.torn_bytes &&
 			 !memcmp(a.head, b.head, JOURNAL_HASH_BYTES), "scan and open disagree");
+		for (uint64_t i = 0; i < rb.seen && i < KEPT; i++) {
+			uint8_t sum[crypto_generichash_BYTES];
+			unsigned type;
+			char *payload;
+			size_t len;
+
+			sc = journal_read(j, rb.off[i], &type, &payload, &len, &ec);
+			FZ_CHECK(sc == 0, "record %llu at offset %llu does not read back: %s",
+				 (unsigned long long)i + 1, (unsigned long long)rb.off[i], ec.msg);
+			crypto_generichash(sum, sizeof(sum), (const unsigned char *)payload, len, NULL, 0);
+			FZ_CHECK(type == rb.type[i] && !memcmp(sum, rb.sum[i], sizeof(sum)) &&
+				 payload[len] == '\0', "record %llu read back differs from the scan's",
+				 (unsigned long long)i + 1);
+			free(payload);
+		}
 		sc = journal_append(j, JOURNAL_RUN_RESUMED, more, strlen(more), NULL, &ec);
 		FZ_CHECK(sc == 0, "append after recovery: %s", ec.msg);
 		journal_close(j);

@@ -5,7 +5,10 @@
  *
  * Input: a byte choosing the message type, then the bytes on the wire. Property beyond
  * the sanitizers: a message that unpacks packs to bytes that unpack to a message packing
- * to the same bytes again (what one end re-sends, the other reads the same). */
+ * to the same bytes again (what one end re-sends, the other reads the same). Messages
+ * carrying fields the proto does not know are left out of that: protobuf-c keeps them
+ * as they came and accepts a tag of field 0 written in two bytes, which it refuses once
+ * re-encoded in one (its quirk; lantern never re-sends what it received). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -34,6 +37,26 @@ static const ProtobufCMessageDescriptor *const types[] = {
 	&lantern__v1__dp_completion_ack__descriptor,
 };
 
+static bool has_unknown(const ProtobufCMessage *m)
+{
+	if (!m)
+		return false;
+	if (m->n_unknown_fields)
+		return true;
+	for (unsigned i = 0; i < m->descriptor->n_fields; i++) {
+		const ProtobufCFieldDescriptor *f = &m->descriptor->fields[i];
+
+		if (f->type != PROTOBUF_C_TYPE_MESSAGE || f->label == PROTOBUF_C_LABEL_REPEATED)
+			continue;
+		if ((f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
+		    *(const uint32_t *)((const char *)m + f->quantifier_offset) != f->id)
+			continue;
+		if (has_unknown(*(const ProtobufCMessage *const *)((const char *)m + f->offset)))
+			return true;
+	}
+	return false;
+}
+
 static uint8_t *pack(const ProtobufCMessage *m, size_t *len)
 {
 	uint8_t *b;
@@ -59,6 +82,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (!m)
 		return 0;
 	FZ_CHECK(protobuf_c_message_check(m), "%s: unpacked message fails its own check", d->name);
+	if (has_unknown(m)) {
+		protobuf_c_message_free_unpacked(m, NULL);
+		return 0;
+	}
 	b1 = pack(m, &l1);
 	again = protobuf_c_message_unpack(d, NULL, l1, b1);
 	FZ_CHECK(again, "%s: what it packed to does not unpack", d->name);

@@ -1,6 +1,8 @@
 /* tar.c (fuzz target "tar"): an image layer (plain or gzip'd tar) as an image author
  * writes it, read entry by entry with image_tar_next/image_tar_read, then unpacked with
- * image_unpack_layer into a temporary root that the target makes and empties again.
+ * image_unpack_layer into a temporary root that the target makes and empties again, and
+ * image_root_read of the entries' paths in what was unpacked (how lanternd reads the
+ * image's /etc/passwd and /etc/group).
  *
  * Input: a mode byte, then the layer. Mode bit 0 first rewrites the header checksums
  * (fz_tar_fix_checksums), so that mutated headers are read rather than refused.
@@ -11,8 +13,11 @@
  *    size is read;
  *  - unpacking changes nothing outside the root: both canaries keep their bytes, and
  *    WORK and WORK/guard hold nothing new (whiteouts, "..", absolute paths, symlink and
- *    hardlink tricks all stay inside).
- * Disk use is bounded by RLIMIT_FSIZE (a gzip bomb gets EFBIG, not the disk). */
+ *    hardlink tricks all stay inside);
+ *  - no device node is created;
+ *  - image_root_read of any path reads nothing outside the root (never a canary).
+ * The layer is bounded by image_limits (64 MiB, 10,000 entries) and, for the host's sake,
+ * by RLIMIT_FSIZE. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -31,6 +36,11 @@
 
 static char root[4096], guard[4096], canary_a[4096], canary_b[4096];
 static const char *work;
+static const struct image_limits lim = { .layer_bytes = 64u << 20, .image_bytes = 64u << 20,
+					 .entries = 10000 };
+/* paths of the first entries, to read back after the unpack */
+static char *paths[16];
+static size_t npaths;
 
 struct mem {
 	const uint8_t *p;
@@ -68,6 +78,42 @@ static void check_canary(const char *path)
 		close(fd);
 	FZ_CHECK(n == (ssize_t)strlen(CANARY) && !memcmp(buf, CANARY, (size_t)n),
 		 "%s, outside the unpack root, was changed or removed", path);
+}
+
+/* No device nodes under dir (by descriptors: the tree may be deep, its links point
+ * anywhere). */
+static void check_no_devices(int dir, int depth)
+{
+	DIR *d;
+	struct dirent *de;
+
+	if (depth > 64 || !(d = fdopendir(dir))) {
+		close(dir);
+		return;
+	}
+	while ((de = readdir(d))) {
+		struct stat st;
+
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..") ||
+		    fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			continue;
+		FZ_CHECK(!S_ISCHR(st.st_mode) && !S_ISBLK(st.st_mode), "device node \"%s\" unpacked",
+			 de->d_name);
+		if (S_ISDIR(st.st_mode))
+			check_no_devices(openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+						O_CLOEXEC), depth + 1);
+	}
+	closedir(d);
+}
+
+static void read_back(const char *path)
+{
+	char *buf = NULL;
+	size_t len = 0;
+
+	if (image_root_read(root, path, 1u << 20, &buf, &len) == 0)
+		FZ_CHECK(strcmp(buf, CANARY), "image_root_read(\"%s\") read a file outside the root", path);
+	free(buf);
 }
 
 /* dir holds exactly the names given (and nothing the unpack put next to them) */
@@ -113,17 +159,19 @@ static void read_entries(const uint8_t *data, size_t size)
 		ssize_t n;
 
 		FZ_CHECK(en->path, "an entry without a path");
+		if (npaths < sizeof(paths) / sizeof(paths[0]))
+			paths[npaths++] = strdup(en->path);
 		FZ_CHECK(en->type == '0' || en->size == 0, "type '%c' with %llu data bytes", en->type,
 			 (unsigned long long)en->size);
 		FZ_CHECK(!(en->mode & ~07777), "mode %o", en->mode);
 		while ((n = image_tar_read(&t, buf, sizeof(buf))) > 0)
 			got += (uint64_t)n;
 		if (n < 0)
-			break;
+			break; /* cut short: the archive ends inside the entry's data */
 		FZ_CHECK(got == en->size, "entry \"%s\": read %llu of %llu bytes", en->path,
 			 (unsigned long long)got, (unsigned long long)en->size);
 	}
-	FZ_CHECK(r <= 0 && (r == 0 || e.msg[0]), "tar_next: %d without a reason", r);
+	FZ_CHECK(r >= 0 || e.msg[0], "tar_next: %d without a reason", r);
 	image_tar_free(&t);
 }
 
@@ -131,6 +179,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *in, size_t in_size)
 {
 	struct lerr e = { 0 };
 	int root_fd, fd, err;
+	uint64_t left = lim.image_bytes;
 	size_t size = in_size ? in_size - 1 : 0;
 	uint8_t *data = malloc(size + 1);
 
@@ -147,13 +196,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *in, size_t in_size)
 	fd = fz_memfd(data, size);
 	FZ_CHECK(root_fd >= 0 && fd >= 0, "%s: %s", root, strerror(errno));
 	/* image_unpack_layer closes fd (gzdopen owns it) */
-	err = image_unpack_layer(root_fd, fd, "layer", &e);
+	err = image_unpack_layer(root_fd, fd, "layer", &lim, &left, &e);
 	FZ_CHECK(err <= 0 && (!err || e.msg[0]), "unpack: %d without a reason", err);
 	close(root_fd);
 	check_canary(canary_a);
 	check_canary(canary_b);
 	check_only(work, "guard", "canary");
 	check_only(guard, "root", "canary");
+	check_no_devices(open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC), 0);
+	read_back("etc/passwd");
+	read_back("../canary");
+	read_back("/../../canary");
+	for (size_t i = 0; i < npaths; i++) {
+		read_back(paths[i]);
+		free(paths[i]);
+	}
+	npaths = 0;
 	free(data);
 	return 0;
 }
