@@ -391,13 +391,17 @@ static void on_report(struct session *ss, Lantern__V1__DpRunStreamClientMsg *m)
 		if (c->not_started && !cp_state_final(r->state) && !r->cancel_requested) {
 			cp_requeue(cp, r, c->detail);
 		} else if (!cp_state_final(r->state)) {
+			/* a completion ends the run: one that names a live status (accepted,
+			 * running) would leave it placed but no longer counted on its plane */
+			enum run_state st = from_dp(c->status);
+
 			free(r->output_json);
 			r->output_json = strdup(c->output_json);
 			r->cost_usd = c->cost_usd;
 			r->tokens_in = c->tokens_in;
 			r->tokens_out = c->tokens_out;
 			r->duration_ms = c->duration_ms;
-			cp_run_end(cp, r, from_dp(c->status), c->detail);
+			cp_run_end(cp, r, cp_state_final(st) ? st : RS_FAILED, c->detail);
 			cp_dispatch(cp);
 		}
 		/* recorded now or before (a re-sent completion): either way the node may forget it */
