@@ -197,8 +197,14 @@ void harness_reply(struct harness_conn *c, int status, const char *json, size_t 
 	c->busy = false;
 	conn_flush(c);
 	/* a pipelined request may already be buffered */
-	if (!c->dead && !c->close_after && !conn_paused(c))
+	if (!c->dead && !c->close_after && !conn_paused(c)) {
 		conn_parse(c);
+		/* after the client's EOF the parse drops a request it cut short: with nothing
+		 * left to answer, the connection ends now, not at the idle timeout (a reply
+		 * sent later, from a timer, has no read event behind it to do this) */
+		if (!c->dead && !c->busy && c->eof)
+			conn_flush(c);
+	}
 }
 
 static void reply_error(struct harness_conn *c, int status, const char *msg)
