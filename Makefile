@@ -5,6 +5,8 @@
 #   make check    deps + build + every test (tests/kselftest-style)
 #   make demo     deps + build + a short demonstration
 #   make bench    deps + build + benchmarks (bench/)
+#   make image    the DaemonSet's OCI image (build/image), its digest pinned in
+#                 deploy/daemonset/kustomization.yaml
 #   make fuzz     deps + the fuzz targets (fuzz/), each run FUZZ_SECONDS (default 60)
 
 BUILD    := build
@@ -65,6 +67,13 @@ OTLP_GEN_C  := $(patsubst proto/%.proto,$(BUILD)/proto/%.pb-c.c,$(OTLP_PROTOS))
 OTLP_GEN_H  := $(OTLP_GEN_C:.c=.h)
 OTLP_OBJS   := $(patsubst $(BUILD)/proto/%.c,$(BUILD)/obj/otlp/%.o,$(OTLP_GEN_C))
 
+# the CRI subset lanternd speaks to containerd (proto/runtime/v1, issue 10) -> protobuf-c
+# code in build/proto/runtime/v1
+CRI_PROTOS := $(wildcard proto/runtime/v1/*.proto)
+CRI_GEN_C  := $(patsubst proto/%.proto,$(BUILD)/proto/%.pb-c.c,$(CRI_PROTOS))
+CRI_GEN_H  := $(CRI_GEN_C:.c=.h)
+CRI_OBJS   := $(patsubst $(BUILD)/proto/%.c,$(BUILD)/obj/cri/%.o,$(CRI_GEN_C))
+
 BPF_SRCS := $(wildcard bpf/*.bpf.c)
 BPF_OBJS := $(patsubst bpf/%.bpf.c,$(BUILD)/bpf/%.bpf.o,$(BPF_SRCS))
 SKELS    := $(patsubst bpf/%.bpf.c,$(BUILD)/%.skel.h,$(BPF_SRCS))
@@ -84,6 +93,15 @@ SHIM_OBJS:= $(patsubst %.c,$(BUILD)/obj/%.o,$(SHIM_SRCS))
 # The shim runs beside every workload for its whole life: it links the modules it calls,
 # which need libc alone, not liblantern.a and its libraries.
 SHIM_MODS:= $(BUILD)/obj/userspace/cgroup/cgroup.o $(BUILD)/obj/userspace/util/util.o
+# lantern-oci, the runtime handler containerd execs for every container of lantern's
+# handlers (issue 10): as small as the shim, plus jansson for config.json and lanternd's
+# answers. Static: it is installed onto nodes whose libraries are not ours, and it runs
+# for every runtime command of every container (no loader work: ~1.5 ms less per exec)
+OCI_SRCS := $(wildcard tools/lantern-oci/*.c)
+OCI_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(OCI_SRCS))
+# lantern-install, the DaemonSet's init container: libc only
+INSTALL_SRCS := $(wildcard tools/lantern-install/*.c)
+INSTALL_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(INSTALL_SRCS))
 
 TEST_SRCS := $(wildcard tests/kselftest-style/*_test.c)
 TEST_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(TEST_SRCS))
@@ -152,9 +170,9 @@ FUZZ_LDLIBS_cp_http       := $(FUZZ_CP_LDLIBS)
 FUZZ_EXTRA_cp_token       := $(FUZZ_CP_OBJS) $(FUZZ_RPC)
 FUZZ_LDLIBS_cp_token      := $(FUZZ_CP_LDLIBS)
 
-.PHONY: all deps host check test demo bench fuzz fuzz-build clean
-all: $(BUILD)/lanternd $(BUILD)/lantern $(BUILD)/lantern-shim $(BUILD)/lantern-wire $(BUILD)/lantern-cp $(TEST_BINS) $(TEST_HELPERS) $(BENCH_BINS) \
-     $(BUILD)/tests/fuzz_test
+.PHONY: all deps host check test demo bench image fuzz fuzz-build clean
+all: $(BUILD)/lanternd $(BUILD)/lantern $(BUILD)/lantern-shim $(BUILD)/lantern-wire $(BUILD)/lantern-oci $(BUILD)/lantern-cp \
+     $(BUILD)/lantern-install $(TEST_BINS) $(TEST_HELPERS) $(BENCH_BINS) $(BUILD)/tests/fuzz_test
 
 deps: $(BUILD)/.deps-stamp host
 
@@ -211,6 +229,20 @@ $(BUILD)/obj/otlp/%.o: $(BUILD)/proto/%.c | $(OTLP_GEN_H)
 	$(CC) $(CFLAGS) $(DEPFLAGS) -c $< -o $@
 
 $(LIB): $(OTLP_OBJS)
+
+$(BUILD)/proto/.cri-stamp: $(CRI_PROTOS)
+	@mkdir -p $(BUILD)/proto
+	protoc-c -Iproto --c_out=$(BUILD)/proto $(CRI_PROTOS)
+	touch $@
+
+$(CRI_GEN_C) $(CRI_GEN_H): $(BUILD)/proto/.cri-stamp
+
+$(BUILD)/obj/cri/%.o: $(BUILD)/proto/%.c | $(CRI_GEN_H)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(DEPFLAGS) -c $< -o $@
+
+$(LIB): $(CRI_OBJS)
+$(LIB_OBJS) $(D_OBJS) $(CLI_OBJS) $(TEST_OBJS) $(TEST_LIB) $(BENCH_OBJS): | $(CRI_GEN_H)
 $(LIB_OBJS) $(D_OBJS) $(CLI_OBJS) $(TEST_OBJS) $(TEST_LIB) $(BENCH_OBJS): | $(OTLP_GEN_H)
 
 # only the bpf module includes skeletons
@@ -234,6 +266,19 @@ $(BUILD)/lantern-wire: $(WIRE_OBJS) $(LIB)
 
 $(BUILD)/lantern-shim: $(SHIM_OBJS) $(SHIM_MODS)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^
+
+$(BUILD)/lantern-oci: $(OCI_OBJS) $(SHIM_MODS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -static -o $@ $^ -ljansson
+
+$(BUILD)/lantern-install: $(INSTALL_OBJS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^
+
+# The DaemonSet's image holds these, the BPF objects, runc, runsc, the CNI plugins and
+# exactly the shared libraries they load (scripts/mkimage-lanternd.sh).
+IMAGE_BINS := $(BUILD)/lanternd $(BUILD)/lantern $(BUILD)/lantern-shim $(BUILD)/lantern-wire $(BUILD)/lantern-install \
+              $(BUILD)/lantern-oci
+image: $(IMAGE_BINS) $(BPF_OBJS)
+	bash scripts/mkimage-lanternd.sh $(BUILD) $(BUILD)/image deploy/daemonset/kustomization.yaml
 
 $(TEST_BINS): $(BUILD)/tests/%: $(BUILD)/obj/tests/kselftest-style/%.o $(TEST_LIB) $(LIB)
 	@mkdir -p $(@D)
@@ -298,6 +343,6 @@ fuzz: deps
 clean:
 	rm -rf $(BUILD)
 
--include $(patsubst %.o,%.d,$(BPF_OBJS) $(LIB_OBJS) $(PROTO_OBJS) $(OTLP_OBJS) $(D_OBJS) \
-	$(CLI_OBJS) $(CP_OBJS) $(WIRE_OBJS) $(SHIM_OBJS) $(TEST_OBJS) $(TEST_LIB) $(HELPER_OBJS) $(BENCH_OBJS) \
-	$(FUZZ_LIB_OBJS) $(FUZZ_HELPERS) $(FUZZ_OBJS) $(FUZZ_CP_OBJS))
+-include $(patsubst %.o,%.d,$(BPF_OBJS) $(LIB_OBJS) $(PROTO_OBJS) $(OTLP_OBJS) $(CRI_OBJS) $(D_OBJS) \
+	$(CLI_OBJS) $(CP_OBJS) $(WIRE_OBJS) $(SHIM_OBJS) $(OCI_OBJS) $(INSTALL_OBJS) $(TEST_OBJS) $(TEST_LIB) \
+	$(HELPER_OBJS) $(BENCH_OBJS) $(FUZZ_LIB_OBJS) $(FUZZ_HELPERS) $(FUZZ_OBJS) $(FUZZ_CP_OBJS))

@@ -7,12 +7,14 @@
  * DNS (port 53) is redirected to the instance's proxy instead; recvmsg4/6 and
  * getpeername4/6 show the proxy's answers as coming from where the query went.
  * Processes outside instances are never touched. All state lives in maps that
- * lanternd pins, so a restarted lanternd adopts them unchanged. */
+ * lanternd pins, so a restarted lanternd adopts them unchanged. What a packet carries
+ * beyond its socket's address (source routes) is judged in cgroup_skb egress, in
+ * telemetry.bpf.c's program with the maps of egress_maps.bpf.h (egress_skb.bpf.h). */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
-#include "lantern.h"
+#include "egress_maps.bpf.h"
 #include "sock_rule.bpf.h"
 
 #define AF_INET      2
@@ -30,23 +32,6 @@
 #define SYS_DENY  0
 
 char LICENSE[] SEC("license") = "GPL";
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct lantern_config);
-} lantern_config SEC(".maps");
-
-/* Not preallocated: a replaced value is freed only after an RCU grace period, so a
- * program that looked it up never reads an element recycled for another instance. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, LANTERN_MAX_INSTANCES);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, __u64);
-	__type(value, struct lantern_instance);
-} lantern_instances SEC(".maps");
 
 /* Never read by the programs: updating a map-in-map makes the kernel wait for an RCU
  * grace period (every program that started before has finished). lbpf does that
@@ -89,18 +74,6 @@ struct {
 	__type(key, __u64);
 	__type(value, struct lantern_sock_orig);
 } lantern_sock_orig SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct lantern_drops);
-} lantern_drops SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, LANTERN_EVENTS_BYTES);
-} lantern_events SEC(".maps");
 
 /* What one hook invocation is about: the destination as 16 bytes (IPv4 mapped). */
 struct dest {

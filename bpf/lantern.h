@@ -44,6 +44,19 @@ enum lantern_hook {
 	LANTERN_HOOK_CONNECT6 = 2,
 	LANTERN_HOOK_SENDMSG4 = 3,
 	LANTERN_HOOK_SENDMSG6 = 4,
+	LANTERN_HOOK_SKB_EGRESS = 5, /* a packet dropped in cgroup_skb egress (reason says why) */
+};
+
+/* lantern_egress_event.reason: why cgroup_skb egress dropped a packet of an instance.
+ * The socket hooks judge the address a socket names; these packets would first reach
+ * somewhere else, or come from a socket those hooks never see. 0 for the socket hooks. */
+enum lantern_reason {
+	LANTERN_REASON_NONE                = 0,
+	LANTERN_REASON_IPV6_ROUTING_HEADER = 1, /* any type: SRH (4), type 0, type 2 */
+	LANTERN_REASON_IPV6_EXT_HEADERS    = 2, /* more extension headers than are walked, or cut short */
+	LANTERN_REASON_IPV4_SOURCE_ROUTE   = 3, /* LSRR or SSRR option */
+	LANTERN_REASON_IPV4_OPTIONS        = 4, /* any other IPv4 option */
+	LANTERN_REASON_SOCKET_TYPE         = 5, /* not TCP or UDP: raw, ping, SCTP, ... */
 };
 
 /* lantern_config, one entry (key 0): node-wide settings, adoptable after restart. */
@@ -111,6 +124,18 @@ struct lantern_sock_orig {
 	__u16 family;    /* AF_INET or AF_INET6 */
 };
 
+/* lantern_pkt_stats: per-CPU hash keyed by instance cgroup id: packets cgroup_skb
+ * egress dropped, by enum lantern_reason (audited: would have been dropped, passed in
+ * audit mode). A separate map so lantern_stats keeps its pinned layout. */
+struct lantern_pkt_stats {
+	__u64 ipv6_routing_header;
+	__u64 ipv6_ext_headers;
+	__u64 ipv4_source_route;
+	__u64 ipv4_options;
+	__u64 socket_type;
+	__u64 audited;
+};
+
 /* lantern_drops, array key 0: ring buffer reserves that failed. */
 struct lantern_drops {
 	__u64 egress_events;
@@ -130,6 +155,10 @@ struct lantern_egress_event {
 	__u8  hook;       /* enum lantern_hook */
 	__u16 rule;       /* admitting rule index, 0xffff when none */
 	char  comm[16];
+	/* added after the fields above, so a record from an older program (64 bytes,
+	 * still in the ring buffer across an upgrade) reads as reason 0 */
+	__u8  reason;     /* enum lantern_reason; hook SKB_EGRESS only */
+	__u8  pad2[7];
 };
 
 #endif

@@ -6,7 +6,9 @@
  * exec and exit events through a ring buffer (every failed reserve counted).
  * cgroup_skb ingress/egress: bytes and packets per instance, and egress_rules[].rate_bps
  * enforced as a token bucket per (instance, rule), the rule being the one the egress
- * programs recorded on the socket when they admitted its connection.
+ * programs recorded on the socket when they admitted its connection. cgroup_skb egress
+ * also drops, before anything is counted, packets that would reach a destination the
+ * egress programs never judged (egress_skb.bpf.h: source routes, raw sockets).
  *
  * Every program starts with a filter on the caller's instance. The syscall programs,
  * which run for every syscall of the machine, test one thing: a mark in the storage of
@@ -25,6 +27,7 @@
 
 #include "telemetry.h"
 #include "sock_rule.bpf.h"
+#include "egress_skb.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -370,6 +373,10 @@ int lantern_skb_egress(struct __sk_buff *skb)
 	__u64 cgid = bpf_skb_ancestor_cgroup_id(skb, instance_level);
 	int verdict = SKB_PASS;
 
+	if (!cgid)
+		return SKB_PASS;
+	if (egress_skb_judge(skb, cgid) == ESKB_DROP)
+		return ESKB_DROP;
 	if (!bpf_map_lookup_elem(&lantern_tm_inst, &cgid))
 		return SKB_PASS;
 	sk = skb->sk;

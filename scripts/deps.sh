@@ -11,6 +11,7 @@ pkgs=(
   nftables                                                       # egress benchmark peer
   iproute2 procps                                                # tests: netns, ss, ps
   runc runsc containernetworking-plugins iptables busybox-static   # OCI spawns: runtime handlers (runsc = gVisor), CNI bridge + host-local (+ NAT), the demo/test image
+  containerd                                                     # CRI spawns (lanternd --cri-endpoint): Debian's containerd 1.6 and its runc.v2 shim; cri_test starts a private one
   libsqlite3-dev curl                                            # durable: bench/journal's SQLite peer; durable_test workloads call the harness and a sink with curl
   libprotobuf-dev                                                # tunnel: google/protobuf/timestamp.proto for dataplane.proto
   libsqlite3-dev libpq-dev postgresql                            # lantern-cp state: SQLite, PostgreSQL (tests start a private server)
@@ -19,6 +20,7 @@ pkgs=(
   libmicrohttpd-dev libseccomp-dev                               # telemetry: metrics endpoint, syscall names
   bpftrace                                                       # bench/telemetry: the peer counting syscalls per cgroup
   libclang-rt-14-dev                                             # make fuzz: libFuzzer, ASan and UBSan runtimes for clang
+  containerd                                                     # image_test: imports lanternd's image and runs it with ctr
 )
 
 missing=()
@@ -32,15 +34,21 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# tests/otlp-receiver: the official OpenTelemetry JavaScript packages (npm registry)
-# decode what lanternd exports in the telemetry tests
-recv="$(cd "$(dirname "$0")/.." && pwd)/tests/otlp-receiver"
-if [ -f "$recv/package-lock.json" ] && [ ! -d "$recv/node_modules/@opentelemetry/otlp-transformer" ]; then
-  if command -v npm >/dev/null; then
-    echo "deps: npm ci in tests/otlp-receiver"
-    (cd "$recv" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
-  else
-    echo "deps: npm not found: the telemetry tests need node and npm" >&2
+# test-only npm packages (npm registry, versions pinned by each package-lock.json):
+#   tests/otlp-receiver   the official OpenTelemetry JavaScript packages decode what
+#                         lanternd exports in the telemetry tests
+#   tests/kube-apiserver  kubernetes-models (the official Kubernetes schemas) for the test
+#                         API server and the deploy/daemonset check; yaml to read manifests
+root="$(cd "$(dirname "$0")/.." && pwd)"
+for pkg in otlp-receiver:@opentelemetry/otlp-transformer kube-apiserver:kubernetes-models; do
+  dir="$root/tests/${pkg%%:*}"
+  if [ -f "$dir/package-lock.json" ] && [ ! -d "$dir/node_modules/${pkg#*:}" ]; then
+    if command -v npm >/dev/null; then
+      echo "deps: npm ci in tests/${pkg%%:*}"
+      (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    else
+      echo "deps: npm not found: tests/${pkg%%:*} needs node and npm" >&2
+    fi
   fi
-fi
+done
 echo "deps: ok"

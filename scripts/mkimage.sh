@@ -3,6 +3,7 @@
 # file list, owner 0, mtime 0, sorted tar, gzip without a name or time, JSON written
 # byte for byte. The same inputs always give the same manifest digest.
 #   scripts/mkimage.sh OUT_DIR [NAME]      (NAME default lantern/busybox:1.35)
+# IMAGE_USER=UID[:GID] in the environment sets the config's User (default: none, root).
 # Prints the image reference NAME@sha256:HEX on stdout.
 set -euo pipefail
 out=${1:?usage: mkimage.sh OUT_DIR [NAME]}
@@ -21,6 +22,8 @@ for a in $("$bb" --list); do
 done
 # the spawn benchmark's workload: prints a clock reading first thing
 ${CC:-cc} -static -O2 -o "$root/bin/lantern-clock" "$here/tools/image/clock.c"
+# a harness API client for images (busybox cannot speak HTTP over a Unix socket)
+${CC:-cc} -static -O2 -o "$root/bin/lantern-hcall" "$here/tools/image/hcall.c"
 printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' > "$root/etc/passwd"
 printf 'root:x:0:\nnogroup:x:65534:\n' > "$root/etc/group"
 chmod 1777 "$root/tmp"
@@ -34,8 +37,9 @@ layer=$(sha256sum "$work/layer.tar.gz" | cut -d' ' -f1)
 lsize=$(stat -c %s "$work/layer.tar.gz")
 mv "$work/layer.tar.gz" "$out/blobs/sha256/$layer"
 
-printf '{"architecture":"amd64","config":{"Cmd":["/bin/sh"],"Env":["PATH=/usr/sbin:/usr/bin:/sbin:/bin"],"WorkingDir":"/"},"created":"1970-01-01T00:00:00Z","os":"linux","rootfs":{"diff_ids":["sha256:%s"],"type":"layers"}}' \
-  "$diff_id" > "$work/config.json"
+user=${IMAGE_USER:+\"User\":\"$IMAGE_USER\",}
+printf '{"architecture":"amd64","config":{"Cmd":["/bin/sh"],"Env":["PATH=/usr/sbin:/usr/bin:/sbin:/bin"],%s"WorkingDir":"/"},"created":"1970-01-01T00:00:00Z","os":"linux","rootfs":{"diff_ids":["sha256:%s"],"type":"layers"}}' \
+  "$user" "$diff_id" > "$work/config.json"
 config=$(sha256sum "$work/config.json" | cut -d' ' -f1)
 csize=$(stat -c %s "$work/config.json")
 mv "$work/config.json" "$out/blobs/sha256/$config"

@@ -9,6 +9,7 @@
 #ifndef LANTERN_BENCH_EGRESS_H
 #define LANTERN_BENCH_EGRESS_H
 
+#include <arpa/inet.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -23,7 +24,10 @@ extern volatile sig_atomic_t bench_stop;
 
 /* The allowlist of one configuration: the listener's address plus n other
  * addresses 10.x.y.z/32. Entry i (0-based) of the others, in network order. */
-uint32_t bench_other_addr(size_t i);
+static inline uint32_t bench_other_addr(size_t i)
+{
+	return htonl(0x0a000000u + (uint32_t)i + 1); /* 10.0.0.1, 10.0.0.2, ... */
+}
 
 /* ---- measure.c ---- */
 

@@ -58,11 +58,6 @@ static struct measurer meas = { .req = -1, .resp = -1 };
 static char nft_table[64];
 static int stats_old = -1; /* kernel.bpf_stats_enabled before the run; -1 = untouched */
 
-uint32_t bench_other_addr(size_t i)
-{
-	return htonl(0x0a000000u + (uint32_t)i + 1); /* 10.0.0.1, 10.0.0.2, ... */
-}
-
 static void on_signal(int sig)
 {
 	bench_stop = sig;

@@ -84,6 +84,10 @@ bool cgroup_inst_populated(const struct cgroup_inst *c);
 int cgroup_inst_signal(const struct cgroup_inst *c, int sig);
 /* Kills what is left, waits up to timeout_ms for it to empty, removes the dirs. */
 int cgroup_inst_destroy(const struct cgroup_inst *c, int timeout_ms, struct lerr *e);
+/* Removes what is left of instance name in every hierarchy, those lanternd does not
+ * manage included (an OCI runtime's cpuset, devices, freezer, ... directories made for
+ * containers inside the instance): empty directories only, deepest first. */
+void cgroup_inst_sweep(const struct cgroup_node *n, const char *name);
 /* Lists instance directory names under the subtree. *names must be freed (each and all). */
 int cgroup_node_list(const struct cgroup_node *n, char ***names, size_t *count);
 

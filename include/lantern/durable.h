@@ -4,7 +4,9 @@
  * records with answers sent only once their record is durable (group commit through
  * the journal's syncer thread), the step budgets and the loop guard, and resume after
  * a restart: a workload that died with lanternd is restarted from its journal in a
- * fresh instance; one that survived reconnects and loses no step.
+ * fresh instance; one that survived reconnects and loses no step. A journal ends with
+ * the run's receipt (identity_receipt_seal) after its run_completed record; the
+ * harness API's /v1/secrets is identity's (identity_secret_request).
  *
  * Test-only crash point: LANTERN_TEST_CRASH_AT=N makes lanternd _exit right after its
  * Nth journal append (before that record is synced or answered). With
@@ -23,12 +25,14 @@
 #include "lantern/util.h"
 
 struct durable;
+struct identity;
 struct meter;
 
 struct durable_opts {
 	uint64_t journal_max_bytes;  /* per-run journal bound; 0 = the journal's default */
 	uint32_t loop_threshold;     /* proceeds allowed per input digest; 0 = off */
 	const char *cli;             /* the lantern CLI, for process-runtime workloads (LANTERN_CLI) */
+	struct identity *identity;   /* seals each journal with its receipt; vends secrets */
 };
 
 int durable_open(struct loop *l, const struct durable_opts *o, struct meter *m, struct durable **out,

@@ -27,6 +27,7 @@ struct egress_opts {
 	 * privilege-separated lantern-wire otherwise (edge.h) */
 	const struct dns_proxy_ops *dns;
 	void *dns_arg;
+	uint32_t dns_learn_max;          /* DNS-learned addresses one instance holds at once; 0: 1024 */
 };
 
 struct egress;
@@ -47,6 +48,10 @@ int egress_update(struct egress *eg, struct run *r, const char *file, const char
 /* `lantern audit egress`: the run's policy in agent.yaml terms, its kernel entries,
  * counters and recent events. A new reference. */
 json_t *egress_audit_json(struct egress *eg, struct run *r);
+
+/* The digest of the run's compiled policy (policy_digest), as it is in force now
+ * (after any `egress update`); -ENOENT if the run has none. */
+int egress_policy_digest(const struct egress *eg, const struct run *r, uint8_t out[32]);
 
 /* Denied and audited attempts since start (Prometheus). */
 struct metrics_out;

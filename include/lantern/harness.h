@@ -36,12 +36,25 @@
 struct harness_server;
 struct harness_conn;
 
+/* Request headers kept for the handler (the signature of a secrets request): at most
+ * this many, each within these bounds; longer or later ones are not kept. */
+#define HARNESS_MAX_HEADERS 16
+struct harness_header {
+	char name[48];
+	char value[256];
+};
+
 struct harness_request {
 	char method[8];
 	char path[256];
 	const char *body;        /* NUL-terminated */
 	size_t body_len;
+	struct harness_header headers[HARNESS_MAX_HEADERS];
+	size_t n_headers;
 };
+
+/* The value of header name (any case) in rq, or NULL. */
+const char *harness_header(const struct harness_request *rq, const char *name);
 
 struct harness_ops {
 	/* A new connection from pid (SO_PEERCRED). Return false to refuse it; why is sent
@@ -85,6 +98,8 @@ enum harness_op {
 	HOP_COMPLETE,            /* POST /v1/steps/complete */
 	HOP_FAIL,                /* POST /v1/steps/fail */
 	HOP_OUTPUT,              /* POST /v1/output */
+	HOP_SECRETS,             /* GET /v1/secrets */
+	HOP_SECRET,              /* POST /v1/secrets/{env_name}, signed (identity.h) */
 };
 
 #define HARNESS_MAX_ERROR 4096   /* a failed step's error text is kept up to this */
@@ -122,6 +137,13 @@ struct harness_call {
 				    * JSON string; output: "output" as compact JSON */
 	size_t value_len;
 	bool value_b64;
+	/* secret: the name, the request's signature headers as sent ("" when absent or
+	 * longer than these), and the SHA-256 of its body (what the signature covers) */
+	char env_name[128];
+	char sig_ts[24];
+	char sig_nonce[129];
+	char sig[100];
+	uint8_t body_sha256[32];
 };
 
 /* Decodes one request. Returns 0, or the HTTP status to answer (400, 404, 405) with the
@@ -129,6 +151,10 @@ struct harness_call {
 int harness_call_decode(const char *method, const char *path, const char *body, size_t len,
 			struct harness_call *c, char *why, size_t whylen);
 void harness_call_free(struct harness_call *c);
+/* The same from a whole request, headers included: /v1/secrets reads its signature
+ * from them; any other call is harness_call_decode's. */
+int harness_call_decode_request(const struct harness_request *rq, struct harness_call *c, char *why,
+				size_t whylen);
 
 /* --- step state --- */
 enum harness_step_state { HSTEP_STARTED = 1, HSTEP_COMPLETED, HSTEP_FAILED };

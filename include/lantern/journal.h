@@ -60,6 +60,7 @@ enum journal_type {
 	JOURNAL_OUTPUT_SET,        /* {output} */
 	JOURNAL_RUN_RESUMED,       /* {instance_id, reason, in_flight?} */
 	JOURNAL_RUN_COMPLETED,     /* {status, reason?, exit_code, output?} */
+	JOURNAL_RECEIPT,           /* {receipt}: the run's signed receipt (JWS), the last record */
 	JOURNAL_TYPE_MAX,
 };
 

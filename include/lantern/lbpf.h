@@ -4,7 +4,10 @@
  *
  * Pinned layout under pin_root (default /sys/fs/bpf/lantern):
  *   maps:  lantern_config lantern_instances lantern_egress lantern_stats
- *          lantern_sock_orig lantern_drops lantern_events
+ *          lantern_pkt_stats lantern_sock_orig lantern_drops lantern_events
+ *          (lantern_config, lantern_instances, lantern_pkt_stats, lantern_drops and
+ *          lantern_events are also the telemetry programs': their cgroup_skb egress
+ *          program drops and reports packets with source routes, bpf/egress_skb.bpf.h)
  *          lantern_sock_rule lantern_tm_rate (shared with the telemetry programs,
  *          lbpf_tm.h: the rule that admitted a socket, and rate_bps buckets)
  *   links: link_connect4 link_connect6 link_sendmsg4 link_sendmsg6
@@ -34,7 +37,10 @@ struct lbpf_opts {
 	bool audit_all;              /* node-wide audit mode */
 	uint32_t dns_ip4;            /* redirect address for IPv4 DNS, network order (127.0.0.1) */
 	const uint8_t *dns_ip6;      /* redirect address for IPv6 DNS (::1) */
+	uint32_t learn_max;          /* DNS-learned entries per instance; 0 = LBPF_LEARN_MAX */
 };
+
+#define LBPF_LEARN_MAX 1024
 
 /* Opens: loads programs, creates or reuses pinned maps, attaches or updates pinned
  * links. *adopted is set when existing pins were found and kept. */
@@ -62,22 +68,31 @@ int lbpf_instance_get(struct lbpf *b, uint64_t cgid, struct lantern_instance *ou
 int lbpf_instance_list(struct lbpf *b, uint64_t **ids, size_t *n);
 
 /* Allows addr (/128) for the port rules in add (merged with what a longest-prefix
- * lookup finds now, so static covering rules keep applying). */
+ * lookup finds now, so static covering rules keep applying). An address not learned
+ * yet is refused with -EDQUOT when the instance already holds learn_max learned
+ * entries. */
 int lbpf_egress_learn(struct lbpf *b, uint64_t cgid, const uint8_t addr[16],
 		      const struct lantern_egress_value *add, struct lerr *e);
+/* Entries of the instance holding DNS-learned slots (what learn_max bounds). */
+uint32_t lbpf_egress_learned(struct lbpf *b, uint64_t cgid);
 /* Deletes expired DNS-learned slots (and entries left empty); returns how many. */
 int lbpf_egress_gc(struct lbpf *b, uint64_t now_boottime_ns);
 /* Entries of the instance's current policy (static and learned). *out must be freed. */
 int lbpf_egress_dump(struct lbpf *b, uint64_t cgid, struct policy_entry **out, size_t *n);
 
 int lbpf_stats_get(struct lbpf *b, uint64_t cgid, struct lantern_egress_stats *out);
+/* Packets of the instance cgroup_skb egress dropped (or audited), by reason; summed
+ * over CPUs, zeros when none. */
+int lbpf_pkt_stats_get(struct lbpf *b, uint64_t cgid, struct lantern_pkt_stats *out);
 int lbpf_drops_get(struct lbpf *b, struct lantern_drops *out);
 int lbpf_set_audit_all(struct lbpf *b, bool on);
 
-/* Ring buffer of struct lantern_egress_event: an fd for the event loop, and a
- * consume call that invokes cb for each event. */
+/* Ring buffer of struct lantern_egress_event: an fd for the event loop, and consume
+ * calls that invoke cb for each event: all there are, or at most max (the event loop's
+ * bound per wake-up: the fd stays readable while events remain). Return how many. */
 typedef void (*lbpf_event_cb)(const struct lantern_egress_event *ev, void *arg);
 int lbpf_events_fd(struct lbpf *b);
 int lbpf_events_consume(struct lbpf *b, lbpf_event_cb cb, void *arg);
+int lbpf_events_consume_n(struct lbpf *b, lbpf_event_cb cb, void *arg, unsigned max);
 
 #endif

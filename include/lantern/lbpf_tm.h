@@ -6,7 +6,10 @@
  * Pinned layout under pin_root (beside the egress pins, see lbpf.h):
  *   maps:  lantern_tm_inst lantern_tm_cgrp lantern_tm_sys lantern_tm_task lantern_tm_proc lantern_tm_net
  *          lantern_tm_rate lantern_tm_drops lantern_tm_events lantern_sock_rule (shared
- *          with the egress programs, which write it)
+ *          with the egress programs, which write it); and the egress programs'
+ *          lantern_config lantern_instances lantern_pkt_stats lantern_drops
+ *          lantern_events, which link_tm_skb_egress's program reads and writes to drop
+ *          and report packets with source routes (bpf/egress_skb.bpf.h)
  *   links: link_tm_sys_enter link_tm_sys_exit link_tm_cgroup_mkdir link_tm_fork link_tm_exec link_tm_exit
  *          link_tm_skb_egress link_tm_skb_ingress
  *   progs: prog_tm_<same names>
@@ -73,10 +76,12 @@ int lbpf_tm_net(struct lbpf_tm *t, uint64_t cgid, struct lantern_net_stats *out)
 int lbpf_tm_proc(struct lbpf_tm *t, uint64_t cgid, struct lantern_proc_stats *out);
 int lbpf_tm_drops(struct lbpf_tm *t, struct lantern_tm_drops *out);
 
-/* Ring buffer of struct lantern_proc_event. */
+/* Ring buffer of struct lantern_proc_event: consume all there are, or at most max (the
+ * event loop's bound per wake-up). Return how many. */
 typedef void (*lbpf_proc_cb)(const struct lantern_proc_event *ev, void *arg);
 int lbpf_tm_events_fd(struct lbpf_tm *t);
 int lbpf_tm_events_consume(struct lbpf_tm *t, lbpf_proc_cb cb, void *arg);
+int lbpf_tm_events_consume_n(struct lbpf_tm *t, lbpf_proc_cb cb, void *arg, unsigned max);
 
 /* Benchmark only (bench/telemetry; tm_bench.bpf.c), nothing pinned.
  * Floor: empty programs on raw_syscalls sys_enter (and sys_exit if with_exit) of the

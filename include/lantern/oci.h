@@ -36,6 +36,12 @@ struct oci_handler {
 	char missing[256];        /* why not available */
 };
 
+/* Isolation class -> handler name ("runc", "runsc", "kata"; NULL: not served): the
+ * defaults (trusted runc, standard and untrusted runsc, hostile kata), then the node's
+ * "CLASS=HANDLER" entries (handler none: not served). lanternd and `lantern node
+ * containerd-config` read the same --runtime-handler flags through it. */
+#define OCI_N_CLASSES (SPEC_ISO_DEVCONTAINER + 1)
+int oci_class_map(const char *const *entries, int n, const char *out[OCI_N_CLASSES], struct lerr *e);
 /* Finds and checks a handler; root is created. Never fails: h->available says. */
 void oci_handler_probe(struct oci_handler *h, const char *name, const char *root);
 
@@ -69,9 +75,18 @@ struct oci_bundle_req {
 	size_t n_binds;
 };
 
+/* The bundle's seccomp profile (OCI linux.seccomp): the deny-list, or the untrusted
+ * allow-list. A new reference; CRI pods get it as a Localhost profile file. */
+json_t *oci_seccomp_profile(bool allowlist);
 /* Writes dir/config.json. */
 int oci_bundle_write(const struct oci_bundle_req *r, struct lerr *e);
 
+/* The handler's global flags (runsc: platform, network, seccomp inside the sandbox,
+ * host Unix sockets), as every command of one container must be given them: stored in
+ * argv (static strings), their number returned. host_network: the sandbox uses the
+ * network namespace it runs in (the spawn's own), so the cgroup socket programs judge
+ * its traffic. */
+int oci_handler_flags(const struct oci_handler *h, bool host_network, char **argv, int max);
 /* argv (NULL-terminated, static strings and the given ones) to start a container
  * detached (runc: create+start in one `run -d`, pid file in pid_file) or in the
  * foreground (runsc: `run`, whose exit status is the workload's). */
@@ -105,6 +120,10 @@ int oci_cni_add(const struct oci_cni *c, const char *inst, char *netns_path, siz
 		char ip[64], char gw[64], struct lerr *e);
 /* Removes the veth, the address lease and the namespace; missing parts are fine. */
 int oci_cni_del(const struct oci_cni *c, const char *inst);
+/* The node bridge as a CNI network configuration list (the bridge plugin, addresses
+ * from host-local in data_dir): what containerd's CRI plugin gives lantern's pods, the
+ * same network and address pool as the OCI runtime's spawns. Malloc'd, or NULL. */
+char *oci_cni_conflist(const struct oci_cni *c);
 /* Namespaces under /run/netns with the prefix: *insts must be freed (each and all). */
 int oci_cni_list(const struct oci_cni *c, char ***insts, size_t *n);
 

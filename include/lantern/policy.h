@@ -56,6 +56,9 @@ struct policy {
  * prefix than LANTERN_MAX_SLOTS, or a bad pattern give -EINVAL/-E2BIG and a reason. */
 int policy_compile(const struct spec *s, struct policy **out, struct lerr *e);
 void policy_free(struct policy *p);
+/* SHA-256 of the compiled policy: its mode, flags, rules and entries in a fixed
+ * little-endian encoding, so equal policies have equal digests (receipts sign it). */
+void policy_digest(const struct policy *p, uint8_t out[32]);
 
 /* Does qname (any case, trailing dot or not) match rule r's hostname pattern? */
 bool policy_host_match(const struct policy_rule *r, const char *qname);

@@ -125,6 +125,7 @@ struct runs_opts {
 	const char *tenant;              /* the tenant of runs submitted here (standalone) */
 	uint64_t pids_max;               /* pids cap per instance */
 	uint32_t grace_ms;               /* SIGTERM to SIGKILL on timeout and kill */
+	const char *region;              /* this node's region (spec.preferred_regions), or NULL */
 };
 
 int runs_open(const struct runs_opts *o, struct runs **out, struct lerr *e);
@@ -200,6 +201,49 @@ void run_step_ended(struct run *r, const struct run_step *s);
 /* A notable event of the run (an egress deny as a JSON object); consumed. */
 void run_event(struct run *r, json_t *ev);
 
+/* ---- containers another program starts (bind.c) ----
+ * On the CRI and Kubernetes paths containerd, not lanternd, starts the workload's
+ * containers; the runtime handler it execs (lantern-oci) asks lanternd to bind each
+ * container to its run before the real OCI runtime runs, and the container may run only
+ * if the bind succeeds. A container binds to a run when:
+ *   - its cgroupsPath is "/<cgroup-root>/<instance>/<leaf>": inside the instance cgroup
+ *     lanternd made with limits and whose id is in the programs' maps, so the container
+ *     is judged as the instance from its first instruction (the programs look its cgroup
+ *     up by its ancestor at the instance level) and held by the instance's limits (they
+ *     are hierarchical). The runtime makes only the leaf; nothing is registered after
+ *     the fact, so nothing can race the workload's first instruction. A cgroupsPath
+ *     chosen by someone else (the kubelet's pod cgroup) is not refused for that: the run
+ *     is then the one lantern.dev/agent-instance-id names, and the answer's
+ *     "cgroups_path" moves the container to "/<cgroup-root>/<instance>/<container-id>",
+ *     where the handler puts it before the runtime reads the bundle;
+ *   - that instance is a live run's that has started and is not ending;
+ *   - its annotations name that run (lantern.dev/run-id, lantern.dev/agent-instance-id),
+ *     its pod is in the run's tenant namespace (lantern-t-<tenant>), and the handler it
+ *     came through serves the run's isolation class;
+ *   - the run's runtime accepts it (its bind op: the pod it made, at most the
+ *     containers it asked for); a runtime without a bind op refuses every container.
+ * The answer says what to exec: the OCI runtime of the run's class with its flags, and
+ * on a hybrid host the instance directories to join first (see lantern-oci). */
+struct run_bind_req {
+	const char *container_id;
+	const char *cgroups_path;       /* config.json linux.cgroupsPath */
+	const char *handler_class;      /* "trusted" for the handler lantern-trusted */
+	bool sandbox;                   /* io.kubernetes.cri.container-type "sandbox" */
+	const char *sandbox_id;         /* io.kubernetes.cri.sandbox-id */
+	const char *pod_namespace;      /* io.kubernetes.cri.sandbox-namespace */
+	const char *pod_name;           /* io.kubernetes.cri.sandbox-name */
+	const char *pod_uid;            /* io.kubernetes.cri.sandbox-uid */
+	const char *run_id;             /* lantern.dev/run-id */
+	const char *instance_id;        /* lantern.dev/agent-instance-id */
+};
+/* Binds or refuses (-EPERM, the reason naming container and run); on success *answer
+ * (a new reference) holds "run_id", "instance_id", "runtime" (the binary), "args" (its
+ * global flags), "join" (directories, maybe empty), what the runtime's bind op adds,
+ * and "cgroups_path" when the container must move into the instance. */
+int run_bind(struct runs *t, const struct run_bind_req *b, json_t **answer, struct lerr *e);
+/* The namespace of a tenant's pods: lantern-t-<tenant>. */
+void run_pod_namespace(const struct run *r, char *out, size_t len);
+
 /* Test crash points only: SIGKILL every live workload and its supervisor, as a node
  * going down would. */
 void runs_kill_all(struct runs *t);
@@ -221,7 +265,8 @@ struct run_env_mount {
 };
 
 void run_env_set(struct run_env *env, const char *name, const char *value);
-/* name = DIR/file, DIR being host_dir on the host or sandbox_dir in a sandbox. */
+/* name = DIR/file, DIR being host_dir on the host or sandbox_dir in a sandbox (DIR
+ * itself when file is ""). */
 void run_env_set_path(struct run_env *env, const char *name, const char *host_dir,
 		      const char *sandbox_dir, const char *file, bool read_only);
 /* Only for runtimes that share the host's files (a host path, such as the CLI). */

@@ -1,7 +1,6 @@
 /* runtime.h: the runtimes a run can start on, behind one interface. Each runtime is a
- * file of userspace/runtime/: the process runtime (a host process, development only)
- * and the OCI handlers (runc, runsc, kata) today; a CRI or Kubernetes runtime is one
- * more file implementing the same operations.
+ * file of userspace/runtime/: the process runtime (a host process, development only),
+ * the OCI handlers (runc, runsc, kata) and Pods through the Kubernetes API server.
  *
  * Admission asks the runtimes in registration order: a runtime answers -ENOENT for a
  * spec that is not its own (another runtime decides), 0 when it will run it, or a
@@ -10,15 +9,17 @@
  *
  * A run's runtime, in order: prepare (before the instance exists: the image verified,
  * the network made), start (the instance is ready: start the workload with the
- * environment; call run_exited once when it ends), teardown (after run_exited: remove
- * the runtime's parts; may finish on a worker thread, then call done on the loop),
- * adopt (after a restart), free. */
+ * environment; call run_exited once when it ends), stop (run_end decided the run
+ * ends), teardown (after run_exited: remove the runtime's parts; may finish on a
+ * worker thread or after an API call, then call done on the loop), adopt (after a
+ * restart), free. */
 #ifndef LANTERN_RUNTIME_H
 #define LANTERN_RUNTIME_H
 
 #include <jansson.h>
 #include <stdbool.h>
 
+#include "lantern/oci.h"
 #include "lantern/run.h"
 #include "lantern/spec.h"
 #include "lantern/util.h"
@@ -36,6 +37,11 @@ struct runtime_ops {
 	int (*admit)(void *rt, const struct spec *s, struct lerr *e);
 	int (*prepare)(void *rt, struct run *r, struct lerr *e);
 	int (*start)(void *rt, struct run *r, struct run_env *env, struct lerr *e);
+	/* run_end decided the run ends and signalled the instance. A runtime whose
+	 * workload those signals may not reach (a pod: the kubelet owns its processes)
+	 * stops it its own way; run_exited follows, never from within stop. NULL: the
+	 * signals are enough. */
+	void (*stop)(void *rt, struct run *r);
 	/* Calls done(r) on the loop when finished (at once when nothing is left). */
 	void (*teardown)(void *rt, struct run *r, void (*done)(struct run *r));
 	enum runtime_found (*adopt)(void *rt, struct run *r, struct run_exit *x);
@@ -44,6 +50,11 @@ struct runtime_ops {
 	/* Removes containers, namespaces, ... no live run of t owns. */
 	void (*reclaim)(void *rt, struct runs *t);
 	void (*json)(void *rt, const struct run *r, json_t *j);
+	/* A container someone else starts asks to join r's instance (run_bind checked the
+	 * cgroup, the run and its annotations): 0 when this runtime expects it, with what
+	 * to exec in answer ("runtime", "args"); NULL for runtimes that start their
+	 * workloads themselves (every container is then refused). */
+	int (*bind)(void *rt, struct run *r, const struct run_bind_req *b, json_t *answer, struct lerr *e);
 	void (*free)(void *rt, struct run *r);
 	/* Finishes queued work (lanternd's exit). */
 	void (*close)(void *rt);
@@ -66,6 +77,11 @@ int runtimes_named(const struct runtimes *rs, const char *name, const struct run
 size_t runtimes_classes(const struct runtimes *rs, const char **out, size_t max);
 /* Calls reclaim of every runtime. */
 void runtimes_reclaim(const struct runtimes *rs, struct runs *t);
+
+/* Fields of s the runtimes here cannot honour (limits.gpu: no device plugin path;
+ * restore_snapshot_id: no snapshot store): a refusal naming the field, never a run
+ * that ignores it. 0 when there is none. */
+int runtime_refuse_unhonoured(const struct spec *s, struct lerr *e);
 
 /* The run's runtime (set at admission or when its record is loaded). */
 const struct runtime_ops *run_runtime(const struct run *r);
@@ -97,6 +113,8 @@ struct runtime_oci_opts {
 	const char *net_subnet;           /* its range (10.213.0.0/24) */
 	bool net_default_route;           /* route everything via the bridge (NAT) */
 	bool process_runtime;             /* told in `lantern node` */
+	bool handlers_only;               /* the handlers run another runtime's containers
+					   * (pods, through lantern-oci): no spawn of its own */
 	uint64_t image_layer_max;         /* image bounds (image.h struct image_limits) */
 	uint64_t image_max;
 	uint64_t image_entries;
@@ -104,6 +122,15 @@ struct runtime_oci_opts {
 struct runtime_oci;
 int runtime_oci_add(struct runtimes *rs, struct loop *l, const struct runtime_oci_opts *o,
 		    struct runtime_oci **out, struct lerr *e);
+/* The handler of the node's class c, or NULL when c is not served here (not mapped, or
+ * its handler not advertised). Runtimes whose containers containerd starts (CRI,
+ * Kubernetes) run classes exactly as the OCI runtime would. */
+const struct oci_handler *runtime_oci_class_handler(const struct runtime_oci *o, enum spec_isolation c);
+/* For run_bind answers: what lantern-oci execs for s's class ("runtime", "args": the
+ * handler's binary and its global flags, as the OCI runtime runs it in a network
+ * namespace of the spawn's own); -EPERM with the reason when the class is not served. */
+int runtime_oci_bind_answer(const struct runtime_oci *o, const struct spec *s, json_t *answer,
+			    struct lerr *e);
 /* The image and node operations (`lantern image ...`, `lantern node`): answer(ctx, msg)
  * is called once with the answer (its reference passed on): at once, or for
  * image_import on the loop when the import has finished on the image worker thread.
@@ -111,5 +138,48 @@ int runtime_oci_add(struct runtimes *rs, struct loop *l, const struct runtime_oc
  * in use. */
 int runtime_oci_api(struct runtime_oci *o, struct runs *t, const char *op, json_t *req,
 		    void (*answer)(void *ctx, json_t *msg), void *ctx);
+/* 0 if this node's handlers can run s (its class mapped to an advertised handler, its
+ * image and network allowed there), else the refusal: what another runtime that
+ * starts containers through the same handlers (a pod under lantern-oci) admits. */
+int runtime_oci_check(struct runtime_oci *o, const struct spec *s, struct lerr *e);
+
+/* kube.c: spawns as Pods created through the Kubernetes API server (lanternd
+ * --kubernetes): namespace lantern-t-<tenant> (made on first use, with the node's
+ * labels, ResourceQuota and LimitRange), runtimeClassName lantern-<class>, nodeName
+ * this node, lantern's annotations for lantern-oci's bind; status from a watch of
+ * this node's pods; the pod deleted at teardown and adopted after a restart. The
+ * node is labelled lantern.dev/class-<class>=true for the classes it runs. Admits
+ * what the OCI handlers of this node admit (the same handlers run the pods). */
+struct runtime_kube_opts {
+	const char *kubeconfig;           /* NULL: the in-cluster service account */
+	const char *node;                 /* this node's Node name */
+	const char *tenant_config;        /* JSON file: "labels", "resourceQuota" and
+					   * "limitRange" of tenant namespaces; NULL: none */
+	const char *node_ip;              /* IPv4 address pods reach this node at (their
+					   * DNS proxy listens there); NULL: none */
+	uint32_t grace_s;                 /* the pod's terminationGracePeriodSeconds */
+	uint32_t start_timeout_s;         /* a pod not running by then fails its run */
+	struct runtime_oci *oci;
+};
+struct runtime_kube;
+int runtime_kube_add(struct runtimes *rs, struct loop *l, const struct runtime_kube_opts *o,
+		     struct runtime_kube **out, struct lerr *e);
+/* For /readyz: the watch of this node's pods is current and the node carries its
+ * class labels; else why not. */
+bool runtime_kube_ready(struct runtime_kube *k, char *why, size_t len);
+
+/* cri.c: spawns as pod sandboxes of a containerd (or any CRI runtime) reached at
+ * endpoint, under the runtime handlers lantern-<class> whose containers lantern-oci
+ * binds to their run; classes are served as the OCI runtime serves them. Fails when
+ * the endpoint does not answer (a node that cannot reach its runtime runs nothing). */
+struct runtime_cri_opts {
+	const char *endpoint;             /* unix:///run/containerd/containerd.sock */
+	const struct runtime_oci *oci;    /* the node's class -> handler map */
+	const struct cgroup_node *cg;
+	const char *net_subnet;           /* the node bridge's range (its first address is
+					   * where bridged pods' DNS goes) */
+	uint64_t log_max;
+};
+int runtime_cri_add(struct runtimes *rs, struct loop *l, const struct runtime_cri_opts *o, struct lerr *e);
 
 #endif

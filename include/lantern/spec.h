@@ -100,6 +100,12 @@ int spec_parse_file(const char *path, struct spec **out, struct spec_errors *err
 void spec_free(struct spec *s);
 void spec_errors_free(struct spec_errors *errs);
 
+/* metadata.labels[this]: "allow" lets a run go outside spec.preferred_regions when no
+ * node in them can take it; "deny" (the default) keeps it waiting for one. */
+#define SPEC_REGION_FALLBACK_LABEL "lantern.dev/region-fallback"
+/* True when spec.preferred_regions is empty, names region, or the label allows. */
+bool spec_region_ok(const struct spec *s, const char *region);
+
 /* Value of metadata.labels[key], or NULL. */
 const char *spec_label(const struct spec *s, const char *key);
 const char *spec_isolation_name(enum spec_isolation i);

@@ -33,6 +33,12 @@ struct tunnel_opts {
 	size_t n_classes;
 	int max_runs;                  /* runs at once; told to the control plane */
 	int backoff_max_ms;            /* reconnect backoff ceiling (default 30 s) */
+	const uint8_t *node_pk;        /* the node key (32 bytes), told at Register; or NULL */
+	const char *region;            /* told at Register; or NULL */
+	/* A signed identity token (or error) arrived: called on the tunnel's thread. */
+	void (*on_identity)(void *arg, const char *run_id, const char *inst, const char *token,
+			    const char *error);
+	void *identity_arg;
 };
 
 /* What the control plane asks of the node (wire values of DpRunStatus below). */
@@ -70,6 +76,7 @@ struct tunnel_completion {
 	double cost_usd;
 	int64_t tokens_in, tokens_out, duration_ms;
 	bool not_started;              /* refused before starting: may be placed again */
+	const char *receipt;           /* the run's signed receipt (JWS), or NULL */
 };
 
 struct tunnel;
@@ -92,5 +99,18 @@ void tunnel_report(struct tunnel *t, const char *run_id, int64_t epoch, enum tun
 int tunnel_complete(struct tunnel *t, const struct tunnel_completion *c, struct lerr *e);
 /* True while run_id's completion waits for its acknowledgement. */
 bool tunnel_pending(struct tunnel *t, const char *run_id);
+/* lanternd is stopping: every heartbeat from now on says the node is draining, the
+ * next one at once. */
+void tunnel_drain(struct tunnel *t);
+/* True once the control plane has acknowledged a heartbeat saying so. */
+bool tunnel_drain_told(struct tunnel *t);
+/* True while the node has a session the control plane answers heartbeats on. */
+bool tunnel_registered(struct tunnel *t);
+/* Asks the control plane to sign instance inst's token (public key pk, expiring at
+ * exp at the latest); the answer comes to on_identity. -ENOENT when the control plane
+ * did not say at Register that it signs them (the node signs); -ENOTCONN without a
+ * stream (the request is not kept: a start cannot wait for a reconnect). */
+int tunnel_identity_request(struct tunnel *t, const char *run_id, int64_t epoch, const char *inst,
+			    const uint8_t pk[32], int64_t exp);
 
 #endif

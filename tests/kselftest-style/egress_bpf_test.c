@@ -3,7 +3,10 @@
  * Builds a private cgroup v2 subtree with instance cgroups under it and a private
  * bpffs pin root, opens lbpf on them, installs hand-built policies, and runs
  * build/tests/netprobe (or an in-process probe) in instance cgroups. Everything
- * goes to 127.0.0.0/8 or ::1: a denied destination is a loopback one too. */
+ * goes to 127.0.0.0/8 or ::1: a denied destination is a loopback one too. Source
+ * routes and raw sockets are sent by build/tests/rtprobe from a network namespace of
+ * its own with only lo (documentation addresses on it), where a capture on lo counts
+ * what would have reached the denied address. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -25,17 +28,18 @@
 #include <linux/magic.h>
 
 #include "lantern/lbpf.h"
+#include "lantern/lbpf_tm.h"
 #include "lantern/policy.h"
 #include "tap.h"
 #include "testlib.h"
 
-#define PLAN 62
+#define PLAN 77
 
 static char cg2[64];           /* cgroup v2 mount */
 static char root[256];         /* private subtree */
 static char root2[256];        /* a second lanternd's subtree */
 static char pins[256], pins2[256];
-static char netprobe[512];
+static char netprobe[512], rtprobe[512];
 static struct lbpf *lb;
 
 /* every event seen so far */
@@ -304,6 +308,56 @@ static int dns_tcp_peer(const char *cg)
 	return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
 }
 
+/* Runs rtprobe PORT CASES in cgroup cg (it makes its own network namespace there);
+ * out gets its report, one "CASE RESULT seen=N" line per case. */
+static void rt_run(const char *cg, uint16_t port, const char *cases, char *out, size_t len)
+{
+	char *o = NULL;
+
+	tl_sh(&o, NULL, "echo $$ > %s/cgroup.procs && exec %s %u %s", cg, rtprobe, port, cases);
+	snprintf(out, len, "%s", o ? o : "");
+	free(o);
+	drain();
+}
+
+/* The result word and packet count rtprobe reported for case name; seen -1 if absent. */
+static int rt_seen(const char *out, const char *name, char *res, size_t len)
+{
+	char key[64], word[64] = "";
+	const char *l;
+	int n = -1;
+
+	snprintf(key, sizeof(key), "%s ", name);
+	for (l = out; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+		if (!strncmp(l, key, strlen(key))) {
+			const char *sp = strstr(l, " seen=");
+
+			sscanf(l + strlen(key), "%63s", word);
+			n = sp ? atoi(sp + 6) : -1;
+			break;
+		}
+	}
+	if (res)
+		snprintf(res, len, "%s", word);
+	return n;
+}
+
+/* Events from cgroup cgid with the given reason and verdict; the last one in *last. */
+static int count_reason(uint64_t cgid, uint8_t reason, uint8_t verdict,
+			const struct lantern_egress_event **last)
+{
+	int n = 0;
+
+	for (size_t i = 0; i < n_evs; i++)
+		if (evs[i].cgroup_id == cgid && evs[i].hook == LANTERN_HOOK_SKB_EGRESS &&
+		    evs[i].reason == reason && evs[i].verdict == verdict) {
+			n++;
+			if (last)
+				*last = &evs[i];
+		}
+	return n;
+}
+
 static bool wait_gone(const char *cg, const char *addr, uint16_t port)
 {
 	for (int i = 0; i < 50; i++) {
@@ -317,7 +371,7 @@ static bool wait_gone(const char *cg, const char *addr, uint16_t port)
 static void cleanup(void)
 {
 	struct lerr e;
-	const char *subs[] = { "a", "b", "c", "d", "e", "f", "outside", "" };
+	const char *subs[] = { "a", "b", "c", "d", "e", "f", "h", "outside", "" };
 
 	lbpf_close(lb);
 	lb = NULL;
@@ -347,15 +401,15 @@ static void skip_all(const char *why)
 int main(void)
 {
 	const char *missing = tl_env_missing(), *b = getenv("LANTERN_BUILD");
-	char cga[512], cgb[512], cgc[512], cgd[512], cge[512], cgf[512], cgo[512], cgg[512];
-	uint64_t ida, idb, idc, idd, ide, idf, idg;
+	char cga[512], cgb[512], cgc[512], cgd[512], cge[512], cgf[512], cgo[512], cgg[512], cgh[512];
+	uint64_t ida, idb, idc, idd, ide, idf, idg, idh;
 	uint16_t pt = 0, pd = 0, pdns = 0;
 	int lt1 = -1, lt2 = -1, lt6 = -1, ld1 = -1, dns4 = -1, dns6 = -1, dnst = -1, r;
 	struct lantern_egress_stats st;
 	struct lbpf_opts o = { 0 };
 	struct lerr e = { { 0 } };
 	struct statfs sf;
-	struct pol pa, pa2, pb, pc, pd_, pe, pf, pg;
+	struct pol pa, pa2, pb, pc, pd_, pe, pf, pg, ph;
 	bool adopted = true;
 	char out[256];
 
@@ -365,8 +419,9 @@ int main(void)
 		return tap_done();
 	}
 	snprintf(netprobe, sizeof(netprobe), "%s/tests/netprobe", b && *b ? b : "./build");
-	if (access(netprobe, X_OK) < 0) {
-		skip_all("build/tests/netprobe not built");
+	snprintf(rtprobe, sizeof(rtprobe), "%s/tests/rtprobe", b && *b ? b : "./build");
+	if (access(netprobe, X_OK) < 0 || access(rtprobe, X_OK) < 0) {
+		skip_all("build/tests/netprobe or rtprobe not built");
 		return tap_done();
 	}
 	snprintf(cg2, sizeof(cg2), "%s",
@@ -383,6 +438,7 @@ int main(void)
 	if (cg_make(root, "a", cga, sizeof(cga), &ida) || cg_make(root, "b", cgb, sizeof(cgb), &idb) ||
 	    cg_make(root, "c", cgc, sizeof(cgc), &idc) || cg_make(root, "d", cgd, sizeof(cgd), &idd) ||
 	    cg_make(root, "e", cge, sizeof(cge), &ide) || cg_make(root, "f", cgf, sizeof(cgf), &idf) ||
+	    cg_make(root, "h", cgh, sizeof(cgh), &idh) ||
 	    cg_make(root, "outside", cgo, sizeof(cgo), NULL) ||
 	    cg_make(root2, "g", cgg, sizeof(cgg), &idg)) {
 		skip_all("cannot create cgroup v2 directories");
@@ -417,6 +473,7 @@ int main(void)
 	o.cgroup_path = root;
 	o.instance_level = 2;
 	o.dns_ip4 = htonl(0x7f000001);
+	o.learn_max = 4;
 	r = lbpf_open(&o, &lb, &adopted, &e);
 	if (!tap_ok(r == 0 && !adopted, "lbpf_open fresh: %d %s", r, r ? e.msg : "")) {
 		for (int i = 1; i < PLAN; i++)
@@ -552,6 +609,34 @@ int main(void)
 		tap_ok(r == 1 && probe(cga, "udp", "127.0.0.7", pd) == 2 &&
 			       passes(probe(cga, "tcp", "127.0.0.7", pt)),
 		       "gc removes the expired slot (%d), the address is denied again", r);
+
+		/* at most learn_max (4 here) learned entries per instance */
+		int fails = 0;
+		uint8_t ax[16];
+
+		for (int i = 0; i < 4; i++) {
+			char a[32];
+
+			snprintf(a, sizeof(a), "127.0.0.%d", 21 + i);
+			mapped(a, ax);
+			fails += lbpf_egress_learn(lb, ida, ax, &add, &e) != 0;
+		}
+		mapped("127.0.0.25", ax);
+		r = lbpf_egress_learn(lb, ida, ax, &add, &e);
+		tap_ok(fails == 0 && lbpf_egress_learned(lb, ida) == 4 && r == -EDQUOT &&
+			       strstr(e.msg, "--dns-learn-max") && probe(cga, "udp", "127.0.0.25", pd) == 2,
+		       "learn limit: a 5th address is refused (-EDQUOT: %s) and stays denied", e.msg);
+		mapped("127.0.0.21", ax);
+		r = lbpf_egress_learn(lb, ida, ax, &add, &e);
+		mapped("127.0.0.25", ax);
+		tap_ok(r == 0 && lbpf_egress_learned(lb, ida) == 4 &&
+			       lbpf_egress_learn(lb, idb, ax, &add, &e) == 0 && lbpf_egress_learned(lb, idb) == 1,
+		       "learn limit: an address already learned is refreshed; another instance has its own");
+		r = lbpf_egress_gc(lb, util_now_ns(CLOCK_BOOTTIME) + 120000000000ULL);
+		tap_ok(r == 5 && lbpf_egress_learned(lb, ida) == 0 && lbpf_egress_learned(lb, idb) == 0 &&
+			       lbpf_egress_learn(lb, ida, ax, &add, &e) == 0 && lbpf_egress_learned(lb, ida) == 1,
+		       "gc gives expired entries back to the limit (%d removed)", r);
+		lbpf_egress_gc(lb, util_now_ns(CLOCK_BOOTTIME) + 120000000000ULL);
 	}
 
 	/* atomic update under a connect loop */
@@ -660,6 +745,84 @@ int main(void)
 	tap_ok(find_event(idf, LANTERN_VERDICT_DNS, "127.0.0.53", 53) != NULL,
 	       "dns redirect recorded with verdict DNS and the original address");
 
+	/* packets that go somewhere their socket's address does not say: source routes
+	 * (IPv6 routing headers, IPv4 LSRR/SSRR, per socket or per message) and raw
+	 * sockets, dropped in cgroup_skb egress (the telemetry object's program) */
+	{
+		struct lbpf_tm_opts to = { .pin_root = pins, .cgroup_path = root, .instance_level = 2,
+					   .sys_hook = LBPF_SYS_NONE };
+		struct lantern_pkt_stats ps = { 0 };
+		const struct lantern_egress_event *ev = NULL;
+		struct lbpf_tm *tm = NULL;
+		bool tm_adopted = false;
+		const uint16_t rp = 4000;
+		char rt[1024], res[64];
+		int n6, n4, nopt, nraw;
+
+		pol_init(&ph, LANTERN_NET_ALLOWLIST, 0);
+		pol_add(&ph, "192.0.2.1", 32, LANTERN_PROTO_TCP | LANTERN_PROTO_UDP, rp, rp, 0);
+		pol_add(&ph, "2001:db8::1", 128, LANTERN_PROTO_TCP | LANTERN_PROTO_UDP, rp, rp, 1);
+		r = lbpf_instance_set(lb, idh, &ph.p, 0, NULL, 0, &e);
+		r = r ?: lbpf_tm_open(&to, &tm, &tm_adopted, &e);
+		tap_ok(r == 0, "telemetry programs (cgroup_skb egress) share the egress pins: %d %s", r,
+		       r ? e.msg : "");
+		rt_run(cgh, rp, "", rt, sizeof(rt));
+		tap_diag("rtprobe: %s", tl_oneline(rt));
+		tap_ok(rt_seen(rt, "direct", res, sizeof(res)) == 0 && !strcmp(res, "denied"),
+		       "own netns: UDP straight to the denied address is denied (EPERM)");
+		tap_ok(rt_seen(rt, "plain-udp", res, sizeof(res)) >= 1 && !strcmp(res, "ok") &&
+			       rt_seen(rt, "plain-tcp", res, sizeof(res)) >= 1 && !strcmp(res, "ok"),
+		       "normal UDP and TCP to the allowed address still flow");
+		tap_ok(rt_seen(rt, "srh-udp", NULL, 0) == 0 && rt_seen(rt, "srh-tcp", NULL, 0) == 0,
+		       "a segment routing header (uid 65534, UDP and TCP) towards the allowed address "
+		       "gets nothing to the denied first segment");
+		n6 = count_reason(idh, LANTERN_REASON_IPV6_ROUTING_HEADER, LANTERN_VERDICT_DENY, &ev);
+		tap_ok(n6 == 2 && ev && ev->family == AF_INET6 && ev->port == rp &&
+			       ev->proto == LANTERN_PROTO_TCP && !memcmp(ev->addr + 12, "\0\0\0\2", 4),
+		       "routing header: %d deny events, reason ipv6_routing_header, naming the first "
+		       "segment and the port", n6);
+		tap_ok(rt_seen(rt, "lsrr-udp", NULL, 0) == 0 && rt_seen(rt, "lsrr-tcp", NULL, 0) == 0 &&
+			       rt_seen(rt, "ssrr-cmsg", NULL, 0) == 0,
+		       "IPv4 LSRR (IP_OPTIONS, UDP and TCP) and SSRR (an IP_RETOPTS cmsg): nothing to the "
+		       "denied first hop");
+		n4 = count_reason(idh, LANTERN_REASON_IPV4_SOURCE_ROUTE, LANTERN_VERDICT_DENY, &ev);
+		tap_ok(n4 == 3 && ev && ev->family == AF_INET && ev->proto == LANTERN_PROTO_UDP,
+		       "source route: %d deny events, reason ipv4_source_route", n4);
+		nopt = count_reason(idh, LANTERN_REASON_IPV4_OPTIONS, LANTERN_VERDICT_DENY, NULL);
+		tap_ok(rt_seen(rt, "rr-udp", NULL, 0) == 0 && nopt == 1 &&
+			       rt_seen(rt, "hbh-udp", NULL, 0) >= 1,
+		       "any other IPv4 option (record route) is dropped too (reason ipv4_options); IPv6 "
+		       "hop-by-hop and destination options are walked and pass");
+		nraw = count_reason(idh, LANTERN_REASON_SOCKET_TYPE, LANTERN_VERDICT_DENY, NULL);
+		tap_ok(rt_seen(rt, "raw", NULL, 0) == 0 && nraw == 1,
+		       "a raw socket's packet to the denied address is dropped (%d socket_type events)", nraw);
+		r = lbpf_pkt_stats_get(lb, idh, &ps);
+		tap_ok(r == 0 && ps.ipv6_routing_header == (uint64_t)n6 &&
+			       ps.ipv4_source_route == (uint64_t)n4 && ps.socket_type == (uint64_t)nraw &&
+			       ps.ipv4_options == (uint64_t)nopt && ps.ipv6_ext_headers == 0 &&
+			       ps.audited == 0,
+		       "lantern_pkt_stats counts exactly what was reported: rh %llu, srr %llu, opt %llu, "
+		       "raw %llu", (unsigned long long)ps.ipv6_routing_header,
+		       (unsigned long long)ps.ipv4_source_route, (unsigned long long)ps.ipv4_options,
+		       (unsigned long long)ps.socket_type);
+
+		/* audit mode lets it through and says so; network open does not look */
+		pol_add(&pe, "2001:db8::1", 128, LANTERN_PROTO_UDP, rp, rp, 1);
+		lbpf_instance_set(lb, ide, &pe.p, 0, NULL, 0, &e);
+		rt_run(cge, rp, "srh-udp", rt, sizeof(rt));
+		lbpf_pkt_stats_get(lb, ide, &ps);
+		tap_ok(rt_seen(rt, "srh-udp", NULL, 0) == 1 && ps.audited == 1 &&
+			       count_reason(ide, LANTERN_REASON_IPV6_ROUTING_HEADER, LANTERN_VERDICT_AUDIT,
+					    NULL) == 1,
+		       "audit mode: the routed packet passes, counted and reported as audit");
+		rt_run(cgd, rp, "srh-udp raw", rt, sizeof(rt));
+		lbpf_pkt_stats_get(lb, idd, &ps);
+		tap_ok(rt_seen(rt, "srh-udp", NULL, 0) == 1 && rt_seen(rt, "raw", NULL, 0) >= 1 &&
+			       ps.ipv6_routing_header == 0 && ps.socket_type == 0,
+		       "network open: routed and raw packets pass untouched");
+		lbpf_tm_close(tm);
+	}
+
 	/* auditable with bpftool */
 	{
 		char *bo = NULL;
@@ -708,6 +871,17 @@ int main(void)
 		size_t n = 0;
 		uint32_t old_id;
 
+		struct lantern_egress_value add = { .nslots = 1 };
+		uint8_t ax[16];
+
+		add.slot[0] = (struct lantern_port_rule){ .expires_ns = util_now_ns(CLOCK_BOOTTIME) +
+									 60000000000ULL,
+							  .port_lo = pd, .port_hi = pd,
+							  .protos = LANTERN_PROTO_UDP, .rule = 5 };
+		mapped("127.0.0.31", ax);
+		lbpf_egress_learn(lb, idb, ax, &add, &e);
+		mapped("127.0.0.32", ax);
+		lbpf_egress_learn(lb, idb, ax, &add, &e);
 		lbpf_instance_get(lb, ida, &in);
 		old_id = in.policy_id;
 		lbpf_close(lb);
@@ -715,11 +889,13 @@ int main(void)
 		tap_ok(probe(cga, "tcp", "127.0.0.1", pd) == 2 && probe(cga, "tcp", "127.0.0.1", pt) == 0,
 		       "after lbpf_close: still enforced");
 		r = lbpf_open(&o, &lb, &adopted, &e);
-		tap_ok(r == 0 && adopted, "reopen adopts the pinned state: %d %s", r, r ? e.msg : "");
+		tap_ok(r == 0 && adopted && lbpf_egress_learned(lb, idb) == 2,
+		       "reopen adopts the pinned state, learned counts rebuilt from the map: %d %s", r,
+		       r ? e.msg : "");
 		if (r)
 			return tap_done();
 		lbpf_instance_list(lb, &ids, &n);
-		tap_ok(n == 6 && probe(cga, "tcp", "127.0.0.1", pd) == 2 &&
+		tap_ok(n == 7 && probe(cga, "tcp", "127.0.0.1", pd) == 2 &&
 			       probe(cga, "tcp", "127.0.0.1", pt) == 0 &&
 			       probe(cgb, "tcp", "127.0.0.1", pd) == 0,
 		       "after adopt: %zu instances, still enforced", n);

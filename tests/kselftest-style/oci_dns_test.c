@@ -58,8 +58,11 @@ static const char *spec(const char *name, const char *iso, uint16_t port)
 		 net.gw, port, ns_addr, net.gw, port, ns_addr, denied_addr, port);
 	return tl_spec(&T, name, NULL, script,
 		       "  image_digest: %s\n  isolation: %s\n  network: allowlist_domain\n"
-		       "  egress_rules:\n    - pattern: tcp://allowed.example.test:%u\n",
-		       image, iso, port);
+		       "  egress_rules:\n    - pattern: tcp://allowed.example.test:%u\n"
+		       /* the answer is the node's own (bridge) address: learned only with a
+			* CIDR rule naming it, on a port nothing listens on */
+		       "    - pattern: tcp://%s:1\n",
+		       image, iso, port, net.gw);
 }
 
 /* The part of out between the markers =N-1 and =N. */

@@ -167,7 +167,7 @@ static void test_limits(void)
 	rc = tl_run(&T, spec("oomchild", "trusted", NULL, "  limits:\n    memory: 32Mi\n",
 			     "sh -c 'x=aaaaaaaaaaaaaaaa; while true; do x=$x$x; done'; echo main-survived"), &out, NULL);
 	tl_newest_run(&T, id, sizeof(id), inst, sizeof(inst));
-	tl_lantern(&T, &err, NULL, "ps --json | grep -A12 '\"id\": \"%s\"' | grep -E '\"(oom_kills|status)\"'", id);
+	tl_lantern(&T, &err, NULL, "ps --json | grep -A24 '\"id\": \"%s\"' | grep -E '\"(oom_kills|status)\"'", id);
 	tap_ok(rc == 0 && tl_has(out, "main-survived") && tl_has(err, "\"status\": \"succeeded\"") &&
 	       err && strstr(err, "\"oom_kills\": ") && atoi(strstr(err, "\"oom_kills\": ") + 13) >= 1,
 	       "a child OOM-killed, the main process exits 0: succeeded, oom_kills in lantern ps --json: %s",
@@ -339,6 +339,64 @@ static void test_harness_after_kill(void)
 	free(ino2);
 }
 
+/* The harness socket's directory is the node's state: a sandbox sees it read-only (no
+ * file can be written there, so container root cannot fill the state filesystem) and
+ * still sees the socket, which connect() reaches through a read-only mount. */
+static void test_harness_read_only(void)
+{
+	static const char *const isos[] = { "trusted", "standard" };
+	char *out = NULL, *left = NULL, id[32], inst[32];
+	int rc;
+
+	for (size_t i = 0; i < ARRAY_SIZE(isos); i++) {
+		rc = tl_run(&T, spec(i ? "harness-ro-runsc" : "harness-ro-runc", isos[i], NULL, NULL,
+			      "touch /run/lantern/harness/x 2>&1; "
+			      "dd if=/dev/zero of=/run/lantern/harness/fill bs=1k count=64 2>&1 | head -1; "
+			      "grep ' /run/lantern/harness ' /proc/mounts | cut -d' ' -f4 | cut -d, -f1; "
+			      "test -S /run/lantern/harness/harness.sock && echo socket-there"),
+			 &out, NULL);
+		tl_newest_run(&T, id, sizeof(id), inst, sizeof(inst));
+		tl_sh(&left, NULL, "ls %s/runs/%s/harness", T.state, id);
+		tap_ok(rc == 0 && out && strstr(out, "Read-only file system") &&
+		       strstr(strstr(out, "Read-only file system") + 1, "Read-only file system") &&
+		       tl_has(out, "\nro\nsocket-there") && left &&
+		       (!*left || !strcmp(left, "harness.sock\n")),
+		       "%s (%s): /run/lantern/harness is mounted read-only: nothing can be written "
+		       "there, the socket is still there (%s; left on the node: %s)", isos[i],
+		       i ? "runsc" : "runc", tl_oneline(out), tl_oneline(left));
+		free(out);
+		free(left);
+		left = NULL;
+	}
+}
+
+/* An image whose config says User 65534: the workload is not root, and still uses its
+ * harness socket (mode 0666 in a read-only directory it may enter; who may call is the
+ * caller's cgroup, checked by lanternd), under runc and runsc. */
+static void test_harness_non_root(void)
+{
+	static const char *const isos[] = { "trusted", "standard" };
+	char dir[400], img[256], *out = NULL;
+	int rc;
+
+	snprintf(dir, sizeof(dir), "%s/img-nobody", T.dir);
+	tl_sh(&out, NULL, "IMAGE_USER=65534:65534 scripts/mkimage.sh %s test/nobody:1", dir);
+	snprintf(img, sizeof(img), "%.*s", out ? (int)strcspn(out, "\n") : 0, out ? out : "");
+	free(out);
+	out = NULL;
+	tl_lantern(&T, NULL, NULL, "image import %s", dir);
+	for (size_t i = 0; i < ARRAY_SIZE(isos); i++) {
+		rc = tl_lantern(&T, &out, NULL, "run --input-json '{\"q\":65534}' %s",
+				spec(i ? "nobody-runsc" : "nobody-runc", isos[i], img, NULL,
+				     "id -u; lantern-hcall GET /v1/input"));
+		tap_ok(rc == 0 && tl_has(out, "65534\nHTTP/1.1 200") && tl_has(out, "\"input\":{\"q\":65534}"),
+		       "%s (%s): an image with User 65534 runs as 65534 and reads its input from the "
+		       "harness socket (%s)", isos[i], i ? "runsc" : "runc", tl_oneline(out));
+		free(out);
+		out = NULL;
+	}
+}
+
 static void test_no_leftovers(void)
 {
 	char *before = NULL, *after = NULL, *out = NULL, cmd[2048];
@@ -460,9 +518,9 @@ int main(void)
 {
 	const char *missing = tl_env_missing();
 
-	tap_plan(41);
+	tap_plan(45);
 	if (missing || access("/usr/sbin/runc", X_OK) || access("/usr/bin/runsc", X_OK)) {
-		for (int i = 0; i < 41; i++)
+		for (int i = 0; i < 45; i++)
 			tap_skip(missing ? missing : "runc and runsc are not installed (make deps)", "oci point %d", i + 1);
 		return tap_failures ? 1 : 0;
 	}
@@ -478,6 +536,8 @@ int main(void)
 	test_egress();
 	test_logs();
 	test_harness_after_kill();
+	test_harness_read_only();
+	test_harness_non_root();
 	test_no_leftovers();
 	test_reset_after_kill();
 	return tap_failures ? 1 : 0;

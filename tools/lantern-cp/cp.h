@@ -1,7 +1,8 @@
 /* cp.h: lantern-cp, the control plane: its state and the files that share it.
  * main.c (flags, threads), db.c (SQLite or PostgreSQL, migrations), token.c (bootstrap
  * tokens, session JWTs), service.c (DataPlaneService over gRPC), sched.c (placement,
- * queue, liveness), http.c (the operator API).
+ * queue, liveness), http.c (the operator API), identity.c (instance tokens, receipts
+ * checked and countersigned, the keys' well-known documents).
  *
  * Threads: the gRPC thread serves DataPlaneService and runs the periodic checks;
  * libmicrohttpd's thread serves the operator API. Both take cp->mu around every touch of
@@ -31,12 +32,17 @@ struct plane {
 	int max_runs;               /* 0: no stated limit */
 	bool registered;            /* its bootstrap token was exchanged */
 	bool draining, down;
+	bool self_draining;         /* the node asked for its drain (it is stopping); its
+				     * next heartbeat without it lifts it. Not kept across a
+				     * restart of lantern-cp: the drain is, an operator lifts it */
 	int64_t last_hb_ms;         /* monotonic ms of its last heartbeat (or of start) */
 	int reported_active, queue_depth;
 	double cpu_pct, mem_pct;
 	int active;                 /* runs placed on it and not final */
 	uint64_t placed;            /* runs ever placed on it: ties go to the least used */
 	struct session *stream;     /* its RunStream, if one is open */
+	char node_key[64];          /* its node key (base64url), from Register; "" if none */
+	char region[64];            /* from Register */
 	struct plane *next;
 };
 
@@ -63,6 +69,10 @@ struct cprun {
 	bool cancel_requested;
 	int64_t retry_ms;           /* monotonic ms before which a requeued run waits */
 	int64_t created_us, assigned_us, accepted_us, running_us, finished_us; /* unix µs */
+	char regions[256];          /* spec.preferred_regions, comma separated */
+	bool region_fallback;       /* the spec lets it run elsewhere when none is free */
+	char agent_version[160];    /* agent_version_id: a label, else metadata.name */
+	double timeout_s;           /* spec.limits.timeout; 0: none */
 	struct cprun *next;
 };
 
@@ -94,6 +104,9 @@ struct cp {
 	char operator_token[256];
 	unsigned char sign_pk[crypto_sign_PUBLICKEYBYTES];
 	unsigned char sign_sk[crypto_sign_SECRETKEYBYTES];
+	/* identity.c: instance tokens and receipt countersignatures, each its own key */
+	unsigned char id_pk[crypto_sign_PUBLICKEYBYTES], id_sk[crypto_sign_SECRETKEYBYTES];
+	unsigned char rc_pk[crypto_sign_PUBLICKEYBYTES], rc_sk[crypto_sign_SECRETKEYBYTES];
 	struct plane *planes;
 	struct cprun *runs, *runs_tail;  /* in submission order: the queue is the queued ones */
 	struct session *sessions;
@@ -122,6 +135,8 @@ const char *db_kind(const struct db *db);
 
 /* token.c */
 int token_keys_load(struct cp *cp, struct lerr *e);
+/* The key pair stored as id in signing_keys (made by the first replica to start). */
+int token_key_load(struct cp *cp, const char *id, unsigned char *pk, unsigned char *sk, struct lerr *e);
 /* 32 random bytes, hex; hash is its SHA-256, hex (what the database keeps). */
 void token_bootstrap_new(char out[65], char hash[65]);
 void token_hash(const char *token, char hash[65]);
@@ -157,6 +172,18 @@ json_t *cp_plane_json(const struct cp *cp, const struct plane *p);
 extern const struct rpc_method cp_methods[];
 extern const size_t cp_n_methods;
 void cp_session_send(struct session *ss, const void *msg, size_t len);
+
+/* identity.c (cp->mu held) */
+/* What a run's spec says about placement and its token (regions, agent version). */
+void cp_run_spec_info(struct cprun *r);
+/* A signed identity token for instance inst of r (pk: its key), or NULL with why. */
+char *cp_identity_token(struct cp *cp, const struct cprun *r, const char *inst, const uint8_t *pk,
+			size_t pklen, int64_t exp, char *why, size_t len);
+/* Checks the node's receipt for r against plane p's key, countersigns and stores it. */
+void cp_receipt_take(struct cp *cp, const struct cprun *r, const struct plane *p, const char *jws);
+/* GET /.well-known/... (no authorization) and GET /v1/runs/{id}/receipt: the body
+ * and its status; NULL when path is not one of them. */
+json_t *cp_identity_page(struct cp *cp, const char *path, unsigned *status);
 
 /* http.c */
 int http_start(struct cp *cp, struct lerr *e);

@@ -71,6 +71,15 @@ static const struct {
 	  " id TEXT PRIMARY KEY,"
 	  " secret TEXT NOT NULL,"
 	  " created_at BIGINT NOT NULL);" },
+	{ 2, "identity",
+	  "ALTER TABLE data_planes ADD COLUMN node_key TEXT NOT NULL DEFAULT '';"
+	  "ALTER TABLE data_planes ADD COLUMN region TEXT NOT NULL DEFAULT '';"
+	  "CREATE TABLE IF NOT EXISTS receipts ("
+	  " run_id TEXT PRIMARY KEY,"
+	  " plane_id TEXT NOT NULL,"
+	  " receipt TEXT NOT NULL DEFAULT '',"
+	  " error TEXT NOT NULL DEFAULT '',"
+	  " created_at BIGINT NOT NULL);" },
 };
 
 const char *db_kind(const struct db *db)

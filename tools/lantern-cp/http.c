@@ -7,7 +7,11 @@
  *   POST /v1/runs                   {tenant_id, spec, input_json?, plane_id?,
  *                                    idempotency_key?}: submit an AgentSpec (YAML or JSON)
  *   GET  /v1/runs/{id}
+ *   GET  /v1/runs/{id}/receipt      the run's receipt, node-signed and countersigned
  *   POST /v1/runs/{id}/cancel
+ * and, without authorization (public keys for verifiers, identity.c):
+ *   GET  /.well-known/lantern-agent-identity, /.well-known/jwks.json (instance tokens),
+ *        /.well-known/lantern-receipts (receipts: this key and every node's)
  * It listens on loopback by default: put a TLS-terminating proxy in front to expose it. */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -160,6 +164,7 @@ static enum MHD_Result submit(struct cp *cp, struct MHD_Connection *c, json_t *i
 	snprintf(r->pin, sizeof(r->pin), "%s", pin ? pin : "");
 	snprintf(r->idem, sizeof(r->idem), "%s", idem ? idem : "");
 	r->input_json = strdup(input ? input : "");
+	cp_run_spec_info(r);
 	r->state = RS_QUEUED;
 	r->created_us = cp_now_us();
 	if (cp->runs_tail)
@@ -184,6 +189,14 @@ static enum MHD_Result route(struct cp *cp, struct MHD_Connection *c, const char
 	char id[64], verb[32];
 	enum MHD_Result ret;
 
+	if (get && !strncmp(url, "/.well-known/", 13)) {
+		unsigned st = 404;
+
+		pthread_mutex_lock(&cp->mu);
+		out = cp_identity_page(cp, url, &st);
+		pthread_mutex_unlock(&cp->mu);
+		return out ? reply(c, st, out) : error(c, 404, "no such document: %s", url);
+	}
 	if (!authorized(cp, c))
 		return error(c, 401, "operator API: a valid \"Authorization: Bearer TOKEN\" is required");
 	if (rq->too_big)
@@ -214,6 +227,8 @@ static enum MHD_Result route(struct cp *cp, struct MHD_Connection *c, const char
 		pthread_mutex_lock(&cp->mu);
 		if ((p = cp_plane(cp, id))) {
 			p->draining = d ? json_is_true(d) : true;
+			/* the operator's drain now: no heartbeat lifts it */
+			p->self_draining = false;
 			cp_save_plane(cp, p);
 			out = cp_plane_json(cp, p);
 			if (!p->draining)
@@ -250,6 +265,13 @@ static enum MHD_Result route(struct cp *cp, struct MHD_Connection *c, const char
 			ret = error(c, 409, "run %s already ended", id);
 		} else
 			ret = reply(c, 202, out);
+	} else if (sscanf(url, "/v1/runs/%63[^/]/%31s", id, verb) == 2 && get && !strcmp(verb, "receipt")) {
+		unsigned st = 404;
+
+		pthread_mutex_lock(&cp->mu);
+		out = cp_identity_page(cp, url, &st);
+		pthread_mutex_unlock(&cp->mu);
+		ret = reply(c, st, out);
 	} else if (sscanf(url, "/v1/runs/%63[^/]", id) == 1 && get && !strchr(url + 9, '/')) {
 		struct cprun *r;
 

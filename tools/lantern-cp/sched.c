@@ -1,7 +1,9 @@
 /* sched.c: where runs go. A run goes to a registered, live, non-draining plane of its
  * tenant that advertised the run's isolation class and has room, least loaded first
- * (ties: the plane that took the fewest runs); when none fits it waits in the queue,
- * in submission order. A plane that misses heartbeats is marked down and its unfinished
+ * (ties: the plane that took the fewest runs); a run with spec.preferred_regions goes
+ * to a plane in one of them, and elsewhere only when none fits and its spec allows it
+ * (metadata.labels["lantern.dev/region-fallback"]: allow); when none fits it waits in
+ * the queue, in submission order. A plane that misses heartbeats is marked down and its unfinished
  * runs fail with that reason. Every change is written through to the database.
  *
  * Each placement bumps the run's fencing epoch; what a plane reports under an older
@@ -71,12 +73,13 @@ void cp_save_plane(struct cp *cp, struct plane *p)
 {
 	char mr[24], dr[4], dn[4], hb[24], rg[4];
 	const char *v[] = { p->id, p->hostname, p->classes, I64(mr, p->max_runs),
-			    I64(dr, p->draining), I64(dn, p->down), I64(hb, time(NULL)), I64(rg, p->registered) };
+			    I64(dr, p->draining), I64(dn, p->down), I64(hb, time(NULL)), I64(rg, p->registered),
+			    p->node_key, p->region };
 	struct lerr e;
 
 	if (db_exec(cp->db, "UPDATE data_planes SET hostname = $2, classes = $3, max_runs = $4, "
-		    "draining = $5, down = $6, last_heartbeat = $7, token_used = $8 WHERE id = $1",
-		    8, v, &e) < 0)
+		    "draining = $5, down = $6, last_heartbeat = $7, token_used = $8, node_key = $9, "
+		    "region = $10 WHERE id = $1", 10, v, &e) < 0)
 		log_error("plane %s: not saved: %s", p->id, e.msg);
 }
 
@@ -116,7 +119,7 @@ static void load_plane(void *arg, int ncol, char **v)
 	struct cp *cp = arg;
 	struct plane *p = calloc(1, sizeof(*p));
 
-	if (!p || ncol < 9)
+	if (!p || ncol < 11)
 		return;
 	snprintf(p->id, sizeof(p->id), "%s", v[0]);
 	snprintf(p->tenant, sizeof(p->tenant), "%s", v[1]);
@@ -127,6 +130,8 @@ static void load_plane(void *arg, int ncol, char **v)
 	p->max_runs = v[6] ? atoi(v[6]) : 0;
 	p->draining = v[7] && atoi(v[7]);
 	p->down = v[8] && atoi(v[8]);
+	snprintf(p->node_key, sizeof(p->node_key), "%s", v[9] ?: "");
+	snprintf(p->region, sizeof(p->region), "%s", v[10] ?: "");
 	/* a restarted control plane gives every plane a full heartbeat window to return */
 	p->last_hb_ms = cp_mono_ms();
 	p->next = cp->planes;
@@ -162,6 +167,7 @@ static void load_run(void *arg, int ncol, char **v)
 	r->accepted_us = v[19] ? atoll(v[19]) : 0;
 	r->running_us = v[20] ? atoll(v[20]) : 0;
 	r->finished_us = v[21] ? atoll(v[21]) : 0;
+	cp_run_spec_info(r);
 	if (cp->runs_tail)
 		cp->runs_tail->next = r;
 	else
@@ -172,7 +178,7 @@ static void load_run(void *arg, int ncol, char **v)
 int cp_load(struct cp *cp, struct lerr *e)
 {
 	int err = db_query(cp->db, "SELECT id, tenant_id, name, token_used, hostname, classes, "
-			   "max_runs, draining, down FROM data_planes", 0, NULL, load_plane, cp, e);
+			   "max_runs, draining, down, node_key, region FROM data_planes", 0, NULL, load_plane, cp, e);
 
 	if (err < 0)
 		return err;
@@ -212,22 +218,45 @@ static bool plane_usable(const struct plane *p)
 	       (!p->max_runs || plane_load(p) < p->max_runs);
 }
 
-static struct plane *place(struct cp *cp, const struct cprun *r)
+static bool in_regions(const struct plane *p, const char *regions)
+{
+	size_t n = strlen(p->region);
+
+	if (!n)
+		return false;
+	for (const char *c = regions; (c = strstr(c, p->region)); c += n)
+		if ((c == regions || c[-1] == ',') && (c[n] == ',' || c[n] == '\0'))
+			return true;
+	return false;
+}
+
+/* The best plane for r among those in its preferred regions (all when it has none). */
+static struct plane *place_in(struct cp *cp, const struct cprun *r, bool any_region)
 {
 	struct plane *best = NULL;
+
+	for (struct plane *p = cp->planes; p; p = p->next) {
+		if (strcmp(p->tenant, r->tenant) || !plane_usable(p) || !has_class(p, r->isolation) ||
+		    (!any_region && r->regions[0] && !in_regions(p, r->regions)))
+			continue;
+		if (!best || plane_load(p) < plane_load(best) ||
+		    (plane_load(p) == plane_load(best) && p->placed < best->placed))
+			best = p;
+	}
+	return best;
+}
+
+static struct plane *place(struct cp *cp, const struct cprun *r)
+{
+	struct plane *best;
 
 	if (r->pin[0]) {
 		/* an operator's pin skips the class filter: the node's admission decides */
 		struct plane *p = cp_plane(cp, r->pin);
 		return p && !strcmp(p->tenant, r->tenant) && plane_usable(p) ? p : NULL;
 	}
-	for (struct plane *p = cp->planes; p; p = p->next) {
-		if (strcmp(p->tenant, r->tenant) || !plane_usable(p) || !has_class(p, r->isolation))
-			continue;
-		if (!best || plane_load(p) < plane_load(best) ||
-		    (plane_load(p) == plane_load(best) && p->placed < best->placed))
-			best = p;
-	}
+	if (!(best = place_in(cp, r, false)) && r->regions[0] && r->region_fallback)
+		best = place_in(cp, r, true);
 	return best;
 }
 
@@ -242,6 +271,7 @@ void cp_send_assignment(struct cp *cp, struct cprun *r)
 	if (!p || !p->stream)
 		return;
 	a.run_id = r->id;
+	a.agent_version_id = (char *)r->agent_version;
 	a.tenant_id = r->tenant;
 	a.config_json = r->config_json;
 	a.input_json = r->input_json ? r->input_json : "";
@@ -465,16 +495,20 @@ json_t *cp_run_json(const struct cprun *r)
 		json_object_set_new(j, "pin", text(r->pin));
 	if (r->idem[0])
 		json_object_set_new(j, "idempotency_key", text(r->idem));
+	if (r->regions[0])
+		json_object_set_new(j, "preferred_regions", text(r->regions));
 	return j;
 }
 
 json_t *cp_plane_json(const struct cp *cp, const struct plane *p)
 {
-	return json_pack("{s:o, s:o, s:o, s:o, s:o, s:i, s:b, s:b, s:b, s:b, s:i, s:i, s:i, s:f, s:f, s:I}",
+	return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:i, s:b, s:b, s:b, s:b, s:i, s:i, s:i, s:f, "
+			 "s:f, s:I}",
 			 "id", text(p->id), "tenant_id", text(p->tenant), "name", text(p->name),
-			 "hostname", text(p->hostname), "isolation_classes", text(p->classes),
-			 "max_runs", p->max_runs, "registered", p->registered, "draining", p->draining,
-			 "down", p->down, "connected", p->stream != NULL, "active_runs", p->active,
+			 "hostname", text(p->hostname), "region", text(p->region), "node_key",
+			 text(p->node_key), "isolation_classes", text(p->classes), "max_runs", p->max_runs,
+			 "registered", p->registered, "draining", p->draining, "down", p->down,
+			 "connected", p->stream != NULL, "active_runs", p->active,
 			 "reported_active_runs", p->reported_active, "queue_depth", p->queue_depth,
 			 "cpu_pct", p->cpu_pct, "mem_pct", p->mem_pct,
 			 "ms_since_heartbeat", (json_int_t)(cp_mono_ms() - p->last_hb_ms));

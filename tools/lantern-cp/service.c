@@ -61,8 +61,8 @@ static int do_register(struct cp *cp, Lantern__V1__DpRegisterRequest *rq, struct
 		       char *details, size_t dlen)
 {
 	Lantern__V1__DpRegisterResponse rs = LANTERN__V1__DP_REGISTER_RESPONSE__INIT;
-	char hash[65], now[24], mr[24], classes[256] = "";
-	const char *p[6];
+	char hash[65], now[24], mr[24], classes[256] = "", nk[64] = "";
+	const char *p[8];
 	struct id_row row = { "" };
 	struct plane *pl;
 	struct lerr e;
@@ -87,10 +87,16 @@ static int do_register(struct cp *cp, Lantern__V1__DpRegisterRequest *rq, struct
 	p[3] = rq->hostname;
 	p[4] = classes;
 	p[5] = mr;
+	if (rq->node_public_key.len == crypto_sign_PUBLICKEYBYTES)
+		sodium_bin2base64(nk, sizeof(nk), rq->node_public_key.data, rq->node_public_key.len,
+				  sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+	p[6] = nk;
+	p[7] = rq->region;
 	/* one statement decides: a token is consumed once even with several replicas */
 	n = db_exec(cp->db, "UPDATE data_planes SET token_used = 1, registered_at = $3, "
-		    "last_heartbeat = $3, hostname = $4, classes = $5, max_runs = $6, down = 0 "
-		    "WHERE token_hash = $1 AND tenant_id = $2 AND token_used = 0", 6, p, &e);
+		    "last_heartbeat = $3, hostname = $4, classes = $5, max_runs = $6, down = 0, "
+		    "node_key = $7, region = $8 "
+		    "WHERE token_hash = $1 AND tenant_id = $2 AND token_used = 0", 8, p, &e);
 	if (n < 0) {
 		snprintf(details, dlen, "register: %s", e.msg);
 		return RPC_UNAVAILABLE;
@@ -109,6 +115,8 @@ static int do_register(struct cp *cp, Lantern__V1__DpRegisterRequest *rq, struct
 	pl->max_runs = rq->max_runs > 0 ? rq->max_runs : 0;
 	snprintf(pl->hostname, sizeof(pl->hostname), "%s", rq->hostname);
 	snprintf(pl->classes, sizeof(pl->classes), "%s", classes);
+	snprintf(pl->node_key, sizeof(pl->node_key), "%s", nk);
+	snprintf(pl->region, sizeof(pl->region), "%s", rq->region);
 	jwt = token_session_new(cp, pl->id, pl->tenant, cp->o.session_ttl_s, &exp);
 	if (!jwt) {
 		snprintf(details, dlen, "register: cannot sign a session token");
@@ -119,10 +127,12 @@ static int do_register(struct cp *cp, Lantern__V1__DpRegisterRequest *rq, struct
 	rs.heartbeat_interval_seconds = cp->o.heartbeat_s;
 	rs.metrics_interval_seconds = cp->o.metrics_s;
 	rs.expires_at_unix = exp;
+	rs.signs_identity = true;
 	PACK(dp_register_response, &rs, resp);
 	free(jwt);
-	log_info("plane %s (%s, tenant %s): registered, classes [%s], max runs %d, agent %s",
-		 pl->id, pl->hostname, pl->tenant, classes, pl->max_runs, rq->agent_version);
+	log_info("plane %s (%s, tenant %s): registered, classes [%s], max runs %d, region %s, node key "
+		 "%s, agent %s", pl->id, pl->hostname, pl->tenant, classes, pl->max_runs,
+		 pl->region[0] ? pl->region : "-", nk[0] ? "given" : "none", rq->agent_version);
 	return RPC_OK;
 }
 
@@ -168,6 +178,15 @@ static int h_heartbeat(void *arg, const uint8_t *req, size_t len, struct rpc_buf
 			p->down = false;
 			cp_save_plane(cp, p);
 			log_info("plane %s (%s): heartbeats again: up", p->id, p->hostname);
+		}
+		if (rq->draining && !p->draining) {
+			p->draining = p->self_draining = true;
+			cp_save_plane(cp, p);
+			log_info("plane %s (%s): draining: the node is stopping", p->id, p->hostname);
+		} else if (!rq->draining && p->self_draining) {
+			p->draining = p->self_draining = false;
+			cp_save_plane(cp, p);
+			log_info("plane %s (%s): drain lifted: the node is back", p->id, p->hostname);
 		}
 		ack.ok = true;
 		ack.draining = p->draining;
@@ -343,6 +362,38 @@ static enum run_state from_dp(Lantern__V1__DpRunStatus s)
 	}
 }
 
+/* Signs an instance's token for a run of this plane; the answer goes back on the stream. */
+static void on_identity_request(struct session *ss, Lantern__V1__DpIdentityRequest *rq)
+{
+	Lantern__V1__DpIdentityToken t = LANTERN__V1__DP_IDENTITY_TOKEN__INIT;
+	Lantern__V1__DpRunStreamServerMsg m = LANTERN__V1__DP_RUN_STREAM_SERVER_MSG__INIT;
+	const char *why = NULL;
+	struct cprun *r = reported_run(ss, rq->run_id, rq->fencing_epoch, &why);
+	char err[256] = "", *tok = NULL;
+	struct rpc_buf b;
+
+	if (!r)
+		snprintf(err, sizeof(err), "run %s: %s", rq->run_id, why);
+	else if (cp_state_final(r->state))
+		snprintf(err, sizeof(err), "run %s has ended", rq->run_id);
+	else
+		tok = cp_identity_token(ss->cp, r, rq->instance_id, rq->public_key.data, rq->public_key.len,
+					rq->expires_at_unix, err, sizeof(err));
+	if (!tok)
+		log_warn("plane %s: no identity token for instance %s: %s", ss->plane->id, rq->instance_id, err);
+	t.run_id = rq->run_id;
+	t.instance_id = rq->instance_id;
+	t.token = tok ? tok : "";
+	t.error = err;
+	m.msg_case = LANTERN__V1__DP_RUN_STREAM_SERVER_MSG__MSG_IDENTITY_TOKEN;
+	m.identity_token = &t;
+	PACK(dp_run_stream_server_msg, &m, &b);
+	if (b.data)
+		cp_session_send(ss, b.data, b.len);
+	free(b.data);
+	free(tok);
+}
+
 static void on_report(struct session *ss, Lantern__V1__DpRunStreamClientMsg *m)
 {
 	struct cp *cp = ss->cp;
@@ -395,6 +446,8 @@ static void on_report(struct session *ss, Lantern__V1__DpRunStreamClientMsg *m)
 			 * running) would leave it placed but no longer counted on its plane */
 			enum run_state st = from_dp(c->status);
 
+			if (c->receipt[0])
+				cp_receipt_take(cp, r, ss->plane, c->receipt);
 			free(r->output_json);
 			r->output_json = strdup(c->output_json);
 			r->cost_usd = c->cost_usd;
@@ -409,6 +462,9 @@ static void on_report(struct session *ss, Lantern__V1__DpRunStreamClientMsg *m)
 		break;
 	}
 	case LANTERN__V1__DP_RUN_STREAM_CLIENT_MSG__MSG_PONG:
+		break;
+	case LANTERN__V1__DP_RUN_STREAM_CLIENT_MSG__MSG_IDENTITY_REQUEST:
+		on_identity_request(ss, m->identity_request);
 		break;
 	default:
 		rpc_stream_finish(ss->s, RPC_INVALID_ARGUMENT,

@@ -1,10 +1,11 @@
-/* token.c: the two secrets of the tunnel. A bootstrap token is 32 random bytes shown once
+/* token.c: the two secrets of the tunnel, and the control plane's keys. A bootstrap token is 32 random bytes shown once
  * to the operator; only its SHA-256 is stored, and Register consumes it once. A session
  * token is a JWT signed with EdDSA (Ed25519, libsodium), bound to one plane and its
  * tenant, valid session_ttl (1 h); every RPC after Register presents it.
  *
- * The signing key lives in the database (signing_keys) so that a restarted control
- * plane, or another replica, accepts the tokens it issued. */
+ * The signing keys live in the database (signing_keys) so that a restarted control
+ * plane, or another replica, accepts the tokens it issued: the session key, and
+ * identity.c's instance-token and receipt keys. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,11 +24,12 @@ static void key_row(void *arg, int ncol, char **vals)
 		*out = strdup(vals[0]);
 }
 
-int token_keys_load(struct cp *cp, struct lerr *e)
+int token_key_load(struct cp *cp, const char *id, unsigned char *pk_out, unsigned char *sk_out,
+		   struct lerr *e)
 {
 	unsigned char pk[crypto_sign_PUBLICKEYBYTES], sk[crypto_sign_SECRETKEYBYTES];
 	char hex[crypto_sign_SECRETKEYBYTES * 2 + 1], now[32], *stored = NULL;
-	const char *p[] = { KEY_ID, hex, now };
+	const char *p[] = { id, hex, now };
 	size_t bin_len = 0;
 	int err;
 
@@ -44,15 +46,25 @@ int token_keys_load(struct cp *cp, struct lerr *e)
 	if ((err = db_query(cp->db, "SELECT secret FROM signing_keys WHERE id = $1", 1, p, key_row,
 			    &stored, e)) < 0)
 		return err;
-	if (!stored || sodium_hex2bin(cp->sign_sk, sizeof(cp->sign_sk), stored, strlen(stored), NULL,
-				      &bin_len, NULL) < 0 || bin_len != sizeof(cp->sign_sk)) {
+	if (!stored || sodium_hex2bin(sk_out, crypto_sign_SECRETKEYBYTES, stored, strlen(stored), NULL,
+				      &bin_len, NULL) < 0 || bin_len != crypto_sign_SECRETKEYBYTES) {
 		free(stored);
-		return lerr_set(e, EINVAL, "database: signing key %s is missing or damaged", KEY_ID);
+		return lerr_set(e, EINVAL, "database: signing key %s is missing or damaged", id);
 	}
 	sodium_memzero(stored, strlen(stored));
 	free(stored);
-	crypto_sign_ed25519_sk_to_pk(cp->sign_pk, cp->sign_sk);
+	crypto_sign_ed25519_sk_to_pk(pk_out, sk_out);
 	return 0;
+}
+
+int token_keys_load(struct cp *cp, struct lerr *e)
+{
+	int err;
+
+	if ((err = token_key_load(cp, KEY_ID, cp->sign_pk, cp->sign_sk, e)) < 0 ||
+	    (err = token_key_load(cp, "identity-ed25519", cp->id_pk, cp->id_sk, e)) < 0)
+		return err;
+	return token_key_load(cp, "receipts-ed25519", cp->rc_pk, cp->rc_sk, e);
 }
 
 void token_hash(const char *token, char hash[65])

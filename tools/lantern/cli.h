@@ -24,10 +24,23 @@ int cmd_reset(struct cli *c, int argc, char **argv);
 int reset_oci(const char *state, const char *cgroot);
 int cmd_image(struct cli *c, int argc, char **argv);
 int cmd_node(struct cli *c, int argc, char **argv);
+/* containerd.c: `node containerd-config` (argv[0] is "containerd-config"). */
+int cmd_node_containerd(int argc, char **argv);
 int cmd_logs(struct cli *c, int argc, char **argv);
 int cmd_journal(struct cli *c, int argc, char **argv);
 int cmd_step(struct cli *c, int argc, char **argv);
 int cmd_trace(struct cli *c, int argc, char **argv);
 int cmd_cost(struct cli *c, int argc, char **argv);
+/* identity.c: `identity RUN`, `identity verify`, `receipt RUN`, `receipt verify` */
+int cmd_identity(struct cli *c, int argc, char **argv);
+int cmd_receipt(struct cli *c, int argc, char **argv);
+/* secrets.c: `secrets exec -- CMD`, inside a workload */
+int cmd_secrets(struct cli *c, int argc, char **argv);
+
+/* hclient.c: one HTTP exchange on the harness socket sock; headers are extra header
+ * lines ("Name: value\r\n"...) or NULL. -EAGAIN when it should be retried (no
+ * answer: lanternd restarting), else 0 with *status and *resp (the JSON body). */
+int harness_http(const char *sock, const char *method, const char *path, const char *body,
+		 const char *headers, int *status, json_t **resp);
 
 #endif

@@ -115,22 +115,48 @@ static void print_audit(json_t *r)
 	       (long long)json_integer_value(json_object_get(x, "audited")),
 	       (long long)json_integer_value(json_object_get(x, "dns_redirected")),
 	       (long long)json_integer_value(json_object_get(x, "dns_refused")));
+	printf("  dns: %lld learned addresses of at most %lld, %lld answers refused\n",
+	       (long long)json_integer_value(json_object_get(x, "dns_learned")),
+	       (long long)json_integer_value(json_object_get(x, "dns_learn_max")),
+	       (long long)json_integer_value(json_object_get(x, "dns_answers_refused")));
+	{
+		json_t *pd = json_object_get(x, "packets_dropped");
+
+		printf("  packets dropped: routing header %lld, source route %lld, ip options %lld, "
+		       "extension headers %lld, socket type %lld, audited %lld\n",
+		       (long long)json_integer_value(json_object_get(pd, "ipv6_routing_header")),
+		       (long long)json_integer_value(json_object_get(pd, "ipv4_source_route")),
+		       (long long)json_integer_value(json_object_get(pd, "ipv4_options")),
+		       (long long)json_integer_value(json_object_get(pd, "ipv6_extension_headers")),
+		       (long long)json_integer_value(json_object_get(pd, "socket_type")),
+		       (long long)json_integer_value(json_object_get(pd, "audited")));
+	}
 	printf("  tried and refused or audited (latest %zu):\n", json_array_size(json_object_get(r, "recent")));
 	json_array_foreach(json_object_get(r, "recent"), i, x) {
-		if (json_object_get(x, "qname"))
-			printf("    %s %-6s dns %s %s (pid n/a)\n", json_string_value(json_object_get(x, "time")),
+		if (json_object_get(x, "suppressed"))
+			printf("    %s %-6s %s\n", json_string_value(json_object_get(x, "time")) ?: "",
+			       json_string_value(json_object_get(x, "verdict")) ?: "",
+			       json_string_value(json_object_get(x, "message")) ?: "");
+		else if (json_object_get(x, "qname"))
+			printf("    %s %-6s dns %s %s (pid n/a)%s%s%s%s\n", json_string_value(json_object_get(x, "time")),
 			       json_string_value(json_object_get(x, "verdict")),
-			       json_string_value(json_object_get(x, "qtype")),
-			       json_string_value(json_object_get(x, "qname")));
+			       json_string_value(json_object_get(x, "qtype")) ?: "answer",
+			       json_string_value(json_object_get(x, "qname")),
+			       json_object_get(x, "answer") ? " " : "",
+			       json_string_value(json_object_get(x, "answer")) ?: "",
+			       json_object_get(x, "reason") ? ": " : "",
+			       json_string_value(json_object_get(x, "reason")) ?: "");
 		else
-			printf("    %s %-6s %s %s port %lld by pid %lld (%s)\n",
+			printf("    %s %-6s %s %s port %lld by pid %lld (%s)%s%s\n",
 			       json_string_value(json_object_get(x, "time")),
 			       json_string_value(json_object_get(x, "verdict")),
 			       json_string_value(json_object_get(x, "proto")),
 			       json_string_value(json_object_get(x, "dst")),
 			       (long long)json_integer_value(json_object_get(x, "port")),
 			       (long long)json_integer_value(json_object_get(x, "pid")),
-			       json_string_value(json_object_get(x, "comm")));
+			       json_string_value(json_object_get(x, "comm")),
+			       json_object_get(x, "reason") ? ": " : "",
+			       json_string_value(json_object_get(x, "reason")) ?: "");
 	}
 }
 

@@ -72,6 +72,10 @@ int cmd_node(struct cli *c, int argc, char **argv)
 	json_t *req = json_pack("{s:s}", "op", "node"), *res, *x, *net;
 	size_t i;
 
+	if (argc >= 2 && !strcmp(argv[1], "containerd-config")) {
+		json_decref(req);
+		return cmd_node_containerd(argc - 1, argv + 1);
+	}
 	if (argc == 2 && !strcmp(argv[1], "--json")) {
 		res = client_call(c, req);
 		json_decref(req);

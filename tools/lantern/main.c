@@ -23,11 +23,19 @@ static const struct {
 	{ "journal", cmd_journal, "journal [verify] [--json] RUN     print a run's journal; verify its CRCs and hash chain" },
 	{ "step", cmd_step, "step ID [--kind K] -- CMD ARGS   (in a workload) run CMD once as a journaled step" },
 	{ "image", cmd_image, "image import PATH | ls | rm REF   the node's images (OCI layout or tar, by digest)" },
-	{ "node", cmd_node, "node [--json]                     isolation classes and runtime handlers this node advertises" },
+	{ "node", cmd_node, "node [--json]                     isolation classes and runtime handlers this node advertises\n"
+	  "  node containerd-config [...]    containerd's drop-in for this node's lantern-<class> handlers" },
 	{ "logs", cmd_logs, "logs [-f] [-t] [--json] [--from SEQ] RUN\n"
 	  "                                    a run's output with timestamps; -f follows, resuming after reconnects" },
 	{ "trace", cmd_trace, "trace RUN [--json]                the run's spans as a tree with durations" },
 	{ "cost", cmd_cost, "cost RUN [--json]                 what the run cost, by component" },
+	{ "identity", cmd_identity, "identity RUN [--json]             an instance's identity token and public key\n"
+	  "  identity verify TOKEN [--jwks FILE|URL]\n"
+	  "                                    check a token offline (default keys: this node's)" },
+	{ "receipt", cmd_receipt, "receipt RUN [--json]              a run's signed receipt (JWS)\n"
+	  "  receipt verify FILE [--journal PATH] [--keys FILE|URL]\n"
+	  "                                    check its signatures; with the journal, its head hash" },
+	{ "secrets", cmd_secrets, "secrets exec -- CMD ARGS          (in a workload) run CMD with the spec's secrets in its environment" },
 	{ "reset", cmd_reset, "reset [--state-dir D] [--bpffs D] [--cgroup-root N]\n"
 	  "                                    remove everything a stopped lanternd left" },
 };

@@ -1,21 +1,64 @@
 /* reset.c: `lantern reset`: removes everything a stopped lanternd left on the node:
  * OCI containers, network namespaces and the bridge (reset_oci.c), kills and removes
- * instance cgroups and the subtree (in every hierarchy), unpins every program, map and
- * link under the pin root (which ends enforcement), and optionally deletes the state
- * directory. Refuses while a lanternd still answers on the socket. */
+ * instance cgroups and the subtree (in every hierarchy), unmounts the instances'
+ * identity tmpfs, unpins every program, map and link under the pin root (which ends
+ * enforcement), and optionally deletes the state directory. Refuses while a lanternd still answers on the socket. */
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include "cli.h"
 #include "lantern/cgroup.h"
+#include "lantern/jose.h"
 #include "lantern/lbpf.h"
 #include "lantern/util.h"
+
+/* The identity tmpfs of this state dir's node key, wherever --identity-dir put them:
+ * each is mounted at .../<first 12 characters of the node key's id>/<instance>. */
+static int reset_identity(const char *state)
+{
+	char path[4200], *pem = NULL, kid[JOSE_KID_LEN + 1], line[8192], parent[4200] = "";
+	uint8_t sk[JOSE_SK_BYTES], pk[JOSE_PK_BYTES];
+	size_t len;
+	FILE *f;
+	int rc = 0;
+
+	snprintf(path, sizeof(path), "%s/node.key", state);
+	if (util_read_file(path, &pem, &len) < 0)
+		return 0;
+	rc = jose_pem_read_private(pem, sk, pk);
+	free(pem);
+	if (rc < 0)
+		return 0;
+	jose_kid(pk, kid);
+	kid[12] = '\0';
+	if (!(f = fopen("/proc/self/mountinfo", "re")))
+		return 1;
+	while (fgets(line, sizeof(line), f)) {
+		char mnt[4096], src[256], *dash = strstr(line, " - "), *slash;
+
+		if (!dash || sscanf(line, "%*s %*s %*s %*s %4095s", mnt) != 1 ||
+		    sscanf(dash + 3, "%*s %255s", src) != 1 || strcmp(src, "lantern-identity") ||
+		    !(slash = strrchr(mnt, '/')) || slash - mnt < 13 || strncmp(slash - 12, kid, 12) ||
+		    slash[-13] != '/')
+			continue;
+		if (umount2(mnt, MNT_DETACH) < 0 || rmdir(mnt) < 0) {
+			fprintf(stderr, "lantern: reset: identity %s: %s\n", mnt, strerror(errno));
+			rc = 1;
+		}
+		snprintf(parent, sizeof(parent), "%.*s", (int)(slash - mnt), mnt);
+	}
+	fclose(f);
+	if (parent[0])
+		rmdir(parent);
+	return rc;
+}
 
 int cmd_reset(struct cli *c, int argc, char **argv)
 {
@@ -79,6 +122,8 @@ int cmd_reset(struct cli *c, int argc, char **argv)
 		fprintf(stderr, "lantern: reset: %s\n", e.msg);
 		rc = 1;
 	}
+	if (state || !strcmp(root, "lantern"))
+		rc |= reset_identity(state ? state : "/var/lib/lantern");
 	if (lbpf_unpin_all(bpffs, &e) < 0) {
 		fprintf(stderr, "lantern: reset: %s\n", e.msg);
 		rc = 1;
@@ -91,7 +136,7 @@ int cmd_reset(struct cli *c, int argc, char **argv)
 		}
 	}
 	if (!rc)
-		printf("removed: instances and cgroup subtree \"%s\", pins under %s%s%s\n", root, bpffs,
+		printf("removed: instances, identities and cgroup subtree \"%s\", pins under %s%s%s\n", root, bpffs,
 		       state ? ", state " : "", state ? state : "");
 	return rc;
 }

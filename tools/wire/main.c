@@ -78,7 +78,7 @@ static void h_request(void *arg, struct harness_conn *c, const struct harness_re
 	struct harness_call call;
 	struct wire_msg m;
 	char why[512];
-	int status = harness_call_decode(rq->method, rq->path, rq->body, rq->body_len, &call, why, sizeof(why));
+	int status = harness_call_decode_request(rq, &call, why, sizeof(why));
 
 	if (status) {
 		struct json_text t;

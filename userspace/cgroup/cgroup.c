@@ -681,6 +681,29 @@ int cgroup_node_sweep(const struct cgroup_node *n, struct lerr *e)
 	return 0;
 }
 
+void cgroup_inst_sweep(const struct cgroup_node *n, const char *name)
+{
+	char rel[PATH_MAX];
+	struct dirent *de;
+	DIR *d;
+
+	if (!inst_name_valid(name) || (size_t)snprintf(rel, sizeof(rel), "%s/%s", n->root, name) >= sizeof(rel))
+		return;
+	if (n->layout == CGROUP_UNIFIED || !(d = opendir(CG_MOUNT)))
+		return;
+	while ((de = readdir(d))) {
+		char mnt[PATH_MAX], path[PATH_MAX];
+
+		if (de->d_name[0] == '.' ||
+		    (size_t)snprintf(mnt, sizeof(mnt), CG_MOUNT "/%s", de->d_name) >= sizeof(mnt) ||
+		    !(fs_is(mnt, CGROUP_SUPER_MAGIC) || fs_is(mnt, CGROUP2_SUPER_MAGIC)) ||
+		    path_join(path, mnt, rel))
+			continue;
+		rmdir_tree(path);
+	}
+	closedir(d);
+}
+
 int cgroup_node_list(const struct cgroup_node *n, char ***names, size_t *count)
 {
 	DIR *d = opendir(n->v2);

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "lantern/cplane.h"
+#include "lantern/identity.h"
 #include "lantern/meter.h"
 #include "lantern/runtime.h"
 #include "lantern/tunnel.h"
@@ -34,10 +35,13 @@ struct cplane {
 	struct loop *loop;
 	struct runs *runs;
 	struct meter *meter;
+	struct identity *id;
 	struct tunnel *t;
+	const struct tunnel_ev *assigning; /* the assignment runs_submit is admitting now */
 	int efd;
 	int max_runs;
-	bool draining;
+	bool draining;              /* the control plane's drain order */
+	bool stopping;              /* lanternd's own: it is exiting */
 	char links_dir[PATH_MAX];
 	struct link *links;
 	uint64_t load_timer;
@@ -176,17 +180,20 @@ static void send_completion(struct cplane *c, struct link *l, const struct outco
 		.run_id = l->cp_id, .epoch = l->epoch, .status = dp_status(oc->status),
 		.detail = oc->reason, .cost_usd = oc->cost, .tokens_in = oc->tin, .tokens_out = oc->tout,
 	};
+	struct run *r = oc->local_id ? runs_find(c->runs, oc->local_id) : NULL;
 	char out[256];
 	struct lerr e;
 
 	snprintf(out, sizeof(out), "{\"exit_code\":%d,\"local_run_id\":\"%s\",\"status\":\"%s\"}",
 		 oc->exit_code, oc->local_id, run_status_name(oc->status));
 	tc.output_json = out;
+	tc.receipt = r ? identity_receipt(r) : NULL;
 	tc.duration_ms = l->start_ms ? unix_ms() - l->start_ms : (oc->finished - oc->created) * 1000;
 	if (oc->finished && l->start_ms && oc->finished * 1000 < l->start_ms)
 		tc.duration_ms = 0;
 	if (tunnel_complete(c->t, &tc, &e) < 0)
 		log_error("control plane run %s: completion not kept: %s", l->cp_id, e.msg);
+	free((char *)tc.receipt);
 }
 
 static void complete_run(struct cplane *c, struct link *l, struct run *r)
@@ -240,8 +247,9 @@ static void on_assign(struct cplane *c, struct tunnel_ev *ev)
 		}
 		return;
 	}
-	if (c->draining) {
-		report_refusal(c, ev->run_id, ev->epoch,
+	if (c->draining || c->stopping) {
+		report_refusal(c, ev->run_id, ev->epoch, c->stopping ?
+			       "node is draining: lanternd is stopping (a restart or rollout)" :
 			       "node is draining: it takes no new runs until the drain is lifted", true);
 		return;
 	}
@@ -258,7 +266,9 @@ static void on_assign(struct cplane *c, struct tunnel_ev *ev)
 		return;
 	}
 	snprintf(file, sizeof(file), "%s.json", ev->run_id);
+	c->assigning = ev;
 	err = runs_submit(c->runs, file, ev->config_json, strlen(ev->config_json), input, &r, &e);
+	c->assigning = NULL;
 	json_decref(input);
 	if (err < 0) {
 		/* admission refused (a class this node cannot run, a bad spec): say why, run nothing */
@@ -372,13 +382,40 @@ static void on_ended(void *arg, struct run *r)
 	count_load(c);
 }
 
+/* identity's signer: runs the control plane assigned get their tokens signed there. */
+static int sign_request(void *arg, struct run *r, const uint8_t pk[JOSE_PK_BYTES], int64_t exp,
+			char *remote_run_id, size_t len)
+{
+	struct cplane *c = arg;
+	struct link *l = c->assigning ? NULL : link_by_local(c, run_id(r));
+	const char *cp_id = c->assigning ? c->assigning->run_id : l ? l->cp_id : NULL;
+	int64_t epoch = c->assigning ? c->assigning->epoch : l ? l->epoch : 0;
+
+	if (!cp_id)
+		return -ENOENT;
+	snprintf(remote_run_id, len, "%s", cp_id);
+	return tunnel_identity_request(c->t, cp_id, epoch, run_instance_id(r), pk, exp);
+}
+
+static const struct identity_signer signer = { .request = sign_request };
+
+/* On the tunnel's thread: identity takes it from any thread. */
+static void on_identity(void *arg, const char *cp_id, const char *inst, const char *token,
+			const char *error)
+{
+	struct cplane *c = arg;
+
+	identity_token_signed(c->id, inst, token, error);
+}
+
 static const struct run_hooks cplane_hooks = {
 	.name = "cplane",
 	.ended = on_ended,
 };
 
 int cplane_open(struct loop *l, const struct cplane_opts *o, struct runs *t,
-		const struct runtimes *rs, struct meter *m, struct cplane **out, struct lerr *e)
+		const struct runtimes *rs, struct meter *m, struct identity *id, struct cplane **out,
+		struct lerr *e)
 {
 	const char *classes[8];
 	struct tunnel_opts to = { 0 };
@@ -393,6 +430,7 @@ int cplane_open(struct loop *l, const struct cplane_opts *o, struct runs *t,
 	c->loop = l;
 	c->runs = t;
 	c->meter = m;
+	c->id = id;
 	c->max_runs = o->max_runs;
 	snprintf(dir, sizeof(dir), "%s/tunnel", o->state_dir);
 	snprintf(c->links_dir, sizeof(c->links_dir), "%s/runs", dir);
@@ -412,6 +450,10 @@ int cplane_open(struct loop *l, const struct cplane_opts *o, struct runs *t,
 	to.n_classes = runtimes_classes(rs, classes, ARRAY_SIZE(classes));
 	to.max_runs = o->max_runs;
 	to.backoff_max_ms = o->backoff_max_ms;
+	to.region = o->region;
+	to.node_pk = id ? identity_node_key(id) : NULL;
+	to.on_identity = on_identity;
+	to.identity_arg = c;
 	if ((err = tunnel_start(&to, &c->t, &c->efd, e)) < 0)
 		goto fail;
 	if ((err = loop_add(l, c->efd, EPOLLIN, on_events, c)) < 0) {
@@ -425,6 +467,8 @@ int cplane_open(struct loop *l, const struct cplane_opts *o, struct runs *t,
 		lerr_set(e, err, "control plane: cannot subscribe to runs");
 		goto fail;
 	}
+	if (id)
+		identity_set_signer(id, &signer, c);
 	loop_timer_add(l, 0, on_reconcile, c);
 	c->load_timer = loop_timer_add(l, 1000, on_load_timer, c);
 	for (size_t i = 0; i < to.n_classes; i++)
@@ -442,6 +486,25 @@ fail:
 	}
 	free(c);
 	return err;
+}
+
+void cplane_drain(struct cplane *c)
+{
+	c->stopping = true;
+	tunnel_drain(c->t);
+}
+
+bool cplane_drain_told(struct cplane *c)
+{
+	return tunnel_drain_told(c->t) || !tunnel_registered(c->t);
+}
+
+bool cplane_registered(struct cplane *c, char *why, size_t len)
+{
+	if (tunnel_registered(c->t))
+		return true;
+	snprintf(why, len, "no session the control plane answers on (registering, or heartbeats failing)");
+	return false;
 }
 
 void cplane_close(struct cplane *c)

@@ -5,13 +5,17 @@
  * max_tokens and max_cost_usd the meter's, checked before a step begins and after it
  * completes. Answers are JSON text built here from lantern's own data; a replayed
  * step's result and the run's input are read back from the journal and passed on as
- * the bytes they are, never parsed. */
+ * the bytes they are, never parsed. /v1/secrets is handed to identity whole: the
+ * signature check and the secrets are its. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <sodium.h>
+
 #include "durable_internal.h"
+#include "lantern/identity.h"
 #include "lantern/util.h"
 
 /* Only processes of this run's instance may use its socket: the caller's cgroup (v2
@@ -263,6 +267,24 @@ static void api_run(struct durable_run *du, void *peer)
 	free(body);
 }
 
+/* /v1/secrets: identity's, whole (the signature check and the secrets). */
+static void api_secret(struct durable_run *du, void *peer, const struct harness_call *c)
+{
+	char *body = NULL;
+	size_t n = 0;
+	int st;
+
+	if (!du->d->o.identity) {
+		durable_reply_error(du->d, peer, 404, "not_found", "this node vends no secrets");
+		return;
+	}
+	st = identity_secret_request(du->d->o.identity, du->r, c, &body, &n);
+	du->d->tp->reply(du->d->tp_arg, peer, st, body ? body : "{}", body ? n : 2);
+	if (body)
+		sodium_memzero(body, n);
+	free(body);
+}
+
 void durable_call(struct durable_run *du, void *peer, const struct harness_call *c)
 {
 	struct harness_decision dec = { 0 };
@@ -273,6 +295,10 @@ void durable_call(struct durable_run *du, void *peer, const struct harness_call 
 	}
 	if (c->op == HOP_RUN) {
 		api_run(du, peer);
+		return;
+	}
+	if (c->op == HOP_SECRETS || c->op == HOP_SECRET) {
+		api_secret(du, peer, c);
 		return;
 	}
 	if (run_ending(du->r) && c->op != HOP_COMPLETE && c->op != HOP_FAIL) {

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "durable_internal.h"
+#include "lantern/identity.h"
 #include "lantern/util.h"
 
 struct pending {
@@ -379,8 +380,11 @@ static void on_env(void *arg, struct run *r, struct run_env *env)
 
 	if (!du || !du->listener)
 		return;
+	/* read-only: connect() on a Unix socket needs no write access to the mount, and a
+	 * writable, unbounded directory of the node's state would let a sandbox's root
+	 * fill the state filesystem */
 	run_env_set_path(env, "LANTERN_HARNESS_SOCKET", du->dir, "/run/lantern/harness", "harness.sock",
-			 false);
+			 true);
 	if (d->cli[0])
 		run_env_set_host(env, "LANTERN_CLI", d->cli);
 }
@@ -408,9 +412,36 @@ static bool on_can_resume(void *arg, struct run *r)
 	return access(path, F_OK) == 0;
 }
 
-/* The run's end in its journal (with its cost), durable, before anyone is told. */
+/* The receipt, signed over the journal's head (run_completed), as its last record. */
+static void seal(struct durable *d, struct durable_run *du, const json_t *cost)
+{
+	struct identity_journal jh = {
+		.records = journal_seq(du->j), .cost = cost,
+		.cost_usd = meter_tally_usd(meter_prices(d->meter), &du->st.tally),
+		.tokens = du->st.tally.total & INT64_MAX, .steps_completed = du->st.steps_completed,
+	};
+	struct json_text t;
+	struct lerr e = { 0 };
+	char *jws, *text;
+	size_t n;
+
+	if (!d->o.identity)
+		return;
+	journal_head(du->j, jh.head);
+	if (!(jws = identity_receipt_seal(d->o.identity, du->r, &jh)))
+		return;
+	json_text_open(&t);
+	json_text_str(&t, "receipt", jws);
+	text = json_text_take(&t, &n);
+	free(jws);
+	if (!text || durable_append(du, JOURNAL_RECEIPT, text, n, NULL, &e) < 0 || journal_sync(du->j, &e) < 0)
+		log_error("run %s: receipt not journaled: %s", run_id(du->r), e.msg[0] ? e.msg : "out of memory");
+	free(text);
+}
+
 /* The run_completed record: how the run ended, its output (the bytes of the last
- * output_set record, read back from the journal), its steps, tokens and cost. */
+ * output_set record, read back from the journal), its steps, tokens and cost; then the
+ * receipt sealed over it. Both durable before anyone is told of the end. */
 static void append_completed(struct durable *d, struct durable_run *du, struct run *r)
 {
 	char *cost = NULL, *out_rec = NULL, *text;
@@ -421,7 +452,6 @@ static void append_completed(struct durable *d, struct durable_run *du, struct r
 	json_t *cj = meter_run_cost(d->meter, r);
 
 	cost = cj ? json_dumps(cj, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
-	json_decref(cj);
 	if (du->st.output_off && journal_read(du->j, du->st.output_off, NULL, &out_rec, &n, &e) == 0)
 		output = harness_record_member(out_rec, n, "output", &olen);
 	else if (du->st.output_off)
@@ -441,6 +471,9 @@ static void append_completed(struct durable *d, struct durable_run *du, struct r
 	e.msg[0] = '\0';
 	if (durable_append(du, JOURNAL_RUN_COMPLETED, text, n, NULL, &e) < 0 || journal_sync(du->j, &e) < 0)
 		log_error("run %s: %s", run_id(r), e.msg);
+	else
+		seal(d, du, cj);
+	json_decref(cj);
 	free(text);
 	free(out_rec);
 	free(cost);

@@ -15,7 +15,7 @@ static void on_request(void *arg, struct harness_conn *c, const struct harness_r
 	struct durable_run *du = arg;
 	struct harness_call call;
 	char why[512];
-	int status = harness_call_decode(rq->method, rq->path, rq->body, rq->body_len, &call, why, sizeof(why));
+	int status = harness_call_decode_request(rq, &call, why, sizeof(why));
 
 	if (status)
 		durable_reply_error(du->d, c, status, status == 400 ? "invalid" : "not_found", why);

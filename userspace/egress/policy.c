@@ -7,7 +7,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "egress_internal.h"
+#include "internal.h"
 #include "lantern/util.h"
 
 #define EGRESS_RECENT_EVENTS 20
@@ -212,6 +212,7 @@ json_t *egress_audit_json(struct egress *eg, struct run *r)
 	const struct spec *s = run_spec(r);
 	struct lantern_instance inst = { 0 };
 	struct lantern_egress_stats st = { 0 };
+	struct lantern_pkt_stats ps = { 0 };
 	json_t *j = run_json(r), *rules = json_array();
 	bool live = !run_status_final(run_status(r));
 
@@ -229,13 +230,26 @@ json_t *egress_audit_json(struct egress *eg, struct run *r)
 			json_object_set_new(j, "mode", json_string("audit"));
 	}
 	json_object_set_new(j, "entries", live ? entries_json(eg, r) : json_array());
-	if (live)
+	if (live) {
 		lbpf_stats_get(eg->bpf, run_cgid(r), &st);
+		lbpf_pkt_stats_get(eg->bpf, run_cgid(r), &ps);
+	}
 	json_object_set_new(j, "counters",
-			    json_pack("{s:I, s:I, s:I, s:I, s:I}", "allowed", (json_int_t)st.allowed,
+			    json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:{s:I, s:I, s:I, s:I, s:I, s:I}}",
+				      "allowed", (json_int_t)st.allowed,
 				      "denied", (json_int_t)st.denied, "audited", (json_int_t)st.audited,
 				      "dns_redirected", (json_int_t)st.dns_redirected, "dns_refused",
-				      (json_int_t)(er ? er->dns_denied : 0)));
+				      (json_int_t)(er ? er->dns_denied : 0), "dns_learned",
+				      (json_int_t)(live ? lbpf_egress_learned(eg->bpf, run_cgid(r)) : 0),
+				      "dns_learn_max", (json_int_t)eg->dns_learn_max,
+				      "dns_answers_refused", (json_int_t)(er ? er->dns_answers_refused : 0),
+				      "packets_dropped",
+				      "ipv6_routing_header", (json_int_t)ps.ipv6_routing_header,
+				      "ipv6_extension_headers", (json_int_t)ps.ipv6_ext_headers,
+				      "ipv4_source_route", (json_int_t)ps.ipv4_source_route,
+				      "ipv4_options", (json_int_t)ps.ipv4_options,
+				      "socket_type", (json_int_t)ps.socket_type,
+				      "audited", (json_int_t)ps.audited));
 	json_object_set_new(j, "recent", recent_events(r));
 	return j;
 }

@@ -1,5 +1,5 @@
-/* call.c: one harness API request (method, path, JSON body) decoded and checked into a
- * struct harness_call: the fields lanternd needs, each of its type and within its
+/* call.c: one harness API request (method, path, JSON body; headers for /v1/secrets)
+ * decoded and checked into a struct harness_call: the fields lanternd needs, each of its type and within its
  * bounds, and the workload's own JSON (a step's result, the run's output) re-encoded
  * compactly so it can go into a journal record as it is. This and http.c are the only
  * code that reads a workload's bytes; with privilege separation both run in the
@@ -10,11 +10,12 @@
 #include <string.h>
 
 #include <jansson.h>
+#include <sodium.h>
 
 #include "lantern/harness.h"
 
-#define ROUTES "GET /v1/input, GET /v1/run; POST /v1/steps/begin, /v1/steps/complete, " \
-	       "/v1/steps/fail, /v1/output"
+#define ROUTES "GET /v1/input, GET /v1/run, GET /v1/secrets; POST /v1/steps/begin, " \
+	       "/v1/steps/complete, /v1/steps/fail, /v1/output, /v1/secrets/{env_name}"
 
 static int refuse(int status, char *why, size_t len, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
@@ -232,4 +233,60 @@ void harness_call_free(struct harness_call *c)
 	free(c->value);
 	c->value = NULL;
 	c->value_len = 0;
+}
+
+/* A header's value into out when it fits, else "" (a signature that was cut would
+ * not verify anyway). */
+static void header(const struct harness_request *rq, const char *name, char *out, size_t len)
+{
+	const char *v = harness_header(rq, name);
+
+	out[0] = '\0';
+	if (v && strlen(v) < len)
+		memcpy(out, v, strlen(v) + 1);
+}
+
+static bool env_name_ok(const char *s)
+{
+	if (!*s || (*s >= '0' && *s <= '9') || strlen(s) > 127)
+		return false;
+	for (; *s; s++)
+		if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') || *s == '_'))
+			return false;
+	return true;
+}
+
+/* GET /v1/secrets, POST /v1/secrets/{env_name}: the name, the signature headers and
+ * the body's digest; the signature itself is checked by lanternd (identity). */
+static int decode_secret(const struct harness_request *rq, struct harness_call *c, char *why, size_t whylen)
+{
+	const char *name = rq->path[11] == '/' ? rq->path + 12 : NULL;
+	bool post = !strcmp(rq->method, "POST");
+
+	memset(c, 0, sizeof(*c));
+	if (!name && !post) {
+		c->op = HOP_SECRETS;
+		return 0;
+	}
+	if (!name || !*name)
+		return refuse(404, why, whylen, "%s", ROUTES);
+	if (!post)
+		return refuse(405, why, whylen, "POST /v1/secrets/{env_name}, signed (docs/identity.md)");
+	if (!env_name_ok(name))
+		return refuse(404, why, whylen, "\"%.130s\" is not an environment variable name", name);
+	c->op = HOP_SECRET;
+	snprintf(c->env_name, sizeof(c->env_name), "%s", name);
+	header(rq, "X-Lantern-Timestamp", c->sig_ts, sizeof(c->sig_ts));
+	header(rq, "X-Lantern-Nonce", c->sig_nonce, sizeof(c->sig_nonce));
+	header(rq, "X-Lantern-Signature", c->sig, sizeof(c->sig));
+	crypto_hash_sha256(c->body_sha256, (const uint8_t *)rq->body, rq->body_len);
+	return 0;
+}
+
+int harness_call_decode_request(const struct harness_request *rq, struct harness_call *c, char *why,
+				size_t whylen)
+{
+	if (!strncmp(rq->path, "/v1/secrets", 11) && (!rq->path[11] || rq->path[11] == '/'))
+		return decode_secret(rq, c, why, whylen);
+	return harness_call_decode(rq->method, rq->path, rq->body, rq->body_len, c, why, whylen);
 }

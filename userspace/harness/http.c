@@ -263,6 +263,39 @@ static bool conn_has_request(const struct harness_conn *c)
 	return c->in_len > c->in_off;
 }
 
+const char *harness_header(const struct harness_request *rq, const char *name)
+{
+	for (size_t i = 0; i < rq->n_headers; i++)
+		if (!strcasecmp(rq->headers[i].name, name))
+			return rq->headers[i].value;
+	return NULL;
+}
+
+/* Copies the headers in [h, end) that fit the request's bounded list. */
+static void keep_headers(struct harness_request *rq, const char *h, const char *end)
+{
+	for (const char *p = h; p < end && rq->n_headers < HARNESS_MAX_HEADERS;) {
+		const char *eol = memmem(p, (size_t)(end - p), "\r\n", 2), *colon, *v;
+		struct harness_header *hd = &rq->headers[rq->n_headers];
+
+		if (!eol)
+			eol = end;
+		colon = memchr(p, ':', (size_t)(eol - p));
+		if (colon && (size_t)(colon - p) < sizeof(hd->name)) {
+			for (v = colon + 1; v < eol && (*v == ' ' || *v == '\t'); v++)
+				;
+			if ((size_t)(eol - v) < sizeof(hd->value)) {
+				memcpy(hd->name, p, (size_t)(colon - p));
+				hd->name[colon - p] = '\0';
+				memcpy(hd->value, v, (size_t)(eol - v));
+				hd->value[eol - v] = '\0';
+				rq->n_headers++;
+			}
+		}
+		p = eol + 2;
+	}
+}
+
 /* Hands over the request at the head of c->in, if it is complete. Returns true if one
  * was taken (handed over or refused). */
 static bool conn_parse_one(struct harness_conn *c)
@@ -355,6 +388,7 @@ static bool conn_parse_one(struct harness_conn *c)
 	}
 	rq.body = body;
 	rq.body_len = clen;
+	keep_headers(&rq, line_end + 2, hend);
 	c->busy = true;
 	c->s->ops->request(c->s->arg, c, &rq);
 	free(body);

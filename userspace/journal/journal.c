@@ -25,6 +25,7 @@ static const char *const type_names[] = {
 	[JOURNAL_OUTPUT_SET] = "output_set",
 	[JOURNAL_RUN_RESUMED] = "run_resumed",
 	[JOURNAL_RUN_COMPLETED] = "run_completed",
+	[JOURNAL_RECEIPT] = "receipt",
 };
 
 const char *journal_type_name(unsigned type)

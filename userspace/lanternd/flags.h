@@ -19,6 +19,7 @@ struct lanternd_config {
 	bool egress_audit;               /* node-wide audit mode */
 	uint64_t pids_max;               /* node default pids cap per instance */
 	uint64_t dns_ttl_floor;          /* seconds a DNS-learned address stays allowed at least */
+	uint64_t dns_learn_max;          /* DNS-learned addresses per instance */
 	uint64_t grace_ms;               /* SIGTERM to SIGKILL on timeout and kill */
 	const char *prices_file;
 	uint64_t journal_max_bytes;      /* per-run journal bound; 0 = the journal's default */
@@ -32,6 +33,7 @@ struct lanternd_config {
 	uint64_t reconnect_max_s;
 	const char *runtime_handlers[MAX_RUNTIME_HANDLERS]; /* CLASS=HANDLER */
 	int n_runtime_handlers;
+	const char *cri_endpoint;        /* spawns as CRI pods (containerd), or NULL */
 	const char *net_bridge;
 	const char *net_subnet;
 	bool net_default_route;
@@ -43,6 +45,19 @@ struct lanternd_config {
 	const char *metrics_addr;
 	const char *syscall_hook;        /* tp_btf, raw_tp, tracepoint, none */
 	uint64_t ringbuf_bytes;
+	const char *flags_file;          /* more flags, one per line (read first) */
+	bool kubernetes;                 /* spawns as Pods through the API server */
+	const char *kubeconfig;          /* NULL: in-cluster */
+	const char *node_name;           /* NULL: the hostname */
+	const char *kube_tenant_config;
+	const char *kube_node_ip;
+	uint64_t kube_start_timeout_s;
+	const char *region;
+	const char *identity_dir;
+	uint64_t sign_timeout_ms;
+	uint64_t token_ttl_s;
+	const char *secrets_dir;
+	uint64_t secret_ttl_s;
 	bool no_privsep;                 /* parse workloads' bytes in lanternd itself (debugging) */
 	const char *wire_user;           /* lantern-wire runs as this user */
 	uint64_t image_layer_max;        /* bytes one image layer may unpack to */
@@ -50,8 +65,9 @@ struct lanternd_config {
 	uint64_t image_entries;          /* entries one layer or archive may create */
 };
 
-/* Defaults, then argv. Returns 0, 1 after --help (printed), or -1 after a message on
- * stderr naming the flag and what is wrong. */
+/* Defaults, then the lines of --flags-file, then argv (so the command line wins for
+ * single-valued flags; lists get both). Returns 0, 1 after --help or --version
+ * (printed), or -1 after a message on stderr naming the flag and what is wrong. */
 int lanternd_flags(int argc, char **argv, struct lanternd_config *c);
 void lanternd_usage(FILE *f);
 

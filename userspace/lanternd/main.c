@@ -4,11 +4,15 @@
  * endpoint), reconciles what a previous lanternd left, and runs the one event loop.
  * Subscribers are registered in the order the run module calls them at each step of a
  * run (run.h): egress first (policy before anything runs), the meter before the
- * journal (which hands it the token tally), the journal before telemetry, logs and
- * the control plane (the end is journaled before anyone is told).
+ * journal (which hands it the token tally), identity before the journal (a run refused
+ * for a secret it cannot have leaves no journal; its key is in place before the
+ * harness socket opens), the journal before telemetry, logs and the control plane
+ * (the end is journaled, and the receipt sealed, before anyone is told).
  *
- * A clean stop (SIGTERM, SIGINT) leaves running instances running and enforced; the
- * next lanternd adopts them. */
+ * A clean stop (SIGTERM, SIGINT) drains: no new runs, the control plane is told the
+ * node is draining (bounded wait), then lanternd exits leaving running instances
+ * running and enforced, their pins in place; the next lanternd (a DaemonSet rollout's
+ * new pod) adopts them. A second signal exits at once. */
 #include <errno.h>
 #include <limits.h>
 #include <signal.h>
@@ -18,19 +22,58 @@
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "lanternd.h"
 #include "lantern/util.h"
 
+/* how long a stopping lanternd waits for the control plane to hear it is draining: well
+ * inside the DaemonSet's terminationGracePeriodSeconds */
+#define DRAIN_TELL_MS 5000
+
+static uint64_t mono_ms(void)
+{
+	return util_now_ns(CLOCK_MONOTONIC) / 1000000;
+}
+
+static void on_drain_tick(struct loop *l, void *arg)
+{
+	struct daemon *d = arg;
+
+	if (cplane_drain_told(d->cplane)) {
+		log_info("stopping: the control plane knows this node is draining");
+	} else if (mono_ms() >= d->drain_deadline_ms) {
+		log_warn("stopping: the control plane did not acknowledge the drain within %d ms", DRAIN_TELL_MS);
+	} else {
+		loop_timer_add(l, 50, on_drain_tick, d);
+		return;
+	}
+	loop_stop(l);
+}
+
 static void on_signal(struct loop *l, int fd, uint32_t events, void *arg)
 {
+	struct daemon *d = arg;
 	struct signalfd_siginfo si;
 
-	if (read(fd, &si, sizeof(si)) == sizeof(si)) {
-		log_info("signal %u: stopping; running instances stay enforced", si.ssi_signo);
+	if (read(fd, &si, sizeof(si)) != sizeof(si))
+		return;
+	if (d->draining) {
+		log_info("signal %u again: stopping now", si.ssi_signo);
 		loop_stop(l);
+		return;
 	}
+	d->draining = true;
+	log_info("signal %u: draining: no new runs; running instances stay enforced for the next "
+		 "lanternd to adopt", si.ssi_signo);
+	if (!d->cplane) {
+		loop_stop(l);
+		return;
+	}
+	cplane_drain(d->cplane);
+	d->drain_deadline_ms = mono_ms() + DRAIN_TELL_MS;
+	loop_timer_add(l, 0, on_drain_tick, d);
 }
 
 /* A file beside lanternd's own binary (lantern-shim, the lantern CLI). */
@@ -86,16 +129,42 @@ static int open_runtimes(struct daemon *d, const char *shim, struct lerr *e)
 		.net_bridge = c->net_bridge, .net_subnet = c->net_subnet,
 		.net_default_route = c->net_default_route, .process_runtime = c->process_runtime,
 		.image_layer_max = c->image_layer_max, .image_max = c->image_max,
-		.image_entries = c->image_entries,
+		.image_entries = c->image_entries, .handlers_only = c->kubernetes || c->cri_endpoint,
+	};
+	struct runtime_kube_opts ko = {
+		.kubeconfig = c->kubeconfig, .node = c->node_name, .tenant_config = c->kube_tenant_config,
+		.node_ip = c->kube_node_ip, .grace_s = (uint32_t)((c->grace_ms + 999) / 1000),
+		.start_timeout_s = (uint32_t)c->kube_start_timeout_s,
 	};
 	int err;
 
 	if (!(d->runtimes = runtimes_new()))
 		return lerr_set(e, ENOMEM, "runtimes: out of memory");
 	/* the process runtime first: it claims only trusted + image_digest host */
-	if ((err = runtime_process_add(d->runtimes, d->loop, &po, e)) < 0)
+	if ((err = runtime_process_add(d->runtimes, d->loop, &po, e)) < 0 ||
+	    (err = runtime_oci_add(d->runtimes, d->loop, &oo, &d->oci, e)) < 0)
 		return err;
-	return runtime_oci_add(d->runtimes, d->loop, &oo, &d->oci, e);
+	if (c->cri_endpoint) {
+		/* every image spawn is a pod of containerd; the handlers probed above are what
+		 * lantern-oci runs its containers with */
+		struct runtime_cri_opts co = {
+			.endpoint = c->cri_endpoint, .oci = d->oci, .cg = &d->cg,
+			.net_subnet = c->net_subnet, .log_max = c->log_max,
+		};
+
+		return runtime_cri_add(d->runtimes, d->loop, &co, e);
+	}
+	if (!c->kubernetes)
+		return 0;
+	/* on a Kubernetes node every spawn is a pod the kubelet knows; the handlers
+	 * probed above are what lantern-oci runs them with */
+	if (!ko.node) {
+		if (gethostname(d->node_name, sizeof(d->node_name) - 1) < 0)
+			return lerr_set(e, errno, "kubernetes: hostname: %s (give --node-name)", strerror(errno));
+		ko.node = d->node_name;
+	}
+	ko.oci = d->oci;
+	return runtime_kube_add(d->runtimes, d->loop, &ko, &d->kube, e);
 }
 
 /* lantern-wire, the unprivileged process that reads workloads' bytes, beside lanternd. */
@@ -121,6 +190,7 @@ static int open_modules(struct daemon *d, const char *shim, const char *cli, str
 	struct egress_opts eo = {
 		.bpffs = c->bpffs, .cg = &d->cg, .audit_all = c->egress_audit,
 		.dns_upstream = c->dns_upstream, .dns_ttl_floor = (uint32_t)c->dns_ttl_floor,
+		.dns_learn_max = (uint32_t)c->dns_learn_max,
 	};
 	struct otlp_opts otlp;
 	struct telemetry_opts to = {
@@ -133,9 +203,14 @@ static int open_modules(struct daemon *d, const char *shim, const char *cli, str
 	};
 	struct runs_opts ro = {
 		.loop = d->loop, .state_dir = c->state_dir, .cg = &d->cg, .tenant = c->tenant,
-		.pids_max = c->pids_max, .grace_ms = (uint32_t)c->grace_ms,
+		.pids_max = c->pids_max, .grace_ms = (uint32_t)c->grace_ms, .region = c->region,
 	};
 	struct meter_opts mo = { .prices_file = c->prices_file };
+	struct identity_opts io = {
+		.state_dir = c->state_dir, .tmpfs_root = c->identity_dir, .secrets_dir = c->secrets_dir,
+		.tenant = c->tenant, .region = c->region, .secret_ttl_s = (uint32_t)c->secret_ttl_s,
+		.token_ttl_s = (uint32_t)c->token_ttl_s, .sign_timeout_ms = (uint32_t)c->sign_timeout_ms,
+	};
 	int err;
 
 	if ((err = open_edge(d, e)) < 0)
@@ -154,8 +229,12 @@ static int open_modules(struct daemon *d, const char *shim, const char *cli, str
 	if ((err = telemetry_open(d->loop, &to, &d->telemetry, e)) < 0)
 		return err;
 	mo.tm = telemetry_bpf(d->telemetry);
+	io.egress = d->egress;
 	if ((err = meter_open(d->loop, &mo, &d->meter, e)) < 0 ||
-	    (err = durable_open(d->loop, &dop, d->meter, &d->durable, e)) < 0 ||
+	    (err = identity_open(d->loop, &io, &d->identity, e)) < 0)
+		return err;
+	dop.identity = d->identity;
+	if ((err = durable_open(d->loop, &dop, d->meter, &d->durable, e)) < 0 ||
 	    (err = logs_open(d->loop, &d->logs, e)) < 0 ||
 	    (err = open_runtimes(d, shim, e)) < 0)
 		return err;
@@ -167,6 +246,7 @@ static int open_modules(struct daemon *d, const char *shim, const char *cli, str
 	if ((err = runs_open(&ro, &d->runs, e)) < 0 ||
 	    (err = egress_subscribe(d->egress, d->runs, e)) < 0 ||
 	    (err = meter_subscribe(d->meter, d->runs, e)) < 0 ||
+	    (err = identity_subscribe(d->identity, d->runs, e)) < 0 ||
 	    (err = durable_subscribe(d->durable, d->runs, e)) < 0 ||
 	    (err = telemetry_subscribe(d->telemetry, d->runs, d->meter, e)) < 0 ||
 	    (err = logs_subscribe(d->logs, d->runs, e)) < 0)
@@ -177,10 +257,11 @@ static int open_modules(struct daemon *d, const char *shim, const char *cli, str
 			.bootstrap_token_file = c->bootstrap_token_file,
 			.tls = { .insecure = c->cp_insecure, .ca_file = c->cp_ca },
 			.state_dir = c->state_dir, .max_runs = (int)c->max_runs,
-			.backoff_max_ms = (int)c->reconnect_max_s * 1000,
+			.backoff_max_ms = (int)c->reconnect_max_s * 1000, .region = c->region,
 		};
 
-		if ((err = cplane_open(d->loop, &co, d->runs, d->runtimes, d->meter, &d->cplane, e)) < 0)
+		if ((err = cplane_open(d->loop, &co, d->runs, d->runtimes, d->meter, d->identity,
+				       &d->cplane, e)) < 0)
 			return err;
 	}
 	if (c->metrics_addr) {
@@ -190,6 +271,10 @@ static int open_modules(struct daemon *d, const char *shim, const char *cli, str
 		metrics_register(d->metrics, egress_metrics, d->egress);
 		metrics_register(d->metrics, telemetry_metrics, d->telemetry);
 		metrics_register(d->metrics, meter_metrics, d->meter);
+		metrics_route(d->metrics, "/healthz", ops_healthz, d);
+		metrics_route(d->metrics, "/readyz", ops_readyz, d);
+		if ((err = identity_serve_wellknown(d->identity, d->metrics)) < 0)
+			return lerr_set(e, -err, "metrics: cannot serve identity's documents");
 	}
 	return 0;
 }
@@ -203,6 +288,7 @@ static void close_modules(struct daemon *d)
 	runs_close(d->runs);
 	logs_close(d->logs);
 	durable_close(d->durable);
+	identity_close(d->identity);
 	meter_close(d->meter);
 	telemetry_close(d->telemetry);
 	egress_close(d->egress);
@@ -240,16 +326,19 @@ int main(int argc, char **argv)
 		log_error("event loop: %s", strerror(errno));
 		return 1;
 	}
+	/* blocked before any module starts a thread, which inherits the mask: a SIGTERM
+	 * delivered to a thread that does not block it would end lanternd at once, with
+	 * no drain */
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
 	if (open_modules(&d, d.cfg.shim, cli, &e) < 0) {
 		log_error("%s", e.msg);
 		return 1;
 	}
 	runs_recover(d.runs);
 
-	sigemptyset(&mask);
-	sigaddset(&mask, SIGTERM);
-	sigaddset(&mask, SIGINT);
-	sigprocmask(SIG_BLOCK, &mask, NULL);
 	sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
 	if (sfd < 0 || loop_add(d.loop, sfd, EPOLLIN, on_signal, &d) < 0) {
 		log_error("signalfd: %s", strerror(errno));
@@ -259,9 +348,10 @@ int main(int argc, char **argv)
 		log_error("%s", e.msg);
 		return 1;
 	}
-	log_info("ready: socket %s, pins %s, cgroup %s (%s)%s", d.cfg.socket, d.cfg.bpffs, d.cg.v2,
+	log_info("ready: socket %s, pins %s, cgroup %s (%s)%s%s", d.cfg.socket, d.cfg.bpffs, d.cg.v2,
 		 d.cg.layout == CGROUP_HYBRID ? "hybrid" : "unified",
-		 d.cfg.process_runtime ? ", process runtime on" : "");
+		 d.cfg.process_runtime ? ", process runtime on" : "",
+		 d.cfg.kubernetes ? ", spawns as Kubernetes pods" : "");
 	err = loop_run(d.loop);
 	close_modules(&d);
 	return err < 0 ? 1 : 0;

@@ -1,7 +1,12 @@
 /* ops.c: the operations of lanternd's local API (what the lantern CLI asks), each
  * answered by the module that owns it: runs (run, ps, kill), logs (follow, logs),
- * egress (audit_egress, egress_update), durable (journal), telemetry (trace, cost) and
- * the OCI runtime (node, image_*). An op naming a run_id gets the run looked up first. */
+ * egress (audit_egress, egress_update), durable (journal), telemetry (trace, cost),
+ * identity (identity, identity_jwks, receipt), the OCI runtime (node, image_*), and bind
+ * (lantern-oci, the runtime handler containerd execs, asking whether a container may
+ * join a run's instance: run_bind). An op naming a run_id gets the run looked up first.
+ * Also the probes on the metrics address (/healthz, /readyz), which ask the same
+ * modules. */
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,6 +51,8 @@ static void op_run(void *arg, struct api_client *c, json_t *req)
 
 	if (!file || !json_is_string(y)) {
 		api_send_error(c, "run needs \"file\" and \"yaml\"");
+	} else if (d->draining) {
+		api_send_error(c, "spawn: refused: node is draining: lanternd is stopping (a restart or rollout)");
 	} else if (runs_submit(d->runs, file, json_string_value(y), json_string_length(y),
 			       json_object_get(req, "input"), &r, &e) < 0) {
 		api_send_error(c, e.msg);
@@ -172,6 +179,41 @@ static void op_cost(void *arg, struct api_client *c, json_t *req)
 		reply(c, telemetry_cost_json(d->telemetry, r));
 }
 
+static void op_identity(void *arg, struct api_client *c, json_t *req)
+{
+	struct daemon *d = arg;
+	struct run *r = req_run(d, c, req, "identity");
+
+	if (r)
+		reply(c, identity_run_json(d->identity, r));
+}
+
+static void op_identity_jwks(void *arg, struct api_client *c, json_t *req)
+{
+	struct daemon *d = arg;
+
+	reply(c, json_pack("{s:s, s:o}", "type", "jwks", "jwks", identity_jwks(d->identity)));
+}
+
+static void op_receipt(void *arg, struct api_client *c, json_t *req)
+{
+	struct daemon *d = arg;
+	struct run *r = req_run(d, c, req, "receipt");
+	char *jws, m[160];
+
+	if (!r)
+		return;
+	if (!(jws = identity_receipt(r))) {
+		snprintf(m, sizeof(m), "run %s has no receipt%s", run_id(r),
+			 run_status_final(run_status(r)) ? "" : " yet: it is signed when the run ends");
+		api_send_error(c, m);
+		api_finish(c);
+		return;
+	}
+	reply(c, json_pack("{s:s, s:s, s:s}", "type", "receipt", "run_id", run_id(r), "receipt", jws));
+	free(jws);
+}
+
 /* A request the OCI runtime may answer later (an image import runs on a worker): the
  * client can go before the answer comes, or the answer come before the client goes.
  * Whichever happens second frees it. */
@@ -220,6 +262,41 @@ static void op_oci(void *arg, struct api_client *c, json_t *req)
 		pending_answer(p, json_pack("{s:s, s:s}", "type", "error", "error", "not an OCI operation"));
 }
 
+/* lantern-oci's question before the real runtime runs a container; every field comes
+ * from the container's config.json (tools/lantern-oci). */
+static void op_bind(void *arg, struct api_client *c, json_t *req)
+{
+	struct daemon *d = arg;
+	json_t *ann = json_object_get(req, "annotations"), *answer = NULL;
+	struct lerr e = { 0 };
+#define ANN(k) json_string_value(json_object_get(ann, k))
+	struct run_bind_req b = {
+		.container_id = json_string_value(json_object_get(req, "container_id")),
+		.cgroups_path = json_string_value(json_object_get(req, "cgroups_path")),
+		.handler_class = json_string_value(json_object_get(req, "handler_class")),
+		.sandbox = ANN("io.kubernetes.cri.container-type") &&
+			   !strcmp(ANN("io.kubernetes.cri.container-type"), "sandbox"),
+		.sandbox_id = ANN("io.kubernetes.cri.sandbox-id"),
+		.pod_namespace = ANN("io.kubernetes.cri.sandbox-namespace"),
+		.pod_name = ANN("io.kubernetes.cri.sandbox-name"),
+		.pod_uid = ANN("io.kubernetes.cri.sandbox-uid"),
+		.run_id = ANN("lantern.dev/run-id"),
+		.instance_id = ANN("lantern.dev/agent-instance-id"),
+	};
+#undef ANN
+
+	if (!b.container_id || !json_is_object(ann)) {
+		api_send_error(c, "bind needs \"container_id\" and \"annotations\"");
+	} else if (run_bind(d->runs, &b, &answer, &e) < 0) {
+		log_warn("%s", e.msg);
+		api_send_error(c, e.msg);
+	} else {
+		json_object_set_new(answer, "type", json_string("bound"));
+		api_send(c, answer);
+	}
+	api_finish(c);
+}
+
 int ops_register(struct daemon *d, struct lerr *e)
 {
 	static const struct {
@@ -231,8 +308,11 @@ int ops_register(struct daemon *d, struct lerr *e)
 		{ "egress_update", op_egress_update }, { "journal", op_journal },
 		{ "follow", op_follow },     { "logs", op_logs },
 		{ "trace", op_trace },       { "cost", op_cost },
+		{ "identity", op_identity }, { "identity_jwks", op_identity_jwks },
+		{ "receipt", op_receipt },
 		{ "node", op_oci },          { "image_import", op_oci },
 		{ "image_ls", op_oci },      { "image_rm", op_oci },
+		{ "bind", op_bind },
 	};
 	int err;
 
@@ -252,4 +332,70 @@ void ops_metrics(void *arg, struct metrics_out *o)
 
 		metrics_u64(o, "lantern_runs", labels, runs_count(d->runs, (enum run_status)s));
 	}
+}
+
+unsigned ops_healthz(void *arg, char **body, const char **type)
+{
+	*body = strdup("ok\n");
+	return 200;
+}
+
+/* Pinned links under the pin root: what keeps the programs attached past lanternd. */
+static int pinned_links(const char *root)
+{
+	DIR *dir = opendir(root);
+	struct dirent *de;
+	int n = 0;
+
+	while (dir && (de = readdir(dir)))
+		n += !strncmp(de->d_name, "link_", 5);
+	if (dir)
+		closedir(dir);
+	return n;
+}
+
+struct check {
+	const char *name;
+	bool ok;
+	char why[320];
+};
+
+unsigned ops_readyz(void *arg, char **body, const char **type)
+{
+	struct daemon *d = arg;
+	struct check c[5] = { { "programs" }, { "socket" }, { "runtime" }, { "control-plane" }, { "draining" } };
+	const char *cls[8];
+	int links = pinned_links(d->cfg.bpffs);
+	size_t len = 0;
+	bool all = true;
+	FILE *f;
+
+	c[0].ok = links > 0;
+	snprintf(c[0].why, sizeof(c[0].why), "%d links pinned under %s", links, d->cfg.bpffs);
+	c[1].ok = d->api && util_unix_socket_alive(d->cfg.socket);
+	snprintf(c[1].why, sizeof(c[1].why), "%s%s", d->cfg.socket, c[1].ok ? "" : ": not accepting");
+	if (d->kube && (c[2].ok = runtime_kube_ready(d->kube, c[2].why, sizeof(c[2].why))))
+		snprintf(c[2].why, sizeof(c[2].why), "kubernetes: this node's pods watched, node labelled");
+	if (!d->kube) {
+		size_t nc = runtimes_classes(d->runtimes, cls, ARRAY_SIZE(cls));
+
+		c[2].ok = nc > 0;
+		snprintf(c[2].why, sizeof(c[2].why), "%zu isolation classes runnable", nc);
+	}
+	if (!d->cplane) {
+		c[3].ok = true;
+		snprintf(c[3].why, sizeof(c[3].why), "none configured");
+	} else if ((c[3].ok = cplane_registered(d->cplane, c[3].why, sizeof(c[3].why)))) {
+		snprintf(c[3].why, sizeof(c[3].why), "%s answers heartbeats", d->cfg.control_plane);
+	}
+	c[4].ok = !d->draining;
+	snprintf(c[4].why, sizeof(c[4].why), "%s", d->draining ? "lanternd is stopping" : "no");
+	if (!(f = open_memstream(body, &len)))
+		return 500;
+	for (size_t i = 0; i < ARRAY_SIZE(c); i++) {
+		fprintf(f, "%s %s: %s\n", c[i].ok ? "ok" : "fail", c[i].name, c[i].why);
+		all = all && c[i].ok;
+	}
+	fclose(f);
+	return all ? 200 : 503;
 }

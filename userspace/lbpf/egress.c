@@ -33,6 +33,52 @@ static bool map_full(int err)
 	return err == -E2BIG || err == -ENOSPC || err == -ENOMEM;
 }
 
+/* Does the entry hold a DNS-learned slot (one with an expiry)? */
+static bool value_learned(const struct lantern_egress_value *v)
+{
+	for (uint32_t i = 0; i < v->nslots && i < LANTERN_MAX_SLOTS; i++)
+		if (v->slot[i].expires_ns)
+			return true;
+	return false;
+}
+
+static struct lbpf_learned *learned_find(struct lbpf *b, uint64_t cgid)
+{
+	for (size_t i = 0; i < b->n_learned; i++)
+		if (b->learned[i].cgid == cgid)
+			return &b->learned[i];
+	return NULL;
+}
+
+/* The instance's count, created (zero) if missing; NULL when out of memory. */
+static struct lbpf_learned *learned_get(struct lbpf *b, uint64_t cgid, uint32_t policy_id)
+{
+	struct lbpf_learned *l = learned_find(b, cgid);
+
+	if (l)
+		return l;
+	if (b->n_learned == b->cap_learned) {
+		size_t nc = b->cap_learned ? b->cap_learned * 2 : 16;
+		struct lbpf_learned *nv = realloc(b->learned, nc * sizeof(*nv));
+
+		if (!nv)
+			return NULL;
+		b->learned = nv;
+		b->cap_learned = nc;
+	}
+	l = &b->learned[b->n_learned++];
+	*l = (struct lbpf_learned){ .cgid = cgid, .policy_id = policy_id };
+	return l;
+}
+
+static void learned_drop(struct lbpf *b, uint64_t cgid)
+{
+	struct lbpf_learned *l = learned_find(b, cgid);
+
+	if (l)
+		*l = b->learned[--b->n_learned];
+}
+
 /* Collects the keys of lantern_egress; keep(k) selects. *keys must be freed. */
 static int egress_keys(struct lbpf *b, bool (*keep)(const struct lantern_lpm_key *, void *),
 		       void *arg, struct lantern_lpm_key **keys, size_t *n)
@@ -124,6 +170,7 @@ int lbpf_egress_reconcile(struct lbpf *b)
 		free(cgids);
 		return -ENOMEM;
 	}
+	b->n_learned = 0;
 	for (size_t i = 0; i < n_cg; i++) {
 		struct lantern_instance in;
 
@@ -131,9 +178,15 @@ int lbpf_egress_reconcile(struct lbpf *b)
 			live.ids[live.n++] = in.policy_id;
 			if (in.policy_id > max_id)
 				max_id = in.policy_id;
+			if (!learned_get(b, cgids[i], in.policy_id))
+				err = -ENOMEM;
 		}
 	}
 	free(cgids);
+	if (err) {
+		free(live.ids);
+		return err;
+	}
 
 	err = egress_keys(b, key_orphan, &live, &keys, &n);
 	if (!err) {
@@ -144,9 +197,17 @@ int lbpf_egress_reconcile(struct lbpf *b)
 		err = egress_keys(b, key_any, NULL, &keys, &n);
 	}
 	if (!err) {
-		for (size_t i = 0; i < n; i++)
+		for (size_t i = 0; i < n; i++) {
+			struct lantern_egress_value v;
+
 			if (keys[i].policy_id > max_id)
 				max_id = keys[i].policy_id;
+			if (bpf_map_lookup_elem(b->fd_egress, &keys[i], &v) < 0 || !value_learned(&v))
+				continue;
+			for (size_t j = 0; j < b->n_learned; j++)
+				if (b->learned[j].policy_id == keys[i].policy_id)
+					b->learned[j].n++;
+		}
 		free(keys);
 	}
 	free(live.ids);
@@ -160,18 +221,30 @@ static const char *fmt_prefix(const uint8_t addr[16], uint8_t prefix, char *out,
 	return out;
 }
 
-/* Writes addr/128 under policy_id: the slots that cover it now, plus add. */
+static bool entry_learned(struct lbpf *b, uint32_t policy_id, const uint8_t addr[16])
+{
+	struct lantern_egress_value v;
+	struct lantern_lpm_key k;
+
+	make_key(&k, policy_id, addr, 128);
+	return bpf_map_lookup_elem(b->fd_egress, &k, &v) == 0 && value_learned(&v);
+}
+
+/* Writes addr/128 under policy_id: the slots that cover it now, plus add. Returns 1
+ * when that made an entry hold learned slots it did not hold before, else 0 or -errno. */
 static int learn_one(struct lbpf *b, uint32_t policy_id, const uint8_t addr[16],
 		     const struct lantern_egress_value *add, struct lerr *e)
 {
 	struct lantern_egress_value v = { 0 };
 	struct lantern_lpm_key k;
+	bool before;
 	char a[64];
 	int err;
 
 	make_key(&k, policy_id, addr, 128);
 	if (bpf_map_lookup_elem(b->fd_egress, &k, &v) < 0)
 		memset(&v, 0, sizeof(v));
+	before = value_learned(&v);
 	for (uint32_t i = 0; i < add->nslots && i < LANTERN_MAX_SLOTS; i++) {
 		if (policy_value_add(&v, &add->slot[i]) < 0)
 			return lerr_set(e, -E2BIG, "lbpf: address %s would need more than %d port rules",
@@ -185,7 +258,7 @@ static int learn_one(struct lbpf *b, uint32_t policy_id, const uint8_t addr[16],
 		return lerr_set(e, err, "lbpf: writing lantern_egress entry %s: %s",
 				fmt_prefix(addr, 128, a, sizeof(a)), strerror(-err));
 	}
-	return 0;
+	return !before && value_learned(&v);
 }
 
 int lbpf_instance_set(struct lbpf *b, uint64_t cgid, const struct policy *p,
@@ -193,8 +266,9 @@ int lbpf_instance_set(struct lbpf *b, uint64_t cgid, const struct policy *p,
 		      struct lerr *e)
 {
 	struct lantern_instance old, in = { 0 };
+	struct lbpf_learned *l;
+	uint32_t id, n_learned = 0;
 	bool had_old;
-	uint32_t id;
 	char a[64];
 	int err = 0;
 
@@ -234,8 +308,13 @@ int lbpf_instance_set(struct lbpf *b, uint64_t cgid, const struct policy *p,
 	/* learned addresses inherit what covers them in the new policy */
 	for (size_t i = 0; i < n_extra; i++) {
 		err = learn_one(b, id, extra[i].addr, &extra[i].val, e);
-		if (err)
+		if (err < 0)
 			goto rollback;
+		n_learned += (uint32_t)err;
+	}
+	if (!(l = learned_get(b, cgid, id))) {
+		err = lerr_set(e, -ENOMEM, "lbpf: out of memory");
+		goto rollback;
 	}
 
 	in.policy_id = id;
@@ -255,6 +334,8 @@ int lbpf_instance_set(struct lbpf *b, uint64_t cgid, const struct policy *p,
 				 (unsigned long long)cgid, strerror(-err));
 		goto rollback;
 	}
+	l->policy_id = id;
+	l->n = n_learned;
 	if (had_old && old.policy_id != id) {
 		/* wait until no program can still hold the old id, then delete its entries */
 		uint32_t zero = 0;
@@ -265,6 +346,8 @@ int lbpf_instance_set(struct lbpf *b, uint64_t cgid, const struct policy *p,
 	return 0;
 rollback:
 	lbpf_egress_delete_policy(b, id);
+	if (!had_old)
+		learned_drop(b, cgid);
 	return err;
 }
 
@@ -298,6 +381,8 @@ int lbpf_instance_remove(struct lbpf *b, uint64_t cgid)
 		return -errno;
 	lbpf_egress_delete_policy(b, in.policy_id);
 	bpf_map_delete_elem(b->fd_stats, &cgid);
+	bpf_map_delete_elem(b->fd_pkt_stats, &cgid);
+	learned_drop(b, cgid);
 	return 0;
 }
 
@@ -336,11 +421,31 @@ int lbpf_egress_learn(struct lbpf *b, uint64_t cgid, const uint8_t addr[16],
 		      const struct lantern_egress_value *add, struct lerr *e)
 {
 	struct lantern_instance in;
+	struct lbpf_learned *l;
+	char a[64];
+	int err;
 
 	if (bpf_map_lookup_elem(b->fd_instances, &cgid, &in) < 0)
 		return lerr_set(e, -errno, "lbpf: learn: instance %llu is not registered",
 				(unsigned long long)cgid);
-	return learn_one(b, in.policy_id, addr, add, e);
+	if (!(l = learned_get(b, cgid, in.policy_id)))
+		return lerr_set(e, -ENOMEM, "lbpf: out of memory");
+	if (l->n >= b->learn_max && !entry_learned(b, in.policy_id, addr))
+		return lerr_set(e, -EDQUOT, "lbpf: instance %llu already holds %u DNS-learned "
+				"addresses, its limit (--dns-learn-max): %s not added",
+				(unsigned long long)cgid, l->n, fmt_prefix(addr, 128, a, sizeof(a)));
+	err = learn_one(b, in.policy_id, addr, add, e);
+	if (err < 0)
+		return err;
+	l->n += (uint32_t)err;
+	return 0;
+}
+
+uint32_t lbpf_egress_learned(struct lbpf *b, uint64_t cgid)
+{
+	struct lbpf_learned *l = learned_find(b, cgid);
+
+	return l ? l->n : 0;
 }
 
 int lbpf_egress_gc(struct lbpf *b, uint64_t now_boottime_ns)
@@ -369,6 +474,11 @@ int lbpf_egress_gc(struct lbpf *b, uint64_t now_boottime_ns)
 			bpf_map_delete_elem(b->fd_egress, &keys[i]);
 		else
 			bpf_map_update_elem(b->fd_egress, &keys[i], &nv, BPF_EXIST);
+		if (value_learned(&nv))
+			continue;
+		for (size_t j = 0; j < b->n_learned; j++)
+			if (b->learned[j].policy_id == keys[i].policy_id && b->learned[j].n)
+				b->learned[j].n--;
 	}
 	free(keys);
 	return removed;
@@ -426,6 +536,34 @@ int lbpf_stats_get(struct lbpf *b, uint64_t cgid, struct lantern_egress_stats *o
 		out->denied += per[i].denied;
 		out->audited += per[i].audited;
 		out->dns_redirected += per[i].dns_redirected;
+	}
+	free(per);
+	return 0;
+}
+
+int lbpf_pkt_stats_get(struct lbpf *b, uint64_t cgid, struct lantern_pkt_stats *out)
+{
+	int ncpu = libbpf_num_possible_cpus();
+	struct lantern_pkt_stats *per;
+
+	if (ncpu <= 0)
+		return ncpu ? ncpu : -EINVAL;
+	per = calloc((size_t)ncpu, sizeof(*per));
+	if (!per)
+		return -ENOMEM;
+	memset(out, 0, sizeof(*out));
+	if (bpf_map_lookup_elem(b->fd_pkt_stats, &cgid, per) < 0) {
+		int err = -errno;
+		free(per);
+		return err == -ENOENT ? 0 : err;
+	}
+	for (int i = 0; i < ncpu; i++) {
+		out->ipv6_routing_header += per[i].ipv6_routing_header;
+		out->ipv6_ext_headers += per[i].ipv6_ext_headers;
+		out->ipv4_source_route += per[i].ipv4_source_route;
+		out->ipv4_options += per[i].ipv4_options;
+		out->socket_type += per[i].socket_type;
+		out->audited += per[i].audited;
 	}
 	free(per);
 	return 0;

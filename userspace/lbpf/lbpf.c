@@ -11,6 +11,7 @@
 #include <bpf/libbpf.h>
 #include <dirent.h>
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,13 +86,18 @@ static int attach_all(struct lbpf *b, const struct lbpf_opts *o, bool *adopted, 
 	return lbpf_pins_attach(b->pin_root, o->cgroup_path, progs, n, b->links, adopted, e);
 }
 
+/* A record shorter than the struct comes from a program older than its last fields
+ * (still in the ring buffer across an upgrade): those fields read as 0. */
 static int events_trampoline(void *ctx, void *data, size_t size)
 {
+	struct lantern_egress_event ev = { 0 };
 	struct lbpf *b = ctx;
 
-	if (b->cb && size >= sizeof(struct lantern_egress_event))
-		b->cb(data, b->cb_arg);
-	return 0;
+	if (!b->cb || size < offsetof(struct lantern_egress_event, reason))
+		return 0;
+	memcpy(&ev, data, size < sizeof(ev) ? size : sizeof(ev));
+	b->cb(&ev, b->cb_arg);
+	return --b->cb_left ? 0 : LBPF_BUDGET_SPENT;
 }
 
 int lbpf_open(const struct lbpf_opts *o, struct lbpf **out, bool *adopted, struct lerr *e)
@@ -117,6 +123,7 @@ int lbpf_open(const struct lbpf_opts *o, struct lbpf **out, bool *adopted, struc
 	if (!b)
 		return lerr_set(e, -ENOMEM, "lbpf: out of memory");
 	snprintf(b->pin_root, sizeof(b->pin_root), "%s", o->pin_root);
+	b->learn_max = o->learn_max ? o->learn_max : LBPF_LEARN_MAX;
 	libbpf_set_print(quiet_print);
 
 	b->skel = egress_bpf__open();
@@ -145,6 +152,7 @@ int lbpf_open(const struct lbpf_opts *o, struct lbpf **out, bool *adopted, struc
 	b->fd_instances = bpf_map__fd(b->skel->maps.lantern_instances);
 	b->fd_egress = bpf_map__fd(b->skel->maps.lantern_egress);
 	b->fd_stats = bpf_map__fd(b->skel->maps.lantern_stats);
+	b->fd_pkt_stats = bpf_map__fd(b->skel->maps.lantern_pkt_stats);
 	b->fd_sock_orig = bpf_map__fd(b->skel->maps.lantern_sock_orig);
 	b->fd_drops = bpf_map__fd(b->skel->maps.lantern_drops);
 	b->fd_events = bpf_map__fd(b->skel->maps.lantern_events);
@@ -183,6 +191,7 @@ void lbpf_close(struct lbpf *b)
 	for (int i = 0; i < LBPF_NPROGS; i++)
 		bpf_link__destroy(b->links[i]);
 	egress_bpf__destroy(b->skel);
+	free(b->learned);
 	free(b);
 }
 
@@ -217,16 +226,24 @@ int lbpf_events_fd(struct lbpf *b)
 	return ring_buffer__epoll_fd(b->rb);
 }
 
-int lbpf_events_consume(struct lbpf *b, lbpf_event_cb cb, void *arg)
+int lbpf_events_consume_n(struct lbpf *b, lbpf_event_cb cb, void *arg, unsigned max)
 {
 	int n;
 
+	if (!max)
+		return 0;
 	b->cb = cb;
 	b->cb_arg = arg;
+	b->cb_left = max;
 	n = ring_buffer__consume(b->rb);
 	b->cb = NULL;
 	b->cb_arg = NULL;
-	return n;
+	return n == LBPF_BUDGET_SPENT ? (int)max : n;
+}
+
+int lbpf_events_consume(struct lbpf *b, lbpf_event_cb cb, void *arg)
+{
+	return lbpf_events_consume_n(b, cb, arg, UINT_MAX);
 }
 
 int lbpf_drops_get(struct lbpf *b, struct lantern_drops *out)

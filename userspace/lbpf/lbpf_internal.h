@@ -4,6 +4,7 @@
 #ifndef LANTERN_LBPF_INTERNAL_H
 #define LANTERN_LBPF_INTERNAL_H
 
+#include <errno.h>
 #include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -17,6 +18,15 @@ struct ring_buffer;
 
 #define LBPF_NPROGS 8
 
+/* How many lantern_egress entries of one instance hold DNS-learned slots: bounded by
+ * learn_max, so one instance cannot fill the map every instance shares. Kept in memory,
+ * rebuilt from the maps when lbpf opens. */
+struct lbpf_learned {
+	uint64_t cgid;
+	uint32_t policy_id;      /* the instance's current policy id */
+	uint32_t n;
+};
+
 struct lbpf {
 	struct egress_bpf *skel;
 	char pin_root[PATH_MAX - 256]; /* room for "/link_<name>" */
@@ -24,8 +34,12 @@ struct lbpf {
 	struct ring_buffer *rb;
 	lbpf_event_cb cb;       /* set for the duration of one lbpf_events_consume */
 	void *cb_arg;
+	unsigned cb_left;       /* events it may still deliver */
 	uint32_t next_policy_id; /* never reused while an entry of it may exist */
-	int fd_config, fd_instances, fd_egress, fd_stats, fd_sock_orig, fd_drops, fd_events;
+	uint32_t learn_max;
+	struct lbpf_learned *learned; /* one per instance with a policy; unordered */
+	size_t n_learned, cap_learned;
+	int fd_config, fd_instances, fd_egress, fd_stats, fd_pkt_stats, fd_sock_orig, fd_drops, fd_events;
 	int fd_sync, fd_sync_inner;
 };
 
@@ -49,6 +63,10 @@ struct lbpf_pinned_prog {
 int lbpf_pins_attach(const char *pin_root, const char *cgroup_path,
 		     const struct lbpf_pinned_prog *progs, size_t n, struct bpf_link **links,
 		     bool *adopted, struct lerr *e);
+
+/* What a ring buffer callback returns when the consumer's budget is spent: libbpf
+ * stops there, the record just delivered counted as consumed. */
+#define LBPF_BUDGET_SPENT (-EAGAIN)
 
 /* Deletes every lantern_egress entry of policy_id; returns how many, or -errno. */
 int lbpf_egress_delete_policy(struct lbpf *b, uint32_t policy_id);

@@ -31,6 +31,7 @@ struct lbpf_tm {
 	struct ring_buffer *rb;
 	lbpf_proc_cb cb;
 	void *cb_arg;
+	unsigned cb_left;
 	int ncpus;
 	int fd_inst, fd_sys, fd_proc, fd_net, fd_rate, fd_drops, fd_events, fd_cgrp;
 	int fd_node;    /* the node's cgroup v2 directory: opens instance cgroups by id */
@@ -76,9 +77,10 @@ static int events_trampoline(void *ctx, void *data, size_t size)
 {
 	struct lbpf_tm *t = ctx;
 
-	if (t->cb && size >= sizeof(struct lantern_proc_event))
-		t->cb(data, t->cb_arg);
-	return 0;
+	if (!t->cb || size < sizeof(struct lantern_proc_event))
+		return 0;
+	t->cb(data, t->cb_arg);
+	return --t->cb_left ? 0 : LBPF_BUDGET_SPENT;
 }
 
 /* The syscall hook a previous lanternd attached, read from its pinned program's
@@ -548,14 +550,22 @@ int lbpf_tm_events_fd(struct lbpf_tm *t)
 	return ring_buffer__epoll_fd(t->rb);
 }
 
-int lbpf_tm_events_consume(struct lbpf_tm *t, lbpf_proc_cb cb, void *arg)
+int lbpf_tm_events_consume_n(struct lbpf_tm *t, lbpf_proc_cb cb, void *arg, unsigned max)
 {
 	int n;
 
+	if (!max)
+		return 0;
 	t->cb = cb;
 	t->cb_arg = arg;
+	t->cb_left = max;
 	n = ring_buffer__consume(t->rb);
 	t->cb = NULL;
 	t->cb_arg = NULL;
-	return n;
+	return n == LBPF_BUDGET_SPENT ? (int)max : n;
+}
+
+int lbpf_tm_events_consume(struct lbpf_tm *t, lbpf_proc_cb cb, void *arg)
+{
+	return lbpf_tm_events_consume_n(t, cb, arg, UINT_MAX);
 }

@@ -1,8 +1,9 @@
-/* metrics.c: the Prometheus text endpoint (see metrics.h): GET /metrics on
- * --metrics-addr, served by libmicrohttpd inside the event loop, its text written by
- * the collectors the modules registered. Label values are escaped as the text format
- * requires (backslash, double quote, newline), so a tenant or status name can never
- * break a line. */
+/* metrics.c: the HTTP endpoint of --metrics-addr (see metrics.h): GET /metrics, the
+ * Prometheus text the collectors the modules registered write, and the few other GET
+ * pages modules registered (the probes /healthz and /readyz, identity's well-known documents), served by libmicrohttpd
+ * inside the event loop. Label values are escaped as the text format requires
+ * (backslash, double quote, newline), so a tenant or status name can never break a
+ * line. */
 #include <errno.h>
 #include <inttypes.h>
 #include <microhttpd.h>
@@ -16,9 +17,16 @@
 
 #define METRICS_POLL_MS 500 /* connection timeouts: libmicrohttpd's own bookkeeping */
 #define METRICS_MAX_COLLECTORS 16
+#define METRICS_MAX_ROUTES 8
 
 struct collector {
 	metrics_collect_fn fn;
+	void *arg;
+};
+
+struct route {
+	char path[48];
+	metrics_route_fn fn;
 	void *arg;
 };
 
@@ -27,6 +35,8 @@ struct metrics {
 	struct MHD_Daemon *mhd;
 	struct collector c[METRICS_MAX_COLLECTORS];
 	int n;
+	struct route routes[METRICS_MAX_ROUTES];
+	int nroutes;
 	uint64_t poll_timer;
 };
 
@@ -96,6 +106,16 @@ int metrics_register(struct metrics *m, metrics_collect_fn fn, void *arg)
 	return 0;
 }
 
+int metrics_route(struct metrics *m, const char *path, metrics_route_fn fn, void *arg)
+{
+	if (m->nroutes == METRICS_MAX_ROUTES || strlen(path) >= sizeof(m->routes[0].path))
+		return -ENOSPC;
+	snprintf(m->routes[m->nroutes].path, sizeof(m->routes[0].path), "%s", path);
+	m->routes[m->nroutes].fn = fn;
+	m->routes[m->nroutes++].arg = arg;
+	return 0;
+}
+
 static enum MHD_Result respond(struct MHD_Connection *conn, unsigned status, const char *body,
 			       enum MHD_ResponseMemoryMode mode, const char *type)
 {
@@ -116,8 +136,20 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 				  size_t *upload_size, void **state)
 {
 	struct metrics *m = cls;
+	const char *type;
 	char *text;
 
+	for (int i = 0; !strcmp(method, "GET") && i < m->nroutes; i++) {
+		if (!strcmp(url, m->routes[i].path)) {
+			unsigned status;
+
+			text = NULL;
+			type = "text/plain; charset=utf-8";
+			status = m->routes[i].fn(m->routes[i].arg, &text, &type);
+			return respond(conn, status, text ? text : "", text ? MHD_RESPMEM_MUST_FREE :
+				       MHD_RESPMEM_PERSISTENT, type);
+		}
+	}
 	if (strcmp(method, "GET") || strcmp(url, "/metrics"))
 		return respond(conn, MHD_HTTP_NOT_FOUND, "not found: GET /metrics\n", MHD_RESPMEM_PERSISTENT,
 			       NULL);

@@ -93,7 +93,7 @@ static json_t *strarr(const char *const *v, size_t n)
 
 #define STRARR(v) strarr(v, sizeof(v) / sizeof((v)[0]))
 
-static json_t *seccomp(bool allowlist)
+json_t *oci_seccomp_profile(bool allowlist)
 {
 	json_t *arches = json_pack("[s,s,s]", "SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32");
 
@@ -318,7 +318,7 @@ int oci_bundle_write(const struct oci_bundle_req *r, struct lerr *e)
 			"mounts", mounts,
 			"linux", "cgroupsPath", r->cgroups_path, "namespaces", ns,
 			"maskedPaths", STRARR(masked), "readonlyPaths", STRARR(readonly),
-			"seccomp", seccomp(r->seccomp_allowlist));
+			"seccomp", oci_seccomp_profile(r->seccomp_allowlist));
 	if (!cfg) {
 		err = lerr_set(e, ENOMEM, "spawn: config.json for %s: cannot build", r->dir);
 		goto out;

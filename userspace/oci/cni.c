@@ -49,6 +49,22 @@ static char *bridge_conf(const struct oci_cni *c)
 	return s;
 }
 
+char *oci_cni_conflist(const struct oci_cni *c)
+{
+	char *one = bridge_conf(c), *s = NULL;
+	json_t *b = one ? json_loads(one, 0, NULL) : NULL, *j;
+
+	free(one);
+	if (!b)
+		return NULL;
+	json_object_del(b, "cniVersion");
+	json_object_del(b, "name");
+	j = json_pack("{s:s, s:s, s:[o]}", "cniVersion", "1.0.0", "name", "lantern", "plugins", b);
+	s = j ? json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
+	json_decref(j);
+	return s;
+}
+
 int oci_cni_add(const struct oci_cni *c, const char *inst, char *netns_path, size_t len,
 		char ip[64], char gw[64], struct lerr *e)
 {

@@ -17,7 +17,11 @@
 
 static bool find_bin(const char *name, char *out, size_t len)
 {
-	const char *dirs[] = { "/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin" };
+	/* /opt/lantern/bin first: lanternd's image (the DaemonSet) keeps its runtimes there
+	 * and its init container puts the same ones at the same path on the host, so a
+	 * path lanternd names is valid where lantern-oci execs it, outside the pod */
+	const char *dirs[] = { "/opt/lantern/bin", "/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin",
+			       "/sbin", "/bin" };
 
 	for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
 		snprintf(out, len, "%s/%s", dirs[i], name);
@@ -101,6 +105,39 @@ static const char *global_flag(const struct oci_handler *h)
 	return h->kind == OCI_RUNSC ? "--platform=ptrace" : NULL;
 }
 
+static const char *const known[] = { "runc", "runsc", "kata" };
+
+int oci_class_map(const char *const *entries, int n, const char *out[OCI_N_CLASSES], struct lerr *e)
+{
+	for (int c = 0; c < OCI_N_CLASSES; c++)
+		out[c] = NULL;
+	out[SPEC_ISO_TRUSTED] = "runc";
+	out[SPEC_ISO_STANDARD] = "runsc";
+	out[SPEC_ISO_UNTRUSTED] = "runsc";
+	out[SPEC_ISO_HOSTILE] = "kata";
+	for (int i = 0; i < n; i++) {
+		const char *m = entries[i], *eq = strchr(m, '='), *h = NULL;
+		char cls[32];
+		int c = -1;
+
+		snprintf(cls, sizeof(cls), "%.*s", eq ? (int)(eq - m) : 0, m);
+		for (int k = 0; k < OCI_N_CLASSES; k++)
+			if (!strcmp(spec_isolation_name((enum spec_isolation)k), cls))
+				c = k;
+		if (!eq || c < 0)
+			return lerr_set(e, EINVAL, "--runtime-handler \"%s\": want CLASS=HANDLER with a class of "
+					"agent.yaml (trusted, standard, untrusted, hostile, wasm, devcontainer)", m);
+		for (size_t k = 0; k < sizeof(known) / sizeof(known[0]); k++)
+			if (!strcmp(eq + 1, known[k]))
+				h = known[k];
+		if (!h && strcmp(eq + 1, "none"))
+			return lerr_set(e, EINVAL, "--runtime-handler \"%s\": handler \"%s\" is not one of runc, "
+					"runsc, kata, none", m, eq + 1);
+		out[c] = h;
+	}
+	return 0;
+}
+
 void oci_handler_probe(struct oci_handler *h, const char *name, const char *root)
 {
 	const char *bin = !strcmp(name, "kata") ? "kata-runtime" : name;
@@ -143,23 +180,37 @@ void oci_handler_probe(struct oci_handler *h, const char *name, const char *root
 	h->available = true;
 }
 
+int oci_handler_flags(const struct oci_handler *h, bool host_network, char **argv, int max)
+{
+	int n = 0;
+
+	if (h->kind != OCI_RUNSC)
+		return 0;
+	if (max < 4)
+		return -E2BIG;
+	argv[n++] = (char *)global_flag(h);
+	argv[n++] = host_network ? "--network=host" : "--network=none";
+	/* the bundle's seccomp profile applies inside the sandbox too */
+	argv[n++] = "--oci-seccomp";
+	/* the harness socket is a host Unix socket bind-mounted into the sandbox */
+	argv[n++] = "--host-uds=open";
+	return n;
+}
+
 int oci_run_argv(const struct oci_handler *h, const char *bundle, const char *id,
 		 const char *pid_file, bool host_network, char **argv, int max)
 {
-	int n = 0;
+	int n = 0, k;
 
 	if (max < 16)
 		return -E2BIG;
 	argv[n++] = (char *)h->bin;
 	argv[n++] = "--root";
 	argv[n++] = (char *)h->root;
+	if ((k = oci_handler_flags(h, host_network, argv + n, max - n - 8)) < 0)
+		return k;
+	n += k;
 	if (h->kind == OCI_RUNSC) {
-		argv[n++] = (char *)global_flag(h);
-		argv[n++] = host_network ? "--network=host" : "--network=none";
-		/* the bundle's seccomp profile applies inside the sandbox too */
-		argv[n++] = "--oci-seccomp";
-		/* the harness socket is a host Unix socket bind-mounted into the sandbox */
-		argv[n++] = "--host-uds=open";
 		argv[n++] = "run";
 	} else {
 		argv[n++] = "run";

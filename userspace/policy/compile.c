@@ -1,5 +1,5 @@
 /* compile.c: spec.network + spec.egress_rules -> the entries of the lantern_egress LPM
- * trie, and the slot arithmetic shared with the DNS path.
+ * trie, the slot arithmetic shared with the DNS path, and the compiled policy's digest.
  *
  * The kernel does ONE longest-prefix lookup per connect, so an entry must already hold
  * the port rules of every rule whose prefix covers it; otherwise a /16 allowing all
@@ -13,6 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <sodium.h>
 
 int policy_value_add(struct lantern_egress_value *val, const struct lantern_port_rule *s)
 {
@@ -156,6 +158,20 @@ static int fold(struct policy *p, struct lerr *e)
 	return err;
 }
 
+/* True when methods (each a valid method name) lists every HTTP method, or none. */
+static bool all_methods(char *const *methods, size_t n)
+{
+	static const char *const every[] = { "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT",
+					     "OPTIONS", "TRACE", "PATCH" };
+	unsigned seen = 0;
+
+	for (size_t i = 0; i < n; i++)
+		for (size_t k = 0; k < ARRAY_SIZE(every); k++)
+			if (methods[i] && !strcmp(methods[i], every[k]))
+				seen |= 1u << k;
+	return !n || seen == (1u << ARRAY_SIZE(every)) - 1;
+}
+
 int policy_compile(const struct spec *s, struct policy **out, struct lerr *e)
 {
 	struct policy *p;
@@ -169,6 +185,13 @@ int policy_compile(const struct spec *s, struct policy **out, struct lerr *e)
 	if (s->n_egress > 0xfffe)
 		return lerr_set(e, E2BIG, "policy: %zu egress rules, at most %d are supported",
 				s->n_egress, 0xfffe);
+	/* the kernel judges connections, not HTTP requests: a rule narrowed to some methods
+	 * would silently allow every method */
+	for (size_t i = 0; i < s->n_egress; i++)
+		if (!all_methods(s->egress[i].http_methods, s->egress[i].n_http_methods))
+			return lerr_set(e, EPERM, "spawn: refused: spec.egress_rules[%zu].http_methods: this "
+					"node enforces destinations, protocols and ports, not HTTP methods; "
+					"leave it empty (every method)", i);
 	p = calloc(1, sizeof(*p));
 	if (!p)
 		return lerr_set(e, ENOMEM, "policy: out of memory");
@@ -227,4 +250,51 @@ void policy_free(struct policy *p)
 	free(p->rules);
 	free(p->entries);
 	free(p);
+}
+
+static void digest_u64(crypto_hash_sha256_state *h, uint64_t v)
+{
+	uint8_t b[8];
+
+	for (int i = 0; i < 8; i++)
+		b[i] = (uint8_t)(v >> (8 * i));
+	crypto_hash_sha256_update(h, b, sizeof(b));
+}
+
+void policy_digest(const struct policy *p, uint8_t out[32])
+{
+	crypto_hash_sha256_state h;
+
+	crypto_hash_sha256_init(&h);
+	crypto_hash_sha256_update(&h, (const uint8_t *)"lantern-policy-v1", 17);
+	digest_u64(&h, p->mode);
+	digest_u64(&h, p->flags);
+	digest_u64(&h, p->n_rules);
+	for (size_t i = 0; i < p->n_rules; i++) {
+		const struct policy_rule *r = &p->rules[i];
+		size_t hl = r->is_host ? strlen(r->host) : 0;
+
+		digest_u64(&h, (uint64_t)r->protos | (uint64_t)r->port_lo << 8 | (uint64_t)r->port_hi << 24 |
+			       (uint64_t)r->is_host << 40 | (uint64_t)r->prefix << 41 | (uint64_t)r->wildcard << 49 |
+			       (uint64_t)r->v4 << 50);
+		crypto_hash_sha256_update(&h, r->addr, sizeof(r->addr));
+		digest_u64(&h, hl);
+		crypto_hash_sha256_update(&h, (const uint8_t *)r->host, hl);
+		digest_u64(&h, r->index);
+		digest_u64(&h, r->rate_bps);
+	}
+	digest_u64(&h, p->n_entries);
+	for (size_t i = 0; i < p->n_entries; i++) {
+		const struct policy_entry *en = &p->entries[i];
+
+		crypto_hash_sha256_update(&h, en->addr, sizeof(en->addr));
+		digest_u64(&h, (uint64_t)en->prefix << 32 | en->val.nslots);
+		for (uint32_t k = 0; k < en->val.nslots && k < LANTERN_MAX_SLOTS; k++) {
+			const struct lantern_port_rule *sl = &en->val.slot[k];
+
+			digest_u64(&h, (uint64_t)sl->port_lo | (uint64_t)sl->port_hi << 16 |
+				       (uint64_t)sl->protos << 32 | (uint64_t)sl->rule << 40);
+		}
+	}
+	crypto_hash_sha256_final(&h, out);
 }

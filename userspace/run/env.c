@@ -81,8 +81,9 @@ void run_env_set_path(struct run_env *env, const char *name, const char *host_di
 		env->m[i].read_only = read_only;
 		env->nm++;
 	}
-	snprintf(h, sizeof(h), "%s/%s", host_dir, file);
-	snprintf(s, sizeof(s), "%s/%s", sandbox_dir, file);
+	/* an empty file names the directory itself */
+	snprintf(h, sizeof(h), "%s%s%s", host_dir, *file ? "/" : "", file);
+	snprintf(s, sizeof(s), "%s%s%s", sandbox_dir, *file ? "/" : "", file);
 	env_put(env, name, h, s);
 }
 

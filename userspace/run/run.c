@@ -132,6 +132,8 @@ void run_end(struct run *r, enum run_status as, const char *why)
 	snprintf(r->reason, sizeof(r->reason), "%s", why);
 	cgroup_inst_signal(&r->cg, SIGTERM);
 	r->kill_timer = loop_timer_add(r->t->o.loop, r->t->o.grace_ms, on_kill_timer, r);
+	if (r->rt_ops && r->rt_ops->stop)
+		r->rt_ops->stop(r->rt, r);
 }
 
 int run_cancel(struct run *r, struct lerr *e)
@@ -356,6 +358,15 @@ int runs_submit(struct runs *t, const char *file, const char *yaml, size_t len, 
 
 	if (spec_parse(file, yaml, len, &s, &errs) < 0)
 		return spec_errors_to_lerr(&errs, e);
+	if (!spec_region_ok(s, t->o.region)) {
+		err = lerr_set(e, EPERM, "spawn: refused: spec.preferred_regions: this node's region is %s%s%s, "
+			       "not one of them; metadata.labels[\"" SPEC_REGION_FALLBACK_LABEL "\"]: allow "
+			       "lets it run elsewhere", t->o.region && *t->o.region ? "\"" : "",
+			       t->o.region && *t->o.region ? t->o.region : "unknown (lanternd --region)",
+			       t->o.region && *t->o.region ? "\"" : "");
+		spec_free(s);
+		return err;
+	}
 	if ((err = runtimes_admit(t->o.runtimes, s, &ops, &rt, e)) < 0) {
 		spec_free(s);
 		return err;

@@ -27,7 +27,6 @@
 #include "lantern/oci.h"
 #include "lantern/workq.h"
 
-#define N_CLASSES (SPEC_ISO_DEVCONTAINER + 1)
 /* runtime deletes and CNI removals run here, off the event loop: each is an exec of a
  * runtime or plugin that takes tens of milliseconds */
 #define POOL_THREADS 2
@@ -35,13 +34,14 @@
 struct runtime_oci {
 	struct loop *loop;
 	struct oci_handler handlers[3];          /* runc, runsc, kata */
-	const char *class_handler[N_CLASSES];    /* NULL: not supported on this node */
+	const char *class_handler[OCI_N_CLASSES];    /* NULL: not supported on this node */
 	struct oci_cni cni;
 	char image_store[PATH_MAX];
 	char state_dir[PATH_MAX];
 	char shim[PATH_MAX];
 	uint64_t log_max;
 	bool process_runtime;
+	bool handlers_only;
 	enum cgroup_layout layout;
 	char cg_root[128];
 	struct workq *pool;
@@ -74,14 +74,6 @@ static const struct oci_handler *handler_named(const struct runtime_oci *o, cons
 	return NULL;
 }
 
-static int class_of(const char *name)
-{
-	for (int i = 0; i < N_CLASSES; i++)
-		if (!strcmp(spec_isolation_name((enum spec_isolation)i), name))
-			return i;
-	return -1;
-}
-
 static struct oci_run *run_of(const struct run *r)
 {
 	return run_runtime_state(r);
@@ -93,7 +85,7 @@ static int oci_admit(void *arg, const struct spec *s, struct lerr *e)
 {
 	struct runtime_oci *o = arg;
 	const char *cls = spec_isolation_name(s->isolation);
-	const char *hn = s->isolation < N_CLASSES ? o->class_handler[s->isolation] : NULL;
+	const char *hn = s->isolation < OCI_N_CLASSES ? o->class_handler[s->isolation] : NULL;
 	const struct oci_handler *h = handler_named(o, hn);
 
 	if (!hn)
@@ -112,7 +104,22 @@ static int oci_admit(void *arg, const struct spec *s, struct lerr *e)
 	if (s->isolation == SPEC_ISO_UNTRUSTED && s->network == SPEC_NET_OPEN)
 		return lerr_set(e, EPERM, "spawn: refused: isolation \"untrusted\" allows network none or "
 				"allowlist_domain only, not \"open\"");
+	if (runtime_refuse_unhonoured(s, e) < 0)
+		return -EPERM;
 	return 0;
+}
+
+/* The runtime's admission: none of its own when its handlers serve pods. */
+static int oci_admit_spawn(void *arg, const struct spec *s, struct lerr *e)
+{
+	struct runtime_oci *o = arg;
+
+	return o->handlers_only ? -ENOENT : oci_admit(o, s, e);
+}
+
+int runtime_oci_check(struct runtime_oci *o, const struct spec *s, struct lerr *e)
+{
+	return oci_admit(o, s, e);
 }
 
 /* ---- a run ---- */
@@ -433,7 +440,7 @@ static void oci_close(void *arg)
 
 static const struct runtime_ops oci_ops = {
 	.name = "oci",
-	.admit = oci_admit,
+	.admit = oci_admit_spawn,
 	.prepare = oci_prepare,
 	.start = oci_start,
 	.teardown = oci_teardown,
@@ -469,7 +476,7 @@ static json_t *node_json(struct runtime_oci *o)
 {
 	json_t *classes = json_array(), *hs = json_array();
 
-	for (int c = 0; c < N_CLASSES; c++) {
+	for (int c = 0; c < OCI_N_CLASSES; c++) {
 		const struct oci_handler *h = handler_named(o, o->class_handler[c]);
 		json_t *x = json_pack("{s:s}", "class", spec_isolation_name((enum spec_isolation)c));
 
@@ -501,6 +508,37 @@ static json_t *node_json(struct runtime_oci *o)
 static json_t *error_json(const char *msg)
 {
 	return json_pack("{s:s, s:s}", "type", "error", "error", msg);
+}
+
+const struct oci_handler *runtime_oci_class_handler(const struct runtime_oci *o, enum spec_isolation c)
+{
+	const struct oci_handler *h = (int)c < OCI_N_CLASSES ? handler_named(o, o->class_handler[c]) : NULL;
+
+	return h && h->available ? h : NULL;
+}
+
+int runtime_oci_bind_answer(const struct runtime_oci *o, const struct spec *s, json_t *answer,
+			    struct lerr *e)
+{
+	const struct oci_handler *h = runtime_oci_class_handler(o, s->isolation);
+	char *flags[8];
+	json_t *args;
+	int n;
+
+	if (!h)
+		return lerr_set(e, EPERM, "bind: refused: isolation \"%s\" is not served on this node",
+				spec_isolation_name(s->isolation));
+	if (h->kind == OCI_KATA)
+		return lerr_set(e, EPERM, "bind: refused: isolation \"%s\": handler kata is not run through "
+				"lantern-oci", spec_isolation_name(s->isolation));
+	n = oci_handler_flags(h, true, flags, (int)ARRAY_SIZE(flags));
+	args = json_array();
+	for (int i = 0; i < n; i++)
+		json_array_append_new(args, json_string(flags[i]));
+	json_object_set_new(answer, "runtime", json_string(h->bin));
+	json_object_set_new(answer, "handler", json_string(h->name));
+	json_object_set_new(answer, "args", args);
+	return 0;
 }
 
 static json_t *images_json(int err, json_t *res, const struct lerr *e)
@@ -610,26 +648,11 @@ static void record_net(struct runtime_oci *o)
 
 static int map_classes(struct runtime_oci *o, const struct runtime_oci_opts *opts, struct lerr *e)
 {
-	/* the defaults, then the node's --runtime-handler CLASS=HANDLER entries */
-	o->class_handler[SPEC_ISO_TRUSTED] = "runc";
-	o->class_handler[SPEC_ISO_STANDARD] = "runsc";
-	o->class_handler[SPEC_ISO_UNTRUSTED] = "runsc";
-	o->class_handler[SPEC_ISO_HOSTILE] = "kata";
-	for (int i = 0; i < opts->n_class_handlers; i++) {
-		const char *m = opts->class_handlers[i], *eq = strchr(m, '=');
-		char cls[32];
-		int c;
+	int err;
 
-		snprintf(cls, sizeof(cls), "%.*s", eq ? (int)(eq - m) : 0, m);
-		if (!eq || (c = class_of(cls)) < 0)
-			return lerr_set(e, EINVAL, "--runtime-handler \"%s\": want CLASS=HANDLER with a class of "
-					"agent.yaml (trusted, standard, untrusted, hostile, wasm, devcontainer)", m);
-		if (!handler_named(o, eq + 1) && strcmp(eq + 1, "none"))
-			return lerr_set(e, EINVAL, "--runtime-handler \"%s\": handler \"%s\" is not one of runc, "
-					"runsc, kata, none", m, eq + 1);
-		o->class_handler[c] = strcmp(eq + 1, "none") ? eq + 1 : NULL;
-	}
-	for (int c = 0; c < N_CLASSES; c++) {
+	if ((err = oci_class_map(opts->class_handlers, opts->n_class_handlers, o->class_handler, e)) < 0)
+		return err;
+	for (int c = 0; c < OCI_N_CLASSES; c++) {
 		const struct oci_handler *h = handler_named(o, o->class_handler[c]);
 		const char *cls = spec_isolation_name((enum spec_isolation)c);
 
@@ -656,6 +679,7 @@ int runtime_oci_add(struct runtimes *rs, struct loop *l, const struct runtime_oc
 	o->loop = l;
 	o->log_max = opts->log_max;
 	o->process_runtime = opts->process_runtime;
+	o->handlers_only = opts->handlers_only;
 	o->layout = opts->cg->layout;
 	snprintf(o->cg_root, sizeof(o->cg_root), "%s", opts->cg->root);
 	snprintf(o->shim, sizeof(o->shim), "%s", opts->shim);

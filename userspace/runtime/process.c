@@ -30,6 +30,11 @@ static int process_admit(void *arg, const struct spec *s, struct lerr *e)
 				"lanternd --process-runtime; this node runs images (NAME@sha256:HEX) only");
 	if (!s->n_command)
 		return lerr_set(e, EINVAL, "spawn: refused: spec.command is empty: nothing to run");
+	if (runtime_refuse_unhonoured(s, e) < 0)
+		return -EPERM;
+	if (s->limits.scratch_bytes)
+		return lerr_set(e, EPERM, "spawn: refused: spec.limits.scratch_size: a host process shares the "
+				"host's files; it has no scratch volume to size (an image runs with one)");
 	if (s->network == SPEC_NET_TENANT_VPC)
 		return lerr_set(e, EPERM, "spawn: refused: network \"tenant_vpc\" is not supported on this node");
 	return 0;

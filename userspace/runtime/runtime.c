@@ -94,6 +94,18 @@ size_t runtimes_classes(const struct runtimes *rs, const char **out, size_t max)
 	return n;
 }
 
+int runtime_refuse_unhonoured(const struct spec *s, struct lerr *e)
+{
+	if (s->limits.gpu)
+		return lerr_set(e, EPERM, "spawn: refused: spec.limits.gpu: %llu GPU%s asked for; this node "
+				"has no GPU device path for its runtimes", (unsigned long long)s->limits.gpu,
+				s->limits.gpu == 1 ? "" : "s");
+	if (s->restore_snapshot_id)
+		return lerr_set(e, EPERM, "spawn: refused: spec.restore_snapshot_id: \"%s\": this node has no "
+				"snapshot store to restore from", s->restore_snapshot_id);
+	return 0;
+}
+
 void runtimes_reclaim(const struct runtimes *rs, struct runs *t)
 {
 	for (int i = 0; i < rs->n; i++)

@@ -1,6 +1,7 @@
 /* runtime_internal.h: what the runtimes of userspace/runtime/ share: watching a
  * workload through lantern-shim (shim.c), which the process runtime and the OCI
- * handlers both start it under. */
+ * handlers both start it under; and which containers of a pod may bind to its run
+ * (podbind.c), for the runtimes whose pods containerd starts (CRI, Kubernetes). */
 #ifndef LANTERN_RUNTIME_INTERNAL_H
 #define LANTERN_RUNTIME_INTERNAL_H
 
@@ -29,5 +30,20 @@ enum runtime_found runtime_shim_adopt(struct runtime_shim *s, struct run_exit *x
 /* Stops watching (the shim goes on). */
 void runtime_shim_forget(struct runtime_shim *s);
 void runtime_shim_kill(struct runtime_shim *s);
+
+/* The containers of one run's pod that have bound: its sandbox, then its one workload
+ * container. */
+struct runtime_pod_binds {
+	char sandbox[80];
+	char container[80];
+};
+/* A container of the pod named pod_name (and pod_uid, when known) asks to bind: 0, with
+ * what lantern-oci does in answer (the class's runtime and flags, the network: none
+ * strip, the workload's scratch), or a refusal: another pod, a second sandbox, a second
+ * workload container, a container outside the bound sandbox. The first container to
+ * bind names the sandbox (after a lanternd restart, the workload's own). */
+int runtime_pod_bind(struct runtime_pod_binds *pb, const struct runtime_oci *oci, struct run *r,
+		     const char *pod_name, const char *pod_uid, const struct run_bind_req *b, json_t *answer,
+		     struct lerr *e);
 
 #endif

@@ -55,6 +55,18 @@ const char *spec_label(const struct spec *s, const char *key)
 	return NULL;
 }
 
+bool spec_region_ok(const struct spec *s, const char *region)
+{
+	const char *fb = spec_label(s, SPEC_REGION_FALLBACK_LABEL);
+
+	if (!s->n_preferred_regions || (fb && !strcmp(fb, "allow")))
+		return true;
+	for (size_t i = 0; region && *region && i < s->n_preferred_regions; i++)
+		if (!strcmp(s->preferred_regions[i], region))
+			return true;
+	return false;
+}
+
 /* ---- node helpers ---- */
 
 static bool is_null(const struct snode *n)
@@ -441,12 +453,16 @@ static void parse_metadata(struct sctx *c, struct snode *n, struct spec *s)
 	for (size_t i = 0; v->kind == SN_MAP && i + 1 < v->n; i += 2) {
 		const struct snode *k = v->kids[i], *val = v->kids[i + 1];
 
-		if (k->kind != SN_SCALAR || strcmp(k->str, EGRESS_MODE_LABEL) ||
-		    val->kind != SN_SCALAR)
+		if (k->kind != SN_SCALAR || val->kind != SN_SCALAR)
 			continue;
-		if (strcmp(val->str, "audit") && strcmp(val->str, "enforce"))
+		if (!strcmp(k->str, EGRESS_MODE_LABEL) && strcmp(val->str, "audit") &&
+		    strcmp(val->str, "enforce"))
 			sctx_error(c, val->line, val->col, "metadata.labels[\"" EGRESS_MODE_LABEL "\"]",
 				   "\"%s\" is not an egress mode (one of: audit, enforce)", val->str);
+		if (!strcmp(k->str, SPEC_REGION_FALLBACK_LABEL) && strcmp(val->str, "allow") &&
+		    strcmp(val->str, "deny"))
+			sctx_error(c, val->line, val->col, "metadata.labels[\"" SPEC_REGION_FALLBACK_LABEL "\"]",
+				   "\"%s\" is not a region fallback (one of: allow, deny)", val->str);
 	}
 }
 

@@ -1,6 +1,7 @@
 /* state.c: a run's trace state (struct tm_run): in memory while lanternd runs, and in
- * the run's telemetry.json, rewritten whenever it changes, so a restarted lanternd
- * continues the same trace. */
+ * the run's telemetry.json, rewritten at each step of the run and at most once a second
+ * for what its workload makes happen (telemetry.c), so a restarted lanternd continues
+ * the same trace. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,6 +76,7 @@ struct tm_run *tm_get(struct telemetry *t, struct run *r)
 		return tm;
 	if (!(tm = calloc(1, sizeof(*tm))))
 		return NULL;
+	tm->run = r;
 	trace_id_for_run(run_id(r), tm->tid);
 	trace_span_id_for(run_id(r), "root", tm->root);
 	tm_path(r, path, sizeof(path));

@@ -19,6 +19,27 @@
 #include "lantern/metrics.h"
 #include "lantern/util.h"
 
+#define TM_SAVE_MS             1000 /* telemetry.json, for events, at most this often */
+#define TM_EVENTS_PER_WAKE     512  /* process events read per wake-up of the loop */
+#define TM_EVENTS_AT_COLLECT   4096 /* the last ones read when an instance ends */
+
+static void on_save_timer(struct loop *l, void *arg)
+{
+	struct tm_run *tm = arg;
+
+	tm->save_timer = 0;
+	tm_save(tm->run, tm);
+}
+
+/* For what a workload makes happen (process events, egress denies): as fast as it
+ * likes, so telemetry.json is rewritten at most once a second for them; a run's own
+ * steps still save at once. */
+static void tm_save_soon(struct telemetry *t, struct tm_run *tm)
+{
+	if (!tm->save_timer)
+		tm->save_timer = loop_timer_add(t->loop, TM_SAVE_MS, on_save_timer, tm);
+}
+
 /* ---- kernel events ---- */
 
 static void on_proc_event(const struct lantern_proc_event *ev, void *arg)
@@ -55,15 +76,15 @@ static void on_proc_event(const struct lantern_proc_event *ev, void *arg)
 		return;
 	}
 	spans_add_event(tm, e);
-	if (json_array_size(tm->events) < TM_MAX_EVENTS)
-		tm_save(r, tm);
+	tm_save_soon(t, tm);
 }
 
+/* A bounded share per wake-up: what is left keeps the fd readable. */
 static void on_events_fd(struct loop *l, int fd, uint32_t events, void *arg)
 {
 	struct telemetry *t = arg;
 
-	lbpf_tm_events_consume(t->bpf, on_proc_event, t);
+	lbpf_tm_events_consume_n(t->bpf, on_proc_event, t, TM_EVENTS_PER_WAKE);
 }
 
 /* ---- the run hooks ---- */
@@ -170,7 +191,8 @@ static void on_event(void *arg, struct run *r, json_t *ev)
 {
 	const char *verdict = json_string_value(json_object_get(ev, "verdict"));
 	const char *kind = json_string_value(json_object_get(ev, "event"));
-	struct tm_run *tm = tm_get(arg, r);
+	struct telemetry *t = arg;
+	struct tm_run *tm = tm_get(t, r);
 	json_t *e;
 
 	if (!tm || !verdict || (strcmp(verdict, "deny") && strcmp(verdict, "audit")))
@@ -189,8 +211,12 @@ static void on_event(void *arg, struct run *r, json_t *ev)
 		trace_attr_str(e, "dns.question.name", json_string_value(json_object_get(ev, "qname")));
 		trace_attr_str(e, "dns.question.type", json_string_value(json_object_get(ev, "qtype")) ?: "");
 	}
+	if (json_object_get(ev, "reason"))
+		trace_attr_str(e, "lantern.egress.reason", json_string_value(json_object_get(ev, "reason")));
+	if (json_object_get(ev, "suppressed"))
+		trace_attr_int(e, "lantern.egress.suppressed", json_integer_value(json_object_get(ev, "suppressed")));
 	spans_add_event(tm, e);
-	tm_save(r, tm);
+	tm_save_soon(t, tm);
 }
 
 static void fold_syscall(uint32_t nr, const struct lantern_sys_stats *s, void *arg)
@@ -238,7 +264,7 @@ static void on_collect(void *arg, struct run *r)
 	tm->proc.execs += p.execs;
 	tm->proc.exits += p.exits;
 	/* the last exec events may still sit in the ring buffer */
-	lbpf_tm_events_consume(t->bpf, on_proc_event, t);
+	lbpf_tm_events_consume_n(t->bpf, on_proc_event, t, TM_EVENTS_AT_COLLECT);
 	tm->collected = true;
 	tm_save(r, tm);
 }
@@ -307,8 +333,13 @@ static void on_recovered(void *arg, struct runs *runs)
 static void on_free(void *arg, struct run *r)
 {
 	struct telemetry *t = arg;
+	struct tm_run *tm = run_slot(r, t->slot);
 
-	tm_free(run_slot(r, t->slot));
+	if (tm && tm->save_timer) {
+		loop_timer_cancel(t->loop, tm->save_timer);
+		tm_save(r, tm);
+	}
+	tm_free(tm);
 	run_set_slot(r, t->slot, NULL);
 }
 

@@ -25,6 +25,8 @@ struct telemetry {
 
 /* One run's trace state. */
 struct tm_run {
+	struct run *run;
+	uint64_t save_timer;        /* a pending telemetry.json write for events, 0 if none */
 	uint8_t tid[TRACE_ID_LEN], root[SPAN_ID_LEN];
 	uint64_t t0, t_prepared, t_started, t_collect;   /* Unix ns */
 	json_t *events;             /* OTLP/JSON span events for the root */

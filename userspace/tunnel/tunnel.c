@@ -46,13 +46,17 @@ struct pending {
 
 struct tunnel {
 	struct tunnel_opts o;
-	char *target, *tenant, *token_file, *state_dir, *ca_file, *version;
+	char *target, *tenant, *token_file, *state_dir, *ca_file, *version, *region;
+	uint8_t node_pk[32];
 	char **classes;
 	char outbox[4096], session_path[4096];
 	pthread_t thread;
 	atomic_int stop;
 	int efd;
 	atomic_int active_runs, queue_depth;
+	atomic_int self_draining;     /* lanternd is stopping */
+	atomic_int drain_told;        /* a heartbeat saying so was acknowledged */
+	atomic_int registered;        /* the session's last heartbeat was answered */
 
 	/* thread only */
 	struct rpc_cq *q;
@@ -66,6 +70,8 @@ struct tunnel {
 	bool register_busy, hb_busy, metrics_busy, refresh_busy;
 	bool draining;
 	bool hb_failing;
+	bool hb_draining;             /* the heartbeat in flight says draining */
+	atomic_bool signs_identity;   /* the control plane said so at Register */
 	uint64_t cpu_prev_total, cpu_prev_idle;
 	int64_t stream_opened;
 
@@ -144,10 +150,11 @@ void tunnel_set_load(struct tunnel *t, int active_runs, int queue_depth)
 
 static void session_save(struct tunnel *t)
 {
-	json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:i, s:i}", "target", t->target,
+	json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:i, s:i, s:b}", "target", t->target,
 			      "tenant", t->tenant, "plane_id", t->plane_id, "session_token", t->token,
 			      "expires_at", (json_int_t)t->token_exp, "obtained_at",
-			      (json_int_t)t->token_got, "heartbeat_s", t->hb_s, "metrics_s", t->metrics_s);
+			      (json_int_t)t->token_got, "heartbeat_s", t->hb_s, "metrics_s", t->metrics_s,
+			      "signs_identity", atomic_load(&t->signs_identity));
 	char *s = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
 
 	json_decref(j);
@@ -168,6 +175,7 @@ static void session_drop(struct tunnel *t)
 	}
 	t->token = NULL;
 	t->plane_id[0] = '\0';
+	atomic_store(&t->registered, 0);
 	unlink(t->session_path);
 }
 
@@ -189,6 +197,7 @@ static void session_load(struct tunnel *t)
 		t->token_got = json_integer_value(json_object_get(j, "obtained_at"));
 		t->hb_s = (int)json_integer_value(json_object_get(j, "heartbeat_s"));
 		t->metrics_s = (int)json_integer_value(json_object_get(j, "metrics_s"));
+		atomic_store(&t->signs_identity, json_is_true(json_object_get(j, "signs_identity")));
 		if (t->hb_s <= 0)
 			t->hb_s = 30;
 		if (t->metrics_s <= 0)
@@ -369,6 +378,7 @@ int tunnel_complete(struct tunnel *t, const struct tunnel_completion *c, struct 
 	rc.fencing_epoch = c->epoch;
 	rc.detail = (char *)(c->detail ? c->detail : "");
 	rc.not_started = c->not_started;
+	rc.receipt = (char *)(c->receipt ? c->receipt : "");
 	m.msg_case = LANTERN__V1__DP_RUN_STREAM_CLIENT_MSG__MSG_COMPLETED;
 	m.completed = &rc;
 	p = calloc(1, sizeof(*p));
@@ -399,6 +409,37 @@ int tunnel_complete(struct tunnel *t, const struct tunnel_completion *c, struct 
 		rpc_stream_send(t->stream, p->buf, p->len);
 	pthread_mutex_unlock(&t->mu);
 	return 0;
+}
+
+int tunnel_identity_request(struct tunnel *t, const char *run_id, int64_t epoch, const char *inst,
+			    const uint8_t pk[32], int64_t exp)
+{
+	Lantern__V1__DpRunStreamClientMsg m = LANTERN__V1__DP_RUN_STREAM_CLIENT_MSG__INIT;
+	Lantern__V1__DpIdentityRequest rq = LANTERN__V1__DP_IDENTITY_REQUEST__INIT;
+	uint8_t *buf;
+	size_t len;
+	int err = -ENOTCONN;
+
+	if (!atomic_load(&t->signs_identity))
+		return -ENOENT;
+	rq.run_id = (char *)run_id;
+	rq.instance_id = (char *)inst;
+	rq.public_key.data = (uint8_t *)pk;
+	rq.public_key.len = 32;
+	rq.expires_at_unix = exp;
+	rq.fencing_epoch = epoch;
+	m.msg_case = LANTERN__V1__DP_RUN_STREAM_CLIENT_MSG__MSG_IDENTITY_REQUEST;
+	m.identity_request = &rq;
+	if (!(buf = pack_client(&m, &len)))
+		return -ENOMEM;
+	pthread_mutex_lock(&t->mu);
+	if (t->stream) {
+		rpc_stream_send(t->stream, buf, len);
+		err = 0;
+	}
+	pthread_mutex_unlock(&t->mu);
+	free(buf);
+	return err;
 }
 
 /* --- the stream (thread) --- */
@@ -479,6 +520,12 @@ static void stream_msg(struct rpc_stream *s, void *arg, const uint8_t *msg, size
 	}
 	case LANTERN__V1__DP_RUN_STREAM_SERVER_MSG__MSG_COMPLETION_ACK:
 		on_ack(t, m->completion_ack);
+		break;
+	case LANTERN__V1__DP_RUN_STREAM_SERVER_MSG__MSG_IDENTITY_TOKEN:
+		if (t->o.on_identity)
+			t->o.on_identity(t->o.identity_arg, m->identity_token->run_id,
+					 m->identity_token->instance_id, m->identity_token->token,
+					 m->identity_token->error);
 		break;
 	default:
 		break;
@@ -596,8 +643,10 @@ static void on_register(void *arg, int status, const char *details, const uint8_
 	t->token_exp = r->expires_at_unix ? expiry(r->expires_at_unix, t->token_got) : t->token_got + 3600;
 	t->hb_s = r->heartbeat_interval_seconds > 0 ? r->heartbeat_interval_seconds : 30;
 	t->metrics_s = r->metrics_interval_seconds > 0 ? r->metrics_interval_seconds : 60;
+	atomic_store(&t->signs_identity, r->signs_identity);
 	lantern__v1__dp_register_response__free_unpacked(r, NULL);
 	session_save(t);
+	atomic_store(&t->registered, 1);
 	t->next_hb = t->next_stream = mono_ms();
 	t->next_metrics = mono_ms() + 1000;
 	log_info("tunnel: registered with %s as plane %s (heartbeat %ds, metrics %ds)", t->target,
@@ -630,6 +679,11 @@ static void do_register(struct tunnel *t)
 	rq.isolation_classes = t->classes;
 	rq.n_isolation_classes = t->o.n_classes;
 	rq.max_runs = t->o.max_runs;
+	rq.region = t->region;
+	if (t->o.node_pk) {
+		rq.node_public_key.data = t->node_pk;
+		rq.node_public_key.len = 32;
+	}
 	len = lantern__v1__dp_register_request__get_packed_size(&rq);
 	buf = malloc(len ? len : 1);
 	if (buf) {
@@ -674,11 +728,15 @@ static void on_heartbeat(void *arg, int status, const char *details, const uint8
 			log_warn("tunnel: Heartbeat failed (%s%s%s)", rpc_status_name(status),
 				 details[0] ? ": " : "", details);
 		t->hb_failing = true;
+		atomic_store(&t->registered, 0);
 		return;
 	}
 	if (t->hb_failing)
 		log_info("tunnel: Heartbeat answered again");
 	t->hb_failing = false;
+	atomic_store(&t->registered, 1);
+	if (t->hb_draining && !atomic_exchange(&t->drain_told, 1))
+		log_info("tunnel: the control plane knows this node is draining");
 	if (a->draining != t->draining && (ev = calloc(1, sizeof(*ev)))) {
 		t->draining = a->draining;
 		ev->type = TUNNEL_DRAIN;
@@ -698,6 +756,7 @@ static void do_heartbeat(struct tunnel *t)
 	rq.session_token = t->token;
 	rq.active_runs = atomic_load(&t->active_runs);
 	rq.queue_depth = atomic_load(&t->queue_depth);
+	rq.draining = t->hb_draining = atomic_load(&t->self_draining);
 	len = lantern__v1__dp_heartbeat_request__get_packed_size(&rq);
 	if (len > sizeof(buf))
 		return;
@@ -828,6 +887,9 @@ static void tunnel_step(struct tunnel *t)
 			do_register(t);
 		return;
 	}
+	/* a node that is stopping says so at once, and again until it is heard */
+	if (atomic_load(&t->self_draining) && !atomic_load(&t->drain_told))
+		t->next_hb = now;
 	/* refresh once two thirds of the token's life are gone */
 	if (!t->refresh_busy && unix_now >= t->token_exp - (t->token_exp - t->token_got) / 3)
 		do_refresh(t);
@@ -899,6 +961,7 @@ static void tunnel_free(struct tunnel *t)
 	free(t->state_dir);
 	free(t->ca_file);
 	free(t->version);
+	free(t->region);
 	pthread_mutex_destroy(&t->mu);
 	free(t);
 }
@@ -920,10 +983,14 @@ int tunnel_start(const struct tunnel_opts *o, struct tunnel **out, int *efd, str
 	t->token_file = strdup(o->token_file);
 	t->state_dir = strdup(o->state_dir);
 	t->version = strdup(o->agent_version ? o->agent_version : "");
+	t->region = strdup(o->region ? o->region : "");
+	if (o->node_pk)
+		memcpy(t->node_pk, o->node_pk, sizeof(t->node_pk));
 	t->ca_file = o->tls.ca_file ? strdup(o->tls.ca_file) : NULL;
 	t->o.tls.ca_file = t->ca_file;
 	t->classes = calloc(o->n_classes + 1, sizeof(char *));
-	if (!t->target || !t->tenant || !t->token_file || !t->state_dir || !t->version || !t->classes) {
+	if (!t->target || !t->tenant || !t->token_file || !t->state_dir || !t->version || !t->region ||
+	    !t->classes) {
 		tunnel_free(t);
 		return lerr_set(e, ENOMEM, "tunnel: out of memory");
 	}
@@ -964,6 +1031,21 @@ int tunnel_start(const struct tunnel_opts *o, struct tunnel **out, int *efd, str
 	*efd = t->efd;
 	*out = t;
 	return 0;
+}
+
+void tunnel_drain(struct tunnel *t)
+{
+	atomic_store(&t->self_draining, 1);
+}
+
+bool tunnel_drain_told(struct tunnel *t)
+{
+	return atomic_load(&t->drain_told);
+}
+
+bool tunnel_registered(struct tunnel *t)
+{
+	return atomic_load(&t->registered);
 }
 
 void tunnel_stop(struct tunnel *t)

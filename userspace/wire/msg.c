@@ -191,6 +191,11 @@ void wire_put_call(struct wire_msg *m, const struct harness_call *c)
 	wire_put_u8(m, c->value != NULL);
 	wire_put_u8(m, c->value_b64);
 	wire_put_bytes(m, c->value ? c->value : "", c->value ? c->value_len : 0);
+	wire_put_str(m, c->env_name);
+	wire_put_str(m, c->sig_ts);
+	wire_put_str(m, c->sig_nonce);
+	wire_put_str(m, c->sig);
+	wire_put_bytes(m, c->body_sha256, sizeof(c->body_sha256));
 }
 
 /* One balanced JSON value and nothing else: the bytes go into a journal record as they
@@ -247,8 +252,8 @@ static bool one_value(const uint8_t *p, size_t n)
 int wire_get_call(struct wire_msg *m, struct harness_call *c, char *why, size_t len)
 {
 	struct harness_usage *u = &c->usage;
-	const uint8_t *v;
-	size_t n;
+	const uint8_t *v, *digest;
+	size_t n, dn = 0;
 	bool have_value;
 
 	memset(c, 0, sizeof(*c));
@@ -278,11 +283,18 @@ int wire_get_call(struct wire_msg *m, struct harness_call *c, char *why, size_t 
 	have_value = wire_get_u8(m);
 	c->value_b64 = wire_get_u8(m);
 	v = wire_get_bytes(m, HARNESS_MAX_BODY * 4, &n);
-	if (!wire_msg_done(m)) {
+	wire_get_str(m, c->env_name, sizeof(c->env_name));
+	wire_get_str(m, c->sig_ts, sizeof(c->sig_ts));
+	wire_get_str(m, c->sig_nonce, sizeof(c->sig_nonce));
+	wire_get_str(m, c->sig, sizeof(c->sig));
+	digest = wire_get_bytes(m, sizeof(c->body_sha256), &dn);
+	if (digest && dn == sizeof(c->body_sha256))
+		memcpy(c->body_sha256, digest, dn);
+	if (!wire_msg_done(m) || dn != sizeof(c->body_sha256)) {
 		snprintf(why, len, "a call from lantern-wire is malformed");
 		return -EBADMSG;
 	}
-	if (c->op < HOP_INPUT || c->op > HOP_OUTPUT ||
+	if (c->op < HOP_INPUT || c->op > HOP_SECRET || (c->op == HOP_SECRET && !c->env_name[0]) ||
 	    ((c->op == HOP_BEGIN || c->op == HOP_COMPLETE || c->op == HOP_FAIL) && !c->step_id[0]) ||
 	    (c->op == HOP_BEGIN && strcmp(c->kind, "llm") && strcmp(c->kind, "tool") && strcmp(c->kind, "other")) ||
 	    (c->op == HOP_OUTPUT && !have_value)) {

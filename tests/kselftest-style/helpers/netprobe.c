@@ -3,10 +3,11 @@
  *
  *   netprobe MODE ADDR PORT [N]
  *   MODE: tcp (connect), udp (unconnected sendto), udpc (connect + send),
- *         tfo (TCP Fast Open: sendto with MSG_FASTOPEN), loop (connects for N ms, counting)
+ *         tfo (TCP Fast Open: sendto with MSG_FASTOPEN), loop (connects for N ms, counting),
+ *         flood (N TCP connects; also prints its own CPU time in ms)
  *   netprobe listen ADDR PORT   accept and close TCP connections until killed
- *   netprobe dns NAME SERVER [PORT]   one A query over UDP (dnstcp: over TCP); prints
- *         each address; "refused" and exit 3 on REFUSED
+ *   netprobe dns NAME SERVER [PORT]   one A query over UDP (dnstcp: over TCP; dns6: an
+ *         AAAA query over UDP); prints each address; "refused" and exit 3 on REFUSED
  * ADDR is an IPv4 or IPv6 literal (::ffff:a.b.c.d tests the mapped form).
  * Prints "ok", "denied" (EPERM) or "error: ..."; exits 0, 2, 1 respectively. loop
  * prints "ok=A denied=D other=O" and exits 0. */
@@ -19,6 +20,7 @@
 #include <string.h>
 #include <time.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -87,7 +89,7 @@ static int skip_name(const unsigned char *m, int len, int off)
 }
 
 /* A minimal resolver so tests never depend on (or reach) the host's resolv.conf. */
-static int dns(int tcp, const char *name, struct sockaddr_storage *ss, socklen_t len)
+static int dns(int tcp, int aaaa, const char *name, struct sockaddr_storage *ss, socklen_t len)
 {
 	unsigned char q[512], a[4096];
 	int n = 12, fd, r, off, an;
@@ -104,7 +106,7 @@ static int dns(int tcp, const char *name, struct sockaddr_storage *ss, socklen_t
 		p += l + (dot ? 1 : 0);
 	}
 	q[n++] = 0;
-	q[n++] = 0; q[n++] = 1; q[n++] = 0; q[n++] = 1; /* A, IN */
+	q[n++] = 0; q[n++] = aaaa ? 28 : 1; q[n++] = 0; q[n++] = 1; /* A or AAAA, IN */
 	fd = socket(ss->ss_family, tcp ? SOCK_STREAM : SOCK_DGRAM, 0);
 	if (fd < 0 || connect(fd, (struct sockaddr *)ss, len) < 0)
 		return errno == EPERM ? -EPERM : -1;
@@ -148,6 +150,9 @@ static int dns(int tcp, const char *name, struct sockaddr_storage *ss, socklen_t
 		if (type == 1 && rdlen == 4 && off + 4 <= r) {
 			char buf[INET_ADDRSTRLEN];
 			printf("%s\n", inet_ntop(AF_INET, a + off, buf, sizeof(buf)));
+		} else if (type == 28 && rdlen == 16 && off + 16 <= r) {
+			char buf[INET6_ADDRSTRLEN];
+			printf("%s\n", inet_ntop(AF_INET6, a + off, buf, sizeof(buf)));
 		}
 		off += rdlen;
 	}
@@ -172,10 +177,10 @@ int main(int argc, char **argv)
 				close(c);
 		}
 	}
-	if (argc >= 4 && (!strcmp(argv[1], "dns") || !strcmp(argv[1], "dnstcp"))) {
+	if (argc >= 4 && (!strcmp(argv[1], "dns") || !strcmp(argv[1], "dnstcp") || !strcmp(argv[1], "dns6"))) {
 		struct sockaddr_storage ds;
 		socklen_t dl = mkaddr(argv[3], argc > 4 ? atoi(argv[4]) : 53, &ds);
-		int r = dl ? dns(argv[1][3] == 't', argv[2], &ds, dl) : -1;
+		int r = dl ? dns(argv[1][3] == 't', argv[1][3] == '6', argv[2], &ds, dl) : -1;
 
 		if (r == 0)
 			return 0;
@@ -219,6 +224,25 @@ int main(int argc, char **argv)
 				other++;
 		}
 		printf("ok=%ld denied=%ld other=%ld\n", ok, denied, other);
+		return 0;
+	}
+	if (!strcmp(argv[1], "flood")) {
+		long n = argc > 4 ? atol(argv[4]) : 1, ok = 0, denied = 0, other = 0;
+		struct rusage ru;
+
+		for (long i = 0; i < n; i++) {
+			r = once("tcp", &ss, len);
+			if (r == 0)
+				ok++;
+			else if (r == -EPERM)
+				denied++;
+			else
+				other++;
+		}
+		getrusage(RUSAGE_SELF, &ru);
+		printf("ok=%ld denied=%ld other=%ld cpu_ms=%ld\n", ok, denied, other,
+		       (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000 +
+			       (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1000);
 		return 0;
 	}
 	r = once(argv[1], &ss, len);

@@ -1,0 +1,401 @@
+/* cri_test: spawns as CRI pods of a real containerd (Debian's 1.6, its runc.v2 shim),
+ * started by this test with its own root, state, socket and config: the drop-in from
+ * `lantern node containerd-config`, lantern-oci as the handlers' runtime, the pause image
+ * built from the tree (scripts/mkpause.sh) and the workload image (scripts/mkimage.sh)
+ * imported with ctr. Through lanternd --cri-endpoint: trusted under runc and standard and
+ * untrusted under runsc run and report their exit code; a workload whose first
+ * instruction connects to a denied address gets EPERM (with network none too, where the
+ * pod has loopback only) and one to the allowed bridge address connects; its syscalls
+ * are counted from the start; OOM and timeout are reported; hostile is refused. Through
+ * lantern-oci directly (ctr run --runc-binary): a container lanternd did not ask for, one
+ * forging a run's cgroup, annotations or class, and any container while lanternd is down
+ * are refused and never run. kill -9 of lanternd keeps a pod enforced and a restarted
+ * lanternd adopts it by its labels; 50 spawns leave no pod, container, network
+ * namespace, cgroup, map entry or handler record behind.
+ *
+ * Packets stay on this machine: the pods reach only the test bridge's own address. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "tap.h"
+#include "testlib.h"
+#include "lantern/util.h"
+
+static struct tl_env T;
+static struct tl_net net;
+static char image[256], extra[1024], ctd[300], ctd_sock[400], ctr[600], hroot[400];
+static pid_t ctd_pid;
+
+/* An AgentSpec whose workload is argv (a YAML flow list), not a shell. */
+static const char *spec_argv(const char *name, const char *iso, const char *fields, const char *argv)
+{
+	char file[128];
+
+	snprintf(file, sizeof(file), "%s.yaml", name);
+	return tl_file(&T, file,
+		       "apiVersion: lantern.dev/v1\nkind: AgentSpec\nmetadata:\n  name: %s\nspec:\n"
+		       "  image_digest: %s\n  isolation: %s\n%s  command: %s\n",
+		       name, image, iso, fields ? fields : "", argv);
+}
+
+static const char *spec(const char *name, const char *iso, const char *fields, const char *script)
+{
+	return tl_spec(&T, name, NULL, script, "  image_digest: %s\n  isolation: %s\n%s", image, iso,
+		       fields ? fields : "");
+}
+
+/* What containerd leaves if the test is cut short: its shims and their sandboxes,
+ * mounts under its root, its network namespaces (kept under its state directory). */
+static void containerd_cleanup(void)
+{
+	tl_sh(NULL, NULL,
+	      "for p in $(pgrep -f 'containerd-shim-runc-v2 .*-address %s'); do kill -9 $p; done; "
+	      "pkill -9 -f 'root=%s' ; sleep 0.3; "
+	      "for m in $(grep '%s' /proc/mounts | awk '{print $2}' | sort -r); do umount -l $m; done; "
+	      "ip link del %s 2>/dev/null; rm -rf %s", ctd_sock, hroot, ctd, net.bridge, ctd);
+}
+
+static int containerd_start(void)
+{
+	char cfg[512], log[512], *out = NULL;
+	int rc;
+
+	snprintf(cfg, sizeof(cfg), "%s/config.toml", ctd);
+	snprintf(log, sizeof(log), "%s/containerd.log", ctd);
+	tl_file(&T, "ctd/config.toml",
+		"version = 2\nroot = \"%s/root\"\nstate = \"%s/state\"\nimports = [\"%s/dropin.toml\"]\n"
+		"disabled_plugins = [\"io.containerd.snapshotter.v1.btrfs\", \"io.containerd.snapshotter.v1.zfs\", "
+		"\"io.containerd.snapshotter.v1.aufs\", \"io.containerd.snapshotter.v1.devmapper\", "
+		"\"io.containerd.tracing.processor.v1.otlp\"]\n"
+		"[grpc]\n  address = \"%s\"\n[ttrpc]\n  address = \"%s.ttrpc\"\n",
+		ctd, ctd, ctd, ctd_sock, ctd_sock);
+	ctd_pid = fork();
+	if (ctd_pid == 0) {
+		FILE *f = freopen(log, "w", stderr);
+
+		(void)f;
+		setenv("LANTERN_SOCKET", T.sock, 1);
+		execlp("containerd", "containerd", "--config", cfg, (char *)NULL);
+		_exit(127);
+	}
+	tl_child_track(ctd_pid, SIGTERM);
+	for (int i = 0; i < 200 && !util_unix_socket_alive(ctd_sock); i++)
+		usleep(50000);
+	rc = tl_sh(&out, NULL, "%s version >/dev/null && %s images import %s/pause.tar && %s images import %s/img.tar && "
+		   "%s images tag docker.io/test/busybox:1 %s", ctr, ctr, T.dir, ctr, T.dir, ctr, image);
+	free(out);
+	return rc;
+}
+
+static void test_config(void)
+{
+	char *out = NULL, *err = NULL;
+	int rc;
+
+	rc = tl_sh(&out, &err,
+		   "%s/lantern node containerd-config --state-dir %s --handler-root %s --lantern-oci %s/lantern-oci "
+		   "--cni-conf-dir %s/cni --write-cni --net-bridge %s --net-subnet %s --node-cni-conf-dir %s/nodecni "
+		   "--restrict-oom-score-adj > %s/dropin.toml && cat %s/dropin.toml",
+		   T.build, T.state, hroot, T.build, ctd, net.bridge, net.subnet, ctd, ctd, ctd);
+	tap_ok(rc == 0 && tl_has(out, "runtimes.lantern-trusted]") && tl_has(out, "runtimes.lantern-standard]") &&
+	       tl_has(out, "runtimes.lantern-untrusted]") && !tl_has(out, "runtimes.lantern-hostile]") &&
+	       tl_has(out, "# isolation hostile: not run on this node") && tl_has(out, "pod_annotations = [\"lantern.dev/*\"]"),
+	       "lantern node containerd-config: handlers lantern-trusted, -standard, -untrusted (lantern-oci), "
+	       "hostile left out with the reason: %s", tl_oneline(err));
+	free(out);
+	free(err);
+	/* network namespaces under containerd's own state, so this test finds its own */
+	tl_sh(NULL, NULL, "sed -i 's|^  sandbox_image = .*|&\\n  netns_mounts_under_state_dir = true|' %s/dropin.toml", ctd);
+}
+
+static bool status_is(const char *id, const char *status)
+{
+	char *out = NULL;
+	bool ok;
+
+	tl_lantern(&T, &out, NULL, "ps | grep '^%s '", id);
+	ok = tl_has(out, status);
+	free(out);
+	return ok;
+}
+
+static void test_runs(void)
+{
+	char *out = NULL, *err = NULL, id[32], inst[32];
+	int rc;
+
+	rc = tl_run(&T, spec("trusted", "trusted", NULL,
+			     "echo hello-runc; cat /proc/self/cgroup | grep -c \"/$LANTERN_INSTANCE_ID/\"; "
+			     "touch /x 2>/dev/null || echo root-read-only; echo s > /tmp/s && cat /tmp/s; exit 3"),
+		    &out, &err);
+	tl_newest_run(&T, id, sizeof(id), inst, sizeof(inst));
+	tap_ok(rc != 0 && tl_has(out, "hello-runc\n") && tl_has(out, "root-read-only\ns\n") && tl_has(err, "exit code 3") &&
+	       status_is(id, "failed"),
+	       "trusted (runc) pod runs in a cgroup inside its instance, read-only root, scratch, exit code 3 "
+	       "reported: %s %s", tl_oneline(out), tl_oneline(err));
+	free(out);
+	free(err);
+
+	rc = tl_run(&T, spec("standard", "standard", NULL, "echo hello-runsc; exit 4"), &out, &err);
+	tl_newest_run(&T, id, sizeof(id), inst, sizeof(inst));
+	tap_ok(rc != 0 && tl_has(out, "hello-runsc\n") && tl_has(err, "exit code 4"),
+	       "standard (runsc) pod runs, its output and exit code 4 reported: %s %s", tl_oneline(out), tl_oneline(err));
+	free(out);
+	free(err);
+
+	rc = tl_run(&T, spec("untrusted", "untrusted", "  network: none\n",
+			     "ip -o link | grep -vc ': lo:'; dmesg >/dev/null 2>&1 && echo syslog-ok || echo syslog-denied"),
+		    &out, &err);
+	tap_ok(rc == 0 && tl_has(out, "0\nsyslog-denied\n"),
+	       "untrusted (runsc): deny-by-default seccomp, network none keeps loopback only: %s", tl_oneline(out));
+	free(out);
+	free(err);
+
+	rc = tl_run(&T, spec("hostile", "hostile", NULL, "echo must-not-run"), &out, &err);
+	tap_ok(rc != 0 && !tl_has(out, "must-not-run") && tl_has(err, "\"hostile\"") && tl_has(err, "refused"),
+	       "hostile is refused: this node does not run it: %s", tl_oneline(err));
+	free(out);
+	free(err);
+
+	rc = tl_run(&T, spec("oom", "trusted", "  limits:\n    memory: 32Mi\n", "x=aaaaaaaaaaaaaaaa; while true; do x=$x$x; done"),
+		    NULL, &err);
+	tap_ok(rc != 0 && tl_has(err, "oom_killed"), "memory limit: the pod's OOM kill is reported as oom_killed: %s",
+	       tl_oneline(err));
+	free(err);
+
+	rc = tl_run(&T, spec("timeout", "trusted", "  limits:\n    timeout: 1s\n", "sleep 30"), NULL, &err);
+	tap_ok(rc != 0 && tl_has(err, "timed_out"), "limits.timeout: the pod ends timed_out: %s", tl_oneline(err));
+	free(err);
+}
+
+static void test_egress(void)
+{
+	uint16_t ok_port = 0, deny_port = 0;
+	int ok_fd = tl_tcp_listen("0.0.0.0", &ok_port), deny_fd = tl_tcp_listen("0.0.0.0", &deny_port);
+	char fields[300], argv[200], *out = NULL, *err = NULL, id[32], inst[32], *spans = NULL;
+	int rc;
+
+	tl_acceptor(ok_fd, "pong\n");
+	tl_acceptor(deny_fd, "pong\n");
+	snprintf(fields, sizeof(fields), "  network: allowlist_domain\n  egress_rules:\n    - pattern: tcp://%s:%u\n", net.gw,
+		 ok_port);
+	snprintf(argv, sizeof(argv), "[\"/bin/nc\", \"-w\", \"2\", \"%s\", \"%u\"]", net.gw, deny_port);
+	rc = tl_run(&T, spec_argv("first-deny", "trusted", fields, argv), &out, &err);
+	tl_newest_run(&T, id, sizeof(id), inst, sizeof(inst));
+	tap_ok(rc != 0 && tl_has(err, "Operation not permitted") && !tl_has(out, "pong"),
+	       "a workload whose first instruction connects to a denied bridge address gets EPERM: %s", tl_oneline(err));
+	free(out);
+	free(err);
+	/* nc is the container's first process: its exec and its one connect are counted */
+	tl_sh(&spans, NULL, "grep -o '\"connect\": *{\"count\": *[0-9]*' %s/runs/%s/telemetry.json | grep -o '[0-9]*$'; "
+	      "grep -c '\"stringValue\": *\"/bin/nc\"' %s/runs/%s/telemetry.json", T.state, id, T.state, id);
+	tap_ok(spans && atoi(spans) >= 1 && strchr(spans, '\n') && atoi(strchr(spans, '\n') + 1) >= 1,
+	       "its syscalls are counted from the start: the exec of /bin/nc and its connect (connect count, nc execs: %s)",
+	       tl_oneline(spans));
+	free(spans);
+
+	snprintf(argv, sizeof(argv), "[\"/bin/nc\", \"-w\", \"2\", \"%s\", \"%u\"]", net.gw, ok_port);
+	rc = tl_run(&T, spec_argv("first-allow", "trusted", fields, argv), &out, &err);
+	tap_ok(rc == 0 && tl_has(out, "pong"), "the allowed address on the node bridge connects: %s %s", tl_oneline(out),
+	       tl_oneline(err));
+	free(out);
+	free(err);
+
+	snprintf(argv, sizeof(argv), "[\"/bin/nc\", \"-w\", \"2\", \"%s\", \"%u\"]", net.gw, ok_port);
+	rc = tl_run(&T, spec_argv("none-deny", "trusted", "  network: none\n", argv), &out, &err);
+	tap_ok(rc != 0 && tl_has(err, "Operation not permitted") && !tl_has(err, "unreachable"),
+	       "network none: the first connect gets EPERM from the hook, not \"network unreachable\": %s", tl_oneline(err));
+	free(out);
+	free(err);
+
+	snprintf(argv, sizeof(argv), "[\"/bin/nc\", \"-w\", \"2\", \"%s\", \"%u\"]", net.gw, deny_port);
+	rc = tl_run(&T, spec_argv("runsc-deny", "standard", fields, argv), &out, &err);
+	tap_ok(rc != 0 && tl_has(err, "Operation not permitted"),
+	       "standard (runsc, the Sentry's host sockets in the pod's namespace): the denied connect gets EPERM: %s",
+	       tl_oneline(err));
+	free(out);
+	free(err);
+}
+
+/* ctr run through lantern-oci: root names the handler containerd would give, then the
+ * extra ctr flags; the marker must never be printed. */
+static bool refused(const char *root, const char *flags, const char *name, char **why)
+{
+	char *out = NULL;
+	int rc = tl_sh(&out, why, "timeout 30 %s run --rm --runc-binary %s/lantern-oci %s%s %s docker.io/test/busybox:1 %s "
+		       "echo must-not-run", ctr, T.build, root ? "--runc-root " : "", root ? root : "", flags, name);
+	bool ok = rc != 0 && !tl_has(out, "must-not-run") && !tl_has(*why, "must-not-run");
+
+	free(out);
+	tl_sh(NULL, NULL, "%s containers rm %s >/dev/null 2>&1", ctr, name);
+	return ok;
+}
+
+static void test_refusals(void)
+{
+	char *why = NULL, id[32], inst[32], root[500], flags[800];
+	bool ok;
+
+	ok = refused(NULL, "", "unknown1", &why);
+	tap_ok(ok && tl_has(why, "not a lantern handler"),
+	       "ctr run --runc-binary lantern-oci, a container lanternd did not ask for: refused, never runs: %s",
+	       tl_oneline(why));
+	free(why);
+
+	/* a run to forge against */
+	tl_sh(NULL, NULL, "%s/lantern --socket %s run %s >/dev/null 2>&1 &", T.build, T.sock,
+	      spec("victim", "trusted", NULL, "sleep 20"));
+	if (!tl_running_run(&T, "victim", id, sizeof(id), 10000))
+		id[0] = '\0';
+	tl_newest_run(&T, id, sizeof(id), inst, sizeof(inst));
+	snprintf(root, sizeof(root), "%s/lantern-trusted", hroot);
+	snprintf(flags, sizeof(flags), "--cgroup /%s/%s/forged", T.cgroot, inst);
+	ok = refused(root, flags, "forged1", &why);
+	tap_ok(ok && tl_has(why, "do not name run"),
+	       "a container in a live run's instance cgroup without the run's annotations: refused: %s", tl_oneline(why));
+	free(why);
+
+	snprintf(flags, sizeof(flags),
+		 "--cgroup /%s/%s/forged --annotation lantern.dev/run-id=%s --annotation lantern.dev/agent-instance-id=%s "
+		 "--annotation io.kubernetes.cri.sandbox-namespace=lantern-t-default", T.cgroot, inst, id, inst);
+	snprintf(root, sizeof(root), "%s/lantern-standard", hroot);
+	ok = refused(root, flags, "forged2", &why);
+	tap_ok(ok && tl_has(why, "isolation \"trusted\""),
+	       "the run's annotations through another class's handler: refused: %s", tl_oneline(why));
+	free(why);
+	snprintf(root, sizeof(root), "%s/lantern-trusted", hroot);
+	ok = refused(root, flags, "forged3", &why);
+	tap_ok(ok && tl_has(why, "is not the pod lanternd made"),
+	       "the run's annotations and class but not the pod lanternd made for it: refused: %s", tl_oneline(why));
+	free(why);
+	tl_lantern(&T, NULL, NULL, "kill %s", id);
+	tl_sh(NULL, NULL, "sleep 4");
+
+	tl_daemon_stop(&T, SIGTERM);
+	ok = refused(root, flags, "nolanternd", &why);
+	tap_ok(ok && tl_has(why, "lanternd is not reachable"),
+	       "lanternd unreachable: refused, never runs: %s", tl_oneline(why));
+	free(why);
+	tl_daemon_start(&T, extra);
+}
+
+/* kill -9 of lanternd: the pod goes on, still enforced; the new lanternd finds it by
+ * its labels (its cri.json removed) and sees it to its end. */
+static void test_kill9(void)
+{
+	char *out = NULL, id[32], inst[32], log[600], script[300];
+	uint16_t port = 0;
+	int fd = tl_tcp_listen("0.0.0.0", &port);
+	long before, after;
+
+	tl_acceptor(fd, "pong\n");
+	snprintf(script, sizeof(script), "i=0; while [ $i -lt 40 ]; do nc -w 1 %s %u </dev/null 2>&1 | tail -1; i=$((i+1)); "
+		 "usleep 200000; done; echo finished", net.gw, port);
+	tl_sh(NULL, NULL, "%s/lantern --socket %s run %s >/dev/null 2>&1 &", T.build, T.sock,
+	      spec("survivor", "trusted", "  network: allowlist_domain\n", script));
+	tl_running_run(&T, "survivor", id, sizeof(id), 10000);
+	tl_newest_run(&T, id, sizeof(id), inst, sizeof(inst));
+	usleep(1500 * 1000);
+	tl_sh(&out, NULL, "%s containers info $(%s containers ls -q | head -50 | while read c; do %s containers info $c | "
+	      "grep -q '\"lantern.dev/run-id\": \"%s\"' && echo $c; done | head -1) | grep -cE "
+	      "'\"io.kubernetes.pod.namespace\": \"lantern-t-default\"|\"lantern.dev/agent-instance-id\": \"%s\"|"
+	      "\"io.kubernetes.pod.name\": \"%s\"'", ctr, ctr, ctr, id, inst, inst);
+	tap_ok(out && atoi(out) >= 3, "the pod carries the kubelet's labels in lantern-t-default and lantern's run and "
+	       "instance ids (%d matches)", out ? atoi(out) : -1);
+	free(out);
+	snprintf(log, sizeof(log), "%s/runs/%s/cri/workload.log", T.state, id);
+	tl_daemon_stop(&T, SIGKILL);
+	tl_sh(NULL, NULL, "rm -f %s/runs/%s/cri.json", T.state, id);
+	tl_sh(&out, NULL, "grep -c 'Operation not permitted' %s", log);
+	before = out ? atol(out) : 0;
+	free(out);
+	usleep(2000 * 1000);
+	tl_sh(&out, NULL, "grep -c 'Operation not permitted' %s", log);
+	after = out ? atol(out) : 0;
+	free(out);
+	tap_ok(after > before && before >= 1,
+	       "with lanternd killed (-9) the pod keeps running and its connects keep getting EPERM (%ld, then %ld)",
+	       before, after);
+	tap_ok(tl_daemon_start(&T, extra) == 0 && tl_running_run(&T, "survivor", id, sizeof(id), 5000),
+	       "a restarted lanternd adopts the pod by its labels (its record removed)");
+	tl_lantern(&T, &out, NULL, "logs -f %s | tail -1", id);
+	tap_ok(tl_has(out, "finished") && status_is(id, "succeeded"), "and sees it to its end: succeeded, output: %s",
+	       tl_oneline(out));
+	free(out);
+}
+
+static void test_leftovers(void)
+{
+	char cmd[2048], *before = NULL, *after = NULL, *out = NULL;
+	const char *f = spec("many", "trusted", NULL, "echo ok");
+	uint64_t t0;
+
+	/* pods and containers, netns, cgroups in every hierarchy, map entries, handler records */
+	snprintf(cmd, sizeof(cmd),
+		 "%s containers ls -q | grep -c .; ls %s/state/io.containerd.grpc.v1.cri/netns 2>/dev/null | grep -c .; "
+		 "find /sys/fs/cgroup/*/%s -mindepth 1 -type d 2>/dev/null | grep -c .; "
+		 "bpftool map dump pinned %s/lantern_instances 2>/dev/null | grep -c cgid; "
+		 "ls %s/*/*/lantern-oci 2>/dev/null | grep -c json",
+		 ctr, ctd, T.cgroot, T.bpffs, hroot);
+	tl_sh(NULL, NULL, "sleep 1");
+	tl_sh(&before, NULL, "%s", cmd);
+	t0 = tl_ms();
+	tl_sh(&out, NULL, "ok=0; for i in $(seq 50); do %s/lantern --socket %s run %s 2>/dev/null | grep -q ok && ok=$((ok+1)); "
+	      "done; echo $ok", T.build, T.sock, f);
+	tap_ok(out && atoi(out) == 50, "50 spawns in a row through containerd all succeed: %d in %llu ms",
+	       out ? atoi(out) : -1, (unsigned long long)(tl_ms() - t0));
+	free(out);
+	tl_sh(NULL, NULL, "sleep 2");
+	tl_sh(&after, NULL, "%s", cmd);
+	tap_ok(after && !strcmp(after, "0\n0\n0\n0\n0\n"),
+	       "they leave no pod or container, netns, cgroup, map entry or handler record (before %s, after %s)",
+	       tl_oneline(before), tl_oneline(after));
+	free(before);
+	free(after);
+}
+
+int main(void)
+{
+	const char *missing = tl_env_missing();
+	char dir[400], *out = NULL;
+
+	tap_plan(26);
+	if (missing || access("/usr/bin/containerd", X_OK) || access("/usr/bin/runsc", X_OK)) {
+		for (int i = 0; i < 26; i++)
+			tap_skip(missing ? missing : "containerd or runsc not installed (make deps)", "cri point %d", i + 1);
+		return tap_failures ? 1 : 0;
+	}
+	tl_env_init(&T, "cri");
+	T.no_process_runtime = true;
+	tl_net_init(&net, "lc", 50);
+	snprintf(ctd, sizeof(ctd), "%s/ctd", T.dir);
+	snprintf(ctd_sock, sizeof(ctd_sock), "%s/containerd.sock", ctd);
+	snprintf(ctr, sizeof(ctr), "ctr -a %s -n k8s.io", ctd_sock);
+	snprintf(hroot, sizeof(hroot), "%s/h", ctd);
+	util_mkdir_p(ctd, 0700);
+	tl_on_exit(containerd_cleanup);
+
+	snprintf(dir, sizeof(dir), "%s/img", T.dir);
+	tl_mkimage(dir, "docker.io/test/busybox:1", image, sizeof(image));
+	tl_sh(&out, NULL, "tar -C %s -cf %s/img.tar . && scripts/mkpause.sh %s/pause.tar", dir, T.dir, T.dir);
+	tap_ok(out && tl_has(out, "docker.io/lantern/pause:1") && tl_has(image, "docker.io/test/busybox@sha256:"),
+	       "the pause image (scripts/mkpause.sh) and the workload image (scripts/mkimage.sh) are built: %s", image);
+	free(out);
+	test_config();
+	if (!tap_ok(containerd_start() == 0, "a private containerd starts with the drop-in; both images imported with ctr"))
+		return 1;
+	snprintf(extra, sizeof(extra), "--cri-endpoint unix://%s --net-bridge %s --net-subnet %s", ctd_sock, net.bridge,
+		 net.subnet);
+	if (!tap_ok(tl_daemon_start(&T, extra) == 0, "lanternd starts with --cri-endpoint"))
+		return 1;
+	test_runs();
+	test_egress();
+	test_refusals();
+	test_kill9();
+	test_leftovers();
+	return tap_failures ? 1 : 0;
+}

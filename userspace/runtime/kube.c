@@ -1,0 +1,1230 @@
+/* kube.c: the Kubernetes runtime (lanternd --kubernetes). On a Kubernetes node the
+ * kubelet kills runtime pods the API server does not know, so spawns go through the
+ * API server: each run is a Pod in its tenant's namespace lantern-t-<tenant>, placed
+ * on this node (nodeName: the control plane or `lantern run` already chose it), with
+ * runtimeClassName lantern-<class>, so containerd starts it through lantern-oci,
+ * which binds the container to the run's instance before the real runtime runs. The
+ * pod's annotations are what that bind checks (docs/kubernetes.md, "The annotation
+ * contract").
+ *
+ * One watch of this node's lantern pods (field selector spec.nodeName, label
+ * app.kubernetes.io/managed-by=lanternd) tells every run how its pod is doing: phases
+ * and container states become run statuses (exit codes, OOMKilled, DeadlineExceeded,
+ * image errors, a pod the kubelet refused or someone deleted). The first list after
+ * a restart settles the runs a previous lanternd left (adopted, or ended meanwhile)
+ * and deletes lantern pods no run owns.
+ *
+ * Per run (STATE/runs/<id>/kube.json): the pod's namespace, name and uid, written
+ * before the pod is created so a restart always knows which pod to look for. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime_internal.h"
+#include "lantern/kube.h"
+
+#define MANAGED_BY "lanternd"
+#define NS_PREFIX "lantern-t-"
+#define CONTAINER "workload"
+#define LABEL_BACKOFF_MAX_MS 30000
+#define DELETE_RETRY_MS 2000
+
+/* A tenant's namespace as this lanternd knows it: made (with its quota and limits)
+ * once, then every pod of the tenant goes straight in. */
+struct tenant_ns {
+	struct runtime_kube *k;
+	char name[64];
+	bool ready;
+	int step;                        /* 0 namespace, 1 quota, 2 limit range */
+	struct kube_req *req;
+	struct kube_pod *waiting;        /* pods to create once ready */
+	struct tenant_ns *next;
+};
+
+enum pod_state {
+	P_NONE,                          /* nothing asked of the API server yet */
+	P_WAIT_NS,                       /* its namespace is being made */
+	P_CREATING,
+	P_CREATED,                       /* the API server has it (or had it: adopted) */
+	P_DELETING,                      /* a DELETE in flight */
+	P_DELETED,                       /* deleted by lanternd, or found gone */
+};
+
+/* A run's pod. */
+struct kube_pod {
+	struct runtime_kube *k;
+	struct run *r;
+	enum pod_state state;
+	char ns[64], name[64], uid[64];
+	char phase[32], detail[256];     /* as the last event showed it */
+	json_t *pod;                     /* what to create, until created */
+	struct kube_req *req;            /* the one request of this pod in flight */
+	bool stop_asked;                 /* run_end: delete it once it exists */
+	bool exited;                     /* run_exited was called */
+	bool ns_again;                   /* its namespace was made again once */
+	bool listed;                     /* in the current list */
+	int exit_code;                   /* the container's, once terminated */
+	struct runtime_pod_binds binds;  /* its containers lantern-oci bound (run_bind) */
+	uint64_t start_timer, exit_timer, retry_timer;
+	void (*done)(struct run *r);     /* teardown's, once the pod is deleted */
+	struct kube_pod *ns_next;
+};
+
+struct runtime_kube {
+	struct loop *loop;
+	struct kube *kc;
+	struct runtime_oci *oci;
+	struct runs *runs;
+	char node[254];
+	uint32_t node_ip;
+	uint32_t grace_s;
+	uint64_t start_timeout_ms;
+	json_t *ns_labels, *quota, *limits;
+	struct tenant_ns *nss;
+	struct kube_watch *watch;
+	bool listed;                     /* the first list has ended */
+	json_t *orphans;                 /* [ns, name] listed without a live run */
+	struct kube_req *label_req;
+	uint64_t label_timer;
+	unsigned label_backoff_ms;
+	bool labelled;
+	char label_why[256];
+	struct lerr label_err;
+};
+
+static const struct runtime_ops kube_ops;
+
+static struct kube_pod *pod_of(const struct run *r)
+{
+	return run_runtime_state(r);
+}
+
+/* A DNS label, as Kubernetes names namespaces: [a-z0-9]([-a-z0-9]*[a-z0-9])?, <= 63. */
+static bool dns_label(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (!n || n > 63 || s[0] == '-' || s[n - 1] == '-')
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-'))
+			return false;
+	return true;
+}
+
+/* ---- what the pod looks like ---- */
+
+static const char *const caps[] = {
+	/* the OCI runtime's set (userspace/oci/bundle.c): the same sandbox either way */
+	"CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "SETPCAP",
+	"NET_BIND_SERVICE",
+};
+
+static json_t *quantity(uint64_t v, const char *suffix)
+{
+	char b[32];
+
+	snprintf(b, sizeof(b), "%llu%s", (unsigned long long)v, suffix);
+	return json_string(b);
+}
+
+static json_t *resources(const struct spec_limits *l)
+{
+	json_t *lim = json_object();
+
+	if (l->vcpu_milli)
+		json_object_set_new(lim, "cpu", quantity(l->vcpu_milli, "m"));
+	if (l->memory_bytes)
+		json_object_set_new(lim, "memory", quantity(l->memory_bytes, ""));
+	if (l->gpu)
+		json_object_set_new(lim, "nvidia.com/gpu", quantity(l->gpu, ""));
+	/* requests = limits: the scheduler and the kubelet reserve what the run may use */
+	return json_pack("{s:O, s:o}", "requests", lim, "limits", lim);
+}
+
+static json_t *strv(char *const *v, size_t n)
+{
+	json_t *a = json_array();
+
+	for (size_t i = 0; i < n; i++)
+		json_array_append_new(a, json_string(v[i]));
+	return a;
+}
+
+/* The annotations lantern-oci's bind checks (the same names as the CRI runtime's pods:
+ * docs/kubernetes.md), and the labels the watch selects on. */
+static void identity(struct runtime_kube *k, struct run *r, json_t *labels, json_t *ann)
+{
+	const char *cls = spec_isolation_name(run_spec(r)->isolation);
+
+	json_object_set_new(labels, "app.kubernetes.io/managed-by", json_string(MANAGED_BY));
+	json_object_set_new(labels, "lantern.dev/run-id", json_string(run_id(r)));
+	json_object_set_new(labels, "lantern.dev/isolation", json_string(cls));
+	json_object_set_new(ann, "lantern.dev/run-id", json_string(run_id(r)));
+	json_object_set_new(ann, "lantern.dev/agent-instance-id", json_string(run_instance_id(r)));
+	json_object_set_new(ann, "lantern.dev/tenant", json_string(run_tenant(r)));
+	json_object_set_new(ann, "lantern.dev/isolation", json_string(cls));
+	json_object_set_new(ann, "lantern.dev/network", json_string(spec_network_name(run_spec(r)->network)));
+	if (run_spec(r)->name)
+		json_object_set_new(ann, "lantern.dev/spec-name", json_string(run_spec(r)->name));
+}
+
+static json_t *pod_json(struct runtime_kube *k, struct kube_pod *kp, struct run *r, struct run_env *env)
+{
+	const struct spec *s = run_spec(r);
+	const struct run_env_mount *m;
+	size_t nm = run_env_mounts(env, &m);
+	char *const *lv = run_env_strings(env, true);
+	json_t *labels = json_object(), *ann = json_object(), *envv = json_array();
+	json_t *mounts = json_array(), *vols = json_array(), *c, *spec;
+	char rc[80];
+
+	identity(k, r, labels, ann);
+	json_object_set_new(labels, "lantern.dev/tenant", json_string(run_tenant(r)));
+	for (size_t i = 0; i < s->n_env; i++)
+		json_array_append_new(envv, json_pack("{s:s, s:s}", "name", s->env[i].key, "value", s->env[i].value));
+	for (size_t i = 0; lv[i]; i++) {
+		const char *eq = strchr(lv[i], '=');
+
+		if (eq)
+			json_array_append_new(envv, json_pack("{s:s%, s:s}", "name", lv[i], (size_t)(eq - lv[i]),
+							      "value", eq + 1));
+	}
+	/* the OCI runtime's sandbox in pod terms: read-only root, /tmp scratch at
+	 * limits.scratch_size, /run/lantern with the run's node directories, secrets */
+	json_array_append_new(vols, json_pack("{s:s, s:{s:s, s:o}}", "name", "scratch", "emptyDir", "medium",
+					      "Memory", "sizeLimit",
+					      quantity(s->limits.scratch_bytes ? s->limits.scratch_bytes : 64ull << 20, "")));
+	json_array_append_new(mounts, json_pack("{s:s, s:s}", "name", "scratch", "mountPath", "/tmp"));
+	json_array_append_new(vols, json_pack("{s:s, s:{s:s, s:s}}", "name", "lantern", "emptyDir", "medium",
+					      "Memory", "sizeLimit", "64Ki"));
+	json_array_append_new(mounts, json_pack("{s:s, s:s}", "name", "lantern", "mountPath", "/run/lantern"));
+	for (size_t i = 0; i < nm; i++) {
+		char name[32];
+
+		snprintf(name, sizeof(name), "lantern-%zu", i);
+		json_array_append_new(vols, json_pack("{s:s, s:{s:s, s:s}}", "name", name, "hostPath", "path",
+						      m[i].host, "type", "Directory"));
+		json_array_append_new(mounts, json_pack("{s:s, s:s, s:b}", "name", name, "mountPath", m[i].sandbox,
+							"readOnly", m[i].read_only));
+	}
+	json_array_append_new(vols, json_pack("{s:s, s:{s:s, s:s}}", "name", "secrets", "emptyDir", "medium",
+					      "Memory", "sizeLimit", "1Mi"));
+	json_array_append_new(mounts, json_pack("{s:s, s:s}", "name", "secrets", "mountPath", "/run/lantern/secrets"));
+
+	c = json_pack("{s:s, s:s, s:s, s:o, s:o, s:o, s:s, s:{s:b, s:b, s:{s:[s], s:o}}}",
+		      "name", CONTAINER, "image", s->image_digest, "imagePullPolicy", "IfNotPresent",
+		      "env", envv, "resources", resources(&s->limits), "volumeMounts", mounts,
+		      "terminationMessagePolicy", "FallbackToLogsOnError",
+		      "securityContext", "allowPrivilegeEscalation", 0, "readOnlyRootFilesystem", 1,
+		      "capabilities", "drop", "ALL", "add", strv((char *const *)caps, ARRAY_SIZE(caps)));
+	if (s->n_command)
+		json_object_set_new(c, "command", strv(s->command, s->n_command));
+	if (s->n_args)
+		json_object_set_new(c, "args", strv(s->args, s->n_args));
+	snprintf(rc, sizeof(rc), "lantern-%s", spec_isolation_name(s->isolation));
+	spec = json_pack("{s:s, s:s, s:s, s:b, s:b, s:I, s:{s:{s:s}}, s:[o], s:o}",
+			 "nodeName", k->node, "runtimeClassName", rc, "restartPolicy", "Never",
+			 "automountServiceAccountToken", 0, "enableServiceLinks", 0,
+			 "terminationGracePeriodSeconds", (json_int_t)k->grace_s,
+			 "securityContext", "seccompProfile", "type", "RuntimeDefault",
+			 "containers", c, "volumes", vols);
+	if (s->limits.timeout_ms)
+		json_object_set_new(spec, "activeDeadlineSeconds",
+				    json_integer((json_int_t)((s->limits.timeout_ms + 999) / 1000)));
+	return json_pack("{s:s, s:s, s:{s:s, s:s, s:o, s:o}, s:o}", "apiVersion", "v1", "kind", "Pod",
+			 "metadata", "name", kp->name, "namespace", kp->ns, "labels", labels,
+			 "annotations", ann, "spec", spec);
+}
+
+/* ---- the record ---- */
+
+static void pod_record(struct kube_pod *kp)
+{
+	char path[PATH_MAX + 16], *s;
+	json_t *j = json_pack("{s:s, s:s, s:s}", "namespace", kp->ns, "pod", kp->name, "uid", kp->uid);
+
+	s = j ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+	json_decref(j);
+	snprintf(path, sizeof(path), "%s/kube.json", run_dir(kp->r));
+	/* synced: the pod outlives a crash of the node's lanternd and must be found again */
+	if (!s || util_write_file_atomic(path, s, strlen(s)) < 0)
+		log_error("run %s: cannot write %s: a restarted lanternd may not find pod %s/%s",
+			  run_id(kp->r), path, kp->ns, kp->name);
+	free(s);
+}
+
+/* ---- ending a run from what its pod shows ---- */
+
+static void exit_now(struct kube_pod *kp, const struct run_exit *x)
+{
+	if (kp->exited || !kp->r)
+		return;
+	kp->exited = true;
+	if (kp->start_timer) {
+		loop_timer_cancel(kp->k->loop, kp->start_timer);
+		kp->start_timer = 0;
+	}
+	if (kp->exit_timer) {
+		loop_timer_cancel(kp->k->loop, kp->exit_timer);
+		kp->exit_timer = 0;
+	}
+	run_exited(kp->r, x);
+}
+
+/* The run ends as `as` for a reason its pod gave (not an exit of its own). */
+static void end_as(struct kube_pod *kp, enum run_status as, const char *why)
+{
+	struct run_exit x = { .recorded = true, .exit_code = kp->exit_code };
+
+	if (kp->exited || !kp->r)
+		return;
+	run_end(kp->r, as, why);
+	exit_now(kp, &x);
+}
+
+static const char *const start_errors[] = {
+	/* waiting reasons the kubelet gives a container that will not start by itself:
+	 * a spawn fails at once instead of waiting on a backoff (the control plane may
+	 * place it again) */
+	"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull",
+	"CreateContainerConfigError", "CreateContainerError", "RunContainerError",
+};
+
+static json_t *workload_status(json_t *pod)
+{
+	json_t *cs, *x;
+	size_t i;
+
+	cs = json_object_get(json_object_get(pod, "status"), "containerStatuses");
+	json_array_foreach(cs, i, x)
+		if (!strcmp(json_string_value(json_object_get(x, "name")) ?: "", CONTAINER))
+			return json_object_get(x, "state");
+	return NULL;
+}
+
+/* What the pod says of its run: nothing yet, or how it ended. */
+static void judge(struct kube_pod *kp, json_t *pod)
+{
+	json_t *st = json_object_get(pod, "status"), *state = workload_status(pod);
+	json_t *term = json_object_get(state, "terminated"), *wait = json_object_get(state, "waiting");
+	const char *phase = json_string_value(json_object_get(st, "phase")) ?: "Pending";
+	const char *reason = json_string_value(json_object_get(st, "reason"));
+	const char *msg = json_string_value(json_object_get(st, "message")) ?: "";
+	const char *treason = json_string_value(json_object_get(term, "reason")) ?: "";
+	const char *tmsg = json_string_value(json_object_get(term, "message")) ?: "";
+	const char *wreason = json_string_value(json_object_get(wait, "reason"));
+	const char *wmsg = json_string_value(json_object_get(wait, "message")) ?: "";
+	struct run_exit x = { .recorded = true };
+	char why[512];
+
+	snprintf(kp->phase, sizeof(kp->phase), "%s", phase);
+	if (wreason)
+		snprintf(kp->detail, sizeof(kp->detail), "%s%s%s", wreason, *wmsg ? ": " : "", wmsg);
+	else if (reason)
+		snprintf(kp->detail, sizeof(kp->detail), "%s%s%s", reason, *msg ? ": " : "", msg);
+	else
+		kp->detail[0] = '\0';
+	if (term)
+		kp->exit_code = (int)json_integer_value(json_object_get(term, "exitCode"));
+	if (strcmp(phase, "Pending") && kp->start_timer) {
+		loop_timer_cancel(kp->k->loop, kp->start_timer);
+		kp->start_timer = 0;
+	}
+	if (kp->exited)
+		return;
+	if (!strcmp(phase, "Failed") && reason && !strcmp(reason, "DeadlineExceeded")) {
+		snprintf(why, sizeof(why), "limits.timeout reached: the kubelet stopped pod %s/%s "
+			 "(activeDeadlineSeconds, DeadlineExceeded)", kp->ns, kp->name);
+		end_as(kp, RUN_TIMED_OUT, why);
+	} else if (!strcmp(phase, "Failed") && reason) {
+		/* the pod's own reason comes first: its containers' exits follow from it.
+		 * NodeAffinity (the node lacks the class's label: RuntimeClass scheduling
+		 * refused it), Evicted, OutOfmemory, Shutdown, ... */
+		snprintf(why, sizeof(why), "pod %s/%s failed: %s%s%s", kp->ns, kp->name, reason, *msg ? ": " : "", msg);
+		end_as(kp, RUN_FAILED, why);
+	} else if (!strcmp(phase, "Succeeded") || term) {
+		/* a pod Succeeded when every container exited 0 */
+		x.exit_code = term ? kp->exit_code : 0;
+		x.oom_killed = !strcmp(treason, "OOMKilled");
+		if (!strcmp(treason, "StartError") || !strcmp(treason, "ContainerCannotRun"))
+			snprintf(x.error, sizeof(x.error), "pod %s/%s: container %s: %s: %s", kp->ns, kp->name,
+				 CONTAINER, treason, tmsg);
+		exit_now(kp, &x);
+	} else if (!strcmp(phase, "Failed")) {
+		snprintf(why, sizeof(why), "pod %s/%s failed%s%s", kp->ns, kp->name, *msg ? ": " : "", msg);
+		end_as(kp, RUN_FAILED, why);
+	} else if (wreason) {
+		for (size_t i = 0; i < ARRAY_SIZE(start_errors); i++) {
+			if (!strcmp(wreason, start_errors[i])) {
+				snprintf(x.error, sizeof(x.error), "pod %s/%s: image %s: %s: %s", kp->ns, kp->name,
+					 run_spec(kp->r)->image_digest, wreason, wmsg);
+				x.exit_code = -1;
+				exit_now(kp, &x);
+				break;
+			}
+		}
+	}
+}
+
+/* The pod is gone: deleted by lanternd (a stop) or by someone else. */
+static void pod_gone(struct kube_pod *kp, const char *how)
+{
+	char why[256];
+
+	kp->state = P_DELETED;
+	if (kp->exited || !kp->r)
+		return;
+	if (run_ending(kp->r)) {
+		struct run_exit x = { .recorded = true, .exit_code = kp->exit_code };
+
+		exit_now(kp, &x);
+		return;
+	}
+	snprintf(why, sizeof(why), "pod %s/%s %s", kp->ns, kp->name, how);
+	end_as(kp, RUN_FAILED, why);
+}
+
+static void on_start_timeout(struct loop *l, void *arg)
+{
+	struct kube_pod *kp = arg;
+	char why[512];
+
+	kp->start_timer = 0;
+	snprintf(why, sizeof(why), "pod %s/%s did not start within %llus: %s%s%s", kp->ns, kp->name,
+		 (unsigned long long)(kp->k->start_timeout_ms / 1000), kp->phase[0] ? kp->phase : "not created",
+		 kp->detail[0] ? ", " : "", kp->detail);
+	if (kp->r && !kp->exited)
+		run_end(kp->r, RUN_FAILED, why);
+}
+
+/* ---- deleting ---- */
+
+static void pod_step(struct kube_pod *kp);
+
+static void on_retry(struct loop *l, void *arg)
+{
+	struct kube_pod *kp = arg;
+
+	kp->retry_timer = 0;
+	pod_step(kp);
+}
+
+static void on_deleted(void *arg, const struct kube_resp *res)
+{
+	struct kube_pod *kp = arg;
+	char why[512];
+
+	kp->req = NULL;
+	if (res->status == 200 || res->status == 202 || res->status == 404) {
+		kp->state = P_DELETED;
+		if (res->status == 404)
+			pod_gone(kp, "is gone");
+	} else {
+		log_warn("run %s: deleting pod %s/%s: %s", kp->r ? run_id(kp->r) : "?", kp->ns, kp->name,
+			 kube_resp_why(res, why, sizeof(why)));
+		if (kp->done) {
+			/* teardown goes on; the next list finds the pod and reclaims it */
+			kp->state = P_DELETED;
+		} else {
+			/* a stop must happen: again shortly */
+			kp->state = P_CREATED;
+			if (!kp->retry_timer)
+				kp->retry_timer = loop_timer_add(kp->k->loop, DELETE_RETRY_MS, on_retry, kp);
+			return;
+		}
+	}
+	pod_step(kp);
+}
+
+static void pod_delete(struct kube_pod *kp, uint32_t grace_s)
+{
+	char path[256];
+	struct lerr e;
+	json_t *opts = json_pack("{s:s, s:s, s:I, s:s}", "apiVersion", "v1", "kind", "DeleteOptions",
+				 "gracePeriodSeconds", (json_int_t)grace_s, "propagationPolicy", "Background");
+
+	snprintf(path, sizeof(path), "/api/v1/namespaces/%s/pods/%s", kp->ns, kp->name);
+	kp->state = P_DELETING;
+	if (kube_request(kp->k->kc, "DELETE", path, opts, on_deleted, kp, &kp->req, &e) < 0) {
+		log_warn("run %s: %s", kp->r ? run_id(kp->r) : "?", e.msg);
+		kp->state = P_DELETED;
+	}
+}
+
+/* What a pod needs next, after each answer: a delete asked for once it exists, and
+ * teardown's done once it is deleted. */
+static void pod_step(struct kube_pod *kp)
+{
+	void (*done)(struct run *r);
+
+	if (kp->req || kp->retry_timer || kp->state == P_CREATING || kp->state == P_WAIT_NS)
+		return;
+	if (kp->state == P_CREATED && (kp->done || kp->stop_asked)) {
+		/* at teardown the workload has ended: nothing to wait for */
+		pod_delete(kp, kp->done ? 0 : kp->k->grace_s);
+		return;
+	}
+	if (kp->done && (kp->state == P_DELETED || kp->state == P_NONE)) {
+		done = kp->done;
+		kp->done = NULL;
+		done(kp->r);
+	}
+}
+
+/* ---- creating ---- */
+
+static void ns_enqueue(struct runtime_kube *k, struct kube_pod *kp);
+static void ns_forget(struct runtime_kube *k, const char *name);
+
+static void on_created(void *arg, const struct kube_resp *res)
+{
+	struct kube_pod *kp = arg;
+	struct run_exit x = { .recorded = true, .exit_code = -1 };
+	const char *kind = json_string_value(json_object_get(json_object_get(res->body, "details"), "kind"));
+	char why[512];
+
+	kp->req = NULL;
+	if (res->status == 404 && kind && !strcmp(kind, "namespaces") && !kp->ns_again) {
+		/* its namespace was deleted since lanternd made it: made again, once */
+		log_warn("run %s: namespace %s is gone: making it again", run_id(kp->r), kp->ns);
+		kp->ns_again = true;
+		ns_forget(kp->k, kp->ns);
+		ns_enqueue(kp->k, kp);
+		return;
+	}
+	json_decref(kp->pod);
+	kp->pod = NULL;
+	if (res->status == 201 || res->status == 200) {
+		snprintf(kp->uid, sizeof(kp->uid), "%s", json_string_value(json_object_get(
+			json_object_get(res->body, "metadata"), "uid")) ?: "");
+		kp->state = P_CREATED;
+		if (kp->r)
+			pod_record(kp);
+		log_info("run %s: pod %s/%s created (uid %s)", kp->r ? run_id(kp->r) : "?", kp->ns, kp->name, kp->uid);
+	} else {
+		kp->state = P_NONE;
+		snprintf(x.error, sizeof(x.error), "pod %s/%s: the API server refused it: %s", kp->ns, kp->name,
+			 kube_resp_why(res, why, sizeof(why)));
+		exit_now(kp, &x);
+	}
+	pod_step(kp);
+}
+
+static void pod_create(struct kube_pod *kp)
+{
+	struct run_exit x = { .recorded = true, .exit_code = -1 };
+	char path[128];
+	struct lerr e;
+
+	if (kp->stop_asked) {
+		/* ended before its pod existed */
+		kp->state = P_NONE;
+		json_decref(kp->pod);
+		kp->pod = NULL;
+		exit_now(kp, &x);
+		pod_step(kp);
+		return;
+	}
+	snprintf(path, sizeof(path), "/api/v1/namespaces/%s/pods", kp->ns);
+	kp->state = P_CREATING;
+	if (kube_request(kp->k->kc, "POST", path, json_incref(kp->pod), on_created, kp, &kp->req, &e) < 0) {
+		kp->state = P_NONE;
+		snprintf(x.error, sizeof(x.error), "%s", e.msg);
+		exit_now(kp, &x);
+	}
+}
+
+/* ---- tenant namespaces ---- */
+
+static void ns_next(struct tenant_ns *ns);
+
+static void ns_fail(struct tenant_ns *ns, const char *why)
+{
+	struct runtime_kube *k = ns->k;
+	struct tenant_ns **pp;
+
+	for (pp = &k->nss; *pp && *pp != ns; pp = &(*pp)->next)
+		;
+	if (*pp)
+		*pp = ns->next;
+	while (ns->waiting) {
+		struct kube_pod *kp = ns->waiting;
+		struct run_exit x = { .recorded = true, .exit_code = -1 };
+
+		ns->waiting = kp->ns_next;
+		kp->ns_next = NULL;
+		kp->state = P_NONE;
+		snprintf(x.error, sizeof(x.error), "namespace %s: %s", ns->name, why);
+		exit_now(kp, &x);
+		pod_step(kp);
+	}
+	free(ns);
+}
+
+static void on_ns_step(void *arg, const struct kube_resp *res)
+{
+	struct tenant_ns *ns = arg;
+	char why[512];
+
+	ns->req = NULL;
+	/* 409: made earlier (by this lanternd before a restart, or another node's) */
+	if (res->status != 201 && res->status != 200 && res->status != 409) {
+		static const char *const what[] = { "creating it", "creating its ResourceQuota",
+						    "creating its LimitRange" };
+
+		log_warn("namespace %s: %s: %s", ns->name, what[ns->step], kube_resp_why(res, why, sizeof(why)));
+		snprintf(why + strlen(why), sizeof(why) - strlen(why), " (%s)", what[ns->step]);
+		ns_fail(ns, why);
+		return;
+	}
+	if (ns->step == 0 && res->status != 409)
+		log_info("namespace %s: created", ns->name);
+	ns->step++;
+	ns_next(ns);
+}
+
+static void ns_next(struct tenant_ns *ns)
+{
+	struct runtime_kube *k = ns->k;
+	char path[160];
+	json_t *body = NULL;
+	struct lerr e;
+
+	if (ns->step == 0) {
+		json_t *labels = json_deep_copy(k->ns_labels);
+
+		json_object_set_new(labels, "app.kubernetes.io/managed-by", json_string(MANAGED_BY));
+		json_object_set_new(labels, "lantern.dev/tenant", json_string(ns->name + strlen(NS_PREFIX)));
+		body = json_pack("{s:s, s:s, s:{s:s, s:o}}", "apiVersion", "v1", "kind", "Namespace",
+				 "metadata", "name", ns->name, "labels", labels);
+		snprintf(path, sizeof(path), "/api/v1/namespaces");
+	} else if (ns->step == 1 && k->quota) {
+		body = json_pack("{s:s, s:s, s:{s:s, s:s, s:{s:s}}, s:O}", "apiVersion", "v1", "kind", "ResourceQuota",
+				 "metadata", "name", "lantern", "namespace", ns->name, "labels",
+				 "app.kubernetes.io/managed-by", MANAGED_BY, "spec", k->quota);
+		snprintf(path, sizeof(path), "/api/v1/namespaces/%s/resourcequotas", ns->name);
+	} else if (ns->step == 2 && k->limits) {
+		body = json_pack("{s:s, s:s, s:{s:s, s:s, s:{s:s}}, s:O}", "apiVersion", "v1", "kind", "LimitRange",
+				 "metadata", "name", "lantern", "namespace", ns->name, "labels",
+				 "app.kubernetes.io/managed-by", MANAGED_BY, "spec", k->limits);
+		snprintf(path, sizeof(path), "/api/v1/namespaces/%s/limitranges", ns->name);
+	}
+	if (body) {
+		if (kube_request(k->kc, "POST", path, body, on_ns_step, ns, &ns->req, &e) < 0)
+			ns_fail(ns, e.msg);
+		return;
+	}
+	if (ns->step < 2) {
+		ns->step++;
+		ns_next(ns);
+		return;
+	}
+	ns->ready = true;
+	while (ns->waiting) {
+		struct kube_pod *kp = ns->waiting;
+
+		ns->waiting = kp->ns_next;
+		kp->ns_next = NULL;
+		pod_create(kp);
+	}
+}
+
+static void ns_enqueue(struct runtime_kube *k, struct kube_pod *kp)
+{
+	struct tenant_ns *ns;
+
+	for (ns = k->nss; ns && strcmp(ns->name, kp->ns); ns = ns->next)
+		;
+	if (ns && ns->ready) {
+		pod_create(kp);
+		return;
+	}
+	kp->state = P_WAIT_NS;
+	if (!ns) {
+		if (!(ns = calloc(1, sizeof(*ns)))) {
+			struct run_exit x = { .recorded = true, .exit_code = -1 };
+
+			snprintf(x.error, sizeof(x.error), "namespace %s: out of memory", kp->ns);
+			kp->state = P_NONE;
+			exit_now(kp, &x);
+			return;
+		}
+		ns->k = k;
+		snprintf(ns->name, sizeof(ns->name), "%s", kp->ns);
+		ns->next = k->nss;
+		k->nss = ns;
+		kp->ns_next = ns->waiting;
+		ns->waiting = kp;
+		ns_next(ns);
+		return;
+	}
+	kp->ns_next = ns->waiting;
+	ns->waiting = kp;
+}
+
+/* A namespace made earlier that is gone: the next pod of its tenant makes it again. */
+static void ns_forget(struct runtime_kube *k, const char *name)
+{
+	for (struct tenant_ns **pp = &k->nss; *pp; pp = &(*pp)->next) {
+		struct tenant_ns *ns = *pp;
+
+		if (ns->ready && !strcmp(ns->name, name)) {
+			*pp = ns->next;
+			free(ns);
+			return;
+		}
+	}
+}
+
+static void ns_forget_pod(struct runtime_kube *k, struct kube_pod *kp)
+{
+	for (struct tenant_ns *ns = k->nss; ns; ns = ns->next)
+		for (struct kube_pod **pp = &ns->waiting; *pp; pp = &(*pp)->ns_next)
+			if (*pp == kp) {
+				*pp = kp->ns_next;
+				kp->ns_next = NULL;
+				return;
+			}
+}
+
+/* ---- the runtime's operations ---- */
+
+static int kube_rt_admit(void *arg, const struct spec *s, struct lerr *e)
+{
+	struct runtime_kube *k = arg;
+
+	/* image_digest "host" stays the process runtime's (registered first) */
+	return runtime_oci_check(k->oci, s, e);
+}
+
+static struct kube_pod *pod_new(struct runtime_kube *k, struct run *r)
+{
+	struct kube_pod *kp = calloc(1, sizeof(*kp));
+
+	if (!kp)
+		return NULL;
+	kp->k = k;
+	kp->r = r;
+	kp->exit_code = -1;
+	snprintf(kp->ns, sizeof(kp->ns), NS_PREFIX "%s", run_tenant(r));
+	snprintf(kp->name, sizeof(kp->name), "lantern-%s", run_instance_id(r));
+	run_set_runtime_state(r, kp);
+	return kp;
+}
+
+static void pod_free(struct kube_pod *kp)
+{
+	if (kp->k) {
+		if (kp->start_timer)
+			loop_timer_cancel(kp->k->loop, kp->start_timer);
+		if (kp->exit_timer)
+			loop_timer_cancel(kp->k->loop, kp->exit_timer);
+		if (kp->retry_timer)
+			loop_timer_cancel(kp->k->loop, kp->retry_timer);
+		ns_forget_pod(kp->k, kp);
+	}
+	kube_cancel(kp->req);
+	json_decref(kp->pod);
+	free(kp);
+}
+
+static int kube_rt_prepare(void *arg, struct run *r, struct lerr *e)
+{
+	struct runtime_kube *k = arg;
+	struct kube_pod *kp = pod_of(r);
+	char ns[80];
+
+	k->runs = run_table(r);
+	snprintf(ns, sizeof(ns), NS_PREFIX "%s", run_tenant(r));
+	if (!dns_label(ns))
+		return lerr_set(e, EINVAL, "spawn: refused: tenant \"%s\" cannot name a Kubernetes namespace: "
+				"\"%s\" must be a DNS label (a-z, 0-9, '-', at most 63 characters)",
+				run_tenant(r), ns);
+	if (kp) {
+		/* a resumed run starts over with a new instance: a new pod */
+		pod_free(kp);
+		run_set_runtime_state(r, NULL);
+	}
+	if (!pod_new(k, r))
+		return lerr_set(e, ENOMEM, "spawn: out of memory");
+	/* the pod has a network of its own; its DNS reaches the proxy at the node's
+	 * address (hostname egress rules are refused without one) */
+	run_set_network(r, true, k->node_ip);
+	return 0;
+}
+
+static int kube_rt_start(void *arg, struct run *r, struct run_env *env, struct lerr *e)
+{
+	struct runtime_kube *k = arg;
+	struct kube_pod *kp = pod_of(r);
+
+	if (!(kp->pod = pod_json(k, kp, r, env)))
+		return lerr_set(e, ENOMEM, "spawn: pod %s/%s: cannot build", kp->ns, kp->name);
+	pod_record(kp);
+	if (k->start_timeout_ms)
+		kp->start_timer = loop_timer_add(k->loop, k->start_timeout_ms, on_start_timeout, kp);
+	ns_enqueue(k, kp);
+	return 0;
+}
+
+static void on_exit_timer(struct loop *l, void *arg)
+{
+	struct kube_pod *kp = arg;
+	struct run_exit x = { .recorded = true, .exit_code = -1 };
+
+	kp->exit_timer = 0;
+	exit_now(kp, &x);
+	pod_step(kp);
+}
+
+static void kube_rt_stop(void *arg, struct run *r)
+{
+	struct runtime_kube *k = arg;
+	struct kube_pod *kp = pod_of(r);
+
+	if (!kp || kp->exited || kp->stop_asked)
+		return;
+	kp->stop_asked = true;
+	if (kp->state == P_WAIT_NS || kp->state == P_NONE) {
+		/* no pod yet: none will be made; the run ends on the loop, not inside run_end */
+		ns_forget_pod(k, kp);
+		kp->state = P_NONE;
+		if (!kp->exit_timer)
+			kp->exit_timer = loop_timer_add(k->loop, 0, on_exit_timer, kp);
+		return;
+	}
+	pod_step(kp);
+}
+
+static void kube_rt_teardown(void *arg, struct run *r, void (*done)(struct run *r))
+{
+	struct kube_pod *kp = pod_of(r);
+
+	if (!kp) {
+		if (done)
+			done(r);
+		return;
+	}
+	if (!done) {
+		/* a start that failed, undone at once: delete what may exist, wait for nothing */
+		ns_forget_pod(kp->k, kp);
+		if (kp->state == P_CREATED)
+			pod_delete(kp, 0);
+		return;
+	}
+	kp->done = done;
+	pod_step(kp);
+}
+
+static enum runtime_found kube_rt_adopt(void *arg, struct run *r, struct run_exit *x)
+{
+	struct runtime_kube *k = arg;
+	char path[PATH_MAX + 16];
+	struct kube_pod *kp;
+	json_t *j;
+
+	k->runs = run_table(r);
+	memset(x, 0, sizeof(*x));
+	snprintf(path, sizeof(path), "%s/kube.json", run_dir(r));
+	if (!(j = json_load_file(path, 0, NULL))) {
+		/* no record: its pod was never asked for */
+		return RUNTIME_GONE;
+	}
+	if (!(kp = pod_new(k, r))) {
+		json_decref(j);
+		return RUNTIME_GONE;
+	}
+	snprintf(kp->ns, sizeof(kp->ns), "%s", json_string_value(json_object_get(j, "namespace")) ?: "");
+	snprintf(kp->name, sizeof(kp->name), "%s", json_string_value(json_object_get(j, "pod")) ?: "");
+	snprintf(kp->uid, sizeof(kp->uid), "%s", json_string_value(json_object_get(j, "uid")) ?: "");
+	json_decref(j);
+	/* the first list says whether it still runs, has ended, or is gone */
+	kp->state = P_CREATED;
+	log_info("run %s: adopting pod %s/%s", run_id(r), kp->ns, kp->name);
+	return RUNTIME_ALIVE;
+}
+
+static void kube_rt_json(void *arg, const struct run *r, json_t *j)
+{
+	const struct kube_pod *kp = pod_of(r);
+
+	if (!kp)
+		return;
+	json_object_set_new(j, "pod", json_pack("{s:s, s:s, s:s, s:s, s:s}", "namespace", kp->ns, "name", kp->name,
+						"uid", kp->uid, "phase", kp->phase, "detail", kp->detail));
+}
+
+static void kube_rt_free(void *arg, struct run *r)
+{
+	struct kube_pod *kp = pod_of(r);
+
+	if (kp) {
+		pod_free(kp);
+		run_set_runtime_state(r, NULL);
+	}
+}
+
+/* ---- the watch ---- */
+
+static void on_checked(void *arg, const struct kube_resp *res)
+{
+	struct kube_pod *kp = arg;
+	char why[512];
+
+	kp->req = NULL;
+	if (res->status == 200)
+		judge(kp, res->body);
+	else if (res->status == 404)
+		pod_gone(kp, "is gone (deleted while lanternd was not watching)");
+	else
+		log_warn("run %s: pod %s/%s: %s", run_id(kp->r), kp->ns, kp->name, kube_resp_why(res, why, sizeof(why)));
+	pod_step(kp);
+}
+
+static void pod_check(struct kube_pod *kp)
+{
+	char path[256];
+	struct lerr e;
+
+	snprintf(path, sizeof(path), "/api/v1/namespaces/%s/pods/%s", kp->ns, kp->name);
+	if (kube_request(kp->k->kc, "GET", path, NULL, on_checked, kp, &kp->req, &e) < 0)
+		log_warn("run %s: %s", run_id(kp->r), e.msg);
+}
+
+static void orphan_delete_done(void *arg, const struct kube_resp *res)
+{
+	char why[512];
+
+	if (res->status != 200 && res->status != 202 && res->status != 404)
+		log_warn("kubernetes: reclaiming a pod: %s", kube_resp_why(res, why, sizeof(why)));
+}
+
+static void reclaim_orphans(struct runtime_kube *k)
+{
+	json_t *o;
+	size_t i;
+
+	json_array_foreach(k->orphans, i, o) {
+		const char *ns = json_string_value(json_array_get(o, 0)), *name = json_string_value(json_array_get(o, 1));
+		char path[256];
+		struct lerr e;
+
+		log_info("reclaiming pod %s/%s: no run of this node owns it", ns, name);
+		snprintf(path, sizeof(path), "/api/v1/namespaces/%s/pods/%s", ns, name);
+		if (kube_request(k->kc, "DELETE", path, NULL, orphan_delete_done, NULL, NULL, &e) < 0)
+			log_warn("%s", e.msg);
+	}
+	json_array_clear(k->orphans);
+}
+
+/* The live run a pod belongs to, by the annotations lanternd gave it. */
+static struct kube_pod *owner(struct runtime_kube *k, json_t *pod)
+{
+	json_t *ann = json_object_get(json_object_get(pod, "metadata"), "annotations");
+	const char *id = json_string_value(json_object_get(ann, "lantern.dev/run-id"));
+	const char *inst = json_string_value(json_object_get(ann, "lantern.dev/agent-instance-id"));
+	struct run *r = k->runs && id ? runs_find(k->runs, id) : NULL;
+	struct kube_pod *kp = r && run_runtime(r) == &kube_ops ? pod_of(r) : NULL;
+
+	if (!kp || !inst || strcmp(inst, run_instance_id(r)))
+		return NULL;
+	return kp;
+}
+
+static void on_pod(void *arg, enum kube_ev ev, json_t *pod)
+{
+	struct runtime_kube *k = arg;
+	json_t *md = json_object_get(pod, "metadata");
+	struct kube_pod *kp;
+
+	switch (ev) {
+	case KUBE_LIST_BEGIN:
+		for (struct run *r = k->runs ? runs_first(k->runs) : NULL; r; r = run_next(r))
+			if (run_runtime(r) == &kube_ops && pod_of(r))
+				pod_of(r)->listed = false;
+		json_array_clear(k->orphans);
+		return;
+	case KUBE_LIST_END:
+		/* a live run's pod not listed: gone, unless it was created after the list's
+		 * snapshot; asking for it by name tells the two apart */
+		for (struct run *r = k->runs ? runs_first(k->runs) : NULL; r; r = run_next(r)) {
+			kp = run_runtime(r) == &kube_ops ? pod_of(r) : NULL;
+			if (kp && !kp->listed && !kp->exited && kp->state == P_CREATED && !kp->req &&
+			    !run_status_final(run_status(r)))
+				pod_check(kp);
+		}
+		k->listed = true;
+		reclaim_orphans(k);
+		return;
+	default:
+		break;
+	}
+	kp = owner(k, pod);
+	if (!kp || !kp->r || run_status_final(run_status(kp->r))) {
+		/* not a live run's: a pod its run outlived (deleting it failed) or one a
+		 * previous lanternd made for a run that is gone */
+		if (ev != KUBE_DELETED && !json_object_get(md, "deletionTimestamp") && (ev == KUBE_LISTED || k->listed) &&
+		    (!kp || kp->state != P_DELETING))
+			json_array_append_new(k->orphans, json_pack("[s?, s?]",
+				json_string_value(json_object_get(md, "namespace")),
+				json_string_value(json_object_get(md, "name"))));
+		if (ev != KUBE_LISTED)
+			reclaim_orphans(k);
+		return;
+	}
+	if (ev == KUBE_DELETED) {
+		pod_gone(kp, "was deleted, not by lanternd");
+		pod_step(kp);
+		return;
+	}
+	if (ev == KUBE_LISTED)
+		kp->listed = true;
+	if (!kp->uid[0])
+		snprintf(kp->uid, sizeof(kp->uid), "%s", json_string_value(json_object_get(md, "uid")) ?: "");
+	judge(kp, pod);
+}
+
+/* ---- the node's class labels ---- */
+
+static void label_node(struct runtime_kube *k);
+
+static void on_label_timer(struct loop *l, void *arg)
+{
+	struct runtime_kube *k = arg;
+
+	k->label_timer = 0;
+	label_node(k);
+}
+
+static void on_labelled(void *arg, const struct kube_resp *res)
+{
+	struct runtime_kube *k = arg;
+	char why[512];
+
+	k->label_req = NULL;
+	if (res->status == 200) {
+		k->labelled = true;
+		k->label_backoff_ms = 0;
+		log_info("kubernetes: node %s labelled with its classes", k->node);
+		return;
+	}
+	snprintf(k->label_why, sizeof(k->label_why), "labelling node %s: %s", k->node,
+		 kube_resp_why(res, why, sizeof(why)));
+	log_warn("kubernetes: %s (retrying)", k->label_why);
+	k->label_backoff_ms = k->label_backoff_ms ? k->label_backoff_ms * 2 : 500;
+	if (k->label_backoff_ms > LABEL_BACKOFF_MAX_MS)
+		k->label_backoff_ms = LABEL_BACKOFF_MAX_MS;
+	k->label_timer = loop_timer_add(k->loop, k->label_backoff_ms, on_label_timer, k);
+}
+
+/* lantern.dev/class-<class>: "true" for each class this node runs, removed for the
+ * others, so a RuntimeClass's nodeSelector never matches a node that cannot run it. */
+static void label_node(struct runtime_kube *k)
+{
+	static const char probe_image[] =
+		"probe@sha256:0000000000000000000000000000000000000000000000000000000000000000";
+	json_t *labels = json_object();
+	char path[320], key[64];
+	struct lerr e;
+
+	for (int c = SPEC_ISO_STANDARD; c <= SPEC_ISO_DEVCONTAINER; c++) {
+		struct spec s = { .isolation = (enum spec_isolation)c, .image_digest = (char *)probe_image,
+				  .network = SPEC_NET_NONE };
+		struct lerr pe;
+
+		snprintf(key, sizeof(key), "lantern.dev/class-%s", spec_isolation_name(s.isolation));
+		json_object_set_new(labels, key, runtime_oci_check(k->oci, &s, &pe) == 0 ? json_string("true") : json_null());
+	}
+	snprintf(path, sizeof(path), "/api/v1/nodes/%s", k->node);
+	if (kube_request(k->kc, "PATCH", path, json_pack("{s:{s:o}}", "metadata", "labels", labels), on_labelled, k,
+			 &k->label_req, &e) < 0) {
+		struct kube_resp res = { .err = e.msg };
+
+		on_labelled(k, &res);
+	}
+}
+
+bool runtime_kube_ready(struct runtime_kube *k, char *why, size_t len)
+{
+	char w[256];
+
+	if (!kube_watch_current(k->watch, w, sizeof(w))) {
+		snprintf(why, len, "watch of node %s's pods: %s", k->node, w);
+		return false;
+	}
+	if (!k->labelled) {
+		snprintf(why, len, "%s", k->label_why[0] ? k->label_why : "node not labelled yet");
+		return false;
+	}
+	return true;
+}
+
+static void kube_rt_reclaim(void *arg, struct runs *t)
+{
+	struct runtime_kube *k = arg;
+
+	/* runs_recover: the table is complete; orphans go at the end of the first list */
+	k->runs = t;
+}
+
+static void kube_rt_close(void *arg)
+{
+	struct runtime_kube *k = arg;
+
+	/* the runs outlive the runtime in lanternd's exit: they let go of it now */
+	for (struct run *r = k->runs ? runs_first(k->runs) : NULL; r; r = run_next(r)) {
+		struct kube_pod *kp = run_runtime(r) == &kube_ops ? pod_of(r) : NULL;
+
+		if (!kp)
+			continue;
+		ns_forget_pod(k, kp);
+		if (kp->start_timer)
+			loop_timer_cancel(k->loop, kp->start_timer);
+		if (kp->exit_timer)
+			loop_timer_cancel(k->loop, kp->exit_timer);
+		if (kp->retry_timer)
+			loop_timer_cancel(k->loop, kp->retry_timer);
+		kube_cancel(kp->req);
+		kp->req = NULL;
+		kp->start_timer = kp->exit_timer = kp->retry_timer = 0;
+		kp->k = NULL;
+	}
+	while (k->nss) {
+		struct tenant_ns *ns = k->nss;
+
+		k->nss = ns->next;
+		free(ns);
+	}
+	if (k->label_timer)
+		loop_timer_cancel(k->loop, k->label_timer);
+	kube_close(k->kc);
+	json_decref(k->ns_labels);
+	json_decref(k->quota);
+	json_decref(k->limits);
+	json_decref(k->orphans);
+	free(k);
+}
+
+/* lantern-oci asks for a container of this run's pod: the pod lanternd created (its
+ * name; its uid once the API server answered). */
+static int kube_rt_bind(void *arg, struct run *r, const struct run_bind_req *b, json_t *answer, struct lerr *e)
+{
+	struct runtime_kube *k = arg;
+	struct kube_pod *kp = pod_of(r);
+
+	if (!kp)
+		return lerr_set(e, EPERM, "bind: refused: container %s: run %s has no pod", b->container_id, run_id(r));
+	return runtime_pod_bind(&kp->binds, k->oci, r, kp->name, kp->uid, b, answer, e);
+}
+
+static const struct runtime_ops kube_ops = {
+	.name = "kubernetes",
+	.admit = kube_rt_admit,
+	.prepare = kube_rt_prepare,
+	.start = kube_rt_start,
+	.stop = kube_rt_stop,
+	.teardown = kube_rt_teardown,
+	.adopt = kube_rt_adopt,
+	.reclaim = kube_rt_reclaim,
+	.json = kube_rt_json,
+	.bind = kube_rt_bind,
+	.free = kube_rt_free,
+	.close = kube_rt_close,
+};
+
+/* ---- opening ---- */
+
+static int load_tenant_config(struct runtime_kube *k, const char *path, struct lerr *e)
+{
+	json_error_t je;
+	json_t *j, *v;
+	const char *key;
+
+	k->ns_labels = json_object();
+	if (!path)
+		return 0;
+	if (!(j = json_load_file(path, JSON_REJECT_DUPLICATES, &je)))
+		return lerr_set(e, EINVAL, "--kube-tenant-config %s:%d:%d: %s", path, je.line, je.column, je.text);
+	json_object_foreach(j, key, v) {
+		if (!strcmp(key, "labels") && json_is_object(v)) {
+			const char *lk;
+			json_t *lv;
+
+			json_object_foreach(v, lk, lv)
+				if (!json_is_string(lv)) {
+					json_decref(j);
+					return lerr_set(e, EINVAL, "--kube-tenant-config %s: labels.%s: want a string",
+							path, lk);
+				}
+			json_object_update(k->ns_labels, v);
+		} else if (!strcmp(key, "resourceQuota") && json_is_object(v)) {
+			k->quota = json_incref(v);
+		} else if (!strcmp(key, "limitRange") && json_is_object(v)) {
+			k->limits = json_incref(v);
+		} else {
+			json_decref(j);
+			return lerr_set(e, EINVAL, "--kube-tenant-config %s: \"%s\": want \"labels\" (an object of "
+					"strings), \"resourceQuota\" or \"limitRange\" (a ResourceQuotaSpec, a "
+					"LimitRangeSpec)", path, key);
+		}
+	}
+	json_decref(j);
+	return 0;
+}
+
+int runtime_kube_add(struct runtimes *rs, struct loop *l, const struct runtime_kube_opts *o,
+		     struct runtime_kube **out, struct lerr *e)
+{
+	struct runtime_kube *k = calloc(1, sizeof(*k));
+	struct kube_config *cfg;
+	struct in_addr ip = { 0 };
+	char field[300];
+	int err;
+
+	if (!k)
+		return lerr_set(e, ENOMEM, "kubernetes: out of memory");
+	k->loop = l;
+	k->oci = o->oci;
+	k->grace_s = o->grace_s;
+	k->start_timeout_ms = (uint64_t)o->start_timeout_s * 1000;
+	k->orphans = json_array();
+	snprintf(k->node, sizeof(k->node), "%s", o->node ? o->node : "");
+	if (!k->node[0] || strlen(k->node) > 253 || strchr(k->node, '/')) {
+		err = lerr_set(e, EINVAL, "kubernetes: node name \"%s\": want this node's Node name (--node-name)",
+			       k->node);
+		goto fail;
+	}
+	if (o->node_ip && inet_pton(AF_INET, o->node_ip, &ip) != 1) {
+		err = lerr_set(e, EINVAL, "--kube-node-ip \"%s\": want this node's IPv4 address", o->node_ip);
+		goto fail;
+	}
+	k->node_ip = ip.s_addr;
+	if ((err = load_tenant_config(k, o->tenant_config, e)) < 0 ||
+	    (err = kube_config_load(o->kubeconfig, &cfg, e)) < 0 ||
+	    (err = kube_open(l, cfg, &k->kc, e)) < 0)
+		goto fail;
+	snprintf(field, sizeof(field), "spec.nodeName=%s", k->node);
+	if ((err = kube_watch_start(k->kc, "/api/v1/pods", "app.kubernetes.io/managed-by=" MANAGED_BY, field,
+				    on_pod, k, &k->watch, e)) < 0)
+		goto fail_kc;
+	if ((err = runtimes_add(rs, &kube_ops, k)) < 0) {
+		lerr_set(e, err, "kubernetes: too many runtimes");
+		goto fail_kc;
+	}
+	label_node(k);
+	log_info("kubernetes: spawns are pods on node %s, in namespaces " NS_PREFIX "<tenant>", k->node);
+	*out = k;
+	return 0;
+fail_kc:
+	kube_close(k->kc);
+fail:
+	json_decref(k->ns_labels);
+	json_decref(k->quota);
+	json_decref(k->limits);
+	json_decref(k->orphans);
+	free(k);
+	return err;
+}
