@@ -135,7 +135,7 @@ FUZZ_CFLAGS  := -O1 -g -fno-omit-frame-pointer $(FUZZ_SAN) -fsanitize=fuzzer-no-
                 -Wno-missing-field-initializers -Iinclude -Ibpf -I$(BUILD) -I$(BUILD)/proto -Ifuzz/lib
 FUZZ_LDFLAGS := $(FUZZ_SAN) -fsanitize=fuzzer -Wl,--as-needed
 FUZZ_SECONDS ?= 60
-FUZZ_MODS    := util loop spec policy harness meter journal dns image tunnel wire
+FUZZ_MODS    := util loop spec policy harness meter journal dns image tunnel wire jose
 FUZZ_LIB_OBJS:= $(patsubst %.c,$(BUILD)/fuzz/obj/%.o,$(wildcard $(patsubst %,userspace/%/*.c,$(FUZZ_MODS)))) \
                 $(patsubst $(BUILD)/proto/%.c,$(BUILD)/fuzz/obj/proto/%.o,$(PROTO_GEN_C))
 FUZZ_LIB     := $(BUILD)/fuzz/liblantern.a
@@ -149,7 +149,7 @@ FUZZ_CP_OBJS := $(patsubst %.c,$(BUILD)/fuzz/obj/%.o,$(filter-out %/main.c,$(CP_
 FUZZ_RPC     := $(BUILD)/fuzz/obj/fuzz/lib/fake_rpc.o
 # Each target links its own object, fuzzlib.o and the archive, plus FUZZ_EXTRA_NAME
 # (objects) and FUZZ_LDLIBS_NAME (libraries).
-FUZZ_LDLIBS_spec          := -lyaml -ljansson
+FUZZ_LDLIBS_spec          := -lyaml -ljansson -lsodium
 FUZZ_LDLIBS_dns_wire      :=
 FUZZ_EXTRA_harness_state  := $(BUILD)/fuzz/obj/fuzz/lib/harness_eq.o
 FUZZ_LDLIBS_harness_state := -ljansson -lsodium -lz
