@@ -155,6 +155,7 @@ FUZZ_EXTRA_harness_state  := $(BUILD)/fuzz/obj/fuzz/lib/harness_eq.o
 FUZZ_LDLIBS_harness_state := -ljansson -lsodium -lz
 FUZZ_LDLIBS_record        := -ljansson -lsodium -lz
 FUZZ_LDLIBS_wire          := -ljansson -lsodium -lz
+FUZZ_LDLIBS_jose          := -ljansson -lsodium
 FUZZ_LDLIBS_journal       := -ljansson -lsodium -lz
 FUZZ_LDLIBS_tar           := -lsodium -lz
 FUZZ_LDLIBS_image         := -ljansson -lsodium -lz
