@@ -10,8 +10,8 @@
  * minted by the API are random: the fuzzer could not name them).
  *
  * Properties beyond the sanitizers:
- *  - the server answers and closes within five seconds of the client's shutdown (a
- *    loaded machine included);
+ *  - the server answers and closes after the client's shutdown (libFuzzer's -timeout
+ *    reports one that does not);
  *  - a connection that never presents the operator token changes nothing: no plane or
  *    run appears, none changes state. */
 #include <arpa/inet.h>
@@ -143,11 +143,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		off += (size_t)w;
 	}
 	shutdown(fd, SHUT_WR);
+	/* a server that never answers is libFuzzer's -timeout to report */
 	for (;;) {
-		int n = poll(&pfd, 1, 5000);
+		int n = poll(&pfd, 1, -1);
 
-		FZ_CHECK(n == 1, "the operator API neither answered nor closed within 5 s");
-		if (recv(fd, buf, sizeof(buf), 0) <= 0)
+		if (n < 0 || recv(fd, buf, sizeof(buf), 0) <= 0)
 			break;
 	}
 	close(fd);
