@@ -7,6 +7,7 @@
 #   make bench    deps + build + benchmarks (bench/)
 #   make image    the DaemonSet's OCI image (build/image), its digest pinned in
 #                 deploy/daemonset/kustomization.yaml
+#   make fuzz     deps + the fuzz targets (fuzz/), each run FUZZ_SECONDS (default 60)
 
 BUILD    := build
 CC       ?= gcc
@@ -128,9 +129,59 @@ BENCH_OBJS  := $(foreach b,$(BENCH_NAMES),$(call bench_objs,$(b)))
 # bench/journal's peer is SQLite (libsqlite3-dev)
 BENCH_LDLIBS_journal := -lsqlite3
 
-.PHONY: all deps host check test demo bench image clean
+# Fuzzing (issue 13): one libFuzzer program per fuzz/NAME.c, built by clang with ASan and
+# UBSan (every UB report is fatal) into build/fuzz/NAME. The modules they drive are
+# compiled again with the same instrumentation into build/fuzz/obj and archived in
+# build/fuzz/liblantern.a; fuzz/lib/ holds the targets' shared helpers and the in-memory
+# gRPC transport (fake_rpc.c) that stands in for userspace/rpc. make check runs every
+# target over its corpus (fuzz/corpus/NAME) for a fixed number of runs
+# (build/tests/fuzz_test, from fuzz/check.sh); make fuzz runs each FUZZ_SECONDS.
+FUZZ_CC      ?= clang
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all
+FUZZ_CFLAGS  := -O1 -g -fno-omit-frame-pointer $(FUZZ_SAN) -fsanitize=fuzzer-no-link \
+                -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
+                -Wno-missing-field-initializers -Iinclude -Ibpf -I$(BUILD) -I$(BUILD)/proto -Ifuzz/lib
+FUZZ_LDFLAGS := $(FUZZ_SAN) -fsanitize=fuzzer -Wl,--as-needed
+FUZZ_SECONDS ?= 60
+FUZZ_MODS    := util loop spec policy harness meter journal dns image tunnel wire jose
+FUZZ_LIB_OBJS:= $(patsubst %.c,$(BUILD)/fuzz/obj/%.o,$(wildcard $(patsubst %,userspace/%/*.c,$(FUZZ_MODS)))) \
+                $(patsubst $(BUILD)/proto/%.c,$(BUILD)/fuzz/obj/proto/%.o,$(PROTO_GEN_C))
+FUZZ_LIB     := $(BUILD)/fuzz/liblantern.a
+FUZZ_HELPERS := $(patsubst %.c,$(BUILD)/fuzz/obj/%.o,$(wildcard fuzz/lib/*.c))
+FUZZ_COMMON  := $(BUILD)/fuzz/obj/fuzz/lib/fuzzlib.o
+FUZZ_NAMES   := $(patsubst fuzz/%.c,%,$(wildcard fuzz/*.c))
+FUZZ_BINS    := $(patsubst %,$(BUILD)/fuzz/%,$(FUZZ_NAMES))
+FUZZ_OBJS    := $(patsubst %,$(BUILD)/fuzz/obj/fuzz/%.o,$(FUZZ_NAMES))
+# lantern-cp's modules, without its main()
+FUZZ_CP_OBJS := $(patsubst %.c,$(BUILD)/fuzz/obj/%.o,$(filter-out %/main.c,$(CP_SRCS)))
+FUZZ_RPC     := $(BUILD)/fuzz/obj/fuzz/lib/fake_rpc.o
+# Each target links its own object, fuzzlib.o and the archive, plus FUZZ_EXTRA_NAME
+# (objects) and FUZZ_LDLIBS_NAME (libraries).
+FUZZ_LDLIBS_spec          := -lyaml -ljansson -lsodium
+FUZZ_LDLIBS_dns_wire      :=
+FUZZ_EXTRA_harness_state  := $(BUILD)/fuzz/obj/fuzz/lib/harness_eq.o
+FUZZ_LDLIBS_harness_state := -ljansson -lsodium -lz
+FUZZ_LDLIBS_record        := -ljansson -lsodium -lz
+FUZZ_LDLIBS_wire          := -ljansson -lsodium -lz
+FUZZ_LDLIBS_jose          := -ljansson -lsodium
+FUZZ_LDLIBS_journal       := -ljansson -lsodium -lz
+FUZZ_LDLIBS_tar           := -lsodium -lz
+FUZZ_LDLIBS_image         := -ljansson -lsodium -lz
+FUZZ_LDLIBS_harness_http  := -ljansson
+FUZZ_LDLIBS_proto         := -lprotobuf-c
+FUZZ_EXTRA_tunnel         := $(FUZZ_RPC)
+FUZZ_LDLIBS_tunnel        := -ljansson -lsodium -lprotobuf-c -lpthread
+FUZZ_CP_LDLIBS            := -lyaml -ljansson -lsodium -lprotobuf-c -lmicrohttpd -lsqlite3 -lpq -lpthread
+FUZZ_EXTRA_cp_service     := $(FUZZ_CP_OBJS) $(FUZZ_RPC)
+FUZZ_LDLIBS_cp_service    := $(FUZZ_CP_LDLIBS)
+FUZZ_EXTRA_cp_http        := $(FUZZ_CP_OBJS) $(FUZZ_RPC)
+FUZZ_LDLIBS_cp_http       := $(FUZZ_CP_LDLIBS)
+FUZZ_EXTRA_cp_token       := $(FUZZ_CP_OBJS) $(FUZZ_RPC)
+FUZZ_LDLIBS_cp_token      := $(FUZZ_CP_LDLIBS)
+
+.PHONY: all deps host check test demo bench image fuzz fuzz-build clean
 all: $(BUILD)/lanternd $(BUILD)/lantern $(BUILD)/lantern-shim $(BUILD)/lantern-wire $(BUILD)/lantern-oci $(BUILD)/lantern-cp \
-     $(BUILD)/lantern-install $(BUILD)/lantern-waiter $(TEST_BINS) $(TEST_HELPERS) $(BENCH_BINS)
+     $(BUILD)/lantern-install $(BUILD)/lantern-waiter $(TEST_BINS) $(TEST_HELPERS) $(BENCH_BINS) $(BUILD)/tests/fuzz_test
 
 deps: $(BUILD)/.deps-stamp host
 
@@ -254,10 +305,10 @@ $(BENCH_BINS):
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(BENCH_LDLIBS) $(BENCH_LDLIBS_$(@F))
 
 check: deps
-	$(MAKE) all
+	$(MAKE) all fuzz-build
 	bash tests/kselftest-style/run.sh $(BUILD)
 
-test: all
+test: all fuzz-build
 	bash tests/kselftest-style/run.sh $(BUILD)
 
 demo: deps
@@ -268,9 +319,41 @@ bench: deps
 	$(MAKE) all
 	bash bench/run.sh $(BUILD)
 
+$(BUILD)/fuzz/obj/%.o: %.c
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(DEPFLAGS) -c $< -o $@
+
+$(BUILD)/fuzz/obj/proto/%.o: $(BUILD)/proto/%.c | $(PROTO_GEN_H)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(DEPFLAGS) -c $< -o $@
+
+$(FUZZ_LIB_OBJS) $(FUZZ_HELPERS) $(FUZZ_OBJS) $(FUZZ_CP_OBJS): | $(PROTO_GEN_H)
+$(FUZZ_CP_OBJS): FUZZ_CFLAGS += -I/usr/include/postgresql -Itools/lantern-cp
+$(FUZZ_OBJS): FUZZ_CFLAGS += -Itools/lantern-cp
+# the record scanner's own header: the record target compares it with jansson
+$(BUILD)/fuzz/obj/fuzz/record.o: FUZZ_CFLAGS += -Iuserspace/harness
+
+$(FUZZ_LIB): $(FUZZ_LIB_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(foreach t,$(FUZZ_NAMES),$(eval $(BUILD)/fuzz/$(t): $(BUILD)/fuzz/obj/fuzz/$(t).o $(FUZZ_EXTRA_$(t)) $(FUZZ_COMMON) $(FUZZ_LIB)))
+$(FUZZ_BINS):
+	$(FUZZ_CC) $(FUZZ_LDFLAGS) -o $@ $^ $(FUZZ_LDLIBS_$(@F))
+
+$(BUILD)/tests/fuzz_test: fuzz/check.sh
+	@mkdir -p $(@D)
+	install -m 0755 $< $@
+
+fuzz-build: $(FUZZ_BINS)
+
+fuzz: deps
+	$(MAKE) fuzz-build
+	bash fuzz/run.sh $(BUILD) $(FUZZ_SECONDS)
+
 clean:
 	rm -rf $(BUILD)
 
 -include $(patsubst %.o,%.d,$(BPF_OBJS) $(LIB_OBJS) $(PROTO_OBJS) $(OTLP_OBJS) $(CRI_OBJS) $(D_OBJS) \
 	$(CLI_OBJS) $(CP_OBJS) $(WIRE_OBJS) $(SHIM_OBJS) $(OCI_OBJS) $(INSTALL_OBJS) $(TEST_OBJS) $(TEST_LIB) \
-	$(HELPER_OBJS) $(BENCH_OBJS))
+	$(HELPER_OBJS) $(BENCH_OBJS) $(FUZZ_LIB_OBJS) $(FUZZ_HELPERS) $(FUZZ_OBJS) $(FUZZ_CP_OBJS))

@@ -19,6 +19,7 @@ pkgs=(
   protobuf-c-compiler libprotobuf-c-dev libgrpc-dev libcurl4-openssl-dev   # telemetry: OTLP/gRPC and OTLP/HTTP export
   libmicrohttpd-dev libseccomp-dev                               # telemetry: metrics endpoint, syscall names
   bpftrace                                                       # bench/telemetry: the peer counting syscalls per cgroup
+  libclang-rt-14-dev                                             # make fuzz: libFuzzer, ASan and UBSan runtimes for clang
   containerd                                                     # image_test: imports lanternd's image and runs it with ctr
 )
 

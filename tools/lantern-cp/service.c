@@ -614,12 +614,15 @@ static void on_completed(struct session *ss, Lantern__V1__DpRunCompleted *c)
 	} else if (!cp_state_final(r.state)) {
 		char ep[24], cost[40], ti[24], to[24], du[24], fi[24];
 		struct plane p;
+		/* a completion ends the run: one that names a live status (accepted, running)
+		 * would leave it placed, with no lease, and nothing running it */
+		enum run_state st = cp_state_final(from_dp(c->status)) ? from_dp(c->status) : RS_FAILED;
 
 		if (c->receipt[0] && state_plane(cp, ss->plane, &p, &e) == 1)
 			cp_receipt_take(cp, &r, &p, c->receipt);
 		e.msg[0] = '\0';
 		const char *v[] = {
-			r.id, I64(ep, r.epoch), ss->plane, cp_state_name(from_dp(c->status)), c->detail,
+			r.id, I64(ep, r.epoch), ss->plane, cp_state_name(st), c->detail,
 			c->output_json, (snprintf(cost, sizeof(cost), "%.17g", c->cost_usd), cost),
 			I64(ti, c->tokens_in), I64(to, c->tokens_out), I64(du, c->duration_ms),
 			I64(fi, cp_now_us()),

@@ -146,21 +146,76 @@ void state_planes_free(struct plane *p)
 	}
 }
 
+/* Length of the valid UTF-8 sequence at s (Unicode 15, table 3-7: no overlong forms,
+ * no surrogates, nothing past U+10FFFF), or 0. */
+static size_t utf8_seq(const unsigned char *s)
+{
+	unsigned char lo = 0x80, hi = 0xbf;
+	size_t n;
+
+	if (s[0] < 0x80)
+		return 1;
+	if (s[0] >= 0xc2 && s[0] <= 0xdf)
+		n = 2;
+	else if (s[0] >= 0xe0 && s[0] <= 0xef)
+		n = 3;
+	else if (s[0] >= 0xf0 && s[0] <= 0xf4)
+		n = 4;
+	else
+		return 0;
+	if (s[0] == 0xe0)
+		lo = 0xa0;
+	else if (s[0] == 0xed)
+		hi = 0x9f;
+	else if (s[0] == 0xf0)
+		lo = 0x90;
+	else if (s[0] == 0xf4)
+		hi = 0x8f;
+	if (s[1] < lo || s[1] > hi)
+		return 0;
+	for (size_t i = 2; i < n; i++)
+		if (s[i] < 0x80 || s[i] > 0xbf)
+			return 0;
+	return n;
+}
+
+/* s as a JSON string, every byte that is not part of valid UTF-8 shown as '?'. Names,
+ * hostnames and details come from operators and nodes (protobuf-c does not check that a
+ * string is UTF-8) and are cut to fit their fields, maybe inside a character; a string
+ * jansson refuses would make the whole plane or run vanish from the operator API. */
+static json_t *text(const char *s)
+{
+	json_t *j = json_string(s);
+	unsigned char *c;
+
+	if (j || !(c = (unsigned char *)strdup(s)))
+		return j;
+	for (size_t i = 0, n; c[i]; i += n)
+		if (!(n = utf8_seq(c + i))) {
+			c[i] = '?';
+			n = 1;
+		}
+	j = json_string((char *)c);
+	free(c);
+	return j;
+}
+
 json_t *state_plane_json(const struct plane *p, int64_t now_us, int64_t live_after_us)
 {
-	json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:b, s:b, s:b, s:b, s:i, s:i, s:f, s:f, s:I, "
-			      "s:s, s:s}",
-			      "id", p->id, "tenant_id", p->tenant, "name", p->name, "hostname", p->hostname,
-			      "isolation_classes", p->classes, "max_runs", p->max_runs,
+	json_t *j = json_pack("{s:o, s:o, s:o, s:o, s:o, s:i, s:b, s:b, s:b, s:b, s:i, s:i, s:f, s:f, s:I, "
+			      "s:o, s:o}",
+			      "id", text(p->id), "tenant_id", text(p->tenant), "name", text(p->name),
+			      "hostname", text(p->hostname), "isolation_classes", text(p->classes),
+			      "max_runs", p->max_runs,
 			      "registered", p->registered, "draining", p->draining, "down", p->down,
 			      "connected", p->stream_replica[0] != '\0',
 			      "reported_active_runs", p->reported_active, "queue_depth", p->queue_depth,
 			      "cpu_pct", p->cpu_pct, "mem_pct", p->mem_pct,
 			      "ms_since_heartbeat", (json_int_t)(p->hb_us ? (now_us - p->hb_us) / 1000 : -1),
-			      "journal_store", p->journal_store, "stream_replica", p->stream_replica);
+			      "journal_store", text(p->journal_store), "stream_replica", text(p->stream_replica));
 
-	json_object_set_new(j, "region", json_string(p->region));
-	json_object_set_new(j, "node_key", json_string(p->node_key));
+	json_object_set_new(j, "region", text(p->region));
+	json_object_set_new(j, "node_key", text(p->node_key));
 	json_object_set_new(j, "capacity", json_pack("{s:I, s:I, s:I, s:i}", "cpu_millis",
 						     (json_int_t)p->cap_cpu, "memory_bytes",
 						     (json_int_t)p->cap_memory, "scratch_bytes",
@@ -331,10 +386,10 @@ int state_run_insert(struct cp *cp, const struct cprun *r, struct lerr *e)
 
 json_t *state_run_json(const struct cprun *r)
 {
-	json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:s, s:f, s:I, s:I, s:I, s:b}",
-			      "id", r->id, "tenant_id", r->tenant, "isolation", r->isolation,
-			      "status", cp_state_name(r->state), "plane_id", r->plane,
-			      "epoch", (json_int_t)r->epoch, "detail", r->detail, "cost_usd", r->cost_usd,
+	json_t *j = json_pack("{s:o, s:o, s:o, s:s, s:o, s:I, s:o, s:f, s:I, s:I, s:I, s:b}",
+			      "id", text(r->id), "tenant_id", text(r->tenant), "isolation", text(r->isolation),
+			      "status", cp_state_name(r->state), "plane_id", text(r->plane),
+			      "epoch", (json_int_t)r->epoch, "detail", text(r->detail), "cost_usd", r->cost_usd,
 			      "tokens_in", (json_int_t)r->tokens_in, "tokens_out", (json_int_t)r->tokens_out,
 			      "duration_ms", (json_int_t)r->duration_ms, "cancel_requested",
 			      r->cancel_requested);
@@ -349,21 +404,21 @@ json_t *state_run_json(const struct cprun *r)
 						   (json_int_t)r->memory_bytes, "scratch_bytes",
 						   (json_int_t)r->scratch_bytes));
 	if (r->output_json && r->output_json[0])
-		json_object_set_new(j, "output_json", json_string(r->output_json));
+		json_object_set_new(j, "output_json", text(r->output_json));
 	if (r->pin[0])
-		json_object_set_new(j, "pin", json_string(r->pin));
+		json_object_set_new(j, "pin", text(r->pin));
 	if (r->idem[0])
-		json_object_set_new(j, "idempotency_key", json_string(r->idem));
+		json_object_set_new(j, "idempotency_key", text(r->idem));
 	if (r->regions[0])
-		json_object_set_new(j, "preferred_regions", json_string(r->regions));
+		json_object_set_new(j, "preferred_regions", text(r->regions));
 	if (r->state == RS_QUEUED)
-		json_object_set_new(j, "why_queued", json_string(r->queue_reason[0] ? r->queue_reason :
+		json_object_set_new(j, "why_queued", text(r->queue_reason[0] ? r->queue_reason :
 								 "waiting for the next placement"));
 	if (r->resume)
 		json_object_set_new(j, "resume", json_true());
 	if (r->resumes) {
 		json_object_set_new(j, "resumes", json_integer(r->resumes));
-		json_object_set_new(j, "resumed_from", json_string(r->lost_plane));
+		json_object_set_new(j, "resumed_from", text(r->lost_plane));
 	}
 	if (!cp_state_final(r->state) && r->lease_expires_us)
 		json_object_set_new(j, "lease_expires_us", json_integer(r->lease_expires_us));

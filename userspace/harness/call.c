@@ -29,12 +29,28 @@ static int refuse(int status, char *why, size_t len, const char *fmt, ...)
 	return status;
 }
 
-/* A string member into buf; absent or not a string leaves buf "". */
+/* Up to cap - 1 bytes of s, cut at a character boundary (s is UTF-8, as jansson gave it). */
+static void utf8_prefix(char *out, size_t cap, const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n >= cap) {
+		n = cap - 1;
+		while (n && ((unsigned char)s[n] & 0xc0) == 0x80)
+			n--;
+	}
+	memcpy(out, s, n);
+	out[n] = '\0';
+}
+
+/* A string member into buf, cut at a character boundary: a name cut inside one would not
+ * be UTF-8, and the record holding it would not be JSON nor the token report show it.
+ * Absent or not a string leaves buf "". */
 static void str_into(json_t *o, const char *k, char *buf, size_t cap)
 {
 	const char *v = json_string_value(json_object_get(o, k));
 
-	snprintf(buf, cap, "%s", v ? v : "");
+	utf8_prefix(buf, cap, v ? v : "");
 }
 
 static int step_id(json_t *body, struct harness_call *c, char *why, size_t len)
@@ -140,23 +156,9 @@ static int decode_complete(json_t *body, struct harness_call *c, char *why, size
 		c->exit_code = json_integer_value(code);
 		c->have_exit_code = true;
 	}
-	snprintf(c->tool, sizeof(c->tool), "%s", tool ? tool : "");
+	utf8_prefix(c->tool, sizeof(c->tool), tool ? tool : "");
 	c->value_b64 = b != NULL;
 	return b || r ? encode(b ? b : r, c, why, len) : 0;
-}
-
-/* Up to cap - 1 bytes of s, cut at a character boundary (s is UTF-8, as jansson gave it). */
-static void utf8_prefix(char *out, size_t cap, const char *s)
-{
-	size_t n = strlen(s);
-
-	if (n >= cap) {
-		n = cap - 1;
-		while (n && ((unsigned char)s[n] & 0xc0) == 0x80)
-			n--;
-	}
-	memcpy(out, s, n);
-	out[n] = '\0';
 }
 
 static int decode_fail(json_t *body, struct harness_call *c)

@@ -401,6 +401,12 @@ static void conn_parse(struct harness_conn *c)
 	while (!c->busy && !c->dead && !conn_paused(c) && conn_parse_one(c) && !c->close_after)
 		;
 	c->parsing = false;
+	/* After the client's EOF the parse drops a request it cut short; with nothing left to
+	 * answer the connection ends now (once its replies are out), not at the idle timeout:
+	 * a parse after a reply sent from a timer, or after the client read a paused queue,
+	 * has no read event behind it to do this. */
+	if (!c->dead && !c->busy && c->eof)
+		conn_flush(c);
 }
 
 static void on_conn(struct loop *l, int fd, uint32_t events, void *arg)

@@ -197,7 +197,8 @@ static const char *skip_value(const char *p, const char *end)
 		} else if (!depth) {
 			const char *s = p;
 
-			while (p < end && *p != ',' && *p != '}' && *p != ']' && *p != ' ' && *p != '\n')
+			while (p < end && *p != ',' && *p != '}' && *p != ']' && *p != ' ' && *p != '\n' &&
+			       *p != '\t' && *p != '\r')
 				p++;
 			return p > s ? p : NULL;
 		}

@@ -917,6 +917,14 @@ static char *read_token(struct tunnel *t)
 	return buf;
 }
 
+/* A token's expiry as the control plane sent it, never before the token was obtained: a
+ * past (or hugely negative) one means refresh at once, and the refresh arithmetic on it
+ * (expiry minus obtained) cannot overflow. */
+static int64_t expiry(int64_t exp, int64_t got)
+{
+	return exp > got ? exp : got;
+}
+
 static void on_register(void *arg, int status, const char *details, const uint8_t *resp, size_t len)
 {
 	struct tunnel *t = arg;
@@ -940,7 +948,7 @@ static void on_register(void *arg, int status, const char *details, const uint8_
 	t->token = strdup(r->session_token);
 	t->token_got = (int64_t)time(NULL);
 	/* an older control plane does not say when the token expires: assume the 1 h TTL */
-	t->token_exp = r->expires_at_unix ? r->expires_at_unix : t->token_got + 3600;
+	t->token_exp = r->expires_at_unix ? expiry(r->expires_at_unix, t->token_got) : t->token_got + 3600;
 	t->hb_s = r->heartbeat_interval_seconds > 0 ? r->heartbeat_interval_seconds : 30;
 	t->metrics_s = r->metrics_interval_seconds > 0 ? r->metrics_interval_seconds : 60;
 	t->lease_ttl_ms = r->lease_ttl_ms > 0 ? r->lease_ttl_ms : 0;
@@ -1168,7 +1176,7 @@ static void on_refresh(void *arg, int status, const char *details, const uint8_t
 	free(t->token);
 	t->token = strdup(r->session_token);
 	t->token_got = (int64_t)time(NULL);
-	t->token_exp = r->expires_at_unix;
+	t->token_exp = expiry(r->expires_at_unix, t->token_got);
 	lantern__v1__dp_refresh_token_response__free_unpacked(r, NULL);
 	session_save(t);
 	log_info("tunnel: session token refreshed, expires in %llds",

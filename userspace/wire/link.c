@@ -214,7 +214,8 @@ static void dispatch(struct wire_link *k)
 			go_down(k, "out of memory");
 			return;
 		}
-		memcpy(m.buf, h + HDR, len);
+		if (len)
+			memcpy(m.buf, h + HDR, len);
 		m.len = m.cap = len;
 		memcpy(m.fds, k->rfds, nfds * sizeof(int));
 		m.nfds = nfds;
