@@ -140,7 +140,8 @@ FUZZ_CC      ?= clang
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all
 FUZZ_CFLAGS  := -O1 -g -fno-omit-frame-pointer $(FUZZ_SAN) -fsanitize=fuzzer-no-link \
                 -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
-                -Wno-missing-field-initializers -Iinclude -Ibpf -I$(BUILD) -I$(BUILD)/proto -Ifuzz/lib
+                -Wno-missing-field-initializers -Iinclude -Ibpf -I$(BUILD) -I$(BUILD)/proto -Ifuzz/lib \
+                -I/usr/include/postgresql
 FUZZ_LDFLAGS := $(FUZZ_SAN) -fsanitize=fuzzer -Wl,--as-needed
 FUZZ_SECONDS ?= 60
 FUZZ_MODS    := util loop spec policy harness meter journal dns image tunnel wire jose
@@ -160,11 +161,11 @@ FUZZ_RPC     := $(BUILD)/fuzz/obj/fuzz/lib/fake_rpc.o
 FUZZ_LDLIBS_spec          := -lyaml -ljansson -lsodium
 FUZZ_LDLIBS_dns_wire      :=
 FUZZ_EXTRA_harness_state  := $(BUILD)/fuzz/obj/fuzz/lib/harness_eq.o
-FUZZ_LDLIBS_harness_state := -ljansson -lsodium -lz
-FUZZ_LDLIBS_record        := -ljansson -lsodium -lz
-FUZZ_LDLIBS_wire          := -ljansson -lsodium -lz
+FUZZ_LDLIBS_harness_state := -ljansson -lsodium -lz -lcrypto -lpq
+FUZZ_LDLIBS_record        := -ljansson -lsodium -lz -lcrypto -lpq
+FUZZ_LDLIBS_wire          := -ljansson -lsodium -lz -lcrypto -lpq
 FUZZ_LDLIBS_jose          := -ljansson -lsodium
-FUZZ_LDLIBS_journal       := -ljansson -lsodium -lz
+FUZZ_LDLIBS_journal       := -ljansson -lsodium -lz -lcrypto -lpq
 FUZZ_LDLIBS_tar           := -lsodium -lz
 FUZZ_LDLIBS_image         := -ljansson -lsodium -lz
 FUZZ_LDLIBS_harness_http  := -ljansson
@@ -328,7 +329,7 @@ $(BUILD)/fuzz/obj/proto/%.o: $(BUILD)/proto/%.c | $(PROTO_GEN_H)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $(DEPFLAGS) -c $< -o $@
 
 $(FUZZ_LIB_OBJS) $(FUZZ_HELPERS) $(FUZZ_OBJS) $(FUZZ_CP_OBJS): | $(PROTO_GEN_H)
-$(FUZZ_CP_OBJS): FUZZ_CFLAGS += -I/usr/include/postgresql -Itools/lantern-cp
+$(FUZZ_CP_OBJS): FUZZ_CFLAGS += -Itools/lantern-cp
 $(FUZZ_OBJS): FUZZ_CFLAGS += -Itools/lantern-cp
 # the record scanner's own header: the record target compares it with jansson
 $(BUILD)/fuzz/obj/fuzz/record.o: FUZZ_CFLAGS += -Iuserspace/harness

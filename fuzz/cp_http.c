@@ -2,7 +2,7 @@
  * on the bytes of an HTTP connection: the real server (libmicrohttpd on its own thread,
  * started by http_start on a loopback port), this target as the client. Behind it: the
  * bearer token check, JSON bodies, agent.yaml specs submitted as runs (spec_parse), the
- * scheduler.
+ * database-backed state (SQLite in memory) every request reads and writes.
  *
  * Input: the bytes of one connection (one or more requests). The operator token is
  * "fuzz-operator-token-0123" (seeds carry it). Every input starts from the same control
@@ -13,7 +13,7 @@
  *  - the server answers and closes after the client's shutdown (libFuzzer's -timeout
  *    reports one that does not);
  *  - a connection that never presents the operator token changes nothing: no plane or
- *    run appears, none changes state. */
+ *    run appears, and no column of a plane's or a run's row changes. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -37,61 +37,56 @@ static char http_addr[64];
 
 static void reset(void)
 {
-	char hash[65];
+	char hash[65], **planes;
 	const char *p[] = { PLANE, "tenant-a", hash };
-	struct cprun *r = calloc(1, sizeof(*r));
-	struct lerr e;
+	struct cprun r = { .created_us = 1 };
+	struct lerr e = { 0 };
+	size_t n;
 
-	pthread_mutex_lock(&cp->mu);
-	while (cp->planes) {
-		struct plane *pl = cp->planes;
-
-		cp->planes = pl->next;
-		free(pl);
-	}
-	while (cp->runs) {
-		struct cprun *x = cp->runs;
-
-		cp->runs = x->next;
-		free(x->config_json);
-		free(x->input_json);
-		free(x->output_json);
-		free(x);
-	}
-	cp->runs_tail = NULL;
+	snprintf(r.id, sizeof(r.id), "%s", RUN);
+	snprintf(r.tenant, sizeof(r.tenant), "tenant-a");
+	snprintf(r.isolation, sizeof(r.isolation), "trusted");
+	r.config_json = "{}";
+	r.input_json = "";
 	token_hash("bootstrap-token", hash);
+	pthread_mutex_lock(&cp->mu);
 	FZ_CHECK(db_exec(cp->db, "DELETE FROM data_planes", 0, NULL, &e) >= 0 &&
 		 db_exec(cp->db, "DELETE FROM runs", 0, NULL, &e) >= 0 &&
 		 db_exec(cp->db, "INSERT INTO data_planes (id, tenant_id, name, token_hash, created_at) "
-			 "VALUES ($1, $2, 'fuzz', $3, 1)", 3, p, &e) == 1 && cp_load(cp, &e) == 0,
-		 "control plane: %s", e.msg);
-	snprintf(r->id, sizeof(r->id), "%s", RUN);
-	snprintf(r->tenant, sizeof(r->tenant), "tenant-a");
-	snprintf(r->isolation, sizeof(r->isolation), "trusted");
-	r->config_json = strdup("{}");
-	r->input_json = strdup("");
-	r->created_us = 1;
-	cp->runs = cp->runs_tail = r;
-	cp_save_run(cp, r);
+			 "VALUES ($1, $2, 'fuzz', $3, 1)", 3, p, &e) == 1 &&
+		 state_run_insert(cp, &r, &e) == 1, "control plane: %s", e.msg);
 	pthread_mutex_unlock(&cp->mu);
+	/* what the API woke (no main loop here takes it) */
+	wake_take_sched(cp);
+	wake_take_planes(cp, &planes, &n);
+	for (size_t i = 0; i < n; i++)
+		free(planes[i]);
+	free(planes);
 }
 
-/* A digest of everything an operator request can change. */
+static void hash_row(void *arg, int ncol, char **v)
+{
+	uint64_t *h = arg;
+
+	for (int i = 0; i < ncol; i++) {
+		for (const char *c = v[i] ? v[i] : ""; *c; c++)
+			*h = (*h ^ (uint8_t)*c) * 1099511628211ull;
+		/* a separator, and NULL apart from "" */
+		*h = (*h ^ (v[i] ? 0x100u : 0x200u)) * 1099511628211ull;
+	}
+}
+
+/* A digest of everything an operator request can change: every column of every plane
+ * and run. */
 static uint64_t state_hash(void)
 {
 	uint64_t h = 1469598103934665603ull;
+	struct lerr e = { 0 };
 
 	pthread_mutex_lock(&cp->mu);
-	for (struct plane *p = cp->planes; p; p = p->next) {
-		for (const char *c = p->id; *c; c++)
-			h = (h ^ (uint8_t)*c) * 1099511628211ull;
-		h = (h ^ (uint64_t)(p->draining | p->registered << 1)) * 1099511628211ull;
-	}
-	for (struct cprun *r = cp->runs; r; r = r->next) {
-		for (const char *c = r->id; *c; c++)
-			h = (h ^ (uint8_t)*c) * 1099511628211ull;
-		h = (h ^ (uint64_t)(r->state | r->cancel_requested << 8)) * 1099511628211ull;
-	}
+	FZ_CHECK(db_query(cp->db, "SELECT * FROM data_planes ORDER BY id", 0, NULL, hash_row, &h, &e) >= 0 &&
+		 db_query(cp->db, "SELECT * FROM runs ORDER BY id", 0, NULL, hash_row, &h, &e) >= 0,
+		 "control plane: %s", e.msg);
 	pthread_mutex_unlock(&cp->mu);
 	return h;
 }
@@ -103,11 +98,13 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 
 	cp = calloc(1, sizeof(*cp));
 	cp->o = (struct cp_opts){ .heartbeat_s = 30, .metrics_s = 60, .session_ttl_s = 3600,
-				  .down_after = 3, .ping_s = 15, .max_streams_per_tenant = 2 };
+				  .down_after = 3, .ping_s = 15, .max_streams_per_tenant = 2,
+				  .lease_ttl_ms = 30000, .leader_ttl_ms = 10000, .database = ":memory:" };
 	snprintf(cp->operator_token, sizeof(cp->operator_token), "%s", TOKEN);
+	snprintf(cp->replica, sizeof(cp->replica), "fuzz-replica");
 	pthread_mutex_init(&cp->mu, NULL);
-	FZ_CHECK(db_open(":memory:", &cp->db, &e) == 0 && db_migrate(cp->db, &e) == 0 &&
-		 token_keys_load(cp, &e) == 0, "control plane: %s", e.msg);
+	FZ_CHECK(db_open(cp->o.database, &cp->db, &e) == 0 && db_migrate(cp->db, &e) == 0 &&
+		 token_keys_load(cp, &e) == 0 && wake_start(cp, &e) == 0, "control plane: %s", e.msg);
 	/* a loopback port of our own: a few tries from one derived from the pid */
 	for (int i = 0; i < 50 && err < 0; i++) {
 		unsigned port = 20000 + ((unsigned)getpid() * 7 + (unsigned)i * 131) % 30000;

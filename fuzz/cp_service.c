@@ -1,21 +1,31 @@
 /* cp_service.c (fuzz target "cp_service"): lantern-cp's DataPlaneService handlers
- * (tools/lantern-cp/service.c, and the scheduling they trigger in sched.c) on what nodes
- * send: the unary calls Register, Heartbeat, ReportMetrics and RefreshToken, and RunStream
- * frames, through the method table lantern-cp serves (cp_methods) and the in-memory
- * transport of fake_rpc.h. Each input starts from the same control plane: SQLite in
- * memory, two planes with known bootstrap tokens (tenant-a, tenant-b), three queued runs.
+ * (tools/lantern-cp/service.c) and the leader's work they lead to (sched.c: placement,
+ * the watchdog, planes gone down) on what nodes send: the unary calls Register,
+ * Heartbeat, ReportMetrics and RefreshToken, and RunStream frames, through the method
+ * table lantern-cp serves (cp_methods) and the in-memory transport of fake_rpc.h. The
+ * control plane is the database-backed one: one replica, the leader, on SQLite in
+ * memory; every state is read back from the rows. Each input starts from the same rows:
+ * two planes with known bootstrap tokens (tenant-a, tenant-b), three queued runs.
  *
  * Input: actions, each a byte and what it needs: a unary call (method byte, request
- * bytes), a new RunStream, a frame on stream i, the end of stream i, a periodic tick, an
- * operator's cancel of run i. The fuzzer cannot sign session tokens: in a request or a
- * Hello that unpacks, a plane_id "@" becomes plane a's id and a session_token "@" a
- * valid token for the plane named (then the request is packed again), so the fuzzer
- * reaches what lies behind authentication.
+ * bytes), a new RunStream, a frame on stream i, the end of stream i, a periodic round
+ * (main.c's tick as when a second has passed: leader lease, watchdog, liveness,
+ * placement, deliveries, pings), an operator's cancel of run i (what http.c's cancel
+ * writes), time passing (flags: the runs' leases expire, the planes' heartbeats are
+ * late). After every action the main loop's round between completions runs: placement
+ * when something woke it, the deliveries woken. The fuzzer cannot sign session tokens:
+ * in a request or a Hello that unpacks, a plane_id "@" becomes plane a's id and a
+ * session_token "@" a valid token for the plane named (then the request is packed
+ * again), so the fuzzer reaches what lies behind authentication.
  *
- * Properties beyond the sanitizers:
+ * Properties beyond the sanitizers, after every action:
  *  - every response and every frame lantern-cp sends unpacks;
- *  - a plane's count of active runs is the number of its runs placed and not final;
- *  - the operator API can show every plane and run (cp_plane_json, cp_run_json). */
+ *  - a plane's active runs (what placement counts against it: its runs in a live
+ *    status) are its placed, unfinished runs: a queued run names no plane, a live run
+ *    (assigned, accepted, running) names a registered plane under an epoch and holds a
+ *    lease, and no plane has more live runs than its max_runs;
+ *  - a plane shows connected to this replica exactly while a RunStream of it is held;
+ *  - the operator API can show every plane and run (state_plane_json, state_run_json). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +38,10 @@
 
 #define MAX_STREAMS 4
 #define PLANE_A "dp-000000000000000a"
+#define PLANE_B "dp-000000000000000b"
+#define RUN_1 "run-0000000000000001"
+#define RUN_2 "run-0000000000000002"
+#define RUN_3 "run-0000000000000003"
 
 static struct cp *cp;
 
@@ -42,7 +56,9 @@ static void on_sent(struct rpc_stream *s, const uint8_t *msg, size_t len)
 /* plane_id and session_token "@" stand for plane a and a valid token for the plane */
 static void stand_in(char **plane_id, char **token, char **keep_plane, char **keep_token)
 {
-	struct plane *p;
+	struct plane p;
+	struct lerr e;
+	bool known;
 	int64_t exp;
 
 	*keep_plane = *keep_token = NULL;
@@ -51,9 +67,11 @@ static void stand_in(char **plane_id, char **token, char **keep_plane, char **ke
 		*plane_id = strdup(PLANE_A);
 	}
 	if (*token && !strcmp(*token, "@")) {
-		p = cp_plane(cp, *plane_id ? *plane_id : "");
+		pthread_mutex_lock(&cp->mu);
+		known = state_plane(cp, *plane_id ? *plane_id : "", &p, &e) == 1;
+		pthread_mutex_unlock(&cp->mu);
 		*keep_token = *token;
-		*token = token_session_new(cp, *plane_id ? *plane_id : "", p ? p->tenant : "tenant-a",
+		*token = token_session_new(cp, *plane_id ? *plane_id : "", known ? p.tenant : "tenant-a",
 					   3600, &exp);
 	}
 }
@@ -143,37 +161,74 @@ static void frame(struct rpc_stream *s, const uint8_t *msg, size_t len)
 {
 	uint8_t *sub;
 	size_t sub_len;
-	int st;
 
 	with_stand_ins(&lantern__v1__dp_run_stream_client_msg__descriptor, msg, len, &sub, &sub_len);
 	fake_rpc_deliver(s, sub ? sub : msg, sub ? sub_len : len);
 	free(sub);
-	/* gRPC ends a stream the server finished once its status is sent */
-	if (fake_rpc_finished(s, &st))
-		fake_rpc_end(s, st, "finished");
+}
+
+struct runs_seen {
+	int n, live_of[2];
+	const char *planes[2];
+};
+
+static void run_seen(void *arg, struct cprun *r)
+{
+	struct runs_seen *rs = arg;
+	json_t *j = state_run_json(r);
+	bool live = r->state != RS_QUEUED && !cp_state_final(r->state);
+
+	FZ_CHECK(j, "the operator API cannot show run %s (detail \"%s\")", r->id, r->detail);
+	json_decref(j);
+	rs->n++;
+	FZ_CHECK(r->state != RS_QUEUED || !r->plane[0], "run %s is queued and placed on %s", r->id,
+		 r->plane);
+	if (!live)
+		return;
+	FZ_CHECK(r->plane[0] && r->epoch > 0 && r->lease_expires_us > 0, "run %s is %s on plane \"%s\" "
+		 "(epoch %lld) without a lease (expires %lld)", r->id, cp_state_name(r->state), r->plane,
+		 (long long)r->epoch, (long long)r->lease_expires_us);
+	FZ_CHECK(!strcmp(r->plane, rs->planes[0]) || !strcmp(r->plane, rs->planes[1]),
+		 "run %s is %s on plane \"%s\", which does not exist", r->id, cp_state_name(r->state),
+		 r->plane);
+	rs->live_of[strcmp(r->plane, rs->planes[0]) ? 1 : 0]++;
+}
+
+static void count_row(void *arg, int ncol, char **v)
+{
+	*(int *)arg = ncol > 0 && v[0] ? atoi(v[0]) : -1;
 }
 
 static void check_state(void)
 {
-	for (struct plane *p = cp->planes; p; p = p->next) {
-		int active = 0;
-		json_t *j = cp_plane_json(cp, p);
+	struct plane *planes = NULL;
+	struct runs_seen rs = { .planes = { PLANE_A, PLANE_B } };
+	struct lerr e = { 0 };
+	int n = -1;
+
+	FZ_CHECK(state_planes(cp, &planes, &e) == 2, "planes: %s", e.msg);
+	FZ_CHECK(state_runs(cp, "1 = 1", 0, NULL, run_seen, &rs, &e) >= 0 &&
+		 db_query(cp->db, "SELECT count(*) FROM runs", 0, NULL, count_row, &n, &e) == 1,
+		 "runs: %s", e.msg);
+	FZ_CHECK(rs.n == n, "%d runs, %d of them readable", n, rs.n);
+	for (struct plane *p = planes; p; p = p->next) {
+		json_t *j = state_plane_json(p, cp_now_us(), 0);
+		int live = rs.live_of[strcmp(p->id, PLANE_A) ? 1 : 0];
+		bool held = false;
 
 		FZ_CHECK(j, "the operator API cannot show plane %s (hostname \"%s\", classes \"%s\")",
 			 p->id, p->hostname, p->classes);
 		json_decref(j);
-		for (struct cprun *r = cp->runs; r; r = r->next)
-			if (!strcmp(r->plane, p->id) && r->state != RS_QUEUED && !cp_state_final(r->state))
-				active++;
-		FZ_CHECK(p->active == active, "plane %s counts %d active runs, has %d", p->id, p->active,
-			 active);
+		FZ_CHECK(!live || p->registered, "plane %s is not registered and has %d live runs", p->id,
+			 live);
+		FZ_CHECK(!p->max_runs || live <= p->max_runs, "plane %s has %d live runs, its max_runs is %d",
+			 p->id, live, p->max_runs);
+		for (struct session *s = cp->sessions; s; s = s->next)
+			held |= !strcmp(s->plane, p->id);
+		FZ_CHECK(held == !strcmp(p->stream_replica, cp->replica), "plane %s: stream_replica \"%s\", "
+			 "this replica %s its stream", p->id, p->stream_replica, held ? "holds" : "does not hold");
 	}
-	for (struct cprun *r = cp->runs; r; r = r->next) {
-		json_t *j = cp_run_json(r);
-
-		FZ_CHECK(j, "the operator API cannot show run %s (detail \"%s\")", r->id, r->detail);
-		json_decref(j);
-	}
+	state_planes_free(planes);
 }
 
 static void add_plane(const char *id, const char *tenant, const char *token)
@@ -189,55 +244,113 @@ static void add_plane(const char *id, const char *tenant, const char *token)
 
 static void add_run(const char *id, const char *tenant, const char *isolation)
 {
-	struct cprun *r = calloc(1, sizeof(*r));
+	struct cprun r = { .created_us = 1 };
+	struct lerr e;
 
-	snprintf(r->id, sizeof(r->id), "%s", id);
-	snprintf(r->tenant, sizeof(r->tenant), "%s", tenant);
-	snprintf(r->isolation, sizeof(r->isolation), "%s", isolation);
-	r->config_json = strdup("{\"apiVersion\":\"lantern.dev/v1\",\"kind\":\"AgentSpec\"}");
-	r->input_json = strdup("{}");
-	r->created_us = 1;
-	if (cp->runs_tail)
-		cp->runs_tail->next = r;
-	else
-		cp->runs = r;
-	cp->runs_tail = r;
-	cp_save_run(cp, r);
+	snprintf(r.id, sizeof(r.id), "%s", id);
+	snprintf(r.tenant, sizeof(r.tenant), "%s", tenant);
+	snprintf(r.isolation, sizeof(r.isolation), "%s", isolation);
+	r.config_json = "{\"apiVersion\":\"lantern.dev/v1\",\"kind\":\"AgentSpec\"}";
+	r.input_json = "{}";
+	FZ_CHECK(state_run_insert(cp, &r, &e) == 1, "%s", e.msg);
 }
 
-/* The database and the signing key are made once; each input starts from the same rows. */
+/* What is due after an action, as main.c's loop does between completions (periodic:
+ * as when every period has passed). A stream lantern-cp finished ends: gRPC ends a
+ * stream once the server's status is sent. */
+static void main_round(struct rpc_stream **streams, bool periodic)
+{
+	bool place;
+	int st;
+
+	pthread_mutex_lock(&cp->mu);
+	if (periodic) {
+		leader_tick(cp);
+		FZ_CHECK(cp->leader, "the only replica does not lead");
+		/* it has led for long: the watchdog and liveness judge at once */
+		cp->leader_since_us = 0;
+		sched_watchdog(cp);
+		sched_liveness(cp);
+	}
+	place = wake_take_sched(cp);
+	if (place || periodic)
+		sched_place(cp);
+	service_deliver_woken(cp);
+	if (periodic)
+		service_tick(cp);
+	pthread_mutex_unlock(&cp->mu);
+	for (unsigned i = 0; i < MAX_STREAMS; i++)
+		if (streams[i] && fake_rpc_finished(streams[i], &st))
+			fake_rpc_end(streams[i], st, "finished");
+}
+
+/* An operator's cancel, as http.c writes it: a queued run ends, a placed one is asked
+ * of its node. */
+static void cancel(unsigned i)
+{
+	static const char *const ids[] = { RUN_1, RUN_2, RUN_3 };
+	struct cprun r;
+	struct lerr e;
+	char fi[24];
+	const char *v[] = { ids[i % 3], I64(fi, cp_now_us()) };
+
+	pthread_mutex_lock(&cp->mu);
+	if (state_run(cp, v[0], &r, &e) == 1 && !cp_state_final(r.state)) {
+		if (db_exec(cp->db, "UPDATE runs SET status = 'cancelled', detail = 'cancelled before "
+			    "placement', finished_us = $2 WHERE id = $1 AND status = 'queued'", 2, v, &e) != 1 &&
+		    db_exec(cp->db, "UPDATE runs SET cancel_requested = 1, cancel_sent = 0 WHERE id = $1 "
+			    "AND status IN " RS_LIVE_SQL, 1, v, &e) == 1)
+			wake_plane(cp, r.plane);
+	}
+	state_run_clear(cp, &r);
+	pthread_mutex_unlock(&cp->mu);
+}
+
+/* Time passes: bit 0, the live runs' leases expire; bit 1, the planes' last heartbeats
+ * are older than the liveness window. */
+static void time_passes(unsigned flags)
+{
+	struct lerr e;
+
+	pthread_mutex_lock(&cp->mu);
+	if (flags & 1)
+		db_exec(cp->db, "UPDATE runs SET lease_expires_us = 1 WHERE lease_expires_us > 0 AND "
+			"status IN " RS_LIVE_SQL, 0, NULL, &e);
+	if (flags & 2)
+		db_exec(cp->db, "UPDATE data_planes SET hb_us = 1 WHERE hb_us > 0", 0, NULL, &e);
+	pthread_mutex_unlock(&cp->mu);
+}
+
+/* The database and the signing key are made once; each input starts from the same rows,
+ * with no leader. */
 static void cp_open(void)
 {
 	struct lerr e = { 0 };
+	char **planes;
+	size_t n;
 
 	FZ_CHECK(db_exec(cp->db, "DELETE FROM data_planes", 0, NULL, &e) >= 0 &&
-		 db_exec(cp->db, "DELETE FROM runs", 0, NULL, &e) >= 0, "%s", e.msg);
+		 db_exec(cp->db, "DELETE FROM runs", 0, NULL, &e) >= 0 &&
+		 db_exec(cp->db, "DELETE FROM receipts", 0, NULL, &e) >= 0 &&
+		 db_exec(cp->db, "DELETE FROM cp_replicas", 0, NULL, &e) >= 0 &&
+		 db_exec(cp->db, "UPDATE cp_leader SET holder = '', epoch = 0, expires_us = 0", 0, NULL,
+			 &e) == 1, "%s", e.msg);
+	cp->leader = false;
+	cp->leader_epoch = 0;
+	wake_take_sched(cp);
+	wake_take_planes(cp, &planes, &n);
+	for (size_t i = 0; i < n; i++)
+		free(planes[i]);
+	free(planes);
 	add_plane(PLANE_A, "tenant-a", "bootstrap-token");
-	add_plane("dp-000000000000000b", "tenant-b", "bootstrap-token-b");
-	FZ_CHECK(cp_load(cp, &e) == 0, "cp_load: %s", e.msg);
-	add_run("run-0000000000000001", "tenant-a", "trusted");
-	add_run("run-0000000000000002", "tenant-a", "standard");
-	add_run("run-0000000000000003", "tenant-b", "trusted");
+	add_plane(PLANE_B, "tenant-b", "bootstrap-token-b");
+	add_run(RUN_1, "tenant-a", "trusted");
+	add_run(RUN_2, "tenant-a", "standard");
+	add_run(RUN_3, "tenant-b", "trusted");
 }
 
 static void cp_close(void)
 {
-	while (cp->planes) {
-		struct plane *p = cp->planes;
-
-		cp->planes = p->next;
-		free(p);
-	}
-	while (cp->runs) {
-		struct cprun *r = cp->runs;
-
-		cp->runs = r->next;
-		free(r->config_json);
-		free(r->input_json);
-		free(r->output_json);
-		free(r);
-	}
-	cp->runs_tail = NULL;
 	FZ_CHECK(!cp->sessions, "a session outlived its stream");
 }
 
@@ -249,10 +362,12 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	cp = calloc(1, sizeof(*cp));
 	cp->o = (struct cp_opts){ .heartbeat_s = 30, .metrics_s = 60, .session_ttl_s = 3600,
 				  .down_after = 3, .ping_s = 15, .max_message = 4 << 20,
-				  .max_streams_per_tenant = 2 };
+				  .max_streams_per_tenant = 2, .lease_ttl_ms = 30000,
+				  .leader_ttl_ms = 10000, .database = ":memory:" };
+	snprintf(cp->replica, sizeof(cp->replica), "fuzz-replica");
 	pthread_mutex_init(&cp->mu, NULL);
-	FZ_CHECK(db_open(":memory:", &cp->db, &e) == 0 && db_migrate(cp->db, &e) == 0 &&
-		 token_keys_load(cp, &e) == 0, "control plane: %s", e.msg);
+	FZ_CHECK(db_open(cp->o.database, &cp->db, &e) == 0 && db_migrate(cp->db, &e) == 0 &&
+		 token_keys_load(cp, &e) == 0 && wake_start(cp, &e) == 0, "control plane: %s", e.msg);
 	return 0;
 }
 
@@ -263,8 +378,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	const struct rpc_method *runstream = &cp_methods[4];
 
 	cp_open();
+	main_round(streams, true);
 	while (f.n) {
-		unsigned op = fz_u8(&f) % 6, i;
+		unsigned op = fz_u8(&f) % 7, i;
 		const uint8_t *p;
 		size_t len;
 		int st;
@@ -297,18 +413,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			}
 			break;
 		case 4:
-			cp_tick(cp);
+			main_round(streams, true);
 			break;
-		case 5: {
-			struct cprun *r = cp->runs;
-
-			for (i = fz_u8(&f) % 3; r && i; i--)
-				r = r->next;
-			if (r)
-				cp_cancel(cp, r);
+		case 5:
+			cancel(fz_u8(&f) % 3);
+			break;
+		case 6:
+			time_passes(fz_u8(&f));
 			break;
 		}
-		}
+		if (op != 4)
+			main_round(streams, false);
 		check_state();
 	}
 	for (unsigned i = 0; i < MAX_STREAMS; i++)

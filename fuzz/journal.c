@@ -4,21 +4,29 @@
  *
  * Input: a mode byte, then the file. Mode bit 0 first fixes up every record the frames
  * delimit (sequence, previous hash, CRC32C), so mutated types, flags, lengths and
- * compressed payloads get past the checksums to the decompression and the replay.
+ * compressed payloads get past the checksums to the decompression and the replay; and
+ * writes the magic: format 2 (LNTJRNL2, what journal_create writes), or format 1 with
+ * mode bit 1 (LNTJRNL1, journals written before format 2).
  *
  * Properties beyond the sanitizers:
- *  - the scan and journal_open agree (result, records, valid bytes, torn tail, head);
- *  - valid bytes and the torn tail make up the whole file, and the head is the hash of
- *    the last record handed to the callback; every payload is NUL-terminated;
+ *  - the scan and journal_open agree (result, format, records, valid bytes, torn tail,
+ *    free space, head);
+ *  - valid bytes, the torn tail and the free space make up the whole file: format 1 has
+ *    no free space; in format 2 the free space (preallocated) is zeros only, and a torn
+ *    tail ends at the last non-zero byte (the end of the written data); the format is
+ *    the magic's; the head is the hash of the last record handed to the callback; every
+ *    payload is NUL-terminated;
  *  - journal_read at each record's offset gives back its type and payload (how a replayed
  *    step's result is read when a workload asks for it);
- *  - after journal_open (a torn tail is cut), one more append gives a journal that scans
- *    clean with one more record: recovery leaves a journal that can go on. */
+ *  - after journal_open (a torn tail is cut), one more append gives a journal of the
+ *    same format that scans clean with one more record, and whose valid bytes and free
+ *    space make up the file: recovery leaves a journal that can go on. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <sodium.h>
@@ -69,13 +77,13 @@ static void put32(uint8_t *p, uint32_t v)
 		p[i] = (uint8_t)(v >> (8 * i));
 }
 
-static void fix_up(uint8_t *b, size_t size)
+static void fix_up(uint8_t *b, size_t size, bool v1)
 {
 	uint8_t head[JOURNAL_HASH_BYTES] = { 0 };
 	size_t off = JOURNAL_MAGIC_LEN;
 
 	if (size >= JOURNAL_MAGIC_LEN)
-		memcpy(b, JOURNAL_MAGIC, JOURNAL_MAGIC_LEN);
+		memcpy(b, v1 ? JOURNAL_MAGIC_V1 : JOURNAL_MAGIC, JOURNAL_MAGIC_LEN);
 	for (uint64_t seq = 1; off + JOURNAL_FRAME + JOURNAL_HEADER <= size; seq++) {
 		uint32_t body_len = get32(b + off);
 		uint8_t *body = b + off + JOURNAL_FRAME;
@@ -98,6 +106,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct lerr ea = { 0 }, eb = { 0 }, ec = { 0 };
 	struct replay ra = { 0 }, rb = { 0 };
 	struct journal *j = NULL;
+	struct stat stb;
 	char path[64];
 	uint8_t *file;
 	int fd, sa, sb, sc;
@@ -107,9 +116,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	file = malloc(size);
 	memcpy(file, data + 1, size - 1);
 	if (data[0] & 1)
-		fix_up(file, size - 1);
+		fix_up(file, size - 1, data[0] & 2);
 	fd = fz_memfd(file, size - 1);
-	free(file);
 	FZ_CHECK(fd >= 0, "memfd: %s", strerror(errno));
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
 
@@ -119,17 +127,31 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	FZ_CHECK(ra.seen == a.records || sa < 0, "%llu records handed over, %llu counted",
 		 (unsigned long long)ra.seen, (unsigned long long)a.records);
 	if (sa == 0) {
-		FZ_CHECK(a.bytes + a.torn_bytes == size - 1, "%llu valid + %llu torn bytes of %zu",
-			 (unsigned long long)a.bytes, (unsigned long long)a.torn_bytes, size - 1);
+		FZ_CHECK(a.bytes + a.torn_bytes + a.free_bytes == size - 1, "%llu valid + %llu torn + "
+			 "%llu free bytes of %zu", (unsigned long long)a.bytes,
+			 (unsigned long long)a.torn_bytes, (unsigned long long)a.free_bytes, size - 1);
+		FZ_CHECK(a.bytes >= JOURNAL_MAGIC_LEN && a.version ==
+			 (memcmp(file, JOURNAL_MAGIC_V1, JOURNAL_MAGIC_LEN) ? 2u : 1u),
+			 "format %u, magic \"%.8s\", %llu valid bytes", a.version, (char *)file,
+			 (unsigned long long)a.bytes);
+		FZ_CHECK(a.version == 2 || !a.free_bytes, "format 1 with %llu free bytes",
+			 (unsigned long long)a.free_bytes);
+		for (size_t i = a.bytes + a.torn_bytes; i < size - 1; i++)
+			FZ_CHECK(!file[i], "free byte at %zu is 0x%02x", i, file[i]);
+		FZ_CHECK(a.version == 1 || !a.torn_bytes || file[a.bytes + a.torn_bytes - 1],
+			 "format 2: the torn tail (%llu bytes at %llu) ends in a zero",
+			 (unsigned long long)a.torn_bytes, (unsigned long long)a.bytes);
 		FZ_CHECK(!a.records || !memcmp(a.head, ra.last, JOURNAL_HASH_BYTES),
 			 "head is not the last record's hash");
 	}
+	free(file);
 
 	harness_state_init(&rb.st);
 	sb = journal_open(path, NULL, on_record, &rb, &b, &j, &eb);
 	FZ_CHECK(sa == sb, "scan %d (%s), open %d (%s)", sa, ea.msg, sb, eb.msg);
 	if (sb == 0) {
-		FZ_CHECK(a.records == b.records && a.bytes == b.bytes && a.torn_bytes == b.torn_bytes &&
+		FZ_CHECK(a.version == b.version && a.records == b.records && a.bytes == b.bytes &&
+			 a.torn_bytes == b.torn_bytes && a.free_bytes == b.free_bytes &&
 			 !memcmp(a.head, b.head, JOURNAL_HASH_BYTES), "scan and open disagree");
 		for (uint64_t i = 0; i < rb.seen && i < KEPT; i++) {
 			uint8_t sum[crypto_generichash_BYTES];
@@ -150,9 +172,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		FZ_CHECK(sc == 0, "append after recovery: %s", ec.msg);
 		journal_close(j);
 		sc = journal_scan(path, NULL, NULL, &c, &ec);
-		FZ_CHECK(sc == 0 && c.records == b.records + 1 && !c.torn_bytes,
-			 "after recovery and an append: %d (%s), %llu records, %llu torn bytes", sc,
-			 ec.msg, (unsigned long long)c.records, (unsigned long long)c.torn_bytes);
+		FZ_CHECK(sc == 0 && c.records == b.records + 1 && !c.torn_bytes && c.version == b.version,
+			 "after recovery and an append: %d (%s), format %u, %llu records, %llu torn bytes",
+			 sc, ec.msg, c.version, (unsigned long long)c.records,
+			 (unsigned long long)c.torn_bytes);
+		FZ_CHECK(fstat(fd, &stb) == 0 && (uint64_t)stb.st_size == c.bytes + c.free_bytes,
+			 "after recovery and an append: %llu valid + %llu free bytes, the file has %lld",
+			 (unsigned long long)c.bytes, (unsigned long long)c.free_bytes,
+			 (long long)stb.st_size);
 	}
 	harness_state_free(&ra.st);
 	harness_state_free(&rb.st);
