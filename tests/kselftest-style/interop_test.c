@@ -29,7 +29,7 @@
 #include "lantern/v1/dataplane.pb-c.h"
 
 #define OPTOK  "interop-test-operator-token-0123456789"
-#define POINTS 4
+#define POINTS 5
 
 static struct tl_env N;
 static struct rpc_cq *sq, *cq;
@@ -282,6 +282,7 @@ struct assigned {
 	bool got;
 	char run_id[64];
 	bool ended;
+	int status;
 };
 
 static void c_msg(struct rpc_stream *s, void *arg, const uint8_t *msg, size_t len)
@@ -300,6 +301,7 @@ static void c_msg(struct rpc_stream *s, void *arg, const uint8_t *msg, size_t le
 static void c_end(struct rpc_stream *s, void *arg, int status, const char *details)
 {
 	((struct assigned *)arg)->ended = true;
+	((struct assigned *)arg)->status = status;
 }
 
 static const struct rpc_stream_ops c_ops = { c_msg, c_end };
@@ -321,6 +323,51 @@ static void ucb(void *arg, int status, const char *details, const uint8_t *resp,
 		memcpy(u->resp, resp, len);
 		u->len = len;
 	}
+}
+
+/* RunStreams that never say Hello: lantern-cp keeps at most 64 of them open, and each
+ * for 10 s; it answers its API all along. */
+#define SILENT 65
+static void silent_streams(struct rpc_channel *ch, uint16_t http)
+{
+	static struct assigned st[SILENT];
+	struct rpc_stream *ss[SILENT] = { 0 };
+	int opened = 0, refused = 0, timed_out = 0, other = 0;
+	uint64_t t0 = tl_ms(), t_end = 0;
+	long code = 0;
+
+	memset(st, 0, sizeof(st));
+	for (int i = 0; ch && i < SILENT; i++) {
+		if (rpc_stream_open(ch, cq, RPC_SERVICE "RunStream", &c_ops, &st[i], &ss[i]) == 0)
+			opened++;
+		for (int k = 0; k < 2; k++)
+			rpc_cq_poll(cq, 10);
+	}
+	for (uint64_t t = tl_ms(); tl_ms() - t < 2000;)
+		rpc_cq_poll(cq, 50);
+	for (int i = 0; i < SILENT; i++)
+		refused += st[i].ended && st[i].status == RPC_RESOURCE_EXHAUSTED;
+	json_decref(api(http, "GET", "/v1/data-planes", NULL, &code));
+	for (bool all = false; !all && tl_ms() - t0 < 20000;) {
+		rpc_cq_poll(cq, 100);
+		all = true;
+		for (int i = 0; i < SILENT; i++)
+			all = all && (!ss[i] || st[i].ended);
+	}
+	t_end = tl_ms() - t0;
+	for (int i = 0; i < SILENT; i++) {
+		if (st[i].ended && st[i].status == RPC_DEADLINE_EXCEEDED)
+			timed_out++;
+		else if (!(st[i].ended && st[i].status == RPC_RESOURCE_EXHAUSTED))
+			other++;
+		if (ss[i])
+			rpc_stream_unref(ss[i]);
+	}
+	tap_ok(opened == SILENT && refused >= 1 && refused + timed_out == SILENT && other == 0 && code == 200 &&
+	       t_end >= 9000 && t_end < 20000,
+	       "%d RunStreams that never say Hello: %d refused at once (more than 64 waiting), %d ended "
+	       "DEADLINE_EXCEEDED within %llu ms (the 10 s bound), %d otherwise; the operator API answered %ld "
+	       "meanwhile", opened, refused, timed_out, (unsigned long long)t_end, other, code);
 }
 
 static void platform_node_against_cp(void)
@@ -428,6 +475,7 @@ static void platform_node_against_cp(void)
 			rpc_cq_poll(cq, 50);
 		rpc_stream_unref(s);
 	}
+	silent_streams(ch, http);
 	rpc_channel_close(ch);
 	tl_child_stop(cp, SIGTERM);
 }

@@ -115,8 +115,14 @@ struct session {
 	struct rpc_stream *s;
 	char plane[40];             /* set once Hello was accepted */
 	char tenant[128];
+	int64_t opened_ms;          /* cp_mono_ms() when the stream opened */
+	bool hello;                 /* its Hello was accepted */
+	bool finished;              /* finished by this replica before its Hello */
 	struct session *next;
 };
+
+#define CP_MAX_PENDING_STREAMS 64   /* RunStreams open without an accepted Hello */
+#define CP_HELLO_TIMEOUT_MS 10000   /* and how long each may stay so */
 
 struct cp_opts {
 	const char *listen;         /* gRPC, default [::]:50051 */

@@ -422,6 +422,12 @@ void service_tick(struct cp *cp)
 				send_server(s, &m);
 		last_ping = now;
 	}
+	/* a stream that has not said Hello in time goes */
+	for (struct session *s = cp->sessions; s; s = s->next)
+		if (!s->hello && !s->finished && now - s->opened_ms >= CP_HELLO_TIMEOUT_MS) {
+			s->finished = true;
+			rpc_stream_finish(s->s, RPC_DEADLINE_EXCEEDED, "no Hello within the first 10 s of the RunStream");
+		}
 	/* streams this replica should not hold: another replica took the plane's newer
 	 * stream, or the plane is down */
 	for (struct session *s = cp->sessions; s; s = s->next) {
@@ -482,6 +488,7 @@ static void on_hello(struct session *ss, Lantern__V1__DpHello *h)
 	}
 	snprintf(ss->plane, sizeof(ss->plane), "%s", p.id);
 	snprintf(ss->tenant, sizeof(ss->tenant), "%s", p.tenant);
+	ss->hello = true;
 	{
 		const char *v[] = { p.id, cp->replica, I64(hb, cp_now_us()) };
 
@@ -523,6 +530,18 @@ static bool reported_run(struct session *ss, const char *run_id, int64_t epoch, 
 	if (epoch && epoch != r->epoch) {
 		*why = "stale fencing epoch";
 		return false;
+	}
+	/* No epoch: a peer that speaks only the platform's proto (it registered without the
+	 * project's isolation_classes) never sends one. From any other node, or for a run
+	 * placed more than once, a report without its epoch could be a fenced copy's. */
+	if (!epoch && r->epoch > 1) {
+		struct plane p;
+		struct lerr e;
+
+		if (state_plane(ss->cp, ss->plane, &p, &e) != 1 || p.classes[0]) {
+			*why = "no fencing epoch for a run placed more than once";
+			return false;
+		}
 	}
 	return true;
 }
@@ -856,6 +875,18 @@ static const struct rpc_stream_ops session_ops = {
 	.on_end = stream_end,
 };
 
+/* RunStreams that have not presented an accepted Hello and are still open. */
+static int pending_streams(struct cp *cp)
+{
+	int n = 0;
+
+	pthread_mutex_lock(&cp->mu);
+	for (struct session *s = cp->sessions; s; s = s->next)
+		n += !s->hello && !s->finished;
+	pthread_mutex_unlock(&cp->mu);
+	return n;
+}
+
 static void h_runstream(void *arg, struct rpc_stream *s, const struct rpc_stream_ops **ops,
 			void **sarg)
 {
@@ -868,6 +899,7 @@ static void h_runstream(void *arg, struct rpc_stream *s, const struct rpc_stream
 	}
 	ss->cp = cp;
 	ss->s = s;
+	ss->opened_ms = cp_mono_ms();
 	rpc_stream_ref(s);
 	pthread_mutex_lock(&cp->mu);
 	ss->next = cp->sessions;
@@ -875,6 +907,13 @@ static void h_runstream(void *arg, struct rpc_stream *s, const struct rpc_stream
 	pthread_mutex_unlock(&cp->mu);
 	*ops = &session_ops;
 	*sarg = ss;
+	/* before Hello a stream is anyone's: bounded in number, and in time by service_tick */
+	if (pending_streams(cp) > CP_MAX_PENDING_STREAMS) {
+		pthread_mutex_lock(&cp->mu);
+		ss->finished = true;
+		pthread_mutex_unlock(&cp->mu);
+		rpc_stream_finish(s, RPC_RESOURCE_EXHAUSTED, "too many RunStreams waiting for their Hello");
+	}
 }
 
 const struct rpc_method cp_methods[] = {
