@@ -14,7 +14,7 @@
 #include "lantern/util.h"
 #include "tap.h"
 
-#define PLAN 22
+#define PLAN 23
 
 static char dir[64];
 
@@ -160,6 +160,21 @@ static void test_usage(struct meter_table *t)
 			meter_tally_add(&tally, "openai", "gpt-4o", &huge);
 			tap_ok(mm && mm->t.input == UINT64_MAX && tally.total == UINT64_MAX,
 			       "token counts saturate at the largest 64-bit value instead of wrapping");
+		}
+		{
+			/* past INT64_MAX, what leaves as a signed number is INT64_MAX, not the
+			 * count's low 63 bits */
+			struct meter_tally big = { 0 };
+			struct meter_tokens t = { .output = (1ULL << 63) + 5 };
+			json_t *bj;
+			json_int_t out;
+
+			meter_tally_add(&big, "openai", "gpt-4o", &t);
+			bj = meter_tally_json(&big);
+			out = json_integer_value(json_object_get(json_object_get(bj, "openai/gpt-4o"), "output_tokens"));
+			tap_ok(out == INT64_MAX, "a count of 2^63 + 5 tokens shows as %lld in the token report (INT64_MAX)",
+			       (long long)out);
+			json_decref(bj);
 		}
 	}
 	json_decref(tokens);

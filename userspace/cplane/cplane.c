@@ -226,8 +226,8 @@ static void complete_run(struct cplane *c, struct link *l, struct run *r, int64_
 	for (size_t i = 0; u.tally && i < u.tally->n; i++) {
 		const struct meter_tokens *k = &u.tally->m[i].t;
 
-		oc.tin += (int64_t)((k->input + k->cache_read + k->cache_creation) & INT64_MAX);
-		oc.tout += (int64_t)((k->output + k->reasoning) & INT64_MAX);
+		oc.tin = util_sat_add_i64(oc.tin, util_sat_i64(util_sat_add_u64(util_sat_add_u64(k->input, k->cache_read), k->cache_creation)));
+		oc.tout = util_sat_add_i64(oc.tout, util_sat_i64(util_sat_add_u64(k->output, k->reasoning)));
 	}
 	send_completion(c, l, &oc);
 }

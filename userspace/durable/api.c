@@ -175,7 +175,7 @@ static void api_begin(struct durable_run *du, void *peer, const struct harness_c
 static void put_totals(struct durable_run *du, struct json_text *t)
 {
 	json_text_real(t, "cost_usd", meter_tally_usd(meter_prices(du->d->meter), &du->st.tally));
-	json_text_uint(t, "tokens", du->st.tally.total & INT64_MAX);
+	json_text_uint(t, "tokens", util_sat_i64(du->st.tally.total));
 }
 
 static void api_record(struct durable_run *du, void *peer, struct harness_decision *dec)

@@ -495,7 +495,7 @@ static void seal(struct durable *d, struct durable_run *du, const json_t *cost)
 	struct identity_journal jh = {
 		.records = journal_seq(du->j), .cost = cost,
 		.cost_usd = meter_tally_usd(meter_prices(d->meter), &du->st.tally),
-		.tokens = du->st.tally.total & INT64_MAX, .steps_completed = du->st.steps_completed,
+		.tokens = util_sat_i64(du->st.tally.total), .steps_completed = du->st.steps_completed,
 	};
 	struct json_text t;
 	struct lerr e = { 0 };
@@ -543,7 +543,7 @@ static void append_completed(struct durable *d, struct durable_run *du, struct r
 		json_text_str(&t, "reason", run_reason(r));
 	json_text_str(&t, "status", run_status_name(run_status(r)));
 	json_text_uint(&t, "steps_completed", du->st.steps_completed);
-	json_text_uint(&t, "tokens", du->st.tally.total & INT64_MAX);
+	json_text_uint(&t, "tokens", util_sat_i64(du->st.tally.total));
 	text = json_text_take(&t, &n);
 	e.msg[0] = '\0';
 	if (durable_append(du, JOURNAL_RUN_COMPLETED, text, n, NULL, &e) < 0 || journal_sync(du->j, &e) < 0) {

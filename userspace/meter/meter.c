@@ -191,12 +191,12 @@ json_t *meter_tally_json(const struct meter_tally *t)
 		snprintf(key, sizeof(key), "%s%s%s", m->provider, m->provider[0] ? "/" : "", m->model);
 		json_object_set_new(o, key, json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I}",
 						      "provider", m->provider, "model", m->model,
-						      "input_tokens", (json_int_t)(m->t.input & INT64_MAX),
-						      "output_tokens", (json_int_t)(m->t.output & INT64_MAX),
-						      "cache_read_tokens", (json_int_t)(m->t.cache_read & INT64_MAX),
+						      "input_tokens", (json_int_t)util_sat_i64(m->t.input),
+						      "output_tokens", (json_int_t)util_sat_i64(m->t.output),
+						      "cache_read_tokens", (json_int_t)util_sat_i64(m->t.cache_read),
 						      "cache_creation_tokens",
-						      (json_int_t)(m->t.cache_creation & INT64_MAX),
-						      "reasoning_tokens", (json_int_t)(m->t.reasoning & INT64_MAX)));
+						      (json_int_t)util_sat_i64(m->t.cache_creation),
+						      "reasoning_tokens", (json_int_t)util_sat_i64(m->t.reasoning)));
 	}
 	return o;
 }
@@ -243,7 +243,7 @@ json_t *meter_cost_json(const struct meter_table *t, const struct meter_usage *u
 			 "components", "tokens_usd", c->tokens, "cpu_usd", c->cpu, "memory_usd", c->memory,
 			 "egress_usd", c->egress, "wall_usd", c->wall,
 			 "usage", "cpu_seconds", u->cpu_seconds, "memory_gib_seconds", u->memory_gib_seconds,
-			 "egress_bytes", (json_int_t)(u->egress_bytes & INT64_MAX), "wall_seconds", u->wall_seconds,
+			 "egress_bytes", (json_int_t)util_sat_i64(u->egress_bytes), "wall_seconds", u->wall_seconds,
 			 "tokens", meter_tally_json(u->tally),
 			 "rates", "cpu_second", t->cpu_second, "memory_gib_second", t->memory_gib_second,
 			 "egress_gib", t->egress_gib, "wall_second", t->wall_second, "price_table", t->source);

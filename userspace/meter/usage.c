@@ -66,7 +66,7 @@ static void save(const struct run *r, const struct meter_run *mr)
 	json_t *j = json_pack("{s:I, s:I, s:f, s:f, s:f, s:f, s:I, s:b, s:b}", "t0", (json_int_t)mr->t0,
 			      "t_collect", (json_int_t)mr->t_collect, "cpu_done", mr->cpu_done,
 			      "cpu_live", mr->cpu_live, "cpu_base", mr->cpu_base, "mem_gib_s", mr->mem_gib_s,
-			      "egress_done", (json_int_t)(mr->egress_done & INT64_MAX), "collected",
+			      "egress_done", (json_int_t)util_sat_i64(mr->egress_done), "collected",
 			      mr->collected, "ended", mr->ended);
 
 	s = j ? json_dumps(j, JSON_COMPACT) : NULL;

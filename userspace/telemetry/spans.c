@@ -133,7 +133,7 @@ static void token_attr(json_t *owner, const struct harness_usage *u, unsigned bi
 		       const char *attr)
 {
 	if (u->has & bit)
-		trace_attr_int(owner, attr, (int64_t)(v & INT64_MAX));
+		trace_attr_int(owner, attr, (int64_t)util_sat_i64(v));
 }
 
 void spans_step(struct telemetry *t, struct run *r, struct tm_run *tm, const struct run_step *st)
@@ -244,7 +244,7 @@ static void cost_attrs(json_t *span, const struct meter_usage *u, const struct m
 	trace_attr_double(span, "lantern.cost.wall_usd", c->wall);
 	trace_attr_double(span, "lantern.usage.cpu_seconds", u->cpu_seconds);
 	trace_attr_double(span, "lantern.usage.memory_gib_seconds", u->memory_gib_seconds);
-	trace_attr_int(span, "lantern.usage.egress_bytes", (int64_t)(u->egress_bytes & INT64_MAX));
+	trace_attr_int(span, "lantern.usage.egress_bytes", (int64_t)util_sat_i64(u->egress_bytes));
 	trace_attr_double(span, "lantern.usage.wall_seconds", u->wall_seconds);
 }
 
@@ -302,8 +302,8 @@ void spans_end(struct telemetry *t, struct run *r, struct tm_run *tm)
 		in = meter_sat_add(in, u.tally->m[i].t.input);
 		out = meter_sat_add(out, u.tally->m[i].t.output);
 	}
-	trace_attr_int(span, "gen_ai.usage.input_tokens", (int64_t)(in & INT64_MAX));
-	trace_attr_int(span, "gen_ai.usage.output_tokens", (int64_t)(out & INT64_MAX));
+	trace_attr_int(span, "gen_ai.usage.input_tokens", (int64_t)util_sat_i64(in));
+	trace_attr_int(span, "gen_ai.usage.output_tokens", (int64_t)util_sat_i64(out));
 	cost_attrs(span, &u, &c);
 	json_object_set(span, "events", tm->events);
 	if (tm->events_dropped)
