@@ -102,13 +102,23 @@ static int write_file(const char *dir, const char *name, const char *text, struc
 	return 0;
 }
 
+/* A read-only remount fails with EBUSY while any process holds a file of the tmpfs open
+ * for writing. write_file closes its fd at once, but a child that another of lanternd's
+ * threads forks in between (a runtime command, a pool's filler) holds a copy until its
+ * exec closes it (O_CLOEXEC): a few ms at most. So EBUSY is retried, for up to 200 ms. */
 static int tmpfs_writable(struct id_run *ir, bool rw, struct lerr *e)
 {
 	unsigned long f = TMPFS_FLAGS | MS_REMOUNT | (rw ? 0 : MS_RDONLY);
+	int tries = 0;
 
-	if (mount(NULL, ir->dir, NULL, f, NULL) < 0)
+	while (mount(NULL, ir->dir, NULL, f, NULL) < 0) {
+		if (errno == EBUSY && !rw && ++tries < 200) {
+			usleep(1000);
+			continue;
+		}
 		return lerr_set(e, errno, "identity: remounting %s %s: %s", ir->dir, rw ? "rw" : "ro",
 				strerror(errno));
+	}
 	return 0;
 }
 
