@@ -4,8 +4,9 @@
  * Sources: file:///PATH names a file below the node's secrets directory (root-owned,
  * writable by root alone), opened beneath it with openat2 (no symbolic links, no other
  * filesystem), itself a regular root-owned file no one else may write; k8s:// is
- * refused until the Kubernetes runtime brings its API client; any other scheme is
- * refused. Every source is read once at admission so a run never starts without a
+ * refused (not built yet: reading it needs an asynchronous step before the workload
+ * starts, through the kube client, and a namespaced Role that may get Secrets, which
+ * deploy/ deliberately does not grant); any other scheme is refused. Every source is read once at admission so a run never starts without a
  * secret its spec names, and again whenever a lease has expired.
  *
  * A request is POST /v1/secrets/{env_name} with X-Lantern-Timestamp (unix seconds),
@@ -87,13 +88,12 @@ static int resolve(struct identity *id, const char *field, const char *uri, cons
 	const char *p;
 
 	if (!strncmp(uri, "k8s://", 6))
-		return lerr_set(e, EPERM, "spawn: refused: %s: \"%s\": k8s:// secrets are read through the "
-				"Kubernetes API client, which this node does not have yet (the Kubernetes "
-				"runtime brings it); use file:// on a standalone node", field, uri);
+		return lerr_set(e, EPERM, "spawn: refused: %s: \"%s\": k8s:// secrets are not supported by "
+				"this lanternd yet (docs/identity.md); use file:// below the node's secrets "
+				"directory", field, uri);
 	if (strncmp(uri, "file://", 7))
 		return lerr_set(e, EPERM, "spawn: refused: %s: \"%s\": unknown secret scheme (this node "
-				"reads file:///PATH below its secrets directory; k8s:// comes with the "
-				"Kubernetes runtime)", field, uri);
+				"reads file:///PATH below its secrets directory)", field, uri);
 	p = uri + 7;
 	if (id->secrets_fd < 0)
 		return lerr_set(e, EPERM, "spawn: refused: %s: \"%s\": %s", field, uri, id->secrets_why);
