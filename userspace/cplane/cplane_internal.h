@@ -1,7 +1,9 @@
 /* cplane_internal.h: the control-plane link's state, shared by its files: cplane.c
- * (assignments, reports, completions), lease.c (leases and self-fencing), resume.c
+ * (assignments, the run's end, the tunnel's events), lease.c (leases and self-fencing), resume.c
  * (runs continued from the journal store) and capacity.c (what this node can still
- * take). Nothing outside userspace/cplane/ includes this. */
+ * take), link.c (the control-plane runs linked to local ones) and report.c (what the
+ * node tells the control plane of a run). Nothing outside userspace/cplane/ includes
+ * this. */
 #ifndef LANTERN_CPLANE_INTERNAL_H
 #define LANTERN_CPLANE_INTERNAL_H
 
@@ -47,13 +49,23 @@ struct cplane {
 	uint64_t load_timer, lease_timer;
 };
 
-/* cplane.c */
+/* link.c */
 int64_t cplane_unix_ms(void);
 struct link *link_by_cp(struct cplane *c, const char *id);
+struct link *link_by_local(struct cplane *c, const char *id);
 struct link *link_new(struct cplane *c, const char *cp_id, const char *local, int64_t epoch,
 		      int64_t start_ms);
 int link_save(struct cplane *c, const struct link *l);
 void link_drop(struct cplane *c, const char *cp_id);
+/* The links STATE/tunnel/runs/ holds, read at start. */
+void links_load(struct cplane *c);
+
+/* report.c */
+enum tunnel_status cplane_dp_status(enum run_status s);
+/* r's end, as its completion: status, reason, exit code, metered cost and tokens, receipt */
+void cplane_complete_run(struct cplane *c, struct link *l, struct run *r, int64_t end_ms);
+/* a run whose local record is gone: failed, saying so */
+void cplane_complete_lost(struct cplane *c, struct link *l);
 /* A run this node will not start. not_started: for now only (draining, full, the store
  * away), so the control plane may place it again; else the refusal is the run's end. */
 void cplane_refuse(struct cplane *c, const char *cp_id, int64_t epoch, const char *why,

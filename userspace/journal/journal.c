@@ -529,7 +529,7 @@ int journal_append(struct journal *j, unsigned type, const void *payload, size_t
 	}
 	memcpy(j->head, next, JOURNAL_HASH_BYTES);
 	if (j->rep)
-		journal_replica_push(j->rep, seq, rec, rec_len);
+		j->rep_ops->push(j->rep, seq, rec, rec_len);
 	free(rec);
 	j->size += rec_len;
 	if (j->alloc < j->size)
@@ -659,7 +659,7 @@ void journal_close(struct journal *j)
 	if (!j)
 		return;
 	if (j->rep)
-		journal_replica_drop(j->rep);
+		j->rep_ops->drop(j->rep);
 	if (j->fd >= 0)
 		close(j->fd);
 	free(j);

@@ -30,12 +30,17 @@ struct journal {
 	int sync_err;               /* sticky: a failed sync poisons the journal (atomic) */
 	struct journal *qnext, *bnext;
 	struct journal_replica *rep; /* its copy in a journal store, or NULL (store.c) */
+	const struct journal_replica_ops *rep_ops; /* set with rep, by store.c */
 };
 
-/* store.c: a record journal_append wrote goes to the store's queue too (a copy). */
-void journal_replica_push(struct journal_replica *r, uint64_t seq, const uint8_t *rec, size_t len);
-/* Takes j out of its store (waits for a batch that holds its records), frees the replica. */
-void journal_replica_drop(struct journal_replica *r);
+/* What the file side calls of its copy: store.c sets them with j->rep, so journal.c
+ * knows the store only through these. */
+struct journal_replica_ops {
+	/* a record journal_append wrote goes to the store's queue too (a copy) */
+	void (*push)(struct journal_replica *r, uint64_t seq, const uint8_t *rec, size_t len);
+	/* takes j out of its store (waits for a batch that holds its records), frees the replica */
+	void (*drop)(struct journal_replica *r);
+};
 
 /* After j's first successful fdatasync: syncs its directory entry (once). */
 void journal_dir_settle(struct journal *j);

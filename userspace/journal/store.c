@@ -263,7 +263,7 @@ static void free_recs(struct rec *r)
 	}
 }
 
-void journal_replica_push(struct journal_replica *r, uint64_t seq, const uint8_t *data, size_t len)
+static void replica_push(struct journal_replica *r, uint64_t seq, const uint8_t *data, size_t len)
 {
 	struct journal_store *s = r->s;
 	struct rec *x = malloc(sizeof(*x) + len);
@@ -306,7 +306,7 @@ static void fail_locked(struct journal_replica *r, int err, const char *why)
 	log_error("%s", why);
 }
 
-void journal_replica_drop(struct journal_replica *r)
+static void replica_drop(struct journal_replica *r)
 {
 	struct journal_store *s = r->s;
 
@@ -319,6 +319,8 @@ void journal_replica_drop(struct journal_replica *r)
 	pthread_mutex_unlock(&s->mu);
 	free(r);
 }
+
+static const struct journal_replica_ops replica_ops = { .push = replica_push, .drop = replica_drop };
 
 int journal_replicate(struct journal *j, struct journal_store *s, const char *key, int64_t epoch,
 		      struct lerr *e)
@@ -337,6 +339,7 @@ int journal_replicate(struct journal *j, struct journal_store *s, const char *ke
 	r->epoch = epoch;
 	pthread_mutex_lock(&s->mu);
 	j->rep = r;
+	j->rep_ops = &replica_ops;
 	if (j->seq) {
 		/* records already in the file: the store may lack the last ones (lanternd died
 		 * between an append and its batch) */
