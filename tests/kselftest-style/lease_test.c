@@ -38,7 +38,7 @@
 #include "lantern/util.h"
 
 #define OPTOK   "lease-test-operator-token-0123456789"
-#define TTL_MS  3000
+#define TTL_MS  5000
 #define STORE_BOUND_S 6
 #define BURST   100
 #define POINTS  14
@@ -818,7 +818,7 @@ static void test_leader_burst(void)
 		"  egress_rules:\n    - pattern: tcp://127.0.0.1:%u\n  limits:\n    memory: 32Mi\n"
 		"  command: [\"/bin/sh\", \"-c\", \"curl -sf http://127.0.0.1:%u/burst/%d; sleep 0.3\"]\n";
 	int leader = -1, survivor, done = 0, succeeded = 0, once = 0, placed_once = 0, nodes[3] = { 0 };
-	char again[400] = "";
+	char again[400] = "", again_id[80] = "";
 	long code;
 	json_t *c = api(0, "GET", "/v1/control-plane", NULL, &code), *c2;
 	int64_t epoch0 = json_integer_value(json_object_get(c, "leader_epoch"));
@@ -853,9 +853,11 @@ static void test_leader_burst(void)
 
 		succeeded += !strcmp(str(x, "status"), "succeeded");
 		placed_once += json_integer_value(json_object_get(x, "epoch")) == 1;
-		if (json_integer_value(json_object_get(x, "epoch")) != 1 && !again[0])
+		if (json_integer_value(json_object_get(x, "epoch")) != 1 && !again[0]) {
 			snprintf(again, sizeof(again), "; %s at epoch %lld: %s", ids[i],
 				 (long long)json_integer_value(json_object_get(x, "epoch")), str(x, "detail"));
+			snprintf(again_id, sizeof(again_id), "%s", ids[i]);
+		}
 		n = node_of(str(x, "plane_id"));
 		if (n >= 0)
 			nodes[n]++;
@@ -872,6 +874,15 @@ static void test_leader_burst(void)
 	       "no run was placed twice (%d of %d placed once), and replica cp%d took over as leader at "
 	       "epoch %lld (was %lld)%s", placed_once, BURST, survivor,
 	       (long long)json_integer_value(json_object_get(c2, "leader_epoch")), (long long)epoch0, again);
+	if (again_id[0]) {
+		char *log = NULL;
+
+		/* why it was placed again, in the replicas' and nodes' words */
+		tl_sh(&log, NULL, "grep -h '%s' %s/lantern-cp*.log %s/lanternd.log %s/lanternd.log %s/lanternd.log "
+		      "| tail -n 20", again_id, N[0].dir, N[0].dir, N[1].dir, N[2].dir);
+		tap_diag("%s", log ? log : "");
+		free(log);
+	}
 	json_decref(c2);
 }
 

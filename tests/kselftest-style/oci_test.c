@@ -389,9 +389,17 @@ static void test_harness_non_root(void)
 		rc = tl_lantern(&T, &out, NULL, "run --input-json '{\"q\":65534}' %s",
 				spec(i ? "nobody-runsc" : "nobody-runc", isos[i], img, NULL,
 				     "id -u; lantern-hcall GET /v1/input"));
-		tap_ok(rc == 0 && tl_has(out, "65534\nHTTP/1.1 200") && tl_has(out, "\"input\":{\"q\":65534}"),
-		       "%s (%s): an image with User 65534 runs as 65534 and reads its input from the "
-		       "harness socket (%s)", isos[i], i ? "runsc" : "runc", tl_oneline(out));
+		if (!tap_ok(rc == 0 && tl_has(out, "65534\nHTTP/1.1 200") && tl_has(out, "\"input\":{\"q\":65534}"),
+			    "%s (%s): an image with User 65534 runs as 65534 and reads its input from the "
+			    "harness socket (%s)", isos[i], i ? "runsc" : "runc", tl_oneline(out))) {
+			char *log = NULL;
+
+			/* what lanternd and lantern-wire said about the harness meanwhile */
+			tl_sh(&log, NULL, "grep -E 'wire|harness|%s' %s/lanternd.log | tail -n 15",
+			      i ? "nobody-runsc" : "nobody-runc", T.dir);
+			tap_diag("rc %d; lanternd.log: %s", rc, log ? log : "");
+			free(log);
+		}
 		free(out);
 		out = NULL;
 	}

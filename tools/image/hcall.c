@@ -4,6 +4,7 @@
  * Connects to $LANTERN_HARNESS_SOCKET, sends the request with Connection: close and
  * prints the whole answer (status line, headers, body). Exits 0 when the status is
  * 2xx, 1 otherwise, 2 when the socket cannot be reached. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +42,9 @@ int main(int argc, char **argv)
 	}
 	while (got < sizeof(buf) - 1 && (n = read(fd, buf + got, sizeof(buf) - 1 - got)) > 0)
 		got += (size_t)n;
+	if (!got)
+		fprintf(stderr, "lantern-hcall: the connection ended with no answer (%s)\n",
+			n < 0 ? strerror(errno) : "end of file");
 	buf[got] = '\0';
 	fwrite(buf, 1, got, stdout);
 	putchar('\n');
