@@ -12,6 +12,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "lantern/util.h"
+
 #include <sanitizer/common_interface_defs.h>
 
 uint8_t fz_u8(struct fz *f)
@@ -91,11 +93,12 @@ static void workdir_remove(void)
 const char *fz_workdir(const char *name)
 {
 	const char *tmp = getenv("TMPDIR");
+	char prefix[sizeof(workdir)];
 
 	if (workdir[0])
 		return workdir;
-	snprintf(workdir, sizeof(workdir), "%s/lantern-fuzz-%s-XXXXXX", tmp && *tmp ? tmp : "/tmp",
-		 name);
+	snprintf(prefix, sizeof(prefix), "%s/lantern-fuzz-%s-", tmp && *tmp ? tmp : "/tmp", name);
+	util_tmp_template(workdir, sizeof(workdir), prefix);
 	if (!mkdtemp(workdir))
 		fz_fail(__FILE__, __LINE__, "mkdtemp", "cannot make %s: %s", workdir, strerror(errno));
 	atexit(workdir_remove);

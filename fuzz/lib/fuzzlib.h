@@ -29,7 +29,8 @@ char *fz_str(struct fz *f, size_t *len);
 const uint8_t *fz_rest(struct fz *f, size_t *len);
 
 /* A directory made once per process under $TMPDIR (or /tmp), removed at exit:
- * "<tmp>/lantern-fuzz-NAME-XXXXXX". Targets make what they need inside it. */
+ * "<tmp>/lantern-fuzz-NAME-" and six random characters. Targets make what they need
+ * inside it. */
 const char *fz_workdir(const char *name);
 /* Empties dir (the directory itself stays), never following a link. */
 void fz_empty(const char *dir);

@@ -12,6 +12,7 @@
 
 #include "tap.h"
 #include "testlib.h"
+#include "lantern/util.h"
 
 /* The checks' verdicts on dir, as a JSON array; NULL if the validator did not run. */
 static json_t *validate(const char *dir, const char *help)
@@ -39,10 +40,11 @@ static bool failed(json_t *res, const char *name_part)
 
 int main(void)
 {
-	char dir[] = "/tmp/lantern-manifests-XXXXXX", help[300], *build = getenv("LANTERN_BUILD");
+	char dir[64], help[300], *build = getenv("LANTERN_BUILD");
 	json_t *res, *x, *broken;
 	size_t i;
 
+	util_tmp_template(dir, sizeof(dir), "/tmp/lantern-manifests-");
 	tap_start();
 	if (access("tests/kube-apiserver/node_modules/kubernetes-models", F_OK) != 0) {
 		tap_skip("tests/kube-apiserver/node_modules missing (make deps)", "manifests_test");
