@@ -518,56 +518,40 @@ int lbpf_egress_dump(struct lbpf *b, uint64_t cgid, struct policy_entry **out, s
 	return 0;
 }
 
-int lbpf_stats_get(struct lbpf *b, uint64_t cgid, struct lantern_egress_stats *out)
+/* The per-CPU value of key in a map of counters (structs of __u64 only), summed into
+ * out (words __u64s); a key not there is all zeros. */
+static int percpu_sum(int fd, uint64_t key, __u64 *out, size_t words)
 {
 	int ncpu = libbpf_num_possible_cpus();
-	struct lantern_egress_stats *per;
+	__u64 *per;
 
+	memset(out, 0, words * sizeof(*out));
 	if (ncpu <= 0)
 		return ncpu ? ncpu : -EINVAL;
-	per = calloc((size_t)ncpu, sizeof(*per));
-	if (!per)
+	if (!(per = calloc((size_t)ncpu * words, sizeof(*per))))
 		return -ENOMEM;
-	memset(out, 0, sizeof(*out));
-	if (bpf_map_lookup_elem(b->fd_stats, &cgid, per) < 0) {
+	if (bpf_map_lookup_elem(fd, &key, per) < 0) {
 		int err = -errno;
+
 		free(per);
 		return err == -ENOENT ? 0 : err;
 	}
-	for (int i = 0; i < ncpu; i++) {
-		out->allowed += per[i].allowed;
-		out->denied += per[i].denied;
-		out->audited += per[i].audited;
-		out->dns_redirected += per[i].dns_redirected;
-	}
+	for (int i = 0; i < ncpu; i++)
+		for (size_t k = 0; k < words; k++)
+			out[k] += per[(size_t)i * words + k];
 	free(per);
 	return 0;
 }
 
+_Static_assert(sizeof(struct lantern_egress_stats) % sizeof(__u64) == 0, "counters only");
+_Static_assert(sizeof(struct lantern_pkt_stats) % sizeof(__u64) == 0, "counters only");
+
+int lbpf_stats_get(struct lbpf *b, uint64_t cgid, struct lantern_egress_stats *out)
+{
+	return percpu_sum(b->fd_stats, cgid, (__u64 *)out, sizeof(*out) / sizeof(__u64));
+}
+
 int lbpf_pkt_stats_get(struct lbpf *b, uint64_t cgid, struct lantern_pkt_stats *out)
 {
-	int ncpu = libbpf_num_possible_cpus();
-	struct lantern_pkt_stats *per;
-
-	if (ncpu <= 0)
-		return ncpu ? ncpu : -EINVAL;
-	per = calloc((size_t)ncpu, sizeof(*per));
-	if (!per)
-		return -ENOMEM;
-	memset(out, 0, sizeof(*out));
-	if (bpf_map_lookup_elem(b->fd_pkt_stats, &cgid, per) < 0) {
-		int err = -errno;
-		free(per);
-		return err == -ENOENT ? 0 : err;
-	}
-	for (int i = 0; i < ncpu; i++) {
-		out->ipv6_routing_header += per[i].ipv6_routing_header;
-		out->ipv6_ext_headers += per[i].ipv6_ext_headers;
-		out->ipv4_source_route += per[i].ipv4_source_route;
-		out->ipv4_options += per[i].ipv4_options;
-		out->socket_type += per[i].socket_type;
-		out->audited += per[i].audited;
-	}
-	free(per);
-	return 0;
+	return percpu_sum(b->fd_pkt_stats, cgid, (__u64 *)out, sizeof(*out) / sizeof(__u64));
 }
