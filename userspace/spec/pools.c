@@ -220,23 +220,13 @@ int spec_pools_parse(const char *file, const char *buf, size_t len, struct spec_
 
 int spec_pools_parse_file(const char *path, struct spec_pools *out, struct spec_errors *errs)
 {
-	char *buf = NULL, *msg = NULL;
+	char *buf = NULL;
 	size_t len = 0;
-	int err = util_read_file(path, &buf, &len);
+	int err;
 
 	*out = (struct spec_pools){ 0 };
-	if (errs)
-		*errs = (struct spec_errors){ 0 };
-	if (err) {
-		if (errs && asprintf(&msg, "%s: cannot read: %s", path, strerror(-err)) >= 0) {
-			errs->msg = calloc(2, sizeof(char *));
-			if (errs->msg)
-				errs->msg[errs->n++] = msg;
-			else
-				free(msg);
-		}
+	if ((err = read_input(path, &buf, &len, errs)))
 		return err;
-	}
 	err = spec_pools_parse(path, buf, len, out, errs);
 	free(buf);
 	return err;

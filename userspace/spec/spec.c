@@ -943,25 +943,32 @@ int spec_parse(const char *file, const char *buf, size_t len, struct spec **out,
 	return 0;
 }
 
-int spec_parse_file(const char *path, struct spec **out, struct spec_errors *errs)
+int read_input(const char *path, char **buf, size_t *len, struct spec_errors *errs)
 {
-	char *buf = NULL, *msg = NULL;
-	size_t len = 0;
-	int err = util_read_file(path, &buf, &len);
+	char *msg = NULL;
+	int err = util_read_file(path, buf, len);
 
-	*out = NULL;
 	if (errs)
 		*errs = (struct spec_errors){ 0 };
-	if (err) {
-		if (errs && asprintf(&msg, "%s: cannot read: %s", path, strerror(-err)) >= 0) {
-			errs->msg = calloc(2, sizeof(char *));
-			if (errs->msg)
-				errs->msg[errs->n++] = msg;
-			else
-				free(msg);
-		}
-		return err;
+	if (err && errs && asprintf(&msg, "%s: cannot read: %s", path, strerror(-err)) >= 0) {
+		errs->msg = calloc(2, sizeof(char *));
+		if (errs->msg)
+			errs->msg[errs->n++] = msg;
+		else
+			free(msg);
 	}
+	return err;
+}
+
+int spec_parse_file(const char *path, struct spec **out, struct spec_errors *errs)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	int err;
+
+	*out = NULL;
+	if ((err = read_input(path, &buf, &len, errs)))
+		return err;
 	err = spec_parse(path, buf, len, out, errs);
 	free(buf);
 	return err;

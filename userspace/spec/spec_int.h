@@ -76,6 +76,8 @@ bool valid_digest(const char *d);
 void parse_quantity(struct sctx *c, struct snode *v, const char *path, bool milli, uint64_t *out);
 /* Moves the collected errors, in file order, into errs. */
 void hand_out(struct sctx *c, struct spec_errors *errs);
+/* Reads path whole; when it cannot, errs (may be NULL) holds "PATH: cannot read: why". */
+int read_input(const char *path, char **buf, size_t *len, struct spec_errors *errs);
 
 /* Kubernetes quantity -> units: milli = true gives thousandths rounded to the nearest
  * ("500m" -> 500, "2" -> 2000), false gives whole units and refuses fractions (bytes).
