@@ -10,21 +10,11 @@
 #include <sys/types.h>
 
 /* Counters are unsigned and saturate; where one leaves as a signed 64-bit number (JSON,
- * OTLP, the proto) it is shown as at most INT64_MAX, never wrapped. */
-static inline uint64_t util_sat_add_u64(uint64_t a, uint64_t b)
-{
-	return a > UINT64_MAX - b ? UINT64_MAX : a + b;
-}
-
+ * OTLP, the proto) it is shown as at most INT64_MAX, never wrapped (sums saturate in
+ * meter_sat_add). */
 static inline int64_t util_sat_i64(uint64_t v)
 {
 	return v > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)v;
-}
-
-/* a + b for a, b >= 0, at most INT64_MAX */
-static inline int64_t util_sat_add_i64(int64_t a, int64_t b)
-{
-	return a > INT64_MAX - b ? INT64_MAX : a + b;
 }
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))

@@ -110,6 +110,7 @@ void cplane_complete_run(struct cplane *c, struct link *l, struct run *r, int64_
 	};
 	struct meter_usage u;
 	struct meter_cost mc;
+	uint64_t tin = 0, tout = 0;
 
 	meter_run_usage(c->meter, r, &u);
 	meter_compute(meter_prices(c->meter), &u, &mc);
@@ -117,9 +118,11 @@ void cplane_complete_run(struct cplane *c, struct link *l, struct run *r, int64_
 	for (size_t i = 0; u.tally && i < u.tally->n; i++) {
 		const struct meter_tokens *k = &u.tally->m[i].t;
 
-		oc.tin = util_sat_add_i64(oc.tin, util_sat_i64(util_sat_add_u64(util_sat_add_u64(k->input, k->cache_read), k->cache_creation)));
-		oc.tout = util_sat_add_i64(oc.tout, util_sat_i64(util_sat_add_u64(k->output, k->reasoning)));
+		tin = meter_sat_add(tin, meter_sat_add(meter_sat_add(k->input, k->cache_read), k->cache_creation));
+		tout = meter_sat_add(tout, meter_sat_add(k->output, k->reasoning));
 	}
+	oc.tin = util_sat_i64(tin);
+	oc.tout = util_sat_i64(tout);
 	send_completion(c, l, &oc);
 }
 
