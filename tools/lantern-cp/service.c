@@ -832,7 +832,7 @@ static void stream_msg(struct rpc_stream *s, void *arg, const uint8_t *msg, size
 	pthread_mutex_lock(&cp->mu);
 	if (!m) {
 		rpc_stream_finish(s, RPC_INVALID_ARGUMENT, "malformed DpRunStreamClientMsg");
-	} else if (!ss->plane[0] && !ss->tenant[0]) {
+	} else if (!ss->hello) {
 		if (m->msg_case != LANTERN__V1__DP_RUN_STREAM_CLIENT_MSG__MSG_HELLO)
 			rpc_stream_finish(s, RPC_INVALID_ARGUMENT, "the first frame of a RunStream must be Hello");
 		else
