@@ -155,6 +155,15 @@ static void test_runs(void)
 	free(out);
 	free(err);
 
+	/* runc has no network flag of its own: the pod's veth from the node's CNI is removed
+	 * by lantern-oci (rtnetlink) before the sandbox is created */
+	rc = tl_run(&T, spec("none-runc", "trusted", "  network: none\n", "ip -o link | grep -vc ': lo:'; ip -o link"),
+		    &out, &err);
+	tap_ok(rc == 0 && !strncmp(out ? out : "", "0\n", 2) && tl_has(out, ": lo:"),
+	       "trusted (runc), network none: the pod's CNI link is gone, loopback alone is left: %s", tl_oneline(out));
+	free(out);
+	free(err);
+
 	rc = tl_run(&T, spec("hostile", "hostile", NULL, "echo must-not-run"), &out, &err);
 	tap_ok(rc != 0 && !tl_has(out, "must-not-run") && tl_has(err, "\"hostile\"") && tl_has(err, "refused"),
 	       "hostile is refused: this node does not run it: %s", tl_oneline(err));
@@ -363,7 +372,7 @@ int main(void)
 	const char *missing = tl_env_missing();
 	char dir[400], *out = NULL;
 
-	tap_plan(27);
+	tap_plan(28);
 	if (missing || access("/usr/bin/containerd", X_OK) || access("/usr/bin/runsc", X_OK)) {
 		for (int i = 0; i < 27; i++)
 			tap_skip(missing ? missing : "containerd or runsc not installed (make deps)", "cri point %d", i + 1);

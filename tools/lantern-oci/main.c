@@ -33,7 +33,6 @@
 #include <jansson.h>
 #include <fcntl.h>
 #include <poll.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -47,6 +46,7 @@
 
 #include "lantern/cgroup.h"
 #include "lantern/util.h"
+#include "netns.h"
 
 #define DEFAULT_SOCKET "/run/lantern/lanternd.sock"
 #define RUNC "/usr/sbin/runc"
@@ -244,59 +244,6 @@ static const char *netns_of(json_t *cfg)
 		if (!strcmp(json_string_value(json_object_get(ns, "type")) ?: "", "network"))
 			return json_string_value(json_object_get(ns, "path"));
 	return NULL;
-}
-
-/* Runs argv inside the network namespace at path; its output (up to cap) in out. */
-static int in_netns(const char *path, char *const argv[], char *out, size_t cap)
-{
-	int p[2], st;
-	size_t n = 0;
-	ssize_t r;
-	pid_t pid;
-
-	if (pipe2(p, O_CLOEXEC) < 0)
-		return -errno;
-	if ((pid = fork()) == 0) {
-		int fd = open(path, O_RDONLY | O_CLOEXEC);
-
-		if (fd < 0 || setns(fd, CLONE_NEWNET) < 0 || dup2(p[1], 1) < 0 || dup2(p[1], 2) < 0)
-			_exit(126);
-		execv(argv[0], argv);
-		_exit(127);
-	}
-	close(p[1]);
-	while (pid > 0 && n + 1 < cap && (r = read(p[0], out + n, cap - 1 - n)) > 0)
-		n += (size_t)r;
-	out[n] = '\0';
-	close(p[0]);
-	if (pid < 0 || waitpid(pid, &st, 0) < 0)
-		return -errno;
-	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
-
-/* network: none: the node's CNI gave the pod a veth like every pod; it goes before
- * anything runs in the pod, and only loopback may be left. */
-static int strip_network(const char *netns, char *why, size_t wlen)
-{
-	char out[4096], *line, *save = NULL;
-	int rc;
-
-	rc = in_netns(netns, (char *[]){ "/usr/sbin/ip", "link", "del", "eth0", NULL }, out, sizeof(out));
-	if (rc != 0 && !strstr(out, "Cannot find device")) {
-		snprintf(why, wlen, "network none: cannot remove the pod's eth0 in %s: %s", netns, out);
-		return -EIO;
-	}
-	if ((rc = in_netns(netns, (char *[]){ "/usr/sbin/ip", "-o", "link", "show", NULL }, out, sizeof(out))) != 0) {
-		snprintf(why, wlen, "network none: cannot list the links of %s: %s", netns, out);
-		return -EIO;
-	}
-	for (line = strtok_r(out, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-		if (!strstr(line, ": lo:")) {
-			snprintf(why, wlen, "network none: %s keeps a link besides loopback: %.200s", netns, line);
-			return -EPERM;
-		}
-	}
-	return 0;
 }
 
 static json_t *tmpfs(const char *dst, const char *mode, json_int_t size)
@@ -601,8 +548,8 @@ static int create(const struct cmdline *c)
 		goto out;
 	}
 	if (sandbox && !strcmp(json_string_value(json_object_get(ans, "network")) ?: "", "none") &&
-	    strip_network(netns_of(cfg), why, sizeof(why)) < 0) {
-		err = fail(c, "refused: sandbox %s: %s", id, why);
+	    netns_keep_loopback(netns_of(cfg), why, sizeof(why)) < 0) {
+		err = fail(c, "refused: sandbox %s: network none: %s", id, why);
 		goto out;
 	}
 	/* a cgroup someone else chose (the kubelet's) gives way to one inside the instance */
