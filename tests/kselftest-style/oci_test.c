@@ -376,7 +376,7 @@ static void test_harness_read_only(void)
 static void test_harness_non_root(void)
 {
 	static const char *const isos[] = { "trusted", "standard" };
-	char dir[400], img[256], *out = NULL;
+	char dir[400], img[256], *out = NULL, *err = NULL;
 	int rc;
 
 	snprintf(dir, sizeof(dir), "%s/img-nobody", T.dir);
@@ -386,7 +386,7 @@ static void test_harness_non_root(void)
 	out = NULL;
 	tl_lantern(&T, NULL, NULL, "image import %s", dir);
 	for (size_t i = 0; i < ARRAY_SIZE(isos); i++) {
-		rc = tl_lantern(&T, &out, NULL, "run --input-json '{\"q\":65534}' %s",
+		rc = tl_lantern(&T, &out, &err, "run --input-json '{\"q\":65534}' %s",
 				spec(i ? "nobody-runsc" : "nobody-runc", isos[i], img, NULL,
 				     "id -u; lantern-hcall GET /v1/input"));
 		if (!tap_ok(rc == 0 && tl_has(out, "65534\nHTTP/1.1 200") && tl_has(out, "\"input\":{\"q\":65534}"),
@@ -397,11 +397,12 @@ static void test_harness_non_root(void)
 			/* what lanternd and lantern-wire said about the harness meanwhile */
 			tl_sh(&log, NULL, "grep -E 'wire|harness|%s' %s/lanternd.log | tail -n 15",
 			      i ? "nobody-runsc" : "nobody-runc", T.dir);
-			tap_diag("rc %d; lanternd.log: %s", rc, log ? log : "");
+			tap_diag("rc %d; stderr: %s; lanternd.log: %s", rc, err ? err : "", log ? log : "");
 			free(log);
 		}
 		free(out);
-		out = NULL;
+		free(err);
+		out = err = NULL;
 	}
 }
 

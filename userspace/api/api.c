@@ -288,7 +288,6 @@ int api_open(struct loop *l, const char *path, struct api **out, struct lerr *e)
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	char dir[PATH_MAX], *slash;
 	struct api *a;
-	mode_t old;
 	int fd, err;
 
 	if (strlen(path) >= sizeof(sa.sun_path))
@@ -302,15 +301,13 @@ int api_open(struct loop *l, const char *path, struct api **out, struct lerr *e)
 	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0)) < 0)
 		return lerr_set(e, errno, "api: socket: %s", strerror(errno));
 	unlink(path);
-	old = umask(0077);
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+	/* the file a bind makes has the socket's mode less the umask: 0600 at most from
+	 * the start (umask is the whole process's, not this thread's, so it is left alone) */
+	if (fchmod(fd, 0600) < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || chmod(path, 0600) < 0) {
 		err = errno;
-		umask(old);
 		close(fd);
 		return lerr_set(e, err, "api: bind %s: %s", path, strerror(err));
 	}
-	umask(old);
-	chmod(path, 0600);
 	if (!(a = calloc(1, sizeof(*a)))) {
 		close(fd);
 		return lerr_set(e, ENOMEM, "api: out of memory");

@@ -521,29 +521,23 @@ static void on_accept(struct loop *l, int lfd, uint32_t events, void *arg)
 int harness_bind(const char *path, struct lerr *e)
 {
 	struct sockaddr_un a = { .sun_family = AF_UNIX };
-	mode_t old;
 	int fd, err;
 
-	/* bound under a temporary name and renamed over the old socket: a reconnecting
-	 * workload finds either the old file or the new, never none */
+	/* bound under a temporary name, made 0666 and listening, then renamed over the old
+	 * socket: a reconnecting workload finds either the old file or the new, never none
+	 * and never one that refuses it. Any user may connect (the image's user need not be
+	 * root; who may use the socket is the accept check's to say, by the caller's
+	 * cgroup). The mode is set on the file, not through umask, which is the whole
+	 * process's: another thread's files made meanwhile would get it too. */
 	if ((size_t)snprintf(a.sun_path, sizeof(a.sun_path), "%s.new", path) >= sizeof(a.sun_path))
 		return lerr_set(e, ENAMETOOLONG, "harness: socket path %s is too long", path);
 	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0)) < 0)
 		return lerr_set(e, errno, "harness: socket: %s", strerror(errno));
 	unlink(a.sun_path);
-	/* any user may connect (0666): the image's user need not be root, and who may use
-	 * the socket is the accept check's to say (the caller's cgroup) */
-	old = umask(0111);
-	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || rename(a.sun_path, path) < 0) {
+	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || chmod(a.sun_path, 0666) < 0 || listen(fd, 64) < 0 ||
+	    rename(a.sun_path, path) < 0) {
 		err = lerr_set(e, errno, "harness: bind %s: %s", path, strerror(errno));
-		umask(old);
 		unlink(a.sun_path);
-		close(fd);
-		return err;
-	}
-	umask(old);
-	if (listen(fd, 64) < 0) {
-		err = lerr_set(e, errno, "harness: listen %s: %s", path, strerror(errno));
 		close(fd);
 		return err;
 	}
