@@ -337,6 +337,33 @@ static void test_kill9(void)
 	free(out);
 }
 
+/* Killed while containerd makes its pod (lanternd asks for the pod before its own start
+ * is done, so the window is the pod's whole creation): the run ends cancelled at once,
+ * and no workload is started after the kill (sleep 30 would keep it running). */
+static void test_kill_starting(void)
+{
+	const char *f = spec("early-kill", "trusted", NULL, "sleep 30");
+	char id[32] = "", *out = NULL;
+	uint64_t t0 = 0;
+	bool ended = false;
+
+	tl_sh(NULL, NULL, "%s/lantern --socket %s run %s >/dev/null 2>&1 &", T.build, T.sock, f);
+	if (tl_running_run(&T, "early-kill", id, sizeof(id), 10000)) {
+		t0 = tl_ms();
+		tl_lantern(&T, NULL, NULL, "kill %s", id);
+		while (!ended && tl_ms() - t0 < 20000) {
+			ended = !status_is(id, "running");
+			if (!ended)
+				usleep(100000);
+		}
+	}
+	tl_lantern(&T, &out, NULL, "ps | grep '^%s '", id);
+	tap_ok(ended && tl_ms() - t0 < 10000 && tl_has(out, "cancelled"),
+	       "killed while its pod is made: the run ends cancelled within %llu ms, no workload outlives it: %s",
+	       (unsigned long long)(t0 ? tl_ms() - t0 : 0), tl_oneline(out));
+	free(out);
+}
+
 static void test_leftovers(void)
 {
 	char cmd[2048], *before = NULL, *after = NULL, *out = NULL;
@@ -350,6 +377,7 @@ static void test_leftovers(void)
 		 "bpftool map dump pinned %s/lantern_instances 2>/dev/null | grep -c cgid; "
 		 "ls %s/*/*/lantern-oci 2>/dev/null | grep -c json",
 		 ctr, ctd, T.cgroot, T.bpffs, hroot);
+	test_kill_starting();
 	tl_sh(NULL, NULL, "sleep 1");
 	tl_sh(&before, NULL, "%s", cmd);
 	t0 = tl_ms();
@@ -372,9 +400,9 @@ int main(void)
 	const char *missing = tl_env_missing();
 	char dir[400], *out = NULL;
 
-	tap_plan(28);
+	tap_plan(29);
 	if (missing || access("/usr/bin/containerd", X_OK) || access("/usr/bin/runsc", X_OK)) {
-		for (int i = 0; i < 27; i++)
+		for (int i = 0; i < 29; i++)
 			tap_skip(missing ? missing : "containerd or runsc not installed (make deps)", "cri point %d", i + 1);
 		return tap_failures ? 1 : 0;
 	}

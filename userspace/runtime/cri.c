@@ -4,10 +4,13 @@
  * containers containerd starts through lantern-oci; lantern-oci binds each container to
  * the run (this runtime's bind op) before the class's real runtime runs it.
  *
- * Before anything is asked of containerd the run module has made the instance cgroup
- * with its limits and the subscribers have put its policy in the maps; the pod's
- * cgroup_parent is that instance, so containerd puts every container of the pod in a
- * cgroup inside it, judged and limited as the instance from its first instruction.
+ * Before any container of the pod runs, the run module has made the instance cgroup
+ * with its limits and the subscribers have put its policy in the maps: the pod is
+ * asked for at the end of prepare and containerd makes it meanwhile, but a container
+ * runs only once lantern-oci's bind is answered, which the loop does after the start.
+ * The pod's cgroup_parent is that instance, so containerd puts every container of the
+ * pod in a cgroup inside it, judged and limited as the instance from its first
+ * instruction.
  *
  * containerd's calls block (a pod start is RunPodSandbox, CreateContainer and
  * StartContainer, hundreds of milliseconds with runsc) and lantern-oci asks lanternd's
@@ -22,6 +25,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,6 +60,8 @@ struct runtime_cri {
 	bool polling;                    /* a poll job is out */
 };
 
+struct start_job;
+
 struct cri_run {
 	struct runtime_cri *o;
 	struct run *r;
@@ -63,6 +69,7 @@ struct cri_run {
 	char pod_name[64], pod_uid[40], handler[48];
 	char pod_id[80], ctr_id[80];
 	struct runtime_pod_binds binds;  /* its containers that bound */
+	struct start_job *job;           /* its start, from prepare until the container runs */
 	char seccomp[PATH_MAX];
 	struct cri_log log;
 	bool started;                    /* the container was started: watch it */
@@ -102,6 +109,9 @@ static void conn_put(struct runtime_cri *o, struct cri *c)
 }
 
 /* ---- admission and preparation ---- */
+
+static int pod_ask(struct runtime_cri *o, struct run *r, struct cri_run *cr, struct lerr *e);
+static void job_detach(struct cri_run *cr);
 
 static int cri_admit(void *arg, const struct spec *s, struct lerr *e)
 {
@@ -189,6 +199,7 @@ static int cri_prepare(void *arg, struct run *r, struct lerr *e)
 				o->endpoint);
 	if (cr) {
 		/* a resumed run starts over in a fresh pod */
+		job_detach(cr);
 		cri_run_unlink(cr);
 		free(cr);
 		run_set_runtime_state(r, NULL);
@@ -216,16 +227,25 @@ static int cri_prepare(void *arg, struct run *r, struct lerr *e)
 	 * bridge's address, where the egress subscriber's proxy listens too */
 	run_set_network(r, true, s->network == SPEC_NET_NONE ? 0 : o->gw4);
 	record_save(cr);
-	return 0;
+	return pod_ask(o, r, cr, e);
 }
 
-/* ---- starting: RunPodSandbox, CreateContainer, StartContainer on a worker ---- */
+/* ---- starting: RunPodSandbox, then CreateContainer and StartContainer, on a worker ----
+ *
+ * The pod is asked for at the end of prepare, so containerd makes it (CNI, the pause
+ * container: hundreds of milliseconds) while the loop goes on with the run's start
+ * (the instance cgroup, every subscriber's policy, journal and identity). Nothing of it
+ * runs before that start is done: its sandbox container runs only once lantern-oci's
+ * bind is answered, and the loop answers binds only between callbacks, after the start
+ * (a start that failed has left no run: the bind is refused and so is the pod). The
+ * workload container follows when both the pod and the start are done. */
 
 struct start_job {
 	struct runtime_cri *o;
-	struct run *r;                   /* the loop's: touched in start_done only */
+	struct run *r;                   /* the loop's; NULL once the run let go of it */
 	char run_id[32], inst[32], tenant_ns[96], cls[32];
 	char pod_name[64], pod_uid[40], handler[48], cgroup_parent[256], log_dir[PATH_MAX + 8];
+	/* the container's, from cri_start */
 	char image[512], seccomp[PATH_MAX];
 	char **command, **args;          /* NULL-terminated copies, or NULL */
 	struct cri_kv *envs;
@@ -236,6 +256,9 @@ struct start_job {
 	size_t n_mounts;
 	char *mount_store[16];
 	int64_t memory, cpu_quota;
+	bool in_flight;                  /* a worker has it (pod or container phase) */
+	bool pod_done;                   /* RunPodSandbox answered (pod_id, or err) */
+	bool start_wanted;               /* cri_start filled the container's part */
 	/* out */
 	char pod_id[80], ctr_id[80];
 	int err;
@@ -273,20 +296,53 @@ static char **strv_copy(char *const *v, size_t n)
 	return out;
 }
 
-static void start_work(void *arg)
+/* The pod's description as the kubelet would give it; labels and ann are the caller's
+ * arrays of ARRAY_SIZE 6 and 4. */
+static struct cri_pod pod_of(const struct start_job *j, struct cri_kv *labels, struct cri_kv *ann)
+{
+	labels[0] = (struct cri_kv){ "io.kubernetes.pod.name", j->pod_name };
+	labels[1] = (struct cri_kv){ "io.kubernetes.pod.namespace", j->tenant_ns };
+	labels[2] = (struct cri_kv){ "io.kubernetes.pod.uid", j->pod_uid };
+	labels[3] = (struct cri_kv){ LABEL_RUN, j->run_id };
+	labels[4] = (struct cri_kv){ LABEL_INST, j->inst };
+	labels[5] = (struct cri_kv){ LABEL_NODE, j->o->node };
+	ann[0] = (struct cri_kv){ LABEL_RUN, j->run_id };
+	ann[1] = (struct cri_kv){ LABEL_INST, j->inst };
+	ann[2] = (struct cri_kv){ "lantern.dev/isolation", j->cls };
+	ann[3] = (struct cri_kv){ "io.kubernetes.pod.terminationGracePeriod", "3" };
+	return (struct cri_pod){
+		.name = j->pod_name, .uid = j->pod_uid, .ns = j->tenant_ns, .hostname = j->inst,
+		.log_dir = j->log_dir, .cgroup_parent = j->cgroup_parent, .handler = j->handler,
+		.labels = labels, .n_labels = 6, .annotations = ann, .n_annotations = 4,
+	};
+}
+
+static void fail_job(struct start_job *j, int err, const struct lerr *e)
+{
+	j->err = err < 0 ? err : -ECONNREFUSED;
+	snprintf(j->why, sizeof(j->why), "%s", e->msg);
+}
+
+static void pod_work(void *arg)
 {
 	struct start_job *j = arg;
+	struct cri_kv labels[6], ann[4];
+	struct cri_pod p = pod_of(j, labels, ann);
 	struct lerr e = { 0 };
 	struct cri *c = conn_get(j->o, &e);
-	struct cri_kv labels[] = {
-		{ "io.kubernetes.pod.name", j->pod_name }, { "io.kubernetes.pod.namespace", j->tenant_ns },
-		{ "io.kubernetes.pod.uid", j->pod_uid }, { LABEL_RUN, j->run_id }, { LABEL_INST, j->inst },
-		{ LABEL_NODE, j->o->node },
-	};
-	struct cri_kv ann[] = {
-		{ LABEL_RUN, j->run_id }, { LABEL_INST, j->inst }, { "lantern.dev/isolation", j->cls },
-		{ "io.kubernetes.pod.terminationGracePeriod", "3" },
-	};
+	int err = c ? cri_run_pod(c, &p, j->pod_id, sizeof(j->pod_id), &e) : -ECONNREFUSED;
+
+	if (err < 0)
+		fail_job(j, err, &e);
+	if (c)
+		conn_put(j->o, c);
+}
+
+static void ctr_work(void *arg)
+{
+	struct start_job *j = arg;
+	struct cri_kv labels[6], ann[4];
+	struct cri_pod p = pod_of(j, labels, ann);
 	struct cri_kv clabels[] = {
 		{ "io.kubernetes.container.name", "workload" }, { "io.kubernetes.pod.name", j->pod_name },
 		{ "io.kubernetes.pod.namespace", j->tenant_ns }, { "io.kubernetes.pod.uid", j->pod_uid },
@@ -294,12 +350,6 @@ static void start_work(void *arg)
 	};
 	struct cri_kv cann[] = {
 		{ LABEL_RUN, j->run_id }, { LABEL_INST, j->inst }, { "io.kubernetes.container.restartCount", "0" },
-	};
-	struct cri_pod p = {
-		.name = j->pod_name, .uid = j->pod_uid, .ns = j->tenant_ns, .hostname = j->inst,
-		.log_dir = j->log_dir, .cgroup_parent = j->cgroup_parent, .handler = j->handler,
-		.labels = labels, .n_labels = ARRAY_SIZE(labels), .annotations = ann,
-		.n_annotations = ARRAY_SIZE(ann),
 	};
 	struct cri_container ct = {
 		.name = "workload", .image = j->image, .command = j->command, .args = j->args,
@@ -309,63 +359,123 @@ static void start_work(void *arg)
 		.labels = clabels, .n_labels = ARRAY_SIZE(clabels), .annotations = cann,
 		.n_annotations = ARRAY_SIZE(cann),
 	};
+	struct lerr e = { 0 };
+	struct cri *c = conn_get(j->o, &e);
+	int err;
 
-	if (!c ||
-	    (j->err = cri_run_pod(c, &p, j->pod_id, sizeof(j->pod_id), &e)) < 0 ||
-	    (j->err = cri_create_container(c, j->pod_id, &p, &ct, j->ctr_id, sizeof(j->ctr_id), &e)) < 0 ||
-	    (j->err = cri_start_container(c, j->ctr_id, &e)) < 0) {
-		if (!j->err)
-			j->err = -ECONNREFUSED;
-		snprintf(j->why, sizeof(j->why), "%s", e.msg);
-	}
+	if (!c || (err = cri_create_container(c, j->pod_id, &p, &ct, j->ctr_id, sizeof(j->ctr_id), &e)) < 0 ||
+	    (err = cri_start_container(c, j->ctr_id, &e)) < 0)
+		fail_job(j, c ? err : -ECONNREFUSED, &e);
 	if (c)
 		conn_put(j->o, c);
 }
 
 static void poll_arm(struct runtime_cri *o);
+static void orphan_teardown(struct start_job *j);
+static void ctr_done(void *arg);
 
-static void start_done(void *arg)
+/* The run lets go of its start: a job a worker still has finishes alone, and what it
+ * made for nobody is removed when it is back (orphan_teardown). */
+static void job_detach(struct cri_run *cr)
+{
+	struct start_job *j = cr->job;
+
+	cr->job = NULL;
+	if (!j)
+		return;
+	if (j->in_flight)
+		j->r = NULL;
+	else
+		start_job_free(j);
+}
+
+/* The start failed after it was under way, or the run was killed or timed out
+ * meanwhile: it ends with the reason, or as run_end decided (for a run ending already,
+ * the start's failure, such as its pod's refused bind, follows from that). */
+static void start_failed(struct cri_run *cr, struct start_job *j)
+{
+	struct run_exit x = { .recorded = true, .exit_code = -1 };
+
+	if (run_ending(cr->r))
+		log_info("run %s: ended before its workload started%s%s", run_id(cr->r), j->err ? ": " : "",
+			 j->err ? j->why : "");
+	else
+		snprintf(x.error, sizeof(x.error), "%s", j->why);
+	cr->exited = true;
+	run_exited(cr->r, &x);
+}
+
+static int ctr_submit(struct cri_run *cr, struct start_job *j)
+{
+	j->in_flight = true;
+	if (workq_submit(cr->o->pool, ctr_work, ctr_done, j) < 0) {
+		j->in_flight = false;
+		j->err = -ENOMEM;
+		snprintf(j->why, sizeof(j->why), "spawn: out of memory");
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+static void pod_done(void *arg)
 {
 	struct start_job *j = arg;
-	struct cri_run *cr = run_of(j->r);
+	struct cri_run *cr = j->r ? run_of(j->r) : NULL;
 
-	if (cr) {
-		snprintf(cr->pod_id, sizeof(cr->pod_id), "%s", j->pod_id);
-		snprintf(cr->ctr_id, sizeof(cr->ctr_id), "%s", j->ctr_id);
-		record_save(cr);
+	j->in_flight = false;
+	j->pod_done = true;
+	if (!cr) {
+		orphan_teardown(j);
+		return;
 	}
-	if (cr && !j->err && strcmp(cr->binds.sandbox, cr->pod_id)) {
+	snprintf(cr->pod_id, sizeof(cr->pod_id), "%s", j->pod_id);
+	record_save(cr);
+	if (!j->start_wanted)
+		return;   /* cri_start goes on from here */
+	/* killed or timed out while its pod was made: no workload is started */
+	if (j->err || run_ending(cr->r) || ctr_submit(cr, j) < 0) {
+		cr->job = NULL;
+		start_failed(cr, j);
+		start_job_free(j);
+	}
+}
+
+static void ctr_done(void *arg)
+{
+	struct start_job *j = arg;
+	struct cri_run *cr = j->r ? run_of(j->r) : NULL;
+
+	j->in_flight = false;
+	if (!cr) {
+		orphan_teardown(j);
+		return;
+	}
+	cr->job = NULL;
+	snprintf(cr->ctr_id, sizeof(cr->ctr_id), "%s", j->ctr_id);
+	record_save(cr);
+	if (!j->err && strcmp(cr->binds.sandbox, cr->pod_id)) {
 		/* the sandbox lantern-oci bound is not the pod containerd made for this run */
 		j->err = -EPERM;
 		snprintf(j->why, sizeof(j->why), "pod %s: its sandbox was not bound to the run (bound: \"%s\")",
 			 j->pod_id, cr->binds.sandbox);
 	}
 	if (j->err) {
-		struct run_exit x = { .recorded = true, .exit_code = -1 };
-
-		snprintf(x.error, sizeof(x.error), "%s", j->why);
-		if (cr)
-			cr->exited = true;
-		run_exited(j->r, &x);
-	} else if (cr) {
+		start_failed(cr, j);
+	} else {
+		/* killed or timed out while its container was made: the signals went before
+		 * it existed, so it gets its own (the poll then sees it end) */
+		if (run_ending(cr->r))
+			cgroup_inst_signal(run_cgroup(cr->r), SIGKILL);
 		cr->started = true;
 		poll_arm(j->o);
 	}
 	start_job_free(j);
 }
 
-static int cri_start(void *arg, struct run *r, struct run_env *env, struct lerr *e)
+static int pod_ask(struct runtime_cri *o, struct run *r, struct cri_run *cr, struct lerr *e)
 {
-	struct runtime_cri *o = arg;
-	struct cri_run *cr = run_of(r);
-	const struct spec *s = run_spec(r);
-	const struct run_env_mount *m;
-	char *const *lenv = run_env_strings(env, true);
-	size_t nm = run_env_mounts(env, &m), nl = 0;
 	struct start_job *j = calloc(1, sizeof(*j));
 
-	while (lenv && lenv[nl])
-		nl++;
 	if (!j)
 		return lerr_set(e, ENOMEM, "spawn: out of memory");
 	j->o = o;
@@ -373,12 +483,34 @@ static int cri_start(void *arg, struct run *r, struct run_env *env, struct lerr 
 	snprintf(j->run_id, sizeof(j->run_id), "%s", run_id(r));
 	snprintf(j->inst, sizeof(j->inst), "%s", run_instance_id(r));
 	run_pod_namespace(r, j->tenant_ns, sizeof(j->tenant_ns));
-	snprintf(j->cls, sizeof(j->cls), "%s", spec_isolation_name(s->isolation));
+	snprintf(j->cls, sizeof(j->cls), "%s", spec_isolation_name(run_spec(r)->isolation));
 	snprintf(j->pod_name, sizeof(j->pod_name), "%s", cr->pod_name);
 	snprintf(j->pod_uid, sizeof(j->pod_uid), "%s", cr->pod_uid);
 	snprintf(j->handler, sizeof(j->handler), "%s", cr->handler);
-	snprintf(j->cgroup_parent, sizeof(j->cgroup_parent), "/%s/%s", o->cg->root, run_cgroup(r)->name);
+	/* the instance cgroup (named after the instance) is made after prepare, before any
+	 * container of the pod may run (their bind) */
+	snprintf(j->cgroup_parent, sizeof(j->cgroup_parent), "/%s/%s", o->cg->root, run_instance_id(r));
 	log_dir(r, j->log_dir, sizeof(j->log_dir));
+	job_detach(cr);
+	j->in_flight = true;
+	if (workq_submit(o->pool, pod_work, pod_done, j) < 0) {
+		free(j);
+		return lerr_set(e, ENOMEM, "spawn: out of memory");
+	}
+	cr->job = j;
+	return 0;
+}
+
+/* The workload container's part of the job: copies of everything it sends. */
+static int fill_container(struct start_job *j, const struct spec *s, const struct cri_run *cr,
+			  struct run_env *env, struct lerr *e)
+{
+	const struct run_env_mount *m;
+	char *const *lenv = run_env_strings(env, true);
+	size_t nm = run_env_mounts(env, &m), nl = 0;
+
+	while (lenv && lenv[nl])
+		nl++;
 	snprintf(j->image, sizeof(j->image), "%s", s->image_digest);
 	snprintf(j->seccomp, sizeof(j->seccomp), "%s", cr->seccomp);
 	j->command = strv_copy(s->command, s->n_command);
@@ -387,19 +519,15 @@ static int cri_start(void *arg, struct run *r, struct run_env *env, struct lerr 
 	 * image's own environment. The worker gets copies of every string. */
 	j->envs = calloc(s->n_env + nl + 1, sizeof(*j->envs));
 	j->env_store = calloc(2 * s->n_env + nl + 1, sizeof(*j->env_store));
-	if (!j->envs || !j->env_store || (s->n_command && !j->command) || (s->n_args && !j->args)) {
-		start_job_free(j);
+	if (!j->envs || !j->env_store || (s->n_command && !j->command) || (s->n_args && !j->args))
 		return lerr_set(e, ENOMEM, "spawn: out of memory");
-	}
 	for (size_t i = 0; i < s->n_env; i++) {
 		char *k = strdup(s->env[i].key), *v = strdup(s->env[i].value);
 
 		j->env_store[j->n_store++] = k;
 		j->env_store[j->n_store++] = v;
-		if (!k || !v) {
-			start_job_free(j);
+		if (!k || !v)
 			return lerr_set(e, ENOMEM, "spawn: out of memory");
-		}
 		j->envs[j->n_envs++] = (struct cri_kv){ k, v };
 	}
 	for (size_t i = 0; i < nl; i++) {
@@ -416,18 +544,30 @@ static int cri_start(void *arg, struct run *r, struct run_env *env, struct lerr 
 
 		j->mount_store[2 * j->n_mounts] = h;
 		j->mount_store[2 * j->n_mounts + 1] = c;
-		if (!h || !c) {
-			start_job_free(j);
+		if (!h || !c)
 			return lerr_set(e, ENOMEM, "spawn: out of memory");
-		}
 		j->mounts[j->n_mounts++] = (struct cri_mount){ h, c, m[i].read_only };
 	}
 	j->memory = (int64_t)s->limits.memory_bytes;
 	j->cpu_quota = s->limits.vcpu_milli ? (int64_t)(s->limits.vcpu_milli * 100) : 0;
-	if (workq_submit(o->pool, start_work, start_done, j) < 0) {
-		start_job_free(j);
-		return lerr_set(e, ENOMEM, "spawn: out of memory");
-	}
+	return 0;
+}
+
+static int cri_start(void *arg, struct run *r, struct run_env *env, struct lerr *e)
+{
+	struct cri_run *cr = run_of(r);
+	struct start_job *j = cr ? cr->job : NULL;
+	int err;
+
+	if (!j || j->start_wanted)
+		return lerr_set(e, EINVAL, "spawn: run %s: its pod was not asked for", run_id(r));
+	if ((err = fill_container(j, run_spec(r), cr, env, e)) < 0)
+		return err;
+	j->start_wanted = true;
+	if (j->in_flight)
+		return 0;   /* pod_done goes on */
+	if (j->err || ctr_submit(cr, j) < 0)
+		return lerr_set(e, -j->err, "%s", j->why);
 	return 0;
 }
 
@@ -608,7 +748,7 @@ static void teardown_work(void *arg)
 static void teardown_done(void *arg)
 {
 	struct teardown_job *j = arg;
-	struct cri_run *cr = run_of(j->r);
+	struct cri_run *cr = j->r ? run_of(j->r) : NULL;
 
 	if (cr) {
 		cr->tearing = false;
@@ -636,6 +776,7 @@ static void cri_teardown(void *arg, struct run *r, void (*done)(struct run *r))
 	snprintf(j->run_id, sizeof(j->run_id), "%s", run_id(r));
 	snprintf(j->inst, sizeof(j->inst), "%s", run_instance_id(r));
 	if (cr) {
+		job_detach(cr);
 		cr->exited = true;
 		snprintf(j->pod_id, sizeof(j->pod_id), "%s", cr->pod_id);
 		cri_log_pump(&cr->log);
@@ -647,6 +788,25 @@ static void cri_teardown(void *arg, struct run *r, void (*done)(struct run *r))
 	}
 	teardown_work(j);
 	teardown_done(j);
+}
+
+/* A start job back for a run that let go of it: its pod (looked up by the run's label
+ * when containerd never said its id) is stopped and removed, off the loop. */
+static void orphan_teardown(struct start_job *j)
+{
+	struct teardown_job *t = calloc(1, sizeof(*t));
+
+	if (t) {
+		t->o = j->o;
+		snprintf(t->run_id, sizeof(t->run_id), "%s", j->run_id);
+		snprintf(t->inst, sizeof(t->inst), "%s", j->inst);
+		snprintf(t->pod_id, sizeof(t->pod_id), "%s", j->pod_id);
+		if (workq_submit(j->o->pool, teardown_work, teardown_done, t) < 0) {
+			log_warn("run %s: its pod was left to the next reclaim: out of memory", j->run_id);
+			free(t);
+		}
+	}
+	start_job_free(j);
 }
 
 /* ---- after a restart ---- */
@@ -788,6 +948,7 @@ static void cri_free(void *arg, struct run *r)
 	struct cri_run *cr = run_of(r);
 
 	if (cr) {
+		job_detach(cr);
 		cri_run_unlink(cr);
 		free(cr);
 		run_set_runtime_state(r, NULL);
