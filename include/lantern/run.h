@@ -87,6 +87,7 @@ struct runs;                 /* every run this lanternd knows */
 struct run_env;              /* a workload's environment being built (below) */
 struct runtimes;             /* runtime.h */
 struct runtime_sandbox;      /* runtime.h */
+struct run_prefetch;         /* a subscriber's, read before a start (run_submit) */
 
 /* ---- pooled sandboxes (docs/pools.md) ----
  * A subscriber that keeps sandboxes started and waiting (the pool module) answers the
@@ -189,6 +190,9 @@ struct run_submit {
 	const char *id;                  /* with seed_dir: the run's id where it began */
 	const char *seed_dir;            /* becomes the run's directory (same filesystem) and
 					  * the run is resumed from what it holds */
+	struct run_prefetch *prefetch; /* what a subscriber read asynchronously before
+					  * the start (identity's k8s:// secrets, identity.h),
+					  * or NULL: its admitted or resumed hook takes it */
 };
 int runs_start(struct runs *t, const struct run_submit *s, struct run **out, struct lerr *e);
 /* Forgets a final run and removes its directory (a fenced run this node is given back:
@@ -252,6 +256,9 @@ const char *run_pool(const struct run *r);
 int64_t run_pool_waited_ms(const struct run *r);
 /* A cold start after a claim that failed: the reason, else NULL. */
 const char *run_pool_fallback(const struct run *r);
+/* The submit's prefetch while the admitted and resumed hooks run (they may take what
+ * it holds), else NULL. */
+struct run_prefetch *run_prefetch(const struct run *r);
 
 /* Ends a live run as `as` with a reason: SIGTERM to the instance, SIGKILL after the
  * grace. Nothing if it is ending already or final. */

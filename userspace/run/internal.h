@@ -44,6 +44,7 @@ struct run {
 	int64_t pool_waited_ms;
 	uint64_t stage_us[3];       /* a claim's admission, preparation, exec (µs) */
 	char pool_fallback[256];    /* a cold start after a failed claim: why */
+	struct run_prefetch *prefetch; /* the submit's, during its hooks only */
 	void *slot[RUNS_MAX_SUBS];
 	struct run *next;
 };

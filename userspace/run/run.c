@@ -519,6 +519,7 @@ static int submit(struct runs *t, const struct run_submit *sub, bool may_claim, 
 		lerr_set(e, err, "spawn: %s: %s", path, strerror(-err));
 		goto fail;
 	}
+	r->prefetch = sub->prefetch;
 	for (; called < t->nsubs; called++) {
 		const struct run_sub *sb = &t->subs[called];
 
@@ -529,6 +530,7 @@ static int submit(struct runs *t, const struct run_submit *sub, bool may_claim, 
 		if (err < 0)
 			goto fail;
 	}
+	r->prefetch = NULL;
 	r->stage_us[0] = mono_us() - t0;
 	if ((err = run_start(r, e)) < 0)
 		goto fail;
@@ -539,6 +541,7 @@ static int submit(struct runs *t, const struct run_submit *sub, bool may_claim, 
 	return 0;
 
 fail:
+	r->prefetch = NULL;
 	if (called == t->nsubs)
 		undo_start(r);
 	util_rm_rf(r->dir);
