@@ -280,6 +280,8 @@ static int open_modules(struct daemon *d, const char *shim, const char *cli, str
 	    (err = logs_open(d->loop, &d->logs, e)) < 0 ||
 	    (err = open_runtimes(d, shim, e)) < 0)
 		return err;
+	/* k8s:// secrets are read with the Kubernetes runtime's API client */
+	identity_set_kube(d->identity, runtime_kube_client(d->kube));
 	if (d->edge) {
 		durable_set_transport(d->durable, &edge_harness, d->edge);
 		edge_set_durable(d->edge, d->durable);
@@ -333,6 +335,9 @@ static void close_modules(struct daemon *d)
 	metrics_close(d->metrics);
 	/* its sandboxes go while their runtime, maps and identity are still open */
 	pool_close(d->pool);
+	/* identity's reads of the API server go before its client does */
+	if (d->identity)
+		identity_set_kube(d->identity, NULL);
 	runtimes_free(d->runtimes);
 	cplane_close(d->cplane);
 	runs_close(d->runs);
