@@ -183,7 +183,7 @@ static void on_read(void *arg, const struct kube_resp *res)
 			 kube_resp_why(res, st, sizeof(st)));
 	else if (res->status == 401 || res->status == 403)
 		snprintf(why, sizeof(why), "the API server refuses lanternd the Secret %s/%s (%s): grant get on "
-			 "secrets in %s (deploy/daemonset/secrets-reader.yaml, docs/identity.md)", rd->ns, rd->name,
+			 "secrets in %s (deploy/tenant/secrets-reader.yaml, docs/identity.md)", rd->ns, rd->name,
 			 kube_resp_why(res, st, sizeof(st)), rd->ns);
 	else if (!res->status)
 		snprintf(why, sizeof(why), "Secret %s/%s: the API server did not answer: %s", rd->ns, rd->name,
