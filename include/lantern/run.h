@@ -199,8 +199,20 @@ int runs_start(struct runs *t, const struct run_submit *s, struct run **out, str
  * what it left is superseded by the store's copy). */
 void runs_forget(struct runs *t, struct run *r);
 /* Loads the runs of STATE/runs, adopts or resumes the live ones, reclaims instance
- * cgroups no run owns, then calls every recovered hook. */
+ * cgroups no run owns, then calls every recovered hook. A resume whose spec needs a
+ * prefetch (below) goes on when it is read. */
 void runs_recover(struct runs *t);
+/* What reads, before a run resumed after a restart starts again, what its hooks take
+ * from the submit's prefetch on any other start (identity_prefetch, identity.h:
+ * k8s:// secrets): start returns 0 when there is nothing to read, 1 when done(ctx, pf)
+ * will run on the loop (never from within); free lets pf go (done then never runs).
+ * Until then the run waits with its status unchanged; a kill meanwhile ends it. */
+struct run_prefetcher {
+	int (*start)(void *arg, const char *file, const char *yaml, size_t len,
+		     void (*done)(void *ctx, struct run_prefetch *pf), void *ctx, struct run_prefetch **out);
+	void (*free)(void *arg, struct run_prefetch *pf);
+};
+void runs_set_prefetcher(struct runs *t, const struct run_prefetcher *p, void *arg);
 
 struct run *runs_find(const struct runs *t, const char *id);
 /* The live run whose instance cgroup has this v2 id, or NULL. */

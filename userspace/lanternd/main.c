@@ -220,6 +220,20 @@ static int open_pools(struct daemon *d, struct lerr *e)
 	return pool_subscribe(d->pool, d->runs, e);
 }
 
+/* A run resumed after a restart reads its k8s:// secrets first, as every other start. */
+static int prefetch_start(void *arg, const char *file, const char *yaml, size_t len,
+			  void (*done)(void *ctx, struct run_prefetch *pf), void *ctx, struct run_prefetch **out)
+{
+	return identity_prefetch(arg, file, yaml, len, done, ctx, out);
+}
+
+static void prefetch_free(void *arg, struct run_prefetch *pf)
+{
+	identity_prefetch_free(pf);
+}
+
+static const struct run_prefetcher identity_prefetcher = { .start = prefetch_start, .free = prefetch_free };
+
 static int open_modules(struct daemon *d, const char *shim, const char *cli, struct lerr *e)
 {
 	const struct lanternd_config *c = &d->cfg;
@@ -287,8 +301,10 @@ static int open_modules(struct daemon *d, const char *shim, const char *cli, str
 		edge_set_durable(d->edge, d->durable);
 	}
 	ro.runtimes = d->runtimes;
-	if ((err = runs_open(&ro, &d->runs, e)) < 0 ||
-	    (err = egress_subscribe(d->egress, d->runs, e)) < 0 ||
+	if ((err = runs_open(&ro, &d->runs, e)) < 0)
+		return err;
+	runs_set_prefetcher(d->runs, &identity_prefetcher, d->identity);
+	if ((err = egress_subscribe(d->egress, d->runs, e)) < 0 ||
 	    (err = meter_subscribe(d->meter, d->runs, e)) < 0 ||
 	    (err = identity_subscribe(d->identity, d->runs, e)) < 0 ||
 	    (err = durable_subscribe(d->durable, d->runs, e)) < 0 ||
