@@ -32,7 +32,7 @@
 #include "testlib.h"
 #include "lantern/util.h"
 
-#define POINTS 13
+#define POINTS 14
 #define NODE "node-s"
 #define TENANT "acme"
 #define NS "lantern-t-" TENANT
@@ -262,6 +262,24 @@ static bool refused(const char *name, const char *uri, char **err, uint64_t *ms)
 	return rc != 0 && gone;
 }
 
+/* A field of the run named name in `lantern ps --json`, into out. */
+static bool run_field(const char *name, const char *field, char *out, size_t len)
+{
+	char *ps = NULL;
+	json_t *runs, *r;
+	size_t i;
+
+	out[0] = '\0';
+	tl_lantern(&T, &ps, NULL, "ps --json");
+	runs = ps ? json_loads(ps, 0, NULL) : NULL;
+	json_array_foreach(runs, i, r)
+		if (!strcmp(json_string_value(json_object_get(r, "name")) ?: "", name))
+			snprintf(out, len, "%s", json_string_value(json_object_get(r, field)) ?: "");
+	json_decref(runs);
+	free(ps);
+	return out[0] != '\0';
+}
+
 /* True if any file below dir holds needle. */
 static bool tree_has(const char *dir, const char *needle, char *where, size_t wlen)
 {
@@ -463,6 +481,43 @@ int main(void)
 		free(dlog);
 		free(ps);
 		ps = NULL;
+	}
+
+	/* a run resumed after a restart reads its Secret again before it starts again */
+	{
+		char script[800], id[64], inst1[64], inst2[64] = "", ph1[40] = "phoenix-one-", ph2[40] = "phoenix-two-";
+		char *a = NULL, *b = NULL;
+		size_t before;
+
+		util_random_hex(ph1 + 12, 8);
+		util_random_hex(ph2 + 12, 8);
+		put_secret("phx", "k", ph1);
+		snprintf(script, sizeof(script), "f=%s/phoenix-a; [ -e $f ] && f=%s/phoenix-b; "
+			 "$LANTERN_CLI secrets exec -- sh -c 'printf %%s \"$DB\"' > $f.tmp && mv $f.tmp $f; sleep 60",
+			 out_dir, out_dir);
+		tl_spec(&T, "k-phoenix", NULL, script, HOSTRUN "  secrets:\n    - {env_name: DB, secret_uri: \"k8s://phx/k\"}\n");
+		tl_sh(NULL, NULL, "%s/lantern --socket %s run %s/k-phoenix.yaml > /dev/null 2>&1 &", T.build, T.sock, T.dir);
+		ok = tl_running_run(&T, "k-phoenix", id, sizeof(id), 10000) && wait_file(p("phoenix-a"), 10000) &&
+		     run_field("k-phoenix", "instance_id", inst1, sizeof(inst1));
+		/* lanternd goes; the workload dies with it; the Secret is rotated meanwhile */
+		tl_daemon_stop(&T, SIGTERM);
+		tl_sh(NULL, NULL, "kill -9 $(cat %s/runs/%s/shim.pid) 2>/dev/null; for p in $(cat "
+		      "/sys/fs/cgroup/unified/%s/%s/cgroup.procs 2>/dev/null); do kill -9 $p; done", T.state, id,
+		      T.cgroot, inst1);
+		put_secret("phx", "k", ph2);
+		before = secret_gets("phx");
+		usleep(300000);
+		ok = tl_daemon_start(&T, extra) == 0 && wait_file(p("phoenix-b"), 15000) && ok;
+		run_field("k-phoenix", "instance_id", inst2, sizeof(inst2));
+		a = slurp(p("phoenix-a"));
+		b = slurp(p("phoenix-b"));
+		tap_ok(ok && a && b && !strcmp(a, ph1) && !strcmp(b, ph2) && secret_gets("phx") == before + 1 &&
+		       inst2[0] && strcmp(inst1, inst2),
+		       "a run resumed after a lanternd restart (instance %s -> %s) reads its Secret again before "
+		       "its workload starts again (one more GET), and gets the value rotated meanwhile", inst1, inst2);
+		free(a);
+		free(b);
+		tl_lantern(&T, NULL, NULL, "kill %s", id);
 	}
 
 	/* least RBAC, with the tenant grant */
