@@ -39,6 +39,9 @@
 #define SIGN_PREFIX "lantern-secrets-v1\n"
 /* requests of one run waiting for the API server, at most */
 #define WAITERS_MAX 32
+/* after a read of the API server failed, its reason answers requests this long (s)
+ * before another GET: a workload cannot turn its requests into a stream of them */
+#define READ_RETRY_S 2
 
 struct lease {
 	const char *env_name;        /* the spec's */
@@ -49,6 +52,8 @@ struct lease {
 	struct id_run *ir;
 	size_t idx;                  /* in spec.secrets */
 	struct k8s_read *read;       /* the source being read again (k8s://) */
+	int64_t retry_at;            /* its last read failed: not again before */
+	char why[384];               /* why it failed */
 };
 
 /* A harness request waiting for its lease's read. */
@@ -411,6 +416,7 @@ static void lease_grant(struct lease *l, uint8_t *value, size_t len, int64_t rea
 	struct identity *id = l->ir->id;
 
 	lease_clear(l);
+	l->retry_at = 0;
 	l->value = value;
 	l->len = len;
 	l->id[0] = 'l';
@@ -540,10 +546,13 @@ static void on_lease_read(void *arg, uint8_t *value, size_t len, const char *why
 	struct id_run *ir = l->ir;
 
 	l->read = NULL;
-	if (value)
+	if (value) {
 		lease_grant(l, value, len, (int64_t)time(NULL));
-	else
+	} else {
 		log_warn("run %s: secret %s: %s", run_id(ir->r), l->env_name, why);
+		l->retry_at = (int64_t)time(NULL) + READ_RETRY_S;
+		snprintf(l->why, sizeof(l->why), "%s", why);
+	}
 	waiters_answer(ir->id, waiters_take(ir->id, ir, l->idx), l, why);
 }
 
@@ -556,7 +565,11 @@ static int lease_wait(struct identity *id, struct lease *l, void *peer, identity
 	struct lerr e = { 0 };
 	char field[64];
 
-	if (!done || waiters_of(id, l->ir) >= WAITERS_MAX || !(w = calloc(1, sizeof(*w)))) {
+	if (!done) {
+		*reply = refusal("unavailable", "%s", "this request cannot wait for the API server");
+		return 503;
+	}
+	if (waiters_of(id, l->ir) >= WAITERS_MAX || !(w = calloc(1, sizeof(*w)))) {
 		*reply = refusal("busy", "%s", "too many secret requests waiting for the API server; retry shortly");
 		return 503;
 	}
@@ -669,6 +682,10 @@ static int secret_request(struct identity *id, struct run *r, const struct harne
 	/* expired or never read: the source again, so a rotated secret arrives; a
 	 * k8s:// read already under way answers this request too */
 	if (is_k8s(s->secrets[idx].secret_uri)) {
+		if (!l->read && now < l->retry_at) {
+			*reply = json_pack("{s:s, s:s}", "error", "unavailable", "reason", l->why);
+			return 503;
+		}
 		if (!l->read)
 			lease_clear(l);
 		return lease_wait(id, l, peer, done, arg, reply);

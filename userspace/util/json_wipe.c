@@ -1,5 +1,7 @@
 /* json_wipe.c: jansson that zeroes what it frees, for the moments a document holds a
- * secret (util.h). Apart from util.c: the shim links that one and must need only libc. */
+ * secret (util.h). Apart from util.c: the shim links that one and must need only libc.
+ * The switch is process-wide; a thread freeing a jansson block meanwhile only has it
+ * zeroed first (both frees take plain malloc'd blocks). */
 #include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
