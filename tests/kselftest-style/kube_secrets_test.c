@@ -32,7 +32,7 @@
 #include "testlib.h"
 #include "lantern/util.h"
 
-#define POINTS 14
+#define POINTS 15
 #define NODE "node-s"
 #define TENANT "acme"
 #define NS "lantern-t-" TENANT
@@ -372,6 +372,36 @@ int main(void)
 			free(a);
 			free(b);
 		}
+	}
+
+	/* deleted while the run goes on: the workload is told why, and asking again at once
+	 * does not make lanternd ask the API server again */
+	{
+		char script[1200], *g1, *g2;
+		const char *spec;
+
+		put_secret("gone", "k", "short-lived");
+		snprintf(script, sizeof(script),
+			 "$LANTERN_CLI secrets exec -- true; while [ ! -e %s/deleted ]; do sleep 0.05; done; sleep 2.5; "
+			 "$LANTERN_CLI secrets exec -- true 2> %s/gone-1.tmp; mv %s/gone-1.tmp %s/gone-1; "
+			 "$LANTERN_CLI secrets exec -- true 2> %s/gone-2.tmp; mv %s/gone-2.tmp %s/gone-2",
+			 out_dir, out_dir, out_dir, out_dir, out_dir, out_dir, out_dir);
+		spec = tl_spec(&T, "k-gone", NULL, script,
+			       HOSTRUN "  secrets:\n    - {env_name: G, secret_uri: \"k8s://gone/k\"}\n");
+		tl_sh(NULL, NULL, "%s/lantern --socket %s run %s > %s 2>&1 &", T.build, T.sock, spec, p("gone.log"));
+		usleep(1000000);
+		json_decref(api("POST", "/_test/secrets/" NS "/gone/delete", NULL, NULL));
+		tl_sh(NULL, NULL, "touch %s", p("deleted"));
+		ok = wait_file(p("gone-2"), 10000);
+		g1 = slurp(p("gone-1"));
+		g2 = slurp(p("gone-2"));
+		tap_ok(ok && tl_has(g1, "no Secret gone in namespace " NS) && tl_has(g2, "no Secret gone") &&
+		       secret_gets("gone") == 2,
+		       "a Secret deleted while its run goes on: after the lease the workload's request is answered "
+		       "with the reason, and one right after gets it again without another GET (GETs %zu): %s",
+		       secret_gets("gone"), tl_oneline(g1));
+		free(g1);
+		free(g2);
 	}
 
 	/* refusals at admission, nothing left */
