@@ -32,12 +32,13 @@
 #include "testlib.h"
 #include "lantern/util.h"
 
-#define POINTS 15
+#define POINTS 17
 #define NODE "node-s"
 #define TENANT "acme"
 #define NS "lantern-t-" TENANT
 #define TOKEN "kube-secrets-test-token-9a1"
 #define HOSTRUN "  image_digest: host\n  isolation: trusted\n  network: none\n"
+#define IMAGE "registry.example/lantern/agent@sha256:4a5e0b1c2d3e4f5061728394a5b6c7d8e9f00112233445566778899aabbccdde"
 
 static struct tl_env T;
 static pid_t server;
@@ -402,6 +403,50 @@ int main(void)
 		       secret_gets("gone"), tl_oneline(g1));
 		free(g1);
 		free(g2);
+	}
+
+	/* a request whose connection goes away while its Secret is read: the read is called off
+	 * (had it gone on, its value would be the lease the next request gets) */
+	faults("{\"secrets\": {\"delayMs\": 1500}}");
+	{
+		char script[1200], *c2;
+		const char *spec;
+
+		put_secret("cut", "k", "cut-value");
+		snprintf(script, sizeof(script),
+			 "sleep 2.5; timeout -s KILL 0.5 $LANTERN_CLI secrets exec -- true; sleep 2; "
+			 "$LANTERN_CLI secrets exec -- sh -c 'printf %%s \"$C\"' > %s/cut-2.tmp; mv %s/cut-2.tmp %s/cut-2",
+			 out_dir, out_dir, out_dir);
+		spec = tl_spec(&T, "k-cut", NULL, script,
+			       HOSTRUN "  secrets:\n    - {env_name: C, secret_uri: \"k8s://cut/k\"}\n");
+		tl_sh(NULL, NULL, "%s/lantern --socket %s run %s > %s 2>&1 &", T.build, T.sock, spec, p("cut.log"));
+		ok = wait_file(p("cut-2"), 15000);
+		c2 = slurp(p("cut-2"));
+		tap_ok(ok && c2 && !strcmp(c2, "cut-value") && secret_gets("cut") == 3,
+		       "a secret request whose client is killed while lanternd waits for the API server: that GET "
+		       "is cancelled (the next request, within what would have been its lease, reads again: GETs "
+		       "%zu of 3)", secret_gets("cut"));
+		free(c2);
+	}
+	faults("{}");
+
+	/* a pod spawn refused at admission: no pod, no namespace step, nothing left */
+	{
+		size_t before = run_dirs(), i, posts = 0;
+		const char *spec = tl_spec(&T, "k-pod", NULL, "true",
+					   "  image_digest: \"" IMAGE "\"\n  isolation: standard\n"
+					   "  secrets:\n    - {env_name: DB, secret_uri: \"k8s://nope/password\"}\n");
+		int rc = tl_run(&T, spec, NULL, &err);
+		json_t *log = api("GET", "/_test/log", NULL, NULL), *e;
+
+		json_array_foreach(log, i, e)
+			posts += !strcmp(json_string_value(json_object_get(e, "method")) ?: "", "POST");
+		json_decref(log);
+		tap_ok(rc != 0 && tl_has(err, "no Secret nope") && run_dirs() == before && posts == 0,
+		       "a spawn that would be a Pod, refused for its Secret: no pod, no namespace made, no run "
+		       "directory (POSTs to the API server: %zu) (%s)", posts, tl_oneline(err));
+		free(err);
+		err = NULL;
 	}
 
 	/* refusals at admission, nothing left */
