@@ -588,7 +588,9 @@ static void on_env(void *arg, struct run *r, struct run_env *env)
 	run_env_set_path(env, "LANTERN_IDENTITY_TOKEN", ir->dir, IDENTITY_SANDBOX_DIR, "token", true);
 }
 
-/* The instance is gone: its leases are revoked and its key's tmpfs goes. */
+/* The instance is gone: its leases are revoked and its key's tmpfs goes. Requests still
+ * waiting for the API server are answered 503 now, while their connections are there
+ * (durable's ended, after this hook, closes the harness socket). */
 static void on_released(void *arg, struct run *r)
 {
 	struct identity *id = arg;

@@ -17,7 +17,8 @@
  *     "lantern-secrets-v1\n" METHOD "\n" PATH "\n" hex(SHA-256(body)) "\n" TS "\n" NONCE
  * A stale timestamp, a nonce seen before within the window, or a signature that does
  * not verify is refused (401). Values live in sodium_malloc'd memory (guarded, locked,
- * wiped when freed) until their lease is replaced or revoked. */
+ * wiped when freed) until their lease is replaced or revoked; an answer holding one is
+ * built and freed with jansson wiping what it frees (util_json_wipe). */
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
