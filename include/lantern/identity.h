@@ -11,11 +11,12 @@
  *    (cplane) and by the node key otherwise. A resumed run is a fresh instance: a fresh
  *    key and token.
  *  - secrets: spec.secrets resolved at admission from data-plane sources (file:// under
- *    the node's secrets directory; k8s:// refused until the Kubernetes runtime brings its
- *    API client), vended on the harness API to requests signed with the instance key,
- *    under short leases that are re-read after they expire and revoked at teardown. A
- *    value is only ever in lanternd's memory (sodium_malloc'd) and the answer to the
- *    workload: never in a file, the journal, a log or a span.
+ *    the node's secrets directory; k8s://NAME/KEY, a Secret's key in the tenant's
+ *    namespace, read through the Kubernetes runtime's API client before the start:
+ *    identity_prefetch), vended on the harness API to requests signed with the instance
+ *    key, under short leases that are re-read after they expire and revoked at
+ *    teardown. A value is only ever in lanternd's memory (sodium_malloc'd) and the
+ *    answer to the workload: never in a file, the journal, a log or a span.
  *  - receipts: at the end of a run, canonical JSON (RFC 8785) of what it was and did,
  *    signed by the node key as a compact JWS; durable appends it to the journal as its
  *    last record (identity_receipt_seal), cplane sends it with the completion.
@@ -106,12 +107,38 @@ int identity_serve_wellknown(struct identity *id, struct metrics *m);
 
 /* ---- secrets (the harness API's /v1/secrets) ---- */
 
+/* The API client k8s:// secrets are read with (the Kubernetes runtime's), or NULL:
+ * then they are refused, saying this node has none; and every read in flight is
+ * dropped (before the client closes). */
+struct kube;
+void identity_set_kube(struct identity *id, struct kube *k);
+
+/* k8s:// secrets are read before a run starts, since admission cannot wait: whoever
+ * starts a run from a spec (yaml, as runs_start takes it) asks first. 0: the spec
+ * names none (or does not parse: the start says why), start at once with no
+ * prefetch. 1: *out is reading them; done(arg, pf) runs on the loop once every read
+ * has ended, never from within this call; then start with .prefetch = pf in the
+ * run_submit and free pf after runs_start returns. The admitted or resumed hook takes
+ * the values, or refuses the run with the reason one could not be read (a missing
+ * Secret or key, 403, an API server that did not answer within 5 s). A caller whose
+ * start is called off frees pf before done; done then does not run. */
+typedef void (*identity_prefetch_fn)(void *arg, struct run_prefetch *pf);
+int identity_prefetch(struct identity *id, const char *file, const char *yaml, size_t len,
+		      identity_prefetch_fn done, void *arg, struct run_prefetch **out);
+void identity_prefetch_free(struct run_prefetch *pf);
+
 /* A decoded GET /v1/secrets or POST /v1/secrets/{env_name} (HOP_SECRETS, HOP_SECRET)
- * from r's instance: checks the request's signature, freshness and nonce, and answers
- * with the value and its lease. Returns the HTTP status; *body is the JSON answer
- * (malloc'd; it may hold a secret: wipe before freeing). */
-int identity_secret_request(struct identity *id, struct run *r, const struct harness_call *c,
-			    char **body, size_t *len);
+ * from r's instance (the caller peer): checks the request's signature, freshness and
+ * nonce, and answers with the value and its lease. Returns the HTTP status and *body,
+ * the JSON answer (malloc'd; it may hold a secret: wipe before freeing); or 0 when
+ * the answer waits for the source (an expired lease of a k8s:// secret): then
+ * done(arg, peer, status, body, len) gives it later, on the loop (body as above, the
+ * callee's), unless identity_secret_forget(id, peer) came first. */
+typedef void (*identity_answer_fn)(void *arg, void *peer, int status, char *body, size_t len);
+int identity_secret_request(struct identity *id, struct run *r, const struct harness_call *c, void *peer,
+			    identity_answer_fn done, void *arg, char **body, size_t *len);
+/* peer went away: its waiting requests are dropped (their reads cancelled). */
+void identity_secret_forget(struct identity *id, void *peer);
 
 /* ---- receipts ---- */
 

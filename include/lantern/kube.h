@@ -51,6 +51,11 @@ struct kube_req;
  * never from within kube_request; the handle is valid until done starts. */
 int kube_request(struct kube *k, const char *method, const char *path, json_t *body,
 		 kube_done_fn done, void *arg, struct kube_req **out, struct lerr *e);
+/* A GET whose answer may hold a secret (a Secret), answered within timeout_ms: the
+ * answer's bytes are zeroed before they are freed (never realloc'd), and while it is
+ * parsed, handed to done and freed, jansson wipes every block it frees (util.h). */
+int kube_get_sensitive(struct kube *k, const char *path, long timeout_ms, kube_done_fn done, void *arg,
+		       struct kube_req **out, struct lerr *e);
 /* Drops a request whose done has not run; done will not run. */
 void kube_cancel(struct kube_req *q);
 /* "Reason: message" of a Status answer, else the transport error or "HTTP n". */

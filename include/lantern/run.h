@@ -87,6 +87,7 @@ struct runs;                 /* every run this lanternd knows */
 struct run_env;              /* a workload's environment being built (below) */
 struct runtimes;             /* runtime.h */
 struct runtime_sandbox;      /* runtime.h */
+struct run_prefetch;         /* a subscriber's, read before a start (run_submit) */
 
 /* ---- pooled sandboxes (docs/pools.md) ----
  * A subscriber that keeps sandboxes started and waiting (the pool module) answers the
@@ -189,14 +190,29 @@ struct run_submit {
 	const char *id;                  /* with seed_dir: the run's id where it began */
 	const char *seed_dir;            /* becomes the run's directory (same filesystem) and
 					  * the run is resumed from what it holds */
+	struct run_prefetch *prefetch; /* what a subscriber read asynchronously before
+					  * the start (identity's k8s:// secrets, identity.h),
+					  * or NULL: its admitted or resumed hook takes it */
 };
 int runs_start(struct runs *t, const struct run_submit *s, struct run **out, struct lerr *e);
 /* Forgets a final run and removes its directory (a fenced run this node is given back:
  * what it left is superseded by the store's copy). */
 void runs_forget(struct runs *t, struct run *r);
 /* Loads the runs of STATE/runs, adopts or resumes the live ones, reclaims instance
- * cgroups no run owns, then calls every recovered hook. */
+ * cgroups no run owns, then calls every recovered hook. A resume whose spec needs a
+ * prefetch (below) goes on when it is read. */
 void runs_recover(struct runs *t);
+/* What reads, before a run resumed after a restart starts again, what its hooks take
+ * from the submit's prefetch on any other start (identity_prefetch, identity.h:
+ * k8s:// secrets): start returns 0 when there is nothing to read, 1 when done(ctx, pf)
+ * will run on the loop (never from within); free lets pf go (done then never runs).
+ * Until then the run waits with its status unchanged; a kill meanwhile ends it. */
+struct run_prefetcher {
+	int (*start)(void *arg, const char *file, const char *yaml, size_t len,
+		     void (*done)(void *ctx, struct run_prefetch *pf), void *ctx, struct run_prefetch **out);
+	void (*free)(void *arg, struct run_prefetch *pf);
+};
+void runs_set_prefetcher(struct runs *t, const struct run_prefetcher *p, void *arg);
 
 struct run *runs_find(const struct runs *t, const char *id);
 /* The live run whose instance cgroup has this v2 id, or NULL. */
@@ -252,6 +268,9 @@ const char *run_pool(const struct run *r);
 int64_t run_pool_waited_ms(const struct run *r);
 /* A cold start after a claim that failed: the reason, else NULL. */
 const char *run_pool_fallback(const struct run *r);
+/* The submit's prefetch while the admitted and resumed hooks run (they may take what
+ * it holds), else NULL. */
+struct run_prefetch *run_prefetch(const struct run *r);
 
 /* Ends a live run as `as` with a reason: SIGTERM to the instance, SIGKILL after the
  * grace. Nothing if it is ending already or final. */

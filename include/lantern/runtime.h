@@ -201,6 +201,10 @@ struct runtime_kube_opts {
 struct runtime_kube;
 int runtime_kube_add(struct runtimes *rs, struct loop *l, const struct runtime_kube_opts *o,
 		     struct runtime_kube **out, struct lerr *e);
+/* Its API client, for other modules' requests in tenant namespaces (identity's
+ * k8s:// secrets); NULL when k is. */
+struct kube;
+struct kube *runtime_kube_client(struct runtime_kube *k);
 /* For /readyz: the watch of this node's pods is current and the node carries its
  * class labels; else why not. */
 bool runtime_kube_ready(struct runtime_kube *k, char *why, size_t len);

@@ -48,6 +48,13 @@ bool util_unix_socket_alive(const char *path);
  * '"', '\\' and control characters escaped. Stops before a character whose escape
  * would not fit, so a truncated result is still valid JSON. Returns its length. */
 size_t util_json_escape(char *out, size_t cap, const char *s);
+/* While on, every block jansson frees is zeroed first (a parsed or built document that
+ * held a secret leaves no copy in freed heap: its strings, the parser's scratch
+ * buffer). Blocks are still plain malloc'd, so turning it off at any time is safe.
+ * Calls nest: util_json_wipe(true) returns the state to hand back to
+ * util_json_wipe_restore. */
+bool util_json_wipe(bool on);
+void util_json_wipe_restore(bool was);
 
 /* Logging to stderr, one line each, prefixed with the program name. */
 void log_set_prog(const char *prog);

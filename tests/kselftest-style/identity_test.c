@@ -411,9 +411,10 @@ static void test_refusals(void)
 	snprintf(f, sizeof(f), HOSTRUN "  secrets:\n    - {env_name: K, secret_uri: \"file://%s/link\"}\n", sec_dir);
 	r5 = run_spec("symlink", NULL, f, &e5);
 	tap_ok(r1 && tl_has(e1, "spec.secrets[0].secret_uri") && tl_has(e1, "unknown secret scheme") &&
-	       r2 && tl_has(e2, "k8s://") && tl_has(e2, "not supported"),
-	       "an unknown secret scheme and k8s:// (not built yet) refuse the run, naming "
-	       "the field: %s | %s", tl_oneline(e1), tl_oneline(e2));
+	       r2 && tl_has(e2, "spec.secrets[0].secret_uri") && tl_has(e2, "k8s://db/password") &&
+	       tl_has(e2, "no Kubernetes API client"),
+	       "an unknown secret scheme, and k8s:// on a node without --kubernetes, refuse the run "
+	       "naming the field: %s | %s", tl_oneline(e1), tl_oneline(e2));
 	tap_ok(r3 && tl_has(e3, "no such secret") && r4 && tl_has(e4, "not a file below") && r5 &&
 	       tl_has(e5, "symbolic link"),
 	       "a missing secret, a path outside the secrets directory and a symbolic link refuse the run "

@@ -1,9 +1,11 @@
-/* manifests_test: deploy/daemonset checked before anyone applies it (part of make
- * check). tests/kube-apiserver/validate-manifests.js validates every object against
- * the official Kubernetes schemas (kubernetes-models, strictly) and checks what the
- * node agent depends on; each of its checks is one point here. A last point breaks a
- * copy of the manifests and asserts the checks notice, so a check that passes
- * everything cannot hide behind the others. */
+/* manifests_test: deploy/daemonset, and deploy/tenant's per-namespace grant of k8s://
+ * secrets, checked before anyone applies them (part of make check).
+ * tests/kube-apiserver/validate-manifests.js validates every object against the
+ * official Kubernetes schemas (kubernetes-models, strictly) and checks what the node
+ * agent depends on (least RBAC: nothing on secrets cluster-wide; get on secrets, and
+ * only that, in a tenant namespace that applies deploy/tenant); each of its checks is
+ * one point here. Two last points break copies of the manifests and assert the checks
+ * notice, so a check that passes everything cannot hide behind the others. */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,13 +16,15 @@
 #include "testlib.h"
 #include "lantern/util.h"
 
+#define TENANT_GRANT "deploy/tenant/secrets-reader.yaml"
+
 /* The checks' verdicts on dir, as a JSON array; NULL if the validator did not run. */
-static json_t *validate(const char *dir, const char *help)
+static json_t *validate(const char *dir, const char *help, const char *tenant)
 {
 	char *out = NULL;
 	json_t *res;
 
-	tl_sh(&out, NULL, "node tests/kube-apiserver/validate-manifests.js %s %s", dir, help);
+	tl_sh(&out, NULL, "node tests/kube-apiserver/validate-manifests.js %s %s %s", dir, help, tenant);
 	res = out ? json_loads(out, 0, NULL) : NULL;
 	free(out);
 	return json_is_array(res) ? res : NULL;
@@ -56,7 +60,7 @@ int main(void)
 	}
 	snprintf(help, sizeof(help), "%s/lanternd.help", dir);
 	tl_sh(NULL, NULL, "%s/lanternd --help > %s", build ? build : "build", help);
-	res = validate("deploy/daemonset", help);
+	res = validate("deploy/daemonset", help, TENANT_GRANT);
 	if (!res)
 		tap_ok(false, "tests/kube-apiserver/validate-manifests.js ran on deploy/daemonset");
 	json_array_foreach(res, i, x)
@@ -67,12 +71,36 @@ int main(void)
 	/* a copy with a misspelt field and no mount propagation on /sys/fs/bpf */
 	tl_sh(NULL, NULL, "cp deploy/daemonset/*.yaml %s/ && sed -i -e 's/^      hostPID: true/      hostPid: true/' "
 	      "-e '/mountPropagation: Bidirectional/d' %s/daemonset.yaml", dir, dir);
-	broken = validate(dir, help);
+	broken = validate(dir, help, TENANT_GRANT);
 	tap_ok(broken && failed(broken, "DaemonSet lanternd passes the official schema") &&
 	       failed(broken, "Bidirectional mount propagation") && failed(broken, "hostPID"),
 	       "a DaemonSet with a misspelt field (hostPid) and without Bidirectional propagation on "
 	       "/sys/fs/bpf fails the schema and the property checks");
 	json_decref(broken);
+
+	/* grants that say too much: list and watch on secrets; the same as a ClusterRole
+	 * bound cluster-wide; secrets in the DaemonSet's ClusterRole */
+	tl_sh(NULL, NULL, "sed -e 's/verbs: \\[\"get\"\\]/verbs: [\"get\", \"list\", \"watch\"]/' " TENANT_GRANT
+	      " > %s/list.yaml && sed -e 's/^kind: Role$/kind: ClusterRole/' -e 's/^kind: RoleBinding$/kind: "
+	      "ClusterRoleBinding/' -e 's/  kind: Role$/  kind: ClusterRole/' " TENANT_GRANT " > %s/cluster.yaml && "
+	      "sed -i 's/resources: \\[\"pods\"\\]/resources: [\"pods\", \"secrets\"]/' %s/rbac.yaml",
+	      dir, dir, dir);
+	{
+		char list[128], cluster[128];
+		json_t *bl, *bc;
+
+		snprintf(list, sizeof(list), "%s/list.yaml", dir);
+		snprintf(cluster, sizeof(cluster), "%s/cluster.yaml", dir);
+		bl = validate("deploy/daemonset", help, list);
+		bc = validate(dir, help, cluster);
+		tap_ok(bl && failed(bl, "grants exactly get on secrets") && !failed(bl, "namespaced only") &&
+		       bc && failed(bc, "namespaced only") && failed(bc, "no secrets/configmaps/serviceaccounts"),
+		       "a tenant grant with list and watch on secrets fails the exactly-get check; one made "
+		       "cluster-wide (ClusterRole, ClusterRoleBinding) fails the namespaced-only check; "
+		       "secrets in the DaemonSet's ClusterRole fail its check");
+		json_decref(bl);
+		json_decref(bc);
+	}
 	json_decref(res);
 	tl_sh(NULL, NULL, "rm -rf %s", dir);
 	return tap_done_plan();

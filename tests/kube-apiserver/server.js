@@ -4,7 +4,8 @@
 // token or a client certificate:
 //   namespaces (create, get), resourcequotas and limitranges (create), pods (create,
 //   get, delete; list and watch across namespaces with label and field selectors,
-//   resourceVersion, bookmarks, 410 Gone after compaction), nodes (get, merge patch).
+//   resourceVersion, bookmarks, 410 Gone after compaction), nodes (get, merge patch),
+//   secrets (get by name in a namespace; only the test creates them).
 // Every object lanternd sends is validated against the official schemas
 // (kubernetes-models, schema.js) and refused with 422 when invalid, as the API server
 // does with fieldValidation=Strict. Pod admission applies the RuntimeClass objects of
@@ -22,6 +23,11 @@
 //   POST /_test/end-watches             end every watch as its timeout would
 //   POST /_test/nodes/NAME/labels       merge into the node's labels (null removes)
 //   POST /_test/namespaces/NAME/delete  delete an (empty) namespace with its quota and limits
+//   POST /_test/secrets                 create or replace (rotate) a Secret (validated)
+//   POST /_test/secrets/NS/NAME/delete  delete it
+//   POST /_test/faults                  body {secrets: {delayMs, code}}: GETs of secrets
+//                                       answer after delayMs, and with code (403: the
+//                                       authorizer's Forbidden) when set; {} clears
 //
 //   node server.js --cert F --key F --ca F --token T --node NAME[,NAME] --runtimeclasses F
 //                  [--bookmark-ms N]
@@ -40,7 +46,8 @@ for (let i = 2; i < process.argv.length; i += 2) args[process.argv[i].replace(/^
 let rv = 1;                  // the last resourceVersion handed out
 let compacted = 0;           // watches from before this get 410
 const history = [];          // pod events {rv, type, obj}
-const store = { namespaces: new Map(), resourcequotas: new Map(), limitranges: new Map(), pods: new Map(), nodes: new Map() };
+const store = { namespaces: new Map(), resourcequotas: new Map(), limitranges: new Map(), pods: new Map(), nodes: new Map(), secrets: new Map() };
+let faults = {};
 const runtimeClasses = new Map();
 const watches = new Set();
 const log = [];
@@ -264,6 +271,20 @@ function route(req, res, body, entry) {
         for (const k of [...store[r].keys()]) if (k.startsWith(`${p[2]}/`)) store[r].delete(k);
       return reply(res, store.namespaces.delete(p[2]) ? 200 : 404, {});
     }
+    if (m === "POST" && p[1] === "secrets" && p.length === 2) {
+      if ((bad = admit(entry, body, "Secret", body && body.metadata && body.metadata.namespace))) return reply(res, 422, bad);
+      const key = `${body.metadata.namespace}/${body.metadata.name}`;
+      body.metadata.uid = (store.secrets.get(key) || { metadata: {} }).metadata.uid || crypto.randomUUID();
+      bump(body);
+      store.secrets.set(key, body);
+      return reply(res, 200, { resourceVersion: body.metadata.resourceVersion });
+    }
+    if (m === "POST" && p[1] === "secrets" && p.length === 5 && p[4] === "delete")
+      return reply(res, store.secrets.delete(`${p[2]}/${p[3]}`) ? 200 : 404, {});
+    if (m === "POST" && p[1] === "faults") {
+      faults = body || {};
+      return reply(res, 200, faults);
+    }
     if (m === "POST" && p[1] === "end-watches") {
       const n = watches.size;
       for (const w of [...watches]) w.end();
@@ -309,6 +330,8 @@ function route(req, res, body, entry) {
     const ns = store.namespaces.get(p[3]);
     return ns ? reply(res, 200, ns) : reply(res, 404, status(404, "NotFound", `namespaces "${p[3]}" not found`));
   }
+  if (p[2] === "namespaces" && p.length === 6 && p[4] === "secrets" && m === "GET")
+    return getSecret(res, p[3], p[5]);
   if (p[2] === "namespaces" && p.length >= 5) {
     const ns = p[3], res_ = p[4], name = p[5];
     const kinds = { pods: "Pod", resourcequotas: "ResourceQuota", limitranges: "LimitRange" };
@@ -341,6 +364,25 @@ function route(req, res, body, entry) {
     }
   }
   return reply(res, 405, status(405, "MethodNotAllowed", `${m} is not supported on ${url.pathname}`));
+}
+
+// GET of a Secret by name, as the real server answers it (or as faults say).
+function getSecret(res, ns, name) {
+  const f = faults.secrets || {};
+  let code = 200, out = store.secrets.get(`${ns}/${name}`);
+  if (f.code === 403) {
+    code = 403;
+    out = status(403, "Forbidden", `secrets "${name}" is forbidden: User "system:serviceaccount:lantern-system:lanternd" cannot get resource "secrets" in API group "" in the namespace "${ns}"`, { name, kind: "secrets" });
+  } else if (f.code) {
+    code = f.code;
+    out = status(f.code, "InternalError", `an error on the server ("injected") has prevented the request from succeeding (get secrets ${name})`);
+  } else if (!out) {
+    code = 404;
+    out = status(404, "NotFound", `secrets "${name}" not found`, { name, kind: "secrets" });
+  }
+  if (f.delayMs) setTimeout(() => reply(res, code, out), f.delayMs);
+  else reply(res, code, out);
+  return code;
 }
 
 function authorized(req) {

@@ -5,8 +5,9 @@
 // each rule explained; RuntimeClasses that fail closed; the Secret and ConfigMap it
 // reads; an image pinned by digest). Prints one JSON array of
 //   {"name": what is checked, "ok": true|false, "detail": why not}
-// for manifests_test to report as TAP.
-//   node validate-manifests.js DIR LANTERND_HELP_FILE
+// for manifests_test to report as TAP. TENANT_FILE is the per-tenant-namespace grant
+// (deploy/tenant/secrets-reader.yaml): exactly get on secrets, namespaced, to lanternd.
+//   node validate-manifests.js DIR LANTERND_HELP_FILE [TENANT_FILE]
 "use strict";
 
 const fs = require("fs");
@@ -14,7 +15,7 @@ const path = require("path");
 const YAML = require("yaml");
 const { validate } = require("./schema");
 
-const [dir, helpFile] = process.argv.slice(2);
+const [dir, helpFile, tenantFile] = process.argv.slice(2);
 const results = [];
 const check = (name, ok, detail) => results.push({ name, ok: !!ok, detail: ok ? "" : detail || "" });
 
@@ -148,6 +149,28 @@ check("ClusterRoleBinding binds that role to ServiceAccount lantern-system/lante
   binding && binding.obj.roleRef.name === "lanternd" && binding.obj.subjects.length === 1 &&
   binding.obj.subjects[0].kind === "ServiceAccount" && binding.obj.subjects[0].name === "lanternd" &&
   binding.obj.subjects[0].namespace === "lantern-system");
+
+// ---- the per-tenant grant of k8s:// secrets ----
+if (tenantFile) {
+  const tdocs = YAML.parseAllDocuments(fs.readFileSync(tenantFile, "utf8")).filter((d) => d.contents).map((d) => d.toJS());
+  const terrs = tdocs.flatMap((o) => validate(o).map((e) => `${o.kind}: ${e}`));
+  const trole = tdocs.find((o) => o.kind === "Role" && o.metadata.name === "lantern-secrets-reader");
+  const tbind = tdocs.find((o) => o.kind === "RoleBinding" && o.metadata.name === "lantern-secrets-reader");
+  const trules = trole ? trole.rules || [] : [];
+  check(`${path.basename(tenantFile)}: Role and RoleBinding lantern-secrets-reader pass the official schema (strict), nothing else in it`,
+    terrs.length === 0 && trole && tbind && tdocs.length === 2, terrs.join("; ") || `kinds ${tdocs.map((o) => o.kind).join(",")}`);
+  check(`${path.basename(tenantFile)}: namespaced only (a Role, no namespace fixed: applied per tenant namespace), never a ClusterRole or ClusterRoleBinding`,
+    trole && tbind && !tdocs.some((o) => /^Cluster/.test(o.kind)) && !trole.metadata.namespace && !tbind.metadata.namespace);
+  check(`${path.basename(tenantFile)}: Role lantern-secrets-reader grants exactly get on secrets (core group): no list, no watch, nothing else`,
+    trules.length === 1 && JSON.stringify(trules[0].apiGroups) === JSON.stringify([""]) &&
+    JSON.stringify(trules[0].resources) === JSON.stringify(["secrets"]) &&
+    JSON.stringify(trules[0].verbs) === JSON.stringify(["get"]),
+    JSON.stringify(trules));
+  check(`${path.basename(tenantFile)}: RoleBinding binds that Role (kind Role) to ServiceAccount lantern-system/lanternd only`,
+    tbind && tbind.roleRef.kind === "Role" && tbind.roleRef.name === "lantern-secrets-reader" &&
+    tbind.subjects.length === 1 && tbind.subjects[0].kind === "ServiceAccount" &&
+    tbind.subjects[0].name === "lanternd" && tbind.subjects[0].namespace === "lantern-system");
+}
 
 // ---- RuntimeClasses ----
 const classes = ["trusted", "standard", "untrusted", "hostile"];

@@ -54,8 +54,9 @@ static void on_assign(struct cplane *c, struct tunnel_ev *ev)
 	char why[512];
 	struct run *r;
 
-	if (resume_pending(c, ev->run_id))
-		return; /* a re-sent assignment of a run being claimed: the claim answers */
+	if (resume_pending(c, ev->run_id) || start_pending(c, ev->run_id))
+		return; /* a re-sent assignment of a run being claimed or waiting for its
+			 * secrets: that start answers */
 	if (l && ev->epoch > l->epoch) {
 		/* placed here again after its lease here expired */
 		r = runs_find(c->runs, l->local);
@@ -363,6 +364,7 @@ void cplane_close(struct cplane *c)
 	if (!c)
 		return;
 	resume_close(c);
+	start_close(c);
 	loop_del(c->loop, c->efd);
 	tunnel_stop(c->t);
 	free_links(c);

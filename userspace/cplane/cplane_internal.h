@@ -27,6 +27,7 @@ struct link {
 };
 
 struct claim;                       /* resume.c: an assignment waiting on the store */
+struct start;                       /* start.c: an assignment waiting for its secrets */
 
 struct cplane {
 	struct loop *loop;
@@ -45,6 +46,7 @@ struct cplane {
 	char links_dir[PATH_MAX + 8];
 	struct link *links;
 	struct claim *claims;
+	struct start *starts;           /* assignments waiting for their secrets (start.c) */
 	int64_t total_cpu, total_memory, total_scratch; /* for runs; -1: not known */
 	uint64_t load_timer, lease_timer;
 };
@@ -70,10 +72,11 @@ void cplane_complete_lost(struct cplane *c, struct link *l);
  * away), so the control plane may place it again; else the refusal is the run's end. */
 void cplane_refuse(struct cplane *c, const char *cp_id, int64_t epoch, const char *why,
 		   bool not_started);
-/* Starts an assigned run (seed_dir: continued from its journal, as run id); reports it
- * accepted and running, or refuses it with admission's reason. */
-void cplane_start(struct cplane *c, const struct tunnel_ev *ev, int64_t taken_ms, const char *id,
-		  const char *seed_dir);
+/* Starts an assigned run (seed_dir: continued from its journal, as run id) with what
+ * was read for it before (pf, or NULL); reports it accepted and running, or refuses it
+ * with admission's reason. */
+void cplane_start_now(struct cplane *c, const struct tunnel_ev *ev, int64_t taken_ms, const char *id,
+		      const char *seed_dir, struct run_prefetch *pf);
 /* The end a journal recorded (a run that ended on a node that then went away before
  * its completion reached the control plane): reported as the run's completion. */
 void cplane_report_recorded(struct cplane *c, const struct tunnel_ev *ev, int64_t taken_ms,
@@ -87,6 +90,17 @@ void lease_fence(struct cplane *c, struct link *l, struct run *r, const char *wh
 void leases_load(struct cplane *c);
 void leases_save(struct cplane *c);
 void lease_timer(struct loop *lp, void *arg);
+
+/* start.c */
+/* cplane_start_now once the k8s:// secrets ev's spec names are read (identity_prefetch;
+ * at once when it names none). True when the start took seed_dir (it is the start's to
+ * remove from now on). */
+bool cplane_start(struct cplane *c, const struct tunnel_ev *ev, int64_t taken_ms, const char *id,
+		  const char *seed_dir);
+/* A start of cp_id waits for its secrets. */
+bool start_pending(struct cplane *c, const char *cp_id);
+/* Starts still waiting are called off (lanternd stops). */
+void start_close(struct cplane *c);
 
 /* resume.c */
 bool resume_pending(struct cplane *c, const char *cp_id);

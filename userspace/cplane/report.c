@@ -135,12 +135,12 @@ void cplane_count_load(struct cplane *c)
 	tunnel_set_capacity(c->t, &cap);
 }
 
-void cplane_start(struct cplane *c, const struct tunnel_ev *ev, int64_t taken_ms, const char *id,
-		  const char *seed_dir)
+void cplane_start_now(struct cplane *c, const struct tunnel_ev *ev, int64_t taken_ms, const char *id,
+		      const char *seed_dir, struct run_prefetch *pf)
 {
 	struct run_submit sub = {
 		.yaml = ev->config_json, .len = strlen(ev->config_json), .ref = ev->run_id,
-		.epoch = ev->epoch, .id = id, .seed_dir = seed_dir,
+		.epoch = ev->epoch, .id = id, .seed_dir = seed_dir, .prefetch = pf,
 	};
 	struct lerr e = { 0 };
 	json_t *input = NULL;

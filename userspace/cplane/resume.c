@@ -39,7 +39,8 @@ struct claim {
 
 static void claim_free(struct claim *q)
 {
-	util_rm_rf(q->staged);
+	if (q->staged[0])
+		util_rm_rf(q->staged);
 	free(q->ev.config_json);
 	free(q->ev.input_json);
 	free(q->ev.idem);
@@ -98,7 +99,9 @@ static void claim_done(void *arg)
 		log_info("control plane run %s: continuing run %s from its replicated journal (%llu "
 			 "records), epoch %lld", id, q->out.run_id, (unsigned long long)q->out.records,
 			 (long long)q->ev.epoch);
-		cplane_start(c, &q->ev, q->taken_ms, q->out.run_id, q->staged);
+		/* a start that waits for its secrets keeps the staged directory */
+		if (cplane_start(c, &q->ev, q->taken_ms, q->out.run_id, q->staged))
+			q->staged[0] = '\0';
 	}
 	claim_free(q);
 }

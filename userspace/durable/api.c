@@ -267,7 +267,19 @@ static void api_run(struct durable_run *du, void *peer)
 	free(body);
 }
 
-/* /v1/secrets: identity's, whole (the signature check and the secrets). */
+/* An answer of identity's, now or once its source was read; it may hold a secret. */
+static void secret_answer(void *arg, void *peer, int status, char *body, size_t n)
+{
+	struct durable *d = arg;
+
+	d->tp->reply(d->tp_arg, peer, status, body ? body : "{}", body ? n : 2);
+	if (body)
+		sodium_memzero(body, n);
+	free(body);
+}
+
+/* /v1/secrets: identity's, whole (the signature check and the secrets). An expired
+ * k8s:// lease is answered when the API server has (durable_forget_peer drops it). */
 static void api_secret(struct durable_run *du, void *peer, const struct harness_call *c)
 {
 	char *body = NULL;
@@ -278,11 +290,9 @@ static void api_secret(struct durable_run *du, void *peer, const struct harness_
 		durable_reply_error(du->d, peer, 404, "not_found", "this node vends no secrets");
 		return;
 	}
-	st = identity_secret_request(du->d->o.identity, du->r, c, &body, &n);
-	du->d->tp->reply(du->d->tp_arg, peer, st, body ? body : "{}", body ? n : 2);
-	if (body)
-		sodium_memzero(body, n);
-	free(body);
+	st = identity_secret_request(du->d->o.identity, du->r, c, peer, secret_answer, du->d, &body, &n);
+	if (st)
+		secret_answer(du->d, peer, st, body, n);
 }
 
 void durable_call(struct durable_run *du, void *peer, const struct harness_call *c)

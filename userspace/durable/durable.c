@@ -214,6 +214,9 @@ void durable_forget_peer(struct durable *d, void *peer)
 	for (struct pending *p = d->pending; p; p = p->next)
 		if (p->peer == peer)
 			p->peer = NULL;
+	/* a secret request waiting for the API server: its read is called off */
+	if (d->o.identity)
+		identity_secret_forget(d->o.identity, peer);
 }
 
 /* Sends p's answer if its record is durable (or can never be); true when done. */

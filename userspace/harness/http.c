@@ -427,6 +427,15 @@ static void on_conn(struct loop *l, int fd, uint32_t events, void *arg)
 		conn_kill(c); /* nobody left to read the replies */
 		return;
 	}
+	/* everything it sent is read and its request waits (a secret being read from the API
+	 * server, a record being made durable), and the client closed its end entirely: a
+	 * half-close is EPOLLRDHUP alone on a Unix socket, so EPOLLHUP means nobody will
+	 * read the answer. The connection goes (the closed hook lets the waiting call go)
+	 * instead of waking the loop until the answer comes. */
+	if (!c->dead && c->eof && c->busy && (events & (EPOLLHUP | EPOLLERR))) {
+		conn_kill(c);
+		return;
+	}
 	if (!c->dead && !conn_paused(c) && (events & (EPOLLIN | EPOLLHUP | EPOLLERR))) {
 		for (;;) {
 			ssize_t n;

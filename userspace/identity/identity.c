@@ -440,6 +440,7 @@ static void ir_free(struct id_run *ir)
 		loop_timer_cancel(ir->id->loop, ir->refresh_timer);
 	if (ir->sk)
 		sodium_free(ir->sk);
+	identity_secrets_abandon(ir->id, ir, "the run's instance is gone");
 	identity_secrets_free(ir);
 	free(ir->token);
 	free(ir);
@@ -559,9 +560,11 @@ static int on_admitted(void *arg, struct run *r, json_t *input, struct lerr *e)
 	struct identity *id = arg;
 	int err;
 
-	if ((err = identity_secrets_check(id, r, e)) < 0)
+	if ((err = identity_secrets_check(id, r, e)) < 0 || (err = issue_begin(id, r, e)) < 0)
 		return err;
-	return issue_begin(id, r, e);
+	/* what was read before the start is the first lease */
+	identity_secrets_seed(id, identity_run_of(id, r));
+	return 0;
 }
 
 static int on_resumed(void *arg, struct run *r, struct lerr *e)
@@ -585,7 +588,9 @@ static void on_env(void *arg, struct run *r, struct run_env *env)
 	run_env_set_path(env, "LANTERN_IDENTITY_TOKEN", ir->dir, IDENTITY_SANDBOX_DIR, "token", true);
 }
 
-/* The instance is gone: its leases are revoked and its key's tmpfs goes. */
+/* The instance is gone: its leases are revoked and its key's tmpfs goes. Requests still
+ * waiting for the API server are answered 503 now, while their connections are there
+ * (durable's ended, after this hook, closes the harness socket). */
 static void on_released(void *arg, struct run *r)
 {
 	struct identity *id = arg;
@@ -594,6 +599,7 @@ static void on_released(void *arg, struct run *r)
 
 	if (!ir)
 		return;
+	identity_secrets_abandon(id, ir, "the run is ending");
 	if ((n = identity_secrets_revoke(ir)))
 		log_info("run %s: %zu secret lease%s revoked at teardown", run_id(r), n, n == 1 ? "" : "s");
 	if (ir->refresh_timer)
@@ -708,6 +714,13 @@ static const struct run_hooks identity_hooks = {
 	.json = on_json,
 	.free = on_free,
 };
+
+void identity_set_kube(struct identity *id, struct kube *k)
+{
+	if (!k)
+		identity_secrets_stop(id);
+	id->kube = k;
+}
 
 int identity_subscribe(struct identity *id, struct runs *t, struct lerr *e)
 {
@@ -885,6 +898,7 @@ void identity_close(struct identity *id)
 	}
 	if (id->secrets_fd >= 0)
 		close(id->secrets_fd);
+	identity_secrets_drop(id);
 	while (id->inbox) {
 		struct signed_token *t = id->inbox;
 

@@ -3,11 +3,13 @@
  *
  * Sources: file:///PATH names a file below the node's secrets directory (root-owned,
  * writable by root alone), opened beneath it with openat2 (no symbolic links, no other
- * filesystem), itself a regular root-owned file no one else may write; k8s:// is
- * refused (not built yet: reading it needs an asynchronous step before the workload
- * starts, through the kube client, and a namespaced Role that may get Secrets, which
- * deploy/ deliberately does not grant); any other scheme is refused. Every source is read once at admission so a run never starts without a
- * secret its spec names, and again whenever a lease has expired.
+ * filesystem), itself a regular root-owned file no one else may write; k8s://NAME/KEY
+ * is the key KEY of the Secret NAME in the run's tenant namespace, read through the
+ * Kubernetes runtime's API client (k8s.c: read before the start, since admission cannot
+ * wait for the API server; refused on a node without --kubernetes); any other scheme
+ * is refused. Every source is read at admission so a run never starts without a secret
+ * its spec names, and again whenever a lease has expired (for k8s://, the workload's
+ * request is answered when the API server has: identity_secret_request returns 0).
  *
  * A request is POST /v1/secrets/{env_name} with X-Lantern-Timestamp (unix seconds),
  * X-Lantern-Nonce (16 to 128 of [A-Za-z0-9_-]) and X-Lantern-Signature, the Ed25519
@@ -15,7 +17,8 @@
  *     "lantern-secrets-v1\n" METHOD "\n" PATH "\n" hex(SHA-256(body)) "\n" TS "\n" NONCE
  * A stale timestamp, a nonce seen before within the window, or a signature that does
  * not verify is refused (401). Values live in sodium_malloc'd memory (guarded, locked,
- * wiped when freed) until their lease is replaced or revoked. */
+ * wiped when freed) until their lease is replaced or revoked; an answer holding one is
+ * built and freed with jansson wiping what it frees (util_json_wipe). */
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
@@ -31,11 +34,15 @@
 
 #include "internal.h"
 
-#define SECRET_MAX_BYTES (64u << 10)
 /* nonces remembered per instance within the window: 13,000 signed requests/s sustained
  * per instance at most, 4 MiB of table at most */
 #define NONCE_MAX 131072
 #define SIGN_PREFIX "lantern-secrets-v1\n"
+/* requests of one run waiting for the API server, at most */
+#define WAITERS_MAX 32
+/* after a read of the API server failed, its reason answers requests this long (s)
+ * before another GET: a workload cannot turn its requests into a stream of them */
+#define READ_RETRY_S 2
 
 struct lease {
 	const char *env_name;        /* the spec's */
@@ -43,6 +50,21 @@ struct lease {
 	size_t len;
 	char id[20];                 /* l-<16 hex> */
 	int64_t expires_at;
+	struct id_run *ir;
+	size_t idx;                  /* in spec.secrets */
+	struct k8s_read *read;       /* the source being read again (k8s://) */
+	int64_t retry_at;            /* its last read failed: not again before */
+	char why[384];               /* why it failed */
+};
+
+/* A harness request waiting for its lease's read. */
+struct secret_waiter {
+	struct id_run *ir;
+	size_t idx;
+	void *peer;
+	identity_answer_fn done;
+	void *arg;
+	struct secret_waiter *next;
 };
 
 struct nonce {
@@ -87,13 +109,9 @@ static int resolve(struct identity *id, const char *field, const char *uri, cons
 	size_t dl = strlen(id->secrets_dir);
 	const char *p;
 
-	if (!strncmp(uri, "k8s://", 6))
-		return lerr_set(e, EPERM, "spawn: refused: %s: \"%s\": k8s:// secrets are not supported by "
-				"this lanternd yet (docs/identity.md); use file:// below the node's secrets "
-				"directory", field, uri);
 	if (strncmp(uri, "file://", 7))
 		return lerr_set(e, EPERM, "spawn: refused: %s: \"%s\": unknown secret scheme (this node "
-				"reads file:///PATH below its secrets directory)", field, uri);
+				"reads file:///PATH below its secrets directory and k8s://SECRET/KEY)", field, uri);
 	p = uri + 7;
 	if (id->secrets_fd < 0)
 		return lerr_set(e, EPERM, "spawn: refused: %s: \"%s\": %s", field, uri, id->secrets_why);
@@ -155,6 +173,11 @@ static int read_secret(struct identity *id, const char *field, const char *uri, 
 	return 0;
 }
 
+static bool is_k8s(const char *uri)
+{
+	return !strncmp(uri, IDENTITY_K8S_SCHEME, strlen(IDENTITY_K8S_SCHEME));
+}
+
 int identity_secrets_check(struct identity *id, const struct run *r, struct lerr *e)
 {
 	const struct spec *s = run_spec(r);
@@ -167,6 +190,13 @@ int identity_secrets_check(struct identity *id, const struct run *r, struct lerr
 		int err;
 
 		snprintf(field, sizeof(field), "spec.secrets[%zu].secret_uri", i);
+		if (is_k8s(s->secrets[i].secret_uri)) {
+			/* read before the start (k8s.c): the value, or why there is none */
+			if ((err = identity_prefetch_take(id, r, i, field, s->secrets[i].secret_uri,
+							  NULL, NULL, NULL, e)) < 0)
+				return err;
+			continue;
+		}
 		if ((err = resolve(id, field, s->secrets[i].secret_uri, &rel, e)) < 0 ||
 		    (err = read_secret(id, field, s->secrets[i].secret_uri, rel, &v, &len, e)) < 0)
 			return err;
@@ -177,6 +207,8 @@ int identity_secrets_check(struct identity *id, const struct run *r, struct lerr
 
 static void lease_clear(struct lease *l)
 {
+	identity_k8s_cancel(l->read);
+	l->read = NULL;
 	if (l->value)
 		sodium_free(l->value);
 	l->value = NULL;
@@ -351,21 +383,66 @@ static int authenticate(struct identity *id, struct id_run *ir, const struct har
 	return 0;
 }
 
+/* ir's leases, one per spec.secrets entry, made on first use. */
+static int leases_make(struct id_run *ir, const struct spec *s)
+{
+	if (ir->leases || !s->n_secrets)
+		return 0;
+	if (!(ir->leases = calloc(s->n_secrets, sizeof(*ir->leases))))
+		return -ENOMEM;
+	ir->nleases = s->n_secrets;
+	for (size_t i = 0; i < s->n_secrets; i++) {
+		ir->leases[i].env_name = s->secrets[i].env_name;
+		ir->leases[i].ir = ir;
+		ir->leases[i].idx = i;
+	}
+	return 0;
+}
+
 static struct lease *lease_of(struct id_run *ir, const struct spec *s, const char *name, size_t *idx)
 {
-	if (!ir->leases && s->n_secrets) {
-		if (!(ir->leases = calloc(s->n_secrets, sizeof(*ir->leases))))
-			return NULL;
-		ir->nleases = s->n_secrets;
-		for (size_t i = 0; i < s->n_secrets; i++)
-			ir->leases[i].env_name = s->secrets[i].env_name;
-	}
+	if (leases_make(ir, s) < 0)
+		return NULL;
 	for (size_t i = 0; i < ir->nleases; i++)
 		if (!strcmp(ir->leases[i].env_name, name)) {
 			*idx = i;
 			return &ir->leases[i];
 		}
 	return NULL;
+}
+
+/* l holds value (taken) from now, read at read_at, until the TTL is over. */
+static void lease_grant(struct lease *l, uint8_t *value, size_t len, int64_t read_at)
+{
+	struct identity *id = l->ir->id;
+
+	lease_clear(l);
+	l->retry_at = 0;
+	l->value = value;
+	l->len = len;
+	l->id[0] = 'l';
+	l->id[1] = '-';
+	util_random_hex(l->id + 2, 8);
+	l->expires_at = read_at + id->o.secret_ttl_s;
+	id->leases++;
+}
+
+void identity_secrets_seed(struct identity *id, struct id_run *ir)
+{
+	const struct spec *s = run_spec(ir->r);
+
+	if (!s || !run_prefetch(ir->r) || leases_make(ir, s) < 0)
+		return;
+	for (size_t i = 0; i < s->n_secrets; i++) {
+		struct lerr e = { 0 };
+		uint8_t *v = NULL;
+		size_t len = 0;
+		int64_t at = 0;
+
+		if (is_k8s(s->secrets[i].secret_uri) &&
+		    identity_prefetch_take(id, ir->r, i, "", s->secrets[i].secret_uri, &v, &len, &at, &e) == 0)
+			lease_grant(&ir->leases[i], v, len, at);
+	}
 }
 
 static json_t *lease_json(const struct identity *id, const struct lease *l)
@@ -391,16 +468,187 @@ static json_t *lease_json(const struct identity *id, const struct lease *l)
 	return j;
 }
 
-/* The request's answer: its status, and *reply as text (wiped when freed). */
+/* The request's answer: its status, and *reply as text (wiped when freed). The JSON
+ * document that held a value is wiped as jansson frees it. */
 static int answer(int status, json_t *reply, char **body, size_t *len)
 {
+	bool was = util_json_wipe(true);
+
 	*body = json_dumps(reply, JSON_COMPACT | JSON_SORT_KEYS);
 	*len = *body ? strlen(*body) : 0;
 	json_decref(reply);
+	util_json_wipe_restore(was);
 	return *body ? status : 500;
 }
 
-static int secret_request(struct identity *id, struct run *r, const struct harness_call *c, json_t **reply)
+/* A lease's answer now, built with jansson wiping (lease_json copies the value). */
+static int lease_answer(struct identity *id, const struct lease *l, char **body, size_t *len)
+{
+	bool was = util_json_wipe(true);
+	json_t *j = lease_json(id, l);
+
+	util_json_wipe_restore(was);
+	id->req_ok++;
+	return answer(200, j, body, len);
+}
+
+/* ---- requests waiting for the API server ---- */
+
+static size_t waiters_of(struct identity *id, const struct id_run *ir)
+{
+	size_t n = 0;
+
+	for (struct secret_waiter *w = id->waiters; w; w = w->next)
+		n += w->ir == ir;
+	return n;
+}
+
+/* The waiters of ir (and of its lease idx, unless idx is SIZE_MAX), unlinked: answering
+ * one may close a connection, which forgets its peer in id->waiters. */
+static struct secret_waiter *waiters_take(struct identity *id, const struct id_run *ir, size_t idx)
+{
+	struct secret_waiter *out = NULL, **pp = &id->waiters;
+
+	while (*pp) {
+		struct secret_waiter *w = *pp;
+
+		if ((!ir || w->ir == ir) && (idx == SIZE_MAX || w->idx == idx)) {
+			*pp = w->next;
+			w->next = out;
+			out = w;
+		} else {
+			pp = &w->next;
+		}
+	}
+	return out;
+}
+
+static void waiters_answer(struct identity *id, struct secret_waiter *list, const struct lease *l,
+			   const char *why)
+{
+	while (list) {
+		struct secret_waiter *w = list;
+		char *body = NULL;
+		size_t len = 0;
+		int st;
+
+		list = w->next;
+		st = l && l->value ? lease_answer(id, l, &body, &len) :
+		     answer(503, json_pack("{s:s, s:s}", "error", "unavailable", "reason", why ? why : "not read"),
+			    &body, &len);
+		w->done(w->arg, w->peer, st, body, len);
+		free(w);
+	}
+}
+
+static void on_lease_read(void *arg, uint8_t *value, size_t len, const char *why)
+{
+	struct lease *l = arg;
+	struct id_run *ir = l->ir;
+
+	l->read = NULL;
+	if (value) {
+		lease_grant(l, value, len, (int64_t)time(NULL));
+	} else {
+		log_warn("run %s: secret %s: %s", run_id(ir->r), l->env_name, why);
+		l->retry_at = (int64_t)time(NULL) + READ_RETRY_S;
+		snprintf(l->why, sizeof(l->why), "%s", why);
+	}
+	waiters_answer(ir->id, waiters_take(ir->id, ir, l->idx), l, why);
+}
+
+/* c waits for l's source, read again (k8s://); 0, or the status of a refusal. */
+static int lease_wait(struct identity *id, struct lease *l, void *peer, identity_answer_fn done, void *arg,
+		      json_t **reply)
+{
+	const struct spec *s = run_spec(l->ir->r);
+	struct secret_waiter *w;
+	struct lerr e = { 0 };
+	char field[64];
+
+	if (!done) {
+		*reply = refusal("unavailable", "%s", "this request cannot wait for the API server");
+		return 503;
+	}
+	if (waiters_of(id, l->ir) >= WAITERS_MAX || !(w = calloc(1, sizeof(*w)))) {
+		*reply = refusal("busy", "%s", "too many secret requests waiting for the API server; retry shortly");
+		return 503;
+	}
+	snprintf(field, sizeof(field), "spec.secrets[%zu].secret_uri", l->idx);
+	if (!l->read && identity_k8s_read(id, run_tenant(l->ir->r), field, s->secrets[l->idx].secret_uri,
+					  on_lease_read, l, &l->read, &e) < 0) {
+		free(w);
+		log_warn("run %s: secret %s: %s", run_id(l->ir->r), l->env_name, e.msg);
+		*reply = json_pack("{s:s, s:s}", "error", "unavailable", "reason", e.msg);
+		return 503;
+	}
+	w->ir = l->ir;
+	w->idx = l->idx;
+	w->peer = peer;
+	w->done = done;
+	w->arg = arg;
+	w->next = id->waiters;
+	id->waiters = w;
+	return 0;
+}
+
+void identity_secret_forget(struct identity *id, void *peer)
+{
+	struct secret_waiter **pp = id ? &id->waiters : NULL;
+
+	while (pp && *pp) {
+		struct secret_waiter *w = *pp;
+		struct lease *l = &w->ir->leases[w->idx];
+
+		if (w->peer != peer) {
+			pp = &w->next;
+			continue;
+		}
+		*pp = w->next;
+		free(w);
+		/* nobody waits for that read any more */
+		if (l->read && !waiters_of(id, l->ir)) {
+			identity_k8s_cancel(l->read);
+			l->read = NULL;
+		}
+	}
+}
+
+void identity_secrets_abandon(struct identity *id, struct id_run *ir, const char *why)
+{
+	waiters_answer(id, waiters_take(id, ir, SIZE_MAX), NULL, why);
+}
+
+void identity_secrets_stop(struct identity *id)
+{
+	for (struct run *r = id->runs ? runs_first(id->runs) : NULL; r; r = run_next(r)) {
+		struct id_run *ir = identity_run_of(id, r);
+
+		for (size_t i = 0; ir && i < ir->nleases; i++) {
+			identity_k8s_cancel(ir->leases[i].read);
+			ir->leases[i].read = NULL;
+		}
+	}
+	waiters_answer(id, waiters_take(id, NULL, SIZE_MAX), NULL, "lanternd is stopping");
+	identity_prefetch_stop(id);
+}
+
+void identity_secrets_drop(struct identity *id)
+{
+	struct secret_waiter *list = waiters_take(id, NULL, SIZE_MAX);
+
+	while (list) {
+		struct secret_waiter *w = list;
+
+		list = w->next;
+		free(w);
+	}
+}
+
+/* ---- a request ---- */
+
+static int secret_request(struct identity *id, struct run *r, const struct harness_call *c, void *peer,
+			  identity_answer_fn done, void *arg, json_t **reply, struct lease **granted)
 {
 	struct id_run *ir = identity_run_of(id, r);
 	const struct spec *s = run_spec(r);
@@ -428,35 +676,51 @@ static int secret_request(struct identity *id, struct run *r, const struct harne
 		*reply = refusal("not_found", "spec.secrets names no \"%s\"", c->env_name);
 		return 404;
 	}
-	if (!l->value || l->expires_at <= now) {
+	if (l->value && l->expires_at > now) {
+		*granted = l;
+		return 200;
+	}
+	/* expired or never read: the source again, so a rotated secret arrives; a
+	 * k8s:// read already under way answers this request too */
+	if (is_k8s(s->secrets[idx].secret_uri)) {
+		if (!l->read && now < l->retry_at) {
+			*reply = json_pack("{s:s, s:s}", "error", "unavailable", "reason", l->why);
+			return 503;
+		}
+		if (!l->read)
+			lease_clear(l);
+		return lease_wait(id, l, peer, done, arg, reply);
+	}
+	lease_clear(l);
+	{
 		char field[64];
 		const char *rel;
+		uint8_t *v;
+		size_t len;
 
-		/* expired or never read: the source again, so a rotated secret arrives */
-		lease_clear(l);
 		snprintf(field, sizeof(field), "spec.secrets[%zu].secret_uri", idx);
 		if (resolve(id, field, s->secrets[idx].secret_uri, &rel, &e) < 0 ||
-		    read_secret(id, field, s->secrets[idx].secret_uri, rel, &l->value, &l->len, &e) < 0) {
+		    read_secret(id, field, s->secrets[idx].secret_uri, rel, &v, &len, &e) < 0) {
 			log_warn("run %s: secret %s: %s", run_id(r), c->env_name, e.msg);
 			*reply = json_pack("{s:s, s:s}", "error", "unavailable", "reason", e.msg);
 			return 503;
 		}
-		l->id[0] = 'l';
-		l->id[1] = '-';
-		util_random_hex(l->id + 2, 8);
-		l->expires_at = now + id->o.secret_ttl_s;
-		id->leases++;
+		lease_grant(l, v, len, now);
 	}
-	id->req_ok++;
-	*reply = lease_json(id, l);
+	*granted = l;
 	return 200;
 }
 
-int identity_secret_request(struct identity *id, struct run *r, const struct harness_call *c,
-			    char **body, size_t *len)
+int identity_secret_request(struct identity *id, struct run *r, const struct harness_call *c, void *peer,
+			    identity_answer_fn done, void *arg, char **body, size_t *len)
 {
+	struct lease *granted = NULL;
 	json_t *reply = NULL;
-	int st = secret_request(id, r, c, &reply);
+	int st = secret_request(id, r, c, peer, done, arg, &reply, &granted);
 
+	if (!st)
+		return 0;
+	if (granted)
+		return lease_answer(id, granted, body, len);
 	return answer(st, reply, body, len);
 }

@@ -14,6 +14,8 @@
 #include <sys/epoll.h>
 #include <time.h>
 
+#include <sodium.h>
+
 #include "kube_internal.h"
 
 #define CONNECT_TIMEOUT_MS 10000
@@ -44,6 +46,7 @@ struct kube_req {
 	char *buf;                      /* the answer; a watch's: what is not a whole line yet */
 	size_t len, cap;
 	bool too_big;
+	bool sensitive;                 /* the answer may hold a secret: wiped, never realloc'd */
 	kube_done_fn done;
 	void *arg;
 	struct kube_watch *w;           /* set for a watch's stream */
@@ -144,8 +147,18 @@ static size_t on_data(char *p, size_t size, size_t n, void *arg)
 
 		while (cap < q->len + len + 1)
 			cap *= 2;
-		if (!(b = realloc(q->buf, cap)))
+		if (q->sensitive) {
+			/* realloc would leave the old block's bytes behind in the heap */
+			if (!(b = malloc(cap)))
+				return 0;
+			if (q->buf) {
+				memcpy(b, q->buf, q->len);
+				sodium_memzero(q->buf, q->cap);
+				free(q->buf);
+			}
+		} else if (!(b = realloc(q->buf, cap))) {
 			return 0;
+		}
 		q->buf = b;
 		q->cap = cap;
 	}
@@ -161,6 +174,8 @@ static void req_free(struct kube_req *q)
 		curl_easy_cleanup(q->easy);
 	curl_slist_free_all(q->hdrs);
 	free(q->out);
+	if (q->sensitive && q->buf)
+		sodium_memzero(q->buf, q->cap);
 	free(q->buf);
 	free(q);
 }
@@ -328,6 +343,24 @@ int kube_request(struct kube *k, const char *method, const char *path, json_t *b
 
 	if (!q)
 		return -EIO;
+	q->done = done;
+	q->arg = arg;
+	if ((err = req_go(q, e)) < 0)
+		return err;
+	if (out)
+		*out = q;
+	return 0;
+}
+
+int kube_get_sensitive(struct kube *k, const char *path, long timeout_ms, kube_done_fn done, void *arg,
+		       struct kube_req **out, struct lerr *e)
+{
+	struct kube_req *q = req_new(k, "GET", path, NULL, timeout_ms, e);
+	int err;
+
+	if (!q)
+		return -EIO;
+	q->sensitive = true;
 	q->done = done;
 	q->arg = arg;
 	if ((err = req_go(q, e)) < 0)
@@ -546,6 +579,7 @@ static void stream_end(struct kube_watch *w, struct kube_req *q, CURLcode rc)
 static void finish(struct kube *k, struct kube_req *q, CURLcode rc)
 {
 	struct kube_resp res = { 0 };
+	bool was;
 
 	req_unlink(q);
 	if (q->w) {
@@ -554,11 +588,15 @@ static void finish(struct kube *k, struct kube_req *q, CURLcode rc)
 	}
 	if (rc == CURLE_OK)
 		curl_easy_getinfo(q->easy, CURLINFO_RESPONSE_CODE, &res.status);
+	/* a secret's answer: the parser's copies, and the document's, zeroed when freed */
+	was = q->sensitive ? util_json_wipe(true) : false;
 	res.body = q->len ? json_loadb(q->buf, q->len, 0, NULL) : NULL;
 	res.err = q->too_big ? "answer larger than 64 MiB" : q->errbuf[0] ? q->errbuf : curl_easy_strerror(rc);
 	if (q->done)
 		q->done(q->arg, &res);
 	json_decref(res.body);
+	if (q->sensitive)
+		util_json_wipe_restore(was);
 	req_free(q);
 }
 

@@ -220,6 +220,20 @@ static int open_pools(struct daemon *d, struct lerr *e)
 	return pool_subscribe(d->pool, d->runs, e);
 }
 
+/* A run resumed after a restart reads its k8s:// secrets first, as every other start. */
+static int prefetch_start(void *arg, const char *file, const char *yaml, size_t len,
+			  void (*done)(void *ctx, struct run_prefetch *pf), void *ctx, struct run_prefetch **out)
+{
+	return identity_prefetch(arg, file, yaml, len, done, ctx, out);
+}
+
+static void prefetch_free(void *arg, struct run_prefetch *pf)
+{
+	identity_prefetch_free(pf);
+}
+
+static const struct run_prefetcher identity_prefetcher = { .start = prefetch_start, .free = prefetch_free };
+
 static int open_modules(struct daemon *d, const char *shim, const char *cli, struct lerr *e)
 {
 	const struct lanternd_config *c = &d->cfg;
@@ -280,13 +294,17 @@ static int open_modules(struct daemon *d, const char *shim, const char *cli, str
 	    (err = logs_open(d->loop, &d->logs, e)) < 0 ||
 	    (err = open_runtimes(d, shim, e)) < 0)
 		return err;
+	/* k8s:// secrets are read with the Kubernetes runtime's API client */
+	identity_set_kube(d->identity, runtime_kube_client(d->kube));
 	if (d->edge) {
 		durable_set_transport(d->durable, &edge_harness, d->edge);
 		edge_set_durable(d->edge, d->durable);
 	}
 	ro.runtimes = d->runtimes;
-	if ((err = runs_open(&ro, &d->runs, e)) < 0 ||
-	    (err = egress_subscribe(d->egress, d->runs, e)) < 0 ||
+	if ((err = runs_open(&ro, &d->runs, e)) < 0)
+		return err;
+	runs_set_prefetcher(d->runs, &identity_prefetcher, d->identity);
+	if ((err = egress_subscribe(d->egress, d->runs, e)) < 0 ||
 	    (err = meter_subscribe(d->meter, d->runs, e)) < 0 ||
 	    (err = identity_subscribe(d->identity, d->runs, e)) < 0 ||
 	    (err = durable_subscribe(d->durable, d->runs, e)) < 0 ||
@@ -333,6 +351,9 @@ static void close_modules(struct daemon *d)
 	metrics_close(d->metrics);
 	/* its sandboxes go while their runtime, maps and identity are still open */
 	pool_close(d->pool);
+	/* identity's reads of the API server go before its client does */
+	if (d->identity)
+		identity_set_kube(d->identity, NULL);
 	runtimes_free(d->runtimes);
 	cplane_close(d->cplane);
 	runs_close(d->runs);

@@ -42,20 +42,35 @@ static void reply(struct api_client *c, json_t *msg)
 	api_finish(c);
 }
 
-static void op_run(void *arg, struct api_client *c, json_t *req)
+/* A run op waiting for the secrets its spec names to be read (identity_prefetch). */
+struct run_op {
+	struct daemon *d;
+	struct api_client *c;
+	json_t *req;
+	struct run_prefetch *pf;
+};
+
+static void run_op_free(struct run_op *o)
 {
-	struct daemon *d = arg;
-	const char *file = json_string_value(json_object_get(req, "file"));
+	identity_prefetch_free(o->pf);
+	json_decref(o->req);
+	free(o);
+}
+
+/* The start itself, with what was read before it (or nothing). */
+static void run_now(struct daemon *d, struct api_client *c, json_t *req, struct run_prefetch *pf)
+{
 	json_t *y = json_object_get(req, "yaml");
+	struct run_submit sub = {
+		.file = json_string_value(json_object_get(req, "file")), .yaml = json_string_value(y),
+		.len = json_string_length(y), .input = json_object_get(req, "input"), .prefetch = pf,
+	};
 	struct lerr e = { 0 };
 	struct run *r;
 
-	if (!file || !json_is_string(y)) {
-		api_send_error(c, "run needs \"file\" and \"yaml\"");
-	} else if (d->draining) {
+	if (d->draining) {
 		api_send_error(c, "spawn: refused: node is draining: lanternd is stopping (a restart or rollout)");
-	} else if (runs_submit(d->runs, file, json_string_value(y), json_string_length(y),
-			       json_object_get(req, "input"), &r, &e) < 0) {
+	} else if (runs_start(d->runs, &sub, &r, &e) < 0) {
 		api_send_error(c, e.msg);
 	} else {
 		api_send(c, json_pack("{s:s, s:s, s:s}", "type", "accepted", "run_id", run_id(r),
@@ -64,6 +79,51 @@ static void op_run(void *arg, struct api_client *c, json_t *req)
 			logs_follow(d->logs, r, c);
 			return;
 		}
+	}
+	api_finish(c);
+}
+
+static void on_run_read(void *arg, struct run_prefetch *pf)
+{
+	struct run_op *o = arg;
+
+	api_on_close(o->c, NULL, NULL);
+	run_now(o->d, o->c, o->req, pf);
+	run_op_free(o);
+}
+
+/* The client left while its secrets were read: the start is called off. */
+static void on_run_client_gone(void *arg, struct api_client *c)
+{
+	run_op_free(arg);
+}
+
+static void op_run(void *arg, struct api_client *c, json_t *req)
+{
+	struct daemon *d = arg;
+	const char *file = json_string_value(json_object_get(req, "file"));
+	json_t *y = json_object_get(req, "yaml");
+	struct run_op *o;
+
+	if (!file || !json_is_string(y)) {
+		api_send_error(c, "run needs \"file\" and \"yaml\"");
+	} else if (d->draining) {
+		api_send_error(c, "spawn: refused: node is draining: lanternd is stopping (a restart or rollout)");
+	} else if (!(o = calloc(1, sizeof(*o)))) {
+		api_send_error(c, "lanternd: out of memory");
+	} else {
+		/* k8s:// secrets are read first: admission cannot wait for the API server */
+		o->d = d;
+		o->c = c;
+		o->req = json_incref(req);
+		if (identity_prefetch(d->identity, file, json_string_value(y), json_string_length(y), on_run_read, o,
+				      &o->pf) > 0) {
+			api_on_close(c, on_run_client_gone, o);
+			return;
+		}
+		run_op_free(o);
+		run_now(d, c, req, NULL);
+		return;
 	}
 	api_finish(c);
 }

@@ -44,6 +44,8 @@ struct run {
 	int64_t pool_waited_ms;
 	uint64_t stage_us[3];       /* a claim's admission, preparation, exec (µs) */
 	char pool_fallback[256];    /* a cold start after a failed claim: why */
+	struct run_prefetch *prefetch; /* the submit's, during its hooks only */
+	struct run_prefetch *resume_pf; /* read for its resume after a restart, until done */
 	void *slot[RUNS_MAX_SUBS];
 	struct run *next;
 };
@@ -59,6 +61,8 @@ struct runs {
 	struct run_sub subs[RUNS_MAX_SUBS];
 	int nsubs;
 	struct run *runs;           /* newest first */
+	const struct run_prefetcher *pre; /* or NULL */
+	void *pre_arg;
 };
 
 /* Every subscriber's hook fn, in registration order. */

@@ -70,6 +70,7 @@ uint32_t run_dns_ip4(const struct run *r) { return r->dns_ip4; }
 const char *run_pool(const struct run *r) { return r->pool[0] ? r->pool : NULL; }
 int64_t run_pool_waited_ms(const struct run *r) { return r->pool_waited_ms; }
 const char *run_pool_fallback(const struct run *r) { return r->pool_fallback[0] ? r->pool_fallback : NULL; }
+struct run_prefetch *run_prefetch(const struct run *r) { return r->prefetch; }
 
 void run_set_slot(struct run *r, int slot, void *v)
 {

@@ -39,9 +39,17 @@ void runs_close(struct runs *t)
 	while (t->runs) {
 		struct run *r = t->runs;
 		t->runs = r->next;
+		if (r->resume_pf)
+			t->pre->free(t->pre_arg, r->resume_pf);
 		run_free(r);
 	}
 	free(t);
+}
+
+void runs_set_prefetcher(struct runs *t, const struct run_prefetcher *p, void *arg)
+{
+	t->pre = p;
+	t->pre_arg = arg;
 }
 
 int runs_subscribe(struct runs *t, const struct run_hooks *h, void *arg)
@@ -519,6 +527,7 @@ static int submit(struct runs *t, const struct run_submit *sub, bool may_claim, 
 		lerr_set(e, err, "spawn: %s: %s", path, strerror(-err));
 		goto fail;
 	}
+	r->prefetch = sub->prefetch;
 	for (; called < t->nsubs; called++) {
 		const struct run_sub *sb = &t->subs[called];
 
@@ -529,6 +538,7 @@ static int submit(struct runs *t, const struct run_submit *sub, bool may_claim, 
 		if (err < 0)
 			goto fail;
 	}
+	r->prefetch = NULL;
 	r->stage_us[0] = mono_us() - t0;
 	if ((err = run_start(r, e)) < 0)
 		goto fail;
@@ -539,6 +549,7 @@ static int submit(struct runs *t, const struct run_submit *sub, bool may_claim, 
 	return 0;
 
 fail:
+	r->prefetch = NULL;
 	if (called == t->nsubs)
 		undo_start(r);
 	util_rm_rf(r->dir);
@@ -606,8 +617,9 @@ static void finish_adopted(struct run *r, const struct run_exit *x)
 }
 
 /* Restarts a run whose workload died with the previous lanternd (the node went down
- * with it), from its journal, in a fresh instance: same run id, new instance id. */
-static void run_resume(struct run *r)
+ * with it), from its journal, in a fresh instance: same run id, new instance id; with
+ * what was read for it first (pf, or NULL). */
+static void run_resume(struct run *r, struct run_prefetch *pf)
 {
 	struct runs *t = r->t;
 	struct lerr e = { 0 };
@@ -623,9 +635,14 @@ static void run_resume(struct run *r)
 	e.msg[0] = '\0';
 	if (!r->spec)
 		err = lerr_set(&e, EINVAL, "run %s: cannot resume: its spec is unreadable", r->id);
+	else if (r->ending_set)
+		/* killed while what it needs was read */
+		err = lerr_set(&e, ECANCELED, "%s", r->reason);
+	r->prefetch = pf;
 	for (int i = 0; !err && i < t->nsubs; i++)
 		if (t->subs[i].h->resumed)
 			err = t->subs[i].h->resumed(t->subs[i].arg, r, &e);
+	r->prefetch = NULL;
 	if (!err)
 		err = run_start(r, &e);
 	if (err < 0) {
@@ -633,7 +650,8 @@ static void run_resume(struct run *r)
 
 		log_error("run %s: %s", r->id, e.msg);
 		undo_start(r);
-		r->ending = RUN_FAILED;
+		cancel_timers(r);
+		r->ending = err == -ECANCELED ? r->ending : RUN_FAILED;
 		r->ending_set = true;
 		snprintf(r->reason, sizeof(r->reason), "%s", e.msg);
 		r->exited = true;
@@ -641,6 +659,36 @@ static void run_resume(struct run *r)
 		r->exit_code = -1;
 		finish_rest(r);
 	}
+}
+
+static void on_resume_read(void *ctx, struct run_prefetch *pf)
+{
+	struct run *r = ctx;
+
+	r->resume_pf = NULL;
+	run_resume(r, pf);
+	r->t->pre->free(r->t->pre_arg, pf);
+}
+
+/* run_resume once the prefetcher has read what the resumed hooks take (at once when
+ * there is nothing to read). */
+static void resume_when_read(struct run *r)
+{
+	struct runs *t = r->t;
+	char path[PATH_MAX + 16], *yaml = NULL;
+	size_t len = 0;
+	int n = 0;
+
+	snprintf(path, sizeof(path), "%s/spec.yaml", r->dir);
+	if (t->pre && r->spec && util_read_file(path, &yaml, &len) == 0)
+		n = t->pre->start(t->pre_arg, r->file ? r->file : "spec.yaml", yaml, len, on_resume_read, r,
+				  &r->resume_pf);
+	free(yaml);
+	if (n > 0) {
+		log_info("run %s: resumed once what its spec names is read", r->id);
+		return;
+	}
+	run_resume(r, NULL);
 }
 
 static bool can_resume(struct run *r)
@@ -672,7 +720,7 @@ static void run_adopt(struct run *r)
 	}
 	found = r->rt_ops->adopt(r->rt, r, &x);
 	if (found == RUNTIME_GONE && can_resume(r)) {
-		run_resume(r);
+		resume_when_read(r);
 		return;
 	}
 	if (cgroup_inst_open(t->o.cg, r->cg.name, &r->cg, &e) < 0)

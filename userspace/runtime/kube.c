@@ -1047,6 +1047,11 @@ static void label_node(struct runtime_kube *k)
 	}
 }
 
+struct kube *runtime_kube_client(struct runtime_kube *k)
+{
+	return k ? k->kc : NULL;
+}
+
 bool runtime_kube_ready(struct runtime_kube *k, char *why, size_t len)
 {
 	char w[256];
