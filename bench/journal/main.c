@@ -18,9 +18,10 @@
  * several rounds, the three back to back in each; the table gives medians, the ratios
  * being the medians of each round's.
  *
- *   build/bench/journal [--seconds S] [--rounds R] [--dir DIR] [--store URL]
+ *   build/bench/journal [--seconds S] [--rounds R] [--dir DIR] [--store URL] [--only resume]
  * (default 3 s per cell, 3 rounds, /var/tmp; without --store, a private PostgreSQL 15
- * is started under DIR when run as root, else the replicated rows are left out) */
+ * is started under DIR when run as root, else the replicated rows are left out;
+ * --only resume measures the resume row and the chain's SHA-256 alone, no appends) */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -47,6 +48,7 @@
 static char dir[512] = "/var/tmp";
 static double seconds = 3;
 static int rounds = 3;
+static bool only_resume;
 static struct journal_syncer *syncer;
 static struct journal_store *store;
 static volatile int stop_flag;
@@ -588,43 +590,12 @@ static const char *store_url(const char *given)
 	return pg.url;
 }
 
-int main(int argc, char **argv)
+/* The table: appends/s of 1, 16 and 256 runs, journal, replicated and SQLite. */
+static void append_bench(void)
 {
 	static const int runs[] = { 1, 16, 256 };
 	static const double target[] = { 1, 0, 20 };
-	struct lerr e;
-	const char *given = NULL, *url;
 
-	for (int i = 1; i < argc; i++) {
-		if (!strcmp(argv[i], "--seconds") && i + 1 < argc)
-			seconds = atof(argv[++i]);
-		else if (!strcmp(argv[i], "--rounds") && i + 1 < argc)
-			rounds = atoi(argv[++i]);
-		else if (!strcmp(argv[i], "--dir") && i + 1 < argc)
-			snprintf(dir, sizeof(dir), "%s", argv[++i]);
-		else if (!strcmp(argv[i], "--store") && i + 1 < argc)
-			given = argv[++i];
-	}
-	if (rounds < 1 || rounds > 99 || sodium_init() < 0) {
-		fprintf(stderr, "usage: journal [--seconds S] [--rounds 1-99] [--dir DIR] [--store URL]\n");
-		return 2;
-	}
-	snprintf(dir + strlen(dir), sizeof(dir) - strlen(dir), "/lantern-bench-journal-%d", getpid());
-	if (util_mkdir_p(dir, 0700) < 0 || journal_syncer_start(-1, &syncer, &e) < 0) {
-		fprintf(stderr, "bench: cannot prepare %s\n", dir);
-		return 1;
-	}
-	url = store_url(given);
-	if (url) {
-		struct journal_store_opts so = { .url = url, .owner = "bench", .notify_fd = -1,
-						 .give_up_ms = 60000 };
-
-		if (journal_store_open(&so, &store, &e) < 0) {
-			fprintf(stderr, "bench: %s\n", e.msg);
-			store = NULL;
-		}
-	}
-	print_load("at start");
 	printf("durable appends per second (every append durable before the caller goes on), %s,\n"
 	       "%g s per cell, median of %d rounds (journal, replicated and sqlite back to back in each)\n",
 	       dir, seconds, rounds);
@@ -659,7 +630,52 @@ int main(int argc, char **argv)
 		       median(jr, rounds), median(fl, rounds), median(rr, rounds), median(sr, rounds), m, lo, hi,
 		       rm, tgt);
 	}
-	single_bench();
+}
+
+int main(int argc, char **argv)
+{
+	struct lerr e;
+	const char *given = NULL, *url;
+
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--seconds") && i + 1 < argc)
+			seconds = atof(argv[++i]);
+		else if (!strcmp(argv[i], "--rounds") && i + 1 < argc)
+			rounds = atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--dir") && i + 1 < argc)
+			snprintf(dir, sizeof(dir), "%s", argv[++i]);
+		else if (!strcmp(argv[i], "--store") && i + 1 < argc)
+			given = argv[++i];
+		else if (!strcmp(argv[i], "--only") && i + 1 < argc && !strcmp(argv[++i], "resume"))
+			only_resume = true;
+		else
+			rounds = 0;
+	}
+	if (rounds < 1 || rounds > 99 || sodium_init() < 0) {
+		fprintf(stderr, "usage: journal [--seconds S] [--rounds 1-99] [--dir DIR] [--store URL] "
+			"[--only resume]\n");
+		return 2;
+	}
+	snprintf(dir + strlen(dir), sizeof(dir) - strlen(dir), "/lantern-bench-journal-%d", getpid());
+	if (util_mkdir_p(dir, 0700) < 0 || journal_syncer_start(-1, &syncer, &e) < 0) {
+		fprintf(stderr, "bench: cannot prepare %s\n", dir);
+		return 1;
+	}
+	url = only_resume ? NULL : store_url(given);
+	if (url) {
+		struct journal_store_opts so = { .url = url, .owner = "bench", .notify_fd = -1,
+						 .give_up_ms = 60000 };
+
+		if (journal_store_open(&so, &store, &e) < 0) {
+			fprintf(stderr, "bench: %s\n", e.msg);
+			store = NULL;
+		}
+	}
+	print_load("at start");
+	if (!only_resume) {
+		append_bench();
+		single_bench();
+	}
 	resume_bench();
 	print_load("at end");
 	journal_store_close(store);
