@@ -221,12 +221,11 @@ static const char *skip_nested(const char *p, const char *end)
 	return p;
 }
 
-/* Past one JSON value (strings, nesting, scalars), or NULL. */
+/* Past one JSON value (strings, nesting, scalars) that starts at p, or NULL. */
 static const char *skip_value(const char *p, const char *end)
 {
 	const char *s;
 
-	p = skip_ws(p, end);
 	if (p >= end)
 		return NULL;
 	if (*p == '"')

@@ -89,9 +89,11 @@ static int grow_steps(struct harness_state *st)
 		return -ENOMEM;
 	for (size_t i = 0; i < st->nbuckets; i++)
 		for (struct harness_step *s = st->buckets[i], *nx; s; s = nx) {
+			size_t h = hash_str(s->id) & (n - 1);
+
 			nx = s->next;
-			s->next = b[hash_str(s->id) & (n - 1)];
-			b[hash_str(s->id) & (n - 1)] = s;
+			s->next = b[h];
+			b[h] = s;
 		}
 	free(st->buckets);
 	st->buckets = b;
@@ -144,9 +146,11 @@ static int digest_bump(struct harness_state *st, const char *dg)
 			return -ENOMEM;
 		for (size_t i = 0; i < st->ndbuckets; i++)
 			for (struct harness_digest *x = st->dbuckets[i], *nx; x; x = nx) {
+				size_t h = hash_str(x->digest) & (n - 1);
+
 				nx = x->next;
-				x->next = b[hash_str(x->digest) & (n - 1)];
-				b[hash_str(x->digest) & (n - 1)] = x;
+				x->next = b[h];
+				b[h] = x;
 			}
 		free(st->dbuckets);
 		st->dbuckets = b;
