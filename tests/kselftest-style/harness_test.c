@@ -273,6 +273,58 @@ static void test_scanner(void)
 	       "attempt past 32 bits, a broken literal, nothing, 10000 nested arrays");
 }
 
+/* One JSON string for test_scanner_escapes: prefix, then n backslashes written before a
+ * quote: n even, they are n/2 escaped backslashes and the quote closes the string; n
+ * odd, the last one escapes the quote and "y" follows inside the string. */
+static void escaped_run(char *out, const char *prefix, int n)
+{
+	out += sprintf(out, "\"%s", prefix);
+	for (int i = 0; i < n; i++)
+		*out++ = '\\';
+	sprintf(out, n % 2 ? "\"y\"" : "\"");
+}
+
+/* The scanner finds a string's end with memchr and counts the backslashes before each
+ * quote: for every run of 0 to 7 backslashes before a quote, right after the opening
+ * quote or not, in a skipped string, in a nested one and in a decoded one, the members
+ * after it read as jansson reads them; a string whose last quote is escaped is cut
+ * short and refused. */
+static void test_scanner_escapes(void)
+{
+	static const char *const prefixes[] = { "", "x" };
+	static const char cut[] = "{\"step_id\":\"s\",\"result\":\"abc\\\"}";
+	struct harness_state st;
+	struct lerr e;
+	bool ok = true;
+	char str[64], rec[512], id[16];
+
+	for (size_t p = 0; p < 2; p++)
+		for (int n = 0; n < 8; n++) {
+			json_t *j;
+			const char *model;
+
+			escaped_run(str, prefixes[p], n);
+			snprintf(id, sizeof(id), "s%zu%d", p, n);
+			snprintf(rec, sizeof(rec), "{\"attempt\":1,\"result\":%s,\"step_id\":\"%s\",\"usage\":"
+				 "{\"input_tokens\":3,\"model\":%s,\"x\":{\"a\":[%s,%s]},\"output_tokens\":4}}",
+				 str, id, str, str, str);
+			j = json_loads(rec, 0, NULL);
+			model = json_string_value(json_object_get(json_object_get(j, "usage"), "model"));
+			harness_state_init(&st);
+			ok &= model && harness_state_apply(&st, JOURNAL_STEP_STARTED, rec, strlen(rec), 1, &e) == 0 &&
+			      harness_state_apply(&st, JOURNAL_STEP_COMPLETED, rec, strlen(rec), 2, &e) == 0 &&
+			      harness_state_step(&st, id) && st.steps_completed == 1 && st.tally.n == 1 &&
+			      !strcmp(st.tally.m[0].model, model) && st.tally.total == 7;
+			harness_state_free(&st);
+			json_decref(j);
+		}
+	harness_state_init(&st);
+	ok &= harness_state_apply(&st, JOURNAL_STEP_STARTED, cut, strlen(cut), 1, &e) == -EBADMSG;
+	harness_state_free(&st);
+	tap_ok(ok, "strings end where jansson ends them: 0 to 7 backslashes before a quote, skipped, "
+	       "nested and decoded; an escaped last quote is a string cut short");
+}
+
 /* --- HTTP --- */
 static int nreq;
 static char seen[512];
@@ -543,11 +595,12 @@ int main(void)
 	signal(SIGPIPE, SIG_IGN);
 	if (sodium_init() < 0)
 		return 1;
-	tap_plan(26);
+	tap_plan(27);
 	test_keys();
 	test_steps();
 	test_budgets();
 	test_scanner();
+	test_scanner_escapes();
 	test_http();
 	test_http_backpressure();
 	return tap_done();

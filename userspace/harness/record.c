@@ -155,32 +155,54 @@ char *json_text_take(struct json_text *t, size_t *len)
 
 /* ---- reading ---- */
 
+/* Character classes, one table lookup each: JSON whitespace, what ends a scalar, and
+ * what a nested value's skip stops at. */
+enum { SC_WS = 1, SC_END = 2, SC_NEST = 4 };
+static const unsigned char scan_class[256] = {
+	[' '] = SC_WS | SC_END, ['\n'] = SC_WS | SC_END, ['\t'] = SC_WS | SC_END,
+	['\r'] = SC_WS | SC_END, [','] = SC_END, ['}'] = SC_END | SC_NEST, [']'] = SC_END | SC_NEST,
+	['"'] = SC_NEST, ['{'] = SC_NEST, ['['] = SC_NEST,
+};
+
+static bool scan_is(char c, unsigned cls)
+{
+	return scan_class[(unsigned char)c] & cls;
+}
+
 static const char *skip_ws(const char *p, const char *end)
 {
-	while (p < end && (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r'))
+	while (p < end && scan_is(*p, SC_WS))
 		p++;
 	return p;
 }
 
-/* p at a '"': past the closing quote, or NULL. */
+/* p at a '"': past the closing quote, or NULL. A quote closes the string when the
+ * backslashes right before it are even in number (each pair is one escaped backslash),
+ * which lets memchr find the candidates: a replay skips every step's result this way,
+ * workload text of any length. The backward count stops at the opening quote. */
 static const char *skip_string(const char *p, const char *end)
 {
 	for (p++; p < end; p++) {
-		if (*p == '\\')
-			p++;
-		else if (*p == '"')
+		const char *b;
+
+		if (!(p = memchr(p, '"', (size_t)(end - p))))
+			return NULL;
+		for (b = p; b[-1] == '\\'; b--)
+			;
+		if ((p - b) % 2 == 0)
 			return p + 1;
 	}
 	return NULL;
 }
 
-/* Past one JSON value (strings, nesting, scalars), or NULL. */
-static const char *skip_value(const char *p, const char *end)
+/* Past an object or array (p at its '{' or '['), strings and nesting included, or NULL. */
+static const char *skip_nested(const char *p, const char *end)
 {
 	int depth = 0;
 
-	p = skip_ws(p, end);
 	do {
+		while (p < end && !scan_is(*p, SC_NEST))
+			p++;
 		if (p >= end)
 			return NULL;
 		if (*p == '"') {
@@ -191,20 +213,28 @@ static const char *skip_value(const char *p, const char *end)
 		if (*p == '{' || *p == '[') {
 			if (++depth > SCAN_MAX_DEPTH)
 				return NULL;
-		} else if (*p == '}' || *p == ']') {
-			if (--depth < 0)
-				return NULL;
-		} else if (!depth) {
-			const char *s = p;
-
-			while (p < end && *p != ',' && *p != '}' && *p != ']' && *p != ' ' && *p != '\n' &&
-			       *p != '\t' && *p != '\r')
-				p++;
-			return p > s ? p : NULL;
+		} else {
+			depth--;
 		}
 		p++;
 	} while (depth > 0);
 	return p;
+}
+
+/* Past one JSON value (strings, nesting, scalars) that starts at p, or NULL. */
+static const char *skip_value(const char *p, const char *end)
+{
+	const char *s;
+
+	if (p >= end)
+		return NULL;
+	if (*p == '"')
+		return skip_string(p, end);
+	if (*p == '{' || *p == '[')
+		return skip_nested(p, end);
+	for (s = p; p < end && !scan_is(*p, SC_END); p++)
+		;
+	return p > s ? p : NULL;
 }
 
 bool record_scan(const char *p, const char *end, record_member_fn fn, void *arg)

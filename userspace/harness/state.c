@@ -47,7 +47,6 @@ void harness_state_free(struct harness_state *st)
 		for (struct harness_step *s = st->buckets[i], *n; s; s = n) {
 			n = s->next;
 			free(s->error);
-			free(s->id);
 			free(s);
 		}
 	for (size_t i = 0; i < st->ndbuckets; i++)
@@ -90,9 +89,11 @@ static int grow_steps(struct harness_state *st)
 		return -ENOMEM;
 	for (size_t i = 0; i < st->nbuckets; i++)
 		for (struct harness_step *s = st->buckets[i], *nx; s; s = nx) {
+			size_t h = hash_str(s->id) & (n - 1);
+
 			nx = s->next;
-			s->next = b[hash_str(s->id) & (n - 1)];
-			b[hash_str(s->id) & (n - 1)] = s;
+			s->next = b[h];
+			b[h] = s;
 		}
 	free(st->buckets);
 	st->buckets = b;
@@ -100,18 +101,17 @@ static int grow_steps(struct harness_state *st)
 	return 0;
 }
 
+/* A step and its id in one allocation (a replay adds one per step). */
 static struct harness_step *step_add(struct harness_state *st, const char *id)
 {
+	size_t n = strlen(id) + 1, h;
 	struct harness_step *s;
-	size_t h;
 
 	if (st->nsteps + 1 > st->nbuckets && grow_steps(st) < 0)
 		return NULL;
-	s = calloc(1, sizeof(*s));
-	if (!s || !(s->id = strdup(id))) {
-		free(s);
+	if (!(s = calloc(1, sizeof(*s) + n)))
 		return NULL;
-	}
+	s->id = memcpy(s + 1, id, n);
 	h = hash_str(id) & (st->nbuckets - 1);
 	s->next = st->buckets[h];
 	st->buckets[h] = s;
@@ -146,9 +146,11 @@ static int digest_bump(struct harness_state *st, const char *dg)
 			return -ENOMEM;
 		for (size_t i = 0; i < st->ndbuckets; i++)
 			for (struct harness_digest *x = st->dbuckets[i], *nx; x; x = nx) {
+				size_t h = hash_str(x->digest) & (n - 1);
+
 				nx = x->next;
-				x->next = b[hash_str(x->digest) & (n - 1)];
-				b[hash_str(x->digest) & (n - 1)] = x;
+				x->next = b[h];
+				b[h] = x;
 			}
 		free(st->dbuckets);
 		st->dbuckets = b;
@@ -167,14 +169,13 @@ static int digest_bump(struct harness_state *st, const char *dg)
 	return 0;
 }
 
-static int apply_started(struct harness_state *st, const char *id, const char *kind,
-			 uint32_t attempt, const char *dg, bool reissued, struct lerr *e)
+/* s: the step id names, if the state has it already. */
+static int apply_started(struct harness_state *st, struct harness_step *s, const char *id,
+			 const char *kind, uint32_t attempt, const char *dg, bool reissued,
+			 struct lerr *e)
 {
-	struct harness_step *s;
+	size_t kn = strnlen(kind, sizeof(s->kind) - 1);
 
-	if (!id)
-		return lerr_set(e, EBADMSG, "step_started without step_id");
-	s = harness_state_step(st, id);
 	if (!s) {
 		if (!(s = step_add(st, id)))
 			return lerr_set(e, ENOMEM, "out of memory");
@@ -182,7 +183,8 @@ static int apply_started(struct harness_state *st, const char *id, const char *k
 	} else if (s->state == HSTEP_COMPLETED) {
 		return lerr_set(e, EBADMSG, "step \"%s\" started again after it completed", id);
 	}
-	snprintf(s->kind, sizeof(s->kind), "%s", kind ? kind : "other");
+	memcpy(s->kind, kind, kn);
+	s->kind[kn] = '\0';
 	s->state = HSTEP_STARTED;
 	s->attempt = attempt;
 	if (dg && !reissued && digest_bump(st, dg) < 0)
@@ -201,7 +203,9 @@ static int apply_completed(struct harness_state *st, struct harness_step *s, con
 	return 0;
 }
 
-/* The fields of a record the state reads. */
+/* The fields of a record the state reads. Its strings are only read when set (or
+ * emptied by rec_init): a replay starts one per record, and clearing all of it would
+ * cost more than scanning a short record. */
 struct rec {
 	char step_id[HARNESS_MAX_STEP_ID + 1], kind[8], digest[257], run_id[64];
 	char provider[64], model[96], error[257];
@@ -256,13 +260,23 @@ static bool rec_member(void *arg, const char *k, size_t kn, const char *v, const
 	return true;
 }
 
+static void rec_init(struct rec *r)
+{
+	r->step_id[0] = r->digest[0] = r->run_id[0] = r->provider[0] = r->model[0] = r->error[0] = '\0';
+	memcpy(r->kind, "other", sizeof("other"));
+	r->have_id = r->have_digest = r->reissued = r->retryable = r->have_usage = false;
+	r->attempt = 0;
+	memset(&r->tokens, 0, sizeof(r->tokens));
+}
+
 int harness_state_apply(struct harness_state *st, unsigned type, const char *payload, size_t len,
 			uint64_t offset, struct lerr *e)
 {
-	struct rec r = { .kind = "other" };
 	struct harness_step *s;
+	struct rec r;
 	int err;
 
+	rec_init(&r);
 	if (!record_scan(payload, payload + len, rec_member, &r))
 		return lerr_set(e, EBADMSG, "record %" PRIu64 " (%s) is not a record lantern writes",
 				st->records + 1, journal_type_name(type));
@@ -278,8 +292,8 @@ int harness_state_apply(struct harness_state *st, unsigned type, const char *pay
 		st->started_off = offset;
 		return 0;
 	case JOURNAL_STEP_STARTED:
-		return apply_started(st, r.step_id, r.kind, (uint32_t)r.attempt, r.have_digest ? r.digest : NULL,
-				     r.reissued, e);
+		return apply_started(st, s, r.step_id, r.kind, (uint32_t)r.attempt,
+				     r.have_digest ? r.digest : NULL, r.reissued, e);
 	case JOURNAL_STEP_COMPLETED:
 		if ((err = apply_completed(st, s, r.step_id, (uint32_t)r.attempt, e)) < 0)
 			return err;
