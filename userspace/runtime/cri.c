@@ -760,11 +760,14 @@ static int cri_bind(void *arg, struct run *r, const struct run_bind_req *b, json
 {
 	struct runtime_cri *o = arg;
 	struct cri_run *cr = run_of(r);
+	char owner[48];
 	int err;
 
 	if (!cr)
 		return lerr_set(e, EPERM, "bind: refused: container %s: run %s has no pod", b->container_id, run_id(r));
-	if ((err = runtime_pod_bind(&cr->binds, o->oci, r, cr->pod_name, cr->pod_uid, b, answer, e)) < 0)
+	snprintf(owner, sizeof(owner), "run %s", run_id(r));
+	if ((err = runtime_pod_bind(&cr->binds, o->oci, run_spec(r), owner, cr->pod_name, cr->pod_uid, b, answer,
+				    e)) < 0)
 		return err;
 	record_save(cr);
 	return 0;
