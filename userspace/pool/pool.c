@@ -810,9 +810,32 @@ static int on_claim(void *arg, struct run *r, const struct spec *s, struct run_c
 	return -ENOENT;
 }
 
+/* run_bind asks about an instance no run has: a sandbox whose runtime is starting it
+ * now (its pod's containers bind then), never one ready, claimed or going. */
+static int on_pooled(void *arg, const char *inst, struct run_pooled *p)
+{
+	struct pool *pl = arg;
+
+	for (size_t i = 0; i < pl->n; i++) {
+		struct pool_one *po = &pl->v[i];
+
+		for (struct sandbox *sb = po->list; sb; sb = sb->next) {
+			if (strcmp(sb->inst, inst))
+				continue;
+			if (sb->st != SB_STARTING || !sb->cg_made)
+				return -ENOENT;
+			*p = (struct run_pooled){ .pool = po->d.name, .spec = po->tmpl, .ops = po->ops, .rt = po->rt,
+						  .cg = &sb->cg };
+			return 0;
+		}
+	}
+	return -ENOENT;
+}
+
 static const struct run_hooks pool_hooks = {
 	.name = "pool",
 	.claim = on_claim,
+	.pooled = on_pooled,
 };
 
 int pool_subscribe(struct pool *pl, struct runs *t, struct lerr *e)
