@@ -977,9 +977,9 @@ int pool_open(struct loop *l, const struct pool_opts *o, struct pool **out, stru
 		}
 		if (!po->ops->sandbox_start || !po->ops->claim || !po->ops->sandbox_stop) {
 			err = lerr_set(e, EOPNOTSUPP, "--pools %s: pool \"%s\": its specs run on the %s runtime, which "
-				       "cannot keep pooled sandboxes (only the OCI runtime can: under --cri-endpoint "
-				       "and --kubernetes containerd and the kubelet make every pod); remove the pool",
-				       po->where, po->d.name, po->ops->name);
+				       "cannot keep pooled sandboxes (the OCI and CRI runtimes can: under --kubernetes "
+				       "the kubelet makes every pod); remove the pool", po->where, po->d.name,
+				       po->ops->name);
 			goto fail;
 		}
 	}
