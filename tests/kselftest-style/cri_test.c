@@ -15,7 +15,8 @@
  * it fills in the namespace lantern-pool, a matching spec takes a pooled pod whose
  * first instruction is judged by the run's policy and reads the run's identity, its
  * exit code is reported and its pod goes after the run, the pool refills; a pod whose
- * waiter was killed is never handed out; after kill -9 of lanternd a claimed pooled run
+ * waiter was killed is never handed out, a claim whose waiter is stopped fails and the
+ * spawn starts cold; after kill -9 of lanternd a claimed pooled run
  * is adopted and the ready pods reclaimed; a clean stop leaves nothing.
  *
  * Packets stay on this machine: the pods reach only the test bridge's own address. */
@@ -566,6 +567,39 @@ static void test_pool_dead_waiter(void)
 	free(err);
 }
 
+/* Stop the waiters of every ready pooled pod: the claim times out, the claimed pod goes
+ * with the undone run, the spawn starts cold with the reason logged and recorded. */
+static void test_pool_failing_claim(void)
+{
+	char ids[4][32], id[32], inst[32], *out = NULL, *err = NULL;
+	const char *fb;
+	bool gone = false;
+	json_t *rec;
+	int n, rc;
+
+	pool_wait(2, 60000);
+	n = pool_ready(ids, 4);
+	for (int i = 0; i < n; i++)
+		tl_sh(NULL, NULL, "for p in $(pgrep -f 'lantern-waiter /run/lantern/waiter/waiter.sock'); do "
+		      "grep -q '/%s/' /proc/$p/cgroup 2>/dev/null && kill -STOP $p; done", ids[i]);
+	rc = run_ids(spec("stopped", "trusted", POOL_FIELDS, "echo cold-and-well"), &out, &err, id, inst);
+	rec = record_of(id);
+	fb = json_string_value(json_object_get(json_object_get(rec, "pool"), "fallback"));
+	usleep(500000);
+	for (int i = 0; i < n; i++)
+		gone |= containers_labelled("lantern.dev/agent-instance-id", ids[i]) == 0 && !cgroup_exists(ids[i]);
+	for (int i = 0; i < n; i++)
+		tl_sh(NULL, NULL, "for p in $(pgrep -f 'lantern-waiter /run/lantern/waiter/waiter.sock'); do "
+		      "grep -q '/%s/' /proc/$p/cgroup 2>/dev/null && kill -CONT $p; done", ids[i]);
+	tap_ok(n == 2 && rc == 0 && tl_has(out, "cold-and-well") && !json_object_get(json_object_get(rec, "pool"), "name") &&
+	       fb && tl_has(fb, "did not exec within") && tl_log_contains(&T, "starting it cold") && gone,
+	       "a claim that fails (the pooled pod's waiter stopped) tears the pod down and the spawn starts cold, "
+	       "the reason logged and recorded: %s", fb ? fb : tl_oneline(err));
+	json_decref(rec);
+	free(out);
+	free(err);
+}
+
 /* kill -9 of lanternd with pooled pods ready and one claimed run: the claimed run is
  * adopted (its pod carries no run label), the others reclaimed, never adopted. */
 static void test_pool_restart(const char *flags)
@@ -580,7 +614,9 @@ static void test_pool_restart(const char *flags)
 	tl_sh(NULL, NULL, "%s/lantern --socket %s run %s >/dev/null 2>&1 &", T.build, T.sock,
 	      spec("pooled-long", "trusted", POOL_FIELDS, "sleep 3; echo survived"));
 	tl_running_run(&T, "pooled-long", id, sizeof(id), 10000);
-	tl_newest_run(&T, id, sizeof(id), inst, sizeof(inst));
+	/* not tl_newest_run: a claimed run's directory is its sandbox's, made earlier */
+	rec = record_of(id);
+	snprintf(inst, sizeof(inst), "%s", rec_str(rec, "instance_id", NULL));
 	for (int i = 0; i < n; i++)
 		if (!strcmp(ids[i], inst))
 			ids[i][0] = '\0';
@@ -598,11 +634,11 @@ static void test_pool_restart(const char *flags)
 		gone &= !ids[i][0] || (containers_labelled("lantern.dev/agent-instance-id", ids[i]) == 0 &&
 				       !cgroup_exists(ids[i]));
 	tl_sh(&out, NULL, "ls %s/pool | grep -c .", T.state);
-	tap_ok(n == 2 && adopted && !strcmp(rec_str(rec, "pool", "name"), POOL) && tl_has(logs, "survived") && gone &&
+	tap_ok(n == 2 && id[0] && adopted && !strcmp(rec_str(rec, "pool", "name"), POOL) && tl_has(logs, "survived") && gone &&
 	       tl_log_contains(&T, "reclaiming pod") && pool_wait(2, 60000),
 	       "kill -9 of lanternd: its claimed pooled run is adopted and succeeds, the ready pooled pods are "
-	       "reclaimed (pods, cgroups, STATE/pool: %d entries), never adopted; the pool refills",
-	       out ? atoi(out) : -1);
+	       "reclaimed (pods, cgroups, STATE/pool: %d entries), never adopted; the pool refills (%s, %d ready before)",
+	       out ? atoi(out) : -1, id, n);
 	json_decref(rec);
 	free(out);
 	free(logs);
@@ -635,6 +671,7 @@ static void test_pools(void)
 	test_pool_fill(flags);
 	test_pool_claim();
 	test_pool_dead_waiter();
+	test_pool_failing_claim();
 	test_pool_restart(flags);
 	test_pool_stop();
 }
@@ -644,9 +681,9 @@ int main(void)
 	const char *missing = tl_env_missing();
 	char dir[400], *out = NULL;
 
-	tap_plan(33);
+	tap_plan(34);
 	if (missing || access("/usr/bin/containerd", X_OK) || access("/usr/bin/runsc", X_OK)) {
-		for (int i = 0; i < 33; i++)
+		for (int i = 0; i < 34; i++)
 			tap_skip(missing ? missing : "containerd or runsc not installed (make deps)", "cri point %d", i + 1);
 		return tap_failures ? 1 : 0;
 	}
