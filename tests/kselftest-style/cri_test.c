@@ -12,7 +12,8 @@
  * are refused and never run. kill -9 of lanternd keeps a pod enforced and a restarted
  * lanternd adopts it by its labels; 50 spawns leave no pod, container, network
  * namespace, cgroup, map entry or handler record behind. A warm pool of pods (--pools):
- * it fills in the namespace lantern-pool, a matching spec takes a pooled pod whose
+ * it fills in the namespace lantern-pool, a container forging a ready pooled sandbox is
+ * refused, a matching spec takes a pooled pod whose
  * first instruction is judged by the run's policy and reads the run's identity, its
  * exit code is reported and its pod goes after the run, the pool refills; a pod whose
  * waiter was killed is never handed out, a claim whose waiter is stopped fails and the
@@ -497,6 +498,25 @@ static void test_pool_fill(const char *flags)
 	free(out);
 }
 
+/* A container forging a ready pooled sandbox's instance (its cgroup, its annotations,
+ * the pool namespace) through lantern-oci: only a sandbox being started may bind. */
+static void test_pool_forged(void)
+{
+	char ids[4][32], root[500], flags[800], *why = NULL;
+	int n = pool_ready(ids, 4);
+	bool ok;
+
+	snprintf(root, sizeof(root), "%s/lantern-trusted", hroot);
+	snprintf(flags, sizeof(flags), "--cgroup /%s/%s/forged --annotation lantern.dev/agent-instance-id=%s "
+		 "--annotation io.kubernetes.cri.sandbox-namespace=lantern-pool", T.cgroot, n ? ids[0] : "none",
+		 n ? ids[0] : "none");
+	ok = refused(root, flags, "forgedpool", &why);
+	tap_ok(n >= 1 && ok && tl_has(why, "no live run of this node has instance"),
+	       "a container forging a ready pooled sandbox (its cgroup, instance annotation, namespace lantern-pool): "
+	       "refused, never runs: %s", tl_oneline(why));
+	free(why);
+}
+
 static void test_pool_claim(void)
 {
 	char fields[400], argv[400], id[32], inst[32], *out = NULL, *err = NULL, *ident = NULL, token[2048] = "";
@@ -669,6 +689,7 @@ static void test_pools(void)
 	snprintf(flags, sizeof(flags), "%s --pools %s", extra, pf);
 	tl_daemon_stop(&T, SIGTERM);
 	test_pool_fill(flags);
+	test_pool_forged();
 	test_pool_claim();
 	test_pool_dead_waiter();
 	test_pool_failing_claim();
@@ -681,9 +702,9 @@ int main(void)
 	const char *missing = tl_env_missing();
 	char dir[400], *out = NULL;
 
-	tap_plan(34);
+	tap_plan(35);
 	if (missing || access("/usr/bin/containerd", X_OK) || access("/usr/bin/runsc", X_OK)) {
-		for (int i = 0; i < 34; i++)
+		for (int i = 0; i < 35; i++)
 			tap_skip(missing ? missing : "containerd or runsc not installed (make deps)", "cri point %d", i + 1);
 		return tap_failures ? 1 : 0;
 	}
