@@ -17,6 +17,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "lantern/util.h"
 
 struct cri;
@@ -30,6 +32,10 @@ int cri_version(struct cri *c, char *name, size_t nlen, char *version, size_t vl
 
 /* Whether image (a reference, NAME@sha256:HEX) is in the runtime's store. */
 int cri_image_present(struct cri *c, const char *image, bool *present, struct lerr *e);
+/* The image's OCI config ("Entrypoint", "Cmd", "Env", "WorkingDir", "User": the
+ * imageSpec's "config" of containerd's verbose ImageStatus), a new reference; -ENOENT
+ * when the image is not in the store, -EPROTO when the runtime does not tell it. */
+int cri_image_config(struct cri *c, const char *image, json_t **config, struct lerr *e);
 
 struct cri_kv {
 	const char *key;

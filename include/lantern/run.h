@@ -112,6 +112,18 @@ struct run_claim {
 	void *arg;
 };
 
+/* A pooled sandbox whose runtime is starting it (its pod's containers bind then, before
+ * any run has its instance: run_bind asks the pooled hook). Pooled pods live in one
+ * tenant-neutral namespace; a claim does not move them (a pod's metadata is fixed). */
+#define RUN_POOL_NAMESPACE "lantern-pool"
+struct run_pooled {
+	const char *pool;
+	const struct spec *spec;       /* the pool's shape: its class, network, limits */
+	const struct runtime_ops *ops; /* the runtime starting it */
+	void *rt;
+	const struct cgroup_inst *cg;  /* its instance cgroup, made by the pool */
+};
+
 /* How a workload ended, as its runtime saw it. */
 struct run_exit {
 	bool recorded;           /* false: its supervisor ended without recording a status */
@@ -137,6 +149,10 @@ struct run_step {
 struct run_hooks {
 	const char *name;
 	int (*claim)(void *arg, struct run *r, const struct spec *s, struct run_claim *c);
+	/* A container asks to bind to instance inst, which no run has: 0 when inst is a
+	 * sandbox of this subscriber's whose runtime is starting it now (p filled), else
+	 * -ENOENT. Nothing else may bind to an instance without a run. */
+	int (*pooled)(void *arg, const char *inst, struct run_pooled *p);
 	int (*admitted)(void *arg, struct run *r, json_t *input, struct lerr *e);
 	int (*resumed)(void *arg, struct run *r, struct lerr *e);
 	int (*prepared)(void *arg, struct run *r, struct lerr *e);
@@ -307,6 +323,12 @@ void run_event(struct run *r, json_t *ev);
  *     came through serves the run's isolation class;
  *   - the run's runtime accepts it (its bind op: the pod it made, at most the
  *     containers it asked for); a runtime without a bind op refuses every container.
+ * A container of a pooled pod binds to its sandbox's instance, which no run has yet,
+ * with the same strictness: its cgroup inside that instance, the instance a sandbox the
+ * pool is starting now (the pooled hook), its annotations naming the instance and no
+ * run, its pod in RUN_POOL_NAMESPACE, the handler serving the pool's class, and the
+ * runtime's sandbox_bind accepting it (the pod it made for the sandbox, one sandbox and
+ * one workload container).
  * The answer says what to exec: the OCI runtime of the run's class with its flags, and
  * on a hybrid host the instance directories to join first (see lantern-oci). */
 struct run_bind_req {

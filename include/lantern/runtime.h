@@ -95,6 +95,11 @@ struct runtime_ops {
 			     struct lerr *e);
 	int (*claim)(void *rt, struct run *r, struct run_claim *c, struct lerr *e);
 	void (*sandbox_stop)(void *rt, struct runtime_sandbox *sb);
+	/* For runtimes whose containers someone else starts (a CRI pod): a container of the
+	 * pod sandbox_start is making for instance inst (of shape s) asks to bind (run_bind
+	 * checked the cgroup, the instance and the annotations); as bind. NULL: refused. */
+	int (*sandbox_bind)(void *rt, const char *inst, const struct spec *s, const struct run_bind_req *b,
+			    json_t *answer, struct lerr *e);
 };
 
 struct runtimes;

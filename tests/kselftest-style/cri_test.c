@@ -11,7 +11,14 @@
  * forging a run's cgroup, annotations or class, and any container while lanternd is down
  * are refused and never run. kill -9 of lanternd keeps a pod enforced and a restarted
  * lanternd adopts it by its labels; 50 spawns leave no pod, container, network
- * namespace, cgroup, map entry or handler record behind.
+ * namespace, cgroup, map entry or handler record behind. A warm pool of pods (--pools):
+ * it fills in the namespace lantern-pool, a container forging a ready pooled sandbox is
+ * refused, a matching spec takes a pooled pod whose
+ * first instruction is judged by the run's policy and reads the run's identity, its
+ * exit code is reported and its pod goes after the run, the pool refills; a pod whose
+ * waiter was killed is never handed out, a claim whose waiter is stopped fails and the
+ * spawn starts cold; after kill -9 of lanternd a claimed pooled run
+ * is adopted and the ready pods reclaimed; a clean stop leaves nothing.
  *
  * Packets stay on this machine: the pods reach only the test bridge's own address. */
 #include <errno.h>
@@ -20,6 +27,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include <jansson.h>
 
 #include "tap.h"
 #include "testlib.h"
@@ -395,14 +404,335 @@ static void test_leftovers(void)
 	free(after);
 }
 
+/* ---- warm pools of pods (docs/pools.md) ---- */
+
+#define POOL "cp"
+#define POOL_FIELDS "  network: allowlist_domain\n  limits:\n    memory: 128Mi\n"
+
+static json_t *lantern_json(const char *args)
+{
+	char *out = NULL;
+	json_t *j = NULL;
+
+	if (tl_lantern(&T, &out, NULL, "%s", args) == 0 && out)
+		j = json_loads(out, 0, NULL);
+	free(out);
+	return j;
+}
+
+/* The ready sandboxes' instance ids of the test's pool (up to max). */
+static int pool_ready(char ids[][32], int max)
+{
+	json_t *j = lantern_json("pools --json"), *p, *sb;
+	size_t i, k;
+	int n = 0;
+
+	json_array_foreach(json_is_array(j) ? j : json_object_get(j, "pools"), i, p) {
+		if (strcmp(json_string_value(json_object_get(p, "name")) ?: "", POOL))
+			continue;
+		json_array_foreach(json_object_get(p, "sandboxes"), k, sb)
+			if (n < max && !strcmp(json_string_value(json_object_get(sb, "state")) ?: "", "ready"))
+				snprintf(ids[n++], 32, "%s", json_string_value(json_object_get(sb, "instance_id")));
+	}
+	json_decref(j);
+	return n;
+}
+
+static bool pool_wait(int n, int ms)
+{
+	char ids[8][32];
+
+	for (int i = 0; i < ms / 200; i++) {
+		if (pool_ready(ids, 8) >= n)
+			return true;
+		usleep(200000);
+	}
+	return false;
+}
+
+/* The run's record from lantern ps --json (a new reference), or NULL. */
+static json_t *record_of(const char *id)
+{
+	json_t *runs = lantern_json("ps --json"), *r, *found = NULL;
+	size_t i;
+
+	json_array_foreach(runs, i, r)
+		if (!strcmp(json_string_value(json_object_get(r, "id")) ?: "", id))
+			found = json_incref(r);
+	json_decref(runs);
+	return found;
+}
+
+static const char *rec_str(json_t *rec, const char *k1, const char *k2)
+{
+	json_t *x = json_object_get(rec, k1);
+
+	return json_string_value(k2 ? json_object_get(x, k2) : x) ?: "";
+}
+
+/* How many containers of the private containerd carry label key=value. */
+static int containers_labelled(const char *key, const char *value)
+{
+	char *out = NULL;
+	int n;
+
+	tl_sh(&out, NULL, "%s containers ls -q 'labels.\"%s\"==%s' | grep -c .", ctr, key, value);
+	n = out ? atoi(out) : -1;
+	free(out);
+	return n;
+}
+
+static bool cgroup_exists(const char *inst)
+{
+	char *out = NULL;
+	bool yes;
+
+	tl_sh(&out, NULL, "ls -d /sys/fs/cgroup/%s/%s /sys/fs/cgroup/*/%s/%s 2>/dev/null | grep -c .", T.cgroot, inst,
+	      T.cgroot, inst);
+	yes = out && atoi(out) > 0;
+	free(out);
+	return yes;
+}
+
+/* `lantern run FILE` and the run's ids from its accepted line. */
+static int run_ids(const char *file, char **out, char **err, char *id, char *inst)
+{
+	int rc = tl_run(&T, file, out, err);
+	const char *a = *err ? strstr(*err, "run r-") : NULL;
+
+	id[0] = inst[0] = '\0';
+	if (a)
+		sscanf(a, "run %31s accepted (instance %31[^)])", id, inst);
+	return rc;
+}
+
+static void test_pool_fill(const char *flags)
+{
+	char ids[4][32], *out = NULL;
+	int n = 0, labelled = 0;
+
+	tl_sh(NULL, NULL, ": > %s", T.log);
+	if (tl_daemon_start(&T, flags) == 0 && pool_wait(2, 60000)) {
+		n = pool_ready(ids, 4);
+		for (int i = 0; i < n; i++)
+			labelled += containers_labelled("lantern.dev/agent-instance-id", ids[i]) == 2;
+		tl_sh(&out, NULL, "%s containers info $(%s containers ls -q 'labels.\"lantern.dev/agent-instance-id\"==%s' | "
+		      "head -1) | grep -cE '\"io.kubernetes.pod.namespace\": \"lantern-pool\"|\"lantern.dev/pool\": \"cp\"'",
+		      ctr, ctr, n ? ids[0] : "none");
+	}
+	tap_ok(n == 2 && labelled == 2 && out && atoi(out) >= 2 && tl_log_contains(&T, "bound to pooled sandbox"),
+	       "a pool under --cri-endpoint fills: %d pods ready in namespace lantern-pool (sandbox and waiter "
+	       "container each: %d), their containers bound to their pooled instances", n, labelled);
+	free(out);
+}
+
+/* A container forging a ready pooled sandbox's instance (its cgroup, its annotations,
+ * the pool namespace) through lantern-oci: only a sandbox being started may bind. */
+static void test_pool_forged(void)
+{
+	char ids[4][32], root[500], flags[800], *why = NULL;
+	int n = pool_ready(ids, 4);
+	bool ok;
+
+	snprintf(root, sizeof(root), "%s/lantern-trusted", hroot);
+	snprintf(flags, sizeof(flags), "--cgroup /%s/%s/forged --annotation lantern.dev/agent-instance-id=%s "
+		 "--annotation io.kubernetes.cri.sandbox-namespace=lantern-pool", T.cgroot, n ? ids[0] : "none",
+		 n ? ids[0] : "none");
+	ok = refused(root, flags, "forgedpool", &why);
+	tap_ok(n >= 1 && ok && tl_has(why, "no live run of this node has instance"),
+	       "a container forging a ready pooled sandbox (its cgroup, instance annotation, namespace lantern-pool): "
+	       "refused, never runs: %s", tl_oneline(why));
+	free(why);
+}
+
+static void test_pool_claim(void)
+{
+	char fields[400], argv[400], id[32], inst[32], *out = NULL, *err = NULL, *ident = NULL, token[2048] = "";
+	char ready[4][32], pod[96] = "";
+	uint16_t ok_port = 0, deny_port = 0;
+	int ok_fd = tl_tcp_listen("0.0.0.0", &ok_port), deny_fd = tl_tcp_listen("0.0.0.0", &deny_port), n, rc;
+	bool from_ready = false;
+	json_t *rec;
+
+	tl_acceptor(ok_fd, "pong\n");
+	tl_acceptor(deny_fd, "pong\n");
+	n = pool_ready(ready, 4);
+	snprintf(fields, sizeof(fields), POOL_FIELDS "  egress_rules:\n    - pattern: tcp://%s:%u\n", net.gw, ok_port);
+	snprintf(argv, sizeof(argv), "[\"/bin/lantern-probe\", \"connect\", \"%s:%u\", \"connect\", \"%s:%u\", \"read\", "
+		 "\"/run/lantern/identity/token\"]", net.gw, deny_port, net.gw, ok_port);
+	rc = run_ids(spec_argv("pooled-first", "trusted", fields, argv), &out, &err, id, inst);
+	rec = record_of(id);
+	tl_lantern(&T, &ident, NULL, "identity %s --json", id);
+	if (out && strstr(out, "token: "))
+		sscanf(strstr(out, "token: ") + 7, "%2047s", token);
+	for (int i = 0; i < n; i++)
+		from_ready |= !strcmp(ready[i], inst);
+	tap_ok(rc == 0 && from_ready && !strcmp(rec_str(rec, "pool", "name"), POOL) &&
+	       !strcmp(rec_str(rec, "pod", "namespace"), "lantern-pool") && strstr(out ?: "", "Operation not permitted") &&
+	       strstr(out, "Operation not permitted") < strstr(out, ": ok\n") && token[0] == 'e' && tl_has(ident, token),
+	       "a matching spec is served from the pool (ps: pool %s, pod in %s): its first instruction gets EPERM "
+	       "for a denied address, then connects to the allowed one, then reads the run's identity token: %s %s",
+	       rec_str(rec, "pool", "name"), rec_str(rec, "pod", "namespace"), tl_oneline(out), tl_oneline(err));
+	json_decref(rec);
+	free(out);
+	free(err);
+	free(ident);
+
+	pool_wait(2, 60000);
+	rc = run_ids(spec("pooled-exit", "trusted", POOL_FIELDS, "echo pooled-out; exit 5"), &out, &err, id, inst);
+	rec = record_of(id);
+	snprintf(pod, sizeof(pod), "%s", rec_str(rec, "pod_id", NULL));
+	usleep(500000);
+	tap_ok(rc != 0 && tl_has(out, "pooled-out\n") && tl_has(err, "exit code 5") &&
+	       !strcmp(rec_str(rec, "pool", "name"), POOL) && pod[0] &&
+	       containers_labelled("lantern.dev/agent-instance-id", inst) == 0 && !cgroup_exists(inst) && pool_wait(2, 60000),
+	       "a pooled pod's output and exit code 5 are reported, the pod (%s) and its instance are gone after "
+	       "the run, and the pool refills: %s %s", pod, tl_oneline(out), tl_oneline(err));
+	json_decref(rec);
+	free(out);
+	free(err);
+}
+
+/* Kill the waiters of every ready pooled pod, spawn at once: never one of them. */
+static void test_pool_dead_waiter(void)
+{
+	char ids[4][32], id[32], inst[32], *out = NULL, *err = NULL;
+	int n, rc;
+	bool other = true;
+
+	pool_wait(2, 60000);
+	n = pool_ready(ids, 4);
+	for (int i = 0; i < n; i++)
+		tl_sh(NULL, NULL, "for p in $(pgrep -f 'lantern-waiter /run/lantern/waiter/waiter.sock'); do "
+		      "grep -q '/%s/' /proc/$p/cgroup 2>/dev/null && kill -9 $p; done", ids[i]);
+	rc = run_ids(spec("after-dead", "trusted", POOL_FIELDS, "echo alive"), &out, &err, id, inst);
+	for (int i = 0; i < n; i++)
+		other &= strcmp(ids[i], inst) != 0;
+	tap_ok(n == 2 && rc == 0 && tl_has(out, "alive") && other && tl_log_contains(&T, "never handed out"),
+	       "pooled pods whose waiter was killed are torn down and never handed out: the spawn ran in %s, the "
+	       "reason is logged: %s", inst, tl_oneline(err));
+	free(out);
+	free(err);
+}
+
+/* Stop the waiters of every ready pooled pod: the claim times out, the claimed pod goes
+ * with the undone run, the spawn starts cold with the reason logged and recorded. */
+static void test_pool_failing_claim(void)
+{
+	char ids[4][32], id[32], inst[32], *out = NULL, *err = NULL;
+	const char *fb;
+	bool gone = false;
+	json_t *rec;
+	int n, rc;
+
+	pool_wait(2, 60000);
+	n = pool_ready(ids, 4);
+	for (int i = 0; i < n; i++)
+		tl_sh(NULL, NULL, "for p in $(pgrep -f 'lantern-waiter /run/lantern/waiter/waiter.sock'); do "
+		      "grep -q '/%s/' /proc/$p/cgroup 2>/dev/null && kill -STOP $p; done", ids[i]);
+	rc = run_ids(spec("stopped", "trusted", POOL_FIELDS, "echo cold-and-well"), &out, &err, id, inst);
+	rec = record_of(id);
+	fb = json_string_value(json_object_get(json_object_get(rec, "pool"), "fallback"));
+	usleep(500000);
+	for (int i = 0; i < n; i++)
+		gone |= containers_labelled("lantern.dev/agent-instance-id", ids[i]) == 0 && !cgroup_exists(ids[i]);
+	for (int i = 0; i < n; i++)
+		tl_sh(NULL, NULL, "for p in $(pgrep -f 'lantern-waiter /run/lantern/waiter/waiter.sock'); do "
+		      "grep -q '/%s/' /proc/$p/cgroup 2>/dev/null && kill -CONT $p; done", ids[i]);
+	tap_ok(n == 2 && rc == 0 && tl_has(out, "cold-and-well") && !json_object_get(json_object_get(rec, "pool"), "name") &&
+	       fb && tl_has(fb, "did not exec within") && tl_log_contains(&T, "starting it cold") && gone,
+	       "a claim that fails (the pooled pod's waiter stopped) tears the pod down and the spawn starts cold, "
+	       "the reason logged and recorded: %s", fb ? fb : tl_oneline(err));
+	json_decref(rec);
+	free(out);
+	free(err);
+}
+
+/* kill -9 of lanternd with pooled pods ready and one claimed run: the claimed run is
+ * adopted (its pod carries no run label), the others reclaimed, never adopted. */
+static void test_pool_restart(const char *flags)
+{
+	char ids[4][32], id[32] = "", inst[32], *out = NULL, *logs = NULL;
+	bool gone = true, adopted = false;
+	json_t *rec = NULL;
+	int n;
+
+	pool_wait(2, 60000);
+	n = pool_ready(ids, 4);
+	tl_sh(NULL, NULL, "%s/lantern --socket %s run %s >/dev/null 2>&1 &", T.build, T.sock,
+	      spec("pooled-long", "trusted", POOL_FIELDS, "sleep 3; echo survived"));
+	tl_running_run(&T, "pooled-long", id, sizeof(id), 10000);
+	/* not tl_newest_run: a claimed run's directory is its sandbox's, made earlier */
+	rec = record_of(id);
+	snprintf(inst, sizeof(inst), "%s", rec_str(rec, "instance_id", NULL));
+	for (int i = 0; i < n; i++)
+		if (!strcmp(ids[i], inst))
+			ids[i][0] = '\0';
+	tl_daemon_stop(&T, SIGKILL);
+	tl_sh(NULL, NULL, ": > %s", T.log);
+	tl_daemon_start(&T, flags);
+	for (int i = 0; i < 100 && !adopted; i++) {
+		json_decref(rec);
+		rec = record_of(id);
+		adopted = !strcmp(rec_str(rec, "status", NULL), "succeeded");
+		usleep(100000);
+	}
+	tl_lantern(&T, &logs, NULL, "logs %s", id);
+	for (int i = 0; i < n; i++)
+		gone &= !ids[i][0] || (containers_labelled("lantern.dev/agent-instance-id", ids[i]) == 0 &&
+				       !cgroup_exists(ids[i]));
+	tl_sh(&out, NULL, "ls %s/pool | grep -c .", T.state);
+	tap_ok(n == 2 && id[0] && adopted && !strcmp(rec_str(rec, "pool", "name"), POOL) && tl_has(logs, "survived") && gone &&
+	       tl_log_contains(&T, "reclaiming pod") && pool_wait(2, 60000),
+	       "kill -9 of lanternd: its claimed pooled run is adopted and succeeds, the ready pooled pods are "
+	       "reclaimed (pods, cgroups, STATE/pool: %d entries), never adopted; the pool refills (%s, %d ready before)",
+	       out ? atoi(out) : -1, id, n);
+	json_decref(rec);
+	free(out);
+	free(logs);
+}
+
+/* A clean stop tears every ready pooled pod down: nothing is left. */
+static void test_pool_stop(void)
+{
+	char *out = NULL;
+
+	tl_daemon_stop(&T, SIGTERM);
+	tl_sh(&out, NULL, "%s containers ls -q | grep -c .; ls %s/state/io.containerd.grpc.v1.cri/netns 2>/dev/null | "
+	      "grep -c .; find /sys/fs/cgroup/*/%s /sys/fs/cgroup/%s -mindepth 1 -type d 2>/dev/null | grep -c .; "
+	      "ls %s/pool 2>/dev/null | grep -c .", ctr, ctd, T.cgroot, T.cgroot, T.state);
+	tap_ok(out && !strcmp(out, "0\n0\n0\n0\n"),
+	       "lanternd stopped (SIGTERM) with pooled pods ready leaves no pod or container, netns, cgroup or "
+	       "sandbox directory (%s)", tl_oneline(out));
+	free(out);
+}
+
+static void test_pools(void)
+{
+	const char *pf = tl_file(&T, "pools.yaml", "pools:\n  - name: " POOL "\n    image_digest: %s\n"
+				 "    isolation: trusted\n    network: bridge\n    limits: {memory: 128Mi}\n"
+				 "    size: {min: 2, max: 2}\n", image);
+	char flags[1400];
+
+	snprintf(flags, sizeof(flags), "%s --pools %s", extra, pf);
+	tl_daemon_stop(&T, SIGTERM);
+	test_pool_fill(flags);
+	test_pool_forged();
+	test_pool_claim();
+	test_pool_dead_waiter();
+	test_pool_failing_claim();
+	test_pool_restart(flags);
+	test_pool_stop();
+}
+
 int main(void)
 {
 	const char *missing = tl_env_missing();
 	char dir[400], *out = NULL;
 
-	tap_plan(29);
+	tap_plan(36);
 	if (missing || access("/usr/bin/containerd", X_OK) || access("/usr/bin/runsc", X_OK)) {
-		for (int i = 0; i < 29; i++)
+		for (int i = 0; i < 36; i++)
 			tap_skip(missing ? missing : "containerd or runsc not installed (make deps)", "cri point %d", i + 1);
 		return tap_failures ? 1 : 0;
 	}
@@ -427,20 +757,6 @@ int main(void)
 		return 1;
 	snprintf(extra, sizeof(extra), "--cri-endpoint unix://%s --net-bridge %s --net-subnet %s", ctd_sock, net.bridge,
 		 net.subnet);
-	{
-		/* pods are made by containerd: this node keeps no pooled sandboxes for them, and
-		 * says so rather than run a pool's specs cold */
-		const char *pf = tl_file(&T, "pools.yaml", "pools:\n  - name: p\n    image_digest: %s\n"
-					 "    isolation: trusted\n    size: {max: 1}\n", image);
-		char px[1400];
-		int rc;
-
-		snprintf(px, sizeof(px), "%s --pools %s", extra, pf);
-		rc = tl_daemon_start(&T, px);
-		tap_ok(rc == -ECHILD && tl_log_contains(&T, "pools.yaml:2: pool \"p\"") &&
-		       tl_log_contains(&T, "cri runtime, which cannot keep pooled sandboxes"),
-		       "a pool declared with --cri-endpoint refuses the start: the cri runtime cannot keep pooled sandboxes");
-	}
 	if (!tap_ok(tl_daemon_start(&T, extra) == 0, "lanternd starts with --cri-endpoint"))
 		return 1;
 	test_runs();
@@ -448,5 +764,6 @@ int main(void)
 	test_refusals();
 	test_kill9();
 	test_leftovers();
+	test_pools();
 	return tap_failures ? 1 : 0;
 }

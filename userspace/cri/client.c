@@ -149,6 +149,42 @@ int cri_image_present(struct cri *c, const char *image, bool *present, struct le
 	return 0;
 }
 
+/* containerd's verbose answer: info["info"] is JSON whose "imageSpec" is the OCI image. */
+int cri_image_config(struct cri *c, const char *image, json_t **config, struct lerr *e)
+{
+	Runtime__V1__ImageStatusRequest req = RUNTIME__V1__IMAGE_STATUS_REQUEST__INIT;
+	Runtime__V1__ImageSpec spec = RUNTIME__V1__IMAGE_SPEC__INIT;
+	Runtime__V1__ImageStatusResponse *r;
+	json_t *info = NULL, *cfg;
+	char what[300];
+	int err;
+
+	spec.image = (char *)image;
+	req.image = &spec;
+	req.verbose = true;
+	snprintf(what, sizeof(what), "ImageStatus %s", image);
+	if ((err = call(c, IMG "ImageStatus", &req.base, &runtime__v1__image_status_response__descriptor,
+			(ProtobufCMessage **)&r, what, e)) < 0)
+		return err;
+	if (!r->image) {
+		FREE(r);
+		return lerr_set(e, ENOENT, "cri: %s: not in the runtime's store", what);
+	}
+	for (size_t i = 0; i < r->n_info && !info; i++)
+		if (r->info[i]->key && !strcmp(r->info[i]->key, "info") && r->info[i]->value)
+			info = json_loads(r->info[i]->value, 0, NULL);
+	FREE(r);
+	if (!json_is_object(json_object_get(info, "imageSpec"))) {
+		json_decref(info);
+		return lerr_set(e, EPROTO, "cri: %s: the runtime's verbose answer has no imageSpec", what);
+	}
+	/* an image without a config has none of its defaults */
+	cfg = json_object_get(json_object_get(info, "imageSpec"), "config");
+	*config = json_is_object(cfg) ? json_incref(cfg) : json_object();
+	json_decref(info);
+	return 0;
+}
+
 /* Map fields are repeated entry messages: one allocation holds the pointer array and
  * the entries after it (free(out) frees both); the entries point into kv (no copies). */
 #define KV_ENTRIES(type, INIT, kv, n, out)                                            \

@@ -85,6 +85,9 @@ struct sandbox {
 	uint64_t timer;                /* ready timeout */
 	char why[256];                 /* why it is being torn down */
 	bool was_ready;
+	bool hello_ok;                 /* the waiter said hello */
+	bool started;                  /* the runtime's sandbox_start returned */
+	bool busy;                     /* a make or start job is out: teardown waits for it */
 	int err;
 	struct lerr e;
 	struct sandbox *next;
@@ -308,6 +311,16 @@ static void teardown_done(void *arg)
 		schedule(pl, 0);
 }
 
+static void teardown_submit(struct sandbox *sb)
+{
+	struct pool *pl = sb->po->pl;
+
+	if (pl->closing || workq_submit(pl->wq, teardown_work, teardown_done, sb) < 0) {
+		teardown_work(sb);
+		teardown_done(sb);
+	}
+}
+
 /* Tears sb down (any state but STOPPING), off the loop unless lanternd is closing. */
 static void sb_stop(struct sandbox *sb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void sb_stop(struct sandbox *sb, const char *fmt, ...)
@@ -324,10 +337,19 @@ static void sb_stop(struct sandbox *sb, const char *fmt, ...)
 	stop_watching(sb);
 	if (sb->why[0])
 		log_info("pool %s: sandbox %s goes: %s", sb->po->d.name, sb->inst, sb->why);
-	if (pl->closing || workq_submit(pl->wq, teardown_work, teardown_done, sb) < 0) {
-		teardown_work(sb);
-		teardown_done(sb);
-	}
+	if (!sb->busy)
+		teardown_submit(sb);
+}
+
+/* A job's completion: false when the sandbox was stopped while the job was out (its
+ * teardown is submitted now, the job's result ignored). */
+static bool job_back(struct sandbox *sb)
+{
+	sb->busy = false;
+	if (sb->st != SB_STOPPING)
+		return true;
+	teardown_submit(sb);
+	return false;
 }
 
 /* A sandbox that could not be made: the pool backs off before the next. */
@@ -372,6 +394,26 @@ static bool peer_in_instance(int fd, const struct sandbox *sb)
 	return ok;
 }
 
+/* Ready once its waiter said hello and its runtime's start has returned (a waiter
+ * may say hello while a runtime's start is still under way: a CRI pod's container
+ * runs before StartContainer answers); only then may it be claimed. */
+static void sb_ready(struct sandbox *sb)
+{
+	struct pool_one *po = sb->po;
+
+	if (sb->timer)
+		loop_timer_cancel(po->pl->loop, sb->timer);
+	sb->timer = 0;
+	sb->st = SB_READY;
+	sb->was_ready = true;
+	sb->ready_ns = (int64_t)util_now_ns(CLOCK_REALTIME);
+	po->pl->fills--;
+	po->refill_ms[po->n_refills++ % REFILL_WINDOW] = now_ms() - sb->t_fill_ms;
+	po->backoff_ms = 0;
+	po->error[0] = '\0';
+	schedule(po->pl, 0);
+}
+
 /* The waiter after its hello: nothing is expected of it until a claim, so anything
  * (its end closed, bytes) means it died or misbehaves: never handed out. */
 static void on_waiter(struct loop *l, int fd, uint32_t events, void *arg)
@@ -386,20 +428,14 @@ static void on_waiter(struct loop *l, int fd, uint32_t events, void *arg)
 			return;
 		if (n > 0 && (sb->hello_n += (size_t)n) < sizeof(SPAWN_WAITER_HELLO) - 1)
 			return;
-		if (n <= 0 || memcmp(sb->hello, SPAWN_WAITER_HELLO, sizeof(SPAWN_WAITER_HELLO) - 1)) {
-			fill_failed(sb, "the waiter did not say hello");
+		if (sb->hello_ok || n <= 0 || memcmp(sb->hello, SPAWN_WAITER_HELLO, sizeof(SPAWN_WAITER_HELLO) - 1)) {
+			fill_failed(sb, sb->hello_ok ? "its waiter went away or spoke out of turn before it was ready" :
+				    "the waiter did not say hello");
 			return;
 		}
-		loop_timer_cancel(l, sb->timer);
-		sb->timer = 0;
-		sb->st = SB_READY;
-		sb->was_ready = true;
-		sb->ready_ns = (int64_t)util_now_ns(CLOCK_REALTIME);
-		po->pl->fills--;
-		po->refill_ms[po->n_refills++ % REFILL_WINDOW] = now_ms() - sb->t_fill_ms;
-		po->backoff_ms = 0;
-		po->error[0] = '\0';
-		schedule(po->pl, 0);
+		sb->hello_ok = true;
+		if (sb->started)
+			sb_ready(sb);
 		return;
 	}
 	po->dead++;
@@ -508,15 +544,23 @@ static void start_done(void *arg)
 	struct sandbox *sb = arg;
 	struct pool *pl = sb->po->pl;
 
+	if (!job_back(sb))
+		return;
 	if (sb->err < 0 || pl->closing) {
 		fill_failed(sb, sb->err < 0 ? sb->e.msg : "lanternd is stopping");
 		return;
 	}
-	if (loop_add(pl->loop, sb->rs.shim_pidfd, EPOLLIN, on_shim_exit, sb) < 0) {
+	/* a runtime without a supervisor of lanternd's own (a CRI pod: containerd's shim)
+	 * has the waiter's connection alone as its sign of life */
+	if (sb->rs.shim_pidfd >= 0 && loop_add(pl->loop, sb->rs.shim_pidfd, EPOLLIN, on_shim_exit, sb) < 0) {
 		fill_failed(sb, "cannot watch its supervisor");
 		return;
 	}
-	sb->timer = loop_timer_add(pl->loop, READY_TIMEOUT_MS, on_ready_timeout, sb);
+	sb->started = true;
+	if (sb->hello_ok)
+		sb_ready(sb);
+	else
+		sb->timer = loop_timer_add(pl->loop, READY_TIMEOUT_MS, on_ready_timeout, sb);
 }
 
 /* Loop: the instance registered (no egress at all, its identity tmpfs), the waiter's
@@ -527,6 +571,8 @@ static void make_done(void *arg)
 	struct pool *pl = sb->po->pl;
 	struct lerr e = { 0 };
 
+	if (!job_back(sb))
+		return;
 	if (sb->err < 0 || pl->closing) {
 		fill_failed(sb, sb->err < 0 ? sb->e.msg : "lanternd is stopping");
 		return;
@@ -563,8 +609,11 @@ static void make_done(void *arg)
 		.n_mounts = ARRAY_SIZE(sb->mounts),
 	};
 	sb->st = SB_STARTING;
-	if (workq_submit(pl->wq, start_work, start_done, sb) < 0)
+	sb->busy = true;
+	if (workq_submit(pl->wq, start_work, start_done, sb) < 0) {
+		sb->busy = false;
 		fill_failed(sb, "out of memory");
+	}
 }
 
 static void fill_one(struct pool_one *po)
@@ -588,8 +637,11 @@ static void fill_one(struct pool_one *po)
 	sb->next = po->list;
 	po->list = sb;
 	pl->fills++;
-	if (workq_submit(pl->wq, make_work, make_done, sb) < 0)
+	sb->busy = true;
+	if (workq_submit(pl->wq, make_work, make_done, sb) < 0) {
+		sb->busy = false;
 		fill_failed(sb, "out of memory");
+	}
 }
 
 static unsigned count(const struct pool_one *po, enum sb_state st)
@@ -739,7 +791,8 @@ static int on_claim(void *arg, struct run *r, const struct spec *s, struct run_c
 			return -ENOENT;
 		}
 		loop_del(pl->loop, take->waiter_fd);
-		loop_del(pl->loop, take->rs.shim_pidfd);
+		if (take->rs.shim_pidfd >= 0)
+			loop_del(pl->loop, take->rs.shim_pidfd);
 		take->st = SB_CLAIMED;
 		po->claim_ms[po->n_claims++ % CLAIM_WINDOW] = now_ms();
 		snprintf(c->pool, sizeof(c->pool), "%s", po->d.name);
@@ -757,9 +810,32 @@ static int on_claim(void *arg, struct run *r, const struct spec *s, struct run_c
 	return -ENOENT;
 }
 
+/* run_bind asks about an instance no run has: a sandbox whose runtime is starting it
+ * now (its pod's containers bind then), never one ready, claimed or going. */
+static int on_pooled(void *arg, const char *inst, struct run_pooled *p)
+{
+	struct pool *pl = arg;
+
+	for (size_t i = 0; i < pl->n; i++) {
+		struct pool_one *po = &pl->v[i];
+
+		for (struct sandbox *sb = po->list; sb; sb = sb->next) {
+			if (strcmp(sb->inst, inst))
+				continue;
+			if (sb->st != SB_STARTING || !sb->cg_made)
+				return -ENOENT;
+			*p = (struct run_pooled){ .pool = po->d.name, .spec = po->tmpl, .ops = po->ops, .rt = po->rt,
+						  .cg = &sb->cg };
+			return 0;
+		}
+	}
+	return -ENOENT;
+}
+
 static const struct run_hooks pool_hooks = {
 	.name = "pool",
 	.claim = on_claim,
+	.pooled = on_pooled,
 };
 
 int pool_subscribe(struct pool *pl, struct runs *t, struct lerr *e)
@@ -901,9 +977,9 @@ int pool_open(struct loop *l, const struct pool_opts *o, struct pool **out, stru
 		}
 		if (!po->ops->sandbox_start || !po->ops->claim || !po->ops->sandbox_stop) {
 			err = lerr_set(e, EOPNOTSUPP, "--pools %s: pool \"%s\": its specs run on the %s runtime, which "
-				       "cannot keep pooled sandboxes (only the OCI runtime can: under --cri-endpoint "
-				       "and --kubernetes containerd and the kubelet make every pod); remove the pool",
-				       po->where, po->d.name, po->ops->name);
+				       "cannot keep pooled sandboxes (the OCI and CRI runtimes can: under --kubernetes "
+				       "the kubelet makes every pod); remove the pool", po->where, po->d.name,
+				       po->ops->name);
 			goto fail;
 		}
 	}

@@ -19,9 +19,22 @@
  * listing this node's containers every POLL_MS while runs are live; the container's CRI
  * log is turned into the run's record log on the loop.
  *
- * Per run (STATE/runs/<id>): cri.json (pod and container ids, pod name and uid, for a
- * restarted lanternd; without it the pod is found by its lantern.dev/run-id label),
- * cri/ (containerd's log of the workload), seccomp.json (untrusted's profile). */
+ * Pooled pods (docs/pools.md): sandbox_start makes a pod for a pooled sandbox on a pool
+ * worker, in the tenant-neutral namespace lantern-pool, its one container the image with
+ * lantern-waiter as its command (the waiter's binary and socket directory, the harness
+ * and identity directories as host-path mounts). Its containers bind to the sandbox's
+ * instance while no run has it (run_bind asks the pool, then sandbox_bind here checks
+ * the pod against the one being made). A claim hands the pod to the run: its ids go to
+ * the run's record, start sends the workload's process (the image's defaults read from
+ * containerd at the sandbox's start, the spec's command, the run's environment) to the
+ * waiter, which execs it in place, so the container's exit is the workload's. A pod's
+ * namespace and labels are fixed at its creation: a claimed pod stays in lantern-pool,
+ * labelled with its instance and pool but not its run (cri.json and run.json say which).
+ *
+ * Per run (STATE/runs/<id>): cri.json (pod and container ids, pod name, uid and
+ * namespace, for a restarted lanternd; without it the pod is found by its
+ * lantern.dev/run-id label, or a claimed pod by its instance's), cri/ (containerd's log
+ * of the workload), seccomp.json (untrusted's profile). */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <pthread.h>
@@ -29,6 +42,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "runtime_internal.h"
@@ -41,6 +55,10 @@
 #define LABEL_NODE "lantern.dev/node"
 #define LABEL_RUN "lantern.dev/run-id"
 #define LABEL_INST "lantern.dev/agent-instance-id"
+#define LABEL_POOL "lantern.dev/pool"
+/* How long a claim waits for a pooled pod's waiter to exec the workload (as oci.c) */
+#define WAITER_EXEC_TIMEOUT_MS 250
+#define SANDBOX_MOUNTS 8
 
 struct runtime_cri {
 	struct loop *loop;
@@ -56,11 +74,20 @@ struct runtime_cri {
 	struct cri *spare[WORKERS + 2];
 	int nspare;
 	struct cri_run *runs;            /* every run of this runtime with state */
+	struct cri_sandbox *sandboxes;   /* pooled pods being made or ready (under mu: made
+					  * on pool workers, bound and claimed on the loop) */
 	uint64_t poll_timer;
 	bool polling;                    /* a poll job is out */
 };
 
 struct start_job;
+
+/* A node directory a pooled pod shows, by inode: a claiming run's must be it. */
+struct pod_mount {
+	char dest[128];
+	dev_t dev;
+	ino_t ino;
+};
 
 struct cri_run {
 	struct runtime_cri *o;
@@ -72,9 +99,29 @@ struct cri_run {
 	struct start_job *job;           /* its start, from prepare until the container runs */
 	char seccomp[PATH_MAX];
 	struct cri_log log;
+	char ns[96];                     /* the pod's namespace */
 	bool started;                    /* the container was started: watch it */
 	bool exited;                     /* run_exited was called */
 	bool tearing, torn_down;
+	/* a pooled pod the run claimed: start has its waiter exec the workload */
+	bool pooled;
+	int waiter_fd;
+	json_t *image_config;            /* the image's defaults, as containerd told them */
+	struct pod_mount mounts[SANDBOX_MOUNTS];
+	size_t n_mounts;
+};
+
+/* A pooled pod of this runtime (runtime_sandbox.state), until a run claims it. */
+struct cri_sandbox {
+	char inst[32], pool[64];
+	char pod_name[64], pod_uid[40], handler[48];
+	char pod_id[80], ctr_id[80];
+	char seccomp[PATH_MAX + 16];
+	struct runtime_pod_binds binds;  /* its containers that bound (under o->mu) */
+	struct pod_mount mounts[SANDBOX_MOUNTS];
+	size_t n_mounts;
+	json_t *image_config;
+	struct cri_sandbox *next;
 };
 
 static struct cri_run *run_of(const struct run *r)
@@ -153,18 +200,31 @@ static struct cri_run *cri_run_new(struct runtime_cri *o, struct run *r)
 		return NULL;
 	cr->o = o;
 	cr->r = r;
+	cr->waiter_fd = -1;
 	cr->next = o->runs;
 	o->runs = cr;
 	run_set_runtime_state(r, cr);
 	return cr;
 }
 
+/* Unlinks and frees the runtime's state of a run. */
+static void cri_run_drop(struct cri_run *cr)
+{
+	cri_run_unlink(cr);
+	if (cr->waiter_fd >= 0)
+		close(cr->waiter_fd);
+	json_decref(cr->image_config);
+	run_set_runtime_state(cr->r, NULL);
+	free(cr);
+}
+
 static void record_save(struct cri_run *cr)
 {
 	char path[PATH_MAX + 16], *s;
-	json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "pod_id", cr->pod_id, "container_id",
-			      cr->ctr_id, "pod_name", cr->pod_name, "pod_uid", cr->pod_uid, "handler", cr->handler,
-			      "bound_sandbox", cr->binds.sandbox, "bound_container", cr->binds.container);
+	json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:b}", "pod_id", cr->pod_id,
+			      "container_id", cr->ctr_id, "pod_name", cr->pod_name, "pod_uid", cr->pod_uid,
+			      "pod_namespace", cr->ns, "handler", cr->handler, "bound_sandbox", cr->binds.sandbox,
+			      "bound_container", cr->binds.container, "pooled", cr->pooled);
 
 	s = j ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
 	json_decref(j);
@@ -197,17 +257,13 @@ static int cri_prepare(void *arg, struct run *r, struct lerr *e)
 		return lerr_set(e, ENOENT, "spawn: refused: image %s is not in containerd's store at %s (import "
 				"it: ctr -n k8s.io images import; elsewhere a registry pull)", s->image_digest,
 				o->endpoint);
-	if (cr) {
-		/* a resumed run starts over in a fresh pod */
-		job_detach(cr);
-		cri_run_unlink(cr);
-		free(cr);
-		run_set_runtime_state(r, NULL);
-	}
+	if (cr)
+		cri_run_drop(cr);   /* a resumed run starts over in a fresh pod */
 	if (!(cr = cri_run_new(o, r)))
 		return lerr_set(e, ENOMEM, "spawn: out of memory");
 	snprintf(cr->pod_name, sizeof(cr->pod_name), "%s", run_instance_id(r));
 	util_random_hex(cr->pod_uid, 16);
+	run_pod_namespace(r, cr->ns, sizeof(cr->ns));
 	snprintf(cr->handler, sizeof(cr->handler), "lantern-%s", spec_isolation_name(s->isolation));
 	log_dir(r, dir, sizeof(dir));
 	if ((err = util_mkdir_p(dir, 0700)) < 0)
@@ -472,6 +528,345 @@ static void ctr_done(void *arg)
 	start_job_free(j);
 }
 
+/* ---- pooled pods (docs/pools.md) ---- */
+
+static void sandbox_link(struct runtime_cri *o, struct cri_sandbox *cs)
+{
+	pthread_mutex_lock(&o->mu);
+	cs->next = o->sandboxes;
+	o->sandboxes = cs;
+	pthread_mutex_unlock(&o->mu);
+}
+
+static void sandbox_unlink(struct runtime_cri *o, struct cri_sandbox *cs)
+{
+	pthread_mutex_lock(&o->mu);
+	for (struct cri_sandbox **p = &o->sandboxes; *p; p = &(*p)->next) {
+		if (*p == cs) {
+			*p = cs->next;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&o->mu);
+}
+
+static void sandbox_free(struct cri_sandbox *cs)
+{
+	json_decref(cs->image_config);
+	free(cs);
+}
+
+/* Removes a pooled pod (found by its instance's label when its id was never learnt). */
+static void sandbox_pod_remove(struct runtime_cri *o, struct cri *c, const struct cri_sandbox *cs)
+{
+	struct cri_item *items = NULL;
+	struct lerr e = { 0 };
+	size_t n = 0;
+	int err;
+
+	if (cs->pod_id[0]) {
+		items = calloc(1, sizeof(*items));
+		if (items) {
+			snprintf(items[0].id, sizeof(items[0].id), "%s", cs->pod_id);
+			n = 1;
+		}
+	} else if (cri_list_pods(c, LABEL_INST, cs->inst, &items, &n, &e) < 0) {
+		log_warn("pool: sandbox %s: cannot look for its pod: %s", cs->inst, e.msg);
+	}
+	for (size_t i = 0; i < n; i++) {
+		if ((err = cri_stop_pod(c, items[i].id, &e)) < 0 && err != -ENOENT)
+			log_warn("pool: sandbox %s: %s", cs->inst, e.msg);
+		if ((err = cri_remove_pod(c, items[i].id, &e)) < 0 && err != -ENOENT)
+			log_warn("pool: sandbox %s: %s", cs->inst, e.msg);
+	}
+	free(items);
+}
+
+/* RunPodSandbox, CreateContainer (the waiter as its command), StartContainer. */
+static int sandbox_pod_start(struct runtime_cri *o, struct cri *c, const struct runtime_sandbox_req *q,
+			     struct cri_sandbox *cs, const struct cri_mount *mounts, size_t nm, const char *log_dir,
+			     struct lerr *e)
+{
+	const struct spec *s = q->spec;
+	const char *cls = spec_isolation_name(s->isolation);
+	struct cri_kv labels[] = {
+		{ "io.kubernetes.pod.name", cs->pod_name }, { "io.kubernetes.pod.namespace", RUN_POOL_NAMESPACE },
+		{ "io.kubernetes.pod.uid", cs->pod_uid }, { LABEL_INST, cs->inst }, { LABEL_POOL, cs->pool },
+		{ LABEL_NODE, o->node },
+	};
+	struct cri_kv ann[] = {
+		{ LABEL_INST, cs->inst }, { LABEL_POOL, cs->pool }, { "lantern.dev/isolation", cls },
+		{ "io.kubernetes.pod.terminationGracePeriod", "3" },
+	};
+	struct cri_kv clabels[] = {
+		{ "io.kubernetes.container.name", "workload" }, { "io.kubernetes.pod.name", cs->pod_name },
+		{ "io.kubernetes.pod.namespace", RUN_POOL_NAMESPACE }, { "io.kubernetes.pod.uid", cs->pod_uid },
+		{ LABEL_INST, cs->inst }, { LABEL_POOL, cs->pool }, { LABEL_NODE, o->node },
+	};
+	struct cri_kv cann[] = {
+		{ LABEL_INST, cs->inst }, { "io.kubernetes.container.restartCount", "0" },
+	};
+	char cgroup_parent[256];
+	struct cri_pod p = {
+		.name = cs->pod_name, .uid = cs->pod_uid, .ns = RUN_POOL_NAMESPACE, .hostname = cs->inst,
+		.log_dir = log_dir, .cgroup_parent = cgroup_parent, .handler = cs->handler,
+		.labels = labels, .n_labels = ARRAY_SIZE(labels), .annotations = ann,
+		.n_annotations = ARRAY_SIZE(ann),
+	};
+	struct cri_container ct = {
+		.name = "workload", .image = s->image_digest, .command = q->waiter_argv, .mounts = mounts,
+		.n_mounts = nm, .log_path = "workload.log", .memory_bytes = (int64_t)s->limits.memory_bytes,
+		.cpu_quota_us = s->limits.vcpu_milli ? (int64_t)(s->limits.vcpu_milli * 100) : 0,
+		.cpu_period_us = 100000, .seccomp_localhost = cs->seccomp[0] ? cs->seccomp : NULL,
+		.labels = clabels, .n_labels = ARRAY_SIZE(clabels), .annotations = cann,
+		.n_annotations = ARRAY_SIZE(cann),
+	};
+	int err;
+
+	snprintf(cgroup_parent, sizeof(cgroup_parent), "/%s/%s", o->cg->root, q->cg->name);
+	if ((err = cri_run_pod(c, &p, cs->pod_id, sizeof(cs->pod_id), e)) < 0 ||
+	    (err = cri_create_container(c, cs->pod_id, &p, &ct, cs->ctr_id, sizeof(cs->ctr_id), e)) < 0 ||
+	    (err = cri_start_container(c, cs->ctr_id, e)) < 0)
+		return err;
+	/* the containers lantern-oci bound are the pod and container containerd made */
+	pthread_mutex_lock(&o->mu);
+	if (strcmp(cs->binds.sandbox, cs->pod_id) || strcmp(cs->binds.container, cs->ctr_id))
+		err = lerr_set(e, EPERM, "pool: pod %s: its containers were not the ones bound to sandbox %s "
+			       "(bound: \"%s\", \"%s\")", cs->pod_id, cs->inst, cs->binds.sandbox, cs->binds.container);
+	pthread_mutex_unlock(&o->mu);
+	return err;
+}
+
+/* On a pool worker: the image's defaults from containerd, then the pod, whose container
+ * runs the waiter; the node directories it shows are recorded by inode for the claim. */
+static int cri_sandbox_start(void *arg, const struct runtime_sandbox_req *q, struct runtime_sandbox *sb,
+			     struct lerr *e)
+{
+	struct runtime_cri *o = arg;
+	const struct spec *s = q->spec;
+	struct cri_sandbox *cs = calloc(1, sizeof(*cs));
+	struct cri_mount mounts[SANDBOX_MOUNTS + 1];
+	char log_dir[PATH_MAX + 8];
+	struct cri *c = NULL;
+	size_t nm = 0;
+	int err;
+
+	if (!cs)
+		return lerr_set(e, ENOMEM, "pool: out of memory");
+	snprintf(cs->inst, sizeof(cs->inst), "%s", q->instance_id);
+	snprintf(cs->pool, sizeof(cs->pool), "%s", s->name ? s->name : "");
+	snprintf(cs->pod_name, sizeof(cs->pod_name), "%s", q->instance_id);
+	util_random_hex(cs->pod_uid, 16);
+	snprintf(cs->handler, sizeof(cs->handler), "lantern-%s", spec_isolation_name(s->isolation));
+	for (size_t i = 0; i < q->n_mounts && nm < SANDBOX_MOUNTS; i++) {
+		struct stat st;
+
+		if (stat(q->mounts[i].host, &st) < 0) {
+			err = lerr_set(e, errno, "pool: %s: %s", q->mounts[i].host, strerror(errno));
+			goto fail;
+		}
+		snprintf(cs->mounts[nm].dest, sizeof(cs->mounts[nm].dest), "%s", q->mounts[i].sandbox);
+		cs->mounts[nm].dev = st.st_dev;
+		cs->mounts[nm].ino = st.st_ino;
+		mounts[nm++] = (struct cri_mount){ q->mounts[i].host, q->mounts[i].sandbox, q->mounts[i].read_only };
+	}
+	cs->n_mounts = nm;
+	mounts[nm++] = (struct cri_mount){ q->waiter_bin, q->waiter_argv[0], true };
+	snprintf(log_dir, sizeof(log_dir), "%s/cri", q->dir);
+	if ((err = util_mkdir_p(log_dir, 0700)) < 0) {
+		lerr_set(e, -err, "pool: %s: %s", log_dir, strerror(-err));
+		goto fail;
+	}
+	if (s->isolation == SPEC_ISO_UNTRUSTED) {
+		json_t *prof = oci_seccomp_profile(true);
+
+		snprintf(cs->seccomp, sizeof(cs->seccomp), "%s/seccomp.json", q->dir);
+		err = prof && json_dump_file(prof, cs->seccomp, JSON_COMPACT) == 0 ? 0 : -EIO;
+		json_decref(prof);
+		if (err < 0) {
+			lerr_set(e, EIO, "pool: cannot write %s", cs->seccomp);
+			goto fail;
+		}
+	}
+	if (!(c = conn_get(o, e))) {
+		err = -ECONNREFUSED;
+		goto fail;
+	}
+	if ((err = cri_image_config(c, s->image_digest, &cs->image_config, e)) < 0) {
+		if (err == -ENOENT)
+			lerr_set(e, ENOENT, "pool: image %s is not in containerd's store at %s (import it: ctr -n "
+				 "k8s.io images import)", s->image_digest, o->endpoint);
+		goto fail;
+	}
+	/* from here its containers may bind (on the loop) */
+	sandbox_link(o, cs);
+	if ((err = sandbox_pod_start(o, c, q, cs, mounts, nm, log_dir, e)) < 0) {
+		sandbox_unlink(o, cs);
+		sandbox_pod_remove(o, c, cs);
+		goto fail;
+	}
+	conn_put(o, c);
+	sb->shim_pid = 0;
+	sb->shim_pidfd = -1;   /* containerd's shim is not lanternd's: the waiter's connection tells */
+	sb->state = cs;
+	return 0;
+fail:
+	if (c)
+		conn_put(o, c);
+	sandbox_free(cs);
+	return err;
+}
+
+/* On a pool worker: the pod of a sandbox no run took goes. */
+static void cri_sandbox_stop(void *arg, struct runtime_sandbox *sb)
+{
+	struct runtime_cri *o = arg;
+	struct cri_sandbox *cs = sb->state;
+	struct lerr e = { 0 };
+	struct cri *c;
+
+	if (!cs)
+		return;
+	sandbox_unlink(o, cs);
+	if ((c = conn_get(o, &e))) {
+		sandbox_pod_remove(o, c, cs);
+		conn_put(o, c);
+	} else {
+		log_warn("pool: sandbox %s: cannot remove its pod %s: %s", cs->inst, cs->pod_id, e.msg);
+	}
+	sandbox_free(cs);
+	sb->state = NULL;
+}
+
+/* On the loop: a container of a pooled pod being made binds to its sandbox (run_bind
+ * checked the cgroup, the instance, the annotations, the namespace and the class). */
+static int cri_sandbox_bind(void *arg, const char *inst, const struct spec *s, const struct run_bind_req *b,
+			    json_t *answer, struct lerr *e)
+{
+	struct runtime_cri *o = arg;
+	struct cri_sandbox *cs;
+	char owner[64];
+	int err;
+
+	snprintf(owner, sizeof(owner), "pooled sandbox %s", inst);
+	pthread_mutex_lock(&o->mu);
+	for (cs = o->sandboxes; cs && strcmp(cs->inst, inst); cs = cs->next)
+		;
+	if (!cs)
+		err = lerr_set(e, EPERM, "bind: refused: container %s: no pod is being made for %s", b->container_id,
+			       owner);
+	else
+		err = runtime_pod_bind(&cs->binds, o->oci, s, owner, cs->pod_name, cs->pod_uid, b, answer, e);
+	pthread_mutex_unlock(&o->mu);
+	return err;
+}
+
+/* On the loop: r takes a ready pooled pod in place of prepare; its ids, log and waiter
+ * become the run's. The pod stays where it was made (namespace lantern-pool). */
+static int cri_claim(void *arg, struct run *r, struct run_claim *c, struct lerr *e)
+{
+	struct runtime_cri *o = arg;
+	struct runtime_sandbox *sb = c->sandbox;
+	struct cri_sandbox *cs = sb ? sb->state : NULL;
+	const struct spec *s = run_spec(r);
+	char src[PATH_MAX + 32];
+	struct cri_run *cr;
+
+	if (!cs || c->waiter_fd < 0 || !cs->ctr_id[0])
+		return lerr_set(e, EINVAL, "claim: no pod to take");
+	if (run_of(r))
+		cri_run_drop(run_of(r));
+	if (!(cr = cri_run_new(o, r)))
+		return lerr_set(e, ENOMEM, "claim: out of memory");
+	sandbox_unlink(o, cs);
+	snprintf(cr->pod_name, sizeof(cr->pod_name), "%s", cs->pod_name);
+	snprintf(cr->pod_uid, sizeof(cr->pod_uid), "%s", cs->pod_uid);
+	snprintf(cr->handler, sizeof(cr->handler), "%s", cs->handler);
+	snprintf(cr->pod_id, sizeof(cr->pod_id), "%s", cs->pod_id);
+	snprintf(cr->ctr_id, sizeof(cr->ctr_id), "%s", cs->ctr_id);
+	snprintf(cr->ns, sizeof(cr->ns), "%s", RUN_POOL_NAMESPACE);
+	cr->binds = cs->binds;
+	if (cs->seccomp[0])
+		snprintf(cr->seccomp, sizeof(cr->seccomp), "%s/seccomp.json", run_dir(r));
+	memcpy(cr->mounts, cs->mounts, sizeof(cr->mounts));
+	cr->n_mounts = cs->n_mounts;
+	cr->image_config = cs->image_config;
+	cs->image_config = NULL;
+	cr->pooled = true;
+	cr->waiter_fd = c->waiter_fd;
+	c->waiter_fd = -1;
+	sandbox_free(cs);
+	sb->state = NULL;
+	/* the sandbox's directory is the run's now: containerd keeps writing the log it opened */
+	snprintf(src, sizeof(src), "%s/cri/workload.log", run_dir(r));
+	cri_log_init(&cr->log, src, run_dir(r), o->log_max);
+	run_set_network(r, true, s->network == SPEC_NET_NONE ? 0 : o->gw4);
+	record_save(cr);
+	return 0;
+}
+
+/* A claimed run's start: the waiter execs the workload's process as containerd would
+ * have made it (spec.command/args, else the image's Entrypoint/Cmd; the image's env,
+ * spec.env, lantern's; the image's working directory), as the image's user it already
+ * runs as. The run's node directories must be the ones the pod was made with. */
+static int exec_pooled(struct runtime_cri *o, struct run *r, struct cri_run *cr, struct run_env *env,
+		       struct lerr *e)
+{
+	const struct run_env_mount *m;
+	size_t nm = run_env_mounts(env, &m), n, k;
+	char **argv = NULL, **envp = NULL;
+	struct oci_process p;
+	json_t *ic, *x;
+	int err;
+
+	for (size_t i = 0; i < nm; i++) {
+		struct stat st;
+		size_t b;
+
+		for (b = 0; b < cr->n_mounts && strcmp(cr->mounts[b].dest, m[i].sandbox); b++)
+			;
+		if (b == cr->n_mounts || stat(m[i].host, &st) < 0 || st.st_dev != cr->mounts[b].dev ||
+		    st.st_ino != cr->mounts[b].ino)
+			return lerr_set(e, EXDEV, "claim: the run shows %s at %s, which its pooled pod %s does not",
+					m[i].host, m[i].sandbox, cr->pod_id);
+	}
+	if (!(ic = json_deep_copy(cr->image_config)))
+		return lerr_set(e, ENOMEM, "claim: out of memory");
+	json_object_del(ic, "User");
+
+	struct oci_bundle_req br = {
+		.image_config = ic,
+		.spec = run_spec(r),
+		.lantern_env = run_env_strings(env, true),
+	};
+	err = oci_process_build(&br, &p, e);
+	json_decref(ic);
+	if (err < 0)
+		return err;
+	n = json_array_size(p.args);
+	k = json_array_size(p.env);
+	if (!(argv = calloc(n + 1, sizeof(*argv))) || !(envp = calloc(k + 1, sizeof(*envp)))) {
+		err = lerr_set(e, ENOMEM, "claim: out of memory");
+		goto out;
+	}
+	json_array_foreach(p.args, n, x)
+		argv[n] = (char *)json_string_value(x);
+	json_array_foreach(p.env, k, x)
+		envp[k] = (char *)json_string_value(x);
+	err = spawn_waiter_exec(cr->waiter_fd, argv, envp, p.cwd, WAITER_EXEC_TIMEOUT_MS, e);
+	close(cr->waiter_fd);
+	cr->waiter_fd = -1;
+	if (err == 0) {
+		cr->started = true;
+		poll_arm(o);
+	}
+out:
+	free(argv);
+	free(envp);
+	oci_process_free(&p);
+	return err;
+}
+
 static int pod_ask(struct runtime_cri *o, struct run *r, struct cri_run *cr, struct lerr *e)
 {
 	struct start_job *j = calloc(1, sizeof(*j));
@@ -559,6 +954,8 @@ static int cri_start(void *arg, struct run *r, struct run_env *env, struct lerr 
 	struct start_job *j = cr ? cr->job : NULL;
 	int err;
 
+	if (cr && cr->pooled)
+		return exec_pooled(arg, r, cr, env, e);
 	if (!j || j->start_wanted)
 		return lerr_set(e, EINVAL, "spawn: run %s: its pod was not asked for", run_id(r));
 	if ((err = fill_container(j, run_spec(r), cr, env, e)) < 0)
@@ -832,6 +1229,7 @@ static struct cri_run *cri_load(struct runtime_cri *o, struct run *r)
 		GET(pod_name, "pod_name");
 		GET(pod_uid, "pod_uid");
 		GET(handler, "handler");
+		GET(ns, "pod_namespace");
 		GET(binds.sandbox, "bound_sandbox");
 		GET(binds.container, "bound_container");
 #undef GET
@@ -842,6 +1240,16 @@ static struct cri_run *cri_load(struct runtime_cri *o, struct run *r)
 		snprintf(cr->pod_id, sizeof(cr->pod_id), "%s", items[0].pod_id);
 	}
 	free(items);
+	items = NULL;
+	/* a claimed pooled pod carries its instance's label, not its run's */
+	if (!cr->ctr_id[0] &&
+	    cri_list_containers(o->main, NULL, LABEL_INST, run_instance_id(r), &items, &n, &e) == 0 && n) {
+		snprintf(cr->ctr_id, sizeof(cr->ctr_id), "%s", items[0].id);
+		snprintf(cr->pod_id, sizeof(cr->pod_id), "%s", items[0].pod_id);
+	}
+	free(items);
+	if (!cr->ns[0])
+		run_pod_namespace(r, cr->ns, sizeof(cr->ns));
 	snprintf(src, sizeof(src), "%s/cri/workload.log", run_dir(r));
 	cri_log_init(&cr->log, src, run_dir(r), o->log_max);
 	return cr;
@@ -876,42 +1284,70 @@ static enum runtime_found cri_adopt(void *arg, struct run *r, struct run_exit *x
 	return RUNTIME_ALIVE;
 }
 
-/* A pod of this node whose run is neither live nor being torn down. */
-static bool pod_owned(struct runs *t, const char *run)
+/* Does a live run (or one being torn down) own the pod with these run and instance
+ * labels? A claimed pooled pod has its instance's label only. */
+static bool pod_owned(struct runs *t, const char *run, const char *inst)
 {
-	struct run *r = runs_find(t, run);
+	struct run *r = run[0] ? runs_find(t, run) : inst[0] ? runs_by_instance(t, inst) : NULL;
 	const struct cri_run *cr = r ? run_of(r) : NULL;
 
 	return r && (!run_status_final(run_status(r)) || (cr && cr->tearing));
 }
 
+static const char *label_of(const struct cri_item *v, size_t n, const char *id)
+{
+	for (size_t k = 0; k < n; k++)
+		if (!strcmp(v[k].id, id))
+			return v[k].label;
+	return "";
+}
+
+/* An instance cgroup whose pod was reclaimed: the run module's reclaim could not remove
+ * it while the pod's containers had directories inside it. Only lanternd's instance
+ * names ("i-" and hex) are touched: the label is containerd's to report. */
+static void instance_sweep(struct runtime_cri *o, const char *inst)
+{
+	struct cgroup_inst c;
+	struct lerr e = { 0 };
+	size_t n = strlen(inst);
+
+	if (n < 3 || n >= 32 || strncmp(inst, "i-", 2) || strspn(inst + 2, "0123456789abcdef") != n - 2)
+		return;
+	cgroup_inst_sweep(o->cg, inst);
+	if (cgroup_inst_open(o->cg, inst, &c, &e) == 0 && cgroup_inst_destroy(&c, 5000, &e) < 0)
+		log_warn("cri: instance %s: %s", inst, e.msg);
+}
+
 static void cri_reclaim(void *arg, struct runs *t)
 {
 	struct runtime_cri *o = arg;
-	struct cri_item *mine = NULL, *runs = NULL;
-	size_t nm = 0, nr = 0;
+	struct cri_item *mine = NULL, *runs = NULL, *insts = NULL;
+	size_t nm = 0, nr = 0, ni = 0;
 	struct lerr e = { 0 };
 
 	if (cri_list_pods(o->main, LABEL_NODE, o->node, &mine, &nm, &e) < 0 ||
-	    cri_list_pods(o->main, LABEL_RUN, NULL, &runs, &nr, &e) < 0) {
+	    cri_list_pods(o->main, LABEL_RUN, NULL, &runs, &nr, &e) < 0 ||
+	    cri_list_pods(o->main, LABEL_INST, NULL, &insts, &ni, &e) < 0) {
 		log_warn("cri: cannot list pods to reclaim: %s", e.msg);
 		free(mine);
+		free(runs);
 		return;
 	}
+	/* pooled pods no run claimed go too: a pooled sandbox is never adopted */
 	for (size_t i = 0; i < nm; i++) {
-		const char *run = "";
+		const char *run = label_of(runs, nr, mine[i].id), *inst = label_of(insts, ni, mine[i].id);
 
-		for (size_t k = 0; k < nr; k++)
-			if (!strcmp(runs[k].id, mine[i].id))
-				run = runs[k].label;
-		if (pod_owned(t, run))
+		if (pod_owned(t, run, inst))
 			continue;
-		log_info("reclaiming pod %s (run %s): no live run owns it", mine[i].id, run[0] ? run : "?");
+		log_info("reclaiming pod %s (run %s, instance %s): no live run owns it", mine[i].id, run[0] ? run : "?",
+			 inst[0] ? inst : "?");
 		cri_stop_pod(o->main, mine[i].id, &e);
 		cri_remove_pod(o->main, mine[i].id, &e);
+		instance_sweep(o, inst);
 	}
 	free(mine);
 	free(runs);
+	free(insts);
 }
 
 /* ---- binding the containers containerd starts for a run ---- */
@@ -920,11 +1356,14 @@ static int cri_bind(void *arg, struct run *r, const struct run_bind_req *b, json
 {
 	struct runtime_cri *o = arg;
 	struct cri_run *cr = run_of(r);
+	char owner[48];
 	int err;
 
 	if (!cr)
 		return lerr_set(e, EPERM, "bind: refused: container %s: run %s has no pod", b->container_id, run_id(r));
-	if ((err = runtime_pod_bind(&cr->binds, o->oci, r, cr->pod_name, cr->pod_uid, b, answer, e)) < 0)
+	snprintf(owner, sizeof(owner), "run %s", run_id(r));
+	if ((err = runtime_pod_bind(&cr->binds, o->oci, run_spec(r), owner, cr->pod_name, cr->pod_uid, b, answer,
+				    e)) < 0)
 		return err;
 	record_save(cr);
 	return 0;
@@ -937,6 +1376,7 @@ static void cri_json(void *arg, const struct run *r, json_t *j)
 	if (!cr)
 		return;
 	json_object_set_new(j, "handler", json_string(cr->handler));
+	json_object_set_new(j, "pod", json_pack("{s:s, s:s}", "name", cr->pod_name, "namespace", cr->ns));
 	if (cr->pod_id[0])
 		json_object_set_new(j, "pod_id", json_string(cr->pod_id));
 	if (cr->ctr_id[0])
@@ -947,12 +1387,8 @@ static void cri_free(void *arg, struct run *r)
 {
 	struct cri_run *cr = run_of(r);
 
-	if (cr) {
-		job_detach(cr);
-		cri_run_unlink(cr);
-		free(cr);
-		run_set_runtime_state(r, NULL);
-	}
+	if (cr)
+		cri_run_drop(cr);
 }
 
 static void cri_close_rt(void *arg)
@@ -962,6 +1398,12 @@ static void cri_close_rt(void *arg)
 	if (o->poll_timer)
 		loop_timer_cancel(o->loop, o->poll_timer);
 	workq_close(o->pool);
+	while (o->sandboxes) {
+		struct cri_sandbox *cs = o->sandboxes;
+
+		o->sandboxes = cs->next;
+		sandbox_free(cs);
+	}
 	while (o->nspare)
 		cri_close(o->spare[--o->nspare]);
 	cri_close(o->main);
@@ -981,6 +1423,10 @@ static const struct runtime_ops cri_ops = {
 	.bind = cri_bind,
 	.free = cri_free,
 	.close = cri_close_rt,
+	.sandbox_start = cri_sandbox_start,
+	.claim = cri_claim,
+	.sandbox_stop = cri_sandbox_stop,
+	.sandbox_bind = cri_sandbox_bind,
 };
 
 int runtime_cri_add(struct runtimes *rs, struct loop *l, const struct runtime_cri_opts *opts, struct lerr *e)

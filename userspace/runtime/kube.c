@@ -1119,10 +1119,12 @@ static int kube_rt_bind(void *arg, struct run *r, const struct run_bind_req *b, 
 {
 	struct runtime_kube *k = arg;
 	struct kube_pod *kp = pod_of(r);
+	char owner[48];
 
 	if (!kp)
 		return lerr_set(e, EPERM, "bind: refused: container %s: run %s has no pod", b->container_id, run_id(r));
-	return runtime_pod_bind(&kp->binds, k->oci, r, kp->name, kp->uid, b, answer, e);
+	snprintf(owner, sizeof(owner), "run %s", run_id(r));
+	return runtime_pod_bind(&kp->binds, k->oci, run_spec(r), owner, kp->name, kp->uid, b, answer, e);
 }
 
 static const struct runtime_ops kube_ops = {

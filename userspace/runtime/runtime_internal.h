@@ -39,13 +39,14 @@ struct runtime_pod_binds {
 	char sandbox[80];
 	char container[80];
 };
-/* A container of the pod named pod_name (and pod_uid, when known) asks to bind: 0, with
+/* A container of the pod named pod_name (and pod_uid, when known) that the runtime made
+ * for owner ("run r-...", "pooled sandbox i-...") to run spec s asks to bind: 0, with
  * what lantern-oci does in answer (the class's runtime and flags, the network: none
  * strip, the workload's scratch), or a refusal: another pod, a second sandbox, a second
  * workload container, a container outside the bound sandbox. The first container to
  * bind names the sandbox (after a lanternd restart, the workload's own). */
-int runtime_pod_bind(struct runtime_pod_binds *pb, const struct runtime_oci *oci, struct run *r,
-		     const char *pod_name, const char *pod_uid, const struct run_bind_req *b, json_t *answer,
-		     struct lerr *e);
+int runtime_pod_bind(struct runtime_pod_binds *pb, const struct runtime_oci *oci, const struct spec *s,
+		     const char *owner, const char *pod_name, const char *pod_uid, const struct run_bind_req *b,
+		     json_t *answer, struct lerr *e);
 
 #endif
