@@ -11,7 +11,8 @@
  * flush serves every run that appended meanwhile (group commit), and the loop never
  * waits on the disk. Exceptions, on purpose: the run_started, run_resumed and
  * run_completed records are synced directly, because the run must not start (or be
- * reported ended) before they are on disk.
+ * reported ended) before they are on disk. A claimed run's journal was made with its
+ * pooled sandbox (journal_premake) and is only opened here.
  *
  * With a journal store the same holds for the store's copy: the store thread commits
  * batches beside the syncer and bumps the same eventfd, and a parked answer goes out
@@ -355,6 +356,19 @@ static int du_listen(struct durable *d, struct durable_run *du, struct lerr *e)
 
 /* ---- the run hooks ---- */
 
+/* A new run's journal. A claimed run's was made with its pooled sandbox (pool.c,
+ * journal_premake: created, preallocated, durable in the sandbox's directory), which
+ * was renamed to the run's since: what is left to make durable with run_started is
+ * that rename, the entry in STATE/runs (two levels above the file). A cold run's is
+ * created now, its entry in the run's directory synced with run_started. */
+static int journal_begin(struct run *r, const char *path, const struct journal_opts *o,
+			 struct journal **out, struct lerr *e)
+{
+	if (run_pool(r))
+		return journal_open_premade(path, o, 2, out, e);
+	return journal_create(path, o, out, e);
+}
+
 static int on_admitted(void *arg, struct run *r, json_t *input, struct lerr *e)
 {
 	struct durable *d = arg;
@@ -375,7 +389,7 @@ static int on_admitted(void *arg, struct run *r, json_t *input, struct lerr *e)
 		return lerr_set(e, -err, "run refused: its journal cannot be replicated: %s", why);
 	}
 	journal_file(r, path, sizeof(path));
-	if ((err = journal_create(path, &o, &du->j, e)) < 0) {
+	if ((err = journal_begin(r, path, &o, &du->j, e)) < 0) {
 		du_free(du);
 		return err;
 	}

@@ -5,7 +5,8 @@
  * sandboxes back under memory pressure.
  *
  * A sandbox's life, each step on the loop unless said:
- *   MAKING    worker: its directory, its instance cgroup with the pool's limits
+ *   MAKING    worker: its directory, its run's journal (made ahead, no record), its
+ *             instance cgroup with the pool's limits
  *             loop: egress entry (network none), identity tmpfs, the waiter's socket
  *   STARTING  worker: the runtime starts it (sandbox_start: the waiter as its first
  *             process); loop: its supervisor watched, the waiter's connection awaited
@@ -31,6 +32,7 @@
 
 #include "lantern/egress.h"
 #include "lantern/identity.h"
+#include "lantern/journal.h"
 #include "lantern/metrics.h"
 #include "lantern/pool.h"
 #include "lantern/runtime.h"
@@ -479,17 +481,24 @@ static int listen_waiter(struct sandbox *sb, struct lerr *e)
 
 /* ---- filling ---- */
 
-/* Worker: the directory and the instance cgroup. */
+/* Worker: the directory, the journal of the run that will claim the sandbox (made
+ * ahead: created, preallocated and durable here, so a claim pays only for its
+ * run_started record; it holds no record until then, and a sandbox never claimed is
+ * removed with its directory), and the instance cgroup. */
 static void make_work(void *arg)
 {
 	struct sandbox *sb = arg;
 	struct pool_one *po = sb->po;
+	char journal[PATH_MAX + 16];
 	int err;
 
 	if ((err = util_mkdir_p(sb->harness, 0755)) < 0 || (err = util_mkdir_p(sb->waiter_dir, 0755)) < 0) {
 		sb->err = lerr_set(&sb->e, err, "%s: %s", sb->dir, strerror(-err));
 		return;
 	}
+	snprintf(journal, sizeof(journal), "%s/journal", sb->dir);
+	if ((sb->err = journal_premake(journal, &sb->e)) < 0)
+		return;
 	if ((sb->err = cgroup_inst_create(po->pl->o.cg, sb->inst, &po->tmpl->limits, po->pl->o.pids_max,
 					  &sb->cg, &sb->e)) == 0)
 		sb->cg_made = true;
