@@ -20,6 +20,9 @@
  *     prepared(r)             egress policy in the maps, telemetry registered, the
  *                             harness socket listening: all before the workload
  *     env(r, env)             what the workload's environment gets from each
+ *     ready(r)                may refuse: the last point before the workload, to
+ *                             wait for what a subscriber began earlier off the loop
+ *                             and must be done first (run_started durable)
  *     runtime start           the workload runs; status running, run.json saved
  *     started(r)
  *   step_begun / step_ended   a journaled step (from the durable subscriber)
@@ -140,6 +143,7 @@ struct run_hooks {
 	int (*resumed)(void *arg, struct run *r, struct lerr *e);
 	int (*prepared)(void *arg, struct run *r, struct lerr *e);
 	void (*env)(void *arg, struct run *r, struct run_env *env);
+	int (*ready)(void *arg, struct run *r, struct lerr *e);
 	void (*started)(void *arg, struct run *r);
 	void (*step_begun)(void *arg, struct run *r, const char *step_id);
 	void (*step_ended)(void *arg, struct run *r, const struct run_step *s);

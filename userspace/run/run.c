@@ -301,6 +301,17 @@ static int call_prepared(struct run *r, struct lerr *e)
 	return 0;
 }
 
+static int call_ready(struct run *r, struct lerr *e)
+{
+	struct runs *t = r->t;
+	int err;
+
+	for (int i = 0; i < t->nsubs; i++)
+		if (t->subs[i].h->ready && (err = t->subs[i].h->ready(t->subs[i].arg, r, e)) < 0)
+			return err;
+	return 0;
+}
+
 static uint64_t mono_us(void)
 {
 	return util_now_ns(CLOCK_MONOTONIC) / 1000;
@@ -349,6 +360,10 @@ static int run_start(struct run *r, struct lerr *e)
 	if (!(env = run_env_new(r)))
 		return lerr_set(e, ENOMEM, "spawn: out of memory");
 	RUN_HOOKS(t, env, r, env);
+	if ((err = call_ready(r, e)) < 0) {
+		run_env_free(env);
+		return err;
+	}
 	t1 = mono_us();
 	err = r->rt_ops->start(r->rt, r, env, e);
 	run_env_free(env);
