@@ -334,6 +334,22 @@ static int take_sandbox(struct run *r, struct lerr *e)
 	return 0;
 }
 
+/* spec.yaml, durable, before run.json: with it, what a restart (after a power loss
+ * too) loads. Written once the workload runs, not before: nothing reads it until a
+ * restart, which loads only runs whose run.json exists. A run resumed after a restart
+ * has it already. */
+static void spec_save(struct run *r)
+{
+	char path[PATH_MAX + 16];
+	int err;
+
+	snprintf(path, sizeof(path), "%s/spec.yaml", r->dir);
+	err = r->yaml ? util_write_file_atomic(path, r->yaml, r->yaml_len) : util_fsync_path(path);
+	if (err < 0)
+		log_error("run %s: cannot write %s: %s: a restart cannot load this run", r->id, path,
+			  strerror(-err));
+}
+
 /* The runtime's preparation, the instance (limited and enforced before the workload
  * exists), the workload. On error what was made is left for the caller's undo. */
 static int run_start(struct run *r, struct lerr *e)
@@ -376,17 +392,11 @@ static int run_start(struct run *r, struct lerr *e)
 	if (r->spec->limits.timeout_ms)
 		r->timeout_timer = loop_timer_add(t->o.loop, r->spec->limits.timeout_ms, on_timeout, r);
 	r->status = RUN_RUNNING;
-	{
-		/* spec.yaml with run.json: what a restart after a power loss loads */
-		char path[PATH_MAX + 16];
-		int serr;
-
-		snprintf(path, sizeof(path), "%s/spec.yaml", r->dir);
-		if ((serr = util_fsync_path(path)) < 0)
-			log_warn("run %s: cannot sync %s: %s", r->id, path, strerror(-serr));
-	}
-	run_record_save(r);
+	spec_save(r);
+	/* the started hooks write their files (telemetry.json, usage.json) before
+	 * run.json: a restart loads a run only from run.json, and finds them with it */
 	RUN_HOOKS(t, started, r);
+	run_record_save(r);
 	log_info("run %s (%s): running on %s, instance %s, cgroup id %llu", r->id, r->spec->name,
 		 r->rt_ops->name, r->instance_id, (unsigned long long)r->cg.id);
 	return 0;
@@ -457,7 +467,6 @@ static int submit(struct runs *t, const struct run_submit *sub, bool may_claim, 
 	const struct runtime_ops *ops;
 	struct spec *s = NULL;
 	struct run *r;
-	char path[PATH_MAX + 16];
 	uint64_t t0 = mono_us();
 	void *rt;
 	int err, called = 0;
@@ -527,13 +536,10 @@ static int submit(struct runs *t, const struct run_submit *sub, bool may_claim, 
 		lerr_set(e, err, "spawn: run directory %s: %s", r->dir, strerror(-err));
 		goto fail;
 	}
-	/* not synced here: before the workload starts only its journal record must be
-	 * durable (the durable subscriber); run_start syncs this file with run.json */
-	snprintf(path, sizeof(path), "%s/spec.yaml", r->dir);
-	if ((err = util_write_file_replace(path, sub->yaml, sub->len)) < 0) {
-		lerr_set(e, err, "spawn: %s: %s", path, strerror(-err));
-		goto fail;
-	}
+	/* spec.yaml is written once the workload runs (run_start): before it only the
+	 * journal's run_started record must be durable (the durable subscriber) */
+	r->yaml = sub->yaml;
+	r->yaml_len = sub->len;
 	for (; called < t->nsubs; called++) {
 		const struct run_sub *sb = &t->subs[called];
 
@@ -548,6 +554,7 @@ static int submit(struct runs *t, const struct run_submit *sub, bool may_claim, 
 	if ((err = run_start(r, e)) < 0)
 		goto fail;
 	claim_settle(r, NULL);
+	r->yaml = NULL;
 	r->next = t->runs;
 	t->runs = r;
 	*out = r;
