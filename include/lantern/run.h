@@ -110,6 +110,9 @@ struct run_claim {
 	int64_t ready_ns;              /* CLOCK_REALTIME when it was ready (its wait is not billed) */
 	struct runtime_sandbox *sandbox;
 	int waiter_fd;                 /* taken (set to -1) by the runtime's claim op */
+	int harness_fd;                /* the harness socket, bound and listening in the
+					* sandbox's harness/ since its making, or -1; taken
+					* by the durable subscriber (run_take_harness_fd) */
 	void (*done)(void *arg, struct run_claim *c, const char *why);
 	void *arg;
 };
@@ -254,6 +257,9 @@ uint32_t run_dns_ip4(const struct run *r);
  * had been waiting when it was claimed (never billed to the run). */
 const char *run_pool(const struct run *r);
 int64_t run_pool_waited_ms(const struct run *r);
+/* A claimed run's harness socket, bound when its sandbox was made (struct run_claim):
+ * the caller owns it from now on. -1 for a cold start, or when already taken. */
+int run_take_harness_fd(struct run *r);
 /* A cold start after a claim that failed: the reason, else NULL. */
 const char *run_pool_fallback(const struct run *r);
 

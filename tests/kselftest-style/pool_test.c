@@ -300,7 +300,8 @@ static void test_env(void)
 	char id[32], inst[32], w1[64], w2[64], tp[40] = "", *out = NULL, *trace = NULL;
 	int rc = run_spec(spec("env", "  isolation: trusted\n  network: none\n  limits: {memory: 128Mi}\n"
 			       "  env:\n    - {name: GREETING, value: hello}\n",
-			       "[\"/bin/sh\", \"-c\", \"env | sort; test -S $LANTERN_HARNESS_SOCKET && echo harness-ok\"]"),
+			       "[\"/bin/sh\", \"-c\", \"env | sort; test -S $LANTERN_HARNESS_SOCKET && echo harness-ok; "
+			       "lantern-hcall GET /v1/input\"]"),
 			  &out, id, inst);
 	json_t *rec = record_of(id);
 
@@ -313,9 +314,11 @@ static void test_env(void)
 	       tl_has(out, w1) && tl_has(out, w2) &&
 	       strlen(tp) == 32 && tl_has(trace, tp) && tl_has(out, "LANTERN_HARNESS_SOCKET=/run/lantern/harness/harness.sock") &&
 	       tl_has(out, "LANTERN_IDENTITY_TOKEN=/run/lantern/identity/token") && tl_has(out, "harness-ok") &&
+	       tl_has(out, "HTTP/1.1 200") &&
 	       tl_has(out, "PATH=/usr/sbin:/usr/bin:/sbin:/bin"),
 	       "the claimed workload's environment is the run's: LANTERN_RUN_ID %s, LANTERN_INSTANCE_ID %s, "
-	       "TRACEPARENT of its trace, spec.env, the image's PATH, the harness socket: %s", id, inst, tl_oneline(out));
+	       "TRACEPARENT of its trace, spec.env, the image's PATH, the harness socket (bound with the sandbox, "
+	       "served for the run: GET /v1/input answers 200): %s", id, inst, tl_oneline(out));
 	json_decref(rec);
 	free(out);
 	free(trace);

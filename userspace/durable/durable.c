@@ -348,13 +348,16 @@ static int du_open(struct durable *d, struct run *r, struct lerr *e)
 
 static int du_listen(struct durable *d, struct durable_run *du, struct lerr *e)
 {
-	int err;
+	int err, fd;
 
 	if (du->listener)
 		return 0;
+	/* a claimed sandbox's socket was bound when it was made (pool.c) */
+	if ((fd = run_take_harness_fd(du->r)) >= 0)
+		return d->tp->listen(d->tp_arg, du, du->sock, fd, &du->listener, e);
 	if ((err = util_mkdir_p(du->dir, 0755)) < 0)
 		return lerr_set(e, err, "harness: socket directory %s: %s", du->dir, strerror(-err));
-	return d->tp->listen(d->tp_arg, du, du->sock, &du->listener, e);
+	return d->tp->listen(d->tp_arg, du, du->sock, -1, &du->listener, e);
 }
 
 /* ---- the run hooks ---- */

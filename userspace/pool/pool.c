@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "lantern/egress.h"
+#include "lantern/harness.h"
 #include "lantern/identity.h"
 #include "lantern/journal.h"
 #include "lantern/metrics.h"
@@ -76,6 +77,7 @@ struct sandbox {
 	struct cgroup_inst cg;
 	bool cg_made, held, id_made;
 	int listen_fd, waiter_fd;
+	int harness_fd;                /* its run's harness socket, bound ahead (or -1) */
 	char hello[32];
 	size_t hello_n;
 	struct runtime_sandbox rs;
@@ -304,6 +306,8 @@ static void teardown_done(void *arg)
 		identity_instance_release(pl->o.identity, sb->inst);
 	if (sb->rs.shim_pidfd >= 0)
 		close(sb->rs.shim_pidfd);
+	if (sb->harness_fd >= 0)
+		close(sb->harness_fd);
 	unlink_sb(sb);
 	free(sb);
 	if (!pl->closing)
@@ -481,6 +485,19 @@ static int listen_waiter(struct sandbox *sb, struct lerr *e)
 
 /* ---- filling ---- */
 
+/* The claiming run's harness socket, bound now (on the loop: harness_bind sets the
+ * process's umask for the bind) so a claim does not create it; nothing serves it
+ * until a run takes it, and a connection before then waits in its backlog, never
+ * answered by anyone but that run. */
+static int bind_harness(struct sandbox *sb, struct lerr *e)
+{
+	char path[PATH_MAX + 32];
+
+	snprintf(path, sizeof(path), "%s/harness.sock", sb->harness);
+	sb->harness_fd = harness_bind(path, e);
+	return sb->harness_fd < 0 ? sb->harness_fd : 0;
+}
+
 /* Worker: the directory, the journal of the run that will claim the sandbox (made
  * ahead: created, preallocated and durable here, so a claim pays only for its
  * run_started record; it holds no record until then, and a sandbox never claimed is
@@ -550,7 +567,7 @@ static void make_done(void *arg)
 		return;
 	}
 	sb->id_made = true;
-	if (listen_waiter(sb, &e) < 0) {
+	if (listen_waiter(sb, &e) < 0 || bind_harness(sb, &e) < 0) {
 		fill_failed(sb, e.msg);
 		return;
 	}
@@ -584,7 +601,7 @@ static void fill_one(struct pool_one *po)
 	if (!sb)
 		return;
 	sb->po = po;
-	sb->listen_fd = sb->waiter_fd = sb->rs.shim_pidfd = -1;
+	sb->listen_fd = sb->waiter_fd = sb->harness_fd = sb->rs.shim_pidfd = -1;
 	sb->inst[0] = 'i';
 	sb->inst[1] = '-';
 	util_random_hex(sb->inst + 2, 6);
@@ -700,6 +717,11 @@ static void on_claim_done(void *arg, struct run_claim *c, const char *why)
 	struct sandbox *sb = arg;
 	struct pool_one *po = sb->po;
 
+	/* a harness socket no run took goes with the sandbox */
+	if (c->harness_fd >= 0) {
+		close(c->harness_fd);
+		c->harness_fd = -1;
+	}
 	if (!why) {
 		if (sb->rs.state)
 			log_warn("pool %s: sandbox %s was claimed but its runtime did not take it", po->d.name, sb->inst);
@@ -758,6 +780,8 @@ static int on_claim(void *arg, struct run *r, const struct spec *s, struct run_c
 		c->sandbox = &take->rs;
 		c->waiter_fd = take->waiter_fd;
 		take->waiter_fd = -1;
+		c->harness_fd = take->harness_fd;
+		take->harness_fd = -1;
 		c->done = on_claim_done;
 		c->arg = take;
 		schedule(pl, 0);

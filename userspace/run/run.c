@@ -435,7 +435,7 @@ static void try_claim(struct run *r)
 
 	for (int i = 0; i < t->nsubs; i++) {
 		memset(&r->claim, 0, sizeof(r->claim));
-		r->claim.waiter_fd = -1;
+		r->claim.waiter_fd = r->claim.harness_fd = -1;
 		if (t->subs[i].h->claim && t->subs[i].h->claim(t->subs[i].arg, r, r->spec, &r->claim) == 0) {
 			r->claimed = r->claim_open = true;
 			snprintf(r->instance_id, sizeof(r->instance_id), "%s", r->claim.instance_id);
