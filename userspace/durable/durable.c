@@ -133,7 +133,11 @@ static void du_free(struct durable_run *du)
 	if (du->listener)
 		du->d->tp->unlisten(du->d->tp_arg, du->listener);
 	if (du->j) {
-		journal_syncer_forget(du->d->starts, du->j);
+		/* the start syncer holds it only until on_ready has seen run_started durable
+		 * (start_seq 0); the group syncer is asked for it only after that, when the
+		 * workload calls: so the two never share the journal's queue fields */
+		if (du->start_seq)
+			journal_syncer_forget(du->d->starts, du->j);
 		journal_syncer_forget(du->d->syncer, du->j);
 		journal_close(du->j);
 	}

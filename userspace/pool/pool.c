@@ -7,7 +7,8 @@
  * A sandbox's life, each step on the loop unless said:
  *   MAKING    worker: its directory, its run's journal (made ahead, no record), its
  *             instance cgroup with the pool's limits
- *             loop: egress entry (network none), identity tmpfs, the waiter's socket
+ *             loop: egress entry (network none), identity tmpfs, the waiter's socket,
+ *             the claiming run's harness socket (bound, served by nobody yet)
  *   STARTING  worker: the runtime starts it (sandbox_start: the waiter as its first
  *             process); loop: its supervisor watched, the waiter's connection awaited
  *   READY     the waiter connected from inside the instance and said hello
