@@ -31,8 +31,9 @@
  * M claims, and how many of them the pool served. The claim's stages (admission,
  * preparation, the waiter's exec) come from each run's record.
  *
- *   build/bench/spawn [-n SPAWNS_PER_CELL] [-m THROUGHPUT_SPAWNS] [-c CONCURRENCY]
- *   (defaults 100, 200, 8) */
+ *   build/bench/spawn [-n SPAWNS_PER_CELL] [-m THROUGHPUT_SPAWNS] [-c CONCURRENCY] [-p]
+ *   (defaults 100, 200, 8). -p: the pool rows only (the cold rows and their throughput
+ *   left out); -m 0: no throughput phase. */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -59,6 +60,7 @@
 extern char **environ;
 
 static int n_spawns = 100, n_tput = 200, conc = 8;
+static bool pools_only;
 static char dir[256], state[300], sock[300], bpffs[256], cgroot[128], bare_cg[160];
 static char build[256], image[256], yaml_runc[1024], yaml_runsc[1024], pools_path[320];
 static char bare_root[2][300], bare_bundle[2][64][300]; /* [runtime][submitter] */
@@ -714,6 +716,10 @@ static int pools_phase(void)
 	}
 	free(cl);
 	fflush(stdout);
+	if (!n_tput) {
+		free(ids);
+		return bad;
+	}
 	tp = throughput(0, &fl, ids);
 	ncl = claimed_runs(&cl);
 	{
@@ -732,51 +738,13 @@ static int pools_phase(void)
 	return bad;
 }
 
-int main(int argc, char **argv)
+/* The cold rows: lanternd and the bare runtime interleaved, then the throughput of
+ * both. Returns failures. */
+static int cold_rows(struct sample *s[2][2])
 {
 	static const char *const names[2] = { "runc", "runsc" };
-	struct sample *s[2][2];
-	const char *b = getenv("LANTERN_BUILD");
-	int opt, bad = 0;
+	int bad = 0;
 
-	while ((opt = getopt(argc, argv, "n:m:c:")) != -1) {
-		switch (opt) {
-		case 'n': n_spawns = atoi(optarg); break;
-		case 'm': n_tput = atoi(optarg); break;
-		case 'c': conc = atoi(optarg); break;
-		default:
-			fprintf(stderr, "usage: %s [-n SPAWNS] [-m THROUGHPUT_SPAWNS] [-c CONCURRENCY]\n", argv[0]);
-			return 2;
-		}
-	}
-	if (n_spawns < 1 || n_tput < 1 || conc < 1 || conc > 64)
-		return 2;
-	if (geteuid() != 0 || access("/usr/sbin/runc", X_OK) || access("/usr/bin/runsc", X_OK)) {
-		fprintf(stderr, "bench/spawn: needs root, runc and runsc (make deps)\n");
-		return 1;
-	}
-	if (b && *b)
-		snprintf(build, sizeof(build), "%s", b);
-	else if (!getcwd(build, sizeof(build) - 8))
-		return 1;
-	else
-		strcat(build, "/build");
-	if (sodium_init() < 0)
-		return 1;
-	signal(SIGINT, on_signal);
-	signal(SIGTERM, on_signal);
-	if (setup() < 0) {
-		cleanup();
-		return 1;
-	}
-	for (int k = 0; k < 2; k++)
-		for (int w = 0; w < 2; w++)
-			s[k][w] = calloc((size_t)n_spawns, sizeof(struct sample));
-	/* warm-up: page cache, the image root, the runtimes' binaries */
-	for (int k = 0; k < 2; k++) {
-		spawn_lanternd(k ? yaml_runsc : yaml_runc);
-		spawn_bare(k, 0, 0);
-	}
 	for (int i = 0; i < n_spawns; i++) {
 		for (int k = 0; k < 2; k++) {
 			if (i % 2 == 0) {
@@ -810,7 +778,7 @@ int main(int argc, char **argv)
 		       l.p99);
 	}
 	fflush(stdout);
-	{
+	if (n_tput) {
 		int fl = 0, fb = 0;
 		double tl = throughput(0, &fl, NULL), tb = throughput(1, &fb, NULL);
 
@@ -820,6 +788,56 @@ int main(int argc, char **argv)
 		printf("%-20s %10.1f %8d\n", "lanternd (runc)", tl, fl);
 		bad += fl + fb;
 	}
+	return bad;
+}
+
+int main(int argc, char **argv)
+{
+	struct sample *s[2][2];
+	const char *b = getenv("LANTERN_BUILD");
+	int opt, bad = 0;
+
+	while ((opt = getopt(argc, argv, "n:m:c:p")) != -1) {
+		switch (opt) {
+		case 'n': n_spawns = atoi(optarg); break;
+		case 'm': n_tput = atoi(optarg); break;
+		case 'c': conc = atoi(optarg); break;
+		case 'p': pools_only = true; break;
+		default:
+			fprintf(stderr, "usage: %s [-n SPAWNS] [-m THROUGHPUT_SPAWNS] [-c CONCURRENCY] [-p]\n", argv[0]);
+			return 2;
+		}
+	}
+	if (n_spawns < 1 || n_tput < 0 || conc < 1 || conc > 64)
+		return 2;
+	if (geteuid() != 0 || access("/usr/sbin/runc", X_OK) || access("/usr/bin/runsc", X_OK)) {
+		fprintf(stderr, "bench/spawn: needs root, runc and runsc (make deps)\n");
+		return 1;
+	}
+	if (b && *b)
+		snprintf(build, sizeof(build), "%s", b);
+	else if (!getcwd(build, sizeof(build) - 8))
+		return 1;
+	else
+		strcat(build, "/build");
+	if (sodium_init() < 0)
+		return 1;
+	signal(SIGINT, on_signal);
+	signal(SIGTERM, on_signal);
+	if (setup() < 0) {
+		cleanup();
+		return 1;
+	}
+	for (int k = 0; k < 2; k++)
+		for (int w = 0; w < 2; w++)
+			s[k][w] = calloc((size_t)n_spawns, sizeof(struct sample));
+	/* warm-up: page cache, the image root, the runtimes' binaries */
+	for (int k = 0; k < 2; k++) {
+		spawn_lanternd(k ? yaml_runsc : yaml_runc);
+		spawn_bare(k, 0, 0);
+	}
+	if (!pools_only)
+		bad += cold_rows(s);
 	bad += pools_phase();
 	for (int k = 0; k < 2; k++)
 		for (int w = 0; w < 2; w++)

@@ -77,6 +77,9 @@ struct cgroup_stats {
 /* Reads the counters; one the layout does not offer stays 0. Fails only when the
  * instance's v2 directory is gone. */
 int cgroup_inst_stats(const struct cgroup_inst *c, struct cgroup_stats *out, struct lerr *e);
+/* cpu_seconds of cgroup_inst_stats alone (one file read, not the memory ones): 0 when
+ * the layout offers none or the instance is gone. */
+double cgroup_inst_cpu_seconds(const struct cgroup_inst *c);
 /* True while any process is in the instance. */
 bool cgroup_inst_populated(const struct cgroup_inst *c);
 /* Sends sig to every process in the instance (SIGKILL through cgroup.kill when the

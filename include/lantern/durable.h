@@ -54,11 +54,13 @@ int durable_subscribe(struct durable *d, struct runs *t, struct lerr *e);
 struct journal_store *durable_store(struct durable *d);
 /* Where the harness API's HTTP is served: in lanternd's own process (the default), or
  * by the unprivileged lantern-wire, which hands over typed calls. A transport serves a
- * run's socket (created at path) and carries answers back to the caller (peer). */
+ * run's socket (created at path, or fd when it is one already bound and listening
+ * there: a claimed sandbox's; the transport owns it, even on error) and carries
+ * answers back to the caller (peer). */
 struct durable_run;
 struct harness_call;
 struct durable_transport {
-	int (*listen)(void *arg, struct durable_run *du, const char *path, void **listener,
+	int (*listen)(void *arg, struct durable_run *du, const char *path, int fd, void **listener,
 		      struct lerr *e);
 	void (*unlisten)(void *arg, void *listener);
 	void (*reply)(void *arg, void *peer, int status, const char *json, size_t len);

@@ -149,6 +149,19 @@ struct journal;
  * entry become durable with the first sync (journal_sync or the syncer). */
 int journal_create(const char *path, const struct journal_opts *o, struct journal **out,
 		   struct lerr *e);
+/* A journal made ahead of its run (a pooled sandbox's, docs/pools.md): creates path
+ * (must not exist), format 2, with the magic and JOURNAL_PREALLOC_MIN bytes
+ * preallocated, and makes the file (its size and blocks) and its directory entry
+ * durable. No record: it is nobody's journal until journal_open_premade. Blocking
+ * (fsync): for a worker thread. */
+int journal_premake(const char *path, struct lerr *e);
+/* Opens a journal journal_premake made, for its run's first record. Refuses (-EEXIST)
+ * anything but a format 2 journal with no record. settle_up: the directory whose
+ * entry must still become durable with the first sync (journal_sync or the syncer):
+ * 1, the file's own directory; 2, the one above it (the file's directory was renamed
+ * into it since the journal was made); 0, none. */
+int journal_open_premade(const char *path, const struct journal_opts *o, unsigned settle_up,
+			 struct journal **out, struct lerr *e);
 /* Opens for appending after verifying every record (cb may be NULL). A torn tail is
  * truncated (with the preallocated space after it) and counted in info->torn_bytes;
  * corruption fails with -EBADMSG. A format 1 journal stays format 1. */

@@ -20,6 +20,9 @@
  *     prepared(r)             egress policy in the maps, telemetry registered, the
  *                             harness socket listening: all before the workload
  *     env(r, env)             what the workload's environment gets from each
+ *     ready(r)                may refuse: the last point before the workload, to
+ *                             wait for what a subscriber began earlier off the loop
+ *                             and must be done first (run_started durable)
  *     runtime start           the workload runs; status running, run.json saved
  *     started(r)
  *   step_begun / step_ended   a journaled step (from the durable subscriber)
@@ -108,6 +111,9 @@ struct run_claim {
 	int64_t ready_ns;              /* CLOCK_REALTIME when it was ready (its wait is not billed) */
 	struct runtime_sandbox *sandbox;
 	int waiter_fd;                 /* taken (set to -1) by the runtime's claim op */
+	int harness_fd;                /* the harness socket, bound and listening in the
+					* sandbox's harness/ since its making, or -1; taken
+					* by the durable subscriber (run_take_harness_fd) */
 	void (*done)(void *arg, struct run_claim *c, const char *why);
 	void *arg;
 };
@@ -157,6 +163,7 @@ struct run_hooks {
 	int (*resumed)(void *arg, struct run *r, struct lerr *e);
 	int (*prepared)(void *arg, struct run *r, struct lerr *e);
 	void (*env)(void *arg, struct run *r, struct run_env *env);
+	int (*ready)(void *arg, struct run *r, struct lerr *e);
 	void (*started)(void *arg, struct run *r);
 	void (*step_begun)(void *arg, struct run *r, const char *step_id);
 	void (*step_ended)(void *arg, struct run *r, const struct run_step *s);
@@ -282,6 +289,9 @@ uint32_t run_dns_ip4(const struct run *r);
  * had been waiting when it was claimed (never billed to the run). */
 const char *run_pool(const struct run *r);
 int64_t run_pool_waited_ms(const struct run *r);
+/* A claimed run's harness socket, bound when its sandbox was made (struct run_claim):
+ * the caller owns it from now on. -1 for a cold start, or when already taken. */
+int run_take_harness_fd(struct run *r);
 /* A cold start after a claim that failed: the reason, else NULL. */
 const char *run_pool_fallback(const struct run *r);
 /* The submit's prefetch while the admitted and resumed hooks run (they may take what

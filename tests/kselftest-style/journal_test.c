@@ -962,15 +962,61 @@ static void test_store(void)
 	tl_pg_stop(&pg);
 }
 
+/* A journal made ahead (a pooled sandbox's): no record, 64 KiB preallocated; opened
+ * for its run from another directory it was renamed to, the run's records follow; a
+ * journal with a record is never taken for one made ahead. */
+static void test_premade(void)
+{
+	char sub[600], moved[600], path[700];
+	const char *p = jpath("premade");
+	struct journal_scan info;
+	struct journal *j = NULL;
+	struct lerr e = { 0 };
+	int err;
+
+	snprintf(sub, sizeof(sub), "%s/sandbox", dir);
+	snprintf(moved, sizeof(moved), "%s/run", dir);
+	util_mkdir_p(sub, 0700);
+	snprintf(path, sizeof(path), "%s/journal", sub);
+	err = journal_premake(path, &e);
+	tap_ok(err == 0 && journal_scan(path, NULL, NULL, &info, &e) == 0 && info.version == 2 && !info.records &&
+	       info.bytes == JOURNAL_MAGIC_LEN && info.free_bytes == JOURNAL_PREALLOC_MIN - JOURNAL_MAGIC_LEN &&
+	       journal_premake(path, &e) == -EEXIST,
+	       "journal_premake: format 2, no record, %u bytes preallocated; never over an existing file (%s)",
+	       JOURNAL_PREALLOC_MIN, e.msg);
+	rename(sub, moved);
+	snprintf(path, sizeof(path), "%s/journal", moved);
+	e.msg[0] = '\0';
+	err = journal_open_premade(path, NULL, 2, &j, &e);
+	if (!err)
+		err = journal_append(j, JOURNAL_RUN_STARTED, "{\"run_id\":\"r-1\"}", 16, NULL, &e);
+	if (!err)
+		err = journal_sync(j, &e);
+	tap_ok(err == 0 && journal_durable_seq(j) == 1 && journal_allocated(j) == JOURNAL_PREALLOC_MIN &&
+	       journal_scan(path, NULL, NULL, &info, &e) == 0 && info.records == 1 && info.version == 2 && info.free_bytes,
+	       "journal_open_premade after the directory's rename: run_started goes into the preallocated space "
+	       "and is durable (%s)", e.msg);
+	journal_close(j);
+	j = NULL;
+	e.msg[0] = '\0';
+	err = journal_open_premade(path, NULL, 2, &j, &e);
+	unlink(p);
+	write_journal(p, 3, NULL);
+	tap_ok(err == -EEXIST && !j && journal_open_premade(p, NULL, 1, &j, &e) == -EEXIST && !j &&
+	       strstr(e.msg, "not a journal made ahead") != NULL,
+	       "a journal with records is never opened as one made ahead (%s)", e.msg);
+}
+
 int main(void)
 {
 	snprintf(dir, sizeof(dir), "/tmp/lantern-test-journal-%d", getpid());
 	util_mkdir_p(dir, 0700);
-	tap_plan(55);
+	tap_plan(58);
 	test_crc();
 	test_sha();
 	test_roundtrip();
 	test_prealloc();
+	test_premade();
 	test_torn_v2();
 	test_torn_v1();
 	test_old_format();

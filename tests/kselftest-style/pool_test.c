@@ -9,9 +9,12 @@
  * one claim (files, processes, environment) reaches the next, each sandbox is used
  * once and the pool refills; specs that do not fit start cold; a dead waiter is never
  * handed out; a failing claim falls back to a cold start with the reason logged and
- * recorded; trace, cost and receipt name the pool and the wait is not billed; kill -9
- * of lanternd with ready sandboxes and a claimed run: the run is adopted and ends,
- * the old sandboxes are reclaimed and never handed out; memory pressure gives ready
+ * recorded; trace, cost and receipt name the pool and the wait is not billed; a
+ * sandbox's journal is made ahead (no record) and becomes its claiming run's; lanternd
+ * dying between a claim and the exec resurrects no run and hands out no old sandbox;
+ * kill -9 of lanternd with ready sandboxes and a claimed run: the run is adopted and
+ * ends, the old sandboxes are reclaimed, never handed out, none comes back as a run;
+ * memory pressure gives ready
  * sandboxes back; a clean stop leaves no sandbox behind.
  *
  * Network traffic stays on this machine: workloads reach only the test bridge's own
@@ -23,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -31,7 +35,7 @@
 #include "testlib.h"
 #include "lantern/util.h"
 
-#define POINTS 24
+#define POINTS 29
 
 static struct tl_env T;
 static struct tl_net net;
@@ -133,6 +137,16 @@ static json_t *record_of(const char *id)
 			found = json_incref(r);
 	json_decref(runs);
 	return found;
+}
+
+/* Runs lanternd knows (lantern ps --json), live and ended. */
+static int runs_count(void)
+{
+	json_t *runs = lantern_json("ps --json");
+	int n = json_is_array(runs) ? (int)json_array_size(runs) : -1;
+
+	json_decref(runs);
+	return n;
 }
 
 static const char *pool_name_of(json_t *rec)
@@ -239,6 +253,13 @@ static void test_fill(void)
 	tap_ok(tl_has(maps, "[0]"), "its cgroup is in the egress maps with network none before any run has it: %s",
 	       tl_oneline(maps));
 	free(maps);
+	/* the journal of the run that will claim it, made ahead: format 2, preallocated,
+	 * not a single record (nobody's journal yet) */
+	tl_lantern(&T, &out, NULL, "journal verify %s/pool/%s/journal", T.state, n ? ids[0] : "none");
+	tap_ok(tl_has(out, "ok: 0 records, 8 bytes (format 2, 65528 bytes preallocated after them)"),
+	       "a ready sandbox's journal is made ahead: format 2, 64 KiB preallocated, no record: %s",
+	       tl_oneline(out));
+	free(out);
 }
 
 /* ---- claims ---- */
@@ -279,7 +300,8 @@ static void test_env(void)
 	char id[32], inst[32], w1[64], w2[64], tp[40] = "", *out = NULL, *trace = NULL;
 	int rc = run_spec(spec("env", "  isolation: trusted\n  network: none\n  limits: {memory: 128Mi}\n"
 			       "  env:\n    - {name: GREETING, value: hello}\n",
-			       "[\"/bin/sh\", \"-c\", \"env | sort; test -S $LANTERN_HARNESS_SOCKET && echo harness-ok\"]"),
+			       "[\"/bin/sh\", \"-c\", \"env | sort; test -S $LANTERN_HARNESS_SOCKET && echo harness-ok; "
+			       "lantern-hcall GET /v1/input\"]"),
 			  &out, id, inst);
 	json_t *rec = record_of(id);
 
@@ -292,10 +314,22 @@ static void test_env(void)
 	       tl_has(out, w1) && tl_has(out, w2) &&
 	       strlen(tp) == 32 && tl_has(trace, tp) && tl_has(out, "LANTERN_HARNESS_SOCKET=/run/lantern/harness/harness.sock") &&
 	       tl_has(out, "LANTERN_IDENTITY_TOKEN=/run/lantern/identity/token") && tl_has(out, "harness-ok") &&
+	       tl_has(out, "HTTP/1.1 200") &&
 	       tl_has(out, "PATH=/usr/sbin:/usr/bin:/sbin:/bin"),
 	       "the claimed workload's environment is the run's: LANTERN_RUN_ID %s, LANTERN_INSTANCE_ID %s, "
-	       "TRACEPARENT of its trace, spec.env, the image's PATH, the harness socket: %s", id, inst, tl_oneline(out));
+	       "TRACEPARENT of its trace, spec.env, the image's PATH, the harness socket (bound with the sandbox, "
+	       "served for the run: GET /v1/input answers 200): %s", id, inst, tl_oneline(out));
 	json_decref(rec);
+	free(out);
+	free(trace);
+	/* its journal is the one made with the sandbox: run_started first, the run's */
+	tl_lantern(&T, &out, NULL, "journal %s", id);
+	snprintf(w1, sizeof(w1), "run %s instance %s", id, inst);
+	tl_lantern(&T, &trace, NULL, "journal verify %s", id);
+	tap_ok(tl_has(out, "    1 ") && tl_has(out, "run_started") && tl_has(out, w1) && tl_has(out, "run_completed") &&
+	       tl_has(trace, "ok: ") && tl_has(trace, "format 2"),
+	       "the claimed run's journal (made ahead with its sandbox) holds its run_started first and verifies: %s | %s",
+	       tl_oneline(out), tl_oneline(trace));
 	free(out);
 	free(trace);
 }
@@ -466,11 +500,56 @@ static void test_billing(void)
 	free(receipt);
 }
 
+/* lanternd dies between a claim and the exec: right after the claim's run_started
+ * record is appended (LANTERN_TEST_CRASH_AT=1: the first append since its start; the
+ * sandbox's directory is already renamed to the run's), before it is synced and before
+ * the waiter is told anything. The workload never ran, and the next lanternd finds no
+ * run: a run whose start nobody saw is not resurrected (no run.json), and the claimed
+ * sandbox is reclaimed with the others, never handed out again. */
+static void test_crash_at_claim(void)
+{
+	char ids[8][32], id[32], inst[32], *out = NULL, *ps = NULL;
+	int n, st, rc;
+	bool reused = false, gone = true;
+	json_t *rec;
+
+	tl_daemon_stop(&T, SIGTERM);
+	setenv("LANTERN_TEST_CRASH_AT", "1", 1);
+	rc = tl_daemon_start(&T, flags);
+	unsetenv("LANTERN_TEST_CRASH_AT");
+	wait_ready("runc-none", 2, 60000);
+	n = ready_instances("runc-none", ids, 8);
+	tl_lantern(&T, &out, NULL, "run %s", spec("crash-claim", "  isolation: trusted\n  network: none\n"
+						  "  limits: {memory: 128Mi}\n", "[\"/bin/echo\", \"it-ran\"]"));
+	st = tl_daemon_stop(&T, SIGKILL);
+	tap_ok(rc == 0 && n >= 2 && WIFEXITED(st) && WEXITSTATUS(st) == 86 && !tl_has(out, "it-ran"),
+	       "lanternd exits at the claim's run_started append (before its sync and the exec); the workload did "
+	       "not run: %s", tl_oneline(out));
+	free(out);
+	out = NULL;
+	tl_daemon_start(&T, flags);
+	tl_lantern(&T, &ps, NULL, "ps");
+	for (int i = 0; i < n; i++)
+		gone &= !instance_exists(ids[i]);
+	wait_ready("runc-none", 2, 60000);
+	rc = run_spec(spec("after-crash", "  isolation: trusted\n  network: none\n  limits: {memory: 128Mi}\n",
+			   "[\"/bin/echo\", \"fresh\"]"), &out, id, inst);
+	rec = record_of(id);
+	for (int i = 0; i < n; i++)
+		reused |= !strcmp(ids[i], inst);
+	tap_ok(!tl_has(ps, "crash-claim") && gone && rc == 0 && tl_has(out, "fresh") && pool_name_of(rec) && !reused,
+	       "after it, no run is resurrected from the claim, the sandboxes ready before (the claimed one too) are "
+	       "reclaimed, and the next claim gets a fresh one (%s)", inst);
+	json_decref(rec);
+	free(out);
+	free(ps);
+}
+
 /* kill -9 of lanternd with ready sandboxes and a claimed run under way. */
 static void test_restart(void)
 {
 	char before[8][32], ids[4][32], id[32], inst[32], rid[32] = "", rinst[32] = "", *out = NULL, *logs = NULL;
-	int nb = 0, n;
+	int nb = 0, n, runs_before, runs_after;
 	bool reused = false, reclaimed = true;
 	json_t *rec;
 
@@ -498,8 +577,10 @@ static void test_restart(void)
 		json_decref(runs);
 		usleep(100000);
 	}
+	runs_before = runs_count();
 	tl_daemon_stop(&T, SIGKILL);
 	tl_daemon_start(&T, flags);
+	runs_after = runs_count();
 	/* the claimed run: adopted, it ends as it would have */
 	for (int i = 0; i < 100; i++) {
 		rec = record_of(rid);
@@ -536,6 +617,9 @@ static void test_restart(void)
 	tap_ok(nb >= 3 && reclaimed && !reused && tl_log_contains(&T, "reclaiming cgroup"),
 	       "the %d sandboxes ready before the kill were reclaimed, never handed out; the pools refilled and new "
 	       "claims get fresh sandboxes", nb);
+	tap_ok(runs_before > 0 && runs_after == runs_before,
+	       "none of them, their journals made ahead, comes back as a run: %d runs before the kill, %d after it",
+	       runs_before, runs_after);
 }
 
 /* Claims as fast as the CLI goes: every one from the pool or cold, all succeed. */
@@ -696,6 +780,7 @@ int main(void)
 	test_failing_claim();
 	test_billing();
 	test_burst();
+	test_crash_at_claim();
 	test_restart();
 	test_pressure();
 	test_clean_stop();

@@ -502,6 +502,16 @@ static bool dir_cpu_seconds(const char *dir, double *out)
 	return false;
 }
 
+double cgroup_inst_cpu_seconds(const struct cgroup_inst *c)
+{
+	double v = 0;
+
+	for (int i = 0; i < c->ndirs; i++)
+		if (dir_cpu_seconds(c->dirs[i], &v))
+			break;
+	return v;
+}
+
 int cgroup_inst_stats(const struct cgroup_inst *c, struct cgroup_stats *out, struct lerr *e)
 {
 	static const char *const mem_files[] = { "memory.current", "memory.usage_in_bytes" };

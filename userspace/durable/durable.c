@@ -9,9 +9,12 @@
  * syncer and parks the answer; the syncer flushes a batch of journals and bumps an
  * eventfd; the loop then sends every parked answer whose record is durable. So one
  * flush serves every run that appended meanwhile (group commit), and the loop never
- * waits on the disk. Exceptions, on purpose: the run_started, run_resumed and
- * run_completed records are synced directly, because the run must not start (or be
- * reported ended) before they are on disk.
+ * waits on the disk. Exceptions, on purpose: the run_resumed and run_completed records
+ * are synced directly, because the run must not start (or be reported ended) before
+ * they are on disk; run_started is synced on a thread of its own (d->starts) while the
+ * run's other hooks go on, and the ready hook, the last one before the workload, waits
+ * for it: nothing runs before it is durable either. A claimed run's journal was made
+ * with its pooled sandbox (journal_premake) and is only opened here.
  *
  * With a journal store the same holds for the store's copy: the store thread commits
  * batches beside the syncer and bumps the same eventfd, and a parked answer goes out
@@ -130,6 +133,11 @@ static void du_free(struct durable_run *du)
 	if (du->listener)
 		du->d->tp->unlisten(du->d->tp_arg, du->listener);
 	if (du->j) {
+		/* the start syncer holds it only until on_ready has seen run_started durable
+		 * (start_seq 0); the group syncer is asked for it only after that, when the
+		 * workload calls: so the two never share the journal's queue fields */
+		if (du->start_seq)
+			journal_syncer_forget(du->d->starts, du->j);
 		journal_syncer_forget(du->d->syncer, du->j);
 		journal_close(du->j);
 	}
@@ -347,16 +355,32 @@ static int du_open(struct durable *d, struct run *r, struct lerr *e)
 
 static int du_listen(struct durable *d, struct durable_run *du, struct lerr *e)
 {
-	int err;
+	int err, fd;
 
 	if (du->listener)
 		return 0;
+	/* a claimed sandbox's socket was bound when it was made (pool.c) */
+	if ((fd = run_take_harness_fd(du->r)) >= 0)
+		return d->tp->listen(d->tp_arg, du, du->sock, fd, &du->listener, e);
 	if ((err = util_mkdir_p(du->dir, 0755)) < 0)
 		return lerr_set(e, err, "harness: socket directory %s: %s", du->dir, strerror(-err));
-	return d->tp->listen(d->tp_arg, du, du->sock, &du->listener, e);
+	return d->tp->listen(d->tp_arg, du, du->sock, -1, &du->listener, e);
 }
 
 /* ---- the run hooks ---- */
+
+/* A new run's journal. A claimed run's was made with its pooled sandbox (pool.c,
+ * journal_premake: created, preallocated, durable in the sandbox's directory), which
+ * was renamed to the run's since: what is left to make durable with run_started is
+ * that rename, the entry in STATE/runs (two levels above the file). A cold run's is
+ * created now, its entry in the run's directory synced with run_started. */
+static int journal_begin(struct run *r, const char *path, const struct journal_opts *o,
+			 struct journal **out, struct lerr *e)
+{
+	if (run_pool(r))
+		return journal_open_premade(path, o, 2, out, e);
+	return journal_create(path, o, out, e);
+}
 
 static int on_admitted(void *arg, struct run *r, json_t *input, struct lerr *e)
 {
@@ -378,7 +402,7 @@ static int on_admitted(void *arg, struct run *r, json_t *input, struct lerr *e)
 		return lerr_set(e, -err, "run refused: its journal cannot be replicated: %s", why);
 	}
 	journal_file(r, path, sizeof(path));
-	if ((err = journal_create(path, &o, &du->j, e)) < 0) {
+	if ((err = journal_begin(r, path, &o, &du->j, e)) < 0) {
 		du_free(du);
 		return err;
 	}
@@ -391,11 +415,35 @@ static int on_admitted(void *arg, struct run *r, json_t *input, struct lerr *e)
 			"created", (json_int_t)run_created(r));
 	err = append_json(du, JOURNAL_RUN_STARTED, rec, &seq, e);
 	json_decref(rec);
-	if (err < 0 || (err = journal_sync(du->j, e)) < 0 || (err = store_wait(du, seq, e)) < 0) {
+	if (err < 0) {
 		du_free(du);
 		return err;
 	}
+	/* durable while the other hooks run; on_ready waits for it */
+	du->start_seq = seq;
+	journal_syncer_request(d->starts, du->j);
 	run_set_slot(r, d->slot, du);
+	return 0;
+}
+
+/* Nothing runs before its run_started record is durable, in the file (the directory
+ * entry that reaches it included) and in the store when there is one. */
+static int on_ready(void *arg, struct run *r, struct lerr *e)
+{
+	struct durable *d = arg;
+	struct durable_run *du = du_of(d, r);
+	uint64_t seq;
+	int err;
+
+	if (!du || !du->start_seq)
+		return 0;
+	seq = du->start_seq;
+	if ((err = journal_syncer_wait(d->starts, du->j, seq)) < 0)
+		return lerr_set(e, -err, "journal %s: run_started is not durable: %s", journal_path(du->j),
+				strerror(-err));
+	if ((err = store_wait(du, seq, e)) < 0)
+		return err;
+	du->start_seq = 0;
 	return 0;
 }
 
@@ -610,6 +658,7 @@ static const struct run_hooks durable_hooks = {
 	.resumed = on_resumed,
 	.prepared = on_prepared,
 	.env = on_env,
+	.ready = on_ready,
 	.ended = on_ended,
 	.adopted = on_adopted,
 	.can_resume = on_can_resume,
@@ -671,9 +720,11 @@ int durable_open(struct loop *l, const struct durable_opts *o, struct meter *m, 
 		return err;
 	}
 	if ((err = loop_add(l, d->efd, EPOLLIN, on_synced, d)) < 0 ||
-	    (err = journal_syncer_start(d->efd, &d->syncer, e)) < 0) {
+	    (err = journal_syncer_start(d->efd, &d->syncer, e)) < 0 ||
+	    (err = journal_syncer_start(-1, &d->starts, e)) < 0) {
 		if (!e->msg[0])
 			lerr_set(e, err, "durable: watching the syncer: %s", strerror(-err));
+		journal_syncer_stop(d->syncer);
 		close(d->efd);
 		free(d);
 		return err;
@@ -686,6 +737,7 @@ int durable_open(struct loop *l, const struct durable_opts *o, struct meter *m, 
 		};
 
 		if ((err = journal_store_open(&so, &d->store, e)) < 0) {
+			journal_syncer_stop(d->starts);
 			journal_syncer_stop(d->syncer);
 			loop_del(l, d->efd);
 			close(d->efd);

@@ -21,6 +21,11 @@ struct durable {
 	struct runs *runs;
 	int slot;
 	struct journal_syncer *syncer;
+	/* run_started records, each synced on this thread of its own while the run's
+	 * other hooks go on; the workload starts once it is durable (the ready hook). Its
+	 * own thread: at most one start is in flight (the loop waits for it), so a batch is
+	 * one journal and one fdatasync, never a syncfs behind the runs' appends. */
+	struct journal_syncer *starts;
 	struct journal_store *store; /* or NULL */
 	int efd;
 	struct pending *pending;
@@ -36,6 +41,7 @@ struct durable_run {
 	void *listener;            /* the transport's, while the socket is served */
 	struct harness_state st;
 	struct harness_limits lim;
+	uint64_t start_seq;        /* run_started, until the ready hook saw it durable */
 	char dir[PATH_MAX];        /* the socket's directory, RUN/harness */
 	char sock[PATH_MAX];
 };

@@ -37,9 +37,11 @@ static const struct harness_ops local_ops = {
 	.closed = on_closed,
 };
 
-static int local_listen(void *arg, struct durable_run *du, const char *path, void **listener,
+static int local_listen(void *arg, struct durable_run *du, const char *path, int fd, void **listener,
 			struct lerr *e)
 {
+	if (fd >= 0)
+		return harness_serve(du->d->loop, fd, &local_ops, du, (struct harness_server **)listener, e);
 	return harness_listen(du->d->loop, path, &local_ops, du, (struct harness_server **)listener, e);
 }
 

@@ -159,14 +159,18 @@ static void serve_listener(struct edge *g, struct listener *l)
 	send_msg(g, &m);
 }
 
-static int h_listen(void *arg, struct durable_run *du, const char *path, void **out, struct lerr *e)
+static int h_listen(void *arg, struct durable_run *du, const char *path, int fd, void **out,
+		    struct lerr *e)
 {
 	struct edge *g = arg;
 	struct listener *l = calloc(1, sizeof(*l));
 
-	if (!l)
+	if (!l) {
+		if (fd >= 0)
+			close(fd);
 		return lerr_set(e, ENOMEM, "harness: out of memory");
-	if ((l->fd = harness_bind(path, e)) < 0) {
+	}
+	if ((l->fd = fd >= 0 ? fd : harness_bind(path, e)) < 0) {
 		int err = l->fd;
 
 		free(l);

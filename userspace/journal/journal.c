@@ -79,20 +79,24 @@ static int write_all_at(int fd, const void *buf, size_t len, off_t off)
 	return 0;
 }
 
-static void sync_dir_of(const char *path)
+/* Syncs the directory up levels above path: 1 is the directory holding path, 2 the
+ * one holding that directory. */
+static void sync_dir_of(const char *path, unsigned up)
 {
 	char dir[PATH_MAX];
 	char *slash;
 	int fd;
 
 	snprintf(dir, sizeof(dir), "%s", path);
-	slash = strrchr(dir, '/');
-	if (!slash)
-		snprintf(dir, sizeof(dir), ".");
-	else if (slash == dir)
-		dir[1] = '\0';
-	else
-		*slash = '\0';
+	for (unsigned i = 0; i < up; i++) {
+		slash = strrchr(dir, '/');
+		if (!slash)
+			snprintf(dir, sizeof(dir), ".");
+		else if (slash == dir)
+			dir[1] = '\0';
+		else
+			*slash = '\0';
+	}
 	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd >= 0) {
 		fsync(fd);
@@ -100,12 +104,13 @@ static void sync_dir_of(const char *path)
 	}
 }
 
-/* After the file's first fdatasync: its directory entry too. Syncing the directory
- * after the file costs little (on ext4 the file's sync has committed the entry). */
+/* After the file's first fdatasync: the directory entry that makes it reachable too.
+ * Syncing the directory after the file costs little (on ext4 the file's sync has
+ * committed the entry). */
 void journal_dir_settle(struct journal *j)
 {
 	if (__atomic_exchange_n(&j->dir_unsynced, false, __ATOMIC_ACQ_REL))
-		sync_dir_of(j->path);
+		sync_dir_of(j->path, j->settle_up ? j->settle_up : 1);
 }
 
 static struct journal *journal_alloc(const char *path, const struct journal_opts *o)
@@ -152,6 +157,56 @@ int journal_create(const char *path, const struct journal_opts *o, struct journa
 	j->dev = st.st_dev;
 	j->version = 2;
 	j->size = j->alloc = JOURNAL_MAGIC_LEN;
+	*out = j;
+	return 0;
+}
+
+int journal_premake(const char *path, struct lerr *e)
+{
+	int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600), err;
+
+	if (fd < 0)
+		return lerr_set(e, errno, "journal %s: create ahead: %s", path, strerror(errno));
+	if ((err = write_all_at(fd, JOURNAL_MAGIC, JOURNAL_MAGIC_LEN, 0)) < 0) {
+		lerr_set(e, err, "journal %s: writing the header: %s", path, strerror(-err));
+		goto fail;
+	}
+	/* best effort, as journal_grow: without it the first record extends the file */
+	if (fallocate(fd, 0, JOURNAL_MAGIC_LEN, JOURNAL_PREALLOC_MIN - JOURNAL_MAGIC_LEN) < 0 &&
+	    errno != EOPNOTSUPP)
+		log_warn("journal %s: preallocating ahead: %s", path, strerror(errno));
+	if (fsync(fd) < 0) {
+		err = lerr_set(e, errno, "journal %s: fsync: %s", path, strerror(errno));
+		goto fail;
+	}
+	close(fd);
+	sync_dir_of(path, 1);
+	return 0;
+fail:
+	close(fd);
+	unlink(path);
+	return err;
+}
+
+int journal_open_premade(const char *path, const struct journal_opts *o, unsigned settle_up,
+			 struct journal **out, struct lerr *e)
+{
+	struct journal_scan info;
+	struct journal *j;
+	int err;
+
+	if ((err = journal_open(path, o, NULL, NULL, &info, &j, e)) < 0)
+		return err;
+	/* made ahead means nothing in it yet: a record (or anything but zeros after the
+	 * magic) is some other journal, never a new run's */
+	if (info.version != 2 || info.records || info.torn_bytes) {
+		journal_close(j);
+		return lerr_set(e, EEXIST, "journal %s: not a journal made ahead (format %u, %llu records, "
+				"%llu torn bytes): refusing to start a run in it", path, info.version,
+				(unsigned long long)info.records, (unsigned long long)info.torn_bytes);
+	}
+	j->settle_up = settle_up;
+	j->dir_unsynced = settle_up > 0;
 	*out = j;
 	return 0;
 }

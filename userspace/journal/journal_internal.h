@@ -24,6 +24,9 @@ struct journal {
 	/* syncer */
 	bool queued;                /* in the syncer's queue */
 	bool dir_unsynced;          /* created, directory entry not yet synced */
+	unsigned settle_up;         /* which directory's entry that is: 0 or 1, the file's
+				     * own; 2, the one above it (a journal made ahead, whose
+				     * directory was renamed since) */
 	int syncing;                /* batches in progress holding it */
 	uint64_t target;            /* seq the running batch makes durable */
 	int batch_err;              /* result of the running batch */

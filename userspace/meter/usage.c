@@ -228,7 +228,6 @@ static int on_admitted(void *arg, struct run *r, json_t *input, struct lerr *e)
 	if (!mr)
 		return lerr_set(e, ENOMEM, "meter: out of memory");
 	mr->t0 = trace_now_ns();
-	save(r, mr);
 	return 0;
 }
 
@@ -238,15 +237,25 @@ static int on_admitted(void *arg, struct run *r, json_t *input, struct lerr *e)
 static int on_prepared(void *arg, struct run *r, struct lerr *e)
 {
 	struct meter_run *mr = get(arg, r);
-	struct cgroup_stats st;
 
 	if (!mr)
 		return lerr_set(e, ENOMEM, "meter: out of memory");
 	mr->collected = false;
 	mr->cpu_live = 0;
-	mr->cpu_base = run_pool(r) && cgroup_inst_stats(run_cgroup(r), &st, NULL) == 0 ? st.cpu_seconds : 0;
+	mr->cpu_base = run_pool(r) ? cgroup_inst_cpu_seconds(run_cgroup(r)) : 0;
 	mr->mem_sample_ns = 0;
 	return 0;
+}
+
+/* usage.json once the workload runs, not before: nothing reads it until a restart,
+ * which loads only runs whose run.json exists, and the run module writes run.json
+ * after the started hooks (run.h). Until then the meter is in memory only. */
+static void on_started(void *arg, struct run *r)
+{
+	struct meter_run *mr = run_slot(r, ((struct meter *)arg)->slot);
+
+	if (mr)
+		save(r, mr);
 }
 
 /* The instance's last figures, before its cgroup and counters go. */
@@ -324,6 +333,7 @@ static const struct run_hooks meter_hooks = {
 	.name = "meter",
 	.admitted = on_admitted,
 	.prepared = on_prepared,
+	.started = on_started,
 	.collect = on_collect,
 	.ended = on_ended,
 	.free = on_free,

@@ -5,8 +5,10 @@
  * sandboxes back under memory pressure.
  *
  * A sandbox's life, each step on the loop unless said:
- *   MAKING    worker: its directory, its instance cgroup with the pool's limits
- *             loop: egress entry (network none), identity tmpfs, the waiter's socket
+ *   MAKING    worker: its directory, its run's journal (made ahead, no record), its
+ *             instance cgroup with the pool's limits
+ *             loop: egress entry (network none), identity tmpfs, the waiter's socket,
+ *             the claiming run's harness socket (bound, served by nobody yet)
  *   STARTING  worker: the runtime starts it (sandbox_start: the waiter as its first
  *             process); loop: its supervisor watched, the waiter's connection awaited
  *   READY     the waiter connected from inside the instance and said hello
@@ -30,7 +32,9 @@
 #include <unistd.h>
 
 #include "lantern/egress.h"
+#include "lantern/harness.h"
 #include "lantern/identity.h"
+#include "lantern/journal.h"
 #include "lantern/metrics.h"
 #include "lantern/pool.h"
 #include "lantern/runtime.h"
@@ -74,6 +78,7 @@ struct sandbox {
 	struct cgroup_inst cg;
 	bool cg_made, held, id_made;
 	int listen_fd, waiter_fd;
+	int harness_fd;                /* its run's harness socket, bound ahead (or -1) */
 	char hello[32];
 	size_t hello_n;
 	struct runtime_sandbox rs;
@@ -305,6 +310,8 @@ static void teardown_done(void *arg)
 		identity_instance_release(pl->o.identity, sb->inst);
 	if (sb->rs.shim_pidfd >= 0)
 		close(sb->rs.shim_pidfd);
+	if (sb->harness_fd >= 0)
+		close(sb->harness_fd);
 	unlink_sb(sb);
 	free(sb);
 	if (!pl->closing)
@@ -515,17 +522,38 @@ static int listen_waiter(struct sandbox *sb, struct lerr *e)
 
 /* ---- filling ---- */
 
-/* Worker: the directory and the instance cgroup. */
+/* The claiming run's harness socket, bound now so a claim does not create it (on the
+ * loop, beside the sandbox's other records; harness_bind sets the file's mode itself,
+ * so a worker could as well); nothing serves it
+ * until a run takes it, and a connection before then waits in its backlog, never
+ * answered by anyone but that run. */
+static int bind_harness(struct sandbox *sb, struct lerr *e)
+{
+	char path[PATH_MAX + 32];
+
+	snprintf(path, sizeof(path), "%s/harness.sock", sb->harness);
+	sb->harness_fd = harness_bind(path, e);
+	return sb->harness_fd < 0 ? sb->harness_fd : 0;
+}
+
+/* Worker: the directory, the journal of the run that will claim the sandbox (made
+ * ahead: created, preallocated and durable here, so a claim pays only for its
+ * run_started record; it holds no record until then, and a sandbox never claimed is
+ * removed with its directory), and the instance cgroup. */
 static void make_work(void *arg)
 {
 	struct sandbox *sb = arg;
 	struct pool_one *po = sb->po;
+	char journal[PATH_MAX + 16];
 	int err;
 
 	if ((err = util_mkdir_p(sb->harness, 0755)) < 0 || (err = util_mkdir_p(sb->waiter_dir, 0755)) < 0) {
 		sb->err = lerr_set(&sb->e, err, "%s: %s", sb->dir, strerror(-err));
 		return;
 	}
+	snprintf(journal, sizeof(journal), "%s/journal", sb->dir);
+	if ((sb->err = journal_premake(journal, &sb->e)) < 0)
+		return;
 	if ((sb->err = cgroup_inst_create(po->pl->o.cg, sb->inst, &po->tmpl->limits, po->pl->o.pids_max,
 					  &sb->cg, &sb->e)) == 0)
 		sb->cg_made = true;
@@ -587,7 +615,7 @@ static void make_done(void *arg)
 		return;
 	}
 	sb->id_made = true;
-	if (listen_waiter(sb, &e) < 0) {
+	if (listen_waiter(sb, &e) < 0 || bind_harness(sb, &e) < 0) {
 		fill_failed(sb, e.msg);
 		return;
 	}
@@ -624,7 +652,7 @@ static void fill_one(struct pool_one *po)
 	if (!sb)
 		return;
 	sb->po = po;
-	sb->listen_fd = sb->waiter_fd = sb->rs.shim_pidfd = -1;
+	sb->listen_fd = sb->waiter_fd = sb->harness_fd = sb->rs.shim_pidfd = -1;
 	sb->inst[0] = 'i';
 	sb->inst[1] = '-';
 	util_random_hex(sb->inst + 2, 6);
@@ -743,6 +771,11 @@ static void on_claim_done(void *arg, struct run_claim *c, const char *why)
 	struct sandbox *sb = arg;
 	struct pool_one *po = sb->po;
 
+	/* a harness socket no run took goes with the sandbox */
+	if (c->harness_fd >= 0) {
+		close(c->harness_fd);
+		c->harness_fd = -1;
+	}
 	if (!why) {
 		if (sb->rs.state)
 			log_warn("pool %s: sandbox %s was claimed but its runtime did not take it", po->d.name, sb->inst);
@@ -802,6 +835,8 @@ static int on_claim(void *arg, struct run *r, const struct spec *s, struct run_c
 		c->sandbox = &take->rs;
 		c->waiter_fd = take->waiter_fd;
 		take->waiter_fd = -1;
+		c->harness_fd = take->harness_fd;
+		take->harness_fd = -1;
 		c->done = on_claim_done;
 		c->arg = take;
 		schedule(pl, 0);

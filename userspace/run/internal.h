@@ -15,6 +15,9 @@ struct run {
 	char instance_id[32];       /* i-<12 hex>; a resumed run gets a new one */
 	char dir[PATH_MAX];         /* STATE/runs/<id> */
 	char *file;                 /* the spec's name, as submitted */
+	const char *yaml;           /* the spec as submitted, during runs_start only: run_start
+				     * writes it to spec.yaml once the workload runs */
+	size_t yaml_len;
 	char tenant[64];
 	char ref[64];               /* the control plane's id of the run, or "" */
 	int64_t epoch;              /* its lease's fencing epoch */

@@ -72,6 +72,15 @@ int64_t run_pool_waited_ms(const struct run *r) { return r->pool_waited_ms; }
 const char *run_pool_fallback(const struct run *r) { return r->pool_fallback[0] ? r->pool_fallback : NULL; }
 struct run_prefetch *run_prefetch(const struct run *r) { return r->prefetch; }
 
+int run_take_harness_fd(struct run *r)
+{
+	int fd = r->claim_open ? r->claim.harness_fd : -1;
+
+	if (r->claim_open)
+		r->claim.harness_fd = -1;
+	return fd;
+}
+
 void run_set_slot(struct run *r, int slot, void *v)
 {
 	if (slot >= 0 && slot < RUNS_MAX_SUBS)

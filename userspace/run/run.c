@@ -309,6 +309,17 @@ static int call_prepared(struct run *r, struct lerr *e)
 	return 0;
 }
 
+static int call_ready(struct run *r, struct lerr *e)
+{
+	struct runs *t = r->t;
+	int err;
+
+	for (int i = 0; i < t->nsubs; i++)
+		if (t->subs[i].h->ready && (err = t->subs[i].h->ready(t->subs[i].arg, r, e)) < 0)
+			return err;
+	return 0;
+}
+
 static uint64_t mono_us(void)
 {
 	return util_now_ns(CLOCK_MONOTONIC) / 1000;
@@ -329,6 +340,22 @@ static int take_sandbox(struct run *r, struct lerr *e)
 		return err;
 	r->cg_made = true;
 	return 0;
+}
+
+/* spec.yaml, durable, before run.json: with it, what a restart (after a power loss
+ * too) loads. Written once the workload runs, not before: nothing reads it until a
+ * restart, which loads only runs whose run.json exists. A run resumed after a restart
+ * has it already. */
+static void spec_save(struct run *r)
+{
+	char path[PATH_MAX + 16];
+	int err;
+
+	snprintf(path, sizeof(path), "%s/spec.yaml", r->dir);
+	err = r->yaml ? util_write_file_atomic(path, r->yaml, r->yaml_len) : util_fsync_path(path);
+	if (err < 0)
+		log_error("run %s: cannot write %s: %s: a restart cannot load this run", r->id, path,
+			  strerror(-err));
 }
 
 /* The runtime's preparation, the instance (limited and enforced before the workload
@@ -357,6 +384,10 @@ static int run_start(struct run *r, struct lerr *e)
 	if (!(env = run_env_new(r)))
 		return lerr_set(e, ENOMEM, "spawn: out of memory");
 	RUN_HOOKS(t, env, r, env);
+	if ((err = call_ready(r, e)) < 0) {
+		run_env_free(env);
+		return err;
+	}
 	t1 = mono_us();
 	err = r->rt_ops->start(r->rt, r, env, e);
 	run_env_free(env);
@@ -369,17 +400,11 @@ static int run_start(struct run *r, struct lerr *e)
 	if (r->spec->limits.timeout_ms)
 		r->timeout_timer = loop_timer_add(t->o.loop, r->spec->limits.timeout_ms, on_timeout, r);
 	r->status = RUN_RUNNING;
-	{
-		/* spec.yaml with run.json: what a restart after a power loss loads */
-		char path[PATH_MAX + 16];
-		int serr;
-
-		snprintf(path, sizeof(path), "%s/spec.yaml", r->dir);
-		if ((serr = util_fsync_path(path)) < 0)
-			log_warn("run %s: cannot sync %s: %s", r->id, path, strerror(-serr));
-	}
-	run_record_save(r);
+	spec_save(r);
+	/* the started hooks write their files (telemetry.json, usage.json) before
+	 * run.json: a restart loads a run only from run.json, and finds them with it */
 	RUN_HOOKS(t, started, r);
+	run_record_save(r);
 	log_info("run %s (%s): running on %s, instance %s, cgroup id %llu", r->id, r->spec->name,
 		 r->rt_ops->name, r->instance_id, (unsigned long long)r->cg.id);
 	return 0;
@@ -418,7 +443,7 @@ static void try_claim(struct run *r)
 
 	for (int i = 0; i < t->nsubs; i++) {
 		memset(&r->claim, 0, sizeof(r->claim));
-		r->claim.waiter_fd = -1;
+		r->claim.waiter_fd = r->claim.harness_fd = -1;
 		if (t->subs[i].h->claim && t->subs[i].h->claim(t->subs[i].arg, r, r->spec, &r->claim) == 0) {
 			r->claimed = r->claim_open = true;
 			snprintf(r->instance_id, sizeof(r->instance_id), "%s", r->claim.instance_id);
@@ -450,7 +475,6 @@ static int submit(struct runs *t, const struct run_submit *sub, bool may_claim, 
 	const struct runtime_ops *ops;
 	struct spec *s = NULL;
 	struct run *r;
-	char path[PATH_MAX + 16];
 	uint64_t t0 = mono_us();
 	void *rt;
 	int err, called = 0;
@@ -520,13 +544,10 @@ static int submit(struct runs *t, const struct run_submit *sub, bool may_claim, 
 		lerr_set(e, err, "spawn: run directory %s: %s", r->dir, strerror(-err));
 		goto fail;
 	}
-	/* not synced here: before the workload starts only its journal record must be
-	 * durable (the durable subscriber); run_start syncs this file with run.json */
-	snprintf(path, sizeof(path), "%s/spec.yaml", r->dir);
-	if ((err = util_write_file_replace(path, sub->yaml, sub->len)) < 0) {
-		lerr_set(e, err, "spawn: %s: %s", path, strerror(-err));
-		goto fail;
-	}
+	/* spec.yaml is written once the workload runs (run_start): before it only the
+	 * journal's run_started record must be durable (the durable subscriber) */
+	r->yaml = sub->yaml;
+	r->yaml_len = sub->len;
 	r->prefetch = sub->prefetch;
 	for (; called < t->nsubs; called++) {
 		const struct run_sub *sb = &t->subs[called];
@@ -543,6 +564,7 @@ static int submit(struct runs *t, const struct run_submit *sub, bool may_claim, 
 	if ((err = run_start(r, e)) < 0)
 		goto fail;
 	claim_settle(r, NULL);
+	r->yaml = NULL;
 	r->next = t->runs;
 	t->runs = r;
 	*out = r;

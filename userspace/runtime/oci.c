@@ -391,7 +391,8 @@ static int oci_claim(void *arg, struct run *r, struct run_claim *c, struct lerr 
 	if (or->netns_made)
 		inet_pton(AF_INET, or->gw, &gw);
 	run_set_network(r, true, gw.s_addr);
-	oci_record(r, or);
+	/* oci.json once the waiter has exec'd the workload (exec_pooled): only a restart
+	 * reads it, for a run whose run.json exists, which is written after the start */
 	return 0;
 }
 
@@ -440,6 +441,8 @@ static int exec_pooled(struct run *r, struct oci_run *or, struct run_env *env, s
 	err = spawn_waiter_exec(or->waiter_fd, argv, envp, p.cwd, WAITER_EXEC_TIMEOUT_MS, e);
 	close(or->waiter_fd);
 	or->waiter_fd = -1;
+	if (!err)
+		oci_record(r, or);
 out:
 	free(argv);
 	free(envp);

@@ -98,7 +98,6 @@ static int on_admitted(void *arg, struct run *r, json_t *input, struct lerr *e)
 		return lerr_set(e, ENOMEM, "telemetry: out of memory for run %s", run_id(r));
 	tm->t0 = trace_now_ns();
 	tm->drops_at_start = tm_node_drops(t);
-	tm_save(r, tm);
 	return 0;
 }
 
@@ -138,7 +137,9 @@ static int on_prepared(void *arg, struct run *r, struct lerr *e)
 		return err;
 	tm->collected = false;
 	tm->t_prepared = trace_now_ns();
-	tm_save(r, tm);
+	/* telemetry.json is written once the workload runs (on_started), before the run
+	 * module writes run.json: a restart never loads a run without it, so nothing
+	 * before the workload's first instruction waits on this file */
 	return 0;
 }
 
