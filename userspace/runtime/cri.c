@@ -57,7 +57,6 @@
 #define LABEL_INST "lantern.dev/agent-instance-id"
 #define LABEL_POOL "lantern.dev/pool"
 /* How long a claim waits for a pooled pod's waiter to exec the workload (as oci.c) */
-#define WAITER_EXEC_TIMEOUT_MS 250
 #define SANDBOX_MOUNTS 8
 
 struct runtime_cri {
@@ -82,12 +81,6 @@ struct runtime_cri {
 
 struct start_job;
 
-/* A node directory a pooled pod shows, by inode: a claiming run's must be it. */
-struct pod_mount {
-	char dest[128];
-	dev_t dev;
-	ino_t ino;
-};
 
 struct cri_run {
 	struct runtime_cri *o;
@@ -107,7 +100,7 @@ struct cri_run {
 	bool pooled;
 	int waiter_fd;
 	json_t *image_config;            /* the image's defaults, as containerd told them */
-	struct pod_mount mounts[SANDBOX_MOUNTS];
+	struct runtime_pooled_mount mounts[SANDBOX_MOUNTS];
 	size_t n_mounts;
 };
 
@@ -118,7 +111,7 @@ struct cri_sandbox {
 	char pod_id[80], ctr_id[80];
 	char seccomp[PATH_MAX + 16];
 	struct runtime_pod_binds binds;  /* its containers that bound (under o->mu) */
-	struct pod_mount mounts[SANDBOX_MOUNTS];
+	struct runtime_pooled_mount mounts[SANDBOX_MOUNTS];
 	size_t n_mounts;
 	json_t *image_config;
 	struct cri_sandbox *next;
@@ -659,15 +652,8 @@ static int cri_sandbox_start(void *arg, const struct runtime_sandbox_req *q, str
 	util_random_hex(cs->pod_uid, 16);
 	snprintf(cs->handler, sizeof(cs->handler), "lantern-%s", spec_isolation_name(s->isolation));
 	for (size_t i = 0; i < q->n_mounts && nm < SANDBOX_MOUNTS; i++) {
-		struct stat st;
-
-		if (stat(q->mounts[i].host, &st) < 0) {
-			err = lerr_set(e, errno, "pool: %s: %s", q->mounts[i].host, strerror(errno));
+		if ((err = runtime_pooled_mount_note(&cs->mounts[nm], q->mounts[i].host, q->mounts[i].sandbox, e)) < 0)
 			goto fail;
-		}
-		snprintf(cs->mounts[nm].dest, sizeof(cs->mounts[nm].dest), "%s", q->mounts[i].sandbox);
-		cs->mounts[nm].dev = st.st_dev;
-		cs->mounts[nm].ino = st.st_ino;
 		mounts[nm++] = (struct cri_mount){ q->mounts[i].host, q->mounts[i].sandbox, q->mounts[i].read_only };
 	}
 	cs->n_mounts = nm;
@@ -812,26 +798,16 @@ static int cri_claim(void *arg, struct run *r, struct run_claim *c, struct lerr 
 static int exec_pooled(struct runtime_cri *o, struct run *r, struct cri_run *cr, struct run_env *env,
 		       struct lerr *e)
 {
-	const struct run_env_mount *m;
-	size_t nm = run_env_mounts(env, &m), n, k;
-	char **argv = NULL, **envp = NULL;
-	struct oci_process p;
-	json_t *ic, *x;
+	char what[120];
+	json_t *ic;
 	int err;
 
-	for (size_t i = 0; i < nm; i++) {
-		struct stat st;
-		size_t b;
-
-		for (b = 0; b < cr->n_mounts && strcmp(cr->mounts[b].dest, m[i].sandbox); b++)
-			;
-		if (b == cr->n_mounts || stat(m[i].host, &st) < 0 || st.st_dev != cr->mounts[b].dev ||
-		    st.st_ino != cr->mounts[b].ino)
-			return lerr_set(e, EXDEV, "claim: the run shows %s at %s, which its pooled pod %s does not",
-					m[i].host, m[i].sandbox, cr->pod_id);
-	}
+	snprintf(what, sizeof(what), "pooled pod %s", cr->pod_id);
+	if ((err = runtime_pooled_mounts_match(cr->mounts, cr->n_mounts, env, what, e)) < 0)
+		return err;
 	if (!(ic = json_deep_copy(cr->image_config)))
 		return lerr_set(e, ENOMEM, "claim: out of memory");
+	/* the pod's process already runs as the image's user */
 	json_object_del(ic, "User");
 
 	struct oci_bundle_req br = {
@@ -839,31 +815,12 @@ static int exec_pooled(struct runtime_cri *o, struct run *r, struct cri_run *cr,
 		.spec = run_spec(r),
 		.lantern_env = run_env_strings(env, true),
 	};
-	err = oci_process_build(&br, &p, e);
+	err = runtime_pooled_exec(&cr->waiter_fd, &br, e);
 	json_decref(ic);
-	if (err < 0)
-		return err;
-	n = json_array_size(p.args);
-	k = json_array_size(p.env);
-	if (!(argv = calloc(n + 1, sizeof(*argv))) || !(envp = calloc(k + 1, sizeof(*envp)))) {
-		err = lerr_set(e, ENOMEM, "claim: out of memory");
-		goto out;
-	}
-	json_array_foreach(p.args, n, x)
-		argv[n] = (char *)json_string_value(x);
-	json_array_foreach(p.env, k, x)
-		envp[k] = (char *)json_string_value(x);
-	err = spawn_waiter_exec(cr->waiter_fd, argv, envp, p.cwd, WAITER_EXEC_TIMEOUT_MS, e);
-	close(cr->waiter_fd);
-	cr->waiter_fd = -1;
 	if (err == 0) {
 		cr->started = true;
 		poll_arm(o);
 	}
-out:
-	free(argv);
-	free(envp);
-	oci_process_free(&p);
 	return err;
 }
 

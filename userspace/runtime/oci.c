@@ -34,15 +34,8 @@
 /* How long a claim waits for a pooled sandbox's waiter to exec the workload: a waiter
  * that is stopped or stuck fails the claim (a cold start follows) instead of holding
  * the loop. */
-#define WAITER_EXEC_TIMEOUT_MS 250
 #define SANDBOX_BINDS 8
 
-/* A node directory a pooled sandbox shows, by inode: a claiming run's must be it. */
-struct sandbox_bind {
-	char dest[128];
-	dev_t dev;
-	ino_t ino;
-};
 
 struct runtime_oci {
 	struct loop *loop;
@@ -80,7 +73,7 @@ struct oci_run {
 	/* a pooled sandbox this run claimed: its waiter execs the workload at start */
 	bool pooled;
 	int waiter_fd;
-	struct sandbox_bind binds[SANDBOX_BINDS];
+	struct runtime_pooled_mount binds[SANDBOX_BINDS];
 	size_t nbinds;
 };
 
@@ -94,7 +87,7 @@ struct oci_sandbox {
 	char netns[PATH_MAX];
 	char ip[64], gw[64];
 	bool netns_made;
-	struct sandbox_bind binds[SANDBOX_BINDS];
+	struct runtime_pooled_mount binds[SANDBOX_BINDS];
 	size_t nbinds;
 	char *argv[24];
 };
@@ -266,15 +259,8 @@ static int oci_sandbox_start(void *arg, const struct runtime_sandbox_req *q, str
 		goto fail;
 	}
 	for (size_t i = 0; i < q->n_mounts && nb < SANDBOX_BINDS; i++) {
-		struct stat st;
-
-		if (stat(q->mounts[i].host, &st) < 0) {
-			err = lerr_set(e, errno, "pool: %s: %s", q->mounts[i].host, strerror(errno));
+		if ((err = runtime_pooled_mount_note(&ox->binds[nb], q->mounts[i].host, q->mounts[i].sandbox, e)) < 0)
 			goto fail;
-		}
-		snprintf(ox->binds[nb].dest, sizeof(ox->binds[nb].dest), "%s", q->mounts[i].sandbox);
-		ox->binds[nb].dev = st.st_dev;
-		ox->binds[nb].ino = st.st_ino;
 		binds[nb++] = (struct oci_bind){ q->mounts[i].host, q->mounts[i].sandbox, q->mounts[i].read_only };
 	}
 	ox->nbinds = nb;
@@ -402,52 +388,19 @@ static int oci_claim(void *arg, struct run *r, struct run_claim *c, struct lerr 
  * the claim fails: never a workload missing a mount it was promised. */
 static int exec_pooled(struct run *r, struct oci_run *or, struct run_env *env, struct lerr *e)
 {
-	const struct run_env_mount *m;
-	size_t nm = run_env_mounts(env, &m), n, k;
-	char **argv = NULL, **envp = NULL;
-	struct oci_process p;
-	json_t *x;
-	int err;
-
-	for (size_t i = 0; i < nm; i++) {
-		struct stat st;
-		size_t b;
-
-		for (b = 0; b < or->nbinds && strcmp(or->binds[b].dest, m[i].sandbox); b++)
-			;
-		if (b == or->nbinds || stat(m[i].host, &st) < 0 || st.st_dev != or->binds[b].dev ||
-		    st.st_ino != or->binds[b].ino)
-			return lerr_set(e, EXDEV, "claim: the run shows %s at %s, which its pooled sandbox does not",
-					m[i].host, m[i].sandbox);
-	}
 	struct oci_bundle_req br = {
 		.rootfs = or->img.rootfs,
 		.image_config = or->img.config,
 		.spec = run_spec(r),
 		.lantern_env = run_env_strings(env, true),
 	};
-	if ((err = oci_process_build(&br, &p, e)) < 0)
+	int err;
+
+	if ((err = runtime_pooled_mounts_match(or->binds, or->nbinds, env, "pooled sandbox", e)) < 0 ||
+	    (err = runtime_pooled_exec(&or->waiter_fd, &br, e)) < 0)
 		return err;
-	n = json_array_size(p.args);
-	k = json_array_size(p.env);
-	if (!(argv = calloc(n + 1, sizeof(*argv))) || !(envp = calloc(k + 1, sizeof(*envp)))) {
-		err = lerr_set(e, ENOMEM, "claim: out of memory");
-		goto out;
-	}
-	json_array_foreach(p.args, n, x)
-		argv[n] = (char *)json_string_value(x);
-	json_array_foreach(p.env, k, x)
-		envp[k] = (char *)json_string_value(x);
-	err = spawn_waiter_exec(or->waiter_fd, argv, envp, p.cwd, WAITER_EXEC_TIMEOUT_MS, e);
-	close(or->waiter_fd);
-	or->waiter_fd = -1;
-	if (!err)
-		oci_record(r, or);
-out:
-	free(argv);
-	free(envp);
-	oci_process_free(&p);
-	return err;
+	oci_record(r, or);
+	return 0;
 }
 
 static int oci_start(void *arg, struct run *r, struct run_env *env, struct lerr *e)

@@ -49,4 +49,24 @@ int runtime_pod_bind(struct runtime_pod_binds *pb, const struct runtime_oci *oci
 		     const char *owner, const char *pod_name, const char *pod_uid, const struct run_bind_req *b,
 		     json_t *answer, struct lerr *e);
 
+/* pooled.c: a claimed sandbox, in the OCI and CRI runtimes alike. A node directory the
+ * sandbox shows, by inode: a claiming run's must be it. */
+struct runtime_pooled_mount {
+	char dest[128];
+	dev_t dev;
+	ino_t ino;
+};
+
+struct oci_bundle_req;
+/* pm notes the directory host, shown at dest. */
+int runtime_pooled_mount_note(struct runtime_pooled_mount *pm, const char *host, const char *dest,
+			      struct lerr *e);
+/* 0 when every directory env shows is the one of the same destination in pm[0..n);
+ * else -EXDEV naming it (sandbox: what the run claimed, for the message). */
+int runtime_pooled_mounts_match(const struct runtime_pooled_mount *pm, size_t n, struct run_env *env,
+				const char *sandbox, struct lerr *e);
+/* The waiter at *waiter_fd execs the process br describes (oci_process_build, as a cold
+ * start's bundle would run it); the descriptor is closed (-1) once it was asked. */
+int runtime_pooled_exec(int *waiter_fd, const struct oci_bundle_req *br, struct lerr *e);
+
 #endif
