@@ -22,7 +22,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -30,6 +29,7 @@
 
 #include "tap.h"
 #include "testlib.h"
+#include "kubelib.h"
 #include "lantern/util.h"
 
 #define POINTS 17
@@ -41,54 +41,14 @@
 #define IMAGE "registry.example/lantern/agent@sha256:4a5e0b1c2d3e4f5061728394a5b6c7d8e9f00112233445566778899aabbccdde"
 
 static struct tl_env T;
-static pid_t server;
-static uint16_t port;
-static char base[64], out_dir[400];
+static struct tl_kube K = { .t = &T, .token = TOKEN, .node = NODE };
+static char out_dir[400];
 
 /* ---- the test API server ---- */
 
-static size_t collect(char *p, size_t sz, size_t n, void *arg)
-{
-	return fwrite(p, sz, n, arg);
-}
-
 static json_t *api(const char *method, const char *path, json_t *body, long *status)
 {
-	char url[512], ca[400], *buf = NULL, *out = NULL;
-	size_t len = 0;
-	struct curl_slist *h = NULL;
-	CURL *c = curl_easy_init();
-	FILE *f = open_memstream(&buf, &len);
-	json_t *res = NULL;
-
-	snprintf(url, sizeof(url), "%s%s", base, path);
-	snprintf(ca, sizeof(ca), "%s/ca.pem", T.dir);
-	h = curl_slist_append(h, "Authorization: Bearer " TOKEN);
-	h = curl_slist_append(h, "Content-Type: application/json");
-	curl_easy_setopt(c, CURLOPT_URL, url);
-	curl_easy_setopt(c, CURLOPT_CAINFO, ca);
-	curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
-	curl_easy_setopt(c, CURLOPT_WRITEDATA, f);
-	curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
-	if (body) {
-		out = json_dumps(body, JSON_COMPACT);
-		curl_easy_setopt(c, CURLOPT_POSTFIELDS, out);
-	}
-	if (curl_easy_perform(c) == CURLE_OK) {
-		fflush(f);
-		res = json_loadb(buf, len, 0, NULL);
-		if (status)
-			curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
-	}
-	fclose(f);
-	free(buf);
-	free(out);
-	json_decref(body);
-	curl_slist_free_all(h);
-	curl_easy_cleanup(c);
-	return res;
+	return tl_kube_api(&K, method, path, body, status);
 }
 
 /* Secret NS/name with data {key: value} (base64), made or replaced. */
@@ -127,67 +87,9 @@ static size_t secret_gets(const char *name)
 	return n;
 }
 
-static pid_t server_start(void)
-{
-	char cmd[2048], line[64] = "";
-	int p[2];
-	ssize_t n;
-	pid_t pid;
-
-	snprintf(cmd, sizeof(cmd), "exec node tests/kube-apiserver/server.js --cert %s/server.pem --key %s/server.key "
-		 "--ca %s/ca.pem --token " TOKEN " --node " NODE " --runtimeclasses deploy/daemonset/runtimeclasses.yaml "
-		 "2>>%s/apiserver.log", T.dir, T.dir, T.dir, T.dir);
-	if (pipe(p) < 0)
-		return -1;
-	if ((pid = fork()) == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGTERM);
-		dup2(p[1], 1);
-		close(p[0]);
-		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-		_exit(127);
-	}
-	tl_child_track(pid, SIGTERM);
-	close(p[1]);
-	n = read(p[0], line, sizeof(line) - 1);
-	close(p[0]);
-	if (n <= 0 || sscanf(line, "ready %hu", &port) != 1)
-		return -1;
-	snprintf(base, sizeof(base), "https://127.0.0.1:%u", port);
-	return pid;
-}
-
 static void stop_server(void)
 {
-	if (server > 0)
-		tl_child_stop(server, SIGTERM);
-	server = 0;
-}
-
-static bool certs(void)
-{
-	return tl_sh(NULL, NULL,
-		     "cd %s && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
-		     "-keyout ca.key -out ca.pem -subj /CN=kube-test-ca -days 2 2>/dev/null && "
-		     "openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout server.key "
-		     "-out server.csr -subj /CN=kube-apiserver 2>/dev/null && "
-		     "printf 'subjectAltName=IP:127.0.0.1\\n' > san.ext && "
-		     "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 "
-		     "-extfile san.ext -out server.pem 2>/dev/null", T.dir) == 0;
-}
-
-static const char *kubeconfig(void)
-{
-	char *b64 = NULL;
-	const char *out;
-
-	tl_sh(&b64, NULL, "base64 -w0 %s/ca.pem", T.dir);
-	out = tl_file(&T, "token.kubeconfig",
-		      "apiVersion: v1\nkind: Config\ncurrent-context: test\n"
-		      "clusters:\n- name: test\n  cluster:\n    server: %s\n    certificate-authority-data: %s\n"
-		      "contexts:\n- name: test\n  context:\n    cluster: test\n    user: lanternd\n"
-		      "users:\n- name: lanternd\n  user:\n    token: " TOKEN "\n", base, b64 ? b64 : "");
-	free(b64);
-	return out;
+	tl_kube_stop(&K);
 }
 
 /* ---- runs ---- */
@@ -319,13 +221,13 @@ int main(void)
 	util_random_hex(canary + 11, 12);
 	util_random_hex(rot1 + 8, 8);
 	util_random_hex(rot2 + 8, 8);
-	if (!certs() || (server = server_start()) <= 0) {
+	if (!tl_kube_certs(&T, false) || tl_kube_start(&K, NULL) <= 0) {
 		for (int i = 0; i < POINTS; i++)
 			tap_ok(false, "test API server could not start (see %s/apiserver.log)", T.dir);
 		return 1;
 	}
 	snprintf(extra, sizeof(extra), "--kubernetes --kubeconfig %s --node-name " NODE " --tenant " TENANT
-		 " --secret-ttl 2", kubeconfig());
+		 " --secret-ttl 2", tl_kube_kubeconfig(&K, "token.kubeconfig", "    token: " TOKEN "\n"));
 	if (!tap_ok(tl_daemon_start(&T, extra) == 0 && put_secret("db", "password", canary),
 		    "lanternd --kubernetes --secret-ttl 2 starts; Secret " NS "/db made")) {
 		for (int i = 1; i < POINTS; i++)

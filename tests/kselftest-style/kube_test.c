@@ -25,12 +25,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "tap.h"
 #include "testlib.h"
+#include "kubelib.h"
 #include "lantern/util.h"
 
 #define NODE "node-a"
@@ -40,57 +40,15 @@
 #define IMAGE "registry.example/lantern/agent@sha256:4a5e0b1c2d3e4f5061728394a5b6c7d8e9f00112233445566778899aabbccdde"
 
 static struct tl_env T;
-static pid_t server;
-static uint16_t port, metrics_port;
-static char base[64];
+static struct tl_kube K = { .t = &T, .token = TOKEN, .node = NODE };
+static uint16_t metrics_port;
 
 /* ---- the test API server ---- */
-
-static size_t collect(char *p, size_t sz, size_t n, void *arg)
-{
-	FILE *f = arg;
-
-	return fwrite(p, sz, n, f);
-}
 
 /* method path [body]: the server's JSON answer (NULL on a transport error). */
 static json_t *api(const char *method, const char *path, json_t *body, long *status)
 {
-	char url[512], ca[400], *buf = NULL, *out = NULL;
-	size_t len = 0;
-	struct curl_slist *h = NULL;
-	CURL *c = curl_easy_init();
-	FILE *f = open_memstream(&buf, &len);
-	json_t *res = NULL;
-
-	snprintf(url, sizeof(url), "%s%s", base, path);
-	snprintf(ca, sizeof(ca), "%s/ca.pem", T.dir);
-	h = curl_slist_append(h, "Authorization: Bearer " TOKEN);
-	h = curl_slist_append(h, "Content-Type: application/json");
-	curl_easy_setopt(c, CURLOPT_URL, url);
-	curl_easy_setopt(c, CURLOPT_CAINFO, ca);
-	curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
-	curl_easy_setopt(c, CURLOPT_WRITEDATA, f);
-	curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
-	if (body) {
-		out = json_dumps(body, JSON_COMPACT);
-		curl_easy_setopt(c, CURLOPT_POSTFIELDS, out);
-	}
-	if (curl_easy_perform(c) == CURLE_OK) {
-		fflush(f);
-		res = json_loadb(buf, len, 0, NULL);
-		if (status)
-			curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
-	}
-	fclose(f);
-	free(buf);
-	free(out);
-	json_decref(body);
-	curl_slist_free_all(h);
-	curl_easy_cleanup(c);
-	return res;
+	return tl_kube_api(&K, method, path, body, status);
 }
 
 static json_t *objects(void)
@@ -219,69 +177,6 @@ static char *invalid_calls(void)
 		}
 	fclose(f);
 	json_decref(log);
-	return out;
-}
-
-static pid_t server_start(void)
-{
-	char cmd[2048], line[64] = "";
-	int p[2];
-	ssize_t n;
-	pid_t pid;
-
-	snprintf(cmd, sizeof(cmd), "exec node tests/kube-apiserver/server.js --cert %s/server.pem --key %s/server.key "
-		 "--ca %s/ca.pem --token " TOKEN " --node " NODE " --runtimeclasses deploy/daemonset/runtimeclasses.yaml "
-		 "--bookmark-ms 200 2>>%s/apiserver.log", T.dir, T.dir, T.dir, T.dir);
-	if (pipe(p) < 0)
-		return -1;
-	if ((pid = fork()) == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGTERM);
-		dup2(p[1], 1);
-		close(p[0]);
-		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-		_exit(127);
-	}
-	tl_child_track(pid, SIGTERM);
-	close(p[1]);
-	n = read(p[0], line, sizeof(line) - 1);
-	close(p[0]);
-	if (n <= 0 || sscanf(line, "ready %hu", &port) != 1)
-		return -1;
-	snprintf(base, sizeof(base), "https://127.0.0.1:%u", port);
-	return pid;
-}
-
-/* A CA, the server's certificate for 127.0.0.1 and a client certificate. */
-static bool certs(void)
-{
-	return tl_sh(NULL, NULL,
-		     "cd %s && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
-		     "-keyout ca.key -out ca.pem -subj /CN=kube-test-ca -days 2 2>/dev/null && "
-		     "openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout server.key "
-		     "-out server.csr -subj /CN=kube-apiserver 2>/dev/null && "
-		     "printf 'subjectAltName=IP:127.0.0.1\\n' > san.ext && "
-		     "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 "
-		     "-extfile san.ext -out server.pem 2>/dev/null && "
-		     "openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout client.key "
-		     "-out client.csr -subj /CN=lanternd-test 2>/dev/null && "
-		     "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 "
-		     "-out client.pem 2>/dev/null", T.dir) == 0;
-}
-
-/* A kubeconfig with the CA inline and user credentials (YAML lines). */
-static const char *kubeconfig(const char *name, const char *user)
-{
-	char *b64 = NULL;
-	const char *out;
-
-	tl_sh(&b64, NULL, "base64 -w0 %s/ca.pem", T.dir);
-	out = tl_file(&T, name,
-		      "apiVersion: v1\nkind: Config\ncurrent-context: test\n"
-		      "clusters:\n- name: test\n  cluster:\n    server: %s\n    certificate-authority-data: %s\n"
-		      "contexts:\n- name: test\n  context:\n    cluster: test\n    user: lanternd\n"
-		      "users:\n- name: lanternd\n  user:\n%s",
-		      base, b64 ? b64 : "", user);
-	free(b64);
 	return out;
 }
 
@@ -419,9 +314,7 @@ static const char *pod_name(const char *id, char *buf, size_t len)
 
 static void stop_server(void)
 {
-	if (server > 0)
-		tl_child_stop(server, SIGTERM);
-	server = 0;
+	tl_kube_stop(&K);
 }
 
 int main(void)
@@ -443,7 +336,7 @@ int main(void)
 	tl_on_exit(stop_server);
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	metrics_port = (uint16_t)(21000 + getpid() % 20000);
-	if (!certs() || (server = server_start()) <= 0) {
+	if (!tl_kube_certs(&T, true) || tl_kube_start(&K, "--bookmark-ms 200") <= 0) {
 		for (int i = 0; i < 30; i++)
 			tap_ok(false, "test API server could not start (see %s/apiserver.log)", T.dir);
 		return 1;
@@ -451,9 +344,9 @@ int main(void)
 	tl_file(&T, "tenant.json", "{\"labels\": {\"pod-security.kubernetes.io/enforce\": \"privileged\"}, "
 		"\"resourceQuota\": {\"hard\": {\"pods\": \"50\", \"limits.memory\": \"64Gi\"}}, "
 		"\"limitRange\": {\"limits\": [{\"type\": \"Container\", \"max\": {\"memory\": \"16Gi\"}}]}}");
-	kc_token = strdup(kubeconfig("token.kubeconfig", "    token: " TOKEN "\n"));
-	kc_cert = strdup(kubeconfig("cert.kubeconfig", "    client-certificate: client.pem\n    client-key: client.key\n"));
-	kc_bad = strdup(kubeconfig("bad.kubeconfig", "    token: not-the-token\n"));
+	kc_token = strdup(tl_kube_kubeconfig(&K, "token.kubeconfig", "    token: " TOKEN "\n"));
+	kc_cert = strdup(tl_kube_kubeconfig(&K, "cert.kubeconfig", "    client-certificate: client.pem\n    client-key: client.key\n"));
+	kc_bad = strdup(tl_kube_kubeconfig(&K, "bad.kubeconfig", "    token: not-the-token\n"));
 
 	/* refused by the API server: alive, not ready, and says why */
 	ok = start(kc_bad, NULL) == 0 && wait_probe("/readyz", 503, "401 Unauthorized", 10000, &body);
@@ -841,7 +734,7 @@ int main(void)
 			 "KUBERNETES_SERVICE_HOST=127.0.0.1 KUBERNETES_SERVICE_PORT=%u exec %s/lanternd --state-dir %s "
 			 "--socket %s --bpffs %s --cgroup-root %s --kubernetes --node-name " NODE " --tenant " TENANT
 			 " --metrics-addr 127.0.0.1:%u --kube-start-timeout 2 >>%s 2>&1",
-			 T.dir, port, T.build, T.state, T.sock, T.bpffs, T.cgroot, metrics_port, T.log);
+			 T.dir, K.port, T.build, T.state, T.sock, T.bpffs, T.cgroot, metrics_port, T.log);
 		if ((pid = fork()) == 0) {
 			execlp("unshare", "unshare", "--mount", "--propagation", "private", "sh", "-c", cmd, (char *)NULL);
 			_exit(127);
