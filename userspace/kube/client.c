@@ -335,14 +335,16 @@ static int req_go(struct kube_req *q, struct lerr *e)
 	return 0;
 }
 
-int kube_request(struct kube *k, const char *method, const char *path, json_t *body,
-		 kube_done_fn done, void *arg, struct kube_req **out, struct lerr *e)
+/* A request made and sent; sensitive: its answer may hold a secret (kube.h). */
+static int request(struct kube *k, const char *method, const char *path, json_t *body, long timeout_ms,
+		   bool sensitive, kube_done_fn done, void *arg, struct kube_req **out, struct lerr *e)
 {
-	struct kube_req *q = req_new(k, method, path, body, REQUEST_TIMEOUT_MS, e);
+	struct kube_req *q = req_new(k, method, path, body, timeout_ms, e);
 	int err;
 
 	if (!q)
 		return -EIO;
+	q->sensitive = sensitive;
 	q->done = done;
 	q->arg = arg;
 	if ((err = req_go(q, e)) < 0)
@@ -352,22 +354,16 @@ int kube_request(struct kube *k, const char *method, const char *path, json_t *b
 	return 0;
 }
 
+int kube_request(struct kube *k, const char *method, const char *path, json_t *body,
+		 kube_done_fn done, void *arg, struct kube_req **out, struct lerr *e)
+{
+	return request(k, method, path, body, REQUEST_TIMEOUT_MS, false, done, arg, out, e);
+}
+
 int kube_get_sensitive(struct kube *k, const char *path, long timeout_ms, kube_done_fn done, void *arg,
 		       struct kube_req **out, struct lerr *e)
 {
-	struct kube_req *q = req_new(k, "GET", path, NULL, timeout_ms, e);
-	int err;
-
-	if (!q)
-		return -EIO;
-	q->sensitive = true;
-	q->done = done;
-	q->arg = arg;
-	if ((err = req_go(q, e)) < 0)
-		return err;
-	if (out)
-		*out = q;
-	return 0;
+	return request(k, "GET", path, NULL, timeout_ms, true, done, arg, out, e);
 }
 
 const char *kube_resp_why(const struct kube_resp *res, char *buf, size_t len)
