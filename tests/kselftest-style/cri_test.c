@@ -698,12 +698,28 @@ static void test_pool_stop(void)
 	char *out = NULL;
 
 	tl_daemon_stop(&T, SIGTERM);
-	tl_sh(&out, NULL, "%s containers ls -q | grep -c .; ls %s/state/io.containerd.grpc.v1.cri/netns 2>/dev/null | "
-	      "grep -c .; find /sys/fs/cgroup/*/%s /sys/fs/cgroup/%s -mindepth 1 -type d 2>/dev/null | grep -c .; "
-	      "ls %s/pool 2>/dev/null | grep -c .", ctr, ctd, T.cgroot, T.cgroot, T.state);
-	tap_ok(out && !strcmp(out, "0\n0\n0\n0\n"),
-	       "lanternd stopped (SIGTERM) with pooled pods ready leaves no pod or container, netns, cgroup or "
-	       "sandbox directory (%s)", tl_oneline(out));
+	/* counted again for up to 3 s before it is a failure: what containerd and runc
+	 * remove of a pod may still be going when lanternd has exited (one CI run saw 6
+	 * cgroup directories; the diagnostic below names them when it happens again) */
+	for (int i = 0; i < 30 && (!out || strcmp(out, "0\n0\n0\n0\n")); i++) {
+		if (out)
+			usleep(100000);
+		free(out);
+		out = NULL;
+		tl_sh(&out, NULL, "%s containers ls -q | grep -c .; ls %s/state/io.containerd.grpc.v1.cri/netns 2>/dev/null | "
+		      "grep -c .; find /sys/fs/cgroup/*/%s /sys/fs/cgroup/%s -mindepth 1 -type d 2>/dev/null | grep -c .; "
+		      "ls %s/pool 2>/dev/null | grep -c .", ctr, ctd, T.cgroot, T.cgroot, T.state);
+	}
+	if (!tap_ok(out && !strcmp(out, "0\n0\n0\n0\n"),
+		    "lanternd stopped (SIGTERM) with pooled pods ready leaves no pod or container, netns, cgroup or "
+		    "sandbox directory (%s)", tl_oneline(out))) {
+		char *left = NULL;
+
+		tl_sh(&left, NULL, "find /sys/fs/cgroup/*/%s /sys/fs/cgroup/%s -mindepth 1 -type d 2>/dev/null | head -20; "
+		      "grep -E 'pool|cgroup|sandbox' %s | tail -n 20", T.cgroot, T.cgroot, T.log);
+		tap_diag("left: %s", left ? left : "");
+		free(left);
+	}
 	free(out);
 }
 
