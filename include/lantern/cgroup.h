@@ -89,7 +89,9 @@ int cgroup_inst_signal(const struct cgroup_inst *c, int sig);
 int cgroup_inst_destroy(const struct cgroup_inst *c, int timeout_ms, struct lerr *e);
 /* Removes what is left of instance name in every hierarchy, those lanternd does not
  * manage included (an OCI runtime's cpuset, devices, freezer, ... directories made for
- * containers inside the instance): empty directories only, deepest first. */
+ * containers inside the instance): empty directories only, deepest first; one still
+ * busy (a container's last task exiting) is tried again for up to a second. Blocks:
+ * for workers and lanternd's start, not the loop's steady state. */
 void cgroup_inst_sweep(const struct cgroup_node *n, const char *name);
 /* Lists instance directory names under the subtree. *names must be freed (each and all). */
 int cgroup_node_list(const struct cgroup_node *n, char ***names, size_t *count);

@@ -691,27 +691,44 @@ int cgroup_node_sweep(const struct cgroup_node *n, struct lerr *e)
 	return 0;
 }
 
-void cgroup_inst_sweep(const struct cgroup_node *n, const char *name)
+/* One pass of cgroup_inst_sweep: true when nothing of rel is left in any hierarchy. */
+static bool sweep_once(const char *rel)
 {
-	char rel[PATH_MAX];
+	bool clean = true;
 	struct dirent *de;
-	DIR *d;
+	DIR *d = opendir(CG_MOUNT);
 
-	if (!inst_name_valid(name) || (size_t)snprintf(rel, sizeof(rel), "%s/%s", n->root, name) >= sizeof(rel))
-		return;
-	if (n->layout == CGROUP_UNIFIED || !(d = opendir(CG_MOUNT)))
-		return;
+	if (!d)
+		return true;
 	while ((de = readdir(d))) {
 		char mnt[PATH_MAX], path[PATH_MAX];
+		int err;
 
 		if (de->d_name[0] == '.' ||
 		    (size_t)snprintf(mnt, sizeof(mnt), CG_MOUNT "/%s", de->d_name) >= sizeof(mnt) ||
 		    !(fs_is(mnt, CGROUP_SUPER_MAGIC) || fs_is(mnt, CGROUP2_SUPER_MAGIC)) ||
 		    path_join(path, mnt, rel))
 			continue;
-		rmdir_tree(path);
+		if ((err = rmdir_tree(path)) < 0 && (err == -EBUSY || err == -ENOTEMPTY))
+			clean = false;
 	}
 	closedir(d);
+	return clean;
+}
+
+void cgroup_inst_sweep(const struct cgroup_node *n, const char *name)
+{
+	char rel[PATH_MAX];
+
+	if (!inst_name_valid(name) || (size_t)snprintf(rel, sizeof(rel), "%s/%s", n->root, name) >= sizeof(rel))
+		return;
+	if (n->layout == CGROUP_UNIFIED)
+		return;
+	/* a container's directory the runtime removes itself may still be going (its last
+	 * task exiting, its runtime's delete finishing): its parent is tried again, for
+	 * a second at most */
+	for (int tries = 0; !sweep_once(rel) && tries < 50; tries++)
+		sleep_ms(20);
 }
 
 int cgroup_node_list(const struct cgroup_node *n, char ***names, size_t *count)
