@@ -409,21 +409,10 @@ static void test_leftovers(void)
 #define POOL "cp"
 #define POOL_FIELDS "  network: allowlist_domain\n  limits:\n    memory: 128Mi\n"
 
-static json_t *lantern_json(const char *args)
-{
-	char *out = NULL;
-	json_t *j = NULL;
-
-	if (tl_lantern(&T, &out, NULL, "%s", args) == 0 && out)
-		j = json_loads(out, 0, NULL);
-	free(out);
-	return j;
-}
-
 /* The ready sandboxes' instance ids of the test's pool (up to max). */
 static int pool_ready(char ids[][32], int max)
 {
-	json_t *j = lantern_json("pools --json"), *p, *sb;
+	json_t *j = tl_lantern_json(&T, "pools --json"), *p, *sb;
 	size_t i, k;
 	int n = 0;
 
@@ -448,19 +437,6 @@ static bool pool_wait(int n, int ms)
 		usleep(200000);
 	}
 	return false;
-}
-
-/* The run's record from lantern ps --json (a new reference), or NULL. */
-static json_t *record_of(const char *id)
-{
-	json_t *runs = lantern_json("ps --json"), *r, *found = NULL;
-	size_t i;
-
-	json_array_foreach(runs, i, r)
-		if (!strcmp(json_string_value(json_object_get(r, "id")) ?: "", id))
-			found = json_incref(r);
-	json_decref(runs);
-	return found;
 }
 
 static const char *rec_str(json_t *rec, const char *k1, const char *k2)
@@ -561,7 +537,7 @@ static void test_pool_claim(void)
 	snprintf(argv, sizeof(argv), "[\"/bin/lantern-probe\", \"connect\", \"%s:%u\", \"connect\", \"%s:%u\", \"read\", "
 		 "\"/run/lantern/identity/token\"]", net.gw, deny_port, net.gw, ok_port);
 	rc = run_ids(spec_argv("pooled-first", "trusted", fields, argv), &out, &err, id, inst);
-	rec = record_of(id);
+	rec = tl_run_record(&T, id);
 	tl_lantern(&T, &ident, NULL, "identity %s --json", id);
 	if (out && strstr(out, "token: "))
 		sscanf(strstr(out, "token: ") + 7, "%2047s", token);
@@ -580,7 +556,7 @@ static void test_pool_claim(void)
 
 	pool_wait(2, 60000);
 	rc = run_ids(spec("pooled-exit", "trusted", POOL_FIELDS, "echo pooled-out; exit 5"), &out, &err, id, inst);
-	rec = record_of(id);
+	rec = tl_run_record(&T, id);
 	snprintf(pod, sizeof(pod), "%s", rec_str(rec, "pod_id", NULL));
 	usleep(500000);
 	tap_ok(rc != 0 && tl_has(out, "pooled-out\n") && tl_has(err, "exit code 5") &&
@@ -631,7 +607,7 @@ static void test_pool_failing_claim(void)
 		tl_sh(NULL, NULL, "for p in $(pgrep -f 'lantern-waiter /run/lantern/waiter/waiter.sock'); do "
 		      "grep -q '/%s/' /proc/$p/cgroup 2>/dev/null && kill -STOP $p; done", ids[i]);
 	rc = run_ids(spec("stopped", "trusted", POOL_FIELDS, "echo cold-and-well"), &out, &err, id, inst);
-	rec = record_of(id);
+	rec = tl_run_record(&T, id);
 	fb = json_string_value(json_object_get(json_object_get(rec, "pool"), "fallback"));
 	usleep(500000);
 	for (int i = 0; i < n; i++)
@@ -663,7 +639,7 @@ static void test_pool_restart(const char *flags)
 	      spec("pooled-long", "trusted", POOL_FIELDS, "sleep 3; echo survived"));
 	tl_running_run(&T, "pooled-long", id, sizeof(id), 10000);
 	/* not tl_newest_run: a claimed run's directory is its sandbox's, made earlier */
-	rec = record_of(id);
+	rec = tl_run_record(&T, id);
 	snprintf(inst, sizeof(inst), "%s", rec_str(rec, "instance_id", NULL));
 	for (int i = 0; i < n; i++)
 		if (!strcmp(ids[i], inst))
@@ -673,7 +649,7 @@ static void test_pool_restart(const char *flags)
 	tl_daemon_start(&T, flags);
 	for (int i = 0; i < 100 && !adopted; i++) {
 		json_decref(rec);
-		rec = record_of(id);
+		rec = tl_run_record(&T, id);
 		adopted = !strcmp(rec_str(rec, "status", NULL), "succeeded");
 		usleep(100000);
 	}

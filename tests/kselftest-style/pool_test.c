@@ -49,17 +49,6 @@ static void remove_bridge(void)
 
 /* ---- helpers ---- */
 
-static json_t *lantern_json(const char *args)
-{
-	char *out = NULL;
-	json_t *j = NULL;
-
-	if (tl_lantern(&T, &out, NULL, "%s", args) == 0 && out)
-		j = json_loads(out, 0, NULL);
-	free(out);
-	return j;
-}
-
 static json_t *pool_of(json_t *pools, const char *name)
 {
 	size_t i;
@@ -73,7 +62,7 @@ static json_t *pool_of(json_t *pools, const char *name)
 
 static int ready_of(const char *name)
 {
-	json_t *j = lantern_json("pools --json");
+	json_t *j = tl_lantern_json(&T, "pools --json");
 	int n = (int)json_integer_value(json_object_get(pool_of(j, name), "ready"));
 
 	json_decref(j);
@@ -94,7 +83,7 @@ static bool wait_ready(const char *name, int n, int ms)
 /* The ready sandboxes' instance ids of pool name (up to max). */
 static int ready_instances(const char *name, char ids[][32], int max)
 {
-	json_t *j = lantern_json("pools --json"), *sb;
+	json_t *j = tl_lantern_json(&T, "pools --json"), *sb;
 	size_t i;
 	int n = 0;
 
@@ -126,23 +115,10 @@ static bool instance_exists(const char *inst)
 	return access(p1, F_OK) == 0 || access(p2, F_OK) == 0;
 }
 
-/* The run's record from lantern ps --json (a new reference), or NULL. */
-static json_t *record_of(const char *id)
-{
-	json_t *runs = lantern_json("ps --json"), *r, *found = NULL;
-	size_t i;
-
-	json_array_foreach(runs, i, r)
-		if (!strcmp(json_string_value(json_object_get(r, "id")) ?: "", id))
-			found = json_incref(r);
-	json_decref(runs);
-	return found;
-}
-
 /* Runs lanternd knows (lantern ps --json), live and ended. */
 static int runs_count(void)
 {
-	json_t *runs = lantern_json("ps --json");
+	json_t *runs = tl_lantern_json(&T, "ps --json");
 	int n = json_is_array(runs) ? (int)json_array_size(runs) : -1;
 
 	json_decref(runs);
@@ -279,7 +255,7 @@ static void test_first_instruction(const char *pool, const char *iso)
 		 "\"/run/lantern/identity/token\"]", net.gw, allowed_port + 1, net.gw, allowed_port);
 	snprintf(name, sizeof(name), "first-%s", iso);
 	rc = run_spec(spec(name, fields, cmd), &out, id, inst);
-	rec = record_of(id);
+	rec = tl_run_record(&T, id);
 	tl_lantern(&T, &ident, NULL, "identity %s --json", id);
 	if (out && strstr(out, "token: "))
 		sscanf(strstr(out, "token: ") + 7, "%2047s", token);
@@ -303,7 +279,7 @@ static void test_env(void)
 			       "[\"/bin/sh\", \"-c\", \"env | sort; test -S $LANTERN_HARNESS_SOCKET && echo harness-ok; "
 			       "lantern-hcall GET /v1/input\"]"),
 			  &out, id, inst);
-	json_t *rec = record_of(id);
+	json_t *rec = tl_run_record(&T, id);
 
 	tl_lantern(&T, &trace, NULL, "trace %s", id);
 	if (out && strstr(out, "TRACEPARENT=00-"))
@@ -350,8 +326,8 @@ static void test_nothing_carries_over(void)
 	rc2 = run_spec(spec("look", fields,
 			    "[\"/bin/sh\", \"-c\", \"ls /tmp; echo LEFT=$LEFT; ps -o pid,args | grep -c '[s]leep 300' ; "
 			    "ps -o pid,args | grep -v -e ps -e grep -e sh\"]"), &out2, id2, inst2);
-	r1 = record_of(id1);
-	r2 = record_of(id2);
+	r1 = tl_run_record(&T, id1);
+	r2 = tl_run_record(&T, id2);
 	tap_ok(rc1 == 0 && rc2 == 0 && pool_name_of(r1) && pool_name_of(r2) && strcmp(inst1, inst2) &&
 	       !tl_has(out2, "left-behind") && tl_has(out2, "LEFT=\n") && tl_has(out2, "\n0\n"),
 	       "nothing of one claim reaches the next (another sandbox: no file, no process, no variable): %s | %s",
@@ -369,7 +345,7 @@ static void test_refill(void)
 	json_t *j, *p;
 	bool ok = wait_ready("runc-none", 2, 30000);
 
-	j = lantern_json("pools --json");
+	j = tl_lantern_json(&T, "pools --json");
 	p = pool_of(j, "runc-none");
 	tap_ok(ok && json_integer_value(json_object_get(p, "claimed_per_minute")) >= 3 &&
 	       json_integer_value(json_object_get(json_object_get(p, "refill_ms"), "p50")) > 0,
@@ -395,7 +371,7 @@ static void test_no_fit(void)
 	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
 		char id[32], inst[32], *out = NULL;
 		int rc = run_spec(spec("nofit", cases[i].fields, "[\"/bin/true\"]"), &out, id, inst);
-		json_t *rec = record_of(id);
+		json_t *rec = tl_run_record(&T, id);
 
 		ok &= rc == 0 && rec && !json_object_get(rec, "pool");
 		snprintf(msg + strlen(msg), sizeof(msg) - strlen(msg), "%s%s: %s", i ? "; " : "", cases[i].what,
@@ -446,7 +422,7 @@ static void test_failing_claim(void)
 		tl_sh(NULL, NULL, "kill -STOP %s", procs_of(ids[i], procs[i], sizeof(procs[i])));
 	rc = run_spec(spec("stopped", "  isolation: trusted\n  network: none\n  limits: {memory: 128Mi}\n",
 			   "[\"/bin/sh\", \"-c\", \"echo cold-and-well\"]"), &out, id, inst);
-	rec = record_of(id);
+	rec = tl_run_record(&T, id);
 	fb = json_string_value(json_object_get(json_object_get(rec, "pool"), "fallback"));
 	usleep(500000);
 	gone = false;
@@ -534,7 +510,7 @@ static void test_crash_at_claim(void)
 	wait_ready("runc-none", 2, 60000);
 	rc = run_spec(spec("after-crash", "  isolation: trusted\n  network: none\n  limits: {memory: 128Mi}\n",
 			   "[\"/bin/echo\", \"fresh\"]"), &out, id, inst);
-	rec = record_of(id);
+	rec = tl_run_record(&T, id);
 	for (int i = 0; i < n; i++)
 		reused |= !strcmp(ids[i], inst);
 	tap_ok(!tl_has(ps, "crash-claim") && gone && rc == 0 && tl_has(out, "fresh") && pool_name_of(rec) && !reused,
@@ -565,7 +541,7 @@ static void test_restart(void)
 	      spec("long", "  isolation: trusted\n  network: none\n  limits: {memory: 128Mi}\n",
 		   "[\"/bin/sh\", \"-c\", \"sleep 3; echo survived\"]"), T.dir);
 	for (int i = 0; i < 50 && !rid[0]; i++) {
-		json_t *runs = lantern_json("ps --json"), *r;
+		json_t *runs = tl_lantern_json(&T, "ps --json"), *r;
 		size_t k;
 
 		json_array_foreach(runs, k, r)
@@ -583,7 +559,7 @@ static void test_restart(void)
 	runs_after = runs_count();
 	/* the claimed run: adopted, it ends as it would have */
 	for (int i = 0; i < 100; i++) {
-		rec = record_of(rid);
+		rec = tl_run_record(&T, rid);
 		if (rec && strcmp(json_string_value(json_object_get(rec, "status")) ?: "", "running")) {
 			json_decref(rec);
 			break;
@@ -591,7 +567,7 @@ static void test_restart(void)
 		json_decref(rec);
 		usleep(100000);
 	}
-	rec = record_of(rid);
+	rec = tl_run_record(&T, rid);
 	tl_lantern(&T, &logs, NULL, "logs %s", rid);
 	tap_ok(rid[0] && !strcmp(json_string_value(json_object_get(rec, "status")) ?: "", "succeeded") &&
 	       !strcmp(pool_name_of(rec) ?: "", "runc-none") && tl_has(logs, "survived"),
@@ -606,7 +582,7 @@ static void test_restart(void)
 		int rc = run_spec(spec("after-restart", "  isolation: trusted\n  network: none\n  limits: {memory: 128Mi}\n",
 				       "[\"/bin/sh\", \"-c\", \"echo fresh\"]"), &out, id, inst);
 
-		rec = record_of(id);
+		rec = tl_run_record(&T, id);
 		reused |= rc != 0 || !pool_name_of(rec);
 		for (int k = 0; k < nb; k++)
 			reused |= !strcmp(before[k], inst);
@@ -632,7 +608,7 @@ static void test_burst(void)
 		char id[32], inst[32];
 		int rc = run_spec(spec("burst", "  isolation: trusted\n  network: none\n  limits: {memory: 128Mi}\n",
 				       "[\"/bin/true\"]"), NULL, id, inst);
-		json_t *rec = record_of(id);
+		json_t *rec = tl_run_record(&T, id);
 
 		ok += rc == 0;
 		pooled += pool_name_of(rec) != NULL;
@@ -646,7 +622,7 @@ static void test_untrusted(void)
 	char id[32], inst[32], *out = NULL;
 	int rc = run_spec(spec("untr", "  isolation: untrusted\n  network: none\n",
 			       "[\"/bin/sh\", \"-c\", \"dmesg >/dev/null 2>&1 && echo allowed || echo denied\"]"), &out, id, inst);
-	json_t *rec = record_of(id);
+	json_t *rec = tl_run_record(&T, id);
 
 	tap_ok(rc == 0 && !strcmp(pool_name_of(rec) ?: "", "untrusted-none") && tl_has(out, "denied"),
 	       "untrusted (runsc, allow-list seccomp): the claimed workload runs under the class's profile: %s",

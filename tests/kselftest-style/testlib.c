@@ -780,3 +780,26 @@ uint64_t tl_ms(void)
 {
 	return util_now_ns(CLOCK_MONOTONIC) / 1000000ULL;
 }
+
+json_t *tl_lantern_json(struct tl_env *t, const char *args)
+{
+	char *out = NULL;
+	json_t *j = NULL;
+
+	if (tl_lantern(t, &out, NULL, "%s", args) == 0 && out)
+		j = json_loads(out, 0, NULL);
+	free(out);
+	return j;
+}
+
+json_t *tl_run_record(struct tl_env *t, const char *id)
+{
+	json_t *runs = tl_lantern_json(t, "ps --json"), *r, *found = NULL;
+	size_t i;
+
+	json_array_foreach(runs, i, r)
+		if (!strcmp(json_string_value(json_object_get(r, "id")) ?: "", id))
+			found = json_incref(r);
+	json_decref(runs);
+	return found;
+}

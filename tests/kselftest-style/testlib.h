@@ -5,6 +5,7 @@
 #ifndef LANTERN_TESTLIB_H
 #define LANTERN_TESTLIB_H
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -66,6 +67,10 @@ bool tl_wait_file_text(const char *path, const char *text, int ms);
  * of spec before the command, printf-style. Returns its path (as tl_file). */
 const char *tl_spec(struct tl_env *t, const char *name, const char *meta, const char *script,
 		    const char *fields, ...) __attribute__((format(printf, 5, 6)));
+/* `lantern ARGS` parsed as JSON (a new reference), NULL when it failed. */
+json_t *tl_lantern_json(struct tl_env *t, const char *args);
+/* The run id's record from `lantern ps --json` (a new reference), or NULL. */
+json_t *tl_run_record(struct tl_env *t, const char *id);
 /* `lantern run FILE`; as tl_lantern. */
 int tl_run(struct tl_env *t, const char *file, char **out, char **err);
 /* The run lanternd created last (its directory's birth time, so a stopped daemon is
