@@ -32,12 +32,14 @@
 
 #include "tap.h"
 #include "testlib.h"
+#include "ctdlib.h"
 #include "lantern/util.h"
 
 static struct tl_env T;
 static struct tl_net net;
-static char image[256], extra[1024], ctd[300], ctd_sock[400], ctr[600], hroot[400];
-static pid_t ctd_pid;
+static struct tl_ctd C;
+static const char *image = C.image, *ctd = C.dir, *ctr = C.ctr, *hroot = C.hroot;
+static char extra[1024];
 
 /* An AgentSpec whose workload is argv (a YAML flow list), not a shell. */
 static const char *spec_argv(const char *name, const char *iso, const char *fields, const char *argv)
@@ -57,59 +59,12 @@ static const char *spec(const char *name, const char *iso, const char *fields, c
 		       fields ? fields : "");
 }
 
-/* What containerd leaves if the test is cut short: its shims and their sandboxes,
- * mounts under its root, its network namespaces (kept under its state directory). */
-static void containerd_cleanup(void)
-{
-	tl_sh(NULL, NULL,
-	      "for p in $(pgrep -f 'containerd-shim-runc-v2 .*-address %s'); do kill -9 $p; done; "
-	      "pkill -9 -f 'root=%s' ; sleep 0.3; "
-	      "for m in $(grep '%s' /proc/mounts | awk '{print $2}' | sort -r); do umount -l $m; done; "
-	      "ip link del %s 2>/dev/null; rm -rf %s", ctd_sock, hroot, ctd, net.bridge, ctd);
-}
-
-static int containerd_start(void)
-{
-	char cfg[512], log[512], *out = NULL;
-	int rc;
-
-	snprintf(cfg, sizeof(cfg), "%s/config.toml", ctd);
-	snprintf(log, sizeof(log), "%s/containerd.log", ctd);
-	tl_file(&T, "ctd/config.toml",
-		"version = 2\nroot = \"%s/root\"\nstate = \"%s/state\"\nimports = [\"%s/dropin.toml\"]\n"
-		"disabled_plugins = [\"io.containerd.snapshotter.v1.btrfs\", \"io.containerd.snapshotter.v1.zfs\", "
-		"\"io.containerd.snapshotter.v1.aufs\", \"io.containerd.snapshotter.v1.devmapper\", "
-		"\"io.containerd.tracing.processor.v1.otlp\"]\n"
-		"[grpc]\n  address = \"%s\"\n[ttrpc]\n  address = \"%s.ttrpc\"\n",
-		ctd, ctd, ctd, ctd_sock, ctd_sock);
-	ctd_pid = fork();
-	if (ctd_pid == 0) {
-		FILE *f = freopen(log, "w", stderr);
-
-		(void)f;
-		setenv("LANTERN_SOCKET", T.sock, 1);
-		execlp("containerd", "containerd", "--config", cfg, (char *)NULL);
-		_exit(127);
-	}
-	tl_child_track(ctd_pid, SIGTERM);
-	for (int i = 0; i < 200 && !util_unix_socket_alive(ctd_sock); i++)
-		usleep(50000);
-	rc = tl_sh(&out, NULL, "%s version >/dev/null && %s images import %s/pause.tar && %s images import %s/img.tar && "
-		   "%s images tag docker.io/test/busybox:1 %s", ctr, ctr, T.dir, ctr, T.dir, ctr, image);
-	free(out);
-	return rc;
-}
-
 static void test_config(void)
 {
 	char *out = NULL, *err = NULL;
 	int rc;
 
-	rc = tl_sh(&out, &err,
-		   "%s/lantern node containerd-config --state-dir %s --handler-root %s --lantern-oci %s/lantern-oci "
-		   "--cni-conf-dir %s/cni --write-cni --net-bridge %s --net-subnet %s --node-cni-conf-dir %s/nodecni "
-		   "--restrict-oom-score-adj > %s/dropin.toml && cat %s/dropin.toml",
-		   T.build, T.state, hroot, T.build, ctd, net.bridge, net.subnet, ctd, ctd, ctd);
+	rc = tl_ctd_config(&C, &out, &err);
 	tap_ok(rc == 0 && tl_has(out, "runtimes.lantern-trusted]") && tl_has(out, "runtimes.lantern-standard]") &&
 	       tl_has(out, "runtimes.lantern-untrusted]") && !tl_has(out, "runtimes.lantern-hostile]") &&
 	       tl_has(out, "# isolation hostile: not run on this node") && tl_has(out, "pod_annotations = [\"lantern.dev/*\"]"),
@@ -117,8 +72,6 @@ static void test_config(void)
 	       "hostile left out with the reason: %s", tl_oneline(err));
 	free(out);
 	free(err);
-	/* network namespaces under containerd's own state, so this test finds its own */
-	tl_sh(NULL, NULL, "sed -i 's|^  sandbox_image = .*|&\\n  netns_mounts_under_state_dir = true|' %s/dropin.toml", ctd);
 }
 
 static bool status_is(const char *id, const char *status)
@@ -733,7 +686,7 @@ static void test_pools(void)
 int main(void)
 {
 	const char *missing = tl_env_missing();
-	char dir[400], *out = NULL;
+	char *out = NULL;
 
 	tap_plan(36);
 	if (missing || access("/usr/bin/containerd", X_OK) || access("/usr/bin/runsc", X_OK)) {
@@ -744,23 +697,16 @@ int main(void)
 	tl_env_init(&T, "cri");
 	T.no_process_runtime = true;
 	tl_net_init(&net, "lc", 50);
-	snprintf(ctd, sizeof(ctd), "%s/ctd", T.dir);
-	snprintf(ctd_sock, sizeof(ctd_sock), "%s/containerd.sock", ctd);
-	snprintf(ctr, sizeof(ctr), "ctr -a %s -n k8s.io", ctd_sock);
-	snprintf(hroot, sizeof(hroot), "%s/h", ctd);
-	util_mkdir_p(ctd, 0700);
-	tl_on_exit(containerd_cleanup);
+	tl_ctd_init(&C, &T, &net);
 
-	snprintf(dir, sizeof(dir), "%s/img", T.dir);
-	tl_mkimage(dir, "docker.io/test/busybox:1", image, sizeof(image));
-	tl_sh(&out, NULL, "tar -C %s -cf %s/img.tar . && scripts/mkpause.sh %s/pause.tar", dir, T.dir, T.dir);
+	tl_ctd_images(&C, &out);
 	tap_ok(out && tl_has(out, "docker.io/lantern/pause:1") && tl_has(image, "docker.io/test/busybox@sha256:"),
 	       "the pause image (scripts/mkpause.sh) and the workload image (scripts/mkimage.sh) are built: %s", image);
 	free(out);
 	test_config();
-	if (!tap_ok(containerd_start() == 0, "a private containerd starts with the drop-in; both images imported with ctr"))
+	if (!tap_ok(tl_ctd_start(&C) == 0, "a private containerd starts with the drop-in; both images imported with ctr"))
 		return 1;
-	snprintf(extra, sizeof(extra), "--cri-endpoint unix://%s --net-bridge %s --net-subnet %s", ctd_sock, net.bridge,
+	snprintf(extra, sizeof(extra), "--cri-endpoint %s --net-bridge %s --net-subnet %s", C.endpoint, net.bridge,
 		 net.subnet);
 	if (!tap_ok(tl_daemon_start(&T, extra) == 0, "lanternd starts with --cri-endpoint"))
 		return 1;
