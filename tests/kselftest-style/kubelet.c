@@ -179,14 +179,14 @@ static void start_pod(struct tl_kubelet *kl, struct cri *c, struct tl_kubelet_po
 {
 	json_t *md = json_object_get(pod, "metadata"), *spec = json_object_get(pod, "spec");
 	json_t *ct = json_array_get(json_object_get(spec, "containers"), 0), *e, *lim;
-	struct cri_kv labels[MAX_ITEMS], ann[MAX_ITEMS], env[MAX_ITEMS];
+	struct cri_kv labels[MAX_ITEMS + 3], ann[MAX_ITEMS], env[MAX_ITEMS];
 	struct cri_mount m[MAX_ITEMS];
 	char host[MAX_ITEMS][600], logdir[600], hostname[64], handler[80], *cmd[MAX_ITEMS], *args[MAX_ITEMS], now[40];
 	const char *rc = str(spec, "runtimeClassName"), *image = str(ct, "image");
 	struct cri_pod cp = { 0 };
 	struct cri_container cc = { 0 };
 	struct lerr err = { "" };
-	size_t i, ne = 0, nm = 0;
+	size_t i, ne = 0, nm = 0, nl;
 	int64_t cpu;
 
 	snprintf(logdir, sizeof(logdir), "%s/pods/%s_%s_%s", kl->dir, p->ns, p->name, p->uid);
@@ -195,9 +195,14 @@ static void start_pod(struct tl_kubelet *kl, struct cri *c, struct tl_kubelet_po
 	/* a RuntimeClass's handler: lantern-<class> is lantern-<class> (runtimeclasses.yaml) */
 	snprintf(handler, sizeof(handler), "%s", rc ? rc : "");
 	snprintf(p->cgroup_parent, sizeof(p->cgroup_parent), "/kubepods/pod%s", p->uid);
+	/* the pod's labels and the three a kubelet adds to every sandbox */
+	nl = kvs(json_object_get(md, "labels"), labels, MAX_ITEMS);
+	labels[nl++] = (struct cri_kv){ "io.kubernetes.pod.name", p->name };
+	labels[nl++] = (struct cri_kv){ "io.kubernetes.pod.namespace", p->ns };
+	labels[nl++] = (struct cri_kv){ "io.kubernetes.pod.uid", p->uid };
 	cp = (struct cri_pod){ .name = p->name, .uid = p->uid, .ns = p->ns, .hostname = hostname, .log_dir = logdir,
 			       .cgroup_parent = p->cgroup_parent, .handler = handler, .labels = labels,
-			       .n_labels = kvs(json_object_get(md, "labels"), labels, MAX_ITEMS),
+			       .n_labels = nl,
 			       .annotations = ann,
 			       .n_annotations = kvs(json_object_get(md, "annotations"), ann, MAX_ITEMS) };
 	if (!ct) {
@@ -282,10 +287,25 @@ static void kill_pod(struct tl_kubelet *kl, struct cri *c, struct tl_kubelet_pod
 
 	if (p->container[0] && p->started && !p->ended)
 		cri_stop_container(c, p->container, p->grace_s, &err);
+	struct cri_item *items = NULL;
+	size_t n = 0;
+
 	if (p->sandbox[0]) {
 		cri_stop_pod(c, p->sandbox, &err);
 		cri_remove_pod(c, p->sandbox, &err);
 	}
+	/* and any sandbox of the pod it has no id of (a RunPodSandbox that failed after
+	 * containerd made it), as a kubelet's garbage collection finds them */
+	if (cri_list_pods(c, "io.kubernetes.pod.uid", p->uid, &items, &n, &err) == 0)
+		for (size_t i = 0; i < n; i++) {
+			cri_stop_pod(c, items[i].id, &err);
+			cri_remove_pod(c, items[i].id, &err);
+		}
+	free(items);
+	/* the pod's cgroup, as a kubelet's pod cgroup manager removes it: made by runc for
+	 * a pod whose containers no lantern-oci moved (a handler that is not lantern's) */
+	tl_sh(NULL, NULL, "rmdir /sys/fs/cgroup/*/kubepods/pod%s /sys/fs/cgroup/kubepods/pod%s 2>/dev/null", p->uid,
+	      p->uid);
 	pthread_mutex_lock(&kl->mu);
 	p->gone = true;
 	pthread_mutex_unlock(&kl->mu);
@@ -366,6 +386,8 @@ static void *loop(void *arg)
 		if (kl->pods[i].seq && !kl->pods[i].gone)
 			kill_pod(kl, c, &kl->pods[i]);
 	cri_close(c);
+	/* kubepods itself when nothing else is in it */
+	tl_sh(NULL, NULL, "rmdir /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods 2>/dev/null");
 	return NULL;
 }
 

@@ -19,14 +19,15 @@
  *     failed) or RunContainerError (StartContainer failed) with containerd's message,
  *     the phase left Pending;
  *   - a pod gone from the API server or with a deletionTimestamp: StopContainer (its
- *     terminationGracePeriodSeconds, at most 10 s), StopPodSandbox, RemovePodSandbox.
+ *     terminationGracePeriodSeconds, at most 10 s), StopPodSandbox, RemovePodSandbox, and
+ *     its pod cgroup's (empty) directories; at its stop, kubepods' when empty.
  *
  * What it does not do that a kubelet does: no retries or backoff (a pod that failed to
  * start stays so until deleted), no image pulls (the images are imported), no probes,
  * init containers, restarts, secrets, configMaps, projected volumes or valueFrom env,
- * no events, no admission of its own, no pod cgroup of its own (the parent it names is
- * not made: lantern-oci moves each container into its run's instance), one container
- * per pod. Its security context is the one cri_create_container always asks for. */
+ * no events, no admission of its own, no pod cgroup of its own (it does not make the
+ * parent it names: runc does for a handler that is not lantern's; lantern-oci moves each
+ * container of a lantern-<class> handler into its run's instance), one container per pod. Its security context is the one cri_create_container always asks for. */
 #ifndef LANTERN_TEST_KUBELET_H
 #define LANTERN_TEST_KUBELET_H
 
