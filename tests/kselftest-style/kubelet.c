@@ -174,9 +174,12 @@ static size_t kvs(json_t *o, struct cri_kv *kv, size_t max)
 	return n;
 }
 
-/* RunPodSandbox, CreateContainer, StartContainer; reports what came of it. */
-static void start_pod(struct tl_kubelet *kl, struct cri *c, struct tl_kubelet_pod *p, json_t *pod)
+/* RunPodSandbox, CreateContainer, StartContainer; reports what came of it. The work is
+ * done on a copy of the pod's entry, which is published (under the lock that
+ * tl_kubelet_wait reads it with) once its outcome is known. */
+static void start_pod(struct tl_kubelet *kl, struct cri *c, struct tl_kubelet_pod *entry, json_t *pod)
 {
+	struct tl_kubelet_pod w = *entry, *p = &w;
 	json_t *md = json_object_get(pod, "metadata"), *spec = json_object_get(pod, "spec");
 	json_t *ct = json_array_get(json_object_get(spec, "containers"), 0), *e, *lim;
 	struct cri_kv labels[MAX_ITEMS + 3], ann[MAX_ITEMS], env[MAX_ITEMS];
@@ -234,25 +237,23 @@ static void start_pod(struct tl_kubelet *kl, struct cri *c, struct tl_kubelet_po
 	}
 	if (cri_start_container(c, p->container, &err) < 0) {
 		snprintf(p->error, sizeof(p->error), "%s", err.msg);
-		pthread_mutex_lock(&kl->mu);
 		p->failed = true;
-		pthread_mutex_unlock(&kl->mu);
 		report_waiting(kl, p, image, "RunContainerError");
-		return;
+		goto publish;
 	}
 	report(kl, p, json_pack("{s:s, s:s, s:[o]}", "phase", "Running", "startTime", stamp(0, now, sizeof(now)),
 				"containerStatuses",
 				container_status(image, p->container, true,
 						 json_pack("{s:{s:s}}", "running", "startedAt", now))));
-	pthread_mutex_lock(&kl->mu);
 	p->started = true;
-	pthread_mutex_unlock(&kl->mu);
-	return;
+	goto publish;
 create_error:
-	pthread_mutex_lock(&kl->mu);
 	p->failed = true;
-	pthread_mutex_unlock(&kl->mu);
 	report_waiting(kl, p, image, "CreateContainerError");
+publish:
+	pthread_mutex_lock(&kl->mu);
+	*entry = w;
+	pthread_mutex_unlock(&kl->mu);
 }
 
 /* A started container that exited: terminated, and the pod's phase. */
