@@ -8,7 +8,7 @@
  *
  * Asserts: a cold spawn of the trusted class (runc) runs through the API server, the
  * kubelet, containerd and lantern-oci, and its exit code reaches the run's record
- * (failed with 3; succeeded with 0); the workload ran inside its run's instance cgroup
+ * (failed with 3; succeeded with 0; oom_killed over its memory limit); the workload ran inside its run's instance cgroup
  * although the kubelet asked for /kubepods/pod<uid> (lantern-oci's cgroups_path move),
  * and nothing was made under /kubepods; its first instruction's connect to a denied
  * address gets EPERM, one to the allowed address connects; pods lantern did not make
@@ -42,7 +42,7 @@
 #define TENANT "acme"
 #define NS "lantern-t-" TENANT
 #define TOKEN "kube-pods-token-7d21b9"
-#define PLAN 14
+#define PLAN 15
 
 static struct tl_env T;
 static struct tl_net net;
@@ -147,6 +147,14 @@ static void test_cold(void)
 	tap_ok(rc == 0 && !strcmp(rec_str(rec, "status", NULL), "succeeded") && p.ended && p.exit_code == 0 &&
 	       tl_has(log, "fine"),
 	       "exit 0: the run succeeds (%s): %s", rec_str(rec, "status", NULL), tl_oneline(log));
+	json_decref(rec);
+	free(log);
+
+	rc = run_pod(spec("k-oom", "  limits:\n    memory: 32Mi\n", "x=aaaaaaaaaaaaaaaa; while true; do x=$x$x; done"), id,
+		     &rec, &p, &log);
+	tap_ok(rc != 0 && !strcmp(rec_str(rec, "status", NULL), "oom_killed") && p.ended && p.oom,
+	       "a workload over limits.memory: the kubelet reports OOMKilled, the run ends oom_killed (%s)",
+	       rec_str(rec, "status", NULL));
 	json_decref(rec);
 	free(log);
 }
@@ -274,9 +282,9 @@ static void test_foreign(void)
 	     tl_kubelet_wait(&KL, NS, "forged-none", TL_KUBELET_GONE, NULL, 1000);
 	json_decref(rec);
 	rec = tl_run_record(&T, id);
-	tap_ok(ok && !strcmp(rec_str(rec, "status", NULL), "running"),
-	       "the forged pods are torn down on their deletion; the run they named is still running (%s)",
-	       rec_str(rec, "status", NULL));
+	tap_ok(ok && !strcmp(rec_str(rec, "status", NULL), "running") && !strcmp(rec_str(rec, "pod", "phase"), "Running"),
+	       "the forged pods are torn down on their deletion; the run they named is still running, its pod "
+	       "Running as the kubelet reported (%s, %s)", rec_str(rec, "status", NULL), rec_str(rec, "pod", "phase"));
 
 	/* lantern kill: lanternd deletes the pod, the kubelet tears the sandbox down */
 	tl_lantern(&T, NULL, NULL, "kill %s", id);
