@@ -352,6 +352,9 @@ struct run_bind_req {
 	const char *pod_uid;            /* io.kubernetes.cri.sandbox-uid */
 	const char *run_id;             /* lantern.dev/run-id */
 	const char *instance_id;        /* lantern.dev/agent-instance-id */
+	json_t *process;                /* a pooled pod's workload: containerd's process (args, env,
+					 * cwd), sent by lantern-oci when the pod is annotated
+					 * lantern.dev/pool; else NULL */
 };
 /* Binds or refuses (-EPERM, the reason naming container and run); on success *answer
  * (a new reference) holds "run_id", "instance_id", "runtime" (the binary), "args" (its
