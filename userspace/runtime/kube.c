@@ -36,7 +36,7 @@
 #define LABEL_POOL "lantern.dev/pool"
 #define LABEL_INST "lantern.dev/agent-instance-id"
 #define SANDBOX_MOUNTS 8
-#define SANDBOX_POLL_MS 100
+#define SANDBOX_POLL_MS 5000       /* a GET besides the watch, should it be down */
 #define SANDBOX_START_MAX_MS 120000
 #define SANDBOX_CALL_MS 10000
 #define RELABEL_TRIES 5
@@ -99,6 +99,10 @@ struct kube_sandbox {
 	struct runtime_pod_binds binds;
 	json_t *exec;                    /* the waiter's command line, for lantern-oci */
 	json_t *process;                 /* containerd's process of its container (the bind's) */
+	/* what the watch last showed of its pod (sandbox_state), for the worker */
+	bool seen;
+	int seen_state;
+	char seen_cid[128], seen_why[256];
 	struct kube_sandbox *next;
 };
 
@@ -123,6 +127,7 @@ struct runtime_kube {
 	char label_why[256];
 	struct lerr label_err;
 	pthread_mutex_t mu;              /* sandboxes, pool_ns: pool workers and the loop */
+	pthread_cond_t seen;             /* the watch showed a sandbox's pod (or cancel) */
 	struct kube_sandbox *sandboxes;
 	bool pool_ns;                    /* lantern-pool exists (made or found) */
 	bool cancel;                     /* lanternd is stopping: starts under way give up */
@@ -1003,24 +1008,36 @@ static struct kube_pod *owner(struct runtime_kube *k, json_t *pod)
 	return kp;
 }
 
-/* A pooled sandbox's pod a pool worker is making or keeps (not a run's, not an orphan). */
-static bool pool_keeps(struct runtime_kube *k, json_t *pod)
+static int sandbox_state(json_t *pod, char *cid, size_t clen, char *why, size_t len);
+
+/* A pooled sandbox's pod a pool worker is making or keeps (not a run's, not an orphan):
+ * what the watch shows of it goes to the worker waiting for it to run. */
+static bool pool_saw(struct runtime_kube *k, enum kube_ev ev, json_t *pod)
 {
 	json_t *md = json_object_get(pod, "metadata");
 	const char *inst = json_string_value(json_object_get(json_object_get(md, "annotations"), LABEL_INST));
 	const char *ns = json_string_value(json_object_get(md, "namespace"));
 	const char *name = json_string_value(json_object_get(md, "name"));
 	struct kube_sandbox *ks;
-	bool keeps = false;
 
 	if (!inst || !ns || !name || strcmp(ns, RUN_POOL_NAMESPACE))
 		return false;
 	pthread_mutex_lock(&k->mu);
 	for (ks = k->sandboxes; ks && strcmp(ks->inst, inst); ks = ks->next)
 		;
-	keeps = ks && !strcmp(ks->name, name);
+	if (ks && !strcmp(ks->name, name)) {
+		ks->seen = true;
+		if (ev == KUBE_DELETED) {
+			ks->seen_state = -1;
+			snprintf(ks->seen_why, sizeof(ks->seen_why), "its pod was deleted, not by lanternd");
+		} else {
+			ks->seen_state = sandbox_state(pod, ks->seen_cid, sizeof(ks->seen_cid), ks->seen_why,
+						       sizeof(ks->seen_why));
+		}
+		pthread_cond_broadcast(&k->seen);
+	}
 	pthread_mutex_unlock(&k->mu);
-	return keeps;
+	return ks != NULL;
 }
 
 static void on_pod(void *arg, enum kube_ev ev, json_t *pod)
@@ -1051,7 +1068,7 @@ static void on_pod(void *arg, enum kube_ev ev, json_t *pod)
 	default:
 		break;
 	}
-	if (pool_keeps(k, pod))
+	if (pool_saw(k, ev, pod))
 		return;
 	kp = owner(k, pod);
 	if (!kp || !kp->r || run_status_final(run_status(kp->r))) {
@@ -1202,6 +1219,7 @@ static void kube_rt_close(void *arg)
 	json_decref(k->limits);
 	json_decref(k->orphans);
 	pthread_mutex_destroy(&k->mu);
+	pthread_cond_destroy(&k->seen);
 	free(k);
 }
 
@@ -1450,17 +1468,39 @@ static int kube_sandbox_start(void *arg, const struct runtime_sandbox_req *q, st
 	snprintf(ks->uid, sizeof(ks->uid), "%s", json_string_value(json_object_get(json_object_get(pod, "metadata"),
 										     "uid")) ?: "");
 	pthread_mutex_unlock(&k->mu);
+	/* the watch tells (pool_saw); a GET now and then in case it is down */
 	snprintf(path, sizeof(path), "/api/v1/namespaces/%s/pods/%s", RUN_POOL_NAMESPACE, ks->name);
-	for (;;) {
+	for (uint64_t next_get = util_now_ns(CLOCK_MONOTONIC) + SANDBOX_POLL_MS * 1000000ull;;) {
+		uint64_t now = util_now_ns(CLOCK_MONOTONIC);
+		bool cancel;
+
 		json_decref(pod);
 		pod = NULL;
-		st = call(k, "GET", path, NULL, &pod, why, sizeof(why));
-		if (st == 404) {
-			err = lerr_set(e, ENOENT, "pool: sandbox %s: pod %s/%s was deleted, not by lanternd", ks->inst,
-				       RUN_POOL_NAMESPACE, ks->name);
-			goto unlink;
+		if (now >= next_get) {
+			next_get = now + SANDBOX_POLL_MS * 1000000ull;
+			st = call(k, "GET", path, NULL, &pod, why, sizeof(why));
+			if (st == 404) {
+				err = lerr_set(e, ENOENT, "pool: sandbox %s: pod %s/%s was deleted, not by lanternd",
+					       ks->inst, RUN_POOL_NAMESPACE, ks->name);
+				goto unlink;
+			}
+			state = st == 200 ? sandbox_state(pod, cid, sizeof(cid), why, sizeof(why)) : 0;
+		} else {
+			struct timespec ts;
+			uint64_t until = next_get < deadline ? next_get : deadline;
+
+			pthread_mutex_lock(&k->mu);
+			if (!ks->seen && !k->cancel) {
+				ts.tv_sec = (time_t)(until / 1000000000ull);
+				ts.tv_nsec = (long)(until % 1000000000ull);
+				pthread_cond_timedwait(&k->seen, &k->mu, &ts);
+			}
+			state = ks->seen ? ks->seen_state : 0;
+			ks->seen = false;
+			snprintf(cid, sizeof(cid), "%s", ks->seen_cid);
+			snprintf(why, sizeof(why), "%s", ks->seen_why);
+			pthread_mutex_unlock(&k->mu);
 		}
-		state = st == 200 ? sandbox_state(pod, cid, sizeof(cid), why, sizeof(why)) : 0;
 		if (state < 0) {
 			err = lerr_set(e, EIO, "pool: sandbox %s: pod %s/%s: %s", ks->inst, RUN_POOL_NAMESPACE,
 				       ks->name, why);
@@ -1469,19 +1509,18 @@ static int kube_sandbox_start(void *arg, const struct runtime_sandbox_req *q, st
 		if (state > 0)
 			break;
 		pthread_mutex_lock(&k->mu);
-		state = k->cancel;
+		cancel = k->cancel;
 		pthread_mutex_unlock(&k->mu);
-		if (state) {
+		if (cancel) {
 			err = lerr_set(e, ECANCELED, "pool: sandbox %s: lanternd is stopping", ks->inst);
 			goto unlink;
 		}
 		if (util_now_ns(CLOCK_MONOTONIC) >= deadline) {
 			err = lerr_set(e, ETIMEDOUT, "pool: sandbox %s: pod %s/%s did not run within %llu s (%s)",
 				       ks->inst, RUN_POOL_NAMESPACE, ks->name, (unsigned long long)(limit / 1000),
-				       st == 200 ? "still pending" : why);
+				       why[0] ? why : "still pending");
 			goto unlink;
 		}
-		usleep(SANDBOX_POLL_MS * 1000);
 	}
 	/* the container the kubelet runs is the one lantern-oci bound, with its process */
 	pthread_mutex_lock(&k->mu);
@@ -1519,6 +1558,7 @@ static void kube_sandbox_cancel(void *arg)
 
 	pthread_mutex_lock(&k->mu);
 	k->cancel = true;
+	pthread_cond_broadcast(&k->seen);
 	pthread_mutex_unlock(&k->mu);
 }
 
@@ -1773,6 +1813,15 @@ int runtime_kube_add(struct runtimes *rs, struct loop *l, const struct runtime_k
 	k->oci = o->oci;
 	k->grace_s = o->grace_s;
 	pthread_mutex_init(&k->mu, NULL);
+	{
+		pthread_condattr_t ca;
+
+		/* timed waits on CLOCK_MONOTONIC, as the deadlines are */
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&k->seen, &ca);
+		pthread_condattr_destroy(&ca);
+	}
 	k->start_timeout_ms = (uint64_t)o->start_timeout_s * 1000;
 	k->orphans = json_array();
 	snprintf(k->node, sizeof(k->node), "%s", o->node ? o->node : "");
