@@ -28,6 +28,10 @@
  * exits with its status, whose pid goes into the pid file (the shim, a child subreaper,
  * inherits and reaps it).
  *
+ * A warm pool's pod made through the API server (annotated lantern.dev/pool) runs the
+ * image's own process as containerd made it: lantern-oci sends that process with the
+ * workload container's bind and runs lanternd's "exec" (lantern-waiter) in its place.
+ *
  * The socket is $LANTERN_SOCKET, else /run/lantern/lanternd.sock. */
 #include <errno.h>
 #include <jansson.h>

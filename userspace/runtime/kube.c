@@ -14,6 +14,9 @@
  * a restart settles the runs a previous lanternd left (adopted, or ended meanwhile)
  * and deletes lantern pods no run owns.
  *
+ * Warm pools (docs/pools.md): a pooled sandbox is a pod in lantern-pool made by a pool
+ * worker (below, "pooled pods"), claimed by patching its labels to name the run.
+ *
  * Per run (STATE/runs/<id>/kube.json): the pod's namespace, name and uid, written
  * before the pod is created so a restart always knows which pod to look for. */
 #include <arpa/inet.h>
