@@ -17,7 +17,11 @@
  * settles the ones that ended or vanished and reclaims pods no run owns; lanternd
  * never makes a call deploy/daemonset's RBAC does not allow, nor holds one it never
  * uses; the in-cluster service-account configuration works; a pod that never starts
- * fails its run after --kube-start-timeout. */
+ * fails its run after --kube-start-timeout. Warm pools (--pools): the pool's pod in
+ * lantern-pool, its binds (the test plays lantern-oci, the runtime and the kubelet:
+ * kube_pods_test runs pods through a real containerd), readiness, a claim (exec with the
+ * image's environment, the pod patched to name its run and tenant), the end, the refill,
+ * a pod the kubelet cannot start, and a clean stop. */
 #include <curl/curl.h>
 #include <errno.h>
 #include <jansson.h>
@@ -445,9 +449,9 @@ int main(void)
 	json_t *pod, *r, *o, *e;
 	bool ok;
 
-	tap_plan(38);
+	tap_plan(39);
 	if (missing || access("tests/kube-apiserver/node_modules/kubernetes-models", F_OK) != 0) {
-		for (int i = 0; i < 38; i++)
+		for (int i = 0; i < 39; i++)
 			tap_skip(missing ? missing : "tests/kube-apiserver/node_modules missing (make deps)",
 				 "kube_test");
 		return tap_done();
@@ -457,7 +461,7 @@ int main(void)
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	metrics_port = (uint16_t)(21000 + getpid() % 20000);
 	if (!tl_kube_certs(&T, true) || tl_kube_start(&K, "--bookmark-ms 200") <= 0) {
-		for (int i = 0; i < 38; i++)
+		for (int i = 0; i < 39; i++)
 			tap_ok(false, "test API server could not start (see %s/apiserver.log)", T.dir);
 		return 1;
 	}
@@ -988,6 +992,31 @@ int main(void)
 				other = n == 1 && strcmp(jstr(json_array_get(pods, 0), "metadata.name") ?: "", pname ? pname : "");
 			}
 			tap_ok(other, "the pool refills: a new pod in lantern-pool (%zu)", n);
+			/* the kubelet cannot start that one: the fill fails with its reason, the pod goes */
+			if (other) {
+				char bad[128];
+				json_t *pl = NULL;
+				bool gone = false;
+
+				snprintf(bad, sizeof(bad), "%s", jstr(json_array_get(pods, 0), "metadata.name") ?: "");
+				kubelet_ns("lantern-pool", bad, "{\"phase\": \"Pending\", \"containerStatuses\": [{\"name\": "
+					   "\"workload\", \"ready\": false, \"restartCount\": 0, \"image\": \"" IMAGE "\", "
+					   "\"imageID\": \"\", \"state\": {\"waiting\": {\"reason\": \"CreateContainerError\", "
+					   "\"message\": \"bind: refused: test\"}}}]}");
+				for (uint64_t end = tl_ms() + 10000; tl_ms() < end && !gone; usleep(100000)) {
+					json_decref(pl);
+					pl = tl_lantern_json(&T, "pools --json");
+					gone = !pod_exists(bad) &&
+					       json_integer_value(json_object_get(json_array_get(pl, 0), "fill_failures")) >= 1;
+				}
+				tap_ok(gone && tl_log_contains(&T, "CreateContainerError: bind: refused: test"),
+				       "a pool pod the kubelet cannot start (CreateContainerError) fails the fill with the "
+				       "kubelet's reason and is deleted (%s)",
+				       tl_oneline(pl ? json_dumps(json_array_get(pl, 0), JSON_COMPACT) : "none"));
+				json_decref(pl);
+			} else {
+				tap_ok(false, "a pool pod the kubelet cannot start fails the fill (no pod to fail)");
+			}
 		}
 		/* SIGTERM: the waiting pod goes with lanternd (its start given up) */
 		tl_daemon_stop(&T, SIGTERM);
