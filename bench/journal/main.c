@@ -280,8 +280,8 @@ static double measure(int n, enum mode mode, uint64_t *flushes)
  * What userspace/durable/durable.c does for a harness call that records a step, without
  * the harness API around it (no socket read or write, no JSON decoding, no
  * harness_state_apply: the records are the other rows' step_completed records, the same
- * bytes, which the harness state would refuse without their step_started, ~2 us each
- * on the loop in lanternd): the journal's part of lanternd's loop. durable_append is
+ * bytes, which the harness state would refuse without their step_started; replaying a
+ * 10,000-step run's 20,001 records through it takes ~20 ms here, ~1 us a record): the journal's part of lanternd's loop. durable_append is
  * journal_append on the loop thread; durable_park allocates a struct pending, walks the
  * pending list to its tail and calls journal_syncer_request; the syncer (started with
  * the eventfd as notify_fd, as durable_open does) flushes a batch and bumps the eventfd;
