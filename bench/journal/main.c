@@ -34,11 +34,13 @@
  * the four back to back in each; the table gives medians, the ratios being the medians
  * of each round's.
  *
- *   build/bench/journal [--seconds S] [--rounds R] [--dir DIR] [--store URL] [--only resume|loop]
+ *   build/bench/journal [--seconds S] [--rounds R] [--runs N] [--dir DIR] [--store URL]
+ *                       [--only resume|loop]
  * (default 3 s per cell, 3 rounds, /var/tmp; without --store, a private PostgreSQL 15
  * is started under DIR when run as root, else the replicated rows are left out;
  * --only resume measures the resume row and the chain's SHA-256 alone, no appends;
- * --only loop the loop rows alone, no peer: for profiling lanternd's path) */
+ * --only loop the loop rows alone, no peer: for profiling lanternd's path; --runs N the
+ * row of N runs alone) */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -70,6 +72,7 @@ static char dir[512] = "/var/tmp";
 static double seconds = 3;
 static int rounds = 3;
 static bool only_resume, only_loop;
+static int only_runs;               /* --runs N: that row alone */
 static struct journal_syncer *syncer;
 static struct journal_store *store;
 static volatile int stop_flag;
@@ -886,6 +889,8 @@ static void append_bench(void)
 	       "wakes/s", "us/app", "threads/s", "flushes/s", "replicated/s", "sqlite/s", "l/sqlite", "l/s min-max",
 	       "t/sqlite", "r/sqlite", "target (loop; replicated)");
 	for (size_t k = 0; k < sizeof(runs) / sizeof(runs[0]); k++) {
+		if (only_runs && runs[k] != only_runs)
+			continue;
 		double lr[99], lf[99], lw[99], lc[99], jr[99], rr[99], sr[99], fl[99], lratio[99], ratio[99], rratio[99];
 		double lo = 1e99, hi = 0, lm, m, rm;
 		char tgt[96] = "";
@@ -929,6 +934,8 @@ static void loop_rows(void)
 	print_load("at start");
 	printf("%-5s %9s %9s %8s %6s\n", "runs", "loop/s", "flushes/s", "wakes/s", "us/app");
 	for (size_t k = 0; k < sizeof(runs) / sizeof(runs[0]); k++) {
+		if (only_runs && runs[k] != only_runs)
+			continue;
 		double lr[99], lf[99], lw[99], lc[99];
 
 		for (int r = 0; r < rounds; r++) {
@@ -954,6 +961,8 @@ int main(int argc, char **argv)
 			seconds = atof(argv[++i]);
 		else if (!strcmp(argv[i], "--rounds") && i + 1 < argc)
 			rounds = atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--runs") && i + 1 < argc)
+			only_runs = atoi(argv[++i]);
 		else if (!strcmp(argv[i], "--dir") && i + 1 < argc)
 			snprintf(dir, sizeof(dir), "%s", argv[++i]);
 		else if (!strcmp(argv[i], "--store") && i + 1 < argc)
@@ -966,7 +975,7 @@ int main(int argc, char **argv)
 			rounds = 0;
 	}
 	if (rounds < 1 || rounds > 99 || sodium_init() < 0) {
-		fprintf(stderr, "usage: journal [--seconds S] [--rounds 1-99] [--dir DIR] [--store URL] "
+		fprintf(stderr, "usage: journal [--seconds S] [--rounds 1-99] [--runs 1|16|256] [--dir DIR] [--store URL] "
 			"[--only resume|loop]\n");
 		return 2;
 	}
