@@ -318,17 +318,18 @@ struct lb_run {
 struct lb {
 	struct loop *l;
 	struct journal_syncer *syncer;
-	struct lb_pending *pending;
+	struct lb_pending *pending, **pending_tail;
 	struct lb_run *runs, *ready, **ready_tail;
 	int n, err;
 	bool stopping;
 	uint64_t wakeups;
 };
 
-/* durable_park, less the reply's bytes (the "{}" a step call gets). */
+/* durable_park, less the reply's bytes (the "{}" a step call gets): linked at the
+ * list's tail through the tail pointer. */
 static void lb_park(struct lb *b, struct lb_run *du, uint64_t seq)
 {
-	struct lb_pending *p = calloc(1, sizeof(*p)), **pp;
+	struct lb_pending *p = calloc(1, sizeof(*p));
 
 	if (!p) {
 		b->err = 1;
@@ -341,9 +342,8 @@ static void lb_park(struct lb *b, struct lb_run *du, uint64_t seq)
 	p->reply = strdup("{}");
 	p->len = 2;
 	snprintf(p->end_reason, sizeof(p->end_reason), "%s", "");
-	for (pp = &b->pending; *pp; pp = &(*pp)->next)
-		;
-	*pp = p;
+	*b->pending_tail = p;
+	b->pending_tail = &p->next;
 	journal_syncer_request(b->syncer, du->j);
 }
 
@@ -405,6 +405,7 @@ static void lb_on_synced(struct loop *l, int fd, uint32_t events, void *arg)
 	b->ready_tail = &b->ready;
 	/* flush_pending */
 	b->pending = NULL;
+	b->pending_tail = &b->pending;
 	while (list) {
 		struct lb_pending *p = list;
 
@@ -418,6 +419,8 @@ static void lb_on_synced(struct loop *l, int fd, uint32_t events, void *arg)
 		}
 	}
 	*kt = b->pending;
+	if (!b->pending)
+		b->pending_tail = keep ? kt : &b->pending;
 	b->pending = keep;
 	/* the answered workloads' next calls */
 	for (struct lb_run *du = b->ready; du; du = du->next_ready)
@@ -452,6 +455,7 @@ static double measure_loop(int n, uint64_t *flushes, uint64_t *wakeups, double *
 	util_rm_rf(path);
 	util_mkdir_p(path, 0700);
 	b.runs = calloc((size_t)n, sizeof(*b.runs));
+	b.pending_tail = &b.pending;
 	b.l = loop_new();
 	/* durable_open: the eventfd, watched by the loop, the syncer's notify_fd */
 	efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
