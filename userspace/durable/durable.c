@@ -112,7 +112,9 @@ static struct durable_run *du_new(struct durable *d, struct run *r)
 
 static void drop_pending(struct durable *d, struct durable_run *du)
 {
-	for (struct pending **pp = &d->pending; *pp;) {
+	struct pending **pp = &d->pending;
+
+	while (*pp) {
 		struct pending *p = *pp;
 
 		if (p->du == du) {
@@ -123,6 +125,7 @@ static void drop_pending(struct durable *d, struct durable_run *du)
 			pp = &p->next;
 		}
 	}
+	d->pending_tail = pp;
 }
 
 static void du_free(struct durable_run *du)
@@ -195,7 +198,7 @@ void durable_park(struct durable_run *du, void *peer, uint64_t seq, int status, 
 		  size_t len, bool end, enum run_status as, const char *why)
 {
 	struct durable *d = du->d;
-	struct pending *p = calloc(1, sizeof(*p)), **pp;
+	struct pending *p = calloc(1, sizeof(*p));
 
 	if (!p) {
 		free(reply);
@@ -211,9 +214,10 @@ void durable_park(struct durable_run *du, void *peer, uint64_t seq, int status, 
 	p->end = end;
 	p->end_as = as;
 	snprintf(p->end_reason, sizeof(p->end_reason), "%s", why ? why : "");
-	for (pp = &d->pending; *pp; pp = &(*pp)->next)
-		;
-	*pp = p;
+	/* at the tail without walking the list: with hundreds of runs parked, a walk per
+	 * park made each wake-up's parking quadratic */
+	*d->pending_tail = p;
+	d->pending_tail = &p->next;
 	journal_syncer_request(d->syncer, du->j);
 }
 
@@ -275,6 +279,7 @@ static void flush_pending(struct durable *d, struct durable_run *only)
 	struct pending *list = d->pending, *keep = NULL, **kt = &keep;
 
 	d->pending = NULL;
+	d->pending_tail = &d->pending;
 	while (list) {
 		struct pending *p = list;
 
@@ -289,6 +294,8 @@ static void flush_pending(struct durable *d, struct durable_run *only)
 	}
 	/* answers sent above may have parked new ones meanwhile: keep their order after */
 	*kt = d->pending;
+	if (!d->pending)
+		d->pending_tail = keep ? kt : &d->pending;
 	d->pending = keep;
 }
 
@@ -702,6 +709,7 @@ int durable_open(struct loop *l, const struct durable_opts *o, struct meter *m, 
 	if (!d)
 		return lerr_set(e, ENOMEM, "durable: out of memory");
 	d->loop = l;
+	d->pending_tail = &d->pending;
 	d->o = *o;
 	d->meter = m;
 	d->tp = &durable_local_transport;
