@@ -18,6 +18,9 @@
 
 /* ---- the table ---- */
 
+/* cgroup_node_sweep_unowned's owner: a live run. */
+static bool owns_cgroup_cb(void *arg, const char *name);
+
 int runs_open(const struct runs_opts *o, struct runs **out, struct lerr *e)
 {
 	struct runs *t = calloc(1, sizeof(*t));
@@ -45,6 +48,10 @@ void runs_close(struct runs *t)
 {
 	if (!t)
 		return;
+	/* a clean stop: runs left live keep their instances; anything else an OCI runtime
+	 * left in the hierarchies lanternd does not manage goes (a pod removed by its
+	 * runtime after the restart's reclaim, docs/pools.md) */
+	cgroup_node_sweep_unowned(t->o.cg, owns_cgroup_cb, t);
 	while (t->runs) {
 		struct run *r = t->runs;
 		t->runs = r->next;
@@ -893,6 +900,13 @@ void runs_recover(struct runs *t)
 	}
 	runtimes_reclaim(t->o.runtimes, t);
 	RUN_HOOKS(t, recovered, t);
+	/* what is left of instances no run owns in the hierarchies lanternd does not
+	 * manage (hybrid host): an OCI runtime's directories for their containers */
+	cgroup_node_sweep_unowned(t->o.cg, owns_cgroup_cb, t);
 	remove_unrecorded(t);
 }
 
+static bool owns_cgroup_cb(void *arg, const char *name)
+{
+	return owns_cgroup(arg, name);
+}
