@@ -303,9 +303,10 @@ static void test_crash_before_record(void)
 	free(out);
 	out = NULL;
 
-	/* a journal with more than its first record (a finished run's), no run.json */
-	tl_sh(NULL, NULL, "cd %s/runs && j=$(ls r-*/journal | head -1) && mkdir %s && cp \"$j\" %s/journal", T.state,
-	      kept, kept);
+	/* a journal with more than its first record (a finished run's: one with run.json),
+	 * no run.json */
+	tl_sh(NULL, NULL, "cd %s/runs && for d in r-*; do [ -e \"$d/run.json\" ] && [ -e \"$d/journal\" ] && "
+	      "j=\"$d/journal\" && break; done; mkdir %s && cp \"$j\" %s/journal", T.state, kept, kept);
 	/* a link named like a run, and one inside the leftover, to a directory outside */
 	snprintf(outside, sizeof(outside), "%s/outside", T.dir);
 	tl_sh(NULL, NULL, "mkdir -p %s && echo keep >%s/file && ln -s %s %s/runs/r-00c0ffee0002 && "
