@@ -174,6 +174,10 @@ struct run_hooks {
 	int (*adopted)(void *arg, struct run *r, struct lerr *e);
 	bool (*can_resume)(void *arg, struct run *r);
 	void (*recovered)(void *arg, struct runs *t);
+	/* A run directory STATE/runs/<id> with no run.json (lanternd died between the
+	 * run's admission and its record; nothing loads it): true when it holds what must
+	 * not be lost, and it is then kept (and logged); else it is removed. */
+	bool (*keeps_dir)(void *arg, const char *id, const char *dir);
 	/* Fields of its own in the run's record (run.json, lantern ps). */
 	void (*json)(void *arg, const struct run *r, json_t *j);
 	void (*free)(void *arg, struct run *r);

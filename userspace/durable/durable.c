@@ -27,6 +27,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -659,6 +660,47 @@ static void on_free(void *arg, struct run *r)
 	run_set_slot(r, d->slot, NULL);
 }
 
+struct first_only {
+	uint64_t n;
+	bool other;
+};
+
+static int count_record(void *arg, const struct journal_record *rec)
+{
+	struct first_only *f = arg;
+
+	f->n++;
+	f->other |= rec->type != JOURNAL_RUN_STARTED;
+	return 0;
+}
+
+/* A run directory with no run.json: its journal, if it has one, is kept when it holds
+ * more than the run's first record. A new run's journal holds run_started alone until
+ * its run.json is written (the workload's first step record comes after: the loop
+ * writes run.json right after the start); more means a run resumed here from another
+ * node's journal (its directory seeded), whose history must not be lost. A journal
+ * that cannot be read is kept too. */
+static bool on_keeps_dir(void *arg, const char *id, const char *dir)
+{
+	char path[PATH_MAX + 16];
+	struct first_only f = { 0 };
+	struct journal_scan info;
+	struct lerr e = { 0 };
+	struct stat st;
+	int err;
+
+	snprintf(path, sizeof(path), "%s/journal", dir);
+	if (lstat(path, &st) < 0)
+		return errno != ENOENT;
+	if (!S_ISREG(st.st_mode))
+		return true;
+	if ((err = journal_scan(path, count_record, &f, &info, &e)) < 0) {
+		log_warn("run %s: journal %s: %s", id, path, e.msg);
+		return true;
+	}
+	return f.n > 1 || f.other;
+}
+
 static const struct run_hooks durable_hooks = {
 	.name = "durable",
 	.admitted = on_admitted,
@@ -669,6 +711,7 @@ static const struct run_hooks durable_hooks = {
 	.ended = on_ended,
 	.adopted = on_adopted,
 	.can_resume = on_can_resume,
+	.keeps_dir = on_keeps_dir,
 	.free = on_free,
 };
 
