@@ -31,8 +31,11 @@ int util_rm_rf(const char *path);
  * directory's content may not be trusted: nothing is followed as a symlink (openat
  * O_NOFOLLOW, unlinkat removes a link itself), no other filesystem is entered (a mount
  * point inside stays, and the directories above it), max_depth levels at most (deeper
- * ones stay). 0 when name is gone, else -errno of its own removal. */
-int util_rm_tree_at(int dirfd, const char *name, unsigned max_depth);
+ * ones stay). With UTIL_RM_DIRS_ONLY only directories are removed (a cgroup's, whose
+ * files go with their rmdir); a name that is not one is -ENOTDIR. 0 when name is gone,
+ * else -errno of its own removal. */
+#define UTIL_RM_DIRS_ONLY 1u
+int util_rm_tree_at(int dirfd, const char *name, unsigned max_depth, unsigned flags);
 /* Reads a whole file; *buf is NUL-terminated and must be freed. */
 int util_read_file(const char *path, char **buf, size_t *len);
 /* Writes via a temporary file, fsync and rename, so readers see old or new. */

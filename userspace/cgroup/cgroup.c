@@ -605,52 +605,29 @@ static void sleep_ms(long ms)
  * parents with it (rmdir fails on them). */
 #define RMDIR_MAX_DEPTH 16
 
-/* Removes the directories below the directory open as fd, deepest first, depth levels
- * at most. Only directories, and only through fds opened O_NOFOLLOW: a symlink (cgroupfs
- * has none, but a misconfigured mount could) is never followed. Closes fd. */
-static void rmdir_below(int fd, int depth)
-{
-	DIR *d = fdopendir(fd);
-	struct dirent *de;
-
-	if (!d) {
-		close(fd);
-		return;
-	}
-	while ((de = readdir(d))) {
-		struct stat st;
-		int sub;
-
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-			continue;
-		if (de->d_type != DT_DIR &&
-		    (de->d_type != DT_UNKNOWN || fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
-		     !S_ISDIR(st.st_mode)))
-			continue;
-		if (depth > 0 &&
-		    (sub = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) >= 0)
-			rmdir_below(sub, depth - 1);
-		unlinkat(dirfd(d), de->d_name, AT_REMOVEDIR);
-	}
-	closedir(d);
-}
-
 /* Removes dir (name under the directory open as parent) and any sub-cgroups made in it,
- * deepest first: empty directories only (rmdir), never through a symlink, bounded. */
+ * deepest first: directories only (a cgroup's files are the kernel's; rmdir takes them),
+ * never through a symlink (cgroupfs has none, but a misconfigured mount could), bounded. */
 static int rmdir_tree_at(int parent, const char *name)
 {
-	int fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-
-	if (fd < 0)
-		return errno == ENOENT ? 0 : -errno;
-	rmdir_below(fd, RMDIR_MAX_DEPTH);
-	return unlinkat(parent, name, AT_REMOVEDIR) < 0 && errno != ENOENT ? -errno : 0;
+	return util_rm_tree_at(parent, name, RMDIR_MAX_DEPTH, UTIL_RM_DIRS_ONLY);
 }
 
 /* rmdir_tree_at for a path (lanternd's own, below a cgroup mount). */
 static int rmdir_tree(const char *dir)
 {
-	return rmdir_tree_at(AT_FDCWD, dir);
+	char parent[PATH_MAX];
+	const char *slash = strrchr(dir, '/');
+	int fd, err;
+
+	if (!slash || slash == dir || (size_t)(slash - dir) >= sizeof(parent))
+		return -EINVAL;
+	snprintf(parent, sizeof(parent), "%.*s", (int)(slash - dir), dir);
+	if ((fd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	err = rmdir_tree_at(fd, slash + 1);
+	close(fd);
+	return err;
 }
 
 /* The cgroup hierarchies mounted here, from /proc/self/mountinfo (cgroup and cgroup2

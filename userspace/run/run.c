@@ -853,7 +853,7 @@ static void remove_unrecorded(struct runs *t)
 			continue;
 		}
 		/* harness/, bundle/: a few levels; never more than this below a run's dir */
-		if ((err = util_rm_tree_at(dirfd(d), de->d_name, 8)) < 0)
+		if ((err = util_rm_tree_at(dirfd(d), de->d_name, 8, 0)) < 0)
 			log_warn("run %s: cannot remove %s (no run.json): %s", de->d_name, dir, strerror(-err));
 		else
 			log_info("run %s: removed %s: it has no run.json (lanternd ended before the run was recorded)",
