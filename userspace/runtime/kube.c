@@ -1012,6 +1012,7 @@ static struct kube_pod *owner(struct runtime_kube *k, json_t *pod)
 }
 
 static int sandbox_state(json_t *pod, char *cid, size_t clen, char *why, size_t len);
+static struct kube_sandbox *sandbox_find(struct runtime_kube *k, const char *inst);
 
 /* A pooled sandbox's pod a pool worker is making or keeps (not a run's, not an orphan):
  * what the watch shows of it goes to the worker waiting for it to run. */
@@ -1026,8 +1027,7 @@ static bool pool_saw(struct runtime_kube *k, enum kube_ev ev, json_t *pod)
 	if (!inst || !ns || !name || strcmp(ns, RUN_POOL_NAMESPACE))
 		return false;
 	pthread_mutex_lock(&k->mu);
-	for (ks = k->sandboxes; ks && strcmp(ks->inst, inst); ks = ks->next)
-		;
+	ks = sandbox_find(k, inst);
 	if (ks && !strcmp(ks->name, name)) {
 		ks->seen = true;
 		if (ev == KUBE_DELETED) {
