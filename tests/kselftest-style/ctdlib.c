@@ -11,8 +11,8 @@ static struct tl_ctd *the_ctd;
 
 /* What containerd leaves if the test is cut short: its shims and their sandboxes,
  * mounts under its root, its network namespaces (kept under its state directory), the
- * bridge its CNI made. ([r]oot: the pattern must not match this shell's own command
- * line, or pkill ends it before the rest runs.) */
+ * bridge its CNI made. ([c]ontainerd, [r]oot: no pattern may match this shell's own
+ * command line, or the kill ends it before the rest runs.) */
 static void ctd_cleanup(void)
 {
 	struct tl_ctd *c = the_ctd;
@@ -20,7 +20,7 @@ static void ctd_cleanup(void)
 	if (!c)
 		return;
 	tl_sh(NULL, NULL,
-	      "for p in $(pgrep -f 'containerd-shim-runc-v2 .*-address %s'); do kill -9 $p; done; "
+	      "for p in $(pgrep -f '[c]ontainerd-shim-runc-v2 .*-address %s'); do kill -9 $p; done; "
 	      "pkill -9 -f '[r]oot=%s' ; sleep 0.3; "
 	      "for m in $(grep '%s' /proc/mounts | awk '{print $2}' | sort -r); do umount -l $m; done; "
 	      "ip link del %s 2>/dev/null; rm -rf %s", c->sock, c->hroot, c->dir, c->net->bridge, c->dir);
