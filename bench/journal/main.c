@@ -1,9 +1,24 @@
 /* bench/journal: durable appends per second of the run journal with group commit, for
- * 1, 16 and 256 concurrent runs, side by side in the same run with the journal
- * replicated to a journal store (lanternd --journal-store: every append durable in the
- * file AND committed in PostgreSQL before its caller goes on) and with SQLite (WAL,
- * synchronous=FULL, one transaction per append, one connection per run, the same
- * records); one journal appending with an fdatasync per append (no syncer), format 1
+ * 1, 16 and 256 concurrent runs, side by side in the same run, in four shapes:
+ *  - loop: the journal driven as lanternd drives it (userspace/durable/durable.c): ONE
+ *    event-loop thread (lanternd's own loop, epoll) appends every run's records
+ *    (journal_append), parks each answer and calls journal_syncer_request; the syncer,
+ *    started with an eventfd as notify_fd, flushes a batch (syncfs, fdatasync for one
+ *    journal) and bumps the eventfd; the loop reads it, walks the parked answers as
+ *    flush_pending does and answers those whose record is durable
+ *    (journal_durable_seq). Each run has one append in flight at a time: its next
+ *    record is appended only once its previous one is durable, as a workload waiting
+ *    for its harness reply does. What lanternd does besides (the harness API's socket
+ *    reads and writes, JSON, harness_state_apply) is not in it; see measure_loop.
+ *  - threads: a thread per run, each journal_append + journal_syncer_wait (the shape
+ *    of the earlier tables; lanternd has no thread per run);
+ *  - replicated: as threads, with the journal replicated to a journal store (lanternd
+ *    --journal-store: every append durable in the file AND committed in PostgreSQL
+ *    before its caller goes on);
+ *  - SQLite (WAL, synchronous=FULL, one transaction per append, one connection and
+ *    thread per run: its best concurrency), the same records.
+ * The targets (>= 1x SQLite at 1 run, >= 20x at 256) are judged on the loop rows. Then
+ * one journal appending with an fdatasync per append (no syncer), format 1
  * (every append extends the file) beside format 2 (preallocated), with the
  * filesystem-journal commits each costs where the directory's filesystem has a jbd2
  * journal; the time to resume a 10,000-step run (verify the journal and replay every
@@ -11,17 +26,21 @@
  * reading the same records back as its peer; and the chain's SHA-256 over that
  * journal's records with libcrypto (what the journal uses) beside libsodium's.
  *
- * Every append is durable before its caller goes on, in all three: the journal waits
- * on the syncer (journal_syncer_wait), the replicated one on the store as well
- * (journal_store_wait; PostgreSQL with fsync and synchronous_commit on), SQLite
- * commits with synchronous=FULL. The machine is shared, so each row is measured in
- * several rounds, the three back to back in each; the table gives medians, the ratios
- * being the medians of each round's.
+ * Every append is durable before its run goes on, in all of them: the loop answers a
+ * run only once journal_durable_seq reaches its record, the threads wait on the syncer
+ * (journal_syncer_wait), the replicated one on the store as well (journal_store_wait;
+ * PostgreSQL with fsync and synchronous_commit on), SQLite commits with
+ * synchronous=FULL. The machine is shared, so each row is measured in several rounds,
+ * the four back to back in each; the table gives medians, the ratios being the medians
+ * of each round's.
  *
- *   build/bench/journal [--seconds S] [--rounds R] [--dir DIR] [--store URL] [--only resume]
+ *   build/bench/journal [--seconds S] [--rounds R] [--runs N] [--dir DIR] [--store URL]
+ *                       [--only resume|loop]
  * (default 3 s per cell, 3 rounds, /var/tmp; without --store, a private PostgreSQL 15
  * is started under DIR when run as root, else the replicated rows are left out;
- * --only resume measures the resume row and the chain's SHA-256 alone, no appends) */
+ * --only resume measures the resume row and the chain's SHA-256 alone, no appends;
+ * --only loop the loop rows alone, no peer: for profiling lanternd's path; --runs N the
+ * row of N runs alone) */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -32,6 +51,8 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 
 #include <openssl/crypto.h>
@@ -44,12 +65,14 @@
 #include "../pgserver.h"
 #include "lantern/harness.h"
 #include "lantern/journal.h"
+#include "lantern/loop.h"
 #include "lantern/util.h"
 
 static char dir[512] = "/var/tmp";
 static double seconds = 3;
 static int rounds = 3;
-static bool only_resume;
+static bool only_resume, only_loop;
+static int only_runs;               /* --runs N: that row alone */
 static struct journal_syncer *syncer;
 static struct journal_store *store;
 static volatile int stop_flag;
@@ -252,6 +275,239 @@ static double measure(int n, enum mode mode, uint64_t *flushes)
 		unlink(side);
 	}
 	free(w);
+	return total / t;
+}
+
+/* ---- lanternd's shape: one event-loop thread, N runs, one outstanding append each ----
+ *
+ * What userspace/durable/durable.c does for a harness call that records a step, without
+ * the harness API around it (no socket read or write, no JSON decoding, no
+ * harness_state_apply: the records are the other rows' step_completed records, the same
+ * bytes, which the harness state would refuse without their step_started; replaying a
+ * 10,000-step run's 20,001 records through it takes ~20 ms here, ~1 us a record): the journal's part of lanternd's loop. durable_append is
+ * journal_append on the loop thread; durable_park allocates a struct pending, walks the
+ * pending list to its tail and calls journal_syncer_request; the syncer (started with
+ * the eventfd as notify_fd, as durable_open does) flushes a batch and bumps the eventfd;
+ * on_synced reads the eventfd and flush_pending walks every parked answer, pending_try
+ * checking journal_sync_error, journal_store_error, journal_durable_seq (and the store's
+ * seq when replicated) as durable.c does. An answered run's workload then makes its next
+ * call: here, once the walk is done, the run appends its next record (a workload
+ * waiting for its harness reply has one call outstanding, never more). The loop is
+ * lanternd's own (userspace/loop: epoll), a timer ends the cell. */
+struct lb_pending {                 /* durable.c's struct pending, the same fields */
+	struct lb_run *du;
+	void *peer;
+	uint64_t seq;
+	int status;
+	char *reply;
+	size_t len;
+	bool end;
+	int end_as;
+	char end_reason[512];
+	struct lb_pending *next;
+};
+
+struct lb_run {
+	int id;
+	struct journal *j;
+	uint64_t appends;           /* answered: durable */
+	bool answered;
+	struct lb_run *next_ready;
+};
+
+struct lb {
+	struct loop *l;
+	struct journal_syncer *syncer;
+	struct lb_pending *pending, **pending_tail;
+	struct lb_run *runs, *ready, **ready_tail;
+	int n, err;
+	bool stopping;
+	uint64_t wakeups;
+};
+
+/* durable_park, less the reply's bytes (the "{}" a step call gets): linked at the
+ * list's tail through the tail pointer. */
+static void lb_park(struct lb *b, struct lb_run *du, uint64_t seq)
+{
+	struct lb_pending *p = calloc(1, sizeof(*p));
+
+	if (!p) {
+		b->err = 1;
+		return;
+	}
+	p->du = du;
+	p->peer = du;
+	p->seq = seq;
+	p->status = 200;
+	p->reply = strdup("{}");
+	p->len = 2;
+	snprintf(p->end_reason, sizeof(p->end_reason), "%s", "");
+	*b->pending_tail = p;
+	b->pending_tail = &p->next;
+	journal_syncer_request(b->syncer, du->j);
+}
+
+/* A run's next harness call: its record appended on the loop thread and parked. */
+static void lb_call(struct lb *b, struct lb_run *du)
+{
+	char rec[512];
+	struct lerr e;
+	uint64_t seq;
+	int n = make_record(rec, sizeof(rec), du->id, du->appends);
+
+	if (journal_append(du->j, JOURNAL_STEP_COMPLETED, rec, (size_t)n, &seq, &e) < 0) {
+		fprintf(stderr, "bench: loop: %s\n", e.msg);
+		b->err = 1;
+		return;
+	}
+	lb_park(b, du, seq);
+}
+
+/* pending_try: true when p's answer went out (its record durable). */
+static bool lb_try(struct lb *b, struct lb_pending *p)
+{
+	struct lb_run *du = p->du;
+	int serr = journal_sync_error(du->j);
+	char why[512];
+
+	if (!serr && journal_store_error(du->j, why, sizeof(why))) {
+		b->err = 1;
+		free(p->reply);
+		return true;
+	}
+	if (!serr && (journal_durable_seq(du->j) < p->seq ||
+		      (journal_replicated(du->j) && journal_stored_seq(du->j) < p->seq)))
+		return false;
+	if (serr) {
+		b->err = 1;
+		free(p->reply);
+		return true;
+	}
+	/* the reply: its run's workload will call again */
+	du->appends++;
+	du->next_ready = NULL;
+	*b->ready_tail = du;
+	b->ready_tail = &du->next_ready;
+	free(p->reply);
+	return true;
+}
+
+static void lb_on_synced(struct loop *l, int fd, uint32_t events, void *arg)
+{
+	struct lb *b = arg;
+	struct lb_pending *list = b->pending, *keep = NULL, **kt = &keep;
+	uint64_t v;
+
+	b->wakeups++;
+	if (read(fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+		b->err = 1;
+	b->ready = NULL;
+	b->ready_tail = &b->ready;
+	/* flush_pending */
+	b->pending = NULL;
+	b->pending_tail = &b->pending;
+	while (list) {
+		struct lb_pending *p = list;
+
+		list = p->next;
+		p->next = NULL;
+		if (lb_try(b, p)) {
+			free(p);
+		} else {
+			*kt = p;
+			kt = &p->next;
+		}
+	}
+	*kt = b->pending;
+	if (!b->pending)
+		b->pending_tail = keep ? kt : &b->pending;
+	b->pending = keep;
+	/* the answered workloads' next calls */
+	for (struct lb_run *du = b->ready; du; du = du->next_ready)
+		if (!b->stopping && !b->err)
+			lb_call(b, du);
+	if ((b->stopping || b->err) && !b->pending)
+		loop_stop(l);
+}
+
+static void lb_time_up(struct loop *l, void *arg)
+{
+	struct lb *b = arg;
+
+	b->stopping = true;
+	if (!b->pending)
+		loop_stop(l);
+}
+
+/* Appends/s of n runs driven the way lanternd drives them; *flushes: the syncer's
+ * syncs, *wakeups: the loop's eventfd wake-ups. */
+static double measure_loop(int n, uint64_t *flushes, uint64_t *wakeups, double *cpu_us)
+{
+	struct lb b = { .n = n };
+	char path[700];
+	struct lerr e;
+	struct journal_syncer_stats st = { 0 };
+	uint64_t total = 0;
+	double t0, t, c0;
+	int efd;
+
+	snprintf(path, sizeof(path), "%s/journals", dir);
+	util_rm_rf(path);
+	util_mkdir_p(path, 0700);
+	b.runs = calloc((size_t)n, sizeof(*b.runs));
+	b.pending_tail = &b.pending;
+	b.l = loop_new();
+	/* durable_open: the eventfd, watched by the loop, the syncer's notify_fd */
+	efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (!b.runs || !b.l || efd < 0 || loop_add(b.l, efd, EPOLLIN, lb_on_synced, &b) < 0 ||
+	    journal_syncer_start(efd, &b.syncer, &e) < 0) {
+		fprintf(stderr, "bench: loop: cannot set up\n");
+		exit(1);
+	}
+	for (int i = 0; i < n; i++) {
+		char jp[800];
+
+		snprintf(jp, sizeof(jp), "%s/%d", path, i);
+		b.runs[i].id = i;
+		if (journal_create(jp, NULL, &b.runs[i].j, &e) < 0) {
+			fprintf(stderr, "bench: %s\n", e.msg);
+			exit(1);
+		}
+	}
+	t0 = now_s();
+	c0 = cpu_s();
+	/* every run's first call */
+	for (int i = 0; i < n; i++)
+		lb_call(&b, &b.runs[i]);
+	loop_timer_add(b.l, (uint64_t)(seconds * 1000), lb_time_up, &b);
+	if (loop_run(b.l) < 0)
+		b.err = 1;
+	t = now_s() - t0;
+	c0 = cpu_s() - c0;
+	journal_syncer_stats(b.syncer, &st);
+	*flushes = st.batches;
+	*wakeups = b.wakeups;
+	if (b.err)
+		fprintf(stderr, "bench: loop: a run failed\n");
+	for (int i = 0; i < n; i++) {
+		total += b.runs[i].appends;
+		journal_syncer_forget(b.syncer, b.runs[i].j);
+		journal_close(b.runs[i].j);
+	}
+	while (b.pending) {
+		struct lb_pending *p = b.pending;
+
+		b.pending = p->next;
+		free(p->reply);
+		free(p);
+	}
+	journal_syncer_stop(b.syncer);
+	loop_del(b.l, efd);
+	close(efd);
+	loop_free(b.l);
+	free(b.runs);
+	util_rm_rf(path);
+	*cpu_us = total ? c0 * 1e6 / total : 0;
 	return total / t;
 }
 
@@ -614,46 +870,89 @@ static const char *store_url(const char *given)
 	return pg.url;
 }
 
-/* The table: appends/s of 1, 16 and 256 runs, journal, replicated and SQLite. */
+/* The table: appends/s of 1, 16 and 256 runs: the journal driven as lanternd drives it
+ * (one loop thread), by a thread per run, replicated (a thread per run), and SQLite. The
+ * targets are judged on the loop rows, lanternd's path. */
 static void append_bench(void)
 {
 	static const int runs[] = { 1, 16, 256 };
 	static const double target[] = { 1, 0, 20 };
 
-	printf("durable appends per second (every append durable before the caller goes on), %s,\n"
-	       "%g s per cell, median of %d rounds (journal, replicated and sqlite back to back in each)\n",
+	printf("durable appends per second (every append durable before the run goes on), %s,\n"
+	       "%g s per cell, median of %d rounds (loop, threads, replicated and sqlite back to back in each)\n",
 	       dir, seconds, rounds);
-	printf("replicated: also committed in the journal store (%s)\n", store ? "PostgreSQL 15, fsync on" :
-	       "left out: no store");
-	printf("%-8s %12s %10s %13s %12s %8s %15s %9s  %s\n", "runs", "journal/s", "flushes/s", "replicated/s",
-	       "sqlite/s", "j/sqlite", "j/s min-max", "r/sqlite", "target");
+	printf("loop: lanternd's shape, one event-loop thread appending for every run (journal_append,\n"
+	       "      journal_syncer_request, the syncer's eventfd, parked answers), one append per run in flight\n");
+	printf("threads: a thread per run, each journal_append + journal_syncer_wait\n");
+	printf("replicated: a thread per run, also committed in the journal store (%s)\n",
+	       store ? "PostgreSQL 15, fsync on" : "left out: no store");
+	printf("sqlite: a thread and connection per run, WAL, synchronous=FULL, one transaction per append\n");
+	printf("(flushes/s: the syncer's syncfs/fdatasync; wakes/s: the loop's eventfd wake-ups; us/app: the loop\n"
+	       " thread's CPU time per durable append)\n");
+	printf("%-5s %9s %9s %8s %6s %9s %9s %12s %9s %8s %13s %8s %8s  %s\n", "runs", "loop/s", "flushes/s",
+	       "wakes/s", "us/app", "threads/s", "flushes/s", "replicated/s", "sqlite/s", "l/sqlite", "l/s min-max",
+	       "t/sqlite", "r/sqlite", "target (loop; replicated)");
 	for (size_t k = 0; k < sizeof(runs) / sizeof(runs[0]); k++) {
-		double jr[99], rr[99], sr[99], fl[99], ratio[99], rratio[99], lo = 1e99, hi = 0, m, rm;
-		char tgt[64] = "";
+		if (only_runs && runs[k] != only_runs)
+			continue;
+		double lr[99], lf[99], lw[99], lc[99], jr[99], rr[99], sr[99], fl[99], lratio[99], ratio[99], rratio[99];
+		double lo = 1e99, hi = 0, lm, m, rm;
+		char tgt[96] = "";
 
 		for (int r = 0; r < rounds; r++) {
-			uint64_t f = 0, rf = 0, dummy;
+			uint64_t f = 0, rf = 0, w = 0, dummy;
 
+			lr[r] = measure_loop(runs[k], &f, &w, &lc[r]);
+			lf[r] = f / seconds;
+			lw[r] = w / seconds;
 			jr[r] = measure(runs[k], LOCAL, &f);
 			fl[r] = f / seconds;
 			rr[r] = store ? measure(runs[k], REPLICATED, &rf) : 0;
 			sr[r] = measure(runs[k], SQLITE, &dummy);
+			lratio[r] = lr[r] / sr[r];
 			ratio[r] = jr[r] / sr[r];
 			rratio[r] = rr[r] / sr[r];
-			lo = ratio[r] < lo ? ratio[r] : lo;
-			hi = ratio[r] > hi ? ratio[r] : hi;
+			lo = lratio[r] < lo ? lratio[r] : lo;
+			hi = lratio[r] > hi ? lratio[r] : hi;
 		}
+		lm = median(lratio, rounds);
 		m = median(ratio, rounds);
 		rm = median(rratio, rounds);
 		if (target[k])
-			snprintf(tgt, sizeof(tgt), ">= %.0fx: %s", target[k], m >= target[k] ? "met" : "MISSED");
+			snprintf(tgt, sizeof(tgt), ">= %.0fx: %s", target[k], lm >= target[k] ? "met" : "MISSED");
 		if (store && runs[k] == 256)
 			snprintf(tgt + strlen(tgt), sizeof(tgt) - strlen(tgt), "; replicated >= 10x: %s",
 				 rm >= 10 ? "met" : "MISSED");
-		printf("%-8d %12.0f %10.0f %13.0f %12.0f %7.1fx %7.1f-%-7.1f %8.1fx  %s\n", runs[k],
-		       median(jr, rounds), median(fl, rounds), median(rr, rounds), median(sr, rounds), m, lo, hi,
-		       rm, tgt);
+		printf("%-5d %9.0f %9.0f %8.0f %6.1f %9.0f %9.0f %12.0f %9.0f %7.1fx %6.1f-%-6.1f %7.1fx %7.1fx  %s\n",
+		       runs[k], median(lr, rounds), median(lf, rounds), median(lw, rounds), median(lc, rounds),
+		       median(jr, rounds),
+		       median(fl, rounds), median(rr, rounds), median(sr, rounds), lm, lo, hi, m, rm, tgt);
 	}
+}
+
+/* --only loop: the loop rows alone (no peer), to profile lanternd's path. */
+static void loop_rows(void)
+{
+	static const int runs[] = { 1, 16, 256 };
+
+	print_load("at start");
+	printf("%-5s %9s %9s %8s %6s\n", "runs", "loop/s", "flushes/s", "wakes/s", "us/app");
+	for (size_t k = 0; k < sizeof(runs) / sizeof(runs[0]); k++) {
+		if (only_runs && runs[k] != only_runs)
+			continue;
+		double lr[99], lf[99], lw[99], lc[99];
+
+		for (int r = 0; r < rounds; r++) {
+			uint64_t f = 0, w = 0;
+
+			lr[r] = measure_loop(runs[k], &f, &w, &lc[r]);
+			lf[r] = f / seconds;
+			lw[r] = w / seconds;
+		}
+		printf("%-5d %9.0f %9.0f %8.0f %6.1f\n", runs[k], median(lr, rounds), median(lf, rounds),
+		       median(lw, rounds), median(lc, rounds));
+	}
+	print_load("at end");
 }
 
 int main(int argc, char **argv)
@@ -666,24 +965,34 @@ int main(int argc, char **argv)
 			seconds = atof(argv[++i]);
 		else if (!strcmp(argv[i], "--rounds") && i + 1 < argc)
 			rounds = atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--runs") && i + 1 < argc)
+			only_runs = atoi(argv[++i]);
 		else if (!strcmp(argv[i], "--dir") && i + 1 < argc)
 			snprintf(dir, sizeof(dir), "%s", argv[++i]);
 		else if (!strcmp(argv[i], "--store") && i + 1 < argc)
 			given = argv[++i];
-		else if (!strcmp(argv[i], "--only") && i + 1 < argc && !strcmp(argv[++i], "resume"))
+		else if (!strcmp(argv[i], "--only") && i + 1 < argc && !strcmp(argv[i + 1], "resume") && ++i)
 			only_resume = true;
+		else if (!strcmp(argv[i], "--only") && i + 1 < argc && !strcmp(argv[i + 1], "loop") && ++i)
+			only_loop = true;
 		else
 			rounds = 0;
 	}
 	if (rounds < 1 || rounds > 99 || sodium_init() < 0) {
-		fprintf(stderr, "usage: journal [--seconds S] [--rounds 1-99] [--dir DIR] [--store URL] "
-			"[--only resume]\n");
+		fprintf(stderr, "usage: journal [--seconds S] [--rounds 1-99] [--runs 1|16|256] [--dir DIR] [--store URL] "
+			"[--only resume|loop]\n");
 		return 2;
 	}
 	snprintf(dir + strlen(dir), sizeof(dir) - strlen(dir), "/lantern-bench-journal-%d", getpid());
 	if (util_mkdir_p(dir, 0700) < 0 || journal_syncer_start(-1, &syncer, &e) < 0) {
 		fprintf(stderr, "bench: cannot prepare %s\n", dir);
 		return 1;
+	}
+	if (only_loop) {
+		loop_rows();
+		journal_syncer_stop(syncer);
+		util_rm_rf(dir);
+		return 0;
 	}
 	url = only_resume ? NULL : store_url(given);
 	if (url) {

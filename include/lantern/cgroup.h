@@ -93,6 +93,14 @@ int cgroup_inst_destroy(const struct cgroup_inst *c, int timeout_ms, struct lerr
  * busy (a container's last task exiting) is tried again for up to a second. Blocks:
  * for workers and lanternd's start, not the loop's steady state. */
 void cgroup_inst_sweep(const struct cgroup_node *n, const char *name);
+/* Removes, in every cgroup hierarchy mounted (/proc/self/mountinfo) but the unified one,
+ * the directories of instances under n's subtree that owned(arg, name) says no one
+ * owns: empty directories only (rmdir, deepest first, bounded depth, never through a
+ * symlink); one a process holds stays. What an OCI runtime made for a pod that was
+ * removed after its instance was reclaimed (lanternd killed while making it). Returns
+ * how many instance directories went. Nothing on a pure v2 host. Blocks briefly. */
+unsigned cgroup_node_sweep_unowned(const struct cgroup_node *n, bool (*owned)(void *arg, const char *name),
+				   void *arg);
 /* Lists instance directory names under the subtree. *names must be freed (each and all). */
 int cgroup_node_list(const struct cgroup_node *n, char ***names, size_t *count);
 

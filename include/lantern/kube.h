@@ -56,6 +56,11 @@ int kube_request(struct kube *k, const char *method, const char *path, json_t *b
  * parsed, handed to done and freed, jansson wipes every block it frees (util.h). */
 int kube_get_sensitive(struct kube *k, const char *path, long timeout_ms, kube_done_fn done, void *arg,
 		       struct kube_req **out, struct lerr *e);
+/* The same request made on the calling thread and waited for, within timeout_ms: for
+ * a worker thread, never the loop's. res->body is the caller's (json_decref); res->err
+ * points into err. -EIO with e set when it could not be made. */
+int kube_request_wait(struct kube *k, const char *method, const char *path, json_t *body, long timeout_ms,
+		      struct kube_resp *res, char *err, size_t errlen, struct lerr *e);
 /* Drops a request whose done has not run; done will not run. */
 void kube_cancel(struct kube_req *q);
 /* "Reason: message" of a Status answer, else the transport error or "HTTP n". */

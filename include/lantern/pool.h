@@ -25,10 +25,9 @@
  * size.min, after a minute without one.
  *
  * lanternd refuses to start when a pool is declared for specs no runtime here admits,
- * or whose runtime cannot keep sandboxes (the Kubernetes runtime: the kubelet makes its
- * pods). Under the CRI runtime a sandbox is a pod in the namespace lantern-pool, whose
- * containers bind to its instance while the pool is starting it (the pooled hook,
- * run.h). After a restart, the sandboxes a previous
+ * or whose runtime cannot keep sandboxes. Under the CRI and Kubernetes runtimes a
+ * sandbox is a pod in the namespace lantern-pool, whose containers bind to its instance
+ * while the pool is starting it (the pooled hook, run.h). After a restart, the sandboxes a previous
  * lanternd left are never adopted: their waiters lost their lanternd and exited, and
  * what is left of them is reclaimed (runs_recover, then pool_start). */
 #ifndef LANTERN_POOL_H

@@ -174,6 +174,10 @@ struct run_hooks {
 	int (*adopted)(void *arg, struct run *r, struct lerr *e);
 	bool (*can_resume)(void *arg, struct run *r);
 	void (*recovered)(void *arg, struct runs *t);
+	/* A run directory STATE/runs/<id> with no run.json (lanternd died between the
+	 * run's admission and its record; nothing loads it): true when it holds what must
+	 * not be lost, and it is then kept (and logged); else it is removed. */
+	bool (*keeps_dir)(void *arg, const char *id, const char *dir);
 	/* Fields of its own in the run's record (run.json, lantern ps). */
 	void (*json)(void *arg, const struct run *r, json_t *j);
 	void (*free)(void *arg, struct run *r);
@@ -352,6 +356,9 @@ struct run_bind_req {
 	const char *pod_uid;            /* io.kubernetes.cri.sandbox-uid */
 	const char *run_id;             /* lantern.dev/run-id */
 	const char *instance_id;        /* lantern.dev/agent-instance-id */
+	json_t *process;                /* a pooled pod's workload: containerd's process (args, env,
+					 * cwd), sent by lantern-oci when the pod is annotated
+					 * lantern.dev/pool; else NULL */
 };
 /* Binds or refuses (-EPERM, the reason naming container and run); on success *answer
  * (a new reference) holds "run_id", "instance_id", "runtime" (the binary), "args" (its

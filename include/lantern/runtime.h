@@ -100,6 +100,12 @@ struct runtime_ops {
 	 * checked the cgroup, the instance and the annotations); as bind. NULL: refused. */
 	int (*sandbox_bind)(void *rt, const char *inst, const struct spec *s, const struct run_bind_req *b,
 			    json_t *answer, struct lerr *e);
+	/* Whether a claimed sandbox can run s, beyond the pool's shape (image, class,
+	 * network, limits); NULL: it always can. */
+	bool (*sandbox_fits)(void *rt, const struct spec *s);
+	/* lanternd's exit: sandbox_starts under way that wait on someone else (the kubelet)
+	 * give up now. NULL: they end by themselves. */
+	void (*sandbox_cancel)(void *rt);
 };
 
 struct runtimes;

@@ -27,6 +27,15 @@ int lerr_set(struct lerr *e, int err, const char *fmt, ...) __attribute__((forma
 
 int util_mkdir_p(const char *path, mode_t mode);
 int util_rm_rf(const char *path);
+/* Removes name (under the directory open as dirfd) and everything below it, for what a
+ * directory's content may not be trusted: nothing is followed as a symlink (openat
+ * O_NOFOLLOW, unlinkat removes a link itself), no other filesystem is entered (a mount
+ * point inside stays, and the directories above it), max_depth levels at most (deeper
+ * ones stay). With UTIL_RM_DIRS_ONLY only directories are removed (a cgroup's, whose
+ * files go with their rmdir); a name that is not one is -ENOTDIR. 0 when name is gone,
+ * else -errno of its own removal. */
+#define UTIL_RM_DIRS_ONLY 1u
+int util_rm_tree_at(int dirfd, const char *name, unsigned max_depth, unsigned flags);
 /* Reads a whole file; *buf is NUL-terminated and must be freed. */
 int util_read_file(const char *path, char **buf, size_t *len);
 /* Writes via a temporary file, fsync and rename, so readers see old or new. */

@@ -22,7 +22,7 @@
 #include "tap.h"
 #include "testlib.h"
 
-#define NPOINTS 20
+#define NPOINTS 22
 
 static struct cgroup_node node;
 static bool node_ok;
@@ -493,6 +493,83 @@ static void test_sweep(void)
 		tap_diag("sweep test left %s: %s", left, e.msg);
 }
 
+static bool owned_live(void *arg, const char *name)
+{
+	return !strcmp(name, "i-live");
+}
+
+/* Makes ROOT/inst/pod/ctr in every cgroup v1 hierarchy lanternd does not manage (what an
+ * OCI runtime makes for a pod whose cgroup parent is the instance); returns how many. */
+static int make_unmanaged(const char *root, const char *inst)
+{
+	static const char *const managed[] = { "memory", "cpu", "pids", "unified" };
+	char path[PATH_MAX];
+	struct dirent *de;
+	struct stat st;
+	DIR *d = opendir("/sys/fs/cgroup");
+	int made = 0;
+
+	while (d && (de = readdir(d))) {
+		bool skip = de->d_name[0] == '.';
+
+		for (size_t i = 0; i < ARRAY_SIZE(managed); i++)
+			skip |= !strcmp(de->d_name, managed[i]);
+		snprintf(path, sizeof(path), "/sys/fs/cgroup/%.200s", de->d_name);
+		if (skip || lstat(path, &st) < 0 || !S_ISDIR(st.st_mode))
+			continue;
+		snprintf(path, sizeof(path), "/sys/fs/cgroup/%.200s/%s/%s/pod/ctr", de->d_name, root, inst);
+		made += util_mkdir_p(path, 0755) == 0;
+	}
+	if (d)
+		closedir(d);
+	return made;
+}
+
+/* How many hierarchies hold ROOT/inst. */
+static int held(const char *root, const char *inst)
+{
+	char rel[200], first[PATH_MAX];
+
+	snprintf(rel, sizeof(rel), "%s/%s", root, inst);
+	return left_behind(rel, first, sizeof(first));
+}
+
+/* What an OCI runtime left of instances in the hierarchies lanternd does not manage:
+ * the sweep of unowned instances removes those no one owns (and only those), and the
+ * destroy of an instance removes its own there too. */
+static void test_unowned(void)
+{
+	struct cgroup_node sw;
+	struct cgroup_inst live;
+	struct lerr e = { "" };
+	char root[64], left[PATH_MAX] = "";
+	int made_gone, made_live, live_before;
+	unsigned removed;
+
+	snprintf(root, sizeof(root), "lantern-test-cg-%d-unowned", (int)getpid());
+	if (cgroup_node_open(root, &sw, &e) < 0 || cgroup_inst_create(&sw, "i-live", NULL, 0, &live, &e) < 0) {
+		tap_diag("%s", e.msg);
+		tap_ok(false, "unowned sweep (no subtree)");
+		tap_ok(false, "unowned sweep (no subtree)");
+		return;
+	}
+	made_gone = sw.layout == CGROUP_HYBRID ? make_unmanaged(root, "i-gone") : 0;
+	made_live = sw.layout == CGROUP_HYBRID ? make_unmanaged(root, "i-live") : 0;
+	live_before = held(root, "i-live");
+	removed = cgroup_node_sweep_unowned(&sw, owned_live, NULL);
+	tap_ok(sw.layout == CGROUP_UNIFIED ? removed == 0 && held(root, "i-live") == 1
+					   : made_gone >= 1 && removed == (unsigned)made_gone &&
+						     held(root, "i-gone") == 0 && held(root, "i-live") == live_before,
+	       "the sweep of unowned instances removes, in every v1 hierarchy, what is left of an instance no one "
+	       "owns (%d dirs, %u removed) and nothing of an owned one (%d hierarchies hold it)%s", made_gone,
+	       removed, held(root, "i-live"), sw.layout == CGROUP_UNIFIED ? " (unified: nothing to do)" : "");
+	tap_ok(cgroup_inst_destroy(&live, 2000, &e) == 0 && held(root, "i-live") == 0,
+	       "destroying an instance removes its directories in every hierarchy, those an OCI runtime made "
+	       "in the unmanaged ones too (%d made): %s", made_live, e.msg);
+	if (cgroup_node_sweep(&sw, &e) < 0 || left_behind(root, left, sizeof(left)))
+		tap_diag("unowned test left %s: %s", left, e.msg);
+}
+
 int main(void)
 {
 	const char *missing = tl_env_missing();
@@ -525,6 +602,7 @@ int main(void)
 	test_fork_bomb();
 	test_list_and_failures();
 	test_sweep();
+	test_unowned();
 
 	cleanup();
 	tap_ok(access(node.v2, F_OK) < 0 && (node.layout == CGROUP_UNIFIED ||

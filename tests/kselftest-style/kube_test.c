@@ -17,7 +17,11 @@
  * settles the ones that ended or vanished and reclaims pods no run owns; lanternd
  * never makes a call deploy/daemonset's RBAC does not allow, nor holds one it never
  * uses; the in-cluster service-account configuration works; a pod that never starts
- * fails its run after --kube-start-timeout. */
+ * fails its run after --kube-start-timeout. Warm pools (--pools): the pool's pod in
+ * lantern-pool, its binds (the test plays lantern-oci, the runtime and the kubelet:
+ * kube_pods_test runs pods through a real containerd), readiness, a claim (exec with the
+ * image's environment, the pod patched to name its run and tenant), the end, the refill,
+ * a pod the kubelet cannot start, and a clean stop. */
 #include <curl/curl.h>
 #include <errno.h>
 #include <jansson.h>
@@ -25,6 +29,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -56,17 +63,22 @@ static json_t *objects(void)
 	return api("GET", "/_test/objects", NULL, NULL);
 }
 
-/* The kubelet reports: merge st (JSON text) into the pod's status. */
-static bool kubelet(const char *pod, const char *st)
+/* The kubelet reports: merge st (JSON text) into the status of pod ns/pod. */
+static bool kubelet_ns(const char *ns, const char *pod, const char *st)
 {
 	char path[256];
 	long code = 0;
 	json_t *r;
 
-	snprintf(path, sizeof(path), "/_test/pods/%s/%s/status", NS, pod);
+	snprintf(path, sizeof(path), "/_test/pods/%s/%s/status", ns, pod);
 	r = api("POST", path, json_loads(st, 0, NULL), &code);
 	json_decref(r);
 	return code == 200;
+}
+
+static bool kubelet(const char *pod, const char *st)
+{
+	return kubelet_ns(NS, pod, st);
 }
 
 /* o[key] as a string; key may hold dots (label and annotation keys). */
@@ -274,9 +286,10 @@ static bool is(json_t *r, const char *st)
 
 /* Starts a spawn of class cls in the background; its run id in id (whatever its status
  * by then: a pod the kubelet refuses ends its run within milliseconds). */
-static bool submit(const char *name, const char *cls, const char *extra, char *id, size_t len)
+static bool submit_script(const char *name, const char *cls, const char *extra, const char *script, char *id,
+			  size_t len)
 {
-	const char *f = tl_spec(&T, name, NULL, "echo hello", "  image_digest: \"" IMAGE "\"\n  isolation: %s\n"
+	const char *f = tl_spec(&T, name, NULL, script, "  image_digest: \"" IMAGE "\"\n  isolation: %s\n"
 				"  limits:\n    vcpu: \"500m\"\n    memory: 256Mi\n    timeout: 1h\n%s",
 				cls, extra ? extra : "");
 
@@ -303,6 +316,11 @@ static bool submit(const char *name, const char *cls, const char *extra, char *i
 	return false;
 }
 
+static bool submit(const char *name, const char *cls, const char *extra, char *id, size_t len)
+{
+	return submit_script(name, cls, extra, "echo hello", id, len);
+}
+
 static const char *pod_name(const char *id, char *buf, size_t len)
 {
 	json_t *r = run_info(id);
@@ -310,6 +328,112 @@ static const char *pod_name(const char *id, char *buf, size_t len)
 	snprintf(buf, len, "%s", jstr(r, "pod.name") ?: "");
 	json_decref(r);
 	return buf;
+}
+
+
+/* ---- pooled pods: the test plays lantern-oci and the container runtime ---- */
+
+/* One request on lanternd's socket (lantern-oci's "bind"), its answer. */
+static json_t *lanternd_op(json_t *req)
+{
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	char *line = json_dumps(req, JSON_COMPACT), buf[65536];
+	size_t n = 0;
+	json_t *ans = NULL;
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	json_decref(req);
+	snprintf(a.sun_path, sizeof(a.sun_path), "%s", T.sock);
+	if (fd >= 0 && line && connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
+	    write(fd, line, strlen(line)) == (ssize_t)strlen(line) && write(fd, "\n", 1) == 1) {
+		ssize_t r;
+
+		while (n < sizeof(buf) - 1 && (r = read(fd, buf + n, sizeof(buf) - 1 - n)) > 0) {
+			n += (size_t)r;
+			buf[n] = '\0';
+			if (memchr(buf, '\n', n))
+				break;
+		}
+		ans = n ? json_loadb(buf, strcspn(buf, "\n"), 0, NULL) : NULL;
+	}
+	if (fd >= 0)
+		close(fd);
+	free(line);
+	return ans;
+}
+
+/* What lantern-oci asks for a container of pod (its config.json's annotations as
+ * containerd writes them), with process for the workload's. */
+static json_t *bind_as_oci(json_t *pod, const char *cid, const char *sandbox_id, const char *cgpath, json_t *process)
+{
+	json_t *ann = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s?, s:s?}", "io.kubernetes.cri.container-type",
+				process ? "container" : "sandbox", "io.kubernetes.cri.sandbox-id", sandbox_id,
+				"io.kubernetes.cri.sandbox-namespace", jstr(pod, "metadata.namespace") ?: "",
+				"io.kubernetes.cri.sandbox-name", jstr(pod, "metadata.name") ?: "",
+				"io.kubernetes.cri.sandbox-uid", jstr(pod, "metadata.uid") ?: "",
+				"lantern.dev/agent-instance-id",
+				sval(json_object_get(json_object_get(pod, "metadata"), "annotations"),
+				     "lantern.dev/agent-instance-id"),
+				"lantern.dev/pool",
+				sval(json_object_get(json_object_get(pod, "metadata"), "annotations"), "lantern.dev/pool"));
+	json_t *req = json_pack("{s:s, s:s, s:s, s:s, s:o}", "op", "bind", "container_id", cid, "handler_class",
+				"trusted", "cgroups_path", cgpath, "annotations", ann);
+
+	if (process)
+		json_object_set_new(req, "process", process);
+	return lanternd_op(req);
+}
+
+/* The stored pods of namespace ns. */
+static json_t *pods_in(const char *ns)
+{
+	json_t *o = objects(), *out = json_array(), *p;
+	size_t i;
+
+	json_array_foreach(json_object_get(o, "pods"), i, p)
+		if (!strcmp(jstr(p, "metadata.namespace") ?: "", ns))
+			json_array_append(out, p);
+	json_decref(o);
+	return out;
+}
+
+/* The host path of the pod's volume mounted at dest. */
+static const char *host_path_at(json_t *pod, const char *dest)
+{
+	json_t *c = json_array_get(json_object_get(json_object_get(pod, "spec"), "containers"), 0), *m, *v;
+	const char *vol = NULL;
+	size_t i;
+
+	json_array_foreach(json_object_get(c, "volumeMounts"), i, m)
+		if (!strcmp(sval(m, "mountPath") ?: "", dest))
+			vol = sval(m, "name");
+	json_array_foreach(json_object_get(json_object_get(pod, "spec"), "volumes"), i, v)
+		if (vol && !strcmp(sval(v, "name") ?: "", vol))
+			return jstr(v, "hostPath.path");
+	return NULL;
+}
+
+/* The container runtime's part: a process in the cgroup lanternd's bind answered (v2,
+ * where lanternd looks), running argv with the waiter's socket at its host path. */
+static pid_t run_in_cgroup(const char *cgpath, const char *waiter, const char *sock)
+{
+	char dir[512], procs[600];
+	pid_t pid;
+
+	snprintf(dir, sizeof(dir), "/sys/fs/cgroup/unified%s", cgpath);
+	if (access("/sys/fs/cgroup/unified", F_OK) != 0)
+		snprintf(dir, sizeof(dir), "/sys/fs/cgroup%s", cgpath);
+	mkdir(dir, 0755);
+	snprintf(procs, sizeof(procs), "%s/cgroup.procs", dir);
+	if ((pid = fork()) == 0) {
+		FILE *f = fopen(procs, "w");
+
+		if (!f || fprintf(f, "0\n") < 0 || fclose(f) != 0)
+			_exit(126);
+		execl(waiter, waiter, sock, (char *)NULL);
+		_exit(127);
+	}
+	return pid;
 }
 
 static void stop_server(void)
@@ -325,9 +449,9 @@ int main(void)
 	json_t *pod, *r, *o, *e;
 	bool ok;
 
-	tap_plan(30);
+	tap_plan(39);
 	if (missing || access("tests/kube-apiserver/node_modules/kubernetes-models", F_OK) != 0) {
-		for (int i = 0; i < 30; i++)
+		for (int i = 0; i < 39; i++)
 			tap_skip(missing ? missing : "tests/kube-apiserver/node_modules missing (make deps)",
 				 "kube_test");
 		return tap_done();
@@ -337,7 +461,7 @@ int main(void)
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	metrics_port = (uint16_t)(21000 + getpid() % 20000);
 	if (!tl_kube_certs(&T, true) || tl_kube_start(&K, "--bookmark-ms 200") <= 0) {
-		for (int i = 0; i < 30; i++)
+		for (int i = 0; i < 39; i++)
 			tap_ok(false, "test API server could not start (see %s/apiserver.log)", T.dir);
 		return 1;
 	}
@@ -360,19 +484,6 @@ int main(void)
 	free(body);
 	body = NULL;
 	tl_daemon_stop(&T, SIGTERM);
-
-	/* the kubelet makes every pod: this node keeps no pooled sandboxes for them, and
-	 * says so rather than run a pool's specs cold */
-	{
-		char more[600];
-
-		snprintf(more, sizeof(more), "--pools %s", tl_file(&T, "pools.yaml", "pools:\n  - name: p\n"
-			 "    image_digest: test/busybox@sha256:%064d\n    isolation: standard\n    size: {max: 1}\n", 0));
-		tap_ok(start(kc_token, more) == -ECHILD && tl_log_contains(&T, "pools.yaml:2: pool \"p\"") &&
-		       tl_log_contains(&T, "kubernetes runtime, which cannot keep pooled sandboxes"),
-		       "a pool declared with --kubernetes refuses the start: the kubernetes runtime cannot keep pooled "
-		       "sandboxes");
-	}
 
 	/* ready once the node's pods are watched and the node is labelled */
 	ok = start(kc_token, NULL) == 0 && wait_probe("/readyz", 200, "ok runtime: kubernetes", 10000, &body);
@@ -695,6 +806,228 @@ int main(void)
 		tap_ok(tl_has(jstr(run_info(c), "reason"), "deleted while lanternd was not watching"),
 		       "the vanished pod's run says it went while lanternd was not watching (asked by name "
 		       "after the list)");
+	}
+
+
+	/* warm pools: pods in lantern-pool, claimed by relabelling (the test is the
+	 * kubelet, lantern-oci and the container runtime here; kube_pods_test runs them
+	 * through a real containerd) */
+	tl_daemon_stop(&T, SIGTERM);
+	{
+		char more[800], sbx[64], wl[64], cgpath[300], cid[160], status[1024], envfile[400], *out = NULL;
+		char pname_b[128] = "", uid_b[64] = "";
+		const char *pname = NULL, *uid = NULL, *wsock_dir;
+		json_t *pods, *pp, *ans, *ans2 = NULL, *pools;
+		pid_t wpid = -1;
+		int st = 0;
+
+		snprintf(more, sizeof(more), "--pools %s", tl_file(&T, "pools.yaml", "pools:\n  - name: kp\n"
+			 "    image_digest: " IMAGE "\n    isolation: trusted\n    limits: {vcpu: 500m, memory: 256Mi}\n"
+			 "    size: {min: 1, max: 1}\n"));
+		ok = start(kc_token, more) == 0;
+		for (uint64_t end = tl_ms() + 10000; ok && tl_ms() < end; usleep(100000)) {
+			pods = pods_in("lantern-pool");
+			if (json_array_size(pods))
+				break;
+			json_decref(pods);
+			pods = NULL;
+		}
+		pods = ok ? pods_in("lantern-pool") : json_array();
+		pp = json_array_get(pods, 0);
+		/* copies: pods is read again below */
+		if (jstr(pp, "metadata.name"))
+			pname = strcpy(pname_b, jstr(pp, "metadata.name"));
+		if (jstr(pp, "metadata.uid"))
+			uid = strcpy(uid_b, jstr(pp, "metadata.uid"));
+		o = objects();
+		e = NULL;
+		{
+			json_t *ns;
+			size_t i;
+
+			json_array_foreach(json_object_get(o, "namespaces"), i, ns)
+				if (!strcmp(jstr(ns, "metadata.name") ?: "", "lantern-pool"))
+					e = ns;
+		}
+		{
+			json_t *c = json_array_get(json_object_get(json_object_get(pp, "spec"), "containers"), 0);
+			json_t *labels = json_object_get(json_object_get(pp, "metadata"), "labels");
+
+			tap_ok(ok && json_array_size(pods) == 1 && pname && e &&
+			       !strcmp(sval(labels, "lantern.dev/pool") ?: "", "kp") && !sval(labels, "lantern.dev/run-id") &&
+			       !sval(labels, "lantern.dev/tenant") && !json_object_get(c, "command") &&
+			       !strcmp(jstr(pp, "spec.runtimeClassName") ?: "", "lantern-trusted") &&
+			       !strcmp(jstr(pp, "spec.nodeName") ?: "", NODE) && host_path_at(pp, "/run/lantern/lantern-waiter"),
+			       "--pools under --kubernetes: the pool's pod is made in namespace lantern-pool (made too), on "
+			       "this node, its class's RuntimeClass, labelled with its pool and no run or tenant, no "
+			       "command (the image's own), lantern-waiter's binary as a host path (%s)", pname ? pname : "none");
+		}
+		json_decref(o);
+
+		/* lantern-oci binds its sandbox, then its workload container with the process
+		 * containerd made of the image; the answer says to run the waiter instead */
+		snprintf(sbx, sizeof(sbx), "sbx%016llx", (unsigned long long)tl_ms());
+		snprintf(wl, sizeof(wl), "wl%016llx", (unsigned long long)tl_ms());
+		snprintf(cgpath, sizeof(cgpath), "/kubepods/pod%s/%s", uid ? uid : "x", sbx);
+		ans = bind_as_oci(pp, sbx, sbx, cgpath, NULL);
+		snprintf(cgpath, sizeof(cgpath), "/kubepods/pod%s/%s", uid ? uid : "x", wl);
+		snprintf(envfile, sizeof(envfile), "%s/claimed.env", T.dir);
+		if (ans && !strcmp(jstr(ans, "type") ?: "", "bound"))
+			ans2 = bind_as_oci(pp, wl, sbx, cgpath, json_pack("{s:[s,s,s], s:[s,s], s:s}", "args", "/bin/sh",
+								       "-c", "echo image-default", "env",
+								       "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+								       "FROM_IMAGE=yes", "cwd", T.dir));
+		tap_ok(ans2 && !strcmp(jstr(ans2, "type") ?: "", "bound") &&
+		       tl_has(jstr(ans2, "cgroups_path"), T.cgroot) &&
+		       !strcmp(json_string_value(json_array_get(json_object_get(ans2, "exec"), 0)) ?: "",
+			       "/run/lantern/lantern-waiter"),
+		       "lantern-oci's binds of the pooled pod's containers: both bound, moved from the kubelet's "
+		       "cgroup into the sandbox's instance, the workload told to run lantern-waiter (%s)",
+		       tl_oneline(ans2 ? json_dumps(ans2, JSON_COMPACT) : "none"));
+		/* ... and a container of another pod naming the sandbox is refused */
+		{
+			json_t *forged = json_deep_copy(pp), *fa;
+
+			json_object_set_new(json_object_get(forged, "metadata"), "name", json_string("lantern-forged"));
+			fa = bind_as_oci(forged, "wlforged", sbx, "/kubepods/podx/wlforged",
+					 json_pack("{s:[s]}", "args", "/bin/true"));
+			tap_ok(fa && !strcmp(jstr(fa, "type") ?: "", "error") && tl_has(jstr(fa, "error"), "not the pod"),
+			       "a container of another pod naming the pooled sandbox is refused (%s)",
+			       tl_oneline(jstr(fa, "error")));
+			json_decref(fa);
+			json_decref(forged);
+		}
+		/* the container runs the waiter in the instance; the kubelet says Running */
+		wsock_dir = host_path_at(pp, "/run/lantern/waiter");
+		if (ans2 && wsock_dir) {
+			char sock[512];
+
+			snprintf(sock, sizeof(sock), "%s/waiter.sock", wsock_dir);
+			char waiter[512];
+
+			snprintf(waiter, sizeof(waiter), "%s/lantern-waiter", T.build);
+			wpid = run_in_cgroup(jstr(ans2, "cgroups_path"), waiter, sock);
+			tl_child_track(wpid, SIGKILL);
+		}
+		snprintf(cid, sizeof(cid), "containerd://%s", wl);
+		snprintf(status, sizeof(status), "{\"phase\": \"Running\", \"containerStatuses\": [{\"name\": "
+			 "\"workload\", \"ready\": true, \"restartCount\": 0, \"image\": \"" IMAGE "\", \"imageID\": \"\", "
+			 "\"containerID\": \"%s\", \"state\": {\"running\": {\"startedAt\": \"2026-11-30T00:00:00Z\"}}}]}", cid);
+		kubelet_ns("lantern-pool", pname ? pname : "", status);
+		pools = NULL;
+		for (uint64_t end = tl_ms() + 10000; tl_ms() < end; usleep(100000)) {
+			json_decref(pools);
+			pools = tl_lantern_json(&T, "pools --json");
+			if (json_integer_value(json_object_get(json_array_get(pools, 0), "ready")) == 1)
+				break;
+		}
+		tap_ok(json_integer_value(json_object_get(json_array_get(pools, 0), "ready")) == 1,
+		       "once the kubelet runs it and its waiter says hello from inside the instance, the sandbox is "
+		       "ready (lantern pools: %s)", tl_oneline(pools ? json_dumps(json_array_get(pools, 0), JSON_COMPACT) : "none"));
+		json_decref(pools);
+
+		/* a spawn that fits claims it: the pod is relabelled for the run and its tenant,
+		 * the waiter execs the run's process with the image's environment */
+		{
+			char extra[600];
+
+			snprintf(extra, sizeof(extra), "  network: none\n");
+			ok = submit_script("k-claim", "trusted", extra, "env > claimed.env; pwd >> claimed.env", id,
+					   sizeof(id));
+		}
+		ok = ok && tl_wait_file_text(envfile, "FROM_IMAGE=yes", 10000);
+		r = run_info(id);
+		tap_ok(ok && tl_wait_file_text(envfile, "LANTERN_RUN_ID=", 1000) && tl_wait_file_text(envfile, T.dir, 1000) &&
+		       !strcmp(jstr(r, "pod.namespace") ?: "", "lantern-pool") &&
+		       !strcmp(jstr(r, "pod.name") ?: "", pname ? pname : "-") && !strcmp(jstr(r, "pool.name") ?: "", "kp"),
+		       "a spawn that fits claims the pooled pod: the waiter execs the run's command with the image's "
+		       "environment and working directory and the run's own (LANTERN_RUN_ID); the run's pod is the "
+		       "pool's, in lantern-pool (%s)", tl_oneline(r ? json_dumps(r, JSON_COMPACT) : "none"));
+		json_decref(r);
+		pp = NULL;
+		for (uint64_t end = tl_ms() + 5000; tl_ms() < end; usleep(100000)) {
+			json_decref(pods);
+			pods = pods_in("lantern-pool");
+			for (size_t i = 0; i < json_array_size(pods); i++)
+				if (!strcmp(jstr(json_array_get(pods, i), "metadata.name") ?: "", pname ? pname : "-"))
+					pp = json_array_get(pods, i);
+			if (pp && sval(json_object_get(json_object_get(pp, "metadata"), "labels"), "lantern.dev/run-id"))
+				break;
+			pp = NULL;
+		}
+		{
+			json_t *md = json_object_get(pp, "metadata");
+
+			tap_ok(pp && !strcmp(sval(json_object_get(md, "labels"), "lantern.dev/run-id") ?: "", id) &&
+			       !strcmp(sval(json_object_get(md, "labels"), "lantern.dev/tenant") ?: "", TENANT) &&
+			       !strcmp(sval(json_object_get(md, "annotations"), "lantern.dev/run-id") ?: "", id) &&
+			       !strcmp(sval(json_object_get(md, "labels"), "lantern.dev/pool") ?: "", "kp"),
+			       "at the claim the pod is patched (merge patch, schema-valid) to name its run and tenant, "
+			       "keeping its pool's labels (%s)", tl_oneline(md ? json_dumps(md, JSON_COMPACT) : "none"));
+		}
+		/* the workload ends; the kubelet reports it; the run ends with its code */
+		if (wpid > 0) {
+			waitpid(wpid, &st, 0);
+			tl_child_forget(wpid);
+		}
+		snprintf(status, sizeof(status), "{\"phase\": \"Failed\", \"containerStatuses\": [{\"name\": \"workload\", "
+			 "\"ready\": false, \"restartCount\": 0, \"image\": \"" IMAGE "\", \"imageID\": \"\", \"containerID\": "
+			 "\"%s\", \"state\": {\"terminated\": {\"exitCode\": %d, \"reason\": \"Error\"}}}]}", cid,
+			 WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+		kubelet_ns("lantern-pool", pname ? pname : "", status);
+		r = wait_run(id, "succeeded", NULL, 10000);
+		usleep(300000);
+		tap_ok(is(r, "succeeded") && WIFEXITED(st) && WEXITSTATUS(st) == 0 && !pod_exists(pname ? pname : "-"),
+		       "the claimed workload's end (as the kubelet reports it) ends the run, and its pod is deleted");
+		json_decref(r);
+		/* the pool refills with a new pod; a spec that names only args does not fit */
+		{
+			size_t n = 0;
+			bool other = false;
+
+			for (uint64_t end = tl_ms() + 10000; tl_ms() < end && !other; usleep(100000)) {
+				json_decref(pods);
+				pods = pods_in("lantern-pool");
+				n = json_array_size(pods);
+				other = n == 1 && strcmp(jstr(json_array_get(pods, 0), "metadata.name") ?: "", pname ? pname : "");
+			}
+			tap_ok(other, "the pool refills: a new pod in lantern-pool (%zu)", n);
+			/* the kubelet cannot start that one: the fill fails with its reason, the pod goes */
+			if (other) {
+				char bad[128];
+				json_t *pl = NULL;
+				bool gone = false;
+
+				snprintf(bad, sizeof(bad), "%s", jstr(json_array_get(pods, 0), "metadata.name") ?: "");
+				kubelet_ns("lantern-pool", bad, "{\"phase\": \"Pending\", \"containerStatuses\": [{\"name\": "
+					   "\"workload\", \"ready\": false, \"restartCount\": 0, \"image\": \"" IMAGE "\", "
+					   "\"imageID\": \"\", \"state\": {\"waiting\": {\"reason\": \"CreateContainerError\", "
+					   "\"message\": \"bind: refused: test\"}}}]}");
+				for (uint64_t end = tl_ms() + 10000; tl_ms() < end && !gone; usleep(100000)) {
+					json_decref(pl);
+					pl = tl_lantern_json(&T, "pools --json");
+					gone = !pod_exists(bad) &&
+					       json_integer_value(json_object_get(json_array_get(pl, 0), "fill_failures")) >= 1;
+				}
+				tap_ok(gone && tl_log_contains(&T, "CreateContainerError: bind: refused: test"),
+				       "a pool pod the kubelet cannot start (CreateContainerError) fails the fill with the "
+				       "kubelet's reason and is deleted (%s)",
+				       tl_oneline(pl ? json_dumps(json_array_get(pl, 0), JSON_COMPACT) : "none"));
+				json_decref(pl);
+			} else {
+				tap_ok(false, "a pool pod the kubelet cannot start fails the fill (no pod to fail)");
+			}
+		}
+		/* SIGTERM: the waiting pod goes with lanternd (its start given up) */
+		tl_daemon_stop(&T, SIGTERM);
+		json_decref(pods);
+		pods = pods_in("lantern-pool");
+		tap_ok(json_array_size(pods) == 0, "SIGTERM: lanternd deletes the pool's pods no run took (%zu left)",
+		       json_array_size(pods));
+		json_decref(pods);
+		json_decref(ans);
+		json_decref(ans2);
+		free(out);
 	}
 
 	/* least RBAC */

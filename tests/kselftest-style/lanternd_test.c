@@ -268,6 +268,73 @@ static void test_crash_and_adopt(void)
 	free(out);
 }
 
+/* A run whose lanternd dies between its start and its run.json (a crash there; the
+ * test-only crash point LANTERN_TEST_CRASH_BEFORE_RECORD=1 exits right before it):
+ * STATE/runs/<id> has no run.json, its workload runs in its instance cgroup with its
+ * identity tmpfs mounted. The next lanternd loads no run from it and leaves nothing of
+ * it (directory, cgroup in any hierarchy, mount). Beside it: a directory with no
+ * run.json whose journal holds more than the first record stays (a durable run's
+ * history), a symlink named like a run is not followed, and a link inside a removed
+ * directory goes without its target. */
+static void test_crash_before_record(void)
+{
+	char *out = NULL, *dirs = NULL, *inst = NULL, *left = NULL, *mnt = NULL, kept[64] = "r-00c0ffee0001";
+	char outside[600];
+	int st, rc;
+
+	tl_daemon_stop(&T, SIGTERM);
+	setenv("LANTERN_TEST_CRASH_BEFORE_RECORD", "1", 1);
+	rc = tl_daemon_start(&T, NULL);
+	unsetenv("LANTERN_TEST_CRASH_BEFORE_RECORD");
+	tl_lantern(&T, &out, NULL, "run %s", spec("unrecorded", "none", NULL, NULL, NULL, "sleep 120"));
+	st = tl_daemon_stop(&T, SIGKILL);
+	tl_sh(&dirs, NULL, "cd %s/runs && for d in r-*; do [ -d \"$d\" ] && [ ! -e \"$d/run.json\" ] && echo \"$d\"; done",
+	      T.state);
+	tl_sh(&inst, NULL, "ls /sys/fs/cgroup/unified/%s | grep '^i-'", T.cgroot);
+	if (inst && strchr(inst, '\n'))
+		*strchr(inst, '\n') = '\0';
+	tl_sh(&mnt, NULL, "grep -c '/%s ' /proc/self/mountinfo", inst && *inst ? inst : "no-instance");
+	tap_ok(rc == 0 && WIFEXITED(st) && WEXITSTATUS(st) == 86 && dirs && strlen(dirs) == 15 && inst && *inst &&
+	       mnt && atoi(mnt) == 1 && tl_sh(NULL, NULL, "grep -q . /sys/fs/cgroup/unified/%s/%s/cgroup.procs", T.cgroot,
+					      inst) == 0,
+	       "lanternd killed between a run's start and its run.json leaves a run directory without it (%s), "
+	       "its live instance %s and its identity tmpfs (%s mounted)", tl_oneline(dirs), inst ? inst : "?",
+	       tl_oneline(mnt));
+	free(out);
+	out = NULL;
+
+	/* a journal with more than its first record (a finished run's: one with run.json),
+	 * no run.json */
+	tl_sh(NULL, NULL, "cd %s/runs && for d in r-*; do [ -e \"$d/run.json\" ] && [ -e \"$d/journal\" ] && "
+	      "j=\"$d/journal\" && break; done; mkdir %s && cp \"$j\" %s/journal", T.state, kept, kept);
+	/* a link named like a run, and one inside the leftover, to a directory outside */
+	snprintf(outside, sizeof(outside), "%s/outside", T.dir);
+	tl_sh(NULL, NULL, "mkdir -p %s && echo keep >%s/file && ln -s %s %s/runs/r-00c0ffee0002 && "
+	      "ln -s %s %s/runs/%.14s/link", outside, outside, outside, T.state, outside, T.state, dirs ? dirs : "none");
+
+	tl_daemon_start(&T, NULL);
+	tl_lantern(&T, &out, NULL, "ps");
+	tl_sh(&left, NULL, "ls -d %s/runs/%.14s /sys/fs/cgroup/*/%s/%s 2>/dev/null; grep '/%s ' /proc/self/mountinfo",
+	      T.state, dirs ? dirs : "none", T.cgroot, inst ? inst : "none", inst ? inst : "none");
+	tap_ok(out && !tl_has(out, "unrecorded") && left && !*left && tl_log_contains(&T, "it has no run.json"),
+	       "the next lanternd loads no run from it and removes it with what its run claimed: directory, "
+	       "cgroups, mount (left: %s)", tl_oneline(left));
+	free(left);
+	left = NULL;
+	tl_sh(&left, NULL, "cd %s/runs && ls -d %s/journal && readlink r-00c0ffee0002 && cat %s/file", T.state, kept,
+	      outside);
+	tap_ok(left && tl_has(left, "journal") && tl_has(left, "outside") && tl_has(left, "keep") &&
+	       tl_log_contains(&T, "left in place, not loaded"),
+	       "a directory without run.json whose journal holds a run's history is kept (logged); a link named "
+	       "like a run and a link inside a removed directory are not followed: %s", tl_oneline(left));
+	tl_sh(NULL, NULL, "rm -rf %s/runs/%s %s/runs/r-00c0ffee0002 %s", T.state, kept, T.state, outside);
+	free(left);
+	free(out);
+	free(dirs);
+	free(inst);
+	free(mnt);
+}
+
 static void test_timeout(void)
 {
 	char *out = NULL, *err = NULL;
@@ -576,6 +643,7 @@ int main(void)
 	test_socket_perms();
 	test_no_process_runtime();
 	test_crash_and_adopt();
+	test_crash_before_record();
 	test_reset();
 	for (size_t i = 0; i < ARRAY_SIZE(lfd); i++)
 		if (lfd[i] > 0)

@@ -484,7 +484,7 @@ static void test_billing(void)
  * sandbox is reclaimed with the others, never handed out again. */
 static void test_crash_at_claim(void)
 {
-	char ids[8][32], id[32], inst[32], *out = NULL, *ps = NULL;
+	char ids[8][32], id[32], inst[32], *out = NULL, *ps = NULL, *unrec = NULL;
 	int n, st, rc;
 	bool reused = false, gone = true;
 	json_t *rec;
@@ -513,9 +513,14 @@ static void test_crash_at_claim(void)
 	rec = tl_run_record(&T, id);
 	for (int i = 0; i < n; i++)
 		reused |= !strcmp(ids[i], inst);
-	tap_ok(!tl_has(ps, "crash-claim") && gone && rc == 0 && tl_has(out, "fresh") && pool_name_of(rec) && !reused,
-	       "after it, no run is resurrected from the claim, the sandboxes ready before (the claimed one too) are "
-	       "reclaimed, and the next claim gets a fresh one (%s)", inst);
+	tl_sh(&unrec, NULL, "cd %s/runs && for d in r-*; do [ -d \"$d\" ] && [ ! -e \"$d/run.json\" ] && echo \"$d\"; done",
+	      T.state);
+	tap_ok(!tl_has(ps, "crash-claim") && gone && rc == 0 && tl_has(out, "fresh") && pool_name_of(rec) && !reused &&
+	       unrec && !*unrec,
+	       "after it, no run is resurrected from the claim and its directory (the sandbox's, renamed, with no "
+	       "run.json) is removed, the sandboxes ready before (the claimed one too) are reclaimed, and the next "
+	       "claim gets a fresh one (%s; left without run.json: %s)", inst, tl_oneline(unrec));
+	free(unrec);
 	json_decref(rec);
 	free(out);
 	free(ps);

@@ -355,6 +355,26 @@ function route(req, res, body, entry) {
       const pod = store.pods.get(`${ns}/${name}`);
       return pod ? reply(res, 200, pod) : reply(res, 404, status(404, "NotFound", `pods "${name}" not found`, { name, kind: "pods" }));
     }
+    if (res_ === "pods" && name && m === "PATCH") {
+      // a merge patch of a pod's labels and annotations (the rest of a pod is immutable
+      // here, as the real server refuses most of it)
+      entry.kind = "Pod";
+      const pod = store.pods.get(`${ns}/${name}`);
+      if (!pod) return reply(res, 404, status(404, "NotFound", `pods "${name}" not found`, { name, kind: "pods" }));
+      if (req.headers["content-type"] !== "application/merge-patch+json")
+        return reply(res, 415, status(415, "UnsupportedMediaType", `the body of the request was in an unknown format - accepted media types include: application/merge-patch+json`));
+      const other = Object.keys(body || {}).filter((k) => k !== "metadata")
+        .concat(Object.keys((body && body.metadata) || {}).filter((k) => k !== "labels" && k !== "annotations").map((k) => `metadata.${k}`));
+      if (other.length) return reply(res, 422, status(422, "Invalid", `Pod "${name}" is invalid: spec: Forbidden: pod updates may not change fields other than labels and annotations (${other.join(", ")})`));
+      const patched = mergePatch(pod, body);
+      entry.errors = validate(patched);
+      entry.valid = entry.errors.length === 0;
+      if (!entry.valid) return reply(res, 422, status(422, "Invalid", `Pod is invalid: ${entry.errors.join("; ")}`));
+      bump(patched);
+      store.pods.set(`${ns}/${name}`, patched);
+      podEvent("MODIFIED", patched);
+      return reply(res, 200, patched);
+    }
     if (res_ === "pods" && name && m === "DELETE") {
       if (body !== undefined && (bad = admit(entry, { apiVersion: "v1", ...body }, "DeleteOptions"))) return reply(res, 422, bad);
       entry.kind = "Pod";

@@ -28,6 +28,10 @@
  * exits with its status, whose pid goes into the pid file (the shim, a child subreaper,
  * inherits and reaps it).
  *
+ * A warm pool's pod made through the API server (annotated lantern.dev/pool) runs the
+ * image's own process as containerd made it: lantern-oci sends that process with the
+ * workload container's bind and runs lanternd's "exec" (lantern-waiter) in its place.
+ *
  * The socket is $LANTERN_SOCKET, else /run/lantern/lanternd.sock. */
 #include <errno.h>
 #include <jansson.h>
@@ -232,6 +236,32 @@ static json_t *annotations_of(json_t *cfg)
 		if (json_is_string(v) && (!strncmp(k, "io.kubernetes.cri.", 18) || !strncmp(k, "lantern.dev/", 12)))
 			json_object_set(out, k, v);
 	return out;
+}
+
+/* A pooled sandbox's workload container (its pod annotated lantern.dev/pool): the
+ * process containerd made of the image's defaults (Entrypoint and Cmd, Env, WorkingDir)
+ * goes to lanternd, which keeps it for the claim; lantern-waiter runs in its place (the
+ * bind's answer "exec"). */
+static json_t *process_of(json_t *cfg)
+{
+	json_t *p = json_object_get(cfg, "process");
+
+	return json_pack("{s:O?, s:O?, s:O?}", "args", json_object_get(p, "args"), "env", json_object_get(p, "env"),
+			 "cwd", json_object_get(p, "cwd"));
+}
+
+/* The bind's "exec": argv strings, at most MAX_ARGS. */
+static bool exec_valid(json_t *a)
+{
+	json_t *v;
+	size_t i;
+
+	if (!json_is_array(a) || !json_array_size(a) || json_array_size(a) > MAX_ARGS)
+		return false;
+	json_array_foreach(a, i, v)
+		if (!json_is_string(v) || (i == 0 && json_string_value(v)[0] != '/'))
+			return false;
+	return true;
 }
 
 /* The network namespace a container's config.json names, or NULL. */
@@ -532,6 +562,8 @@ static int create(const struct cmdline *c)
 	req = json_pack("{s:s, s:s, s:s, s:s?, s:o}", "op", "bind", "container_id", id, "handler_class", cls,
 			"cgroups_path", json_string_value(json_object_get(json_object_get(cfg, "linux"), "cgroupsPath")),
 			"annotations", annotations_of(cfg));
+	if (req && !sandbox && json_object_get(json_object_get(cfg, "annotations"), "lantern.dev/pool"))
+		json_object_set_new(req, "process", process_of(cfg));
 	ans = req ? ask_lanternd(req, why, sizeof(why)) : NULL;
 	json_decref(req);
 	if (!ans) {
@@ -561,6 +593,17 @@ static int create(const struct cmdline *c)
 			json_object_set_new(cfg, "linux", lx);
 		}
 		json_object_set(lx, "cgroupsPath", json_object_get(ans, "cgroups_path"));
+		changed = true;
+	}
+	/* a pooled sandbox's workload container starts as its waiter */
+	if (!sandbox && json_object_get(ans, "exec")) {
+		json_t *proc = json_object_get(cfg, "process");
+
+		if (!exec_valid(json_object_get(ans, "exec")) || !json_is_object(proc)) {
+			err = fail(c, "refused: container %s: lanternd's \"exec\" is not a command line", id);
+			goto out;
+		}
+		json_object_set(proc, "args", json_object_get(ans, "exec"));
 		changed = true;
 	}
 	if (!sandbox && json_integer_value(json_object_get(ans, "scratch_bytes")) > 0) {

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #define CG_MOUNT "/sys/fs/cgroup"
+#define V2_HYBRID CG_MOUNT "/unified" /* the v2 hierarchy of a hybrid host */
 #define CPU_PERIOD_US 100000ULL
 #define CPU_MIN_QUOTA_US 1000ULL /* the kernel rejects smaller quotas */
 #define INST_NAME_MAX sizeof(((struct cgroup_inst *)0)->name)
@@ -199,9 +200,9 @@ int cgroup_node_open(const char *root, struct cgroup_node *n, struct lerr *e)
 	if (fs_is(CG_MOUNT, CGROUP2_SUPER_MAGIC)) {
 		n->layout = CGROUP_UNIFIED;
 		v2mount = CG_MOUNT;
-	} else if (fs_is(CG_MOUNT "/unified", CGROUP2_SUPER_MAGIC)) {
+	} else if (fs_is(V2_HYBRID, CGROUP2_SUPER_MAGIC)) {
 		n->layout = CGROUP_HYBRID;
-		v2mount = CG_MOUNT "/unified";
+		v2mount = V2_HYBRID;
 	} else {
 		return lerr_set(e, -ENOTSUP, "cgroup: no cgroup2 hierarchy at %s or %s/unified",
 				CG_MOUNT, CG_MOUNT);
@@ -599,25 +600,81 @@ static void sleep_ms(long ms)
 	nanosleep(&ts, NULL);
 }
 
-/* Removes dir and any sub-cgroups the workload created, deepest first. */
+/* How deep below an instance directory the removal goes: containers nest a few levels
+ * (pod, container, what a workload makes itself); anything deeper is left, and its
+ * parents with it (rmdir fails on them). */
+#define RMDIR_MAX_DEPTH 16
+
+/* Removes dir (name under the directory open as parent) and any sub-cgroups made in it,
+ * deepest first: directories only (a cgroup's files are the kernel's; rmdir takes them),
+ * never through a symlink (cgroupfs has none, but a misconfigured mount could), bounded. */
+static int rmdir_tree_at(int parent, const char *name)
+{
+	return util_rm_tree_at(parent, name, RMDIR_MAX_DEPTH, UTIL_RM_DIRS_ONLY);
+}
+
+/* rmdir_tree_at for a path (lanternd's own, below a cgroup mount). */
 static int rmdir_tree(const char *dir)
 {
-	DIR *d = opendir(dir);
-	struct dirent *de;
+	char parent[PATH_MAX];
+	const char *slash = strrchr(dir, '/');
+	int fd, err;
 
-	if (!d)
+	if (!slash || slash == dir || (size_t)(slash - dir) >= sizeof(parent))
+		return -EINVAL;
+	snprintf(parent, sizeof(parent), "%.*s", (int)(slash - dir), dir);
+	if ((fd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
 		return errno == ENOENT ? 0 : -errno;
-	while ((de = readdir(d))) {
-		char sub[PATH_MAX + 256];
-
-		if (de->d_type != DT_DIR || de->d_name[0] == '.')
-			continue;
-		snprintf(sub, sizeof(sub), "%s/%s", dir, de->d_name);
-		rmdir_tree(sub);
-	}
-	closedir(d);
-	return rmdir(dir) < 0 && errno != ENOENT ? -errno : 0;
+	err = rmdir_tree_at(fd, slash + 1);
+	close(fd);
+	return err;
 }
+
+/* The cgroup hierarchies mounted here, from /proc/self/mountinfo (cgroup and cgroup2
+ * mounts), each once (a hierarchy mounted twice has one device number): cb is called
+ * with its mount point and whether it is v2. Stops early when cb returns false. */
+static void for_each_hierarchy(bool (*cb)(void *arg, const char *mnt, bool v2), void *arg)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	char line[4096], devs[64][16];
+	size_t ndevs = 0;
+
+	while (f && fgets(line, sizeof(line), f)) {
+		char dev[16], root[PATH_MAX], mnt[PATH_MAX], fstype[32], *sep, out[PATH_MAX];
+		bool seen = false;
+		size_t o = 0;
+
+		/* id parent major:minor root mount-point options [optional...] - fstype ... */
+		sep = strstr(line, " - ");
+		if (!sep || sscanf(line, "%*s %*s %15s %4095s %4095s", dev, root, mnt) != 3 ||
+		    sscanf(sep + 3, "%31s", fstype) != 1)
+			continue;
+		if (strcmp(fstype, "cgroup") && strcmp(fstype, "cgroup2"))
+			continue;
+		for (size_t i = 0; i < ndevs && !seen; i++)
+			seen = !strcmp(devs[i], dev);
+		if (seen || ndevs == ARRAY_SIZE(devs))
+			continue;
+		snprintf(devs[ndevs++], sizeof(devs[0]), "%s", dev);
+		/* the kernel escapes space, tab, newline and backslash as \ooo */
+		for (const char *p = mnt; *p && o < sizeof(out) - 1; p++) {
+			if (p[0] == '\\' && p[1] >= '0' && p[1] <= '3' && p[2] >= '0' && p[2] <= '7' &&
+			    p[3] >= '0' && p[3] <= '7') {
+				out[o++] = (char)((p[1] - '0') * 64 + (p[2] - '0') * 8 + (p[3] - '0'));
+				p += 3;
+			} else {
+				out[o++] = *p;
+			}
+		}
+		out[o] = '\0';
+		if (!cb(arg, out, !strcmp(fstype, "cgroup2")))
+			break;
+	}
+	if (f)
+		fclose(f);
+}
+
+static bool sweep_once(const char *rel);
 
 int cgroup_inst_destroy(const struct cgroup_inst *c, int timeout_ms, struct lerr *e)
 {
@@ -646,74 +703,81 @@ int cgroup_inst_destroy(const struct cgroup_inst *c, int timeout_ms, struct lerr
 		if (err && !ret)
 			ret = lerr_set(e, err, "cgroup: remove %s: %s", c->dirs[i], strerror(-err));
 	}
+	/* on a hybrid host an OCI runtime may have made the instance's directory in the
+	 * hierarchies lanternd does not manage (cpuset, devices, freezer, ...): empty once
+	 * the processes are gone, they go too (one pass; cgroup_inst_sweep retries) */
+	if (!ret && c->ndirs > 1 && !strncmp(c->dirs[0], V2_HYBRID "/", sizeof(V2_HYBRID)))
+		sweep_once(c->dirs[0] + sizeof(V2_HYBRID));
 	return ret;
+}
+
+struct node_sweep {
+	const char *rel;
+	char first[PATH_MAX];
+	int failed, first_err;
+};
+
+static bool node_sweep_one(void *arg, const char *mnt, bool v2)
+{
+	struct node_sweep *ns = arg;
+	char path[PATH_MAX];
+	int err;
+
+	if (path_join(path, mnt, ns->rel))
+		return true;
+	err = rmdir_tree(path);
+	if (err && !ns->failed++) {
+		ns->first_err = err;
+		snprintf(ns->first, sizeof(ns->first), "%s", path);
+	}
+	return true;
 }
 
 int cgroup_node_sweep(const struct cgroup_node *n, struct lerr *e)
 {
-	char first[PATH_MAX] = "";
-	int failed = 0, first_err = 0;
-	struct dirent *de;
-	DIR *d;
+	struct node_sweep ns = { .rel = n->root };
 
-	/* On a unified host the subtree is one directory. On a hybrid one every mount
-	 * under /sys/fs/cgroup is a hierarchy that may hold it; only mounts are looked
-	 * into, so no other cgroup's directory of the same name is ever touched. */
+	/* On a unified host the subtree is one directory. On a hybrid one every cgroup
+	 * hierarchy mounted (/proc/self/mountinfo) may hold it; only the subtree's path
+	 * in each is looked into, so no other cgroup's directory is ever touched. */
 	if (n->layout == CGROUP_UNIFIED) {
 		int err = rmdir_tree(n->v2);
 
 		return err ? lerr_set(e, err, "cgroup: remove %s: %s", n->v2, strerror(-err)) : 0;
 	}
-	d = opendir(CG_MOUNT);
-	if (!d)
-		return lerr_set(e, errno, "cgroup: open %s: %s", CG_MOUNT, strerror(errno));
-	while ((de = readdir(d))) {
-		char mnt[PATH_MAX], path[PATH_MAX];
-		int err;
-
-		if (de->d_name[0] == '.' ||
-		    (size_t)snprintf(mnt, sizeof(mnt), CG_MOUNT "/%s", de->d_name) >= sizeof(mnt) ||
-		    !(fs_is(mnt, CGROUP_SUPER_MAGIC) || fs_is(mnt, CGROUP2_SUPER_MAGIC)) ||
-		    path_join(path, mnt, n->root))
-			continue;
-		err = rmdir_tree(path);
-		if (err && !failed++) {
-			first_err = err;
-			snprintf(first, sizeof(first), "%s", path);
-		}
-	}
-	closedir(d);
-	if (failed > 1)
-		return lerr_set(e, first_err, "cgroup: remove %s: %s (and %d more directories)",
-				first, strerror(-first_err), failed - 1);
-	if (failed)
-		return lerr_set(e, first_err, "cgroup: remove %s: %s", first, strerror(-first_err));
+	for_each_hierarchy(node_sweep_one, &ns);
+	if (ns.failed > 1)
+		return lerr_set(e, ns.first_err, "cgroup: remove %s: %s (and %d more directories)",
+				ns.first, strerror(-ns.first_err), ns.failed - 1);
+	if (ns.failed)
+		return lerr_set(e, ns.first_err, "cgroup: remove %s: %s", ns.first, strerror(-ns.first_err));
 	return 0;
+}
+
+struct inst_sweep {
+	const char *rel;
+	bool clean;
+};
+
+static bool inst_sweep_one(void *arg, const char *mnt, bool v2)
+{
+	struct inst_sweep *is = arg;
+	char path[PATH_MAX];
+	int err;
+
+	if (!path_join(path, mnt, is->rel) && (err = rmdir_tree(path)) < 0 &&
+	    (err == -EBUSY || err == -ENOTEMPTY))
+		is->clean = false;
+	return true;
 }
 
 /* One pass of cgroup_inst_sweep: true when nothing of rel is left in any hierarchy. */
 static bool sweep_once(const char *rel)
 {
-	bool clean = true;
-	struct dirent *de;
-	DIR *d = opendir(CG_MOUNT);
+	struct inst_sweep is = { .rel = rel, .clean = true };
 
-	if (!d)
-		return true;
-	while ((de = readdir(d))) {
-		char mnt[PATH_MAX], path[PATH_MAX];
-		int err;
-
-		if (de->d_name[0] == '.' ||
-		    (size_t)snprintf(mnt, sizeof(mnt), CG_MOUNT "/%s", de->d_name) >= sizeof(mnt) ||
-		    !(fs_is(mnt, CGROUP_SUPER_MAGIC) || fs_is(mnt, CGROUP2_SUPER_MAGIC)) ||
-		    path_join(path, mnt, rel))
-			continue;
-		if ((err = rmdir_tree(path)) < 0 && (err == -EBUSY || err == -ENOTEMPTY))
-			clean = false;
-	}
-	closedir(d);
-	return clean;
+	for_each_hierarchy(inst_sweep_one, &is);
+	return is.clean;
 }
 
 void cgroup_inst_sweep(const struct cgroup_node *n, const char *name)
@@ -729,6 +793,54 @@ void cgroup_inst_sweep(const struct cgroup_node *n, const char *name)
 	 * a second at most */
 	for (int tries = 0; !sweep_once(rel) && tries < 50; tries++)
 		sleep_ms(20);
+}
+
+struct unowned_sweep {
+	const struct cgroup_node *n;
+	bool (*owned)(void *arg, const char *name);
+	void *arg;
+	unsigned removed;
+};
+
+static bool unowned_sweep_one(void *arg, const char *mnt, bool v2)
+{
+	struct unowned_sweep *us = arg;
+	char path[PATH_MAX];
+	struct dirent *de;
+	int fd;
+	DIR *d;
+
+	/* the v2 directory of an instance carries its policy: the run module's reclaim
+	 * removes it, with what the subscribers keep for it */
+	if (v2 || path_join(path, mnt, us->n->root) ||
+	    (fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0)
+		return true;
+	if (!(d = fdopendir(fd))) {
+		close(fd);
+		return true;
+	}
+	while ((de = readdir(d))) {
+		/* instance names only (never cgroup.* files or anything else) */
+		if (de->d_type != DT_DIR || !inst_name_valid(de->d_name) || us->owned(us->arg, de->d_name))
+			continue;
+		if (rmdir_tree_at(dirfd(d), de->d_name) == 0) {
+			log_info("cgroup: removed %s/%s: no instance owns it", path, de->d_name);
+			us->removed++;
+		}
+	}
+	closedir(d);
+	return true;
+}
+
+unsigned cgroup_node_sweep_unowned(const struct cgroup_node *n, bool (*owned)(void *arg, const char *name),
+				   void *arg)
+{
+	struct unowned_sweep us = { .n = n, .owned = owned, .arg = arg };
+
+	if (!n || n->layout == CGROUP_UNIFIED)
+		return 0;
+	for_each_hierarchy(unowned_sweep_one, &us);
+	return us.removed;
 }
 
 int cgroup_node_list(const struct cgroup_node *n, char ***names, size_t *count)

@@ -27,6 +27,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -112,7 +113,9 @@ static struct durable_run *du_new(struct durable *d, struct run *r)
 
 static void drop_pending(struct durable *d, struct durable_run *du)
 {
-	for (struct pending **pp = &d->pending; *pp;) {
+	struct pending **pp = &d->pending;
+
+	while (*pp) {
 		struct pending *p = *pp;
 
 		if (p->du == du) {
@@ -123,6 +126,7 @@ static void drop_pending(struct durable *d, struct durable_run *du)
 			pp = &p->next;
 		}
 	}
+	d->pending_tail = pp;
 }
 
 static void du_free(struct durable_run *du)
@@ -195,7 +199,7 @@ void durable_park(struct durable_run *du, void *peer, uint64_t seq, int status, 
 		  size_t len, bool end, enum run_status as, const char *why)
 {
 	struct durable *d = du->d;
-	struct pending *p = calloc(1, sizeof(*p)), **pp;
+	struct pending *p = calloc(1, sizeof(*p));
 
 	if (!p) {
 		free(reply);
@@ -211,9 +215,10 @@ void durable_park(struct durable_run *du, void *peer, uint64_t seq, int status, 
 	p->end = end;
 	p->end_as = as;
 	snprintf(p->end_reason, sizeof(p->end_reason), "%s", why ? why : "");
-	for (pp = &d->pending; *pp; pp = &(*pp)->next)
-		;
-	*pp = p;
+	/* at the tail without walking the list: with hundreds of runs parked, a walk per
+	 * park made each wake-up's parking quadratic */
+	*d->pending_tail = p;
+	d->pending_tail = &p->next;
 	journal_syncer_request(d->syncer, du->j);
 }
 
@@ -275,6 +280,7 @@ static void flush_pending(struct durable *d, struct durable_run *only)
 	struct pending *list = d->pending, *keep = NULL, **kt = &keep;
 
 	d->pending = NULL;
+	d->pending_tail = &d->pending;
 	while (list) {
 		struct pending *p = list;
 
@@ -289,6 +295,8 @@ static void flush_pending(struct durable *d, struct durable_run *only)
 	}
 	/* answers sent above may have parked new ones meanwhile: keep their order after */
 	*kt = d->pending;
+	if (!d->pending)
+		d->pending_tail = keep ? kt : &d->pending;
 	d->pending = keep;
 }
 
@@ -652,6 +660,47 @@ static void on_free(void *arg, struct run *r)
 	run_set_slot(r, d->slot, NULL);
 }
 
+struct first_only {
+	uint64_t n;
+	bool other;
+};
+
+static int count_record(void *arg, const struct journal_record *rec)
+{
+	struct first_only *f = arg;
+
+	f->n++;
+	f->other |= rec->type != JOURNAL_RUN_STARTED;
+	return 0;
+}
+
+/* A run directory with no run.json: its journal, if it has one, is kept when it holds
+ * more than the run's first record. A new run's journal holds run_started alone until
+ * its run.json is written (the workload's first step record comes after: the loop
+ * writes run.json right after the start); more means a run resumed here from another
+ * node's journal (its directory seeded), whose history must not be lost. A journal
+ * that cannot be read is kept too. */
+static bool on_keeps_dir(void *arg, const char *id, const char *dir)
+{
+	char path[PATH_MAX + 16];
+	struct first_only f = { 0 };
+	struct journal_scan info;
+	struct lerr e = { 0 };
+	struct stat st;
+	int err;
+
+	snprintf(path, sizeof(path), "%s/journal", dir);
+	if (lstat(path, &st) < 0)
+		return errno != ENOENT;
+	if (!S_ISREG(st.st_mode))
+		return true;
+	if ((err = journal_scan(path, count_record, &f, &info, &e)) < 0) {
+		log_warn("run %s: journal %s: %s", id, path, e.msg);
+		return true;
+	}
+	return f.n > 1 || f.other;
+}
+
 static const struct run_hooks durable_hooks = {
 	.name = "durable",
 	.admitted = on_admitted,
@@ -662,6 +711,7 @@ static const struct run_hooks durable_hooks = {
 	.ended = on_ended,
 	.adopted = on_adopted,
 	.can_resume = on_can_resume,
+	.keeps_dir = on_keeps_dir,
 	.free = on_free,
 };
 
@@ -702,6 +752,7 @@ int durable_open(struct loop *l, const struct durable_opts *o, struct meter *m, 
 	if (!d)
 		return lerr_set(e, ENOMEM, "durable: out of memory");
 	d->loop = l;
+	d->pending_tail = &d->pending;
 	d->o = *o;
 	d->meter = m;
 	d->tp = &durable_local_transport;

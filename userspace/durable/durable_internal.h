@@ -28,7 +28,9 @@ struct durable {
 	struct journal_syncer *starts;
 	struct journal_store *store; /* or NULL */
 	int efd;
-	struct pending *pending;
+	/* answers parked until their record is durable, in the order parked; pending_tail
+	 * is where the next one goes (the last one's next, or &pending) */
+	struct pending *pending, **pending_tail;
 	long crash_at, appends;
 	bool crash_kill;
 };

@@ -5,9 +5,14 @@
  *
  * Callbacks into the rest of lanternd never run inside a libcurl callback (libcurl
  * forbids calling it back from there): bytes are only collected there, then handed
- * over once curl_multi_socket_action has returned (pump). */
+ * over once curl_multi_socket_action has returned (pump).
+ *
+ * kube_request_wait is the one exception to the loop: a pool worker's request, made on
+ * its own easy handle and thread; the two share only the configuration, whose token
+ * (read again from its file every minute) is behind a mutex. */
 #include <curl/curl.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +37,7 @@
 struct kube {
 	struct loop *loop;
 	struct kube_config *cfg;
+	pthread_mutex_t cfg_mu;         /* the token: read again on the loop and by waiters */
 	CURLM *multi;
 	uint64_t timer;
 	struct kube_req *reqs;          /* in flight */
@@ -266,10 +272,17 @@ static struct kube_req *req_new(struct kube *k, const char *method, const char *
 		goto fail;
 	}
 	json_decref(body);
+	pthread_mutex_lock(&k->cfg_mu);
 	if (kube_config_token(k->cfg, &te) < 0) {
+		pthread_mutex_unlock(&k->cfg_mu);
 		lerr_set(e, EACCES, "kubernetes %s %s: %s", method, path, te.msg);
 		goto fail;
 	}
+	if (k->cfg->token)
+		snprintf(auth, sizeof(auth), "Authorization: Bearer %s", k->cfg->token);
+	else
+		auth[0] = '\0';
+	pthread_mutex_unlock(&k->cfg_mu);
 	if ((size_t)snprintf(url, sizeof(url), "%s%s", k->cfg->server, path) >= sizeof(url)) {
 		lerr_set(e, ENAMETOOLONG, "kubernetes %s %s: path too long", method, path);
 		goto fail;
@@ -280,8 +293,7 @@ static struct kube_req *req_new(struct kube *k, const char *method, const char *
 		lerr_set(e, ENOMEM, "kubernetes: out of memory");
 		goto fail;
 	}
-	if (k->cfg->token) {
-		snprintf(auth, sizeof(auth), "Authorization: Bearer %s", k->cfg->token);
+	if (auth[0]) {
 		if (add_header(q, auth) < 0) {
 			lerr_set(e, ENOMEM, "kubernetes: out of memory");
 			goto fail;
@@ -364,6 +376,28 @@ int kube_get_sensitive(struct kube *k, const char *path, long timeout_ms, kube_d
 		       struct kube_req **out, struct lerr *e)
 {
 	return request(k, "GET", path, NULL, timeout_ms, true, done, arg, out, e);
+}
+
+/* On the calling thread (a pool worker's, never the loop's): the same request on an
+ * easy handle of its own, waited for. */
+int kube_request_wait(struct kube *k, const char *method, const char *path, json_t *body, long timeout_ms,
+		      struct kube_resp *res, char *err, size_t errlen, struct lerr *e)
+{
+	struct kube_req *q = req_new(k, method, path, body, timeout_ms, e);
+	CURLcode rc;
+
+	memset(res, 0, sizeof(*res));
+	if (!q)
+		return -EIO;
+	rc = curl_easy_perform(q->easy);
+	if (rc == CURLE_OK)
+		curl_easy_getinfo(q->easy, CURLINFO_RESPONSE_CODE, &res->status);
+	res->body = q->len ? json_loadb(q->buf, q->len, 0, NULL) : NULL;
+	snprintf(err, errlen, "%s", q->too_big ? "answer larger than 64 MiB" : q->errbuf[0] ? q->errbuf :
+		 curl_easy_strerror(rc));
+	res->err = err;
+	req_free(q);
+	return 0;
 }
 
 const char *kube_resp_why(const struct kube_resp *res, char *buf, size_t len)
@@ -709,6 +743,7 @@ int kube_open(struct loop *l, struct kube_config *c, struct kube **out, struct l
 	}
 	k->loop = l;
 	k->cfg = c;
+	pthread_mutex_init(&k->cfg_mu, NULL);
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK || !(k->multi = curl_multi_init())) {
 		kube_config_free(c);
 		free(k);
@@ -736,5 +771,6 @@ void kube_close(struct kube *k)
 		loop_timer_cancel(k->loop, k->timer);
 	curl_multi_cleanup(k->multi);
 	kube_config_free(k->cfg);
+	pthread_mutex_destroy(&k->cfg_mu);
 	free(k);
 }

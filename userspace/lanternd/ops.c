@@ -350,6 +350,7 @@ static void op_bind(void *arg, struct api_client *c, json_t *req)
 		.pod_uid = ANN("io.kubernetes.cri.sandbox-uid"),
 		.run_id = ANN("lantern.dev/run-id"),
 		.instance_id = ANN("lantern.dev/agent-instance-id"),
+		.process = json_object_get(req, "process"),
 	};
 #undef ANN
 

@@ -169,7 +169,8 @@ static bool fits(const struct pool_one *po, const struct runtime_ops *ops, const
 	       s->isolation == po->d.isolation &&
 	       (po->d.network == SPEC_POOL_NET_BRIDGE ? bridge : s->network == SPEC_NET_NONE) &&
 	       a->vcpu_milli == b->vcpu_milli && a->memory_bytes == b->memory_bytes && !a->gpu &&
-	       scratch_of(a) == scratch_of(b) && !s->restore_snapshot_id;
+	       scratch_of(a) == scratch_of(b) && !s->restore_snapshot_id &&
+	       (!ops->sandbox_fits || ops->sandbox_fits(po->rt, s));
 }
 
 /* The pool's shape as an AgentSpec: what admission judges and the runtime starts. */
@@ -1012,8 +1013,7 @@ int pool_open(struct loop *l, const struct pool_opts *o, struct pool **out, stru
 		}
 		if (!po->ops->sandbox_start || !po->ops->claim || !po->ops->sandbox_stop) {
 			err = lerr_set(e, EOPNOTSUPP, "--pools %s: pool \"%s\": its specs run on the %s runtime, which "
-				       "cannot keep pooled sandboxes (the OCI and CRI runtimes can: under --kubernetes "
-				       "the kubelet makes every pod); remove the pool", po->where, po->d.name,
+				       "cannot keep pooled sandboxes; remove the pool", po->where, po->d.name,
 				       po->ops->name);
 			goto fail;
 		}
@@ -1086,6 +1086,9 @@ void pool_close(struct pool *pl)
 	if (pl->tick)
 		loop_timer_cancel(pl->loop, pl->tick);
 	pl->tick = 0;
+	for (size_t i = 0; i < pl->n; i++)
+		if (pl->v[i].ops && pl->v[i].ops->sandbox_cancel)
+			pl->v[i].ops->sandbox_cancel(pl->v[i].rt);
 	/* jobs under way finish here; their completions tear their sandboxes down */
 	workq_close(pl->wq);
 	pl->wq = NULL;

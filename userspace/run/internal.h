@@ -66,6 +66,7 @@ struct runs {
 	struct run *runs;           /* newest first */
 	const struct run_prefetcher *pre; /* or NULL */
 	void *pre_arg;
+	bool crash_before_record;   /* test only: LANTERN_TEST_CRASH_BEFORE_RECORD=1 */
 };
 
 /* Every subscriber's hook fn, in registration order. */

@@ -4,16 +4,22 @@
  * resumption of what a previous lanternd left. Everything else is a subscriber. */
 #include <errno.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
+#include <sys/stat.h>
 
 #include "internal.h"
 #include "lantern/util.h"
 
 /* ---- the table ---- */
+
+/* cgroup_node_sweep_unowned's owner: a live run. */
+static bool owns_cgroup_cb(void *arg, const char *name);
 
 int runs_open(const struct runs_opts *o, struct runs **out, struct lerr *e)
 {
@@ -24,6 +30,12 @@ int runs_open(const struct runs_opts *o, struct runs **out, struct lerr *e)
 		return lerr_set(e, ENOMEM, "runs: out of memory");
 	t->o = *o;
 	snprintf(t->runs_dir, sizeof(t->runs_dir), "%s/runs", o->state_dir);
+	/* test only (docs/durable-execution.md): lanternd _exits once a run's workload
+	 * started, before its run.json is written */
+	t->crash_before_record = getenv("LANTERN_TEST_CRASH_BEFORE_RECORD") &&
+				 !strcmp(getenv("LANTERN_TEST_CRASH_BEFORE_RECORD"), "1");
+	if (t->crash_before_record)
+		log_warn("test crash point armed: exit before a started run's run.json");
 	if ((err = util_mkdir_p(t->runs_dir, 0700)) < 0) {
 		free(t);
 		return lerr_set(e, err, "state dir %s: %s", t->runs_dir, strerror(-err));
@@ -36,6 +48,10 @@ void runs_close(struct runs *t)
 {
 	if (!t)
 		return;
+	/* a clean stop: runs left live keep their instances; anything else an OCI runtime
+	 * left in the hierarchies lanternd does not manage goes (a pod removed by its
+	 * runtime after the restart's reclaim, docs/pools.md) */
+	cgroup_node_sweep_unowned(t->o.cg, owns_cgroup_cb, t);
 	while (t->runs) {
 		struct run *r = t->runs;
 		t->runs = r->next;
@@ -404,6 +420,10 @@ static int run_start(struct run *r, struct lerr *e)
 	/* the started hooks write their files (telemetry.json, usage.json) before
 	 * run.json: a restart loads a run only from run.json, and finds them with it */
 	RUN_HOOKS(t, started, r);
+	if (t->crash_before_record) {
+		log_warn("test crash point: exiting before run %s's run.json", r->id);
+		_exit(86);
+	}
 	run_record_save(r);
 	log_info("run %s (%s): running on %s, instance %s, cgroup id %llu", r->id, r->spec->name,
 		 r->rt_ops->name, r->instance_id, (unsigned long long)r->cg.id);
@@ -786,6 +806,62 @@ static bool owns_cgroup(const struct runs *t, const char *name)
 	return false;
 }
 
+/* Does a subscriber keep the directory of a run with no run.json? */
+static bool keeps_dir(struct runs *t, const char *id, const char *dir)
+{
+	for (int i = 0; i < t->nsubs; i++)
+		if (t->subs[i].h->keeps_dir && t->subs[i].h->keeps_dir(t->subs[i].arg, id, dir))
+			return true;
+	return false;
+}
+
+/* Run directories with no run.json: lanternd died between a run's admission and its
+ * record (run_start). Nothing loads them; what their run claimed (instance cgroup, its
+ * BPF entries, identity tmpfs) was reclaimed with everything no run owns. Only entries
+ * directly under STATE/runs whose name is a run id, directories themselves (not links),
+ * are looked at; removed without following links or leaving the state's filesystem,
+ * unless a subscriber keeps one (a journal with more than a run's first record). */
+static void remove_unrecorded(struct runs *t)
+{
+	int fd = open(t->runs_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	struct dirent *de;
+	DIR *d;
+
+	if (fd < 0 || !(d = fdopendir(fd))) {
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	while ((de = readdir(d))) {
+		char dir[PATH_MAX + 64];
+		struct stat st;
+		int sub, err;
+		bool recorded;
+
+		if (!id_ok(de->d_name) || runs_find(t, de->d_name) ||
+		    fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISDIR(st.st_mode) ||
+		    (sub = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0)
+			continue;
+		recorded = fstatat(sub, "run.json", &st, AT_SYMLINK_NOFOLLOW) == 0 || errno != ENOENT;
+		close(sub);
+		if (recorded)
+			continue;
+		snprintf(dir, sizeof(dir), "%s/%s", t->runs_dir, de->d_name);
+		if (keeps_dir(t, de->d_name, dir)) {
+			log_warn("run %s: %s has no run.json but keeps a journal with more than its first record: "
+				 "left in place, not loaded", de->d_name, dir);
+			continue;
+		}
+		/* harness/, bundle/: a few levels; never more than this below a run's dir */
+		if ((err = util_rm_tree_at(dirfd(d), de->d_name, 8, 0)) < 0)
+			log_warn("run %s: cannot remove %s (no run.json): %s", de->d_name, dir, strerror(-err));
+		else
+			log_info("run %s: removed %s: it has no run.json (lanternd ended before the run was recorded)",
+				 de->d_name, dir);
+	}
+	closedir(d);
+}
+
 void runs_recover(struct runs *t)
 {
 	DIR *dir = opendir(t->runs_dir);
@@ -824,4 +900,13 @@ void runs_recover(struct runs *t)
 	}
 	runtimes_reclaim(t->o.runtimes, t);
 	RUN_HOOKS(t, recovered, t);
+	/* what is left of instances no run owns in the hierarchies lanternd does not
+	 * manage (hybrid host): an OCI runtime's directories for their containers */
+	cgroup_node_sweep_unowned(t->o.cg, owns_cgroup_cb, t);
+	remove_unrecorded(t);
+}
+
+static bool owns_cgroup_cb(void *arg, const char *name)
+{
+	return owns_cgroup(arg, name);
 }

@@ -14,22 +14,35 @@
  * a restart settles the runs a previous lanternd left (adopted, or ended meanwhile)
  * and deletes lantern pods no run owns.
  *
+ * Warm pools (docs/pools.md): a pooled sandbox is a pod in lantern-pool made by a pool
+ * worker (below, "pooled pods"), claimed by patching its labels to name the run.
+ *
  * Per run (STATE/runs/<id>/kube.json): the pod's namespace, name and uid, written
  * before the pod is created so a restart always knows which pod to look for. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "runtime_internal.h"
 #include "lantern/kube.h"
+#include "lantern/oci.h"
 
 #define MANAGED_BY "lanternd"
 #define NS_PREFIX "lantern-t-"
 #define CONTAINER "workload"
 #define LABEL_BACKOFF_MAX_MS 30000
 #define DELETE_RETRY_MS 2000
+#define LABEL_POOL "lantern.dev/pool"
+#define LABEL_INST "lantern.dev/agent-instance-id"
+#define SANDBOX_MOUNTS 8
+#define SANDBOX_POLL_MS 5000       /* a GET besides the watch, should it be down */
+#define SANDBOX_START_MAX_MS 120000
+#define SANDBOX_CALL_MS 10000
+#define RELABEL_TRIES 5
 
 /* A tenant's namespace as this lanternd knows it: made (with its quota and limits)
  * once, then every pod of the tenant goes straight in. */
@@ -70,6 +83,30 @@ struct kube_pod {
 	uint64_t start_timer, exit_timer, retry_timer;
 	void (*done)(struct run *r);     /* teardown's, once the pod is deleted */
 	struct kube_pod *ns_next;
+	/* a claimed pooled pod (docs/pools.md): in lantern-pool, its waiter to exec */
+	bool pooled;
+	int waiter_fd;
+	json_t *process;                 /* containerd's process of its container (the bind's) */
+	struct runtime_pooled_mount mounts[SANDBOX_MOUNTS];
+	size_t n_mounts;
+	int relabel_tries;
+};
+
+/* A pooled sandbox's pod, from sandbox_start (a pool worker) until a claim takes it or
+ * sandbox_stop removes it. Linked in k->sandboxes, under k->mu, while lantern-oci may
+ * bind its containers and the watch may see it. */
+struct kube_sandbox {
+	char inst[64], pool[128], name[80], uid[64];
+	struct runtime_pooled_mount mounts[SANDBOX_MOUNTS];
+	size_t n_mounts;
+	struct runtime_pod_binds binds;
+	json_t *exec;                    /* the waiter's command line, for lantern-oci */
+	json_t *process;                 /* containerd's process of its container (the bind's) */
+	/* what the watch last showed of its pod (sandbox_state), for the worker */
+	bool seen;
+	int seen_state;
+	char seen_cid[128], seen_why[256];
+	struct kube_sandbox *next;
 };
 
 struct runtime_kube {
@@ -92,6 +129,11 @@ struct runtime_kube {
 	bool labelled;
 	char label_why[256];
 	struct lerr label_err;
+	pthread_mutex_t mu;              /* sandboxes, pool_ns: pool workers and the loop */
+	pthread_cond_t seen;             /* the watch showed a sandbox's pod (or cancel) */
+	struct kube_sandbox *sandboxes;
+	bool pool_ns;                    /* lantern-pool exists (made or found) */
+	bool cancel;                     /* lanternd is stopping: starts under way give up */
 };
 
 static const struct runtime_ops kube_ops;
@@ -171,29 +213,18 @@ static void identity(struct runtime_kube *k, struct run *r, json_t *labels, json
 		json_object_set_new(ann, "lantern.dev/spec-name", json_string(run_spec(r)->name));
 }
 
-static json_t *pod_json(struct runtime_kube *k, struct kube_pod *kp, struct run *r, struct run_env *env)
+/* The pod of spec s (a run's, or a pool's shape): the OCI runtime's sandbox in pod
+ * terms: read-only root, /tmp scratch at limits.scratch_size, /run/lantern with the
+ * node directories of m as host paths, secrets; with waiter (a pooled sandbox's pod),
+ * lantern-waiter's binary at waiter[1] too, and no command: containerd makes the
+ * image's, which lantern-oci hands to lanternd and replaces with the waiter. */
+static json_t *pod_build(struct runtime_kube *k, const char *ns, const char *name, const struct spec *s,
+			 json_t *labels, json_t *ann, json_t *envv, const struct run_env_mount *m, size_t nm,
+			 const char *const waiter[2])
 {
-	const struct spec *s = run_spec(r);
-	const struct run_env_mount *m;
-	size_t nm = run_env_mounts(env, &m);
-	char *const *lv = run_env_strings(env, true);
-	json_t *labels = json_object(), *ann = json_object(), *envv = json_array();
 	json_t *mounts = json_array(), *vols = json_array(), *c, *spec;
 	char rc[80];
 
-	identity(k, r, labels, ann);
-	json_object_set_new(labels, "lantern.dev/tenant", json_string(run_tenant(r)));
-	for (size_t i = 0; i < s->n_env; i++)
-		json_array_append_new(envv, json_pack("{s:s, s:s}", "name", s->env[i].key, "value", s->env[i].value));
-	for (size_t i = 0; lv[i]; i++) {
-		const char *eq = strchr(lv[i], '=');
-
-		if (eq)
-			json_array_append_new(envv, json_pack("{s:s%, s:s}", "name", lv[i], (size_t)(eq - lv[i]),
-							      "value", eq + 1));
-	}
-	/* the OCI runtime's sandbox in pod terms: read-only root, /tmp scratch at
-	 * limits.scratch_size, /run/lantern with the run's node directories, secrets */
 	json_array_append_new(vols, json_pack("{s:s, s:{s:s, s:o}}", "name", "scratch", "emptyDir", "medium",
 					      "Memory", "sizeLimit",
 					      quantity(s->limits.scratch_bytes ? s->limits.scratch_bytes : 64ull << 20, "")));
@@ -202,13 +233,19 @@ static json_t *pod_json(struct runtime_kube *k, struct kube_pod *kp, struct run 
 					      "Memory", "sizeLimit", "64Ki"));
 	json_array_append_new(mounts, json_pack("{s:s, s:s}", "name", "lantern", "mountPath", "/run/lantern"));
 	for (size_t i = 0; i < nm; i++) {
-		char name[32];
+		char vname[32];
 
-		snprintf(name, sizeof(name), "lantern-%zu", i);
-		json_array_append_new(vols, json_pack("{s:s, s:{s:s, s:s}}", "name", name, "hostPath", "path",
+		snprintf(vname, sizeof(vname), "lantern-%zu", i);
+		json_array_append_new(vols, json_pack("{s:s, s:{s:s, s:s}}", "name", vname, "hostPath", "path",
 						      m[i].host, "type", "Directory"));
-		json_array_append_new(mounts, json_pack("{s:s, s:s, s:b}", "name", name, "mountPath", m[i].sandbox,
+		json_array_append_new(mounts, json_pack("{s:s, s:s, s:b}", "name", vname, "mountPath", m[i].sandbox,
 							"readOnly", m[i].read_only));
+	}
+	if (waiter) {
+		json_array_append_new(vols, json_pack("{s:s, s:{s:s, s:s}}", "name", "waiter", "hostPath", "path",
+						      waiter[0], "type", "File"));
+		json_array_append_new(mounts, json_pack("{s:s, s:s, s:b}", "name", "waiter", "mountPath", waiter[1],
+							"readOnly", 1));
 	}
 	json_array_append_new(vols, json_pack("{s:s, s:{s:s, s:s}}", "name", "secrets", "emptyDir", "medium",
 					      "Memory", "sizeLimit", "1Mi"));
@@ -220,9 +257,9 @@ static json_t *pod_json(struct runtime_kube *k, struct kube_pod *kp, struct run 
 		      "terminationMessagePolicy", "FallbackToLogsOnError",
 		      "securityContext", "allowPrivilegeEscalation", 0, "readOnlyRootFilesystem", 1,
 		      "capabilities", "drop", "ALL", "add", strv((char *const *)caps, ARRAY_SIZE(caps)));
-	if (s->n_command)
+	if (!waiter && s->n_command)
 		json_object_set_new(c, "command", strv(s->command, s->n_command));
-	if (s->n_args)
+	if (!waiter && s->n_args)
 		json_object_set_new(c, "args", strv(s->args, s->n_args));
 	snprintf(rc, sizeof(rc), "lantern-%s", spec_isolation_name(s->isolation));
 	spec = json_pack("{s:s, s:s, s:s, s:b, s:b, s:I, s:{s:{s:s}}, s:[o], s:o}",
@@ -235,8 +272,30 @@ static json_t *pod_json(struct runtime_kube *k, struct kube_pod *kp, struct run 
 		json_object_set_new(spec, "activeDeadlineSeconds",
 				    json_integer((json_int_t)((s->limits.timeout_ms + 999) / 1000)));
 	return json_pack("{s:s, s:s, s:{s:s, s:s, s:o, s:o}, s:o}", "apiVersion", "v1", "kind", "Pod",
-			 "metadata", "name", kp->name, "namespace", kp->ns, "labels", labels,
+			 "metadata", "name", name, "namespace", ns, "labels", labels,
 			 "annotations", ann, "spec", spec);
+}
+
+static json_t *pod_json(struct runtime_kube *k, struct kube_pod *kp, struct run *r, struct run_env *env)
+{
+	const struct spec *s = run_spec(r);
+	const struct run_env_mount *m;
+	size_t nm = run_env_mounts(env, &m);
+	char *const *lv = run_env_strings(env, true);
+	json_t *labels = json_object(), *ann = json_object(), *envv = json_array();
+
+	identity(k, r, labels, ann);
+	json_object_set_new(labels, "lantern.dev/tenant", json_string(run_tenant(r)));
+	for (size_t i = 0; i < s->n_env; i++)
+		json_array_append_new(envv, json_pack("{s:s, s:s}", "name", s->env[i].key, "value", s->env[i].value));
+	for (size_t i = 0; lv[i]; i++) {
+		const char *eq = strchr(lv[i], '=');
+
+		if (eq)
+			json_array_append_new(envv, json_pack("{s:s%, s:s}", "name", lv[i], (size_t)(eq - lv[i]),
+							      "value", eq + 1));
+	}
+	return pod_build(k, kp->ns, kp->name, s, labels, ann, envv, m, nm, NULL);
 }
 
 /* ---- the record ---- */
@@ -709,6 +768,7 @@ static struct kube_pod *pod_new(struct runtime_kube *k, struct run *r)
 	kp->k = k;
 	kp->r = r;
 	kp->exit_code = -1;
+	kp->waiter_fd = -1;
 	snprintf(kp->ns, sizeof(kp->ns), NS_PREFIX "%s", run_tenant(r));
 	snprintf(kp->name, sizeof(kp->name), "lantern-%s", run_instance_id(r));
 	run_set_runtime_state(r, kp);
@@ -728,6 +788,9 @@ static void pod_free(struct kube_pod *kp)
 	}
 	kube_cancel(kp->req);
 	json_decref(kp->pod);
+	json_decref(kp->process);
+	if (kp->waiter_fd >= 0)
+		close(kp->waiter_fd);
 	free(kp);
 }
 
@@ -756,10 +819,15 @@ static int kube_rt_prepare(void *arg, struct run *r, struct lerr *e)
 	return 0;
 }
 
+static int exec_pooled(struct kube_pod *kp, struct run *r, struct run_env *env, struct lerr *e);
+
 static int kube_rt_start(void *arg, struct run *r, struct run_env *env, struct lerr *e)
 {
 	struct runtime_kube *k = arg;
 	struct kube_pod *kp = pod_of(r);
+
+	if (kp->pooled)
+		return exec_pooled(kp, r, env, e);
 
 	if (!(kp->pod = pod_json(k, kp, r, env)))
 		return lerr_set(e, ENOMEM, "spawn: pod %s/%s: cannot build", kp->ns, kp->name);
@@ -929,9 +997,50 @@ static struct kube_pod *owner(struct runtime_kube *k, json_t *pod)
 	struct run *r = k->runs && id ? runs_find(k->runs, id) : NULL;
 	struct kube_pod *kp = r && run_runtime(r) == &kube_ops ? pod_of(r) : NULL;
 
+	if (!id && inst && k->runs) {
+		/* a claimed pooled pod whose labels do not name its run yet: its instance's */
+		const char *ns = json_string_value(json_object_get(json_object_get(pod, "metadata"), "namespace"));
+
+		r = runs_by_instance(k->runs, inst);
+		kp = r && run_runtime(r) == &kube_ops ? pod_of(r) : NULL;
+		if (!kp || !ns || strcmp(ns, RUN_POOL_NAMESPACE) || strcmp(kp->ns, RUN_POOL_NAMESPACE))
+			return NULL;
+	}
 	if (!kp || !inst || strcmp(inst, run_instance_id(r)))
 		return NULL;
 	return kp;
+}
+
+static int sandbox_state(json_t *pod, char *cid, size_t clen, char *why, size_t len);
+static struct kube_sandbox *sandbox_find(struct runtime_kube *k, const char *inst);
+
+/* A pooled sandbox's pod a pool worker is making or keeps (not a run's, not an orphan):
+ * what the watch shows of it goes to the worker waiting for it to run. */
+static bool pool_saw(struct runtime_kube *k, enum kube_ev ev, json_t *pod)
+{
+	json_t *md = json_object_get(pod, "metadata");
+	const char *inst = json_string_value(json_object_get(json_object_get(md, "annotations"), LABEL_INST));
+	const char *ns = json_string_value(json_object_get(md, "namespace"));
+	const char *name = json_string_value(json_object_get(md, "name"));
+	struct kube_sandbox *ks;
+
+	if (!inst || !ns || !name || strcmp(ns, RUN_POOL_NAMESPACE))
+		return false;
+	pthread_mutex_lock(&k->mu);
+	ks = sandbox_find(k, inst);
+	if (ks && !strcmp(ks->name, name)) {
+		ks->seen = true;
+		if (ev == KUBE_DELETED) {
+			ks->seen_state = -1;
+			snprintf(ks->seen_why, sizeof(ks->seen_why), "its pod was deleted, not by lanternd");
+		} else {
+			ks->seen_state = sandbox_state(pod, ks->seen_cid, sizeof(ks->seen_cid), ks->seen_why,
+						       sizeof(ks->seen_why));
+		}
+		pthread_cond_broadcast(&k->seen);
+	}
+	pthread_mutex_unlock(&k->mu);
+	return ks != NULL;
 }
 
 static void on_pod(void *arg, enum kube_ev ev, json_t *pod)
@@ -962,6 +1071,8 @@ static void on_pod(void *arg, enum kube_ev ev, json_t *pod)
 	default:
 		break;
 	}
+	if (pool_saw(k, ev, pod))
+		return;
 	kp = owner(k, pod);
 	if (!kp || !kp->r || run_status_final(run_status(kp->r))) {
 		/* not a live run's: a pod its run outlived (deleting it failed) or one a
@@ -1110,6 +1221,8 @@ static void kube_rt_close(void *arg)
 	json_decref(k->quota);
 	json_decref(k->limits);
 	json_decref(k->orphans);
+	pthread_mutex_destroy(&k->mu);
+	pthread_cond_destroy(&k->seen);
 	free(k);
 }
 
@@ -1127,6 +1240,506 @@ static int kube_rt_bind(void *arg, struct run *r, const struct run_bind_req *b, 
 	return runtime_pod_bind(&kp->binds, k->oci, run_spec(r), owner, kp->name, kp->uid, b, answer, e);
 }
 
+/* ---- pooled pods (docs/pools.md) ----
+ *
+ * A pooled sandbox is a pod in the tenant-neutral namespace lantern-pool, made by a pool
+ * worker through the API server (blocking calls on the worker's own connection:
+ * kube_request_wait) and run by the kubelet as any pod: containerd makes its container
+ * from the image (Entrypoint/Cmd, Env, WorkingDir), lantern-oci binds it to the
+ * sandbox's instance, hands containerd's process to lanternd and runs lantern-waiter in
+ * its place. A claim hands the pod to the run: its labels and annotations are patched
+ * to name the run and its tenant (a pod's namespace cannot change), and the waiter
+ * execs the run's process, built from that process as a cold pod's would be. */
+
+static struct kube_sandbox *sandbox_find(struct runtime_kube *k, const char *inst)
+{
+	struct kube_sandbox *ks;
+
+	for (ks = k->sandboxes; ks && strcmp(ks->inst, inst); ks = ks->next)
+		;
+	return ks;
+}
+
+static void sandbox_link(struct runtime_kube *k, struct kube_sandbox *ks)
+{
+	pthread_mutex_lock(&k->mu);
+	ks->next = k->sandboxes;
+	k->sandboxes = ks;
+	pthread_mutex_unlock(&k->mu);
+}
+
+static void sandbox_unlink(struct runtime_kube *k, struct kube_sandbox *ks)
+{
+	pthread_mutex_lock(&k->mu);
+	for (struct kube_sandbox **pp = &k->sandboxes; *pp; pp = &(*pp)->next)
+		if (*pp == ks) {
+			*pp = ks->next;
+			break;
+		}
+	pthread_mutex_unlock(&k->mu);
+}
+
+static void sandbox_free(struct kube_sandbox *ks)
+{
+	if (!ks)
+		return;
+	json_decref(ks->exec);
+	json_decref(ks->process);
+	free(ks);
+}
+
+/* A blocking call of a pool worker; the status, or 0 with why. */
+static long call(struct runtime_kube *k, const char *method, const char *path, json_t *body, json_t **out,
+		 char *why, size_t len)
+{
+	struct kube_resp res;
+	char err[256];
+	struct lerr e;
+
+	if (kube_request_wait(k->kc, method, path, body, SANDBOX_CALL_MS, &res, err, sizeof(err), &e) < 0) {
+		snprintf(why, len, "%s", e.msg);
+		return 0;
+	}
+	kube_resp_why(&res, why, len);
+	if (out)
+		*out = res.body;
+	else
+		json_decref(res.body);
+	return res.status;
+}
+
+/* lantern-pool, made once (an existing one is used as it is), labelled as tenant
+ * namespaces are (its pods show node directories as host paths). */
+static int pool_namespace(struct runtime_kube *k, struct lerr *e)
+{
+	json_t *labels = json_deep_copy(k->ns_labels), *body;
+	char why[512];
+	long st;
+
+	pthread_mutex_lock(&k->mu);
+	st = k->pool_ns;
+	pthread_mutex_unlock(&k->mu);
+	if (st)
+		return 0;
+	json_object_set_new(labels, "app.kubernetes.io/managed-by", json_string(MANAGED_BY));
+	body = json_pack("{s:s, s:s, s:{s:s, s:o}}", "apiVersion", "v1", "kind", "Namespace", "metadata", "name",
+			 RUN_POOL_NAMESPACE, "labels", labels);
+	st = call(k, "POST", "/api/v1/namespaces", body, NULL, why, sizeof(why));
+	if (st != 201 && st != 200 && st != 409)
+		return lerr_set(e, EIO, "pool: namespace %s: %s", RUN_POOL_NAMESPACE, why);
+	pthread_mutex_lock(&k->mu);
+	k->pool_ns = true;
+	pthread_mutex_unlock(&k->mu);
+	return 0;
+}
+
+static json_t *pool_pod_json(struct runtime_kube *k, const struct runtime_sandbox_req *q, struct kube_sandbox *ks)
+{
+	const struct spec *s = q->spec;
+	const char *cls = spec_isolation_name(s->isolation);
+	const char *const waiter[2] = { q->waiter_bin, q->waiter_argv[0] };
+	json_t *labels = json_pack("{s:s, s:s, s:s, s:s}", "app.kubernetes.io/managed-by", MANAGED_BY, LABEL_POOL,
+				   ks->pool, LABEL_INST, ks->inst, "lantern.dev/isolation", cls);
+	json_t *ann = json_pack("{s:s, s:s, s:s, s:s}", LABEL_INST, ks->inst, LABEL_POOL, ks->pool,
+				"lantern.dev/isolation", cls, "lantern.dev/network", spec_network_name(s->network));
+
+	return pod_build(k, RUN_POOL_NAMESPACE, ks->name, s, labels, ann, json_array(), q->mounts, q->n_mounts,
+			 waiter);
+}
+
+/* The pod's workload container as the kubelet reports it: 1 running (its container
+ * id in cid), 0 not yet, -1 it will not run (why). */
+static int sandbox_state(json_t *pod, char *cid, size_t clen, char *why, size_t len)
+{
+	json_t *st = json_object_get(pod, "status"), *cs, *x, *state = NULL;
+	const char *phase = json_string_value(json_object_get(st, "phase")) ?: "Pending";
+	const char *id = NULL, *wr;
+	size_t i;
+
+	cs = json_object_get(st, "containerStatuses");
+	json_array_foreach(cs, i, x)
+		if (!strcmp(json_string_value(json_object_get(x, "name")) ?: "", CONTAINER)) {
+			state = json_object_get(x, "state");
+			id = json_string_value(json_object_get(x, "containerID"));
+		}
+	if (json_object_get(json_object_get(pod, "metadata"), "deletionTimestamp")) {
+		snprintf(why, len, "its pod is being deleted");
+		return -1;
+	}
+	if (strcmp(phase, "Pending") && strcmp(phase, "Running")) {
+		snprintf(why, len, "its pod is %s%s%s", phase, json_object_get(st, "reason") ? ": " : "",
+			 json_string_value(json_object_get(st, "reason")) ?: "");
+		return -1;
+	}
+	if (json_object_get(state, "terminated")) {
+		snprintf(why, len, "its container ended (exit code %lld)", (long long)json_integer_value(
+			json_object_get(json_object_get(state, "terminated"), "exitCode")));
+		return -1;
+	}
+	if ((wr = json_string_value(json_object_get(json_object_get(state, "waiting"), "reason")))) {
+		for (i = 0; i < ARRAY_SIZE(start_errors); i++)
+			if (!strcmp(wr, start_errors[i])) {
+				snprintf(why, len, "its container will not start: %s: %s", wr, json_string_value(
+					json_object_get(json_object_get(state, "waiting"), "message")) ?: "");
+				return -1;
+			}
+	}
+	if (!json_object_get(state, "running"))
+		return 0;
+	/* "containerd://<id>" */
+	snprintf(cid, clen, "%s", id && strstr(id, "://") ? strstr(id, "://") + 3 : id ? id : "");
+	return 1;
+}
+
+/* On a pool worker: removes the pod (grace 0); 0 when it is gone or going. */
+static int sandbox_delete(struct runtime_kube *k, struct kube_sandbox *ks, struct lerr *e)
+{
+	char path[256], why[512];
+	json_t *opts = json_pack("{s:s, s:s, s:i, s:s}", "apiVersion", "v1", "kind", "DeleteOptions",
+				 "gracePeriodSeconds", 0, "propagationPolicy", "Background");
+	long st;
+
+	snprintf(path, sizeof(path), "/api/v1/namespaces/%s/pods/%s", RUN_POOL_NAMESPACE, ks->name);
+	st = call(k, "DELETE", path, opts, NULL, why, sizeof(why));
+	if (st == 200 || st == 202 || st == 404)
+		return 0;
+	return lerr_set(e, EIO, "pool: sandbox %s: deleting pod %s/%s: %s (the next list of the node's pods "
+			"reclaims it)", ks->inst, RUN_POOL_NAMESPACE, ks->name, why);
+}
+
+/* On a pool worker: the pod made and waited for until the kubelet runs its container,
+ * which lantern-oci must have bound (sandbox_bind) before it ran. */
+static int kube_sandbox_start(void *arg, const struct runtime_sandbox_req *q, struct runtime_sandbox *sb,
+			      struct lerr *e)
+{
+	struct runtime_kube *k = arg;
+	const struct spec *s = q->spec;
+	struct kube_sandbox *ks = calloc(1, sizeof(*ks));
+	uint64_t limit = k->start_timeout_ms && k->start_timeout_ms < SANDBOX_START_MAX_MS ? k->start_timeout_ms :
+			 SANDBOX_START_MAX_MS;
+	uint64_t deadline = util_now_ns(CLOCK_MONOTONIC) + limit * 1000000ull;
+	char path[256], why[512], cid[128];
+	json_t *pod = NULL;
+	bool made = false;
+	int err = 0, state;
+	long st;
+
+	if (!ks)
+		return lerr_set(e, ENOMEM, "pool: out of memory");
+	snprintf(ks->inst, sizeof(ks->inst), "%s", q->instance_id);
+	snprintf(ks->pool, sizeof(ks->pool), "%s", s->name ? s->name : "");
+	snprintf(ks->name, sizeof(ks->name), "lantern-%s", q->instance_id);
+	if (!(ks->exec = strv(q->waiter_argv, 0)))
+		goto nomem;
+	for (size_t i = 0; q->waiter_argv[i]; i++)
+		json_array_append_new(ks->exec, json_string(q->waiter_argv[i]));
+	for (size_t i = 0; i < q->n_mounts; i++) {
+		if (ks->n_mounts == SANDBOX_MOUNTS) {
+			err = lerr_set(e, E2BIG, "pool: sandbox %s: more than %d node directories", ks->inst,
+				       SANDBOX_MOUNTS);
+			goto fail;
+		}
+		if ((err = runtime_pooled_mount_note(&ks->mounts[ks->n_mounts++], q->mounts[i].host,
+						     q->mounts[i].sandbox, e)) < 0)
+			goto fail;
+	}
+	if ((err = pool_namespace(k, e)) < 0)
+		goto fail;
+	if (!(pod = pool_pod_json(k, q, ks)))
+		goto nomem;
+	/* from here its containers may bind (on the loop), and the watch knows it */
+	sandbox_link(k, ks);
+	snprintf(path, sizeof(path), "/api/v1/namespaces/%s/pods", RUN_POOL_NAMESPACE);
+	st = call(k, "POST", path, pod, &pod, why, sizeof(why));
+	if (st == 404) {
+		/* lantern-pool was deleted since it was made: once more */
+		pthread_mutex_lock(&k->mu);
+		k->pool_ns = false;
+		pthread_mutex_unlock(&k->mu);
+		json_decref(pod);
+		if ((err = pool_namespace(k, e)) < 0 || !(pod = pool_pod_json(k, q, ks)))
+			goto unlink;
+		st = call(k, "POST", path, pod, &pod, why, sizeof(why));
+	}
+	if (st != 201 && st != 200) {
+		err = lerr_set(e, EIO, "pool: sandbox %s: the API server refused pod %s/%s: %s", ks->inst,
+			       RUN_POOL_NAMESPACE, ks->name, why);
+		goto unlink;
+	}
+	made = true;
+	pthread_mutex_lock(&k->mu);
+	snprintf(ks->uid, sizeof(ks->uid), "%s", json_string_value(json_object_get(json_object_get(pod, "metadata"),
+										     "uid")) ?: "");
+	pthread_mutex_unlock(&k->mu);
+	/* the watch tells (pool_saw); a GET now and then in case it is down */
+	snprintf(path, sizeof(path), "/api/v1/namespaces/%s/pods/%s", RUN_POOL_NAMESPACE, ks->name);
+	for (uint64_t next_get = util_now_ns(CLOCK_MONOTONIC) + SANDBOX_POLL_MS * 1000000ull;;) {
+		uint64_t now = util_now_ns(CLOCK_MONOTONIC);
+		bool cancel;
+
+		json_decref(pod);
+		pod = NULL;
+		if (now >= next_get) {
+			next_get = now + SANDBOX_POLL_MS * 1000000ull;
+			st = call(k, "GET", path, NULL, &pod, why, sizeof(why));
+			if (st == 404) {
+				err = lerr_set(e, ENOENT, "pool: sandbox %s: pod %s/%s was deleted, not by lanternd",
+					       ks->inst, RUN_POOL_NAMESPACE, ks->name);
+				goto unlink;
+			}
+			state = st == 200 ? sandbox_state(pod, cid, sizeof(cid), why, sizeof(why)) : 0;
+		} else {
+			struct timespec ts;
+			uint64_t until = next_get < deadline ? next_get : deadline;
+
+			pthread_mutex_lock(&k->mu);
+			if (!ks->seen && !k->cancel) {
+				ts.tv_sec = (time_t)(until / 1000000000ull);
+				ts.tv_nsec = (long)(until % 1000000000ull);
+				pthread_cond_timedwait(&k->seen, &k->mu, &ts);
+			}
+			state = ks->seen ? ks->seen_state : 0;
+			ks->seen = false;
+			snprintf(cid, sizeof(cid), "%s", ks->seen_cid);
+			snprintf(why, sizeof(why), "%s", ks->seen_why);
+			pthread_mutex_unlock(&k->mu);
+		}
+		if (state < 0) {
+			err = lerr_set(e, EIO, "pool: sandbox %s: pod %s/%s: %s", ks->inst, RUN_POOL_NAMESPACE,
+				       ks->name, why);
+			goto unlink;
+		}
+		if (state > 0)
+			break;
+		pthread_mutex_lock(&k->mu);
+		cancel = k->cancel;
+		pthread_mutex_unlock(&k->mu);
+		if (cancel) {
+			err = lerr_set(e, ECANCELED, "pool: sandbox %s: lanternd is stopping", ks->inst);
+			goto unlink;
+		}
+		if (util_now_ns(CLOCK_MONOTONIC) >= deadline) {
+			err = lerr_set(e, ETIMEDOUT, "pool: sandbox %s: pod %s/%s did not run within %llu s (%s)",
+				       ks->inst, RUN_POOL_NAMESPACE, ks->name, (unsigned long long)(limit / 1000),
+				       why[0] ? why : "still pending");
+			goto unlink;
+		}
+	}
+	/* the container the kubelet runs is the one lantern-oci bound, with its process */
+	pthread_mutex_lock(&k->mu);
+	if (!ks->binds.sandbox[0] || strcmp(ks->binds.container, cid) || !ks->process)
+		err = lerr_set(e, EPERM, "pool: pod %s/%s: its container %s is not the one bound to sandbox %s "
+			       "(bound: \"%s\")", RUN_POOL_NAMESPACE, ks->name, cid, ks->inst, ks->binds.container);
+	pthread_mutex_unlock(&k->mu);
+	if (err < 0)
+		goto unlink;
+	json_decref(pod);
+	sb->shim_pid = 0;
+	sb->shim_pidfd = -1;   /* the kubelet's: the waiter's connection tells */
+	sb->state = ks;
+	return 0;
+nomem:
+	err = lerr_set(e, ENOMEM, "pool: out of memory");
+	goto fail;
+unlink:
+	sandbox_unlink(k, ks);
+	if (made) {
+		struct lerr de;
+
+		if (sandbox_delete(k, ks, &de) < 0)
+			log_warn("%s", de.msg);
+	}
+fail:
+	json_decref(pod);
+	sandbox_free(ks);
+	return err;
+}
+
+static void kube_sandbox_cancel(void *arg)
+{
+	struct runtime_kube *k = arg;
+
+	pthread_mutex_lock(&k->mu);
+	k->cancel = true;
+	pthread_cond_broadcast(&k->seen);
+	pthread_mutex_unlock(&k->mu);
+}
+
+/* On a pool worker: the pod of a sandbox no run took goes. */
+static void kube_sandbox_stop(void *arg, struct runtime_sandbox *sb)
+{
+	struct runtime_kube *k = arg;
+	struct kube_sandbox *ks = sb->state;
+	struct lerr e;
+
+	if (!ks)
+		return;
+	sandbox_unlink(k, ks);
+	if (sandbox_delete(k, ks, &e) < 0)
+		log_warn("%s", e.msg);
+	sandbox_free(ks);
+	sb->state = NULL;
+}
+
+/* On the loop: a container of a pooled pod being made binds to its sandbox (run_bind
+ * checked the cgroup, the instance, the annotations, the namespace and the class); the
+ * workload's brings containerd's process and gets the waiter's command line. */
+static int kube_sandbox_bind(void *arg, const char *inst, const struct spec *s, const struct run_bind_req *b,
+			     json_t *answer, struct lerr *e)
+{
+	struct runtime_kube *k = arg;
+	json_t *args = json_object_get(b->process, "args");
+	struct kube_sandbox *ks;
+	char owner[96];
+	int err;
+
+	snprintf(owner, sizeof(owner), "pooled sandbox %s", inst);
+	if (!b->sandbox && (!json_is_array(args) || !json_array_size(args)))
+		return lerr_set(e, EPERM, "bind: refused: container %s: %s: no process came with it (a lantern-oci "
+				"older than this lanternd?)", b->container_id, owner);
+	pthread_mutex_lock(&k->mu);
+	if (!(ks = sandbox_find(k, inst)))
+		err = lerr_set(e, EPERM, "bind: refused: container %s: no pod is being made for %s", b->container_id,
+			       owner);
+	else
+		err = runtime_pod_bind(&ks->binds, k->oci, s, owner, ks->name, ks->uid, b, answer, e);
+	if (err == 0 && !b->sandbox) {
+		json_decref(ks->process);
+		ks->process = json_deep_copy(b->process);
+		json_object_set(answer, "exec", ks->exec);
+	}
+	pthread_mutex_unlock(&k->mu);
+	return err;
+}
+
+/* A claimed pod's process comes from the one containerd made of the image's
+ * Entrypoint and Cmd: spec.args alone would replace a Cmd lanternd cannot tell apart. */
+static bool kube_sandbox_fits(void *arg, const struct spec *s)
+{
+	return s->n_command || !s->n_args;
+}
+
+static void relabel(struct kube_pod *kp);
+
+static void on_relabel_retry(struct loop *l, void *arg)
+{
+	struct kube_pod *kp = arg;
+
+	kp->retry_timer = 0;
+	relabel(kp);
+}
+
+static void on_relabelled(void *arg, const struct kube_resp *res)
+{
+	struct kube_pod *kp = arg;
+	char why[512];
+
+	kp->req = NULL;
+	if (res->status == 200) {
+		log_info("run %s: pooled pod %s/%s now names its run and tenant", run_id(kp->r), kp->ns, kp->name);
+	} else if (res->status != 404 && ++kp->relabel_tries < RELABEL_TRIES && !kp->done && !kp->stop_asked) {
+		log_warn("run %s: labelling pooled pod %s/%s: %s: again in %d ms", run_id(kp->r), kp->ns, kp->name,
+			 kube_resp_why(res, why, sizeof(why)), DELETE_RETRY_MS);
+		kp->retry_timer = loop_timer_add(kp->k->loop, DELETE_RETRY_MS, on_relabel_retry, kp);
+		return;
+	} else if (res->status != 404) {
+		log_warn("run %s: pooled pod %s/%s keeps the pool's labels: %s", run_id(kp->r), kp->ns, kp->name,
+			 kube_resp_why(res, why, sizeof(why)));
+	}
+	pod_step(kp);
+}
+
+/* The claimed pod names its run and tenant, as a cold pod's labels and annotations
+ * do (a merge patch: the pool's stay). */
+static void relabel(struct kube_pod *kp)
+{
+	struct run *r = kp->r;
+	json_t *labels = json_object(), *ann = json_object();
+	char path[256];
+	struct lerr e;
+
+	if (kp->done || kp->stop_asked || kp->state != P_CREATED) {
+		pod_step(kp);
+		return;
+	}
+	identity(kp->k, r, labels, ann);
+	json_object_set_new(labels, "lantern.dev/tenant", json_string(run_tenant(r)));
+	snprintf(path, sizeof(path), "/api/v1/namespaces/%s/pods/%s", kp->ns, kp->name);
+	if (kube_request(kp->k->kc, "PATCH", path, json_pack("{s:{s:o, s:o}}", "metadata", "labels", labels,
+							     "annotations", ann),
+			 on_relabelled, kp, &kp->req, &e) < 0)
+		log_warn("run %s: %s", run_id(r), e.msg);
+}
+
+/* On the loop: r takes a ready pooled pod in place of prepare. */
+static int kube_claim(void *arg, struct run *r, struct run_claim *c, struct lerr *e)
+{
+	struct runtime_kube *k = arg;
+	struct runtime_sandbox *sb = c->sandbox;
+	struct kube_sandbox *ks = sb ? sb->state : NULL;
+	struct kube_pod *kp;
+
+	if (!ks || c->waiter_fd < 0 || !ks->process || !ks->uid[0])
+		return lerr_set(e, EINVAL, "claim: no pod to take");
+	if (!dns_label(run_tenant(r)))
+		return lerr_set(e, EINVAL, "claim: tenant \"%s\" cannot label a pod", run_tenant(r));
+	k->runs = run_table(r);
+	if (pod_of(r)) {
+		pod_free(pod_of(r));
+		run_set_runtime_state(r, NULL);
+	}
+	if (!(kp = pod_new(k, r)))
+		return lerr_set(e, ENOMEM, "claim: out of memory");
+	sandbox_unlink(k, ks);
+	snprintf(kp->ns, sizeof(kp->ns), "%s", RUN_POOL_NAMESPACE);
+	snprintf(kp->name, sizeof(kp->name), "%s", ks->name);
+	snprintf(kp->uid, sizeof(kp->uid), "%s", ks->uid);
+	snprintf(kp->phase, sizeof(kp->phase), "Running");
+	kp->state = P_CREATED;
+	kp->pooled = true;
+	kp->binds = ks->binds;
+	kp->process = ks->process;
+	ks->process = NULL;
+	memcpy(kp->mounts, ks->mounts, sizeof(kp->mounts));
+	kp->n_mounts = ks->n_mounts;
+	kp->waiter_fd = c->waiter_fd;
+	c->waiter_fd = -1;
+	sandbox_free(ks);
+	sb->state = NULL;
+	run_set_network(r, true, k->node_ip);
+	pod_record(kp);
+	relabel(kp);
+	return 0;
+}
+
+/* A claimed run's start: the waiter execs the workload's process as containerd would
+ * have made it for a cold pod (spec.command/args, else the image's Entrypoint and Cmd;
+ * the image's env, spec.env, lantern's; the image's working directory), as the user
+ * it already runs as. The run's node directories must be the ones the pod shows. */
+static int exec_pooled(struct kube_pod *kp, struct run *r, struct run_env *env, struct lerr *e)
+{
+	char what[160];
+	json_t *ic;
+	int err;
+
+	snprintf(what, sizeof(what), "pooled pod %s/%s", kp->ns, kp->name);
+	if ((err = runtime_pooled_mounts_match(kp->mounts, kp->n_mounts, env, what, e)) < 0)
+		return err;
+	ic = json_pack("{s:O, s:O?, s:O?}", "Entrypoint", json_object_get(kp->process, "args"), "Env",
+		       json_object_get(kp->process, "env"), "WorkingDir", json_object_get(kp->process, "cwd"));
+	if (!ic)
+		return lerr_set(e, ENOMEM, "claim: out of memory");
+
+	struct oci_bundle_req br = {
+		.image_config = ic,
+		.spec = run_spec(r),
+		.lantern_env = run_env_strings(env, true),
+	};
+	err = runtime_pooled_exec(&kp->waiter_fd, &br, e);
+	json_decref(ic);
+	return err;
+}
+
 static const struct runtime_ops kube_ops = {
 	.name = "kubernetes",
 	.admit = kube_rt_admit,
@@ -1140,6 +1753,12 @@ static const struct runtime_ops kube_ops = {
 	.bind = kube_rt_bind,
 	.free = kube_rt_free,
 	.close = kube_rt_close,
+	.sandbox_start = kube_sandbox_start,
+	.claim = kube_claim,
+	.sandbox_stop = kube_sandbox_stop,
+	.sandbox_bind = kube_sandbox_bind,
+	.sandbox_fits = kube_sandbox_fits,
+	.sandbox_cancel = kube_sandbox_cancel,
 };
 
 /* ---- opening ---- */
@@ -1196,6 +1815,16 @@ int runtime_kube_add(struct runtimes *rs, struct loop *l, const struct runtime_k
 	k->loop = l;
 	k->oci = o->oci;
 	k->grace_s = o->grace_s;
+	pthread_mutex_init(&k->mu, NULL);
+	{
+		pthread_condattr_t ca;
+
+		/* timed waits on CLOCK_MONOTONIC, as the deadlines are */
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&k->seen, &ca);
+		pthread_condattr_destroy(&ca);
+	}
 	k->start_timeout_ms = (uint64_t)o->start_timeout_s * 1000;
 	k->orphans = json_array();
 	snprintf(k->node, sizeof(k->node), "%s", o->node ? o->node : "");

@@ -73,6 +73,68 @@ int util_rm_rf(const char *path)
 	return unlink(path) < 0 ? -errno : 0;
 }
 
+static void rm_below(int fd, dev_t dev, unsigned depth, unsigned flags)
+{
+	DIR *d = fdopendir(fd);
+	struct dirent *de;
+
+	if (!d) {
+		close(fd);
+		return;
+	}
+	while ((de = readdir(d))) {
+		struct stat st;
+		int sub;
+
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		/* the entry's type saves a stat of every file (a cgroup has dozens) */
+		if (de->d_type != DT_DIR && de->d_type != DT_UNKNOWN) {
+			if (!(flags & UTIL_RM_DIRS_ONLY))
+				unlinkat(dirfd(d), de->d_name, 0);
+			continue;
+		}
+		if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			continue;
+		if (!S_ISDIR(st.st_mode)) {
+			if (!(flags & UTIL_RM_DIRS_ONLY))
+				unlinkat(dirfd(d), de->d_name, 0);
+			continue;
+		}
+		if (st.st_dev != dev || !depth)
+			continue;
+		sub = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (sub < 0)
+			continue;
+		rm_below(sub, dev, depth - 1, flags);
+		unlinkat(dirfd(d), de->d_name, AT_REMOVEDIR);
+	}
+	closedir(d);
+}
+
+int util_rm_tree_at(int dirfd, const char *name, unsigned max_depth, unsigned flags)
+{
+	struct stat st, top;
+	int fd;
+
+	if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (!S_ISDIR(st.st_mode) && (flags & UTIL_RM_DIRS_ONLY))
+		return -ENOTDIR;
+	if (!S_ISDIR(st.st_mode))
+		return unlinkat(dirfd, name, 0) < 0 && errno != ENOENT ? -errno : 0;
+	/* a mount point itself is not entered either */
+	if (fstat(dirfd, &top) < 0)
+		return -errno;
+	if (st.st_dev != top.st_dev)
+		return -EXDEV;
+	fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	rm_below(fd, st.st_dev, max_depth, flags);
+	return unlinkat(dirfd, name, AT_REMOVEDIR) < 0 && errno != ENOENT ? -errno : 0;
+}
+
 int util_read_file(const char *path, char **buf, size_t *len)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
