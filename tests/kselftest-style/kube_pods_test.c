@@ -18,7 +18,11 @@
  * on pods of containerd's default runtime, mounts hostPath File read-only, Directory and
  * emptyDir, passes env, and runs the image's Cmd when a pod has no command; lanternd's
  * SIGTERM and the kubelet's stop leave no container, sandbox, network namespace, kubepods
- * cgroup or instance cgroup in any hierarchy.
+ * cgroup or instance cgroup in any hierarchy. Warm pools (--pools): the pool's pod runs
+ * lantern-waiter in place of the image's process (lantern-oci wrote lanternd's "exec"
+ * into its bundle); a claim's first instruction gets EPERM for a denied address, connects
+ * to the allowed one and reads the run's token; the pool refills; a claimed workload's
+ * exit code and the image's environment.
  *
  * Packets stay on this machine: the pods reach only the test bridge's own address. */
 #include <curl/curl.h>
@@ -41,7 +45,7 @@
 #define TENANT "acme"
 #define NS "lantern-t-" TENANT
 #define TOKEN "kube-pods-token-7d21b9"
-#define PLAN 15
+#define PLAN 18
 
 static struct tl_env T;
 static struct tl_net net;
@@ -98,20 +102,27 @@ static void remember(const struct tl_kubelet_pod *p)
 		snprintf(uids[n_uids++], sizeof(uids[0]), "%s", p->uid);
 }
 
-/* `lantern run FILE` to its end: the run's id, instance, record and the kubelet's pod. */
-static int run_pod(const char *file, char *out_id, json_t **rec, struct tl_kubelet_pod *p, char **log)
+/* `lantern run FILE` to its end: the run's id, instance, record and the kubelet's pod
+ * (in namespace ns: its tenant's, or lantern-pool for a claimed one). */
+static int run_pod_ns(const char *file, const char *ns, char *out_id, json_t **rec, struct tl_kubelet_pod *p,
+		      char **log)
 {
 	char inst[32], *out = NULL, *err = NULL;
 	int rc = tl_run(&T, file, &out, &err);
 
 	tl_newest_run(&T, out_id, 32, inst, sizeof(inst));
 	*rec = tl_run_record(&T, out_id);
-	tl_kubelet_wait(&KL, NS, rec_str(*rec, "pod", "name"), TL_KUBELET_GONE, p, 20000);
+	tl_kubelet_wait(&KL, ns, rec_str(*rec, "pod", "name"), TL_KUBELET_GONE, p, 20000);
 	remember(p);
 	*log = pod_log(p);
 	free(out);
 	free(err);
 	return rc;
+}
+
+static int run_pod(const char *file, char *out_id, json_t **rec, struct tl_kubelet_pod *p, char **log)
+{
+	return run_pod_ns(file, NS, out_id, rec, p, log);
 }
 
 static void test_cold(void)
@@ -361,6 +372,108 @@ static void test_kubelet_itself(void)
 	tl_kubelet_wait(&KL, "kubelet-check", "plain-cmd", TL_KUBELET_GONE, NULL, 20000);
 }
 
+/* ---- warm pools: the pool's pods through the kubelet, claimed by runs ---- */
+
+#define POOL "kp"
+
+/* The pool's ready sandboxes' instance ids (at most max), from `lantern pools --json`. */
+static int pool_ready(char ids[][32], int max)
+{
+	json_t *pools = tl_lantern_json(&T, "pools --json"), *sb;
+	size_t i;
+	int n = 0;
+
+	json_array_foreach(json_object_get(json_array_get(pools, 0), "sandboxes"), i, sb)
+		if (n < max && !strcmp(json_string_value(json_object_get(sb, "state")) ?: "", "ready"))
+			snprintf(ids[n++], 32, "%s", json_string_value(json_object_get(sb, "instance_id")) ?: "");
+	json_decref(pools);
+	return n;
+}
+
+static bool pool_wait(int n, int ms)
+{
+	char ids[4][32];
+
+	for (uint64_t end = tl_ms() + (uint64_t)ms;; usleep(100000)) {
+		if (pool_ready(ids, 4) >= n)
+			return true;
+		if (tl_ms() >= end)
+			return false;
+	}
+}
+
+static void test_pool(const char *flags)
+{
+	char more[1600], fields[400], argv[400], id[32], ready[4][32], want[160], *procs = NULL, *ident = NULL;
+	char *log = NULL, token[2048] = "", pod[160];
+	uint16_t ok_port = 0, deny_port = 0;
+	int ok_fd = tl_tcp_listen("0.0.0.0", &ok_port), deny_fd = tl_tcp_listen("0.0.0.0", &deny_port), n, rc;
+	struct tl_kubelet_pod p = { 0 };
+	json_t *rec = NULL;
+
+	tl_acceptor(ok_fd, "pong\n");
+	tl_acceptor(deny_fd, "pong\n");
+	tl_daemon_stop(&T, SIGTERM);
+	snprintf(more, sizeof(more), "%s --pools %s", flags,
+		 tl_file(&T, "pools.yaml", "pools:\n  - name: " POOL "\n    image_digest: %s\n    isolation: trusted\n"
+			 "    network: bridge\n    size: {min: 1, max: 1}\n", C.image));
+	n = tl_daemon_start(&T, more) == 0 && pool_wait(1, 90000) ? pool_ready(ready, 4) : 0;
+	/* the container's one process is lantern-waiter, not the image's: lantern-oci
+	 * wrote lanternd's "exec" into its bundle */
+	if (n)
+		tl_sh(&procs, NULL, "for p in $(cat /sys/fs/cgroup/unified/%s/%s/*/cgroup.procs 2>/dev/null); do "
+		      "tr '\\0' ' ' < /proc/$p/cmdline; echo; done", T.cgroot, ready[0]);
+	tap_ok(n == 1 && tl_has(procs, "/run/lantern/lantern-waiter /run/lantern/waiter/waiter.sock"),
+	       "a pool under --kubernetes fills through the API server, the kubelet, containerd and lantern-oci: its "
+	       "pod in lantern-pool runs lantern-waiter (in the instance, in place of the image's process: %s)",
+	       tl_oneline(procs));
+	free(procs);
+
+	/* a claim: the first instruction is the run's, with its policy and identity */
+	snprintf(fields, sizeof(fields), "  network: allowlist_domain\n  egress_rules:\n    - pattern: tcp://%s:%u\n",
+		 net.gw, ok_port);
+	snprintf(argv, sizeof(argv), "[\"/bin/lantern-probe\", \"connect\", \"%s:%u\", \"connect\", \"%s:%u\", \"read\", "
+		 "\"/run/lantern/identity/token\"]", net.gw, deny_port, net.gw, ok_port);
+	rc = run_pod_ns(spec_argv("pooled-first", fields, argv), "lantern-pool", id, &rec, &p, &log);
+	tl_lantern(&T, &ident, NULL, "identity %s --json", id);
+	if (log && strstr(log, "token: "))
+		sscanf(strstr(log, "token: ") + 7, "%2047s", token);
+	snprintf(want, sizeof(want), "lantern-%s", n ? ready[0] : "none");
+	tap_ok(rc == 0 && !strcmp(rec_str(rec, "pool", "name"), POOL) && !strcmp(rec_str(rec, "pod", "name"), want) &&
+	       !strcmp(rec_str(rec, "pod", "namespace"), "lantern-pool") && tl_has(log, "Operation not permitted") &&
+	       strstr(log, "Operation not permitted") < strstr(log, ": ok") && token[0] == 'e' && tl_has(ident, token) &&
+	       !strcmp(rec_str(rec, "status", NULL), "succeeded") && p.gone,
+	       "a spawn that fits claims the pooled pod (%s/%s): its first instruction gets EPERM for a denied "
+	       "address, connects to the allowed one, reads the run's identity token; the run succeeds and the pod "
+	       "goes: %s", rec_str(rec, "pod", "namespace"), rec_str(rec, "pod", "name"), tl_oneline(log));
+	{
+		json_t *cu = json_object_get(json_object_get(rec, "pool"), "claim_us");
+
+		tap_diag("the claim's stages: admission %lld us, preparation %lld us, the waiter's exec %lld us",
+			 (long long)json_integer_value(json_object_get(cu, "admission")),
+			 (long long)json_integer_value(json_object_get(cu, "prepare")),
+			 (long long)json_integer_value(json_object_get(cu, "exec")));
+	}
+	json_decref(rec);
+	free(log);
+	free(ident);
+	log = NULL;
+
+	/* refilled; a claimed workload's exit code, with the image's environment */
+	snprintf(pod, sizeof(pod), "%s", want);
+	n = pool_wait(1, 90000) ? pool_ready(ready, 4) : 0;
+	rc = run_pod_ns(spec("pooled-exit", "  network: allowlist_domain\n", "echo pooled-out path=$PATH; exit 5"),
+			"lantern-pool", id, &rec, &p, &log);
+	snprintf(want, sizeof(want), "lantern-%s", n ? ready[0] : "none");
+	tap_ok(n == 1 && strcmp(pod, want) && rc != 0 && !strcmp(rec_str(rec, "pod", "name"), want) &&
+	       !strcmp(rec_str(rec, "status", NULL), "failed") && json_integer_value(json_object_get(rec, "exit_code")) == 5 &&
+	       tl_has(log, "pooled-out path=/") && p.gone,
+	       "the pool refills with a new pod; a claimed workload's exit code 5 ends its run failed, with the "
+	       "image's environment (PATH) and its output in the pod's log: %s", tl_oneline(log));
+	json_decref(rec);
+	free(log);
+}
+
 /* After lanternd's SIGTERM and the kubelet's stop: no container or sandbox, network
  * namespace, kubepods directory, or directory of an instance in any cgroup hierarchy
  * (those lanternd does not manage too: runc makes one in each for a container
@@ -452,6 +565,7 @@ int main(void)
 	test_egress();
 	test_foreign();
 	test_kubelet_itself();
+	test_pool(flags);
 	test_leftovers();
 	return tap_done();
 }
