@@ -29,7 +29,20 @@
  * A pod's path to its first instruction has two binds (sandbox, workload) and two
  * starts through lantern-oci: that sum is the binding of a pod.
  *
- *   build/bench/cri [-n SPAWNS_PER_SIDE]   (default 100) */
+ * Pools (docs/pools.md "Pooled pods (CRI)"), in the same run, after the rows above:
+ * lanternd is restarted with --pools, one pool of the benchmark spec's shape (its
+ * image, isolation trusted, network bridge for the spec's allowlist_domain, no limits)
+ * of size 2 (min = max). Once the pool is full, N claims, each the same run request
+ * as a cold lantern pod, each started with the pool full again (no refill under way),
+ * alternating with a plain runc pod (also started with the pool full). A claim's run
+ * record (run.json's pool object) says it came from the pool; one that did not is
+ * reported and left out. Printed: the claim beside the cold lantern pods of the rows
+ * above and the plain handler, their ratios, and the claim's stages from the records'
+ * pool.claim_us (admission, preparation, the waiter's exec).
+ *
+ *   build/bench/cri [-n SPAWNS_PER_SIDE] [-p]   (default 100; -p: the pool rows only,
+ *   with the cold lantern pods they compare against but no plain rows before them and
+ *   no handler rows) */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -52,6 +65,7 @@
 #include "lantern/util.h"
 
 static int n_spawns = 100;
+static bool pools_only;
 static char dir[256], state[300], sock[300], bpffs[256], cgroot[128], build[PATH_MAX], image[256];
 static char ctd_sock[320], yaml[1024], net_bridge[32], net_subnet[64];
 static pid_t ctd_pid, daemon_pid;
@@ -629,15 +643,15 @@ static void print_pools(struct pool_times *pt, int64_t *cold, int ncold, bool ok
 	printf("%-50s %6d %8.1f %8.1f %8d\n", "CRI pool claim, handler lantern-trusted", pt->n, c50, c99, pt->failed);
 	printf("%-50s %6d %8.1f %8.1f\n", "  lanternd's answer \"accepted\"", pt->n, pct(pt->acc, pt->n, 0.5),
 	       pct(pt->acc, pt->n, 0.99));
-	printf("%-50s %6d %8.1f %8.1f\n", "lanternd --cri-endpoint cold, same spec (above)", ncold, pct(cold, ncold, 0.5),
+	printf("%-50s %6d %8.1f %8.1f\n", "lanternd --cri-endpoint cold, the same spec", ncold, pct(cold, ncold, 0.5),
 	       pct(cold, ncold, 0.99));
 	printf("%-50s %6d %8.1f %8.1f %8d\n", "CRI direct, handler runc (among the claims)", pt->nplain,
 	       pct(pt->plain, pt->nplain, 0.5), pct(pt->plain, pt->nplain, 0.99), pt->failed_plain);
-	printf("%-50s %6s %8.3f %8.3f\n", "ratio claim / cold lantern", "", ncold && pt->n ? c50 / pct(cold, ncold, 0.5) : 0,
-	       ncold && pt->n ? c99 / pct(cold, ncold, 0.99) : 0);
-	printf("%-50s %6s %8.3f %8.3f\n", "ratio claim / plain runc", "",
-	       pt->nplain && pt->n ? c50 / pct(pt->plain, pt->nplain, 0.5) : 0,
-	       pt->nplain && pt->n ? c99 / pct(pt->plain, pt->nplain, 0.99) : 0);
+	printf("%-50s %6s %7.1fx %7.1fx\n", "ratio cold lantern / claim", "", ncold && c50 > 0 ? pct(cold, ncold, 0.5) / c50 : 0,
+	       ncold && c99 > 0 ? pct(cold, ncold, 0.99) / c99 : 0);
+	printf("%-50s %6s %7.1fx %7.1fx\n", "ratio plain runc / claim", "",
+	       pt->nplain && c50 > 0 ? pct(pt->plain, pt->nplain, 0.5) / c50 : 0,
+	       pt->nplain && c99 > 0 ? pct(pt->plain, pt->nplain, 0.99) / c99 : 0);
 	printf("%-50s %6d %8.2f %8.2f\n", "claim stage: admission (pool.claim_us)", pt->n, pct(pt->st[0], pt->n, 0.5) * 1000,
 	       pct(pt->st[0], pt->n, 0.99) * 1000);
 	printf("%-50s %6d %8.2f %8.2f\n", "claim stage: preparation", pt->n, pct(pt->st[1], pt->n, 0.5) * 1000,
@@ -662,9 +676,11 @@ int main(int argc, char **argv)
 	const char *b = getenv("LANTERN_BUILD");
 	char endpoint[400];
 
-	while ((ch = getopt(argc, argv, "n:")) != -1)
+	while ((ch = getopt(argc, argv, "n:p")) != -1)
 		if (ch == 'n')
 			n_spawns = atoi(optarg) > 0 ? atoi(optarg) : n_spawns;
+		else if (ch == 'p')
+			pools_only = true;
 	if (sodium_init() < 0)
 		return 1;
 	/* absolute: containerd execs lantern-oci from the path in the drop-in */
@@ -708,15 +724,20 @@ int main(int argc, char **argv)
 	for (int i = 0; i < n_spawns; i++) {
 		for (int k = 0; k < 2; k++) {
 			int side = (i % 2) ^ k;
-			int64_t t = side ? spawn_plain(c, i) : spawn_lantern(&acc[n[0]], NULL);
+			int64_t t;
 
+			/* -p: the cold lantern pods only, for the pool rows' comparison */
+			if (side && pools_only)
+				continue;
+			t = side ? spawn_plain(c, i) : spawn_lantern(&acc[n[0]], NULL);
 			if (t > 0)
 				lat[side][n[side]++] = t;
 			else
 				failed[side]++;
 		}
 	}
-	bench_bind(&bt, n_spawns);
+	if (!pools_only)
+		bench_bind(&bt, n_spawns);
 	sleep(4);
 	pool_ok = pools_phase(c, &pt, n_spawns) == 0;
 	cri_close(c);
@@ -728,33 +749,35 @@ int main(int argc, char **argv)
 	qsort(acc, (size_t)n[0], sizeof(int64_t), cmp64);
 	qsort(lat[0], (size_t)n[0], sizeof(int64_t), cmp64);
 	qsort(lat[1], (size_t)n[1], sizeof(int64_t), cmp64);
-	printf("# submission to the workload's first instruction, pod through containerd %s (ms)\n", "1.6");
-	printf("%-44s %6s %8s %8s %8s\n", "path", "n", "p50", "p99", "failed");
-	printf("%-44s %6d %8.1f %8.1f %8d\n", "lanternd --cri-endpoint, handler lantern-trusted", n[0], pct(lat[0], n[0], 0.5),
-	       pct(lat[0], n[0], 0.99), failed[0]);
-	printf("%-44s %6d %8.1f %8.1f %8d\n", "CRI direct, handler runc (no lanternd)", n[1], pct(lat[1], n[1], 0.5),
-	       pct(lat[1], n[1], 0.99), failed[1]);
-	printf("%-44s %6d %8.1f %8.1f\n", "  lanternd's answer \"accepted\" (its own start)", n[0], pct(acc, n[0], 0.5),
-	       pct(acc, n[0], 0.99));
-	printf("%-44s %6s %8.1f %8.1f\n", "lantern adds", "", pct(lat[0], n[0], 0.5) - pct(lat[1], n[1], 0.5),
-	       pct(lat[0], n[0], 0.99) - pct(lat[1], n[1], 0.99));
-	pass_adds = pct(bt.via, bt.npass, 0.5) - pct(bt.direct, bt.npass, 0.5);
-	printf("# the handler, each command started as the shim starts it (vfork), against a live run (ms)\n");
-	printf("%-50s %6d %8.2f %8.2f\n", "bind: lantern-oci create to lanternd's answer", bt.nbind,
-	       pct(bt.bind, bt.nbind, 0.5), pct(bt.bind, bt.nbind, 0.99));
-	printf("%-50s %6d %8.2f %8.2f\n", "  lantern-oci alone (refused before asking)", bt.nalone,
-	       pct(bt.alone, bt.nalone, 0.5), pct(bt.alone, bt.nalone, 0.99));
-	printf("%-50s %6d %8.2f %8.2f\n", "a later command (state) through lantern-oci", bt.npass,
-	       pct(bt.via, bt.npass, 0.5), pct(bt.via, bt.npass, 0.99));
-	printf("%-50s %6d %8.2f %8.2f\n", "  the same command, runc itself", bt.npass, pct(bt.direct, bt.npass, 0.5),
-	       pct(bt.direct, bt.npass, 0.99));
-	printf("%-50s %6s %8.2f\n", "  lantern-oci adds to a later command", "", pass_adds);
-	/* a pod's path to its first instruction: create and start of the sandbox and of
-	 * the workload container, each through lantern-oci */
-	printf("%-50s %6s %8.2f\n", "the binding of a pod: 2 binds + 2 starts through it", "",
-	       2 * pct(bt.bind, bt.nbind, 0.5) + 2 * pass_adds);
+	if (!pools_only) {
+		printf("# submission to the workload's first instruction, pod through containerd %s (ms)\n", "1.6");
+		printf("%-44s %6s %8s %8s %8s\n", "path", "n", "p50", "p99", "failed");
+		printf("%-44s %6d %8.1f %8.1f %8d\n", "lanternd --cri-endpoint, handler lantern-trusted", n[0], pct(lat[0], n[0], 0.5),
+		       pct(lat[0], n[0], 0.99), failed[0]);
+		printf("%-44s %6d %8.1f %8.1f %8d\n", "CRI direct, handler runc (no lanternd)", n[1], pct(lat[1], n[1], 0.5),
+		       pct(lat[1], n[1], 0.99), failed[1]);
+		printf("%-44s %6d %8.1f %8.1f\n", "  lanternd's answer \"accepted\" (its own start)", n[0], pct(acc, n[0], 0.5),
+		       pct(acc, n[0], 0.99));
+		printf("%-44s %6s %8.1f %8.1f\n", "lantern adds", "", pct(lat[0], n[0], 0.5) - pct(lat[1], n[1], 0.5),
+		       pct(lat[0], n[0], 0.99) - pct(lat[1], n[1], 0.99));
+		pass_adds = pct(bt.via, bt.npass, 0.5) - pct(bt.direct, bt.npass, 0.5);
+		printf("# the handler, each command started as the shim starts it (vfork), against a live run (ms)\n");
+		printf("%-50s %6d %8.2f %8.2f\n", "bind: lantern-oci create to lanternd's answer", bt.nbind,
+		       pct(bt.bind, bt.nbind, 0.5), pct(bt.bind, bt.nbind, 0.99));
+		printf("%-50s %6d %8.2f %8.2f\n", "  lantern-oci alone (refused before asking)", bt.nalone,
+		       pct(bt.alone, bt.nalone, 0.5), pct(bt.alone, bt.nalone, 0.99));
+		printf("%-50s %6d %8.2f %8.2f\n", "a later command (state) through lantern-oci", bt.npass,
+		       pct(bt.via, bt.npass, 0.5), pct(bt.via, bt.npass, 0.99));
+		printf("%-50s %6d %8.2f %8.2f\n", "  the same command, runc itself", bt.npass, pct(bt.direct, bt.npass, 0.5),
+		       pct(bt.direct, bt.npass, 0.99));
+		printf("%-50s %6s %8.2f\n", "  lantern-oci adds to a later command", "", pass_adds);
+		/* a pod's path to its first instruction: create and start of the sandbox and of
+		 * the workload container, each through lantern-oci */
+		printf("%-50s %6s %8.2f\n", "the binding of a pod: 2 binds + 2 starts through it", "",
+		       2 * pct(bt.bind, bt.nbind, 0.5) + 2 * pass_adds);
+	}
 	print_pools(&pt, lat[0], n[0], pool_ok);
-	if (failed[0] || failed[1] || !n[0] || !n[1] || !bt.nbind || !bt.npass)
+	if (failed[0] || failed[1] || !n[0] || (!pools_only && (!n[1] || !bt.nbind || !bt.npass)))
 		rc = 1;
 	if (!pool_ok || pt.failed || pt.failed_plain || pt.cold || !pt.n || !pt.nplain)
 		rc = 1;
