@@ -581,7 +581,8 @@ static int pools_phase(struct cri *c, struct pool_times *pt, int n)
 		daemon_pid = 0;
 	}
 	if (start_daemon(path) < 0 || !pool_full(180000)) {
-		fprintf(stderr, "# bench/cri: the pool did not fill (%s/lanternd-pools.log)\n", dir);
+		fprintf(stderr, "# bench/cri: the pool did not fill; lanternd's log ends:\n");
+		sh("tail -n 20 %s/lanternd-pools.log >&2", dir);
 		return -1;
 	}
 	/* warm-up: a claim and a plain pod, as the rows above had theirs */
@@ -640,12 +641,12 @@ static void print_pools(struct pool_times *pt, int64_t *cold, int ncold, bool ok
 	       "of the spec's shape (trusted, bridge), size %d, each claim and each plain pod with the pool full%s\n",
 	       POOL_NAME, POOL_SIZE, ok ? "" : " (THE POOL DID NOT FILL)");
 	printf("%-50s %6s %8s %8s %8s\n", "path", "n", "p50", "p99", "failed");
-	printf("%-50s %6d %8.1f %8.1f %8d\n", "CRI pool claim, handler lantern-trusted", pt->n, c50, c99, pt->failed);
-	printf("%-50s %6d %8.1f %8.1f\n", "  lanternd's answer \"accepted\"", pt->n, pct(pt->acc, pt->n, 0.5),
+	printf("%-50s %6d %8.2f %8.2f %8d\n", "CRI pool claim, handler lantern-trusted", pt->n, c50, c99, pt->failed);
+	printf("%-50s %6d %8.2f %8.2f\n", "  lanternd's answer \"accepted\"", pt->n, pct(pt->acc, pt->n, 0.5),
 	       pct(pt->acc, pt->n, 0.99));
-	printf("%-50s %6d %8.1f %8.1f\n", "lanternd --cri-endpoint cold, the same spec", ncold, pct(cold, ncold, 0.5),
+	printf("%-50s %6d %8.2f %8.2f\n", "lanternd --cri-endpoint cold, the same spec", ncold, pct(cold, ncold, 0.5),
 	       pct(cold, ncold, 0.99));
-	printf("%-50s %6d %8.1f %8.1f %8d\n", "CRI direct, handler runc (among the claims)", pt->nplain,
+	printf("%-50s %6d %8.2f %8.2f %8d\n", "CRI direct, handler runc (among the claims)", pt->nplain,
 	       pct(pt->plain, pt->nplain, 0.5), pct(pt->plain, pt->nplain, 0.99), pt->failed_plain);
 	printf("%-50s %6s %7.1fx %7.1fx\n", "ratio cold lantern / claim", "", ncold && c50 > 0 ? pct(cold, ncold, 0.5) / c50 : 0,
 	       ncold && c99 > 0 ? pct(cold, ncold, 0.99) / c99 : 0);
