@@ -29,7 +29,20 @@
  * A pod's path to its first instruction has two binds (sandbox, workload) and two
  * starts through lantern-oci: that sum is the binding of a pod.
  *
- *   build/bench/cri [-n SPAWNS_PER_SIDE]   (default 100) */
+ * Pools (docs/pools.md "Pooled pods (CRI)"), in the same run, after the rows above:
+ * lanternd is restarted with --pools, one pool of the benchmark spec's shape (its
+ * image, isolation trusted, network bridge for the spec's allowlist_domain, no limits)
+ * of size 2 (min = max). Once the pool is full, N claims, each the same run request
+ * as a cold lantern pod, each started with the pool full again (no refill under way),
+ * alternating with a plain runc pod (also started with the pool full). A claim's run
+ * record (run.json's pool object) says it came from the pool; one that did not is
+ * reported and left out. Printed: the claim beside the cold lantern pods of the rows
+ * above and the plain handler, their ratios, and the claim's stages from the records'
+ * pool.claim_us (admission, preparation, the waiter's exec).
+ *
+ *   build/bench/cri [-n SPAWNS_PER_SIDE] [-p]   (default 100; -p: the pool rows only,
+ *   with the cold lantern pods they compare against but no plain rows before them and
+ *   no handler rows) */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -52,8 +65,9 @@
 #include "lantern/util.h"
 
 static int n_spawns = 100;
+static bool pools_only;
 static char dir[256], state[300], sock[300], bpffs[256], cgroot[128], build[PATH_MAX], image[256];
-static char ctd_sock[320], yaml[1024];
+static char ctd_sock[320], yaml[1024], net_bridge[32], net_subnet[64];
 static pid_t ctd_pid, daemon_pid;
 
 static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -78,8 +92,9 @@ static int64_t now_ns(void)
 /* ---- lantern: a run request on lanternd's socket, its output followed ---- */
 
 /* Returns the first instruction's latency; *accepted: when lanternd said the run is
- * accepted (its own start done: admission, instance, policy, the pod asked for). */
-static int64_t spawn_lantern(int64_t *accepted)
+ * accepted (its own start done: admission, instance, policy, the pod asked for); id
+ * (optional, 32 bytes): the run's id from that answer. */
+static int64_t spawn_lantern(int64_t *accepted, char *id)
 {
 	struct sockaddr_un a = { .sun_family = AF_UNIX };
 	json_t *req = json_pack("{s:s, s:s, s:s, s:b}", "op", "run", "file", "clock.yaml", "yaml", yaml, "follow", 1);
@@ -106,6 +121,8 @@ static int64_t spawn_lantern(int64_t *accepted)
 
 			if (!strcmp(type, "accepted") && accepted)
 				*accepted = now_ns() - t0;
+			if (!strcmp(type, "accepted") && id)
+				snprintf(id, 32, "%s", json_string_value(json_object_get(m, "run_id")) ?: "");
 			if (!strcmp(type, "output") && !first) {
 				const char *d = json_string_value(json_object_get(m, "data")) ?: "";
 				char bin[128];
@@ -191,22 +208,29 @@ out:
 
 /* ---- the binding alone ---- */
 
+/* One request on lanternd's socket and its one-line answer (read to its newline). */
 static json_t *ask(json_t *req)
 {
 	struct sockaddr_un a = { .sun_family = AF_UNIX };
-	char *line = json_dumps(req, JSON_COMPACT), buf[8192];
+	char *line = json_dumps(req, JSON_COMPACT), buf[65536], *nl = NULL;
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	ssize_t n = -1;
+	size_t have = 0;
 
 	snprintf(a.sun_path, sizeof(a.sun_path), "%s", sock);
 	if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0 && line && write(fd, line, strlen(line)) > 0 &&
-	    write(fd, "\n", 1) == 1)
-		n = read(fd, buf, sizeof(buf) - 1);
+	    write(fd, "\n", 1) == 1) {
+		ssize_t n;
+
+		while (!nl && have < sizeof(buf) && (n = read(fd, buf + have, sizeof(buf) - have)) > 0) {
+			nl = memchr(buf + have, '\n', (size_t)n);
+			have += (size_t)n;
+		}
+	}
 	if (fd >= 0)
 		close(fd);
 	free(line);
 	json_decref(req);
-	return n > 0 ? json_loadb(buf, strcspn(buf, "\n"), 0, NULL) : NULL;
+	return have ? json_loadb(buf, nl ? (size_t)(nl - buf) : have, 0, NULL) : NULL;
 }
 
 /* Wall time of one run of argv, started the way containerd's shim starts a runtime
@@ -381,6 +405,33 @@ static void on_signal(int sig)
 	raise(sig);
 }
 
+/* lanternd --cri-endpoint on this run's containerd, with the pools file or without
+ * pools; its stderr into DIR/lanternd.log (DIR/lanternd-pools.log with pools). */
+static int start_daemon(const char *pools)
+{
+	unlink(sock);
+	if ((daemon_pid = fork()) == 0) {
+		char ep[400], log[320];
+
+		snprintf(ep, sizeof(ep), "unix://%s", ctd_sock);
+		snprintf(log, sizeof(log), "%s/lanternd%s.log", dir, pools ? "-pools" : "");
+		if (!freopen(pools ? log : "/dev/null", "w", stderr))
+			_exit(127);
+		if (pools)
+			execl(strcat(strcpy((char[300]){ 0 }, build), "/lanternd"), "lanternd", "--state-dir", state,
+			      "--socket", sock, "--bpffs", bpffs, "--cgroup-root", cgroot, "--cri-endpoint", ep,
+			      "--net-bridge", net_bridge, "--net-subnet", net_subnet, "--pools", pools, (char *)NULL);
+		else
+			execl(strcat(strcpy((char[300]){ 0 }, build), "/lanternd"), "lanternd", "--state-dir", state,
+			      "--socket", sock, "--bpffs", bpffs, "--cgroup-root", cgroot, "--cri-endpoint", ep,
+			      "--net-bridge", net_bridge, "--net-subnet", net_subnet, (char *)NULL);
+		_exit(127);
+	}
+	for (int i = 0; i < 200 && !util_unix_socket_alive(sock); i++)
+		usleep(50000);
+	return util_unix_socket_alive(sock) ? 0 : -1;
+}
+
 static int setup(void)
 {
 	char net[64], bridge[32], *p;
@@ -423,19 +474,10 @@ static int setup(void)
 	if (sh("C='ctr -a %s -n k8s.io'; $C images import %s/pause.tar >/dev/null && $C images import %s/img.tar >/dev/null "
 	       "&& $C images tag docker.io/bench/clock:1 %s >/dev/null", ctd_sock, dir, dir, image))
 		return fprintf(stderr, "# bench/cri: containerd did not start or import the images\n"), -1;
-	if ((daemon_pid = fork()) == 0) {
-		char ep[400];
-
-		snprintf(ep, sizeof(ep), "unix://%s", ctd_sock);
-		if (!freopen("/dev/null", "w", stderr))
-			_exit(127);
-		execl(strcat(strcpy((char[300]){ 0 }, build), "/lanternd"), "lanternd", "--state-dir", state, "--socket",
-		      sock, "--bpffs", bpffs, "--cgroup-root", cgroot, "--cri-endpoint", ep, "--net-bridge", bridge,
-		      "--net-subnet", net, (char *)NULL);
-		_exit(127);
-	}
-	for (int i = 0; i < 200 && !util_unix_socket_alive(sock); i++)
-		usleep(50000);
+	snprintf(net_bridge, sizeof(net_bridge), "%s", bridge);
+	snprintf(net_subnet, sizeof(net_subnet), "%s", net);
+	if (start_daemon(NULL) < 0)
+		return -1;
 	snprintf(yaml, sizeof(yaml),
 		 "apiVersion: lantern.dev/v1\nkind: AgentSpec\nmetadata:\n  name: clock\nspec:\n  image_digest: %s\n"
 		 "  isolation: trusted\n  network: allowlist_domain\n  command: [\"/bin/lantern-clock\"]\n", image);
@@ -456,10 +498,178 @@ static double pct(int64_t *v, int n, double p)
 	return n ? (double)v[i] / 1e6 : 0;
 }
 
+/* ---- pools: claims of a pooled pod ---- */
+
+#define POOL_NAME "bench-clock"
+#define POOL_SIZE 2
+
+/* Waits until the pool is full: ready at its target (its size: min == max) and nothing
+ * being made, so no refill is under way. */
+static bool pool_full(int ms)
+{
+	for (int i = 0; i < ms / 20; i++) {
+		json_t *res = ask(json_pack("{s:s}", "op", "pools")), *p;
+		bool full = false;
+		size_t k;
+
+		json_array_foreach(json_object_get(res, "pools"), k, p)
+			if (!strcmp(json_string_value(json_object_get(p, "name")) ?: "", POOL_NAME))
+				full = json_integer_value(json_object_get(p, "target")) == POOL_SIZE &&
+				       json_integer_value(json_object_get(p, "ready")) == POOL_SIZE &&
+				       !json_integer_value(json_object_get(p, "starting"));
+		json_decref(res);
+		if (full)
+			return true;
+		usleep(20000);
+	}
+	return false;
+}
+
+/* The run record's pool object (STATE/runs/ID/run.json): 1 and the claim's stages (µs:
+ * admission, preparation, the waiter's exec) when the run claimed a pooled pod, 0 when
+ * it did not (why, into why), -1 when there is no record. */
+static int claim_record(const char *id, int64_t us[3], char *why, size_t whylen)
+{
+	char path[600], *txt = NULL;
+	json_t *j, *p, *st;
+	int rc = -1;
+
+	snprintf(why, whylen, "no run record");
+	snprintf(path, sizeof(path), "%s/runs/%s/run.json", state, id);
+	if (!*id || util_read_file(path, &txt, NULL) < 0)
+		return -1;
+	if ((j = json_loads(txt, 0, NULL))) {
+		p = json_object_get(j, "pool");
+		st = json_object_get(p, "claim_us");
+		rc = json_object_get(p, "name") && st;
+		if (rc) {
+			us[0] = json_integer_value(json_object_get(st, "admission"));
+			us[1] = json_integer_value(json_object_get(st, "prepare"));
+			us[2] = json_integer_value(json_object_get(st, "exec"));
+		} else {
+			snprintf(why, whylen, "%s", json_string_value(json_object_get(p, "fallback")) ?: "no pool object");
+		}
+		json_decref(j);
+	}
+	free(txt);
+	return rc;
+}
+
+struct pool_times {
+	int64_t *claim, *acc, *plain, *st[3];
+	int n, nplain, failed, failed_plain, cold;
+};
+
+/* lanternd again, with a pool of the benchmark spec's shape (its image, isolation
+ * trusted, network bridge for the spec's allowlist_domain, no limits: unset is unset).
+ * Each claim and each plain pod starts with the pool full; they alternate who goes
+ * first. Returns 0 when the pool filled. */
+static int pools_phase(struct cri *c, struct pool_times *pt, int n)
+{
+	char path[320], id[32], why[128];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/pools.yaml", dir);
+	if (!(f = fopen(path, "w")))
+		return -1;
+	fprintf(f, "pools:\n  - name: " POOL_NAME "\n    image_digest: %s\n    isolation: trusted\n    network: bridge\n"
+		   "    size: {min: %d, max: %d}\n", image, POOL_SIZE, POOL_SIZE);
+	fclose(f);
+	if (daemon_pid > 0) {
+		kill(daemon_pid, SIGTERM);
+		waitpid(daemon_pid, NULL, 0);
+		daemon_pid = 0;
+	}
+	if (start_daemon(path) < 0 || !pool_full(180000)) {
+		fprintf(stderr, "# bench/cri: the pool did not fill; lanternd's log ends:\n");
+		sh("tail -n 20 %s/lanternd-pools.log >&2", dir);
+		return -1;
+	}
+	/* warm-up: a claim and a plain pod, as the rows above had theirs */
+	for (int i = 0; i < 2; i++) {
+		pool_full(60000);
+		spawn_lantern(NULL, NULL);
+		spawn_plain(c, 300000 + i);
+	}
+	for (int i = 0; i < n; i++) {
+		for (int k = 0; k < 2; k++) {
+			int64_t t, acc = 0, us[3];
+			int r;
+
+			if (!pool_full(60000))
+				fprintf(stderr, "# bench/cri: pool not full before claim %d\n", i);
+			if ((i % 2) ^ k) {
+				if ((t = spawn_plain(c, 200000 + i)) > 0)
+					pt->plain[pt->nplain++] = t;
+				else
+					pt->failed_plain++;
+				continue;
+			}
+			id[0] = '\0';
+			if ((t = spawn_lantern(&acc, id)) <= 0) {
+				pt->failed++;
+				continue;
+			}
+			if ((r = claim_record(id, us, why, sizeof(why))) != 1) {
+				fprintf(stderr, "# bench/cri: run %s did not come from the pool (%s): left out\n", id, why);
+				pt->cold++;
+				continue;
+			}
+			pt->acc[pt->n] = acc;
+			for (int x = 0; x < 3; x++)
+				pt->st[x][pt->n] = us[x];
+			pt->claim[pt->n++] = t;
+		}
+	}
+	return 0;
+}
+
+/* The pool rows: the claim beside the cold lantern pod of the same spec (the rows above,
+ * sorted) and the plain handler interleaved with the claims. */
+static void print_pools(struct pool_times *pt, int64_t *cold, int ncold, bool ok)
+{
+	double c50, c99;
+
+	qsort(pt->claim, (size_t)pt->n, sizeof(int64_t), cmp64);
+	qsort(pt->acc, (size_t)pt->n, sizeof(int64_t), cmp64);
+	qsort(pt->plain, (size_t)pt->nplain, sizeof(int64_t), cmp64);
+	for (int x = 0; x < 3; x++)
+		qsort(pt->st[x], (size_t)pt->n, sizeof(int64_t), cmp64);
+	c50 = pct(pt->claim, pt->n, 0.5);
+	c99 = pct(pt->claim, pt->n, 0.99);
+	printf("# pools under --cri-endpoint: submission to the first instruction of a claimed pod (ms), pool \"%s\" "
+	       "of the spec's shape (trusted, bridge), size %d, each claim and each plain pod with the pool full%s\n",
+	       POOL_NAME, POOL_SIZE, ok ? "" : " (THE POOL DID NOT FILL)");
+	printf("%-50s %6s %8s %8s %8s\n", "path", "n", "p50", "p99", "failed");
+	printf("%-50s %6d %8.2f %8.2f %8d\n", "CRI pool claim, handler lantern-trusted", pt->n, c50, c99, pt->failed);
+	printf("%-50s %6d %8.2f %8.2f\n", "  lanternd's answer \"accepted\"", pt->n, pct(pt->acc, pt->n, 0.5),
+	       pct(pt->acc, pt->n, 0.99));
+	printf("%-50s %6d %8.2f %8.2f\n", "lanternd --cri-endpoint cold, the same spec", ncold, pct(cold, ncold, 0.5),
+	       pct(cold, ncold, 0.99));
+	printf("%-50s %6d %8.2f %8.2f %8d\n", "CRI direct, handler runc (among the claims)", pt->nplain,
+	       pct(pt->plain, pt->nplain, 0.5), pct(pt->plain, pt->nplain, 0.99), pt->failed_plain);
+	printf("%-50s %6s %7.1fx %7.1fx\n", "ratio cold lantern / claim", "", ncold && c50 > 0 ? pct(cold, ncold, 0.5) / c50 : 0,
+	       ncold && c99 > 0 ? pct(cold, ncold, 0.99) / c99 : 0);
+	printf("%-50s %6s %7.1fx %7.1fx\n", "ratio plain runc / claim", "",
+	       pt->nplain && c50 > 0 ? pct(pt->plain, pt->nplain, 0.5) / c50 : 0,
+	       pt->nplain && c99 > 0 ? pct(pt->plain, pt->nplain, 0.99) / c99 : 0);
+	printf("%-50s %6d %8.2f %8.2f\n", "claim stage: admission (pool.claim_us)", pt->n, pct(pt->st[0], pt->n, 0.5) * 1000,
+	       pct(pt->st[0], pt->n, 0.99) * 1000);
+	printf("%-50s %6d %8.2f %8.2f\n", "claim stage: preparation", pt->n, pct(pt->st[1], pt->n, 0.5) * 1000,
+	       pct(pt->st[1], pt->n, 0.99) * 1000);
+	printf("%-50s %6d %8.2f %8.2f\n", "claim stage: the waiter's exec", pt->n, pct(pt->st[2], pt->n, 0.5) * 1000,
+	       pct(pt->st[2], pt->n, 0.99) * 1000);
+	printf("%-50s %6d\n", "claims not from the pool (left out)", pt->cold);
+	printf("target: CRI pool claim -> first instruction p50 <= 5 ms: %s (%.2f ms)\n",
+	       pt->n && c50 <= 5.0 ? "met" : "not met", c50);
+}
+
 int main(int argc, char **argv)
 {
 	int64_t *lat[2], *acc;
 	struct bind_times bt = { 0 };
+	struct pool_times pt = { 0 };
+	bool pool_ok;
 	int n[2] = { 0, 0 }, failed[2] = { 0, 0 }, ch, rc = 0;
 	double pass_adds;
 	struct cri *c = NULL;
@@ -467,9 +677,11 @@ int main(int argc, char **argv)
 	const char *b = getenv("LANTERN_BUILD");
 	char endpoint[400];
 
-	while ((ch = getopt(argc, argv, "n:")) != -1)
+	while ((ch = getopt(argc, argv, "n:p")) != -1)
 		if (ch == 'n')
 			n_spawns = atoi(optarg) > 0 ? atoi(optarg) : n_spawns;
+		else if (ch == 'p')
+			pools_only = true;
 	if (sodium_init() < 0)
 		return 1;
 	/* absolute: containerd execs lantern-oci from the path in the drop-in */
@@ -493,30 +705,42 @@ int main(int argc, char **argv)
 	bt.alone = calloc((size_t)n_spawns, sizeof(int64_t));
 	bt.via = calloc((size_t)n_spawns, sizeof(int64_t));
 	bt.direct = calloc((size_t)n_spawns, sizeof(int64_t));
+	pt.claim = calloc((size_t)n_spawns, sizeof(int64_t));
+	pt.acc = calloc((size_t)n_spawns, sizeof(int64_t));
+	pt.plain = calloc((size_t)n_spawns, sizeof(int64_t));
+	for (int x = 0; x < 3; x++)
+		if (!(pt.st[x] = calloc((size_t)n_spawns, sizeof(int64_t))))
+			return 1;
 	snprintf(endpoint, sizeof(endpoint), "unix://%s", ctd_sock);
-	if (!lat[0] || !lat[1] || !acc || !bt.bind || !bt.alone || !bt.via || !bt.direct || setup() < 0 || cri_open(endpoint, 60000, &c, &e) < 0) {
+	if (!lat[0] || !lat[1] || !acc || !pt.claim || !pt.acc || !pt.plain || !bt.bind || !bt.alone || !bt.via || !bt.direct || setup() < 0 || cri_open(endpoint, 60000, &c, &e) < 0) {
 		fprintf(stderr, "# bench/cri: setup failed (containerd, images or lanternd) %s\n", e.msg);
 		cleanup();
 		return 1;
 	}
 	/* warm both paths: images unpacked, shims and runtimes in the page cache */
 	for (int i = 0; i < 3; i++) {
-		spawn_lantern(NULL);
+		spawn_lantern(NULL, NULL);
 		spawn_plain(c, 100000 + i);
 	}
 	for (int i = 0; i < n_spawns; i++) {
 		for (int k = 0; k < 2; k++) {
 			int side = (i % 2) ^ k;
-			int64_t t = side ? spawn_plain(c, i) : spawn_lantern(&acc[n[0]]);
+			int64_t t;
 
+			/* -p: the cold lantern pods only, for the pool rows' comparison */
+			if (side && pools_only)
+				continue;
+			t = side ? spawn_plain(c, i) : spawn_lantern(&acc[n[0]], NULL);
 			if (t > 0)
 				lat[side][n[side]++] = t;
 			else
 				failed[side]++;
 		}
 	}
-	bench_bind(&bt, n_spawns);
+	if (!pools_only)
+		bench_bind(&bt, n_spawns);
 	sleep(4);
+	pool_ok = pools_phase(c, &pt, n_spawns) == 0;
 	cri_close(c);
 	cleanup();
 	qsort(bt.bind, (size_t)bt.nbind, sizeof(int64_t), cmp64);
@@ -526,33 +750,43 @@ int main(int argc, char **argv)
 	qsort(acc, (size_t)n[0], sizeof(int64_t), cmp64);
 	qsort(lat[0], (size_t)n[0], sizeof(int64_t), cmp64);
 	qsort(lat[1], (size_t)n[1], sizeof(int64_t), cmp64);
-	printf("# submission to the workload's first instruction, pod through containerd %s (ms)\n", "1.6");
-	printf("%-44s %6s %8s %8s %8s\n", "path", "n", "p50", "p99", "failed");
-	printf("%-44s %6d %8.1f %8.1f %8d\n", "lanternd --cri-endpoint, handler lantern-trusted", n[0], pct(lat[0], n[0], 0.5),
-	       pct(lat[0], n[0], 0.99), failed[0]);
-	printf("%-44s %6d %8.1f %8.1f %8d\n", "CRI direct, handler runc (no lanternd)", n[1], pct(lat[1], n[1], 0.5),
-	       pct(lat[1], n[1], 0.99), failed[1]);
-	printf("%-44s %6d %8.1f %8.1f\n", "  lanternd's answer \"accepted\" (its own start)", n[0], pct(acc, n[0], 0.5),
-	       pct(acc, n[0], 0.99));
-	printf("%-44s %6s %8.1f %8.1f\n", "lantern adds", "", pct(lat[0], n[0], 0.5) - pct(lat[1], n[1], 0.5),
-	       pct(lat[0], n[0], 0.99) - pct(lat[1], n[1], 0.99));
-	pass_adds = pct(bt.via, bt.npass, 0.5) - pct(bt.direct, bt.npass, 0.5);
-	printf("# the handler, each command started as the shim starts it (vfork), against a live run (ms)\n");
-	printf("%-50s %6d %8.2f %8.2f\n", "bind: lantern-oci create to lanternd's answer", bt.nbind,
-	       pct(bt.bind, bt.nbind, 0.5), pct(bt.bind, bt.nbind, 0.99));
-	printf("%-50s %6d %8.2f %8.2f\n", "  lantern-oci alone (refused before asking)", bt.nalone,
-	       pct(bt.alone, bt.nalone, 0.5), pct(bt.alone, bt.nalone, 0.99));
-	printf("%-50s %6d %8.2f %8.2f\n", "a later command (state) through lantern-oci", bt.npass,
-	       pct(bt.via, bt.npass, 0.5), pct(bt.via, bt.npass, 0.99));
-	printf("%-50s %6d %8.2f %8.2f\n", "  the same command, runc itself", bt.npass, pct(bt.direct, bt.npass, 0.5),
-	       pct(bt.direct, bt.npass, 0.99));
-	printf("%-50s %6s %8.2f\n", "  lantern-oci adds to a later command", "", pass_adds);
-	/* a pod's path to its first instruction: create and start of the sandbox and of
-	 * the workload container, each through lantern-oci */
-	printf("%-50s %6s %8.2f\n", "the binding of a pod: 2 binds + 2 starts through it", "",
-	       2 * pct(bt.bind, bt.nbind, 0.5) + 2 * pass_adds);
-	if (failed[0] || failed[1] || !n[0] || !n[1] || !bt.nbind || !bt.npass)
+	if (!pools_only) {
+		printf("# submission to the workload's first instruction, pod through containerd %s (ms)\n", "1.6");
+		printf("%-44s %6s %8s %8s %8s\n", "path", "n", "p50", "p99", "failed");
+		printf("%-44s %6d %8.1f %8.1f %8d\n", "lanternd --cri-endpoint, handler lantern-trusted", n[0], pct(lat[0], n[0], 0.5),
+		       pct(lat[0], n[0], 0.99), failed[0]);
+		printf("%-44s %6d %8.1f %8.1f %8d\n", "CRI direct, handler runc (no lanternd)", n[1], pct(lat[1], n[1], 0.5),
+		       pct(lat[1], n[1], 0.99), failed[1]);
+		printf("%-44s %6d %8.1f %8.1f\n", "  lanternd's answer \"accepted\" (its own start)", n[0], pct(acc, n[0], 0.5),
+		       pct(acc, n[0], 0.99));
+		printf("%-44s %6s %8.1f %8.1f\n", "lantern adds", "", pct(lat[0], n[0], 0.5) - pct(lat[1], n[1], 0.5),
+		       pct(lat[0], n[0], 0.99) - pct(lat[1], n[1], 0.99));
+		pass_adds = pct(bt.via, bt.npass, 0.5) - pct(bt.direct, bt.npass, 0.5);
+		printf("# the handler, each command started as the shim starts it (vfork), against a live run (ms)\n");
+		printf("%-50s %6d %8.2f %8.2f\n", "bind: lantern-oci create to lanternd's answer", bt.nbind,
+		       pct(bt.bind, bt.nbind, 0.5), pct(bt.bind, bt.nbind, 0.99));
+		printf("%-50s %6d %8.2f %8.2f\n", "  lantern-oci alone (refused before asking)", bt.nalone,
+		       pct(bt.alone, bt.nalone, 0.5), pct(bt.alone, bt.nalone, 0.99));
+		printf("%-50s %6d %8.2f %8.2f\n", "a later command (state) through lantern-oci", bt.npass,
+		       pct(bt.via, bt.npass, 0.5), pct(bt.via, bt.npass, 0.99));
+		printf("%-50s %6d %8.2f %8.2f\n", "  the same command, runc itself", bt.npass, pct(bt.direct, bt.npass, 0.5),
+		       pct(bt.direct, bt.npass, 0.99));
+		printf("%-50s %6s %8.2f\n", "  lantern-oci adds to a later command", "", pass_adds);
+		/* a pod's path to its first instruction: create and start of the sandbox and of
+		 * the workload container, each through lantern-oci */
+		printf("%-50s %6s %8.2f\n", "the binding of a pod: 2 binds + 2 starts through it", "",
+		       2 * pct(bt.bind, bt.nbind, 0.5) + 2 * pass_adds);
+	}
+	print_pools(&pt, lat[0], n[0], pool_ok);
+	if (failed[0] || failed[1] || !n[0] || (!pools_only && (!n[1] || !bt.nbind || !bt.npass)))
 		rc = 1;
+	if (!pool_ok || pt.failed || pt.failed_plain || pt.cold || !pt.n || !pt.nplain)
+		rc = 1;
+	free(pt.claim);
+	free(pt.acc);
+	free(pt.plain);
+	for (int x = 0; x < 3; x++)
+		free(pt.st[x]);
 	free(bt.bind);
 	free(bt.alone);
 	free(bt.via);
