@@ -397,8 +397,10 @@ static void conn_parse(struct harness_conn *c)
 	if (c->parsing)
 		return; /* harness_reply from inside a handler: the loop below goes on */
 	c->parsing = true;
-	/* nothing after a request that asked for Connection: close */
-	while (!c->busy && !c->dead && !conn_paused(c) && conn_parse_one(c) && !c->close_after)
+	/* nothing after a request that asked for Connection: close, or after a protocol
+	 * error's reply (a parse resumed once a paused queue drains must not answer the
+	 * bytes behind it) */
+	while (!c->busy && !c->dead && !c->close_after && !conn_paused(c) && conn_parse_one(c))
 		;
 	c->parsing = false;
 	/* After the client's EOF the parse drops a request it cut short; with nothing left to
