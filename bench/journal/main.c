@@ -4,7 +4,9 @@
  *    event-loop thread (lanternd's own loop, epoll) appends every run's records
  *    (journal_append), parks each answer and calls journal_syncer_request; the syncer,
  *    started with an eventfd as notify_fd, flushes a batch (syncfs, fdatasync for one
- *    journal) and bumps the eventfd; the loop reads it, walks the parked answers as
+ *    journal; one write and one fdatasync of the node log beside the journals, as
+ *    lanternd's <state>/journal.log, once a journal has had its first sync) and bumps
+ *    the eventfd; the loop reads it, walks the parked answers as
  *    flush_pending does and answers those whose record is durable
  *    (journal_durable_seq). Each run has one append in flight at a time: its next
  *    record is appended only once its previous one is durable, as a workload waiting
@@ -444,7 +446,7 @@ static void lb_time_up(struct loop *l, void *arg)
 static double measure_loop(int n, uint64_t *flushes, uint64_t *wakeups, double *cpu_us)
 {
 	struct lb b = { .n = n };
-	char path[700];
+	char path[700], logp[700];
 	struct lerr e;
 	struct journal_syncer_stats st = { 0 };
 	uint64_t total = 0;
@@ -452,6 +454,8 @@ static double measure_loop(int n, uint64_t *flushes, uint64_t *wakeups, double *
 	int efd;
 
 	snprintf(path, sizeof(path), "%s/journals", dir);
+	/* lanternd's node log beside the run directories (its own: main's syncer has one) */
+	snprintf(logp, sizeof(logp), "%s/loop.log", dir);
 	util_rm_rf(path);
 	util_mkdir_p(path, 0700);
 	b.runs = calloc((size_t)n, sizeof(*b.runs));
@@ -460,8 +464,8 @@ static double measure_loop(int n, uint64_t *flushes, uint64_t *wakeups, double *
 	/* durable_open: the eventfd, watched by the loop, the syncer's notify_fd */
 	efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (!b.runs || !b.l || efd < 0 || loop_add(b.l, efd, EPOLLIN, lb_on_synced, &b) < 0 ||
-	    journal_syncer_start(efd, &b.syncer, &e) < 0) {
-		fprintf(stderr, "bench: loop: cannot set up\n");
+	    journal_syncer_start_logged(efd, logp, 0, &b.syncer, &e) < 0) {
+		fprintf(stderr, "bench: loop: cannot set up: %s\n", e.msg);
 		exit(1);
 	}
 	for (int i = 0; i < n; i++) {
@@ -959,6 +963,7 @@ int main(int argc, char **argv)
 {
 	struct lerr e;
 	const char *given = NULL, *url;
+	char logp[600];
 
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--seconds") && i + 1 < argc)
@@ -984,8 +989,9 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	snprintf(dir + strlen(dir), sizeof(dir) - strlen(dir), "/lantern-bench-journal-%d", getpid());
-	if (util_mkdir_p(dir, 0700) < 0 || journal_syncer_start(-1, &syncer, &e) < 0) {
-		fprintf(stderr, "bench: cannot prepare %s\n", dir);
+	snprintf(logp, sizeof(logp), "%s/journal.log", dir);
+	if (util_mkdir_p(dir, 0700) < 0 || journal_syncer_start_logged(-1, logp, 0, &syncer, &e) < 0) {
+		fprintf(stderr, "bench: cannot prepare %s: %s\n", dir, e.msg);
 		return 1;
 	}
 	if (only_loop) {

@@ -44,6 +44,8 @@ struct durable_opts {
 	const char *store_url;       /* replicate every journal to this store (postgres://), or NULL */
 	uint32_t store_timeout_ms;   /* a record not in the store by then fails its run */
 	const char *store_owner;     /* this node, as the store shows who holds a run */
+	const char *state_dir;       /* the node log, <state_dir>/journal.log, makes run
+				      * journals beneath it durable; NULL: syncfs only */
 };
 
 int durable_open(struct loop *l, const struct durable_opts *o, struct meter *m, struct durable **out,

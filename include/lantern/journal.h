@@ -202,10 +202,24 @@ void journal_close(struct journal *j);
  * event loop can answer the callers whose records are now durable. */
 struct journal_syncer;
 struct journal_syncer_stats {
-	uint64_t batches;           /* syncfs or fdatasync calls */
+	uint64_t batches;           /* syncfs, fdatasync or node log writes */
 	uint64_t journals;          /* journals made durable, summed over batches */
+	/* with a node log */
+	uint64_t logged;            /* batches made durable by one node log write */
+	uint64_t checkpoints;       /* node log full: a syncfs, and the log starts over */
+	uint64_t replayed_files;    /* at start: journal files the log put bytes back in */
+	uint64_t replayed_bytes;
 };
 int journal_syncer_start(int notify_fd, struct journal_syncer **out, struct lerr *e);
+/* The same, with a node log at log_path (log_bytes large, 0: NODELOG_DEFAULT_BYTES,
+ * created if absent): a batch's journals beneath the log's directory, on its
+ * filesystem, become durable with one write and one fdatasync of the log instead of a
+ * syncfs. Before the thread starts, the log puts back into journal files whatever a
+ * crash took of their logged bytes; call it before opening any journal there. A log it
+ * cannot replay is kept as <log_path>.unreplayed-<generation>-<time> and logged. */
+#define NODELOG_DEFAULT_BYTES (16u << 20)
+int journal_syncer_start_logged(int notify_fd, const char *log_path, uint64_t log_bytes,
+				struct journal_syncer **out, struct lerr *e);
 /* Queues j for the next batch (cheap; call after journal_append). */
 void journal_syncer_request(struct journal_syncer *s, struct journal *j);
 /* Blocks until j is durable up to seq. Returns 0, or -errno if syncing j failed. */

@@ -747,6 +747,7 @@ int durable_open(struct loop *l, const struct durable_opts *o, struct meter *m, 
 {
 	struct durable *d = calloc(1, sizeof(*d));
 	const char *crash = getenv("LANTERN_TEST_CRASH_AT");
+	char logpath[PATH_MAX];
 	int err;
 
 	if (!d)
@@ -764,6 +765,10 @@ int durable_open(struct loop *l, const struct durable_opts *o, struct meter *m, 
 		log_warn("test crash point armed: exit after journal append %ld%s", d->crash_at,
 			 d->crash_kill ? ", killing workloads" : "");
 	}
+	/* the step syncer's node log; the start syncer's first sync of a journal is the
+	 * one that makes its directory entry durable, which the log cannot */
+	if (o->state_dir)
+		snprintf(logpath, sizeof(logpath), "%s/journal.log", o->state_dir);
 	d->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (d->efd < 0) {
 		err = lerr_set(e, errno, "durable: eventfd: %s", strerror(errno));
@@ -771,7 +776,7 @@ int durable_open(struct loop *l, const struct durable_opts *o, struct meter *m, 
 		return err;
 	}
 	if ((err = loop_add(l, d->efd, EPOLLIN, on_synced, d)) < 0 ||
-	    (err = journal_syncer_start(d->efd, &d->syncer, e)) < 0 ||
+	    (err = journal_syncer_start_logged(d->efd, o->state_dir ? logpath : NULL, 0, &d->syncer, e)) < 0 ||
 	    (err = journal_syncer_start(-1, &d->starts, e)) < 0) {
 		if (!e->msg[0])
 			lerr_set(e, err, "durable: watching the syncer: %s", strerror(-err));

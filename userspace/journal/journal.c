@@ -33,35 +33,13 @@ const char *journal_type_name(unsigned type)
 	return type > 0 && type < JOURNAL_TYPE_MAX ? type_names[type] : "unknown";
 }
 
-static void put32(uint8_t *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-	return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
-}
-
 static void opts_apply(struct journal *j, const struct journal_opts *o)
 {
 	j->max_bytes = o && o->max_bytes ? o->max_bytes : JOURNAL_DEFAULT_MAX_BYTES;
 	j->compress_over = o && o->compress_over ? o->compress_over : JOURNAL_DEFAULT_COMPRESS;
 }
 
-static int write_all_at(int fd, const void *buf, size_t len, off_t off)
+int journal_write_at(int fd, const void *buf, size_t len, off_t off)
 {
 	const char *p = buf;
 
@@ -145,7 +123,7 @@ int journal_create(const char *path, const struct journal_opts *o, struct journa
 	 * both (journal_dir_settle), so a new run pays one flush before its first record
 	 * is durable, not three. A journal lost to a crash before that sync holds no
 	 * record anyone relied on. */
-	if ((err = write_all_at(j->fd, JOURNAL_MAGIC, JOURNAL_MAGIC_LEN, 0)) < 0) {
+	if ((err = journal_write_at(j->fd, JOURNAL_MAGIC, JOURNAL_MAGIC_LEN, 0)) < 0) {
 		lerr_set(e, err, "journal %s: writing the header: %s", path, strerror(-err));
 		close(j->fd);
 		unlink(path);
@@ -167,7 +145,7 @@ int journal_premake(const char *path, struct lerr *e)
 
 	if (fd < 0)
 		return lerr_set(e, errno, "journal %s: create ahead: %s", path, strerror(errno));
-	if ((err = write_all_at(fd, JOURNAL_MAGIC, JOURNAL_MAGIC_LEN, 0)) < 0) {
+	if ((err = journal_write_at(fd, JOURNAL_MAGIC, JOURNAL_MAGIC_LEN, 0)) < 0) {
 		lerr_set(e, err, "journal %s: writing the header: %s", path, strerror(-err));
 		goto fail;
 	}
@@ -404,7 +382,7 @@ damaged:
 	return err;
 }
 
-static int read_whole(const char *path, int fd, uint8_t **buf, size_t *size, struct lerr *e)
+int journal_read_fd(const char *path, int fd, uint8_t **buf, size_t *size, struct lerr *e)
 {
 	struct stat st;
 	size_t n = 0;
@@ -435,7 +413,7 @@ int journal_scan(const char *path, journal_record_cb cb, void *arg, struct journ
 
 	if (fd < 0)
 		return lerr_set(e, errno, "journal %s: %s", path, strerror(errno));
-	err = read_whole(path, fd, &buf, &size, e);
+	err = journal_read_fd(path, fd, &buf, &size, e);
 	close(fd);
 	if (err < 0)
 		return err;
@@ -465,7 +443,7 @@ int journal_open(const char *path, const struct journal_opts *o, journal_record_
 		free(j);
 		return err;
 	}
-	if ((err = read_whole(path, j->fd, &buf, &size, e)) < 0 ||
+	if ((err = journal_read_fd(path, j->fd, &buf, &size, e)) < 0 ||
 	    (err = journal_scan_buf(path, buf, size, cb, arg, info, e)) < 0)
 		goto fail;
 	/* A torn tail goes with whatever was preallocated after it: the next append
@@ -572,7 +550,7 @@ int journal_append(struct journal *j, unsigned type, const void *payload, size_t
 		free(rec);
 		return lerr_set(e, -err, "journal %s: SHA-256 (libcrypto) failed", j->path);
 	}
-	if ((err = write_all_at(j->fd, rec, rec_len, (off_t)j->size)) < 0) {
+	if ((err = journal_write_at(j->fd, rec, rec_len, (off_t)j->size)) < 0) {
 		/* leave no partial record behind for the next append to chain after (nor
 		 * after it: the preallocated space goes too) */
 		if (ftruncate(j->fd, (off_t)j->size) < 0)
@@ -586,7 +564,8 @@ int journal_append(struct journal *j, unsigned type, const void *payload, size_t
 	if (j->rep)
 		j->rep_ops->push(j->rep, seq, rec, rec_len);
 	free(rec);
-	j->size += rec_len;
+	/* before seq: the syncer loads seq, then size, and logs [base, size) */
+	__atomic_store_n(&j->size, j->size + rec_len, __ATOMIC_RELEASE);
 	if (j->alloc < j->size)
 		j->alloc = j->size;
 	__atomic_store_n(&j->seq, seq, __ATOMIC_RELEASE);
@@ -598,10 +577,12 @@ int journal_append(struct journal *j, unsigned type, const void *payload, size_t
 int journal_sync(struct journal *j, struct lerr *e)
 {
 	uint64_t seq = __atomic_load_n(&j->seq, __ATOMIC_ACQUIRE);
+	uint64_t size = __atomic_load_n(&j->size, __ATOMIC_ACQUIRE);
 
 	if (fdatasync(j->fd) < 0)
 		return lerr_set(e, errno, "journal %s: fdatasync: %s", j->path, strerror(errno));
 	journal_dir_settle(j);
+	journal_raise_base(j, size);
 	journal_mark_durable(j, seq);
 	return 0;
 }

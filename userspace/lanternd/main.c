@@ -249,7 +249,7 @@ static int open_modules(struct daemon *d, const char *shim, const char *cli, str
 	};
 	struct durable_opts dop = {
 		.journal_max_bytes = c->journal_max_bytes, .loop_threshold = (uint32_t)c->loop_threshold,
-		.cli = cli, .store_url = c->journal_store,
+		.cli = cli, .store_url = c->journal_store, .state_dir = c->state_dir,
 		.store_timeout_ms = (uint32_t)(c->journal_store_timeout_s * 1000),
 	};
 	char owner[512], host[256] = "";
