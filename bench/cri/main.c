@@ -40,12 +40,22 @@
  * above and the plain handler, their ratios, and the claim's stages from the records'
  * pool.claim_us (admission, preparation, the waiter's exec).
  *
- *   build/bench/cri [-n SPAWNS_PER_SIDE] [-p]   (default 100; -p: the pool rows only,
- *   with the cold lantern pods they compare against but no plain rows before them and
- *   no handler rows) */
+ * Throughput, in the same run: C submitters send the benchmark spec to lanternd until M
+ * spawns have ended; spawns/s = those that ended well / the wall time from the first
+ * submission to the last exit.
+ * Cold lantern pods (lanternd without pools, after the handler rows), then claims with
+ * the pool refilling (after the pool rows, the pool full at the start): each run's record
+ * says whether the pool served it, none was ready (a miss: started cold) or its claim
+ * failed (started cold, and counted as a failure).
+ *
+ *   build/bench/cri [-n SPAWNS_PER_SIDE] [-m THROUGHPUT_SPAWNS] [-c CONCURRENCY] [-p]
+ *   (defaults 100, 40, 4; -p: the pool rows only, with the cold lantern pods they
+ *   compare against but no plain rows before them and no handler rows; -m 0: no
+ *   throughput rows) */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdarg.h>
@@ -64,7 +74,7 @@
 #include "lantern/cri.h"
 #include "lantern/util.h"
 
-static int n_spawns = 100;
+static int n_spawns = 100, n_tput = 40, conc = 4;
 static bool pools_only;
 static char dir[256], state[300], sock[300], bpffs[256], cgroot[128], build[PATH_MAX], image[256];
 static char ctd_sock[320], yaml[1024], net_bridge[32], net_subnet[64];
@@ -157,6 +167,64 @@ out:
 		close(fd);
 	free(line);
 	return ok ? first : -1;
+}
+
+/* ---- throughput: C submitters on lanternd's socket until M spawns have ended ---- */
+
+struct tput {
+	pthread_mutex_t mu;
+	int left, done, failed;
+	char (*ids)[32]; /* the run ids of the spawns that ended well (M slots), or NULL */
+};
+
+static void *tput_worker(void *arg)
+{
+	struct tput *t = arg;
+
+	for (;;) {
+		char id[32] = "";
+		int64_t lat;
+
+		pthread_mutex_lock(&t->mu);
+		if (t->left == 0) {
+			pthread_mutex_unlock(&t->mu);
+			return NULL;
+		}
+		t->left--;
+		pthread_mutex_unlock(&t->mu);
+		lat = spawn_lantern(NULL, id);
+		pthread_mutex_lock(&t->mu);
+		if (lat > 0 && t->ids)
+			snprintf(t->ids[t->done], 32, "%s", id);
+		if (lat > 0)
+			t->done++;
+		else
+			t->failed++;
+		pthread_mutex_unlock(&t->mu);
+	}
+}
+
+/* n_tput spawns of the benchmark spec, conc at a time: spawns/s (of those that ended
+ * well) from the first submission to the last exit. Failures into *failed; how many
+ * ended well into *done, their run ids into ids (optional). */
+static double throughput(int *failed, char (*ids)[32], int *done)
+{
+	struct tput t = { .left = n_tput, .ids = ids };
+	pthread_t th[64];
+	int64_t t0 = now_ns();
+	int started = 0;
+
+	pthread_mutex_init(&t.mu, NULL);
+	for (int i = 0; i < conc; i++)
+		if (pthread_create(&th[started], NULL, tput_worker, &t) == 0)
+			started++;
+	for (int i = 0; i < started; i++)
+		pthread_join(th[i], NULL);
+	pthread_mutex_destroy(&t.mu);
+	/* a submitter that could not start leaves its share to the others; none at all is a failure */
+	*failed = started ? t.failed : n_tput;
+	*done = t.done;
+	return t.done / ((double)(now_ns() - t0) / 1e9);
 }
 
 /* ---- plain: the same pod through the runc handler, no lanternd ---- */
@@ -527,7 +595,8 @@ static bool pool_full(int ms)
 
 /* The run record's pool object (STATE/runs/ID/run.json): 1 and the claim's stages (µs:
  * admission, preparation, the waiter's exec) when the run claimed a pooled pod, 0 when
- * it did not (why, into why), -1 when there is no record. */
+ * it did not (into why: the failed claim's reason, empty for a miss: no pool object),
+ * -1 when there is no record. */
 static int claim_record(const char *id, int64_t us[3], char *why, size_t whylen)
 {
 	char path[600], *txt = NULL;
@@ -547,7 +616,7 @@ static int claim_record(const char *id, int64_t us[3], char *why, size_t whylen)
 			us[1] = json_integer_value(json_object_get(st, "prepare"));
 			us[2] = json_integer_value(json_object_get(st, "exec"));
 		} else {
-			snprintf(why, whylen, "%s", json_string_value(json_object_get(p, "fallback")) ?: "no pool object");
+			snprintf(why, whylen, "%s", json_string_value(json_object_get(p, "fallback")) ?: "");
 		}
 		json_decref(j);
 	}
@@ -560,11 +629,54 @@ struct pool_times {
 	int n, nplain, failed, failed_plain, cold;
 };
 
+/* The throughput rows: cold lantern pods, then claims with the pool refilling; how the
+ * claims' runs started, from their records. */
+struct tput_times {
+	double cold, claims;
+	int n_cold, n_claims, failed_cold, failed_claims;
+	int served, missed, claim_failed, no_record;
+};
+
+/* Claims as fast as conc submitters go while the pool refills, from a full pool; each
+ * ended run's record says how it started. */
+static void claims_throughput(struct tput_times *tt)
+{
+	char (*ids)[32] = calloc((size_t)n_tput, 32), why[128];
+	int64_t us[3];
+
+	if (!ids) {
+		tt->failed_claims = n_tput;
+		return;
+	}
+	if (!pool_full(60000))
+		fprintf(stderr, "# bench/cri: pool not full before the throughput of claims\n");
+	tt->claims = throughput(&tt->failed_claims, ids, &tt->n_claims);
+	for (int i = 0; i < tt->n_claims; i++) {
+		switch (claim_record(ids[i], us, why, sizeof(why))) {
+		case 1:
+			tt->served++;
+			break;
+		case 0:
+			if (*why) {
+				fprintf(stderr, "# bench/cri: run %s: its claim failed (%s), started cold\n", ids[i], why);
+				tt->claim_failed++;
+			} else {
+				tt->missed++;
+			}
+			break;
+		default:
+			fprintf(stderr, "# bench/cri: run %s: no run record\n", ids[i]);
+			tt->no_record++;
+		}
+	}
+	free(ids);
+}
+
 /* lanternd again, with a pool of the benchmark spec's shape (its image, isolation
  * trusted, network bridge for the spec's allowlist_domain, no limits: unset is unset).
  * Each claim and each plain pod starts with the pool full; they alternate who goes
- * first. Returns 0 when the pool filled. */
-static int pools_phase(struct cri *c, struct pool_times *pt, int n)
+ * first. Then the throughput of claims. Returns 0 when the pool filled. */
+static int pools_phase(struct cri *c, struct pool_times *pt, struct tput_times *tt, int n)
 {
 	char path[320], id[32], why[128];
 	FILE *f;
@@ -611,7 +723,8 @@ static int pools_phase(struct cri *c, struct pool_times *pt, int n)
 				continue;
 			}
 			if ((r = claim_record(id, us, why, sizeof(why))) != 1) {
-				fprintf(stderr, "# bench/cri: run %s did not come from the pool (%s): left out\n", id, why);
+				fprintf(stderr, "# bench/cri: run %s did not come from the pool (%s): left out\n", id,
+					*why ? why : "no pool object");
 				pt->cold++;
 				continue;
 			}
@@ -621,6 +734,8 @@ static int pools_phase(struct cri *c, struct pool_times *pt, int n)
 			pt->claim[pt->n++] = t;
 		}
 	}
+	if (n_tput)
+		claims_throughput(tt);
 	return 0;
 }
 
@@ -664,11 +779,31 @@ static void print_pools(struct pool_times *pt, int64_t *cold, int ncold, bool ok
 	       pt->n && c50 <= 5.0 ? "met" : "not met", c50);
 }
 
+/* The throughput rows: claims with the pool refilling beside cold lantern pods of the
+ * same spec, and how the claims' runs started. */
+static void print_tput(const struct tput_times *tt)
+{
+	printf("# throughput: %d spawns of the same spec, %d concurrent submitters, the first submission to the last "
+	       "exit (spawns/s); claims from a full pool \"%s\" of size %d, refilling\n", n_tput, conc, POOL_NAME,
+	       POOL_SIZE);
+	printf("%-50s %6s %8s %8s\n", "path", "n", "spawns/s", "failed");
+	printf("%-50s %6d %8.2f %8d\n", "lanternd --cri-endpoint cold, the same spec", tt->n_cold, tt->cold,
+	       tt->failed_cold);
+	printf("%-50s %6d %8.2f %8d\n", "CRI pool claims, the pool refilling", tt->n_claims, tt->claims,
+	       tt->failed_claims + tt->claim_failed + tt->no_record);
+	printf("%-50s %6d\n", "  served by the pool", tt->served);
+	printf("%-50s %6d\n", "  none ready: started cold (a miss)", tt->missed);
+	printf("%-50s %6d\n", "  the claim failed: started cold (failed)", tt->claim_failed);
+	printf("%-50s %6d\n", "  no run record (failed)", tt->no_record);
+	printf("%-50s %6s %7.2fx\n", "ratio claims / cold", "", tt->cold > 0 ? tt->claims / tt->cold : 0);
+}
+
 int main(int argc, char **argv)
 {
 	int64_t *lat[2], *acc;
 	struct bind_times bt = { 0 };
 	struct pool_times pt = { 0 };
+	struct tput_times tt = { 0 };
 	bool pool_ok;
 	int n[2] = { 0, 0 }, failed[2] = { 0, 0 }, ch, rc = 0;
 	double pass_adds;
@@ -677,11 +812,20 @@ int main(int argc, char **argv)
 	const char *b = getenv("LANTERN_BUILD");
 	char endpoint[400];
 
-	while ((ch = getopt(argc, argv, "n:p")) != -1)
-		if (ch == 'n')
-			n_spawns = atoi(optarg) > 0 ? atoi(optarg) : n_spawns;
-		else if (ch == 'p')
-			pools_only = true;
+	while ((ch = getopt(argc, argv, "n:m:c:p")) != -1) {
+		switch (ch) {
+		case 'n': n_spawns = atoi(optarg) > 0 ? atoi(optarg) : n_spawns; break;
+		case 'm': n_tput = atoi(optarg); break;
+		case 'c': conc = atoi(optarg); break;
+		case 'p': pools_only = true; break;
+		default:
+			fprintf(stderr, "usage: %s [-n SPAWNS_PER_SIDE] [-m THROUGHPUT_SPAWNS] [-c CONCURRENCY] [-p]\n",
+				argv[0]);
+			return 2;
+		}
+	}
+	if (n_tput < 0 || conc < 1 || conc > 64)
+		return 2;
 	if (sodium_init() < 0)
 		return 1;
 	/* absolute: containerd execs lantern-oci from the path in the drop-in */
@@ -739,8 +883,10 @@ int main(int argc, char **argv)
 	}
 	if (!pools_only)
 		bench_bind(&bt, n_spawns);
+	if (n_tput)
+		tt.cold = throughput(&tt.failed_cold, NULL, &tt.n_cold);
 	sleep(4);
-	pool_ok = pools_phase(c, &pt, n_spawns) == 0;
+	pool_ok = pools_phase(c, &pt, &tt, n_spawns) == 0;
 	cri_close(c);
 	cleanup();
 	qsort(bt.bind, (size_t)bt.nbind, sizeof(int64_t), cmp64);
@@ -778,9 +924,13 @@ int main(int argc, char **argv)
 		       2 * pct(bt.bind, bt.nbind, 0.5) + 2 * pass_adds);
 	}
 	print_pools(&pt, lat[0], n[0], pool_ok);
+	if (n_tput)
+		print_tput(&tt);
 	if (failed[0] || failed[1] || !n[0] || (!pools_only && (!n[1] || !bt.nbind || !bt.npass)))
 		rc = 1;
 	if (!pool_ok || pt.failed || pt.failed_plain || pt.cold || !pt.n || !pt.nplain)
+		rc = 1;
+	if (n_tput && (tt.failed_cold || tt.failed_claims || tt.claim_failed || tt.no_record || !tt.served))
 		rc = 1;
 	free(pt.claim);
 	free(pt.acc);
