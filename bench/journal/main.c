@@ -891,7 +891,7 @@ static void append_bench(void)
 	printf("replicated: a thread per run, also committed in the journal store (%s)\n",
 	       store ? "PostgreSQL 15, fsync on" : "left out: no store");
 	printf("sqlite: a thread and connection per run, WAL, synchronous=FULL, one transaction per append\n");
-	printf("(flushes/s: the syncer's syncfs/fdatasync; wakes/s: the loop's eventfd wake-ups; us/app: the loop\n"
+	printf("(flushes/s: the syncer's node log writes, syncfs and fdatasync; wakes/s: the loop's eventfd wake-ups; us/app: the loop\n"
 	       " thread's CPU time per durable append)\n");
 	printf("%-5s %9s %9s %8s %6s %9s %9s %12s %9s %8s %13s %8s %8s  %s\n", "runs", "loop/s", "flushes/s",
 	       "wakes/s", "us/app", "threads/s", "flushes/s", "replicated/s", "sqlite/s", "l/sqlite", "l/s min-max",
