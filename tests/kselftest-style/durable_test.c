@@ -8,7 +8,8 @@
  * resume in a fresh instance) and once with the workload surviving (it reconnects):
  * every completed step's effect exactly once, the in-flight one at most twice and
  * then with the same key; idempotent: false refusing a restart; a torn journal tail;
- * a corrupt middle record; budgets (steps, tokens, cost) and the loop guard;
+ * a corrupt middle record; a power loss that leaves a run's step records only in the
+ * node log (put back at start); budgets (steps, tokens, cost) and the loop guard;
  * `lantern step` replay; the input; the caller check; lantern journal verify. */
 #include <errno.h>
 #include <fcntl.h>
@@ -429,6 +430,74 @@ static void no_damage(const char *path)
 {
 }
 
+static int second_record(void *arg, const struct journal_record *rec)
+{
+	if (rec->seq == 2)
+		*(uint64_t *)arg = rec->offset;
+	return 0;
+}
+
+/* A power loss that took every page of the journal the kernel had not written back
+ * yet, after run_started (synced in place): zeros from record 2 to the end, as the
+ * preallocated space reads. Only the node log (STATE/journal.log) still has them. */
+static void power_loss(const char *path)
+{
+	struct journal_scan info;
+	struct lerr e;
+	uint64_t off = 0;
+	off_t end;
+	char *z;
+	int fd;
+
+	if (journal_scan(path, second_record, &off, &info, &e) < 0 || !off || (fd = open(path, O_WRONLY)) < 0)
+		return;
+	end = lseek(fd, 0, SEEK_END);
+	z = calloc(1, (size_t)end);
+	if (z && end > (off_t)off && pwrite(fd, z, (size_t)(end - (off_t)off), (off_t)off) != end - (off_t)off)
+		tap_diag("power_loss: short write");
+	free(z);
+	close(fd);
+}
+
+/* A machine that loses power with a run's step records only in the node log: lanternd
+ * puts them back at its start, so the run resumes after its completed steps (each
+ * effect once) instead of from its start. */
+static void test_power_loss(void)
+{
+	char script[2048], id[64], *out = NULL, key[128];
+	struct journal_scan info;
+	struct lerr e;
+	const char *f, *st;
+	char path[600];
+	bool same;
+	int h1, h2;
+
+	snprintf(script, sizeof(script),
+		 "set -e; L=$LANTERN_CLI; "
+		 "$L step p1 -- sh -c 'curl -sf -H \"Idempotency-Key: $LANTERN_IDEMPOTENCY_KEY\" http://127.0.0.1:%u/p1'; "
+		 "$L step p2 -- sh -c 'curl -sf -H \"Idempotency-Key: $LANTERN_IDEMPOTENCY_KEY\" http://127.0.0.1:%u/p2'; "
+		 "$L step wait -- sleep 2; echo power-done", sink_port, sink_port);
+	f = spec("power", NULL, NULL, script);
+	tl_sh(NULL, NULL, "%s/lantern --socket %s run %s >/dev/null 2>&1 &", T.build, T.sock, f);
+	tl_running_run(&T, "power", id, sizeof(id), 10000);
+	snprintf(path, sizeof(path), "%s/runs/%s/journal", T.state, id);
+	/* run_started, p1 and p2 started and completed, wait started */
+	for (uint64_t end = tl_ms() + 10000; tl_ms() < end; usleep(50000))
+		if (journal_scan(path, NULL, NULL, &info, &e) == 0 && info.records >= 6)
+			break;
+	st = restart_with(id, power_loss);
+	h1 = sink_hits("/p1", &same, key, sizeof(key));
+	h2 = sink_hits("/p2", &same, key, sizeof(key));
+	tl_lantern(&T, &out, NULL, "journal verify %s", id);
+	tap_ok(info.records >= 6 && !strcmp(st, "succeeded") && h1 == 1 && h2 == 1 &&
+	       tl_log_contains(&T, "journal node log") && tl_log_contains(&T, "put back") &&
+	       tl_has(out, "ok:"),
+	       "a power loss takes a run's step records from its journal file: lanternd puts them back from "
+	       "STATE/journal.log at start and the run resumes after its completed steps (%s; p1 %d, p2 %d "
+	       "effects; %s)", st, h1, h2, tl_oneline(out));
+	free(out);
+}
+
 static void test_journal_damage(void)
 {
 	char script[1024], id[64], *out = NULL, *r;
@@ -481,9 +550,9 @@ int main(void)
 	pid_t pid;
 	int lfd;
 
-	tap_plan(16);
+	tap_plan(17);
 	if (missing) {
-		for (int i = 0; i < 16; i++)
+		for (int i = 0; i < 17; i++)
 			tap_skip(missing, "durable execution");
 		return tap_done();
 	}
@@ -503,6 +572,7 @@ int main(void)
 	test_basics();
 	test_budgets();
 	test_journal_damage();
+	test_power_loss();
 	tl_daemon_stop(&T, SIGTERM);
 	test_crash_points();
 
