@@ -39,8 +39,8 @@ struct journal {
 	uint64_t batch_size;        /* syncer: the size the running batch makes durable */
 	uint64_t log_from;          /* syncer: where its bytes in the log start (base) */
 	bool via_log;               /* syncer: the running batch logs it */
-	bool rest;                  /* syncer: the running batch syncs it in place */
-	bool ident_known;           /* syncer: ino and btime below are set */
+	int log_ok;                 /* syncer: 0 not looked at yet; 1 its path is one the
+				     * log may carry (ino and btime below set); -1 never */
 	uint64_t ino;
 	int64_t btime_sec;
 	uint32_t btime_nsec;

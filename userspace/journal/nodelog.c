@@ -530,20 +530,23 @@ bool nodelog_accepts(struct nodelog *l, struct journal *j)
 	struct statx sx;
 
 	if (j->dev != l->dev || __atomic_load_n(&j->dir_unsynced, __ATOMIC_ACQUIRE) ||
-	    !__atomic_load_n(&j->base, __ATOMIC_ACQUIRE) ||
-	    strncmp(j->path, l->dir, l->dir_len) || j->path[l->dir_len] != '/' ||
-	    !rel_ok(j->path + l->dir_len + 1, strlen(j->path + l->dir_len + 1)) ||
-	    strlen(j->path + l->dir_len + 1) > UINT16_MAX)
+	    !__atomic_load_n(&j->base, __ATOMIC_ACQUIRE))
 		return false;
-	if (!j->ident_known) {
-		if (statx(j->fd, "", AT_EMPTY_PATH, STATX_INO | STATX_BTIME, &sx) < 0)
+	if (!j->log_ok) {
+		/* its path and identity do not change: looked at once */
+		const char *rel = j->path + l->dir_len + 1;
+
+		j->log_ok = -1;
+		if (strncmp(j->path, l->dir, l->dir_len) || j->path[l->dir_len] != '/' ||
+		    !rel_ok(rel, strlen(rel)) || strlen(rel) > UINT16_MAX ||
+		    statx(j->fd, "", AT_EMPTY_PATH, STATX_INO | STATX_BTIME, &sx) < 0)
 			return false;
 		j->ino = sx.stx_ino;
 		j->btime_sec = sx.stx_mask & STATX_BTIME ? sx.stx_btime.tv_sec : 0;
 		j->btime_nsec = sx.stx_mask & STATX_BTIME ? sx.stx_btime.tv_nsec : 0;
-		j->ident_known = true;
+		j->log_ok = 1;
 	}
-	return true;
+	return j->log_ok > 0;
 }
 
 static int read_at(int fd, uint8_t *p, size_t len, uint64_t off)

@@ -70,13 +70,6 @@ static void sync_rest(struct journal *batch, int *nflushes)
 			if (k->batch_err == 1 && k->dev == j->dev)
 				k->batch_err = err;
 	}
-	for (struct journal *j = batch; j; j = j->bnext) {
-		if (j->batch_err || !j->rest)
-			continue;
-		/* after syncfs too: on ext4 it committed the entry, elsewhere this does */
-		journal_dir_settle(j);
-		journal_raise_base(j, j->batch_size);
-	}
 }
 
 /* Makes the batch durable; each journal's result goes to its batch_err. Through the
@@ -105,16 +98,20 @@ static void syncer_flush(struct journal_syncer *s, struct journal *batch, int *n
 				  "from now on", strerror(-err));
 			*log_failed = true;
 		}
-		for (struct journal *j = batch; j; j = j->bnext) {
-			if (!j->via_log || err)
-				continue;
-			j->batch_err = 0;
-			journal_raise_base(j, j->batch_size);
-		}
+		for (struct journal *j = batch; j; j = j->bnext)
+			if (j->via_log && !err)
+				j->batch_err = 0;
 	}
-	for (struct journal *j = batch; j; j = j->bnext)
-		j->rest = j->batch_err == 1;
 	sync_rest(batch, nflushes);
+	/* every journal now durable: its directory entry (once; after syncfs too: on ext4
+	 * that committed it, elsewhere this does; a logged journal's is already) and the
+	 * base the log continues from */
+	for (struct journal *j = batch; j; j = j->bnext) {
+		if (j->batch_err)
+			continue;
+		journal_dir_settle(j);
+		journal_raise_base(j, j->batch_size);
+	}
 }
 
 static void *syncer_main(void *arg)
