@@ -23,7 +23,7 @@
 #include "lantern/util.h"
 
 #define OPTOK  "identity-cp-test-operator-token-0123"
-#define POINTS 9
+#define POINTS 11
 
 static struct tl_env N[2];
 static const char *const REGION[2] = { "eu-west-1", "us-east-1" };
@@ -81,7 +81,7 @@ static bool cp_start(void)
 	tl_file(&N[0], "optok", OPTOK "\n");
 	snprintf(cmd, sizeof(cmd), "exec %s/lantern-cp --listen 127.0.0.1:%u --http 127.0.0.1:%u --insecure "
 		 "--operator-token-file %s --database %s --heartbeat-interval 1 --metrics-interval 1 "
-		 "--ping-interval 1 >>%s 2>&1", N[0].build, grpc_port, http_port, tokf, db, cp_log);
+		 "--ping-interval 1 --down-after 30 --lease-ttl-ms 60000 >>%s 2>&1", N[0].build, grpc_port, http_port, tokf, db, cp_log);
 	cp_pid = fork();
 	if (cp_pid == 0) {
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -117,7 +117,8 @@ static bool node_start(int i)
 	snprintf(plane_of[i], sizeof(plane_of[i]), "%s", str(j, "id"));
 	tf = tl_file(&N[i], "bootstrap", "%s", str(j, "bootstrap_token"));
 	snprintf(extra, sizeof(extra), "--control-plane 127.0.0.1:%u --insecure --tenant acme "
-		 "--bootstrap-token-file %s --region %s --identity-dir %s/ids --reconnect-max 1", grpc_port, tf,
+		 "--bootstrap-token-file %s --region %s --identity-dir %s/ids --reconnect-max 1 "
+		 "--identity-sign-timeout 10000 --token-ttl 60", grpc_port, tf,
 		 REGION[i], N[i].dir);
 	json_decref(j);
 	return tl_daemon_start(&N[i], extra) == 0;
@@ -337,6 +338,83 @@ static void scenario(void)
 		json_decref(rec);
 	}
 	free(err);
+	err = NULL;
+
+	/* 7: the control plane goes away between an assignment and the token it signs: the
+	 * start waits for the stream to come back (within --identity-sign-timeout), the
+	 * restarted control plane signs, and the run is placed once, not given back */
+	{
+		char *log = NULL;
+		json_t *k;
+		bool placed, back;
+
+		kill(N[1].daemon, SIGSTOP);
+		snprintf(rid, sizeof(rid), "%s", submit(spec_file("cp-failover", NULL, "us-east-1")));
+		j = wait_run(rid, "assigned", 5000);
+		placed = !strcmp(str(j, "status"), "assigned");
+		json_decref(j);
+		usleep(300000); /* the assignment is in the stopped node's socket */
+		tl_child_stop(cp_pid, SIGKILL);
+		kill(N[1].daemon, SIGCONT);
+		back = cp_start();
+		k = wait_run(rid, "succeeded", 30000);
+		snprintf(path, sizeof(path), "%s/cp-failover.token", out_dir);
+		snprintf(url, sizeof(url), "http://127.0.0.1:%u/.well-known/jwks.json", http_port);
+		rc = tl_lantern(&N[1], NULL, &err, "identity verify %s --jwks %s", path, url);
+		tl_sh(&log, NULL, "grep -h '%s' %s/lanternd.log", rid, N[1].dir);
+		tap_ok(placed && back && !strcmp(str(k, "status"), "succeeded") &&
+		       json_integer_value(json_object_get(k, "epoch")) == 1 && rc == 0 &&
+		       !tl_has(log, "given back"),
+		       "the control plane killed after placing a run, before signing its token, and "
+		       "restarted: the node's start waits for the new stream, the run succeeds at epoch %lld "
+		       "with a token the control plane signed, never given back (%s %s; %s)",
+		       (long long)json_integer_value(json_object_get(k, "epoch")), str(k, "status"),
+		       str(k, "detail"), tl_oneline(log ? log : err));
+		json_decref(k);
+		free(log);
+		free(err);
+		err = NULL;
+	}
+
+	/* 8: a token refresh (two thirds into its 60 s, at ~40 s) while the control plane is
+	 * away from 30 s to 52 s: the request kept for the stream (10 s) is gone by the time
+	 * it comes back, so the node asks again (after 5 s, then 10 s) and the refreshed token
+	 * lands before the workload reads it again at 65 s (the control plane is started with
+	 * --down-after 30 and 60 s leases so that the outage costs the node nothing else) */
+	{
+		char first[600], second[600], *a = NULL, *b = NULL;
+		const char *f;
+		json_t *k;
+		bool back;
+
+		snprintf(first, sizeof(first), "%s/cp-refresh.first", out_dir);
+		snprintf(second, sizeof(second), "%s/cp-refresh.token", out_dir);
+		f = tl_spec(&N[0], "cp-refresh", NULL,
+			    "cp $LANTERN_IDENTITY_TOKEN FIRST; sleep 65; cp $LANTERN_IDENTITY_TOKEN SECOND",
+			    "  image_digest: host\n  isolation: trusted\n  network: none\n"
+			    "  limits: {timeout: 300s}\n  preferred_regions: [us-east-1]\n");
+		tl_sh(NULL, NULL, "sed -i 's|FIRST|%s|; s|SECOND|%s|' %s", first, second, f);
+		snprintf(rid, sizeof(rid), "%s", submit(f));
+		k = wait_run(rid, "running", 10000);
+		json_decref(k);
+		usleep(30000000);
+		tl_child_stop(cp_pid, SIGKILL);
+		usleep(22000000);
+		back = cp_start();
+		k = wait_run(rid, "succeeded", 40000);
+		util_read_file(first, &a, NULL);
+		util_read_file(second, &b, NULL);
+		rc = tl_lantern(&N[1], NULL, &err, "identity verify %s --jwks %s", second, url);
+		tap_ok(back && !strcmp(str(k, "status"), "succeeded") && a && b && strcmp(a, b) && rc == 0,
+		       "a token refresh due while the control plane is away past the tunnel's keep is asked "
+		       "again and lands once it is back: the run's last token is a new one (%s) the control "
+		       "plane signed (%s %s; %s)", a && b && strcmp(a, b) ? "changed" : "unchanged",
+		       str(k, "status"), str(k, "detail"), tl_oneline(err));
+		json_decref(k);
+		free(a);
+		free(b);
+		free(err);
+	}
 }
 
 int main(void)

@@ -266,6 +266,9 @@ void identity_token_signed(struct identity *id, const char *inst, const char *to
 
 static void schedule_refresh(struct id_run *ir);
 
+#define REFRESH_RETRY_MS 5000
+#define REFRESH_RETRY_MAX_MS 60000
+
 /* Takes a signed token; write: into the (read-only) tmpfs now, as for a refresh. */
 static int take_token(struct id_run *ir, struct signed_token *t, bool write, struct lerr *e)
 {
@@ -360,12 +363,21 @@ static void on_refresh(struct loop *l, void *arg)
 	struct lerr e = { 0 };
 
 	ir->refresh_timer = 0;
+	/* a refresh that cannot be asked for, or that no answer comes to (a control plane
+	 * away past the tunnel's keep, or one refusing), is asked again, 5 s then doubling
+	 * up to a minute, until one is signed or the run ends */
+	ir->retry_ms = ir->retry_ms ? (ir->retry_ms >= REFRESH_RETRY_MAX_MS / 2 ? REFRESH_RETRY_MAX_MS :
+				       ir->retry_ms * 2) : REFRESH_RETRY_MS;
 	if (sign_begin(ir->id, ir, &e) < 0) {
-		log_error("run %s: %s", run_id(ir->r), e.msg);
+		log_error("run %s: %s (asked again in %u ms)", run_id(ir->r), e.msg, ir->retry_ms);
+		ir->refresh_timer = loop_timer_add(ir->id->loop, ir->retry_ms, on_refresh, ir);
 		return;
 	}
-	if (ir->pending)
-		return; /* written when the answer arrives (on_inbox) */
+	if (ir->pending) {
+		/* written when the answer arrives (on_inbox) */
+		ir->refresh_timer = loop_timer_add(ir->id->loop, ir->retry_ms, on_refresh, ir);
+		return;
+	}
 	if (write_token(ir, &e) < 0)
 		log_error("run %s: %s", run_id(ir->r), e.msg);
 	schedule_refresh(ir);
@@ -382,6 +394,7 @@ static void schedule_refresh(struct id_run *ir)
 	if (ir->refresh_timer)
 		loop_timer_cancel(ir->id->loop, ir->refresh_timer);
 	ir->refresh_timer = 0;
+	ir->retry_ms = 0;
 	if (ir->exp >= deadline || ir->exp <= now)
 		return;
 	ir->refresh_timer = loop_timer_add(ir->id->loop, (uint64_t)(ir->exp - now) * 2000 / 3, on_refresh, ir);

@@ -77,6 +77,7 @@ struct id_run {
 	bool pending;                /* a remote signature is asked for */
 	char remote_run_id[64];
 	uint64_t refresh_timer;
+	uint32_t retry_ms;           /* a refresh not answered is asked again after this (doubling) */
 	/* secrets */
 	struct lease *leases;
 	size_t nleases;

@@ -588,48 +588,6 @@ int tunnel_complete(struct tunnel *t, const struct tunnel_completion *c, struct 
 	return 0;
 }
 
-int tunnel_identity_request(struct tunnel *t, const char *run_id, int64_t epoch, const char *inst,
-			    const uint8_t pk[32], int64_t exp)
-{
-	Lantern__V1__DpRunStreamClientMsg m = LANTERN__V1__DP_RUN_STREAM_CLIENT_MSG__INIT;
-	Lantern__V1__DpIdentityRequest rq = LANTERN__V1__DP_IDENTITY_REQUEST__INIT;
-	uint8_t *buf;
-	size_t len;
-	int err = -ENOTCONN;
-
-	if (!atomic_load(&t->signs_identity))
-		return -ENOENT;
-	rq.run_id = (char *)run_id;
-	rq.instance_id = (char *)inst;
-	rq.public_key.data = (uint8_t *)pk;
-	rq.public_key.len = 32;
-	rq.expires_at_unix = exp;
-	rq.fencing_epoch = epoch;
-	m.msg_case = LANTERN__V1__DP_RUN_STREAM_CLIENT_MSG__MSG_IDENTITY_REQUEST;
-	m.identity_request = &rq;
-	if (!(buf = pack_client(&m, &len)))
-		return -ENOMEM;
-	pthread_mutex_lock(&t->mu);
-	if (t->stream) {
-		struct idreq *q = calloc(1, sizeof(*q));
-
-		rpc_stream_send(t->stream, buf, len);
-		err = 0;
-		if (q) {
-			snprintf(q->inst, sizeof(q->inst), "%s", inst);
-			q->buf = buf;
-			q->len = len;
-			q->sent_ms = mono_ms();
-			q->next = t->idreqs;
-			t->idreqs = q;
-			buf = NULL;
-		}
-	}
-	pthread_mutex_unlock(&t->mu);
-	free(buf);
-	return err;
-}
-
 /* t->mu held: the answered one goes (inst), and those past their keep. */
 static void idreqs_prune_locked(struct tunnel *t, const char *inst)
 {
@@ -646,6 +604,53 @@ static void idreqs_prune_locked(struct tunnel *t, const char *inst)
 			pp = &q->next;
 		}
 	}
+}
+
+int tunnel_identity_request(struct tunnel *t, const char *run_id, int64_t epoch, const char *inst,
+			    const uint8_t pk[32], int64_t exp)
+{
+	Lantern__V1__DpRunStreamClientMsg m = LANTERN__V1__DP_RUN_STREAM_CLIENT_MSG__INIT;
+	Lantern__V1__DpIdentityRequest rq = LANTERN__V1__DP_IDENTITY_REQUEST__INIT;
+	struct idreq *q;
+	uint8_t *buf;
+	size_t len;
+	int err = -ENOTCONN;
+
+	if (!atomic_load(&t->signs_identity))
+		return -ENOENT;
+	rq.run_id = (char *)run_id;
+	rq.instance_id = (char *)inst;
+	rq.public_key.data = (uint8_t *)pk;
+	rq.public_key.len = 32;
+	rq.expires_at_unix = exp;
+	rq.fencing_epoch = epoch;
+	m.msg_case = LANTERN__V1__DP_RUN_STREAM_CLIENT_MSG__MSG_IDENTITY_REQUEST;
+	m.identity_request = &rq;
+	if (!(buf = pack_client(&m, &len)))
+		return -ENOMEM;
+	q = calloc(1, sizeof(*q));
+	pthread_mutex_lock(&t->mu);
+	/* kept until answered (or IDREQ_KEEP_MS): a stream down now (its replica was killed)
+	 * sends it when it opens again, so a start waits out a failover within the signing
+	 * timeout instead of failing at once */
+	if (t->stream) {
+		rpc_stream_send(t->stream, buf, len);
+		err = 0;
+	}
+	idreqs_prune_locked(t, NULL);
+	if (q) {
+		snprintf(q->inst, sizeof(q->inst), "%s", inst);
+		q->buf = buf;
+		q->len = len;
+		q->sent_ms = mono_ms();
+		q->next = t->idreqs;
+		t->idreqs = q;
+		buf = NULL;
+		err = 0;
+	}
+	pthread_mutex_unlock(&t->mu);
+	free(buf);
+	return err;
 }
 
 /* --- the stream (thread) --- */
